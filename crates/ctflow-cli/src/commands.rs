@@ -1,0 +1,170 @@
+//! Client commands: experiments and runs.
+
+use anyhow::{Context, Result};
+use clap::Subcommand;
+use serde_json::{json, Value};
+
+use crate::client::TrackingClient;
+use crate::{ClientArgs, OutputFormat};
+
+#[derive(Subcommand)]
+pub enum ExperimentsCommand {
+    /// Create an experiment.
+    Create {
+        #[arg(long, short = 'n')]
+        experiment_name: String,
+        #[arg(long, short = 'l')]
+        artifact_location: Option<String>,
+    },
+    /// List experiments.
+    List {
+        /// active_only, deleted_only or all.
+        #[arg(long, default_value = "active_only")]
+        view: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum RunsCommand {
+    /// List the runs of an experiment, newest first.
+    List {
+        #[arg(long)]
+        experiment_id: String,
+        #[arg(long, default_value = "active_only")]
+        view: String,
+    },
+    /// Print one run as JSON.
+    Describe {
+        #[arg(long)]
+        run_id: String,
+    },
+}
+
+fn print_json(value: &Value) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+fn print_table(headers: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_string()
+    };
+    println!("{}", line(headers.iter().map(|h| h.to_string()).collect()));
+    println!("{}", line(widths.iter().map(|w| "-".repeat(*w)).collect()));
+    for row in rows {
+        println!("{}", line(row.clone()));
+    }
+}
+
+fn text(value: &Value, key: &str) -> String {
+    match value.get(key) {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Null) | None => String::new(),
+        Some(other) => other.to_string(),
+    }
+}
+
+/// Pages through a search endpoint until the server returns no token.
+async fn search_all(client: &TrackingClient, endpoint: &str, mut body: Value, key: &str) -> Result<Vec<Value>> {
+    let mut items = Vec::new();
+    loop {
+        let page = client.post(endpoint, &body).await?;
+        if let Some(Value::Array(found)) = page.get(key) {
+            items.extend(found.iter().cloned());
+        }
+        match page.get("next_page_token").and_then(Value::as_str) {
+            Some(token) if !token.is_empty() => body["page_token"] = json!(token),
+            _ => return Ok(items),
+        }
+    }
+}
+
+pub async fn experiments(command: ExperimentsCommand, args: &ClientArgs) -> Result<()> {
+    let client = TrackingClient::new(&args.tracking_uri)?;
+    match command {
+        ExperimentsCommand::Create { experiment_name, artifact_location } => {
+            let mut body = json!({ "name": experiment_name });
+            if let Some(location) = artifact_location {
+                body["artifact_location"] = json!(location);
+            }
+            let response = client.post("experiments/create", &body).await.context("cannot create the experiment")?;
+            let id = text(&response, "experiment_id");
+            match args.output {
+                OutputFormat::Json => print_json(&json!({ "experiment_id": id, "name": experiment_name }))?,
+                OutputFormat::Table => println!("Created experiment '{experiment_name}' with id {id}"),
+            }
+        }
+        ExperimentsCommand::List { view } => {
+            let body = json!({ "max_results": 1000, "view_type": view.to_ascii_uppercase() });
+            let experiments = search_all(&client, "experiments/search", body, "experiments").await?;
+            match args.output {
+                OutputFormat::Json => print_json(&Value::Array(experiments))?,
+                OutputFormat::Table => {
+                    let rows: Vec<Vec<String>> = experiments
+                        .iter()
+                        .map(|e| {
+                            vec![
+                                text(e, "experiment_id"),
+                                text(e, "name"),
+                                text(e, "lifecycle_stage"),
+                                text(e, "artifact_location"),
+                            ]
+                        })
+                        .collect();
+                    print_table(&["Experiment Id", "Name", "Lifecycle Stage", "Artifact Location"], &rows);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+pub async fn runs(command: RunsCommand, args: &ClientArgs) -> Result<()> {
+    let client = TrackingClient::new(&args.tracking_uri)?;
+    match command {
+        RunsCommand::List { experiment_id, view } => {
+            let body = json!({
+                "experiment_ids": [experiment_id],
+                "max_results": 1000,
+                "run_view_type": view.to_ascii_uppercase(),
+            });
+            let runs = search_all(&client, "runs/search", body, "runs").await?;
+            match args.output {
+                OutputFormat::Json => print_json(&Value::Array(runs))?,
+                OutputFormat::Table => {
+                    let rows: Vec<Vec<String>> = runs
+                        .iter()
+                        .map(|r| {
+                            let info = &r["info"];
+                            vec![
+                                text(info, "run_id"),
+                                text(info, "run_name"),
+                                text(info, "status"),
+                                text(info, "start_time"),
+                            ]
+                        })
+                        .collect();
+                    print_table(&["Run Id", "Name", "Status", "Start Time"], &rows);
+                }
+            }
+        }
+        RunsCommand::Describe { run_id } => {
+            let response = client.get("runs/get", &[("run_id", run_id)]).await?;
+            print_json(response.get("run").unwrap_or(&response))?;
+        }
+    }
+    Ok(())
+}

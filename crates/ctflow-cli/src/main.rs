@@ -1,0 +1,147 @@
+//! The `ctflow` command: the server, and client commands that speak MLflow's REST API to
+//! any compatible tracking server (ctflow's or MLflow's own).
+
+mod client;
+mod commands;
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(name = "ctflow", version, about = "Continuous training with an MLflow-compatible tracking server")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, Debug, Default, ValueEnum, PartialEq, Eq)]
+pub enum OutputFormat {
+    #[default]
+    Table,
+    Json,
+}
+
+/// Options shared by every command that talks to a tracking server.
+#[derive(Args, Clone, Debug)]
+pub struct ClientArgs {
+    /// Tracking server URL (as MLflow's MLFLOW_TRACKING_URI).
+    #[arg(long, env = "MLFLOW_TRACKING_URI", default_value = "http://127.0.0.1:5000", global = true)]
+    pub tracking_uri: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table, global = true)]
+    pub output: OutputFormat,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the tracking and model-registry server.
+    Server(ServerArgs),
+    /// Create and list experiments.
+    Experiments {
+        #[command(subcommand)]
+        command: commands::ExperimentsCommand,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// List and describe runs.
+    Runs {
+        #[command(subcommand)]
+        command: commands::RunsCommand,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Args, Debug)]
+struct ServerArgs {
+    /// Database: sqlite:///path/to/file.db or postgresql://user@host/db.
+    #[arg(long, env = "CTFLOW_BACKEND_STORE_URI", default_value = "sqlite:///ctflow-data/ctflow.db")]
+    backend_store_uri: String,
+    /// Root of new experiments' artifact locations (default: mlflow-artifacts:/ when
+    /// artifacts are served, else the artifacts destination folder).
+    #[arg(long)]
+    default_artifact_root: Option<String>,
+    /// Folder where served artifacts are stored.
+    #[arg(long, default_value = "ctflow-data/artifacts")]
+    artifacts_destination: PathBuf,
+    /// Proxy artifact uploads and downloads through this server (the default).
+    #[arg(long, overrides_with = "no_serve_artifacts")]
+    serve_artifacts: bool,
+    /// Clients read and write artifacts themselves; the server does not proxy them.
+    #[arg(long)]
+    no_serve_artifacts: bool,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: IpAddr,
+    #[arg(long, short, default_value_t = 5000)]
+    port: u16,
+}
+
+fn init_logging() {
+    let filter = EnvFilter::try_from_env("CTFLOW_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+    tracing::info!("shutting down");
+}
+
+async fn run_server(args: ServerArgs) -> Result<()> {
+    let config = ctflow_server::ServerConfig {
+        backend_store_uri: args.backend_store_uri,
+        default_artifact_root: args.default_artifact_root,
+        artifacts_destination: args.artifacts_destination,
+        serve_artifacts: !args.no_serve_artifacts || args.serve_artifacts,
+        max_connections: 8,
+    };
+    if !args.host.is_loopback() {
+        tracing::warn!(
+            host = %args.host,
+            "listening on a non-loopback address: anyone who can reach this port can read and write experiments, runs and artifacts (authentication is not enabled)"
+        );
+    }
+    let listener = tokio::net::TcpListener::bind((args.host, args.port))
+        .await
+        .with_context(|| format!("cannot listen on {}:{}", args.host, args.port))?;
+    let state = ctflow_server::AppState::open(&config).await.context("cannot open the tracking store")?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, backend = ?state.store.backend(), serve_artifacts = config.serve_artifacts, "ctflow server listening");
+    println!("ctflow server listening on http://{addr}");
+    ctflow_server::serve(listener, state, shutdown_signal()).await?;
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    init_logging();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Server(args) => run_server(args).await,
+            Command::Experiments { command, client } => commands::experiments(command, &client).await,
+            Command::Runs { command, client } => commands::runs(command, &client).await,
+        }
+    })
+}

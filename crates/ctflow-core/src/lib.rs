@@ -1,0 +1,21 @@
+//! ctflow's domain: MLflow-compatible entities, identifiers, validation rules and the
+//! search-filter grammar. Pure logic only: no I/O, no async runtime.
+#![forbid(unsafe_code)]
+
+pub mod artifact_path;
+pub mod entities;
+pub mod error;
+pub mod filter;
+pub mod ids;
+pub mod page_token;
+pub mod validation;
+
+pub use error::{ErrorCode, MlflowError, Result};
+
+/// Milliseconds since the Unix epoch, the unit of every MLflow timestamp.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

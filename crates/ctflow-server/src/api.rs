@@ -1,0 +1,434 @@
+//! The MLflow tracking REST API: experiments, runs, metrics, logged models.
+
+use axum::extract::{Path, State};
+use axum::Json;
+use ctflow_core::entities::{Dataset, ModelOutput, ViewType};
+use ctflow_core::filter::{
+    parse_experiment_filter, parse_experiment_order_by, parse_logged_model_filter,
+    parse_run_filter, parse_run_order_by,
+};
+use ctflow_core::ids::parse_experiment_id;
+use ctflow_core::validation::{
+    validate_max_results, MAX_EXPERIMENTS_SEARCH_RESULTS, MAX_RUNS_SEARCH_RESULTS,
+};
+use ctflow_core::MlflowError;
+use ctflow_store::{
+    BatchMetric, DatasetInputRequest, ExperimentSearch, LoggedModelSearch, NewLoggedModel, NewRun,
+    RunSearch, RunUpdate,
+};
+use serde::Serialize;
+use serde_json::{json, Map, Value};
+
+use crate::error::ApiResult;
+use crate::params::Params;
+use crate::AppState;
+
+type JsonResult = ApiResult<Json<Value>>;
+
+fn empty() -> JsonResult {
+    Ok(Json(json!({})))
+}
+
+/// `{"<key>": [...], "next_page_token": ...}`, omitting what is empty as protobuf does.
+pub(crate) fn page<T: Serialize>(key: &str, items: Vec<T>, next: Option<String>) -> JsonResult {
+    let mut map = Map::new();
+    if !items.is_empty() {
+        map.insert(key.to_string(), serde_json::to_value(items).map_err(internal)?);
+    }
+    if let Some(token) = next {
+        map.insert("next_page_token".into(), Value::String(token));
+    }
+    Ok(Json(Value::Object(map)))
+}
+
+pub(crate) fn internal(e: serde_json::Error) -> crate::error::ApiError {
+    MlflowError::new(ctflow_core::ErrorCode::InternalError, e.to_string()).into()
+}
+
+fn wrap<T: Serialize>(key: &str, value: T) -> JsonResult {
+    let mut map = Map::new();
+    map.insert(key.to_string(), serde_json::to_value(value).map_err(internal)?);
+    Ok(Json(Value::Object(map)))
+}
+
+fn experiment_id(p: &Params, name: &str) -> ApiResult<i64> {
+    Ok(parse_experiment_id(&p.req_str(name)?)?)
+}
+
+// ---------------------------------------------------------------- experiments
+
+pub async fn create_experiment(State(state): State<AppState>, p: Params) -> JsonResult {
+    let name = p.req_str("name")?;
+    let location = p.str("artifact_location")?.filter(|l| !l.is_empty());
+    if let Some(location) = &location {
+        state.check_artifact_location(location)?;
+    }
+    let tags = p.key_values("tags")?;
+    let id = state.store.create_experiment(&name, location.as_deref(), &tags).await?;
+    Ok(Json(json!({ "experiment_id": id })))
+}
+
+pub async fn get_experiment(State(state): State<AppState>, p: Params) -> JsonResult {
+    let id = experiment_id(&p, "experiment_id")?;
+    wrap("experiment", state.store.get_experiment(id).await?)
+}
+
+pub async fn get_experiment_by_name(State(state): State<AppState>, p: Params) -> JsonResult {
+    let name = p.req_str("experiment_name")?;
+    wrap("experiment", state.store.get_experiment_by_name(&name).await?)
+}
+
+pub async fn search_experiments(State(state): State<AppState>, p: Params) -> JsonResult {
+    let max_results = p.i64("max_results")?.unwrap_or(1000);
+    validate_max_results(max_results, MAX_EXPERIMENTS_SEARCH_RESULTS)?;
+    let search = ExperimentSearch {
+        view: ViewType::parse(p.str("view_type")?.as_deref())?,
+        filter: parse_experiment_filter(&p.str("filter")?.unwrap_or_default())?,
+        order_by: parse_experiment_order_by(&p.str_list("order_by")?)?,
+        max_results,
+        page_token: p.str("page_token")?,
+    };
+    let (experiments, next) = state.store.search_experiments(&search).await?;
+    page("experiments", experiments, next)
+}
+
+pub async fn update_experiment(State(state): State<AppState>, p: Params) -> JsonResult {
+    let id = experiment_id(&p, "experiment_id")?;
+    if let Some(new_name) = p.str("new_name")? {
+        state.store.rename_experiment(id, &new_name).await?;
+    }
+    empty()
+}
+
+pub async fn delete_experiment(State(state): State<AppState>, p: Params) -> JsonResult {
+    state.store.delete_experiment(experiment_id(&p, "experiment_id")?).await?;
+    empty()
+}
+
+pub async fn restore_experiment(State(state): State<AppState>, p: Params) -> JsonResult {
+    state.store.restore_experiment(experiment_id(&p, "experiment_id")?).await?;
+    empty()
+}
+
+pub async fn set_experiment_tag(State(state): State<AppState>, p: Params) -> JsonResult {
+    let id = experiment_id(&p, "experiment_id")?;
+    let key = p.req_str("key")?;
+    let value = p.str("value")?.unwrap_or_default();
+    state.store.set_experiment_tag(id, &key, &value).await?;
+    empty()
+}
+
+pub async fn delete_experiment_tag(State(state): State<AppState>, p: Params) -> JsonResult {
+    let id = experiment_id(&p, "experiment_id")?;
+    state.store.delete_experiment_tag(id, &p.req_str("key")?).await?;
+    empty()
+}
+
+// ----------------------------------------------------------------------- runs
+
+pub async fn create_run(State(state): State<AppState>, p: Params) -> JsonResult {
+    let experiment_id = match p.str("experiment_id")?.filter(|s| !s.is_empty()) {
+        Some(raw) => parse_experiment_id(&raw)?,
+        None => 0,
+    };
+    let run = state
+        .store
+        .create_run(NewRun {
+            experiment_id,
+            user_id: p.str("user_id")?.unwrap_or_default(),
+            start_time: p.i64("start_time")?,
+            run_name: p.str("run_name")?,
+            tags: p.key_values("tags")?,
+        })
+        .await?;
+    wrap("run", run)
+}
+
+pub async fn get_run(State(state): State<AppState>, p: Params) -> JsonResult {
+    wrap("run", state.store.get_run(&p.run_id()?).await?)
+}
+
+pub async fn update_run(State(state): State<AppState>, p: Params) -> JsonResult {
+    let info = state
+        .store
+        .update_run(
+            &p.run_id()?,
+            RunUpdate {
+                status: p.str("status")?,
+                end_time: p.i64("end_time")?,
+                run_name: p.str("run_name")?,
+            },
+        )
+        .await?;
+    wrap("run_info", info)
+}
+
+pub async fn delete_run(State(state): State<AppState>, p: Params) -> JsonResult {
+    state.store.delete_run(&p.run_id()?).await?;
+    empty()
+}
+
+pub async fn restore_run(State(state): State<AppState>, p: Params) -> JsonResult {
+    state.store.restore_run(&p.run_id()?).await?;
+    empty()
+}
+
+fn batch_metric(p: &Params) -> ApiResult<BatchMetric> {
+    let key = p.req_str("key")?;
+    let value = p.f64("value")?.ok_or_else(|| MlflowError::missing_param("value"))?;
+    let timestamp = p.req_i64("timestamp")?;
+    Ok(BatchMetric {
+        key,
+        value,
+        timestamp,
+        step: p.i64("step")?.unwrap_or(0),
+        model_id: p.str("model_id")?.filter(|s| !s.is_empty()),
+        dataset_name: p.str("dataset_name")?.filter(|s| !s.is_empty()),
+        dataset_digest: p.str("dataset_digest")?.filter(|s| !s.is_empty()),
+    })
+}
+
+pub async fn log_metric(State(state): State<AppState>, p: Params) -> JsonResult {
+    let run_id = p.run_id()?;
+    let metric = batch_metric(&p)?;
+    state.store.log_metric(&run_id, metric).await?;
+    empty()
+}
+
+pub async fn log_param(State(state): State<AppState>, p: Params) -> JsonResult {
+    let run_id = p.run_id()?;
+    let key = p.req_str("key")?;
+    let value = p.str("value")?.unwrap_or_default();
+    state.store.log_param(&run_id, &key, &value).await?;
+    empty()
+}
+
+pub async fn set_tag(State(state): State<AppState>, p: Params) -> JsonResult {
+    let run_id = p.run_id()?;
+    let key = p.req_str("key")?;
+    let value = p.str("value")?.unwrap_or_default();
+    state.store.set_tag(&run_id, &key, &value).await?;
+    empty()
+}
+
+pub async fn delete_tag(State(state): State<AppState>, p: Params) -> JsonResult {
+    state.store.delete_tag(&p.run_id()?, &p.req_str("key")?).await?;
+    empty()
+}
+
+pub async fn log_batch(State(state): State<AppState>, p: Params) -> JsonResult {
+    let run_id = p.run_id()?;
+    let metrics = p.objects("metrics")?.iter().map(batch_metric).collect::<ApiResult<Vec<_>>>()?;
+    let params = p.key_values("params")?;
+    let tags = p.key_values("tags")?;
+    state.store.log_batch(&run_id, metrics, params, tags).await?;
+    empty()
+}
+
+pub async fn log_inputs(State(state): State<AppState>, p: Params) -> JsonResult {
+    let run_id = p.run_id()?;
+    let mut datasets = Vec::new();
+    for input in p.objects("datasets")? {
+        let d = input.object("dataset")?.ok_or_else(|| MlflowError::missing_param("dataset"))?;
+        datasets.push(DatasetInputRequest {
+            dataset: Dataset {
+                name: d.req_str("name")?,
+                digest: d.req_str("digest")?,
+                source_type: d.str("source_type")?.unwrap_or_default(),
+                source: d.str("source")?.unwrap_or_default(),
+                schema: d.str("schema")?,
+                profile: d.str("profile")?,
+            },
+            tags: input.key_values("tags")?,
+        });
+    }
+    let models = p
+        .objects("models")?
+        .iter()
+        .map(|m| m.req_str("model_id"))
+        .collect::<Result<Vec<_>, _>>()?;
+    state.store.log_inputs(&run_id, datasets, models).await?;
+    empty()
+}
+
+pub async fn log_outputs(State(state): State<AppState>, p: Params) -> JsonResult {
+    let run_id = p.run_id()?;
+    let outputs = p
+        .objects("models")?
+        .iter()
+        .map(|m| Ok(ModelOutput { model_id: m.req_str("model_id")?, step: m.i64("step")?.unwrap_or(0) }))
+        .collect::<ApiResult<Vec<_>>>()?;
+    state.store.log_outputs(&run_id, outputs).await?;
+    empty()
+}
+
+pub async fn search_runs(State(state): State<AppState>, p: Params) -> JsonResult {
+    let max_results = p.i64("max_results")?.unwrap_or(1000);
+    if max_results > MAX_RUNS_SEARCH_RESULTS || max_results <= 0 {
+        return Err(MlflowError::invalid(format!(
+            "Invalid value {max_results} for parameter 'max_results' supplied. It must be at most {MAX_RUNS_SEARCH_RESULTS}, and greater than 0"
+        ))
+        .into());
+    }
+    let experiment_ids = p
+        .str_list("experiment_ids")?
+        .iter()
+        .map(|id| parse_experiment_id(id))
+        .collect::<Result<Vec<_>, _>>()?;
+    let search = RunSearch {
+        experiment_ids,
+        filter: parse_run_filter(&p.str("filter")?.unwrap_or_default())?,
+        view: ViewType::parse(p.str("run_view_type")?.as_deref())?,
+        max_results,
+        order_by: parse_run_order_by(&p.str_list("order_by")?)?,
+        page_token: p.str("page_token")?,
+    };
+    let (runs, next) = state.store.search_runs(&search).await?;
+    page("runs", runs, next)
+}
+
+pub async fn get_metric_history(State(state): State<AppState>, p: Params) -> JsonResult {
+    let run_id = p.run_id()?;
+    let key = p.req_str("metric_key")?;
+    let max_results = p.i64("max_results")?;
+    if let Some(max) = max_results {
+        validate_max_results(max, i64::MAX)?;
+    }
+    let (points, next) = state
+        .store
+        .get_metric_history(&run_id, &key, max_results, p.str("page_token")?.as_deref())
+        .await?;
+    page("metrics", points, next)
+}
+
+pub async fn get_metric_history_bulk_interval(State(state): State<AppState>, p: Params) -> JsonResult {
+    let run_ids = p.str_list("run_ids")?;
+    if run_ids.is_empty() {
+        return Err(MlflowError::missing_param("run_ids").into());
+    }
+    if run_ids.len() > 100 {
+        return Err(MlflowError::invalid("GetMetricHistoryBulkInterval request must specify at most 100 run_ids.").into());
+    }
+    let key = p.req_str("metric_key")?;
+    let max_results = p.i64("max_results")?.unwrap_or(320);
+    validate_max_results(max_results, 2500)?;
+    let points = state
+        .store
+        .get_metric_history_bulk_interval(&run_ids, &key, p.i64("start_step")?, p.i64("end_step")?, max_results)
+        .await?;
+    let metrics: Vec<Value> = points
+        .into_iter()
+        .map(|(run_id, point)| {
+            let mut v = serde_json::to_value(point).map_err(internal)?;
+            if let Value::Object(m) = &mut v {
+                m.insert("run_id".into(), Value::String(run_id));
+            }
+            Ok(v)
+        })
+        .collect::<ApiResult<_>>()?;
+    page("metrics", metrics, None)
+}
+
+// -------------------------------------------------------------- logged models
+
+pub async fn create_logged_model(State(state): State<AppState>, p: Params) -> JsonResult {
+    let model = state
+        .store
+        .create_logged_model(NewLoggedModel {
+            experiment_id: experiment_id(&p, "experiment_id")?,
+            name: p.str("name")?,
+            model_type: p.str("model_type")?,
+            source_run_id: p.str("source_run_id")?,
+            params: p.key_values("params")?,
+            tags: p.key_values("tags")?,
+        })
+        .await?;
+    wrap("model", model)
+}
+
+pub async fn get_logged_model(State(state): State<AppState>, Path(model_id): Path<String>) -> JsonResult {
+    wrap("model", state.store.get_logged_model(&model_id).await?)
+}
+
+pub async fn finalize_logged_model(
+    State(state): State<AppState>,
+    Path(model_id): Path<String>,
+    p: Params,
+) -> JsonResult {
+    let status = p.req_str("status")?;
+    wrap("model", state.store.finalize_logged_model(&model_id, &status).await?)
+}
+
+pub async fn delete_logged_model(State(state): State<AppState>, Path(model_id): Path<String>) -> JsonResult {
+    state.store.delete_logged_model(&model_id).await?;
+    empty()
+}
+
+pub async fn set_logged_model_tags(
+    State(state): State<AppState>,
+    Path(model_id): Path<String>,
+    p: Params,
+) -> JsonResult {
+    state.store.set_logged_model_tags(&model_id, &p.key_values("tags")?).await?;
+    empty()
+}
+
+pub async fn delete_logged_model_tag(
+    State(state): State<AppState>,
+    Path((model_id, key)): Path<(String, String)>,
+) -> JsonResult {
+    state.store.delete_logged_model_tag(&model_id, &key).await?;
+    empty()
+}
+
+pub async fn log_logged_model_params(
+    State(state): State<AppState>,
+    Path(model_id): Path<String>,
+    p: Params,
+) -> JsonResult {
+    state.store.log_logged_model_params(&model_id, &p.key_values("params")?).await?;
+    empty()
+}
+
+pub async fn search_logged_models(State(state): State<AppState>, p: Params) -> JsonResult {
+    let experiment_ids = p
+        .str_list("experiment_ids")?
+        .iter()
+        .map(|id| parse_experiment_id(id))
+        .collect::<Result<Vec<_>, _>>()?;
+    let max_results = p.i64("max_results")?.unwrap_or(100);
+    validate_max_results(max_results, MAX_RUNS_SEARCH_RESULTS)?;
+    let order_by = p
+        .objects("order_by")?
+        .iter()
+        .map(|o| {
+            Ok(ctflow_store_order(o.req_str("field_name")?, o.bool("ascending")?.unwrap_or(true)))
+        })
+        .collect::<ApiResult<Vec<_>>>()?;
+    let search = LoggedModelSearch {
+        experiment_ids,
+        filter: parse_logged_model_filter(&p.str("filter")?.unwrap_or_default())?,
+        order_by,
+        max_results,
+        page_token: p.str("page_token")?,
+    };
+    let (models, next) = state.store.search_logged_models(&search).await?;
+    page("models", models, next)
+}
+
+fn ctflow_store_order(field_name: String, ascending: bool) -> ctflow_store::LoggedModelOrder {
+    ctflow_store::LoggedModelOrder { field_name, ascending }
+}
+
+pub async fn server_info(State(state): State<AppState>) -> Json<Value> {
+    Json(json!({
+        "store_type": "SqlStore",
+        "workspaces_enabled": false,
+        "trace_archival_enabled": false,
+        "multipart_uploads_enabled": false,
+        "multipart_downloads_enabled": false,
+        "artifact_serving_enabled": state.serve_artifacts,
+        "artifacts_presigned_only": false,
+        "tracking_auth": "",
+    }))
+}

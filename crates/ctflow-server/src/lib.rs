@@ -1,0 +1,200 @@
+//! ctflow's HTTP server: the MLflow tracking REST API (under `/api/` and `/ajax-api/`), the
+//! `mlflow-artifacts` proxy, `/health` and `/version`.
+#![forbid(unsafe_code)]
+
+mod api;
+mod artifacts;
+pub mod error;
+pub mod params;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, patch, post};
+use axum::Router;
+use ctflow_core::validation::normpath;
+use ctflow_core::{ErrorCode, MlflowError};
+use ctflow_store::artifacts::{ArtifactRepository, LocalArtifactStore};
+use ctflow_store::{Store, StoreOptions};
+
+use crate::error::{ApiError, ApiResult};
+
+/// Everything `ctflow server` is configured with.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub backend_store_uri: String,
+    /// Explicit root for new experiments' artifact locations; derived when absent.
+    pub default_artifact_root: Option<String>,
+    /// Where proxied artifacts are stored.
+    pub artifacts_destination: PathBuf,
+    pub serve_artifacts: bool,
+    pub max_connections: u32,
+}
+
+/// Shared state of every handler.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub artifacts: Arc<dyn ArtifactRepository>,
+    pub serve_artifacts: bool,
+    /// The canonical folder of the local artifact repository.
+    local_root: PathBuf,
+}
+
+impl AppState {
+    pub async fn open(config: &ServerConfig) -> Result<AppState, ctflow_store::Error> {
+        let local = LocalArtifactStore::new(&config.artifacts_destination)?;
+        let local_root = local.root().to_path_buf();
+        let default_artifact_root = match &config.default_artifact_root {
+            Some(root) => root.clone(),
+            None if config.serve_artifacts => "mlflow-artifacts:/".to_string(),
+            None => local_root.display().to_string(),
+        };
+        let store = Store::open(StoreOptions {
+            backend_store_uri: config.backend_store_uri.clone(),
+            default_artifact_root,
+            max_connections: config.max_connections,
+        })
+        .await?;
+        Ok(AppState { store, artifacts: Arc::new(local), serve_artifacts: config.serve_artifacts, local_root })
+    }
+
+    /// Maps an artifact URI to a path inside the local repository, if it lives there.
+    pub fn repository_path(&self, uri: &str) -> Option<String> {
+        if let Some(rest) = uri.strip_prefix("mlflow-artifacts:") {
+            let rest = rest.trim_start_matches('/');
+            return ctflow_core::artifact_path::safe_relative_path(rest).ok().map(|p| p.join("/"));
+        }
+        let local = uri.strip_prefix("file://").unwrap_or(uri);
+        if !local.starts_with('/') {
+            return None;
+        }
+        let normalized = normpath(local);
+        Path::new(&normalized)
+            .strip_prefix(&self.local_root)
+            .ok()
+            .map(|rel| rel.to_string_lossy().into_owned())
+    }
+
+    /// An experiment's `artifact_location` may not point the server outside its artifact
+    /// root, and may not smuggle `#`, `?` or encoded traversal (the CVE-2023-6909 family).
+    pub fn check_artifact_location(&self, location: &str) -> ApiResult<()> {
+        let bad = |why: &str| -> ApiError {
+            MlflowError::invalid(format!("Invalid artifact_location '{location}': {why}")).into()
+        };
+        if location.contains('#') || location.contains('?') {
+            return Err(bad("'#' and '?' are not allowed"));
+        }
+        let decoded = percent_encoding::percent_decode_str(location).decode_utf8_lossy();
+        let path_part = decoded.split_once("://").map(|(_, p)| p).unwrap_or(&decoded);
+        if decoded.contains('\0') || path_part.split(['/', '\\']).any(|seg| seg == "..") {
+            return Err(bad("path traversal is not allowed"));
+        }
+        if location.starts_with("mlflow-artifacts:") {
+            return Ok(());
+        }
+        let is_local = location.starts_with("file:") || !location.contains(':');
+        if is_local {
+            let local = location.strip_prefix("file://").or_else(|| location.strip_prefix("file:")).unwrap_or(location);
+            let absolute = if local.starts_with('/') {
+                PathBuf::from(normpath(local))
+            } else {
+                std::env::current_dir().map_err(|e| bad(&e.to_string()))?.join(normpath(local))
+            };
+            if !absolute.starts_with(&self.local_root) {
+                return Err(bad("local artifact locations must be inside the server's artifact root"));
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn not_found() -> ApiError {
+    MlflowError::new(ErrorCode::EndpointNotFound, "No API endpoint matches this request path and method.").into()
+}
+
+async fn log_requests(request: Request, next: Next) -> Response {
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    tracing::debug!(%method, %path, status = response.status().as_u16(), micros = started.elapsed().as_micros() as u64, "request");
+    response
+}
+
+fn mlflow_routes() -> Router<AppState> {
+    use api::*;
+    Router::new()
+        .route("/2.0/mlflow/experiments/create", post(create_experiment))
+        .route("/2.0/mlflow/experiments/get", get(get_experiment))
+        .route("/2.0/mlflow/experiments/get-by-name", get(get_experiment_by_name))
+        .route("/2.0/mlflow/experiments/search", get(search_experiments).post(search_experiments))
+        .route("/2.0/mlflow/experiments/update", post(update_experiment))
+        .route("/2.0/mlflow/experiments/delete", post(delete_experiment))
+        .route("/2.0/mlflow/experiments/restore", post(restore_experiment))
+        .route("/2.0/mlflow/experiments/set-experiment-tag", post(set_experiment_tag))
+        .route("/2.0/mlflow/experiments/delete-experiment-tag", post(delete_experiment_tag))
+        .route("/2.0/mlflow/runs/create", post(create_run))
+        .route("/2.0/mlflow/runs/get", get(get_run))
+        .route("/2.0/mlflow/runs/update", post(update_run))
+        .route("/2.0/mlflow/runs/delete", post(delete_run))
+        .route("/2.0/mlflow/runs/restore", post(restore_run))
+        .route("/2.0/mlflow/runs/search", post(search_runs).get(search_runs))
+        .route("/2.0/mlflow/runs/log-metric", post(log_metric))
+        .route("/2.0/mlflow/runs/log-parameter", post(log_param))
+        .route("/2.0/mlflow/runs/set-tag", post(set_tag))
+        .route("/2.0/mlflow/runs/delete-tag", post(delete_tag))
+        .route("/2.0/mlflow/runs/log-batch", post(log_batch))
+        .route("/2.0/mlflow/runs/log-inputs", post(log_inputs))
+        .route("/2.0/mlflow/runs/outputs", post(log_outputs))
+        .route("/2.0/mlflow/metrics/get-history", get(get_metric_history))
+        .route("/2.0/mlflow/metrics/get-history-bulk-interval", get(get_metric_history_bulk_interval))
+        .route("/2.0/mlflow/artifacts/list", get(artifacts::list_run_artifacts))
+        .route("/2.0/mlflow/logged-models", post(create_logged_model))
+        .route("/2.0/mlflow/logged-models/search", post(search_logged_models))
+        .route(
+            "/2.0/mlflow/logged-models/{model_id}",
+            get(get_logged_model).patch(finalize_logged_model).delete(delete_logged_model),
+        )
+        .route("/2.0/mlflow/logged-models/{model_id}/tags", patch(set_logged_model_tags))
+        .route("/2.0/mlflow/logged-models/{model_id}/tags/{key}", delete(delete_logged_model_tag))
+        .route("/2.0/mlflow/logged-models/{model_id}/params", post(log_logged_model_params))
+        .route("/3.0/mlflow/server-info", get(server_info))
+        .route("/2.0/mlflow-artifacts/artifacts", get(artifacts::list))
+        .route(
+            "/2.0/mlflow-artifacts/artifacts/{*path}",
+            get(artifacts::download).put(artifacts::upload).delete(artifacts::delete),
+        )
+}
+
+/// The whole HTTP application.
+pub fn router(state: AppState) -> Router {
+    let api = mlflow_routes();
+    Router::new()
+        .nest("/api", api.clone())
+        .nest("/ajax-api", api)
+        .route("/health", get(|| async { "OK" }))
+        .route("/version", get(|| async { env!("CARGO_PKG_VERSION") }))
+        .fallback(|| async { not_found().await.into_response() })
+        .layer(DefaultBodyLimit::max(64 * 1024 * 1024))
+        .layer(middleware::from_fn(log_requests))
+        .with_state(state)
+}
+
+/// Serves until `shutdown` resolves, then finishes in-flight requests and closes the store.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let store = state.store.clone();
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let result = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
+    store.close().await;
+    result
+}

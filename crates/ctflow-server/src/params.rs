@@ -1,0 +1,259 @@
+//! Request arguments the way MLflow's server reads them: a GET carries them in the query
+//! string (form-encoded, repeated keys for lists), every other method in a JSON body.
+//! Protobuf JSON rules apply: int64 may come as a number or a decimal string, doubles may
+//! be the strings "NaN" / "Infinity" / "-Infinity", strings must be strings.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request};
+use axum::http::{header, Method};
+use ctflow_core::entities::KeyValue;
+use ctflow_core::{ErrorCode, MlflowError};
+use serde_json::{Map, Value};
+
+use crate::error::ApiError;
+
+#[derive(Debug, Default, Clone)]
+pub struct Params(pub Map<String, Value>);
+
+fn bad_value(name: &str, value: &Value) -> MlflowError {
+    MlflowError::invalid(format!(
+        "Invalid value {value} for parameter '{name}' supplied. Hint: Value was of type '{}'.",
+        match value {
+            Value::String(_) => "str",
+            Value::Number(_) => "number",
+            Value::Bool(_) => "bool",
+            Value::Array(_) => "list",
+            Value::Object(_) => "dict",
+            Value::Null => "null",
+        }
+    ))
+}
+
+/// Decodes a form-encoded query string: `+` is a space, repeated keys become lists.
+pub fn parse_query(raw: &str) -> Map<String, Value> {
+    let mut map = Map::new();
+    for pair in raw.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let decode = |s: &str| {
+            percent_encoding::percent_decode_str(&s.replace('+', " "))
+                .decode_utf8_lossy()
+                .into_owned()
+        };
+        let (k, v) = (decode(k), Value::String(decode(v)));
+        match map.get_mut(&k) {
+            Some(Value::Array(items)) => items.push(v),
+            Some(existing) => {
+                let first = existing.take();
+                *existing = Value::Array(vec![first, v]);
+            }
+            None => {
+                map.insert(k, v);
+            }
+        }
+    }
+    map
+}
+
+impl<S: Send + Sync> FromRequest<S> for Params {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        if req.method() == Method::GET || req.method() == Method::HEAD {
+            return Ok(Params(parse_query(req.uri().query().unwrap_or(""))));
+        }
+        let content_type = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_ascii_lowercase);
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            ApiError(MlflowError::new(ErrorCode::BadRequest, format!("Could not read the request body: {e}")))
+        })?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Params::default());
+        }
+        if let Some(ct) = content_type
+            && !ct.starts_with("application/json")
+        {
+            return Err(ApiError(MlflowError::invalid(format!(
+                "Bad Request. Content-Type must be 'application/json', got '{ct}'."
+            ))));
+        }
+        match serde_json::from_slice::<Value>(&bytes) {
+            Ok(Value::Object(map)) => Ok(Params(map)),
+            Ok(_) => Err(ApiError(MlflowError::new(ErrorCode::BadRequest, "The request body must be a JSON object."))),
+            Err(e) => Err(ApiError(MlflowError::new(ErrorCode::BadRequest, format!("Malformed JSON in the request body: {e}")))),
+        }
+    }
+}
+
+impl Params {
+    pub fn get(&self, name: &str) -> Option<&Value> {
+        self.0.get(name).filter(|v| !v.is_null())
+    }
+
+    /// An optional string; a non-string value is an error.
+    pub fn str(&self, name: &str) -> Result<Option<String>, MlflowError> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(Value::Array(items)) if items.len() == 1 => match &items[0] {
+                Value::String(s) => Ok(Some(s.clone())),
+                other => Err(bad_value(name, other)),
+            },
+            Some(other) => Err(bad_value(name, other)),
+        }
+    }
+
+    /// A required, non-empty string.
+    pub fn req_str(&self, name: &str) -> Result<String, MlflowError> {
+        self.str(name)?
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| MlflowError::missing_param(name))
+    }
+
+    /// The run id, accepting MLflow's legacy `run_uuid` alias.
+    pub fn run_id(&self) -> Result<String, MlflowError> {
+        match self.str("run_id")?.filter(|s| !s.is_empty()) {
+            Some(id) => Ok(id),
+            None => self
+                .str("run_uuid")?
+                .filter(|s| !s.is_empty())
+                .ok_or_else(|| MlflowError::missing_param("run_id")),
+        }
+    }
+
+    pub fn i64(&self, name: &str) -> Result<Option<i64>, MlflowError> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(Value::Number(n)) => n
+                .as_i64()
+                .or_else(|| n.as_f64().filter(|f| f.fract() == 0.0).map(|f| f as i64))
+                .map(Some)
+                .ok_or_else(|| bad_value(name, &Value::Number(n.clone()))),
+            Some(Value::String(s)) => s
+                .trim()
+                .parse::<i64>()
+                .map(Some)
+                .map_err(|_| bad_value(name, &Value::String(s.clone()))),
+            Some(other) => Err(bad_value(name, other)),
+        }
+    }
+
+    pub fn req_i64(&self, name: &str) -> Result<i64, MlflowError> {
+        self.i64(name)?.ok_or_else(|| MlflowError::missing_param(name))
+    }
+
+    pub fn f64(&self, name: &str) -> Result<Option<f64>, MlflowError> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(v) => parse_double(v).map(Some).ok_or_else(|| bad_value(name, v)),
+        }
+    }
+
+    pub fn bool(&self, name: &str) -> Result<Option<bool>, MlflowError> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(*b)),
+            Some(Value::String(s)) if s.eq_ignore_ascii_case("true") => Ok(Some(true)),
+            Some(Value::String(s)) if s.eq_ignore_ascii_case("false") => Ok(Some(false)),
+            Some(other) => Err(bad_value(name, other)),
+        }
+    }
+
+    /// A repeated string field; a single string counts as a list of one.
+    pub fn str_list(&self, name: &str) -> Result<Vec<String>, MlflowError> {
+        match self.get(name) {
+            None => Ok(Vec::new()),
+            Some(Value::String(s)) => Ok(vec![s.clone()]),
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|v| match v {
+                    Value::String(s) => Ok(s.clone()),
+                    other => Err(bad_value(name, other)),
+                })
+                .collect(),
+            Some(other) => Err(bad_value(name, other)),
+        }
+    }
+
+    /// A repeated message field, as a list of nested parameter maps.
+    pub fn objects(&self, name: &str) -> Result<Vec<Params>, MlflowError> {
+        match self.get(name) {
+            None => Ok(Vec::new()),
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|v| match v {
+                    Value::Object(m) => Ok(Params(m.clone())),
+                    other => Err(bad_value(name, other)),
+                })
+                .collect(),
+            Some(other) => Err(bad_value(name, other)),
+        }
+    }
+
+    pub fn object(&self, name: &str) -> Result<Option<Params>, MlflowError> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(Value::Object(m)) => Ok(Some(Params(m.clone()))),
+            Some(other) => Err(bad_value(name, other)),
+        }
+    }
+
+    /// `[{"key", "value"}]` lists (tags, params).
+    pub fn key_values(&self, name: &str) -> Result<Vec<KeyValue>, MlflowError> {
+        self.objects(name)?
+            .into_iter()
+            .map(|p| Ok(KeyValue::new(p.req_str("key")?, p.str("value")?.unwrap_or_default())))
+            .collect()
+    }
+}
+
+/// A double in protobuf JSON: a number, or a string naming one (including non-finite).
+pub fn parse_double(value: &Value) -> Option<f64> {
+    match value {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => match s.as_str() {
+            "NaN" | "nan" => Some(f64::NAN),
+            "Infinity" | "inf" | "+Infinity" => Some(f64::INFINITY),
+            "-Infinity" | "-inf" => Some(f64::NEG_INFINITY),
+            other => other.trim().parse::<f64>().ok().filter(|f| f.is_finite()),
+        },
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn queries_decode_plus_and_repeats() {
+        let map = parse_query("filter=name%3D%27a+b%27&order_by=x&order_by=y&max_results=5");
+        assert_eq!(map["filter"], json!("name='a b'"));
+        assert_eq!(map["order_by"], json!(["x", "y"]));
+        let p = Params(map);
+        assert_eq!(p.i64("max_results").unwrap(), Some(5));
+        assert_eq!(p.str_list("order_by").unwrap(), vec!["x", "y"]);
+    }
+
+    #[test]
+    fn protobuf_json_numbers() {
+        let p = Params(json!({"a": "12", "b": 7, "c": "NaN", "d": "-Infinity", "e": "abc", "f": 5}).as_object().unwrap().clone());
+        assert_eq!(p.i64("a").unwrap(), Some(12));
+        assert_eq!(p.f64("b").unwrap(), Some(7.0));
+        assert!(p.f64("c").unwrap().unwrap().is_nan());
+        assert_eq!(p.f64("d").unwrap(), Some(f64::NEG_INFINITY));
+        assert!(p.f64("e").is_err());
+        let err = p.str("f").unwrap_err();
+        assert!(err.message.starts_with("Invalid value 5 for parameter 'f'"));
+    }
+
+    #[test]
+    fn run_id_accepts_the_legacy_alias() {
+        let p = Params(json!({"run_uuid": "abc"}).as_object().unwrap().clone());
+        assert_eq!(p.run_id().unwrap(), "abc");
+        assert!(Params::default().run_id().is_err());
+    }
+}

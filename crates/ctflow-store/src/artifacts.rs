@@ -1,0 +1,243 @@
+//! Artifact storage behind one trait. The local-disk implementation is the default; object
+//! stores implement the same trait.
+//!
+//! Every path handed to a repository is relative to its root and is checked by
+//! [`ctflow_core::artifact_path::safe_relative_path`]; the local repository additionally
+//! refuses to follow symbolic links, so nothing inside the root can point outside it.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+
+use ctflow_core::artifact_path::safe_relative_path;
+use ctflow_core::entities::FileInfo;
+use ctflow_core::MlflowError;
+use tokio::io::{AsyncRead, AsyncWriteExt};
+
+use crate::error::{Error, Result};
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+pub type ByteReader = Pin<Box<dyn AsyncRead + Send>>;
+
+/// What a download hands back: the bytes and their length.
+pub struct ArtifactContent {
+    pub reader: ByteReader,
+    pub len: u64,
+}
+
+pub trait ArtifactRepository: Send + Sync {
+    /// Writes `path` from `body`, creating parent folders; replaces an existing file.
+    fn put<'a>(&'a self, path: &'a str, body: ByteReader) -> BoxFuture<'a, Result<u64>>;
+    /// Opens a file for reading. A folder or a missing file is an error.
+    fn get<'a>(&'a self, path: &'a str) -> BoxFuture<'a, Result<ArtifactContent>>;
+    /// Lists the immediate children of a folder, sorted by name; a missing folder or a
+    /// file lists as empty.
+    fn list<'a>(&'a self, path: &'a str) -> BoxFuture<'a, Result<Vec<FileInfo>>>;
+    /// Deletes a file or a folder tree.
+    fn delete<'a>(&'a self, path: &'a str) -> BoxFuture<'a, Result<()>>;
+}
+
+/// Artifacts in a folder on local disk.
+#[derive(Debug, Clone)]
+pub struct LocalArtifactStore {
+    root: PathBuf,
+}
+
+fn invalid_path() -> Error {
+    Error::Mlflow(MlflowError::invalid("Invalid path"))
+}
+
+fn no_such_artifact(path: &str) -> Error {
+    Error::Mlflow(MlflowError::not_found(format!("No such artifact: '{path}'")))
+}
+
+impl LocalArtifactStore {
+    pub fn new(root: impl Into<PathBuf>) -> Result<Self> {
+        let root = root.into();
+        std::fs::create_dir_all(&root)?;
+        let root = root.canonicalize()?;
+        Ok(LocalArtifactStore { root })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Resolves a relative path under the root, refusing traversal and any symbolic link
+    /// on the way (the last component included).
+    async fn resolve(&self, path: &str) -> Result<PathBuf> {
+        let parts = safe_relative_path(path).map_err(Error::Mlflow)?;
+        let mut full = self.root.clone();
+        for part in parts {
+            full.push(part);
+            match tokio::fs::symlink_metadata(&full).await {
+                Ok(meta) if meta.file_type().is_symlink() => return Err(invalid_path()),
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(full)
+    }
+}
+
+impl ArtifactRepository for LocalArtifactStore {
+    fn put<'a>(&'a self, path: &'a str, mut body: ByteReader) -> BoxFuture<'a, Result<u64>> {
+        Box::pin(async move {
+            let full = self.resolve(path).await?;
+            if full == self.root {
+                return Err(invalid_path());
+            }
+            let parent = full.parent().ok_or_else(invalid_path)?;
+            tokio::fs::create_dir_all(parent).await?;
+            if tokio::fs::metadata(&full).await.is_ok_and(|m| m.is_dir()) {
+                return Err(Error::Mlflow(MlflowError::invalid(format!(
+                    "Cannot write '{path}': a folder of that name exists"
+                ))));
+            }
+            // Write beside the target and rename, so a reader never sees half a file and a
+            // failed upload leaves the old content.
+            let tmp = parent.join(format!(
+                ".{}.upload-{}",
+                full.file_name().and_then(|n| n.to_str()).unwrap_or("artifact"),
+                uuid::Uuid::new_v4().simple()
+            ));
+            let result = async {
+                let mut file = tokio::fs::File::create(&tmp).await?;
+                let written = tokio::io::copy(&mut body, &mut file).await?;
+                file.flush().await?;
+                file.sync_all().await?;
+                drop(file);
+                tokio::fs::rename(&tmp, &full).await?;
+                Ok::<u64, std::io::Error>(written)
+            }
+            .await;
+            if result.is_err() {
+                let _ = tokio::fs::remove_file(&tmp).await;
+            }
+            Ok(result?)
+        })
+    }
+
+    fn get<'a>(&'a self, path: &'a str) -> BoxFuture<'a, Result<ArtifactContent>> {
+        Box::pin(async move {
+            let full = self.resolve(path).await?;
+            let meta = match tokio::fs::metadata(&full).await {
+                Ok(meta) => meta,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(no_such_artifact(path)),
+                Err(e) => return Err(e.into()),
+            };
+            if meta.is_dir() {
+                return Err(Error::Mlflow(MlflowError::invalid(format!(
+                    "'{path}' is a directory, not a file"
+                ))));
+            }
+            let file = tokio::fs::File::open(&full).await?;
+            Ok(ArtifactContent { reader: Box::pin(file), len: meta.len() })
+        })
+    }
+
+    fn list<'a>(&'a self, path: &'a str) -> BoxFuture<'a, Result<Vec<FileInfo>>> {
+        Box::pin(async move {
+            let full = self.resolve(path).await?;
+            let mut dir = match tokio::fs::read_dir(&full).await {
+                Ok(dir) => dir,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+                    ) =>
+                {
+                    return Ok(Vec::new());
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let mut files = Vec::new();
+            while let Some(entry) = dir.next_entry().await? {
+                let Ok(name) = entry.file_name().into_string() else { continue };
+                if name.starts_with('.') && name.contains(".upload-") {
+                    continue;
+                }
+                let file_type = entry.file_type().await?;
+                if file_type.is_symlink() {
+                    continue;
+                }
+                if file_type.is_dir() {
+                    files.push(FileInfo { path: name, is_dir: true, file_size: None });
+                } else {
+                    let len = entry.metadata().await?.len();
+                    files.push(FileInfo { path: name, is_dir: false, file_size: Some(len as i64) });
+                }
+            }
+            files.sort_by(|a, b| a.path.cmp(&b.path));
+            Ok(files)
+        })
+    }
+
+    fn delete<'a>(&'a self, path: &'a str) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let full = self.resolve(path).await?;
+            if full == self.root {
+                return Err(invalid_path());
+            }
+            match tokio::fs::metadata(&full).await {
+                Ok(meta) if meta.is_dir() => tokio::fs::remove_dir_all(&full).await?,
+                Ok(_) => tokio::fs::remove_file(&full).await?,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(no_such_artifact(path)),
+                Err(e) => return Err(e.into()),
+            }
+            Ok(())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    fn body(data: &'static [u8]) -> ByteReader {
+        Box::pin(data)
+    }
+
+    #[tokio::test]
+    async fn put_get_list_delete() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalArtifactStore::new(dir.path()).unwrap();
+        assert_eq!(store.put("1/r/artifacts/a/b.txt", body(b"hello")).await.unwrap(), 5);
+        let mut content = store.get("1/r/artifacts/a/b.txt").await.unwrap();
+        let mut s = String::new();
+        content.reader.read_to_string(&mut s).await.unwrap();
+        assert_eq!((s.as_str(), content.len), ("hello", 5));
+        let listing = store.list("1/r/artifacts").await.unwrap();
+        assert_eq!(listing, vec![FileInfo { path: "a".into(), is_dir: true, file_size: None }]);
+        assert!(store.list("1/r/artifacts/a/b.txt").await.unwrap().is_empty());
+        assert!(store.list("nowhere").await.unwrap().is_empty());
+        store.delete("1/r/artifacts/a").await.unwrap();
+        assert!(store.list("1/r/artifacts").await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn refuses_traversal_and_symlinks() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("secret"), "s").unwrap();
+        let store = LocalArtifactStore::new(dir.path().join("root")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), store.root().join("link")).unwrap();
+        for path in ["../x", "/etc/passwd", "link/secret", "a/../../x", "%2e%2e/x"] {
+            let err = store.get(path).await.err().expect(path);
+            assert!(matches!(err, Error::Mlflow(ref e) if e.message == "Invalid path"), "{path}: {err}");
+            assert!(store.put(path, body(b"x")).await.is_err(), "{path}");
+            assert!(store.list(path).await.is_err(), "{path}");
+        }
+        assert!(store.list("").await.unwrap().iter().all(|f| f.path != "link"));
+    }
+
+    #[tokio::test]
+    async fn missing_files_are_not_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalArtifactStore::new(dir.path()).unwrap();
+        let err = store.get("nope.txt").await.err().unwrap();
+        assert!(matches!(err, Error::Mlflow(ref e) if e.code == ctflow_core::ErrorCode::ResourceDoesNotExist));
+    }
+}

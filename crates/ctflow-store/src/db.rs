@@ -1,0 +1,217 @@
+//! Connection set-up, SQLite tuning, and the embedded migrations.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use futures::future::BoxFuture;
+use sqlx::pool::PoolConnectionMetadata;
+use sqlx::{AnyConnection, AnyPool, ConnectOptions, Executor};
+use tracing::info;
+
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// How to open a store.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// `sqlite:///path/to/file.db`, `sqlite:///:memory:` or `postgresql://...`.
+    pub backend_store_uri: String,
+    /// Root under which new experiments get their artifact location, e.g.
+    /// `mlflow-artifacts:/` or an absolute directory.
+    pub default_artifact_root: String,
+    /// Connections in the read pool.
+    pub max_connections: u32,
+}
+
+const SQLITE_MIGRATIONS: &[(i64, &str)] =
+    &[(1, include_str!("../migrations/sqlite/0001_tracking.sql"))];
+const POSTGRES_MIGRATIONS: &[(i64, &str)] =
+    &[(1, include_str!("../migrations/postgres/0001_tracking.sql"))];
+
+const FILE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 30000; \
+     PRAGMA case_sensitive_like = ON; PRAGMA cache_size = -65536; PRAGMA temp_store = MEMORY;";
+const MEMORY_PRAGMAS: &str = "PRAGMA busy_timeout = 30000; PRAGMA case_sensitive_like = ON;";
+
+fn file_pragmas(conn: &mut AnyConnection, _meta: PoolConnectionMetadata) -> BoxFuture<'_, Result<(), sqlx::Error>> {
+    Box::pin(async move {
+        conn.execute(FILE_PRAGMAS).await?;
+        Ok(())
+    })
+}
+
+fn memory_pragmas(conn: &mut AnyConnection, _meta: PoolConnectionMetadata) -> BoxFuture<'_, Result<(), sqlx::Error>> {
+    Box::pin(async move {
+        conn.execute(MEMORY_PRAGMAS).await?;
+        Ok(())
+    })
+}
+
+/// The tracking store. Cheap to clone: pools are reference-counted.
+#[derive(Clone)]
+pub struct Store {
+    pub(crate) read: AnyPool,
+    /// NB: on SQLite every write goes through this single-connection pool, so writers
+    /// queue in-process instead of failing with "database is locked".
+    pub(crate) write: AnyPool,
+    pub(crate) backend: Backend,
+    pub(crate) default_artifact_root: String,
+}
+
+/// Turns MLflow's `sqlite:///relative` / `sqlite:////absolute` URIs into a file path.
+fn sqlite_path(uri: &str) -> Result<String> {
+    let rest = uri
+        .strip_prefix("sqlite:///")
+        .or_else(|| uri.strip_prefix("sqlite://"))
+        .or_else(|| uri.strip_prefix("sqlite:"))
+        .ok_or_else(|| Error::Config(format!("not a sqlite URI: {uri}")))?;
+    let rest = rest.split('?').next().unwrap_or_default();
+    if rest.is_empty() || rest == ":memory:" {
+        return Ok(":memory:".into());
+    }
+    Ok(rest.to_string())
+}
+
+impl Store {
+    pub async fn open(options: StoreOptions) -> Result<Store> {
+        sqlx::any::install_default_drivers();
+        let uri = options.backend_store_uri.trim();
+        let (backend, read, write) = if uri.starts_with("sqlite:") {
+            let path = sqlite_path(uri)?;
+            let memory = path == ":memory:";
+            if !memory
+                && let Some(parent) = Path::new(&path).parent()
+                && !parent.as_os_str().is_empty()
+            {
+                std::fs::create_dir_all(parent)?;
+            }
+            // A named shared-cache database keeps every pooled connection on the same
+            // in-memory data; files get WAL so readers never block the writer.
+            let url = if memory {
+                format!("sqlite:file:ctflow-mem-{}?mode=memory&cache=shared", uuid::Uuid::new_v4().simple())
+            } else {
+                format!("sqlite://{path}?mode=rwc")
+            };
+            let connect = AnyConnectOptions::from_str(&url)?.disable_statement_logging();
+            let after_connect = if memory { memory_pragmas } else { file_pragmas };
+            let write = AnyPoolOptions::new()
+                .max_connections(1)
+                .min_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None)
+                .after_connect(after_connect)
+                .connect_with(connect.clone())
+                .await?;
+            let read = AnyPoolOptions::new()
+                .max_connections(options.max_connections.max(1))
+                .min_connections(if memory { 1 } else { 0 })
+                .idle_timeout(if memory { None } else { Some(Duration::from_secs(600)) })
+                .max_lifetime(None)
+                .after_connect(after_connect)
+                .connect_with(connect)
+                .await?;
+            (Backend::Sqlite, read, write)
+        } else if uri.starts_with("postgres://") || uri.starts_with("postgresql://") {
+            let url = uri.replacen("postgresql+psycopg2://", "postgresql://", 1);
+            let connect = AnyConnectOptions::from_str(&url)?.disable_statement_logging();
+            let pool = AnyPoolOptions::new()
+                .max_connections(options.max_connections.max(2))
+                .connect_with(connect)
+                .await?;
+            (Backend::Postgres, pool.clone(), pool)
+        } else {
+            return Err(Error::Config(format!(
+                "unsupported backend store URI '{uri}': use sqlite:///path or postgresql://..."
+            )));
+        };
+        let store = Store {
+            read,
+            write,
+            backend,
+            default_artifact_root: options.default_artifact_root.trim_end_matches('/').to_string(),
+        };
+        store.migrate().await?;
+        store.ensure_default_experiment().await?;
+        Ok(store)
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        let migrations = match self.backend {
+            Backend::Sqlite => SQLITE_MIGRATIONS,
+            Backend::Postgres => POSTGRES_MIGRATIONS,
+        };
+        let mut tx = self.write.begin().await?;
+        if self.backend == Backend::Postgres {
+            // Several processes may start against one database at once.
+            tx.execute("SELECT pg_advisory_xact_lock(7324611)").await?;
+        }
+        tx.execute(
+            "CREATE TABLE IF NOT EXISTS ctflow_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)",
+        )
+        .await?;
+        let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM ctflow_migrations")
+            .fetch_all(&mut *tx)
+            .await?;
+        for (version, sql) in migrations {
+            if applied.contains(version) {
+                continue;
+            }
+            info!(version, backend = ?self.backend, "applying migration");
+            tx.execute(*sql).await?;
+            sqlx::query("INSERT INTO ctflow_migrations (version, applied_at) VALUES ($1, $2)")
+                .bind(*version)
+                .bind(ctflow_core::now_ms())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Experiment `0`, "Default", exists from the first start, as in MLflow.
+    async fn ensure_default_experiment(&self) -> Result<()> {
+        let now = ctflow_core::now_ms();
+        sqlx::query(
+            "INSERT INTO experiments (experiment_id, name, artifact_location, lifecycle_stage, creation_time, last_update_time) \
+             VALUES (0, 'Default', $1, 'active', $2, $2) ON CONFLICT DO NOTHING",
+        )
+        .bind(self.artifact_location_for(0))
+        .bind(now)
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
+    pub(crate) fn artifact_location_for(&self, experiment_id: i64) -> String {
+        format!("{}/{experiment_id}", self.default_artifact_root)
+    }
+
+    /// Closes the pools; on SQLite this checkpoints the WAL.
+    pub async fn close(&self) {
+        self.read.close().await;
+        self.write.close().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlite_uris_follow_mlflow() {
+        assert_eq!(sqlite_path("sqlite:///data/x.db").unwrap(), "data/x.db");
+        assert_eq!(sqlite_path("sqlite:////abs/x.db").unwrap(), "/abs/x.db");
+        assert_eq!(sqlite_path("sqlite:///:memory:").unwrap(), ":memory:");
+        assert!(sqlite_path("mysql://x").is_err());
+    }
+}

@@ -1,0 +1,22 @@
+//! ctflow's persistence layer: the MLflow-compatible tracking store over SQLite or
+//! PostgreSQL, and the artifact stores.
+//!
+//! Both SQL engines run the same statements (written with `$N` placeholders, which SQLite
+//! accepts too) through sqlx's `Any` driver; the engine is chosen by the URI at start-up.
+//! Each engine has its own migration folder, since DDL differs in small ways.
+#![forbid(unsafe_code)]
+
+pub mod artifacts;
+mod db;
+mod error;
+mod experiments;
+mod logged_models;
+mod runs;
+mod search;
+mod sql;
+
+pub use db::{Backend, Store, StoreOptions};
+pub use error::{Error, Result};
+pub use logged_models::{LoggedModelOrder, LoggedModelSearch, NewLoggedModel};
+pub use runs::{BatchMetric, DatasetInputRequest, NewRun, RunSearch, RunUpdate};
+pub use experiments::ExperimentSearch;

@@ -1,0 +1,918 @@
+//! Runs and what is logged to them: metrics, params, tags, dataset inputs, model outputs.
+
+use std::collections::{HashMap, HashSet};
+
+use ctflow_core::entities::{
+    Dataset, DatasetInput, KeyValue, MetricPoint, ModelInput, ModelOutput, Run, RunData, RunInfo,
+    RunInputs, RunOutputs, ViewType, LIFECYCLE_ACTIVE, LIFECYCLE_DELETED,
+};
+use ctflow_core::filter::{Clause, OrderBy};
+use ctflow_core::validation::{
+    self, truncate_chars, validate_key, validate_max_length, validate_run_status, KeyKind,
+    MAX_BATCH_METRICS, MAX_BATCH_PARAMS_TAGS, MAX_BATCH_TOTAL, MAX_PARAM_VALUE_LENGTH,
+    MAX_TAG_VALUE_LENGTH,
+};
+use ctflow_core::{ids, now_ms, page_token, MlflowError};
+use sqlx::AssertSqlSafe;
+use sqlx::any::AnyRow;
+use sqlx::{Any, Row, Transaction};
+
+use crate::error::{Error, Result};
+use crate::sql::{bind_all, values_groups, Arg, Sql};
+use crate::Store;
+
+pub const RUN_NAME_TAG: &str = "mlflow.runName";
+
+/// A runs/create request.
+#[derive(Debug, Clone, Default)]
+pub struct NewRun {
+    pub experiment_id: i64,
+    pub user_id: String,
+    pub start_time: Option<i64>,
+    pub run_name: Option<String>,
+    pub tags: Vec<KeyValue>,
+}
+
+/// A runs/update request.
+#[derive(Debug, Clone, Default)]
+pub struct RunUpdate {
+    pub status: Option<String>,
+    pub end_time: Option<i64>,
+    pub run_name: Option<String>,
+}
+
+/// One metric of a log-batch or log-metric request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchMetric {
+    pub key: String,
+    pub value: f64,
+    pub timestamp: i64,
+    pub step: i64,
+    pub model_id: Option<String>,
+    pub dataset_name: Option<String>,
+    pub dataset_digest: Option<String>,
+}
+
+/// One dataset of a log-inputs request.
+#[derive(Debug, Clone)]
+pub struct DatasetInputRequest {
+    pub dataset: Dataset,
+    pub tags: Vec<KeyValue>,
+}
+
+/// A validated runs/search request.
+#[derive(Debug, Clone)]
+pub struct RunSearch {
+    pub experiment_ids: Vec<i64>,
+    pub filter: Vec<Clause>,
+    pub view: ViewType,
+    pub max_results: i64,
+    pub order_by: Vec<OrderBy>,
+    pub page_token: Option<String>,
+}
+
+/// How a stored metric value maps to the columns: NaN is a flag (SQLite cannot store it)
+/// and infinities are clamped, as MLflow's SQL store does.
+pub(crate) fn encode_value(value: f64) -> (f64, i64) {
+    if value.is_nan() {
+        (0.0, 1)
+    } else if value.is_infinite() {
+        (if value > 0.0 { f64::MAX } else { f64::MIN }, 0)
+    } else {
+        (value, 0)
+    }
+}
+
+pub(crate) fn decode_value(value: f64, is_nan: i64) -> f64 {
+    if is_nan != 0 { f64::NAN } else { value }
+}
+
+fn run_not_found(run_id: &str) -> Error {
+    MlflowError::not_found(format!("Run with id={run_id} not found")).into()
+}
+
+const RUN_COLUMNS: &str = "r.run_uuid, r.name, r.experiment_id, r.user_id, r.status, r.start_time, r.end_time, r.artifact_uri, r.lifecycle_stage";
+
+pub(crate) fn run_info_from_row(row: &AnyRow) -> Result<RunInfo> {
+    let run_id: String = row.try_get(0)?;
+    Ok(RunInfo {
+        run_uuid: run_id.clone(),
+        run_name: row.try_get(1)?,
+        experiment_id: row.try_get::<i64, _>(2)?.to_string(),
+        user_id: row.try_get(3)?,
+        status: row.try_get(4)?,
+        start_time: row.try_get(5)?,
+        end_time: row.try_get(6)?,
+        artifact_uri: row.try_get(7)?,
+        lifecycle_stage: row.try_get(8)?,
+        run_id,
+    })
+}
+
+/// Checks a write target inside the write transaction.
+async fn require_active_run(tx: &mut Transaction<'_, Any>, run_id: &str) -> Result<i64> {
+    let row = sqlx::query("SELECT lifecycle_stage, experiment_id FROM runs WHERE run_uuid = $1")
+        .bind(run_id)
+        .fetch_optional(&mut **tx)
+        .await?
+        .ok_or_else(|| run_not_found(run_id))?;
+    let stage: String = row.try_get(0)?;
+    if stage != LIFECYCLE_ACTIVE {
+        return Err(MlflowError::invalid(format!(
+            "The run {run_id} must be in the 'active' state. Current state is {stage}."
+        ))
+        .into());
+    }
+    Ok(row.try_get(1)?)
+}
+
+fn validate_tag(tag: &KeyValue) -> Result<()> {
+    validate_key(&tag.key, KeyKind::Tag)?;
+    Ok(())
+}
+
+/// Rows per multi-row INSERT: big enough to amortise the round trip, small enough that
+/// the prepared statement is reused for every full chunk.
+const METRIC_CHUNK: usize = 250;
+
+enum ParamStyle {
+    Single,
+    Batch,
+}
+
+impl Store {
+    pub async fn create_run(&self, new: NewRun) -> Result<Run> {
+        let experiment = self.get_experiment(new.experiment_id).await?;
+        if experiment.lifecycle_stage != LIFECYCLE_ACTIVE {
+            return Err(MlflowError::invalid(format!(
+                "The experiment {} must be in the 'active' state. Current state is {}.",
+                new.experiment_id, experiment.lifecycle_stage
+            ))
+            .into());
+        }
+        let mut tags = Vec::with_capacity(new.tags.len() + 1);
+        for tag in &new.tags {
+            validate_tag(tag)?;
+            tags.push(KeyValue::new(tag.key.clone(), truncate_chars(&tag.value, MAX_TAG_VALUE_LENGTH)));
+        }
+        let tag_name = tags.iter().find(|t| t.key == RUN_NAME_TAG).map(|t| t.value.clone());
+        let run_name = match (new.run_name.filter(|n| !n.is_empty()), tag_name) {
+            (Some(name), Some(tag)) if name != tag => {
+                return Err(MlflowError::invalid(format!(
+                    "Both 'run_name' argument and 'mlflow.runName' tag are specified, but with different values (run_name='{name}', mlflow.runName='{tag}')."
+                ))
+                .into());
+            }
+            (Some(name), _) => name,
+            (None, Some(tag)) if !tag.is_empty() => tag,
+            _ => ids::new_run_name(),
+        };
+        tags.retain(|t| t.key != RUN_NAME_TAG);
+        tags.push(KeyValue::new(RUN_NAME_TAG, run_name.clone()));
+        let run_id = ids::new_run_id();
+        let artifact_uri = format!("{}/{run_id}/artifacts", experiment.artifact_location.trim_end_matches('/'));
+        let start_time = new.start_time.unwrap_or_else(now_ms);
+        let mut tx = self.write.begin().await?;
+        sqlx::query(
+            "INSERT INTO runs (run_uuid, name, experiment_id, user_id, status, start_time, artifact_uri, lifecycle_stage) \
+             VALUES ($1, $2, $3, $4, 'RUNNING', $5, $6, 'active')",
+        )
+        .bind(run_id.as_str())
+        .bind(run_name.as_str())
+        .bind(new.experiment_id)
+        .bind(new.user_id.as_str())
+        .bind(start_time)
+        .bind(artifact_uri.as_str())
+        .execute(&mut *tx)
+        .await?;
+        upsert_tags(&mut tx, &run_id, &tags).await?;
+        tx.commit().await?;
+        Ok(Run {
+            info: RunInfo {
+                run_uuid: run_id.clone(),
+                experiment_id: new.experiment_id.to_string(),
+                run_name,
+                user_id: new.user_id,
+                status: "RUNNING".into(),
+                start_time,
+                end_time: None,
+                artifact_uri,
+                lifecycle_stage: LIFECYCLE_ACTIVE.into(),
+                run_id,
+            },
+            data: RunData { tags, ..RunData::default() },
+            inputs: RunInputs::default(),
+            outputs: None,
+        })
+    }
+
+    pub async fn get_run(&self, run_id: &str) -> Result<Run> {
+        self.fetch_runs(&[run_id.to_string()])
+            .await?
+            .pop()
+            .ok_or_else(|| run_not_found(run_id))
+    }
+
+    pub async fn get_run_info(&self, run_id: &str) -> Result<RunInfo> {
+        let row = sqlx::query(AssertSqlSafe(format!("SELECT {RUN_COLUMNS} FROM runs r WHERE r.run_uuid = $1")))
+            .bind(run_id)
+            .fetch_optional(&self.read)
+            .await?
+            .ok_or_else(|| run_not_found(run_id))?;
+        run_info_from_row(&row)
+    }
+
+    /// Loads whole runs, in the order of `run_ids`; unknown ids are skipped.
+    pub(crate) async fn fetch_runs(&self, run_ids: &[String]) -> Result<Vec<Run>> {
+        if run_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let in_list = |sql: &mut Sql| sql.text_list(run_ids.iter().cloned());
+
+        let mut sql = Sql::new("");
+        let list = in_list(&mut sql);
+        sql.push(&format!("SELECT {RUN_COLUMNS} FROM runs r WHERE r.run_uuid IN {list}"));
+        let infos = sql.query().fetch_all(&self.read).await?;
+        let mut runs: HashMap<String, Run> = HashMap::with_capacity(infos.len());
+        for row in &infos {
+            let info = run_info_from_row(row)?;
+            runs.insert(
+                info.run_id.clone(),
+                Run {
+                    info,
+                    data: RunData::default(),
+                    inputs: RunInputs::default(),
+                    outputs: Some(RunOutputs::default()),
+                },
+            );
+        }
+        if runs.is_empty() {
+            return Ok(Vec::new());
+        }
+
+        let mut sql = Sql::new("");
+        let list = in_list(&mut sql);
+        sql.push(&format!("SELECT run_uuid, key, value, is_nan, timestamp, step FROM latest_metrics WHERE run_uuid IN {list} ORDER BY key"));
+        for row in sql.query().fetch_all(&self.read).await? {
+            let id: String = row.try_get(0)?;
+            if let Some(run) = runs.get_mut(&id) {
+                run.data.metrics.push(MetricPoint {
+                    key: row.try_get(1)?,
+                    value: decode_value(row.try_get(2)?, row.try_get(3)?),
+                    timestamp: row.try_get(4)?,
+                    step: row.try_get(5)?,
+                });
+            }
+        }
+        for (table, is_params) in [("params", true), ("tags", false)] {
+            let mut sql = Sql::new("");
+            let list = in_list(&mut sql);
+            sql.push(&format!("SELECT run_uuid, key, value FROM {table} WHERE run_uuid IN {list} ORDER BY key"));
+            for row in sql.query().fetch_all(&self.read).await? {
+                let id: String = row.try_get(0)?;
+                if let Some(run) = runs.get_mut(&id) {
+                    let kv = KeyValue::new(row.try_get::<String, _>(1)?, row.try_get::<String, _>(2)?);
+                    if is_params {
+                        run.data.params.push(kv);
+                    } else {
+                        run.data.tags.push(kv);
+                    }
+                }
+            }
+        }
+
+        let mut sql = Sql::new("");
+        let list = in_list(&mut sql);
+        sql.push(&format!(
+            "SELECT ri.run_uuid, ri.input_uuid, d.name, d.digest, d.source_type, d.source, d.schema, d.profile \
+             FROM run_inputs ri JOIN datasets d ON d.dataset_uuid = ri.dataset_uuid WHERE ri.run_uuid IN {list} ORDER BY d.name"
+        ));
+        let mut input_ids: Vec<(String, String)> = Vec::new();
+        for row in sql.query().fetch_all(&self.read).await? {
+            let id: String = row.try_get(0)?;
+            if let Some(run) = runs.get_mut(&id) {
+                input_ids.push((id.clone(), row.try_get(1)?));
+                run.inputs.dataset_inputs.push(DatasetInput {
+                    tags: Vec::new(),
+                    dataset: Dataset {
+                        name: row.try_get(2)?,
+                        digest: row.try_get(3)?,
+                        source_type: row.try_get(4)?,
+                        source: row.try_get(5)?,
+                        schema: row.try_get(6)?,
+                        profile: row.try_get(7)?,
+                    },
+                });
+            }
+        }
+        if !input_ids.is_empty() {
+            let mut sql = Sql::new("");
+            let list = sql.text_list(input_ids.iter().map(|(_, i)| i.clone()));
+            sql.push(&format!("SELECT input_uuid, key, value FROM run_input_tags WHERE input_uuid IN {list} ORDER BY key"));
+            let mut tags_by_input: HashMap<String, Vec<KeyValue>> = HashMap::new();
+            for row in sql.query().fetch_all(&self.read).await? {
+                tags_by_input
+                    .entry(row.try_get(0)?)
+                    .or_default()
+                    .push(KeyValue::new(row.try_get::<String, _>(1)?, row.try_get::<String, _>(2)?));
+            }
+            let mut per_run: HashMap<&str, usize> = HashMap::new();
+            for (run_id, input_id) in &input_ids {
+                let index = per_run.entry(run_id.as_str()).or_insert(0);
+                if let Some(run) = runs.get_mut(run_id)
+                    && let Some(input) = run.inputs.dataset_inputs.get_mut(*index)
+                {
+                    input.tags = tags_by_input.remove(input_id).unwrap_or_default();
+                }
+                *index += 1;
+            }
+        }
+
+        let mut sql = Sql::new("");
+        let list = in_list(&mut sql);
+        sql.push(&format!("SELECT run_uuid, model_id, step, 0 FROM run_outputs WHERE run_uuid IN {list} UNION ALL SELECT run_uuid, model_id, 0, 1 FROM run_model_inputs WHERE run_uuid IN {list} ORDER BY 2"));
+        for row in sql.query().fetch_all(&self.read).await? {
+            let id: String = row.try_get(0)?;
+            if let Some(run) = runs.get_mut(&id) {
+                let model_id: String = row.try_get(1)?;
+                if row.try_get::<i64, _>(3)? == 0 {
+                    let step = row.try_get(2)?;
+                    run.outputs.get_or_insert_with(RunOutputs::default).model_outputs.push(ModelOutput { model_id, step });
+                } else {
+                    run.inputs.model_inputs.push(ModelInput { model_id });
+                }
+            }
+        }
+        Ok(run_ids.iter().filter_map(|id| runs.remove(id)).collect())
+    }
+
+    pub async fn update_run(&self, run_id: &str, update: RunUpdate) -> Result<RunInfo> {
+        if let Some(status) = &update.status {
+            validate_run_status(status)?;
+        }
+        let mut tx = self.write.begin().await?;
+        require_active_run(&mut tx, run_id).await?;
+        if let Some(status) = &update.status {
+            sqlx::query("UPDATE runs SET status = $1 WHERE run_uuid = $2")
+                .bind(status.as_str())
+                .bind(run_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        if let Some(end_time) = update.end_time {
+            sqlx::query("UPDATE runs SET end_time = $1 WHERE run_uuid = $2")
+                .bind(end_time)
+                .bind(run_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        if let Some(name) = update.run_name.filter(|n| !n.is_empty()) {
+            upsert_tags(&mut tx, run_id, &[KeyValue::new(RUN_NAME_TAG, name)]).await?;
+        }
+        let row = sqlx::query(AssertSqlSafe(format!("SELECT {RUN_COLUMNS} FROM runs r WHERE r.run_uuid = $1")))
+            .bind(run_id)
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        run_info_from_row(&row)
+    }
+
+    pub async fn delete_run(&self, run_id: &str) -> Result<()> {
+        self.set_run_stage(run_id, LIFECYCLE_DELETED).await
+    }
+
+    pub async fn restore_run(&self, run_id: &str) -> Result<()> {
+        self.set_run_stage(run_id, LIFECYCLE_ACTIVE).await
+    }
+
+    async fn set_run_stage(&self, run_id: &str, stage: &str) -> Result<()> {
+        let deleted_time = (stage == LIFECYCLE_DELETED).then(now_ms);
+        let done = sqlx::query("UPDATE runs SET lifecycle_stage = $1, deleted_time = $2 WHERE run_uuid = $3")
+            .bind(stage)
+            .bind(deleted_time)
+            .bind(run_id)
+            .execute(&self.write)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(run_not_found(run_id));
+        }
+        Ok(())
+    }
+
+    pub async fn log_metric(&self, run_id: &str, metric: BatchMetric) -> Result<()> {
+        self.log_batch(run_id, vec![metric], Vec::new(), Vec::new()).await
+    }
+
+    pub async fn log_param(&self, run_id: &str, key: &str, value: &str) -> Result<()> {
+        validate_key(key, KeyKind::Param)?;
+        let param = KeyValue::new(key, truncate_chars(value, MAX_PARAM_VALUE_LENGTH));
+        let mut tx = self.write.begin().await?;
+        require_active_run(&mut tx, run_id).await?;
+        insert_params(&mut tx, run_id, &[param], ParamStyle::Single).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn set_tag(&self, run_id: &str, key: &str, value: &str) -> Result<()> {
+        self.log_batch(run_id, Vec::new(), Vec::new(), vec![KeyValue::new(key, value)]).await
+    }
+
+    pub async fn delete_tag(&self, run_id: &str, key: &str) -> Result<()> {
+        let mut tx = self.write.begin().await?;
+        require_active_run(&mut tx, run_id).await?;
+        let done = sqlx::query("DELETE FROM tags WHERE run_uuid = $1 AND key = $2")
+            .bind(run_id)
+            .bind(key)
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(MlflowError::not_found(format!("No tag with name: {key} in run with id {run_id}")).into());
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// log-batch: all of it commits or none of it does.
+    pub async fn log_batch(
+        &self,
+        run_id: &str,
+        metrics: Vec<BatchMetric>,
+        params: Vec<KeyValue>,
+        tags: Vec<KeyValue>,
+    ) -> Result<()> {
+        if metrics.len() > MAX_BATCH_METRICS {
+            return Err(MlflowError::invalid(format!(
+                "A batch logging request can contain at most {MAX_BATCH_METRICS} metrics. Got {} metrics. Please split up metrics across multiple requests and try again.",
+                metrics.len()
+            ))
+            .into());
+        }
+        for (what, n) in [("params", params.len()), ("tags", tags.len())] {
+            if n > MAX_BATCH_PARAMS_TAGS {
+                return Err(MlflowError::invalid(format!(
+                    "A batch logging request can contain at most {MAX_BATCH_PARAMS_TAGS} {what}. Got {n} {what}. Please split up {what} across multiple requests and try again."
+                ))
+                .into());
+            }
+        }
+        let total = metrics.len() + params.len() + tags.len();
+        if total > MAX_BATCH_TOTAL {
+            return Err(MlflowError::invalid(format!(
+                "A batch logging request can contain at most {MAX_BATCH_TOTAL} metrics, params, and tags in total. Got {total} in total. Please split up across multiple requests and try again."
+            ))
+            .into());
+        }
+        for m in &metrics {
+            validate_key(&m.key, KeyKind::Metric)?;
+        }
+        let mut seen = HashSet::new();
+        let mut duplicates = Vec::new();
+        for p in &params {
+            validate_key(&p.key, KeyKind::Param)?;
+            if !seen.insert(p.key.as_str()) && !duplicates.contains(&p.key) {
+                duplicates.push(p.key.clone());
+            }
+        }
+        if !duplicates.is_empty() {
+            return Err(MlflowError::invalid(format!(
+                "Duplicate parameter keys have been submitted: {duplicates:?}. Please ensure the request contains only one param value per param key."
+            ))
+            .into());
+        }
+        for t in &tags {
+            validate_tag(t)?;
+        }
+        let params: Vec<KeyValue> = params
+            .into_iter()
+            .map(|p| KeyValue::new(p.key, truncate_chars(&p.value, MAX_PARAM_VALUE_LENGTH)))
+            .collect();
+        let tags: Vec<KeyValue> = tags
+            .into_iter()
+            .map(|t| KeyValue::new(t.key, truncate_chars(&t.value, MAX_TAG_VALUE_LENGTH)))
+            .collect();
+
+        let mut tx = self.write.begin().await?;
+        require_active_run(&mut tx, run_id).await?;
+        if !params.is_empty() {
+            insert_params(&mut tx, run_id, &params, ParamStyle::Batch).await?;
+        }
+        if !metrics.is_empty() {
+            insert_metrics(&mut tx, run_id, &metrics).await?;
+        }
+        if !tags.is_empty() {
+            upsert_tags(&mut tx, run_id, &tags).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn log_inputs(
+        &self,
+        run_id: &str,
+        datasets: Vec<DatasetInputRequest>,
+        model_ids: Vec<String>,
+    ) -> Result<()> {
+        for input in &datasets {
+            let d = &input.dataset;
+            validate_max_length("dataset.name", &d.name, validation::MAX_DATASET_NAME_LENGTH)?;
+            validate_max_length("dataset.digest", &d.digest, validation::MAX_DATASET_DIGEST_LENGTH)?;
+            validate_max_length("dataset.source", &d.source, validation::MAX_DATASET_SOURCE_LENGTH)?;
+            if let Some(schema) = &d.schema {
+                validate_max_length("dataset.schema", schema, validation::MAX_DATASET_SCHEMA_LENGTH)?;
+            }
+            if let Some(profile) = &d.profile {
+                validate_max_length("dataset.profile", profile, validation::MAX_DATASET_PROFILE_LENGTH)?;
+            }
+            if d.name.is_empty() || d.digest.is_empty() {
+                return Err(MlflowError::missing_param(if d.name.is_empty() { "dataset.name" } else { "dataset.digest" }).into());
+            }
+            for tag in &input.tags {
+                if tag.key.is_empty() {
+                    return Err(MlflowError::missing_param("input_tag.key").into());
+                }
+                validate_max_length("input_tag.key", &tag.key, validation::MAX_INPUT_TAG_KEY_LENGTH)?;
+                validate_max_length("input_tag.value", &tag.value, validation::MAX_INPUT_TAG_VALUE_LENGTH)?;
+            }
+        }
+        let mut tx = self.write.begin().await?;
+        let experiment_id = require_active_run(&mut tx, run_id).await?;
+        for input in &datasets {
+            let d = &input.dataset;
+            sqlx::query(
+                "INSERT INTO datasets (dataset_uuid, experiment_id, name, digest, source_type, source, schema, profile) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (experiment_id, name, digest) DO NOTHING",
+            )
+            .bind(ids::new_dataset_id())
+            .bind(experiment_id)
+            .bind(d.name.as_str())
+            .bind(d.digest.as_str())
+            .bind(d.source_type.as_str())
+            .bind(d.source.as_str())
+            .bind(d.schema.clone())
+            .bind(d.profile.clone())
+            .execute(&mut *tx)
+            .await?;
+            let dataset_uuid: String = sqlx::query_scalar(
+                "SELECT dataset_uuid FROM datasets WHERE experiment_id = $1 AND name = $2 AND digest = $3",
+            )
+            .bind(experiment_id)
+            .bind(d.name.as_str())
+            .bind(d.digest.as_str())
+            .fetch_one(&mut *tx)
+            .await?;
+            let existing: Option<String> = sqlx::query_scalar(
+                "SELECT input_uuid FROM run_inputs WHERE run_uuid = $1 AND dataset_uuid = $2",
+            )
+            .bind(run_id)
+            .bind(dataset_uuid.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+            let input_uuid = match existing {
+                Some(id) => id,
+                None => {
+                    let id = ids::new_dataset_id();
+                    sqlx::query("INSERT INTO run_inputs (input_uuid, run_uuid, dataset_uuid) VALUES ($1, $2, $3)")
+                        .bind(id.as_str())
+                        .bind(run_id)
+                        .bind(dataset_uuid.as_str())
+                        .execute(&mut *tx)
+                        .await?;
+                    id
+                }
+            };
+            for tag in &input.tags {
+                sqlx::query(
+                    "INSERT INTO run_input_tags (input_uuid, key, value) VALUES ($1, $2, $3) \
+                     ON CONFLICT (input_uuid, key) DO UPDATE SET value = excluded.value",
+                )
+                .bind(input_uuid.as_str())
+                .bind(tag.key.as_str())
+                .bind(tag.value.as_str())
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        for model_id in &model_ids {
+            sqlx::query("INSERT INTO run_model_inputs (run_uuid, model_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+                .bind(run_id)
+                .bind(model_id.as_str())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn log_outputs(&self, run_id: &str, outputs: Vec<ModelOutput>) -> Result<()> {
+        let mut tx = self.write.begin().await?;
+        require_active_run(&mut tx, run_id).await?;
+        for output in &outputs {
+            if output.model_id.is_empty() {
+                return Err(MlflowError::missing_param("models.model_id").into());
+            }
+            sqlx::query(
+                "INSERT INTO run_outputs (run_uuid, model_id, step) VALUES ($1, $2, $3) \
+                 ON CONFLICT (run_uuid, model_id) DO UPDATE SET step = excluded.step",
+            )
+            .bind(run_id)
+            .bind(output.model_id.as_str())
+            .bind(output.step)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// A metric's full history, oldest first; `max_results` pages it.
+    pub async fn get_metric_history(
+        &self,
+        run_id: &str,
+        key: &str,
+        max_results: Option<i64>,
+        token: Option<&str>,
+    ) -> Result<(Vec<MetricPoint>, Option<String>)> {
+        let offset = page_token::decode(token)?;
+        self.get_run_info(run_id).await?;
+        let limit = max_results.map(|m| m + 1).unwrap_or(i64::MAX);
+        let rows = sqlx::query(
+            "SELECT timestamp, step, value, is_nan FROM metrics WHERE run_uuid = $1 AND key = $2 \
+             ORDER BY timestamp, step, value LIMIT $3 OFFSET $4",
+        )
+        .bind(run_id)
+        .bind(key)
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(&self.read)
+        .await?;
+        let mut points = Vec::with_capacity(rows.len());
+        for row in &rows {
+            points.push(MetricPoint {
+                key: key.to_string(),
+                timestamp: row.try_get(0)?,
+                step: row.try_get(1)?,
+                value: decode_value(row.try_get(2)?, row.try_get(3)?),
+            });
+        }
+        let next = match max_results {
+            Some(max) if points.len() as i64 > max => {
+                points.truncate(max as usize);
+                Some(page_token::encode(offset + max))
+            }
+            _ => None,
+        };
+        Ok((points, next))
+    }
+
+    /// Metric values of several runs at up to `max_results` evenly spread steps each.
+    pub async fn get_metric_history_bulk_interval(
+        &self,
+        run_ids: &[String],
+        key: &str,
+        start_step: Option<i64>,
+        end_step: Option<i64>,
+        max_results: i64,
+    ) -> Result<Vec<(String, MetricPoint)>> {
+        let mut out = Vec::new();
+        for run_id in run_ids {
+            self.get_run_info(run_id).await?;
+            let rows = sqlx::query(
+                "SELECT timestamp, step, value, is_nan FROM metrics WHERE run_uuid = $1 AND key = $2 \
+                 AND step >= $3 AND step <= $4 ORDER BY step, timestamp, value",
+            )
+            .bind(run_id.as_str())
+            .bind(key)
+            .bind(start_step.unwrap_or(i64::MIN))
+            .bind(end_step.unwrap_or(i64::MAX))
+            .fetch_all(&self.read)
+            .await?;
+            let mut points = Vec::with_capacity(rows.len());
+            for row in &rows {
+                points.push(MetricPoint {
+                    key: key.to_string(),
+                    timestamp: row.try_get(0)?,
+                    step: row.try_get(1)?,
+                    value: decode_value(row.try_get(2)?, row.try_get(3)?),
+                });
+            }
+            let mut steps: Vec<i64> = points.iter().map(|p| p.step).collect();
+            steps.dedup();
+            let chosen: HashSet<i64> = sample_evenly(&steps, max_results.max(1) as usize).into_iter().collect();
+            out.extend(points.into_iter().filter(|p| chosen.contains(&p.step)).map(|p| (run_id.clone(), p)));
+        }
+        Ok(out)
+    }
+}
+
+/// Picks `n` items spread evenly over a sorted list, always keeping the first and last.
+pub(crate) fn sample_evenly(items: &[i64], n: usize) -> Vec<i64> {
+    if items.len() <= n {
+        return items.to_vec();
+    }
+    if n == 1 {
+        return vec![items[0]];
+    }
+    let last = items.len() - 1;
+    let mut out: Vec<i64> = (0..n).map(|i| items[i * last / (n - 1)]).collect();
+    out.dedup();
+    out
+}
+
+async fn upsert_tags(tx: &mut Transaction<'_, Any>, run_id: &str, tags: &[KeyValue]) -> Result<()> {
+    // Last value wins when a key repeats within one request.
+    let mut latest: Vec<&KeyValue> = Vec::with_capacity(tags.len());
+    for tag in tags {
+        if let Some(slot) = latest.iter_mut().find(|t| t.key == tag.key) {
+            *slot = tag;
+        } else {
+            latest.push(tag);
+        }
+    }
+    let sql = format!(
+        "INSERT INTO tags (run_uuid, key, value) VALUES {} ON CONFLICT (run_uuid, key) DO UPDATE SET value = excluded.value",
+        values_groups(latest.len(), 3, 1)
+    );
+    let mut args = Vec::with_capacity(latest.len() * 3);
+    for tag in &latest {
+        args.push(Arg::Text(run_id.to_string()));
+        args.push(Arg::Text(tag.key.clone()));
+        args.push(Arg::Text(tag.value.clone()));
+    }
+    bind_all(sqlx::query(AssertSqlSafe(sql)), &args).execute(&mut **tx).await?;
+    if let Some(name) = latest.iter().rev().find(|t| t.key == RUN_NAME_TAG) {
+        sqlx::query("UPDATE runs SET name = $1 WHERE run_uuid = $2")
+            .bind(name.value.as_str())
+            .bind(run_id)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
+async fn insert_params(
+    tx: &mut Transaction<'_, Any>,
+    run_id: &str,
+    params: &[KeyValue],
+    style: ParamStyle,
+) -> Result<()> {
+    let mut sql = Sql::new("SELECT key, value FROM params WHERE run_uuid = $1 AND key IN ");
+    sql.args.push(Arg::Text(run_id.to_string()));
+    let list = sql.text_list(params.iter().map(|p| p.key.clone()));
+    sql.push(&list);
+    let existing: HashMap<String, String> = sql
+        .query()
+        .fetch_all(&mut **tx)
+        .await?
+        .iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+        .collect::<Result<_>>()?;
+    let conflicts: Vec<(&KeyValue, &String)> = params
+        .iter()
+        .filter_map(|p| existing.get(&p.key).filter(|old| **old != p.value).map(|old| (p, old)))
+        .collect();
+    if let Some((first, old)) = conflicts.first() {
+        let message = match style {
+            ParamStyle::Single => format!(
+                "Changing param values is not allowed. Param with key='{}' was already logged with value='{old}' for run ID='{run_id}'. Attempted logging new value '{}'.",
+                first.key, first.value
+            ),
+            ParamStyle::Batch => {
+                let listed: Vec<String> = conflicts
+                    .iter()
+                    .map(|(p, old)| format!("{{'key': '{}', 'old_value': '{old}', 'new_value': '{}'}}", p.key, p.value))
+                    .collect();
+                format!(
+                    "Changing param values is not allowed. Params were already logged='[{}]' for run ID='{run_id}'.",
+                    listed.join(", ")
+                )
+            }
+        };
+        return Err(MlflowError::invalid(message).into());
+    }
+    let fresh: Vec<&KeyValue> = params.iter().filter(|p| !existing.contains_key(&p.key)).collect();
+    if fresh.is_empty() {
+        return Ok(());
+    }
+    let sql = format!(
+        "INSERT INTO params (run_uuid, key, value) VALUES {} ON CONFLICT DO NOTHING",
+        values_groups(fresh.len(), 3, 1)
+    );
+    let mut args = Vec::with_capacity(fresh.len() * 3);
+    for p in fresh {
+        args.push(Arg::Text(run_id.to_string()));
+        args.push(Arg::Text(p.key.clone()));
+        args.push(Arg::Text(p.value.clone()));
+    }
+    bind_all(sqlx::query(AssertSqlSafe(sql)), &args).execute(&mut **tx).await?;
+    Ok(())
+}
+
+fn opt_text(value: &Option<String>) -> Arg {
+    match value {
+        Some(v) => Arg::Text(v.clone()),
+        None => Arg::NullText,
+    }
+}
+
+async fn insert_metrics(tx: &mut Transaction<'_, Any>, run_id: &str, metrics: &[BatchMetric]) -> Result<()> {
+    for chunk in metrics.chunks(METRIC_CHUNK) {
+        let sql = format!(
+            "INSERT INTO metrics (run_uuid, key, timestamp, step, value, is_nan, model_id, dataset_name, dataset_digest) \
+             VALUES {} ON CONFLICT DO NOTHING",
+            values_groups(chunk.len(), 9, 1)
+        );
+        let mut args = Vec::with_capacity(chunk.len() * 9);
+        for m in chunk {
+            let (value, is_nan) = encode_value(m.value);
+            args.push(Arg::Text(run_id.to_string()));
+            args.push(Arg::Text(m.key.clone()));
+            args.push(Arg::Int(m.timestamp));
+            args.push(Arg::Int(m.step));
+            args.push(Arg::Float(value));
+            args.push(Arg::Int(is_nan));
+            args.push(opt_text(&m.model_id));
+            args.push(opt_text(&m.dataset_name));
+            args.push(opt_text(&m.dataset_digest));
+        }
+        bind_all(sqlx::query(AssertSqlSafe(sql)), &args).execute(&mut **tx).await?;
+    }
+
+    // The latest value per key: greatest (step, timestamp, value), NaN counting as lowest.
+    let mut latest: Vec<&BatchMetric> = Vec::new();
+    let rank = |m: &BatchMetric| (m.step, m.timestamp, if m.value.is_nan() { f64::NEG_INFINITY } else { m.value });
+    for m in metrics {
+        match latest.iter_mut().find(|l| l.key == m.key) {
+            Some(slot) => {
+                if rank(m).partial_cmp(&rank(slot)).is_some_and(|o| o.is_gt()) {
+                    *slot = m;
+                }
+            }
+            None => latest.push(m),
+        }
+    }
+    let sql = format!(
+        "INSERT INTO latest_metrics (run_uuid, key, value, is_nan, timestamp, step) VALUES {} \
+         ON CONFLICT (run_uuid, key) DO UPDATE SET value = excluded.value, is_nan = excluded.is_nan, \
+         timestamp = excluded.timestamp, step = excluded.step \
+         WHERE (excluded.step, excluded.timestamp, excluded.value) > (latest_metrics.step, latest_metrics.timestamp, latest_metrics.value)",
+        values_groups(latest.len(), 6, 1)
+    );
+    let mut args = Vec::with_capacity(latest.len() * 6);
+    for m in &latest {
+        let (value, is_nan) = encode_value(m.value);
+        args.push(Arg::Text(run_id.to_string()));
+        args.push(Arg::Text(m.key.clone()));
+        args.push(Arg::Float(value));
+        args.push(Arg::Int(is_nan));
+        args.push(Arg::Int(m.timestamp));
+        args.push(Arg::Int(m.step));
+    }
+    bind_all(sqlx::query(AssertSqlSafe(sql)), &args).execute(&mut **tx).await?;
+
+    let linked: Vec<&BatchMetric> = metrics.iter().filter(|m| m.model_id.is_some()).collect();
+    for chunk in linked.chunks(METRIC_CHUNK) {
+        let sql = format!(
+            "INSERT INTO logged_model_metrics (model_id, key, timestamp, step, value, is_nan, run_uuid, dataset_name, dataset_digest) \
+             VALUES {} ON CONFLICT DO NOTHING",
+            values_groups(chunk.len(), 9, 1)
+        );
+        let mut args = Vec::with_capacity(chunk.len() * 9);
+        for m in chunk {
+            let (value, is_nan) = encode_value(m.value);
+            args.push(opt_text(&m.model_id));
+            args.push(Arg::Text(m.key.clone()));
+            args.push(Arg::Int(m.timestamp));
+            args.push(Arg::Int(m.step));
+            args.push(Arg::Float(value));
+            args.push(Arg::Int(is_nan));
+            args.push(Arg::Text(run_id.to_string()));
+            args.push(Arg::Text(m.dataset_name.clone().unwrap_or_default()));
+            args.push(Arg::Text(m.dataset_digest.clone().unwrap_or_default()));
+        }
+        bind_all(sqlx::query(AssertSqlSafe(sql)), &args).execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_encode_like_mlflow() {
+        assert_eq!(encode_value(1.5), (1.5, 0));
+        assert_eq!(encode_value(f64::INFINITY), (f64::MAX, 0));
+        assert_eq!(encode_value(f64::NEG_INFINITY), (f64::MIN, 0));
+        let (v, nan) = encode_value(f64::NAN);
+        assert_eq!((v, nan), (0.0, 1));
+        assert!(decode_value(v, nan).is_nan());
+    }
+
+    #[test]
+    fn even_sampling_keeps_the_ends() {
+        let steps: Vec<i64> = (0..100).collect();
+        let picked = sample_evenly(&steps, 5);
+        assert_eq!(picked, vec![0, 24, 49, 74, 99]);
+        assert_eq!(sample_evenly(&[1, 2], 5), vec![1, 2]);
+    }
+}

@@ -1,0 +1,155 @@
+//! runs/search: the filter grammar and order-by keys turned into one SQL statement that
+//! picks the page of run ids; the runs themselves are then loaded in bulk.
+
+use ctflow_core::entities::Run;
+use ctflow_core::filter::{Clause, Comparator, Entity, OrderBy, Value};
+use ctflow_core::page_token;
+use sqlx::Row;
+
+use crate::error::Result;
+use crate::experiments::{numeric_op, string_condition};
+use crate::runs::RunSearch;
+use crate::sql::{Arg, Sql};
+use crate::Store;
+
+fn attribute_column(key: &str) -> &'static str {
+    match key {
+        "run_id" => "r.run_uuid",
+        "run_name" => "r.name",
+        "status" => "r.status",
+        "user_id" => "r.user_id",
+        "artifact_uri" => "r.artifact_uri",
+        "lifecycle_stage" => "r.lifecycle_stage",
+        "start_time" => "r.start_time",
+        _ => "r.end_time",
+    }
+}
+
+fn key_value_condition(sql: &mut Sql, table: &str, clause: &Clause) -> String {
+    let key = sql.text_arg(clause.key.clone());
+    match clause.comparator {
+        Comparator::IsNull => {
+            format!("NOT EXISTS (SELECT 1 FROM {table} x WHERE x.run_uuid = r.run_uuid AND x.key = {key})")
+        }
+        Comparator::IsNotNull => {
+            format!("EXISTS (SELECT 1 FROM {table} x WHERE x.run_uuid = r.run_uuid AND x.key = {key})")
+        }
+        cmp => {
+            let cond = string_condition(sql, "x.value", cmp, &clause.value);
+            format!("EXISTS (SELECT 1 FROM {table} x WHERE x.run_uuid = r.run_uuid AND x.key = {key} AND {cond})")
+        }
+    }
+}
+
+fn run_condition(sql: &mut Sql, clause: &Clause) -> String {
+    match clause.entity {
+        Entity::Metric => {
+            let key = sql.text_arg(clause.key.clone());
+            let Value::Number(n) = clause.value else { return "1 = 0".into() };
+            let v = sql.arg(Arg::Float(n));
+            format!(
+                "EXISTS (SELECT 1 FROM latest_metrics m WHERE m.run_uuid = r.run_uuid AND m.key = {key} AND m.is_nan = 0 AND m.value {} {v})",
+                numeric_op(clause.comparator)
+            )
+        }
+        Entity::Param => key_value_condition(sql, "params", clause),
+        Entity::Tag => key_value_condition(sql, "tags", clause),
+        Entity::Attribute => string_condition(sql, attribute_column(&clause.key), clause.comparator, &clause.value),
+        Entity::Dataset => {
+            if clause.key == "context" {
+                let cond = string_condition(sql, "it.value", clause.comparator, &clause.value);
+                format!(
+                    "EXISTS (SELECT 1 FROM run_inputs ri JOIN run_input_tags it ON it.input_uuid = ri.input_uuid \
+                     WHERE ri.run_uuid = r.run_uuid AND it.key = 'mlflow.data.context' AND {cond})"
+                )
+            } else {
+                let column = if clause.key == "name" { "d.name" } else { "d.digest" };
+                let cond = string_condition(sql, column, clause.comparator, &clause.value);
+                format!(
+                    "EXISTS (SELECT 1 FROM run_inputs ri JOIN datasets d ON d.dataset_uuid = ri.dataset_uuid \
+                     WHERE ri.run_uuid = r.run_uuid AND {cond})"
+                )
+            }
+        }
+    }
+}
+
+/// Joins and ORDER BY terms for one order key. Rows without the key sort last in both
+/// directions; NaN metrics sort after real values and before missing ones.
+fn order_terms(sql: &mut Sql, index: usize, order: &OrderBy, joins: &mut String, terms: &mut Vec<String>) {
+    let dir = if order.ascending { "ASC" } else { "DESC" };
+    match order.entity {
+        Entity::Metric | Entity::Param | Entity::Tag => {
+            let table = match order.entity {
+                Entity::Metric => "latest_metrics",
+                Entity::Param => "params",
+                _ => "tags",
+            };
+            let alias = format!("o{index}");
+            let key = sql.text_arg(order.key.clone());
+            joins.push_str(&format!(
+                " LEFT JOIN {table} {alias} ON {alias}.run_uuid = r.run_uuid AND {alias}.key = {key}"
+            ));
+            terms.push(format!("({alias}.run_uuid IS NULL) ASC"));
+            if order.entity == Entity::Metric {
+                terms.push(format!("{alias}.is_nan ASC"));
+            }
+            terms.push(format!("{alias}.value {dir}"));
+        }
+        _ => {
+            let column = attribute_column(&order.key);
+            terms.push(format!("({column} IS NULL) ASC"));
+            terms.push(format!("{column} {dir}"));
+        }
+    }
+}
+
+impl Store {
+    pub async fn search_runs(&self, search: &RunSearch) -> Result<(Vec<Run>, Option<String>)> {
+        let offset = page_token::decode(search.page_token.as_deref())?;
+        if search.experiment_ids.is_empty() {
+            return Ok((Vec::new(), None));
+        }
+        let mut sql = Sql::new("");
+        let mut joins = String::new();
+        let mut terms = Vec::new();
+        for (i, order) in search.order_by.iter().enumerate() {
+            order_terms(&mut sql, i, order, &mut joins, &mut terms);
+        }
+        if !search.order_by.iter().any(|o| o.entity == Entity::Attribute && o.key == "start_time") {
+            terms.push("r.start_time DESC".into());
+        }
+        terms.push("r.run_uuid ASC".into());
+
+        let experiment_list: Vec<String> = search.experiment_ids.iter().map(|id| sql.int_arg(*id)).collect();
+        let stages = sql.text_list(search.view.stages().iter().copied());
+        let mut conditions = vec![
+            format!("r.experiment_id IN ({})", experiment_list.join(", ")),
+            format!("r.lifecycle_stage IN {stages}"),
+        ];
+        for clause in &search.filter {
+            conditions.push(run_condition(&mut sql, clause));
+        }
+        let limit = sql.int_arg(search.max_results + 1);
+        let off = sql.int_arg(offset);
+        sql.text = format!(
+            "SELECT r.run_uuid FROM runs r{joins} WHERE {} ORDER BY {} LIMIT {limit} OFFSET {off}",
+            conditions.join(" AND "),
+            terms.join(", ")
+        );
+        let mut ids: Vec<String> = sql
+            .query()
+            .fetch_all(&self.read)
+            .await?
+            .iter()
+            .map(|row| row.try_get(0))
+            .collect::<Result<_, _>>()?;
+        let next = if ids.len() as i64 > search.max_results {
+            ids.truncate(search.max_results as usize);
+            Some(page_token::encode(offset + search.max_results))
+        } else {
+            None
+        };
+        Ok((self.fetch_runs(&ids).await?, next))
+    }
+}

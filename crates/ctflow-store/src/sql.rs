@@ -1,0 +1,96 @@
+//! A small builder for dynamic SQL with `$N` placeholders, valid on SQLite and PostgreSQL.
+
+use sqlx::AssertSqlSafe;
+use sqlx::any::AnyArguments;
+use sqlx::query::Query;
+use sqlx::Any;
+
+#[derive(Debug, Clone)]
+pub(crate) enum Arg {
+    Int(i64),
+    Float(f64),
+    Text(String),
+    NullText,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Sql {
+    pub text: String,
+    pub args: Vec<Arg>,
+}
+
+impl Sql {
+    pub fn new(text: impl Into<String>) -> Self {
+        Sql { text: text.into(), args: Vec::new() }
+    }
+
+    pub fn push(&mut self, text: &str) -> &mut Self {
+        self.text.push_str(text);
+        self
+    }
+
+    /// Adds an argument and returns its placeholder.
+    pub fn arg(&mut self, arg: Arg) -> String {
+        self.args.push(arg);
+        format!("${}", self.args.len())
+    }
+
+    pub fn text_arg(&mut self, value: impl Into<String>) -> String {
+        self.arg(Arg::Text(value.into()))
+    }
+
+    pub fn int_arg(&mut self, value: i64) -> String {
+        self.arg(Arg::Int(value))
+    }
+
+    /// `(p1, p2, ...)` for a list of text values.
+    pub fn text_list<I, S>(&mut self, values: I) -> String
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let placeholders: Vec<String> = values.into_iter().map(|v| self.text_arg(v)).collect();
+        format!("({})", placeholders.join(", "))
+    }
+
+    pub fn query(&self) -> Query<'_, Any, AnyArguments> {
+        bind_all(sqlx::query(AssertSqlSafe(self.text.clone())), &self.args)
+    }
+}
+
+pub(crate) fn bind_all<'q>(
+    mut query: Query<'q, Any, AnyArguments>,
+    args: &'q [Arg],
+) -> Query<'q, Any, AnyArguments> {
+    for arg in args {
+        query = match arg {
+            Arg::Int(v) => query.bind(*v),
+            Arg::Float(v) => query.bind(*v),
+            Arg::Text(v) => query.bind(v.as_str()),
+            Arg::NullText => query.bind(Option::<String>::None),
+        };
+    }
+    query
+}
+
+/// Comma-separated `($a, $b, ...)` groups for a multi-row VALUES clause starting at `first`.
+pub(crate) fn values_groups(rows: usize, columns: usize, first: usize) -> String {
+    let mut out = String::with_capacity(rows * columns * 5);
+    let mut n = first;
+    for row in 0..rows {
+        if row > 0 {
+            out.push_str(", ");
+        }
+        out.push('(');
+        for col in 0..columns {
+            if col > 0 {
+                out.push_str(", ");
+            }
+            out.push('$');
+            out.push_str(&n.to_string());
+            n += 1;
+        }
+        out.push(')');
+    }
+    out
+}
