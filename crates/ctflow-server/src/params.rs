@@ -82,7 +82,7 @@ impl<S: Send + Sync> FromRequest<S> for Params {
         match serde_json::from_slice::<Value>(&bytes) {
             Ok(Value::Object(map)) => Ok(Params(map)),
             Ok(_) => Err(ApiError(MlflowError::new(ErrorCode::BadRequest, "The request body must be a JSON object."))),
-            Err(e) => Err(ApiError(MlflowError::new(ErrorCode::BadRequest, format!("Malformed JSON in the request body: {e}")))),
+            Err(e) => Err(ApiError(MlflowError::invalid(format!("Malformed JSON in the request body: {e}")))),
         }
     }
 }

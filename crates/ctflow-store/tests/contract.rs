@@ -1,0 +1,468 @@
+//! The store contract: one list of behaviours, run against SQLite and against a real
+//! PostgreSQL server. Every case gets an empty database.
+
+mod support;
+
+use std::future::Future;
+use std::pin::Pin;
+
+use ctflow_core::entities::{Dataset, KeyValue, ModelOutput, ViewType};
+use ctflow_core::filter::{parse_experiment_filter, parse_experiment_order_by, parse_logged_model_filter, parse_run_filter, parse_run_order_by};
+use ctflow_core::ErrorCode;
+use ctflow_store::{
+    BatchMetric, DatasetInputRequest, Error, ExperimentSearch, LoggedModelSearch, NewLoggedModel, NewRun, RunSearch,
+    RunUpdate, Store, StoreOptions,
+};
+
+type Case = fn(Store) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+
+macro_rules! cases {
+    ($($name:ident),* $(,)?) => {
+        &[$((stringify!($name), |s| Box::pin($name(s)))),*]
+    };
+}
+
+const CASES: &[(&str, Case)] = cases![
+    experiments_lifecycle,
+    experiment_search,
+    runs_lifecycle,
+    params_are_immutable,
+    batch_limits_and_validation,
+    metrics_history_and_latest,
+    run_search_filters,
+    run_search_order_and_pages,
+    inputs_and_outputs,
+    logged_models,
+    concurrent_writers_all_commit,
+];
+
+fn code(err: Error) -> ErrorCode {
+    match err {
+        Error::Mlflow(e) => e.code,
+        other => panic!("expected an MLflow error, got {other}"),
+    }
+}
+
+fn metric(key: &str, value: f64, timestamp: i64, step: i64) -> BatchMetric {
+    BatchMetric { key: key.into(), value, timestamp, step, model_id: None, dataset_name: None, dataset_digest: None }
+}
+
+async fn new_run(store: &Store, experiment_id: i64, name: &str) -> String {
+    store
+        .create_run(NewRun { experiment_id, user_id: "tester".into(), run_name: Some(name.into()), ..Default::default() })
+        .await
+        .unwrap()
+        .info
+        .run_id
+}
+
+fn run_search(experiment_id: i64, filter: &str, order_by: &[&str], max_results: i64, page_token: Option<String>) -> RunSearch {
+    RunSearch {
+        experiment_ids: vec![experiment_id],
+        filter: parse_run_filter(filter).unwrap(),
+        view: ViewType::ActiveOnly,
+        max_results,
+        order_by: parse_run_order_by(&order_by.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap(),
+        page_token,
+    }
+}
+
+async fn names(store: &Store, search: &RunSearch) -> Vec<String> {
+    store.search_runs(search).await.unwrap().0.into_iter().map(|r| r.info.run_name).collect()
+}
+
+async fn experiments_lifecycle(store: Store) {
+    let default = store.get_experiment(0).await.unwrap();
+    assert_eq!((default.name.as_str(), default.artifact_location.as_str()), ("Default", "mlflow-artifacts:/0"));
+
+    let id = store.create_experiment("exp", None, &[KeyValue::new("team", "ml")]).await.unwrap();
+    assert_eq!(id, "1");
+    let exp = store.get_experiment_by_name("exp").await.unwrap();
+    assert_eq!(exp.artifact_location, "mlflow-artifacts:/1");
+    assert_eq!(exp.tags, vec![KeyValue::new("team", "ml")]);
+    assert_eq!(code(store.create_experiment("exp", None, &[]).await.unwrap_err()), ErrorCode::ResourceAlreadyExists);
+    assert_eq!(code(store.get_experiment(99).await.unwrap_err()), ErrorCode::ResourceDoesNotExist);
+    assert_eq!(code(store.get_experiment_by_name("nope").await.unwrap_err()), ErrorCode::ResourceDoesNotExist);
+    assert_eq!(code(store.create_experiment(" ", None, &[]).await.unwrap_err()), ErrorCode::InvalidParameterValue);
+    assert_eq!(code(store.create_experiment(&"x".repeat(501), None, &[]).await.unwrap_err()), ErrorCode::InvalidParameterValue);
+
+    store.rename_experiment(1, "renamed").await.unwrap();
+    assert_eq!(store.get_experiment(1).await.unwrap().name, "renamed");
+    store.create_experiment("other", Some("mlflow-artifacts:/custom"), &[]).await.unwrap();
+    assert_eq!(code(store.rename_experiment(1, "other").await.unwrap_err()), ErrorCode::ResourceAlreadyExists);
+
+    store.set_experiment_tag(1, "team", "data").await.unwrap();
+    store.set_experiment_tag(1, "k2", "v2").await.unwrap();
+    assert_eq!(store.get_experiment(1).await.unwrap().tags.len(), 2);
+    store.delete_experiment_tag(1, "k2").await.unwrap();
+    assert_eq!(code(store.delete_experiment_tag(1, "k2").await.unwrap_err()), ErrorCode::ResourceDoesNotExist);
+    assert_eq!(code(store.set_experiment_tag(1, "v", &"x".repeat(20001)).await.unwrap_err()), ErrorCode::InvalidParameterValue);
+
+    let run = new_run(&store, 1, "r").await;
+    store.delete_experiment(1).await.unwrap();
+    assert_eq!(store.get_experiment(1).await.unwrap().lifecycle_stage, "deleted");
+    assert_eq!(store.get_run(&run).await.unwrap().info.lifecycle_stage, "deleted");
+    assert_eq!(code(store.create_run(NewRun { experiment_id: 1, ..Default::default() }).await.unwrap_err()), ErrorCode::InvalidParameterValue);
+    assert_eq!(code(store.create_experiment("renamed", None, &[]).await.unwrap_err()), ErrorCode::ResourceAlreadyExists);
+    store.restore_experiment(1).await.unwrap();
+    assert_eq!(store.get_run(&run).await.unwrap().info.lifecycle_stage, "active");
+    assert_eq!(code(store.delete_experiment(0).await.unwrap_err()), ErrorCode::InvalidParameterValue);
+}
+
+async fn experiment_search(store: Store) {
+    for name in ["alpha", "beta", "gamma"] {
+        store.create_experiment(name, None, &[KeyValue::new("kind", if name == "beta" { "x" } else { "y" })]).await.unwrap();
+    }
+    store.delete_experiment(3).await.unwrap();
+    let search = |filter: &str, order: &[&str], view, max_results, page_token| ExperimentSearch {
+        view,
+        filter: parse_experiment_filter(filter).unwrap(),
+        order_by: parse_experiment_order_by(&order.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap(),
+        max_results,
+        page_token,
+    };
+    let names = |r: (Vec<ctflow_core::entities::Experiment>, Option<String>)| r.0.into_iter().map(|e| e.name).collect::<Vec<_>>();
+    assert_eq!(names(store.search_experiments(&search("", &["name ASC"], ViewType::ActiveOnly, 100, None)).await.unwrap()), ["Default", "alpha", "beta"]);
+    assert_eq!(names(store.search_experiments(&search("", &[], ViewType::DeletedOnly, 100, None)).await.unwrap()), ["gamma"]);
+    assert_eq!(names(store.search_experiments(&search("tags.kind = 'y'", &["name"], ViewType::All, 100, None)).await.unwrap()), ["alpha", "gamma"]);
+    assert_eq!(names(store.search_experiments(&search("name ILIKE 'AL%'", &[], ViewType::ActiveOnly, 100, None)).await.unwrap()), ["alpha"]);
+    assert_eq!(names(store.search_experiments(&search("name LIKE 'AL%'", &[], ViewType::ActiveOnly, 100, None)).await.unwrap()), Vec::<String>::new());
+    let (first, token) = store.search_experiments(&search("", &["name DESC"], ViewType::All, 2, None)).await.unwrap();
+    assert_eq!(first.len(), 2);
+    let token = token.expect("a next page");
+    let (second, token) = store.search_experiments(&search("", &["name DESC"], ViewType::All, 2, Some(token))).await.unwrap();
+    assert_eq!(second.iter().map(|e| e.name.as_str()).collect::<Vec<_>>(), ["alpha", "Default"]);
+    assert!(token.is_none());
+}
+
+async fn runs_lifecycle(store: Store) {
+    let run = store
+        .create_run(NewRun {
+            experiment_id: 0,
+            user_id: "alice".into(),
+            start_time: Some(1000),
+            run_name: None,
+            tags: vec![KeyValue::new("mlflow.source.name", "train.py")],
+        })
+        .await
+        .unwrap();
+    assert_eq!(run.info.run_id.len(), 32);
+    assert_eq!(run.info.status, "RUNNING");
+    assert_eq!(run.info.artifact_uri, format!("mlflow-artifacts:/0/{}/artifacts", run.info.run_id));
+    assert!(run.data.tags.iter().any(|t| t.key == "mlflow.runName" && t.value == run.info.run_name));
+    let id = run.info.run_id;
+
+    let info = store
+        .update_run(&id, RunUpdate { status: Some("FINISHED".into()), end_time: Some(2000), run_name: Some("renamed".into()) })
+        .await
+        .unwrap();
+    assert_eq!((info.status.as_str(), info.end_time, info.run_name.as_str()), ("FINISHED", Some(2000), "renamed"));
+    store.set_tag(&id, "mlflow.runName", "again").await.unwrap();
+    let got = store.get_run(&id).await.unwrap();
+    assert_eq!(got.info.run_name, "again");
+    assert!(got.data.tags.contains(&KeyValue::new("mlflow.runName", "again")));
+    assert_eq!(code(store.update_run(&id, RunUpdate { status: Some("BOGUS".into()), ..Default::default() }).await.unwrap_err()), ErrorCode::InvalidParameterValue);
+
+    store.set_tag(&id, "t", "1").await.unwrap();
+    store.set_tag(&id, "t", "2").await.unwrap();
+    store.set_tag(&id, "long", &"v".repeat(9000)).await.unwrap();
+    let got = store.get_run(&id).await.unwrap();
+    assert!(got.data.tags.contains(&KeyValue::new("t", "2")));
+    assert_eq!(got.data.tags.iter().find(|t| t.key == "long").unwrap().value.len(), 8000);
+    store.delete_tag(&id, "t").await.unwrap();
+    assert_eq!(code(store.delete_tag(&id, "t").await.unwrap_err()), ErrorCode::ResourceDoesNotExist);
+
+    store.delete_run(&id).await.unwrap();
+    assert_eq!(store.get_run(&id).await.unwrap().info.lifecycle_stage, "deleted");
+    assert_eq!(code(store.set_tag(&id, "x", "y").await.unwrap_err()), ErrorCode::InvalidParameterValue);
+    store.restore_run(&id).await.unwrap();
+    store.set_tag(&id, "x", "y").await.unwrap();
+    assert_eq!(code(store.get_run("0123").await.unwrap_err()), ErrorCode::ResourceDoesNotExist);
+    assert_eq!(code(store.delete_run("0123").await.unwrap_err()), ErrorCode::ResourceDoesNotExist);
+
+    let clash = store
+        .create_run(NewRun { run_name: Some("a".into()), tags: vec![KeyValue::new("mlflow.runName", "b")], ..Default::default() })
+        .await;
+    assert_eq!(code(clash.unwrap_err()), ErrorCode::InvalidParameterValue);
+}
+
+async fn params_are_immutable(store: Store) {
+    let id = new_run(&store, 0, "p").await;
+    store.log_param(&id, "a", "1").await.unwrap();
+    store.log_param(&id, "a", "1").await.unwrap();
+    let err = store.log_param(&id, "a", "2").await.unwrap_err();
+    assert!(err.to_string().contains("Changing param values is not allowed"), "{err}");
+    let err = store.log_batch(&id, vec![], vec![KeyValue::new("a", "3")], vec![]).await.unwrap_err();
+    assert!(err.to_string().contains("'old_value': '1', 'new_value': '3'"), "{err}");
+    let err = store.log_batch(&id, vec![], vec![KeyValue::new("d", "1"), KeyValue::new("d", "1")], vec![]).await.unwrap_err();
+    assert!(err.to_string().contains("Duplicate parameter keys"), "{err}");
+    store.log_batch(&id, vec![], vec![KeyValue::new("a", "1"), KeyValue::new("b", "x".repeat(7000))], vec![]).await.unwrap();
+    let run = store.get_run(&id).await.unwrap();
+    assert_eq!(run.data.params.len(), 2);
+    assert_eq!(run.data.params.iter().find(|p| p.key == "b").unwrap().value.len(), 6000);
+}
+
+async fn batch_limits_and_validation(store: Store) {
+    let id = new_run(&store, 0, "limits").await;
+    let many: Vec<BatchMetric> = (0..1001).map(|i| metric("m", i as f64, i, i)).collect();
+    assert_eq!(code(store.log_batch(&id, many, vec![], vec![]).await.unwrap_err()), ErrorCode::InvalidParameterValue);
+    let params: Vec<KeyValue> = (0..101).map(|i| KeyValue::new(format!("p{i}"), "v")).collect();
+    assert_eq!(code(store.log_batch(&id, vec![], params, vec![]).await.unwrap_err()), ErrorCode::InvalidParameterValue);
+    for bad in ["bad key!", "../x", "/abs", "a//b", ""] {
+        assert_eq!(code(store.log_metric(&id, metric(bad, 1.0, 1, 0)).await.unwrap_err()), ErrorCode::InvalidParameterValue, "{bad}");
+    }
+    // A failed batch leaves nothing behind.
+    let err = store
+        .log_batch(&id, vec![metric("ok", 1.0, 1, 0)], vec![KeyValue::new("bad key!", "v")], vec![])
+        .await;
+    assert!(err.is_err());
+    assert!(store.get_run(&id).await.unwrap().data.metrics.is_empty());
+    let full: Vec<BatchMetric> = (0..1000).map(|i| metric("m", i as f64, i, i)).collect();
+    store.log_batch(&id, full, vec![], vec![]).await.unwrap();
+    assert_eq!(store.get_metric_history(&id, "m", None, None).await.unwrap().0.len(), 1000);
+}
+
+async fn metrics_history_and_latest(store: Store) {
+    let id = new_run(&store, 0, "metrics").await;
+    store.log_metric(&id, metric("loss", 3.0, 10, 0)).await.unwrap();
+    store.log_metric(&id, metric("loss", 2.0, 20, 1)).await.unwrap();
+    store.log_metric(&id, metric("loss", 9.0, 5, 0)).await.unwrap();
+    store.log_metric(&id, metric("loss", 2.0, 20, 1)).await.unwrap(); // exact duplicate: deduplicated
+    store.log_metric(&id, metric("nan", f64::NAN, 1, 0)).await.unwrap();
+    store.log_metric(&id, metric("inf", f64::INFINITY, 1, 0)).await.unwrap();
+    store.log_metric(&id, metric("ninf", f64::NEG_INFINITY, 1, 0)).await.unwrap();
+    let run = store.get_run(&id).await.unwrap();
+    let latest = |k: &str| run.data.metrics.iter().find(|m| m.key == k).unwrap().clone();
+    assert_eq!((latest("loss").value, latest("loss").step), (2.0, 1));
+    assert!(latest("nan").value.is_nan());
+    assert_eq!(latest("inf").value, f64::MAX);
+    assert_eq!(latest("ninf").value, f64::MIN);
+
+    let (history, token) = store.get_metric_history(&id, "loss", None, None).await.unwrap();
+    assert_eq!(history.iter().map(|p| (p.timestamp, p.value)).collect::<Vec<_>>(), [(5, 9.0), (10, 3.0), (20, 2.0)]);
+    assert!(token.is_none());
+    let (page1, token) = store.get_metric_history(&id, "loss", Some(2), None).await.unwrap();
+    assert_eq!(page1.len(), 2);
+    let (page2, token2) = store.get_metric_history(&id, "loss", Some(2), token.as_deref()).await.unwrap();
+    assert_eq!((page2.len(), token2), (1, None));
+    assert_eq!(code(store.get_metric_history("missing", "loss", None, None).await.unwrap_err()), ErrorCode::ResourceDoesNotExist);
+    assert!(store.get_metric_history(&id, "none", None, None).await.unwrap().0.is_empty());
+
+    let steps: Vec<BatchMetric> = (0..100).map(|i| metric("curve", i as f64, 100 + i, i)).collect();
+    store.log_batch(&id, steps, vec![], vec![]).await.unwrap();
+    let sampled = store.get_metric_history_bulk_interval(&[id.clone()], "curve", None, None, 5).await.unwrap();
+    assert_eq!(sampled.iter().map(|(_, p)| p.step).collect::<Vec<_>>(), [0, 24, 49, 74, 99]);
+    let ranged = store.get_metric_history_bulk_interval(&[id], "curve", Some(10), Some(12), 320).await.unwrap();
+    assert_eq!(ranged.len(), 3);
+}
+
+/// The four runs of the recorded c_search scenario and the results the real server gave.
+async fn run_search_filters(store: Store) {
+    let exp: i64 = store.create_experiment("search", None, &[]).await.unwrap().parse().unwrap();
+    for (i, (c, acc)) in [("0.05", 0.9), ("1.0", 0.7), ("0.05", 0.4), ("0.5", 0.95)].iter().enumerate() {
+        let id = new_run(&store, exp, &format!("r{i}")).await;
+        store
+            .log_batch(
+                &id,
+                vec![metric("accuracy", *acc, 1, 0)],
+                vec![KeyValue::new("C", *c)],
+                vec![KeyValue::new("group", if i % 2 == 0 { "even" } else { "odd" })],
+            )
+            .await
+            .unwrap();
+    }
+    let q = |f: &str| run_search(exp, f, &["attributes.run_name ASC"], 100, None);
+    assert_eq!(names(&store, &q("metrics.accuracy > 0.5 and params.C = '0.05'")).await, ["r0"]);
+    assert_eq!(names(&store, &q("tags.group = 'even'")).await, ["r0", "r2"]);
+    assert_eq!(names(&store, &q("tags.`mlflow.runName` ILIKE 'R1'")).await, ["r1"]);
+    assert_eq!(names(&store, &q("params.C LIKE '0.%'")).await, ["r0", "r2", "r3"]);
+    assert_eq!(names(&store, &q("params.C != '0.05'")).await, ["r1", "r3"]);
+    assert!(names(&store, &q("tags.group IS NULL")).await.is_empty());
+    assert_eq!(names(&store, &q("tags.nothing IS NULL")).await.len(), 4);
+    assert_eq!(names(&store, &q("params.C IS NOT NULL")).await.len(), 4);
+    assert_eq!(names(&store, &q("attribute.user_id = 'tester' and run.status != 'FAILED'")).await.len(), 4);
+    assert_eq!(names(&store, &q("attributes.start_time > 0")).await.len(), 4);
+    assert_eq!(names(&store, &q("attributes.run_id NOT IN ('x')")).await.len(), 4);
+    assert_eq!(names(&store, &q("metrics.accuracy <= 0.7")).await, ["r1", "r2"]);
+    assert_eq!(names(&store, &q("metrics.missing > 0")).await.len(), 0);
+    let first = store.search_runs(&q("")).await.unwrap().0.remove(0).info.run_id;
+    assert_eq!(names(&store, &q(&format!("attributes.run_id IN ('{first}', 'zz')"))).await, ["r0"]);
+    assert_eq!(names(&store, &q("attributes.run_name LIKE 'r%' and metrics.accuracy >= 0.9")).await, ["r0", "r3"]);
+}
+
+async fn run_search_order_and_pages(store: Store) {
+    let exp: i64 = store.create_experiment("order", None, &[]).await.unwrap().parse().unwrap();
+    for (name, value) in [("a", Some(0.5)), ("b", None), ("c", Some(f64::NAN)), ("d", Some(0.9)), ("e", Some(0.1))] {
+        let id = store
+            .create_run(NewRun { experiment_id: exp, run_name: Some(name.into()), start_time: Some(name.as_bytes()[0] as i64), ..Default::default() })
+            .await
+            .unwrap()
+            .info
+            .run_id;
+        if let Some(v) = value {
+            store.log_metric(&id, metric("m", v, 1, 0)).await.unwrap();
+        }
+    }
+    assert_eq!(names(&store, &run_search(exp, "", &["metrics.m DESC"], 100, None)).await, ["d", "a", "e", "c", "b"]);
+    assert_eq!(names(&store, &run_search(exp, "", &["metrics.m ASC"], 100, None)).await, ["e", "a", "d", "c", "b"]);
+    assert_eq!(names(&store, &run_search(exp, "", &[], 100, None)).await, ["e", "d", "c", "b", "a"]);
+    assert_eq!(names(&store, &run_search(exp, "", &["attributes.start_time ASC"], 100, None)).await, ["a", "b", "c", "d", "e"]);
+
+    let mut seen = Vec::new();
+    let mut token = None;
+    loop {
+        let (runs, next) = store.search_runs(&run_search(exp, "", &["metrics.m DESC"], 2, token.clone())).await.unwrap();
+        seen.extend(runs.into_iter().map(|r| r.info.run_name));
+        match next {
+            Some(t) => token = Some(t),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ["d", "a", "e", "c", "b"]);
+    let err = store.search_runs(&run_search(exp, "", &[], 2, Some("not base64!".into()))).await.unwrap_err();
+    assert_eq!(code(err), ErrorCode::InvalidParameterValue);
+
+    let mut deleted = run_search(exp, "", &[], 100, None);
+    let victim = store.search_runs(&deleted).await.unwrap().0.remove(0).info.run_id;
+    store.delete_run(&victim).await.unwrap();
+    deleted.view = ViewType::DeletedOnly;
+    assert_eq!(names(&store, &deleted).await, ["e"]);
+    deleted.view = ViewType::All;
+    assert_eq!(names(&store, &deleted).await.len(), 5);
+}
+
+async fn inputs_and_outputs(store: Store) {
+    let id = new_run(&store, 0, "io").await;
+    let dataset = Dataset {
+        name: "iris".into(),
+        digest: "abc123".into(),
+        source_type: "local".into(),
+        source: "{\"uri\": \"/data/iris.csv\"}".into(),
+        schema: Some("{}".into()),
+        profile: None,
+    };
+    let input = DatasetInputRequest { dataset, tags: vec![KeyValue::new("mlflow.data.context", "train")] };
+    store.log_inputs(&id, vec![input.clone()], vec![]).await.unwrap();
+    store.log_inputs(&id, vec![input], vec![]).await.unwrap();
+    store.log_outputs(&id, vec![ModelOutput { model_id: "m-1".into(), step: 3 }]).await.unwrap();
+    let run = store.get_run(&id).await.unwrap();
+    assert_eq!(run.inputs.dataset_inputs.len(), 1);
+    assert_eq!(run.inputs.dataset_inputs[0].tags, vec![KeyValue::new("mlflow.data.context", "train")]);
+    assert_eq!(run.outputs.unwrap().model_outputs, vec![ModelOutput { model_id: "m-1".into(), step: 3 }]);
+    let mut search = run_search(0, "datasets.context = 'train' and datasets.name IN ('iris')", &[], 10, None);
+    assert_eq!(names(&store, &search).await, ["io"]);
+    search.filter = parse_run_filter("datasets.digest = 'other'").unwrap();
+    assert!(names(&store, &search).await.is_empty());
+}
+
+async fn logged_models(store: Store) {
+    let run = new_run(&store, 0, "model-run").await;
+    let model = store
+        .create_logged_model(NewLoggedModel {
+            experiment_id: 0,
+            name: Some("iris_model".into()),
+            source_run_id: Some(run.clone()),
+            params: vec![KeyValue::new("C", "0.1")],
+            tags: vec![KeyValue::new("mlflow.user", "tester")],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let id = model.info.model_id.clone();
+    assert!(id.starts_with("m-"));
+    assert_eq!(model.info.status, "LOGGED_MODEL_PENDING");
+    assert_eq!(model.info.artifact_uri, format!("mlflow-artifacts:/0/models/{id}/artifacts"));
+    let mut linked = metric("accuracy", 0.97, 5, 0);
+    linked.model_id = Some(id.clone());
+    store.log_batch(&run, vec![linked], vec![], vec![]).await.unwrap();
+    assert_eq!(store.finalize_logged_model(&id, "LOGGED_MODEL_READY").await.unwrap().info.status, "LOGGED_MODEL_READY");
+    store.set_logged_model_tags(&id, &[KeyValue::new("mlflow.modelVersions", "[]")]).await.unwrap();
+    store.log_logged_model_params(&id, &[KeyValue::new("D", "2")]).await.unwrap();
+    let got = store.get_logged_model(&id).await.unwrap();
+    assert_eq!(got.data.metrics.len(), 1);
+    assert_eq!(got.data.metrics[0].run_id.as_deref(), Some(run.as_str()));
+    assert_eq!(got.data.params.len(), 2);
+    assert_eq!(got.info.tags.len(), 2);
+
+    let search = |filter: &str| LoggedModelSearch {
+        experiment_ids: vec![0],
+        filter: parse_logged_model_filter(filter).unwrap(),
+        order_by: vec![],
+        max_results: 10,
+        page_token: None,
+    };
+    assert_eq!(store.search_logged_models(&search("name = 'iris_model'")).await.unwrap().0.len(), 1);
+    assert!(store.search_logged_models(&search("name = 'plots'")).await.unwrap().0.is_empty());
+    assert_eq!(store.search_logged_models(&search("metrics.accuracy > 0.9 and params.C = '0.1'")).await.unwrap().0.len(), 1);
+    store.delete_logged_model_tag(&id, "mlflow.modelVersions").await.unwrap();
+    store.delete_logged_model(&id).await.unwrap();
+    assert_eq!(code(store.get_logged_model(&id).await.unwrap_err()), ErrorCode::ResourceDoesNotExist);
+    assert_eq!(code(store.finalize_logged_model("m-nope", "LOGGED_MODEL_READY").await.unwrap_err()), ErrorCode::ResourceDoesNotExist);
+}
+
+async fn concurrent_writers_all_commit(store: Store) {
+    let id = new_run(&store, 0, "busy").await;
+    let mut tasks = Vec::new();
+    for worker in 0..16i64 {
+        let store = store.clone();
+        let id = id.clone();
+        tasks.push(tokio::spawn(async move {
+            for batch in 0..10i64 {
+                let metrics = (0..50).map(|i| metric(&format!("w{worker}"), i as f64, batch * 100 + i, batch * 100 + i)).collect();
+                store.log_batch(&id, metrics, vec![], vec![]).await.unwrap();
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    for worker in 0..16 {
+        let (points, _) = store.get_metric_history(&id, &format!("w{worker}"), None, None).await.unwrap();
+        assert_eq!(points.len(), 500);
+    }
+}
+
+async fn run_all(mut open: impl AsyncFnMut(&str) -> Store) {
+    let mut failures = Vec::new();
+    for (name, case) in CASES {
+        let store = open(name).await;
+        let result = tokio::spawn(case(store.clone())).await;
+        store.close().await;
+        if let Err(e) = result {
+            failures.push(format!("{name}: {e}"));
+        }
+    }
+    assert!(failures.is_empty(), "failed cases:\n{}", failures.join("\n"));
+}
+
+fn options(uri: String) -> StoreOptions {
+    StoreOptions { backend_store_uri: uri, default_artifact_root: "mlflow-artifacts:/".into(), max_connections: 4 }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contract_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    run_all(async |name| {
+        let uri = format!("sqlite:///{}/{name}.db", dir.path().display());
+        Store::open(options(uri)).await.unwrap()
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contract_postgres() {
+    let pg = support::TempPostgres::start();
+    run_all(async |name| Store::open(options(pg.create_database(name))).await.unwrap()).await;
+}
+
+#[tokio::test]
+async fn sqlite_writes_survive_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let uri = format!("sqlite:///{}/durable.db", dir.path().display());
+    let store = Store::open(options(uri.clone())).await.unwrap();
+    let id = new_run(&store, 0, "durable").await;
+    store.log_metric(&id, metric("m", 1.0, 1, 0)).await.unwrap();
+    drop(store);
+    let reopened = Store::open(options(uri)).await.unwrap();
+    assert_eq!(reopened.get_run(&id).await.unwrap().data.metrics.len(), 1);
+}
