@@ -84,7 +84,7 @@ pub async fn delete(State(state): State<AppState>, Path(path): Path<String>) -> 
 pub async fn list_run_artifacts(State(state): State<AppState>, p: Params) -> ApiResult<Json<Value>> {
     let run = state.store.get_run_info(&p.run_id()?).await?;
     let rel = p.str("path")?.unwrap_or_default();
-    let rel = rel.trim_matches('/').to_string();
+    let rel = rel.trim_end_matches('/').to_string();
     ctflow_core::artifact_path::safe_relative_path(&rel).map_err(ApiError::from)?;
     let Some(base) = state.repository_path(&run.artifact_uri) else {
         return Err(MlflowError::invalid(format!(
