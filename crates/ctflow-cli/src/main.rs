@@ -108,6 +108,15 @@ async fn shutdown_signal() {
     tracing::info!("shutting down");
 }
 
+/// What to tell the operator when the server is reachable from the network.
+fn exposure_warning(host: IpAddr) -> Option<String> {
+    (!host.is_loopback()).then(|| {
+        format!(
+            "listening on {host}, a non-loopback address: anyone who can reach this port can read and write experiments, runs and artifacts (authentication is not enabled)"
+        )
+    })
+}
+
 async fn run_server(args: ServerArgs) -> Result<()> {
     let config = ctflow_server::ServerConfig {
         backend_store_uri: args.backend_store_uri,
@@ -116,11 +125,9 @@ async fn run_server(args: ServerArgs) -> Result<()> {
         serve_artifacts: !args.no_serve_artifacts || args.serve_artifacts,
         max_connections: 8,
     };
-    if !args.host.is_loopback() {
-        tracing::warn!(
-            host = %args.host,
-            "listening on a non-loopback address: anyone who can reach this port can read and write experiments, runs and artifacts (authentication is not enabled)"
-        );
+    if let Some(warning) = exposure_warning(args.host) {
+        tracing::warn!(host = %args.host, "{warning}");
+        eprintln!("WARNING: {warning}");
     }
     let listener = tokio::net::TcpListener::bind((args.host, args.port))
         .await
@@ -144,4 +151,28 @@ fn main() -> Result<()> {
             Command::Runs { command, client } => commands::runs(command, &client).await,
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_non_loopback_addresses_warn() {
+        assert!(exposure_warning("127.0.0.1".parse().unwrap()).is_none());
+        assert!(exposure_warning("::1".parse().unwrap()).is_none());
+        let warning = exposure_warning("0.0.0.0".parse().unwrap()).unwrap();
+        assert!(warning.contains("anyone who can reach this port can read and write"));
+        assert!(exposure_warning("192.0.2.7".parse().unwrap()).is_some());
+    }
+
+    #[test]
+    fn the_command_line_parses() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+        let cli = Cli::try_parse_from(["ctflow", "server", "--no-serve-artifacts", "--port", "0"]).unwrap();
+        let Command::Server(args) = cli.command else { panic!("not the server command") };
+        assert!(args.no_serve_artifacts);
+        assert_eq!(args.backend_store_uri, "sqlite:///ctflow-data/ctflow.db");
+    }
 }

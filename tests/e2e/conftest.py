@@ -1,0 +1,189 @@
+"""Fixtures for end-to-end tests: real ctflow servers (SQLite and PostgreSQL backends), a
+throw-away PostgreSQL cluster, and a real `mlflow server`, all on free loopback ports and
+started once per test session."""
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+PG_BIN_DIRS = ["/usr/lib/postgresql/17/bin", "/usr/lib/postgresql/16/bin", "/usr/lib/postgresql/15/bin"]
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_healthy(url, proc, timeout=120.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode} before becoming healthy")
+        try:
+            with urllib.request.urlopen(url + "/health", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"{url} did not become healthy in {timeout}s")
+
+
+def stop(proc):
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+@pytest.fixture(scope="session")
+def ctflow_bin():
+    path = Path(os.environ.get("CTFLOW_BIN", REPO / "target" / "debug" / "ctflow"))
+    if not path.exists():
+        raise RuntimeError(f"{path} does not exist: build it with `cargo build -p ctflow-cli` first")
+    return str(path)
+
+
+def _pg_tool(name):
+    for d in PG_BIN_DIRS:
+        p = Path(d) / name
+        if p.exists():
+            return str(p)
+    found = shutil.which(name)
+    if not found:
+        raise RuntimeError(f"PostgreSQL tool {name} not found; .ci/run installs PostgreSQL")
+    return found
+
+
+def _as_postgres(args):
+    if os.geteuid() == 0:
+        return ["runuser", "-u", "postgres", "--"] + args
+    return args
+
+
+class TempPostgres:
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="ctflow-e2e-pg")
+        if os.geteuid() == 0:
+            shutil.chown(self.dir, "postgres", "postgres")
+        self.data = os.path.join(self.dir, "data")
+        subprocess.run(_as_postgres([_pg_tool("initdb"), "-D", self.data, "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8"]),
+                       check=True, capture_output=True)
+        self.port = free_port()
+        opts = (f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={self.dir} "
+                "-c fsync=off -c synchronous_commit=off -c full_page_writes=off")
+        subprocess.run(_as_postgres([_pg_tool("pg_ctl"), "-D", self.data, "-l", os.path.join(self.dir, "log"), "-o", opts, "-w", "start"]),
+                       check=True, capture_output=True)
+        self.count = 0
+
+    def new_database(self):
+        self.count += 1
+        name = f"e2e_{self.count}"
+        subprocess.run([_pg_tool("psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-q", "-c", f"CREATE DATABASE {name}"],
+                       check=True, capture_output=True)
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{name}"
+
+    def stop(self):
+        subprocess.run(_as_postgres([_pg_tool("pg_ctl"), "-D", self.data, "-m", "immediate", "-w", "stop"]), capture_output=True)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    pg = TempPostgres()
+    yield pg
+    pg.stop()
+
+
+class CtflowServer:
+    def __init__(self, binary, backend_uri, workdir, extra=()):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.workdir = workdir
+        self.log = open(os.path.join(workdir, "server.log"), "wb")
+        self.proc = subprocess.Popen(
+            [binary, "server", "--port", str(self.port), "--backend-store-uri", backend_uri,
+             "--artifacts-destination", os.path.join(workdir, "artifacts"), *extra],
+            cwd=workdir, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        wait_healthy(self.url, self.proc, timeout=30)
+
+    def stop(self):
+        stop(self.proc)
+        self.log.close()
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgres"])
+def server(request, ctflow_bin, tmp_path_factory):
+    """A ctflow server per backend, shared by the tests of the session."""
+    workdir = str(tmp_path_factory.mktemp(f"ctflow-{request.param}"))
+    if request.param == "sqlite":
+        uri = f"sqlite:///{workdir}/ctflow.db"
+    else:
+        uri = request.getfixturevalue("postgres").new_database()
+    srv = CtflowServer(ctflow_bin, uri, workdir)
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="session")
+def sqlite_server(ctflow_bin, tmp_path_factory):
+    workdir = str(tmp_path_factory.mktemp("ctflow-sqlite-only"))
+    srv = CtflowServer(ctflow_bin, f"sqlite:///{workdir}/ctflow.db", workdir)
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory):
+    """The real `mlflow server` (the reference implementation), on SQLite."""
+    workdir = str(tmp_path_factory.mktemp("mlflow-server"))
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    mlflow_cli = os.path.join(os.path.dirname(sys.executable), "mlflow")
+    log = open(os.path.join(workdir, "server.log"), "wb")
+    proc = subprocess.Popen(
+        [mlflow_cli, "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+         "--backend-store-uri", f"sqlite:///{workdir}/mlflow.db", "--artifacts-destination", f"{workdir}/artifacts"],
+        cwd=workdir, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    try:
+        wait_healthy(url, proc, timeout=240)
+    except Exception:
+        stop(proc)
+        log.close()
+        raise
+    yield url
+    stop(proc)
+    log.close()
+
+
+@pytest.fixture()
+def client(server):
+    """An MlflowClient bound to the backend-parametrised ctflow server."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    mlflow.set_tracking_uri(server.url)
+    yield MlflowClient(server.url)
+    if mlflow.active_run():
+        mlflow.end_run()
+
+
+@pytest.fixture()
+def unique():
+    """A name unique within the session, for experiments on shared servers."""
+    unique.counter = getattr(unique, "counter", 0) + 1
+    return f"e2e-{os.getpid()}-{time.monotonic_ns()}-{unique.counter}"

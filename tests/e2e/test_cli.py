@@ -1,0 +1,71 @@
+"""`ctflow` client commands, against a ctflow server and against the real `mlflow server`."""
+import json
+import os
+import subprocess
+import urllib.request
+
+import pytest
+
+
+def ctflow(binary, *args, uri):
+    env = dict(os.environ, MLFLOW_TRACKING_URI=uri)
+    return subprocess.run([binary, *args], env=env, capture_output=True, text=True, timeout=60)
+
+
+@pytest.fixture(params=["ctflow", "mlflow"])
+def tracking_url(request, sqlite_server):
+    if request.param == "ctflow":
+        return sqlite_server.url
+    return request.getfixturevalue("mlflow_server")
+
+
+def test_experiments_and_runs_commands(ctflow_bin, tracking_url, unique):
+    out = ctflow(ctflow_bin, "experiments", "create", "-n", unique, uri=tracking_url)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith(f"Created experiment '{unique}' with id ")
+    exp_id = out.stdout.strip().rsplit(" ", 1)[1]
+
+    listed = ctflow(ctflow_bin, "experiments", "list", "--output", "json", uri=tracking_url)
+    assert listed.returncode == 0, listed.stderr
+    assert exp_id in [e["experiment_id"] for e in json.loads(listed.stdout)]
+    table = ctflow(ctflow_bin, "experiments", "list", uri=tracking_url)
+    assert unique in table.stdout and "Experiment Id" in table.stdout
+
+    import mlflow
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_url)
+    run = client.create_run(exp_id, run_name="cli-run")
+    client.log_metric(run.info.run_id, "m", 1.5)
+
+    runs = ctflow(ctflow_bin, "runs", "list", "--experiment-id", exp_id, "--output", "json", uri=tracking_url)
+    assert runs.returncode == 0, runs.stderr
+    assert [r["info"]["run_id"] for r in json.loads(runs.stdout)] == [run.info.run_id]
+    described = ctflow(ctflow_bin, "runs", "describe", "--run-id", run.info.run_id, uri=tracking_url)
+    assert described.returncode == 0, described.stderr
+    body = json.loads(described.stdout)
+    assert body["info"]["run_name"] == "cli-run"
+    assert body["data"]["metrics"][0]["value"] == 1.5
+
+    duplicate = ctflow(ctflow_bin, "experiments", "create", "-n", unique, uri=tracking_url)
+    assert duplicate.returncode != 0
+    assert "RESOURCE_ALREADY_EXISTS" in duplicate.stderr
+    missing = ctflow(ctflow_bin, "runs", "describe", "--run-id", "0" * 32, uri=tracking_url)
+    assert missing.returncode != 0 and "RESOURCE_DOES_NOT_EXIST" in missing.stderr
+
+
+def test_server_defaults_from_a_fresh_directory(ctflow_bin, tmp_path):
+    """The README's run command: `ctflow server` with no flags keeps its data in ./ctflow-data."""
+    from conftest import free_port, stop, wait_healthy
+
+    port = free_port()
+    proc = subprocess.Popen([ctflow_bin, "server", "--port", str(port)], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_healthy(f"http://127.0.0.1:{port}", proc, timeout=30)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/get?experiment_id=0") as r:
+            assert json.load(r)["experiment"]["name"] == "Default"
+    finally:
+        stop(proc)
+    assert (tmp_path / "ctflow-data" / "ctflow.db").exists()
+    assert (tmp_path / "ctflow-data" / "artifacts").is_dir()
