@@ -635,6 +635,131 @@ pub fn parse_logged_model_filter(filter: &str) -> Result<Vec<Clause>> {
         .collect()
 }
 
+/// The prompt-registry pseudo tag the client appends to every registered-model search; a
+/// model without it counts as `'false'`.
+pub const PROMPT_TAG: &str = "mlflow.prompt.is_prompt";
+
+fn registry_tag_clause(key: String, raw: &RawClause) -> Result<Clause> {
+    let cmp = raw.comparator;
+    check_comparator(cmp, STRING_COMPARATORS, "tag")?;
+    let value = string_value(&raw.value, cmp, "tag")?;
+    Ok(Clause { entity: Entity::Tag, key, comparator: cmp, value })
+}
+
+/// Parses and validates a `registered-models/search` filter.
+pub fn parse_registered_model_filter(filter: &str) -> Result<Vec<Clause>> {
+    parse_raw(filter)?
+        .into_iter()
+        .map(|raw| {
+            let prefix = raw.identifier.prefix.as_deref().map(str::to_ascii_lowercase);
+            let key = raw.identifier.key.clone();
+            match (prefix.as_deref(), key.as_str()) {
+                (None | Some("attribute" | "attributes"), "name") => {
+                    check_comparator(raw.comparator, STRING_OR_SET_COMPARATORS, "name")?;
+                    let value = string_value(&raw.value, raw.comparator, "name")?;
+                    Ok(Clause { entity: Entity::Attribute, key, comparator: raw.comparator, value })
+                }
+                (Some("tag" | "tags"), _) => registry_tag_clause(key, &raw),
+                _ => Err(invalid(format!(
+                    "Invalid clause(s) in filter string: {}, {}, {}",
+                    raw.identifier.key,
+                    raw.comparator.as_str(),
+                    raw.value.describe()
+                ))),
+            }
+        })
+        .collect()
+}
+
+/// Parses and validates a `model-versions/search` filter.
+pub fn parse_model_version_filter(filter: &str) -> Result<Vec<Clause>> {
+    parse_raw(filter)?
+        .into_iter()
+        .map(|raw| {
+            let prefix = raw.identifier.prefix.as_deref().map(str::to_ascii_lowercase);
+            let key = raw.identifier.key.clone();
+            match prefix.as_deref() {
+                Some("tag" | "tags") => registry_tag_clause(key, &raw),
+                None | Some("attribute" | "attributes") => match key.as_str() {
+                    "name" | "run_id" | "source_path" => {
+                        check_comparator(raw.comparator, STRING_OR_SET_COMPARATORS, &key)?;
+                        let value = string_value(&raw.value, raw.comparator, &key)?;
+                        Ok(Clause { entity: Entity::Attribute, key, comparator: raw.comparator, value })
+                    }
+                    "version_number" => {
+                        check_comparator(raw.comparator, NUMERIC_COMPARATORS, "version_number")?;
+                        let value = match &raw.value {
+                            Literal::Str(s) => s.parse::<f64>().map(Value::Number).map_err(|_| {
+                                invalid(format!("Expected numeric value type for version_number. Found '{s}'"))
+                            })?,
+                            other => numeric_value(other, "version_number")?,
+                        };
+                        Ok(Clause { entity: Entity::Attribute, key, comparator: raw.comparator, value })
+                    }
+                    other => Err(invalid(format!(
+                        "Invalid attribute key '{other}' specified. Valid keys are '{{'name', 'run_id', 'source_path', 'version_number'}}'"
+                    ))),
+                },
+                Some(other) => Err(invalid(format!(
+                    "Invalid entity type '{other}'. Valid values are ['tag', 'attribute']"
+                ))),
+            }
+        })
+        .collect()
+}
+
+fn parse_attribute_order_by(order_by: &[String], allowed: &[(&str, &'static str)]) -> Result<Vec<OrderBy>> {
+    let list = order_by
+        .iter()
+        .filter(|s| !s.trim().is_empty())
+        .map(|raw| {
+            let (identifier, ascending) = parse_order_clause(raw)?;
+            let canonical = allowed
+                .iter()
+                .find(|(k, _)| *k == identifier.key)
+                .map(|(_, c)| *c)
+                .filter(|_| matches!(identifier.prefix.as_deref(), None | Some("attribute" | "attributes")))
+                .ok_or_else(|| {
+                    invalid(format!(
+                        "Invalid order by key '{}' specified. Valid keys are {:?}",
+                        identifier.key,
+                        allowed.iter().map(|(k, _)| *k).collect::<Vec<_>>()
+                    ))
+                })?;
+            Ok(OrderBy { entity: Entity::Attribute, key: canonical.to_string(), ascending })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    dedupe_order(&list)?;
+    Ok(list)
+}
+
+/// Parses `registered-models/search` order_by entries.
+pub fn parse_registered_model_order_by(order_by: &[String]) -> Result<Vec<OrderBy>> {
+    parse_attribute_order_by(
+        order_by,
+        &[
+            ("name", "name"),
+            ("timestamp", "last_updated_timestamp"),
+            ("last_updated_timestamp", "last_updated_timestamp"),
+            ("creation_timestamp", "creation_timestamp"),
+        ],
+    )
+}
+
+/// Parses `model-versions/search` order_by entries.
+pub fn parse_model_version_order_by(order_by: &[String]) -> Result<Vec<OrderBy>> {
+    parse_attribute_order_by(
+        order_by,
+        &[
+            ("name", "name"),
+            ("version_number", "version"),
+            ("creation_timestamp", "creation_timestamp"),
+            ("last_updated_timestamp", "last_updated_timestamp"),
+            ("timestamp", "last_updated_timestamp"),
+        ],
+    )
+}
+
 fn parse_order_clause(raw: &str) -> Result<(Identifier, bool)> {
     let mut parser = Parser::new(raw);
     let bad = || invalid(format!("Invalid order_by clause '{raw}'. Could not be parsed."));
@@ -843,6 +968,24 @@ mod tests {
     }
 
     #[test]
+    fn registry_filters() {
+        let c = parse_registered_model_filter("name LIKE 'wire-%' AND tag.`mlflow.prompt.is_prompt` != 'true'").unwrap();
+        assert_eq!((c[1].entity, c[1].key.as_str(), c[1].comparator), (Entity::Tag, PROMPT_TAG, Comparator::Ne));
+        let err = parse_registered_model_filter("version = 3").unwrap_err();
+        assert_eq!(err.message, "Invalid clause(s) in filter string: version, =, 3");
+        let c = parse_model_version_filter("name='m' and version_number > 1 and tags.validated = 'true'").unwrap();
+        assert_eq!(c[1].value, Value::Number(1.0));
+        let c = parse_model_version_filter("source_path = 'runs:/x/model' and run_id IN ('a', 'b')").unwrap();
+        assert_eq!(c[1].value, Value::List(vec!["a".into(), "b".into()]));
+        assert!(parse_model_version_filter("foo = 'x'").unwrap_err().message.contains("Invalid attribute key 'foo'"));
+        let o = parse_model_version_order_by(&["version_number DESC".into()]).unwrap();
+        assert_eq!((o[0].key.as_str(), o[0].ascending), ("version", false));
+        let o = parse_registered_model_order_by(&["timestamp".into()]).unwrap();
+        assert_eq!(o[0].key, "last_updated_timestamp");
+        assert!(parse_registered_model_order_by(&["bogus".into()]).is_err());
+    }
+
+    #[test]
     fn like_matching() {
         assert!(like_matches("0.%", "0.05", false));
         assert!(!like_matches("R1", "r1", false));
@@ -857,6 +1000,8 @@ mod tests {
             let _ = parse_experiment_filter(&s);
             let _ = parse_logged_model_filter(&s);
             let _ = parse_run_order_by(std::slice::from_ref(&s));
+            let _ = parse_registered_model_filter(&s);
+            let _ = parse_model_version_filter(&s);
         }
 
         #[test]

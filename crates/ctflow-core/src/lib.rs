@@ -8,6 +8,7 @@ pub mod error;
 pub mod filter;
 pub mod ids;
 pub mod page_token;
+pub mod registry;
 pub mod validation;
 
 pub use error::{ErrorCode, MlflowError, Result};

@@ -45,7 +45,7 @@ pub(crate) fn internal(e: serde_json::Error) -> crate::error::ApiError {
     MlflowError::new(ctflow_core::ErrorCode::InternalError, e.to_string()).into()
 }
 
-fn wrap<T: Serialize>(key: &str, value: T) -> JsonResult {
+pub(crate) fn wrap<T: Serialize>(key: &str, value: T) -> JsonResult {
     let mut map = Map::new();
     map.insert(key.to_string(), serde_json::to_value(value).map_err(internal)?);
     Ok(Json(Value::Object(map)))

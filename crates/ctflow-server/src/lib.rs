@@ -6,8 +6,8 @@ mod api;
 mod artifacts;
 pub mod error;
 pub mod params;
+mod registry;
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -16,6 +16,7 @@ use axum::extract::{DefaultBodyLimit, Request};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, patch, post};
+use axum::serve::ListenerExt;
 use axum::Router;
 use ctflow_core::validation::normpath;
 use ctflow_core::{ErrorCode, MlflowError};
@@ -164,6 +165,32 @@ fn mlflow_routes() -> Router<AppState> {
         .route("/2.0/mlflow/logged-models/{model_id}/tags", patch(set_logged_model_tags))
         .route("/2.0/mlflow/logged-models/{model_id}/tags/{key}", delete(delete_logged_model_tag))
         .route("/2.0/mlflow/logged-models/{model_id}/params", post(log_logged_model_params))
+        .route("/2.0/mlflow/registered-models/create", post(registry::create_registered_model))
+        .route("/2.0/mlflow/registered-models/get", get(registry::get_registered_model))
+        .route("/2.0/mlflow/registered-models/rename", post(registry::rename_registered_model))
+        .route("/2.0/mlflow/registered-models/update", patch(registry::update_registered_model))
+        .route("/2.0/mlflow/registered-models/delete", delete(registry::delete_registered_model))
+        .route("/2.0/mlflow/registered-models/search", get(registry::search_registered_models))
+        .route("/2.0/mlflow/registered-models/set-tag", post(registry::set_registered_model_tag))
+        .route("/2.0/mlflow/registered-models/delete-tag", delete(registry::delete_registered_model_tag))
+        .route(
+            "/2.0/mlflow/registered-models/alias",
+            post(registry::set_alias).delete(registry::delete_alias).get(registry::get_by_alias),
+        )
+        .route(
+            "/2.0/mlflow/registered-models/get-latest-versions",
+            post(registry::get_latest_versions).get(registry::get_latest_versions),
+        )
+        .route("/2.0/mlflow/model-versions/create", post(registry::create_model_version))
+        .route("/2.0/mlflow/model-versions/get", get(registry::get_model_version))
+        .route("/2.0/mlflow/model-versions/update", patch(registry::update_model_version))
+        .route("/2.0/mlflow/model-versions/delete", delete(registry::delete_model_version))
+        .route("/2.0/mlflow/model-versions/search", get(registry::search_model_versions))
+        .route("/2.0/mlflow/model-versions/set-tag", post(registry::set_model_version_tag))
+        .route("/2.0/mlflow/model-versions/delete-tag", delete(registry::delete_model_version_tag))
+        .route("/2.0/mlflow/model-versions/transition-stage", post(registry::transition_stage))
+        .route("/2.0/mlflow/model-versions/get-download-uri", get(registry::get_download_uri))
+        .route("/ctflow/v1/models/{name}/history", get(registry::model_history))
         .route("/3.0/mlflow/server-info", get(server_info))
         .route("/2.0/mlflow-artifacts/artifacts", get(artifacts::list))
         .route(
@@ -193,8 +220,14 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let store = state.store.clone();
-    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
-    let result = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
+    // NB: without TCP_NODELAY every keep-alive response waits for the client's delayed
+    // ACK (about 40 ms), the stall that dominates MLflow's own per-request latency.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(error) = tcp.set_nodelay(true) {
+            tracing::debug!(%error, "cannot set TCP_NODELAY");
+        }
+    });
+    let result = axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await;
     store.close().await;
     result
 }

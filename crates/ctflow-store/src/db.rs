@@ -30,10 +30,14 @@ pub struct StoreOptions {
     pub max_connections: u32,
 }
 
-const SQLITE_MIGRATIONS: &[(i64, &str)] =
-    &[(1, include_str!("../migrations/sqlite/0001_tracking.sql"))];
-const POSTGRES_MIGRATIONS: &[(i64, &str)] =
-    &[(1, include_str!("../migrations/postgres/0001_tracking.sql"))];
+const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../migrations/sqlite/0001_tracking.sql")),
+    (2, include_str!("../migrations/sqlite/0002_registry.sql")),
+];
+const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../migrations/postgres/0001_tracking.sql")),
+    (2, include_str!("../migrations/postgres/0002_registry.sql")),
+];
 
 const FILE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 30000; \
      PRAGMA case_sensitive_like = ON; PRAGMA cache_size = -65536; PRAGMA temp_store = MEMORY;";

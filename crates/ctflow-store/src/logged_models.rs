@@ -134,7 +134,7 @@ impl Store {
         if model_ids.is_empty() {
             return Ok(Vec::new());
         }
-        let mut sql = Sql::new("");
+        let mut sql = Sql::in_order(self.backend);
         let list = sql.text_list(model_ids.iter().cloned());
         sql.push(&format!("SELECT {MODEL_COLUMNS} FROM logged_models m WHERE m.lifecycle_stage = 'active' AND m.model_id IN {list}"));
         let mut models: HashMap<String, LoggedModel> = HashMap::new();
@@ -146,7 +146,7 @@ impl Store {
             return Ok(Vec::new());
         }
         for table in ["logged_model_tags", "logged_model_params"] {
-            let mut sql = Sql::new("");
+            let mut sql = Sql::in_order(self.backend);
             let list = sql.text_list(model_ids.iter().cloned());
             sql.push(&format!("SELECT model_id, key, value FROM {table} WHERE model_id IN {list} ORDER BY key"));
             for row in sql.query().fetch_all(&self.read).await? {
@@ -161,7 +161,7 @@ impl Store {
                 }
             }
         }
-        let mut sql = Sql::new("");
+        let mut sql = Sql::in_order(self.backend);
         let list = sql.text_list(model_ids.iter().cloned());
         sql.push(&format!(
             "SELECT model_id, key, value, is_nan, timestamp, step, run_uuid, dataset_name, dataset_digest \

@@ -19,7 +19,7 @@ use sqlx::{Any, Row, Transaction};
 
 use crate::error::{Error, Result};
 use crate::sql::{bind_all, values_groups, Arg, Sql};
-use crate::Store;
+use crate::{Backend, Store};
 
 pub const RUN_NAME_TAG: &str = "mlflow.runName";
 
@@ -185,7 +185,7 @@ impl Store {
         .bind(artifact_uri.as_str())
         .execute(&mut *tx)
         .await?;
-        upsert_tags(&mut tx, &run_id, &tags).await?;
+        upsert_tags(&mut tx, self.backend, &run_id, &tags).await?;
         tx.commit().await?;
         Ok(Run {
             info: RunInfo {
@@ -229,7 +229,7 @@ impl Store {
         }
         let in_list = |sql: &mut Sql| sql.text_list(run_ids.iter().cloned());
 
-        let mut sql = Sql::new("");
+        let mut sql = Sql::in_order(self.backend);
         let list = in_list(&mut sql);
         sql.push(&format!("SELECT {RUN_COLUMNS} FROM runs r WHERE r.run_uuid IN {list}"));
         let infos = sql.query().fetch_all(&self.read).await?;
@@ -250,7 +250,7 @@ impl Store {
             return Ok(Vec::new());
         }
 
-        let mut sql = Sql::new("");
+        let mut sql = Sql::in_order(self.backend);
         let list = in_list(&mut sql);
         sql.push(&format!("SELECT run_uuid, key, value, is_nan, timestamp, step FROM latest_metrics WHERE run_uuid IN {list} ORDER BY key"));
         for row in sql.query().fetch_all(&self.read).await? {
@@ -265,7 +265,7 @@ impl Store {
             }
         }
         for (table, is_params) in [("params", true), ("tags", false)] {
-            let mut sql = Sql::new("");
+            let mut sql = Sql::in_order(self.backend);
             let list = in_list(&mut sql);
             sql.push(&format!("SELECT run_uuid, key, value FROM {table} WHERE run_uuid IN {list} ORDER BY key"));
             for row in sql.query().fetch_all(&self.read).await? {
@@ -281,7 +281,7 @@ impl Store {
             }
         }
 
-        let mut sql = Sql::new("");
+        let mut sql = Sql::in_order(self.backend);
         let list = in_list(&mut sql);
         sql.push(&format!(
             "SELECT ri.run_uuid, ri.input_uuid, d.name, d.digest, d.source_type, d.source, d.schema, d.profile \
@@ -306,7 +306,7 @@ impl Store {
             }
         }
         if !input_ids.is_empty() {
-            let mut sql = Sql::new("");
+            let mut sql = Sql::in_order(self.backend);
             let list = sql.text_list(input_ids.iter().map(|(_, i)| i.clone()));
             sql.push(&format!("SELECT input_uuid, key, value FROM run_input_tags WHERE input_uuid IN {list} ORDER BY key"));
             let mut tags_by_input: HashMap<String, Vec<KeyValue>> = HashMap::new();
@@ -328,9 +328,10 @@ impl Store {
             }
         }
 
-        let mut sql = Sql::new("");
+        let mut sql = Sql::in_order(self.backend);
         let list = in_list(&mut sql);
-        sql.push(&format!("SELECT run_uuid, model_id, step, 0 FROM run_outputs WHERE run_uuid IN {list} UNION ALL SELECT run_uuid, model_id, 0, 1 FROM run_model_inputs WHERE run_uuid IN {list} ORDER BY 2"));
+        let second_list = in_list(&mut sql);
+        sql.push(&format!("SELECT run_uuid, model_id, step, 0 FROM run_outputs WHERE run_uuid IN {list} UNION ALL SELECT run_uuid, model_id, 0, 1 FROM run_model_inputs WHERE run_uuid IN {second_list} ORDER BY 2"));
         for row in sql.query().fetch_all(&self.read).await? {
             let id: String = row.try_get(0)?;
             if let Some(run) = runs.get_mut(&id) {
@@ -367,7 +368,7 @@ impl Store {
                 .await?;
         }
         if let Some(name) = update.run_name.filter(|n| !n.is_empty()) {
-            upsert_tags(&mut tx, run_id, &[KeyValue::new(RUN_NAME_TAG, name)]).await?;
+            upsert_tags(&mut tx, self.backend, run_id, &[KeyValue::new(RUN_NAME_TAG, name)]).await?;
         }
         let row = sqlx::query(AssertSqlSafe(format!("SELECT {RUN_COLUMNS} FROM runs r WHERE r.run_uuid = $1")))
             .bind(run_id)
@@ -408,7 +409,7 @@ impl Store {
         let param = KeyValue::new(key, truncate_chars(value, MAX_PARAM_VALUE_LENGTH));
         let mut tx = self.write.begin().await?;
         require_active_run(&mut tx, run_id).await?;
-        insert_params(&mut tx, run_id, &[param], ParamStyle::Single).await?;
+        insert_params(&mut tx, self.backend, run_id, &[param], ParamStyle::Single).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -494,13 +495,13 @@ impl Store {
         let mut tx = self.write.begin().await?;
         require_active_run(&mut tx, run_id).await?;
         if !params.is_empty() {
-            insert_params(&mut tx, run_id, &params, ParamStyle::Batch).await?;
+            insert_params(&mut tx, self.backend, run_id, &params, ParamStyle::Batch).await?;
         }
         if !metrics.is_empty() {
-            insert_metrics(&mut tx, run_id, &metrics).await?;
+            insert_metrics(&mut tx, self.backend, run_id, &metrics).await?;
         }
         if !tags.is_empty() {
-            upsert_tags(&mut tx, run_id, &tags).await?;
+            upsert_tags(&mut tx, self.backend, run_id, &tags).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -718,7 +719,7 @@ pub(crate) fn sample_evenly(items: &[i64], n: usize) -> Vec<i64> {
     out
 }
 
-async fn upsert_tags(tx: &mut Transaction<'_, Any>, run_id: &str, tags: &[KeyValue]) -> Result<()> {
+async fn upsert_tags(tx: &mut Transaction<'_, Any>, backend: Backend, run_id: &str, tags: &[KeyValue]) -> Result<()> {
     // Last value wins when a key repeats within one request.
     let mut latest: Vec<&KeyValue> = Vec::with_capacity(tags.len());
     for tag in tags {
@@ -730,7 +731,7 @@ async fn upsert_tags(tx: &mut Transaction<'_, Any>, run_id: &str, tags: &[KeyVal
     }
     let sql = format!(
         "INSERT INTO tags (run_uuid, key, value) VALUES {} ON CONFLICT (run_uuid, key) DO UPDATE SET value = excluded.value",
-        values_groups(latest.len(), 3, 1)
+        values_groups(backend, latest.len(), 3, 1)
     );
     let mut args = Vec::with_capacity(latest.len() * 3);
     for tag in &latest {
@@ -751,14 +752,15 @@ async fn upsert_tags(tx: &mut Transaction<'_, Any>, run_id: &str, tags: &[KeyVal
 
 async fn insert_params(
     tx: &mut Transaction<'_, Any>,
+    backend: Backend,
     run_id: &str,
     params: &[KeyValue],
     style: ParamStyle,
 ) -> Result<()> {
-    let mut sql = Sql::new("SELECT key, value FROM params WHERE run_uuid = $1 AND key IN ");
-    sql.args.push(Arg::Text(run_id.to_string()));
+    let mut sql = Sql::in_order(backend);
+    let run = sql.text_arg(run_id);
     let list = sql.text_list(params.iter().map(|p| p.key.clone()));
-    sql.push(&list);
+    sql.text = format!("SELECT key, value FROM params WHERE run_uuid = {run} AND key IN {list}");
     let existing: HashMap<String, String> = sql
         .query()
         .fetch_all(&mut **tx)
@@ -795,7 +797,7 @@ async fn insert_params(
     }
     let sql = format!(
         "INSERT INTO params (run_uuid, key, value) VALUES {} ON CONFLICT DO NOTHING",
-        values_groups(fresh.len(), 3, 1)
+        values_groups(backend, fresh.len(), 3, 1)
     );
     let mut args = Vec::with_capacity(fresh.len() * 3);
     for p in fresh {
@@ -814,12 +816,12 @@ fn opt_text(value: &Option<String>) -> Arg {
     }
 }
 
-async fn insert_metrics(tx: &mut Transaction<'_, Any>, run_id: &str, metrics: &[BatchMetric]) -> Result<()> {
+async fn insert_metrics(tx: &mut Transaction<'_, Any>, backend: Backend, run_id: &str, metrics: &[BatchMetric]) -> Result<()> {
     for chunk in metrics.chunks(METRIC_CHUNK) {
         let sql = format!(
             "INSERT INTO metrics (run_uuid, key, timestamp, step, value, is_nan, model_id, dataset_name, dataset_digest) \
              VALUES {} ON CONFLICT DO NOTHING",
-            values_groups(chunk.len(), 9, 1)
+            values_groups(backend, chunk.len(), 9, 1)
         );
         let mut args = Vec::with_capacity(chunk.len() * 9);
         for m in chunk {
@@ -855,7 +857,7 @@ async fn insert_metrics(tx: &mut Transaction<'_, Any>, run_id: &str, metrics: &[
          ON CONFLICT (run_uuid, key) DO UPDATE SET value = excluded.value, is_nan = excluded.is_nan, \
          timestamp = excluded.timestamp, step = excluded.step \
          WHERE (excluded.step, excluded.timestamp, excluded.value) > (latest_metrics.step, latest_metrics.timestamp, latest_metrics.value)",
-        values_groups(latest.len(), 6, 1)
+        values_groups(backend, latest.len(), 6, 1)
     );
     let mut args = Vec::with_capacity(latest.len() * 6);
     for m in &latest {
@@ -874,7 +876,7 @@ async fn insert_metrics(tx: &mut Transaction<'_, Any>, run_id: &str, metrics: &[
         let sql = format!(
             "INSERT INTO logged_model_metrics (model_id, key, timestamp, step, value, is_nan, run_uuid, dataset_name, dataset_digest) \
              VALUES {} ON CONFLICT DO NOTHING",
-            values_groups(chunk.len(), 9, 1)
+            values_groups(backend, chunk.len(), 9, 1)
         );
         let mut args = Vec::with_capacity(chunk.len() * 9);
         for m in chunk {

@@ -1,0 +1,230 @@
+//! The model registry's entities and rules: registered models, versions, stages, aliases,
+//! and the promotion ledger that records every alias move and stage transition.
+
+use serde::Serialize;
+
+use crate::entities::KeyValue;
+use crate::{MlflowError, Result};
+
+pub const STAGES: &[&str] = &["None", "Staging", "Production", "Archived"];
+pub const MAX_REGISTERED_MODEL_TAG_VALUE_LENGTH: usize = 100_000;
+pub const MAX_ALIAS_LENGTH: usize = 255;
+pub const MAX_REGISTERED_MODELS_SEARCH_RESULTS: i64 = 1000;
+pub const MAX_MODEL_VERSIONS_SEARCH_RESULTS: i64 = 200_000;
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RegisteredModelAlias {
+    pub alias: String,
+    pub version: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ModelVersion {
+    pub name: String,
+    pub version: String,
+    pub creation_timestamp: i64,
+    pub last_updated_timestamp: i64,
+    pub current_stage: String,
+    pub description: String,
+    pub source: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub run_id: String,
+    pub status: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<KeyValue>,
+    pub run_link: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub user_id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RegisteredModel {
+    pub name: String,
+    pub creation_timestamp: i64,
+    pub last_updated_timestamp: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub latest_versions: Vec<ModelVersion>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<KeyValue>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<RegisteredModelAlias>,
+}
+
+/// One entry of the promotion ledger: an alias move, an alias removal or a stage change.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LedgerEntry {
+    pub id: i64,
+    pub name: String,
+    /// `alias_set`, `alias_deleted`, `stage_transition` or `version_created`.
+    pub action: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alias: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from_version: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub to_version: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from_stage: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub to_stage: Option<String>,
+    pub user: String,
+    pub timestamp: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+}
+
+/// Canonical spelling of a stage given in any case (`production` -> `Production`).
+pub fn canonical_stage(stage: &str) -> Result<&'static str> {
+    STAGES
+        .iter()
+        .find(|s| s.eq_ignore_ascii_case(stage))
+        .copied()
+        .ok_or_else(|| {
+            MlflowError::invalid(format!(
+                "Invalid Model Version stage: {stage}. Value must be one of None, Staging, Production, Archived."
+            ))
+        })
+}
+
+pub fn validate_model_name(name: &str) -> Result<()> {
+    if name.trim().is_empty() {
+        return Err(MlflowError::missing_param("name"));
+    }
+    if name.contains('/') || name.contains(':') {
+        return Err(MlflowError::invalid(format!(
+            "Invalid name: '{name}'. Registered model name cannot contain '/' or ':'"
+        )));
+    }
+    if name.chars().count() > 500 {
+        return Err(MlflowError::invalid("'name' exceeds the maximum length of 500 characters"));
+    }
+    Ok(())
+}
+
+pub fn parse_version(raw: &str) -> Result<i64> {
+    raw.trim()
+        .parse::<i64>()
+        .ok()
+        .filter(|v| *v > 0)
+        .ok_or_else(|| MlflowError::invalid(format!("Parameter 'version' must be an integer, got '{raw}'.")))
+}
+
+pub fn validate_alias(alias: &str) -> Result<()> {
+    if alias.is_empty() {
+        return Err(MlflowError::missing_param("alias"));
+    }
+    if alias.len() > MAX_ALIAS_LENGTH {
+        return Err(MlflowError::invalid(format!(
+            "'alias' exceeds the maximum length of {MAX_ALIAS_LENGTH} characters"
+        )));
+    }
+    if !alias.chars().all(|c| c.is_alphanumeric() || c == '_' || c == '-') {
+        return Err(MlflowError::invalid(format!(
+            "Invalid alias name: '{alias}'. Names may only contain alphanumerics, underscores (_), and dashes (-)."
+        )));
+    }
+    if alias.eq_ignore_ascii_case("latest") {
+        return Err(MlflowError::invalid("'latest' alias name (case insensitive) is reserved."));
+    }
+    let bytes = alias.as_bytes();
+    if bytes.len() > 1 && (bytes[0] == b'v' || bytes[0] == b'V') && bytes[1..].iter().all(u8::is_ascii_digit) {
+        return Err(MlflowError::invalid(format!("Version alias name '{alias}' is reserved.")));
+    }
+    Ok(())
+}
+
+/// A `models:/...` URI, as the client resolves it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModelUri {
+    /// `models:/m-<id>` (any single segment without `@`).
+    LoggedModel(String),
+    Version { name: String, version: i64 },
+    Alias { name: String, alias: String },
+    Stage { name: String, stage: String },
+    Latest { name: String },
+}
+
+pub fn parse_model_uri(uri: &str) -> Result<ModelUri> {
+    let bad = || MlflowError::invalid(format!("Not a valid models:/ URI: '{uri}'"));
+    let rest = uri.strip_prefix("models:/").ok_or_else(bad)?;
+    let rest = rest.trim_start_matches('/').trim_end_matches('/');
+    if rest.is_empty() || rest.contains('#') || rest.contains('?') {
+        return Err(bad());
+    }
+    if let Some((name, alias)) = rest.split_once('@') {
+        if name.is_empty() || alias.is_empty() || name.contains('/') {
+            return Err(bad());
+        }
+        return Ok(ModelUri::Alias { name: name.into(), alias: alias.into() });
+    }
+    match rest.split_once('/') {
+        None => Ok(ModelUri::LoggedModel(rest.into())),
+        Some((name, suffix)) if !name.is_empty() && !suffix.contains('/') && !suffix.is_empty() => {
+            if suffix.chars().all(|c| c.is_ascii_digit()) {
+                Ok(ModelUri::Version { name: name.into(), version: parse_version(suffix)? })
+            } else if suffix.eq_ignore_ascii_case("latest") {
+                Ok(ModelUri::Latest { name: name.into() })
+            } else {
+                Ok(ModelUri::Stage { name: name.into(), stage: canonical_stage(suffix)?.into() })
+            }
+        }
+        _ => Err(bad()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stages_are_case_insensitive_on_input() {
+        assert_eq!(canonical_stage("production").unwrap(), "Production");
+        assert_eq!(canonical_stage("NONE").unwrap(), "None");
+        let err = canonical_stage("Bogus").unwrap_err();
+        assert!(err.message.contains("Invalid Model Version stage: Bogus"));
+    }
+
+    #[test]
+    fn reserved_and_malformed_aliases() {
+        validate_alias("champion").unwrap();
+        validate_alias("a-b_c1").unwrap();
+        assert!(validate_alias("LaTeSt").unwrap_err().message.contains("reserved"));
+        assert!(validate_alias("v3").unwrap_err().message.contains("Version alias name 'v3' is reserved"));
+        assert!(validate_alias("V12").is_err());
+        validate_alias("v").unwrap();
+        validate_alias("v1x").unwrap();
+        assert!(validate_alias("bad alias").is_err());
+        assert!(validate_alias(&"a".repeat(256)).is_err());
+    }
+
+    #[test]
+    fn model_names() {
+        validate_model_name("iris-classifier").unwrap();
+        assert!(validate_model_name("a/b").is_err());
+        assert!(validate_model_name("a:b").is_err());
+        assert!(validate_model_name(" ").is_err());
+    }
+
+    #[test]
+    fn versions_must_be_positive_integers() {
+        assert_eq!(parse_version("3").unwrap(), 3);
+        assert!(parse_version("abc").unwrap_err().message.contains("must be an integer, got 'abc'"));
+        assert!(parse_version("0").is_err());
+    }
+
+    #[test]
+    fn model_uris() {
+        assert_eq!(parse_model_uri("models:/m-abc").unwrap(), ModelUri::LoggedModel("m-abc".into()));
+        assert_eq!(parse_model_uri("models:/iris/3").unwrap(), ModelUri::Version { name: "iris".into(), version: 3 });
+        assert_eq!(parse_model_uri("models:/iris@champion").unwrap(), ModelUri::Alias { name: "iris".into(), alias: "champion".into() });
+        assert_eq!(parse_model_uri("models:/iris/production").unwrap(), ModelUri::Stage { name: "iris".into(), stage: "Production".into() });
+        assert_eq!(parse_model_uri("models:/iris/latest").unwrap(), ModelUri::Latest { name: "iris".into() });
+        for bad in ["runs:/x/y", "models:/", "models:/a/b/c", "models:/a/1#x", "models:/iris/Bogus"] {
+            assert!(parse_model_uri(bad).is_err(), "{bad}");
+        }
+    }
+}

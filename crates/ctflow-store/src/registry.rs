@@ -1,0 +1,1011 @@
+//! The model registry: registered models, versions, tags, aliases, stages, and the
+//! promotion ledger. Every alias move and stage transition is written to the ledger in
+//! the same transaction as the change itself.
+
+use std::collections::HashMap;
+
+use ctflow_core::entities::KeyValue;
+use ctflow_core::filter::{Clause, Comparator, Entity, OrderBy, Value, PROMPT_TAG};
+use ctflow_core::registry::{
+    canonical_stage, validate_alias, validate_model_name, LedgerEntry, ModelVersion,
+    RegisteredModel, RegisteredModelAlias, MAX_REGISTERED_MODEL_TAG_VALUE_LENGTH,
+};
+use ctflow_core::validation::{validate_key, validate_max_length, KeyKind};
+use ctflow_core::{now_ms, page_token, MlflowError};
+use sqlx::any::AnyRow;
+use sqlx::{Any, AssertSqlSafe, Row, Transaction};
+
+use crate::error::{is_unique_violation, Error, Result};
+use crate::experiments::{numeric_op, string_condition};
+use crate::sql::{Arg, Sql};
+use crate::Store;
+
+/// A model-versions/create request.
+#[derive(Debug, Clone, Default)]
+pub struct NewModelVersion {
+    pub name: String,
+    pub source: String,
+    pub run_id: Option<String>,
+    pub model_id: Option<String>,
+    pub tags: Vec<KeyValue>,
+    pub description: Option<String>,
+    pub run_link: Option<String>,
+    pub user: String,
+}
+
+/// A registry search request (registered models or versions).
+#[derive(Debug, Clone)]
+pub struct RegistrySearch {
+    pub filter: Vec<Clause>,
+    pub order_by: Vec<OrderBy>,
+    pub max_results: i64,
+    pub page_token: Option<String>,
+}
+
+fn model_not_found(name: &str) -> Error {
+    MlflowError::not_found(format!("Registered Model with name={name} not found")).into()
+}
+
+fn version_not_found(name: &str, version: i64) -> Error {
+    MlflowError::not_found(format!("Model Version (name={name}, version={version}) not found")).into()
+}
+
+fn invalid_source(source: &str) -> Error {
+    MlflowError::invalid(format!(
+        "Invalid model version source: '{source}'. The run_id request parameter must identify the resource that contains the source."
+    ))
+    .into()
+}
+
+const VERSION_COLUMNS: &str = "v.name, v.version, v.creation_time, v.last_updated_time, v.current_stage, v.description, v.source, v.run_id, v.status, v.run_link, v.user_id";
+
+fn version_from_row(row: &AnyRow) -> Result<ModelVersion> {
+    Ok(ModelVersion {
+        name: row.try_get(0)?,
+        version: row.try_get::<i64, _>(1)?.to_string(),
+        creation_timestamp: row.try_get(2)?,
+        last_updated_timestamp: row.try_get(3)?,
+        current_stage: row.try_get(4)?,
+        description: row.try_get(5)?,
+        source: row.try_get(6)?,
+        run_id: row.try_get(7)?,
+        status: row.try_get(8)?,
+        run_link: row.try_get(9)?,
+        user_id: row.try_get(10)?,
+        tags: Vec::new(),
+        aliases: Vec::new(),
+    })
+}
+
+/// True when `inner` names `outer` itself or something below it.
+fn is_within(inner: &str, outer: &str) -> bool {
+    let outer = outer.trim_end_matches('/');
+    inner == outer || inner.strip_prefix(outer).is_some_and(|rest| rest.starts_with('/'))
+}
+
+fn source_is_suspicious(source: &str) -> bool {
+    let decoded = percent_encoding_decode(source);
+    source.contains('#')
+        || source.contains('?')
+        || source.contains('\0')
+        || decoded.split(['/', '\\']).any(|part| part == "..")
+}
+
+fn percent_encoding_decode(s: &str) -> String {
+    // Decoded twice, so that `%252e%252e` is caught as well as `%2e%2e`.
+    let once = percent_decode(s);
+    percent_decode(&once)
+}
+
+fn percent_decode(s: &str) -> String {
+    fn hex(b: u8) -> Option<u8> {
+        (b as char).to_digit(16).map(|d| d as u8)
+    }
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let (Some(hi), Some(lo)) = (hex(bytes[i + 1]), hex(bytes[i + 2]))
+        {
+            out.push(hi * 16 + lo);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+async fn ledger_write(
+    tx: &mut Transaction<'_, Any>,
+    entry: &LedgerEntry,
+) -> Result<()> {
+    let parse = |v: &Option<String>| v.as_deref().and_then(|v| v.parse::<i64>().ok());
+    sqlx::query(
+        "INSERT INTO registry_ledger (name, action, alias, from_version, to_version, from_stage, to_stage, user_id, timestamp, comment) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+    )
+    .bind(entry.name.as_str())
+    .bind(entry.action.as_str())
+    .bind(entry.alias.clone())
+    .bind(parse(&entry.from_version))
+    .bind(parse(&entry.to_version))
+    .bind(entry.from_stage.clone())
+    .bind(entry.to_stage.clone())
+    .bind(entry.user.as_str())
+    .bind(entry.timestamp)
+    .bind(entry.comment.clone())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+fn entry(name: &str, action: &str, user: &str) -> LedgerEntry {
+    LedgerEntry {
+        id: 0,
+        name: name.to_string(),
+        action: action.to_string(),
+        alias: None,
+        from_version: None,
+        to_version: None,
+        from_stage: None,
+        to_stage: None,
+        user: user.to_string(),
+        timestamp: now_ms(),
+        comment: None,
+    }
+}
+
+impl Store {
+    pub async fn create_registered_model(
+        &self,
+        name: &str,
+        tags: &[KeyValue],
+        description: Option<&str>,
+    ) -> Result<RegisteredModel> {
+        validate_model_name(name)?;
+        for tag in tags {
+            validate_key(&tag.key, KeyKind::Tag)?;
+            validate_max_length("value", &tag.value, MAX_REGISTERED_MODEL_TAG_VALUE_LENGTH)?;
+        }
+        let now = now_ms();
+        let mut tx = self.write.begin().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO registered_models (name, creation_time, last_updated_time, description, next_version) VALUES ($1, $2, $2, $3, 1)",
+        )
+        .bind(name)
+        .bind(now)
+        .bind(description.map(str::to_string))
+        .execute(&mut *tx)
+        .await;
+        match inserted {
+            Ok(_) => {}
+            Err(e) if is_unique_violation(&e) => {
+                return Err(MlflowError::exists(format!("Registered Model (name={name}) already exists.")).into());
+            }
+            Err(e) => return Err(e.into()),
+        }
+        for tag in tags {
+            upsert_model_tag(&mut tx, name, tag).await?;
+        }
+        tx.commit().await?;
+        self.get_registered_model(name).await
+    }
+
+    async fn require_registered_model(&self, name: &str) -> Result<()> {
+        let found: Option<String> = sqlx::query_scalar("SELECT name FROM registered_models WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.read)
+            .await?;
+        found.map(|_| ()).ok_or_else(|| model_not_found(name))
+    }
+
+    pub async fn get_registered_model(&self, name: &str) -> Result<RegisteredModel> {
+        self.fetch_registered_models(&[name.to_string()])
+            .await?
+            .pop()
+            .ok_or_else(|| model_not_found(name))
+    }
+
+    async fn fetch_registered_models(&self, names: &[String]) -> Result<Vec<RegisteredModel>> {
+        if names.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut sql = Sql::in_order(self.backend);
+        let list = sql.text_list(names.iter().cloned());
+        sql.push(&format!(
+            "SELECT name, creation_time, last_updated_time, description FROM registered_models WHERE name IN {list}"
+        ));
+        let mut models: HashMap<String, RegisteredModel> = HashMap::new();
+        for row in sql.query().fetch_all(&self.read).await? {
+            let name: String = row.try_get(0)?;
+            models.insert(
+                name.clone(),
+                RegisteredModel {
+                    name,
+                    creation_timestamp: row.try_get(1)?,
+                    last_updated_timestamp: row.try_get(2)?,
+                    description: row.try_get(3)?,
+                    latest_versions: Vec::new(),
+                    tags: Vec::new(),
+                    aliases: Vec::new(),
+                },
+            );
+        }
+        if models.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut sql = Sql::in_order(self.backend);
+        let list = sql.text_list(names.iter().cloned());
+        sql.push(&format!("SELECT name, key, value FROM registered_model_tags WHERE name IN {list} ORDER BY key"));
+        for row in sql.query().fetch_all(&self.read).await? {
+            let name: String = row.try_get(0)?;
+            if let Some(m) = models.get_mut(&name) {
+                m.tags.push(KeyValue::new(row.try_get::<String, _>(1)?, row.try_get::<String, _>(2)?));
+            }
+        }
+        let mut sql = Sql::in_order(self.backend);
+        let list = sql.text_list(names.iter().cloned());
+        sql.push(&format!("SELECT name, alias, version FROM registered_model_aliases WHERE name IN {list} ORDER BY alias"));
+        for row in sql.query().fetch_all(&self.read).await? {
+            let name: String = row.try_get(0)?;
+            if let Some(m) = models.get_mut(&name) {
+                m.aliases.push(RegisteredModelAlias {
+                    alias: row.try_get(1)?,
+                    version: row.try_get::<i64, _>(2)?.to_string(),
+                });
+            }
+        }
+        // latest_versions: the highest live version in each stage.
+        let mut sql = Sql::in_order(self.backend);
+        let list = sql.text_list(names.iter().cloned());
+        sql.push(&format!(
+            "SELECT {VERSION_COLUMNS} FROM model_versions v WHERE v.deleted = 0 AND v.name IN {list} AND v.version = \
+             (SELECT MAX(w.version) FROM model_versions w WHERE w.name = v.name AND w.current_stage = v.current_stage AND w.deleted = 0) \
+             ORDER BY v.version"
+        ));
+        let mut latest = Vec::new();
+        for row in sql.query().fetch_all(&self.read).await? {
+            latest.push(version_from_row(&row)?);
+        }
+        let latest = self.attach_version_tags(latest).await?;
+        for version in latest {
+            if let Some(m) = models.get_mut(&version.name) {
+                m.latest_versions.push(version);
+            }
+        }
+        Ok(names.iter().filter_map(|n| models.remove(n)).collect())
+    }
+
+    pub async fn update_registered_model(&self, name: &str, description: &str) -> Result<RegisteredModel> {
+        let done = sqlx::query("UPDATE registered_models SET description = $1, last_updated_time = $2 WHERE name = $3")
+            .bind(description)
+            .bind(now_ms())
+            .bind(name)
+            .execute(&self.write)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(model_not_found(name));
+        }
+        self.get_registered_model(name).await
+    }
+
+    pub async fn rename_registered_model(&self, name: &str, new_name: &str) -> Result<RegisteredModel> {
+        validate_model_name(new_name)?;
+        let now = now_ms();
+        let mut tx = self.write.begin().await?;
+        let renamed = sqlx::query("UPDATE registered_models SET name = $1, last_updated_time = $2 WHERE name = $3")
+            .bind(new_name)
+            .bind(now)
+            .bind(name)
+            .execute(&mut *tx)
+            .await;
+        match renamed {
+            Ok(done) if done.rows_affected() == 0 => return Err(model_not_found(name)),
+            Ok(_) => {}
+            Err(e) if is_unique_violation(&e) => {
+                return Err(MlflowError::exists(format!("Registered Model (name={new_name}) already exists.")).into());
+            }
+            Err(e) => return Err(e.into()),
+        }
+        sqlx::query("UPDATE model_versions SET name = $1, last_updated_time = $2 WHERE name = $3")
+            .bind(new_name)
+            .bind(now)
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        for table in ["registered_model_tags", "model_version_tags", "registered_model_aliases", "registry_ledger"] {
+            sqlx::query(AssertSqlSafe(format!("UPDATE {table} SET name = $1 WHERE name = $2")))
+                .bind(new_name)
+                .bind(name)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        self.get_registered_model(new_name).await
+    }
+
+    /// Deletes a registered model with its versions, tags and aliases. The ledger keeps
+    /// its history.
+    pub async fn delete_registered_model(&self, name: &str) -> Result<()> {
+        let mut tx = self.write.begin().await?;
+        let done = sqlx::query("DELETE FROM registered_models WHERE name = $1")
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(model_not_found(name));
+        }
+        for table in ["registered_model_tags", "model_versions", "model_version_tags", "registered_model_aliases"] {
+            sqlx::query(AssertSqlSafe(format!("DELETE FROM {table} WHERE name = $1")))
+                .bind(name)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn set_registered_model_tag(&self, name: &str, tag: &KeyValue) -> Result<()> {
+        validate_key(&tag.key, KeyKind::Tag)?;
+        validate_max_length("value", &tag.value, MAX_REGISTERED_MODEL_TAG_VALUE_LENGTH)?;
+        self.require_registered_model(name).await?;
+        let mut tx = self.write.begin().await?;
+        upsert_model_tag(&mut tx, name, tag).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn delete_registered_model_tag(&self, name: &str, key: &str) -> Result<()> {
+        self.require_registered_model(name).await?;
+        let done = sqlx::query("DELETE FROM registered_model_tags WHERE name = $1 AND key = $2")
+            .bind(name)
+            .bind(key)
+            .execute(&self.write)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(MlflowError::not_found(format!("No tag with key '{key}' for registered model '{name}'")).into());
+        }
+        Ok(())
+    }
+
+    pub async fn search_registered_models(&self, search: &RegistrySearch) -> Result<(Vec<RegisteredModel>, Option<String>)> {
+        let offset = page_token::decode(search.page_token.as_deref())?;
+        let mut sql = Sql::new("");
+        let mut conditions = vec!["1 = 1".to_string()];
+        for clause in &search.filter {
+            conditions.push(registry_condition(&mut sql, clause, "m.name", "registered_model_tags", "t.name = m.name"));
+        }
+        let mut terms: Vec<String> = search
+            .order_by
+            .iter()
+            .map(|o| {
+                let column = match o.key.as_str() {
+                    "name" => "m.name",
+                    "creation_timestamp" => "m.creation_time",
+                    _ => "m.last_updated_time",
+                };
+                format!("{column} {}", if o.ascending { "ASC" } else { "DESC" })
+            })
+            .collect();
+        if !search.order_by.iter().any(|o| o.key == "name") {
+            terms.push("m.name ASC".into());
+        }
+        let limit = sql.int_arg(search.max_results + 1);
+        let off = sql.int_arg(offset);
+        sql.text = format!(
+            "SELECT m.name FROM registered_models m WHERE {} ORDER BY {} LIMIT {limit} OFFSET {off}",
+            conditions.join(" AND "),
+            terms.join(", ")
+        );
+        let mut names: Vec<String> = sql.query().fetch_all(&self.read).await?.iter().map(|r| r.try_get(0)).collect::<Result<_, _>>()?;
+        let next = if names.len() as i64 > search.max_results {
+            names.truncate(search.max_results as usize);
+            Some(page_token::encode(offset + search.max_results))
+        } else {
+            None
+        };
+        Ok((self.fetch_registered_models(&names).await?, next))
+    }
+
+    // ------------------------------------------------------------- versions
+
+    /// Resolves and checks a version's source; returns (storage location, run id, model id).
+    async fn resolve_source(&self, new: &NewModelVersion) -> Result<(String, String, Option<String>)> {
+        let source = new.source.as_str();
+        if source.is_empty() {
+            return Err(MlflowError::missing_param("source").into());
+        }
+        if source_is_suspicious(source) {
+            return Err(invalid_source(source));
+        }
+        let run_id = new.run_id.clone().filter(|r| !r.is_empty());
+        let model_id = new.model_id.clone().filter(|m| !m.is_empty());
+        if let Some(rest) = source.strip_prefix("models:/") {
+            let rest = rest.trim_start_matches('/');
+            if let Some(id) = rest.strip_prefix("m-").map(|_| rest).filter(|r| !r.contains('/')) {
+                if model_id.as_deref().is_some_and(|m| m != id) {
+                    return Err(invalid_source(source));
+                }
+                let model = self.get_logged_model(id).await.map_err(|_| invalid_source(source))?;
+                let run = run_id.unwrap_or(model.info.source_run_id.clone());
+                return Ok((model.info.artifact_uri, run, Some(id.to_string())));
+            }
+            if let Some((name, version)) = rest.split_once('/') {
+                let version = ctflow_core::registry::parse_version(version)?;
+                let location: Option<(String, String)> = sqlx::query(
+                    "SELECT storage_location, run_id FROM model_versions WHERE name = $1 AND version = $2 AND deleted = 0",
+                )
+                .bind(name)
+                .bind(version)
+                .fetch_optional(&self.read)
+                .await?
+                .map(|r| Ok::<_, Error>((r.try_get(0)?, r.try_get(1)?)))
+                .transpose()?;
+                let (location, source_run) = location.ok_or_else(|| version_not_found(name, version))?;
+                if run_id.as_deref().is_some_and(|r| r != source_run) {
+                    return Err(invalid_source(source));
+                }
+                return Ok((location, source_run, model_id));
+            }
+            return Err(invalid_source(source));
+        }
+        if let Some(rest) = source.strip_prefix("runs:/") {
+            let source_run = rest.trim_start_matches('/').split('/').next().unwrap_or_default();
+            if run_id.as_deref() != Some(source_run) {
+                return Err(invalid_source(source));
+            }
+            self.get_run_info(source_run).await.map_err(|_| invalid_source(source))?;
+            return Ok((source.to_string(), source_run.to_string(), model_id));
+        }
+        // Any other URI or path must lie inside the run's or the logged model's artifacts.
+        if let Some(model) = &model_id {
+            let model_info = self.get_logged_model(model).await.map_err(|_| invalid_source(source))?;
+            if is_within(source, &model_info.info.artifact_uri) {
+                return Ok((source.to_string(), run_id.unwrap_or(model_info.info.source_run_id), model_id));
+            }
+        }
+        if let Some(run) = &run_id {
+            let info = self.get_run_info(run).await.map_err(|_| invalid_source(source))?;
+            if is_within(source, &info.artifact_uri) {
+                return Ok((source.to_string(), run.clone(), model_id));
+            }
+        }
+        Err(invalid_source(source))
+    }
+
+    pub async fn create_model_version(&self, new: NewModelVersion) -> Result<ModelVersion> {
+        validate_model_name(&new.name)?;
+        for tag in &new.tags {
+            validate_key(&tag.key, KeyKind::Tag)?;
+            validate_max_length("value", &tag.value, MAX_REGISTERED_MODEL_TAG_VALUE_LENGTH)?;
+        }
+        self.require_registered_model(&new.name).await?;
+        let (storage_location, run_id, model_id) = self.resolve_source(&new).await?;
+        let now = now_ms();
+        let mut tx = self.write.begin().await?;
+        // NB: the UPDATE takes the registered model's row lock on PostgreSQL, so concurrent
+        // creations are serialised and each gets its own number.
+        let version: i64 = sqlx::query_scalar(
+            "UPDATE registered_models SET next_version = next_version + 1, last_updated_time = $1 WHERE name = $2 RETURNING next_version - 1",
+        )
+        .bind(now)
+        .bind(new.name.as_str())
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| model_not_found(&new.name))?;
+        sqlx::query(
+            "INSERT INTO model_versions (name, version, creation_time, last_updated_time, description, user_id, current_stage, \
+             source, storage_location, run_id, run_link, model_id, status, deleted) \
+             VALUES ($1, $2, $3, $3, $4, $5, 'None', $6, $7, $8, $9, $10, 'READY', 0)",
+        )
+        .bind(new.name.as_str())
+        .bind(version)
+        .bind(now)
+        .bind(new.description.clone().unwrap_or_default())
+        .bind(new.user.as_str())
+        .bind(new.source.as_str())
+        .bind(storage_location.as_str())
+        .bind(run_id.as_str())
+        .bind(new.run_link.clone().unwrap_or_default())
+        .bind(model_id.clone())
+        .execute(&mut *tx)
+        .await?;
+        for tag in &new.tags {
+            upsert_version_tag(&mut tx, &new.name, version, tag).await?;
+        }
+        let mut record = entry(&new.name, "version_created", &new.user);
+        record.to_version = Some(version.to_string());
+        record.comment = Some(new.source.clone());
+        ledger_write(&mut tx, &record).await?;
+        if let Some(model_id) = &model_id {
+            link_version_to_logged_model(&mut tx, model_id, &new.name, version).await?;
+        }
+        tx.commit().await?;
+        self.get_model_version(&new.name, version).await
+    }
+
+    async fn attach_version_tags(&self, mut versions: Vec<ModelVersion>) -> Result<Vec<ModelVersion>> {
+        if versions.is_empty() {
+            return Ok(versions);
+        }
+        let mut sql = Sql::in_order(self.backend);
+        let names = sql.text_list(versions.iter().map(|v| v.name.clone()));
+        sql.push(&format!("SELECT name, version, key, value FROM model_version_tags WHERE name IN {names} ORDER BY key"));
+        let mut tags: HashMap<(String, String), Vec<KeyValue>> = HashMap::new();
+        for row in sql.query().fetch_all(&self.read).await? {
+            tags.entry((row.try_get(0)?, row.try_get::<i64, _>(1)?.to_string()))
+                .or_default()
+                .push(KeyValue::new(row.try_get::<String, _>(2)?, row.try_get::<String, _>(3)?));
+        }
+        for v in &mut versions {
+            v.tags = tags.remove(&(v.name.clone(), v.version.clone())).unwrap_or_default();
+        }
+        Ok(versions)
+    }
+
+    /// One live version, with its tags and aliases.
+    pub async fn get_model_version(&self, name: &str, version: i64) -> Result<ModelVersion> {
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {VERSION_COLUMNS} FROM model_versions v WHERE v.name = $1 AND v.version = $2 AND v.deleted = 0"
+        )))
+        .bind(name)
+        .bind(version)
+        .fetch_optional(&self.read)
+        .await?
+        .ok_or_else(|| version_not_found(name, version))?;
+        let mut v = self.attach_version_tags(vec![version_from_row(&row)?]).await?.remove(0);
+        v.aliases = sqlx::query_scalar("SELECT alias FROM registered_model_aliases WHERE name = $1 AND version = $2 ORDER BY alias")
+            .bind(name)
+            .bind(version)
+            .fetch_all(&self.read)
+            .await?;
+        Ok(v)
+    }
+
+    pub async fn update_model_version(&self, name: &str, version: i64, description: &str) -> Result<ModelVersion> {
+        let done = sqlx::query(
+            "UPDATE model_versions SET description = $1, last_updated_time = $2 WHERE name = $3 AND version = $4 AND deleted = 0",
+        )
+        .bind(description)
+        .bind(now_ms())
+        .bind(name)
+        .bind(version)
+        .execute(&self.write)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(version_not_found(name, version));
+        }
+        self.get_model_version(name, version).await
+    }
+
+    /// Soft-deletes a version (its number is never reused) and drops its aliases.
+    pub async fn delete_model_version(&self, name: &str, version: i64, user: &str) -> Result<()> {
+        let now = now_ms();
+        let mut tx = self.write.begin().await?;
+        let done = sqlx::query(
+            "UPDATE model_versions SET deleted = 1, last_updated_time = $1, current_stage = 'Deleted_Internal' WHERE name = $2 AND version = $3 AND deleted = 0",
+        )
+        .bind(now)
+        .bind(name)
+        .bind(version)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(version_not_found(name, version));
+        }
+        let aliases: Vec<String> = sqlx::query_scalar("SELECT alias FROM registered_model_aliases WHERE name = $1 AND version = $2")
+            .bind(name)
+            .bind(version)
+            .fetch_all(&mut *tx)
+            .await?;
+        for alias in aliases {
+            let mut record = entry(name, "alias_deleted", user);
+            record.alias = Some(alias);
+            record.from_version = Some(version.to_string());
+            record.comment = Some("version deleted".into());
+            ledger_write(&mut tx, &record).await?;
+        }
+        sqlx::query("DELETE FROM registered_model_aliases WHERE name = $1 AND version = $2")
+            .bind(name)
+            .bind(version)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM model_version_tags WHERE name = $1 AND version = $2")
+            .bind(name)
+            .bind(version)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE registered_models SET last_updated_time = $1 WHERE name = $2")
+            .bind(now)
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn require_version(&self, name: &str, version: i64) -> Result<()> {
+        let found: Option<i64> = sqlx::query_scalar("SELECT version FROM model_versions WHERE name = $1 AND version = $2 AND deleted = 0")
+            .bind(name)
+            .bind(version)
+            .fetch_optional(&self.read)
+            .await?;
+        found.map(|_| ()).ok_or_else(|| version_not_found(name, version))
+    }
+
+    pub async fn set_model_version_tag(&self, name: &str, version: i64, tag: &KeyValue) -> Result<()> {
+        validate_key(&tag.key, KeyKind::Tag)?;
+        validate_max_length("value", &tag.value, MAX_REGISTERED_MODEL_TAG_VALUE_LENGTH)?;
+        self.require_version(name, version).await?;
+        let mut tx = self.write.begin().await?;
+        upsert_version_tag(&mut tx, name, version, tag).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn delete_model_version_tag(&self, name: &str, version: i64, key: &str) -> Result<()> {
+        self.require_version(name, version).await?;
+        let done = sqlx::query("DELETE FROM model_version_tags WHERE name = $1 AND version = $2 AND key = $3")
+            .bind(name)
+            .bind(version)
+            .bind(key)
+            .execute(&self.write)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(MlflowError::not_found(format!("No tag with key '{key}' for model version (name={name}, version={version})")).into());
+        }
+        Ok(())
+    }
+
+    pub async fn get_model_version_download_uri(&self, name: &str, version: i64) -> Result<String> {
+        sqlx::query_scalar("SELECT storage_location FROM model_versions WHERE name = $1 AND version = $2 AND deleted = 0")
+            .bind(name)
+            .bind(version)
+            .fetch_optional(&self.read)
+            .await?
+            .ok_or_else(|| version_not_found(name, version))
+    }
+
+    pub async fn search_model_versions(&self, search: &RegistrySearch) -> Result<(Vec<ModelVersion>, Option<String>)> {
+        let offset = page_token::decode(search.page_token.as_deref())?;
+        let mut sql = Sql::new("");
+        let mut conditions = vec!["v.deleted = 0".to_string()];
+        for clause in &search.filter {
+            let condition = match (clause.entity, clause.key.as_str()) {
+                (Entity::Attribute, "version_number") => {
+                    let Value::Number(n) = clause.value else { continue };
+                    let p = sql.arg(Arg::Float(n));
+                    format!("v.version {} {p}", numeric_op(clause.comparator))
+                }
+                (Entity::Attribute, key) => {
+                    let column = match key {
+                        "run_id" => "v.run_id",
+                        "source_path" => "v.source",
+                        _ => "v.name",
+                    };
+                    string_condition(&mut sql, column, clause.comparator, &clause.value)
+                }
+                _ => registry_condition(&mut sql, clause, "v.name", "model_version_tags", "t.name = v.name AND t.version = v.version"),
+            };
+            conditions.push(condition);
+        }
+        let mut terms: Vec<String> = search
+            .order_by
+            .iter()
+            .map(|o| {
+                let column = match o.key.as_str() {
+                    "name" => "v.name",
+                    "version" => "v.version",
+                    "creation_timestamp" => "v.creation_time",
+                    _ => "v.last_updated_time",
+                };
+                format!("{column} {}", if o.ascending { "ASC" } else { "DESC" })
+            })
+            .collect();
+        if search.order_by.is_empty() {
+            terms.push("v.last_updated_time DESC".into());
+        }
+        terms.push("v.name ASC".into());
+        terms.push("v.version DESC".into());
+        let limit = sql.int_arg(search.max_results + 1);
+        let off = sql.int_arg(offset);
+        sql.text = format!(
+            "SELECT {VERSION_COLUMNS} FROM model_versions v WHERE {} ORDER BY {} LIMIT {limit} OFFSET {off}",
+            conditions.join(" AND "),
+            terms.join(", ")
+        );
+        let mut versions = sql.query().fetch_all(&self.read).await?.iter().map(version_from_row).collect::<Result<Vec<_>>>()?;
+        let next = if versions.len() as i64 > search.max_results {
+            versions.truncate(search.max_results as usize);
+            Some(page_token::encode(offset + search.max_results))
+        } else {
+            None
+        };
+        Ok((self.attach_version_tags(versions).await?, next))
+    }
+
+    /// For each requested stage (all stages when none), the highest live version in it.
+    pub async fn get_latest_versions(&self, name: &str, stages: &[String]) -> Result<Vec<ModelVersion>> {
+        self.require_registered_model(name).await?;
+        let stages: Vec<&'static str> = if stages.is_empty() {
+            ctflow_core::registry::STAGES.to_vec()
+        } else {
+            stages.iter().map(|s| canonical_stage(s)).collect::<ctflow_core::Result<_>>()?
+        };
+        let mut sql = Sql::new("");
+        let n = sql.text_arg(name);
+        let list = sql.text_list(stages.iter().map(|s| s.to_string()));
+        sql.push(&format!(
+            "SELECT {VERSION_COLUMNS} FROM model_versions v WHERE v.name = {n} AND v.deleted = 0 AND v.current_stage IN {list} AND v.version = \
+             (SELECT MAX(w.version) FROM model_versions w WHERE w.name = v.name AND w.current_stage = v.current_stage AND w.deleted = 0) ORDER BY v.version"
+        ));
+        let versions = sql.query().fetch_all(&self.read).await?.iter().map(version_from_row).collect::<Result<Vec<_>>>()?;
+        self.attach_version_tags(versions).await
+    }
+
+    pub async fn transition_model_version_stage(
+        &self,
+        name: &str,
+        version: i64,
+        stage: &str,
+        archive_existing_versions: bool,
+        user: &str,
+    ) -> Result<ModelVersion> {
+        let stage = canonical_stage(stage)?;
+        let now = now_ms();
+        let mut tx = self.write.begin().await?;
+        let from: Option<String> = sqlx::query_scalar(
+            "SELECT current_stage FROM model_versions WHERE name = $1 AND version = $2 AND deleted = 0",
+        )
+        .bind(name)
+        .bind(version)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let from = from.ok_or_else(|| version_not_found(name, version))?;
+        if archive_existing_versions && matches!(stage, "Staging" | "Production") {
+            let others: Vec<i64> = sqlx::query_scalar(
+                "SELECT version FROM model_versions WHERE name = $1 AND current_stage = $2 AND version != $3 AND deleted = 0",
+            )
+            .bind(name)
+            .bind(stage)
+            .bind(version)
+            .fetch_all(&mut *tx)
+            .await?;
+            for other in others {
+                sqlx::query("UPDATE model_versions SET current_stage = 'Archived', last_updated_time = $1 WHERE name = $2 AND version = $3")
+                    .bind(now)
+                    .bind(name)
+                    .bind(other)
+                    .execute(&mut *tx)
+                    .await?;
+                let mut record = entry(name, "stage_transition", user);
+                record.to_version = Some(other.to_string());
+                record.from_stage = Some(stage.to_string());
+                record.to_stage = Some("Archived".into());
+                record.comment = Some(format!("archived by the transition of version {version}"));
+                ledger_write(&mut tx, &record).await?;
+            }
+        }
+        sqlx::query("UPDATE model_versions SET current_stage = $1, last_updated_time = $2 WHERE name = $3 AND version = $4")
+            .bind(stage)
+            .bind(now)
+            .bind(name)
+            .bind(version)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE registered_models SET last_updated_time = $1 WHERE name = $2")
+            .bind(now)
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        let mut record = entry(name, "stage_transition", user);
+        record.to_version = Some(version.to_string());
+        record.from_stage = Some(from);
+        record.to_stage = Some(stage.to_string());
+        ledger_write(&mut tx, &record).await?;
+        tx.commit().await?;
+        self.get_model_version(name, version).await
+    }
+
+    // -------------------------------------------------------------- aliases
+
+    pub async fn set_registered_model_alias(&self, name: &str, alias: &str, version: i64, user: &str) -> Result<()> {
+        validate_alias(alias)?;
+        self.require_registered_model(name).await?;
+        let mut tx = self.write.begin().await?;
+        let exists: Option<i64> = sqlx::query_scalar("SELECT version FROM model_versions WHERE name = $1 AND version = $2 AND deleted = 0")
+            .bind(name)
+            .bind(version)
+            .fetch_optional(&mut *tx)
+            .await?;
+        exists.ok_or_else(|| version_not_found(name, version))?;
+        let previous: Option<i64> = sqlx::query_scalar("SELECT version FROM registered_model_aliases WHERE name = $1 AND alias = $2")
+            .bind(name)
+            .bind(alias)
+            .fetch_optional(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO registered_model_aliases (name, alias, version) VALUES ($1, $2, $3) \
+             ON CONFLICT (name, alias) DO UPDATE SET version = excluded.version",
+        )
+        .bind(name)
+        .bind(alias)
+        .bind(version)
+        .execute(&mut *tx)
+        .await?;
+        let mut record = entry(name, "alias_set", user);
+        record.alias = Some(alias.to_string());
+        record.from_version = previous.map(|v| v.to_string());
+        record.to_version = Some(version.to_string());
+        ledger_write(&mut tx, &record).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn delete_registered_model_alias(&self, name: &str, alias: &str, user: &str) -> Result<()> {
+        validate_alias(alias)?;
+        self.require_registered_model(name).await?;
+        let mut tx = self.write.begin().await?;
+        let previous: Option<i64> = sqlx::query_scalar("SELECT version FROM registered_model_aliases WHERE name = $1 AND alias = $2")
+            .bind(name)
+            .bind(alias)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(previous) = previous else {
+            return Err(MlflowError::not_found(format!("Registered model alias {alias} not found.")).into());
+        };
+        sqlx::query("DELETE FROM registered_model_aliases WHERE name = $1 AND alias = $2")
+            .bind(name)
+            .bind(alias)
+            .execute(&mut *tx)
+            .await?;
+        let mut record = entry(name, "alias_deleted", user);
+        record.alias = Some(alias.to_string());
+        record.from_version = Some(previous.to_string());
+        ledger_write(&mut tx, &record).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The version an alias points at. NB: a missing alias is 400 INVALID_PARAMETER_VALUE
+    /// in MLflow, not 404.
+    pub async fn get_model_version_by_alias(&self, name: &str, alias: &str) -> Result<ModelVersion> {
+        self.require_registered_model(name).await?;
+        let version: Option<i64> = sqlx::query_scalar("SELECT version FROM registered_model_aliases WHERE name = $1 AND alias = $2")
+            .bind(name)
+            .bind(alias)
+            .fetch_optional(&self.read)
+            .await?;
+        let version = version.ok_or_else(|| Error::from(MlflowError::invalid(format!("Registered model alias {alias} not found."))))?;
+        self.get_model_version(name, version).await
+    }
+
+    /// The promotion ledger of a model, oldest first.
+    pub async fn registry_ledger(&self, name: &str) -> Result<Vec<LedgerEntry>> {
+        let rows = sqlx::query(
+            "SELECT id, name, action, alias, from_version, to_version, from_stage, to_stage, user_id, timestamp, comment \
+             FROM registry_ledger WHERE name = $1 ORDER BY id",
+        )
+        .bind(name)
+        .fetch_all(&self.read)
+        .await?;
+        if rows.is_empty() {
+            self.require_registered_model(name).await?;
+        }
+        rows.iter()
+            .map(|r| {
+                Ok(LedgerEntry {
+                    id: r.try_get(0)?,
+                    name: r.try_get(1)?,
+                    action: r.try_get(2)?,
+                    alias: r.try_get(3)?,
+                    from_version: r.try_get::<Option<i64>, _>(4)?.map(|v| v.to_string()),
+                    to_version: r.try_get::<Option<i64>, _>(5)?.map(|v| v.to_string()),
+                    from_stage: r.try_get(6)?,
+                    to_stage: r.try_get(7)?,
+                    user: r.try_get(8)?,
+                    timestamp: r.try_get(9)?,
+                    comment: r.try_get(10)?,
+                })
+            })
+            .collect()
+    }
+}
+
+async fn upsert_model_tag(tx: &mut Transaction<'_, Any>, name: &str, tag: &KeyValue) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO registered_model_tags (name, key, value) VALUES ($1, $2, $3) \
+         ON CONFLICT (name, key) DO UPDATE SET value = excluded.value",
+    )
+    .bind(name)
+    .bind(tag.key.as_str())
+    .bind(tag.value.as_str())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+async fn upsert_version_tag(tx: &mut Transaction<'_, Any>, name: &str, version: i64, tag: &KeyValue) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO model_version_tags (name, version, key, value) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (name, version, key) DO UPDATE SET value = excluded.value",
+    )
+    .bind(name)
+    .bind(version)
+    .bind(tag.key.as_str())
+    .bind(tag.value.as_str())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Records the registration on the logged model, in the tag MLflow uses for it.
+async fn link_version_to_logged_model(tx: &mut Transaction<'_, Any>, model_id: &str, name: &str, version: i64) -> Result<()> {
+    let current: Option<String> = sqlx::query_scalar("SELECT value FROM logged_model_tags WHERE model_id = $1 AND key = 'mlflow.modelVersions'")
+        .bind(model_id)
+        .fetch_optional(&mut **tx)
+        .await?;
+    let mut list: Vec<serde_json::Value> = current
+        .and_then(|c| serde_json::from_str(&c).ok())
+        .unwrap_or_default();
+    list.push(serde_json::json!({ "name": name, "version": version }));
+    let value = serde_json::Value::Array(list).to_string();
+    sqlx::query(
+        "INSERT INTO logged_model_tags (model_id, key, value) VALUES ($1, 'mlflow.modelVersions', $2) \
+         ON CONFLICT (model_id, key) DO UPDATE SET value = excluded.value",
+    )
+    .bind(model_id)
+    .bind(value)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// A registry clause. NB: the prompt pseudo tag counts as `'false'` when absent, since the
+/// client appends `tag.mlflow.prompt.is_prompt != 'true'` to every search.
+fn registry_condition(sql: &mut Sql, clause: &Clause, name_column: &str, tag_table: &str, join: &str) -> String {
+    match clause.entity {
+        Entity::Tag => {
+            let key = sql.text_arg(clause.key.clone());
+            let cond = string_condition(sql, "t.value", clause.comparator, &clause.value);
+            let exists = format!("EXISTS (SELECT 1 FROM {tag_table} t WHERE {join} AND t.key = {key} AND {cond})");
+            if clause.key == PROMPT_TAG {
+                let absent_matches = match (&clause.comparator, &clause.value) {
+                    (Comparator::Ne, Value::Str(v)) => v != "false",
+                    (Comparator::Eq, Value::Str(v)) => v == "false",
+                    _ => false,
+                };
+                if absent_matches {
+                    let key2 = sql.text_arg(clause.key.clone());
+                    return format!("({exists} OR NOT EXISTS (SELECT 1 FROM {tag_table} t WHERE {join} AND t.key = {key2}))");
+                }
+            }
+            exists
+        }
+        _ => string_condition(sql, name_column, clause.comparator, &clause.value),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sources_with_tricks_are_suspicious() {
+        for s in ["file:///etc/#x", "runs:/a/b?c", "mlflow-artifacts:/1/../../etc", "mlflow-artifacts:/1/%2e%2e/x", "s3://b/%252e%252e/x"] {
+            assert!(source_is_suspicious(s), "{s}");
+        }
+        assert!(!source_is_suspicious("mlflow-artifacts:/1/abc/artifacts/model"));
+    }
+
+    #[test]
+    fn containment_is_by_path_segment() {
+        assert!(is_within("mlflow-artifacts:/1/r/artifacts/model", "mlflow-artifacts:/1/r/artifacts"));
+        assert!(is_within("mlflow-artifacts:/1/r/artifacts", "mlflow-artifacts:/1/r/artifacts/"));
+        assert!(!is_within("mlflow-artifacts:/1/r/artifacts2", "mlflow-artifacts:/1/r/artifacts"));
+    }
+}
