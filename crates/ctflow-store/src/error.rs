@@ -11,6 +11,8 @@ pub enum Error {
     Io(#[from] std::io::Error),
     #[error("invalid store configuration: {0}")]
     Config(String),
+    #[error("stored data cannot be read: {0}")]
+    Corrupt(String),
 }
 
 impl Error {
@@ -21,6 +23,7 @@ impl Error {
             Error::Database(_) => "database",
             Error::Io(_) => "io",
             Error::Config(_) => "config",
+            Error::Corrupt(_) => "corrupt",
         }
     }
 }

@@ -83,6 +83,12 @@ pub(crate) fn encode_value(value: f64) -> (f64, i64) {
     }
 }
 
+/// The bits kept beside the value: those of the stored (clamped) value, or NaN's.
+fn stored_bits(value: f64) -> i64 {
+    let (stored, is_nan) = encode_value(value);
+    if is_nan != 0 { f64::NAN.to_bits() as i64 } else { stored.to_bits() as i64 }
+}
+
 pub(crate) fn decode_value(value: f64, is_nan: i64) -> f64 {
     if is_nan != 0 { f64::NAN } else { value }
 }
@@ -636,6 +642,50 @@ impl Store {
         let offset = page_token::decode(token)?;
         self.get_run_info(run_id).await?;
         let limit = max_results.map(|m| m + 1).unwrap_or(i64::MAX);
+        let mut points = match self.backend {
+            Backend::Sqlite => self.metric_history_aggregated(run_id, key, limit, offset).await?,
+            Backend::Postgres => self.metric_history_rows(run_id, key, limit, offset).await?,
+        };
+        let next = match max_results {
+            Some(max) if points.len() as i64 > max => {
+                points.truncate(max as usize);
+                Some(page_token::encode(offset + max))
+            }
+            _ => None,
+        };
+        Ok((points, next))
+    }
+
+    /// NB: sqlx's SQLite driver hands over every row through a channel from its worker
+    /// thread, several microseconds a row; a 100k-point history is therefore read as one
+    /// aggregated row of exact integers (the value's IEEE bits) and split here.
+    async fn metric_history_aggregated(&self, run_id: &str, key: &str, limit: i64, offset: i64) -> Result<Vec<MetricPoint>> {
+        let packed: Option<String> = sqlx::query_scalar(
+            "SELECT group_concat(timestamp || ',' || step || ',' || value_bits, ';' ORDER BY timestamp, step, value) \
+             FROM (SELECT timestamp, step, value, value_bits FROM metrics WHERE run_uuid = $1 AND key = $2 \
+             ORDER BY timestamp, step, value LIMIT $3 OFFSET $4)",
+        )
+        .bind(run_id)
+        .bind(key)
+        .bind(limit)
+        .bind(offset)
+        .fetch_one(&self.read)
+        .await?;
+        let Some(packed) = packed else { return Ok(Vec::new()) };
+        let corrupt = || Error::Corrupt(format!("metric history for run {run_id}, key {key}"));
+        packed
+            .split(';')
+            .map(|point| {
+                let mut fields = point.splitn(3, ',').map(str::parse::<i64>);
+                let (Some(Ok(timestamp)), Some(Ok(step)), Some(Ok(bits))) = (fields.next(), fields.next(), fields.next()) else {
+                    return Err(corrupt());
+                };
+                Ok(MetricPoint { key: key.to_string(), value: f64::from_bits(bits as u64), timestamp, step })
+            })
+            .collect()
+    }
+
+    async fn metric_history_rows(&self, run_id: &str, key: &str, limit: i64, offset: i64) -> Result<Vec<MetricPoint>> {
         let rows = sqlx::query(
             "SELECT timestamp, step, value, is_nan FROM metrics WHERE run_uuid = $1 AND key = $2 \
              ORDER BY timestamp, step, value LIMIT $3 OFFSET $4",
@@ -655,14 +705,7 @@ impl Store {
                 value: decode_value(row.try_get(2)?, row.try_get(3)?),
             });
         }
-        let next = match max_results {
-            Some(max) if points.len() as i64 > max => {
-                points.truncate(max as usize);
-                Some(page_token::encode(offset + max))
-            }
-            _ => None,
-        };
-        Ok((points, next))
+        Ok(points)
     }
 
     /// Metric values of several runs at up to `max_results` evenly spread steps each.
@@ -819,11 +862,11 @@ fn opt_text(value: &Option<String>) -> Arg {
 async fn insert_metrics(tx: &mut Transaction<'_, Any>, backend: Backend, run_id: &str, metrics: &[BatchMetric]) -> Result<()> {
     for chunk in metrics.chunks(METRIC_CHUNK) {
         let sql = format!(
-            "INSERT INTO metrics (run_uuid, key, timestamp, step, value, is_nan, model_id, dataset_name, dataset_digest) \
+            "INSERT INTO metrics (run_uuid, key, timestamp, step, value, is_nan, value_bits, model_id, dataset_name, dataset_digest) \
              VALUES {} ON CONFLICT DO NOTHING",
-            values_groups(backend, chunk.len(), 9, 1)
+            values_groups(backend, chunk.len(), 10, 1)
         );
-        let mut args = Vec::with_capacity(chunk.len() * 9);
+        let mut args = Vec::with_capacity(chunk.len() * 10);
         for m in chunk {
             let (value, is_nan) = encode_value(m.value);
             args.push(Arg::Text(run_id.to_string()));
@@ -832,6 +875,7 @@ async fn insert_metrics(tx: &mut Transaction<'_, Any>, backend: Backend, run_id:
             args.push(Arg::Int(m.step));
             args.push(Arg::Float(value));
             args.push(Arg::Int(is_nan));
+            args.push(Arg::Int(stored_bits(m.value)));
             args.push(opt_text(&m.model_id));
             args.push(opt_text(&m.dataset_name));
             args.push(opt_text(&m.dataset_digest));

@@ -9,6 +9,8 @@ use std::pin::Pin;
 use ctflow_core::entities::{Dataset, KeyValue, ModelOutput, ViewType};
 use ctflow_core::filter::{parse_experiment_filter, parse_experiment_order_by, parse_logged_model_filter, parse_run_filter, parse_run_order_by};
 use ctflow_core::ErrorCode;
+use ctflow_core::filter::{parse_model_version_filter, parse_model_version_order_by, parse_registered_model_filter, parse_registered_model_order_by};
+use ctflow_store::{NewModelVersion, RegistrySearch};
 use ctflow_store::{
     BatchMetric, DatasetInputRequest, Error, ExperimentSearch, LoggedModelSearch, NewLoggedModel, NewRun, RunSearch,
     RunUpdate, Store, StoreOptions,
@@ -29,11 +31,17 @@ const CASES: &[(&str, Case)] = cases![
     params_are_immutable,
     batch_limits_and_validation,
     metrics_history_and_latest,
+    metric_values_round_trip_exactly,
     run_search_filters,
     run_search_order_and_pages,
     inputs_and_outputs,
     logged_models,
     concurrent_writers_all_commit,
+    registered_models_lifecycle,
+    model_version_sources,
+    aliases_stages_and_ledger,
+    registry_search,
+    concurrent_version_numbers,
 ];
 
 fn code(err: Error) -> ErrorCode {
@@ -256,6 +264,36 @@ async fn metrics_history_and_latest(store: Store) {
     assert_eq!(ranged.len(), 3);
 }
 
+async fn metric_values_round_trip_exactly(store: Store) {
+    let id = new_run(&store, 0, "exact").await;
+    let mut values = vec![0.1, 1.0 / 3.0, -0.0, 5e-324, 1e-300, 1.7976931348623157e308, -2.5e-8, 123456789.123456789];
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    while values.len() < 3000 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let f = f64::from_bits(x);
+        if f.is_finite() {
+            values.push(f);
+        }
+    }
+    for (chunk_index, chunk) in values.chunks(1000).enumerate() {
+        let metrics = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, v)| metric("exact", *v, (chunk_index * 1000 + i) as i64, 0))
+            .collect();
+        store.log_batch(&id, metrics, vec![], vec![]).await.unwrap();
+    }
+    let (history, _) = store.get_metric_history(&id, "exact", None, None).await.unwrap();
+    assert_eq!(history.len(), values.len());
+    for (point, expected) in history.iter().zip(&values) {
+        assert_eq!(point.value.to_bits(), expected.to_bits(), "{expected:e} came back as {:e}", point.value);
+    }
+    let (page, _) = store.get_metric_history(&id, "exact", Some(10), Some(&ctflow_core::page_token::encode(2990))).await.unwrap();
+    assert_eq!(page.iter().map(|p| p.timestamp).collect::<Vec<_>>(), (2990..3000).collect::<Vec<_>>());
+}
+
 /// The four runs of the recorded c_search scenario and the results the real server gave.
 async fn run_search_filters(store: Store) {
     let exp: i64 = store.create_experiment("search", None, &[]).await.unwrap().parse().unwrap();
@@ -420,6 +458,230 @@ async fn concurrent_writers_all_commit(store: Store) {
         let (points, _) = store.get_metric_history(&id, &format!("w{worker}"), None, None).await.unwrap();
         assert_eq!(points.len(), 500);
     }
+}
+
+async fn registered_models_lifecycle(store: Store) {
+    let model = store.create_registered_model("iris", &[KeyValue::new("owner", "ml")], Some("first")).await.unwrap();
+    assert_eq!((model.name.as_str(), model.description.as_deref()), ("iris", Some("first")));
+    assert_eq!(code(store.create_registered_model("iris", &[], None).await.unwrap_err()), ErrorCode::ResourceAlreadyExists);
+    for bad in ["", "a/b", "a:b"] {
+        assert_eq!(code(store.create_registered_model(bad, &[], None).await.unwrap_err()), ErrorCode::InvalidParameterValue, "{bad}");
+    }
+    assert_eq!(code(store.get_registered_model("nope").await.unwrap_err()), ErrorCode::ResourceDoesNotExist);
+    let updated = store.update_registered_model("iris", "second").await.unwrap();
+    assert_eq!(updated.description.as_deref(), Some("second"));
+    store.set_registered_model_tag("iris", &KeyValue::new("task", "cls")).await.unwrap();
+    store.delete_registered_model_tag("iris", "owner").await.unwrap();
+    assert_eq!(code(store.delete_registered_model_tag("iris", "owner").await.unwrap_err()), ErrorCode::ResourceDoesNotExist);
+    assert_eq!(store.get_registered_model("iris").await.unwrap().tags, vec![KeyValue::new("task", "cls")]);
+
+    let run = new_run(&store, 0, "train").await;
+    let v1 = store
+        .create_model_version(NewModelVersion { name: "iris".into(), source: format!("runs:/{run}/model"), run_id: Some(run.clone()), ..Default::default() })
+        .await
+        .unwrap();
+    assert_eq!((v1.version.as_str(), v1.status.as_str(), v1.current_stage.as_str()), ("1", "READY", "None"));
+    store.set_registered_model_alias("iris", "champion", 1, "alice").await.unwrap();
+    let renamed = store.rename_registered_model("iris", "iris-v2").await.unwrap();
+    assert_eq!(renamed.aliases[0].alias, "champion");
+    assert_eq!(store.get_model_version_by_alias("iris-v2", "champion").await.unwrap().version, "1");
+    assert_eq!(code(store.get_registered_model("iris").await.unwrap_err()), ErrorCode::ResourceDoesNotExist);
+    assert_eq!(store.registry_ledger("iris-v2").await.unwrap().len(), 2);
+    store.create_registered_model("other", &[], None).await.unwrap();
+    assert_eq!(code(store.rename_registered_model("iris-v2", "other").await.unwrap_err()), ErrorCode::ResourceAlreadyExists);
+    store.delete_registered_model("iris-v2").await.unwrap();
+    assert_eq!(code(store.get_model_version("iris-v2", 1).await.unwrap_err()), ErrorCode::ResourceDoesNotExist);
+}
+
+async fn model_version_sources(store: Store) {
+    store.create_registered_model("m", &[], None).await.unwrap();
+    let run = store.get_run(&new_run(&store, 0, "src").await).await.unwrap().info;
+    let model = store
+        .create_logged_model(NewLoggedModel { experiment_id: 0, name: Some("model".into()), source_run_id: Some(run.run_id.clone()), ..Default::default() })
+        .await
+        .unwrap();
+    let mid = model.info.model_id.clone();
+    let version = |source: String, run_id: Option<&str>, model_id: Option<&str>| NewModelVersion {
+        name: "m".into(),
+        source,
+        run_id: run_id.map(str::to_string),
+        model_id: model_id.map(str::to_string),
+        ..Default::default()
+    };
+    let rid = run.run_id.as_str();
+    let v = store.create_model_version(version(format!("models:/{mid}"), Some(rid), Some(&mid))).await.unwrap();
+    assert_eq!(v.run_id, rid);
+    assert_eq!(store.get_model_version_download_uri("m", 1).await.unwrap(), model.info.artifact_uri);
+    let tags = store.get_logged_model(&mid).await.unwrap().info.tags;
+    assert!(tags.iter().any(|t| t.key == "mlflow.modelVersions" && t.value.contains("\"version\":1")), "{tags:?}");
+    let v = store.create_model_version(version(format!("{}/model", run.artifact_uri), Some(rid), None)).await.unwrap();
+    assert_eq!(v.version, "2");
+    let v = store.create_model_version(version("models:/m/1".into(), None, None)).await.unwrap();
+    assert_eq!(store.get_model_version_download_uri("m", v.version.parse().unwrap()).await.unwrap(), model.info.artifact_uri);
+    let rejected = [
+        version(model.info.artifact_uri.clone(), None, None),
+        version(model.info.artifact_uri.clone(), Some(rid), None),
+        version(format!("runs:/{rid}/model"), None, None),
+        version(format!("runs:/{rid}/model"), Some("other"), None),
+        version("file:///etc/passwd".into(), Some(rid), None),
+        version("/etc".into(), Some(rid), None),
+        version(format!("{}/../../etc", run.artifact_uri), Some(rid), None),
+        version(format!("{}/%2e%2e/%2e%2e/x", run.artifact_uri), Some(rid), None),
+        version(format!("{}/model#frag", run.artifact_uri), Some(rid), None),
+        version(format!("{}/model?x=../../y", run.artifact_uri), Some(rid), None),
+        version(format!("{}2/model", run.artifact_uri), Some(rid), None),
+        version(format!("models:/{mid}"), Some(rid), Some("m-other")),
+    ];
+    for request in rejected {
+        let source = request.source.clone();
+        assert_eq!(code(store.create_model_version(request).await.unwrap_err()), ErrorCode::InvalidParameterValue, "{source}");
+    }
+    assert_eq!(code(store.create_model_version(NewModelVersion { name: "ghost".into(), source: "models:/m/1".into(), ..Default::default() }).await.unwrap_err()), ErrorCode::ResourceDoesNotExist);
+}
+
+async fn aliases_stages_and_ledger(store: Store) {
+    store.create_registered_model("m", &[], None).await.unwrap();
+    let run = new_run(&store, 0, "r").await;
+    for _ in 0..4 {
+        store
+            .create_model_version(NewModelVersion { name: "m".into(), source: format!("runs:/{run}/model"), run_id: Some(run.clone()), ..Default::default() })
+            .await
+            .unwrap();
+    }
+    for bad in ["latest", "LATEST", "v2", "bad alias", ""] {
+        assert_eq!(code(store.set_registered_model_alias("m", bad, 1, "u").await.unwrap_err()), ErrorCode::InvalidParameterValue, "{bad}");
+    }
+    assert_eq!(code(store.set_registered_model_alias("m", "champion", 99, "u").await.unwrap_err()), ErrorCode::ResourceDoesNotExist);
+    store.set_registered_model_alias("m", "champion", 1, "alice").await.unwrap();
+    store.set_registered_model_alias("m", "champion", 2, "bob").await.unwrap();
+    let v2 = store.get_model_version_by_alias("m", "champion").await.unwrap();
+    assert_eq!((v2.version.as_str(), v2.aliases.clone()), ("2", vec!["champion".to_string()]));
+    assert_eq!(code(store.get_model_version_by_alias("m", "nope").await.unwrap_err()), ErrorCode::InvalidParameterValue);
+
+    store.transition_model_version_stage("m", 1, "production", false, "alice").await.unwrap();
+    store.transition_model_version_stage("m", 3, "Staging", false, "alice").await.unwrap();
+    let v2 = store.transition_model_version_stage("m", 2, "Production", true, "carol").await.unwrap();
+    assert_eq!(v2.current_stage, "Production");
+    assert_eq!(store.get_model_version("m", 1).await.unwrap().current_stage, "Archived");
+    assert_eq!(code(store.transition_model_version_stage("m", 2, "Bogus", false, "x").await.unwrap_err()), ErrorCode::InvalidParameterValue);
+
+    let latest = store.get_latest_versions("m", &[]).await.unwrap();
+    let stages: Vec<(String, String)> = latest.iter().map(|v| (v.current_stage.clone(), v.version.clone())).collect();
+    assert_eq!(stages, [("Archived".into(), "1".into()), ("Production".into(), "2".into()), ("Staging".into(), "3".into()), ("None".into(), "4".into())]);
+    let prod = store.get_latest_versions("m", &["production".into()]).await.unwrap();
+    assert_eq!(prod.len(), 1);
+    let model = store.get_registered_model("m").await.unwrap();
+    assert_eq!(model.latest_versions.len(), 4);
+    assert!(model.latest_versions.iter().all(|v| v.aliases.is_empty()));
+
+    store.delete_model_version("m", 2, "dave").await.unwrap();
+    assert_eq!(code(store.get_model_version("m", 2).await.unwrap_err()), ErrorCode::ResourceDoesNotExist);
+    assert!(store.get_registered_model("m").await.unwrap().aliases.is_empty());
+    let v5 = store
+        .create_model_version(NewModelVersion { name: "m".into(), source: format!("runs:/{run}/model"), run_id: Some(run.clone()), ..Default::default() })
+        .await
+        .unwrap();
+    assert_eq!(v5.version, "5", "numbers are never reused");
+
+    store.set_registered_model_alias("m", "challenger", 5, "erin").await.unwrap();
+    store.delete_registered_model_alias("m", "challenger", "erin").await.unwrap();
+    assert_eq!(code(store.delete_registered_model_alias("m", "challenger", "erin").await.unwrap_err()), ErrorCode::ResourceDoesNotExist);
+
+    let ledger = store.registry_ledger("m").await.unwrap();
+    let moves: Vec<(&str, Option<&str>, Option<&str>, Option<&str>, &str)> = ledger
+        .iter()
+        .filter(|e| e.action.starts_with("alias"))
+        .map(|e| (e.action.as_str(), e.alias.as_deref(), e.from_version.as_deref(), e.to_version.as_deref(), e.user.as_str()))
+        .collect();
+    assert_eq!(
+        moves,
+        [
+            ("alias_set", Some("champion"), None, Some("1"), "alice"),
+            ("alias_set", Some("champion"), Some("1"), Some("2"), "bob"),
+            ("alias_deleted", Some("champion"), Some("2"), None, "dave"),
+            ("alias_set", Some("challenger"), None, Some("5"), "erin"),
+            ("alias_deleted", Some("challenger"), Some("5"), None, "erin"),
+        ]
+    );
+    let archived = ledger.iter().find(|e| e.to_stage.as_deref() == Some("Archived")).unwrap();
+    assert_eq!((archived.to_version.as_deref(), archived.user.as_str()), (Some("1"), "carol"));
+    assert!(ledger.windows(2).all(|w| w[0].id < w[1].id));
+
+    store.set_model_version_tag("m", 1, &KeyValue::new("validated", "true")).await.unwrap();
+    assert_eq!(store.get_model_version("m", 1).await.unwrap().tags, vec![KeyValue::new("validated", "true")]);
+    store.delete_model_version_tag("m", 1, "validated").await.unwrap();
+    assert_eq!(code(store.delete_model_version_tag("m", 1, "validated").await.unwrap_err()), ErrorCode::ResourceDoesNotExist);
+    let updated = store.update_model_version("m", 1, "described").await.unwrap();
+    assert_eq!(updated.description, "described");
+}
+
+async fn registry_search(store: Store) {
+    let run = new_run(&store, 0, "r").await;
+    for (name, versions) in [("alpha", 3), ("beta", 2), ("gamma", 1)] {
+        store.create_registered_model(name, &[KeyValue::new("team", if name == "beta" { "b" } else { "a" })], None).await.unwrap();
+        for _ in 0..versions {
+            store
+                .create_model_version(NewModelVersion { name: name.into(), source: format!("runs:/{run}/model"), run_id: Some(run.clone()), ..Default::default() })
+                .await
+                .unwrap();
+        }
+    }
+    store.set_registered_model_tag("gamma", &KeyValue::new("mlflow.prompt.is_prompt", "true")).await.unwrap();
+    let models = |filter: &str, order: &[&str], max_results: i64, page_token: Option<String>| RegistrySearch {
+        filter: parse_registered_model_filter(filter).unwrap(),
+        order_by: parse_registered_model_order_by(&order.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap(),
+        max_results,
+        page_token,
+    };
+    let names = |r: (Vec<ctflow_core::registry::RegisteredModel>, Option<String>)| r.0.into_iter().map(|m| m.name).collect::<Vec<_>>();
+    assert_eq!(names(store.search_registered_models(&models("tag.`mlflow.prompt.is_prompt` != 'true'", &[], 100, None)).await.unwrap()), ["alpha", "beta"]);
+    assert_eq!(names(store.search_registered_models(&models("name LIKE 'a%' AND tags.`mlflow.prompt.is_prompt` != 'true'", &[], 100, None)).await.unwrap()), ["alpha"]);
+    assert_eq!(names(store.search_registered_models(&models("tags.team = 'a'", &["name DESC"], 100, None)).await.unwrap()), ["gamma", "alpha"]);
+    assert_eq!(names(store.search_registered_models(&models("name IN ('beta', 'zeta')", &[], 100, None)).await.unwrap()), ["beta"]);
+    let (page, token) = store.search_registered_models(&models("", &[], 2, None)).await.unwrap();
+    assert_eq!(page.len(), 2);
+    assert_eq!(names(store.search_registered_models(&models("", &[], 2, token)).await.unwrap()), ["gamma"]);
+
+    let versions = |filter: &str, order: &[&str]| RegistrySearch {
+        filter: parse_model_version_filter(filter).unwrap(),
+        order_by: parse_model_version_order_by(&order.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap(),
+        max_results: 100,
+        page_token: None,
+    };
+    let found = |r: (Vec<ctflow_core::registry::ModelVersion>, Option<String>)| r.0.into_iter().map(|v| format!("{}/{}", v.name, v.version)).collect::<Vec<_>>();
+    assert_eq!(found(store.search_model_versions(&versions("name = 'alpha'", &["version_number DESC"])).await.unwrap()), ["alpha/3", "alpha/2", "alpha/1"]);
+    assert_eq!(found(store.search_model_versions(&versions("name = 'alpha' and version_number > 1", &["version_number ASC"])).await.unwrap()), ["alpha/2", "alpha/3"]);
+    assert_eq!(store.search_model_versions(&versions(&format!("run_id = '{run}'"), &[])).await.unwrap().0.len(), 6);
+    assert_eq!(store.search_model_versions(&versions(&format!("source_path = 'runs:/{run}/model' and name IN ('beta')"), &[])).await.unwrap().0.len(), 2);
+    store.set_model_version_tag("beta", 2, &KeyValue::new("validated", "true")).await.unwrap();
+    assert_eq!(found(store.search_model_versions(&versions("tags.validated = 'true'", &[])).await.unwrap()), ["beta/2"]);
+    store.delete_model_version("alpha", 3, "u").await.unwrap();
+    assert_eq!(store.search_model_versions(&versions("name LIKE 'alp%'", &[])).await.unwrap().0.len(), 2);
+}
+
+async fn concurrent_version_numbers(store: Store) {
+    store.create_registered_model("race", &[], None).await.unwrap();
+    let run = new_run(&store, 0, "r").await;
+    let mut tasks = Vec::new();
+    for _ in 0..12 {
+        let store = store.clone();
+        let run = run.clone();
+        tasks.push(tokio::spawn(async move {
+            store
+                .create_model_version(NewModelVersion { name: "race".into(), source: format!("runs:/{run}/model"), run_id: Some(run), ..Default::default() })
+                .await
+                .unwrap()
+                .version
+                .parse::<i64>()
+                .unwrap()
+        }));
+    }
+    let mut numbers = Vec::new();
+    for task in tasks {
+        numbers.push(task.await.unwrap());
+    }
+    numbers.sort();
+    assert_eq!(numbers, (1..=12).collect::<Vec<_>>());
 }
 
 async fn run_all(mut open: impl AsyncFnMut(&str) -> Store) {

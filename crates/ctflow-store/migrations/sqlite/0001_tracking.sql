@@ -48,6 +48,9 @@ CREATE TABLE metrics (
     step BIGINT NOT NULL,
     value REAL NOT NULL,
     is_nan BIGINT NOT NULL,
+    -- The exact IEEE-754 bits of the value, so that history can be read back in one
+    -- aggregated row (SQLite's float-to-text conversion is not exact).
+    value_bits BIGINT NOT NULL,
     model_id TEXT,
     dataset_name TEXT,
     dataset_digest TEXT,
