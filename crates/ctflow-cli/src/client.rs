@@ -14,7 +14,23 @@ impl TrackingClient {
         if !(base.starts_with("http://") || base.starts_with("https://")) {
             bail!("tracking URI '{tracking_uri}' is not an http(s) URL; set --tracking-uri or MLFLOW_TRACKING_URI");
         }
-        Ok(TrackingClient { base, http: reqwest::Client::new() })
+        // The ledger records who moved an alias or a stage; until authentication exists
+        // the CLI says who it runs as.
+        let user = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown".into());
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Ok(value) = reqwest::header::HeaderValue::from_str(&user) {
+            headers.insert("x-ctflow-user", value);
+        }
+        let http = reqwest::Client::builder().default_headers(headers).build()?;
+        Ok(TrackingClient { base, http })
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
     }
 
     async fn handle(&self, endpoint: &str, response: reqwest::Response) -> Result<Value> {
@@ -36,10 +52,18 @@ impl TrackingClient {
     }
 
     pub async fn get(&self, endpoint: &str, query: &[(&str, String)]) -> Result<Value> {
-        let url = format!("{}/api/2.0/mlflow/{endpoint}", self.base);
+        self.get_url(&format!("{}/api/2.0/mlflow/{endpoint}", self.base), endpoint, query).await
+    }
+
+    /// A GET on any path of the server (for ctflow's own API).
+    pub async fn get_path(&self, path: &str) -> Result<Value> {
+        self.get_url(&format!("{}{path}", self.base), path, &[]).await
+    }
+
+    async fn get_url(&self, url: &str, endpoint: &str, query: &[(&str, String)]) -> Result<Value> {
         let response = self
             .http
-            .get(&url)
+            .get(url)
             .query(query)
             .send()
             .await
@@ -48,10 +72,18 @@ impl TrackingClient {
     }
 
     pub async fn post(&self, endpoint: &str, body: &Value) -> Result<Value> {
+        self.send(reqwest::Method::POST, endpoint, body).await
+    }
+
+    pub async fn delete(&self, endpoint: &str, body: &Value) -> Result<Value> {
+        self.send(reqwest::Method::DELETE, endpoint, body).await
+    }
+
+    async fn send(&self, method: reqwest::Method, endpoint: &str, body: &Value) -> Result<Value> {
         let url = format!("{}/api/2.0/mlflow/{endpoint}", self.base);
         let response = self
             .http
-            .post(&url)
+            .request(method, &url)
             .json(body)
             .send()
             .await

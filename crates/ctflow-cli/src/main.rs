@@ -3,6 +3,7 @@
 
 mod client;
 mod commands;
+mod models;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -51,6 +52,13 @@ enum Command {
     Runs {
         #[command(subcommand)]
         command: commands::RunsCommand,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// The model registry: models, versions, aliases, stages, history, downloads.
+    Models {
+        #[command(subcommand)]
+        command: models::ModelsCommand,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -149,6 +157,7 @@ fn main() -> Result<()> {
             Command::Server(args) => run_server(args).await,
             Command::Experiments { command, client } => commands::experiments(command, &client).await,
             Command::Runs { command, client } => commands::runs(command, &client).await,
+            Command::Models { command, client } => models::run(command, &client).await,
         }
     })
 }
