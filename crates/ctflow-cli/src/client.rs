@@ -1,6 +1,6 @@
 //! A minimal MLflow REST client for the CLI's commands.
 
-use anyhow::{anyhow, bail, Result};
+use anyhow::{Result, anyhow, bail};
 use serde_json::Value;
 
 pub struct TrackingClient {
@@ -12,16 +12,22 @@ impl TrackingClient {
     pub fn new(tracking_uri: &str) -> Result<Self> {
         let base = tracking_uri.trim_end_matches('/').to_string();
         if !(base.starts_with("http://") || base.starts_with("https://")) {
-            bail!("tracking URI '{tracking_uri}' is not an http(s) URL; set --tracking-uri or MLFLOW_TRACKING_URI");
+            bail!(
+                "tracking URI '{tracking_uri}' is not an http(s) URL; set --tracking-uri or MLFLOW_TRACKING_URI"
+            );
         }
         // The ledger records who moved an alias or a stage; until authentication exists
         // the CLI says who it runs as.
-        let user = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown".into());
+        let user = std::env::var("USER")
+            .or_else(|_| std::env::var("LOGNAME"))
+            .unwrap_or_else(|_| "unknown".into());
         let mut headers = reqwest::header::HeaderMap::new();
         if let Ok(value) = reqwest::header::HeaderValue::from_str(&user) {
             headers.insert("x-ctflow-user", value);
         }
-        let http = reqwest::Client::builder().default_headers(headers).build()?;
+        let http = reqwest::Client::builder()
+            .default_headers(headers)
+            .build()?;
         Ok(TrackingClient { base, http })
     }
 
@@ -38,7 +44,11 @@ impl TrackingClient {
         let text = response.text().await?;
         let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
         if status.is_success() {
-            return Ok(if body.is_null() { Value::Object(Default::default()) } else { body });
+            return Ok(if body.is_null() {
+                Value::Object(Default::default())
+            } else {
+                body
+            });
         }
         match (body.get("error_code"), body.get("message")) {
             (Some(code), Some(message)) => Err(anyhow!(
@@ -52,12 +62,18 @@ impl TrackingClient {
     }
 
     pub async fn get(&self, endpoint: &str, query: &[(&str, String)]) -> Result<Value> {
-        self.get_url(&format!("{}/api/2.0/mlflow/{endpoint}", self.base), endpoint, query).await
+        self.get_url(
+            &format!("{}/api/2.0/mlflow/{endpoint}", self.base),
+            endpoint,
+            query,
+        )
+        .await
     }
 
     /// A GET on any path of the server (for ctflow's own API).
     pub async fn get_path(&self, path: &str) -> Result<Value> {
-        self.get_url(&format!("{}{path}", self.base), path, &[]).await
+        self.get_url(&format!("{}{path}", self.base), path, &[])
+            .await
     }
 
     async fn get_url(&self, url: &str, endpoint: &str, query: &[(&str, String)]) -> Result<Value> {

@@ -2,7 +2,7 @@
 
 use anyhow::{Context, Result};
 use clap::Subcommand;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 use crate::client::TrackingClient;
 use crate::{ClientArgs, OutputFormat};
@@ -78,7 +78,12 @@ pub(crate) fn text(value: &Value, key: &str) -> String {
 }
 
 /// Pages through a search endpoint until the server returns no token.
-async fn search_all(client: &TrackingClient, endpoint: &str, mut body: Value, key: &str) -> Result<Vec<Value>> {
+async fn search_all(
+    client: &TrackingClient,
+    endpoint: &str,
+    mut body: Value,
+    key: &str,
+) -> Result<Vec<Value>> {
     let mut items = Vec::new();
     loop {
         let page = client.post(endpoint, &body).await?;
@@ -95,21 +100,32 @@ async fn search_all(client: &TrackingClient, endpoint: &str, mut body: Value, ke
 pub async fn experiments(command: ExperimentsCommand, args: &ClientArgs) -> Result<()> {
     let client = TrackingClient::new(&args.tracking_uri)?;
     match command {
-        ExperimentsCommand::Create { experiment_name, artifact_location } => {
+        ExperimentsCommand::Create {
+            experiment_name,
+            artifact_location,
+        } => {
             let mut body = json!({ "name": experiment_name });
             if let Some(location) = artifact_location {
                 body["artifact_location"] = json!(location);
             }
-            let response = client.post("experiments/create", &body).await.context("cannot create the experiment")?;
+            let response = client
+                .post("experiments/create", &body)
+                .await
+                .context("cannot create the experiment")?;
             let id = text(&response, "experiment_id");
             match args.output {
-                OutputFormat::Json => print_json(&json!({ "experiment_id": id, "name": experiment_name }))?,
-                OutputFormat::Table => println!("Created experiment '{experiment_name}' with id {id}"),
+                OutputFormat::Json => {
+                    print_json(&json!({ "experiment_id": id, "name": experiment_name }))?
+                }
+                OutputFormat::Table => {
+                    println!("Created experiment '{experiment_name}' with id {id}")
+                }
             }
         }
         ExperimentsCommand::List { view } => {
             let body = json!({ "max_results": 1000, "view_type": view.to_ascii_uppercase() });
-            let experiments = search_all(&client, "experiments/search", body, "experiments").await?;
+            let experiments =
+                search_all(&client, "experiments/search", body, "experiments").await?;
             match args.output {
                 OutputFormat::Json => print_json(&Value::Array(experiments))?,
                 OutputFormat::Table => {
@@ -124,7 +140,15 @@ pub async fn experiments(command: ExperimentsCommand, args: &ClientArgs) -> Resu
                             ]
                         })
                         .collect();
-                    print_table(&["Experiment Id", "Name", "Lifecycle Stage", "Artifact Location"], &rows);
+                    print_table(
+                        &[
+                            "Experiment Id",
+                            "Name",
+                            "Lifecycle Stage",
+                            "Artifact Location",
+                        ],
+                        &rows,
+                    );
                 }
             }
         }
@@ -135,7 +159,10 @@ pub async fn experiments(command: ExperimentsCommand, args: &ClientArgs) -> Resu
 pub async fn runs(command: RunsCommand, args: &ClientArgs) -> Result<()> {
     let client = TrackingClient::new(&args.tracking_uri)?;
     match command {
-        RunsCommand::List { experiment_id, view } => {
+        RunsCommand::List {
+            experiment_id,
+            view,
+        } => {
             let body = json!({
                 "experiment_ids": [experiment_id],
                 "max_results": 1000,

@@ -13,7 +13,11 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
-#[command(name = "ctflow", version, about = "Continuous training with an MLflow-compatible tracking server")]
+#[command(
+    name = "ctflow",
+    version,
+    about = "Continuous training with an MLflow-compatible tracking server"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -30,7 +34,12 @@ pub enum OutputFormat {
 #[derive(Args, Clone, Debug)]
 pub struct ClientArgs {
     /// Tracking server URL (as MLflow's MLFLOW_TRACKING_URI).
-    #[arg(long, env = "MLFLOW_TRACKING_URI", default_value = "http://127.0.0.1:5000", global = true)]
+    #[arg(
+        long,
+        env = "MLFLOW_TRACKING_URI",
+        default_value = "http://127.0.0.1:5000",
+        global = true
+    )]
     pub tracking_uri: String,
     /// Output format.
     #[arg(long, value_enum, default_value_t = OutputFormat::Table, global = true)]
@@ -67,7 +76,11 @@ enum Command {
 #[derive(Args, Debug)]
 struct ServerArgs {
     /// Database: sqlite:///path/to/file.db or postgresql://user@host/db.
-    #[arg(long, env = "CTFLOW_BACKEND_STORE_URI", default_value = "sqlite:///ctflow-data/ctflow.db")]
+    #[arg(
+        long,
+        env = "CTFLOW_BACKEND_STORE_URI",
+        default_value = "sqlite:///ctflow-data/ctflow.db"
+    )]
     backend_store_uri: String,
     /// Root of new experiments' artifact locations (default: mlflow-artifacts:/ when
     /// artifacts are served, else the artifacts destination folder).
@@ -91,7 +104,10 @@ struct ServerArgs {
 
 fn init_logging() {
     let filter = EnvFilter::try_from_env("CTFLOW_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 async fn shutdown_signal() {
@@ -140,7 +156,9 @@ async fn run_server(args: ServerArgs) -> Result<()> {
     let listener = tokio::net::TcpListener::bind((args.host, args.port))
         .await
         .with_context(|| format!("cannot listen on {}:{}", args.host, args.port))?;
-    let state = ctflow_server::AppState::open(&config).await.context("cannot open the tracking store")?;
+    let state = ctflow_server::AppState::open(&config)
+        .await
+        .context("cannot open the tracking store")?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, backend = ?state.store.backend(), serve_artifacts = config.serve_artifacts, "ctflow server listening");
     println!("ctflow server listening on http://{addr}");
@@ -151,11 +169,15 @@ async fn run_server(args: ServerArgs) -> Result<()> {
 fn main() -> Result<()> {
     let cli = Cli::parse();
     init_logging();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async move {
         match cli.command {
             Command::Server(args) => run_server(args).await,
-            Command::Experiments { command, client } => commands::experiments(command, &client).await,
+            Command::Experiments { command, client } => {
+                commands::experiments(command, &client).await
+            }
             Command::Runs { command, client } => commands::runs(command, &client).await,
             Command::Models { command, client } => models::run(command, &client).await,
         }
@@ -179,8 +201,11 @@ mod tests {
     fn the_command_line_parses() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
-        let cli = Cli::try_parse_from(["ctflow", "server", "--no-serve-artifacts", "--port", "0"]).unwrap();
-        let Command::Server(args) = cli.command else { panic!("not the server command") };
+        let cli = Cli::try_parse_from(["ctflow", "server", "--no-serve-artifacts", "--port", "0"])
+            .unwrap();
+        let Command::Server(args) = cli.command else {
+            panic!("not the server command")
+        };
         assert!(args.no_serve_artifacts);
         assert_eq!(args.backend_store_uri, "sqlite:///ctflow-data/ctflow.db");
     }

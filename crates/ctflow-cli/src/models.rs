@@ -3,11 +3,11 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{Context, Result, anyhow, bail};
 use clap::Subcommand;
 use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
 
 use crate::client::TrackingClient;
@@ -47,11 +47,23 @@ pub enum ModelsCommand {
 
 #[derive(Subcommand)]
 pub enum AliasCommand {
-    Set { name: String, alias: String, version: String },
-    Delete { name: String, alias: String },
+    Set {
+        name: String,
+        alias: String,
+        version: String,
+    },
+    Delete {
+        name: String,
+        alias: String,
+    },
 }
 
-async fn search_all_get(client: &TrackingClient, endpoint: &str, mut query: Vec<(&str, String)>, key: &str) -> Result<Vec<Value>> {
+async fn search_all_get(
+    client: &TrackingClient,
+    endpoint: &str,
+    mut query: Vec<(&str, String)>,
+    key: &str,
+) -> Result<Vec<Value>> {
     let mut items = Vec::new();
     loop {
         let page = client.get(endpoint, &query).await?;
@@ -89,8 +101,25 @@ pub async fn run(command: ModelsCommand, args: &ClientArgs) -> Result<()> {
             let rows: Vec<Vec<String>> = models
                 .iter()
                 .map(|m| {
-                    let latest = m["latest_versions"].as_array().map(|v| v.iter().filter_map(|v| v["version"].as_str()).max_by_key(|v| v.parse::<i64>().unwrap_or(0)).unwrap_or("").to_string()).unwrap_or_default();
-                    let aliases = m["aliases"].as_array().map(|a| a.iter().map(|a| format!("{}={}", text(a, "alias"), text(a, "version"))).collect::<Vec<_>>().join(",")).unwrap_or_default();
+                    let latest = m["latest_versions"]
+                        .as_array()
+                        .map(|v| {
+                            v.iter()
+                                .filter_map(|v| v["version"].as_str())
+                                .max_by_key(|v| v.parse::<i64>().unwrap_or(0))
+                                .unwrap_or("")
+                                .to_string()
+                        })
+                        .unwrap_or_default();
+                    let aliases = m["aliases"]
+                        .as_array()
+                        .map(|a| {
+                            a.iter()
+                                .map(|a| format!("{}={}", text(a, "alias"), text(a, "version")))
+                                .collect::<Vec<_>>()
+                                .join(",")
+                        })
+                        .unwrap_or_default();
                     vec![text(m, "name"), latest, aliases, text(m, "description")]
                 })
                 .collect();
@@ -100,12 +129,21 @@ pub async fn run(command: ModelsCommand, args: &ClientArgs) -> Result<()> {
             let versions = search_all_get(
                 &client,
                 "model-versions/search",
-                vec![("filter", format!("name = {}", quote(&name))), ("order_by", "version_number DESC".into()), ("max_results", "10000".into())],
+                vec![
+                    ("filter", format!("name = {}", quote(&name))),
+                    ("order_by", "version_number DESC".into()),
+                    ("max_results", "10000".into()),
+                ],
                 "model_versions",
             )
             .await?;
-            let model = client.get("registered-models/get", &[("name", name.clone())]).await?;
-            let aliases = model["registered_model"]["aliases"].as_array().cloned().unwrap_or_default();
+            let model = client
+                .get("registered-models/get", &[("name", name.clone())])
+                .await?;
+            let aliases = model["registered_model"]["aliases"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
             if args.output == OutputFormat::Json {
                 return print_json(&Value::Array(versions));
             }
@@ -113,27 +151,67 @@ pub async fn run(command: ModelsCommand, args: &ClientArgs) -> Result<()> {
                 .iter()
                 .map(|v| {
                     let version = text(v, "version");
-                    let on_it: Vec<String> = aliases.iter().filter(|a| text(a, "version") == version).map(|a| text(a, "alias")).collect();
-                    vec![version, text(v, "current_stage"), on_it.join(","), text(v, "run_id"), text(v, "source")]
+                    let on_it: Vec<String> = aliases
+                        .iter()
+                        .filter(|a| text(a, "version") == version)
+                        .map(|a| text(a, "alias"))
+                        .collect();
+                    vec![
+                        version,
+                        text(v, "current_stage"),
+                        on_it.join(","),
+                        text(v, "run_id"),
+                        text(v, "source"),
+                    ]
                 })
                 .collect();
             print_table(&["Version", "Stage", "Aliases", "Run Id", "Source"], &rows);
         }
-        ModelsCommand::Alias { command: AliasCommand::Set { name, alias, version } } => {
-            client.post("registered-models/alias", &json!({ "name": name, "alias": alias, "version": version })).await?;
+        ModelsCommand::Alias {
+            command:
+                AliasCommand::Set {
+                    name,
+                    alias,
+                    version,
+                },
+        } => {
+            client
+                .post(
+                    "registered-models/alias",
+                    &json!({ "name": name, "alias": alias, "version": version }),
+                )
+                .await?;
             match args.output {
-                OutputFormat::Json => print_json(&json!({ "name": name, "alias": alias, "version": version }))?,
-                OutputFormat::Table => println!("Alias '{alias}' of '{name}' now points at version {version}"),
+                OutputFormat::Json => {
+                    print_json(&json!({ "name": name, "alias": alias, "version": version }))?
+                }
+                OutputFormat::Table => {
+                    println!("Alias '{alias}' of '{name}' now points at version {version}")
+                }
             }
         }
-        ModelsCommand::Alias { command: AliasCommand::Delete { name, alias } } => {
-            client.delete("registered-models/alias", &json!({ "name": name, "alias": alias })).await?;
+        ModelsCommand::Alias {
+            command: AliasCommand::Delete { name, alias },
+        } => {
+            client
+                .delete(
+                    "registered-models/alias",
+                    &json!({ "name": name, "alias": alias }),
+                )
+                .await?;
             match args.output {
-                OutputFormat::Json => print_json(&json!({ "name": name, "alias": alias, "deleted": true }))?,
+                OutputFormat::Json => {
+                    print_json(&json!({ "name": name, "alias": alias, "deleted": true }))?
+                }
                 OutputFormat::Table => println!("Deleted alias '{alias}' of '{name}'"),
             }
         }
-        ModelsCommand::Stage { name, version, stage, archive_existing } => {
+        ModelsCommand::Stage {
+            name,
+            version,
+            stage,
+            archive_existing,
+        } => {
             let response = client
                 .post(
                     "model-versions/transition-stage",
@@ -162,12 +240,30 @@ pub async fn run(command: ModelsCommand, args: &ClientArgs) -> Result<()> {
                 .iter()
                 .map(|e| {
                     let change = match text(e, "action").as_str() {
-                        "alias_set" => format!("@{}: {} -> {}", text(e, "alias"), or_dash(text(e, "from_version")), text(e, "to_version")),
-                        "alias_deleted" => format!("@{}: {} -> -", text(e, "alias"), text(e, "from_version")),
-                        "stage_transition" => format!("v{}: {} -> {}", text(e, "to_version"), text(e, "from_stage"), text(e, "to_stage")),
+                        "alias_set" => format!(
+                            "@{}: {} -> {}",
+                            text(e, "alias"),
+                            or_dash(text(e, "from_version")),
+                            text(e, "to_version")
+                        ),
+                        "alias_deleted" => {
+                            format!("@{}: {} -> -", text(e, "alias"), text(e, "from_version"))
+                        }
+                        "stage_transition" => format!(
+                            "v{}: {} -> {}",
+                            text(e, "to_version"),
+                            text(e, "from_stage"),
+                            text(e, "to_stage")
+                        ),
                         _ => format!("v{}", text(e, "to_version")),
                     };
-                    vec![text(e, "timestamp"), text(e, "action"), change, text(e, "user"), text(e, "comment")]
+                    vec![
+                        text(e, "timestamp"),
+                        text(e, "action"),
+                        change,
+                        text(e, "user"),
+                        text(e, "comment"),
+                    ]
                 })
                 .collect();
             print_table(&["Time (ms)", "Action", "Change", "User", "Comment"], &rows);
@@ -176,8 +272,12 @@ pub async fn run(command: ModelsCommand, args: &ClientArgs) -> Result<()> {
             let artifact_uri = resolve_artifact_uri(&client, &uri).await?;
             let files = download(&client, &artifact_uri, &dest).await?;
             match args.output {
-                OutputFormat::Json => print_json(&json!({ "uri": uri, "artifact_uri": artifact_uri, "dest": dest, "files": files }))?,
-                OutputFormat::Table => println!("Downloaded {files} files of {uri} to {}", dest.display()),
+                OutputFormat::Json => print_json(
+                    &json!({ "uri": uri, "artifact_uri": artifact_uri, "dest": dest, "files": files }),
+                )?,
+                OutputFormat::Table => {
+                    println!("Downloaded {files} files of {uri} to {}", dest.display())
+                }
             }
         }
     }
@@ -191,40 +291,82 @@ fn or_dash(s: String) -> String {
 /// Resolves a model URI to the artifact URI holding its files, as the MLflow client does.
 async fn resolve_artifact_uri(client: &TrackingClient, uri: &str) -> Result<String> {
     if let Some(rest) = uri.strip_prefix("runs:/") {
-        let (run_id, path) = rest.trim_start_matches('/').split_once('/').unwrap_or((rest, ""));
-        let run = client.get("runs/get", &[("run_id", run_id.to_string())]).await?;
+        let (run_id, path) = rest
+            .trim_start_matches('/')
+            .split_once('/')
+            .unwrap_or((rest, ""));
+        let run = client
+            .get("runs/get", &[("run_id", run_id.to_string())])
+            .await?;
         let root = text(&run["run"]["info"], "artifact_uri");
-        return Ok(if path.is_empty() { root } else { format!("{root}/{path}") });
+        return Ok(if path.is_empty() {
+            root
+        } else {
+            format!("{root}/{path}")
+        });
     }
     let parsed = ctflow_core::registry::parse_model_uri(uri).map_err(|e| anyhow!(e.message))?;
     use ctflow_core::registry::ModelUri;
     let (name, version) = match parsed {
         ModelUri::LoggedModel(id) => {
-            let model = client.get_path(&format!("/api/2.0/mlflow/logged-models/{id}")).await?;
+            let model = client
+                .get_path(&format!("/api/2.0/mlflow/logged-models/{id}"))
+                .await?;
             return Ok(text(&model["model"]["info"], "artifact_uri"));
         }
         ModelUri::Version { name, version } => (name, version.to_string()),
         ModelUri::Alias { name, alias } => {
-            let found = client.get("registered-models/alias", &[("name", name.clone()), ("alias", alias)]).await?;
+            let found = client
+                .get(
+                    "registered-models/alias",
+                    &[("name", name.clone()), ("alias", alias)],
+                )
+                .await?;
             (name, text(&found["model_version"], "version"))
         }
         ModelUri::Stage { name, stage } => {
-            let latest = client.post("registered-models/get-latest-versions", &json!({ "name": name, "stages": [stage] })).await?;
-            let version = latest["model_versions"].as_array().and_then(|v| v.first()).map(|v| text(v, "version"));
-            (name.clone(), version.ok_or_else(|| anyhow!("no version of '{name}' is in stage {stage}"))?)
+            let latest = client
+                .post(
+                    "registered-models/get-latest-versions",
+                    &json!({ "name": name, "stages": [stage] }),
+                )
+                .await?;
+            let version = latest["model_versions"]
+                .as_array()
+                .and_then(|v| v.first())
+                .map(|v| text(v, "version"));
+            (
+                name.clone(),
+                version.ok_or_else(|| anyhow!("no version of '{name}' is in stage {stage}"))?,
+            )
         }
         ModelUri::Latest { name } => {
-            let latest = client.post("registered-models/get-latest-versions", &json!({ "name": name })).await?;
+            let latest = client
+                .post(
+                    "registered-models/get-latest-versions",
+                    &json!({ "name": name }),
+                )
+                .await?;
             let version = latest["model_versions"]
                 .as_array()
                 .into_iter()
                 .flatten()
                 .filter_map(|v| v["version"].as_str()?.parse::<i64>().ok())
                 .max();
-            (name.clone(), version.ok_or_else(|| anyhow!("'{name}' has no versions"))?.to_string())
+            (
+                name.clone(),
+                version
+                    .ok_or_else(|| anyhow!("'{name}' has no versions"))?
+                    .to_string(),
+            )
         }
     };
-    let found = client.get("model-versions/get-download-uri", &[("name", name), ("version", version)]).await?;
+    let found = client
+        .get(
+            "model-versions/get-download-uri",
+            &[("name", name), ("version", version)],
+        )
+        .await?;
     let artifact_uri = text(&found, "artifact_uri");
     if artifact_uri.starts_with("models:/") || artifact_uri.starts_with("runs:/") {
         return Box::pin(resolve_artifact_uri(client, &artifact_uri)).await;
@@ -235,21 +377,42 @@ async fn resolve_artifact_uri(client: &TrackingClient, uri: &str) -> Result<Stri
 /// Lists `mlflow-artifacts` folders recursively and downloads every file under `dest`.
 async fn download(client: &TrackingClient, artifact_uri: &str, dest: &Path) -> Result<usize> {
     let Some(root) = artifact_uri.strip_prefix("mlflow-artifacts:") else {
-        bail!("cannot download '{artifact_uri}': only artifacts served by the tracking server (mlflow-artifacts:) are supported");
+        bail!(
+            "cannot download '{artifact_uri}': only artifacts served by the tracking server (mlflow-artifacts:) are supported"
+        );
     };
-    let root = root.trim_start_matches('/').trim_end_matches('/').to_string();
+    let root = root
+        .trim_start_matches('/')
+        .trim_end_matches('/')
+        .to_string();
     let mut files: Vec<(String, u64)> = Vec::new();
     let mut pending = vec![String::new()];
     while let Some(rel) = pending.pop() {
-        let path = if rel.is_empty() { root.clone() } else { format!("{root}/{rel}") };
+        let path = if rel.is_empty() {
+            root.clone()
+        } else {
+            format!("{root}/{rel}")
+        };
         let url = format!("{}/api/2.0/mlflow-artifacts/artifacts", client.base());
-        let listing: Value = client.http().get(&url).query(&[("path", path)]).send().await?.error_for_status()?.json().await?;
+        let listing: Value = client
+            .http()
+            .get(&url)
+            .query(&[("path", path)])
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
         for entry in listing["files"].as_array().into_iter().flatten() {
             let name = text(entry, "path");
             if name.is_empty() || name.contains('/') || name == ".." {
                 bail!("the server listed an unsafe artifact name '{name}'");
             }
-            let child = if rel.is_empty() { name } else { format!("{rel}/{name}") };
+            let child = if rel.is_empty() {
+                name
+            } else {
+                format!("{rel}/{name}")
+            };
             if entry["is_dir"].as_bool().unwrap_or(false) {
                 pending.push(child);
             } else {
@@ -269,15 +432,26 @@ async fn download(client: &TrackingClient, artifact_uri: &str, dest: &Path) -> R
     for (rel, _) in &files {
         let target = dest.join(rel);
         if let Some(parent) = target.parent() {
-            tokio::fs::create_dir_all(parent).await.with_context(|| format!("cannot create {}", parent.display()))?;
+            tokio::fs::create_dir_all(parent)
+                .await
+                .with_context(|| format!("cannot create {}", parent.display()))?;
         }
         let encoded: Vec<String> = format!("{root}/{rel}")
             .split('/')
-            .map(|part| percent_encoding::utf8_percent_encode(part, percent_encoding::NON_ALPHANUMERIC).to_string())
+            .map(|part| {
+                percent_encoding::utf8_percent_encode(part, percent_encoding::NON_ALPHANUMERIC)
+                    .to_string()
+            })
             .collect();
-        let url = format!("{}/api/2.0/mlflow-artifacts/artifacts/{}", client.base(), encoded.join("/"));
+        let url = format!(
+            "{}/api/2.0/mlflow-artifacts/artifacts/{}",
+            client.base(),
+            encoded.join("/")
+        );
         let response = client.http().get(&url).send().await?.error_for_status()?;
-        let mut file = tokio::fs::File::create(&target).await.with_context(|| format!("cannot write {}", target.display()))?;
+        let mut file = tokio::fs::File::create(&target)
+            .await
+            .with_context(|| format!("cannot write {}", target.display()))?;
         let mut stream = response.bytes_stream();
         bar.set_message(rel.clone());
         while let Some(chunk) = stream.next().await {

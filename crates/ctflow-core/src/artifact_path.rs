@@ -58,7 +58,10 @@ mod tests {
         assert_eq!(safe_relative_path("a/b.txt").unwrap(), vec!["a", "b.txt"]);
         assert_eq!(safe_relative_path("").unwrap(), Vec::<String>::new());
         assert_eq!(safe_relative_path("./a//b").unwrap(), vec!["a", "b"]);
-        assert_eq!(safe_relative_path("percent%.txt").unwrap(), vec!["percent%.txt"]);
+        assert_eq!(
+            safe_relative_path("percent%.txt").unwrap(),
+            vec!["percent%.txt"]
+        );
         assert_eq!(safe_relative_path("a+b c.txt").unwrap(), vec!["a+b c.txt"]);
     }
 

@@ -9,7 +9,11 @@ pub fn serialize_double<S: Serializer>(value: &f64, serializer: S) -> Result<S::
     if value.is_nan() {
         serializer.serialize_str("NaN")
     } else if value.is_infinite() {
-        serializer.serialize_str(if *value > 0.0 { "Infinity" } else { "-Infinity" })
+        serializer.serialize_str(if *value > 0.0 {
+            "Infinity"
+        } else {
+            "-Infinity"
+        })
     } else {
         serializer.serialize_f64(*value)
     }
@@ -23,7 +27,10 @@ pub struct KeyValue {
 
 impl KeyValue {
     pub fn new(key: impl Into<String>, value: impl Into<String>) -> Self {
-        KeyValue { key: key.into(), value: value.into() }
+        KeyValue {
+            key: key.into(),
+            value: value.into(),
+        }
     }
 }
 
@@ -230,7 +237,12 @@ mod tests {
 
     #[test]
     fn non_finite_doubles_serialise_as_strings() {
-        let p = MetricPoint { key: "k".into(), value: f64::NAN, timestamp: 1, step: 0 };
+        let p = MetricPoint {
+            key: "k".into(),
+            value: f64::NAN,
+            timestamp: 1,
+            step: 0,
+        };
         assert_eq!(
             serde_json::to_string(&p).unwrap(),
             r#"{"key":"k","value":"NaN","timestamp":1,"step":0}"#

@@ -50,8 +50,12 @@ const NUMERIC_COMPARATORS: &[Comparator] = &[
     Comparator::Lt,
     Comparator::Le,
 ];
-const STRING_COMPARATORS: &[Comparator] =
-    &[Comparator::Eq, Comparator::Ne, Comparator::Like, Comparator::ILike];
+const STRING_COMPARATORS: &[Comparator] = &[
+    Comparator::Eq,
+    Comparator::Ne,
+    Comparator::Like,
+    Comparator::ILike,
+];
 const STRING_OR_SET_COMPARATORS: &[Comparator] = &[
     Comparator::Eq,
     Comparator::Ne,
@@ -237,7 +241,10 @@ impl<'a> Parser<'a> {
             && let Some(q @ ('`' | '"')) = self.peek()
         {
             let key = self.quoted(q)?;
-            return Ok(Identifier { prefix: Some(prefix.to_string()), key });
+            return Ok(Identifier {
+                prefix: Some(prefix.to_string()),
+                key,
+            });
         }
         match word.split_once('.') {
             Some((prefix, key)) if !key.is_empty() => Ok(Identifier {
@@ -245,14 +252,20 @@ impl<'a> Parser<'a> {
                 key: key.to_string(),
             }),
             Some(_) => Err(invalid(format!("Invalid identifier '{word}'"))),
-            None => Ok(Identifier { prefix: None, key: word.to_string() }),
+            None => Ok(Identifier {
+                prefix: None,
+                key: word.to_string(),
+            }),
         }
     }
 
     fn keyword(&mut self, kw: &str) -> bool {
         self.skip_ws();
         let rest = self.rest();
-        if rest.get(..kw.len()).is_some_and(|head| head.eq_ignore_ascii_case(kw)) {
+        if rest
+            .get(..kw.len())
+            .is_some_and(|head| head.eq_ignore_ascii_case(kw))
+        {
             let after = rest[kw.len()..].chars().next();
             if after.is_none_or(|c| !(c.is_alphanumeric() || c == '_')) {
                 self.pos += kw.len();
@@ -291,12 +304,19 @@ impl<'a> Parser<'a> {
             if self.keyword("IN") {
                 return Ok(Comparator::NotIn);
             }
-            return Err(invalid(format!("Invalid comparator in filter string '{}'", self.src)));
+            return Err(invalid(format!(
+                "Invalid comparator in filter string '{}'",
+                self.src
+            )));
         }
         if self.keyword("IS") {
             let negated = self.keyword("NOT");
             if self.keyword("NULL") {
-                return Ok(if negated { Comparator::IsNotNull } else { Comparator::IsNull });
+                return Ok(if negated {
+                    Comparator::IsNotNull
+                } else {
+                    Comparator::IsNull
+                });
             }
         }
         Err(invalid(format!(
@@ -317,7 +337,9 @@ impl<'a> Parser<'a> {
                     match self.peek() {
                         Some(q @ ('\'' | '"')) => items.push(self.quoted(q)?),
                         Some(')') if items.is_empty() => {
-                            return Err(invalid("While parsing a list in the query, expected a non-empty list of string values, but got empty list"));
+                            return Err(invalid(
+                                "While parsing a list in the query, expected a non-empty list of string values, but got empty list",
+                            ));
                         }
                         _ => {
                             return Err(invalid(format!(
@@ -359,13 +381,19 @@ impl<'a> Parser<'a> {
                     )));
                 }
                 match text.parse::<f64>() {
-                    Ok(n) if !text.eq_ignore_ascii_case("nan") && !text.to_ascii_lowercase().contains("inf") => {
+                    Ok(n)
+                        if !text.eq_ignore_ascii_case("nan")
+                            && !text.to_ascii_lowercase().contains("inf") =>
+                    {
                         Ok(Literal::Number(n))
                     }
                     _ => Ok(Literal::NumberText(text.to_string())),
                 }
             }
-            None => Err(invalid(format!("Invalid filter string '{}': missing value", self.src))),
+            None => Err(invalid(format!(
+                "Invalid filter string '{}': missing value",
+                self.src
+            ))),
         }
     }
 }
@@ -381,7 +409,11 @@ pub fn parse_raw(filter: &str) -> Result<Vec<RawClause>> {
             Comparator::IsNull | Comparator::IsNotNull => Literal::Null,
             _ => parser.value()?,
         };
-        clauses.push(RawClause { identifier, comparator, value });
+        clauses.push(RawClause {
+            identifier,
+            comparator,
+            value,
+        });
         if parser.at_end() {
             break;
         }
@@ -426,7 +458,9 @@ fn numeric_value(lit: &Literal, what: &str) -> Result<Value> {
 fn string_value(lit: &Literal, cmp: Comparator, what: &str) -> Result<Value> {
     match (lit, cmp) {
         (Literal::Null, Comparator::IsNull | Comparator::IsNotNull) => Ok(Value::None),
-        (Literal::List(items), Comparator::In | Comparator::NotIn) => Ok(Value::List(items.clone())),
+        (Literal::List(items), Comparator::In | Comparator::NotIn) => {
+            Ok(Value::List(items.clone()))
+        }
         (_, Comparator::In | Comparator::NotIn) => Err(invalid(format!(
             "While parsing a list in the query, expected a non-empty list of string values for {what}, but got {}",
             lit.describe()
@@ -455,8 +489,14 @@ fn run_entity(prefix: Option<&str>) -> Result<Entity> {
 }
 
 /// Run attributes compared as strings.
-pub const RUN_STRING_ATTRIBUTES: &[&str] =
-    &["run_id", "run_name", "status", "user_id", "artifact_uri", "lifecycle_stage"];
+pub const RUN_STRING_ATTRIBUTES: &[&str] = &[
+    "run_id",
+    "run_name",
+    "status",
+    "user_id",
+    "artifact_uri",
+    "lifecycle_stage",
+];
 /// Run attributes compared as numbers.
 pub const RUN_NUMERIC_ATTRIBUTES: &[&str] = &["start_time", "end_time"];
 
@@ -643,7 +683,12 @@ fn registry_tag_clause(key: String, raw: &RawClause) -> Result<Clause> {
     let cmp = raw.comparator;
     check_comparator(cmp, STRING_COMPARATORS, "tag")?;
     let value = string_value(&raw.value, cmp, "tag")?;
-    Ok(Clause { entity: Entity::Tag, key, comparator: cmp, value })
+    Ok(Clause {
+        entity: Entity::Tag,
+        key,
+        comparator: cmp,
+        value,
+    })
 }
 
 /// Parses and validates a `registered-models/search` filter.
@@ -651,13 +696,22 @@ pub fn parse_registered_model_filter(filter: &str) -> Result<Vec<Clause>> {
     parse_raw(filter)?
         .into_iter()
         .map(|raw| {
-            let prefix = raw.identifier.prefix.as_deref().map(str::to_ascii_lowercase);
+            let prefix = raw
+                .identifier
+                .prefix
+                .as_deref()
+                .map(str::to_ascii_lowercase);
             let key = raw.identifier.key.clone();
             match (prefix.as_deref(), key.as_str()) {
                 (None | Some("attribute" | "attributes"), "name") => {
                     check_comparator(raw.comparator, STRING_OR_SET_COMPARATORS, "name")?;
                     let value = string_value(&raw.value, raw.comparator, "name")?;
-                    Ok(Clause { entity: Entity::Attribute, key, comparator: raw.comparator, value })
+                    Ok(Clause {
+                        entity: Entity::Attribute,
+                        key,
+                        comparator: raw.comparator,
+                        value,
+                    })
                 }
                 (Some("tag" | "tags"), _) => registry_tag_clause(key, &raw),
                 _ => Err(invalid(format!(
@@ -708,7 +762,10 @@ pub fn parse_model_version_filter(filter: &str) -> Result<Vec<Clause>> {
         .collect()
 }
 
-fn parse_attribute_order_by(order_by: &[String], allowed: &[(&str, &'static str)]) -> Result<Vec<OrderBy>> {
+fn parse_attribute_order_by(
+    order_by: &[String],
+    allowed: &[(&str, &'static str)],
+) -> Result<Vec<OrderBy>> {
     let list = order_by
         .iter()
         .filter(|s| !s.trim().is_empty())
@@ -718,7 +775,12 @@ fn parse_attribute_order_by(order_by: &[String], allowed: &[(&str, &'static str)
                 .iter()
                 .find(|(k, _)| *k == identifier.key)
                 .map(|(_, c)| *c)
-                .filter(|_| matches!(identifier.prefix.as_deref(), None | Some("attribute" | "attributes")))
+                .filter(|_| {
+                    matches!(
+                        identifier.prefix.as_deref(),
+                        None | Some("attribute" | "attributes")
+                    )
+                })
                 .ok_or_else(|| {
                     invalid(format!(
                         "Invalid order by key '{}' specified. Valid keys are {:?}",
@@ -726,7 +788,11 @@ fn parse_attribute_order_by(order_by: &[String], allowed: &[(&str, &'static str)
                         allowed.iter().map(|(k, _)| *k).collect::<Vec<_>>()
                     ))
                 })?;
-            Ok(OrderBy { entity: Entity::Attribute, key: canonical.to_string(), ascending })
+            Ok(OrderBy {
+                entity: Entity::Attribute,
+                key: canonical.to_string(),
+                ascending,
+            })
         })
         .collect::<Result<Vec<_>>>()?;
     dedupe_order(&list)?;
@@ -762,16 +828,20 @@ pub fn parse_model_version_order_by(order_by: &[String]) -> Result<Vec<OrderBy>>
 
 fn parse_order_clause(raw: &str) -> Result<(Identifier, bool)> {
     let mut parser = Parser::new(raw);
-    let bad = || invalid(format!("Invalid order_by clause '{raw}'. Could not be parsed."));
+    let bad = || {
+        invalid(format!(
+            "Invalid order_by clause '{raw}'. Could not be parsed."
+        ))
+    };
     let identifier = parser.identifier().map_err(|_| bad())?;
-    let ascending = if parser.at_end() {
-        true
-    } else if parser.keyword("ASC") {
+    let ascending = if parser.at_end() || parser.keyword("ASC") {
         true
     } else if parser.keyword("DESC") {
         false
     } else {
-        return Err(invalid(format!("Invalid ordering key in order_by clause '{raw}'.")));
+        return Err(invalid(format!(
+            "Invalid ordering key in order_by clause '{raw}'."
+        )));
     };
     if !parser.at_end() {
         return Err(bad());
@@ -781,7 +851,10 @@ fn parse_order_clause(raw: &str) -> Result<(Identifier, bool)> {
 
 fn dedupe_order(list: &[OrderBy]) -> Result<()> {
     for (i, a) in list.iter().enumerate() {
-        if list[..i].iter().any(|b| b.entity == a.entity && b.key == a.key) {
+        if list[..i]
+            .iter()
+            .any(|b| b.entity == a.entity && b.key == a.key)
+        {
             return Err(invalid(format!(
                 "`order_by` contains duplicate fields: {}",
                 a.key
@@ -810,7 +883,11 @@ pub fn parse_run_order_by(order_by: &[String]) -> Result<Vec<OrderBy>> {
                 }
                 _ => identifier.key,
             };
-            Ok(OrderBy { entity, key, ascending })
+            Ok(OrderBy {
+                entity,
+                key,
+                ascending,
+            })
         })
         .collect::<Result<Vec<_>>>()?;
     dedupe_order(&list)?;
@@ -857,7 +934,10 @@ pub fn like_matches(pattern: &str, text: &str, case_insensitive: bool) -> bool {
         }
     }
     let (p, t): (Vec<char>, Vec<char>) = if case_insensitive {
-        (pattern.to_lowercase().chars().collect(), text.to_lowercase().chars().collect())
+        (
+            pattern.to_lowercase().chars().collect(),
+            text.to_lowercase().chars().collect(),
+        )
     } else {
         (pattern.chars().collect(), text.chars().collect())
     };
@@ -885,7 +965,10 @@ mod tests {
         assert_eq!(clauses[1].value, Value::Str("0.05".into()));
 
         let c = one("tags.`mlflow.runName` ILIKE 'R1'");
-        assert_eq!((c.entity, c.key.as_str(), c.comparator), (Entity::Tag, "mlflow.runName", Comparator::ILike));
+        assert_eq!(
+            (c.entity, c.key.as_str(), c.comparator),
+            (Entity::Tag, "mlflow.runName", Comparator::ILike)
+        );
         let c = one("tags.\"mlflow.runName\" = 'x'");
         assert_eq!(c.key, "mlflow.runName");
         let c = one("tags.group IS NULL");
@@ -910,7 +993,12 @@ mod tests {
 
     #[test]
     fn accepts_a_dangling_and_and_blank_filters() {
-        assert_eq!(parse_run_filter("metrics.accuracy > 0.5 and").unwrap().len(), 1);
+        assert_eq!(
+            parse_run_filter("metrics.accuracy > 0.5 and")
+                .unwrap()
+                .len(),
+            1
+        );
         assert!(parse_run_filter("").unwrap().is_empty());
         assert!(parse_run_filter("   ").unwrap().is_empty());
     }
@@ -919,7 +1007,10 @@ mod tests {
     fn rejects_what_mlflow_rejects() {
         let cases = [
             ("metrics.a > 1 OR metrics.b > 2", "'OR'"),
-            ("metrics.a = 'abc'", "Expected numeric value type for metric. Found 'abc'"),
+            (
+                "metrics.a = 'abc'",
+                "Expected numeric value type for metric. Found 'abc'",
+            ),
             ("params.C > '1'", "Invalid comparator"),
             ("tags.x LIKE 5", "Expected a quoted string value"),
             ("params.C IN ('a')", "Invalid comparator"),
@@ -938,9 +1029,24 @@ mod tests {
     #[test]
     fn parses_order_by() {
         let o = parse_run_order_by(&["metrics.accuracy DESC".into(), "params.C".into()]).unwrap();
-        assert_eq!(o[0], OrderBy { entity: Entity::Metric, key: "accuracy".into(), ascending: false });
-        assert_eq!(o[1], OrderBy { entity: Entity::Param, key: "C".into(), ascending: true });
-        let o = parse_run_order_by(&["tags.`x y` asc".into(), "attributes.start_time".into()]).unwrap();
+        assert_eq!(
+            o[0],
+            OrderBy {
+                entity: Entity::Metric,
+                key: "accuracy".into(),
+                ascending: false
+            }
+        );
+        assert_eq!(
+            o[1],
+            OrderBy {
+                entity: Entity::Param,
+                key: "C".into(),
+                ascending: true
+            }
+        );
+        let o =
+            parse_run_order_by(&["tags.`x y` asc".into(), "attributes.start_time".into()]).unwrap();
         assert_eq!(o[0].key, "x y");
         assert_eq!(o[1].key, "start_time");
         let err = parse_run_order_by(&["metrics.a SIDEWAYS".into()]).unwrap_err();
@@ -969,15 +1075,34 @@ mod tests {
 
     #[test]
     fn registry_filters() {
-        let c = parse_registered_model_filter("name LIKE 'wire-%' AND tag.`mlflow.prompt.is_prompt` != 'true'").unwrap();
-        assert_eq!((c[1].entity, c[1].key.as_str(), c[1].comparator), (Entity::Tag, PROMPT_TAG, Comparator::Ne));
+        let c = parse_registered_model_filter(
+            "name LIKE 'wire-%' AND tag.`mlflow.prompt.is_prompt` != 'true'",
+        )
+        .unwrap();
+        assert_eq!(
+            (c[1].entity, c[1].key.as_str(), c[1].comparator),
+            (Entity::Tag, PROMPT_TAG, Comparator::Ne)
+        );
         let err = parse_registered_model_filter("version = 3").unwrap_err();
-        assert_eq!(err.message, "Invalid clause(s) in filter string: version, =, 3");
-        let c = parse_model_version_filter("name='m' and version_number > 1 and tags.validated = 'true'").unwrap();
+        assert_eq!(
+            err.message,
+            "Invalid clause(s) in filter string: version, =, 3"
+        );
+        let c = parse_model_version_filter(
+            "name='m' and version_number > 1 and tags.validated = 'true'",
+        )
+        .unwrap();
         assert_eq!(c[1].value, Value::Number(1.0));
-        let c = parse_model_version_filter("source_path = 'runs:/x/model' and run_id IN ('a', 'b')").unwrap();
+        let c =
+            parse_model_version_filter("source_path = 'runs:/x/model' and run_id IN ('a', 'b')")
+                .unwrap();
         assert_eq!(c[1].value, Value::List(vec!["a".into(), "b".into()]));
-        assert!(parse_model_version_filter("foo = 'x'").unwrap_err().message.contains("Invalid attribute key 'foo'"));
+        assert!(
+            parse_model_version_filter("foo = 'x'")
+                .unwrap_err()
+                .message
+                .contains("Invalid attribute key 'foo'")
+        );
         let o = parse_model_version_order_by(&["version_number DESC".into()]).unwrap();
         assert_eq!((o[0].key.as_str(), o[0].ascending), ("version", false));
         let o = parse_registered_model_order_by(&["timestamp".into()]).unwrap();

@@ -22,10 +22,10 @@ const ADJECTIVES: &[&str] = &[
     "shy", "silky", "smart", "sunny", "swift", "tidy", "upbeat", "vivid", "warm", "witty",
 ];
 const ANIMALS: &[&str] = &[
-    "ant", "bat", "bear", "bee", "cat", "cod", "crab", "crow", "deer", "dog", "dove", "eel",
-    "elk", "finch", "fox", "frog", "goat", "hare", "hawk", "horse", "jay", "koi", "lark",
-    "lynx", "mole", "moth", "newt", "owl", "ox", "panda", "pig", "ram", "seal", "shrew",
-    "slug", "snail", "swan", "toad", "trout", "wolf", "wren", "yak",
+    "ant", "bat", "bear", "bee", "cat", "cod", "crab", "crow", "deer", "dog", "dove", "eel", "elk",
+    "finch", "fox", "frog", "goat", "hare", "hawk", "horse", "jay", "koi", "lark", "lynx", "mole",
+    "moth", "newt", "owl", "ox", "panda", "pig", "ram", "seal", "shrew", "slug", "snail", "swan",
+    "toad", "trout", "wolf", "wren", "yak",
 ];
 
 /// A fresh human-friendly run name such as `swift-owl-417`.
@@ -54,7 +54,10 @@ mod tests {
     fn run_ids_are_32_lowercase_hex() {
         let id = new_run_id();
         assert_eq!(id.len(), 32);
-        assert!(id.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+        assert!(
+            id.chars()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+        );
         assert_ne!(id, new_run_id());
     }
 

@@ -22,7 +22,9 @@ pub fn decode(token: Option<&str>) -> Result<i64> {
         .map_err(|_| MlflowError::invalid("Invalid page token, decoded value not JSON"))?;
     match value.get("offset").and_then(|v| v.as_i64()) {
         Some(offset) if offset >= 0 => Ok(offset),
-        _ => Err(MlflowError::invalid("Invalid page token, missing or negative offset")),
+        _ => Err(MlflowError::invalid(
+            "Invalid page token, missing or negative offset",
+        )),
     }
 }
 

@@ -100,7 +100,9 @@ pub fn validate_model_name(name: &str) -> Result<()> {
         )));
     }
     if name.chars().count() > 500 {
-        return Err(MlflowError::invalid("'name' exceeds the maximum length of 500 characters"));
+        return Err(MlflowError::invalid(
+            "'name' exceeds the maximum length of 500 characters",
+        ));
     }
     Ok(())
 }
@@ -110,7 +112,11 @@ pub fn parse_version(raw: &str) -> Result<i64> {
         .parse::<i64>()
         .ok()
         .filter(|v| *v > 0)
-        .ok_or_else(|| MlflowError::invalid(format!("Parameter 'version' must be an integer, got '{raw}'.")))
+        .ok_or_else(|| {
+            MlflowError::invalid(format!(
+                "Parameter 'version' must be an integer, got '{raw}'."
+            ))
+        })
 }
 
 pub fn validate_alias(alias: &str) -> Result<()> {
@@ -122,17 +128,27 @@ pub fn validate_alias(alias: &str) -> Result<()> {
             "'alias' exceeds the maximum length of {MAX_ALIAS_LENGTH} characters"
         )));
     }
-    if !alias.chars().all(|c| c.is_alphanumeric() || c == '_' || c == '-') {
+    if !alias
+        .chars()
+        .all(|c| c.is_alphanumeric() || c == '_' || c == '-')
+    {
         return Err(MlflowError::invalid(format!(
             "Invalid alias name: '{alias}'. Names may only contain alphanumerics, underscores (_), and dashes (-)."
         )));
     }
     if alias.eq_ignore_ascii_case("latest") {
-        return Err(MlflowError::invalid("'latest' alias name (case insensitive) is reserved."));
+        return Err(MlflowError::invalid(
+            "'latest' alias name (case insensitive) is reserved.",
+        ));
     }
     let bytes = alias.as_bytes();
-    if bytes.len() > 1 && (bytes[0] == b'v' || bytes[0] == b'V') && bytes[1..].iter().all(u8::is_ascii_digit) {
-        return Err(MlflowError::invalid(format!("Version alias name '{alias}' is reserved.")));
+    if bytes.len() > 1
+        && (bytes[0] == b'v' || bytes[0] == b'V')
+        && bytes[1..].iter().all(u8::is_ascii_digit)
+    {
+        return Err(MlflowError::invalid(format!(
+            "Version alias name '{alias}' is reserved."
+        )));
     }
     Ok(())
 }
@@ -142,10 +158,21 @@ pub fn validate_alias(alias: &str) -> Result<()> {
 pub enum ModelUri {
     /// `models:/m-<id>` (any single segment without `@`).
     LoggedModel(String),
-    Version { name: String, version: i64 },
-    Alias { name: String, alias: String },
-    Stage { name: String, stage: String },
-    Latest { name: String },
+    Version {
+        name: String,
+        version: i64,
+    },
+    Alias {
+        name: String,
+        alias: String,
+    },
+    Stage {
+        name: String,
+        stage: String,
+    },
+    Latest {
+        name: String,
+    },
 }
 
 pub fn parse_model_uri(uri: &str) -> Result<ModelUri> {
@@ -159,17 +186,26 @@ pub fn parse_model_uri(uri: &str) -> Result<ModelUri> {
         if name.is_empty() || alias.is_empty() || name.contains('/') {
             return Err(bad());
         }
-        return Ok(ModelUri::Alias { name: name.into(), alias: alias.into() });
+        return Ok(ModelUri::Alias {
+            name: name.into(),
+            alias: alias.into(),
+        });
     }
     match rest.split_once('/') {
         None => Ok(ModelUri::LoggedModel(rest.into())),
         Some((name, suffix)) if !name.is_empty() && !suffix.contains('/') && !suffix.is_empty() => {
             if suffix.chars().all(|c| c.is_ascii_digit()) {
-                Ok(ModelUri::Version { name: name.into(), version: parse_version(suffix)? })
+                Ok(ModelUri::Version {
+                    name: name.into(),
+                    version: parse_version(suffix)?,
+                })
             } else if suffix.eq_ignore_ascii_case("latest") {
                 Ok(ModelUri::Latest { name: name.into() })
             } else {
-                Ok(ModelUri::Stage { name: name.into(), stage: canonical_stage(suffix)?.into() })
+                Ok(ModelUri::Stage {
+                    name: name.into(),
+                    stage: canonical_stage(suffix)?.into(),
+                })
             }
         }
         _ => Err(bad()),
@@ -192,8 +228,18 @@ mod tests {
     fn reserved_and_malformed_aliases() {
         validate_alias("champion").unwrap();
         validate_alias("a-b_c1").unwrap();
-        assert!(validate_alias("LaTeSt").unwrap_err().message.contains("reserved"));
-        assert!(validate_alias("v3").unwrap_err().message.contains("Version alias name 'v3' is reserved"));
+        assert!(
+            validate_alias("LaTeSt")
+                .unwrap_err()
+                .message
+                .contains("reserved")
+        );
+        assert!(
+            validate_alias("v3")
+                .unwrap_err()
+                .message
+                .contains("Version alias name 'v3' is reserved")
+        );
         assert!(validate_alias("V12").is_err());
         validate_alias("v").unwrap();
         validate_alias("v1x").unwrap();
@@ -212,18 +258,55 @@ mod tests {
     #[test]
     fn versions_must_be_positive_integers() {
         assert_eq!(parse_version("3").unwrap(), 3);
-        assert!(parse_version("abc").unwrap_err().message.contains("must be an integer, got 'abc'"));
+        assert!(
+            parse_version("abc")
+                .unwrap_err()
+                .message
+                .contains("must be an integer, got 'abc'")
+        );
         assert!(parse_version("0").is_err());
     }
 
     #[test]
     fn model_uris() {
-        assert_eq!(parse_model_uri("models:/m-abc").unwrap(), ModelUri::LoggedModel("m-abc".into()));
-        assert_eq!(parse_model_uri("models:/iris/3").unwrap(), ModelUri::Version { name: "iris".into(), version: 3 });
-        assert_eq!(parse_model_uri("models:/iris@champion").unwrap(), ModelUri::Alias { name: "iris".into(), alias: "champion".into() });
-        assert_eq!(parse_model_uri("models:/iris/production").unwrap(), ModelUri::Stage { name: "iris".into(), stage: "Production".into() });
-        assert_eq!(parse_model_uri("models:/iris/latest").unwrap(), ModelUri::Latest { name: "iris".into() });
-        for bad in ["runs:/x/y", "models:/", "models:/a/b/c", "models:/a/1#x", "models:/iris/Bogus"] {
+        assert_eq!(
+            parse_model_uri("models:/m-abc").unwrap(),
+            ModelUri::LoggedModel("m-abc".into())
+        );
+        assert_eq!(
+            parse_model_uri("models:/iris/3").unwrap(),
+            ModelUri::Version {
+                name: "iris".into(),
+                version: 3
+            }
+        );
+        assert_eq!(
+            parse_model_uri("models:/iris@champion").unwrap(),
+            ModelUri::Alias {
+                name: "iris".into(),
+                alias: "champion".into()
+            }
+        );
+        assert_eq!(
+            parse_model_uri("models:/iris/production").unwrap(),
+            ModelUri::Stage {
+                name: "iris".into(),
+                stage: "Production".into()
+            }
+        );
+        assert_eq!(
+            parse_model_uri("models:/iris/latest").unwrap(),
+            ModelUri::Latest {
+                name: "iris".into()
+            }
+        );
+        for bad in [
+            "runs:/x/y",
+            "models:/",
+            "models:/a/b/c",
+            "models:/a/1#x",
+            "models:/iris/Bogus",
+        ] {
             assert!(parse_model_uri(bad).is_err(), "{bad}");
         }
     }

@@ -167,14 +167,21 @@ mod tests {
     fn rejects_keys_that_resolve_elsewhere() {
         for key in ["../x", "/abs", "a//b", ".", "a/", "a/./b", "a/../b"] {
             let err = validate_key(key, KeyKind::Tag).unwrap_err();
-            assert!(err.message.contains("would resolve to"), "{key}: {}", err.message);
+            assert!(
+                err.message.contains("would resolve to"),
+                "{key}: {}",
+                err.message
+            );
         }
     }
 
     #[test]
     fn rejects_long_keys() {
         let err = validate_key(&"k".repeat(251), KeyKind::Param).unwrap_err();
-        assert_eq!(err.message, "'Param key' exceeds the maximum length of 250 characters");
+        assert_eq!(
+            err.message,
+            "'Param key' exceeds the maximum length of 250 characters"
+        );
         validate_key(&"k".repeat(250), KeyKind::Param).unwrap();
     }
 

@@ -1,7 +1,8 @@
 //! The MLflow tracking REST API: experiments, runs, metrics, logged models.
 
-use axum::extract::{Path, State};
 use axum::Json;
+use axum::extract::{Path, State};
+use ctflow_core::MlflowError;
 use ctflow_core::entities::{Dataset, ModelOutput, ViewType};
 use ctflow_core::filter::{
     parse_experiment_filter, parse_experiment_order_by, parse_logged_model_filter,
@@ -9,19 +10,18 @@ use ctflow_core::filter::{
 };
 use ctflow_core::ids::parse_experiment_id;
 use ctflow_core::validation::{
-    validate_max_results, MAX_EXPERIMENTS_SEARCH_RESULTS, MAX_RUNS_SEARCH_RESULTS,
+    MAX_EXPERIMENTS_SEARCH_RESULTS, MAX_RUNS_SEARCH_RESULTS, validate_max_results,
 };
-use ctflow_core::MlflowError;
 use ctflow_store::{
     BatchMetric, DatasetInputRequest, ExperimentSearch, LoggedModelSearch, NewLoggedModel, NewRun,
     RunSearch, RunUpdate,
 };
 use serde::Serialize;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value, json};
 
+use crate::AppState;
 use crate::error::ApiResult;
 use crate::params::Params;
-use crate::AppState;
 
 type JsonResult = ApiResult<Json<Value>>;
 
@@ -33,7 +33,10 @@ fn empty() -> JsonResult {
 pub(crate) fn page<T: Serialize>(key: &str, items: Vec<T>, next: Option<String>) -> JsonResult {
     let mut map = Map::new();
     if !items.is_empty() {
-        map.insert(key.to_string(), serde_json::to_value(items).map_err(internal)?);
+        map.insert(
+            key.to_string(),
+            serde_json::to_value(items).map_err(internal)?,
+        );
     }
     if let Some(token) = next {
         map.insert("next_page_token".into(), Value::String(token));
@@ -47,7 +50,10 @@ pub(crate) fn internal(e: serde_json::Error) -> crate::error::ApiError {
 
 pub(crate) fn wrap<T: Serialize>(key: &str, value: T) -> JsonResult {
     let mut map = Map::new();
-    map.insert(key.to_string(), serde_json::to_value(value).map_err(internal)?);
+    map.insert(
+        key.to_string(),
+        serde_json::to_value(value).map_err(internal)?,
+    );
     Ok(Json(Value::Object(map)))
 }
 
@@ -64,7 +70,10 @@ pub async fn create_experiment(State(state): State<AppState>, p: Params) -> Json
         state.check_artifact_location(location)?;
     }
     let tags = p.key_values("tags")?;
-    let id = state.store.create_experiment(&name, location.as_deref(), &tags).await?;
+    let id = state
+        .store
+        .create_experiment(&name, location.as_deref(), &tags)
+        .await?;
     Ok(Json(json!({ "experiment_id": id })))
 }
 
@@ -75,7 +84,10 @@ pub async fn get_experiment(State(state): State<AppState>, p: Params) -> JsonRes
 
 pub async fn get_experiment_by_name(State(state): State<AppState>, p: Params) -> JsonResult {
     let name = p.req_str("experiment_name")?;
-    wrap("experiment", state.store.get_experiment_by_name(&name).await?)
+    wrap(
+        "experiment",
+        state.store.get_experiment_by_name(&name).await?,
+    )
 }
 
 pub async fn search_experiments(State(state): State<AppState>, p: Params) -> JsonResult {
@@ -101,12 +113,18 @@ pub async fn update_experiment(State(state): State<AppState>, p: Params) -> Json
 }
 
 pub async fn delete_experiment(State(state): State<AppState>, p: Params) -> JsonResult {
-    state.store.delete_experiment(experiment_id(&p, "experiment_id")?).await?;
+    state
+        .store
+        .delete_experiment(experiment_id(&p, "experiment_id")?)
+        .await?;
     empty()
 }
 
 pub async fn restore_experiment(State(state): State<AppState>, p: Params) -> JsonResult {
-    state.store.restore_experiment(experiment_id(&p, "experiment_id")?).await?;
+    state
+        .store
+        .restore_experiment(experiment_id(&p, "experiment_id")?)
+        .await?;
     empty()
 }
 
@@ -120,7 +138,10 @@ pub async fn set_experiment_tag(State(state): State<AppState>, p: Params) -> Jso
 
 pub async fn delete_experiment_tag(State(state): State<AppState>, p: Params) -> JsonResult {
     let id = experiment_id(&p, "experiment_id")?;
-    state.store.delete_experiment_tag(id, &p.req_str("key")?).await?;
+    state
+        .store
+        .delete_experiment_tag(id, &p.req_str("key")?)
+        .await?;
     empty()
 }
 
@@ -175,7 +196,9 @@ pub async fn restore_run(State(state): State<AppState>, p: Params) -> JsonResult
 
 fn batch_metric(p: &Params) -> ApiResult<BatchMetric> {
     let key = p.req_str("key")?;
-    let value = p.f64("value")?.ok_or_else(|| MlflowError::missing_param("value"))?;
+    let value = p
+        .f64("value")?
+        .ok_or_else(|| MlflowError::missing_param("value"))?;
     let timestamp = p.req_i64("timestamp")?;
     Ok(BatchMetric {
         key,
@@ -212,16 +235,26 @@ pub async fn set_tag(State(state): State<AppState>, p: Params) -> JsonResult {
 }
 
 pub async fn delete_tag(State(state): State<AppState>, p: Params) -> JsonResult {
-    state.store.delete_tag(&p.run_id()?, &p.req_str("key")?).await?;
+    state
+        .store
+        .delete_tag(&p.run_id()?, &p.req_str("key")?)
+        .await?;
     empty()
 }
 
 pub async fn log_batch(State(state): State<AppState>, p: Params) -> JsonResult {
     let run_id = p.run_id()?;
-    let metrics = p.objects("metrics")?.iter().map(batch_metric).collect::<ApiResult<Vec<_>>>()?;
+    let metrics = p
+        .objects("metrics")?
+        .iter()
+        .map(batch_metric)
+        .collect::<ApiResult<Vec<_>>>()?;
     let params = p.key_values("params")?;
     let tags = p.key_values("tags")?;
-    state.store.log_batch(&run_id, metrics, params, tags).await?;
+    state
+        .store
+        .log_batch(&run_id, metrics, params, tags)
+        .await?;
     empty()
 }
 
@@ -229,7 +262,9 @@ pub async fn log_inputs(State(state): State<AppState>, p: Params) -> JsonResult 
     let run_id = p.run_id()?;
     let mut datasets = Vec::new();
     for input in p.objects("datasets")? {
-        let d = input.object("dataset")?.ok_or_else(|| MlflowError::missing_param("dataset"))?;
+        let d = input
+            .object("dataset")?
+            .ok_or_else(|| MlflowError::missing_param("dataset"))?;
         datasets.push(DatasetInputRequest {
             dataset: Dataset {
                 name: d.req_str("name")?,
@@ -256,7 +291,12 @@ pub async fn log_outputs(State(state): State<AppState>, p: Params) -> JsonResult
     let outputs = p
         .objects("models")?
         .iter()
-        .map(|m| Ok(ModelOutput { model_id: m.req_str("model_id")?, step: m.i64("step")?.unwrap_or(0) }))
+        .map(|m| {
+            Ok(ModelOutput {
+                model_id: m.req_str("model_id")?,
+                step: m.i64("step")?.unwrap_or(0),
+            })
+        })
         .collect::<ApiResult<Vec<_>>>()?;
     state.store.log_outputs(&run_id, outputs).await?;
     empty()
@@ -301,20 +341,32 @@ pub async fn get_metric_history(State(state): State<AppState>, p: Params) -> Jso
     page("metrics", points, next)
 }
 
-pub async fn get_metric_history_bulk_interval(State(state): State<AppState>, p: Params) -> JsonResult {
+pub async fn get_metric_history_bulk_interval(
+    State(state): State<AppState>,
+    p: Params,
+) -> JsonResult {
     let run_ids = p.str_list("run_ids")?;
     if run_ids.is_empty() {
         return Err(MlflowError::missing_param("run_ids").into());
     }
     if run_ids.len() > 100 {
-        return Err(MlflowError::invalid("GetMetricHistoryBulkInterval request must specify at most 100 run_ids.").into());
+        return Err(MlflowError::invalid(
+            "GetMetricHistoryBulkInterval request must specify at most 100 run_ids.",
+        )
+        .into());
     }
     let key = p.req_str("metric_key")?;
     let max_results = p.i64("max_results")?.unwrap_or(320);
     validate_max_results(max_results, 2500)?;
     let points = state
         .store
-        .get_metric_history_bulk_interval(&run_ids, &key, p.i64("start_step")?, p.i64("end_step")?, max_results)
+        .get_metric_history_bulk_interval(
+            &run_ids,
+            &key,
+            p.i64("start_step")?,
+            p.i64("end_step")?,
+            max_results,
+        )
         .await?;
     let metrics: Vec<Value> = points
         .into_iter()
@@ -346,7 +398,10 @@ pub async fn create_logged_model(State(state): State<AppState>, p: Params) -> Js
     wrap("model", model)
 }
 
-pub async fn get_logged_model(State(state): State<AppState>, Path(model_id): Path<String>) -> JsonResult {
+pub async fn get_logged_model(
+    State(state): State<AppState>,
+    Path(model_id): Path<String>,
+) -> JsonResult {
     wrap("model", state.store.get_logged_model(&model_id).await?)
 }
 
@@ -356,10 +411,19 @@ pub async fn finalize_logged_model(
     p: Params,
 ) -> JsonResult {
     let status = p.req_str("status")?;
-    wrap("model", state.store.finalize_logged_model(&model_id, &status).await?)
+    wrap(
+        "model",
+        state
+            .store
+            .finalize_logged_model(&model_id, &status)
+            .await?,
+    )
 }
 
-pub async fn delete_logged_model(State(state): State<AppState>, Path(model_id): Path<String>) -> JsonResult {
+pub async fn delete_logged_model(
+    State(state): State<AppState>,
+    Path(model_id): Path<String>,
+) -> JsonResult {
     state.store.delete_logged_model(&model_id).await?;
     empty()
 }
@@ -369,7 +433,10 @@ pub async fn set_logged_model_tags(
     Path(model_id): Path<String>,
     p: Params,
 ) -> JsonResult {
-    state.store.set_logged_model_tags(&model_id, &p.key_values("tags")?).await?;
+    state
+        .store
+        .set_logged_model_tags(&model_id, &p.key_values("tags")?)
+        .await?;
     empty()
 }
 
@@ -386,7 +453,10 @@ pub async fn log_logged_model_params(
     Path(model_id): Path<String>,
     p: Params,
 ) -> JsonResult {
-    state.store.log_logged_model_params(&model_id, &p.key_values("params")?).await?;
+    state
+        .store
+        .log_logged_model_params(&model_id, &p.key_values("params")?)
+        .await?;
     empty()
 }
 
@@ -402,7 +472,10 @@ pub async fn search_logged_models(State(state): State<AppState>, p: Params) -> J
         .objects("order_by")?
         .iter()
         .map(|o| {
-            Ok(ctflow_store_order(o.req_str("field_name")?, o.bool("ascending")?.unwrap_or(true)))
+            Ok(ctflow_store_order(
+                o.req_str("field_name")?,
+                o.bool("ascending")?.unwrap_or(true),
+            ))
         })
         .collect::<ApiResult<Vec<_>>>()?;
     let search = LoggedModelSearch {
@@ -417,7 +490,10 @@ pub async fn search_logged_models(State(state): State<AppState>, p: Params) -> J
 }
 
 fn ctflow_store_order(field_name: String, ascending: bool) -> ctflow_store::LoggedModelOrder {
-    ctflow_store::LoggedModelOrder { field_name, ascending }
+    ctflow_store::LoggedModelOrder {
+        field_name,
+        ascending,
+    }
 }
 
 pub async fn server_info(State(state): State<AppState>) -> Json<Value> {

@@ -2,21 +2,21 @@
 //! (`/api/2.0/mlflow/artifacts/list`). Bytes stream straight between the socket and the
 //! repository; nothing is buffered whole in memory.
 
+use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{header, StatusCode};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use ctflow_core::entities::FileInfo;
 use ctflow_core::{ErrorCode, MlflowError};
 use futures::TryStreamExt;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use tokio_util::io::{ReaderStream, StreamReader};
 
+use crate::AppState;
 use crate::api::page;
 use crate::error::{ApiError, ApiResult};
 use crate::params::Params;
-use crate::AppState;
 
 fn require_serving(state: &AppState) -> ApiResult<()> {
     if state.serve_artifacts {
@@ -30,7 +30,11 @@ fn require_serving(state: &AppState) -> ApiResult<()> {
     }
 }
 
-pub async fn upload(State(state): State<AppState>, Path(path): Path<String>, body: Body) -> ApiResult<Response> {
+pub async fn upload(
+    State(state): State<AppState>,
+    Path(path): Path<String>,
+    body: Body,
+) -> ApiResult<Response> {
     require_serving(&state)?;
     let stream = body.into_data_stream().map_err(std::io::Error::other);
     let reader = StreamReader::new(stream);
@@ -39,7 +43,10 @@ pub async fn upload(State(state): State<AppState>, Path(path): Path<String>, bod
 }
 
 fn content_type_for(path: &str) -> &'static str {
-    let ext = path.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase()).unwrap_or_default();
+    let ext = path
+        .rsplit_once('.')
+        .map(|(_, e)| e.to_ascii_lowercase())
+        .unwrap_or_default();
     match ext.as_str() {
         "txt" | "log" | "md" | "py" | "yaml" | "yml" | "csv" | "MLmodel" => "text/plain",
         "json" => "application/json",
@@ -51,15 +58,25 @@ fn content_type_for(path: &str) -> &'static str {
     }
 }
 
-pub async fn download(State(state): State<AppState>, Path(path): Path<String>) -> ApiResult<Response> {
+pub async fn download(
+    State(state): State<AppState>,
+    Path(path): Path<String>,
+) -> ApiResult<Response> {
     require_serving(&state)?;
     let content = state.artifacts.get(&path).await?;
-    let file_name = path.rsplit('/').next().unwrap_or("artifact").replace('"', "");
+    let file_name = path
+        .rsplit('/')
+        .next()
+        .unwrap_or("artifact")
+        .replace('"', "");
     Ok((
         [
             (header::CONTENT_TYPE, content_type_for(&path).to_string()),
             (header::CONTENT_LENGTH, content.len.to_string()),
-            (header::CONTENT_DISPOSITION, format!("attachment; filename=\"{file_name}\"")),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{file_name}\""),
+            ),
             (header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_string()),
         ],
         Body::from_stream(ReaderStream::with_capacity(content.reader, 64 * 1024)),
@@ -74,14 +91,20 @@ pub async fn list(State(state): State<AppState>, p: Params) -> ApiResult<Json<Va
     page("files", files, None)
 }
 
-pub async fn delete(State(state): State<AppState>, Path(path): Path<String>) -> ApiResult<Json<Value>> {
+pub async fn delete(
+    State(state): State<AppState>,
+    Path(path): Path<String>,
+) -> ApiResult<Json<Value>> {
     require_serving(&state)?;
     state.artifacts.delete(&path).await?;
     Ok(Json(json!({})))
 }
 
 /// `artifacts/list` for a run: paths relative to the run's artifact root.
-pub async fn list_run_artifacts(State(state): State<AppState>, p: Params) -> ApiResult<Json<Value>> {
+pub async fn list_run_artifacts(
+    State(state): State<AppState>,
+    p: Params,
+) -> ApiResult<Json<Value>> {
     let run = state.store.get_run_info(&p.run_id()?).await?;
     let rel = p.str("path")?.unwrap_or_default();
     let rel = rel.trim_end_matches('/').to_string();
@@ -93,14 +116,22 @@ pub async fn list_run_artifacts(State(state): State<AppState>, p: Params) -> Api
         ))
         .into());
     };
-    let dir = if rel.is_empty() { base } else { format!("{base}/{rel}") };
+    let dir = if rel.is_empty() {
+        base
+    } else {
+        format!("{base}/{rel}")
+    };
     let files: Vec<FileInfo> = state
         .artifacts
         .list(&dir)
         .await?
         .into_iter()
         .map(|f| FileInfo {
-            path: if rel.is_empty() { f.path } else { format!("{rel}/{}", f.path) },
+            path: if rel.is_empty() {
+                f.path
+            } else {
+                format!("{rel}/{}", f.path)
+            },
             ..f
         })
         .collect();

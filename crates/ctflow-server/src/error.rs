@@ -19,7 +19,10 @@ impl From<ctflow_store::Error> for ApiError {
             ctflow_store::Error::Mlflow(e) => ApiError(e),
             other => {
                 tracing::error!(error = %other, kind = other.kind(), "store failure");
-                ApiError(MlflowError::new(ErrorCode::InternalError, other.to_string()))
+                ApiError(MlflowError::new(
+                    ErrorCode::InternalError,
+                    other.to_string(),
+                ))
             }
         }
     }
@@ -27,13 +30,19 @@ impl From<ctflow_store::Error> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.0.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status = StatusCode::from_u16(self.0.code.http_status())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body = serde_json::json!({
             "error_code": self.0.code.as_str(),
             "message": self.0.message,
             "error_class": self.0.code.error_class(),
         });
-        (status, [(axum::http::header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+        (
+            status,
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            body.to_string(),
+        )
+            .into_response()
     }
 }
 

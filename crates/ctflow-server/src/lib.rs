@@ -12,12 +12,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
+use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, patch, post};
 use axum::serve::ListenerExt;
-use axum::Router;
 use ctflow_core::validation::normpath;
 use ctflow_core::{ErrorCode, MlflowError};
 use ctflow_store::artifacts::{ArtifactRepository, LocalArtifactStore};
@@ -62,14 +62,21 @@ impl AppState {
             max_connections: config.max_connections,
         })
         .await?;
-        Ok(AppState { store, artifacts: Arc::new(local), serve_artifacts: config.serve_artifacts, local_root })
+        Ok(AppState {
+            store,
+            artifacts: Arc::new(local),
+            serve_artifacts: config.serve_artifacts,
+            local_root,
+        })
     }
 
     /// Maps an artifact URI to a path inside the local repository, if it lives there.
     pub fn repository_path(&self, uri: &str) -> Option<String> {
         if let Some(rest) = uri.strip_prefix("mlflow-artifacts:") {
             let rest = rest.trim_start_matches('/');
-            return ctflow_core::artifact_path::safe_relative_path(rest).ok().map(|p| p.join("/"));
+            return ctflow_core::artifact_path::safe_relative_path(rest)
+                .ok()
+                .map(|p| p.join("/"));
         }
         let local = uri.strip_prefix("file://").unwrap_or(uri);
         if !local.starts_with('/') {
@@ -92,7 +99,10 @@ impl AppState {
             return Err(bad("'#' and '?' are not allowed"));
         }
         let decoded = percent_encoding::percent_decode_str(location).decode_utf8_lossy();
-        let path_part = decoded.split_once("://").map(|(_, p)| p).unwrap_or(&decoded);
+        let path_part = decoded
+            .split_once("://")
+            .map(|(_, p)| p)
+            .unwrap_or(&decoded);
         if decoded.contains('\0') || path_part.split(['/', '\\']).any(|seg| seg == "..") {
             return Err(bad("path traversal is not allowed"));
         }
@@ -101,14 +111,21 @@ impl AppState {
         }
         let is_local = location.starts_with("file:") || !location.contains(':');
         if is_local {
-            let local = location.strip_prefix("file://").or_else(|| location.strip_prefix("file:")).unwrap_or(location);
+            let local = location
+                .strip_prefix("file://")
+                .or_else(|| location.strip_prefix("file:"))
+                .unwrap_or(location);
             let absolute = if local.starts_with('/') {
                 PathBuf::from(normpath(local))
             } else {
-                std::env::current_dir().map_err(|e| bad(&e.to_string()))?.join(normpath(local))
+                std::env::current_dir()
+                    .map_err(|e| bad(&e.to_string()))?
+                    .join(normpath(local))
             };
             if !absolute.starts_with(&self.local_root) {
-                return Err(bad("local artifact locations must be inside the server's artifact root"));
+                return Err(bad(
+                    "local artifact locations must be inside the server's artifact root",
+                ));
             }
         }
         Ok(())
@@ -116,7 +133,11 @@ impl AppState {
 }
 
 async fn not_found() -> ApiError {
-    MlflowError::new(ErrorCode::EndpointNotFound, "No API endpoint matches this request path and method.").into()
+    MlflowError::new(
+        ErrorCode::EndpointNotFound,
+        "No API endpoint matches this request path and method.",
+    )
+    .into()
 }
 
 async fn log_requests(request: Request, next: Next) -> Response {
@@ -133,19 +154,34 @@ fn mlflow_routes() -> Router<AppState> {
     Router::new()
         .route("/2.0/mlflow/experiments/create", post(create_experiment))
         .route("/2.0/mlflow/experiments/get", get(get_experiment))
-        .route("/2.0/mlflow/experiments/get-by-name", get(get_experiment_by_name))
-        .route("/2.0/mlflow/experiments/search", get(search_experiments).post(search_experiments))
+        .route(
+            "/2.0/mlflow/experiments/get-by-name",
+            get(get_experiment_by_name),
+        )
+        .route(
+            "/2.0/mlflow/experiments/search",
+            get(search_experiments).post(search_experiments),
+        )
         .route("/2.0/mlflow/experiments/update", post(update_experiment))
         .route("/2.0/mlflow/experiments/delete", post(delete_experiment))
         .route("/2.0/mlflow/experiments/restore", post(restore_experiment))
-        .route("/2.0/mlflow/experiments/set-experiment-tag", post(set_experiment_tag))
-        .route("/2.0/mlflow/experiments/delete-experiment-tag", post(delete_experiment_tag))
+        .route(
+            "/2.0/mlflow/experiments/set-experiment-tag",
+            post(set_experiment_tag),
+        )
+        .route(
+            "/2.0/mlflow/experiments/delete-experiment-tag",
+            post(delete_experiment_tag),
+        )
         .route("/2.0/mlflow/runs/create", post(create_run))
         .route("/2.0/mlflow/runs/get", get(get_run))
         .route("/2.0/mlflow/runs/update", post(update_run))
         .route("/2.0/mlflow/runs/delete", post(delete_run))
         .route("/2.0/mlflow/runs/restore", post(restore_run))
-        .route("/2.0/mlflow/runs/search", post(search_runs).get(search_runs))
+        .route(
+            "/2.0/mlflow/runs/search",
+            post(search_runs).get(search_runs),
+        )
         .route("/2.0/mlflow/runs/log-metric", post(log_metric))
         .route("/2.0/mlflow/runs/log-parameter", post(log_param))
         .route("/2.0/mlflow/runs/set-tag", post(set_tag))
@@ -154,48 +190,126 @@ fn mlflow_routes() -> Router<AppState> {
         .route("/2.0/mlflow/runs/log-inputs", post(log_inputs))
         .route("/2.0/mlflow/runs/outputs", post(log_outputs))
         .route("/2.0/mlflow/metrics/get-history", get(get_metric_history))
-        .route("/2.0/mlflow/metrics/get-history-bulk-interval", get(get_metric_history_bulk_interval))
-        .route("/2.0/mlflow/artifacts/list", get(artifacts::list_run_artifacts))
+        .route(
+            "/2.0/mlflow/metrics/get-history-bulk-interval",
+            get(get_metric_history_bulk_interval),
+        )
+        .route(
+            "/2.0/mlflow/artifacts/list",
+            get(artifacts::list_run_artifacts),
+        )
         .route("/2.0/mlflow/logged-models", post(create_logged_model))
-        .route("/2.0/mlflow/logged-models/search", post(search_logged_models))
+        .route(
+            "/2.0/mlflow/logged-models/search",
+            post(search_logged_models),
+        )
         .route(
             "/2.0/mlflow/logged-models/{model_id}",
-            get(get_logged_model).patch(finalize_logged_model).delete(delete_logged_model),
+            get(get_logged_model)
+                .patch(finalize_logged_model)
+                .delete(delete_logged_model),
         )
-        .route("/2.0/mlflow/logged-models/{model_id}/tags", patch(set_logged_model_tags))
-        .route("/2.0/mlflow/logged-models/{model_id}/tags/{key}", delete(delete_logged_model_tag))
-        .route("/2.0/mlflow/logged-models/{model_id}/params", post(log_logged_model_params))
-        .route("/2.0/mlflow/registered-models/create", post(registry::create_registered_model))
-        .route("/2.0/mlflow/registered-models/get", get(registry::get_registered_model))
-        .route("/2.0/mlflow/registered-models/rename", post(registry::rename_registered_model))
-        .route("/2.0/mlflow/registered-models/update", patch(registry::update_registered_model))
-        .route("/2.0/mlflow/registered-models/delete", delete(registry::delete_registered_model))
-        .route("/2.0/mlflow/registered-models/search", get(registry::search_registered_models))
-        .route("/2.0/mlflow/registered-models/set-tag", post(registry::set_registered_model_tag))
-        .route("/2.0/mlflow/registered-models/delete-tag", delete(registry::delete_registered_model_tag))
+        .route(
+            "/2.0/mlflow/logged-models/{model_id}/tags",
+            patch(set_logged_model_tags),
+        )
+        .route(
+            "/2.0/mlflow/logged-models/{model_id}/tags/{key}",
+            delete(delete_logged_model_tag),
+        )
+        .route(
+            "/2.0/mlflow/logged-models/{model_id}/params",
+            post(log_logged_model_params),
+        )
+        .route(
+            "/2.0/mlflow/registered-models/create",
+            post(registry::create_registered_model),
+        )
+        .route(
+            "/2.0/mlflow/registered-models/get",
+            get(registry::get_registered_model),
+        )
+        .route(
+            "/2.0/mlflow/registered-models/rename",
+            post(registry::rename_registered_model),
+        )
+        .route(
+            "/2.0/mlflow/registered-models/update",
+            patch(registry::update_registered_model),
+        )
+        .route(
+            "/2.0/mlflow/registered-models/delete",
+            delete(registry::delete_registered_model),
+        )
+        .route(
+            "/2.0/mlflow/registered-models/search",
+            get(registry::search_registered_models),
+        )
+        .route(
+            "/2.0/mlflow/registered-models/set-tag",
+            post(registry::set_registered_model_tag),
+        )
+        .route(
+            "/2.0/mlflow/registered-models/delete-tag",
+            delete(registry::delete_registered_model_tag),
+        )
         .route(
             "/2.0/mlflow/registered-models/alias",
-            post(registry::set_alias).delete(registry::delete_alias).get(registry::get_by_alias),
+            post(registry::set_alias)
+                .delete(registry::delete_alias)
+                .get(registry::get_by_alias),
         )
         .route(
             "/2.0/mlflow/registered-models/get-latest-versions",
             post(registry::get_latest_versions).get(registry::get_latest_versions),
         )
-        .route("/2.0/mlflow/model-versions/create", post(registry::create_model_version))
-        .route("/2.0/mlflow/model-versions/get", get(registry::get_model_version))
-        .route("/2.0/mlflow/model-versions/update", patch(registry::update_model_version))
-        .route("/2.0/mlflow/model-versions/delete", delete(registry::delete_model_version))
-        .route("/2.0/mlflow/model-versions/search", get(registry::search_model_versions))
-        .route("/2.0/mlflow/model-versions/set-tag", post(registry::set_model_version_tag))
-        .route("/2.0/mlflow/model-versions/delete-tag", delete(registry::delete_model_version_tag))
-        .route("/2.0/mlflow/model-versions/transition-stage", post(registry::transition_stage))
-        .route("/2.0/mlflow/model-versions/get-download-uri", get(registry::get_download_uri))
-        .route("/ctflow/v1/models/{name}/history", get(registry::model_history))
+        .route(
+            "/2.0/mlflow/model-versions/create",
+            post(registry::create_model_version),
+        )
+        .route(
+            "/2.0/mlflow/model-versions/get",
+            get(registry::get_model_version),
+        )
+        .route(
+            "/2.0/mlflow/model-versions/update",
+            patch(registry::update_model_version),
+        )
+        .route(
+            "/2.0/mlflow/model-versions/delete",
+            delete(registry::delete_model_version),
+        )
+        .route(
+            "/2.0/mlflow/model-versions/search",
+            get(registry::search_model_versions),
+        )
+        .route(
+            "/2.0/mlflow/model-versions/set-tag",
+            post(registry::set_model_version_tag),
+        )
+        .route(
+            "/2.0/mlflow/model-versions/delete-tag",
+            delete(registry::delete_model_version_tag),
+        )
+        .route(
+            "/2.0/mlflow/model-versions/transition-stage",
+            post(registry::transition_stage),
+        )
+        .route(
+            "/2.0/mlflow/model-versions/get-download-uri",
+            get(registry::get_download_uri),
+        )
+        .route(
+            "/ctflow/v1/models/{name}/history",
+            get(registry::model_history),
+        )
         .route("/3.0/mlflow/server-info", get(server_info))
         .route("/2.0/mlflow-artifacts/artifacts", get(artifacts::list))
         .route(
             "/2.0/mlflow-artifacts/artifacts/{*path}",
-            get(artifacts::download).put(artifacts::upload).delete(artifacts::delete),
+            get(artifacts::download)
+                .put(artifacts::upload)
+                .delete(artifacts::delete),
         )
 }
 
@@ -227,7 +341,9 @@ pub async fn serve(
             tracing::debug!(%error, "cannot set TCP_NODELAY");
         }
     });
-    let result = axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await;
+    let result = axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await;
     store.close().await;
     result
 }

@@ -5,7 +5,7 @@
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
-use axum::http::{header, Method};
+use axum::http::{Method, header};
 use ctflow_core::entities::KeyValue;
 use ctflow_core::{ErrorCode, MlflowError};
 use serde_json::{Map, Value};
@@ -67,7 +67,10 @@ impl<S: Send + Sync> FromRequest<S> for Params {
             .and_then(|v| v.to_str().ok())
             .map(str::to_ascii_lowercase);
         let bytes = Bytes::from_request(req, state).await.map_err(|e| {
-            ApiError(MlflowError::new(ErrorCode::BadRequest, format!("Could not read the request body: {e}")))
+            ApiError(MlflowError::new(
+                ErrorCode::BadRequest,
+                format!("Could not read the request body: {e}"),
+            ))
         })?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(Params::default());
@@ -81,8 +84,13 @@ impl<S: Send + Sync> FromRequest<S> for Params {
         }
         match serde_json::from_slice::<Value>(&bytes) {
             Ok(Value::Object(map)) => Ok(Params(map)),
-            Ok(_) => Err(ApiError(MlflowError::new(ErrorCode::BadRequest, "The request body must be a JSON object."))),
-            Err(e) => Err(ApiError(MlflowError::invalid(format!("Malformed JSON in the request body: {e}")))),
+            Ok(_) => Err(ApiError(MlflowError::new(
+                ErrorCode::BadRequest,
+                "The request body must be a JSON object.",
+            ))),
+            Err(e) => Err(ApiError(MlflowError::invalid(format!(
+                "Malformed JSON in the request body: {e}"
+            )))),
         }
     }
 }
@@ -141,7 +149,8 @@ impl Params {
     }
 
     pub fn req_i64(&self, name: &str) -> Result<i64, MlflowError> {
-        self.i64(name)?.ok_or_else(|| MlflowError::missing_param(name))
+        self.i64(name)?
+            .ok_or_else(|| MlflowError::missing_param(name))
     }
 
     pub fn f64(&self, name: &str) -> Result<Option<f64>, MlflowError> {
@@ -204,7 +213,12 @@ impl Params {
     pub fn key_values(&self, name: &str) -> Result<Vec<KeyValue>, MlflowError> {
         self.objects(name)?
             .into_iter()
-            .map(|p| Ok(KeyValue::new(p.req_str("key")?, p.str("value")?.unwrap_or_default())))
+            .map(|p| {
+                Ok(KeyValue::new(
+                    p.req_str("key")?,
+                    p.str("value")?.unwrap_or_default(),
+                ))
+            })
             .collect()
     }
 }
@@ -240,7 +254,12 @@ mod tests {
 
     #[test]
     fn protobuf_json_numbers() {
-        let p = Params(json!({"a": "12", "b": 7, "c": "NaN", "d": "-Infinity", "e": "abc", "f": 5}).as_object().unwrap().clone());
+        let p = Params(
+            json!({"a": "12", "b": 7, "c": "NaN", "d": "-Infinity", "e": "abc", "f": 5})
+                .as_object()
+                .unwrap()
+                .clone(),
+        );
         assert_eq!(p.i64("a").unwrap(), Some(12));
         assert_eq!(p.f64("b").unwrap(), Some(7.0));
         assert!(p.f64("c").unwrap().unwrap().is_nan());

@@ -1,24 +1,24 @@
 //! The MLflow model-registry REST API, and ctflow's promotion ledger.
 
+use axum::Json;
 use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
-use axum::Json;
 use ctflow_core::entities::KeyValue;
 use ctflow_core::filter::{
     parse_model_version_filter, parse_model_version_order_by, parse_registered_model_filter,
     parse_registered_model_order_by,
 };
 use ctflow_core::registry::{
-    parse_version, MAX_MODEL_VERSIONS_SEARCH_RESULTS, MAX_REGISTERED_MODELS_SEARCH_RESULTS,
+    MAX_MODEL_VERSIONS_SEARCH_RESULTS, MAX_REGISTERED_MODELS_SEARCH_RESULTS, parse_version,
 };
 use ctflow_core::validation::validate_max_results;
 use ctflow_store::{NewModelVersion, RegistrySearch};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
+use crate::AppState;
 use crate::api::{page, wrap};
 use crate::error::{ApiError, ApiResult};
 use crate::params::Params;
-use crate::AppState;
 
 type JsonResult = ApiResult<Json<Value>>;
 
@@ -45,7 +45,12 @@ fn version(p: &Params) -> ApiResult<i64> {
     Ok(parse_version(&p.req_str("version")?)?)
 }
 
-fn search(p: &Params, default_max: i64, max: i64, model_versions: bool) -> ApiResult<RegistrySearch> {
+fn search(
+    p: &Params,
+    default_max: i64,
+    max: i64,
+    model_versions: bool,
+) -> ApiResult<RegistrySearch> {
     let max_results = p.i64("max_results")?.unwrap_or(default_max);
     validate_max_results(max_results, max)?;
     let filter = p.str("filter")?.unwrap_or_default();
@@ -70,27 +75,49 @@ pub async fn create_registered_model(State(state): State<AppState>, p: Params) -
     let name = p.req_str("name")?;
     let model = state
         .store
-        .create_registered_model(&name, &p.key_values("tags")?, p.str("description")?.as_deref())
+        .create_registered_model(
+            &name,
+            &p.key_values("tags")?,
+            p.str("description")?.as_deref(),
+        )
         .await?;
     wrap("registered_model", model)
 }
 
 pub async fn get_registered_model(State(state): State<AppState>, p: Params) -> JsonResult {
-    wrap("registered_model", state.store.get_registered_model(&p.req_str("name")?).await?)
+    wrap(
+        "registered_model",
+        state
+            .store
+            .get_registered_model(&p.req_str("name")?)
+            .await?,
+    )
 }
 
 pub async fn rename_registered_model(State(state): State<AppState>, p: Params) -> JsonResult {
-    let model = state.store.rename_registered_model(&p.req_str("name")?, &p.req_str("new_name")?).await?;
+    let model = state
+        .store
+        .rename_registered_model(&p.req_str("name")?, &p.req_str("new_name")?)
+        .await?;
     wrap("registered_model", model)
 }
 
 pub async fn update_registered_model(State(state): State<AppState>, p: Params) -> JsonResult {
     let description = p.str("description")?.unwrap_or_default();
-    wrap("registered_model", state.store.update_registered_model(&p.req_str("name")?, &description).await?)
+    wrap(
+        "registered_model",
+        state
+            .store
+            .update_registered_model(&p.req_str("name")?, &description)
+            .await?,
+    )
 }
 
 pub async fn delete_registered_model(State(state): State<AppState>, p: Params) -> JsonResult {
-    state.store.delete_registered_model(&p.req_str("name")?).await?;
+    state
+        .store
+        .delete_registered_model(&p.req_str("name")?)
+        .await?;
     Ok(Json(json!({})))
 }
 
@@ -102,38 +129,60 @@ pub async fn search_registered_models(State(state): State<AppState>, p: Params) 
 
 pub async fn set_registered_model_tag(State(state): State<AppState>, p: Params) -> JsonResult {
     let tag = KeyValue::new(p.req_str("key")?, p.str("value")?.unwrap_or_default());
-    state.store.set_registered_model_tag(&p.req_str("name")?, &tag).await?;
+    state
+        .store
+        .set_registered_model_tag(&p.req_str("name")?, &tag)
+        .await?;
     Ok(Json(json!({})))
 }
 
 pub async fn delete_registered_model_tag(State(state): State<AppState>, p: Params) -> JsonResult {
-    state.store.delete_registered_model_tag(&p.req_str("name")?, &p.req_str("key")?).await?;
+    state
+        .store
+        .delete_registered_model_tag(&p.req_str("name")?, &p.req_str("key")?)
+        .await?;
     Ok(Json(json!({})))
 }
 
 pub async fn set_alias(State(state): State<AppState>, actor: Actor, p: Params) -> JsonResult {
     let name = p.req_str("name")?;
     let alias = p.req_str("alias")?;
-    state.store.set_registered_model_alias(&name, &alias, version(&p)?, &actor.0).await?;
+    state
+        .store
+        .set_registered_model_alias(&name, &alias, version(&p)?, &actor.0)
+        .await?;
     Ok(Json(json!({})))
 }
 
 pub async fn delete_alias(State(state): State<AppState>, actor: Actor, p: Params) -> JsonResult {
-    state.store.delete_registered_model_alias(&p.req_str("name")?, &p.req_str("alias")?, &actor.0).await?;
+    state
+        .store
+        .delete_registered_model_alias(&p.req_str("name")?, &p.req_str("alias")?, &actor.0)
+        .await?;
     Ok(Json(json!({})))
 }
 
 pub async fn get_by_alias(State(state): State<AppState>, p: Params) -> JsonResult {
-    let v = state.store.get_model_version_by_alias(&p.req_str("name")?, &p.req_str("alias")?).await?;
+    let v = state
+        .store
+        .get_model_version_by_alias(&p.req_str("name")?, &p.req_str("alias")?)
+        .await?;
     wrap("model_version", v)
 }
 
 pub async fn get_latest_versions(State(state): State<AppState>, p: Params) -> JsonResult {
-    let versions = state.store.get_latest_versions(&p.req_str("name")?, &p.str_list("stages")?).await?;
+    let versions = state
+        .store
+        .get_latest_versions(&p.req_str("name")?, &p.str_list("stages")?)
+        .await?;
     page("model_versions", versions, None)
 }
 
-pub async fn create_model_version(State(state): State<AppState>, actor: Actor, p: Params) -> JsonResult {
+pub async fn create_model_version(
+    State(state): State<AppState>,
+    actor: Actor,
+    p: Params,
+) -> JsonResult {
     let v = state
         .store
         .create_model_version(NewModelVersion {
@@ -151,16 +200,35 @@ pub async fn create_model_version(State(state): State<AppState>, actor: Actor, p
 }
 
 pub async fn get_model_version(State(state): State<AppState>, p: Params) -> JsonResult {
-    wrap("model_version", state.store.get_model_version(&p.req_str("name")?, version(&p)?).await?)
+    wrap(
+        "model_version",
+        state
+            .store
+            .get_model_version(&p.req_str("name")?, version(&p)?)
+            .await?,
+    )
 }
 
 pub async fn update_model_version(State(state): State<AppState>, p: Params) -> JsonResult {
     let description = p.str("description")?.unwrap_or_default();
-    wrap("model_version", state.store.update_model_version(&p.req_str("name")?, version(&p)?, &description).await?)
+    wrap(
+        "model_version",
+        state
+            .store
+            .update_model_version(&p.req_str("name")?, version(&p)?, &description)
+            .await?,
+    )
 }
 
-pub async fn delete_model_version(State(state): State<AppState>, actor: Actor, p: Params) -> JsonResult {
-    state.store.delete_model_version(&p.req_str("name")?, version(&p)?, &actor.0).await?;
+pub async fn delete_model_version(
+    State(state): State<AppState>,
+    actor: Actor,
+    p: Params,
+) -> JsonResult {
+    state
+        .store
+        .delete_model_version(&p.req_str("name")?, version(&p)?, &actor.0)
+        .await?;
     Ok(Json(json!({})))
 }
 
@@ -172,16 +240,26 @@ pub async fn search_model_versions(State(state): State<AppState>, p: Params) -> 
 
 pub async fn set_model_version_tag(State(state): State<AppState>, p: Params) -> JsonResult {
     let tag = KeyValue::new(p.req_str("key")?, p.str("value")?.unwrap_or_default());
-    state.store.set_model_version_tag(&p.req_str("name")?, version(&p)?, &tag).await?;
+    state
+        .store
+        .set_model_version_tag(&p.req_str("name")?, version(&p)?, &tag)
+        .await?;
     Ok(Json(json!({})))
 }
 
 pub async fn delete_model_version_tag(State(state): State<AppState>, p: Params) -> JsonResult {
-    state.store.delete_model_version_tag(&p.req_str("name")?, version(&p)?, &p.req_str("key")?).await?;
+    state
+        .store
+        .delete_model_version_tag(&p.req_str("name")?, version(&p)?, &p.req_str("key")?)
+        .await?;
     Ok(Json(json!({})))
 }
 
-pub async fn transition_stage(State(state): State<AppState>, actor: Actor, p: Params) -> JsonResult {
+pub async fn transition_stage(
+    State(state): State<AppState>,
+    actor: Actor,
+    p: Params,
+) -> JsonResult {
     let v = state
         .store
         .transition_model_version_stage(
@@ -196,7 +274,10 @@ pub async fn transition_stage(State(state): State<AppState>, actor: Actor, p: Pa
 }
 
 pub async fn get_download_uri(State(state): State<AppState>, p: Params) -> JsonResult {
-    let uri = state.store.get_model_version_download_uri(&p.req_str("name")?, version(&p)?).await?;
+    let uri = state
+        .store
+        .get_model_version_download_uri(&p.req_str("name")?, version(&p)?)
+        .await?;
     Ok(Json(json!({ "artifact_uri": uri })))
 }
 

@@ -1,12 +1,12 @@
 //! HTTP-level behaviour of the server: MLflow's error shapes, request decoding, and the
 //! artifact-path rules that close MLflow's path-traversal CVE family.
 
+use axum::Router;
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
-use axum::Router;
 use ctflow_server::{AppState, ServerConfig};
 use http_body_util::BodyExt;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use tower::ServiceExt;
 
 struct TestServer {
@@ -24,24 +24,52 @@ async fn server() -> TestServer {
         max_connections: 2,
     };
     let state = AppState::open(&config).await.unwrap();
-    TestServer { app: ctflow_server::router(state), artifacts }
+    TestServer {
+        app: ctflow_server::router(state),
+        artifacts,
+    }
 }
 
 impl TestServer {
-    async fn send(&self, method: Method, uri: &str, body: Body, content_type: Option<&str>) -> (StatusCode, Vec<u8>) {
+    async fn send(
+        &self,
+        method: Method,
+        uri: &str,
+        body: Body,
+        content_type: Option<&str>,
+    ) -> (StatusCode, Vec<u8>) {
         let mut request = Request::builder().method(method).uri(uri);
         if let Some(ct) = content_type {
             request = request.header("content-type", ct);
         }
-        let response = self.app.clone().oneshot(request.body(body).unwrap()).await.unwrap();
+        let response = self
+            .app
+            .clone()
+            .oneshot(request.body(body).unwrap())
+            .await
+            .unwrap();
         let status = response.status();
-        let bytes = response.into_body().collect().await.unwrap().to_bytes().to_vec();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec();
         (status, bytes)
     }
 
     async fn json(&self, method: Method, uri: &str, body: Option<Value>) -> (StatusCode, Value) {
         let (status, bytes) = match body {
-            Some(b) => self.send(method, uri, Body::from(b.to_string()), Some("application/json")).await,
+            Some(b) => {
+                self.send(
+                    method,
+                    uri,
+                    Body::from(b.to_string()),
+                    Some("application/json"),
+                )
+                .await
+            }
             None => self.send(method, uri, Body::empty(), None).await,
         };
         let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
@@ -49,57 +77,139 @@ impl TestServer {
     }
 
     async fn run_id(&self) -> (String, String) {
-        let (_, body) = self.json(Method::POST, "/api/2.0/mlflow/runs/create", Some(json!({"experiment_id": "0"}))).await;
+        let (_, body) = self
+            .json(
+                Method::POST,
+                "/api/2.0/mlflow/runs/create",
+                Some(json!({"experiment_id": "0"})),
+            )
+            .await;
         let info = &body["run"]["info"];
-        (info["run_id"].as_str().unwrap().to_string(), info["artifact_uri"].as_str().unwrap().to_string())
+        (
+            info["run_id"].as_str().unwrap().to_string(),
+            info["artifact_uri"].as_str().unwrap().to_string(),
+        )
     }
 }
 
 fn assert_error(status: StatusCode, body: &Value, expected_status: u16, code: &str) {
     assert_eq!(status.as_u16(), expected_status, "{body}");
     assert_eq!(body["error_code"], code, "{body}");
-    assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+    assert!(
+        body["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
 }
 
 #[tokio::test]
 async fn unknown_routes_and_bad_bodies_use_the_mlflow_error_shape() {
     let s = server().await;
-    let (status, body) = s.json(Method::GET, "/api/2.0/mlflow/no-such-endpoint", None).await;
+    let (status, body) = s
+        .json(Method::GET, "/api/2.0/mlflow/no-such-endpoint", None)
+        .await;
     assert_error(status, &body, 404, "ENDPOINT_NOT_FOUND");
-    let (status, bytes) = s.send(Method::POST, "/api/2.0/mlflow/runs/log-metric", Body::from("not json"), Some("application/json")).await;
+    let (status, bytes) = s
+        .send(
+            Method::POST,
+            "/api/2.0/mlflow/runs/log-metric",
+            Body::from("not json"),
+            Some("application/json"),
+        )
+        .await;
     let body: Value = serde_json::from_slice(&bytes).unwrap();
     assert_error(status, &body, 400, "INVALID_PARAMETER_VALUE");
-    let (status, bytes) = s.send(Method::POST, "/api/2.0/mlflow/experiments/create", Body::from("name=x"), Some("text/plain")).await;
+    let (status, bytes) = s
+        .send(
+            Method::POST,
+            "/api/2.0/mlflow/experiments/create",
+            Body::from("name=x"),
+            Some("text/plain"),
+        )
+        .await;
     let body: Value = serde_json::from_slice(&bytes).unwrap();
     assert_error(status, &body, 400, "INVALID_PARAMETER_VALUE");
-    let (status, body) = s.json(Method::POST, "/api/2.0/mlflow/experiments/create", Some(json!({"name": 5}))).await;
+    let (status, body) = s
+        .json(
+            Method::POST,
+            "/api/2.0/mlflow/experiments/create",
+            Some(json!({"name": 5})),
+        )
+        .await;
     assert_error(status, &body, 400, "INVALID_PARAMETER_VALUE");
     let (status, body) = s.json(Method::GET, "/api/2.0/mlflow/runs/get", None).await;
     assert_error(status, &body, 400, "INVALID_PARAMETER_VALUE");
-    let (status, body) = s.json(Method::GET, "/api/2.0/mlflow/experiments/get?experiment_id=abc", None).await;
+    let (status, body) = s
+        .json(
+            Method::GET,
+            "/api/2.0/mlflow/experiments/get?experiment_id=abc",
+            None,
+        )
+        .await;
     assert_error(status, &body, 400, "INVALID_PARAMETER_VALUE");
-    let (status, body) = s.json(Method::POST, "/api/2.0/mlflow/runs/search", Some(json!({"experiment_ids": ["0"], "filter": "metrics.a > 1 OR metrics.b > 1"}))).await;
+    let (status, body) = s
+        .json(
+            Method::POST,
+            "/api/2.0/mlflow/runs/search",
+            Some(json!({"experiment_ids": ["0"], "filter": "metrics.a > 1 OR metrics.b > 1"})),
+        )
+        .await;
     assert_error(status, &body, 400, "INVALID_PARAMETER_VALUE");
-    let (status, body) = s.json(Method::POST, "/api/2.0/mlflow/runs/search", Some(json!({"experiment_ids": ["0"], "max_results": 50001}))).await;
+    let (status, body) = s
+        .json(
+            Method::POST,
+            "/api/2.0/mlflow/runs/search",
+            Some(json!({"experiment_ids": ["0"], "max_results": 50001})),
+        )
+        .await;
     assert_error(status, &body, 400, "INVALID_PARAMETER_VALUE");
 }
 
 #[tokio::test]
 async fn requests_decode_like_mlflow() {
     let s = server().await;
-    let (status, body) = s.json(Method::POST, "/ajax-api/2.0/mlflow/experiments/create", Some(json!({"name": "a b"}))).await;
+    let (status, body) = s
+        .json(
+            Method::POST,
+            "/ajax-api/2.0/mlflow/experiments/create",
+            Some(json!({"name": "a b"})),
+        )
+        .await;
     assert_eq!(status, 200, "{body}");
-    let (status, body) = s.json(Method::GET, "/api/2.0/mlflow/experiments/get-by-name?experiment_name=a+b", None).await;
-    assert_eq!((status.as_u16(), body["experiment"]["name"].as_str()), (200, Some("a b")));
+    let (status, body) = s
+        .json(
+            Method::GET,
+            "/api/2.0/mlflow/experiments/get-by-name?experiment_name=a+b",
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status.as_u16(), body["experiment"]["name"].as_str()),
+        (200, Some("a b"))
+    );
     let (run_id, _) = s.run_id().await;
     let (status, _) = s
         .json(Method::POST, "/api/2.0/mlflow/runs/log-metric", Some(json!({"run_uuid": run_id, "key": "k", "value": "NaN", "timestamp": "12", "step": "2"})))
         .await;
     assert_eq!(status, 200);
-    let (_, body) = s.json(Method::GET, &format!("/api/2.0/mlflow/runs/get?run_id={run_id}"), None).await;
-    assert_eq!(body["run"]["data"]["metrics"][0], json!({"key": "k", "value": "NaN", "timestamp": 12, "step": 2}));
+    let (_, body) = s
+        .json(
+            Method::GET,
+            &format!("/api/2.0/mlflow/runs/get?run_id={run_id}"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        body["run"]["data"]["metrics"][0],
+        json!({"key": "k", "value": "NaN", "timestamp": 12, "step": 2})
+    );
     assert_eq!(body["run"]["outputs"], json!({}));
-    let (status, body) = s.json(Method::POST, "/api/2.0/mlflow/runs/search", Some(json!({"experiment_ids": ["1"]}))).await;
+    let (status, body) = s
+        .json(
+            Method::POST,
+            "/api/2.0/mlflow/runs/search",
+            Some(json!({"experiment_ids": ["1"]})),
+        )
+        .await;
     assert_eq!((status.as_u16(), body), (200, json!({})));
     let (status, _) = s.send(Method::GET, "/health", Body::empty(), None).await;
     assert_eq!(status, 200);
@@ -111,19 +221,57 @@ async fn artifacts_round_trip_through_the_proxy() {
     let (run_id, uri) = s.run_id().await;
     let base = uri.strip_prefix("mlflow-artifacts:/").unwrap();
     let put = format!("/api/2.0/mlflow-artifacts/artifacts/{base}/dir/with%20space+plus.txt");
-    let (status, _) = s.send(Method::PUT, &put, Body::from("hello"), Some("text/plain")).await;
+    let (status, _) = s
+        .send(Method::PUT, &put, Body::from("hello"), Some("text/plain"))
+        .await;
     assert_eq!(status, 200);
     let (status, bytes) = s.send(Method::GET, &put, Body::empty(), None).await;
-    assert_eq!((status.as_u16(), bytes.as_slice()), (200, b"hello".as_slice()));
-    let (_, listing) = s.json(Method::GET, &format!("/api/2.0/mlflow-artifacts/artifacts?path={base}%2Fdir"), None).await;
-    assert_eq!(listing, json!({"files": [{"path": "with space+plus.txt", "is_dir": false, "file_size": 5}]}));
-    let (_, listing) = s.json(Method::GET, &format!("/api/2.0/mlflow/artifacts/list?run_id={run_id}"), None).await;
+    assert_eq!(
+        (status.as_u16(), bytes.as_slice()),
+        (200, b"hello".as_slice())
+    );
+    let (_, listing) = s
+        .json(
+            Method::GET,
+            &format!("/api/2.0/mlflow-artifacts/artifacts?path={base}%2Fdir"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        listing,
+        json!({"files": [{"path": "with space+plus.txt", "is_dir": false, "file_size": 5}]})
+    );
+    let (_, listing) = s
+        .json(
+            Method::GET,
+            &format!("/api/2.0/mlflow/artifacts/list?run_id={run_id}"),
+            None,
+        )
+        .await;
     assert_eq!(listing["files"], json!([{"path": "dir", "is_dir": true}]));
-    let (_, listing) = s.json(Method::GET, &format!("/api/2.0/mlflow/artifacts/list?run_id={run_id}&path=dir"), None).await;
+    let (_, listing) = s
+        .json(
+            Method::GET,
+            &format!("/api/2.0/mlflow/artifacts/list?run_id={run_id}&path=dir"),
+            None,
+        )
+        .await;
     assert_eq!(listing["files"][0]["path"], "dir/with space+plus.txt");
-    let (status, body) = s.json(Method::GET, &format!("/api/2.0/mlflow-artifacts/artifacts/{base}/missing.txt"), None).await;
+    let (status, body) = s
+        .json(
+            Method::GET,
+            &format!("/api/2.0/mlflow-artifacts/artifacts/{base}/missing.txt"),
+            None,
+        )
+        .await;
     assert_error(status, &body, 404, "RESOURCE_DOES_NOT_EXIST");
-    let (_, listing) = s.json(Method::GET, "/api/2.0/mlflow-artifacts/artifacts?path=nothing%2Fhere", None).await;
+    let (_, listing) = s
+        .json(
+            Method::GET,
+            "/api/2.0/mlflow-artifacts/artifacts?path=nothing%2Fhere",
+            None,
+        )
+        .await;
     assert_eq!(listing, json!({}));
 }
 
@@ -132,7 +280,11 @@ async fn artifacts_round_trip_through_the_proxy() {
 async fn artifact_paths_never_leave_the_root() {
     let s = server().await;
     std::fs::write(s.artifacts.path().join("secret.txt"), "outside").unwrap();
-    std::os::unix::fs::symlink(s.artifacts.path(), s.artifacts.path().join("root").join("escape")).unwrap();
+    std::os::unix::fs::symlink(
+        s.artifacts.path(),
+        s.artifacts.path().join("root").join("escape"),
+    )
+    .unwrap();
     let (run_id, _) = s.run_id().await;
     let downloads = [
         "/api/2.0/mlflow-artifacts/artifacts/../secret.txt",
@@ -154,14 +306,29 @@ async fn artifact_paths_never_leave_the_root() {
         assert_eq!(status, 400, "DELETE {uri}");
     }
     for query in ["..", "..%2F..", "%2Fetc", "escape", "a%2F..%2F..%2F"] {
-        let (status, body) = s.json(Method::GET, &format!("/api/2.0/mlflow-artifacts/artifacts?path={query}"), None).await;
+        let (status, body) = s
+            .json(
+                Method::GET,
+                &format!("/api/2.0/mlflow-artifacts/artifacts?path={query}"),
+                None,
+            )
+            .await;
         assert_error(status, &body, 400, "INVALID_PARAMETER_VALUE");
         if query != "escape" {
-            let (status, body) = s.json(Method::GET, &format!("/api/2.0/mlflow/artifacts/list?run_id={run_id}&path={query}"), None).await;
+            let (status, body) = s
+                .json(
+                    Method::GET,
+                    &format!("/api/2.0/mlflow/artifacts/list?run_id={run_id}&path={query}"),
+                    None,
+                )
+                .await;
             assert_error(status, &body, 400, "INVALID_PARAMETER_VALUE");
         }
     }
-    assert_eq!(std::fs::read_to_string(s.artifacts.path().join("secret.txt")).unwrap(), "outside");
+    assert_eq!(
+        std::fs::read_to_string(s.artifacts.path().join("secret.txt")).unwrap(),
+        "outside"
+    );
 }
 
 #[tokio::test]
@@ -179,22 +346,55 @@ async fn experiment_artifact_locations_cannot_point_outside() {
         "http://host/a/../../b",
     ] {
         let (status, body) = s
-            .json(Method::POST, "/api/2.0/mlflow/experiments/create", Some(json!({"name": location, "artifact_location": location})))
+            .json(
+                Method::POST,
+                "/api/2.0/mlflow/experiments/create",
+                Some(json!({"name": location, "artifact_location": location})),
+            )
             .await;
         assert_error(status, &body, 400, "INVALID_PARAMETER_VALUE");
     }
     let inside = s.artifacts.path().join("root").join("custom");
-    for (name, location) in [("ok1", "mlflow-artifacts:/custom".to_string()), ("ok2", "s3://bucket/prefix".into()), ("ok3", inside.display().to_string())] {
+    for (name, location) in [
+        ("ok1", "mlflow-artifacts:/custom".to_string()),
+        ("ok2", "s3://bucket/prefix".into()),
+        ("ok3", inside.display().to_string()),
+    ] {
         let (status, body) = s
-            .json(Method::POST, "/api/2.0/mlflow/experiments/create", Some(json!({"name": name, "artifact_location": location})))
+            .json(
+                Method::POST,
+                "/api/2.0/mlflow/experiments/create",
+                Some(json!({"name": name, "artifact_location": location})),
+            )
             .await;
         assert_eq!(status, 200, "{location}: {body}");
     }
     // A run under an object-store location lists with a clear error, not a server failure.
-    let (_, body) = s.json(Method::GET, "/api/2.0/mlflow/experiments/get-by-name?experiment_name=ok2", None).await;
-    let exp = body["experiment"]["experiment_id"].as_str().unwrap().to_string();
-    let (_, body) = s.json(Method::POST, "/api/2.0/mlflow/runs/create", Some(json!({"experiment_id": exp}))).await;
+    let (_, body) = s
+        .json(
+            Method::GET,
+            "/api/2.0/mlflow/experiments/get-by-name?experiment_name=ok2",
+            None,
+        )
+        .await;
+    let exp = body["experiment"]["experiment_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (_, body) = s
+        .json(
+            Method::POST,
+            "/api/2.0/mlflow/runs/create",
+            Some(json!({"experiment_id": exp})),
+        )
+        .await;
     let run_id = body["run"]["info"]["run_id"].as_str().unwrap().to_string();
-    let (status, body) = s.json(Method::GET, &format!("/api/2.0/mlflow/artifacts/list?run_id={run_id}"), None).await;
+    let (status, body) = s
+        .json(
+            Method::GET,
+            &format!("/api/2.0/mlflow/artifacts/list?run_id={run_id}"),
+            None,
+        )
+        .await;
     assert_error(status, &body, 400, "INVALID_PARAMETER_VALUE");
 }

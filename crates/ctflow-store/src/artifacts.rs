@@ -9,9 +9,9 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 
+use ctflow_core::MlflowError;
 use ctflow_core::artifact_path::safe_relative_path;
 use ctflow_core::entities::FileInfo;
-use ctflow_core::MlflowError;
 use tokio::io::{AsyncRead, AsyncWriteExt};
 
 use crate::error::{Error, Result};
@@ -48,7 +48,9 @@ fn invalid_path() -> Error {
 }
 
 fn no_such_artifact(path: &str) -> Error {
-    Error::Mlflow(MlflowError::not_found(format!("No such artifact: '{path}'")))
+    Error::Mlflow(MlflowError::not_found(format!(
+        "No such artifact: '{path}'"
+    )))
 }
 
 impl LocalArtifactStore {
@@ -99,7 +101,9 @@ impl ArtifactRepository for LocalArtifactStore {
             // failed upload leaves the old content.
             let tmp = parent.join(format!(
                 ".{}.upload-{}",
-                full.file_name().and_then(|n| n.to_str()).unwrap_or("artifact"),
+                full.file_name()
+                    .and_then(|n| n.to_str())
+                    .unwrap_or("artifact"),
                 uuid::Uuid::new_v4().simple()
             ));
             let result = async {
@@ -124,7 +128,9 @@ impl ArtifactRepository for LocalArtifactStore {
             let full = self.resolve(path).await?;
             let meta = match tokio::fs::metadata(&full).await {
                 Ok(meta) => meta,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(no_such_artifact(path)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    return Err(no_such_artifact(path));
+                }
                 Err(e) => return Err(e.into()),
             };
             if meta.is_dir() {
@@ -133,7 +139,10 @@ impl ArtifactRepository for LocalArtifactStore {
                 ))));
             }
             let file = tokio::fs::File::open(&full).await?;
-            Ok(ArtifactContent { reader: Box::pin(file), len: meta.len() })
+            Ok(ArtifactContent {
+                reader: Box::pin(file),
+                len: meta.len(),
+            })
         })
     }
 
@@ -154,7 +163,9 @@ impl ArtifactRepository for LocalArtifactStore {
             };
             let mut files = Vec::new();
             while let Some(entry) = dir.next_entry().await? {
-                let Ok(name) = entry.file_name().into_string() else { continue };
+                let Ok(name) = entry.file_name().into_string() else {
+                    continue;
+                };
                 if name.starts_with('.') && name.contains(".upload-") {
                     continue;
                 }
@@ -163,10 +174,18 @@ impl ArtifactRepository for LocalArtifactStore {
                     continue;
                 }
                 if file_type.is_dir() {
-                    files.push(FileInfo { path: name, is_dir: true, file_size: None });
+                    files.push(FileInfo {
+                        path: name,
+                        is_dir: true,
+                        file_size: None,
+                    });
                 } else {
                     let len = entry.metadata().await?.len();
-                    files.push(FileInfo { path: name, is_dir: false, file_size: Some(len as i64) });
+                    files.push(FileInfo {
+                        path: name,
+                        is_dir: false,
+                        file_size: Some(len as i64),
+                    });
                 }
             }
             files.sort_by(|a, b| a.path.cmp(&b.path));
@@ -183,7 +202,9 @@ impl ArtifactRepository for LocalArtifactStore {
             match tokio::fs::metadata(&full).await {
                 Ok(meta) if meta.is_dir() => tokio::fs::remove_dir_all(&full).await?,
                 Ok(_) => tokio::fs::remove_file(&full).await?,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(no_such_artifact(path)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    return Err(no_such_artifact(path));
+                }
                 Err(e) => return Err(e.into()),
             }
             Ok(())
@@ -204,14 +225,33 @@ mod tests {
     async fn put_get_list_delete() {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalArtifactStore::new(dir.path()).unwrap();
-        assert_eq!(store.put("1/r/artifacts/a/b.txt", body(b"hello")).await.unwrap(), 5);
+        assert_eq!(
+            store
+                .put("1/r/artifacts/a/b.txt", body(b"hello"))
+                .await
+                .unwrap(),
+            5
+        );
         let mut content = store.get("1/r/artifacts/a/b.txt").await.unwrap();
         let mut s = String::new();
         content.reader.read_to_string(&mut s).await.unwrap();
         assert_eq!((s.as_str(), content.len), ("hello", 5));
         let listing = store.list("1/r/artifacts").await.unwrap();
-        assert_eq!(listing, vec![FileInfo { path: "a".into(), is_dir: true, file_size: None }]);
-        assert!(store.list("1/r/artifacts/a/b.txt").await.unwrap().is_empty());
+        assert_eq!(
+            listing,
+            vec![FileInfo {
+                path: "a".into(),
+                is_dir: true,
+                file_size: None
+            }]
+        );
+        assert!(
+            store
+                .list("1/r/artifacts/a/b.txt")
+                .await
+                .unwrap()
+                .is_empty()
+        );
         assert!(store.list("nowhere").await.unwrap().is_empty());
         store.delete("1/r/artifacts/a").await.unwrap();
         assert!(store.list("1/r/artifacts").await.unwrap().is_empty());
@@ -224,13 +264,29 @@ mod tests {
         std::fs::write(outside.path().join("secret"), "s").unwrap();
         let store = LocalArtifactStore::new(dir.path().join("root")).unwrap();
         std::os::unix::fs::symlink(outside.path(), store.root().join("link")).unwrap();
-        for path in ["../x", "/etc/passwd", "link/secret", "a/../../x", "%2e%2e/x"] {
+        for path in [
+            "../x",
+            "/etc/passwd",
+            "link/secret",
+            "a/../../x",
+            "%2e%2e/x",
+        ] {
             let err = store.get(path).await.err().expect(path);
-            assert!(matches!(err, Error::Mlflow(ref e) if e.message == "Invalid path"), "{path}: {err}");
+            assert!(
+                matches!(err, Error::Mlflow(ref e) if e.message == "Invalid path"),
+                "{path}: {err}"
+            );
             assert!(store.put(path, body(b"x")).await.is_err(), "{path}");
             assert!(store.list(path).await.is_err(), "{path}");
         }
-        assert!(store.list("").await.unwrap().iter().all(|f| f.path != "link"));
+        assert!(
+            store
+                .list("")
+                .await
+                .unwrap()
+                .iter()
+                .all(|f| f.path != "link")
+        );
     }
 
     #[tokio::test]
@@ -238,6 +294,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalArtifactStore::new(dir.path()).unwrap();
         let err = store.get("nope.txt").await.err().unwrap();
-        assert!(matches!(err, Error::Mlflow(ref e) if e.code == ctflow_core::ErrorCode::ResourceDoesNotExist));
+        assert!(
+            matches!(err, Error::Mlflow(ref e) if e.code == ctflow_core::ErrorCode::ResourceDoesNotExist)
+        );
     }
 }

@@ -4,8 +4,8 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use futures::future::BoxFuture;
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::pool::PoolConnectionMetadata;
 use sqlx::{AnyConnection, AnyPool, ConnectOptions, Executor};
 use tracing::info;
@@ -43,14 +43,20 @@ const FILE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORM
      PRAGMA case_sensitive_like = ON; PRAGMA cache_size = -65536; PRAGMA temp_store = MEMORY;";
 const MEMORY_PRAGMAS: &str = "PRAGMA busy_timeout = 30000; PRAGMA case_sensitive_like = ON;";
 
-fn file_pragmas(conn: &mut AnyConnection, _meta: PoolConnectionMetadata) -> BoxFuture<'_, Result<(), sqlx::Error>> {
+fn file_pragmas(
+    conn: &mut AnyConnection,
+    _meta: PoolConnectionMetadata,
+) -> BoxFuture<'_, Result<(), sqlx::Error>> {
     Box::pin(async move {
         conn.execute(FILE_PRAGMAS).await?;
         Ok(())
     })
 }
 
-fn memory_pragmas(conn: &mut AnyConnection, _meta: PoolConnectionMetadata) -> BoxFuture<'_, Result<(), sqlx::Error>> {
+fn memory_pragmas(
+    conn: &mut AnyConnection,
+    _meta: PoolConnectionMetadata,
+) -> BoxFuture<'_, Result<(), sqlx::Error>> {
     Box::pin(async move {
         conn.execute(MEMORY_PRAGMAS).await?;
         Ok(())
@@ -98,7 +104,10 @@ impl Store {
             // A named shared-cache database keeps every pooled connection on the same
             // in-memory data; files get WAL so readers never block the writer.
             let url = if memory {
-                format!("sqlite:file:ctflow-mem-{}?mode=memory&cache=shared", uuid::Uuid::new_v4().simple())
+                format!(
+                    "sqlite:file:ctflow-mem-{}?mode=memory&cache=shared",
+                    uuid::Uuid::new_v4().simple()
+                )
             } else {
                 format!("sqlite://{path}?mode=rwc")
             };
@@ -115,7 +124,11 @@ impl Store {
             let read = AnyPoolOptions::new()
                 .max_connections(options.max_connections.max(1))
                 .min_connections(if memory { 1 } else { 0 })
-                .idle_timeout(if memory { None } else { Some(Duration::from_secs(600)) })
+                .idle_timeout(if memory {
+                    None
+                } else {
+                    Some(Duration::from_secs(600))
+                })
                 .max_lifetime(None)
                 .after_connect(after_connect)
                 .connect_with(connect)
@@ -138,7 +151,10 @@ impl Store {
             read,
             write,
             backend,
-            default_artifact_root: options.default_artifact_root.trim_end_matches('/').to_string(),
+            default_artifact_root: options
+                .default_artifact_root
+                .trim_end_matches('/')
+                .to_string(),
         };
         store.migrate().await?;
         store.ensure_default_experiment().await?;

@@ -1,19 +1,19 @@
 //! Experiments: create, read, search, rename, soft delete and restore, tags.
 
-use ctflow_core::entities::{Experiment, KeyValue, ViewType, LIFECYCLE_ACTIVE, LIFECYCLE_DELETED};
+use ctflow_core::entities::{Experiment, KeyValue, LIFECYCLE_ACTIVE, LIFECYCLE_DELETED, ViewType};
 use ctflow_core::filter::{Clause, Comparator, OrderBy, Value};
 use ctflow_core::validation::{
-    validate_experiment_name, validate_key, validate_max_length, KeyKind,
-    MAX_EXPERIMENT_TAG_VALUE_LENGTH,
+    KeyKind, MAX_EXPERIMENT_TAG_VALUE_LENGTH, validate_experiment_name, validate_key,
+    validate_max_length,
 };
-use ctflow_core::{now_ms, page_token, MlflowError};
+use ctflow_core::{MlflowError, now_ms, page_token};
 use sqlx::AssertSqlSafe;
-use sqlx::any::AnyRow;
 use sqlx::Row;
+use sqlx::any::AnyRow;
 
-use crate::error::{is_unique_violation, Error, Result};
-use crate::sql::{Arg, Sql};
 use crate::Store;
+use crate::error::{Error, Result, is_unique_violation};
+use crate::sql::{Arg, Sql};
 
 /// A validated experiments/search request.
 #[derive(Debug, Clone)]
@@ -75,7 +75,10 @@ impl Store {
         let id: i64 = match inserted {
             Ok(row) => row.try_get(0)?,
             Err(e) if is_unique_violation(&e) => {
-                return Err(MlflowError::exists(format!("Experiment(name={name}) already exists.")).into());
+                return Err(MlflowError::exists(format!(
+                    "Experiment(name={name}) already exists."
+                ))
+                .into());
             }
             Err(e) => return Err(e.into()),
         };
@@ -105,17 +108,28 @@ impl Store {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let mut sql = Sql::new("SELECT experiment_id, key, value FROM experiment_tags WHERE experiment_id IN (");
+        let mut sql = Sql::new(
+            "SELECT experiment_id, key, value FROM experiment_tags WHERE experiment_id IN (",
+        );
         let placeholders: Vec<String> = ids.iter().map(|id| sql.int_arg(*id)).collect();
-        sql.push(&placeholders.join(", ")).push(") ORDER BY experiment_id, key");
+        sql.push(&placeholders.join(", "))
+            .push(") ORDER BY experiment_id, key");
         let rows = sql.query().fetch_all(&self.read).await?;
         rows.iter()
-            .map(|r| Ok((r.try_get(0)?, KeyValue::new(r.try_get::<String, _>(1)?, r.try_get::<String, _>(2)?))))
+            .map(|r| {
+                Ok((
+                    r.try_get(0)?,
+                    KeyValue::new(r.try_get::<String, _>(1)?, r.try_get::<String, _>(2)?),
+                ))
+            })
             .collect()
     }
 
     async fn attach_tags(&self, mut experiments: Vec<Experiment>) -> Result<Vec<Experiment>> {
-        let ids: Vec<i64> = experiments.iter().filter_map(|e| e.experiment_id.parse().ok()).collect();
+        let ids: Vec<i64> = experiments
+            .iter()
+            .filter_map(|e| e.experiment_id.parse().ok())
+            .collect();
         for (id, tag) in self.experiment_tags(&ids).await? {
             let id = id.to_string();
             if let Some(exp) = experiments.iter_mut().find(|e| e.experiment_id == id) {
@@ -126,25 +140,29 @@ impl Store {
     }
 
     pub async fn get_experiment(&self, id: i64) -> Result<Experiment> {
-        let row = sqlx::query(AssertSqlSafe(format!("SELECT {EXPERIMENT_COLUMNS} FROM experiments WHERE experiment_id = $1")))
-            .bind(id)
-            .fetch_optional(&self.read)
-            .await?
-            .ok_or_else(|| not_found(id))?;
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {EXPERIMENT_COLUMNS} FROM experiments WHERE experiment_id = $1"
+        )))
+        .bind(id)
+        .fetch_optional(&self.read)
+        .await?
+        .ok_or_else(|| not_found(id))?;
         let exp = experiment_from_row(&row)?;
         Ok(self.attach_tags(vec![exp]).await?.remove(0))
     }
 
     pub async fn get_experiment_by_name(&self, name: &str) -> Result<Experiment> {
-        let row = sqlx::query(AssertSqlSafe(format!("SELECT {EXPERIMENT_COLUMNS} FROM experiments WHERE name = $1")))
-            .bind(name)
-            .fetch_optional(&self.read)
-            .await?
-            .ok_or_else(|| {
-                Error::from(MlflowError::not_found(format!(
-                    "Could not find experiment with name '{name}'"
-                )))
-            })?;
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {EXPERIMENT_COLUMNS} FROM experiments WHERE name = $1"
+        )))
+        .bind(name)
+        .fetch_optional(&self.read)
+        .await?
+        .ok_or_else(|| {
+            Error::from(MlflowError::not_found(format!(
+                "Could not find experiment with name '{name}'"
+            )))
+        })?;
         let exp = experiment_from_row(&row)?;
         Ok(self.attach_tags(vec![exp]).await?.remove(0))
     }
@@ -169,9 +187,14 @@ impl Store {
         Ok(())
     }
 
-    pub async fn search_experiments(&self, search: &ExperimentSearch) -> Result<(Vec<Experiment>, Option<String>)> {
+    pub async fn search_experiments(
+        &self,
+        search: &ExperimentSearch,
+    ) -> Result<(Vec<Experiment>, Option<String>)> {
         let offset = page_token::decode(search.page_token.as_deref())?;
-        let mut sql = Sql::new(format!("SELECT {EXPERIMENT_COLUMNS} FROM experiments e WHERE lifecycle_stage IN "));
+        let mut sql = Sql::new(format!(
+            "SELECT {EXPERIMENT_COLUMNS} FROM experiments e WHERE lifecycle_stage IN "
+        ));
         let stages = sql.text_list(search.view.stages().iter().copied());
         sql.push(&stages);
         for clause in &search.filter {
@@ -191,9 +214,15 @@ impl Store {
         }
         let limit = sql.int_arg(search.max_results + 1);
         let off = sql.int_arg(offset);
-        sql.push(&format!(" ORDER BY {} LIMIT {limit} OFFSET {off}", order.join(", ")));
+        sql.push(&format!(
+            " ORDER BY {} LIMIT {limit} OFFSET {off}",
+            order.join(", ")
+        ));
         let rows = sql.query().fetch_all(&self.read).await?;
-        let mut experiments = rows.iter().map(experiment_from_row).collect::<Result<Vec<_>>>()?;
+        let mut experiments = rows
+            .iter()
+            .map(experiment_from_row)
+            .collect::<Result<Vec<_>>>()?;
         let next = if experiments.len() as i64 > search.max_results {
             experiments.truncate(search.max_results as usize);
             Some(page_token::encode(offset + search.max_results))
@@ -206,17 +235,20 @@ impl Store {
     pub async fn rename_experiment(&self, id: i64, new_name: &str) -> Result<()> {
         validate_experiment_name(new_name)?;
         self.require_active_experiment(id).await?;
-        let result = sqlx::query("UPDATE experiments SET name = $1, last_update_time = $2 WHERE experiment_id = $3")
-            .bind(new_name)
-            .bind(now_ms())
-            .bind(id)
-            .execute(&self.write)
-            .await;
+        let result = sqlx::query(
+            "UPDATE experiments SET name = $1, last_update_time = $2 WHERE experiment_id = $3",
+        )
+        .bind(new_name)
+        .bind(now_ms())
+        .bind(id)
+        .execute(&self.write)
+        .await;
         match result {
             Ok(_) => Ok(()),
-            Err(e) if is_unique_violation(&e) => {
-                Err(MlflowError::exists(format!("Experiment(name={new_name}) already exists.")).into())
-            }
+            Err(e) if is_unique_violation(&e) => Err(MlflowError::exists(format!(
+                "Experiment(name={new_name}) already exists."
+            ))
+            .into()),
             Err(e) => Err(e.into()),
         }
     }
@@ -226,11 +258,13 @@ impl Store {
         if id == 0 {
             return Err(MlflowError::invalid("Cannot delete the default experiment '0'. This is an internally reserved experiment.").into());
         }
-        self.set_experiment_stage(id, LIFECYCLE_DELETED, LIFECYCLE_ACTIVE).await
+        self.set_experiment_stage(id, LIFECYCLE_DELETED, LIFECYCLE_ACTIVE)
+            .await
     }
 
     pub async fn restore_experiment(&self, id: i64) -> Result<()> {
-        self.set_experiment_stage(id, LIFECYCLE_ACTIVE, LIFECYCLE_DELETED).await
+        self.set_experiment_stage(id, LIFECYCLE_ACTIVE, LIFECYCLE_DELETED)
+            .await
     }
 
     async fn set_experiment_stage(&self, id: i64, to: &str, from: &str) -> Result<()> {
@@ -238,7 +272,11 @@ impl Store {
         if stage != from {
             return Err(MlflowError::invalid(format!(
                 "Cannot {} experiment {id}: it is {stage}.",
-                if to == LIFECYCLE_DELETED { "delete" } else { "restore" }
+                if to == LIFECYCLE_DELETED {
+                    "delete"
+                } else {
+                    "restore"
+                }
             ))
             .into());
         }
@@ -296,11 +334,20 @@ impl Store {
 }
 
 /// SQL for a string comparison on `column`, shared by every search.
-pub(crate) fn string_condition(sql: &mut Sql, column: &str, cmp: Comparator, value: &Value) -> String {
+pub(crate) fn string_condition(
+    sql: &mut Sql,
+    column: &str,
+    cmp: Comparator,
+    value: &Value,
+) -> String {
     match (cmp, value) {
         (Comparator::In | Comparator::NotIn, Value::List(items)) => {
             let list = sql.text_list(items.iter().cloned());
-            let op = if cmp == Comparator::In { "IN" } else { "NOT IN" };
+            let op = if cmp == Comparator::In {
+                "IN"
+            } else {
+                "NOT IN"
+            };
             format!("{column} {op} {list}")
         }
         (Comparator::ILike, Value::Str(s)) => {
@@ -340,13 +387,21 @@ fn experiment_condition(sql: &mut Sql, clause: &Clause) -> String {
         ctflow_core::filter::Entity::Tag => match clause.comparator {
             Comparator::IsNull | Comparator::IsNotNull => {
                 let k = sql.text_arg(clause.key.clone());
-                let not = if clause.comparator == Comparator::IsNull { "NOT " } else { "" };
-                format!("{not}EXISTS (SELECT 1 FROM experiment_tags t WHERE t.experiment_id = e.experiment_id AND t.key = {k})")
+                let not = if clause.comparator == Comparator::IsNull {
+                    "NOT "
+                } else {
+                    ""
+                };
+                format!(
+                    "{not}EXISTS (SELECT 1 FROM experiment_tags t WHERE t.experiment_id = e.experiment_id AND t.key = {k})"
+                )
             }
             cmp => {
                 let k = sql.text_arg(clause.key.clone());
                 let cond = string_condition(sql, "t.value", cmp, &clause.value);
-                format!("EXISTS (SELECT 1 FROM experiment_tags t WHERE t.experiment_id = e.experiment_id AND t.key = {k} AND {cond})")
+                format!(
+                    "EXISTS (SELECT 1 FROM experiment_tags t WHERE t.experiment_id = e.experiment_id AND t.key = {k} AND {cond})"
+                )
             }
         },
         _ => match clause.key.as_str() {
@@ -355,7 +410,12 @@ fn experiment_condition(sql: &mut Sql, clause: &Clause) -> String {
                     Value::List(items) => Value::List(items.clone()),
                     other => other.clone(),
                 };
-                string_condition(sql, "CAST(e.experiment_id AS TEXT)", clause.comparator, &cast)
+                string_condition(
+                    sql,
+                    "CAST(e.experiment_id AS TEXT)",
+                    clause.comparator,
+                    &cast,
+                )
             }
             "creation_time" | "last_update_time" => {
                 let column = format!("e.{}", clause.key);

@@ -18,7 +18,7 @@ mod sql;
 
 pub use db::{Backend, Store, StoreOptions};
 pub use error::{Error, Result};
-pub use logged_models::{LoggedModelOrder, LoggedModelSearch, NewLoggedModel};
-pub use runs::{BatchMetric, DatasetInputRequest, NewRun, RunSearch, RunUpdate};
 pub use experiments::ExperimentSearch;
+pub use logged_models::{LoggedModelOrder, LoggedModelSearch, NewLoggedModel};
 pub use registry::{NewModelVersion, RegistrySearch};
+pub use runs::{BatchMetric, DatasetInputRequest, NewRun, RunSearch, RunUpdate};

@@ -4,20 +4,20 @@
 use std::collections::HashMap;
 
 use ctflow_core::entities::{
-    KeyValue, LoggedModel, LoggedModelData, LoggedModelInfo, Metric, LIFECYCLE_ACTIVE,
-    LOGGED_MODEL_STATUSES,
+    KeyValue, LIFECYCLE_ACTIVE, LOGGED_MODEL_STATUSES, LoggedModel, LoggedModelData,
+    LoggedModelInfo, Metric,
 };
 use ctflow_core::filter::{Clause, Comparator, Entity, Value};
-use ctflow_core::validation::{validate_key, KeyKind, MAX_PARAM_VALUE_LENGTH};
-use ctflow_core::{ids, now_ms, page_token, MlflowError};
-use sqlx::any::AnyRow;
+use ctflow_core::validation::{KeyKind, MAX_PARAM_VALUE_LENGTH, validate_key};
+use ctflow_core::{MlflowError, ids, now_ms, page_token};
 use sqlx::Row;
+use sqlx::any::AnyRow;
 
+use crate::Store;
 use crate::error::{Error, Result};
 use crate::experiments::{numeric_op, string_condition};
 use crate::runs::decode_value;
 use crate::sql::{Arg, Sql};
-use crate::Store;
 
 #[derive(Debug, Clone, Default)]
 pub struct NewLoggedModel {
@@ -83,7 +83,10 @@ impl Store {
             validate_key(&t.key, KeyKind::Tag)?;
         }
         let model_id = ids::new_logged_model_id();
-        let name = new.name.filter(|n| !n.is_empty()).unwrap_or_else(ids::new_run_name);
+        let name = new
+            .name
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(ids::new_run_name);
         let artifact_uri = format!(
             "{}/models/{model_id}/artifacts",
             experiment.artifact_location.trim_end_matches('/')
@@ -140,7 +143,13 @@ impl Store {
         let mut models: HashMap<String, LoggedModel> = HashMap::new();
         for row in sql.query().fetch_all(&self.read).await? {
             let info = info_from_row(&row)?;
-            models.insert(info.model_id.clone(), LoggedModel { info, data: LoggedModelData::default() });
+            models.insert(
+                info.model_id.clone(),
+                LoggedModel {
+                    info,
+                    data: LoggedModelData::default(),
+                },
+            );
         }
         if models.is_empty() {
             return Ok(Vec::new());
@@ -148,11 +157,14 @@ impl Store {
         for table in ["logged_model_tags", "logged_model_params"] {
             let mut sql = Sql::in_order(self.backend);
             let list = sql.text_list(model_ids.iter().cloned());
-            sql.push(&format!("SELECT model_id, key, value FROM {table} WHERE model_id IN {list} ORDER BY key"));
+            sql.push(&format!(
+                "SELECT model_id, key, value FROM {table} WHERE model_id IN {list} ORDER BY key"
+            ));
             for row in sql.query().fetch_all(&self.read).await? {
                 let id: String = row.try_get(0)?;
                 if let Some(model) = models.get_mut(&id) {
-                    let kv = KeyValue::new(row.try_get::<String, _>(1)?, row.try_get::<String, _>(2)?);
+                    let kv =
+                        KeyValue::new(row.try_get::<String, _>(1)?, row.try_get::<String, _>(2)?);
                     if table == "logged_model_tags" {
                         model.info.tags.push(kv);
                     } else {
@@ -184,7 +196,10 @@ impl Store {
                 });
             }
         }
-        Ok(model_ids.iter().filter_map(|id| models.remove(id)).collect())
+        Ok(model_ids
+            .iter()
+            .filter_map(|id| models.remove(id))
+            .collect())
     }
 
     async fn require_logged_model(&self, model_id: &str) -> Result<()> {
@@ -200,15 +215,19 @@ impl Store {
     /// Finalises a logged model: its status moves to READY or UPLOAD_FAILED.
     pub async fn finalize_logged_model(&self, model_id: &str, status: &str) -> Result<LoggedModel> {
         if !LOGGED_MODEL_STATUSES.contains(&status) {
-            return Err(MlflowError::invalid(format!("Invalid logged model status '{status}'")).into());
+            return Err(
+                MlflowError::invalid(format!("Invalid logged model status '{status}'")).into(),
+            );
         }
         self.require_logged_model(model_id).await?;
-        sqlx::query("UPDATE logged_models SET status = $1, last_updated_timestamp = $2 WHERE model_id = $3")
-            .bind(status)
-            .bind(now_ms())
-            .bind(model_id)
-            .execute(&self.write)
-            .await?;
+        sqlx::query(
+            "UPDATE logged_models SET status = $1, last_updated_timestamp = $2 WHERE model_id = $3",
+        )
+        .bind(status)
+        .bind(now_ms())
+        .bind(model_id)
+        .execute(&self.write)
+        .await?;
         self.get_logged_model(model_id).await
     }
 
@@ -233,7 +252,10 @@ impl Store {
             .execute(&self.write)
             .await?;
         if done.rows_affected() == 0 {
-            return Err(MlflowError::not_found(format!("No tag with key '{key}' found for logged model '{model_id}'.")).into());
+            return Err(MlflowError::not_found(format!(
+                "No tag with key '{key}' found for logged model '{model_id}'."
+            ))
+            .into());
         }
         Ok(())
     }
@@ -270,7 +292,10 @@ impl Store {
         Ok(())
     }
 
-    pub async fn search_logged_models(&self, search: &LoggedModelSearch) -> Result<(Vec<LoggedModel>, Option<String>)> {
+    pub async fn search_logged_models(
+        &self,
+        search: &LoggedModelSearch,
+    ) -> Result<(Vec<LoggedModel>, Option<String>)> {
         let offset = page_token::decode(search.page_token.as_deref())?;
         if search.experiment_ids.is_empty() {
             return Err(MlflowError::missing_param("experiment_ids").into());
@@ -284,7 +309,9 @@ impl Store {
                 "name" => "m.name".to_string(),
                 "model_id" => "m.model_id".to_string(),
                 "creation_timestamp" | "creation_time" => "m.creation_timestamp".to_string(),
-                "last_updated_timestamp" | "last_updated_time" => "m.last_updated_timestamp".to_string(),
+                "last_updated_timestamp" | "last_updated_time" => {
+                    "m.last_updated_timestamp".to_string()
+                }
                 "status" => "m.status".to_string(),
                 field => match field.strip_prefix("metrics.") {
                     Some(metric) => {
@@ -296,7 +323,10 @@ impl Store {
                         format!("{alias}.value")
                     }
                     None => {
-                        return Err(MlflowError::invalid(format!("Invalid order by field name: {field}")).into());
+                        return Err(MlflowError::invalid(format!(
+                            "Invalid order by field name: {field}"
+                        ))
+                        .into());
                     }
                 },
             };
@@ -305,7 +335,11 @@ impl Store {
         }
         terms.push("m.creation_timestamp DESC".into());
         terms.push("m.model_id ASC".into());
-        let experiments: Vec<String> = search.experiment_ids.iter().map(|id| sql.int_arg(*id)).collect();
+        let experiments: Vec<String> = search
+            .experiment_ids
+            .iter()
+            .map(|id| sql.int_arg(*id))
+            .collect();
         let mut conditions = vec![
             format!("m.experiment_id IN ({})", experiments.join(", ")),
             "m.lifecycle_stage = 'active'".to_string(),
@@ -337,7 +371,11 @@ impl Store {
     }
 }
 
-async fn upsert_model_tag(tx: &mut sqlx::Transaction<'_, sqlx::Any>, model_id: &str, tag: &KeyValue) -> Result<()> {
+async fn upsert_model_tag(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    model_id: &str,
+    tag: &KeyValue,
+) -> Result<()> {
     sqlx::query(
         "INSERT INTO logged_model_tags (model_id, key, value) VALUES ($1, $2, $3) \
          ON CONFLICT (model_id, key) DO UPDATE SET value = excluded.value",
@@ -354,7 +392,9 @@ fn model_condition(sql: &mut Sql, clause: &Clause) -> String {
     match clause.entity {
         Entity::Metric => {
             let key = sql.text_arg(clause.key.clone());
-            let Value::Number(n) = clause.value else { return "1 = 0".into() };
+            let Value::Number(n) = clause.value else {
+                return "1 = 0".into();
+            };
             let v = sql.arg(Arg::Float(n));
             format!(
                 "EXISTS (SELECT 1 FROM logged_model_metrics x WHERE x.model_id = m.model_id AND x.key = {key} AND x.is_nan = 0 AND x.value {} {v})",
@@ -362,10 +402,16 @@ fn model_condition(sql: &mut Sql, clause: &Clause) -> String {
             )
         }
         Entity::Param | Entity::Tag => {
-            let table = if clause.entity == Entity::Param { "logged_model_params" } else { "logged_model_tags" };
+            let table = if clause.entity == Entity::Param {
+                "logged_model_params"
+            } else {
+                "logged_model_tags"
+            };
             let key = sql.text_arg(clause.key.clone());
             let cond = string_condition(sql, "x.value", clause.comparator, &clause.value);
-            format!("EXISTS (SELECT 1 FROM {table} x WHERE x.model_id = m.model_id AND x.key = {key} AND {cond})")
+            format!(
+                "EXISTS (SELECT 1 FROM {table} x WHERE x.model_id = m.model_id AND x.key = {key} AND {cond})"
+            )
         }
         _ => {
             let column = format!("m.{}", clause.key);

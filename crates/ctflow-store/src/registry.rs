@@ -5,20 +5,20 @@
 use std::collections::HashMap;
 
 use ctflow_core::entities::KeyValue;
-use ctflow_core::filter::{Clause, Comparator, Entity, OrderBy, Value, PROMPT_TAG};
+use ctflow_core::filter::{Clause, Comparator, Entity, OrderBy, PROMPT_TAG, Value};
 use ctflow_core::registry::{
-    canonical_stage, validate_alias, validate_model_name, LedgerEntry, ModelVersion,
-    RegisteredModel, RegisteredModelAlias, MAX_REGISTERED_MODEL_TAG_VALUE_LENGTH,
+    LedgerEntry, MAX_REGISTERED_MODEL_TAG_VALUE_LENGTH, ModelVersion, RegisteredModel,
+    RegisteredModelAlias, canonical_stage, validate_alias, validate_model_name,
 };
-use ctflow_core::validation::{validate_key, validate_max_length, KeyKind};
-use ctflow_core::{now_ms, page_token, MlflowError};
+use ctflow_core::validation::{KeyKind, validate_key, validate_max_length};
+use ctflow_core::{MlflowError, now_ms, page_token};
 use sqlx::any::AnyRow;
 use sqlx::{Any, AssertSqlSafe, Row, Transaction};
 
-use crate::error::{is_unique_violation, Error, Result};
+use crate::Store;
+use crate::error::{Error, Result, is_unique_violation};
 use crate::experiments::{numeric_op, string_condition};
 use crate::sql::{Arg, Sql};
-use crate::Store;
 
 /// A model-versions/create request.
 #[derive(Debug, Clone, Default)]
@@ -47,7 +47,10 @@ fn model_not_found(name: &str) -> Error {
 }
 
 fn version_not_found(name: &str, version: i64) -> Error {
-    MlflowError::not_found(format!("Model Version (name={name}, version={version}) not found")).into()
+    MlflowError::not_found(format!(
+        "Model Version (name={name}, version={version}) not found"
+    ))
+    .into()
 }
 
 fn invalid_source(source: &str) -> Error {
@@ -80,7 +83,10 @@ fn version_from_row(row: &AnyRow) -> Result<ModelVersion> {
 /// True when `inner` names `outer` itself or something below it.
 fn is_within(inner: &str, outer: &str) -> bool {
     let outer = outer.trim_end_matches('/');
-    inner == outer || inner.strip_prefix(outer).is_some_and(|rest| rest.starts_with('/'))
+    inner == outer
+        || inner
+            .strip_prefix(outer)
+            .is_some_and(|rest| rest.starts_with('/'))
 }
 
 fn source_is_suspicious(source: &str) -> bool {
@@ -119,10 +125,7 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-async fn ledger_write(
-    tx: &mut Transaction<'_, Any>,
-    entry: &LedgerEntry,
-) -> Result<()> {
+async fn ledger_write(tx: &mut Transaction<'_, Any>, entry: &LedgerEntry) -> Result<()> {
     let parse = |v: &Option<String>| v.as_deref().and_then(|v| v.parse::<i64>().ok());
     sqlx::query(
         "INSERT INTO registry_ledger (name, action, alias, from_version, to_version, from_stage, to_stage, user_id, timestamp, comment) \
@@ -184,7 +187,10 @@ impl Store {
         match inserted {
             Ok(_) => {}
             Err(e) if is_unique_violation(&e) => {
-                return Err(MlflowError::exists(format!("Registered Model (name={name}) already exists.")).into());
+                return Err(MlflowError::exists(format!(
+                    "Registered Model (name={name}) already exists."
+                ))
+                .into());
             }
             Err(e) => return Err(e.into()),
         }
@@ -196,10 +202,11 @@ impl Store {
     }
 
     async fn require_registered_model(&self, name: &str) -> Result<()> {
-        let found: Option<String> = sqlx::query_scalar("SELECT name FROM registered_models WHERE name = $1")
-            .bind(name)
-            .fetch_optional(&self.read)
-            .await?;
+        let found: Option<String> =
+            sqlx::query_scalar("SELECT name FROM registered_models WHERE name = $1")
+                .bind(name)
+                .fetch_optional(&self.read)
+                .await?;
         found.map(|_| ()).ok_or_else(|| model_not_found(name))
     }
 
@@ -240,11 +247,16 @@ impl Store {
         }
         let mut sql = Sql::in_order(self.backend);
         let list = sql.text_list(names.iter().cloned());
-        sql.push(&format!("SELECT name, key, value FROM registered_model_tags WHERE name IN {list} ORDER BY key"));
+        sql.push(&format!(
+            "SELECT name, key, value FROM registered_model_tags WHERE name IN {list} ORDER BY key"
+        ));
         for row in sql.query().fetch_all(&self.read).await? {
             let name: String = row.try_get(0)?;
             if let Some(m) = models.get_mut(&name) {
-                m.tags.push(KeyValue::new(row.try_get::<String, _>(1)?, row.try_get::<String, _>(2)?));
+                m.tags.push(KeyValue::new(
+                    row.try_get::<String, _>(1)?,
+                    row.try_get::<String, _>(2)?,
+                ));
             }
         }
         let mut sql = Sql::in_order(self.backend);
@@ -280,34 +292,49 @@ impl Store {
         Ok(names.iter().filter_map(|n| models.remove(n)).collect())
     }
 
-    pub async fn update_registered_model(&self, name: &str, description: &str) -> Result<RegisteredModel> {
-        let done = sqlx::query("UPDATE registered_models SET description = $1, last_updated_time = $2 WHERE name = $3")
-            .bind(description)
-            .bind(now_ms())
-            .bind(name)
-            .execute(&self.write)
-            .await?;
+    pub async fn update_registered_model(
+        &self,
+        name: &str,
+        description: &str,
+    ) -> Result<RegisteredModel> {
+        let done = sqlx::query(
+            "UPDATE registered_models SET description = $1, last_updated_time = $2 WHERE name = $3",
+        )
+        .bind(description)
+        .bind(now_ms())
+        .bind(name)
+        .execute(&self.write)
+        .await?;
         if done.rows_affected() == 0 {
             return Err(model_not_found(name));
         }
         self.get_registered_model(name).await
     }
 
-    pub async fn rename_registered_model(&self, name: &str, new_name: &str) -> Result<RegisteredModel> {
+    pub async fn rename_registered_model(
+        &self,
+        name: &str,
+        new_name: &str,
+    ) -> Result<RegisteredModel> {
         validate_model_name(new_name)?;
         let now = now_ms();
         let mut tx = self.write.begin().await?;
-        let renamed = sqlx::query("UPDATE registered_models SET name = $1, last_updated_time = $2 WHERE name = $3")
-            .bind(new_name)
-            .bind(now)
-            .bind(name)
-            .execute(&mut *tx)
-            .await;
+        let renamed = sqlx::query(
+            "UPDATE registered_models SET name = $1, last_updated_time = $2 WHERE name = $3",
+        )
+        .bind(new_name)
+        .bind(now)
+        .bind(name)
+        .execute(&mut *tx)
+        .await;
         match renamed {
             Ok(done) if done.rows_affected() == 0 => return Err(model_not_found(name)),
             Ok(_) => {}
             Err(e) if is_unique_violation(&e) => {
-                return Err(MlflowError::exists(format!("Registered Model (name={new_name}) already exists.")).into());
+                return Err(MlflowError::exists(format!(
+                    "Registered Model (name={new_name}) already exists."
+                ))
+                .into());
             }
             Err(e) => return Err(e.into()),
         }
@@ -317,12 +344,19 @@ impl Store {
             .bind(name)
             .execute(&mut *tx)
             .await?;
-        for table in ["registered_model_tags", "model_version_tags", "registered_model_aliases", "registry_ledger"] {
-            sqlx::query(AssertSqlSafe(format!("UPDATE {table} SET name = $1 WHERE name = $2")))
-                .bind(new_name)
-                .bind(name)
-                .execute(&mut *tx)
-                .await?;
+        for table in [
+            "registered_model_tags",
+            "model_version_tags",
+            "registered_model_aliases",
+            "registry_ledger",
+        ] {
+            sqlx::query(AssertSqlSafe(format!(
+                "UPDATE {table} SET name = $1 WHERE name = $2"
+            )))
+            .bind(new_name)
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
         }
         tx.commit().await?;
         self.get_registered_model(new_name).await
@@ -339,11 +373,18 @@ impl Store {
         if done.rows_affected() == 0 {
             return Err(model_not_found(name));
         }
-        for table in ["registered_model_tags", "model_versions", "model_version_tags", "registered_model_aliases"] {
-            sqlx::query(AssertSqlSafe(format!("DELETE FROM {table} WHERE name = $1")))
-                .bind(name)
-                .execute(&mut *tx)
-                .await?;
+        for table in [
+            "registered_model_tags",
+            "model_versions",
+            "model_version_tags",
+            "registered_model_aliases",
+        ] {
+            sqlx::query(AssertSqlSafe(format!(
+                "DELETE FROM {table} WHERE name = $1"
+            )))
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
         }
         tx.commit().await?;
         Ok(())
@@ -367,17 +408,29 @@ impl Store {
             .execute(&self.write)
             .await?;
         if done.rows_affected() == 0 {
-            return Err(MlflowError::not_found(format!("No tag with key '{key}' for registered model '{name}'")).into());
+            return Err(MlflowError::not_found(format!(
+                "No tag with key '{key}' for registered model '{name}'"
+            ))
+            .into());
         }
         Ok(())
     }
 
-    pub async fn search_registered_models(&self, search: &RegistrySearch) -> Result<(Vec<RegisteredModel>, Option<String>)> {
+    pub async fn search_registered_models(
+        &self,
+        search: &RegistrySearch,
+    ) -> Result<(Vec<RegisteredModel>, Option<String>)> {
         let offset = page_token::decode(search.page_token.as_deref())?;
         let mut sql = Sql::new("");
         let mut conditions = vec!["1 = 1".to_string()];
         for clause in &search.filter {
-            conditions.push(registry_condition(&mut sql, clause, "m.name", "registered_model_tags", "t.name = m.name"));
+            conditions.push(registry_condition(
+                &mut sql,
+                clause,
+                "m.name",
+                "registered_model_tags",
+                "t.name = m.name",
+            ));
         }
         let mut terms: Vec<String> = search
             .order_by
@@ -401,7 +454,13 @@ impl Store {
             conditions.join(" AND "),
             terms.join(", ")
         );
-        let mut names: Vec<String> = sql.query().fetch_all(&self.read).await?.iter().map(|r| r.try_get(0)).collect::<Result<_, _>>()?;
+        let mut names: Vec<String> = sql
+            .query()
+            .fetch_all(&self.read)
+            .await?
+            .iter()
+            .map(|r| r.try_get(0))
+            .collect::<Result<_, _>>()?;
         let next = if names.len() as i64 > search.max_results {
             names.truncate(search.max_results as usize);
             Some(page_token::encode(offset + search.max_results))
@@ -414,7 +473,10 @@ impl Store {
     // ------------------------------------------------------------- versions
 
     /// Resolves and checks a version's source; returns (storage location, run id, model id).
-    async fn resolve_source(&self, new: &NewModelVersion) -> Result<(String, String, Option<String>)> {
+    async fn resolve_source(
+        &self,
+        new: &NewModelVersion,
+    ) -> Result<(String, String, Option<String>)> {
         let source = new.source.as_str();
         if source.is_empty() {
             return Err(MlflowError::missing_param("source").into());
@@ -426,11 +488,18 @@ impl Store {
         let model_id = new.model_id.clone().filter(|m| !m.is_empty());
         if let Some(rest) = source.strip_prefix("models:/") {
             let rest = rest.trim_start_matches('/');
-            if let Some(id) = rest.strip_prefix("m-").map(|_| rest).filter(|r| !r.contains('/')) {
+            if let Some(id) = rest
+                .strip_prefix("m-")
+                .map(|_| rest)
+                .filter(|r| !r.contains('/'))
+            {
                 if model_id.as_deref().is_some_and(|m| m != id) {
                     return Err(invalid_source(source));
                 }
-                let model = self.get_logged_model(id).await.map_err(|_| invalid_source(source))?;
+                let model = self
+                    .get_logged_model(id)
+                    .await
+                    .map_err(|_| invalid_source(source))?;
                 let run = run_id.unwrap_or(model.info.source_run_id.clone());
                 return Ok((model.info.artifact_uri, run, Some(id.to_string())));
             }
@@ -445,7 +514,8 @@ impl Store {
                 .await?
                 .map(|r| Ok::<_, Error>((r.try_get(0)?, r.try_get(1)?)))
                 .transpose()?;
-                let (location, source_run) = location.ok_or_else(|| version_not_found(name, version))?;
+                let (location, source_run) =
+                    location.ok_or_else(|| version_not_found(name, version))?;
                 if run_id.as_deref().is_some_and(|r| r != source_run) {
                     return Err(invalid_source(source));
                 }
@@ -454,22 +524,38 @@ impl Store {
             return Err(invalid_source(source));
         }
         if let Some(rest) = source.strip_prefix("runs:/") {
-            let source_run = rest.trim_start_matches('/').split('/').next().unwrap_or_default();
+            let source_run = rest
+                .trim_start_matches('/')
+                .split('/')
+                .next()
+                .unwrap_or_default();
             if run_id.as_deref() != Some(source_run) {
                 return Err(invalid_source(source));
             }
-            self.get_run_info(source_run).await.map_err(|_| invalid_source(source))?;
+            self.get_run_info(source_run)
+                .await
+                .map_err(|_| invalid_source(source))?;
             return Ok((source.to_string(), source_run.to_string(), model_id));
         }
         // Any other URI or path must lie inside the run's or the logged model's artifacts.
         if let Some(model) = &model_id {
-            let model_info = self.get_logged_model(model).await.map_err(|_| invalid_source(source))?;
+            let model_info = self
+                .get_logged_model(model)
+                .await
+                .map_err(|_| invalid_source(source))?;
             if is_within(source, &model_info.info.artifact_uri) {
-                return Ok((source.to_string(), run_id.unwrap_or(model_info.info.source_run_id), model_id));
+                return Ok((
+                    source.to_string(),
+                    run_id.unwrap_or(model_info.info.source_run_id),
+                    model_id,
+                ));
             }
         }
         if let Some(run) = &run_id {
-            let info = self.get_run_info(run).await.map_err(|_| invalid_source(source))?;
+            let info = self
+                .get_run_info(run)
+                .await
+                .map_err(|_| invalid_source(source))?;
             if is_within(source, &info.artifact_uri) {
                 return Ok((source.to_string(), run.clone(), model_id));
             }
@@ -528,7 +614,10 @@ impl Store {
         self.get_model_version(&new.name, version).await
     }
 
-    async fn attach_version_tags(&self, mut versions: Vec<ModelVersion>) -> Result<Vec<ModelVersion>> {
+    async fn attach_version_tags(
+        &self,
+        mut versions: Vec<ModelVersion>,
+    ) -> Result<Vec<ModelVersion>> {
         if versions.is_empty() {
             return Ok(versions);
         }
@@ -539,10 +628,15 @@ impl Store {
         for row in sql.query().fetch_all(&self.read).await? {
             tags.entry((row.try_get(0)?, row.try_get::<i64, _>(1)?.to_string()))
                 .or_default()
-                .push(KeyValue::new(row.try_get::<String, _>(2)?, row.try_get::<String, _>(3)?));
+                .push(KeyValue::new(
+                    row.try_get::<String, _>(2)?,
+                    row.try_get::<String, _>(3)?,
+                ));
         }
         for v in &mut versions {
-            v.tags = tags.remove(&(v.name.clone(), v.version.clone())).unwrap_or_default();
+            v.tags = tags
+                .remove(&(v.name.clone(), v.version.clone()))
+                .unwrap_or_default();
         }
         Ok(versions)
     }
@@ -557,7 +651,10 @@ impl Store {
         .fetch_optional(&self.read)
         .await?
         .ok_or_else(|| version_not_found(name, version))?;
-        let mut v = self.attach_version_tags(vec![version_from_row(&row)?]).await?.remove(0);
+        let mut v = self
+            .attach_version_tags(vec![version_from_row(&row)?])
+            .await?
+            .remove(0);
         v.aliases = sqlx::query_scalar("SELECT alias FROM registered_model_aliases WHERE name = $1 AND version = $2 ORDER BY alias")
             .bind(name)
             .bind(version)
@@ -566,7 +663,12 @@ impl Store {
         Ok(v)
     }
 
-    pub async fn update_model_version(&self, name: &str, version: i64, description: &str) -> Result<ModelVersion> {
+    pub async fn update_model_version(
+        &self,
+        name: &str,
+        version: i64,
+        description: &str,
+    ) -> Result<ModelVersion> {
         let done = sqlx::query(
             "UPDATE model_versions SET description = $1, last_updated_time = $2 WHERE name = $3 AND version = $4 AND deleted = 0",
         )
@@ -597,11 +699,13 @@ impl Store {
         if done.rows_affected() == 0 {
             return Err(version_not_found(name, version));
         }
-        let aliases: Vec<String> = sqlx::query_scalar("SELECT alias FROM registered_model_aliases WHERE name = $1 AND version = $2")
-            .bind(name)
-            .bind(version)
-            .fetch_all(&mut *tx)
-            .await?;
+        let aliases: Vec<String> = sqlx::query_scalar(
+            "SELECT alias FROM registered_model_aliases WHERE name = $1 AND version = $2",
+        )
+        .bind(name)
+        .bind(version)
+        .fetch_all(&mut *tx)
+        .await?;
         for alias in aliases {
             let mut record = entry(name, "alias_deleted", user);
             record.alias = Some(alias);
@@ -629,15 +733,24 @@ impl Store {
     }
 
     async fn require_version(&self, name: &str, version: i64) -> Result<()> {
-        let found: Option<i64> = sqlx::query_scalar("SELECT version FROM model_versions WHERE name = $1 AND version = $2 AND deleted = 0")
-            .bind(name)
-            .bind(version)
-            .fetch_optional(&self.read)
-            .await?;
-        found.map(|_| ()).ok_or_else(|| version_not_found(name, version))
+        let found: Option<i64> = sqlx::query_scalar(
+            "SELECT version FROM model_versions WHERE name = $1 AND version = $2 AND deleted = 0",
+        )
+        .bind(name)
+        .bind(version)
+        .fetch_optional(&self.read)
+        .await?;
+        found
+            .map(|_| ())
+            .ok_or_else(|| version_not_found(name, version))
     }
 
-    pub async fn set_model_version_tag(&self, name: &str, version: i64, tag: &KeyValue) -> Result<()> {
+    pub async fn set_model_version_tag(
+        &self,
+        name: &str,
+        version: i64,
+        tag: &KeyValue,
+    ) -> Result<()> {
         validate_key(&tag.key, KeyKind::Tag)?;
         validate_max_length("value", &tag.value, MAX_REGISTERED_MODEL_TAG_VALUE_LENGTH)?;
         self.require_version(name, version).await?;
@@ -647,16 +760,26 @@ impl Store {
         Ok(())
     }
 
-    pub async fn delete_model_version_tag(&self, name: &str, version: i64, key: &str) -> Result<()> {
+    pub async fn delete_model_version_tag(
+        &self,
+        name: &str,
+        version: i64,
+        key: &str,
+    ) -> Result<()> {
         self.require_version(name, version).await?;
-        let done = sqlx::query("DELETE FROM model_version_tags WHERE name = $1 AND version = $2 AND key = $3")
-            .bind(name)
-            .bind(version)
-            .bind(key)
-            .execute(&self.write)
-            .await?;
+        let done = sqlx::query(
+            "DELETE FROM model_version_tags WHERE name = $1 AND version = $2 AND key = $3",
+        )
+        .bind(name)
+        .bind(version)
+        .bind(key)
+        .execute(&self.write)
+        .await?;
         if done.rows_affected() == 0 {
-            return Err(MlflowError::not_found(format!("No tag with key '{key}' for model version (name={name}, version={version})")).into());
+            return Err(MlflowError::not_found(format!(
+                "No tag with key '{key}' for model version (name={name}, version={version})"
+            ))
+            .into());
         }
         Ok(())
     }
@@ -670,14 +793,19 @@ impl Store {
             .ok_or_else(|| version_not_found(name, version))
     }
 
-    pub async fn search_model_versions(&self, search: &RegistrySearch) -> Result<(Vec<ModelVersion>, Option<String>)> {
+    pub async fn search_model_versions(
+        &self,
+        search: &RegistrySearch,
+    ) -> Result<(Vec<ModelVersion>, Option<String>)> {
         let offset = page_token::decode(search.page_token.as_deref())?;
         let mut sql = Sql::new("");
         let mut conditions = vec!["v.deleted = 0".to_string()];
         for clause in &search.filter {
             let condition = match (clause.entity, clause.key.as_str()) {
                 (Entity::Attribute, "version_number") => {
-                    let Value::Number(n) = clause.value else { continue };
+                    let Value::Number(n) = clause.value else {
+                        continue;
+                    };
                     let p = sql.arg(Arg::Float(n));
                     format!("v.version {} {p}", numeric_op(clause.comparator))
                 }
@@ -689,7 +817,13 @@ impl Store {
                     };
                     string_condition(&mut sql, column, clause.comparator, &clause.value)
                 }
-                _ => registry_condition(&mut sql, clause, "v.name", "model_version_tags", "t.name = v.name AND t.version = v.version"),
+                _ => registry_condition(
+                    &mut sql,
+                    clause,
+                    "v.name",
+                    "model_version_tags",
+                    "t.name = v.name AND t.version = v.version",
+                ),
             };
             conditions.push(condition);
         }
@@ -718,7 +852,13 @@ impl Store {
             conditions.join(" AND "),
             terms.join(", ")
         );
-        let mut versions = sql.query().fetch_all(&self.read).await?.iter().map(version_from_row).collect::<Result<Vec<_>>>()?;
+        let mut versions = sql
+            .query()
+            .fetch_all(&self.read)
+            .await?
+            .iter()
+            .map(version_from_row)
+            .collect::<Result<Vec<_>>>()?;
         let next = if versions.len() as i64 > search.max_results {
             versions.truncate(search.max_results as usize);
             Some(page_token::encode(offset + search.max_results))
@@ -729,12 +869,19 @@ impl Store {
     }
 
     /// For each requested stage (all stages when none), the highest live version in it.
-    pub async fn get_latest_versions(&self, name: &str, stages: &[String]) -> Result<Vec<ModelVersion>> {
+    pub async fn get_latest_versions(
+        &self,
+        name: &str,
+        stages: &[String],
+    ) -> Result<Vec<ModelVersion>> {
         self.require_registered_model(name).await?;
         let stages: Vec<&'static str> = if stages.is_empty() {
             ctflow_core::registry::STAGES.to_vec()
         } else {
-            stages.iter().map(|s| canonical_stage(s)).collect::<ctflow_core::Result<_>>()?
+            stages
+                .iter()
+                .map(|s| canonical_stage(s))
+                .collect::<ctflow_core::Result<_>>()?
         };
         let mut sql = Sql::new("");
         let n = sql.text_arg(name);
@@ -743,7 +890,13 @@ impl Store {
             "SELECT {VERSION_COLUMNS} FROM model_versions v WHERE v.name = {n} AND v.deleted = 0 AND v.current_stage IN {list} AND v.version = \
              (SELECT MAX(w.version) FROM model_versions w WHERE w.name = v.name AND w.current_stage = v.current_stage AND w.deleted = 0) ORDER BY v.version"
         ));
-        let versions = sql.query().fetch_all(&self.read).await?.iter().map(version_from_row).collect::<Result<Vec<_>>>()?;
+        let versions = sql
+            .query()
+            .fetch_all(&self.read)
+            .await?
+            .iter()
+            .map(version_from_row)
+            .collect::<Result<Vec<_>>>()?;
         self.attach_version_tags(versions).await
     }
 
@@ -813,21 +966,31 @@ impl Store {
 
     // -------------------------------------------------------------- aliases
 
-    pub async fn set_registered_model_alias(&self, name: &str, alias: &str, version: i64, user: &str) -> Result<()> {
+    pub async fn set_registered_model_alias(
+        &self,
+        name: &str,
+        alias: &str,
+        version: i64,
+        user: &str,
+    ) -> Result<()> {
         validate_alias(alias)?;
         self.require_registered_model(name).await?;
         let mut tx = self.write.begin().await?;
-        let exists: Option<i64> = sqlx::query_scalar("SELECT version FROM model_versions WHERE name = $1 AND version = $2 AND deleted = 0")
-            .bind(name)
-            .bind(version)
-            .fetch_optional(&mut *tx)
-            .await?;
+        let exists: Option<i64> = sqlx::query_scalar(
+            "SELECT version FROM model_versions WHERE name = $1 AND version = $2 AND deleted = 0",
+        )
+        .bind(name)
+        .bind(version)
+        .fetch_optional(&mut *tx)
+        .await?;
         exists.ok_or_else(|| version_not_found(name, version))?;
-        let previous: Option<i64> = sqlx::query_scalar("SELECT version FROM registered_model_aliases WHERE name = $1 AND alias = $2")
-            .bind(name)
-            .bind(alias)
-            .fetch_optional(&mut *tx)
-            .await?;
+        let previous: Option<i64> = sqlx::query_scalar(
+            "SELECT version FROM registered_model_aliases WHERE name = $1 AND alias = $2",
+        )
+        .bind(name)
+        .bind(alias)
+        .fetch_optional(&mut *tx)
+        .await?;
         sqlx::query(
             "INSERT INTO registered_model_aliases (name, alias, version) VALUES ($1, $2, $3) \
              ON CONFLICT (name, alias) DO UPDATE SET version = excluded.version",
@@ -846,17 +1009,27 @@ impl Store {
         Ok(())
     }
 
-    pub async fn delete_registered_model_alias(&self, name: &str, alias: &str, user: &str) -> Result<()> {
+    pub async fn delete_registered_model_alias(
+        &self,
+        name: &str,
+        alias: &str,
+        user: &str,
+    ) -> Result<()> {
         validate_alias(alias)?;
         self.require_registered_model(name).await?;
         let mut tx = self.write.begin().await?;
-        let previous: Option<i64> = sqlx::query_scalar("SELECT version FROM registered_model_aliases WHERE name = $1 AND alias = $2")
-            .bind(name)
-            .bind(alias)
-            .fetch_optional(&mut *tx)
-            .await?;
+        let previous: Option<i64> = sqlx::query_scalar(
+            "SELECT version FROM registered_model_aliases WHERE name = $1 AND alias = $2",
+        )
+        .bind(name)
+        .bind(alias)
+        .fetch_optional(&mut *tx)
+        .await?;
         let Some(previous) = previous else {
-            return Err(MlflowError::not_found(format!("Registered model alias {alias} not found.")).into());
+            return Err(MlflowError::not_found(format!(
+                "Registered model alias {alias} not found."
+            ))
+            .into());
         };
         sqlx::query("DELETE FROM registered_model_aliases WHERE name = $1 AND alias = $2")
             .bind(name)
@@ -873,14 +1046,24 @@ impl Store {
 
     /// The version an alias points at. NB: a missing alias is 400 INVALID_PARAMETER_VALUE
     /// in MLflow, not 404.
-    pub async fn get_model_version_by_alias(&self, name: &str, alias: &str) -> Result<ModelVersion> {
+    pub async fn get_model_version_by_alias(
+        &self,
+        name: &str,
+        alias: &str,
+    ) -> Result<ModelVersion> {
         self.require_registered_model(name).await?;
-        let version: Option<i64> = sqlx::query_scalar("SELECT version FROM registered_model_aliases WHERE name = $1 AND alias = $2")
-            .bind(name)
-            .bind(alias)
-            .fetch_optional(&self.read)
-            .await?;
-        let version = version.ok_or_else(|| Error::from(MlflowError::invalid(format!("Registered model alias {alias} not found."))))?;
+        let version: Option<i64> = sqlx::query_scalar(
+            "SELECT version FROM registered_model_aliases WHERE name = $1 AND alias = $2",
+        )
+        .bind(name)
+        .bind(alias)
+        .fetch_optional(&self.read)
+        .await?;
+        let version = version.ok_or_else(|| {
+            Error::from(MlflowError::invalid(format!(
+                "Registered model alias {alias} not found."
+            )))
+        })?;
         self.get_model_version(name, version).await
     }
 
@@ -929,7 +1112,12 @@ async fn upsert_model_tag(tx: &mut Transaction<'_, Any>, name: &str, tag: &KeyVa
     Ok(())
 }
 
-async fn upsert_version_tag(tx: &mut Transaction<'_, Any>, name: &str, version: i64, tag: &KeyValue) -> Result<()> {
+async fn upsert_version_tag(
+    tx: &mut Transaction<'_, Any>,
+    name: &str,
+    version: i64,
+    tag: &KeyValue,
+) -> Result<()> {
     sqlx::query(
         "INSERT INTO model_version_tags (name, version, key, value) VALUES ($1, $2, $3, $4) \
          ON CONFLICT (name, version, key) DO UPDATE SET value = excluded.value",
@@ -944,11 +1132,18 @@ async fn upsert_version_tag(tx: &mut Transaction<'_, Any>, name: &str, version: 
 }
 
 /// Records the registration on the logged model, in the tag MLflow uses for it.
-async fn link_version_to_logged_model(tx: &mut Transaction<'_, Any>, model_id: &str, name: &str, version: i64) -> Result<()> {
-    let current: Option<String> = sqlx::query_scalar("SELECT value FROM logged_model_tags WHERE model_id = $1 AND key = 'mlflow.modelVersions'")
-        .bind(model_id)
-        .fetch_optional(&mut **tx)
-        .await?;
+async fn link_version_to_logged_model(
+    tx: &mut Transaction<'_, Any>,
+    model_id: &str,
+    name: &str,
+    version: i64,
+) -> Result<()> {
+    let current: Option<String> = sqlx::query_scalar(
+        "SELECT value FROM logged_model_tags WHERE model_id = $1 AND key = 'mlflow.modelVersions'",
+    )
+    .bind(model_id)
+    .fetch_optional(&mut **tx)
+    .await?;
     let mut list: Vec<serde_json::Value> = current
         .and_then(|c| serde_json::from_str(&c).ok())
         .unwrap_or_default();
@@ -967,12 +1162,20 @@ async fn link_version_to_logged_model(tx: &mut Transaction<'_, Any>, model_id: &
 
 /// A registry clause. NB: the prompt pseudo tag counts as `'false'` when absent, since the
 /// client appends `tag.mlflow.prompt.is_prompt != 'true'` to every search.
-fn registry_condition(sql: &mut Sql, clause: &Clause, name_column: &str, tag_table: &str, join: &str) -> String {
+fn registry_condition(
+    sql: &mut Sql,
+    clause: &Clause,
+    name_column: &str,
+    tag_table: &str,
+    join: &str,
+) -> String {
     match clause.entity {
         Entity::Tag => {
             let key = sql.text_arg(clause.key.clone());
             let cond = string_condition(sql, "t.value", clause.comparator, &clause.value);
-            let exists = format!("EXISTS (SELECT 1 FROM {tag_table} t WHERE {join} AND t.key = {key} AND {cond})");
+            let exists = format!(
+                "EXISTS (SELECT 1 FROM {tag_table} t WHERE {join} AND t.key = {key} AND {cond})"
+            );
             if clause.key == PROMPT_TAG {
                 let absent_matches = match (&clause.comparator, &clause.value) {
                     (Comparator::Ne, Value::Str(v)) => v != "false",
@@ -981,7 +1184,9 @@ fn registry_condition(sql: &mut Sql, clause: &Clause, name_column: &str, tag_tab
                 };
                 if absent_matches {
                     let key2 = sql.text_arg(clause.key.clone());
-                    return format!("({exists} OR NOT EXISTS (SELECT 1 FROM {tag_table} t WHERE {join} AND t.key = {key2}))");
+                    return format!(
+                        "({exists} OR NOT EXISTS (SELECT 1 FROM {tag_table} t WHERE {join} AND t.key = {key2}))"
+                    );
                 }
             }
             exists
@@ -996,16 +1201,33 @@ mod tests {
 
     #[test]
     fn sources_with_tricks_are_suspicious() {
-        for s in ["file:///etc/#x", "runs:/a/b?c", "mlflow-artifacts:/1/../../etc", "mlflow-artifacts:/1/%2e%2e/x", "s3://b/%252e%252e/x"] {
+        for s in [
+            "file:///etc/#x",
+            "runs:/a/b?c",
+            "mlflow-artifacts:/1/../../etc",
+            "mlflow-artifacts:/1/%2e%2e/x",
+            "s3://b/%252e%252e/x",
+        ] {
             assert!(source_is_suspicious(s), "{s}");
         }
-        assert!(!source_is_suspicious("mlflow-artifacts:/1/abc/artifacts/model"));
+        assert!(!source_is_suspicious(
+            "mlflow-artifacts:/1/abc/artifacts/model"
+        ));
     }
 
     #[test]
     fn containment_is_by_path_segment() {
-        assert!(is_within("mlflow-artifacts:/1/r/artifacts/model", "mlflow-artifacts:/1/r/artifacts"));
-        assert!(is_within("mlflow-artifacts:/1/r/artifacts", "mlflow-artifacts:/1/r/artifacts/"));
-        assert!(!is_within("mlflow-artifacts:/1/r/artifacts2", "mlflow-artifacts:/1/r/artifacts"));
+        assert!(is_within(
+            "mlflow-artifacts:/1/r/artifacts/model",
+            "mlflow-artifacts:/1/r/artifacts"
+        ));
+        assert!(is_within(
+            "mlflow-artifacts:/1/r/artifacts",
+            "mlflow-artifacts:/1/r/artifacts/"
+        ));
+        assert!(!is_within(
+            "mlflow-artifacts:/1/r/artifacts2",
+            "mlflow-artifacts:/1/r/artifacts"
+        ));
     }
 }

@@ -3,22 +3,22 @@
 use std::collections::{HashMap, HashSet};
 
 use ctflow_core::entities::{
-    Dataset, DatasetInput, KeyValue, MetricPoint, ModelInput, ModelOutput, Run, RunData, RunInfo,
-    RunInputs, RunOutputs, ViewType, LIFECYCLE_ACTIVE, LIFECYCLE_DELETED,
+    Dataset, DatasetInput, KeyValue, LIFECYCLE_ACTIVE, LIFECYCLE_DELETED, MetricPoint, ModelInput,
+    ModelOutput, Run, RunData, RunInfo, RunInputs, RunOutputs, ViewType,
 };
 use ctflow_core::filter::{Clause, OrderBy};
 use ctflow_core::validation::{
-    self, truncate_chars, validate_key, validate_max_length, validate_run_status, KeyKind,
-    MAX_BATCH_METRICS, MAX_BATCH_PARAMS_TAGS, MAX_BATCH_TOTAL, MAX_PARAM_VALUE_LENGTH,
-    MAX_TAG_VALUE_LENGTH,
+    self, KeyKind, MAX_BATCH_METRICS, MAX_BATCH_PARAMS_TAGS, MAX_BATCH_TOTAL,
+    MAX_PARAM_VALUE_LENGTH, MAX_TAG_VALUE_LENGTH, truncate_chars, validate_key,
+    validate_max_length, validate_run_status,
 };
-use ctflow_core::{ids, now_ms, page_token, MlflowError};
+use ctflow_core::{MlflowError, ids, now_ms, page_token};
 use sqlx::AssertSqlSafe;
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
 use crate::error::{Error, Result};
-use crate::sql::{bind_all, values_groups, Arg, Sql};
+use crate::sql::{Arg, Sql, bind_all, values_groups};
 use crate::{Backend, Store};
 
 pub const RUN_NAME_TAG: &str = "mlflow.runName";
@@ -86,7 +86,11 @@ pub(crate) fn encode_value(value: f64) -> (f64, i64) {
 /// The bits kept beside the value: those of the stored (clamped) value, or NaN's.
 fn stored_bits(value: f64) -> i64 {
     let (stored, is_nan) = encode_value(value);
-    if is_nan != 0 { f64::NAN.to_bits() as i64 } else { stored.to_bits() as i64 }
+    if is_nan != 0 {
+        f64::NAN.to_bits() as i64
+    } else {
+        stored.to_bits() as i64
+    }
 }
 
 pub(crate) fn decode_value(value: f64, is_nan: i64) -> f64 {
@@ -159,9 +163,15 @@ impl Store {
         let mut tags = Vec::with_capacity(new.tags.len() + 1);
         for tag in &new.tags {
             validate_tag(tag)?;
-            tags.push(KeyValue::new(tag.key.clone(), truncate_chars(&tag.value, MAX_TAG_VALUE_LENGTH)));
+            tags.push(KeyValue::new(
+                tag.key.clone(),
+                truncate_chars(&tag.value, MAX_TAG_VALUE_LENGTH),
+            ));
         }
-        let tag_name = tags.iter().find(|t| t.key == RUN_NAME_TAG).map(|t| t.value.clone());
+        let tag_name = tags
+            .iter()
+            .find(|t| t.key == RUN_NAME_TAG)
+            .map(|t| t.value.clone());
         let run_name = match (new.run_name.filter(|n| !n.is_empty()), tag_name) {
             (Some(name), Some(tag)) if name != tag => {
                 return Err(MlflowError::invalid(format!(
@@ -176,7 +186,10 @@ impl Store {
         tags.retain(|t| t.key != RUN_NAME_TAG);
         tags.push(KeyValue::new(RUN_NAME_TAG, run_name.clone()));
         let run_id = ids::new_run_id();
-        let artifact_uri = format!("{}/{run_id}/artifacts", experiment.artifact_location.trim_end_matches('/'));
+        let artifact_uri = format!(
+            "{}/{run_id}/artifacts",
+            experiment.artifact_location.trim_end_matches('/')
+        );
         let start_time = new.start_time.unwrap_or_else(now_ms);
         let mut tx = self.write.begin().await?;
         sqlx::query(
@@ -206,7 +219,10 @@ impl Store {
                 lifecycle_stage: LIFECYCLE_ACTIVE.into(),
                 run_id,
             },
-            data: RunData { tags, ..RunData::default() },
+            data: RunData {
+                tags,
+                ..RunData::default()
+            },
             inputs: RunInputs::default(),
             outputs: None,
         })
@@ -220,11 +236,13 @@ impl Store {
     }
 
     pub async fn get_run_info(&self, run_id: &str) -> Result<RunInfo> {
-        let row = sqlx::query(AssertSqlSafe(format!("SELECT {RUN_COLUMNS} FROM runs r WHERE r.run_uuid = $1")))
-            .bind(run_id)
-            .fetch_optional(&self.read)
-            .await?
-            .ok_or_else(|| run_not_found(run_id))?;
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {RUN_COLUMNS} FROM runs r WHERE r.run_uuid = $1"
+        )))
+        .bind(run_id)
+        .fetch_optional(&self.read)
+        .await?
+        .ok_or_else(|| run_not_found(run_id))?;
         run_info_from_row(&row)
     }
 
@@ -237,7 +255,9 @@ impl Store {
 
         let mut sql = Sql::in_order(self.backend);
         let list = in_list(&mut sql);
-        sql.push(&format!("SELECT {RUN_COLUMNS} FROM runs r WHERE r.run_uuid IN {list}"));
+        sql.push(&format!(
+            "SELECT {RUN_COLUMNS} FROM runs r WHERE r.run_uuid IN {list}"
+        ));
         let infos = sql.query().fetch_all(&self.read).await?;
         let mut runs: HashMap<String, Run> = HashMap::with_capacity(infos.len());
         for row in &infos {
@@ -273,11 +293,14 @@ impl Store {
         for (table, is_params) in [("params", true), ("tags", false)] {
             let mut sql = Sql::in_order(self.backend);
             let list = in_list(&mut sql);
-            sql.push(&format!("SELECT run_uuid, key, value FROM {table} WHERE run_uuid IN {list} ORDER BY key"));
+            sql.push(&format!(
+                "SELECT run_uuid, key, value FROM {table} WHERE run_uuid IN {list} ORDER BY key"
+            ));
             for row in sql.query().fetch_all(&self.read).await? {
                 let id: String = row.try_get(0)?;
                 if let Some(run) = runs.get_mut(&id) {
-                    let kv = KeyValue::new(row.try_get::<String, _>(1)?, row.try_get::<String, _>(2)?);
+                    let kv =
+                        KeyValue::new(row.try_get::<String, _>(1)?, row.try_get::<String, _>(2)?);
                     if is_params {
                         run.data.params.push(kv);
                     } else {
@@ -320,7 +343,10 @@ impl Store {
                 tags_by_input
                     .entry(row.try_get(0)?)
                     .or_default()
-                    .push(KeyValue::new(row.try_get::<String, _>(1)?, row.try_get::<String, _>(2)?));
+                    .push(KeyValue::new(
+                        row.try_get::<String, _>(1)?,
+                        row.try_get::<String, _>(2)?,
+                    ));
             }
             let mut per_run: HashMap<&str, usize> = HashMap::new();
             for (run_id, input_id) in &input_ids {
@@ -344,7 +370,10 @@ impl Store {
                 let model_id: String = row.try_get(1)?;
                 if row.try_get::<i64, _>(3)? == 0 {
                     let step = row.try_get(2)?;
-                    run.outputs.get_or_insert_with(RunOutputs::default).model_outputs.push(ModelOutput { model_id, step });
+                    run.outputs
+                        .get_or_insert_with(RunOutputs::default)
+                        .model_outputs
+                        .push(ModelOutput { model_id, step });
                 } else {
                     run.inputs.model_inputs.push(ModelInput { model_id });
                 }
@@ -374,12 +403,20 @@ impl Store {
                 .await?;
         }
         if let Some(name) = update.run_name.filter(|n| !n.is_empty()) {
-            upsert_tags(&mut tx, self.backend, run_id, &[KeyValue::new(RUN_NAME_TAG, name)]).await?;
-        }
-        let row = sqlx::query(AssertSqlSafe(format!("SELECT {RUN_COLUMNS} FROM runs r WHERE r.run_uuid = $1")))
-            .bind(run_id)
-            .fetch_one(&mut *tx)
+            upsert_tags(
+                &mut tx,
+                self.backend,
+                run_id,
+                &[KeyValue::new(RUN_NAME_TAG, name)],
+            )
             .await?;
+        }
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {RUN_COLUMNS} FROM runs r WHERE r.run_uuid = $1"
+        )))
+        .bind(run_id)
+        .fetch_one(&mut *tx)
+        .await?;
         tx.commit().await?;
         run_info_from_row(&row)
     }
@@ -394,12 +431,14 @@ impl Store {
 
     async fn set_run_stage(&self, run_id: &str, stage: &str) -> Result<()> {
         let deleted_time = (stage == LIFECYCLE_DELETED).then(now_ms);
-        let done = sqlx::query("UPDATE runs SET lifecycle_stage = $1, deleted_time = $2 WHERE run_uuid = $3")
-            .bind(stage)
-            .bind(deleted_time)
-            .bind(run_id)
-            .execute(&self.write)
-            .await?;
+        let done = sqlx::query(
+            "UPDATE runs SET lifecycle_stage = $1, deleted_time = $2 WHERE run_uuid = $3",
+        )
+        .bind(stage)
+        .bind(deleted_time)
+        .bind(run_id)
+        .execute(&self.write)
+        .await?;
         if done.rows_affected() == 0 {
             return Err(run_not_found(run_id));
         }
@@ -407,7 +446,8 @@ impl Store {
     }
 
     pub async fn log_metric(&self, run_id: &str, metric: BatchMetric) -> Result<()> {
-        self.log_batch(run_id, vec![metric], Vec::new(), Vec::new()).await
+        self.log_batch(run_id, vec![metric], Vec::new(), Vec::new())
+            .await
     }
 
     pub async fn log_param(&self, run_id: &str, key: &str, value: &str) -> Result<()> {
@@ -421,7 +461,13 @@ impl Store {
     }
 
     pub async fn set_tag(&self, run_id: &str, key: &str, value: &str) -> Result<()> {
-        self.log_batch(run_id, Vec::new(), Vec::new(), vec![KeyValue::new(key, value)]).await
+        self.log_batch(
+            run_id,
+            Vec::new(),
+            Vec::new(),
+            vec![KeyValue::new(key, value)],
+        )
+        .await
     }
 
     pub async fn delete_tag(&self, run_id: &str, key: &str) -> Result<()> {
@@ -433,7 +479,10 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         if done.rows_affected() == 0 {
-            return Err(MlflowError::not_found(format!("No tag with name: {key} in run with id {run_id}")).into());
+            return Err(MlflowError::not_found(format!(
+                "No tag with name: {key} in run with id {run_id}"
+            ))
+            .into());
         }
         tx.commit().await?;
         Ok(())
@@ -522,23 +571,52 @@ impl Store {
         for input in &datasets {
             let d = &input.dataset;
             validate_max_length("dataset.name", &d.name, validation::MAX_DATASET_NAME_LENGTH)?;
-            validate_max_length("dataset.digest", &d.digest, validation::MAX_DATASET_DIGEST_LENGTH)?;
-            validate_max_length("dataset.source", &d.source, validation::MAX_DATASET_SOURCE_LENGTH)?;
+            validate_max_length(
+                "dataset.digest",
+                &d.digest,
+                validation::MAX_DATASET_DIGEST_LENGTH,
+            )?;
+            validate_max_length(
+                "dataset.source",
+                &d.source,
+                validation::MAX_DATASET_SOURCE_LENGTH,
+            )?;
             if let Some(schema) = &d.schema {
-                validate_max_length("dataset.schema", schema, validation::MAX_DATASET_SCHEMA_LENGTH)?;
+                validate_max_length(
+                    "dataset.schema",
+                    schema,
+                    validation::MAX_DATASET_SCHEMA_LENGTH,
+                )?;
             }
             if let Some(profile) = &d.profile {
-                validate_max_length("dataset.profile", profile, validation::MAX_DATASET_PROFILE_LENGTH)?;
+                validate_max_length(
+                    "dataset.profile",
+                    profile,
+                    validation::MAX_DATASET_PROFILE_LENGTH,
+                )?;
             }
             if d.name.is_empty() || d.digest.is_empty() {
-                return Err(MlflowError::missing_param(if d.name.is_empty() { "dataset.name" } else { "dataset.digest" }).into());
+                return Err(MlflowError::missing_param(if d.name.is_empty() {
+                    "dataset.name"
+                } else {
+                    "dataset.digest"
+                })
+                .into());
             }
             for tag in &input.tags {
                 if tag.key.is_empty() {
                     return Err(MlflowError::missing_param("input_tag.key").into());
                 }
-                validate_max_length("input_tag.key", &tag.key, validation::MAX_INPUT_TAG_KEY_LENGTH)?;
-                validate_max_length("input_tag.value", &tag.value, validation::MAX_INPUT_TAG_VALUE_LENGTH)?;
+                validate_max_length(
+                    "input_tag.key",
+                    &tag.key,
+                    validation::MAX_INPUT_TAG_KEY_LENGTH,
+                )?;
+                validate_max_length(
+                    "input_tag.value",
+                    &tag.value,
+                    validation::MAX_INPUT_TAG_VALUE_LENGTH,
+                )?;
             }
         }
         let mut tx = self.write.begin().await?;
@@ -643,7 +721,10 @@ impl Store {
         self.get_run_info(run_id).await?;
         let limit = max_results.map(|m| m + 1).unwrap_or(i64::MAX);
         let mut points = match self.backend {
-            Backend::Sqlite => self.metric_history_aggregated(run_id, key, limit, offset).await?,
+            Backend::Sqlite => {
+                self.metric_history_aggregated(run_id, key, limit, offset)
+                    .await?
+            }
             Backend::Postgres => self.metric_history_rows(run_id, key, limit, offset).await?,
         };
         let next = match max_results {
@@ -659,7 +740,13 @@ impl Store {
     /// NB: sqlx's SQLite driver hands over every row through a channel from its worker
     /// thread, several microseconds a row; a 100k-point history is therefore read as one
     /// aggregated row of exact integers (the value's IEEE bits) and split here.
-    async fn metric_history_aggregated(&self, run_id: &str, key: &str, limit: i64, offset: i64) -> Result<Vec<MetricPoint>> {
+    async fn metric_history_aggregated(
+        &self,
+        run_id: &str,
+        key: &str,
+        limit: i64,
+        offset: i64,
+    ) -> Result<Vec<MetricPoint>> {
         let packed: Option<String> = sqlx::query_scalar(
             "SELECT group_concat(timestamp || ',' || step || ',' || value_bits, ';' ORDER BY timestamp, step, value) \
              FROM (SELECT timestamp, step, value, value_bits FROM metrics WHERE run_uuid = $1 AND key = $2 \
@@ -671,21 +758,36 @@ impl Store {
         .bind(offset)
         .fetch_one(&self.read)
         .await?;
-        let Some(packed) = packed else { return Ok(Vec::new()) };
+        let Some(packed) = packed else {
+            return Ok(Vec::new());
+        };
         let corrupt = || Error::Corrupt(format!("metric history for run {run_id}, key {key}"));
         packed
             .split(';')
             .map(|point| {
                 let mut fields = point.splitn(3, ',').map(str::parse::<i64>);
-                let (Some(Ok(timestamp)), Some(Ok(step)), Some(Ok(bits))) = (fields.next(), fields.next(), fields.next()) else {
+                let (Some(Ok(timestamp)), Some(Ok(step)), Some(Ok(bits))) =
+                    (fields.next(), fields.next(), fields.next())
+                else {
                     return Err(corrupt());
                 };
-                Ok(MetricPoint { key: key.to_string(), value: f64::from_bits(bits as u64), timestamp, step })
+                Ok(MetricPoint {
+                    key: key.to_string(),
+                    value: f64::from_bits(bits as u64),
+                    timestamp,
+                    step,
+                })
             })
             .collect()
     }
 
-    async fn metric_history_rows(&self, run_id: &str, key: &str, limit: i64, offset: i64) -> Result<Vec<MetricPoint>> {
+    async fn metric_history_rows(
+        &self,
+        run_id: &str,
+        key: &str,
+        limit: i64,
+        offset: i64,
+    ) -> Result<Vec<MetricPoint>> {
         let rows = sqlx::query(
             "SELECT timestamp, step, value, is_nan FROM metrics WHERE run_uuid = $1 AND key = $2 \
              ORDER BY timestamp, step, value LIMIT $3 OFFSET $4",
@@ -741,8 +843,15 @@ impl Store {
             }
             let mut steps: Vec<i64> = points.iter().map(|p| p.step).collect();
             steps.dedup();
-            let chosen: HashSet<i64> = sample_evenly(&steps, max_results.max(1) as usize).into_iter().collect();
-            out.extend(points.into_iter().filter(|p| chosen.contains(&p.step)).map(|p| (run_id.clone(), p)));
+            let chosen: HashSet<i64> = sample_evenly(&steps, max_results.max(1) as usize)
+                .into_iter()
+                .collect();
+            out.extend(
+                points
+                    .into_iter()
+                    .filter(|p| chosen.contains(&p.step))
+                    .map(|p| (run_id.clone(), p)),
+            );
         }
         Ok(out)
     }
@@ -762,7 +871,12 @@ pub(crate) fn sample_evenly(items: &[i64], n: usize) -> Vec<i64> {
     out
 }
 
-async fn upsert_tags(tx: &mut Transaction<'_, Any>, backend: Backend, run_id: &str, tags: &[KeyValue]) -> Result<()> {
+async fn upsert_tags(
+    tx: &mut Transaction<'_, Any>,
+    backend: Backend,
+    run_id: &str,
+    tags: &[KeyValue],
+) -> Result<()> {
     // Last value wins when a key repeats within one request.
     let mut latest: Vec<&KeyValue> = Vec::with_capacity(tags.len());
     for tag in tags {
@@ -782,7 +896,9 @@ async fn upsert_tags(tx: &mut Transaction<'_, Any>, backend: Backend, run_id: &s
         args.push(Arg::Text(tag.key.clone()));
         args.push(Arg::Text(tag.value.clone()));
     }
-    bind_all(sqlx::query(AssertSqlSafe(sql)), &args).execute(&mut **tx).await?;
+    bind_all(sqlx::query(AssertSqlSafe(sql)), &args)
+        .execute(&mut **tx)
+        .await?;
     if let Some(name) = latest.iter().rev().find(|t| t.key == RUN_NAME_TAG) {
         sqlx::query("UPDATE runs SET name = $1 WHERE run_uuid = $2")
             .bind(name.value.as_str())
@@ -813,7 +929,12 @@ async fn insert_params(
         .collect::<Result<_>>()?;
     let conflicts: Vec<(&KeyValue, &String)> = params
         .iter()
-        .filter_map(|p| existing.get(&p.key).filter(|old| **old != p.value).map(|old| (p, old)))
+        .filter_map(|p| {
+            existing
+                .get(&p.key)
+                .filter(|old| **old != p.value)
+                .map(|old| (p, old))
+        })
         .collect();
     if let Some((first, old)) = conflicts.first() {
         let message = match style {
@@ -824,7 +945,12 @@ async fn insert_params(
             ParamStyle::Batch => {
                 let listed: Vec<String> = conflicts
                     .iter()
-                    .map(|(p, old)| format!("{{'key': '{}', 'old_value': '{old}', 'new_value': '{}'}}", p.key, p.value))
+                    .map(|(p, old)| {
+                        format!(
+                            "{{'key': '{}', 'old_value': '{old}', 'new_value': '{}'}}",
+                            p.key, p.value
+                        )
+                    })
                     .collect();
                 format!(
                     "Changing param values is not allowed. Params were already logged='[{}]' for run ID='{run_id}'.",
@@ -834,7 +960,10 @@ async fn insert_params(
         };
         return Err(MlflowError::invalid(message).into());
     }
-    let fresh: Vec<&KeyValue> = params.iter().filter(|p| !existing.contains_key(&p.key)).collect();
+    let fresh: Vec<&KeyValue> = params
+        .iter()
+        .filter(|p| !existing.contains_key(&p.key))
+        .collect();
     if fresh.is_empty() {
         return Ok(());
     }
@@ -848,7 +977,9 @@ async fn insert_params(
         args.push(Arg::Text(p.key.clone()));
         args.push(Arg::Text(p.value.clone()));
     }
-    bind_all(sqlx::query(AssertSqlSafe(sql)), &args).execute(&mut **tx).await?;
+    bind_all(sqlx::query(AssertSqlSafe(sql)), &args)
+        .execute(&mut **tx)
+        .await?;
     Ok(())
 }
 
@@ -859,7 +990,12 @@ fn opt_text(value: &Option<String>) -> Arg {
     }
 }
 
-async fn insert_metrics(tx: &mut Transaction<'_, Any>, backend: Backend, run_id: &str, metrics: &[BatchMetric]) -> Result<()> {
+async fn insert_metrics(
+    tx: &mut Transaction<'_, Any>,
+    backend: Backend,
+    run_id: &str,
+    metrics: &[BatchMetric],
+) -> Result<()> {
     for chunk in metrics.chunks(METRIC_CHUNK) {
         let sql = format!(
             "INSERT INTO metrics (run_uuid, key, timestamp, step, value, is_nan, value_bits, model_id, dataset_name, dataset_digest) \
@@ -880,12 +1016,24 @@ async fn insert_metrics(tx: &mut Transaction<'_, Any>, backend: Backend, run_id:
             args.push(opt_text(&m.dataset_name));
             args.push(opt_text(&m.dataset_digest));
         }
-        bind_all(sqlx::query(AssertSqlSafe(sql)), &args).execute(&mut **tx).await?;
+        bind_all(sqlx::query(AssertSqlSafe(sql)), &args)
+            .execute(&mut **tx)
+            .await?;
     }
 
     // The latest value per key: greatest (step, timestamp, value), NaN counting as lowest.
     let mut latest: Vec<&BatchMetric> = Vec::new();
-    let rank = |m: &BatchMetric| (m.step, m.timestamp, if m.value.is_nan() { f64::NEG_INFINITY } else { m.value });
+    let rank = |m: &BatchMetric| {
+        (
+            m.step,
+            m.timestamp,
+            if m.value.is_nan() {
+                f64::NEG_INFINITY
+            } else {
+                m.value
+            },
+        )
+    };
     for m in metrics {
         match latest.iter_mut().find(|l| l.key == m.key) {
             Some(slot) => {
@@ -913,7 +1061,9 @@ async fn insert_metrics(tx: &mut Transaction<'_, Any>, backend: Backend, run_id:
         args.push(Arg::Int(m.timestamp));
         args.push(Arg::Int(m.step));
     }
-    bind_all(sqlx::query(AssertSqlSafe(sql)), &args).execute(&mut **tx).await?;
+    bind_all(sqlx::query(AssertSqlSafe(sql)), &args)
+        .execute(&mut **tx)
+        .await?;
 
     let linked: Vec<&BatchMetric> = metrics.iter().filter(|m| m.model_id.is_some()).collect();
     for chunk in linked.chunks(METRIC_CHUNK) {
@@ -935,7 +1085,9 @@ async fn insert_metrics(tx: &mut Transaction<'_, Any>, backend: Backend, run_id:
             args.push(Arg::Text(m.dataset_name.clone().unwrap_or_default()));
             args.push(Arg::Text(m.dataset_digest.clone().unwrap_or_default()));
         }
-        bind_all(sqlx::query(AssertSqlSafe(sql)), &args).execute(&mut **tx).await?;
+        bind_all(sqlx::query(AssertSqlSafe(sql)), &args)
+            .execute(&mut **tx)
+            .await?;
     }
     Ok(())
 }

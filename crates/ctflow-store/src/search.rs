@@ -6,11 +6,11 @@ use ctflow_core::filter::{Clause, Comparator, Entity, OrderBy, Value};
 use ctflow_core::page_token;
 use sqlx::Row;
 
+use crate::Store;
 use crate::error::Result;
 use crate::experiments::{numeric_op, string_condition};
 use crate::runs::RunSearch;
 use crate::sql::{Arg, Sql};
-use crate::Store;
 
 fn attribute_column(key: &str) -> &'static str {
     match key {
@@ -29,14 +29,20 @@ fn key_value_condition(sql: &mut Sql, table: &str, clause: &Clause) -> String {
     let key = sql.text_arg(clause.key.clone());
     match clause.comparator {
         Comparator::IsNull => {
-            format!("NOT EXISTS (SELECT 1 FROM {table} x WHERE x.run_uuid = r.run_uuid AND x.key = {key})")
+            format!(
+                "NOT EXISTS (SELECT 1 FROM {table} x WHERE x.run_uuid = r.run_uuid AND x.key = {key})"
+            )
         }
         Comparator::IsNotNull => {
-            format!("EXISTS (SELECT 1 FROM {table} x WHERE x.run_uuid = r.run_uuid AND x.key = {key})")
+            format!(
+                "EXISTS (SELECT 1 FROM {table} x WHERE x.run_uuid = r.run_uuid AND x.key = {key})"
+            )
         }
         cmp => {
             let cond = string_condition(sql, "x.value", cmp, &clause.value);
-            format!("EXISTS (SELECT 1 FROM {table} x WHERE x.run_uuid = r.run_uuid AND x.key = {key} AND {cond})")
+            format!(
+                "EXISTS (SELECT 1 FROM {table} x WHERE x.run_uuid = r.run_uuid AND x.key = {key} AND {cond})"
+            )
         }
     }
 }
@@ -45,7 +51,9 @@ fn run_condition(sql: &mut Sql, clause: &Clause) -> String {
     match clause.entity {
         Entity::Metric => {
             let key = sql.text_arg(clause.key.clone());
-            let Value::Number(n) = clause.value else { return "1 = 0".into() };
+            let Value::Number(n) = clause.value else {
+                return "1 = 0".into();
+            };
             let v = sql.arg(Arg::Float(n));
             format!(
                 "EXISTS (SELECT 1 FROM latest_metrics m WHERE m.run_uuid = r.run_uuid AND m.key = {key} AND m.is_nan = 0 AND m.value {} {v})",
@@ -54,7 +62,12 @@ fn run_condition(sql: &mut Sql, clause: &Clause) -> String {
         }
         Entity::Param => key_value_condition(sql, "params", clause),
         Entity::Tag => key_value_condition(sql, "tags", clause),
-        Entity::Attribute => string_condition(sql, attribute_column(&clause.key), clause.comparator, &clause.value),
+        Entity::Attribute => string_condition(
+            sql,
+            attribute_column(&clause.key),
+            clause.comparator,
+            &clause.value,
+        ),
         Entity::Dataset => {
             if clause.key == "context" {
                 let cond = string_condition(sql, "it.value", clause.comparator, &clause.value);
@@ -63,7 +76,11 @@ fn run_condition(sql: &mut Sql, clause: &Clause) -> String {
                      WHERE ri.run_uuid = r.run_uuid AND it.key = 'mlflow.data.context' AND {cond})"
                 )
             } else {
-                let column = if clause.key == "name" { "d.name" } else { "d.digest" };
+                let column = if clause.key == "name" {
+                    "d.name"
+                } else {
+                    "d.digest"
+                };
                 let cond = string_condition(sql, column, clause.comparator, &clause.value);
                 format!(
                     "EXISTS (SELECT 1 FROM run_inputs ri JOIN datasets d ON d.dataset_uuid = ri.dataset_uuid \
@@ -76,7 +93,13 @@ fn run_condition(sql: &mut Sql, clause: &Clause) -> String {
 
 /// Joins and ORDER BY terms for one order key. Rows without the key sort last in both
 /// directions; NaN metrics sort after real values and before missing ones.
-fn order_terms(sql: &mut Sql, index: usize, order: &OrderBy, joins: &mut String, terms: &mut Vec<String>) {
+fn order_terms(
+    sql: &mut Sql,
+    index: usize,
+    order: &OrderBy,
+    joins: &mut String,
+    terms: &mut Vec<String>,
+) {
     let dir = if order.ascending { "ASC" } else { "DESC" };
     match order.entity {
         Entity::Metric | Entity::Param | Entity::Tag => {
@@ -116,12 +139,20 @@ impl Store {
         for (i, order) in search.order_by.iter().enumerate() {
             order_terms(&mut sql, i, order, &mut joins, &mut terms);
         }
-        if !search.order_by.iter().any(|o| o.entity == Entity::Attribute && o.key == "start_time") {
+        if !search
+            .order_by
+            .iter()
+            .any(|o| o.entity == Entity::Attribute && o.key == "start_time")
+        {
             terms.push("r.start_time DESC".into());
         }
         terms.push("r.run_uuid ASC".into());
 
-        let experiment_list: Vec<String> = search.experiment_ids.iter().map(|id| sql.int_arg(*id)).collect();
+        let experiment_list: Vec<String> = search
+            .experiment_ids
+            .iter()
+            .map(|id| sql.int_arg(*id))
+            .collect();
         let stages = sql.text_list(search.view.stages().iter().copied());
         let mut conditions = vec![
             format!("r.experiment_id IN ({})", experiment_list.join(", ")),

@@ -1,9 +1,9 @@
 //! A small builder for dynamic SQL with `$N` placeholders, valid on SQLite and PostgreSQL.
 
+use sqlx::Any;
 use sqlx::AssertSqlSafe;
 use sqlx::any::AnyArguments;
 use sqlx::query::Query;
-use sqlx::Any;
 
 use crate::Backend;
 
@@ -26,14 +26,22 @@ pub(crate) struct Sql {
 
 impl Sql {
     pub fn new(text: impl Into<String>) -> Self {
-        Sql { text: text.into(), args: Vec::new(), anonymous: false }
+        Sql {
+            text: text.into(),
+            args: Vec::new(),
+            anonymous: false,
+        }
     }
 
     /// A builder for statements whose placeholders appear in argument order (IN lists,
     /// bulk VALUES). NB: on SQLite these use `?`, because looking up `$N` names costs
     /// SQLite a scan of all parameters per bind, which is quadratic in a 2000-value insert.
     pub fn in_order(backend: Backend) -> Self {
-        Sql { text: String::new(), args: Vec::new(), anonymous: backend == Backend::Sqlite }
+        Sql {
+            text: String::new(),
+            args: Vec::new(),
+            anonymous: backend == Backend::Sqlite,
+        }
     }
 
     pub fn push(&mut self, text: &str) -> &mut Self {
@@ -44,7 +52,11 @@ impl Sql {
     /// Adds an argument and returns its placeholder.
     pub fn arg(&mut self, arg: Arg) -> String {
         self.args.push(arg);
-        if self.anonymous { "?".to_string() } else { format!("${}", self.args.len()) }
+        if self.anonymous {
+            "?".to_string()
+        } else {
+            format!("${}", self.args.len())
+        }
     }
 
     pub fn text_arg(&mut self, value: impl Into<String>) -> String {

@@ -6,15 +6,21 @@ mod support;
 use std::future::Future;
 use std::pin::Pin;
 
-use ctflow_core::entities::{Dataset, KeyValue, ModelOutput, ViewType};
-use ctflow_core::filter::{parse_experiment_filter, parse_experiment_order_by, parse_logged_model_filter, parse_run_filter, parse_run_order_by};
 use ctflow_core::ErrorCode;
-use ctflow_core::filter::{parse_model_version_filter, parse_model_version_order_by, parse_registered_model_filter, parse_registered_model_order_by};
-use ctflow_store::{NewModelVersion, RegistrySearch};
-use ctflow_store::{
-    BatchMetric, DatasetInputRequest, Error, ExperimentSearch, LoggedModelSearch, NewLoggedModel, NewRun, RunSearch,
-    RunUpdate, Store, StoreOptions,
+use ctflow_core::entities::{Dataset, KeyValue, ModelOutput, ViewType};
+use ctflow_core::filter::{
+    parse_experiment_filter, parse_experiment_order_by, parse_logged_model_filter,
+    parse_run_filter, parse_run_order_by,
 };
+use ctflow_core::filter::{
+    parse_model_version_filter, parse_model_version_order_by, parse_registered_model_filter,
+    parse_registered_model_order_by,
+};
+use ctflow_store::{
+    BatchMetric, DatasetInputRequest, Error, ExperimentSearch, LoggedModelSearch, NewLoggedModel,
+    NewRun, RunSearch, RunUpdate, Store, StoreOptions,
+};
+use ctflow_store::{NewModelVersion, RegistrySearch};
 
 type Case = fn(Store) -> Pin<Box<dyn Future<Output = ()> + Send>>;
 
@@ -52,94 +58,277 @@ fn code(err: Error) -> ErrorCode {
 }
 
 fn metric(key: &str, value: f64, timestamp: i64, step: i64) -> BatchMetric {
-    BatchMetric { key: key.into(), value, timestamp, step, model_id: None, dataset_name: None, dataset_digest: None }
+    BatchMetric {
+        key: key.into(),
+        value,
+        timestamp,
+        step,
+        model_id: None,
+        dataset_name: None,
+        dataset_digest: None,
+    }
 }
 
 async fn new_run(store: &Store, experiment_id: i64, name: &str) -> String {
     store
-        .create_run(NewRun { experiment_id, user_id: "tester".into(), run_name: Some(name.into()), ..Default::default() })
+        .create_run(NewRun {
+            experiment_id,
+            user_id: "tester".into(),
+            run_name: Some(name.into()),
+            ..Default::default()
+        })
         .await
         .unwrap()
         .info
         .run_id
 }
 
-fn run_search(experiment_id: i64, filter: &str, order_by: &[&str], max_results: i64, page_token: Option<String>) -> RunSearch {
+fn run_search(
+    experiment_id: i64,
+    filter: &str,
+    order_by: &[&str],
+    max_results: i64,
+    page_token: Option<String>,
+) -> RunSearch {
     RunSearch {
         experiment_ids: vec![experiment_id],
         filter: parse_run_filter(filter).unwrap(),
         view: ViewType::ActiveOnly,
         max_results,
-        order_by: parse_run_order_by(&order_by.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap(),
+        order_by: parse_run_order_by(&order_by.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+            .unwrap(),
         page_token,
     }
 }
 
 async fn names(store: &Store, search: &RunSearch) -> Vec<String> {
-    store.search_runs(search).await.unwrap().0.into_iter().map(|r| r.info.run_name).collect()
+    store
+        .search_runs(search)
+        .await
+        .unwrap()
+        .0
+        .into_iter()
+        .map(|r| r.info.run_name)
+        .collect()
 }
 
 async fn experiments_lifecycle(store: Store) {
     let default = store.get_experiment(0).await.unwrap();
-    assert_eq!((default.name.as_str(), default.artifact_location.as_str()), ("Default", "mlflow-artifacts:/0"));
+    assert_eq!(
+        (default.name.as_str(), default.artifact_location.as_str()),
+        ("Default", "mlflow-artifacts:/0")
+    );
 
-    let id = store.create_experiment("exp", None, &[KeyValue::new("team", "ml")]).await.unwrap();
+    let id = store
+        .create_experiment("exp", None, &[KeyValue::new("team", "ml")])
+        .await
+        .unwrap();
     assert_eq!(id, "1");
     let exp = store.get_experiment_by_name("exp").await.unwrap();
     assert_eq!(exp.artifact_location, "mlflow-artifacts:/1");
     assert_eq!(exp.tags, vec![KeyValue::new("team", "ml")]);
-    assert_eq!(code(store.create_experiment("exp", None, &[]).await.unwrap_err()), ErrorCode::ResourceAlreadyExists);
-    assert_eq!(code(store.get_experiment(99).await.unwrap_err()), ErrorCode::ResourceDoesNotExist);
-    assert_eq!(code(store.get_experiment_by_name("nope").await.unwrap_err()), ErrorCode::ResourceDoesNotExist);
-    assert_eq!(code(store.create_experiment(" ", None, &[]).await.unwrap_err()), ErrorCode::InvalidParameterValue);
-    assert_eq!(code(store.create_experiment(&"x".repeat(501), None, &[]).await.unwrap_err()), ErrorCode::InvalidParameterValue);
+    assert_eq!(
+        code(store.create_experiment("exp", None, &[]).await.unwrap_err()),
+        ErrorCode::ResourceAlreadyExists
+    );
+    assert_eq!(
+        code(store.get_experiment(99).await.unwrap_err()),
+        ErrorCode::ResourceDoesNotExist
+    );
+    assert_eq!(
+        code(store.get_experiment_by_name("nope").await.unwrap_err()),
+        ErrorCode::ResourceDoesNotExist
+    );
+    assert_eq!(
+        code(store.create_experiment(" ", None, &[]).await.unwrap_err()),
+        ErrorCode::InvalidParameterValue
+    );
+    assert_eq!(
+        code(
+            store
+                .create_experiment(&"x".repeat(501), None, &[])
+                .await
+                .unwrap_err()
+        ),
+        ErrorCode::InvalidParameterValue
+    );
 
     store.rename_experiment(1, "renamed").await.unwrap();
     assert_eq!(store.get_experiment(1).await.unwrap().name, "renamed");
-    store.create_experiment("other", Some("mlflow-artifacts:/custom"), &[]).await.unwrap();
-    assert_eq!(code(store.rename_experiment(1, "other").await.unwrap_err()), ErrorCode::ResourceAlreadyExists);
+    store
+        .create_experiment("other", Some("mlflow-artifacts:/custom"), &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        code(store.rename_experiment(1, "other").await.unwrap_err()),
+        ErrorCode::ResourceAlreadyExists
+    );
 
     store.set_experiment_tag(1, "team", "data").await.unwrap();
     store.set_experiment_tag(1, "k2", "v2").await.unwrap();
     assert_eq!(store.get_experiment(1).await.unwrap().tags.len(), 2);
     store.delete_experiment_tag(1, "k2").await.unwrap();
-    assert_eq!(code(store.delete_experiment_tag(1, "k2").await.unwrap_err()), ErrorCode::ResourceDoesNotExist);
-    assert_eq!(code(store.set_experiment_tag(1, "v", &"x".repeat(20001)).await.unwrap_err()), ErrorCode::InvalidParameterValue);
+    assert_eq!(
+        code(store.delete_experiment_tag(1, "k2").await.unwrap_err()),
+        ErrorCode::ResourceDoesNotExist
+    );
+    assert_eq!(
+        code(
+            store
+                .set_experiment_tag(1, "v", &"x".repeat(20001))
+                .await
+                .unwrap_err()
+        ),
+        ErrorCode::InvalidParameterValue
+    );
 
     let run = new_run(&store, 1, "r").await;
     store.delete_experiment(1).await.unwrap();
-    assert_eq!(store.get_experiment(1).await.unwrap().lifecycle_stage, "deleted");
-    assert_eq!(store.get_run(&run).await.unwrap().info.lifecycle_stage, "deleted");
-    assert_eq!(code(store.create_run(NewRun { experiment_id: 1, ..Default::default() }).await.unwrap_err()), ErrorCode::InvalidParameterValue);
-    assert_eq!(code(store.create_experiment("renamed", None, &[]).await.unwrap_err()), ErrorCode::ResourceAlreadyExists);
+    assert_eq!(
+        store.get_experiment(1).await.unwrap().lifecycle_stage,
+        "deleted"
+    );
+    assert_eq!(
+        store.get_run(&run).await.unwrap().info.lifecycle_stage,
+        "deleted"
+    );
+    assert_eq!(
+        code(
+            store
+                .create_run(NewRun {
+                    experiment_id: 1,
+                    ..Default::default()
+                })
+                .await
+                .unwrap_err()
+        ),
+        ErrorCode::InvalidParameterValue
+    );
+    assert_eq!(
+        code(
+            store
+                .create_experiment("renamed", None, &[])
+                .await
+                .unwrap_err()
+        ),
+        ErrorCode::ResourceAlreadyExists
+    );
     store.restore_experiment(1).await.unwrap();
-    assert_eq!(store.get_run(&run).await.unwrap().info.lifecycle_stage, "active");
-    assert_eq!(code(store.delete_experiment(0).await.unwrap_err()), ErrorCode::InvalidParameterValue);
+    assert_eq!(
+        store.get_run(&run).await.unwrap().info.lifecycle_stage,
+        "active"
+    );
+    assert_eq!(
+        code(store.delete_experiment(0).await.unwrap_err()),
+        ErrorCode::InvalidParameterValue
+    );
 }
 
 async fn experiment_search(store: Store) {
     for name in ["alpha", "beta", "gamma"] {
-        store.create_experiment(name, None, &[KeyValue::new("kind", if name == "beta" { "x" } else { "y" })]).await.unwrap();
+        store
+            .create_experiment(
+                name,
+                None,
+                &[KeyValue::new(
+                    "kind",
+                    if name == "beta" { "x" } else { "y" },
+                )],
+            )
+            .await
+            .unwrap();
     }
     store.delete_experiment(3).await.unwrap();
     let search = |filter: &str, order: &[&str], view, max_results, page_token| ExperimentSearch {
         view,
         filter: parse_experiment_filter(filter).unwrap(),
-        order_by: parse_experiment_order_by(&order.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap(),
+        order_by: parse_experiment_order_by(
+            &order.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+        )
+        .unwrap(),
         max_results,
         page_token,
     };
-    let names = |r: (Vec<ctflow_core::entities::Experiment>, Option<String>)| r.0.into_iter().map(|e| e.name).collect::<Vec<_>>();
-    assert_eq!(names(store.search_experiments(&search("", &["name ASC"], ViewType::ActiveOnly, 100, None)).await.unwrap()), ["Default", "alpha", "beta"]);
-    assert_eq!(names(store.search_experiments(&search("", &[], ViewType::DeletedOnly, 100, None)).await.unwrap()), ["gamma"]);
-    assert_eq!(names(store.search_experiments(&search("tags.kind = 'y'", &["name"], ViewType::All, 100, None)).await.unwrap()), ["alpha", "gamma"]);
-    assert_eq!(names(store.search_experiments(&search("name ILIKE 'AL%'", &[], ViewType::ActiveOnly, 100, None)).await.unwrap()), ["alpha"]);
-    assert_eq!(names(store.search_experiments(&search("name LIKE 'AL%'", &[], ViewType::ActiveOnly, 100, None)).await.unwrap()), Vec::<String>::new());
-    let (first, token) = store.search_experiments(&search("", &["name DESC"], ViewType::All, 2, None)).await.unwrap();
+    let names = |r: (Vec<ctflow_core::entities::Experiment>, Option<String>)| {
+        r.0.into_iter().map(|e| e.name).collect::<Vec<_>>()
+    };
+    assert_eq!(
+        names(
+            store
+                .search_experiments(&search("", &["name ASC"], ViewType::ActiveOnly, 100, None))
+                .await
+                .unwrap()
+        ),
+        ["Default", "alpha", "beta"]
+    );
+    assert_eq!(
+        names(
+            store
+                .search_experiments(&search("", &[], ViewType::DeletedOnly, 100, None))
+                .await
+                .unwrap()
+        ),
+        ["gamma"]
+    );
+    assert_eq!(
+        names(
+            store
+                .search_experiments(&search(
+                    "tags.kind = 'y'",
+                    &["name"],
+                    ViewType::All,
+                    100,
+                    None
+                ))
+                .await
+                .unwrap()
+        ),
+        ["alpha", "gamma"]
+    );
+    assert_eq!(
+        names(
+            store
+                .search_experiments(&search(
+                    "name ILIKE 'AL%'",
+                    &[],
+                    ViewType::ActiveOnly,
+                    100,
+                    None
+                ))
+                .await
+                .unwrap()
+        ),
+        ["alpha"]
+    );
+    assert_eq!(
+        names(
+            store
+                .search_experiments(&search(
+                    "name LIKE 'AL%'",
+                    &[],
+                    ViewType::ActiveOnly,
+                    100,
+                    None
+                ))
+                .await
+                .unwrap()
+        ),
+        Vec::<String>::new()
+    );
+    let (first, token) = store
+        .search_experiments(&search("", &["name DESC"], ViewType::All, 2, None))
+        .await
+        .unwrap();
     assert_eq!(first.len(), 2);
     let token = token.expect("a next page");
-    let (second, token) = store.search_experiments(&search("", &["name DESC"], ViewType::All, 2, Some(token))).await.unwrap();
-    assert_eq!(second.iter().map(|e| e.name.as_str()).collect::<Vec<_>>(), ["alpha", "Default"]);
+    let (second, token) = store
+        .search_experiments(&search("", &["name DESC"], ViewType::All, 2, Some(token)))
+        .await
+        .unwrap();
+    assert_eq!(
+        second.iter().map(|e| e.name.as_str()).collect::<Vec<_>>(),
+        ["alpha", "Default"]
+    );
     assert!(token.is_none());
 }
 
@@ -156,40 +345,104 @@ async fn runs_lifecycle(store: Store) {
         .unwrap();
     assert_eq!(run.info.run_id.len(), 32);
     assert_eq!(run.info.status, "RUNNING");
-    assert_eq!(run.info.artifact_uri, format!("mlflow-artifacts:/0/{}/artifacts", run.info.run_id));
-    assert!(run.data.tags.iter().any(|t| t.key == "mlflow.runName" && t.value == run.info.run_name));
+    assert_eq!(
+        run.info.artifact_uri,
+        format!("mlflow-artifacts:/0/{}/artifacts", run.info.run_id)
+    );
+    assert!(
+        run.data
+            .tags
+            .iter()
+            .any(|t| t.key == "mlflow.runName" && t.value == run.info.run_name)
+    );
     let id = run.info.run_id;
 
     let info = store
-        .update_run(&id, RunUpdate { status: Some("FINISHED".into()), end_time: Some(2000), run_name: Some("renamed".into()) })
+        .update_run(
+            &id,
+            RunUpdate {
+                status: Some("FINISHED".into()),
+                end_time: Some(2000),
+                run_name: Some("renamed".into()),
+            },
+        )
         .await
         .unwrap();
-    assert_eq!((info.status.as_str(), info.end_time, info.run_name.as_str()), ("FINISHED", Some(2000), "renamed"));
+    assert_eq!(
+        (info.status.as_str(), info.end_time, info.run_name.as_str()),
+        ("FINISHED", Some(2000), "renamed")
+    );
     store.set_tag(&id, "mlflow.runName", "again").await.unwrap();
     let got = store.get_run(&id).await.unwrap();
     assert_eq!(got.info.run_name, "again");
-    assert!(got.data.tags.contains(&KeyValue::new("mlflow.runName", "again")));
-    assert_eq!(code(store.update_run(&id, RunUpdate { status: Some("BOGUS".into()), ..Default::default() }).await.unwrap_err()), ErrorCode::InvalidParameterValue);
+    assert!(
+        got.data
+            .tags
+            .contains(&KeyValue::new("mlflow.runName", "again"))
+    );
+    assert_eq!(
+        code(
+            store
+                .update_run(
+                    &id,
+                    RunUpdate {
+                        status: Some("BOGUS".into()),
+                        ..Default::default()
+                    }
+                )
+                .await
+                .unwrap_err()
+        ),
+        ErrorCode::InvalidParameterValue
+    );
 
     store.set_tag(&id, "t", "1").await.unwrap();
     store.set_tag(&id, "t", "2").await.unwrap();
     store.set_tag(&id, "long", &"v".repeat(9000)).await.unwrap();
     let got = store.get_run(&id).await.unwrap();
     assert!(got.data.tags.contains(&KeyValue::new("t", "2")));
-    assert_eq!(got.data.tags.iter().find(|t| t.key == "long").unwrap().value.len(), 8000);
+    assert_eq!(
+        got.data
+            .tags
+            .iter()
+            .find(|t| t.key == "long")
+            .unwrap()
+            .value
+            .len(),
+        8000
+    );
     store.delete_tag(&id, "t").await.unwrap();
-    assert_eq!(code(store.delete_tag(&id, "t").await.unwrap_err()), ErrorCode::ResourceDoesNotExist);
+    assert_eq!(
+        code(store.delete_tag(&id, "t").await.unwrap_err()),
+        ErrorCode::ResourceDoesNotExist
+    );
 
     store.delete_run(&id).await.unwrap();
-    assert_eq!(store.get_run(&id).await.unwrap().info.lifecycle_stage, "deleted");
-    assert_eq!(code(store.set_tag(&id, "x", "y").await.unwrap_err()), ErrorCode::InvalidParameterValue);
+    assert_eq!(
+        store.get_run(&id).await.unwrap().info.lifecycle_stage,
+        "deleted"
+    );
+    assert_eq!(
+        code(store.set_tag(&id, "x", "y").await.unwrap_err()),
+        ErrorCode::InvalidParameterValue
+    );
     store.restore_run(&id).await.unwrap();
     store.set_tag(&id, "x", "y").await.unwrap();
-    assert_eq!(code(store.get_run("0123").await.unwrap_err()), ErrorCode::ResourceDoesNotExist);
-    assert_eq!(code(store.delete_run("0123").await.unwrap_err()), ErrorCode::ResourceDoesNotExist);
+    assert_eq!(
+        code(store.get_run("0123").await.unwrap_err()),
+        ErrorCode::ResourceDoesNotExist
+    );
+    assert_eq!(
+        code(store.delete_run("0123").await.unwrap_err()),
+        ErrorCode::ResourceDoesNotExist
+    );
 
     let clash = store
-        .create_run(NewRun { run_name: Some("a".into()), tags: vec![KeyValue::new("mlflow.runName", "b")], ..Default::default() })
+        .create_run(NewRun {
+            run_name: Some("a".into()),
+            tags: vec![KeyValue::new("mlflow.runName", "b")],
+            ..Default::default()
+        })
         .await;
     assert_eq!(code(clash.unwrap_err()), ErrorCode::InvalidParameterValue);
 }
@@ -199,74 +452,234 @@ async fn params_are_immutable(store: Store) {
     store.log_param(&id, "a", "1").await.unwrap();
     store.log_param(&id, "a", "1").await.unwrap();
     let err = store.log_param(&id, "a", "2").await.unwrap_err();
-    assert!(err.to_string().contains("Changing param values is not allowed"), "{err}");
-    let err = store.log_batch(&id, vec![], vec![KeyValue::new("a", "3")], vec![]).await.unwrap_err();
-    assert!(err.to_string().contains("'old_value': '1', 'new_value': '3'"), "{err}");
-    let err = store.log_batch(&id, vec![], vec![KeyValue::new("d", "1"), KeyValue::new("d", "1")], vec![]).await.unwrap_err();
-    assert!(err.to_string().contains("Duplicate parameter keys"), "{err}");
-    store.log_batch(&id, vec![], vec![KeyValue::new("a", "1"), KeyValue::new("b", "x".repeat(7000))], vec![]).await.unwrap();
+    assert!(
+        err.to_string()
+            .contains("Changing param values is not allowed"),
+        "{err}"
+    );
+    let err = store
+        .log_batch(&id, vec![], vec![KeyValue::new("a", "3")], vec![])
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("'old_value': '1', 'new_value': '3'"),
+        "{err}"
+    );
+    let err = store
+        .log_batch(
+            &id,
+            vec![],
+            vec![KeyValue::new("d", "1"), KeyValue::new("d", "1")],
+            vec![],
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("Duplicate parameter keys"),
+        "{err}"
+    );
+    store
+        .log_batch(
+            &id,
+            vec![],
+            vec![
+                KeyValue::new("a", "1"),
+                KeyValue::new("b", "x".repeat(7000)),
+            ],
+            vec![],
+        )
+        .await
+        .unwrap();
     let run = store.get_run(&id).await.unwrap();
     assert_eq!(run.data.params.len(), 2);
-    assert_eq!(run.data.params.iter().find(|p| p.key == "b").unwrap().value.len(), 6000);
+    assert_eq!(
+        run.data
+            .params
+            .iter()
+            .find(|p| p.key == "b")
+            .unwrap()
+            .value
+            .len(),
+        6000
+    );
 }
 
 async fn batch_limits_and_validation(store: Store) {
     let id = new_run(&store, 0, "limits").await;
     let many: Vec<BatchMetric> = (0..1001).map(|i| metric("m", i as f64, i, i)).collect();
-    assert_eq!(code(store.log_batch(&id, many, vec![], vec![]).await.unwrap_err()), ErrorCode::InvalidParameterValue);
-    let params: Vec<KeyValue> = (0..101).map(|i| KeyValue::new(format!("p{i}"), "v")).collect();
-    assert_eq!(code(store.log_batch(&id, vec![], params, vec![]).await.unwrap_err()), ErrorCode::InvalidParameterValue);
+    assert_eq!(
+        code(
+            store
+                .log_batch(&id, many, vec![], vec![])
+                .await
+                .unwrap_err()
+        ),
+        ErrorCode::InvalidParameterValue
+    );
+    let params: Vec<KeyValue> = (0..101)
+        .map(|i| KeyValue::new(format!("p{i}"), "v"))
+        .collect();
+    assert_eq!(
+        code(
+            store
+                .log_batch(&id, vec![], params, vec![])
+                .await
+                .unwrap_err()
+        ),
+        ErrorCode::InvalidParameterValue
+    );
     for bad in ["bad key!", "../x", "/abs", "a//b", ""] {
-        assert_eq!(code(store.log_metric(&id, metric(bad, 1.0, 1, 0)).await.unwrap_err()), ErrorCode::InvalidParameterValue, "{bad}");
+        assert_eq!(
+            code(
+                store
+                    .log_metric(&id, metric(bad, 1.0, 1, 0))
+                    .await
+                    .unwrap_err()
+            ),
+            ErrorCode::InvalidParameterValue,
+            "{bad}"
+        );
     }
     // A failed batch leaves nothing behind.
     let err = store
-        .log_batch(&id, vec![metric("ok", 1.0, 1, 0)], vec![KeyValue::new("bad key!", "v")], vec![])
+        .log_batch(
+            &id,
+            vec![metric("ok", 1.0, 1, 0)],
+            vec![KeyValue::new("bad key!", "v")],
+            vec![],
+        )
         .await;
     assert!(err.is_err());
     assert!(store.get_run(&id).await.unwrap().data.metrics.is_empty());
     let full: Vec<BatchMetric> = (0..1000).map(|i| metric("m", i as f64, i, i)).collect();
     store.log_batch(&id, full, vec![], vec![]).await.unwrap();
-    assert_eq!(store.get_metric_history(&id, "m", None, None).await.unwrap().0.len(), 1000);
+    assert_eq!(
+        store
+            .get_metric_history(&id, "m", None, None)
+            .await
+            .unwrap()
+            .0
+            .len(),
+        1000
+    );
 }
 
 async fn metrics_history_and_latest(store: Store) {
     let id = new_run(&store, 0, "metrics").await;
-    store.log_metric(&id, metric("loss", 3.0, 10, 0)).await.unwrap();
-    store.log_metric(&id, metric("loss", 2.0, 20, 1)).await.unwrap();
-    store.log_metric(&id, metric("loss", 9.0, 5, 0)).await.unwrap();
-    store.log_metric(&id, metric("loss", 2.0, 20, 1)).await.unwrap(); // exact duplicate: deduplicated
-    store.log_metric(&id, metric("nan", f64::NAN, 1, 0)).await.unwrap();
-    store.log_metric(&id, metric("inf", f64::INFINITY, 1, 0)).await.unwrap();
-    store.log_metric(&id, metric("ninf", f64::NEG_INFINITY, 1, 0)).await.unwrap();
+    store
+        .log_metric(&id, metric("loss", 3.0, 10, 0))
+        .await
+        .unwrap();
+    store
+        .log_metric(&id, metric("loss", 2.0, 20, 1))
+        .await
+        .unwrap();
+    store
+        .log_metric(&id, metric("loss", 9.0, 5, 0))
+        .await
+        .unwrap();
+    store
+        .log_metric(&id, metric("loss", 2.0, 20, 1))
+        .await
+        .unwrap(); // exact duplicate: deduplicated
+    store
+        .log_metric(&id, metric("nan", f64::NAN, 1, 0))
+        .await
+        .unwrap();
+    store
+        .log_metric(&id, metric("inf", f64::INFINITY, 1, 0))
+        .await
+        .unwrap();
+    store
+        .log_metric(&id, metric("ninf", f64::NEG_INFINITY, 1, 0))
+        .await
+        .unwrap();
     let run = store.get_run(&id).await.unwrap();
-    let latest = |k: &str| run.data.metrics.iter().find(|m| m.key == k).unwrap().clone();
+    let latest = |k: &str| {
+        run.data
+            .metrics
+            .iter()
+            .find(|m| m.key == k)
+            .unwrap()
+            .clone()
+    };
     assert_eq!((latest("loss").value, latest("loss").step), (2.0, 1));
     assert!(latest("nan").value.is_nan());
     assert_eq!(latest("inf").value, f64::MAX);
     assert_eq!(latest("ninf").value, f64::MIN);
 
-    let (history, token) = store.get_metric_history(&id, "loss", None, None).await.unwrap();
-    assert_eq!(history.iter().map(|p| (p.timestamp, p.value)).collect::<Vec<_>>(), [(5, 9.0), (10, 3.0), (20, 2.0)]);
+    let (history, token) = store
+        .get_metric_history(&id, "loss", None, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        history
+            .iter()
+            .map(|p| (p.timestamp, p.value))
+            .collect::<Vec<_>>(),
+        [(5, 9.0), (10, 3.0), (20, 2.0)]
+    );
     assert!(token.is_none());
-    let (page1, token) = store.get_metric_history(&id, "loss", Some(2), None).await.unwrap();
+    let (page1, token) = store
+        .get_metric_history(&id, "loss", Some(2), None)
+        .await
+        .unwrap();
     assert_eq!(page1.len(), 2);
-    let (page2, token2) = store.get_metric_history(&id, "loss", Some(2), token.as_deref()).await.unwrap();
+    let (page2, token2) = store
+        .get_metric_history(&id, "loss", Some(2), token.as_deref())
+        .await
+        .unwrap();
     assert_eq!((page2.len(), token2), (1, None));
-    assert_eq!(code(store.get_metric_history("missing", "loss", None, None).await.unwrap_err()), ErrorCode::ResourceDoesNotExist);
-    assert!(store.get_metric_history(&id, "none", None, None).await.unwrap().0.is_empty());
+    assert_eq!(
+        code(
+            store
+                .get_metric_history("missing", "loss", None, None)
+                .await
+                .unwrap_err()
+        ),
+        ErrorCode::ResourceDoesNotExist
+    );
+    assert!(
+        store
+            .get_metric_history(&id, "none", None, None)
+            .await
+            .unwrap()
+            .0
+            .is_empty()
+    );
 
-    let steps: Vec<BatchMetric> = (0..100).map(|i| metric("curve", i as f64, 100 + i, i)).collect();
+    let steps: Vec<BatchMetric> = (0..100)
+        .map(|i| metric("curve", i as f64, 100 + i, i))
+        .collect();
     store.log_batch(&id, steps, vec![], vec![]).await.unwrap();
-    let sampled = store.get_metric_history_bulk_interval(&[id.clone()], "curve", None, None, 5).await.unwrap();
-    assert_eq!(sampled.iter().map(|(_, p)| p.step).collect::<Vec<_>>(), [0, 24, 49, 74, 99]);
-    let ranged = store.get_metric_history_bulk_interval(&[id], "curve", Some(10), Some(12), 320).await.unwrap();
+    let sampled = store
+        .get_metric_history_bulk_interval(std::slice::from_ref(&id), "curve", None, None, 5)
+        .await
+        .unwrap();
+    assert_eq!(
+        sampled.iter().map(|(_, p)| p.step).collect::<Vec<_>>(),
+        [0, 24, 49, 74, 99]
+    );
+    let ranged = store
+        .get_metric_history_bulk_interval(&[id], "curve", Some(10), Some(12), 320)
+        .await
+        .unwrap();
     assert_eq!(ranged.len(), 3);
 }
 
 async fn metric_values_round_trip_exactly(store: Store) {
     let id = new_run(&store, 0, "exact").await;
-    let mut values = vec![0.1, 1.0 / 3.0, -0.0, 5e-324, 1e-300, 1.7976931348623157e308, -2.5e-8, 123456789.123456789];
+    let mut values = vec![
+        0.1,
+        1.0 / 3.0,
+        -0.0,
+        5e-324,
+        1e-300,
+        1.7976931348623157e308,
+        -2.5e-8,
+        123_456_789.123_456_78,
+    ];
     let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
     while values.len() < 3000 {
         x ^= x << 13;
@@ -285,54 +698,149 @@ async fn metric_values_round_trip_exactly(store: Store) {
             .collect();
         store.log_batch(&id, metrics, vec![], vec![]).await.unwrap();
     }
-    let (history, _) = store.get_metric_history(&id, "exact", None, None).await.unwrap();
+    let (history, _) = store
+        .get_metric_history(&id, "exact", None, None)
+        .await
+        .unwrap();
     assert_eq!(history.len(), values.len());
     for (point, expected) in history.iter().zip(&values) {
-        assert_eq!(point.value.to_bits(), expected.to_bits(), "{expected:e} came back as {:e}", point.value);
+        assert_eq!(
+            point.value.to_bits(),
+            expected.to_bits(),
+            "{expected:e} came back as {:e}",
+            point.value
+        );
     }
-    let (page, _) = store.get_metric_history(&id, "exact", Some(10), Some(&ctflow_core::page_token::encode(2990))).await.unwrap();
-    assert_eq!(page.iter().map(|p| p.timestamp).collect::<Vec<_>>(), (2990..3000).collect::<Vec<_>>());
+    let (page, _) = store
+        .get_metric_history(
+            &id,
+            "exact",
+            Some(10),
+            Some(&ctflow_core::page_token::encode(2990)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        page.iter().map(|p| p.timestamp).collect::<Vec<_>>(),
+        (2990..3000).collect::<Vec<_>>()
+    );
 }
 
 /// The four runs of the recorded c_search scenario and the results the real server gave.
 async fn run_search_filters(store: Store) {
-    let exp: i64 = store.create_experiment("search", None, &[]).await.unwrap().parse().unwrap();
-    for (i, (c, acc)) in [("0.05", 0.9), ("1.0", 0.7), ("0.05", 0.4), ("0.5", 0.95)].iter().enumerate() {
+    let exp: i64 = store
+        .create_experiment("search", None, &[])
+        .await
+        .unwrap()
+        .parse()
+        .unwrap();
+    for (i, (c, acc)) in [("0.05", 0.9), ("1.0", 0.7), ("0.05", 0.4), ("0.5", 0.95)]
+        .iter()
+        .enumerate()
+    {
         let id = new_run(&store, exp, &format!("r{i}")).await;
         store
             .log_batch(
                 &id,
                 vec![metric("accuracy", *acc, 1, 0)],
                 vec![KeyValue::new("C", *c)],
-                vec![KeyValue::new("group", if i % 2 == 0 { "even" } else { "odd" })],
+                vec![KeyValue::new(
+                    "group",
+                    if i % 2 == 0 { "even" } else { "odd" },
+                )],
             )
             .await
             .unwrap();
     }
     let q = |f: &str| run_search(exp, f, &["attributes.run_name ASC"], 100, None);
-    assert_eq!(names(&store, &q("metrics.accuracy > 0.5 and params.C = '0.05'")).await, ["r0"]);
+    assert_eq!(
+        names(&store, &q("metrics.accuracy > 0.5 and params.C = '0.05'")).await,
+        ["r0"]
+    );
     assert_eq!(names(&store, &q("tags.group = 'even'")).await, ["r0", "r2"]);
-    assert_eq!(names(&store, &q("tags.`mlflow.runName` ILIKE 'R1'")).await, ["r1"]);
-    assert_eq!(names(&store, &q("params.C LIKE '0.%'")).await, ["r0", "r2", "r3"]);
+    assert_eq!(
+        names(&store, &q("tags.`mlflow.runName` ILIKE 'R1'")).await,
+        ["r1"]
+    );
+    assert_eq!(
+        names(&store, &q("params.C LIKE '0.%'")).await,
+        ["r0", "r2", "r3"]
+    );
     assert_eq!(names(&store, &q("params.C != '0.05'")).await, ["r1", "r3"]);
     assert!(names(&store, &q("tags.group IS NULL")).await.is_empty());
     assert_eq!(names(&store, &q("tags.nothing IS NULL")).await.len(), 4);
     assert_eq!(names(&store, &q("params.C IS NOT NULL")).await.len(), 4);
-    assert_eq!(names(&store, &q("attribute.user_id = 'tester' and run.status != 'FAILED'")).await.len(), 4);
-    assert_eq!(names(&store, &q("attributes.start_time > 0")).await.len(), 4);
-    assert_eq!(names(&store, &q("attributes.run_id NOT IN ('x')")).await.len(), 4);
-    assert_eq!(names(&store, &q("metrics.accuracy <= 0.7")).await, ["r1", "r2"]);
+    assert_eq!(
+        names(
+            &store,
+            &q("attribute.user_id = 'tester' and run.status != 'FAILED'")
+        )
+        .await
+        .len(),
+        4
+    );
+    assert_eq!(
+        names(&store, &q("attributes.start_time > 0")).await.len(),
+        4
+    );
+    assert_eq!(
+        names(&store, &q("attributes.run_id NOT IN ('x')"))
+            .await
+            .len(),
+        4
+    );
+    assert_eq!(
+        names(&store, &q("metrics.accuracy <= 0.7")).await,
+        ["r1", "r2"]
+    );
     assert_eq!(names(&store, &q("metrics.missing > 0")).await.len(), 0);
-    let first = store.search_runs(&q("")).await.unwrap().0.remove(0).info.run_id;
-    assert_eq!(names(&store, &q(&format!("attributes.run_id IN ('{first}', 'zz')"))).await, ["r0"]);
-    assert_eq!(names(&store, &q("attributes.run_name LIKE 'r%' and metrics.accuracy >= 0.9")).await, ["r0", "r3"]);
+    let first = store
+        .search_runs(&q(""))
+        .await
+        .unwrap()
+        .0
+        .remove(0)
+        .info
+        .run_id;
+    assert_eq!(
+        names(
+            &store,
+            &q(&format!("attributes.run_id IN ('{first}', 'zz')"))
+        )
+        .await,
+        ["r0"]
+    );
+    assert_eq!(
+        names(
+            &store,
+            &q("attributes.run_name LIKE 'r%' and metrics.accuracy >= 0.9")
+        )
+        .await,
+        ["r0", "r3"]
+    );
 }
 
 async fn run_search_order_and_pages(store: Store) {
-    let exp: i64 = store.create_experiment("order", None, &[]).await.unwrap().parse().unwrap();
-    for (name, value) in [("a", Some(0.5)), ("b", None), ("c", Some(f64::NAN)), ("d", Some(0.9)), ("e", Some(0.1))] {
+    let exp: i64 = store
+        .create_experiment("order", None, &[])
+        .await
+        .unwrap()
+        .parse()
+        .unwrap();
+    for (name, value) in [
+        ("a", Some(0.5)),
+        ("b", None),
+        ("c", Some(f64::NAN)),
+        ("d", Some(0.9)),
+        ("e", Some(0.1)),
+    ] {
         let id = store
-            .create_run(NewRun { experiment_id: exp, run_name: Some(name.into()), start_time: Some(name.as_bytes()[0] as i64), ..Default::default() })
+            .create_run(NewRun {
+                experiment_id: exp,
+                run_name: Some(name.into()),
+                start_time: Some(name.as_bytes()[0] as i64),
+                ..Default::default()
+            })
             .await
             .unwrap()
             .info
@@ -341,15 +849,34 @@ async fn run_search_order_and_pages(store: Store) {
             store.log_metric(&id, metric("m", v, 1, 0)).await.unwrap();
         }
     }
-    assert_eq!(names(&store, &run_search(exp, "", &["metrics.m DESC"], 100, None)).await, ["d", "a", "e", "c", "b"]);
-    assert_eq!(names(&store, &run_search(exp, "", &["metrics.m ASC"], 100, None)).await, ["e", "a", "d", "c", "b"]);
-    assert_eq!(names(&store, &run_search(exp, "", &[], 100, None)).await, ["e", "d", "c", "b", "a"]);
-    assert_eq!(names(&store, &run_search(exp, "", &["attributes.start_time ASC"], 100, None)).await, ["a", "b", "c", "d", "e"]);
+    assert_eq!(
+        names(&store, &run_search(exp, "", &["metrics.m DESC"], 100, None)).await,
+        ["d", "a", "e", "c", "b"]
+    );
+    assert_eq!(
+        names(&store, &run_search(exp, "", &["metrics.m ASC"], 100, None)).await,
+        ["e", "a", "d", "c", "b"]
+    );
+    assert_eq!(
+        names(&store, &run_search(exp, "", &[], 100, None)).await,
+        ["e", "d", "c", "b", "a"]
+    );
+    assert_eq!(
+        names(
+            &store,
+            &run_search(exp, "", &["attributes.start_time ASC"], 100, None)
+        )
+        .await,
+        ["a", "b", "c", "d", "e"]
+    );
 
     let mut seen = Vec::new();
     let mut token = None;
     loop {
-        let (runs, next) = store.search_runs(&run_search(exp, "", &["metrics.m DESC"], 2, token.clone())).await.unwrap();
+        let (runs, next) = store
+            .search_runs(&run_search(exp, "", &["metrics.m DESC"], 2, token.clone()))
+            .await
+            .unwrap();
         seen.extend(runs.into_iter().map(|r| r.info.run_name));
         match next {
             Some(t) => token = Some(t),
@@ -357,11 +884,21 @@ async fn run_search_order_and_pages(store: Store) {
         }
     }
     assert_eq!(seen, ["d", "a", "e", "c", "b"]);
-    let err = store.search_runs(&run_search(exp, "", &[], 2, Some("not base64!".into()))).await.unwrap_err();
+    let err = store
+        .search_runs(&run_search(exp, "", &[], 2, Some("not base64!".into())))
+        .await
+        .unwrap_err();
     assert_eq!(code(err), ErrorCode::InvalidParameterValue);
 
     let mut deleted = run_search(exp, "", &[], 100, None);
-    let victim = store.search_runs(&deleted).await.unwrap().0.remove(0).info.run_id;
+    let victim = store
+        .search_runs(&deleted)
+        .await
+        .unwrap()
+        .0
+        .remove(0)
+        .info
+        .run_id;
     store.delete_run(&victim).await.unwrap();
     deleted.view = ViewType::DeletedOnly;
     assert_eq!(names(&store, &deleted).await, ["e"]);
@@ -379,15 +916,45 @@ async fn inputs_and_outputs(store: Store) {
         schema: Some("{}".into()),
         profile: None,
     };
-    let input = DatasetInputRequest { dataset, tags: vec![KeyValue::new("mlflow.data.context", "train")] };
-    store.log_inputs(&id, vec![input.clone()], vec![]).await.unwrap();
+    let input = DatasetInputRequest {
+        dataset,
+        tags: vec![KeyValue::new("mlflow.data.context", "train")],
+    };
+    store
+        .log_inputs(&id, vec![input.clone()], vec![])
+        .await
+        .unwrap();
     store.log_inputs(&id, vec![input], vec![]).await.unwrap();
-    store.log_outputs(&id, vec![ModelOutput { model_id: "m-1".into(), step: 3 }]).await.unwrap();
+    store
+        .log_outputs(
+            &id,
+            vec![ModelOutput {
+                model_id: "m-1".into(),
+                step: 3,
+            }],
+        )
+        .await
+        .unwrap();
     let run = store.get_run(&id).await.unwrap();
     assert_eq!(run.inputs.dataset_inputs.len(), 1);
-    assert_eq!(run.inputs.dataset_inputs[0].tags, vec![KeyValue::new("mlflow.data.context", "train")]);
-    assert_eq!(run.outputs.unwrap().model_outputs, vec![ModelOutput { model_id: "m-1".into(), step: 3 }]);
-    let mut search = run_search(0, "datasets.context = 'train' and datasets.name IN ('iris')", &[], 10, None);
+    assert_eq!(
+        run.inputs.dataset_inputs[0].tags,
+        vec![KeyValue::new("mlflow.data.context", "train")]
+    );
+    assert_eq!(
+        run.outputs.unwrap().model_outputs,
+        vec![ModelOutput {
+            model_id: "m-1".into(),
+            step: 3
+        }]
+    );
+    let mut search = run_search(
+        0,
+        "datasets.context = 'train' and datasets.name IN ('iris')",
+        &[],
+        10,
+        None,
+    );
     assert_eq!(names(&store, &search).await, ["io"]);
     search.filter = parse_run_filter("datasets.digest = 'other'").unwrap();
     assert!(names(&store, &search).await.is_empty());
@@ -409,13 +976,33 @@ async fn logged_models(store: Store) {
     let id = model.info.model_id.clone();
     assert!(id.starts_with("m-"));
     assert_eq!(model.info.status, "LOGGED_MODEL_PENDING");
-    assert_eq!(model.info.artifact_uri, format!("mlflow-artifacts:/0/models/{id}/artifacts"));
+    assert_eq!(
+        model.info.artifact_uri,
+        format!("mlflow-artifacts:/0/models/{id}/artifacts")
+    );
     let mut linked = metric("accuracy", 0.97, 5, 0);
     linked.model_id = Some(id.clone());
-    store.log_batch(&run, vec![linked], vec![], vec![]).await.unwrap();
-    assert_eq!(store.finalize_logged_model(&id, "LOGGED_MODEL_READY").await.unwrap().info.status, "LOGGED_MODEL_READY");
-    store.set_logged_model_tags(&id, &[KeyValue::new("mlflow.modelVersions", "[]")]).await.unwrap();
-    store.log_logged_model_params(&id, &[KeyValue::new("D", "2")]).await.unwrap();
+    store
+        .log_batch(&run, vec![linked], vec![], vec![])
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .finalize_logged_model(&id, "LOGGED_MODEL_READY")
+            .await
+            .unwrap()
+            .info
+            .status,
+        "LOGGED_MODEL_READY"
+    );
+    store
+        .set_logged_model_tags(&id, &[KeyValue::new("mlflow.modelVersions", "[]")])
+        .await
+        .unwrap();
+    store
+        .log_logged_model_params(&id, &[KeyValue::new("D", "2")])
+        .await
+        .unwrap();
     let got = store.get_logged_model(&id).await.unwrap();
     assert_eq!(got.data.metrics.len(), 1);
     assert_eq!(got.data.metrics[0].run_id.as_deref(), Some(run.as_str()));
@@ -429,13 +1016,50 @@ async fn logged_models(store: Store) {
         max_results: 10,
         page_token: None,
     };
-    assert_eq!(store.search_logged_models(&search("name = 'iris_model'")).await.unwrap().0.len(), 1);
-    assert!(store.search_logged_models(&search("name = 'plots'")).await.unwrap().0.is_empty());
-    assert_eq!(store.search_logged_models(&search("metrics.accuracy > 0.9 and params.C = '0.1'")).await.unwrap().0.len(), 1);
-    store.delete_logged_model_tag(&id, "mlflow.modelVersions").await.unwrap();
+    assert_eq!(
+        store
+            .search_logged_models(&search("name = 'iris_model'"))
+            .await
+            .unwrap()
+            .0
+            .len(),
+        1
+    );
+    assert!(
+        store
+            .search_logged_models(&search("name = 'plots'"))
+            .await
+            .unwrap()
+            .0
+            .is_empty()
+    );
+    assert_eq!(
+        store
+            .search_logged_models(&search("metrics.accuracy > 0.9 and params.C = '0.1'"))
+            .await
+            .unwrap()
+            .0
+            .len(),
+        1
+    );
+    store
+        .delete_logged_model_tag(&id, "mlflow.modelVersions")
+        .await
+        .unwrap();
     store.delete_logged_model(&id).await.unwrap();
-    assert_eq!(code(store.get_logged_model(&id).await.unwrap_err()), ErrorCode::ResourceDoesNotExist);
-    assert_eq!(code(store.finalize_logged_model("m-nope", "LOGGED_MODEL_READY").await.unwrap_err()), ErrorCode::ResourceDoesNotExist);
+    assert_eq!(
+        code(store.get_logged_model(&id).await.unwrap_err()),
+        ErrorCode::ResourceDoesNotExist
+    );
+    assert_eq!(
+        code(
+            store
+                .finalize_logged_model("m-nope", "LOGGED_MODEL_READY")
+                .await
+                .unwrap_err()
+        ),
+        ErrorCode::ResourceDoesNotExist
+    );
 }
 
 async fn concurrent_writers_all_commit(store: Store) {
@@ -446,7 +1070,16 @@ async fn concurrent_writers_all_commit(store: Store) {
         let id = id.clone();
         tasks.push(tokio::spawn(async move {
             for batch in 0..10i64 {
-                let metrics = (0..50).map(|i| metric(&format!("w{worker}"), i as f64, batch * 100 + i, batch * 100 + i)).collect();
+                let metrics = (0..50)
+                    .map(|i| {
+                        metric(
+                            &format!("w{worker}"),
+                            i as f64,
+                            batch * 100 + i,
+                            batch * 100 + i,
+                        )
+                    })
+                    .collect();
                 store.log_batch(&id, metrics, vec![], vec![]).await.unwrap();
             }
         }));
@@ -455,49 +1088,149 @@ async fn concurrent_writers_all_commit(store: Store) {
         task.await.unwrap();
     }
     for worker in 0..16 {
-        let (points, _) = store.get_metric_history(&id, &format!("w{worker}"), None, None).await.unwrap();
+        let (points, _) = store
+            .get_metric_history(&id, &format!("w{worker}"), None, None)
+            .await
+            .unwrap();
         assert_eq!(points.len(), 500);
     }
 }
 
 async fn registered_models_lifecycle(store: Store) {
-    let model = store.create_registered_model("iris", &[KeyValue::new("owner", "ml")], Some("first")).await.unwrap();
-    assert_eq!((model.name.as_str(), model.description.as_deref()), ("iris", Some("first")));
-    assert_eq!(code(store.create_registered_model("iris", &[], None).await.unwrap_err()), ErrorCode::ResourceAlreadyExists);
+    let model = store
+        .create_registered_model("iris", &[KeyValue::new("owner", "ml")], Some("first"))
+        .await
+        .unwrap();
+    assert_eq!(
+        (model.name.as_str(), model.description.as_deref()),
+        ("iris", Some("first"))
+    );
+    assert_eq!(
+        code(
+            store
+                .create_registered_model("iris", &[], None)
+                .await
+                .unwrap_err()
+        ),
+        ErrorCode::ResourceAlreadyExists
+    );
     for bad in ["", "a/b", "a:b"] {
-        assert_eq!(code(store.create_registered_model(bad, &[], None).await.unwrap_err()), ErrorCode::InvalidParameterValue, "{bad}");
+        assert_eq!(
+            code(
+                store
+                    .create_registered_model(bad, &[], None)
+                    .await
+                    .unwrap_err()
+            ),
+            ErrorCode::InvalidParameterValue,
+            "{bad}"
+        );
     }
-    assert_eq!(code(store.get_registered_model("nope").await.unwrap_err()), ErrorCode::ResourceDoesNotExist);
-    let updated = store.update_registered_model("iris", "second").await.unwrap();
+    assert_eq!(
+        code(store.get_registered_model("nope").await.unwrap_err()),
+        ErrorCode::ResourceDoesNotExist
+    );
+    let updated = store
+        .update_registered_model("iris", "second")
+        .await
+        .unwrap();
     assert_eq!(updated.description.as_deref(), Some("second"));
-    store.set_registered_model_tag("iris", &KeyValue::new("task", "cls")).await.unwrap();
-    store.delete_registered_model_tag("iris", "owner").await.unwrap();
-    assert_eq!(code(store.delete_registered_model_tag("iris", "owner").await.unwrap_err()), ErrorCode::ResourceDoesNotExist);
-    assert_eq!(store.get_registered_model("iris").await.unwrap().tags, vec![KeyValue::new("task", "cls")]);
+    store
+        .set_registered_model_tag("iris", &KeyValue::new("task", "cls"))
+        .await
+        .unwrap();
+    store
+        .delete_registered_model_tag("iris", "owner")
+        .await
+        .unwrap();
+    assert_eq!(
+        code(
+            store
+                .delete_registered_model_tag("iris", "owner")
+                .await
+                .unwrap_err()
+        ),
+        ErrorCode::ResourceDoesNotExist
+    );
+    assert_eq!(
+        store.get_registered_model("iris").await.unwrap().tags,
+        vec![KeyValue::new("task", "cls")]
+    );
 
     let run = new_run(&store, 0, "train").await;
     let v1 = store
-        .create_model_version(NewModelVersion { name: "iris".into(), source: format!("runs:/{run}/model"), run_id: Some(run.clone()), ..Default::default() })
+        .create_model_version(NewModelVersion {
+            name: "iris".into(),
+            source: format!("runs:/{run}/model"),
+            run_id: Some(run.clone()),
+            ..Default::default()
+        })
         .await
         .unwrap();
-    assert_eq!((v1.version.as_str(), v1.status.as_str(), v1.current_stage.as_str()), ("1", "READY", "None"));
-    store.set_registered_model_alias("iris", "champion", 1, "alice").await.unwrap();
-    let renamed = store.rename_registered_model("iris", "iris-v2").await.unwrap();
+    assert_eq!(
+        (
+            v1.version.as_str(),
+            v1.status.as_str(),
+            v1.current_stage.as_str()
+        ),
+        ("1", "READY", "None")
+    );
+    store
+        .set_registered_model_alias("iris", "champion", 1, "alice")
+        .await
+        .unwrap();
+    let renamed = store
+        .rename_registered_model("iris", "iris-v2")
+        .await
+        .unwrap();
     assert_eq!(renamed.aliases[0].alias, "champion");
-    assert_eq!(store.get_model_version_by_alias("iris-v2", "champion").await.unwrap().version, "1");
-    assert_eq!(code(store.get_registered_model("iris").await.unwrap_err()), ErrorCode::ResourceDoesNotExist);
+    assert_eq!(
+        store
+            .get_model_version_by_alias("iris-v2", "champion")
+            .await
+            .unwrap()
+            .version,
+        "1"
+    );
+    assert_eq!(
+        code(store.get_registered_model("iris").await.unwrap_err()),
+        ErrorCode::ResourceDoesNotExist
+    );
     assert_eq!(store.registry_ledger("iris-v2").await.unwrap().len(), 2);
-    store.create_registered_model("other", &[], None).await.unwrap();
-    assert_eq!(code(store.rename_registered_model("iris-v2", "other").await.unwrap_err()), ErrorCode::ResourceAlreadyExists);
+    store
+        .create_registered_model("other", &[], None)
+        .await
+        .unwrap();
+    assert_eq!(
+        code(
+            store
+                .rename_registered_model("iris-v2", "other")
+                .await
+                .unwrap_err()
+        ),
+        ErrorCode::ResourceAlreadyExists
+    );
     store.delete_registered_model("iris-v2").await.unwrap();
-    assert_eq!(code(store.get_model_version("iris-v2", 1).await.unwrap_err()), ErrorCode::ResourceDoesNotExist);
+    assert_eq!(
+        code(store.get_model_version("iris-v2", 1).await.unwrap_err()),
+        ErrorCode::ResourceDoesNotExist
+    );
 }
 
 async fn model_version_sources(store: Store) {
     store.create_registered_model("m", &[], None).await.unwrap();
-    let run = store.get_run(&new_run(&store, 0, "src").await).await.unwrap().info;
+    let run = store
+        .get_run(&new_run(&store, 0, "src").await)
+        .await
+        .unwrap()
+        .info;
     let model = store
-        .create_logged_model(NewLoggedModel { experiment_id: 0, name: Some("model".into()), source_run_id: Some(run.run_id.clone()), ..Default::default() })
+        .create_logged_model(NewLoggedModel {
+            experiment_id: 0,
+            name: Some("model".into()),
+            source_run_id: Some(run.run_id.clone()),
+            ..Default::default()
+        })
         .await
         .unwrap();
     let mid = model.info.model_id.clone();
@@ -509,15 +1242,41 @@ async fn model_version_sources(store: Store) {
         ..Default::default()
     };
     let rid = run.run_id.as_str();
-    let v = store.create_model_version(version(format!("models:/{mid}"), Some(rid), Some(&mid))).await.unwrap();
+    let v = store
+        .create_model_version(version(format!("models:/{mid}"), Some(rid), Some(&mid)))
+        .await
+        .unwrap();
     assert_eq!(v.run_id, rid);
-    assert_eq!(store.get_model_version_download_uri("m", 1).await.unwrap(), model.info.artifact_uri);
+    assert_eq!(
+        store.get_model_version_download_uri("m", 1).await.unwrap(),
+        model.info.artifact_uri
+    );
     let tags = store.get_logged_model(&mid).await.unwrap().info.tags;
-    assert!(tags.iter().any(|t| t.key == "mlflow.modelVersions" && t.value.contains("\"version\":1")), "{tags:?}");
-    let v = store.create_model_version(version(format!("{}/model", run.artifact_uri), Some(rid), None)).await.unwrap();
+    assert!(
+        tags.iter()
+            .any(|t| t.key == "mlflow.modelVersions" && t.value.contains("\"version\":1")),
+        "{tags:?}"
+    );
+    let v = store
+        .create_model_version(version(
+            format!("{}/model", run.artifact_uri),
+            Some(rid),
+            None,
+        ))
+        .await
+        .unwrap();
     assert_eq!(v.version, "2");
-    let v = store.create_model_version(version("models:/m/1".into(), None, None)).await.unwrap();
-    assert_eq!(store.get_model_version_download_uri("m", v.version.parse().unwrap()).await.unwrap(), model.info.artifact_uri);
+    let v = store
+        .create_model_version(version("models:/m/1".into(), None, None))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .get_model_version_download_uri("m", v.version.parse().unwrap())
+            .await
+            .unwrap(),
+        model.info.artifact_uri
+    );
     let rejected = [
         version(model.info.artifact_uri.clone(), None, None),
         version(model.info.artifact_uri.clone(), Some(rid), None),
@@ -526,17 +1285,41 @@ async fn model_version_sources(store: Store) {
         version("file:///etc/passwd".into(), Some(rid), None),
         version("/etc".into(), Some(rid), None),
         version(format!("{}/../../etc", run.artifact_uri), Some(rid), None),
-        version(format!("{}/%2e%2e/%2e%2e/x", run.artifact_uri), Some(rid), None),
+        version(
+            format!("{}/%2e%2e/%2e%2e/x", run.artifact_uri),
+            Some(rid),
+            None,
+        ),
         version(format!("{}/model#frag", run.artifact_uri), Some(rid), None),
-        version(format!("{}/model?x=../../y", run.artifact_uri), Some(rid), None),
+        version(
+            format!("{}/model?x=../../y", run.artifact_uri),
+            Some(rid),
+            None,
+        ),
         version(format!("{}2/model", run.artifact_uri), Some(rid), None),
         version(format!("models:/{mid}"), Some(rid), Some("m-other")),
     ];
     for request in rejected {
         let source = request.source.clone();
-        assert_eq!(code(store.create_model_version(request).await.unwrap_err()), ErrorCode::InvalidParameterValue, "{source}");
+        assert_eq!(
+            code(store.create_model_version(request).await.unwrap_err()),
+            ErrorCode::InvalidParameterValue,
+            "{source}"
+        );
     }
-    assert_eq!(code(store.create_model_version(NewModelVersion { name: "ghost".into(), source: "models:/m/1".into(), ..Default::default() }).await.unwrap_err()), ErrorCode::ResourceDoesNotExist);
+    assert_eq!(
+        code(
+            store
+                .create_model_version(NewModelVersion {
+                    name: "ghost".into(),
+                    source: "models:/m/1".into(),
+                    ..Default::default()
+                })
+                .await
+                .unwrap_err()
+        ),
+        ErrorCode::ResourceDoesNotExist
+    );
 }
 
 async fn aliases_stages_and_ledger(store: Store) {
@@ -544,54 +1327,174 @@ async fn aliases_stages_and_ledger(store: Store) {
     let run = new_run(&store, 0, "r").await;
     for _ in 0..4 {
         store
-            .create_model_version(NewModelVersion { name: "m".into(), source: format!("runs:/{run}/model"), run_id: Some(run.clone()), ..Default::default() })
+            .create_model_version(NewModelVersion {
+                name: "m".into(),
+                source: format!("runs:/{run}/model"),
+                run_id: Some(run.clone()),
+                ..Default::default()
+            })
             .await
             .unwrap();
     }
     for bad in ["latest", "LATEST", "v2", "bad alias", ""] {
-        assert_eq!(code(store.set_registered_model_alias("m", bad, 1, "u").await.unwrap_err()), ErrorCode::InvalidParameterValue, "{bad}");
+        assert_eq!(
+            code(
+                store
+                    .set_registered_model_alias("m", bad, 1, "u")
+                    .await
+                    .unwrap_err()
+            ),
+            ErrorCode::InvalidParameterValue,
+            "{bad}"
+        );
     }
-    assert_eq!(code(store.set_registered_model_alias("m", "champion", 99, "u").await.unwrap_err()), ErrorCode::ResourceDoesNotExist);
-    store.set_registered_model_alias("m", "champion", 1, "alice").await.unwrap();
-    store.set_registered_model_alias("m", "champion", 2, "bob").await.unwrap();
-    let v2 = store.get_model_version_by_alias("m", "champion").await.unwrap();
-    assert_eq!((v2.version.as_str(), v2.aliases.clone()), ("2", vec!["champion".to_string()]));
-    assert_eq!(code(store.get_model_version_by_alias("m", "nope").await.unwrap_err()), ErrorCode::InvalidParameterValue);
+    assert_eq!(
+        code(
+            store
+                .set_registered_model_alias("m", "champion", 99, "u")
+                .await
+                .unwrap_err()
+        ),
+        ErrorCode::ResourceDoesNotExist
+    );
+    store
+        .set_registered_model_alias("m", "champion", 1, "alice")
+        .await
+        .unwrap();
+    store
+        .set_registered_model_alias("m", "champion", 2, "bob")
+        .await
+        .unwrap();
+    let v2 = store
+        .get_model_version_by_alias("m", "champion")
+        .await
+        .unwrap();
+    assert_eq!(
+        (v2.version.as_str(), v2.aliases.clone()),
+        ("2", vec!["champion".to_string()])
+    );
+    assert_eq!(
+        code(
+            store
+                .get_model_version_by_alias("m", "nope")
+                .await
+                .unwrap_err()
+        ),
+        ErrorCode::InvalidParameterValue
+    );
 
-    store.transition_model_version_stage("m", 1, "production", false, "alice").await.unwrap();
-    store.transition_model_version_stage("m", 3, "Staging", false, "alice").await.unwrap();
-    let v2 = store.transition_model_version_stage("m", 2, "Production", true, "carol").await.unwrap();
+    store
+        .transition_model_version_stage("m", 1, "production", false, "alice")
+        .await
+        .unwrap();
+    store
+        .transition_model_version_stage("m", 3, "Staging", false, "alice")
+        .await
+        .unwrap();
+    let v2 = store
+        .transition_model_version_stage("m", 2, "Production", true, "carol")
+        .await
+        .unwrap();
     assert_eq!(v2.current_stage, "Production");
-    assert_eq!(store.get_model_version("m", 1).await.unwrap().current_stage, "Archived");
-    assert_eq!(code(store.transition_model_version_stage("m", 2, "Bogus", false, "x").await.unwrap_err()), ErrorCode::InvalidParameterValue);
+    assert_eq!(
+        store.get_model_version("m", 1).await.unwrap().current_stage,
+        "Archived"
+    );
+    assert_eq!(
+        code(
+            store
+                .transition_model_version_stage("m", 2, "Bogus", false, "x")
+                .await
+                .unwrap_err()
+        ),
+        ErrorCode::InvalidParameterValue
+    );
 
     let latest = store.get_latest_versions("m", &[]).await.unwrap();
-    let stages: Vec<(String, String)> = latest.iter().map(|v| (v.current_stage.clone(), v.version.clone())).collect();
-    assert_eq!(stages, [("Archived".into(), "1".into()), ("Production".into(), "2".into()), ("Staging".into(), "3".into()), ("None".into(), "4".into())]);
-    let prod = store.get_latest_versions("m", &["production".into()]).await.unwrap();
+    let stages: Vec<(String, String)> = latest
+        .iter()
+        .map(|v| (v.current_stage.clone(), v.version.clone()))
+        .collect();
+    assert_eq!(
+        stages,
+        [
+            ("Archived".into(), "1".into()),
+            ("Production".into(), "2".into()),
+            ("Staging".into(), "3".into()),
+            ("None".into(), "4".into())
+        ]
+    );
+    let prod = store
+        .get_latest_versions("m", &["production".into()])
+        .await
+        .unwrap();
     assert_eq!(prod.len(), 1);
     let model = store.get_registered_model("m").await.unwrap();
     assert_eq!(model.latest_versions.len(), 4);
     assert!(model.latest_versions.iter().all(|v| v.aliases.is_empty()));
 
     store.delete_model_version("m", 2, "dave").await.unwrap();
-    assert_eq!(code(store.get_model_version("m", 2).await.unwrap_err()), ErrorCode::ResourceDoesNotExist);
-    assert!(store.get_registered_model("m").await.unwrap().aliases.is_empty());
+    assert_eq!(
+        code(store.get_model_version("m", 2).await.unwrap_err()),
+        ErrorCode::ResourceDoesNotExist
+    );
+    assert!(
+        store
+            .get_registered_model("m")
+            .await
+            .unwrap()
+            .aliases
+            .is_empty()
+    );
     let v5 = store
-        .create_model_version(NewModelVersion { name: "m".into(), source: format!("runs:/{run}/model"), run_id: Some(run.clone()), ..Default::default() })
+        .create_model_version(NewModelVersion {
+            name: "m".into(),
+            source: format!("runs:/{run}/model"),
+            run_id: Some(run.clone()),
+            ..Default::default()
+        })
         .await
         .unwrap();
     assert_eq!(v5.version, "5", "numbers are never reused");
 
-    store.set_registered_model_alias("m", "challenger", 5, "erin").await.unwrap();
-    store.delete_registered_model_alias("m", "challenger", "erin").await.unwrap();
-    assert_eq!(code(store.delete_registered_model_alias("m", "challenger", "erin").await.unwrap_err()), ErrorCode::ResourceDoesNotExist);
+    store
+        .set_registered_model_alias("m", "challenger", 5, "erin")
+        .await
+        .unwrap();
+    store
+        .delete_registered_model_alias("m", "challenger", "erin")
+        .await
+        .unwrap();
+    assert_eq!(
+        code(
+            store
+                .delete_registered_model_alias("m", "challenger", "erin")
+                .await
+                .unwrap_err()
+        ),
+        ErrorCode::ResourceDoesNotExist
+    );
 
     let ledger = store.registry_ledger("m").await.unwrap();
-    let moves: Vec<(&str, Option<&str>, Option<&str>, Option<&str>, &str)> = ledger
+    type Move<'a> = (
+        &'a str,
+        Option<&'a str>,
+        Option<&'a str>,
+        Option<&'a str>,
+        &'a str,
+    );
+    let moves: Vec<Move> = ledger
         .iter()
         .filter(|e| e.action.starts_with("alias"))
-        .map(|e| (e.action.as_str(), e.alias.as_deref(), e.from_version.as_deref(), e.to_version.as_deref(), e.user.as_str()))
+        .map(|e| {
+            (
+                e.action.as_str(),
+                e.alias.as_deref(),
+                e.from_version.as_deref(),
+                e.to_version.as_deref(),
+                e.user.as_str(),
+            )
+        })
         .collect();
     assert_eq!(
         moves,
@@ -603,64 +1506,235 @@ async fn aliases_stages_and_ledger(store: Store) {
             ("alias_deleted", Some("challenger"), Some("5"), None, "erin"),
         ]
     );
-    let archived = ledger.iter().find(|e| e.to_stage.as_deref() == Some("Archived")).unwrap();
-    assert_eq!((archived.to_version.as_deref(), archived.user.as_str()), (Some("1"), "carol"));
+    let archived = ledger
+        .iter()
+        .find(|e| e.to_stage.as_deref() == Some("Archived"))
+        .unwrap();
+    assert_eq!(
+        (archived.to_version.as_deref(), archived.user.as_str()),
+        (Some("1"), "carol")
+    );
     assert!(ledger.windows(2).all(|w| w[0].id < w[1].id));
 
-    store.set_model_version_tag("m", 1, &KeyValue::new("validated", "true")).await.unwrap();
-    assert_eq!(store.get_model_version("m", 1).await.unwrap().tags, vec![KeyValue::new("validated", "true")]);
-    store.delete_model_version_tag("m", 1, "validated").await.unwrap();
-    assert_eq!(code(store.delete_model_version_tag("m", 1, "validated").await.unwrap_err()), ErrorCode::ResourceDoesNotExist);
-    let updated = store.update_model_version("m", 1, "described").await.unwrap();
+    store
+        .set_model_version_tag("m", 1, &KeyValue::new("validated", "true"))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_model_version("m", 1).await.unwrap().tags,
+        vec![KeyValue::new("validated", "true")]
+    );
+    store
+        .delete_model_version_tag("m", 1, "validated")
+        .await
+        .unwrap();
+    assert_eq!(
+        code(
+            store
+                .delete_model_version_tag("m", 1, "validated")
+                .await
+                .unwrap_err()
+        ),
+        ErrorCode::ResourceDoesNotExist
+    );
+    let updated = store
+        .update_model_version("m", 1, "described")
+        .await
+        .unwrap();
     assert_eq!(updated.description, "described");
 }
 
 async fn registry_search(store: Store) {
     let run = new_run(&store, 0, "r").await;
     for (name, versions) in [("alpha", 3), ("beta", 2), ("gamma", 1)] {
-        store.create_registered_model(name, &[KeyValue::new("team", if name == "beta" { "b" } else { "a" })], None).await.unwrap();
+        store
+            .create_registered_model(
+                name,
+                &[KeyValue::new(
+                    "team",
+                    if name == "beta" { "b" } else { "a" },
+                )],
+                None,
+            )
+            .await
+            .unwrap();
         for _ in 0..versions {
             store
-                .create_model_version(NewModelVersion { name: name.into(), source: format!("runs:/{run}/model"), run_id: Some(run.clone()), ..Default::default() })
+                .create_model_version(NewModelVersion {
+                    name: name.into(),
+                    source: format!("runs:/{run}/model"),
+                    run_id: Some(run.clone()),
+                    ..Default::default()
+                })
                 .await
                 .unwrap();
         }
     }
-    store.set_registered_model_tag("gamma", &KeyValue::new("mlflow.prompt.is_prompt", "true")).await.unwrap();
-    let models = |filter: &str, order: &[&str], max_results: i64, page_token: Option<String>| RegistrySearch {
-        filter: parse_registered_model_filter(filter).unwrap(),
-        order_by: parse_registered_model_order_by(&order.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap(),
-        max_results,
-        page_token,
+    store
+        .set_registered_model_tag("gamma", &KeyValue::new("mlflow.prompt.is_prompt", "true"))
+        .await
+        .unwrap();
+    let models = |filter: &str, order: &[&str], max_results: i64, page_token: Option<String>| {
+        RegistrySearch {
+            filter: parse_registered_model_filter(filter).unwrap(),
+            order_by: parse_registered_model_order_by(
+                &order.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+            )
+            .unwrap(),
+            max_results,
+            page_token,
+        }
     };
-    let names = |r: (Vec<ctflow_core::registry::RegisteredModel>, Option<String>)| r.0.into_iter().map(|m| m.name).collect::<Vec<_>>();
-    assert_eq!(names(store.search_registered_models(&models("tag.`mlflow.prompt.is_prompt` != 'true'", &[], 100, None)).await.unwrap()), ["alpha", "beta"]);
-    assert_eq!(names(store.search_registered_models(&models("name LIKE 'a%' AND tags.`mlflow.prompt.is_prompt` != 'true'", &[], 100, None)).await.unwrap()), ["alpha"]);
-    assert_eq!(names(store.search_registered_models(&models("tags.team = 'a'", &["name DESC"], 100, None)).await.unwrap()), ["gamma", "alpha"]);
-    assert_eq!(names(store.search_registered_models(&models("name IN ('beta', 'zeta')", &[], 100, None)).await.unwrap()), ["beta"]);
-    let (page, token) = store.search_registered_models(&models("", &[], 2, None)).await.unwrap();
+    let names = |r: (Vec<ctflow_core::registry::RegisteredModel>, Option<String>)| {
+        r.0.into_iter().map(|m| m.name).collect::<Vec<_>>()
+    };
+    assert_eq!(
+        names(
+            store
+                .search_registered_models(&models(
+                    "tag.`mlflow.prompt.is_prompt` != 'true'",
+                    &[],
+                    100,
+                    None
+                ))
+                .await
+                .unwrap()
+        ),
+        ["alpha", "beta"]
+    );
+    assert_eq!(
+        names(
+            store
+                .search_registered_models(&models(
+                    "name LIKE 'a%' AND tags.`mlflow.prompt.is_prompt` != 'true'",
+                    &[],
+                    100,
+                    None
+                ))
+                .await
+                .unwrap()
+        ),
+        ["alpha"]
+    );
+    assert_eq!(
+        names(
+            store
+                .search_registered_models(&models("tags.team = 'a'", &["name DESC"], 100, None))
+                .await
+                .unwrap()
+        ),
+        ["gamma", "alpha"]
+    );
+    assert_eq!(
+        names(
+            store
+                .search_registered_models(&models("name IN ('beta', 'zeta')", &[], 100, None))
+                .await
+                .unwrap()
+        ),
+        ["beta"]
+    );
+    let (page, token) = store
+        .search_registered_models(&models("", &[], 2, None))
+        .await
+        .unwrap();
     assert_eq!(page.len(), 2);
-    assert_eq!(names(store.search_registered_models(&models("", &[], 2, token)).await.unwrap()), ["gamma"]);
+    assert_eq!(
+        names(
+            store
+                .search_registered_models(&models("", &[], 2, token))
+                .await
+                .unwrap()
+        ),
+        ["gamma"]
+    );
 
     let versions = |filter: &str, order: &[&str]| RegistrySearch {
         filter: parse_model_version_filter(filter).unwrap(),
-        order_by: parse_model_version_order_by(&order.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap(),
+        order_by: parse_model_version_order_by(
+            &order.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+        )
+        .unwrap(),
         max_results: 100,
         page_token: None,
     };
-    let found = |r: (Vec<ctflow_core::registry::ModelVersion>, Option<String>)| r.0.into_iter().map(|v| format!("{}/{}", v.name, v.version)).collect::<Vec<_>>();
-    assert_eq!(found(store.search_model_versions(&versions("name = 'alpha'", &["version_number DESC"])).await.unwrap()), ["alpha/3", "alpha/2", "alpha/1"]);
-    assert_eq!(found(store.search_model_versions(&versions("name = 'alpha' and version_number > 1", &["version_number ASC"])).await.unwrap()), ["alpha/2", "alpha/3"]);
-    assert_eq!(store.search_model_versions(&versions(&format!("run_id = '{run}'"), &[])).await.unwrap().0.len(), 6);
-    assert_eq!(store.search_model_versions(&versions(&format!("source_path = 'runs:/{run}/model' and name IN ('beta')"), &[])).await.unwrap().0.len(), 2);
-    store.set_model_version_tag("beta", 2, &KeyValue::new("validated", "true")).await.unwrap();
-    assert_eq!(found(store.search_model_versions(&versions("tags.validated = 'true'", &[])).await.unwrap()), ["beta/2"]);
+    let found = |r: (Vec<ctflow_core::registry::ModelVersion>, Option<String>)| {
+        r.0.into_iter()
+            .map(|v| format!("{}/{}", v.name, v.version))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        found(
+            store
+                .search_model_versions(&versions("name = 'alpha'", &["version_number DESC"]))
+                .await
+                .unwrap()
+        ),
+        ["alpha/3", "alpha/2", "alpha/1"]
+    );
+    assert_eq!(
+        found(
+            store
+                .search_model_versions(&versions(
+                    "name = 'alpha' and version_number > 1",
+                    &["version_number ASC"]
+                ))
+                .await
+                .unwrap()
+        ),
+        ["alpha/2", "alpha/3"]
+    );
+    assert_eq!(
+        store
+            .search_model_versions(&versions(&format!("run_id = '{run}'"), &[]))
+            .await
+            .unwrap()
+            .0
+            .len(),
+        6
+    );
+    assert_eq!(
+        store
+            .search_model_versions(&versions(
+                &format!("source_path = 'runs:/{run}/model' and name IN ('beta')"),
+                &[]
+            ))
+            .await
+            .unwrap()
+            .0
+            .len(),
+        2
+    );
+    store
+        .set_model_version_tag("beta", 2, &KeyValue::new("validated", "true"))
+        .await
+        .unwrap();
+    assert_eq!(
+        found(
+            store
+                .search_model_versions(&versions("tags.validated = 'true'", &[]))
+                .await
+                .unwrap()
+        ),
+        ["beta/2"]
+    );
     store.delete_model_version("alpha", 3, "u").await.unwrap();
-    assert_eq!(store.search_model_versions(&versions("name LIKE 'alp%'", &[])).await.unwrap().0.len(), 2);
+    assert_eq!(
+        store
+            .search_model_versions(&versions("name LIKE 'alp%'", &[]))
+            .await
+            .unwrap()
+            .0
+            .len(),
+        2
+    );
 }
 
 async fn concurrent_version_numbers(store: Store) {
-    store.create_registered_model("race", &[], None).await.unwrap();
+    store
+        .create_registered_model("race", &[], None)
+        .await
+        .unwrap();
     let run = new_run(&store, 0, "r").await;
     let mut tasks = Vec::new();
     for _ in 0..12 {
@@ -668,7 +1742,12 @@ async fn concurrent_version_numbers(store: Store) {
         let run = run.clone();
         tasks.push(tokio::spawn(async move {
             store
-                .create_model_version(NewModelVersion { name: "race".into(), source: format!("runs:/{run}/model"), run_id: Some(run), ..Default::default() })
+                .create_model_version(NewModelVersion {
+                    name: "race".into(),
+                    source: format!("runs:/{run}/model"),
+                    run_id: Some(run),
+                    ..Default::default()
+                })
                 .await
                 .unwrap()
                 .version
@@ -694,11 +1773,19 @@ async fn run_all(mut open: impl AsyncFnMut(&str) -> Store) {
             failures.push(format!("{name}: {e}"));
         }
     }
-    assert!(failures.is_empty(), "failed cases:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "failed cases:\n{}",
+        failures.join("\n")
+    );
 }
 
 fn options(uri: String) -> StoreOptions {
-    StoreOptions { backend_store_uri: uri, default_artifact_root: "mlflow-artifacts:/".into(), max_connections: 4 }
+    StoreOptions {
+        backend_store_uri: uri,
+        default_artifact_root: "mlflow-artifacts:/".into(),
+        max_connections: 4,
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -714,7 +1801,12 @@ async fn contract_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn contract_postgres() {
     let pg = support::TempPostgres::start();
-    run_all(async |name| Store::open(options(pg.create_database(name))).await.unwrap()).await;
+    run_all(async |name| {
+        Store::open(options(pg.create_database(name)))
+            .await
+            .unwrap()
+    })
+    .await;
 }
 
 #[tokio::test]

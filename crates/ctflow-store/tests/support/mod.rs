@@ -12,11 +12,19 @@ pub struct TempPostgres {
 }
 
 fn is_root() -> bool {
-    Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0\n")).unwrap_or(false)
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout.starts_with(b"0\n"))
+        .unwrap_or(false)
 }
 
 fn pg_bin(name: &str) -> PathBuf {
-    for dir in ["/usr/lib/postgresql/17/bin", "/usr/lib/postgresql/16/bin", "/usr/lib/postgresql/15/bin"] {
+    for dir in [
+        "/usr/lib/postgresql/17/bin",
+        "/usr/lib/postgresql/16/bin",
+        "/usr/lib/postgresql/15/bin",
+    ] {
         let path = Path::new(dir).join(name);
         if path.exists() {
             return path;
@@ -33,7 +41,10 @@ fn run_as_postgres(program: &Path, args: &[&str]) {
     } else {
         Command::new(program)
     };
-    let output = command.args(args).output().unwrap_or_else(|e| panic!("cannot run {}: {e}", program.display()));
+    let output = command
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", program.display()));
     assert!(
         output.status.success(),
         "{} failed: {}{}",
@@ -45,21 +56,56 @@ fn run_as_postgres(program: &Path, args: &[&str]) {
 
 impl TempPostgres {
     pub fn start() -> TempPostgres {
-        let dir = tempfile::Builder::new().prefix("ctflow-pg").tempdir().expect("tempdir");
+        let dir = tempfile::Builder::new()
+            .prefix("ctflow-pg")
+            .tempdir()
+            .expect("tempdir");
         if is_root() {
-            let status = Command::new("chown").args(["-R", "postgres:postgres"]).arg(dir.path()).status().expect("chown");
+            let status = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(dir.path())
+                .status()
+                .expect("chown");
             assert!(status.success());
         }
         let data = dir.path().join("data");
         let data = data.to_str().expect("utf-8 path");
-        run_as_postgres(&pg_bin("initdb"), &["-D", data, "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8"]);
-        let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
+        run_as_postgres(
+            &pg_bin("initdb"),
+            &[
+                "-D",
+                data,
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "--no-sync",
+                "-E",
+                "UTF8",
+            ],
+        );
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
         let options = format!(
             "-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories='{}' -c fsync=off -c synchronous_commit=off -c full_page_writes=off",
             dir.path().display()
         );
         let log = dir.path().join("log");
-        run_as_postgres(&pg_bin("pg_ctl"), &["-D", data, "-l", log.to_str().expect("utf-8"), "-o", &options, "-w", "start"]);
+        run_as_postgres(
+            &pg_bin("pg_ctl"),
+            &[
+                "-D",
+                data,
+                "-l",
+                log.to_str().expect("utf-8"),
+                "-o",
+                &options,
+                "-w",
+                "start",
+            ],
+        );
         TempPostgres { dir, port }
     }
 
@@ -71,7 +117,16 @@ impl TempPostgres {
     pub fn create_database(&self, name: &str) -> String {
         let psql = pg_bin("psql");
         let status = Command::new(psql)
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres", "-q", "-c"])
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+                "-q",
+                "-c",
+            ])
             .arg(format!("CREATE DATABASE {name}"))
             .status()
             .expect("psql");
@@ -91,7 +146,9 @@ impl Drop for TempPostgres {
             } else {
                 Command::new(pg_bin("pg_ctl"))
             };
-            let _ = command.args(["-D", data, "-m", "immediate", "-w", "stop"]).output();
+            let _ = command
+                .args(["-D", data, "-m", "immediate", "-w", "stop"])
+                .output();
         }
     }
 }
