@@ -15,7 +15,7 @@ py=$repo/.venv/bin/python
 scale=${SCALE:-1}
 search_runs=${SEARCH_RUNS:-10000}
 reps=${REPS:-3}
-scenarios=${SCENARIOS:-create_run,log_metric,log_batch,get_history,search,artifacts}
+scenarios=${SCENARIOS:-create_run,log_metric,log_batch,get_history,search,artifacts,registry}
 mkdir -p "$out"
 bin=${CTFLOW_BENCH_BIN:-$repo/target/release/ctflow}
 [ -n "${CTFLOW_BENCH_BIN:-}" ] || cargo build --release -p ctflow-cli --manifest-path "$repo/Cargo.toml"
@@ -34,7 +34,7 @@ trap 'as_pg "$pgbin/pg_ctl" -D "$pgdir/data" -m fast -w stop >/dev/null; rm -rf 
 pgpid=$(head -1 "$pgdir/data/postmaster.pid")
 psql_() { "$pgbin/psql" -h 127.0.0.1 -p "$pgport" -U postgres -q "$@"; }
 
-common=(--scale "$scale" --search-runs "$search_runs" --reps "$reps" --scenarios "$scenarios" --startup-reps 3 --mem-sample-interval 1)
+common=(--scale "$scale" --search-runs "$search_runs" --reps "$reps" --scenarios "$scenarios" --startup-reps 3 --mem-sample-interval 1 --client-mode process)
 
 "$py" "$repo/bench/sqlite_floor.py" --batches 200 --out "$out/sqlite-floor.jsonl"
 
