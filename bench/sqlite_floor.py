@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import sqlite3
+import struct
 import tempfile
 import time
 from pathlib import Path
@@ -38,14 +39,16 @@ def main():
                 for key in range(10):
                     for step in range(100):
                         s = b * 100 + step
-                        rows.append((run_id, f"m{key}", ts0 + s, s, float(s) * 0.5, 0, None, None, None))
+                        value = float(s) * 0.5
+                        bits = struct.unpack("<q", struct.pack("<d", value))[0]
+                        rows.append((run_id, f"m{key}", ts0 + s, s, value, 0, bits, None, None, None))
                 batches.append(rows)
             started = time.perf_counter()
             for rows in batches:
                 db.execute("BEGIN")
                 db.executemany(
-                    "INSERT INTO metrics (run_uuid, key, timestamp, step, value, is_nan, model_id, dataset_name, dataset_digest) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                    "INSERT INTO metrics (run_uuid, key, timestamp, step, value, is_nan, value_bits, model_id, dataset_name, dataset_digest) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                     rows,
                 )
                 db.execute("COMMIT")

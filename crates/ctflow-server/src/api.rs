@@ -1,9 +1,12 @@
 //! The MLflow tracking REST API: experiments, runs, metrics, logged models.
 
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
+use serde::ser::SerializeMap;
 use axum::extract::{Path, State};
 use ctflow_core::MlflowError;
-use ctflow_core::entities::{Dataset, ModelOutput, ViewType};
+use ctflow_core::entities::{Dataset, Metric, ModelOutput, ViewType};
 use ctflow_core::filter::{
     parse_experiment_filter, parse_experiment_order_by, parse_logged_model_filter,
     parse_run_filter, parse_run_order_by,
@@ -17,44 +20,65 @@ use ctflow_store::{
     RunSearch, RunUpdate,
 };
 use serde::Serialize;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use crate::AppState;
 use crate::error::ApiResult;
 use crate::params::Params;
 
-type JsonResult = ApiResult<Json<Value>>;
+pub(crate) type JsonResult = ApiResult<Response>;
 
 fn empty() -> JsonResult {
-    Ok(Json(json!({})))
+    Ok(json_bytes(b"{}".to_vec()))
+}
+
+/// A JSON body already serialised; handlers build it straight from the entities, without
+/// an intermediate `serde_json::Value` tree (a 100k-point history would allocate one map
+/// per point).
+pub(crate) fn json_bytes(body: Vec<u8>) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+fn to_json<T: Serialize>(value: &T) -> JsonResult {
+    serde_json::to_vec(value).map(json_bytes).map_err(internal)
 }
 
 /// `{"<key>": [...], "next_page_token": ...}`, omitting what is empty as protobuf does.
+struct Page<'a, T> {
+    key: &'a str,
+    items: &'a [T],
+    next: Option<&'a str>,
+}
+
+impl<T: Serialize> Serialize for Page<'_, T> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(None)?;
+        if !self.items.is_empty() {
+            map.serialize_entry(self.key, self.items)?;
+        }
+        if let Some(token) = self.next {
+            map.serialize_entry("next_page_token", token)?;
+        }
+        map.end()
+    }
+}
+
 pub(crate) fn page<T: Serialize>(key: &str, items: Vec<T>, next: Option<String>) -> JsonResult {
-    let mut map = Map::new();
-    if !items.is_empty() {
-        map.insert(
-            key.to_string(),
-            serde_json::to_value(items).map_err(internal)?,
-        );
-    }
-    if let Some(token) = next {
-        map.insert("next_page_token".into(), Value::String(token));
-    }
-    Ok(Json(Value::Object(map)))
+    to_json(&Page { key, items: &items, next: next.as_deref() })
 }
 
 pub(crate) fn internal(e: serde_json::Error) -> crate::error::ApiError {
     MlflowError::new(ctflow_core::ErrorCode::InternalError, e.to_string()).into()
 }
 
+/// `{"<key>": value}`.
 pub(crate) fn wrap<T: Serialize>(key: &str, value: T) -> JsonResult {
-    let mut map = Map::new();
-    map.insert(
-        key.to_string(),
-        serde_json::to_value(value).map_err(internal)?,
-    );
-    Ok(Json(Value::Object(map)))
+    let mut body = Vec::with_capacity(256);
+    let mut serializer = serde_json::Serializer::new(&mut body);
+    let mut map = serde::Serializer::serialize_map(&mut serializer, Some(1)).map_err(internal)?;
+    map.serialize_entry(key, &value).map_err(internal)?;
+    map.end().map_err(internal)?;
+    Ok(json_bytes(body))
 }
 
 fn experiment_id(p: &Params, name: &str) -> ApiResult<i64> {
@@ -74,7 +98,7 @@ pub async fn create_experiment(State(state): State<AppState>, p: Params) -> Json
         .store
         .create_experiment(&name, location.as_deref(), &tags)
         .await?;
-    Ok(Json(json!({ "experiment_id": id })))
+    Ok(Json(json!({ "experiment_id": id })).into_response())
 }
 
 pub async fn get_experiment(State(state): State<AppState>, p: Params) -> JsonResult {
@@ -368,16 +392,19 @@ pub async fn get_metric_history_bulk_interval(
             max_results,
         )
         .await?;
-    let metrics: Vec<Value> = points
+    let metrics: Vec<Metric> = points
         .into_iter()
-        .map(|(run_id, point)| {
-            let mut v = serde_json::to_value(point).map_err(internal)?;
-            if let Value::Object(m) = &mut v {
-                m.insert("run_id".into(), Value::String(run_id));
-            }
-            Ok(v)
+        .map(|(run_id, point)| Metric {
+            key: point.key,
+            value: point.value,
+            timestamp: point.timestamp,
+            step: point.step,
+            dataset_name: None,
+            dataset_digest: None,
+            model_id: None,
+            run_id: Some(run_id),
         })
-        .collect::<ApiResult<_>>()?;
+        .collect();
     page("metrics", metrics, None)
 }
 

@@ -84,7 +84,7 @@ pub async fn download(
         .into_response())
 }
 
-pub async fn list(State(state): State<AppState>, p: Params) -> ApiResult<Json<Value>> {
+pub async fn list(State(state): State<AppState>, p: Params) -> ApiResult<Response> {
     require_serving(&state)?;
     let path = p.str("path")?.unwrap_or_default();
     let files = state.artifacts.list(&path).await?;

@@ -13,14 +13,15 @@ use ctflow_core::registry::{
 };
 use ctflow_core::validation::validate_max_results;
 use ctflow_store::{NewModelVersion, RegistrySearch};
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::AppState;
 use crate::api::{page, wrap};
 use crate::error::{ApiError, ApiResult};
 use crate::params::Params;
 
-type JsonResult = ApiResult<Json<Value>>;
+use crate::api::JsonResult;
+use axum::response::IntoResponse;
 
 /// Who is acting, for the ledger. Until authentication exists this is what the client
 /// says in `X-Ctflow-User` (the CLI sends the login name), else `anonymous`.
@@ -118,7 +119,7 @@ pub async fn delete_registered_model(State(state): State<AppState>, p: Params) -
         .store
         .delete_registered_model(&p.req_str("name")?)
         .await?;
-    Ok(Json(json!({})))
+    Ok(Json(json!({})).into_response())
 }
 
 pub async fn search_registered_models(State(state): State<AppState>, p: Params) -> JsonResult {
@@ -133,7 +134,7 @@ pub async fn set_registered_model_tag(State(state): State<AppState>, p: Params) 
         .store
         .set_registered_model_tag(&p.req_str("name")?, &tag)
         .await?;
-    Ok(Json(json!({})))
+    Ok(Json(json!({})).into_response())
 }
 
 pub async fn delete_registered_model_tag(State(state): State<AppState>, p: Params) -> JsonResult {
@@ -141,7 +142,7 @@ pub async fn delete_registered_model_tag(State(state): State<AppState>, p: Param
         .store
         .delete_registered_model_tag(&p.req_str("name")?, &p.req_str("key")?)
         .await?;
-    Ok(Json(json!({})))
+    Ok(Json(json!({})).into_response())
 }
 
 pub async fn set_alias(State(state): State<AppState>, actor: Actor, p: Params) -> JsonResult {
@@ -151,7 +152,7 @@ pub async fn set_alias(State(state): State<AppState>, actor: Actor, p: Params) -
         .store
         .set_registered_model_alias(&name, &alias, version(&p)?, &actor.0)
         .await?;
-    Ok(Json(json!({})))
+    Ok(Json(json!({})).into_response())
 }
 
 pub async fn delete_alias(State(state): State<AppState>, actor: Actor, p: Params) -> JsonResult {
@@ -159,7 +160,7 @@ pub async fn delete_alias(State(state): State<AppState>, actor: Actor, p: Params
         .store
         .delete_registered_model_alias(&p.req_str("name")?, &p.req_str("alias")?, &actor.0)
         .await?;
-    Ok(Json(json!({})))
+    Ok(Json(json!({})).into_response())
 }
 
 pub async fn get_by_alias(State(state): State<AppState>, p: Params) -> JsonResult {
@@ -229,7 +230,7 @@ pub async fn delete_model_version(
         .store
         .delete_model_version(&p.req_str("name")?, version(&p)?, &actor.0)
         .await?;
-    Ok(Json(json!({})))
+    Ok(Json(json!({})).into_response())
 }
 
 pub async fn search_model_versions(State(state): State<AppState>, p: Params) -> JsonResult {
@@ -244,7 +245,7 @@ pub async fn set_model_version_tag(State(state): State<AppState>, p: Params) -> 
         .store
         .set_model_version_tag(&p.req_str("name")?, version(&p)?, &tag)
         .await?;
-    Ok(Json(json!({})))
+    Ok(Json(json!({})).into_response())
 }
 
 pub async fn delete_model_version_tag(State(state): State<AppState>, p: Params) -> JsonResult {
@@ -252,7 +253,7 @@ pub async fn delete_model_version_tag(State(state): State<AppState>, p: Params) 
         .store
         .delete_model_version_tag(&p.req_str("name")?, version(&p)?, &p.req_str("key")?)
         .await?;
-    Ok(Json(json!({})))
+    Ok(Json(json!({})).into_response())
 }
 
 pub async fn transition_stage(
@@ -278,11 +279,11 @@ pub async fn get_download_uri(State(state): State<AppState>, p: Params) -> JsonR
         .store
         .get_model_version_download_uri(&p.req_str("name")?, version(&p)?)
         .await?;
-    Ok(Json(json!({ "artifact_uri": uri })))
+    Ok(Json(json!({ "artifact_uri": uri })).into_response())
 }
 
 /// `GET /api/ctflow/v1/models/{name}/history`: the promotion ledger, oldest first.
 pub async fn model_history(State(state): State<AppState>, Path(name): Path<String>) -> JsonResult {
     let entries = state.store.registry_ledger(&name).await?;
-    Ok(Json(json!({ "name": name, "entries": entries })))
+    Ok(Json(json!({ "name": name, "entries": entries })).into_response())
 }

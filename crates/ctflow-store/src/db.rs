@@ -40,7 +40,7 @@ const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
 ];
 
 const FILE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 30000; \
-     PRAGMA case_sensitive_like = ON; PRAGMA cache_size = -65536; PRAGMA temp_store = MEMORY;";
+     PRAGMA case_sensitive_like = ON; PRAGMA cache_size = -16384; PRAGMA temp_store = MEMORY;";
 const MEMORY_PRAGMAS: &str = "PRAGMA busy_timeout = 30000; PRAGMA case_sensitive_like = ON;";
 
 fn file_pragmas(

@@ -212,7 +212,7 @@ impl Store {
         if !search.order_by.iter().any(|o| o.key == "experiment_id") {
             order.push("e.experiment_id ASC".into());
         }
-        let limit = sql.int_arg(search.max_results + 1);
+        let limit = sql.int_arg(search.max_results.saturating_add(1));
         let off = sql.int_arg(offset);
         sql.push(&format!(
             " ORDER BY {} LIMIT {limit} OFFSET {off}",
@@ -225,7 +225,7 @@ impl Store {
             .collect::<Result<Vec<_>>>()?;
         let next = if experiments.len() as i64 > search.max_results {
             experiments.truncate(search.max_results as usize);
-            Some(page_token::encode(offset + search.max_results))
+            Some(page_token::encode(offset.saturating_add(search.max_results)))
         } else {
             None
         };

@@ -347,7 +347,7 @@ impl Store {
         for clause in &search.filter {
             conditions.push(model_condition(&mut sql, clause));
         }
-        let limit = sql.int_arg(search.max_results + 1);
+        let limit = sql.int_arg(search.max_results.saturating_add(1));
         let off = sql.int_arg(offset);
         sql.text = format!(
             "SELECT m.model_id FROM logged_models m{joins} WHERE {} ORDER BY {} LIMIT {limit} OFFSET {off}",
@@ -363,7 +363,7 @@ impl Store {
             .collect::<Result<_, _>>()?;
         let next = if ids.len() as i64 > search.max_results {
             ids.truncate(search.max_results as usize);
-            Some(page_token::encode(offset + search.max_results))
+            Some(page_token::encode(offset.saturating_add(search.max_results)))
         } else {
             None
         };

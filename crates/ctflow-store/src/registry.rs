@@ -447,7 +447,7 @@ impl Store {
         if !search.order_by.iter().any(|o| o.key == "name") {
             terms.push("m.name ASC".into());
         }
-        let limit = sql.int_arg(search.max_results + 1);
+        let limit = sql.int_arg(search.max_results.saturating_add(1));
         let off = sql.int_arg(offset);
         sql.text = format!(
             "SELECT m.name FROM registered_models m WHERE {} ORDER BY {} LIMIT {limit} OFFSET {off}",
@@ -463,7 +463,7 @@ impl Store {
             .collect::<Result<_, _>>()?;
         let next = if names.len() as i64 > search.max_results {
             names.truncate(search.max_results as usize);
-            Some(page_token::encode(offset + search.max_results))
+            Some(page_token::encode(offset.saturating_add(search.max_results)))
         } else {
             None
         };
@@ -845,7 +845,7 @@ impl Store {
         }
         terms.push("v.name ASC".into());
         terms.push("v.version DESC".into());
-        let limit = sql.int_arg(search.max_results + 1);
+        let limit = sql.int_arg(search.max_results.saturating_add(1));
         let off = sql.int_arg(offset);
         sql.text = format!(
             "SELECT {VERSION_COLUMNS} FROM model_versions v WHERE {} ORDER BY {} LIMIT {limit} OFFSET {off}",
@@ -861,7 +861,7 @@ impl Store {
             .collect::<Result<Vec<_>>>()?;
         let next = if versions.len() as i64 > search.max_results {
             versions.truncate(search.max_results as usize);
-            Some(page_token::encode(offset + search.max_results))
+            Some(page_token::encode(offset.saturating_add(search.max_results)))
         } else {
             None
         };

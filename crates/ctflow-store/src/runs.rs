@@ -18,7 +18,7 @@ use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
 use crate::error::{Error, Result};
-use crate::sql::{Arg, Sql, bind_all, values_groups};
+use crate::sql::{Arg, Sql, bind_all, json_rows_sql, values_groups};
 use crate::{Backend, Store};
 
 pub const RUN_NAME_TAG: &str = "mlflow.runName";
@@ -253,54 +253,64 @@ impl Store {
         }
         let in_list = |sql: &mut Sql| sql.text_list(run_ids.iter().cloned());
 
-        let mut sql = Sql::in_order(self.backend);
-        let list = in_list(&mut sql);
-        sql.push(&format!(
-            "SELECT {RUN_COLUMNS} FROM runs r WHERE r.run_uuid IN {list}"
-        ));
-        let infos = sql.query().fetch_all(&self.read).await?;
+        let corrupt = |what: &str| Error::Corrupt(format!("unexpected {what} row shape"));
+        let text = |v: &serde_json::Value| v.as_str().map(str::to_string);
+        let int = |v: &serde_json::Value| v.as_i64();
+
+        let infos = self
+            .json_rows(
+                "r.run_uuid, r.name, r.experiment_id, r.user_id, r.status, r.start_time, r.end_time, r.artifact_uri, r.lifecycle_stage",
+                "runs r WHERE r.run_uuid IN",
+                "r.run_uuid",
+                run_ids,
+            )
+            .await?;
         let mut runs: HashMap<String, Run> = HashMap::with_capacity(infos.len());
-        for row in &infos {
-            let info = run_info_from_row(row)?;
+        for row in infos {
+            let [id, name, exp, user, status, start, end, uri, stage] = row.as_slice() else {
+                return Err(corrupt("run"));
+            };
+            let run_id = text(id).ok_or_else(|| corrupt("run"))?;
+            let info = RunInfo {
+                run_uuid: run_id.clone(),
+                run_name: text(name).unwrap_or_default(),
+                experiment_id: int(exp).ok_or_else(|| corrupt("run"))?.to_string(),
+                user_id: text(user).unwrap_or_default(),
+                status: text(status).unwrap_or_default(),
+                start_time: int(start).unwrap_or_default(),
+                end_time: int(end),
+                artifact_uri: text(uri).unwrap_or_default(),
+                lifecycle_stage: text(stage).unwrap_or_default(),
+                run_id: run_id.clone(),
+            };
             runs.insert(
-                info.run_id.clone(),
-                Run {
-                    info,
-                    data: RunData::default(),
-                    inputs: RunInputs::default(),
-                    outputs: Some(RunOutputs::default()),
-                },
+                run_id,
+                Run { info, data: RunData::default(), inputs: RunInputs::default(), outputs: Some(RunOutputs::default()) },
             );
         }
         if runs.is_empty() {
             return Ok(Vec::new());
         }
 
-        let mut sql = Sql::in_order(self.backend);
-        let list = in_list(&mut sql);
-        sql.push(&format!("SELECT run_uuid, key, value, is_nan, timestamp, step FROM latest_metrics WHERE run_uuid IN {list} ORDER BY key"));
-        for row in sql.query().fetch_all(&self.read).await? {
-            let id: String = row.try_get(0)?;
-            if let Some(run) = runs.get_mut(&id) {
+        let latest = self
+            .json_rows("run_uuid, key, timestamp, step, value_bits", "latest_metrics WHERE run_uuid IN", "key", run_ids)
+            .await?;
+        for row in latest {
+            let [id, key, timestamp, step, bits] = row.as_slice() else { return Err(corrupt("metric")) };
+            if let Some(run) = text(id).and_then(|id| runs.get_mut(&id)) {
                 run.data.metrics.push(MetricPoint {
-                    key: row.try_get(1)?,
-                    value: decode_value(row.try_get(2)?, row.try_get(3)?),
-                    timestamp: row.try_get(4)?,
-                    step: row.try_get(5)?,
+                    key: text(key).unwrap_or_default(),
+                    value: f64::from_bits(int(bits).ok_or_else(|| corrupt("metric"))? as u64),
+                    timestamp: int(timestamp).unwrap_or_default(),
+                    step: int(step).unwrap_or_default(),
                 });
             }
         }
-        for (table, is_params) in [("params", true), ("tags", false)] {
-            let mut sql = Sql::in_order(self.backend);
-            let list = in_list(&mut sql);
-            sql.push(&format!(
-                "SELECT run_uuid, key, value FROM {table} WHERE run_uuid IN {list} ORDER BY key"
-            ));
-            for row in sql.query().fetch_all(&self.read).await? {
-                let id: String = row.try_get(0)?;
-                if let Some(run) = runs.get_mut(&id) {
-                    let kv =
-                        KeyValue::new(row.try_get::<String, _>(1)?, row.try_get::<String, _>(2)?);
+        for (table, is_params) in [("params WHERE run_uuid IN", true), ("tags WHERE run_uuid IN", false)] {
+            for row in self.json_rows("run_uuid, key, value", table, "key", run_ids).await? {
+                let [id, key, value] = row.as_slice() else { return Err(corrupt("param or tag")) };
+                if let Some(run) = text(id).and_then(|id| runs.get_mut(&id)) {
+                    let kv = KeyValue::new(text(key).unwrap_or_default(), text(value).unwrap_or_default());
                     if is_params {
                         run.data.params.push(kv);
                     } else {
@@ -380,6 +390,23 @@ impl Store {
             }
         }
         Ok(run_ids.iter().filter_map(|id| runs.remove(id)).collect())
+    }
+
+    /// Runs `SELECT columns FROM from_where (ids...)` as one aggregated JSON row; see
+    /// [`crate::sql::json_rows_sql`].
+    pub(crate) async fn json_rows(
+        &self,
+        columns: &str,
+        from_where: &str,
+        order_by: &str,
+        ids: &[String],
+    ) -> Result<Vec<Vec<serde_json::Value>>> {
+        let mut sql = Sql::in_order(self.backend);
+        let list = sql.text_list(ids.iter().cloned());
+        sql.text = json_rows_sql(self.backend, columns, &format!("{from_where} {list}"), order_by);
+        let packed: Option<String> = sql.query().fetch_one(&self.read).await?.try_get(0)?;
+        let Some(packed) = packed else { return Ok(Vec::new()) };
+        serde_json::from_str(&packed).map_err(|e| Error::Corrupt(format!("aggregated rows: {e}")))
     }
 
     pub async fn update_run(&self, run_id: &str, update: RunUpdate) -> Result<RunInfo> {
@@ -719,7 +746,7 @@ impl Store {
     ) -> Result<(Vec<MetricPoint>, Option<String>)> {
         let offset = page_token::decode(token)?;
         self.get_run_info(run_id).await?;
-        let limit = max_results.map(|m| m + 1).unwrap_or(i64::MAX);
+        let limit = max_results.map(|m| m.saturating_add(1)).unwrap_or(i64::MAX);
         let mut points = match self.backend {
             Backend::Sqlite => {
                 self.metric_history_aggregated(run_id, key, limit, offset)
@@ -730,7 +757,7 @@ impl Store {
         let next = match max_results {
             Some(max) if points.len() as i64 > max => {
                 points.truncate(max as usize);
-                Some(page_token::encode(offset + max))
+                Some(page_token::encode(offset.saturating_add(max)))
             }
             _ => None,
         };
@@ -822,25 +849,33 @@ impl Store {
         let mut out = Vec::new();
         for run_id in run_ids {
             self.get_run_info(run_id).await?;
-            let rows = sqlx::query(
-                "SELECT timestamp, step, value, is_nan FROM metrics WHERE run_uuid = $1 AND key = $2 \
-                 AND step >= $3 AND step <= $4 ORDER BY step, timestamp, value",
-            )
-            .bind(run_id.as_str())
-            .bind(key)
-            .bind(start_step.unwrap_or(i64::MIN))
-            .bind(end_step.unwrap_or(i64::MAX))
-            .fetch_all(&self.read)
-            .await?;
-            let mut points = Vec::with_capacity(rows.len());
-            for row in &rows {
-                points.push(MetricPoint {
+            let sql = json_rows_sql(
+                self.backend,
+                "timestamp, step, value_bits",
+                "metrics WHERE run_uuid = $1 AND key = $2 AND step >= $3 AND step <= $4",
+                "step, timestamp, value",
+            );
+            let packed: Option<String> = sqlx::query(AssertSqlSafe(sql))
+                .bind(run_id.as_str())
+                .bind(key)
+                .bind(start_step.unwrap_or(i64::MIN))
+                .bind(end_step.unwrap_or(i64::MAX))
+                .fetch_one(&self.read)
+                .await?
+                .try_get(0)?;
+            let rows: Vec<[i64; 3]> = match packed {
+                Some(packed) => serde_json::from_str(&packed).map_err(|e| Error::Corrupt(format!("metric rows: {e}")))?,
+                None => Vec::new(),
+            };
+            let points: Vec<MetricPoint> = rows
+                .into_iter()
+                .map(|[timestamp, step, bits]| MetricPoint {
                     key: key.to_string(),
-                    timestamp: row.try_get(0)?,
-                    step: row.try_get(1)?,
-                    value: decode_value(row.try_get(2)?, row.try_get(3)?),
-                });
-            }
+                    value: f64::from_bits(bits as u64),
+                    timestamp,
+                    step,
+                })
+                .collect();
             let mut steps: Vec<i64> = points.iter().map(|p| p.step).collect();
             steps.dedup();
             let chosen: HashSet<i64> = sample_evenly(&steps, max_results.max(1) as usize)
@@ -1045,13 +1080,13 @@ async fn insert_metrics(
         }
     }
     let sql = format!(
-        "INSERT INTO latest_metrics (run_uuid, key, value, is_nan, timestamp, step) VALUES {} \
+        "INSERT INTO latest_metrics (run_uuid, key, value, is_nan, timestamp, step, value_bits) VALUES {} \
          ON CONFLICT (run_uuid, key) DO UPDATE SET value = excluded.value, is_nan = excluded.is_nan, \
-         timestamp = excluded.timestamp, step = excluded.step \
+         timestamp = excluded.timestamp, step = excluded.step, value_bits = excluded.value_bits \
          WHERE (excluded.step, excluded.timestamp, excluded.value) > (latest_metrics.step, latest_metrics.timestamp, latest_metrics.value)",
-        values_groups(backend, latest.len(), 6, 1)
+        values_groups(backend, latest.len(), 7, 1)
     );
-    let mut args = Vec::with_capacity(latest.len() * 6);
+    let mut args = Vec::with_capacity(latest.len() * 7);
     for m in &latest {
         let (value, is_nan) = encode_value(m.value);
         args.push(Arg::Text(run_id.to_string()));
@@ -1060,6 +1095,7 @@ async fn insert_metrics(
         args.push(Arg::Int(is_nan));
         args.push(Arg::Int(m.timestamp));
         args.push(Arg::Int(m.step));
+        args.push(Arg::Int(stored_bits(m.value)));
     }
     bind_all(sqlx::query(AssertSqlSafe(sql)), &args)
         .execute(&mut **tx)

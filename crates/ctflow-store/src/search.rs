@@ -26,23 +26,19 @@ fn attribute_column(key: &str) -> &'static str {
 }
 
 fn key_value_condition(sql: &mut Sql, table: &str, clause: &Clause) -> String {
+    // NB: written as IN (subquery) rather than a correlated EXISTS, so both engines can
+    // drive the search from the (key, value) index instead of probing every run.
     let key = sql.text_arg(clause.key.clone());
     match clause.comparator {
         Comparator::IsNull => {
-            format!(
-                "NOT EXISTS (SELECT 1 FROM {table} x WHERE x.run_uuid = r.run_uuid AND x.key = {key})"
-            )
+            format!("r.run_uuid NOT IN (SELECT x.run_uuid FROM {table} x WHERE x.key = {key})")
         }
         Comparator::IsNotNull => {
-            format!(
-                "EXISTS (SELECT 1 FROM {table} x WHERE x.run_uuid = r.run_uuid AND x.key = {key})"
-            )
+            format!("r.run_uuid IN (SELECT x.run_uuid FROM {table} x WHERE x.key = {key})")
         }
         cmp => {
             let cond = string_condition(sql, "x.value", cmp, &clause.value);
-            format!(
-                "EXISTS (SELECT 1 FROM {table} x WHERE x.run_uuid = r.run_uuid AND x.key = {key} AND {cond})"
-            )
+            format!("r.run_uuid IN (SELECT x.run_uuid FROM {table} x WHERE x.key = {key} AND {cond})")
         }
     }
 }
@@ -56,7 +52,7 @@ fn run_condition(sql: &mut Sql, clause: &Clause) -> String {
             };
             let v = sql.arg(Arg::Float(n));
             format!(
-                "EXISTS (SELECT 1 FROM latest_metrics m WHERE m.run_uuid = r.run_uuid AND m.key = {key} AND m.is_nan = 0 AND m.value {} {v})",
+                "r.run_uuid IN (SELECT m.run_uuid FROM latest_metrics m WHERE m.key = {key} AND m.is_nan = 0 AND m.value {} {v})",
                 numeric_op(clause.comparator)
             )
         }
@@ -161,7 +157,7 @@ impl Store {
         for clause in &search.filter {
             conditions.push(run_condition(&mut sql, clause));
         }
-        let limit = sql.int_arg(search.max_results + 1);
+        let limit = sql.int_arg(search.max_results.saturating_add(1));
         let off = sql.int_arg(offset);
         sql.text = format!(
             "SELECT r.run_uuid FROM runs r{joins} WHERE {} ORDER BY {} LIMIT {limit} OFFSET {off}",
@@ -177,7 +173,7 @@ impl Store {
             .collect::<Result<_, _>>()?;
         let next = if ids.len() as i64 > search.max_results {
             ids.truncate(search.max_results as usize);
-            Some(page_token::encode(offset + search.max_results))
+            Some(page_token::encode(offset.saturating_add(search.max_results)))
         } else {
             None
         };

@@ -124,3 +124,19 @@ pub(crate) fn values_groups(backend: Backend, rows: usize, columns: usize, first
     }
     out
 }
+
+/// Wraps a selection so that it comes back as one JSON text row: `[[col, col, ...], ...]`.
+///
+/// NB: sqlx's SQLite driver passes each result row from its worker thread over a channel,
+/// several microseconds a row; a page of 1000 runs has tens of thousands of rows across
+/// its tables. One aggregated row avoids that, and PostgreSQL gets the same shape so the
+/// decoding is shared. Doubles must travel as their bits (BIGINT): SQLite's float-to-text
+/// conversion is not exact.
+pub(crate) fn json_rows_sql(backend: Backend, columns: &str, from_where: &str, order_by: &str) -> String {
+    match backend {
+        Backend::Sqlite => format!("SELECT json_group_array(json_array({columns}) ORDER BY {order_by}) FROM {from_where}"),
+        Backend::Postgres => {
+            format!("SELECT COALESCE(json_agg(json_build_array({columns}) ORDER BY {order_by}), '[]')::text FROM {from_where}")
+        }
+    }
+}

@@ -63,6 +63,7 @@ CREATE TABLE latest_metrics (
     is_nan BIGINT NOT NULL,
     timestamp BIGINT NOT NULL,
     step BIGINT NOT NULL,
+    value_bits BIGINT NOT NULL,
     PRIMARY KEY (run_uuid, key)
 ) WITHOUT ROWID;
 CREATE INDEX latest_metrics_by_key ON latest_metrics (key, value);

@@ -30,6 +30,7 @@ CREATE TABLE model_versions (
     PRIMARY KEY (name, version)
 );
 CREATE INDEX model_versions_by_run ON model_versions (run_id);
+CREATE INDEX model_versions_by_stage ON model_versions (name, current_stage, version);
 CREATE TABLE model_version_tags (
     name TEXT NOT NULL,
     version BIGINT NOT NULL,
