@@ -1,10 +1,9 @@
 //! The MLflow tracking REST API: experiments, runs, metrics, logged models.
 
+use axum::Json;
+use axum::extract::{Path, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
-use serde::ser::SerializeMap;
-use axum::extract::{Path, State};
 use ctflow_core::MlflowError;
 use ctflow_core::entities::{Dataset, Metric, ModelOutput, ViewType};
 use ctflow_core::filter::{
@@ -20,6 +19,7 @@ use ctflow_store::{
     RunSearch, RunUpdate,
 };
 use serde::Serialize;
+use serde::ser::SerializeMap;
 use serde_json::{Value, json};
 
 use crate::AppState;
@@ -64,7 +64,11 @@ impl<T: Serialize> Serialize for Page<'_, T> {
 }
 
 pub(crate) fn page<T: Serialize>(key: &str, items: Vec<T>, next: Option<String>) -> JsonResult {
-    to_json(&Page { key, items: &items, next: next.as_deref() })
+    to_json(&Page {
+        key,
+        items: &items,
+        next: next.as_deref(),
+    })
 }
 
 pub(crate) fn internal(e: serde_json::Error) -> crate::error::ApiError {

@@ -225,7 +225,9 @@ impl Store {
             .collect::<Result<Vec<_>>>()?;
         let next = if experiments.len() as i64 > search.max_results {
             experiments.truncate(search.max_results as usize);
-            Some(page_token::encode(offset.saturating_add(search.max_results)))
+            Some(page_token::encode(
+                offset.saturating_add(search.max_results),
+            ))
         } else {
             None
         };

@@ -363,7 +363,9 @@ impl Store {
             .collect::<Result<_, _>>()?;
         let next = if ids.len() as i64 > search.max_results {
             ids.truncate(search.max_results as usize);
-            Some(page_token::encode(offset.saturating_add(search.max_results)))
+            Some(page_token::encode(
+                offset.saturating_add(search.max_results),
+            ))
         } else {
             None
         };

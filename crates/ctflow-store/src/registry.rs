@@ -463,7 +463,9 @@ impl Store {
             .collect::<Result<_, _>>()?;
         let next = if names.len() as i64 > search.max_results {
             names.truncate(search.max_results as usize);
-            Some(page_token::encode(offset.saturating_add(search.max_results)))
+            Some(page_token::encode(
+                offset.saturating_add(search.max_results),
+            ))
         } else {
             None
         };
@@ -861,7 +863,9 @@ impl Store {
             .collect::<Result<Vec<_>>>()?;
         let next = if versions.len() as i64 > search.max_results {
             versions.truncate(search.max_results as usize);
-            Some(page_token::encode(offset.saturating_add(search.max_results)))
+            Some(page_token::encode(
+                offset.saturating_add(search.max_results),
+            ))
         } else {
             None
         };

@@ -261,7 +261,6 @@ impl Store {
             .json_rows(
                 "r.run_uuid, r.name, r.experiment_id, r.user_id, r.status, r.start_time, r.end_time, r.artifact_uri, r.lifecycle_stage",
                 "runs r WHERE r.run_uuid IN",
-                "r.run_uuid",
                 run_ids,
             )
             .await?;
@@ -285,7 +284,12 @@ impl Store {
             };
             runs.insert(
                 run_id,
-                Run { info, data: RunData::default(), inputs: RunInputs::default(), outputs: Some(RunOutputs::default()) },
+                Run {
+                    info,
+                    data: RunData::default(),
+                    inputs: RunInputs::default(),
+                    outputs: Some(RunOutputs::default()),
+                },
             );
         }
         if runs.is_empty() {
@@ -293,10 +297,16 @@ impl Store {
         }
 
         let latest = self
-            .json_rows("run_uuid, key, timestamp, step, value_bits", "latest_metrics WHERE run_uuid IN", "key", run_ids)
+            .json_rows(
+                "run_uuid, key, timestamp, step, value_bits",
+                "latest_metrics WHERE run_uuid IN",
+                run_ids,
+            )
             .await?;
         for row in latest {
-            let [id, key, timestamp, step, bits] = row.as_slice() else { return Err(corrupt("metric")) };
+            let [id, key, timestamp, step, bits] = row.as_slice() else {
+                return Err(corrupt("metric"));
+            };
             if let Some(run) = text(id).and_then(|id| runs.get_mut(&id)) {
                 run.data.metrics.push(MetricPoint {
                     key: text(key).unwrap_or_default(),
@@ -306,11 +316,22 @@ impl Store {
                 });
             }
         }
-        for (table, is_params) in [("params WHERE run_uuid IN", true), ("tags WHERE run_uuid IN", false)] {
-            for row in self.json_rows("run_uuid, key, value", table, "key", run_ids).await? {
-                let [id, key, value] = row.as_slice() else { return Err(corrupt("param or tag")) };
+        for (table, is_params) in [
+            ("params WHERE run_uuid IN", true),
+            ("tags WHERE run_uuid IN", false),
+        ] {
+            for row in self
+                .json_rows("run_uuid, key, value", table, run_ids)
+                .await?
+            {
+                let [id, key, value] = row.as_slice() else {
+                    return Err(corrupt("param or tag"));
+                };
                 if let Some(run) = text(id).and_then(|id| runs.get_mut(&id)) {
-                    let kv = KeyValue::new(text(key).unwrap_or_default(), text(value).unwrap_or_default());
+                    let kv = KeyValue::new(
+                        text(key).unwrap_or_default(),
+                        text(value).unwrap_or_default(),
+                    );
                     if is_params {
                         run.data.params.push(kv);
                     } else {
@@ -389,6 +410,11 @@ impl Store {
                 }
             }
         }
+        for run in runs.values_mut() {
+            run.data.metrics.sort_by(|a, b| a.key.cmp(&b.key));
+            run.data.params.sort_by(|a, b| a.key.cmp(&b.key));
+            run.data.tags.sort_by(|a, b| a.key.cmp(&b.key));
+        }
         Ok(run_ids.iter().filter_map(|id| runs.remove(id)).collect())
     }
 
@@ -398,14 +424,15 @@ impl Store {
         &self,
         columns: &str,
         from_where: &str,
-        order_by: &str,
         ids: &[String],
     ) -> Result<Vec<Vec<serde_json::Value>>> {
         let mut sql = Sql::in_order(self.backend);
         let list = sql.text_list(ids.iter().cloned());
-        sql.text = json_rows_sql(self.backend, columns, &format!("{from_where} {list}"), order_by);
+        sql.text = json_rows_sql(self.backend, columns, &format!("{from_where} {list}"));
         let packed: Option<String> = sql.query().fetch_one(&self.read).await?.try_get(0)?;
-        let Some(packed) = packed else { return Ok(Vec::new()) };
+        let Some(packed) = packed else {
+            return Ok(Vec::new());
+        };
         serde_json::from_str(&packed).map_err(|e| Error::Corrupt(format!("aggregated rows: {e}")))
     }
 
@@ -775,7 +802,7 @@ impl Store {
         offset: i64,
     ) -> Result<Vec<MetricPoint>> {
         let packed: Option<String> = sqlx::query_scalar(
-            "SELECT group_concat(timestamp || ',' || step || ',' || value_bits, ';' ORDER BY timestamp, step, value) \
+            "SELECT group_concat(timestamp || ',' || step || ',' || value_bits, ';') \
              FROM (SELECT timestamp, step, value, value_bits FROM metrics WHERE run_uuid = $1 AND key = $2 \
              ORDER BY timestamp, step, value LIMIT $3 OFFSET $4)",
         )
@@ -805,7 +832,16 @@ impl Store {
                     step,
                 })
             })
-            .collect()
+            .collect::<Result<Vec<_>>>()
+            .map(|mut points| {
+                // The page was cut in index order; the aggregate itself promises no order.
+                points.sort_by(|a, b| {
+                    (a.timestamp, a.step)
+                        .cmp(&(b.timestamp, b.step))
+                        .then(a.value.total_cmp(&b.value))
+                });
+                points
+            })
     }
 
     async fn metric_history_rows(
@@ -853,7 +889,6 @@ impl Store {
                 self.backend,
                 "timestamp, step, value_bits",
                 "metrics WHERE run_uuid = $1 AND key = $2 AND step >= $3 AND step <= $4",
-                "step, timestamp, value",
             );
             let packed: Option<String> = sqlx::query(AssertSqlSafe(sql))
                 .bind(run_id.as_str())
@@ -864,9 +899,16 @@ impl Store {
                 .await?
                 .try_get(0)?;
             let rows: Vec<[i64; 3]> = match packed {
-                Some(packed) => serde_json::from_str(&packed).map_err(|e| Error::Corrupt(format!("metric rows: {e}")))?,
+                Some(packed) => serde_json::from_str(&packed)
+                    .map_err(|e| Error::Corrupt(format!("metric rows: {e}")))?,
                 None => Vec::new(),
             };
+            let mut rows = rows;
+            rows.sort_unstable_by(|a, b| {
+                (a[1], a[0])
+                    .cmp(&(b[1], b[0]))
+                    .then(f64::from_bits(a[2] as u64).total_cmp(&f64::from_bits(b[2] as u64)))
+            });
             let points: Vec<MetricPoint> = rows
                 .into_iter()
                 .map(|[timestamp, step, bits]| MetricPoint {

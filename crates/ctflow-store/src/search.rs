@@ -38,7 +38,9 @@ fn key_value_condition(sql: &mut Sql, table: &str, clause: &Clause) -> String {
         }
         cmp => {
             let cond = string_condition(sql, "x.value", cmp, &clause.value);
-            format!("r.run_uuid IN (SELECT x.run_uuid FROM {table} x WHERE x.key = {key} AND {cond})")
+            format!(
+                "r.run_uuid IN (SELECT x.run_uuid FROM {table} x WHERE x.key = {key} AND {cond})"
+            )
         }
     }
 }
@@ -173,7 +175,9 @@ impl Store {
             .collect::<Result<_, _>>()?;
         let next = if ids.len() as i64 > search.max_results {
             ids.truncate(search.max_results as usize);
-            Some(page_token::encode(offset.saturating_add(search.max_results)))
+            Some(page_token::encode(
+                offset.saturating_add(search.max_results),
+            ))
         } else {
             None
         };

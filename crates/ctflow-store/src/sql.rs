@@ -132,11 +132,18 @@ pub(crate) fn values_groups(backend: Backend, rows: usize, columns: usize, first
 /// its tables. One aggregated row avoids that, and PostgreSQL gets the same shape so the
 /// decoding is shared. Doubles must travel as their bits (BIGINT): SQLite's float-to-text
 /// conversion is not exact.
-pub(crate) fn json_rows_sql(backend: Backend, columns: &str, from_where: &str, order_by: &str) -> String {
+///
+/// The rows come back in no particular order (an ORDER BY inside the aggregate makes SQLite
+/// sort through a temporary b-tree); callers sort what they need sorted.
+pub(crate) fn json_rows_sql(backend: Backend, columns: &str, from_where: &str) -> String {
     match backend {
-        Backend::Sqlite => format!("SELECT json_group_array(json_array({columns}) ORDER BY {order_by}) FROM {from_where}"),
+        Backend::Sqlite => {
+            format!("SELECT json_group_array(json_array({columns})) FROM {from_where}")
+        }
         Backend::Postgres => {
-            format!("SELECT COALESCE(json_agg(json_build_array({columns}) ORDER BY {order_by}), '[]')::text FROM {from_where}")
+            format!(
+                "SELECT COALESCE(json_agg(json_build_array({columns})), '[]')::text FROM {from_where}"
+            )
         }
     }
 }
