@@ -158,6 +158,9 @@ impl Store {
         };
         store.migrate().await?;
         store.ensure_default_experiment().await?;
+        if store.backend == Backend::Sqlite {
+            store.keep_statistics_fresh();
+        }
         Ok(store)
     }
 
@@ -210,6 +213,29 @@ impl Store {
         .execute(&self.write)
         .await?;
         Ok(())
+    }
+
+    /// SQLite's planner needs `sqlite_stat1` to pick the selective index in a search; it
+    /// is only written by ANALYZE. `PRAGMA optimize` re-analyses just the tables whose size
+    /// changed a lot, so running it every half minute is cheap and keeps plans good while a
+    /// store grows from empty. (PostgreSQL's autovacuum does the same on its own.)
+    fn keep_statistics_fresh(&self) {
+        let pool = self.write.clone();
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(Duration::from_secs(30));
+            loop {
+                ticker.tick().await;
+                if pool.is_closed() {
+                    break;
+                }
+                if let Err(error) = pool
+                    .execute("PRAGMA analysis_limit = 1000; PRAGMA optimize = 0x10002;")
+                    .await
+                {
+                    tracing::warn!(%error, "PRAGMA optimize failed");
+                }
+            }
+        });
     }
 
     pub(crate) fn artifact_location_for(&self, experiment_id: i64) -> String {

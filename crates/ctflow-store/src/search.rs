@@ -25,67 +25,75 @@ fn attribute_column(key: &str) -> &'static str {
     }
 }
 
-fn key_value_condition(sql: &mut Sql, table: &str, clause: &Clause) -> String {
-    // NB: written as IN (subquery) rather than a correlated EXISTS, so both engines can
-    // drive the search from the (key, value) index instead of probing every run.
+/// How one filter clause narrows the runs: an inner join on the clause's (run, key) row,
+/// or a WHERE condition.
+enum Narrowing {
+    Join(String),
+    Where(String),
+}
+
+/// NB: a comparison on a metric, param or tag becomes an INNER JOIN on its unique
+/// (run_uuid, key) row rather than an IN or EXISTS subquery: with statistics, both engines
+/// then start from the most selective index (e.g. params (key, value)) instead of probing
+/// every run of the experiment.
+fn run_narrowing(sql: &mut Sql, index: usize, clause: &Clause) -> Narrowing {
+    let alias = format!("f{index}");
+    let table = match clause.entity {
+        Entity::Metric => "latest_metrics",
+        Entity::Param => "params",
+        Entity::Tag => "tags",
+        Entity::Attribute => {
+            return Narrowing::Where(string_condition(
+                sql,
+                attribute_column(&clause.key),
+                clause.comparator,
+                &clause.value,
+            ));
+        }
+        Entity::Dataset => return Narrowing::Where(dataset_condition(sql, clause)),
+    };
     let key = sql.text_arg(clause.key.clone());
-    match clause.comparator {
-        Comparator::IsNull => {
-            format!("r.run_uuid NOT IN (SELECT x.run_uuid FROM {table} x WHERE x.key = {key})")
+    let on = format!("{alias}.run_uuid = r.run_uuid AND {alias}.key = {key}");
+    match (clause.entity, clause.comparator) {
+        (Entity::Metric, cmp) => {
+            let Value::Number(n) = clause.value else {
+                return Narrowing::Where("1 = 0".into());
+            };
+            let v = sql.arg(Arg::Float(n));
+            Narrowing::Join(format!(
+                " JOIN {table} {alias} ON {on} AND {alias}.is_nan = 0 AND {alias}.value {} {v}",
+                numeric_op(cmp)
+            ))
         }
-        Comparator::IsNotNull => {
-            format!("r.run_uuid IN (SELECT x.run_uuid FROM {table} x WHERE x.key = {key})")
-        }
-        cmp => {
-            let cond = string_condition(sql, "x.value", cmp, &clause.value);
-            format!(
-                "r.run_uuid IN (SELECT x.run_uuid FROM {table} x WHERE x.key = {key} AND {cond})"
-            )
+        (_, Comparator::IsNull) => Narrowing::Where(format!(
+            "NOT EXISTS (SELECT 1 FROM {table} {alias} WHERE {on})"
+        )),
+        (_, Comparator::IsNotNull) => Narrowing::Join(format!(" JOIN {table} {alias} ON {on}")),
+        (_, cmp) => {
+            let cond = string_condition(sql, &format!("{alias}.value"), cmp, &clause.value);
+            Narrowing::Join(format!(" JOIN {table} {alias} ON {on} AND {cond}"))
         }
     }
 }
 
-fn run_condition(sql: &mut Sql, clause: &Clause) -> String {
-    match clause.entity {
-        Entity::Metric => {
-            let key = sql.text_arg(clause.key.clone());
-            let Value::Number(n) = clause.value else {
-                return "1 = 0".into();
-            };
-            let v = sql.arg(Arg::Float(n));
-            format!(
-                "r.run_uuid IN (SELECT m.run_uuid FROM latest_metrics m WHERE m.key = {key} AND m.is_nan = 0 AND m.value {} {v})",
-                numeric_op(clause.comparator)
-            )
-        }
-        Entity::Param => key_value_condition(sql, "params", clause),
-        Entity::Tag => key_value_condition(sql, "tags", clause),
-        Entity::Attribute => string_condition(
-            sql,
-            attribute_column(&clause.key),
-            clause.comparator,
-            &clause.value,
-        ),
-        Entity::Dataset => {
-            if clause.key == "context" {
-                let cond = string_condition(sql, "it.value", clause.comparator, &clause.value);
-                format!(
-                    "EXISTS (SELECT 1 FROM run_inputs ri JOIN run_input_tags it ON it.input_uuid = ri.input_uuid \
-                     WHERE ri.run_uuid = r.run_uuid AND it.key = 'mlflow.data.context' AND {cond})"
-                )
-            } else {
-                let column = if clause.key == "name" {
-                    "d.name"
-                } else {
-                    "d.digest"
-                };
-                let cond = string_condition(sql, column, clause.comparator, &clause.value);
-                format!(
-                    "EXISTS (SELECT 1 FROM run_inputs ri JOIN datasets d ON d.dataset_uuid = ri.dataset_uuid \
-                     WHERE ri.run_uuid = r.run_uuid AND {cond})"
-                )
-            }
-        }
+fn dataset_condition(sql: &mut Sql, clause: &Clause) -> String {
+    if clause.key == "context" {
+        let cond = string_condition(sql, "it.value", clause.comparator, &clause.value);
+        format!(
+            "EXISTS (SELECT 1 FROM run_inputs ri JOIN run_input_tags it ON it.input_uuid = ri.input_uuid \
+             WHERE ri.run_uuid = r.run_uuid AND it.key = 'mlflow.data.context' AND {cond})"
+        )
+    } else {
+        let column = if clause.key == "name" {
+            "d.name"
+        } else {
+            "d.digest"
+        };
+        let cond = string_condition(sql, column, clause.comparator, &clause.value);
+        format!(
+            "EXISTS (SELECT 1 FROM run_inputs ri JOIN datasets d ON d.dataset_uuid = ri.dataset_uuid \
+             WHERE ri.run_uuid = r.run_uuid AND {cond})"
+        )
     }
 }
 
@@ -156,13 +164,17 @@ impl Store {
             format!("r.experiment_id IN ({})", experiment_list.join(", ")),
             format!("r.lifecycle_stage IN {stages}"),
         ];
-        for clause in &search.filter {
-            conditions.push(run_condition(&mut sql, clause));
+        let mut filter_joins = String::new();
+        for (i, clause) in search.filter.iter().enumerate() {
+            match run_narrowing(&mut sql, i, clause) {
+                Narrowing::Join(join) => filter_joins.push_str(&join),
+                Narrowing::Where(condition) => conditions.push(condition),
+            }
         }
         let limit = sql.int_arg(search.max_results.saturating_add(1));
         let off = sql.int_arg(offset);
         sql.text = format!(
-            "SELECT r.run_uuid FROM runs r{joins} WHERE {} ORDER BY {} LIMIT {limit} OFFSET {off}",
+            "SELECT r.run_uuid FROM runs r{filter_joins}{joins} WHERE {} ORDER BY {} LIMIT {limit} OFFSET {off}",
             conditions.join(" AND "),
             terms.join(", ")
         );
