@@ -231,13 +231,17 @@ impl Store {
                     break;
                 }
                 // NB: max(rowid) is a b-tree edge lookup, unlike COUNT(*).
-                let runs: i64 = match sqlx::query_scalar::<_, Option<i64>>("SELECT max(rowid) FROM runs").fetch_one(&pool).await {
-                    Ok(n) => n.unwrap_or(0),
-                    Err(error) => {
-                        tracing::warn!(%error, "cannot size the runs table");
-                        continue;
-                    }
-                };
+                let runs: i64 =
+                    match sqlx::query_scalar::<_, Option<i64>>("SELECT max(rowid) FROM runs")
+                        .fetch_one(&pool)
+                        .await
+                    {
+                        Ok(n) => n.unwrap_or(0),
+                        Err(error) => {
+                            tracing::warn!(%error, "cannot size the runs table");
+                            continue;
+                        }
+                    };
                 if runs >= 100 && runs >= analyzed_at.saturating_mul(2) {
                     match pool.execute("PRAGMA analysis_limit = 1000; ANALYZE;").await {
                         Ok(_) => {
