@@ -13,7 +13,7 @@ use sqlx::any::AnyRow;
 
 use crate::Store;
 use crate::error::{Error, Result, is_unique_violation};
-use crate::sql::{Arg, Sql};
+use crate::sql::{Arg, Sql, cut_page};
 
 /// A validated experiments/search request.
 #[derive(Debug, Clone)]
@@ -223,14 +223,7 @@ impl Store {
             .iter()
             .map(experiment_from_row)
             .collect::<Result<Vec<_>>>()?;
-        let next = if experiments.len() as i64 > search.max_results {
-            experiments.truncate(search.max_results as usize);
-            Some(page_token::encode(
-                offset.saturating_add(search.max_results),
-            ))
-        } else {
-            None
-        };
+        let next = cut_page(&mut experiments, search.max_results, offset);
         Ok((self.attach_tags(experiments).await?, next))
     }
 

@@ -17,7 +17,7 @@ use crate::Store;
 use crate::error::{Error, Result};
 use crate::experiments::{numeric_op, string_condition};
 use crate::runs::decode_value;
-use crate::sql::{Arg, Sql};
+use crate::sql::{Arg, Sql, cut_page};
 
 #[derive(Debug, Clone, Default)]
 pub struct NewLoggedModel {
@@ -361,14 +361,7 @@ impl Store {
             .iter()
             .map(|r| r.try_get(0))
             .collect::<Result<_, _>>()?;
-        let next = if ids.len() as i64 > search.max_results {
-            ids.truncate(search.max_results as usize);
-            Some(page_token::encode(
-                offset.saturating_add(search.max_results),
-            ))
-        } else {
-            None
-        };
+        let next = cut_page(&mut ids, search.max_results, offset);
         Ok((self.fetch_logged_models(&ids).await?, next))
     }
 }

@@ -18,7 +18,7 @@ use sqlx::{Any, AssertSqlSafe, Row, Transaction};
 use crate::Store;
 use crate::error::{Error, Result, is_unique_violation};
 use crate::experiments::{numeric_op, string_condition};
-use crate::sql::{Arg, Sql};
+use crate::sql::{Arg, Sql, cut_page};
 
 /// A model-versions/create request.
 #[derive(Debug, Clone, Default)]
@@ -461,14 +461,7 @@ impl Store {
             .iter()
             .map(|r| r.try_get(0))
             .collect::<Result<_, _>>()?;
-        let next = if names.len() as i64 > search.max_results {
-            names.truncate(search.max_results as usize);
-            Some(page_token::encode(
-                offset.saturating_add(search.max_results),
-            ))
-        } else {
-            None
-        };
+        let next = cut_page(&mut names, search.max_results, offset);
         Ok((self.fetch_registered_models(&names).await?, next))
     }
 
@@ -861,14 +854,7 @@ impl Store {
             .iter()
             .map(version_from_row)
             .collect::<Result<Vec<_>>>()?;
-        let next = if versions.len() as i64 > search.max_results {
-            versions.truncate(search.max_results as usize);
-            Some(page_token::encode(
-                offset.saturating_add(search.max_results),
-            ))
-        } else {
-            None
-        };
+        let next = cut_page(&mut versions, search.max_results, offset);
         Ok((self.attach_version_tags(versions).await?, next))
     }
 

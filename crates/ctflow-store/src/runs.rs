@@ -18,7 +18,7 @@ use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
 use crate::error::{Error, Result};
-use crate::sql::{Arg, Sql, bind_all, json_rows_sql, values_groups};
+use crate::sql::{Arg, Sql, bind_all, cut_page, json_rows_sql, values_groups};
 use crate::{Backend, Store};
 
 pub const RUN_NAME_TAG: &str = "mlflow.runName";
@@ -781,13 +781,7 @@ impl Store {
             }
             Backend::Postgres => self.metric_history_rows(run_id, key, limit, offset).await?,
         };
-        let next = match max_results {
-            Some(max) if points.len() as i64 > max => {
-                points.truncate(max as usize);
-                Some(page_token::encode(offset.saturating_add(max)))
-            }
-            _ => None,
-        };
+        let next = max_results.and_then(|max| cut_page(&mut points, max, offset));
         Ok((points, next))
     }
 

@@ -10,7 +10,7 @@ use crate::Store;
 use crate::error::Result;
 use crate::experiments::{numeric_op, string_condition};
 use crate::runs::RunSearch;
-use crate::sql::{Arg, Sql};
+use crate::sql::{Arg, Sql, cut_page};
 
 fn attribute_column(key: &str) -> &'static str {
     match key {
@@ -185,14 +185,7 @@ impl Store {
             .iter()
             .map(|row| row.try_get(0))
             .collect::<Result<_, _>>()?;
-        let next = if ids.len() as i64 > search.max_results {
-            ids.truncate(search.max_results as usize);
-            Some(page_token::encode(
-                offset.saturating_add(search.max_results),
-            ))
-        } else {
-            None
-        };
+        let next = cut_page(&mut ids, search.max_results, offset);
         Ok((self.fetch_runs(&ids).await?, next))
     }
 }

@@ -147,3 +147,16 @@ pub(crate) fn json_rows_sql(backend: Backend, columns: &str, from_where: &str) -
         }
     }
 }
+
+/// Cuts a page fetched with `LIMIT max_results + 1` to `max_results` and returns the token
+/// of the next page when there is one (MLflow omits the token after the last page).
+pub(crate) fn cut_page<T>(items: &mut Vec<T>, max_results: i64, offset: i64) -> Option<String> {
+    if items.len() as i64 > max_results {
+        items.truncate(max_results as usize);
+        Some(ctflow_core::page_token::encode(
+            offset.saturating_add(max_results),
+        ))
+    } else {
+        None
+    }
+}
