@@ -974,13 +974,7 @@ impl Store {
         .fetch_optional(&mut *tx)
         .await?;
         exists.ok_or_else(|| version_not_found(name, version))?;
-        let previous: Option<i64> = sqlx::query_scalar(
-            "SELECT version FROM registered_model_aliases WHERE name = $1 AND alias = $2",
-        )
-        .bind(name)
-        .bind(alias)
-        .fetch_optional(&mut *tx)
-        .await?;
+        let previous: Option<i64> = alias_version(&mut *tx, name, alias).await?;
         sqlx::query(
             "INSERT INTO registered_model_aliases (name, alias, version) VALUES ($1, $2, $3) \
              ON CONFLICT (name, alias) DO UPDATE SET version = excluded.version",
@@ -1008,13 +1002,7 @@ impl Store {
         validate_alias(alias)?;
         self.require_registered_model(name).await?;
         let mut tx = self.write.begin().await?;
-        let previous: Option<i64> = sqlx::query_scalar(
-            "SELECT version FROM registered_model_aliases WHERE name = $1 AND alias = $2",
-        )
-        .bind(name)
-        .bind(alias)
-        .fetch_optional(&mut *tx)
-        .await?;
+        let previous: Option<i64> = alias_version(&mut *tx, name, alias).await?;
         let Some(previous) = previous else {
             return Err(MlflowError::not_found(format!(
                 "Registered model alias {alias} not found."
@@ -1042,13 +1030,7 @@ impl Store {
         alias: &str,
     ) -> Result<ModelVersion> {
         self.require_registered_model(name).await?;
-        let version: Option<i64> = sqlx::query_scalar(
-            "SELECT version FROM registered_model_aliases WHERE name = $1 AND alias = $2",
-        )
-        .bind(name)
-        .bind(alias)
-        .fetch_optional(&self.read)
-        .await?;
+        let version: Option<i64> = alias_version(&self.read, name, alias).await?;
         let version = version.ok_or_else(|| {
             Error::from(MlflowError::invalid(format!(
                 "Registered model alias {alias} not found."
@@ -1087,6 +1069,21 @@ impl Store {
             })
             .collect()
     }
+}
+
+/// The version an alias points at, if the alias exists.
+async fn alias_version<'e, E: sqlx::Executor<'e, Database = Any>>(
+    executor: E,
+    name: &str,
+    alias: &str,
+) -> Result<Option<i64>> {
+    Ok(sqlx::query_scalar(
+        "SELECT version FROM registered_model_aliases WHERE name = $1 AND alias = $2",
+    )
+    .bind(name)
+    .bind(alias)
+    .fetch_optional(executor)
+    .await?)
 }
 
 async fn upsert_model_tag(tx: &mut Transaction<'_, Any>, name: &str, tag: &KeyValue) -> Result<()> {
