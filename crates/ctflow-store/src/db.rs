@@ -217,13 +217,13 @@ impl Store {
 
     /// SQLite's planner needs `sqlite_stat1` to pick the selective index in a search (for
     /// `params.p = 'x' and metrics.m > 0.5` the params index first); only ANALYZE writes it.
-    /// Every ten seconds, when the number of runs has doubled since the last analysis,
+    /// Every two seconds, when the number of runs has doubled since the last analysis,
     /// this re-analyses with a sampling limit, which takes milliseconds. PostgreSQL's
     /// autovacuum does the same on its own.
     fn keep_statistics_fresh(&self) {
         let pool = self.write.clone();
         tokio::spawn(async move {
-            let mut ticker = tokio::time::interval(Duration::from_secs(10));
+            let mut ticker = tokio::time::interval(Duration::from_secs(2));
             let mut analyzed_at: i64 = 0;
             loop {
                 ticker.tick().await;
