@@ -48,12 +48,13 @@ fn content_type_for(path: &str) -> &'static str {
         .map(|(_, e)| e.to_ascii_lowercase())
         .unwrap_or_default();
     match ext.as_str() {
-        "txt" | "log" | "md" | "py" | "yaml" | "yml" | "csv" | "MLmodel" => "text/plain",
+        "txt" | "log" | "md" | "py" | "yaml" | "yml" | "csv" => "text/plain",
         "json" => "application/json",
         "png" => "image/png",
         "jpg" | "jpeg" => "image/jpeg",
         "svg" => "image/svg+xml",
-        "html" => "text/plain",
+        // Served as text so that an uploaded page cannot run script in the server's origin.
+        "html" | "htm" => "text/plain",
         _ => "application/octet-stream",
     }
 }
