@@ -50,7 +50,7 @@ def stop(proc):
 
 @pytest.fixture(scope="session")
 def ctflow_bin():
-    path = Path(os.environ.get("CTFLOW_BIN", REPO / "target" / "debug" / "ctflow"))
+    path = Path(os.environ.get("CTFLOW_BIN", REPO / "target" / "debug" / "ctflow")).resolve()
     if not path.exists():
         raise RuntimeError(f"{path} does not exist: build it with `cargo build -p ctflow-cli` first")
     return str(path)

@@ -4,6 +4,7 @@
 mod client;
 mod commands;
 mod models;
+mod run;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -61,6 +62,13 @@ enum Command {
     Runs {
         #[command(subcommand)]
         command: commands::RunsCommand,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Run an MLflow project's entry point as a tracked run (like `mlflow run`).
+    Run {
+        #[command(flatten)]
+        run: run::RunArgs,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -180,6 +188,7 @@ fn main() -> Result<()> {
             }
             Command::Runs { command, client } => commands::runs(command, &client).await,
             Command::Models { command, client } => models::run(command, &client).await,
+            Command::Run { run, client } => run::run(run, &client).await,
         }
     })
 }

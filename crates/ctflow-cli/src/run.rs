@@ -1,0 +1,333 @@
+//! `ctflow run`: runs an MLflow project's entry point as a tracked run, the way
+//! `mlflow run` does, on any MLflow-compatible tracking server.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::Args;
+use ctflow_project::Project;
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::sync::mpsc;
+
+use crate::client::TrackingClient;
+use crate::commands::{print_json, text};
+use crate::{ClientArgs, OutputFormat};
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// The project: a local folder with an MLproject file, or holding the entry point file.
+    pub uri: PathBuf,
+    /// Entry point name, or a .py / .sh file of the project.
+    #[arg(short = 'e', long, default_value = "main")]
+    pub entry_point: String,
+    /// A parameter, `-P name=value` (repeatable).
+    #[arg(short = 'P', long = "param", value_parser = parse_param)]
+    pub params: Vec<(String, String)>,
+    #[arg(long, env = "MLFLOW_EXPERIMENT_NAME", conflicts_with = "experiment_id")]
+    pub experiment_name: Option<String>,
+    #[arg(long, env = "MLFLOW_EXPERIMENT_ID")]
+    pub experiment_id: Option<String>,
+    #[arg(long)]
+    pub run_name: Option<String>,
+    /// Attach to an existing run instead of creating one.
+    #[arg(long)]
+    pub run_id: Option<String>,
+    /// Which environment runs the command. Only `local` (the current interpreter on PATH)
+    /// is available so far.
+    #[arg(long, default_value = "local")]
+    pub env_manager: String,
+}
+
+fn parse_param(raw: &str) -> Result<(String, String), String> {
+    match raw.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
+        _ => Err(format!("'{raw}' is not of the form name=value")),
+    }
+}
+
+fn git(dir: &Path, args: &[&str]) -> Option<String> {
+    let output = std::process::Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .output()
+        .ok()?;
+    output
+        .status
+        .success()
+        .then(|| String::from_utf8_lossy(&output.stdout).trim().to_string())
+        .filter(|s| !s.is_empty())
+}
+
+async fn experiment_id(client: &TrackingClient, args: &RunArgs) -> Result<String> {
+    if let Some(id) = &args.experiment_id {
+        return Ok(id.clone());
+    }
+    let Some(name) = &args.experiment_name else {
+        return Ok("0".into());
+    };
+    match client
+        .get(
+            "experiments/get-by-name",
+            &[("experiment_name", name.clone())],
+        )
+        .await
+    {
+        Ok(found) => Ok(text(&found["experiment"], "experiment_id")),
+        Err(e) if e.to_string().contains("RESOURCE_DOES_NOT_EXIST") => {
+            let created = client
+                .post("experiments/create", &json!({ "name": name }))
+                .await?;
+            Ok(text(&created, "experiment_id"))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Stops the child's whole process group: SIGTERM, then SIGKILL after a grace period.
+async fn stop_group(pgid: u32, child: &mut tokio::process::Child) {
+    let signal = |sig: &str| {
+        let _ = std::process::Command::new("kill")
+            .args([sig, "--", &format!("-{pgid}")])
+            .status();
+    };
+    signal("-TERM");
+    if tokio::time::timeout(std::time::Duration::from_secs(10), child.wait())
+        .await
+        .is_err()
+    {
+        signal("-KILL");
+        let _ = child.wait().await;
+    }
+}
+
+async fn interrupted() -> &'static str {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+        "SIGINT"
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+                "SIGTERM"
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! { s = ctrl_c => s, s = term => s }
+}
+
+pub async fn run(args: RunArgs, client_args: &ClientArgs) -> Result<()> {
+    if args.env_manager != "local" {
+        bail!(
+            "--env-manager {} is not available yet; use --env-manager local",
+            args.env_manager
+        );
+    }
+    let project = Project::load(&args.uri).map_err(|e| anyhow!("{}: {e}", args.uri.display()))?;
+    let entry = project
+        .entry_point(&args.entry_point)
+        .map_err(|e| anyhow!(e))?;
+    let given: BTreeMap<String, String> = args.params.iter().cloned().collect();
+    let cwd = std::env::current_dir()?;
+    let rendered = entry.render(&given, &cwd).map_err(|e| anyhow!(e))?;
+
+    let client = TrackingClient::new(&client_args.tracking_uri)?;
+    let (run_id, experiment_id, artifact_uri) = match &args.run_id {
+        Some(run_id) => {
+            let run = client
+                .get("runs/get", &[("run_id", run_id.clone())])
+                .await?;
+            let info = &run["run"]["info"];
+            (
+                run_id.clone(),
+                text(info, "experiment_id"),
+                text(info, "artifact_uri"),
+            )
+        }
+        None => {
+            let experiment_id = experiment_id(&client, &args).await?;
+            let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+            let mut tags = vec![
+                json!({"key": "mlflow.user", "value": user}),
+                json!({"key": "mlflow.source.name", "value": project.dir.display().to_string()}),
+                json!({"key": "mlflow.source.type", "value": "PROJECT"}),
+                json!({"key": "mlflow.project.entryPoint", "value": entry.name}),
+                json!({"key": "mlflow.project.backend", "value": "local"}),
+            ];
+            if let Some(commit) = git(&project.dir, &["rev-parse", "HEAD"]) {
+                tags.push(json!({"key": "mlflow.source.git.commit", "value": commit}));
+                if let Some(url) = git(&project.dir, &["remote", "get-url", "origin"]) {
+                    tags.push(json!({"key": "mlflow.source.git.repoURL", "value": url}));
+                }
+            }
+            let mut body = json!({
+                "experiment_id": experiment_id,
+                "user_id": user,
+                "start_time": ctflow_core::now_ms(),
+                "tags": tags,
+            });
+            if let Some(name) = &args.run_name {
+                body["run_name"] = json!(name);
+            }
+            let run = client.post("runs/create", &body).await?;
+            let info = &run["run"]["info"];
+            (
+                text(info, "run_id"),
+                experiment_id,
+                text(info, "artifact_uri"),
+            )
+        }
+    };
+    let params: Vec<Value> = rendered
+        .parameters
+        .iter()
+        .map(|(k, v)| json!({"key": k, "value": v}))
+        .collect();
+    for chunk in params.chunks(100) {
+        client
+            .post(
+                "runs/log-batch",
+                &json!({ "run_id": run_id, "params": chunk }),
+            )
+            .await?;
+    }
+    tracing::info!(
+        run_id,
+        command = rendered.command,
+        "starting the entry point"
+    );
+    eprintln!(
+        "=== Running command '{}' in run {run_id} ===",
+        rendered.command
+    );
+
+    let mut child = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(&rendered.command)
+        .current_dir(&project.dir)
+        .env("MLFLOW_RUN_ID", &run_id)
+        .env("MLFLOW_TRACKING_URI", &client_args.tracking_uri)
+        .env("MLFLOW_EXPERIMENT_ID", &experiment_id)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .context("cannot start the entry point's command")?;
+    let pgid = child
+        .id()
+        .ok_or_else(|| anyhow!("the command exited before it could be tracked"))?;
+
+    // Both streams go to the terminal as they come and into one log kept as an artifact.
+    // With --output json the child's stdout goes to stderr, so stdout stays parseable.
+    let json_output = client_args.output == OutputFormat::Json;
+    let (lines_tx, mut lines_rx) = mpsc::unbounded_channel::<(bool, String)>();
+    for (is_err, stream) in [
+        (
+            false,
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
+        ),
+        (
+            true,
+            child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
+        ),
+    ] {
+        let Some(stream) = stream else { continue };
+        let tx = lines_tx.clone();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stream).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                if tx.send((is_err, line)).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    drop(lines_tx);
+    let collector = tokio::spawn(async move {
+        let mut log = String::new();
+        let mut stdout = tokio::io::stdout();
+        let mut stderr = tokio::io::stderr();
+        while let Some((is_err, line)) = lines_rx.recv().await {
+            let out = format!("{line}\n");
+            let _ = if is_err || json_output {
+                stderr.write_all(out.as_bytes()).await
+            } else {
+                stdout.write_all(out.as_bytes()).await
+            };
+            log.push_str(&out);
+        }
+        log
+    });
+
+    let (status, killed_by) = tokio::select! {
+        status = child.wait() => (status.ok(), None),
+        signal = interrupted() => {
+            stop_group(pgid, &mut child).await;
+            (None, Some(signal))
+        }
+    };
+    let log = collector.await.unwrap_or_default();
+    let exit_code = status.and_then(|s| s.code());
+    let run_status = match (killed_by, exit_code) {
+        (Some(_), _) => "KILLED",
+        (None, Some(0)) => "FINISHED",
+        _ => "FAILED",
+    };
+    if let Some(path) = artifact_uri.strip_prefix("mlflow-artifacts:") {
+        let url = format!(
+            "{}/api/2.0/mlflow-artifacts/artifacts/{}/ctflow-run.log",
+            client.base(),
+            path.trim_matches('/')
+        );
+        if let Err(error) = client
+            .http()
+            .put(&url)
+            .body(log)
+            .send()
+            .await
+            .and_then(|r| r.error_for_status())
+        {
+            tracing::warn!(%error, "cannot store the run's output as an artifact");
+        }
+    } else {
+        tracing::warn!(
+            artifact_uri,
+            "the run's output is not stored: its artifacts are not served by the tracking server"
+        );
+    }
+    client
+        .post(
+            "runs/update",
+            &json!({ "run_id": run_id, "status": run_status, "end_time": ctflow_core::now_ms() }),
+        )
+        .await?;
+    match client_args.output {
+        OutputFormat::Json => print_json(&json!({
+            "run_id": run_id, "experiment_id": experiment_id, "status": run_status,
+            "exit_code": exit_code, "command": rendered.command,
+        }))?,
+        OutputFormat::Table => eprintln!("=== Run {run_id} {run_status} ==="),
+    }
+    match run_status {
+        "FINISHED" => Ok(()),
+        "KILLED" => bail!(
+            "run {run_id} was stopped by {}",
+            killed_by.unwrap_or("a signal")
+        ),
+        _ => bail!(
+            "run {run_id} failed: the command exited with {}",
+            exit_code.map_or("a signal".to_string(), |c| c.to_string())
+        ),
+    }
+}

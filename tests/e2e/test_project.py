@@ -1,0 +1,115 @@
+"""`ctflow run` (and the real `mlflow run`) on MLflow projects, with the run tracked on a
+ctflow server or on the real MLflow server."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+REPO = Path(__file__).resolve().parents[2]
+IRIS = REPO / "examples" / "iris"
+
+
+def env_for(url):
+    venv_bin = os.path.dirname(sys.executable)
+    return dict(os.environ, MLFLOW_TRACKING_URI=url, PATH=f"{venv_bin}:{os.environ['PATH']}")
+
+
+def ctflow_run(binary, url, *args, timeout=300):
+    return subprocess.run([binary, "run", *args, "--output", "json"], env=env_for(url), capture_output=True, text=True, timeout=timeout)
+
+
+def check_iris_run(client, run_id, c="0.05"):
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.params["C"] == c
+    assert run.data.metrics["accuracy"] > 0.8
+    assert run.data.tags["mlflow.source.type"] == "PROJECT"
+    assert run.data.tags["mlflow.project.entryPoint"] == "main"
+    assert run.outputs.model_outputs, "the training script logged a model"
+    return run
+
+
+def test_ctflow_run_iris_on_ctflow(ctflow_bin, sqlite_server, unique):
+    out = ctflow_run(ctflow_bin, sqlite_server.url, str(IRIS), "-P", "C=0.05", "--env-manager", "local", "--experiment-name", unique)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result["status"] == "FINISHED" and result["exit_code"] == 0
+    client = MlflowClient(sqlite_server.url)
+    run = check_iris_run(client, result["run_id"])
+    assert run.info.experiment_id == client.get_experiment_by_name(unique).experiment_id
+    log = client.download_artifacts(result["run_id"], "ctflow-run.log")
+    assert "accuracy=" in open(log).read()
+
+
+def test_real_mlflow_run_on_ctflow(sqlite_server, unique):
+    mlflow_cli = os.path.join(os.path.dirname(sys.executable), "mlflow")
+    out = subprocess.run(
+        [mlflow_cli, "run", str(IRIS), "-P", "C=0.05", "--env-manager", "local", "--experiment-name", unique],
+        env=env_for(sqlite_server.url), capture_output=True, text=True, timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    client = MlflowClient(sqlite_server.url)
+    exp = client.get_experiment_by_name(unique)
+    runs = client.search_runs([exp.experiment_id])
+    assert len(runs) == 1
+    check_iris_run(client, runs[0].info.run_id)
+
+
+def test_ctflow_run_on_the_real_mlflow_server(ctflow_bin, mlflow_server, unique):
+    out = ctflow_run(ctflow_bin, mlflow_server, str(IRIS), "-P", "C=0.5", "--experiment-name", unique)
+    assert out.returncode == 0, out.stderr[-3000:]
+    check_iris_run(MlflowClient(mlflow_server), json.loads(out.stdout)["run_id"], c="0.5")
+
+
+def test_bad_parameters_fail_before_any_run(ctflow_bin, sqlite_server, unique):
+    out = ctflow_run(ctflow_bin, sqlite_server.url, str(IRIS), "-P", "C=abc", "--experiment-name", unique)
+    assert out.returncode != 0
+    assert "parameter 'C' must be a float, got 'abc'" in out.stderr
+    assert MlflowClient(sqlite_server.url).get_experiment_by_name(unique) is None
+    out = ctflow_run(ctflow_bin, sqlite_server.url, str(IRIS), "-e", "nope")
+    assert out.returncode != 0 and "no entry point 'nope'" in out.stderr
+    out = ctflow_run(ctflow_bin, sqlite_server.url, str(IRIS), "--env-manager", "virtualenv")
+    assert out.returncode != 0 and "not available yet" in out.stderr
+
+
+def write_project(path, command):
+    path.mkdir()
+    (path / "MLproject").write_text(f"name: t\nentry_points:\n  main:\n    command: \"{command}\"\n")
+    return path
+
+
+def test_failing_command_marks_the_run_failed(ctflow_bin, sqlite_server, unique, tmp_path):
+    project = write_project(tmp_path / "fails", "python -c 'import sys; print(42); sys.exit(3)'")
+    out = ctflow_run(ctflow_bin, sqlite_server.url, str(project), "--experiment-name", unique)
+    assert out.returncode != 0
+    result = json.loads(out.stdout)
+    assert (result["status"], result["exit_code"]) == ("FAILED", 3)
+    assert MlflowClient(sqlite_server.url).get_run(result["run_id"]).info.status == "FAILED"
+
+
+def test_sigterm_stops_the_whole_process_group_and_marks_killed(ctflow_bin, sqlite_server, unique, tmp_path):
+    marker = tmp_path / "child.pid"
+    project = write_project(tmp_path / "sleeps", f"sh -c 'echo $$ > {marker}; exec sleep 600'")
+    proc = subprocess.Popen([ctflow_bin, "run", str(project), "--experiment-name", unique, "--output", "json"],
+                            env=env_for(sqlite_server.url), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not marker.exists() or not marker.read_text().strip():
+        assert time.monotonic() < deadline, "the child never started"
+        time.sleep(0.05)
+    child_pid = int(marker.read_text())
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode != 0
+    result = json.loads(stdout)
+    assert result["status"] == "KILLED", stderr
+    assert MlflowClient(sqlite_server.url).get_run(result["run_id"]).info.status == "KILLED"
+    with pytest.raises(ProcessLookupError):
+        for _ in range(100):
+            os.kill(child_pid, 0)
+            time.sleep(0.05)
