@@ -74,7 +74,7 @@ def test_bad_parameters_fail_before_any_run(ctflow_bin, sqlite_server, unique):
     assert MlflowClient(sqlite_server.url).get_experiment_by_name(unique) is None
     out = ctflow_run(ctflow_bin, sqlite_server.url, str(IRIS), "-e", "nope")
     assert out.returncode != 0 and "no entry point 'nope'" in out.stderr
-    out = ctflow_run(ctflow_bin, sqlite_server.url, str(IRIS), "--env-manager", "virtualenv")
+    out = ctflow_run(ctflow_bin, sqlite_server.url, str(IRIS), "--env-manager", "conda")
     assert out.returncode != 0 and "not available yet" in out.stderr
 
 
@@ -113,3 +113,23 @@ def test_sigterm_stops_the_whole_process_group_and_marks_killed(ctflow_bin, sqli
         for _ in range(100):
             os.kill(child_pid, 0)
             time.sleep(0.05)
+
+
+def test_virtualenv_is_built_once_and_reused(ctflow_bin, sqlite_server, unique, tmp_path):
+    """python_env.yaml becomes a venv (python -m venv + pip); the second run reuses it."""
+    env = env_for(sqlite_server.url)
+    env["CTFLOW_ENV_DIR"] = str(tmp_path / "envs")
+    runs = []
+    for attempt in range(2):
+        out = subprocess.run([ctflow_bin, "run", str(IRIS), "-P", "C=0.05", "--env-manager", "virtualenv",
+                              "--experiment-name", unique, "--output", "json"],
+                             env=env, capture_output=True, text=True, timeout=900)
+        assert out.returncode == 0, out.stderr[-3000:]
+        expected = "Created the environment" if attempt == 0 else "Reusing the cached environment"
+        assert expected in out.stderr
+        runs.append(json.loads(out.stdout)["run_id"])
+    client = MlflowClient(sqlite_server.url)
+    for run_id in runs:
+        run = check_iris_run(client, run_id)
+        assert run.data.tags["mlflow.project.env"] == "virtualenv"
+    assert len(list((tmp_path / "envs").iterdir())) == 1

@@ -7,7 +7,7 @@ use std::process::Stdio;
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::Args;
-use ctflow_project::Project;
+use ctflow_project::{Environment, Project, PythonEnvSpec, prepare_virtualenv};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
@@ -35,8 +35,9 @@ pub struct RunArgs {
     /// Attach to an existing run instead of creating one.
     #[arg(long)]
     pub run_id: Option<String>,
-    /// Which environment runs the command. Only `local` (the current interpreter on PATH)
-    /// is available so far.
+    /// Which environment runs the command: `local` (the python on PATH), `virtualenv`
+    /// (python -m venv + pip from python_env.yaml) or `uv`; built environments are cached
+    /// by their spec under $CTFLOW_ENV_DIR (default ~/.cache/ctflow/envs).
     #[arg(long, default_value = "local")]
     pub env_manager: String,
 }
@@ -121,13 +122,64 @@ async fn interrupted() -> &'static str {
     tokio::select! { s = ctrl_c => s, s = term => s }
 }
 
-pub async fn run(args: RunArgs, client_args: &ClientArgs) -> Result<()> {
-    if args.env_manager != "local" {
-        bail!(
-            "--env-manager {} is not available yet; use --env-manager local",
-            args.env_manager
+fn env_cache_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("CTFLOW_ENV_DIR") {
+        return PathBuf::from(dir);
+    }
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir);
+    cache.join("ctflow").join("envs")
+}
+
+/// Builds or reuses the project's environment; returns the folder to put first on PATH.
+async fn prepare_environment(project: &Project, manager: &str) -> Result<Option<PathBuf>> {
+    let use_uv = match manager {
+        "local" => return Ok(None),
+        "virtualenv" => false,
+        "uv" => true,
+        "conda" => bail!("--env-manager conda is not available yet; use local, virtualenv or uv"),
+        other => bail!("unknown --env-manager '{other}': use local, virtualenv or uv"),
+    };
+    let spec = match &project.environment {
+        Environment::Python(path) => PythonEnvSpec::load(path).map_err(|e| anyhow!(e))?,
+        Environment::None => PythonEnvSpec {
+            python: None,
+            build_dependencies: Vec::new(),
+            dependencies: Vec::new(),
+        },
+        Environment::Conda(_) => bail!(
+            "the project describes a conda environment; --env-manager {manager} needs python_env.yaml"
+        ),
+        Environment::Docker { image } => bail!(
+            "the project runs in the docker image {image}; docker environments are not available yet"
+        ),
+    };
+    let cache = env_cache_dir();
+    eprintln!(
+        "=== Preparing the {manager} environment (cache {}) ===",
+        cache.display()
+    );
+    let prepared = tokio::task::spawn_blocking(move || prepare_virtualenv(&spec, &cache, use_uv))
+        .await
+        .context("the environment builder stopped")?
+        .map_err(|e| anyhow!(e))?;
+    if prepared.created {
+        eprintln!(
+            "=== Created the environment at {} ===",
+            prepared.root.display()
+        );
+    } else {
+        eprintln!(
+            "=== Reusing the cached environment at {} ===",
+            prepared.root.display()
         );
     }
+    Ok(Some(prepared.bin))
+}
+
+pub async fn run(args: RunArgs, client_args: &ClientArgs) -> Result<()> {
     let project = Project::load(&args.uri).map_err(|e| anyhow!("{}: {e}", args.uri.display()))?;
     let entry = project
         .entry_point(&args.entry_point)
@@ -135,6 +187,7 @@ pub async fn run(args: RunArgs, client_args: &ClientArgs) -> Result<()> {
     let given: BTreeMap<String, String> = args.params.iter().cloned().collect();
     let cwd = std::env::current_dir()?;
     let rendered = entry.render(&given, &cwd).map_err(|e| anyhow!(e))?;
+    let env_bin = prepare_environment(&project, &args.env_manager).await?;
 
     let client = TrackingClient::new(&client_args.tracking_uri)?;
     let (run_id, experiment_id, artifact_uri) = match &args.run_id {
@@ -159,6 +212,9 @@ pub async fn run(args: RunArgs, client_args: &ClientArgs) -> Result<()> {
                 json!({"key": "mlflow.project.entryPoint", "value": entry.name}),
                 json!({"key": "mlflow.project.backend", "value": "local"}),
             ];
+            if args.env_manager != "local" {
+                tags.push(json!({"key": "mlflow.project.env", "value": args.env_manager}));
+            }
             if let Some(commit) = git(&project.dir, &["rev-parse", "HEAD"]) {
                 tags.push(json!({"key": "mlflow.source.git.commit", "value": commit}));
                 if let Some(url) = git(&project.dir, &["remote", "get-url", "origin"]) {
@@ -206,7 +262,16 @@ pub async fn run(args: RunArgs, client_args: &ClientArgs) -> Result<()> {
         rendered.command
     );
 
-    let mut child = tokio::process::Command::new("sh")
+    let mut command = tokio::process::Command::new("sh");
+    if let Some(bin) = &env_bin {
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        let joined =
+            std::env::join_paths(std::iter::once(bin.clone()).chain(std::env::split_paths(&path)))?;
+        command
+            .env("PATH", joined)
+            .env("VIRTUAL_ENV", bin.parent().unwrap_or(bin));
+    }
+    let mut child = command
         .arg("-c")
         .arg(&rendered.command)
         .current_dir(&project.dir)

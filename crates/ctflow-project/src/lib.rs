@@ -5,10 +5,12 @@
 //! runs nothing. Environments and execution build on it.
 #![forbid(unsafe_code)]
 
+mod env;
 mod format;
 mod quote;
 mod spec;
 
+pub use env::{PreparedEnv, PythonEnvSpec, prepare_virtualenv};
 pub use format::render_template;
 pub use quote::shell_quote;
 pub use spec::{EntryPoint, Environment, ParamType, Parameter, Project, RenderedCommand};
