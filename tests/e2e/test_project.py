@@ -75,7 +75,9 @@ def test_bad_parameters_fail_before_any_run(ctflow_bin, sqlite_server, unique):
     out = ctflow_run(ctflow_bin, sqlite_server.url, str(IRIS), "-e", "nope")
     assert out.returncode != 0 and "no entry point 'nope'" in out.stderr
     out = ctflow_run(ctflow_bin, sqlite_server.url, str(IRIS), "--env-manager", "conda")
-    assert out.returncode != 0 and "not available yet" in out.stderr
+    assert out.returncode != 0 and "--env-manager conda needs a project with conda_env" in out.stderr
+    out = ctflow_run(ctflow_bin, sqlite_server.url, str(IRIS), "--env-manager", "docker")
+    assert out.returncode != 0 and "unknown --env-manager 'docker'" in out.stderr
 
 
 def write_project(path, command):
@@ -133,3 +135,68 @@ def test_virtualenv_is_built_once_and_reused(ctflow_bin, sqlite_server, unique, 
         run = check_iris_run(client, run_id)
         assert run.data.tags["mlflow.project.env"] == "virtualenv"
     assert len(list((tmp_path / "envs").iterdir())) == 1
+
+
+def git(cwd, *args):
+    out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=True,
+                         env=dict(os.environ, GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t"))
+    return out.stdout.strip()
+
+
+def make_repo(root):
+    """A repository whose `proj` folder prints the version it was committed at."""
+    root.mkdir()
+    git(root, "init", "-q", "-b", "main")
+    proj = root / "proj"
+    proj.mkdir()
+    (proj / "MLproject").write_text("name: p\nentry_points:\n  main:\n    command: \"python show.py\"\n")
+    (proj / "show.py").write_text("print('version one')\n")
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", "one")
+    first = git(root, "rev-parse", "HEAD")
+    (proj / "show.py").write_text("print('version two')\n")
+    git(root, "commit", "-q", "-am", "two")
+    return proj, first
+
+
+def test_dirty_git_trees_are_refused_unless_allowed(ctflow_bin, sqlite_server, unique, tmp_path):
+    proj, _ = make_repo(tmp_path / "repo")
+    (proj / "show.py").write_text("print('uncommitted')\n")
+    out = ctflow_run(ctflow_bin, sqlite_server.url, str(proj), "--experiment-name", unique)
+    assert out.returncode != 0 and "uncommitted changes" in out.stderr
+    out = ctflow_run(ctflow_bin, sqlite_server.url, str(proj), "--experiment-name", unique, "--allow-dirty")
+    assert out.returncode == 0, out.stderr
+    run = MlflowClient(sqlite_server.url).get_run(json.loads(out.stdout)["run_id"])
+    assert run.data.tags["mlflow.source.git.commit"] == git(tmp_path / "repo", "rev-parse", "HEAD")
+
+
+def test_git_uri_with_subdirectory_and_version(ctflow_bin, sqlite_server, unique, tmp_path):
+    _, first = make_repo(tmp_path / "repo")
+    bare = tmp_path / "repo.git"
+    git(tmp_path, "clone", "-q", "--bare", str(tmp_path / "repo"), str(bare))
+    uri = f"file://{bare}#proj"
+    out = ctflow_run(ctflow_bin, sqlite_server.url, uri, "--version", first, "--experiment-name", unique)
+    assert out.returncode == 0, out.stderr
+    assert "version one" in out.stderr
+    client = MlflowClient(sqlite_server.url)
+    run_id = json.loads(out.stdout)["run_id"]
+    tags = client.get_run(run_id).data.tags
+    assert tags["mlflow.source.git.commit"] == first
+    assert tags["mlflow.source.git.repoURL"] == f"file://{bare}"
+    assert tags["mlflow.source.name"] == uri
+    log = client.download_artifacts(run_id, "ctflow-run.log")
+    assert "version one" in open(log).read()
+    out = ctflow_run(ctflow_bin, sqlite_server.url, uri, "--version", "no-such-tag", "--experiment-name", unique)
+    assert out.returncode != 0 and "cannot check out version 'no-such-tag'" in out.stderr
+
+
+def test_conda_needs_conda_on_path(ctflow_bin, sqlite_server, unique, tmp_path):
+    if subprocess.run(["sh", "-c", "command -v conda"], capture_output=True).returncode == 0:
+        pytest.skip("conda is installed here: the missing-conda error cannot be shown")
+    proj = tmp_path / "condaproj"
+    proj.mkdir()
+    (proj / "conda.yaml").write_text("name: x\ndependencies: [python=3.11]\n")
+    (proj / "MLproject").write_text("name: c\nconda_env: conda.yaml\nentry_points:\n  main:\n    command: \"python -c 1\"\n")
+    out = ctflow_run(ctflow_bin, sqlite_server.url, str(proj), "--env-manager", "conda", "--experiment-name", unique)
+    assert out.returncode != 0 and "conda is not on PATH" in out.stderr
+    assert MlflowClient(sqlite_server.url).get_experiment_by_name(unique) is None

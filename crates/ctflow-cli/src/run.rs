@@ -7,7 +7,9 @@ use std::process::Stdio;
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::Args;
-use ctflow_project::{Environment, Project, PythonEnvSpec, prepare_virtualenv};
+use ctflow_project::{
+    Environment, Project, PythonEnvSpec, Source, parse_source, prepare_conda, prepare_virtualenv,
+};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
@@ -18,8 +20,16 @@ use crate::{ClientArgs, OutputFormat};
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
-    /// The project: a local folder with an MLproject file, or holding the entry point file.
-    pub uri: PathBuf,
+    /// The project: a local folder, or a git repository URI (`https://`, `ssh://`, `git@`,
+    /// `file://`, `git+...`) with an optional `#subdirectory`.
+    pub uri: String,
+    /// With a git URI: the commit, branch or tag to check out.
+    #[arg(long)]
+    pub version: Option<String>,
+    /// Run a local project even when its git working tree has uncommitted changes (the run
+    /// then records a commit that is not what ran).
+    #[arg(long)]
+    pub allow_dirty: bool,
     /// Entry point name, or a .py / .sh file of the project.
     #[arg(short = 'e', long, default_value = "main")]
     pub entry_point: String,
@@ -36,7 +46,8 @@ pub struct RunArgs {
     #[arg(long)]
     pub run_id: Option<String>,
     /// Which environment runs the command: `local` (the python on PATH), `virtualenv`
-    /// (python -m venv + pip from python_env.yaml) or `uv`; built environments are cached
+    /// (python -m venv + pip from python_env.yaml), `uv`, or `conda` (conda.yaml, needs
+    /// conda on PATH); built environments are cached
     /// by their spec under $CTFLOW_ENV_DIR (default ~/.cache/ctflow/envs).
     #[arg(long, default_value = "local")]
     pub env_manager: String,
@@ -122,6 +133,90 @@ async fn interrupted() -> &'static str {
     tokio::select! { s = ctrl_c => s, s = term => s }
 }
 
+type GitInfo = Option<(String, Option<String>)>;
+
+/// A git checkout made for one run, removed when the run ends.
+struct Checkout(Option<PathBuf>);
+
+impl Drop for Checkout {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.0 {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// Finds the project folder: a local folder as it is (refusing a dirty git tree unless
+/// --allow-dirty), or a fresh clone of a git repository at --version, which `checkout`
+/// removes when it is dropped.
+fn resolve_source(args: &RunArgs, checkout: &mut Checkout) -> Result<(PathBuf, String, GitInfo)> {
+    match parse_source(&args.uri).map_err(|e| anyhow!(e))? {
+        Source::Local(path) => {
+            if args.version.is_some() {
+                bail!("--version needs a git repository URI, not the local folder '{path}'");
+            }
+            let dir = std::fs::canonicalize(&path)
+                .with_context(|| format!("no project folder at '{path}'"))?;
+            let commit = git(&dir, &["rev-parse", "HEAD"]);
+            if commit.is_some() && !args.allow_dirty {
+                let dirty = git(&dir, &["status", "--porcelain", "--", "."]);
+                if let Some(changes) = dirty {
+                    bail!(
+                        "the project's git working tree has uncommitted changes, so the recorded commit would not be what ran:\n{changes}\ncommit them, or pass --allow-dirty"
+                    );
+                }
+            }
+            let info = commit.map(|c| (c, git(&dir, &["remote", "get-url", "origin"])));
+            let name = dir.display().to_string();
+            Ok((dir, name, info))
+        }
+        Source::Git { repo, subdirectory } => {
+            let root = std::env::temp_dir().join(format!(
+                "ctflow-checkout-{}-{}",
+                std::process::id(),
+                ctflow_core::now_ms()
+            ));
+            checkout.0 = Some(root.clone());
+            let status = std::process::Command::new("git")
+                .args(["clone", "--quiet", &repo])
+                .arg(&root)
+                .status()
+                .context("cannot run git")?;
+            if !status.success() {
+                bail!("git clone of '{repo}' failed");
+            }
+            if let Some(version) = &args.version {
+                let status = std::process::Command::new("git")
+                    .arg("-C")
+                    .arg(&root)
+                    .args(["checkout", "--quiet", version])
+                    .status()
+                    .context("cannot run git")?;
+                if !status.success() {
+                    bail!("cannot check out version '{version}' of '{repo}'");
+                }
+            }
+            let commit = git(&root, &["rev-parse", "HEAD"])
+                .ok_or_else(|| anyhow!("the clone of '{repo}' has no commit"))?;
+            let dir = match &subdirectory {
+                Some(sub) => root.join(sub),
+                None => root.clone(),
+            };
+            if !dir.is_dir() {
+                bail!(
+                    "'{repo}' has no folder '{}'",
+                    subdirectory.unwrap_or_default()
+                );
+            }
+            let name = match &subdirectory {
+                Some(sub) => format!("{repo}#{sub}"),
+                None => repo.clone(),
+            };
+            Ok((dir, name, Some((commit, Some(repo)))))
+        }
+    }
+}
+
 fn env_cache_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("CTFLOW_ENV_DIR") {
         return PathBuf::from(dir);
@@ -135,33 +230,49 @@ fn env_cache_dir() -> PathBuf {
 
 /// Builds or reuses the project's environment; returns the folder to put first on PATH.
 async fn prepare_environment(project: &Project, manager: &str) -> Result<Option<PathBuf>> {
-    let use_uv = match manager {
-        "local" => return Ok(None),
-        "virtualenv" => false,
-        "uv" => true,
-        "conda" => bail!("--env-manager conda is not available yet; use local, virtualenv or uv"),
-        other => bail!("unknown --env-manager '{other}': use local, virtualenv or uv"),
-    };
-    let spec = match &project.environment {
-        Environment::Python(path) => PythonEnvSpec::load(path).map_err(|e| anyhow!(e))?,
-        Environment::None => PythonEnvSpec {
-            python: None,
-            build_dependencies: Vec::new(),
-            dependencies: Vec::new(),
-        },
-        Environment::Conda(_) => bail!(
-            "the project describes a conda environment; --env-manager {manager} needs python_env.yaml"
-        ),
-        Environment::Docker { image } => bail!(
-            "the project runs in the docker image {image}; docker environments are not available yet"
-        ),
-    };
     let cache = env_cache_dir();
+    let environment = project.environment.clone();
+    let manager_name = manager.to_string();
+    let job: Box<dyn FnOnce() -> ctflow_project::Result<ctflow_project::PreparedEnv> + Send> =
+        match manager {
+            "local" => return Ok(None),
+            "virtualenv" | "uv" => {
+                let spec = match &environment {
+                    Environment::Python(path) => {
+                        PythonEnvSpec::load(path).map_err(|e| anyhow!(e))?
+                    }
+                    Environment::None => PythonEnvSpec {
+                        python: None,
+                        build_dependencies: Vec::new(),
+                        dependencies: Vec::new(),
+                    },
+                    Environment::Conda(_) => {
+                        bail!("the project describes a conda environment; use --env-manager conda")
+                    }
+                    Environment::Docker { image } => {
+                        bail!(
+                            "the project runs in the docker image {image}; docker environments are not available yet"
+                        )
+                    }
+                };
+                let use_uv = manager == "uv";
+                let cache = cache.clone();
+                Box::new(move || prepare_virtualenv(&spec, &cache, use_uv))
+            }
+            "conda" => {
+                let Environment::Conda(conda_yaml) = environment else {
+                    bail!("--env-manager conda needs a project with conda_env (conda.yaml)");
+                };
+                let cache = cache.clone();
+                Box::new(move || prepare_conda(&conda_yaml, &cache))
+            }
+            other => bail!("unknown --env-manager '{other}': use local, virtualenv, uv or conda"),
+        };
     eprintln!(
-        "=== Preparing the {manager} environment (cache {}) ===",
+        "=== Preparing the {manager_name} environment (cache {}) ===",
         cache.display()
     );
-    let prepared = tokio::task::spawn_blocking(move || prepare_virtualenv(&spec, &cache, use_uv))
+    let prepared = tokio::task::spawn_blocking(job)
         .await
         .context("the environment builder stopped")?
         .map_err(|e| anyhow!(e))?;
@@ -180,7 +291,9 @@ async fn prepare_environment(project: &Project, manager: &str) -> Result<Option<
 }
 
 pub async fn run(args: RunArgs, client_args: &ClientArgs) -> Result<()> {
-    let project = Project::load(&args.uri).map_err(|e| anyhow!("{}: {e}", args.uri.display()))?;
+    let mut checkout = Checkout(None);
+    let (project_dir, source_name, git_info) = resolve_source(&args, &mut checkout)?;
+    let project = Project::load(&project_dir).map_err(|e| anyhow!("{}: {e}", args.uri))?;
     let entry = project
         .entry_point(&args.entry_point)
         .map_err(|e| anyhow!(e))?;
@@ -207,7 +320,7 @@ pub async fn run(args: RunArgs, client_args: &ClientArgs) -> Result<()> {
             let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
             let mut tags = vec![
                 json!({"key": "mlflow.user", "value": user}),
-                json!({"key": "mlflow.source.name", "value": project.dir.display().to_string()}),
+                json!({"key": "mlflow.source.name", "value": source_name}),
                 json!({"key": "mlflow.source.type", "value": "PROJECT"}),
                 json!({"key": "mlflow.project.entryPoint", "value": entry.name}),
                 json!({"key": "mlflow.project.backend", "value": "local"}),
@@ -215,9 +328,9 @@ pub async fn run(args: RunArgs, client_args: &ClientArgs) -> Result<()> {
             if args.env_manager != "local" {
                 tags.push(json!({"key": "mlflow.project.env", "value": args.env_manager}));
             }
-            if let Some(commit) = git(&project.dir, &["rev-parse", "HEAD"]) {
+            if let Some((commit, repo_url)) = &git_info {
                 tags.push(json!({"key": "mlflow.source.git.commit", "value": commit}));
-                if let Some(url) = git(&project.dir, &["remote", "get-url", "origin"]) {
+                if let Some(url) = repo_url {
                     tags.push(json!({"key": "mlflow.source.git.repoURL", "value": url}));
                 }
             }

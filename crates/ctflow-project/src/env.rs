@@ -213,6 +213,70 @@ fn build(spec: &PythonEnvSpec, target: &Path, uv: bool) -> Result<()> {
     Ok(())
 }
 
+/// Returns the cached conda environment for a `conda.yaml`, creating it with
+/// `conda env create` when absent. Needs `conda` on PATH.
+pub fn prepare_conda(conda_yaml: &Path, cache_dir: &Path) -> Result<PreparedEnv> {
+    if !on_path("conda") {
+        return Err(Error::Spec(
+            "the project's environment is a conda.yaml, but conda is not on PATH; install conda or use --env-manager local".to_string(),
+        ));
+    }
+    let text = std::fs::read(conda_yaml)
+        .map_err(|e| Error::Io(format!("{}: {e}", conda_yaml.display())))?;
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in text {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    let root = cache_dir.join(format!("conda-{hash:016x}"));
+    let bin = root.join("bin");
+    if bin.join("python").is_file() {
+        return Ok(PreparedEnv {
+            root,
+            bin,
+            created: false,
+        });
+    }
+    std::fs::create_dir_all(cache_dir)
+        .map_err(|e| Error::Io(format!("{}: {e}", cache_dir.display())))?;
+    let staging = cache_dir.join(format!(
+        ".building-conda-{hash:016x}-{}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&staging);
+    let built = run(
+        Command::new("conda")
+            .args(["env", "create", "--quiet", "--yes", "--prefix"])
+            .arg(&staging)
+            .arg("--file")
+            .arg(conda_yaml),
+        "conda env create",
+    );
+    if let Err(e) = built {
+        let _ = std::fs::remove_dir_all(&staging);
+        return Err(e);
+    }
+    if std::fs::rename(&staging, &root).is_err() {
+        let _ = std::fs::remove_dir_all(&staging);
+        if !bin.join("python").is_file() {
+            return Err(Error::Io(format!(
+                "cannot publish the environment at {}",
+                root.display()
+            )));
+        }
+        return Ok(PreparedEnv {
+            root,
+            bin,
+            created: false,
+        });
+    }
+    Ok(PreparedEnv {
+        root,
+        bin,
+        created: true,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

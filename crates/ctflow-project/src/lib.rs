@@ -8,11 +8,13 @@
 mod env;
 mod format;
 mod quote;
+mod source;
 mod spec;
 
-pub use env::{PreparedEnv, PythonEnvSpec, prepare_virtualenv};
+pub use env::{PreparedEnv, PythonEnvSpec, prepare_conda, prepare_virtualenv};
 pub use format::render_template;
 pub use quote::shell_quote;
+pub use source::{Source, parse_source};
 pub use spec::{EntryPoint, Environment, ParamType, Parameter, Project, RenderedCommand};
 
 /// Everything that can be wrong with a project or a run request.
