@@ -200,3 +200,16 @@ def test_conda_needs_conda_on_path(ctflow_bin, sqlite_server, unique, tmp_path):
     out = ctflow_run(ctflow_bin, sqlite_server.url, str(proj), "--env-manager", "conda", "--experiment-name", unique)
     assert out.returncode != 0 and "conda is not on PATH" in out.stderr
     assert MlflowClient(sqlite_server.url).get_experiment_by_name(unique) is None
+
+
+def test_run_id_attaches_to_an_existing_run(ctflow_bin, sqlite_server, unique, tmp_path):
+    client = MlflowClient(sqlite_server.url)
+    exp = client.create_experiment(unique)
+    existing = client.create_run(exp, run_name="made-elsewhere")
+    project = write_project(tmp_path / "attach", "python -c 'import os; print(os.environ[\\\"MLFLOW_RUN_ID\\\"])'")
+    out = ctflow_run(ctflow_bin, sqlite_server.url, str(project), "--run-id", existing.info.run_id, "-P", "x=1")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["run_id"] == existing.info.run_id
+    assert existing.info.run_id in out.stderr
+    run = client.get_run(existing.info.run_id)
+    assert (run.info.status, run.info.run_name, run.data.params) == ("FINISHED", "made-elsewhere", {"x": "1"})

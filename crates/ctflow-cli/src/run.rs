@@ -45,9 +45,9 @@ pub struct RunArgs {
     /// Attach to an existing run instead of creating one.
     #[arg(long)]
     pub run_id: Option<String>,
-    /// Which environment runs the command: `local` (the python on PATH), `virtualenv`
-    /// (python -m venv + pip from python_env.yaml), `uv`, or `conda` (conda.yaml, needs
-    /// conda on PATH); built environments are cached
+    /// Which environment runs the command: `local` (the python on PATH), `virtualenv` or
+    /// `uv` (python_env.yaml, built with uv when it is on PATH, else python -m venv + pip),
+    /// or `conda` (conda.yaml, needs conda on PATH); built environments are cached
     /// by their spec under $CTFLOW_ENV_DIR (default ~/.cache/ctflow/envs).
     #[arg(long, default_value = "local")]
     pub env_manager: String,
@@ -255,7 +255,9 @@ async fn prepare_environment(project: &Project, manager: &str) -> Result<Option<
                         )
                     }
                 };
-                let use_uv = manager == "uv";
+                // Both managers build with uv when it is on PATH (it can fetch the requested
+                // Python), else with python3 -m venv and pip.
+                let use_uv = true;
                 let cache = cache.clone();
                 Box::new(move || prepare_virtualenv(&spec, &cache, use_uv))
             }
