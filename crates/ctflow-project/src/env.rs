@@ -29,7 +29,7 @@ impl PythonEnvSpec {
         serde_saphyr::from_str(&text).map_err(|e| Error::Spec(format!("{}: {e}", path.display())))
     }
 
-    /// A stable identity for the cache: FNV-1a over the normalised spec.
+    /// A stable identity for the cache, from the normalised spec.
     pub fn cache_key(&self) -> String {
         let canonical = format!(
             "python={}\nbuild={}\ndeps={}\n",
@@ -37,12 +37,7 @@ impl PythonEnvSpec {
             self.build_dependencies.join("\u{1f}"),
             self.dependencies.join("\u{1f}")
         );
-        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-        for byte in canonical.bytes() {
-            hash ^= u64::from(byte);
-            hash = hash.wrapping_mul(0x0100_0000_01b3);
-        }
-        format!("{hash:016x}")
+        stable_hash(canonical.as_bytes())
     }
 }
 
@@ -99,16 +94,24 @@ fn python_version(python: &str) -> Option<String> {
         .then(|| String::from_utf8_lossy(&output.stdout).trim().to_string())
 }
 
-/// Returns the cached environment for `spec`, building it under `cache_dir` when absent.
-/// With `use_uv` and `uv` on PATH, uv creates it (and fetches the requested Python);
-/// otherwise `python3 -m venv` and pip, which need a local interpreter of the requested
-/// version.
-pub fn prepare_virtualenv(
-    spec: &PythonEnvSpec,
+/// FNV-1a: a hash that stays the same across runs and builds (the std hasher does not).
+fn stable_hash(bytes: &[u8]) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in bytes {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{hash:016x}")
+}
+
+/// Returns `cache_dir/name` when it holds a built environment; otherwise builds one with
+/// `build` into a private staging folder and publishes it there.
+fn cached(
     cache_dir: &Path,
-    use_uv: bool,
+    name: &str,
+    build: impl FnOnce(&Path) -> Result<()>,
 ) -> Result<PreparedEnv> {
-    let root = cache_dir.join(format!("py-{}", spec.cache_key()));
+    let root = cache_dir.join(name);
     let bin = root.join("bin");
     if bin.join("python").is_file() {
         return Ok(PreparedEnv {
@@ -119,14 +122,9 @@ pub fn prepare_virtualenv(
     }
     std::fs::create_dir_all(cache_dir)
         .map_err(|e| Error::Io(format!("{}: {e}", cache_dir.display())))?;
-    let staging = cache_dir.join(format!(
-        ".building-{}-{}",
-        spec.cache_key(),
-        std::process::id()
-    ));
+    let staging = cache_dir.join(format!(".building-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&staging);
-    let result = build(spec, &staging, use_uv && on_path("uv"));
-    if let Err(e) = result {
+    if let Err(e) = build(&staging) {
         let _ = std::fs::remove_dir_all(&staging);
         return Err(e);
     }
@@ -150,6 +148,21 @@ pub fn prepare_virtualenv(
         root,
         bin,
         created: true,
+    })
+}
+
+/// Returns the cached environment for `spec`, building it under `cache_dir` when absent.
+/// With `use_uv` and `uv` on PATH, uv creates it (and fetches the requested Python);
+/// otherwise `python3 -m venv` and pip, which need a local interpreter of the requested
+/// version.
+pub fn prepare_virtualenv(
+    spec: &PythonEnvSpec,
+    cache_dir: &Path,
+    use_uv: bool,
+) -> Result<PreparedEnv> {
+    let uv = use_uv && on_path("uv");
+    cached(cache_dir, &format!("py-{}", spec.cache_key()), |target| {
+        build(spec, target, uv)
     })
 }
 
@@ -223,58 +236,20 @@ pub fn prepare_conda(conda_yaml: &Path, cache_dir: &Path) -> Result<PreparedEnv>
     }
     let text = std::fs::read(conda_yaml)
         .map_err(|e| Error::Io(format!("{}: {e}", conda_yaml.display())))?;
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in text {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
-    let root = cache_dir.join(format!("conda-{hash:016x}"));
-    let bin = root.join("bin");
-    if bin.join("python").is_file() {
-        return Ok(PreparedEnv {
-            root,
-            bin,
-            created: false,
-        });
-    }
-    std::fs::create_dir_all(cache_dir)
-        .map_err(|e| Error::Io(format!("{}: {e}", cache_dir.display())))?;
-    let staging = cache_dir.join(format!(
-        ".building-conda-{hash:016x}-{}",
-        std::process::id()
-    ));
-    let _ = std::fs::remove_dir_all(&staging);
-    let built = run(
-        Command::new("conda")
-            .args(["env", "create", "--quiet", "--yes", "--prefix"])
-            .arg(&staging)
-            .arg("--file")
-            .arg(conda_yaml),
-        "conda env create",
-    );
-    if let Err(e) = built {
-        let _ = std::fs::remove_dir_all(&staging);
-        return Err(e);
-    }
-    if std::fs::rename(&staging, &root).is_err() {
-        let _ = std::fs::remove_dir_all(&staging);
-        if !bin.join("python").is_file() {
-            return Err(Error::Io(format!(
-                "cannot publish the environment at {}",
-                root.display()
-            )));
-        }
-        return Ok(PreparedEnv {
-            root,
-            bin,
-            created: false,
-        });
-    }
-    Ok(PreparedEnv {
-        root,
-        bin,
-        created: true,
-    })
+    cached(
+        cache_dir,
+        &format!("conda-{}", stable_hash(&text)),
+        |target| {
+            run(
+                Command::new("conda")
+                    .args(["env", "create", "--quiet", "--yes", "--prefix"])
+                    .arg(target)
+                    .arg("--file")
+                    .arg(conda_yaml),
+                "conda env create",
+            )
+        },
+    )
 }
 
 #[cfg(test)]
