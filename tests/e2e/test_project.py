@@ -75,9 +75,9 @@ def test_bad_parameters_fail_before_any_run(ctflow_bin, sqlite_server, unique):
     out = ctflow_run(ctflow_bin, sqlite_server.url, str(IRIS), "-e", "nope")
     assert out.returncode != 0 and "no entry point 'nope'" in out.stderr
     out = ctflow_run(ctflow_bin, sqlite_server.url, str(IRIS), "--env-manager", "conda")
-    assert out.returncode != 0 and "--env-manager conda needs a project with conda_env" in out.stderr
+    assert out.returncode != 0 and "the conda env manager needs a project with conda_env" in out.stderr
     out = ctflow_run(ctflow_bin, sqlite_server.url, str(IRIS), "--env-manager", "docker")
-    assert out.returncode != 0 and "unknown --env-manager 'docker'" in out.stderr
+    assert out.returncode != 0 and "unknown env manager 'docker'" in out.stderr
 
 
 def write_project(path, command):

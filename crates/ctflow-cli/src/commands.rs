@@ -69,13 +69,7 @@ pub(crate) fn print_table(headers: &[&str], rows: &[Vec<String>]) {
     }
 }
 
-pub(crate) fn text(value: &Value, key: &str) -> String {
-    match value.get(key) {
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Null) | None => String::new(),
-        Some(other) => other.to_string(),
-    }
-}
+pub(crate) use ctflow_worker::client::text;
 
 /// Pages through a search endpoint until the server returns no token.
 async fn search_all(
@@ -98,7 +92,7 @@ async fn search_all(
 }
 
 pub async fn experiments(command: ExperimentsCommand, args: &ClientArgs) -> Result<()> {
-    let client = TrackingClient::new(&args.tracking_uri)?;
+    let client = crate::client::connect(&args.tracking_uri)?;
     match command {
         ExperimentsCommand::Create {
             experiment_name,
@@ -157,7 +151,7 @@ pub async fn experiments(command: ExperimentsCommand, args: &ClientArgs) -> Resu
 }
 
 pub async fn runs(command: RunsCommand, args: &ClientArgs) -> Result<()> {
-    let client = TrackingClient::new(&args.tracking_uri)?;
+    let client = crate::client::connect(&args.tracking_uri)?;
     match command {
         RunsCommand::List {
             experiment_id,

@@ -85,7 +85,7 @@ fn quote(value: &str) -> String {
 }
 
 pub async fn run(command: ModelsCommand, args: &ClientArgs) -> Result<()> {
-    let client = TrackingClient::new(&args.tracking_uri)?;
+    let client = crate::client::connect(&args.tracking_uri)?;
     match command {
         ModelsCommand::List { filter } => {
             let models = search_all_get(
@@ -231,7 +231,7 @@ pub async fn run(command: ModelsCommand, args: &ClientArgs) -> Result<()> {
                 "/api/ctflow/v1/models/{}/history",
                 percent_encoding::utf8_percent_encode(&name, percent_encoding::NON_ALPHANUMERIC)
             );
-            let history = client.get_path(&path).await?;
+            let history = client.get_path(&path, &[]).await?;
             let entries = history["entries"].as_array().cloned().unwrap_or_default();
             if args.output == OutputFormat::Json {
                 return print_json(&Value::Array(entries));
@@ -310,7 +310,7 @@ async fn resolve_artifact_uri(client: &TrackingClient, uri: &str) -> Result<Stri
     let (name, version) = match parsed {
         ModelUri::LoggedModel(id) => {
             let model = client
-                .get_path(&format!("/api/2.0/mlflow/logged-models/{id}"))
+                .get_path(&format!("/api/2.0/mlflow/logged-models/{id}"), &[])
                 .await?;
             return Ok(text(&model["model"]["info"], "artifact_uri"));
         }

@@ -1,14 +1,20 @@
 //! ctflow's domain: MLflow-compatible entities, identifiers, validation rules and the
-//! search-filter grammar. Pure logic only: no I/O, no async runtime.
+//! search-filter grammar, the pipeline spec, schedules, gates and concurrency decisions. Pure logic only: no I/O, no async runtime.
 #![forbid(unsafe_code)]
 
 pub mod artifact_path;
 pub mod entities;
 pub mod error;
 pub mod filter;
+pub mod gates;
+pub mod gpu;
 pub mod ids;
 pub mod page_token;
+pub mod pipeline;
+pub mod pipeline_run;
 pub mod registry;
+pub mod schedule;
+pub mod trigger;
 pub mod validation;
 
 pub use error::{ErrorCode, MlflowError, Result};

@@ -33,10 +33,12 @@ pub struct StoreOptions {
 const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/sqlite/0001_tracking.sql")),
     (2, include_str!("../migrations/sqlite/0002_registry.sql")),
+    (3, include_str!("../migrations/sqlite/0003_pipelines.sql")),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/postgres/0001_tracking.sql")),
     (2, include_str!("../migrations/postgres/0002_registry.sql")),
+    (3, include_str!("../migrations/postgres/0003_pipelines.sql")),
 ];
 
 const FILE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 30000; \

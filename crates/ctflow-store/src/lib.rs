@@ -1,5 +1,5 @@
 //! ctflow's persistence layer: the MLflow-compatible tracking store over SQLite or
-//! PostgreSQL, and the artifact stores.
+//! PostgreSQL, the CT engine's pipelines and pipeline runs, and the artifact stores.
 //!
 //! Both SQL engines run the same statements (written with `$N` placeholders, which SQLite
 //! accepts too) through sqlx's `Any` driver; the engine is chosen by the URI at start-up.
@@ -11,6 +11,7 @@ mod db;
 mod error;
 mod experiments;
 mod logged_models;
+mod pipelines;
 mod registry;
 mod runs;
 mod search;
@@ -20,5 +21,6 @@ pub use db::{Backend, Store, StoreOptions};
 pub use error::{Error, Result};
 pub use experiments::ExperimentSearch;
 pub use logged_models::{LoggedModelOrder, LoggedModelSearch, NewLoggedModel};
+pub use pipelines::{PipelineRecord, PipelineRun, PipelineRunEvent, PromotionStep, Recorded};
 pub use registry::{NewModelVersion, RegistrySearch};
 pub use runs::{BatchMetric, DatasetInputRequest, NewRun, RunSearch, RunUpdate};

@@ -899,57 +899,17 @@ impl Store {
         user: &str,
     ) -> Result<ModelVersion> {
         let stage = canonical_stage(stage)?;
-        let now = now_ms();
         let mut tx = self.write.begin().await?;
-        let from: Option<String> = sqlx::query_scalar(
-            "SELECT current_stage FROM model_versions WHERE name = $1 AND version = $2 AND deleted = 0",
+        tx_transition_stage(
+            &mut tx,
+            name,
+            version,
+            stage,
+            archive_existing_versions,
+            user,
+            None,
         )
-        .bind(name)
-        .bind(version)
-        .fetch_optional(&mut *tx)
         .await?;
-        let from = from.ok_or_else(|| version_not_found(name, version))?;
-        if archive_existing_versions && matches!(stage, "Staging" | "Production") {
-            let others: Vec<i64> = sqlx::query_scalar(
-                "SELECT version FROM model_versions WHERE name = $1 AND current_stage = $2 AND version != $3 AND deleted = 0",
-            )
-            .bind(name)
-            .bind(stage)
-            .bind(version)
-            .fetch_all(&mut *tx)
-            .await?;
-            for other in others {
-                sqlx::query("UPDATE model_versions SET current_stage = 'Archived', last_updated_time = $1 WHERE name = $2 AND version = $3")
-                    .bind(now)
-                    .bind(name)
-                    .bind(other)
-                    .execute(&mut *tx)
-                    .await?;
-                let mut record = entry(name, "stage_transition", user);
-                record.to_version = Some(other.to_string());
-                record.from_stage = Some(stage.to_string());
-                record.to_stage = Some("Archived".into());
-                record.comment = Some(format!("archived by the transition of version {version}"));
-                ledger_write(&mut tx, &record).await?;
-            }
-        }
-        sqlx::query("UPDATE model_versions SET current_stage = $1, last_updated_time = $2 WHERE name = $3 AND version = $4")
-            .bind(stage)
-            .bind(now)
-            .bind(name)
-            .bind(version)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("UPDATE registered_models SET last_updated_time = $1 WHERE name = $2")
-            .bind(now)
-            .bind(name)
-            .execute(&mut *tx)
-            .await?;
-        let mut record = entry(name, "stage_transition", user);
-        record.to_version = Some(version.to_string());
-        record.from_stage = Some(from);
-        record.to_stage = Some(stage.to_string());
-        ledger_write(&mut tx, &record).await?;
         tx.commit().await?;
         self.get_model_version(name, version).await
     }
@@ -966,29 +926,7 @@ impl Store {
         validate_alias(alias)?;
         self.require_registered_model(name).await?;
         let mut tx = self.write.begin().await?;
-        let exists: Option<i64> = sqlx::query_scalar(
-            "SELECT version FROM model_versions WHERE name = $1 AND version = $2 AND deleted = 0",
-        )
-        .bind(name)
-        .bind(version)
-        .fetch_optional(&mut *tx)
-        .await?;
-        exists.ok_or_else(|| version_not_found(name, version))?;
-        let previous: Option<i64> = alias_version(&mut *tx, name, alias).await?;
-        sqlx::query(
-            "INSERT INTO registered_model_aliases (name, alias, version) VALUES ($1, $2, $3) \
-             ON CONFLICT (name, alias) DO UPDATE SET version = excluded.version",
-        )
-        .bind(name)
-        .bind(alias)
-        .bind(version)
-        .execute(&mut *tx)
-        .await?;
-        let mut record = entry(name, "alias_set", user);
-        record.alias = Some(alias.to_string());
-        record.from_version = previous.map(|v| v.to_string());
-        record.to_version = Some(version.to_string());
-        ledger_write(&mut tx, &record).await?;
+        tx_set_alias(&mut tx, name, alias, version, user, None).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -1069,6 +1007,107 @@ impl Store {
             })
             .collect()
     }
+}
+
+/// Moves a version to `stage` inside `tx`, archiving the others in that stage when asked;
+/// every change goes to the ledger.
+pub(crate) async fn tx_transition_stage(
+    tx: &mut Transaction<'_, Any>,
+    name: &str,
+    version: i64,
+    stage: &str,
+    archive_existing_versions: bool,
+    user: &str,
+    comment: Option<&str>,
+) -> Result<()> {
+    let now = now_ms();
+    let from: Option<String> = sqlx::query_scalar(
+        "SELECT current_stage FROM model_versions WHERE name = $1 AND version = $2 AND deleted = 0",
+    )
+    .bind(name)
+    .bind(version)
+    .fetch_optional(&mut **tx)
+    .await?;
+    let from = from.ok_or_else(|| version_not_found(name, version))?;
+    if archive_existing_versions && matches!(stage, "Staging" | "Production") {
+        let others: Vec<i64> = sqlx::query_scalar(
+            "SELECT version FROM model_versions WHERE name = $1 AND current_stage = $2 AND version != $3 AND deleted = 0",
+        )
+        .bind(name)
+        .bind(stage)
+        .bind(version)
+        .fetch_all(&mut **tx)
+        .await?;
+        for other in others {
+            sqlx::query("UPDATE model_versions SET current_stage = 'Archived', last_updated_time = $1 WHERE name = $2 AND version = $3")
+                .bind(now)
+                .bind(name)
+                .bind(other)
+                .execute(&mut **tx)
+                .await?;
+            let mut record = entry(name, "stage_transition", user);
+            record.to_version = Some(other.to_string());
+            record.from_stage = Some(stage.to_string());
+            record.to_stage = Some("Archived".into());
+            record.comment = Some(format!("archived by the transition of version {version}"));
+            ledger_write(tx, &record).await?;
+        }
+    }
+    sqlx::query("UPDATE model_versions SET current_stage = $1, last_updated_time = $2 WHERE name = $3 AND version = $4")
+        .bind(stage)
+        .bind(now)
+        .bind(name)
+        .bind(version)
+        .execute(&mut **tx)
+        .await?;
+    sqlx::query("UPDATE registered_models SET last_updated_time = $1 WHERE name = $2")
+        .bind(now)
+        .bind(name)
+        .execute(&mut **tx)
+        .await?;
+    let mut record = entry(name, "stage_transition", user);
+    record.to_version = Some(version.to_string());
+    record.from_stage = Some(from);
+    record.to_stage = Some(stage.to_string());
+    record.comment = comment.map(str::to_string);
+    ledger_write(tx, &record).await
+}
+
+/// Points `alias` at `version` inside `tx` and records the move; returns the version it
+/// pointed at before.
+pub(crate) async fn tx_set_alias(
+    tx: &mut Transaction<'_, Any>,
+    name: &str,
+    alias: &str,
+    version: i64,
+    user: &str,
+    comment: Option<&str>,
+) -> Result<Option<i64>> {
+    let exists: Option<i64> = sqlx::query_scalar(
+        "SELECT version FROM model_versions WHERE name = $1 AND version = $2 AND deleted = 0",
+    )
+    .bind(name)
+    .bind(version)
+    .fetch_optional(&mut **tx)
+    .await?;
+    exists.ok_or_else(|| version_not_found(name, version))?;
+    let previous: Option<i64> = alias_version(&mut **tx, name, alias).await?;
+    sqlx::query(
+        "INSERT INTO registered_model_aliases (name, alias, version) VALUES ($1, $2, $3) \
+         ON CONFLICT (name, alias) DO UPDATE SET version = excluded.version",
+    )
+    .bind(name)
+    .bind(alias)
+    .bind(version)
+    .execute(&mut **tx)
+    .await?;
+    let mut record = entry(name, "alias_set", user);
+    record.alias = Some(alias.to_string());
+    record.from_version = previous.map(|v| v.to_string());
+    record.to_version = Some(version.to_string());
+    record.comment = comment.map(str::to_string);
+    ledger_write(tx, &record).await?;
+    Ok(previous)
 }
 
 /// The version an alias points at, if the alias exists.

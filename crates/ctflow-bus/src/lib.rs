@@ -1,0 +1,127 @@
+//! The job queue between the controller and the workers, behind one trait.
+//!
+//! The controller records a pipeline run before it queues its job, so a job lost from a
+//! queue is recovered from the store; the bus itself only has to deliver. Two
+//! implementations: in-process channels for `ctflow up` ([`MemoryBus`]), NATS JetStream
+//! for distributed mode (its own issue).
+#![forbid(unsafe_code)]
+
+mod memory;
+
+use std::path::PathBuf;
+
+use ctflow_core::pipeline::TrainingPipelineSpec;
+use ctflow_core::trigger::TriggerEvent;
+use futures::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+pub use memory::MemoryBus;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("the bus is closed")]
+    Closed,
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// One attempt of a pipeline run: everything a worker needs, so it never reads the
+/// controller's store.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Job {
+    pub pipeline_run: String,
+    pub pipeline: String,
+    pub attempt: i64,
+    pub spec: TrainingPipelineSpec,
+    /// The folder relative paths of the spec resolve against.
+    pub base_dir: PathBuf,
+    pub trigger: TriggerEvent,
+}
+
+/// One CI check's result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CiResult {
+    pub name: String,
+    pub command: String,
+    pub exit_code: Option<i32>,
+    pub passed: bool,
+    /// The end of the check's output.
+    pub output_tail: String,
+    pub duration_ms: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum JobStatus {
+    /// Training finished with exit code 0.
+    Succeeded,
+    /// Training (or preparing it) failed; retryable.
+    Failed,
+    /// A blocking CI check failed: training did not run.
+    CiFailed,
+    /// Stopped on the controller's request.
+    Canceled,
+    /// Stopped after the spec's timeout.
+    TimedOut,
+    /// Can never run on this worker pool (e.g. it asks for GPUs the machine lacks).
+    Unschedulable,
+}
+
+/// What a worker reports about a job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum JobEvent {
+    /// The MLflow run exists; training may start.
+    Started {
+        pipeline_run: String,
+        attempt: i64,
+        run_id: String,
+    },
+    /// The training command runs as this process group.
+    Process {
+        pipeline_run: String,
+        attempt: i64,
+        pid: u32,
+    },
+    Finished {
+        pipeline_run: String,
+        attempt: i64,
+        status: JobStatus,
+        run_id: Option<String>,
+        message: String,
+        ci: Vec<CiResult>,
+    },
+}
+
+impl JobEvent {
+    pub fn pipeline_run(&self) -> &str {
+        match self {
+            JobEvent::Started { pipeline_run, .. }
+            | JobEvent::Process { pipeline_run, .. }
+            | JobEvent::Finished { pipeline_run, .. } => pipeline_run,
+        }
+    }
+}
+
+/// The job queue and the signals around it.
+pub trait Bus: Send + Sync + 'static {
+    /// Queues a job for some worker.
+    fn enqueue(&self, job: Job) -> BoxFuture<'_, Result<()>>;
+    /// The next job for a worker; `None` once the bus is closed.
+    fn next_job(&self) -> BoxFuture<'_, Option<Job>>;
+    /// A worker's report to the controller.
+    fn report(&self, event: JobEvent) -> BoxFuture<'_, Result<()>>;
+    /// The next report, for the controller; `None` once the bus is closed.
+    fn next_event(&self) -> BoxFuture<'_, Option<JobEvent>>;
+    /// Asks whichever worker runs this pipeline run to stop it.
+    fn cancel(&self, pipeline_run: &str) -> BoxFuture<'_, Result<()>>;
+    /// A token that fires when the pipeline run is canceled (at once if it already was).
+    fn cancellation(&self, pipeline_run: &str) -> CancellationToken;
+    /// Forgets a finished job's cancellation state.
+    fn forget(&self, pipeline_run: &str);
+    /// Tells the controller that something was recorded for it (a trigger, an approval).
+    fn wake_controller(&self);
+    /// Resolves at the next wake-up.
+    fn controller_woken(&self) -> BoxFuture<'_, ()>;
+    /// Stops delivering; waiting calls return `None`.
+    fn close(&self);
+}

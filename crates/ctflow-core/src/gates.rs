@@ -1,0 +1,338 @@
+//! Gate evaluation: the CT gate compares the candidate run's metrics with thresholds and
+//! with the current champion, MLflow `MetricThreshold` style, and every comparison keeps
+//! the numbers it used so the decision can be shown later.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::pipeline::{InsufficientData, MetricThreshold};
+
+/// A gate's three-way result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    Pass,
+    Fail,
+    /// The numbers needed to decide were missing (no metric, NaN, the champion lacks it).
+    Inconclusive,
+}
+
+/// What the pipeline does after a gate, once the missing-data policy and dry-run mode
+/// are applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GateAction {
+    Proceed,
+    Stop,
+    /// Wait for a person to approve or reject.
+    Pause,
+}
+
+/// One comparison of the CT gate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Comparison {
+    pub metric: String,
+    /// `threshold`, `min_absolute_change` or `min_relative_change`.
+    pub check: String,
+    pub candidate: Option<f64>,
+    /// The champion's value, for the change checks.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub champion: Option<f64>,
+    /// The value the candidate had to reach.
+    pub required: Option<f64>,
+    /// `>=` or `<=`.
+    pub operator: String,
+    pub verdict: Verdict,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CtEvaluation {
+    pub verdict: Verdict,
+    pub comparisons: Vec<Comparison>,
+}
+
+fn usable(value: Option<f64>) -> Option<f64> {
+    value.filter(|v| v.is_finite())
+}
+
+/// Evaluates the CT gate. `champion` is `None` when the model has no champion yet; then
+/// the change checks are skipped and the thresholds alone decide.
+pub fn evaluate_ct(
+    thresholds: &[MetricThreshold],
+    candidate: &HashMap<String, f64>,
+    champion: Option<&HashMap<String, f64>>,
+) -> CtEvaluation {
+    let mut comparisons = Vec::new();
+    for t in thresholds {
+        let value = usable(candidate.get(&t.metric).copied());
+        let operator = if t.greater_is_better { ">=" } else { "<=" };
+        let meets = |v: f64, bound: f64| {
+            if t.greater_is_better {
+                v >= bound
+            } else {
+                v <= bound
+            }
+        };
+        let missing_note = || {
+            Some(match candidate.get(&t.metric) {
+                None => format!("the candidate run logged no metric '{}'", t.metric),
+                Some(_) => format!("the candidate's '{}' is not a finite number", t.metric),
+            })
+        };
+        if let Some(bound) = t.threshold {
+            let (verdict, note) = match value {
+                Some(v) => (
+                    if meets(v, bound) {
+                        Verdict::Pass
+                    } else {
+                        Verdict::Fail
+                    },
+                    None,
+                ),
+                None => (Verdict::Inconclusive, missing_note()),
+            };
+            comparisons.push(Comparison {
+                metric: t.metric.clone(),
+                check: "threshold".into(),
+                candidate: value,
+                champion: None,
+                required: Some(bound),
+                operator: operator.into(),
+                verdict,
+                note,
+            });
+        }
+        let changes = [
+            ("min_absolute_change", t.min_absolute_change),
+            ("min_relative_change", t.min_relative_change),
+        ];
+        for (check, change) in changes {
+            let Some(change) = change else { continue };
+            let mut comparison = Comparison {
+                metric: t.metric.clone(),
+                check: check.into(),
+                candidate: value,
+                champion: None,
+                required: None,
+                operator: operator.into(),
+                verdict: Verdict::Pass,
+                note: None,
+            };
+            let Some(champion) = champion else {
+                comparison.note = Some("no champion yet: skipped".into());
+                comparisons.push(comparison);
+                continue;
+            };
+            let base = usable(champion.get(&t.metric).copied());
+            comparison.champion = base;
+            match (value, base) {
+                (None, _) => {
+                    comparison.verdict = Verdict::Inconclusive;
+                    comparison.note = missing_note();
+                }
+                (_, None) => {
+                    comparison.verdict = Verdict::Inconclusive;
+                    comparison.note = Some(format!(
+                        "the champion has no finite metric '{}' to compare with",
+                        t.metric
+                    ));
+                }
+                (Some(v), Some(b)) => {
+                    let sign = if t.greater_is_better { 1.0 } else { -1.0 };
+                    let required = if check == "min_absolute_change" {
+                        b + sign * change
+                    } else {
+                        b + sign * change * b.abs()
+                    };
+                    comparison.required = Some(required);
+                    comparison.verdict = if meets(v, required) {
+                        Verdict::Pass
+                    } else {
+                        Verdict::Fail
+                    };
+                }
+            }
+            comparisons.push(comparison);
+        }
+    }
+    let verdict = if comparisons.iter().any(|c| c.verdict == Verdict::Fail) {
+        Verdict::Fail
+    } else if comparisons
+        .iter()
+        .any(|c| c.verdict == Verdict::Inconclusive)
+    {
+        Verdict::Inconclusive
+    } else {
+        Verdict::Pass
+    };
+    CtEvaluation {
+        verdict,
+        comparisons,
+    }
+}
+
+/// Applies the missing-data policy and dry-run (shadow) mode to a verdict.
+pub fn action_for(
+    verdict: Verdict,
+    on_insufficient: InsufficientData,
+    dry_run: bool,
+) -> GateAction {
+    if dry_run {
+        return GateAction::Proceed;
+    }
+    match (verdict, on_insufficient) {
+        (Verdict::Pass, _) => GateAction::Proceed,
+        (Verdict::Fail, _) => GateAction::Stop,
+        (Verdict::Inconclusive, InsufficientData::Pass) => GateAction::Proceed,
+        (Verdict::Inconclusive, InsufficientData::Fail) => GateAction::Stop,
+        (Verdict::Inconclusive, InsufficientData::Pause) => GateAction::Pause,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn metrics(pairs: &[(&str, f64)]) -> HashMap<String, f64> {
+        pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect()
+    }
+
+    fn threshold(
+        metric: &str,
+        t: Option<f64>,
+        abs: Option<f64>,
+        rel: Option<f64>,
+        greater: bool,
+    ) -> MetricThreshold {
+        MetricThreshold {
+            metric: metric.into(),
+            threshold: t,
+            min_absolute_change: abs,
+            min_relative_change: rel,
+            greater_is_better: greater,
+        }
+    }
+
+    #[test]
+    fn thresholds_in_both_directions() {
+        let acc = [threshold("acc", Some(0.9), None, None, true)];
+        assert_eq!(
+            evaluate_ct(&acc, &metrics(&[("acc", 0.9)]), None).verdict,
+            Verdict::Pass
+        );
+        assert_eq!(
+            evaluate_ct(&acc, &metrics(&[("acc", 0.89)]), None).verdict,
+            Verdict::Fail
+        );
+        let loss = [threshold("loss", Some(0.2), None, None, false)];
+        assert_eq!(
+            evaluate_ct(&loss, &metrics(&[("loss", 0.2)]), None).verdict,
+            Verdict::Pass
+        );
+        assert_eq!(
+            evaluate_ct(&loss, &metrics(&[("loss", 0.3)]), None).verdict,
+            Verdict::Fail
+        );
+    }
+
+    #[test]
+    fn changes_against_the_champion() {
+        let abs = [threshold("acc", None, Some(0.01), None, true)];
+        let champion = metrics(&[("acc", 0.90)]);
+        let better = evaluate_ct(&abs, &metrics(&[("acc", 0.915)]), Some(&champion));
+        assert_eq!(better.verdict, Verdict::Pass);
+        assert_eq!(better.comparisons[0].champion, Some(0.90));
+        let required = better.comparisons[0].required.expect("a bound");
+        assert!((required - 0.91).abs() < 1e-12);
+        assert_eq!(
+            evaluate_ct(&abs, &metrics(&[("acc", 0.905)]), Some(&champion)).verdict,
+            Verdict::Fail
+        );
+        // Lower is better: the candidate must be at least 10% below the champion.
+        let rel = [threshold("rmse", None, None, Some(0.1), false)];
+        let champion = metrics(&[("rmse", 2.0)]);
+        assert_eq!(
+            evaluate_ct(&rel, &metrics(&[("rmse", 1.8)]), Some(&champion)).verdict,
+            Verdict::Pass
+        );
+        assert_eq!(
+            evaluate_ct(&rel, &metrics(&[("rmse", 1.85)]), Some(&champion)).verdict,
+            Verdict::Fail
+        );
+    }
+
+    #[test]
+    fn no_champion_means_thresholds_decide() {
+        let gate = [threshold("acc", Some(0.5), Some(0.0), None, true)];
+        let result = evaluate_ct(&gate, &metrics(&[("acc", 0.6)]), None);
+        assert_eq!(result.verdict, Verdict::Pass);
+        assert_eq!(
+            result.comparisons[1].note.as_deref(),
+            Some("no champion yet: skipped")
+        );
+    }
+
+    #[test]
+    fn missing_numbers_are_inconclusive() {
+        let gate = [threshold("acc", Some(0.5), Some(0.0), None, true)];
+        let missing = evaluate_ct(&gate, &metrics(&[]), Some(&metrics(&[("acc", 0.4)])));
+        assert_eq!(missing.verdict, Verdict::Inconclusive);
+        let nan = evaluate_ct(&gate, &metrics(&[("acc", f64::NAN)]), None);
+        assert_eq!(nan.verdict, Verdict::Inconclusive);
+        assert!(
+            nan.comparisons[0]
+                .note
+                .as_deref()
+                .unwrap_or("")
+                .contains("not a finite")
+        );
+        let champion_lacks = evaluate_ct(&gate, &metrics(&[("acc", 0.6)]), Some(&metrics(&[])));
+        assert_eq!(champion_lacks.verdict, Verdict::Inconclusive);
+        // A failure anywhere outranks an inconclusive comparison.
+        let gate = [
+            threshold("acc", Some(0.9), None, None, true),
+            threshold("f1", Some(0.1), None, None, true),
+        ];
+        assert_eq!(
+            evaluate_ct(&gate, &metrics(&[("acc", 0.5)]), None).verdict,
+            Verdict::Fail
+        );
+        assert_eq!(evaluate_ct(&[], &metrics(&[]), None).verdict, Verdict::Pass);
+    }
+
+    #[test]
+    fn policies_and_dry_run() {
+        use InsufficientData::*;
+        assert_eq!(
+            action_for(Verdict::Inconclusive, Fail, false),
+            GateAction::Stop
+        );
+        assert_eq!(
+            action_for(Verdict::Inconclusive, Pass, false),
+            GateAction::Proceed
+        );
+        assert_eq!(
+            action_for(Verdict::Inconclusive, Pause, false),
+            GateAction::Pause
+        );
+        assert_eq!(action_for(Verdict::Fail, Pass, false), GateAction::Stop);
+        assert_eq!(action_for(Verdict::Fail, Fail, true), GateAction::Proceed);
+    }
+
+    proptest! {
+        /// Raising the candidate's value never turns a greater-is-better pass into a fail.
+        #[test]
+        fn monotone_in_the_candidate(v in -1e6f64..1e6, bump in 0f64..1e6, base in -1e6f64..1e6,
+                                     t in -1e6f64..1e6, abs in 0f64..10.0, rel in 0f64..1.0) {
+            let gate = [threshold("m", Some(t), Some(abs), Some(rel), true)];
+            let champion = metrics(&[("m", base)]);
+            let low = evaluate_ct(&gate, &metrics(&[("m", v)]), Some(&champion)).verdict;
+            let high = evaluate_ct(&gate, &metrics(&[("m", v + bump)]), Some(&champion)).verdict;
+            prop_assert!(!(low == Verdict::Pass && high == Verdict::Fail));
+        }
+    }
+}

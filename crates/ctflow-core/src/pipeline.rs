@@ -1,0 +1,966 @@
+//! The `TrainingPipeline` spec: what to train (an MLflow project), when (triggers), how to
+//! judge the candidate (gates) and where to promote it.
+//!
+//! One serde type serves both homes: the content of a local pipeline YAML file
+//! (`ctflow up --pipelines DIR`, the API) and, later, the `spec` of the Kubernetes CRD.
+//! Field names are camelCase as in Kubernetes; unknown fields are refused so a typo is an
+//! error instead of a silently ignored setting.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+pub const API_VERSION: &str = "ctflow.dev/v1alpha1";
+pub const KIND: &str = "TrainingPipeline";
+
+/// A pipeline document as written in a file: `apiVersion`, `kind`, `metadata`, `spec`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PipelineDocument {
+    pub api_version: String,
+    pub kind: String,
+    pub metadata: Metadata,
+    pub spec: TrainingPipelineSpec,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Metadata {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TrainingPipelineSpec {
+    pub project: ProjectRef,
+    /// The MLflow experiment the runs go to (created when missing); default: the
+    /// pipeline's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub experiment: Option<String>,
+    /// The registered model the candidate is promoted in. Without it the pipeline only
+    /// trains: no CT/CD gates, no promotion.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<ModelRef>,
+    #[serde(default)]
+    pub triggers: Vec<Trigger>,
+    #[serde(default)]
+    pub concurrency_policy: ConcurrencyPolicy,
+    #[serde(default)]
+    pub retry: RetryPolicy,
+    /// The longest a job may run before it is stopped and the pipeline run fails.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<DurationSpec>,
+    #[serde(default)]
+    pub gates: Gates,
+    #[serde(default)]
+    pub promotion: Promotion,
+    #[serde(default)]
+    pub resources: Resources,
+    /// A suspended pipeline records no new trigger events.
+    #[serde(default)]
+    pub suspend: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ProjectRef {
+    /// A local folder (relative to the pipeline file) or a git URI.
+    pub uri: String,
+    #[serde(default = "default_entry_point")]
+    pub entry_point: String,
+    #[serde(default)]
+    pub parameters: BTreeMap<String, String>,
+    /// `local`, `virtualenv`, `uv` or `conda`.
+    #[serde(default = "default_env_manager")]
+    pub env_manager: String,
+    /// A git commit, branch or tag, for git URIs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// The container image the job runs in on Kubernetes (unused by local workers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+}
+
+fn default_entry_point() -> String {
+    "main".into()
+}
+
+fn default_env_manager() -> String {
+    "local".into()
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ModelRef {
+    pub name: String,
+    /// The run's logged model registered when the training script registered none.
+    #[serde(default = "default_logged_model_name")]
+    pub logged_model: String,
+}
+
+fn default_logged_model_name() -> String {
+    "model".into()
+}
+
+/// What starts a pipeline run. Written as a one-key map: `- schedule: {...}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub enum Trigger {
+    Schedule(ScheduleTrigger),
+    Data(DataTrigger),
+    Drift(DriftTrigger),
+    Webhook(WebhookTrigger),
+}
+
+impl Trigger {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Trigger::Schedule(_) => "schedule",
+            Trigger::Data(_) => "data",
+            Trigger::Drift(_) => "drift",
+            Trigger::Webhook(_) => "webhook",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ScheduleTrigger {
+    /// Five fields (minute hour day-of-month month day-of-week), optional seconds first.
+    pub cron: String,
+    /// An IANA zone name; default UTC.
+    #[serde(default = "default_timezone")]
+    pub timezone: String,
+    /// What happens to ticks missed while ctflow was down.
+    #[serde(default)]
+    pub catch_up: CatchUp,
+    /// With `catchUp: all`, the most missed ticks started at once.
+    #[serde(default = "default_max_runs")]
+    pub max_runs: u32,
+    /// A tick later than this after its scheduled time is not started (like a CronJob's
+    /// `startingDeadlineSeconds`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub starting_deadline: Option<DurationSpec>,
+}
+
+fn default_timezone() -> String {
+    "UTC".into()
+}
+
+fn default_max_runs() -> u32 {
+    10
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum CatchUp {
+    /// Missed ticks are dropped; the schedule resumes with the next tick.
+    Skip,
+    /// The newest missed tick runs once.
+    #[default]
+    Latest,
+    /// Every missed tick runs, oldest first, at most `maxRuns` of them.
+    All,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DataTrigger {
+    /// A glob of files (relative to the pipeline file); each new match triggers once.
+    pub path: String,
+    /// Files that arrive within this window start one run together.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub debounce: Option<DurationSpec>,
+}
+
+/// A drift test on watched data. The drift watcher evaluates it and reports a
+/// [`crate::trigger::DriftEvent`] when the statistic crosses the threshold.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DriftTrigger {
+    pub reference: String,
+    pub current: String,
+    #[serde(default = "default_drift_method")]
+    pub method: String,
+    pub threshold: f64,
+    #[serde(default)]
+    pub min_rows: u64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub features: Vec<String>,
+}
+
+fn default_drift_method() -> String {
+    "psi".into()
+}
+
+pub const DRIFT_METHODS: &[&str] = &["psi", "ks", "chi2", "wasserstein", "js"];
+
+/// An HMAC-signed POST from a CI system.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WebhookTrigger {
+    /// The environment variable of the server that holds the shared secret.
+    pub secret_env: String,
+    /// Run parameters taken from the JSON payload: name -> JSON pointer (`/head_commit/id`).
+    #[serde(default)]
+    pub params: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum ConcurrencyPolicy {
+    /// Runs overlap freely.
+    Allow,
+    /// A trigger that arrives while a run is active is recorded as skipped.
+    #[default]
+    Forbid,
+    /// A new trigger cancels the active runs and starts.
+    Replace,
+    /// A new trigger waits until the active run ends.
+    Enqueue,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RetryPolicy {
+    /// Retries after the first attempt fails.
+    #[serde(default)]
+    pub limit: u32,
+    #[serde(default = "default_backoff")]
+    pub backoff: DurationSpec,
+    #[serde(default = "default_factor")]
+    pub factor: f64,
+    #[serde(default = "default_max_backoff")]
+    pub max_backoff: DurationSpec,
+}
+
+fn default_backoff() -> DurationSpec {
+    DurationSpec(Duration::from_secs(10))
+}
+
+fn default_factor() -> f64 {
+    2.0
+}
+
+fn default_max_backoff() -> DurationSpec {
+    DurationSpec(Duration::from_secs(600))
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            limit: 0,
+            backoff: default_backoff(),
+            factor: default_factor(),
+            max_backoff: default_max_backoff(),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The wait before retry number `retry` (1 = the first retry):
+    /// `backoff * factor^(retry-1)`, capped at `maxBackoff`.
+    pub fn delay(&self, retry: u32) -> Duration {
+        let base = self.backoff.0.as_secs_f64();
+        let exponent = retry.saturating_sub(1).min(64) as i32;
+        let secs = base * self.factor.powi(exponent);
+        let cap = self.max_backoff.0.as_secs_f64();
+        Duration::from_secs_f64(if secs.is_finite() { secs.min(cap) } else { cap })
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Gates {
+    #[serde(default)]
+    pub ci: CiGate,
+    #[serde(default)]
+    pub ct: CtGate,
+    #[serde(default)]
+    pub cd: CdGate,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CiGate {
+    /// Commands run in the project folder before training, in order.
+    #[serde(default)]
+    pub checks: Vec<CiCheck>,
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CiCheck {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub run: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CtGate {
+    #[serde(default)]
+    pub metrics: Vec<MetricThreshold>,
+    #[serde(default)]
+    pub on_insufficient_data: InsufficientData,
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// MLflow's `MetricThreshold`: an absolute bound, and changes relative to the champion.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MetricThreshold {
+    pub metric: String,
+    /// The candidate must reach this value (>= when greater is better, else <=).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<f64>,
+    /// The candidate must beat the champion by more than this much.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_absolute_change: Option<f64>,
+    /// The candidate must beat the champion by more than this fraction of its value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_relative_change: Option<f64>,
+    #[serde(default = "default_true")]
+    pub greater_is_better: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum InsufficientData {
+    /// Missing numbers fail the gate.
+    #[default]
+    Fail,
+    /// Missing numbers let the gate pass.
+    Pass,
+    /// The pipeline run waits for a person to approve or reject it.
+    Pause,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CdGate {
+    #[serde(default)]
+    pub approval: Approval,
+    /// How long a manual approval may wait before the run is rejected.
+    #[serde(default = "default_approval_timeout")]
+    pub timeout: DurationSpec,
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+fn default_approval_timeout() -> DurationSpec {
+    DurationSpec(Duration::from_secs(7 * 24 * 3600))
+}
+
+impl Default for CdGate {
+    fn default() -> Self {
+        CdGate {
+            approval: Approval::Auto,
+            timeout: default_approval_timeout(),
+            dry_run: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Approval {
+    #[default]
+    Auto,
+    Manual,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Promotion {
+    #[serde(default = "default_challenger")]
+    pub challenger_alias: String,
+    #[serde(default = "default_champion")]
+    pub champion_alias: String,
+    /// Also move stages (`Staging`, `Production`, the previous champion `Archived`) for
+    /// clients that still read stages.
+    #[serde(default = "default_true")]
+    pub stages: bool,
+}
+
+fn default_challenger() -> String {
+    "challenger".into()
+}
+
+fn default_champion() -> String {
+    "champion".into()
+}
+
+impl Default for Promotion {
+    fn default() -> Self {
+        Promotion {
+            challenger_alias: default_challenger(),
+            champion_alias: default_champion(),
+            stages: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Resources {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<String>,
+    /// Whole GPUs the job needs; a local worker gives it its own through
+    /// `CUDA_VISIBLE_DEVICES`.
+    #[serde(default)]
+    pub gpu: u32,
+}
+
+/// A duration written as `500ms`, `30s`, `5m`, `2h`, `1d` (or combined, `1h30m`), or as a
+/// number of seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct DurationSpec(pub Duration);
+
+impl DurationSpec {
+    pub fn parse(text: &str) -> Result<DurationSpec, String> {
+        let text = text.trim();
+        if text.is_empty() {
+            return Err("an empty duration".into());
+        }
+        if let Ok(secs) = text.parse::<u64>() {
+            return Ok(DurationSpec(Duration::from_secs(secs)));
+        }
+        let mut total = Duration::ZERO;
+        let mut rest = text;
+        while !rest.is_empty() {
+            let digits = rest
+                .find(|c: char| !c.is_ascii_digit() && c != '.')
+                .ok_or_else(|| format!("'{text}' has a number without a unit (ms, s, m, h, d)"))?;
+            if digits == 0 {
+                return Err(format!(
+                    "'{text}' is not a duration such as 30s, 5m or 1h30m"
+                ));
+            }
+            let number: f64 = rest[..digits]
+                .parse()
+                .map_err(|_| format!("'{text}' has a malformed number"))?;
+            rest = &rest[digits..];
+            let unit_len = rest
+                .find(|c: char| c.is_ascii_digit())
+                .unwrap_or(rest.len());
+            let unit_secs = match &rest[..unit_len] {
+                "ms" => 0.001,
+                "s" => 1.0,
+                "m" => 60.0,
+                "h" => 3600.0,
+                "d" => 86400.0,
+                other => return Err(format!("'{text}' has an unknown unit '{other}'")),
+            };
+            rest = &rest[unit_len..];
+            total += Duration::from_secs_f64(number * unit_secs);
+        }
+        Ok(DurationSpec(total))
+    }
+}
+
+impl fmt::Display for DurationSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ms = self.0.as_millis();
+        if !ms.is_multiple_of(1000) {
+            write!(f, "{ms}ms")
+        } else {
+            let secs = ms / 1000;
+            match secs {
+                s if s != 0 && s.is_multiple_of(86400) => write!(f, "{}d", s / 86400),
+                s if s != 0 && s.is_multiple_of(3600) => write!(f, "{}h", s / 3600),
+                s if s != 0 && s.is_multiple_of(60) => write!(f, "{}m", s / 60),
+                s => write!(f, "{s}s"),
+            }
+        }
+    }
+}
+
+impl Serialize for DurationSpec {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for DurationSpec {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Seconds(u64),
+            Text(String),
+        }
+        match Raw::deserialize(deserializer)? {
+            Raw::Seconds(s) => Ok(DurationSpec(Duration::from_secs(s))),
+            Raw::Text(t) => DurationSpec::parse(&t).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// One thing wrong with a spec, named by its field path (`spec.triggers[0].schedule.cron`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SpecError {
+    pub field: String,
+    pub message: String,
+}
+
+impl fmt::Display for SpecError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+/// Pipeline names become parts of keys, URLs and (later) Kubernetes object names, so
+/// they follow the DNS-label rule.
+pub fn validate_pipeline_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !name.starts_with('-')
+        && !name.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "'{name}' is not a valid pipeline name: use 1-63 lowercase letters, digits and '-', starting and ending with a letter or digit"
+        ))
+    }
+}
+
+impl PipelineDocument {
+    /// Parses a YAML (or JSON) pipeline document and validates it.
+    pub fn from_yaml(text: &str) -> Result<PipelineDocument, Vec<SpecError>> {
+        let doc: PipelineDocument = serde_saphyr::from_str(text).map_err(|e| {
+            vec![SpecError {
+                field: "(document)".into(),
+                message: e.to_string(),
+            }]
+        })?;
+        doc.validate()?;
+        Ok(doc)
+    }
+
+    pub fn validate(&self) -> Result<(), Vec<SpecError>> {
+        let mut errors = Vec::new();
+        if self.api_version != API_VERSION {
+            errors.push(SpecError {
+                field: "apiVersion".into(),
+                message: format!("must be '{API_VERSION}', got '{}'", self.api_version),
+            });
+        }
+        if self.kind != KIND {
+            errors.push(SpecError {
+                field: "kind".into(),
+                message: format!("must be '{KIND}', got '{}'", self.kind),
+            });
+        }
+        if let Err(message) = validate_pipeline_name(&self.metadata.name) {
+            errors.push(SpecError {
+                field: "metadata.name".into(),
+                message,
+            });
+        }
+        if let Err(mut more) = self.spec.validate() {
+            errors.append(&mut more);
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
+    }
+}
+
+impl TrainingPipelineSpec {
+    /// Checks what serde cannot: cron patterns, zones, globs, bounds, and combinations.
+    pub fn validate(&self) -> Result<(), Vec<SpecError>> {
+        let mut errors = Vec::new();
+        let mut err = |field: String, message: String| errors.push(SpecError { field, message });
+        if self.project.uri.trim().is_empty() {
+            err("spec.project.uri".into(), "must not be empty".into());
+        }
+        if self.project.entry_point.trim().is_empty() {
+            err("spec.project.entryPoint".into(), "must not be empty".into());
+        }
+        if !["local", "virtualenv", "uv", "conda"].contains(&self.project.env_manager.as_str()) {
+            err(
+                "spec.project.envManager".into(),
+                format!(
+                    "'{}' is not one of local, virtualenv, uv, conda",
+                    self.project.env_manager
+                ),
+            );
+        }
+        if let Some(model) = &self.model
+            && model.name.trim().is_empty()
+        {
+            err("spec.model.name".into(), "must not be empty".into());
+        }
+        for (i, trigger) in self.triggers.iter().enumerate() {
+            let base = format!("spec.triggers[{i}].{}", trigger.kind());
+            match trigger {
+                Trigger::Schedule(s) => {
+                    if let Err(e) = crate::schedule::Schedule::new(&s.cron, &s.timezone) {
+                        let field = if e.starts_with("unknown time zone") {
+                            "timezone"
+                        } else {
+                            "cron"
+                        };
+                        err(format!("{base}.{field}"), e);
+                    }
+                    if s.max_runs == 0 {
+                        err(format!("{base}.maxRuns"), "must be at least 1".into());
+                    }
+                }
+                Trigger::Data(d) => {
+                    if d.path.trim().is_empty() {
+                        err(format!("{base}.path"), "must not be empty".into());
+                    }
+                }
+                Trigger::Drift(d) => {
+                    if !DRIFT_METHODS.contains(&d.method.as_str()) {
+                        err(
+                            format!("{base}.method"),
+                            format!("'{}' is not one of {}", d.method, DRIFT_METHODS.join(", ")),
+                        );
+                    }
+                    if !d.threshold.is_finite() || d.threshold < 0.0 {
+                        err(
+                            format!("{base}.threshold"),
+                            "must be a non-negative number".into(),
+                        );
+                    }
+                    if d.reference.trim().is_empty() {
+                        err(format!("{base}.reference"), "must not be empty".into());
+                    }
+                    if d.current.trim().is_empty() {
+                        err(format!("{base}.current"), "must not be empty".into());
+                    }
+                }
+                Trigger::Webhook(w) => {
+                    if w.secret_env.trim().is_empty() {
+                        err(
+                            format!("{base}.secretEnv"),
+                            "must name an environment variable".into(),
+                        );
+                    }
+                    for (name, pointer) in &w.params {
+                        if !(pointer.is_empty() || pointer.starts_with('/')) {
+                            err(
+                                format!("{base}.params.{name}"),
+                                format!(
+                                    "'{pointer}' is not a JSON pointer such as /head_commit/id"
+                                ),
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        if !(self.retry.factor.is_finite() && self.retry.factor >= 1.0) {
+            err("spec.retry.factor".into(), "must be a number >= 1".into());
+        }
+        if self.retry.limit > 100 {
+            err("spec.retry.limit".into(), "must be at most 100".into());
+        }
+        if let Some(timeout) = self.timeout
+            && timeout.0.is_zero()
+        {
+            err("spec.timeout".into(), "must be longer than zero".into());
+        }
+        for (i, check) in self.gates.ci.checks.iter().enumerate() {
+            if check.run.trim().is_empty() {
+                err(
+                    format!("spec.gates.ci.checks[{i}].run"),
+                    "must not be empty".into(),
+                );
+            }
+        }
+        for (i, m) in self.gates.ct.metrics.iter().enumerate() {
+            let base = format!("spec.gates.ct.metrics[{i}]");
+            if m.metric.trim().is_empty() {
+                err(format!("{base}.metric"), "must not be empty".into());
+            }
+            if m.threshold.is_none()
+                && m.min_absolute_change.is_none()
+                && m.min_relative_change.is_none()
+            {
+                err(
+                    base.clone(),
+                    "needs threshold, minAbsoluteChange or minRelativeChange".into(),
+                );
+            }
+            for (field, value) in [
+                ("minAbsoluteChange", m.min_absolute_change),
+                ("minRelativeChange", m.min_relative_change),
+            ] {
+                if let Some(v) = value
+                    && !(v.is_finite() && v >= 0.0)
+                {
+                    err(
+                        format!("{base}.{field}"),
+                        "must be a non-negative number".into(),
+                    );
+                }
+            }
+            if let Some(r) = m.min_relative_change
+                && r > 1.0
+            {
+                err(
+                    format!("{base}.minRelativeChange"),
+                    "must be between 0 and 1, as in MLflow".into(),
+                );
+            }
+            if let Some(t) = m.threshold
+                && !t.is_finite()
+            {
+                err(
+                    format!("{base}.threshold"),
+                    "must be a finite number".into(),
+                );
+            }
+        }
+        if self.model.is_none() {
+            if !self.gates.ct.metrics.is_empty() {
+                err(
+                    "spec.gates.ct".into(),
+                    "judges a model: set spec.model.name".into(),
+                );
+            }
+            if self.gates.cd.approval == Approval::Manual {
+                err(
+                    "spec.gates.cd".into(),
+                    "approves a promotion: set spec.model.name".into(),
+                );
+            }
+        }
+        for (field, alias) in [
+            ("challengerAlias", &self.promotion.challenger_alias),
+            ("championAlias", &self.promotion.champion_alias),
+        ] {
+            if let Err(e) = crate::registry::validate_alias(alias) {
+                err(format!("spec.promotion.{field}"), e.message);
+            }
+        }
+        if self.promotion.challenger_alias == self.promotion.champion_alias {
+            err(
+                "spec.promotion".into(),
+                "the challenger and champion aliases must differ".into(),
+            );
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// The experiment the pipeline's runs go to.
+    pub fn experiment_name(&self, pipeline: &str) -> String {
+        self.experiment
+            .clone()
+            .unwrap_or_else(|| pipeline.to_string())
+    }
+}
+
+#[cfg(test)]
+pub mod test_support {
+    use super::*;
+
+    /// A valid minimal pipeline for tests to adjust.
+    pub fn pipeline() -> TrainingPipelineSpec {
+        serde_json::from_value(serde_json::json!({
+            "project": {"uri": "."},
+            "model": {"name": "m"},
+        }))
+        .expect("the minimal spec parses")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_support::pipeline;
+    use super::*;
+    use serde_json::json;
+
+    fn fields(spec: &TrainingPipelineSpec) -> Vec<String> {
+        spec.validate()
+            .err()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|e| e.field)
+            .collect()
+    }
+
+    #[test]
+    fn defaults_fill_a_minimal_spec() {
+        let spec = pipeline();
+        assert_eq!(spec.project.entry_point, "main");
+        assert_eq!(spec.project.env_manager, "local");
+        assert_eq!(spec.concurrency_policy, ConcurrencyPolicy::Forbid);
+        assert_eq!(spec.promotion.champion_alias, "champion");
+        assert_eq!(spec.gates.cd.approval, Approval::Auto);
+        assert!(spec.validate().is_ok());
+    }
+
+    #[test]
+    fn the_architecture_example_parses() {
+        let doc: PipelineDocument = serde_json::from_value(json!({
+            "apiVersion": "ctflow.dev/v1alpha1", "kind": "TrainingPipeline",
+            "metadata": {"name": "iris"},
+            "spec": {
+                "project": {"uri": "./examples/iris", "entryPoint": "main", "parameters": {"C": "0.05"}, "image": "ctflow/iris:1"},
+                "experiment": "iris-ct",
+                "triggers": [
+                    {"schedule": {"cron": "0 3 * * *", "timezone": "Asia/Seoul"}},
+                    {"data": {"path": "/data/iris/incoming/*.csv"}},
+                    {"drift": {"reference": "/r.csv", "current": "/c/*.csv", "method": "psi", "threshold": 0.2, "minRows": 500}},
+                    {"webhook": {"secretEnv": "CI_SECRET", "params": {"commit": "/after"}}}
+                ],
+                "concurrencyPolicy": "Forbid",
+                "retry": {"limit": 2, "backoff": "30s"},
+                "timeout": "1h",
+                "gates": {
+                    "ci": {"checks": [{"run": "python -m pytest tests"}]},
+                    "ct": {"metrics": [{"metric": "accuracy", "threshold": 0.9}, {"metric": "accuracy", "minAbsoluteChange": 0.0}]},
+                    "cd": {"approval": "manual", "timeout": "2d"}
+                },
+                "model": {"name": "iris-classifier"},
+                "resources": {"cpu": "1", "memory": "2Gi", "gpu": 0}
+            }
+        }))
+        .expect("parses");
+        assert!(doc.validate().is_ok(), "{:?}", doc.validate());
+        assert_eq!(doc.spec.retry.backoff.0, Duration::from_secs(30));
+        assert_eq!(doc.spec.gates.cd.timeout.0, Duration::from_secs(172_800));
+        // A round trip through JSON keeps everything.
+        let again: PipelineDocument =
+            serde_json::from_value(serde_json::to_value(&doc).expect("serialises"))
+                .expect("parses");
+        assert_eq!(again, doc);
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let mut spec = pipeline();
+        spec.triggers.push(Trigger::Schedule(ScheduleTrigger {
+            cron: "61 * * * *".into(),
+            timezone: "UTC".into(),
+            catch_up: CatchUp::Latest,
+            max_runs: 0,
+            starting_deadline: None,
+        }));
+        spec.triggers.push(Trigger::Schedule(ScheduleTrigger {
+            cron: "* * * * *".into(),
+            timezone: "Mars/Olympus".into(),
+            catch_up: CatchUp::Latest,
+            max_runs: 1,
+            starting_deadline: None,
+        }));
+        spec.project.env_manager = "docker".into();
+        spec.gates.ct.metrics.push(MetricThreshold {
+            metric: "acc".into(),
+            threshold: None,
+            min_absolute_change: None,
+            min_relative_change: Some(-1.0),
+            greater_is_better: true,
+        });
+        spec.promotion.challenger_alias = "champion".into();
+        assert_eq!(
+            fields(&spec),
+            vec![
+                "spec.project.envManager",
+                "spec.triggers[0].schedule.cron",
+                "spec.triggers[0].schedule.maxRuns",
+                "spec.triggers[1].schedule.timezone",
+                "spec.gates.ct.metrics[0].minRelativeChange",
+                "spec.promotion",
+            ]
+        );
+    }
+
+    #[test]
+    fn gates_need_a_model() {
+        let mut spec = pipeline();
+        spec.model = None;
+        spec.gates.cd.approval = Approval::Manual;
+        assert_eq!(fields(&spec), vec!["spec.gates.cd"]);
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        let err = serde_json::from_value::<TrainingPipelineSpec>(json!({
+            "project": {"uri": "."}, "concurrencyPolicy": "Forbid", "retries": 3
+        }))
+        .expect_err("typo refused");
+        assert!(err.to_string().contains("retries"), "{err}");
+        let err = serde_json::from_value::<TrainingPipelineSpec>(json!({
+            "project": {"uri": "."}, "concurrencyPolicy": "Sometimes"
+        }))
+        .expect_err("bad policy refused");
+        assert!(err.to_string().contains("Sometimes"), "{err}");
+    }
+
+    #[test]
+    fn names_follow_dns_labels() {
+        assert!(validate_pipeline_name("iris-2").is_ok());
+        for bad in ["", "Iris", "-iris", "iris-", "a_b", &"x".repeat(64)] {
+            assert!(validate_pipeline_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn durations_parse_and_print() {
+        for (text, secs) in [
+            ("30s", 30.0),
+            ("5m", 300.0),
+            ("1h30m", 5400.0),
+            ("2d", 172800.0),
+            ("250ms", 0.25),
+            ("90", 90.0),
+        ] {
+            assert_eq!(
+                DurationSpec::parse(text).expect(text).0.as_secs_f64(),
+                secs,
+                "{text}"
+            );
+        }
+        for bad in ["", "m", "5x", "5", "1.5.2s"] {
+            if bad == "5" {
+                continue;
+            }
+            assert!(DurationSpec::parse(bad).is_err(), "{bad}");
+        }
+        assert_eq!(DurationSpec(Duration::from_secs(5400)).to_string(), "90m");
+        assert_eq!(
+            DurationSpec(Duration::from_millis(1500)).to_string(),
+            "1500ms"
+        );
+    }
+
+    #[test]
+    fn retry_delays_grow_and_cap() {
+        let policy = RetryPolicy {
+            limit: 5,
+            backoff: DurationSpec(Duration::from_secs(10)),
+            factor: 3.0,
+            max_backoff: DurationSpec(Duration::from_secs(60)),
+        };
+        let delays: Vec<u64> = (1..=4).map(|r| policy.delay(r).as_secs()).collect();
+        assert_eq!(delays, vec![10, 30, 60, 60]);
+    }
+}

@@ -1,0 +1,821 @@
+//! The CT engine's state: pipelines, pipeline runs with their history, and the trigger
+//! cursors. Every change of a pipeline run is a compare-and-set on its phase inside one
+//! transaction, so two actors (the controller, an approval through the API) never both
+//! move the same run.
+
+use std::collections::{BTreeSet, HashSet};
+
+use ctflow_core::pipeline::{PipelineDocument, TrainingPipelineSpec};
+use ctflow_core::pipeline_run::Phase;
+use ctflow_core::registry::validate_alias;
+use ctflow_core::trigger::TriggerEvent;
+use ctflow_core::{MlflowError, now_ms};
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::any::AnyRow;
+use sqlx::{Any, AssertSqlSafe, Row, Transaction};
+
+use crate::Store;
+use crate::db::Backend;
+use crate::error::{Error, Result};
+use crate::registry::{tx_set_alias, tx_transition_stage};
+
+/// A pipeline as stored: its document and where it came from.
+#[derive(Debug, Clone, Serialize)]
+pub struct PipelineRecord {
+    pub name: String,
+    pub document: PipelineDocument,
+    /// `api`, or `file:<path>` for pipelines loaded from a folder.
+    pub source: String,
+    /// The folder relative project and data paths resolve against.
+    pub base_dir: String,
+    pub generation: i64,
+    pub creation_time: i64,
+    pub last_updated_time: i64,
+}
+
+/// One execution of a pipeline.
+#[derive(Debug, Clone, Serialize)]
+pub struct PipelineRun {
+    pub id: String,
+    pub pipeline: String,
+    pub trigger: TriggerEvent,
+    pub phase: Phase,
+    /// Attempts started so far.
+    pub attempt: i64,
+    /// A retry waits until this time (epoch ms).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<i64>,
+    /// The MLflow run of the latest attempt.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
+    /// The candidate model version.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model_version: Option<i64>,
+    /// Why the run ended the way it did, in a sentence.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decision: Option<String>,
+    /// The process group of the job's command while it runs, so a restarted controller
+    /// can stop an orphan.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub worker_pid: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approval_deadline: Option<i64>,
+    pub creation_time: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub end_time: Option<i64>,
+    pub last_updated_time: i64,
+    /// The spec the run was recorded with (later edits of the pipeline do not change it).
+    #[serde(skip)]
+    pub spec: TrainingPipelineSpec,
+    #[serde(skip)]
+    pub base_dir: String,
+}
+
+/// One entry of a pipeline run's history.
+#[derive(Debug, Clone, Serialize)]
+pub struct PipelineRunEvent {
+    pub timestamp: i64,
+    /// `phase`, `attempt`, `gate`, `approval`, `log`.
+    pub kind: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gate: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub result: Option<String>,
+    pub message: String,
+    #[serde(skip_serializing_if = "Value::is_null")]
+    pub detail: Value,
+}
+
+impl PipelineRunEvent {
+    pub fn new(kind: &str, message: impl Into<String>) -> PipelineRunEvent {
+        PipelineRunEvent {
+            timestamp: now_ms(),
+            kind: kind.to_string(),
+            gate: None,
+            result: None,
+            message: message.into(),
+            detail: Value::Null,
+        }
+    }
+
+    pub fn gate(gate: &str, result: &str, message: impl Into<String>, detail: Value) -> Self {
+        PipelineRunEvent {
+            gate: Some(gate.to_string()),
+            result: Some(result.to_string()),
+            detail,
+            ..PipelineRunEvent::new("gate", message)
+        }
+    }
+}
+
+/// What recording a trigger event did.
+#[derive(Debug, Clone)]
+pub enum Recorded {
+    /// A new pipeline run, in `Pending`.
+    Created(Box<PipelineRun>),
+    /// The dedupe key was seen before: the id of the run it started.
+    Duplicate(String),
+}
+
+/// An alias/stage move made together with a pipeline run's change.
+#[derive(Debug, Clone)]
+pub struct PromotionStep {
+    pub model: String,
+    pub version: i64,
+    pub alias: String,
+    /// The stage to move the version to, archiving others in it.
+    pub stage: Option<String>,
+    pub user: String,
+    pub comment: String,
+}
+
+const RUN_COLUMNS: &str = "id, pipeline, trigger_event, spec, base_dir, phase, attempt, not_before, run_id, \
+     model_version, decision, worker_pid, approval_deadline, creation_time, start_time, end_time, last_updated_time";
+
+fn corrupt(what: &str, e: impl std::fmt::Display) -> Error {
+    Error::Corrupt(format!("{what}: {e}"))
+}
+
+fn run_from_row(row: &AnyRow) -> Result<PipelineRun> {
+    let trigger: String = row.try_get(2)?;
+    let spec: String = row.try_get(3)?;
+    let phase: String = row.try_get(5)?;
+    Ok(PipelineRun {
+        id: row.try_get(0)?,
+        pipeline: row.try_get(1)?,
+        trigger: serde_json::from_str(&trigger).map_err(|e| corrupt("trigger event", e))?,
+        spec: serde_json::from_str(&spec).map_err(|e| corrupt("pipeline run spec", e))?,
+        base_dir: row.try_get(4)?,
+        phase: phase.parse().map_err(|e| corrupt("phase", e))?,
+        attempt: row.try_get(6)?,
+        not_before: row.try_get(7)?,
+        run_id: row.try_get(8)?,
+        model_version: row.try_get(9)?,
+        decision: row.try_get(10)?,
+        worker_pid: row.try_get(11)?,
+        approval_deadline: row.try_get(12)?,
+        creation_time: row.try_get(13)?,
+        start_time: row.try_get(14)?,
+        end_time: row.try_get(15)?,
+        last_updated_time: row.try_get(16)?,
+    })
+}
+
+fn pipeline_from_row(row: &AnyRow) -> Result<PipelineRecord> {
+    let document: String = row.try_get(1)?;
+    Ok(PipelineRecord {
+        name: row.try_get(0)?,
+        document: serde_json::from_str(&document).map_err(|e| corrupt("pipeline document", e))?,
+        source: row.try_get(2)?,
+        base_dir: row.try_get(3)?,
+        generation: row.try_get(4)?,
+        creation_time: row.try_get(5)?,
+        last_updated_time: row.try_get(6)?,
+    })
+}
+
+fn pipeline_not_found(name: &str) -> Error {
+    MlflowError::not_found(format!("Pipeline '{name}' does not exist.")).into()
+}
+
+fn run_not_found(id: &str) -> Error {
+    MlflowError::not_found(format!("Pipeline run '{id}' does not exist.")).into()
+}
+
+fn json_text<T: Serialize>(value: &T) -> Result<String> {
+    serde_json::to_string(value).map_err(|e| Error::Corrupt(format!("cannot encode: {e}")))
+}
+
+async fn insert_event(
+    tx: &mut Transaction<'_, Any>,
+    run: &str,
+    event: &PipelineRunEvent,
+) -> Result<()> {
+    let detail = if event.detail.is_null() {
+        None
+    } else {
+        Some(event.detail.to_string())
+    };
+    sqlx::query(
+        "INSERT INTO pipeline_run_events (pipeline_run, timestamp, kind, gate, result, message, detail) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(run)
+    .bind(event.timestamp)
+    .bind(event.kind.as_str())
+    .bind(event.gate.clone())
+    .bind(event.result.clone())
+    .bind(event.message.as_str())
+    .bind(detail)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+async fn insert_run(
+    tx: &mut Transaction<'_, Any>,
+    event: &TriggerEvent,
+    spec: &str,
+    base_dir: &str,
+) -> Result<Option<PipelineRun>> {
+    let id = uuid::Uuid::now_v7().simple().to_string();
+    let now = now_ms();
+    let trigger = json_text(event)?;
+    let inserted = sqlx::query(
+        "INSERT INTO pipeline_runs (id, pipeline, trigger_kind, dedupe_key, trigger_event, spec, base_dir, phase, attempt, \
+         creation_time, last_updated_time) VALUES ($1, $2, $3, $4, $5, $6, $7, 'Pending', 0, $8, $8) \
+         ON CONFLICT (pipeline, dedupe_key) DO NOTHING",
+    )
+    .bind(id.as_str())
+    .bind(event.pipeline.as_str())
+    .bind(event.kind.as_str())
+    .bind(event.dedupe_key.as_str())
+    .bind(trigger.as_str())
+    .bind(spec)
+    .bind(base_dir)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    if inserted == 0 {
+        return Ok(None);
+    }
+    let message = match (&event.user, event.kind.as_str()) {
+        (Some(user), kind) => format!("{kind} trigger by {user} recorded"),
+        (None, kind) => format!("{kind} trigger recorded"),
+    };
+    insert_event(tx, &id, &PipelineRunEvent::new("phase", message)).await?;
+    Ok(Some(PipelineRun {
+        id,
+        pipeline: event.pipeline.clone(),
+        trigger: event.clone(),
+        phase: Phase::Pending,
+        attempt: 0,
+        not_before: None,
+        run_id: None,
+        model_version: None,
+        decision: None,
+        worker_pid: None,
+        approval_deadline: None,
+        creation_time: now,
+        start_time: None,
+        end_time: None,
+        last_updated_time: now,
+        spec: serde_json::from_str(spec).map_err(|e| corrupt("pipeline spec", e))?,
+        base_dir: base_dir.to_string(),
+    }))
+}
+
+impl Store {
+    fn for_update(&self) -> &'static str {
+        match self.backend {
+            Backend::Postgres => " FOR UPDATE",
+            Backend::Sqlite => "",
+        }
+    }
+
+    // ----------------------------------------------------------------- pipelines
+
+    /// Creates or replaces a pipeline. The generation grows only when the document changes.
+    pub async fn put_pipeline(
+        &self,
+        document: &PipelineDocument,
+        source: &str,
+        base_dir: &str,
+    ) -> Result<PipelineRecord> {
+        document.validate().map_err(|errors| {
+            let text: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+            MlflowError::invalid(format!("Invalid pipeline: {}", text.join("; ")))
+        })?;
+        let name = document.metadata.name.as_str();
+        let text = json_text(document)?;
+        let now = now_ms();
+        let mut tx = self.write.begin().await?;
+        let current: Option<(String, String, String)> =
+            sqlx::query_as("SELECT document, source, base_dir FROM pipelines WHERE name = $1")
+                .bind(name)
+                .fetch_optional(&mut *tx)
+                .await?;
+        match current {
+            None => {
+                sqlx::query(
+                    "INSERT INTO pipelines (name, document, source, base_dir, generation, creation_time, last_updated_time) \
+                     VALUES ($1, $2, $3, $4, 1, $5, $5)",
+                )
+                .bind(name)
+                .bind(text.as_str())
+                .bind(source)
+                .bind(base_dir)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
+            Some((old, old_source, old_base))
+                if old != text || old_source != source || old_base != base_dir =>
+            {
+                sqlx::query(
+                    "UPDATE pipelines SET document = $1, source = $2, base_dir = $3, generation = generation + 1, \
+                     last_updated_time = $4 WHERE name = $5",
+                )
+                .bind(text.as_str())
+                .bind(source)
+                .bind(base_dir)
+                .bind(now)
+                .bind(name)
+                .execute(&mut *tx)
+                .await?;
+            }
+            Some(_) => {}
+        }
+        tx.commit().await?;
+        self.get_pipeline(name).await
+    }
+
+    pub async fn get_pipeline(&self, name: &str) -> Result<PipelineRecord> {
+        let row = sqlx::query(
+            "SELECT name, document, source, base_dir, generation, creation_time, last_updated_time FROM pipelines WHERE name = $1",
+        )
+        .bind(name)
+        .fetch_optional(&self.read)
+        .await?
+        .ok_or_else(|| pipeline_not_found(name))?;
+        pipeline_from_row(&row)
+    }
+
+    pub async fn list_pipelines(&self) -> Result<Vec<PipelineRecord>> {
+        let rows = sqlx::query(
+            "SELECT name, document, source, base_dir, generation, creation_time, last_updated_time FROM pipelines ORDER BY name",
+        )
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter().map(pipeline_from_row).collect()
+    }
+
+    /// Deletes a pipeline and its trigger cursors; its runs stay as history.
+    pub async fn delete_pipeline(&self, name: &str) -> Result<()> {
+        let mut tx = self.write.begin().await?;
+        let deleted = sqlx::query("DELETE FROM pipelines WHERE name = $1")
+            .bind(name)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if deleted == 0 {
+            return Err(pipeline_not_found(name));
+        }
+        for table in ["schedule_cursors", "data_trigger_files"] {
+            sqlx::query(AssertSqlSafe(format!(
+                "DELETE FROM {table} WHERE pipeline = $1"
+            )))
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    // ------------------------------------------------------------------ triggers
+
+    async fn pipeline_for_trigger(
+        &self,
+        tx: &mut Transaction<'_, Any>,
+        name: &str,
+    ) -> Result<(String, String)> {
+        let row: Option<(String, String)> =
+            sqlx::query_as("SELECT document, base_dir FROM pipelines WHERE name = $1")
+                .bind(name)
+                .fetch_optional(&mut **tx)
+                .await?;
+        let (document, base_dir) = row.ok_or_else(|| pipeline_not_found(name))?;
+        let document: PipelineDocument =
+            serde_json::from_str(&document).map_err(|e| corrupt("pipeline document", e))?;
+        if document.spec.suspend {
+            return Err(MlflowError::invalid(format!(
+                "Pipeline '{name}' is suspended: it records no trigger events."
+            ))
+            .into());
+        }
+        Ok((json_text(&document.spec)?, base_dir))
+    }
+
+    /// Records a trigger event as a pending pipeline run, unless its dedupe key was seen.
+    pub async fn record_trigger(&self, event: &TriggerEvent) -> Result<Recorded> {
+        let mut tx = self.write.begin().await?;
+        let (spec, base_dir) = self.pipeline_for_trigger(&mut tx, &event.pipeline).await?;
+        let created = insert_run(&mut tx, event, &spec, &base_dir).await?;
+        let outcome = match created {
+            Some(run) => Recorded::Created(Box::new(run)),
+            None => Recorded::Duplicate(self.run_id_for_key(&mut tx, event).await?),
+        };
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    async fn run_id_for_key(
+        &self,
+        tx: &mut Transaction<'_, Any>,
+        event: &TriggerEvent,
+    ) -> Result<String> {
+        let id: Option<String> = sqlx::query_scalar(
+            "SELECT id FROM pipeline_runs WHERE pipeline = $1 AND dedupe_key = $2",
+        )
+        .bind(event.pipeline.as_str())
+        .bind(event.dedupe_key.as_str())
+        .fetch_optional(&mut **tx)
+        .await?;
+        Ok(id.unwrap_or_default())
+    }
+
+    /// Records schedule ticks and moves the trigger's cursor, in one transaction.
+    pub async fn record_schedule_ticks(
+        &self,
+        pipeline: &str,
+        trigger_key: &str,
+        events: &[TriggerEvent],
+        cursor: i64,
+    ) -> Result<Vec<PipelineRun>> {
+        let mut tx = self.write.begin().await?;
+        let mut created = Vec::new();
+        if !events.is_empty() {
+            let (spec, base_dir) = self.pipeline_for_trigger(&mut tx, pipeline).await?;
+            for event in events {
+                if let Some(run) = insert_run(&mut tx, event, &spec, &base_dir).await? {
+                    created.push(run);
+                }
+            }
+        }
+        sqlx::query(
+            "INSERT INTO schedule_cursors (pipeline, trigger_key, cursor) VALUES ($1, $2, $3) \
+             ON CONFLICT (pipeline, trigger_key) DO UPDATE SET cursor = excluded.cursor",
+        )
+        .bind(pipeline)
+        .bind(trigger_key)
+        .bind(cursor)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(created)
+    }
+
+    pub async fn schedule_cursor(&self, pipeline: &str, trigger_key: &str) -> Result<Option<i64>> {
+        Ok(sqlx::query_scalar(
+            "SELECT cursor FROM schedule_cursors WHERE pipeline = $1 AND trigger_key = $2",
+        )
+        .bind(pipeline)
+        .bind(trigger_key)
+        .fetch_optional(&self.read)
+        .await?)
+    }
+
+    /// Every schedule cursor, keyed by (pipeline, trigger key).
+    pub async fn schedule_cursors(&self) -> Result<Vec<(String, String, i64)>> {
+        Ok(
+            sqlx::query_as("SELECT pipeline, trigger_key, cursor FROM schedule_cursors")
+                .fetch_all(&self.read)
+                .await?,
+        )
+    }
+
+    /// The files a data trigger has already seen.
+    pub async fn seen_files(&self, pipeline: &str, trigger_key: &str) -> Result<HashSet<String>> {
+        let paths: Vec<String> = sqlx::query_scalar(
+            "SELECT path FROM data_trigger_files WHERE pipeline = $1 AND trigger_key = $2",
+        )
+        .bind(pipeline)
+        .bind(trigger_key)
+        .fetch_all(&self.read)
+        .await?;
+        Ok(paths.into_iter().collect())
+    }
+
+    /// Records a data trigger for the files in `event.files` that this trigger has not
+    /// seen; files seen before are dropped from the event, and an event left with no
+    /// file records nothing (`None`).
+    pub async fn record_data_trigger(
+        &self,
+        event: &TriggerEvent,
+        trigger_key: &str,
+    ) -> Result<Option<Recorded>> {
+        let mut tx = self.write.begin().await?;
+        let (spec, base_dir) = self.pipeline_for_trigger(&mut tx, &event.pipeline).await?;
+        let mut fresh = BTreeSet::new();
+        for path in &event.files {
+            let seen: Option<i64> = sqlx::query_scalar(
+                "SELECT 1 FROM data_trigger_files WHERE pipeline = $1 AND trigger_key = $2 AND path = $3",
+            )
+            .bind(event.pipeline.as_str())
+            .bind(trigger_key)
+            .bind(path.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+            if seen.is_none() {
+                fresh.insert(path.clone());
+            }
+        }
+        if fresh.is_empty() {
+            return Ok(None);
+        }
+        let mut event = event.clone();
+        event.files = fresh.into_iter().collect();
+        let outcome = match insert_run(&mut tx, &event, &spec, &base_dir).await? {
+            Some(run) => {
+                for path in &event.files {
+                    sqlx::query(
+                        "INSERT INTO data_trigger_files (pipeline, trigger_key, path, seen_time, pipeline_run) VALUES ($1, $2, $3, $4, $5)",
+                    )
+                    .bind(event.pipeline.as_str())
+                    .bind(trigger_key)
+                    .bind(path.as_str())
+                    .bind(now_ms())
+                    .bind(run.id.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                Recorded::Created(Box::new(run))
+            }
+            None => Recorded::Duplicate(self.run_id_for_key(&mut tx, &event).await?),
+        };
+        tx.commit().await?;
+        Ok(Some(outcome))
+    }
+
+    // ------------------------------------------------------------- pipeline runs
+
+    pub async fn get_pipeline_run(&self, id: &str) -> Result<PipelineRun> {
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {RUN_COLUMNS} FROM pipeline_runs WHERE id = $1"
+        )))
+        .bind(id)
+        .fetch_optional(&self.read)
+        .await?
+        .ok_or_else(|| run_not_found(id))?;
+        run_from_row(&row)
+    }
+
+    pub async fn pipeline_run_events(&self, id: &str) -> Result<Vec<PipelineRunEvent>> {
+        let rows = sqlx::query(
+            "SELECT timestamp, kind, gate, result, message, detail FROM pipeline_run_events WHERE pipeline_run = $1 ORDER BY id",
+        )
+        .bind(id)
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let detail: Option<String> = r.try_get(5)?;
+                Ok(PipelineRunEvent {
+                    timestamp: r.try_get(0)?,
+                    kind: r.try_get(1)?,
+                    gate: r.try_get(2)?,
+                    result: r.try_get(3)?,
+                    message: r.try_get(4)?,
+                    detail: match detail {
+                        Some(text) => {
+                            serde_json::from_str(&text).map_err(|e| corrupt("event detail", e))?
+                        }
+                        None => Value::Null,
+                    },
+                })
+            })
+            .collect()
+    }
+
+    /// Pipeline runs, newest first: of one pipeline or all, in the given phases or any.
+    pub async fn list_pipeline_runs(
+        &self,
+        pipeline: Option<&str>,
+        phases: &[Phase],
+        limit: i64,
+    ) -> Result<Vec<PipelineRun>> {
+        let mut sql = format!("SELECT {RUN_COLUMNS} FROM pipeline_runs WHERE 1 = 1");
+        if pipeline.is_some() {
+            sql.push_str(" AND pipeline = $1");
+        }
+        if !phases.is_empty() {
+            let list: Vec<String> = phases.iter().map(|p| format!("'{}'", p.as_str())).collect();
+            sql.push_str(&format!(" AND phase IN ({})", list.join(", ")));
+        }
+        sql.push_str(&format!(
+            " ORDER BY id DESC LIMIT {}",
+            limit.clamp(1, 100_000)
+        ));
+        let mut query = sqlx::query(AssertSqlSafe(sql));
+        if let Some(pipeline) = pipeline {
+            query = query.bind(pipeline);
+        }
+        let rows = query.fetch_all(&self.read).await?;
+        rows.iter().map(run_from_row).collect()
+    }
+
+    /// Changes a pipeline run if it is in one of `from`: `change` edits the row, `event`
+    /// goes to its history, both in one transaction. Returns the run as changed, or
+    /// `None` when the run had moved on (another actor won).
+    pub async fn modify_pipeline_run(
+        &self,
+        id: &str,
+        from: &[Phase],
+        change: impl FnOnce(&mut PipelineRun),
+        event: Option<PipelineRunEvent>,
+    ) -> Result<Option<PipelineRun>> {
+        let mut tx = self.write.begin().await?;
+        let changed = self.tx_modify_run(&mut tx, id, from, change, event).await?;
+        if changed.is_some() {
+            tx.commit().await?;
+        }
+        Ok(changed)
+    }
+
+    async fn tx_modify_run(
+        &self,
+        tx: &mut Transaction<'_, Any>,
+        id: &str,
+        from: &[Phase],
+        change: impl FnOnce(&mut PipelineRun),
+        event: Option<PipelineRunEvent>,
+    ) -> Result<Option<PipelineRun>> {
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {RUN_COLUMNS} FROM pipeline_runs WHERE id = $1{}",
+            self.for_update()
+        )))
+        .bind(id)
+        .fetch_optional(&mut **tx)
+        .await?
+        .ok_or_else(|| run_not_found(id))?;
+        let mut run = run_from_row(&row)?;
+        if !from.contains(&run.phase) {
+            return Ok(None);
+        }
+        let before = run.phase;
+        change(&mut run);
+        run.last_updated_time = now_ms();
+        if run.phase.is_terminal() && run.end_time.is_none() {
+            run.end_time = Some(run.last_updated_time);
+        }
+        sqlx::query(
+            "UPDATE pipeline_runs SET phase = $1, attempt = $2, not_before = $3, run_id = $4, model_version = $5, \
+             decision = $6, worker_pid = $7, approval_deadline = $8, start_time = $9, end_time = $10, \
+             last_updated_time = $11 WHERE id = $12",
+        )
+        .bind(run.phase.as_str())
+        .bind(run.attempt)
+        .bind(run.not_before)
+        .bind(run.run_id.clone())
+        .bind(run.model_version)
+        .bind(run.decision.clone())
+        .bind(run.worker_pid)
+        .bind(run.approval_deadline)
+        .bind(run.start_time)
+        .bind(run.end_time)
+        .bind(run.last_updated_time)
+        .bind(id)
+        .execute(&mut **tx)
+        .await?;
+        if before != run.phase {
+            let mut message = format!("{before} -> {}", run.phase);
+            if let (true, Some(decision)) = (run.phase.is_terminal(), &run.decision) {
+                message = format!("{message}: {decision}");
+            }
+            insert_event(tx, id, &PipelineRunEvent::new("phase", message)).await?;
+        }
+        if let Some(event) = event {
+            insert_event(tx, id, &event).await?;
+        }
+        Ok(Some(run))
+    }
+
+    /// Appends to a pipeline run's history.
+    pub async fn add_pipeline_run_event(&self, id: &str, event: &PipelineRunEvent) -> Result<()> {
+        let mut tx = self.write.begin().await?;
+        insert_event(&mut tx, id, event).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Moves aliases and stages for a pipeline run and changes the run, all in one
+    /// transaction: either everything happens (alias, stages, ledger, run phase, history)
+    /// or nothing does. Returns `None` when the run had left `from`.
+    pub async fn promote_pipeline_run(
+        &self,
+        id: &str,
+        from: &[Phase],
+        steps: &[PromotionStep],
+        change: impl FnOnce(&mut PipelineRun),
+        event: Option<PipelineRunEvent>,
+    ) -> Result<Option<PipelineRun>> {
+        let mut tx = self.write.begin().await?;
+        for step in steps {
+            validate_alias(&step.alias)?;
+            tx_set_alias(
+                &mut tx,
+                &step.model,
+                &step.alias,
+                step.version,
+                &step.user,
+                Some(&step.comment),
+            )
+            .await?;
+            if let Some(stage) = &step.stage {
+                tx_transition_stage(
+                    &mut tx,
+                    &step.model,
+                    step.version,
+                    stage,
+                    true,
+                    &step.user,
+                    Some(&step.comment),
+                )
+                .await?;
+            }
+        }
+        let changed = self.tx_modify_run(&mut tx, id, from, change, event).await?;
+        if changed.is_some() {
+            tx.commit().await?;
+        }
+        Ok(changed)
+    }
+
+    /// Moves `alias` back to the version it pointed at before its current one, following
+    /// the ledger (earlier rollbacks are undone steps, so rolling back twice goes two
+    /// versions back). With `stages`, the restored version becomes `Production` and the
+    /// one rolled back from `Archived`. Returns (from, to).
+    pub async fn rollback_alias(
+        &self,
+        name: &str,
+        alias: &str,
+        stages: bool,
+        user: &str,
+    ) -> Result<(i64, i64)> {
+        validate_alias(alias)?;
+        let ledger = self.registry_ledger(name).await?;
+        let mut chain: Vec<i64> = Vec::new();
+        for entry in ledger.iter().filter(|e| e.alias.as_deref() == Some(alias)) {
+            match entry.action.as_str() {
+                "alias_set" => {
+                    let to = entry.to_version.as_deref().and_then(|v| v.parse().ok());
+                    let is_rollback = entry
+                        .comment
+                        .as_deref()
+                        .is_some_and(|c| c.starts_with("rollback"));
+                    if is_rollback {
+                        chain.pop();
+                    } else if let Some(to) = to {
+                        chain.push(to);
+                    }
+                }
+                "alias_deleted" => chain.clear(),
+                _ => {}
+            }
+        }
+        let current = self.get_model_version_by_alias(name, alias).await?;
+        let current: i64 = current.version.parse().unwrap_or_default();
+        let mut tx = self.write.begin().await?;
+        // The newest earlier version that still exists.
+        let mut target = None;
+        for candidate in chain.iter().rev().skip(1) {
+            let exists: Option<i64> = sqlx::query_scalar(
+                "SELECT version FROM model_versions WHERE name = $1 AND version = $2 AND deleted = 0",
+            )
+            .bind(name)
+            .bind(*candidate)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if exists.is_some() && *candidate != current {
+                target = Some(*candidate);
+                break;
+            }
+        }
+        let target = target.ok_or_else(|| {
+            Error::from(MlflowError::invalid(format!(
+                "Registered model '{name}' has no earlier '{alias}' version to roll back to."
+            )))
+        })?;
+        let comment = format!("rollback of {alias} from version {current}");
+        tx_set_alias(&mut tx, name, alias, target, user, Some(&comment)).await?;
+        if stages {
+            tx_transition_stage(
+                &mut tx,
+                name,
+                target,
+                "Production",
+                false,
+                user,
+                Some(&comment),
+            )
+            .await?;
+            tx_transition_stage(
+                &mut tx,
+                name,
+                current,
+                "Archived",
+                false,
+                user,
+                Some(&comment),
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok((current, target))
+    }
+}
