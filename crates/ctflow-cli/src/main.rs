@@ -4,7 +4,9 @@
 mod client;
 mod commands;
 mod models;
+mod pipelines;
 mod run;
+mod up;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -72,7 +74,16 @@ enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
-    /// The model registry: models, versions, aliases, stages, history, downloads.
+    /// Server, controller and workers in one process: the whole continuous-training loop.
+    Up(up::UpArgs),
+    /// CT pipelines: list, apply, trigger, runs, describe, approve, reject.
+    Pipelines {
+        #[command(subcommand)]
+        command: pipelines::PipelinesCommand,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// The model registry: models, versions, aliases, stages, history, rollback, downloads.
     Models {
         #[command(subcommand)]
         command: models::ModelsCommand,
@@ -82,32 +93,32 @@ enum Command {
 }
 
 #[derive(Args, Debug)]
-struct ServerArgs {
+pub(crate) struct ServerArgs {
     /// Database: sqlite:///path/to/file.db or postgresql://user@host/db.
     #[arg(
         long,
         env = "CTFLOW_BACKEND_STORE_URI",
         default_value = "sqlite:///ctflow-data/ctflow.db"
     )]
-    backend_store_uri: String,
+    pub(crate) backend_store_uri: String,
     /// Root of new experiments' artifact locations (default: mlflow-artifacts:/ when
     /// artifacts are served, else the artifacts destination folder).
     #[arg(long)]
-    default_artifact_root: Option<String>,
+    pub(crate) default_artifact_root: Option<String>,
     /// Folder where served artifacts are stored.
     #[arg(long, default_value = "ctflow-data/artifacts")]
-    artifacts_destination: PathBuf,
+    pub(crate) artifacts_destination: PathBuf,
     /// Proxy artifact uploads and downloads through this server (the default).
     #[arg(long, overrides_with = "no_serve_artifacts")]
-    serve_artifacts: bool,
+    pub(crate) serve_artifacts: bool,
     /// Clients read and write artifacts themselves; the server does not proxy them.
     #[arg(long)]
-    no_serve_artifacts: bool,
+    pub(crate) no_serve_artifacts: bool,
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1")]
-    host: IpAddr,
+    pub(crate) host: IpAddr,
     #[arg(long, short, default_value_t = 5000)]
-    port: u16,
+    pub(crate) port: u16,
 }
 
 fn init_logging() {
@@ -118,7 +129,7 @@ fn init_logging() {
         .init();
 }
 
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
@@ -141,7 +152,7 @@ async fn shutdown_signal() {
 }
 
 /// What to tell the operator when the server is reachable from the network.
-fn exposure_warning(host: IpAddr) -> Option<String> {
+pub(crate) fn exposure_warning(host: IpAddr) -> Option<String> {
     (!host.is_loopback()).then(|| {
         format!(
             "listening on {host}, a non-loopback address: anyone who can reach this port can read and write experiments, runs and artifacts (authentication is not enabled)"
@@ -149,14 +160,18 @@ fn exposure_warning(host: IpAddr) -> Option<String> {
     })
 }
 
-async fn run_server(args: ServerArgs) -> Result<()> {
-    let config = ctflow_server::ServerConfig {
-        backend_store_uri: args.backend_store_uri,
-        default_artifact_root: args.default_artifact_root,
-        artifacts_destination: args.artifacts_destination,
+pub(crate) fn server_config(args: &ServerArgs) -> ctflow_server::ServerConfig {
+    ctflow_server::ServerConfig {
+        backend_store_uri: args.backend_store_uri.clone(),
+        default_artifact_root: args.default_artifact_root.clone(),
+        artifacts_destination: args.artifacts_destination.clone(),
         serve_artifacts: !args.no_serve_artifacts || args.serve_artifacts,
         max_connections: 8,
-    };
+    }
+}
+
+async fn run_server(args: ServerArgs) -> Result<()> {
+    let config = server_config(&args);
     if let Some(warning) = exposure_warning(args.host) {
         tracing::warn!(host = %args.host, "{warning}");
         eprintln!("WARNING: {warning}");
@@ -189,6 +204,8 @@ fn main() -> Result<()> {
             Command::Runs { command, client } => commands::runs(command, &client).await,
             Command::Models { command, client } => models::run(command, &client).await,
             Command::Run { run, client } => run::run(run, &client).await,
+            Command::Up(args) => up::run(args).await,
+            Command::Pipelines { command, client } => pipelines::run(command, &client).await,
         }
     })
 }

@@ -40,6 +40,16 @@ pub enum ModelsCommand {
     },
     /// The promotion ledger: every alias move and stage transition of a model.
     History { name: String },
+    /// Move `champion` (or another alias) back to its previous version, per the ledger.
+    Rollback {
+        name: String,
+        #[arg(long, default_value = "champion")]
+        alias: String,
+        /// Leave stages as they are (by default the restored version becomes
+        /// Production and the one rolled back from Archived).
+        #[arg(long)]
+        no_stages: bool,
+    },
     /// Download a model's artifacts: models:/name/version, models:/name@alias,
     /// models:/name/stage, models:/m-<id> or runs:/<run>/path.
     Download { uri: String, dest: PathBuf },
@@ -225,6 +235,22 @@ pub async fn run(command: ModelsCommand, args: &ClientArgs) -> Result<()> {
                     text(&response["model_version"], "current_stage")
                 ),
             }
+        }
+        ModelsCommand::Rollback { name, alias, no_stages } => {
+            let path = format!(
+                "/api/ctflow/v1/models/{}/rollback",
+                percent_encoding::utf8_percent_encode(&name, percent_encoding::NON_ALPHANUMERIC)
+            );
+            let body = serde_json::json!({ "alias": alias, "stages": !no_stages });
+            let moved = client.send_path(reqwest::Method::POST, &path, &body).await?;
+            if args.output == OutputFormat::Json {
+                return print_json(&moved);
+            }
+            println!(
+                "{name}@{alias}: version {} -> version {}",
+                text(&moved, "from_version"),
+                text(&moved, "to_version")
+            );
         }
         ModelsCommand::History { name } => {
             let path = format!(

@@ -50,7 +50,7 @@ pub struct RunArgs {
     pub env_manager: String,
 }
 
-fn parse_param(raw: &str) -> Result<(String, String), String> {
+pub(crate) fn parse_param(raw: &str) -> Result<(String, String), String> {
     match raw.split_once('=') {
         Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
         _ => Err(format!("'{raw}' is not of the form name=value")),
@@ -149,12 +149,17 @@ pub async fn run(args: RunArgs, client_args: &ClientArgs) -> Result<()> {
     match report.status {
         "FINISHED" => Ok(()),
         "KILLED" => {
-            let by = signal.lock().unwrap_or_else(|e| e.into_inner()).unwrap_or("a signal");
+            let by = signal
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .unwrap_or("a signal");
             bail!("run {run_id} was stopped by {by}")
         }
         _ => bail!(
             "run {run_id} failed: the command exited with {}",
-            report.exit_code.map_or("a signal".to_string(), |c| c.to_string())
+            report
+                .exit_code
+                .map_or("a signal".to_string(), |c| c.to_string())
         ),
     }
 }

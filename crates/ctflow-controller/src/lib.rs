@@ -1,1 +1,132 @@
+//! The CT controller: turns triggers into pipeline runs, hands their jobs to workers,
+//! judges the candidates at the gates and moves the registry's aliases.
+//!
+//! Every decision is first written to the store (a trigger becomes a `Pending` pipeline
+//! run before any job is queued; each phase change is a compare-and-set), so a restart
+//! resumes from the store: queued jobs are queued again, jobs whose process died are
+//! retried or failed, and evaluations are redone idempotently.
+//!
+//! Tasks of one controller:
+//! - `loader`: pipeline files from a folder, hot-reloaded;
+//! - `schedules`: cron ticks with catch-up;
+//! - `data`: new files matching a glob (inotify, plus a rescan at start-up);
+//! - `reconcile`: admission (concurrency policy), job reports, gates, promotion,
+//!   approvals and their timeouts.
 #![forbid(unsafe_code)]
+
+mod data;
+mod loader;
+mod reconcile;
+mod schedules;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ctflow_bus::Bus;
+use ctflow_store::Store;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+pub use loader::load_pipeline_file;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Store(#[from] ctflow_store::Error),
+    #[error(transparent)]
+    Bus(#[from] ctflow_bus::Error),
+    #[error("cannot read the pipeline file {path}: {message}")]
+    PipelineFile { path: String, message: String },
+    #[error("cannot watch files: {0}")]
+    Watch(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, Clone)]
+pub struct ControllerConfig {
+    /// A folder of pipeline files (`*.yaml`, `*.yml`, `*.json`), hot-reloaded.
+    pub pipelines_dir: Option<PathBuf>,
+    /// Who promotions are recorded as in the registry ledger.
+    pub user: String,
+    /// How often pipeline definitions are re-read.
+    pub reload_interval: Duration,
+}
+
+impl Default for ControllerConfig {
+    fn default() -> Self {
+        ControllerConfig {
+            pipelines_dir: None,
+            user: "ctflow".into(),
+            reload_interval: Duration::from_secs(2),
+        }
+    }
+}
+
+/// State shared by the controller's tasks.
+pub(crate) struct Shared {
+    pub store: Store,
+    pub bus: Arc<dyn Bus>,
+    pub config: ControllerConfig,
+    /// Wakes the reconcile loop (a run was recorded, a job reported).
+    pub reconcile: Notify,
+}
+
+pub struct Controller {
+    shared: Arc<Shared>,
+}
+
+impl Controller {
+    pub fn new(store: Store, bus: Arc<dyn Bus>, config: ControllerConfig) -> Controller {
+        Controller {
+            shared: Arc::new(Shared {
+                store,
+                bus,
+                config,
+                reconcile: Notify::new(),
+            }),
+        }
+    }
+
+    /// Loads the pipeline folder once (so callers can rely on its pipelines existing).
+    pub async fn load_pipelines(&self) -> Result<()> {
+        loader::Loader::new(self.shared.clone()).scan().await
+    }
+
+    /// Runs until `shutdown`. Recovers unfinished pipeline runs first.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<()> {
+        let shared = self.shared;
+        reconcile::recover(&shared).await?;
+        let mut tasks = tokio::task::JoinSet::new();
+        tasks.spawn(loader::run(shared.clone(), shutdown.clone()));
+        tasks.spawn(schedules::run(shared.clone(), shutdown.clone()));
+        tasks.spawn(data::run(shared.clone(), shutdown.clone()));
+        tasks.spawn(reconcile::run_events(shared.clone(), shutdown.clone()));
+        tasks.spawn(reconcile::run(shared.clone(), shutdown.clone()));
+        let mut first_error = None;
+        while let Some(done) = tasks.join_next().await {
+            match done {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => {
+                    tracing::error!(%error, "a controller task stopped");
+                    first_error.get_or_insert(error);
+                    shutdown.cancel();
+                }
+                Err(join) => {
+                    tracing::error!(%join, "a controller task panicked");
+                    shutdown.cancel();
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+/// Sleeps for `period` unless shut down first; false on shutdown.
+pub(crate) async fn pause(period: Duration, shutdown: &CancellationToken) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(period) => true,
+        _ = shutdown.cancelled() => false,
+    }
+}

@@ -50,6 +50,28 @@ impl TriggerEvent {
     }
 }
 
+/// A data trigger's event for a batch of new files. The key hashes the sorted paths, so
+/// the same batch reported twice records once.
+pub fn data_event(pipeline: &str, trigger_index: usize, files: Vec<String>) -> TriggerEvent {
+    use sha2::Digest;
+    let mut files = files;
+    files.sort();
+    files.dedup();
+    let mut hasher = sha2::Sha256::new();
+    for file in &files {
+        hasher.update(file.as_bytes());
+        hasher.update([0u8]);
+    }
+    let digest = hex::encode(hasher.finalize());
+    let mut event = TriggerEvent::new(
+        pipeline,
+        "data",
+        format!("data:{trigger_index}:{}", &digest[..32]),
+    );
+    event.files = files;
+    event
+}
+
 /// The contract between the drift watcher and the controller: the watcher reports a
 /// drift test that crossed its threshold on a snapshot of the current data.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -150,6 +172,23 @@ pub fn webhook_parameters(
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn data_events_key_on_their_files() {
+        let a = data_event("p", 0, vec!["/d/b.csv".into(), "/d/a.csv".into()]);
+        let b = data_event(
+            "p",
+            0,
+            vec!["/d/a.csv".into(), "/d/b.csv".into(), "/d/a.csv".into()],
+        );
+        assert_eq!(a.dedupe_key, b.dedupe_key);
+        assert_eq!(a.files, vec!["/d/a.csv", "/d/b.csv"]);
+        assert_ne!(a.dedupe_key, data_event("p", 1, a.files.clone()).dedupe_key);
+        assert_ne!(
+            a.dedupe_key,
+            data_event("p", 0, vec!["/d/a.csv".into()]).dedupe_key
+        );
+    }
 
     #[test]
     fn signatures() {

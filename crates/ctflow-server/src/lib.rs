@@ -1,11 +1,13 @@
 //! ctflow's HTTP server: the MLflow tracking REST API (under `/api/` and `/ajax-api/`), the
-//! `mlflow-artifacts` proxy, `/health` and `/version`.
+//! `mlflow-artifacts` proxy, ctflow's own API (`/api/ctflow/v1/`: promotion ledger,
+//! pipelines, triggers, pipeline runs, approvals, rollback), `/health` and `/version`.
 #![forbid(unsafe_code)]
 
 mod api;
 mod artifacts;
 pub mod error;
 pub mod params;
+mod pipelines;
 mod registry;
 
 use std::path::{Path, PathBuf};
@@ -45,6 +47,9 @@ pub struct AppState {
     pub serve_artifacts: bool,
     /// The canonical folder of the local artifact repository.
     local_root: PathBuf,
+    /// Where recorded triggers and approvals wake the controller (absent when no
+    /// controller shares this process; it then finds them on its next pass).
+    pub bus: Option<Arc<dyn ctflow_bus::Bus>>,
 }
 
 impl AppState {
@@ -67,6 +72,7 @@ impl AppState {
             artifacts: Arc::new(local),
             serve_artifacts: config.serve_artifacts,
             local_root,
+            bus: None,
         })
     }
 
@@ -302,6 +308,40 @@ fn mlflow_routes() -> Router<AppState> {
         .route(
             "/ctflow/v1/models/{name}/history",
             get(registry::model_history),
+        )
+        .route("/ctflow/v1/pipelines", get(pipelines::list))
+        .route(
+            "/ctflow/v1/pipelines/{name}",
+            get(pipelines::get)
+                .put(pipelines::put)
+                .delete(pipelines::delete),
+        )
+        .route(
+            "/ctflow/v1/pipelines/{name}/trigger",
+            post(pipelines::trigger),
+        )
+        .route(
+            "/ctflow/v1/pipelines/{name}/webhook",
+            post(pipelines::webhook),
+        )
+        .route(
+            "/ctflow/v1/pipelines/{name}/drift-events",
+            post(pipelines::drift_event),
+        )
+        .route("/ctflow/v1/pipelines/{name}/runs", get(pipelines::runs))
+        .route("/ctflow/v1/pipeline-runs", get(pipelines::all_runs))
+        .route("/ctflow/v1/pipeline-runs/{id}", get(pipelines::describe))
+        .route(
+            "/ctflow/v1/pipeline-runs/{id}/approve",
+            post(pipelines::approve),
+        )
+        .route(
+            "/ctflow/v1/pipeline-runs/{id}/reject",
+            post(pipelines::reject),
+        )
+        .route(
+            "/ctflow/v1/models/{name}/rollback",
+            post(pipelines::rollback),
         )
         .route("/3.0/mlflow/server-info", get(server_info))
         .route("/2.0/mlflow-artifacts/artifacts", get(artifacts::list))

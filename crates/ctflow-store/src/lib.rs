@@ -21,6 +21,8 @@ pub use db::{Backend, Store, StoreOptions};
 pub use error::{Error, Result};
 pub use experiments::ExperimentSearch;
 pub use logged_models::{LoggedModelOrder, LoggedModelSearch, NewLoggedModel};
-pub use pipelines::{PipelineRecord, PipelineRun, PipelineRunEvent, PromotionStep, Recorded};
+pub use pipelines::{
+    Approval, PipelineRecord, PipelineRun, PipelineRunEvent, PromotionStep, Recorded,
+};
 pub use registry::{NewModelVersion, RegistrySearch};
 pub use runs::{BatchMetric, DatasetInputRequest, NewRun, RunSearch, RunUpdate};

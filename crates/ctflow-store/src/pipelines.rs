@@ -61,6 +61,9 @@ pub struct PipelineRun {
     pub worker_pid: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub approval_deadline: Option<i64>,
+    /// A person's answer the controller has not acted on yet.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approval: Option<Approval>,
     pub creation_time: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub start_time: Option<i64>,
@@ -111,6 +114,37 @@ impl PipelineRunEvent {
     }
 }
 
+/// A person's approval or rejection of a waiting pipeline run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Approval {
+    pub approved: bool,
+    pub user: String,
+}
+
+impl Approval {
+    fn encode(&self) -> String {
+        let verb = if self.approved {
+            "approved"
+        } else {
+            "rejected"
+        };
+        format!("{verb}:{}", self.user)
+    }
+
+    fn decode(text: &str) -> Option<Approval> {
+        let (verb, user) = text.split_once(':')?;
+        let approved = match verb {
+            "approved" => true,
+            "rejected" => false,
+            _ => return None,
+        };
+        Some(Approval {
+            approved,
+            user: user.to_string(),
+        })
+    }
+}
+
 /// What recording a trigger event did.
 #[derive(Debug, Clone)]
 pub enum Recorded {
@@ -133,7 +167,7 @@ pub struct PromotionStep {
 }
 
 const RUN_COLUMNS: &str = "id, pipeline, trigger_event, spec, base_dir, phase, attempt, not_before, run_id, \
-     model_version, decision, worker_pid, approval_deadline, creation_time, start_time, end_time, last_updated_time";
+     model_version, decision, worker_pid, approval_deadline, creation_time, start_time, end_time, last_updated_time, approval";
 
 fn corrupt(what: &str, e: impl std::fmt::Display) -> Error {
     Error::Corrupt(format!("{what}: {e}"))
@@ -161,6 +195,10 @@ fn run_from_row(row: &AnyRow) -> Result<PipelineRun> {
         start_time: row.try_get(14)?,
         end_time: row.try_get(15)?,
         last_updated_time: row.try_get(16)?,
+        approval: row
+            .try_get::<Option<String>, _>(17)?
+            .as_deref()
+            .and_then(Approval::decode),
     })
 }
 
@@ -260,6 +298,7 @@ async fn insert_run(
         decision: None,
         worker_pid: None,
         approval_deadline: None,
+        approval: None,
         creation_time: now,
         start_time: None,
         end_time: None,
@@ -656,7 +695,7 @@ impl Store {
         sqlx::query(
             "UPDATE pipeline_runs SET phase = $1, attempt = $2, not_before = $3, run_id = $4, model_version = $5, \
              decision = $6, worker_pid = $7, approval_deadline = $8, start_time = $9, end_time = $10, \
-             last_updated_time = $11 WHERE id = $12",
+             last_updated_time = $11, approval = $12 WHERE id = $13",
         )
         .bind(run.phase.as_str())
         .bind(run.attempt)
@@ -669,18 +708,20 @@ impl Store {
         .bind(run.start_time)
         .bind(run.end_time)
         .bind(run.last_updated_time)
+        .bind(run.approval.as_ref().map(Approval::encode))
         .bind(id)
         .execute(&mut **tx)
         .await?;
+        // The caller's event (a gate decision, say) comes before the phase change it causes.
+        if let Some(event) = event {
+            insert_event(tx, id, &event).await?;
+        }
         if before != run.phase {
             let mut message = format!("{before} -> {}", run.phase);
             if let (true, Some(decision)) = (run.phase.is_terminal(), &run.decision) {
                 message = format!("{message}: {decision}");
             }
             insert_event(tx, id, &PipelineRunEvent::new("phase", message)).await?;
-        }
-        if let Some(event) = event {
-            insert_event(tx, id, &event).await?;
         }
         Ok(Some(run))
     }
@@ -817,5 +858,46 @@ impl Store {
         }
         tx.commit().await?;
         Ok((current, target))
+    }
+}
+
+impl Store {
+    /// A run's latest metric values (NaN where the run logged NaN).
+    pub async fn run_latest_metrics(
+        &self,
+        run_id: &str,
+    ) -> Result<std::collections::HashMap<String, f64>> {
+        let rows: Vec<(String, f64, i64)> =
+            sqlx::query_as("SELECT key, value, is_nan FROM latest_metrics WHERE run_uuid = $1")
+                .bind(run_id)
+                .fetch_all(&self.read)
+                .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(k, v, nan)| (k, if nan != 0 { f64::NAN } else { v }))
+            .collect())
+    }
+
+    /// The newest live version of `model` registered from `run_id`.
+    pub async fn version_of_run(&self, model: &str, run_id: &str) -> Result<Option<i64>> {
+        Ok(sqlx::query_scalar(
+            "SELECT MAX(version) FROM model_versions WHERE name = $1 AND run_id = $2 AND deleted = 0",
+        )
+        .bind(model)
+        .bind(run_id)
+        .fetch_one(&self.read)
+        .await?)
+    }
+
+    /// The newest live logged model named `name` that `run_id` produced.
+    pub async fn logged_model_of_run(&self, run_id: &str, name: &str) -> Result<Option<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT model_id FROM logged_models WHERE source_run_id = $1 AND name = $2 AND lifecycle_stage = 'active' \
+             ORDER BY creation_timestamp DESC LIMIT 1",
+        )
+        .bind(run_id)
+        .bind(name)
+        .fetch_optional(&self.read)
+        .await?)
     }
 }

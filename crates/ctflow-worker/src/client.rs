@@ -4,9 +4,7 @@ use serde_json::Value;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error(
-        "tracking URI '{0}' is not an http(s) URL; set --tracking-uri or MLFLOW_TRACKING_URI"
-    )]
+    #[error("tracking URI '{0}' is not an http(s) URL; set --tracking-uri or MLFLOW_TRACKING_URI")]
     NotHttp(String),
     #[error("cannot reach the tracking server at {base}: {source}")]
     Unreachable {
@@ -128,17 +126,30 @@ impl TrackingClient {
 
     /// A POST on an MLflow endpoint (`runs/create`).
     pub async fn post(&self, endpoint: &str, body: &Value) -> ClientResult<Value> {
-        self.send_path(reqwest::Method::POST, &format!("/api/2.0/mlflow/{endpoint}"), body)
-            .await
+        self.send_path(
+            reqwest::Method::POST,
+            &format!("/api/2.0/mlflow/{endpoint}"),
+            body,
+        )
+        .await
     }
 
     pub async fn delete(&self, endpoint: &str, body: &Value) -> ClientResult<Value> {
-        self.send_path(reqwest::Method::DELETE, &format!("/api/2.0/mlflow/{endpoint}"), body)
-            .await
+        self.send_path(
+            reqwest::Method::DELETE,
+            &format!("/api/2.0/mlflow/{endpoint}"),
+            body,
+        )
+        .await
     }
 
     /// A request with a JSON body on any path of the server.
-    pub async fn send_path(&self, method: reqwest::Method, path: &str, body: &Value) -> ClientResult<Value> {
+    pub async fn send_path(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: &Value,
+    ) -> ClientResult<Value> {
         let response = self
             .http
             .request(method, format!("{}{path}", self.base))
@@ -151,7 +162,12 @@ impl TrackingClient {
 
     /// Uploads a text file into a run's artifacts through the server's artifact proxy.
     /// Returns false when the run's artifacts are not served by the server.
-    pub async fn put_artifact(&self, artifact_uri: &str, path: &str, body: String) -> ClientResult<bool> {
+    pub async fn put_artifact(
+        &self,
+        artifact_uri: &str,
+        path: &str,
+        body: String,
+    ) -> ClientResult<bool> {
         let Some(root) = artifact_uri.strip_prefix("mlflow-artifacts:") else {
             return Ok(false);
         };

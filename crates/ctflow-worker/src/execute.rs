@@ -148,7 +148,10 @@ impl Drop for Checkout {
 
 /// Finds the project folder: a local folder as it is (refusing a dirty git tree unless
 /// allowed), or a fresh clone of a git repository at `version`.
-fn resolve_source(request: &RunRequest, checkout: &mut Checkout) -> Result<(PathBuf, String, GitInfo), ExecError> {
+fn resolve_source(
+    request: &RunRequest,
+    checkout: &mut Checkout,
+) -> Result<(PathBuf, String, GitInfo), ExecError> {
     let source_error = |m: String| ExecError::Source(m);
     match parse_source(&request.uri)? {
         Source::Local(path) => {
@@ -225,7 +228,11 @@ fn resolve_source(request: &RunRequest, checkout: &mut Checkout) -> Result<(Path
 fn uuid_like() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static NEXT: AtomicU64 = AtomicU64::new(0);
-    format!("{}-{}", ctflow_core::now_ms(), NEXT.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{}-{}",
+        ctflow_core::now_ms(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// The default environment cache: $CTFLOW_ENV_DIR, else ~/.cache/ctflow/envs.
@@ -263,7 +270,8 @@ async fn prepare_environment(
                     },
                     Environment::Conda(_) => {
                         return Err(env_error(
-                            "the project describes a conda environment; use the conda env manager".into(),
+                            "the project describes a conda environment; use the conda env manager"
+                                .into(),
                         ));
                     }
                     Environment::Docker { image } => {
@@ -300,31 +308,49 @@ async fn prepare_environment(
         .await
         .map_err(|e| env_error(format!("the environment builder stopped: {e}")))??;
     observer.line(Line::Note(if prepared.created {
-        format!("=== Created the environment at {} ===", prepared.root.display())
+        format!(
+            "=== Created the environment at {} ===",
+            prepared.root.display()
+        )
     } else {
-        format!("=== Reusing the cached environment at {} ===", prepared.root.display())
+        format!(
+            "=== Reusing the cached environment at {} ===",
+            prepared.root.display()
+        )
     }));
     Ok(Some(prepared.bin))
 }
 
-async fn experiment_id(client: &TrackingClient, experiment: &ExperimentRef) -> Result<String, ClientError> {
+async fn experiment_id(
+    client: &TrackingClient,
+    experiment: &ExperimentRef,
+) -> Result<String, ClientError> {
     let name = match experiment {
         ExperimentRef::Default => return Ok("0".into()),
         ExperimentRef::Id(id) => return Ok(id.clone()),
         ExperimentRef::Name(name) => name,
     };
     match client
-        .get("experiments/get-by-name", &[("experiment_name", name.clone())])
+        .get(
+            "experiments/get-by-name",
+            &[("experiment_name", name.clone())],
+        )
         .await
     {
         Ok(found) => Ok(text(&found["experiment"], "experiment_id")),
         Err(e) if e.code() == Some("RESOURCE_DOES_NOT_EXIST") => {
-            match client.post("experiments/create", &json!({ "name": name })).await {
+            match client
+                .post("experiments/create", &json!({ "name": name }))
+                .await
+            {
                 Ok(created) => Ok(text(&created, "experiment_id")),
                 // Another run created it in between.
                 Err(e) if e.code() == Some("RESOURCE_ALREADY_EXISTS") => {
                     let found = client
-                        .get("experiments/get-by-name", &[("experiment_name", name.clone())])
+                        .get(
+                            "experiments/get-by-name",
+                            &[("experiment_name", name.clone())],
+                        )
                         .await?;
                     Ok(text(&found["experiment"], "experiment_id"))
                 }
@@ -338,7 +364,10 @@ async fn experiment_id(client: &TrackingClient, experiment: &ExperimentRef) -> R
 /// Stops a process group: SIGTERM, then SIGKILL after a grace period.
 pub async fn stop_group(pgid: u32, child: &mut tokio::process::Child) {
     signal_group(pgid, "-TERM");
-    if tokio::time::timeout(STOP_GRACE, child.wait()).await.is_err() {
+    if tokio::time::timeout(STOP_GRACE, child.wait())
+        .await
+        .is_err()
+    {
         signal_group(pgid, "-KILL");
         let _ = child.wait().await;
     }
@@ -415,8 +444,20 @@ async fn supervise(
     }
     let (tx, mut rx) = mpsc::unbounded_channel::<(bool, String)>();
     let streams: [(bool, Option<Box<dyn AsyncRead + Send + Unpin>>); 2] = [
-        (false, child.stdout.take().map(|s| Box::new(s) as Box<dyn AsyncRead + Send + Unpin>)),
-        (true, child.stderr.take().map(|s| Box::new(s) as Box<dyn AsyncRead + Send + Unpin>)),
+        (
+            false,
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn AsyncRead + Send + Unpin>),
+        ),
+        (
+            true,
+            child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn AsyncRead + Send + Unpin>),
+        ),
     ];
     for (is_err, stream) in streams {
         let Some(stream) = stream else { continue };
@@ -515,9 +556,15 @@ pub async fn execute(
 
     let (run_id, experiment_id, artifact_uri) = match &request.run_id {
         Some(run_id) => {
-            let run = client.get("runs/get", &[("run_id", run_id.clone())]).await?;
+            let run = client
+                .get("runs/get", &[("run_id", run_id.clone())])
+                .await?;
             let info = &run["run"]["info"];
-            (run_id.clone(), text(info, "experiment_id"), text(info, "artifact_uri"))
+            (
+                run_id.clone(),
+                text(info, "experiment_id"),
+                text(info, "artifact_uri"),
+            )
         }
         None => {
             let experiment_id = experiment_id(client, &request.experiment).await?;
@@ -551,7 +598,11 @@ pub async fn execute(
             }
             let run = client.post("runs/create", &body).await?;
             let info = &run["run"]["info"];
-            (text(info, "run_id"), experiment_id, text(info, "artifact_uri"))
+            (
+                text(info, "run_id"),
+                experiment_id,
+                text(info, "artifact_uri"),
+            )
         }
     };
     observer.started(&run_id);
@@ -562,12 +613,18 @@ pub async fn execute(
         .collect();
     for chunk in params.chunks(100) {
         client
-            .post("runs/log-batch", &json!({ "run_id": run_id, "params": chunk }))
+            .post(
+                "runs/log-batch",
+                &json!({ "run_id": run_id, "params": chunk }),
+            )
             .await?;
     }
     let mut vars = vec![
         ("MLFLOW_RUN_ID".to_string(), run_id.clone()),
-        ("MLFLOW_TRACKING_URI".to_string(), request.tracking_uri.clone()),
+        (
+            "MLFLOW_TRACKING_URI".to_string(),
+            request.tracking_uri.clone(),
+        ),
         ("MLFLOW_EXPERIMENT_ID".to_string(), experiment_id.clone()),
     ];
     vars.extend(request.env.iter().cloned());
@@ -582,13 +639,23 @@ pub async fn execute(
     let mut ci_failed = false;
     let mut stopped = None;
     for (i, check) in request.ci_checks.iter().enumerate() {
-        let name = check.name.clone().unwrap_or_else(|| format!("check-{}", i + 1));
+        let name = check
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("check-{}", i + 1));
         let note = format!("=== CI check '{name}': {} ===", check.run);
         observer.line(Line::Note(note.clone()));
         log.push_str(&note);
         log.push('\n');
         let check_started = Instant::now();
-        let ended = supervise(command_env.command(&check.run)?, observer, &stop, deadline, false).await?;
+        let ended = supervise(
+            command_env.command(&check.run)?,
+            observer,
+            &stop,
+            deadline,
+            false,
+        )
+        .await?;
         log.push_str(&ended.output);
         let passed = ended.stopped.is_none() && ended.exit_code == Some(0);
         ci.push(CiResult {
@@ -609,20 +676,41 @@ pub async fn execute(
         }
     }
     if !ci.is_empty() {
-        let verdict = if ci.iter().all(|c| c.passed) { "passed" } else { "failed" };
+        let verdict = if ci.iter().all(|c| c.passed) {
+            "passed"
+        } else {
+            "failed"
+        };
         client
-            .post("runs/set-tag", &json!({"run_id": run_id, "key": "ctflow.ci", "value": verdict}))
+            .post(
+                "runs/set-tag",
+                &json!({"run_id": run_id, "key": "ctflow.ci", "value": verdict}),
+            )
             .await?;
     }
 
     let mut exit_code = None;
     if stopped.is_none() && !ci_failed {
-        tracing::info!(run_id, command = rendered.command, "starting the entry point");
-        let note = format!("=== Running command '{}' in run {run_id} ===", rendered.command);
+        tracing::info!(
+            run_id,
+            command = rendered.command,
+            "starting the entry point"
+        );
+        let note = format!(
+            "=== Running command '{}' in run {run_id} ===",
+            rendered.command
+        );
         observer.line(Line::Note(note.clone()));
         log.push_str(&note);
         log.push('\n');
-        let ended = supervise(command_env.command(&rendered.command)?, observer, &stop, deadline, true).await?;
+        let ended = supervise(
+            command_env.command(&rendered.command)?,
+            observer,
+            &stop,
+            deadline,
+            true,
+        )
+        .await?;
         log.push_str(&ended.output);
         exit_code = ended.exit_code;
         stopped = ended.stopped;
@@ -632,7 +720,10 @@ pub async fn execute(
         (None, false, Some(0)) => "FINISHED",
         _ => "FAILED",
     };
-    match client.put_artifact(&artifact_uri, "ctflow-run.log", log).await {
+    match client
+        .put_artifact(&artifact_uri, "ctflow-run.log", log)
+        .await
+    {
         Ok(true) => {}
         Ok(false) => tracing::warn!(
             artifact_uri,

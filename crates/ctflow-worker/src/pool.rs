@@ -108,7 +108,10 @@ impl Observer for JobObserver {
 }
 
 impl WorkerPool {
-    pub fn new(bus: Arc<dyn Bus>, config: PoolConfig) -> Result<WorkerPool, crate::client::ClientError> {
+    pub fn new(
+        bus: Arc<dyn Bus>,
+        config: PoolConfig,
+    ) -> Result<WorkerPool, crate::client::ClientError> {
         let client = TrackingClient::new(&config.tracking_uri, &config.user)?;
         let gpus = Arc::new(Gpus {
             pool: Mutex::new(GpuPool::new(config.gpus.iter().copied())),
@@ -136,7 +139,12 @@ impl WorkerPool {
                         _ = shutdown.cancelled() => None,
                     };
                     let Some(job) = job else { break };
-                    tracing::info!(worker, pipeline_run = job.pipeline_run, attempt = job.attempt, "job taken");
+                    tracing::info!(
+                        worker,
+                        pipeline_run = job.pipeline_run,
+                        attempt = job.attempt,
+                        "job taken"
+                    );
                     let event = this.run_job(&job, &shutdown).await;
                     this.bus.forget(&job.pipeline_run);
                     if let Err(error) = this.bus.report(event).await {
@@ -149,17 +157,23 @@ impl WorkerPool {
     }
 
     async fn run_job(&self, job: &Job, shutdown: &CancellationToken) -> JobEvent {
-        let finished = |status: JobStatus, run_id: Option<String>, message: String, ci| JobEvent::Finished {
-            pipeline_run: job.pipeline_run.clone(),
-            attempt: job.attempt,
-            status,
-            run_id,
-            message,
-            ci,
-        };
+        let finished =
+            |status: JobStatus, run_id: Option<String>, message: String, ci| JobEvent::Finished {
+                pipeline_run: job.pipeline_run.clone(),
+                attempt: job.attempt,
+                status,
+                run_id,
+                message,
+                ci,
+            };
         let wanted = job.spec.resources.gpu;
         if let Err(error) = self.gpus.lock().check(wanted) {
-            return finished(JobStatus::Unschedulable, None, error.to_string(), Vec::new());
+            return finished(
+                JobStatus::Unschedulable,
+                None,
+                error.to_string(),
+                Vec::new(),
+            );
         }
         let cancel = self.bus.cancellation(&job.pipeline_run);
         let stop = CancellationToken::new();
@@ -208,7 +222,10 @@ impl WorkerPool {
         ];
         let mut env = vec![
             ("CTFLOW_PIPELINE".to_string(), job.pipeline.clone()),
-            ("CTFLOW_PIPELINE_RUN_ID".to_string(), job.pipeline_run.clone()),
+            (
+                "CTFLOW_PIPELINE_RUN_ID".to_string(),
+                job.pipeline_run.clone(),
+            ),
             ("CTFLOW_TRIGGER".to_string(), job.trigger.kind.clone()),
         ];
         if let Some(ms) = job.trigger.logical_time {
@@ -233,7 +250,15 @@ impl WorkerPool {
             let list: Vec<String> = gpus.iter().map(|g| g.to_string()).collect();
             env.push(("CUDA_VISIBLE_DEVICES".into(), list.join(",")));
         }
-        let short: String = job.pipeline_run.chars().rev().take(6).collect::<Vec<_>>().into_iter().rev().collect();
+        let short: String = job
+            .pipeline_run
+            .chars()
+            .rev()
+            .take(6)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
         RunRequest {
             uri: spec.project.uri.clone(),
             base_dir: job.base_dir.clone(),
@@ -273,19 +298,36 @@ impl WorkerPool {
             job: job.clone(),
             log: Mutex::new(log),
         };
-        let (status, run_id, message, ci) = match execute(&self.client, &request, &observer, stop).await {
+        let (status, run_id, message, ci) = match execute(&self.client, &request, &observer, stop)
+            .await
+        {
             Ok(report) => {
                 let (status, message) = match (report.stopped, report.ci_failed, report.exit_code) {
-                    (Some(StopReason::Canceled), _, _) => (JobStatus::Canceled, "stopped on request".to_string()),
+                    (Some(StopReason::Canceled), _, _) => {
+                        (JobStatus::Canceled, "stopped on request".to_string())
+                    }
                     (Some(StopReason::TimedOut), _, _) => (
                         JobStatus::TimedOut,
-                        format!("stopped after the timeout of {}", job.spec.timeout.map(|t| t.to_string()).unwrap_or_default()),
+                        format!(
+                            "stopped after the timeout of {}",
+                            job.spec.timeout.map(|t| t.to_string()).unwrap_or_default()
+                        ),
                     ),
                     (None, true, _) => {
-                        let failed: Vec<&str> = report.ci.iter().filter(|c| !c.passed).map(|c| c.name.as_str()).collect();
-                        (JobStatus::CiFailed, format!("CI check(s) failed: {}", failed.join(", ")))
+                        let failed: Vec<&str> = report
+                            .ci
+                            .iter()
+                            .filter(|c| !c.passed)
+                            .map(|c| c.name.as_str())
+                            .collect();
+                        (
+                            JobStatus::CiFailed,
+                            format!("CI check(s) failed: {}", failed.join(", ")),
+                        )
                     }
-                    (None, false, Some(0)) => (JobStatus::Succeeded, "training finished".to_string()),
+                    (None, false, Some(0)) => {
+                        (JobStatus::Succeeded, "training finished".to_string())
+                    }
                     (None, false, code) => (
                         JobStatus::Failed,
                         format!(

@@ -26,6 +26,8 @@ CREATE TABLE pipeline_runs (
     decision TEXT,
     worker_pid BIGINT,
     approval_deadline BIGINT,
+    -- A person's answer not yet acted on: `approved:<user>` or `rejected:<user>`.
+    approval TEXT,
     creation_time BIGINT NOT NULL,
     start_time BIGINT,
     end_time BIGINT,

@@ -1,0 +1,200 @@
+//! `ctflow up`: the whole loop in one process: the tracking and registry server, the
+//! controller (triggers, gates, promotion) and a local worker pool, over the in-process
+//! bus. `--example iris` installs the iris pipeline and runs it once.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::Args;
+use ctflow_bus::{Bus, MemoryBus};
+use ctflow_controller::{Controller, ControllerConfig, load_pipeline_file};
+use ctflow_core::trigger::TriggerEvent;
+use ctflow_store::Recorded;
+use ctflow_worker::execute::default_env_cache;
+use ctflow_worker::{PoolConfig, WorkerPool, discover_gpus};
+use tokio_util::sync::CancellationToken;
+
+use crate::client::current_user;
+use crate::commands::text;
+use crate::{ServerArgs, exposure_warning, server_config, shutdown_signal};
+
+#[derive(Args, Debug)]
+pub struct UpArgs {
+    #[command(flatten)]
+    server: ServerArgs,
+    /// A folder of pipeline files (*.yaml), re-read when they change.
+    #[arg(long)]
+    pipelines: Option<PathBuf>,
+    /// Jobs that run at the same time.
+    #[arg(long, default_value_t = 2)]
+    workers: usize,
+    /// Install an example pipeline (`iris`) and run it once.
+    #[arg(long)]
+    example: Option<String>,
+    /// Where job logs go.
+    #[arg(long, default_value = "ctflow-data/logs")]
+    logs_dir: PathBuf,
+}
+
+/// Finds `examples/<name>/pipeline.yaml` from the working directory, else from the
+/// source tree this binary was built from.
+fn example_file(name: &str) -> Result<PathBuf> {
+    if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        bail!("'{name}' is not an example name");
+    }
+    let relative = Path::new("examples").join(name).join("pipeline.yaml");
+    let built_from = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(&relative);
+    [relative, built_from]
+        .into_iter()
+        .find(|p| p.is_file())
+        .map(|p| std::fs::canonicalize(&p).unwrap_or(p))
+        .ok_or_else(|| anyhow!("there is no example '{name}' (looked for examples/{name}/pipeline.yaml)"))
+}
+
+pub async fn run(args: UpArgs) -> Result<()> {
+    let config = server_config(&args.server);
+    if let Some(warning) = exposure_warning(args.server.host) {
+        tracing::warn!(host = %args.server.host, "{warning}");
+        eprintln!("WARNING: {warning}");
+    }
+    let listener = tokio::net::TcpListener::bind((args.server.host, args.server.port))
+        .await
+        .with_context(|| format!("cannot listen on {}:{}", args.server.host, args.server.port))?;
+    let addr = listener.local_addr()?;
+    let mut state = ctflow_server::AppState::open(&config)
+        .await
+        .context("cannot open the tracking store")?;
+    let bus: Arc<dyn Bus> = Arc::new(MemoryBus::new());
+    state.bus = Some(bus.clone());
+    let store = state.store.clone();
+    let host = if addr.ip().is_unspecified() {
+        "127.0.0.1".to_string()
+    } else {
+        addr.ip().to_string()
+    };
+    let tracking_uri = format!("http://{host}:{}", addr.port());
+
+    let shutdown = CancellationToken::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    {
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            ctflow_server::serve(listener, state, async move { shutdown.cancelled().await })
+                .await
+                .map_err(anyhow::Error::from)
+        });
+    }
+    if let Some(dir) = &args.pipelines {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create the pipelines folder {}", dir.display()))?;
+    }
+    let controller = Controller::new(
+        store.clone(),
+        bus.clone(),
+        ControllerConfig {
+            pipelines_dir: args.pipelines.clone(),
+            user: "ctflow".into(),
+            ..ControllerConfig::default()
+        },
+    );
+    controller.load_pipelines().await?;
+    let example = match &args.example {
+        Some(name) => {
+            let file = example_file(name)?;
+            let document = load_pipeline_file(&file)?;
+            let base_dir = file.parent().map(|p| p.display().to_string()).unwrap_or_default();
+            store
+                .put_pipeline(&document, &format!("file:{}", file.display()), &base_dir)
+                .await?;
+            let model = document.spec.model.as_ref().map(|m| m.name.clone());
+            Some((document.metadata.name, model))
+        }
+        None => None,
+    };
+    {
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move { controller.run(shutdown).await.map_err(anyhow::Error::from) });
+    }
+    let gpus = discover_gpus();
+    let pool = WorkerPool::new(
+        bus.clone(),
+        PoolConfig {
+            workers: args.workers,
+            tracking_uri: tracking_uri.clone(),
+            logs_dir: args.logs_dir.clone(),
+            env_cache: default_env_cache(),
+            gpus: gpus.clone(),
+            user: current_user(),
+        },
+    )?;
+    {
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            pool.run(shutdown).await;
+            Ok(())
+        });
+    }
+    tracing::info!(%addr, workers = args.workers, gpus = gpus.len(), "ctflow up");
+    println!("ctflow is up at {tracking_uri}");
+    println!("  MLflow clients: export MLFLOW_TRACKING_URI={tracking_uri}");
+    println!("  pipelines:      ctflow pipelines list --tracking-uri {tracking_uri}");
+
+    if let Some((pipeline, model)) = example {
+        let mut event = TriggerEvent::new(
+            &pipeline,
+            "manual",
+            format!("manual:{}", uuid_key()),
+        );
+        event.user = Some(current_user());
+        let id = match store.record_trigger(&event).await? {
+            Recorded::Created(run) => run.id,
+            Recorded::Duplicate(id) => id,
+        };
+        bus.wake_controller();
+        println!("Running the {pipeline} pipeline once (pipeline run {id}); the first run builds its environment.");
+        let client = crate::client::connect(&tracking_uri)?;
+        let follow = crate::pipelines::follow(&client, &id, true);
+        let described = tokio::select! {
+            described = follow => Some(described?),
+            _ = shutdown_signal() => None,
+        };
+        match described {
+            Some(described) => {
+                let run = &described["pipeline_run"];
+                println!(
+                    "Pipeline run {id}: {} - {}",
+                    text(run, "phase"),
+                    text(run, "decision")
+                );
+                println!("  details: ctflow pipelines describe {id} --tracking-uri {tracking_uri}");
+                if let Some(model) = model {
+                    println!("  ledger:  ctflow models history {model} --tracking-uri {tracking_uri}");
+                }
+            }
+            None => {
+                shutdown.cancel();
+            }
+        }
+    }
+    if !shutdown.is_cancelled() {
+        println!("Serving; Ctrl-C stops.");
+        tokio::select! {
+            _ = shutdown_signal() => {}
+            _ = shutdown.cancelled() => {}
+        }
+    }
+    shutdown.cancel();
+    bus.close();
+    let mut first_error = None;
+    while let Some(done) = tasks.join_next().await {
+        if let Ok(Err(error)) = done {
+            first_error.get_or_insert(error);
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+fn uuid_key() -> String {
+    format!("up-{}-{}", std::process::id(), ctflow_core::now_ms())
+}

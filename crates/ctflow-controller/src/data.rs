@@ -1,0 +1,316 @@
+//! Data triggers: new files matching a glob. The folder is watched with inotify (through
+//! `notify`); a file counts once it is closed after writing or renamed into place (or
+//! has been quiet for a while, for writers that do neither), and files that settle
+//! within the trigger's debounce window start one run together. At start-up, and
+//! whenever pipelines change, the glob is rescanned, so files that arrived while ctflow
+//! was down are caught. The store keeps every file a trigger has seen: each triggers once.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ctflow_core::pipeline::Trigger;
+use ctflow_core::trigger::data_event;
+use ctflow_store::Recorded;
+use notify::event::{AccessKind, AccessMode, ModifyKind, RenameMode};
+use notify::{EventKind, RecursiveMode, Watcher};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::{Error, Result, Shared};
+
+/// Files that arrive together within this window start one run, unless the trigger says.
+const DEFAULT_DEBOUNCE: Duration = Duration::from_millis(100);
+/// A file never reported closed counts after this long without events.
+const QUIET_WITHOUT_CLOSE: Duration = Duration::from_secs(1);
+const FLUSH_EVERY: Duration = Duration::from_millis(25);
+
+struct Watch {
+    pipeline: String,
+    index: usize,
+    key: String,
+    pattern: glob::Pattern,
+    pattern_text: String,
+    root: PathBuf,
+    recursive: bool,
+    debounce: Duration,
+}
+
+#[derive(Debug)]
+struct PendingFile {
+    last_event: Instant,
+    complete: bool,
+}
+
+/// The folder to watch: the pattern's components before the first one with a wildcard.
+fn split_pattern(pattern: &Path) -> (PathBuf, bool) {
+    let mut root = PathBuf::new();
+    let mut rest = 0;
+    let mut in_glob = false;
+    for component in pattern.components() {
+        let text = component.as_os_str().to_string_lossy();
+        if !in_glob && !text.contains(['*', '?', '[']) {
+            root.push(component);
+        } else {
+            in_glob = true;
+            rest += 1;
+        }
+    }
+    if !in_glob {
+        // A plain file path: watch its folder.
+        let parent = root.parent().map(Path::to_path_buf).unwrap_or_default();
+        return (parent, false);
+    }
+    let recursive = rest > 1 || pattern.to_string_lossy().contains("**");
+    (root, recursive)
+}
+
+fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+async fn build_watches(shared: &Shared) -> Result<(Vec<Watch>, Vec<(String, i64)>)> {
+    let mut watches = Vec::new();
+    let mut generations = Vec::new();
+    for record in shared.store.list_pipelines().await? {
+        generations.push((record.name.clone(), record.generation));
+        if record.document.spec.suspend {
+            continue;
+        }
+        for (index, trigger) in record.document.spec.triggers.iter().enumerate() {
+            let Trigger::Data(data) = trigger else {
+                continue;
+            };
+            let absolute = normalize(&Path::new(&record.base_dir).join(&data.path));
+            let pattern_text = absolute.to_string_lossy().to_string();
+            let pattern = match glob::Pattern::new(&pattern_text) {
+                Ok(p) => p,
+                Err(error) => {
+                    tracing::warn!(pipeline = record.name, %error, "data trigger skipped: bad glob");
+                    continue;
+                }
+            };
+            let (root, recursive) = split_pattern(&absolute);
+            watches.push(Watch {
+                pipeline: record.name.clone(),
+                index,
+                key: format!("data/{index}/{}", data.path),
+                pattern,
+                pattern_text,
+                root,
+                recursive,
+                debounce: data.debounce.map_or(DEFAULT_DEBOUNCE, |d| d.0),
+            });
+        }
+    }
+    Ok((watches, generations))
+}
+
+async fn record(shared: &Shared, watch: &Watch, files: Vec<String>) {
+    if files.is_empty() {
+        return;
+    }
+    let count = files.len();
+    let event = data_event(&watch.pipeline, watch.index, files);
+    match shared.store.record_data_trigger(&event, &watch.key).await {
+        Ok(Some(Recorded::Created(run))) => {
+            tracing::info!(
+                pipeline = watch.pipeline,
+                pipeline_run = run.id,
+                files = count,
+                "new data recorded"
+            );
+            shared.reconcile.notify_one();
+        }
+        Ok(_) => {}
+        Err(error) => tracing::warn!(%error, pipeline = watch.pipeline, "cannot record new data"),
+    }
+}
+
+/// Records every matching file the trigger has not seen yet.
+async fn rescan(shared: &Shared, watch: &Watch) {
+    let seen = match shared.store.seen_files(&watch.pipeline, &watch.key).await {
+        Ok(seen) => seen,
+        Err(error) => {
+            tracing::warn!(%error, "cannot read the data cursor");
+            return;
+        }
+    };
+    let mut files = Vec::new();
+    if let Ok(paths) = glob::glob(&watch.pattern_text) {
+        for path in paths.flatten() {
+            let text = path.to_string_lossy().to_string();
+            if path.is_file() && !seen.contains(&text) {
+                files.push(text);
+            }
+        }
+    }
+    record(shared, watch, files).await;
+}
+
+fn signals_complete(kind: &EventKind) -> bool {
+    matches!(
+        kind,
+        EventKind::Access(AccessKind::Close(AccessMode::Write))
+            | EventKind::Modify(ModifyKind::Name(RenameMode::To))
+            | EventKind::Modify(ModifyKind::Name(RenameMode::Both))
+    )
+}
+
+fn is_write(kind: &EventKind) -> bool {
+    matches!(kind, EventKind::Create(_) | EventKind::Modify(_)) || signals_complete(kind)
+}
+
+pub(crate) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) -> Result<()> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<notify::Event>();
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if let Ok(event) = event {
+            let _ = tx.send(event);
+        }
+    })
+    .map_err(|e| Error::Watch(e.to_string()))?;
+    let mut watches: Vec<Watch> = Vec::new();
+    let mut generations = Vec::new();
+    let mut watched: HashSet<(PathBuf, bool)> = HashSet::new();
+    let mut pending: HashMap<(usize, PathBuf), PendingFile> = HashMap::new();
+    let mut refresh = tokio::time::interval(shared.config.reload_interval);
+    let mut flush = tokio::time::interval(FLUSH_EVERY);
+    flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = refresh.tick() => {
+                let (fresh, fresh_generations) = match build_watches(&shared).await {
+                    Ok(built) => built,
+                    Err(error) => {
+                        tracing::warn!(%error, "cannot read the data triggers");
+                        continue;
+                    }
+                };
+                let unwatched: Vec<_> = watched.iter().filter(|(root, _)| !root.exists()).cloned().collect();
+                for gone in unwatched {
+                    watched.remove(&gone);
+                }
+                if fresh_generations == generations && fresh.iter().all(|w| watched.contains(&(w.root.clone(), w.recursive))) {
+                    continue;
+                }
+                generations = fresh_generations;
+                watches = fresh;
+                pending.clear();
+                let wanted: HashSet<(PathBuf, bool)> = watches.iter().map(|w| (w.root.clone(), w.recursive)).collect();
+                for old in watched.difference(&wanted).cloned().collect::<Vec<_>>() {
+                    let _ = watcher.unwatch(&old.0);
+                    watched.remove(&old);
+                }
+                for (root, recursive) in wanted {
+                    if watched.contains(&(root.clone(), recursive)) {
+                        continue;
+                    }
+                    let mode = if recursive { RecursiveMode::Recursive } else { RecursiveMode::NonRecursive };
+                    match watcher.watch(&root, mode) {
+                        Ok(()) => {
+                            watched.insert((root, recursive));
+                        }
+                        Err(error) => tracing::warn!(%error, folder = %root.display(), "cannot watch the data folder yet; retrying"),
+                    }
+                }
+                for watch in &watches {
+                    rescan(&shared, watch).await;
+                }
+            }
+            Some(event) = rx.recv() => {
+                if !is_write(&event.kind) {
+                    continue;
+                }
+                let complete = signals_complete(&event.kind);
+                for path in &event.paths {
+                    for (i, watch) in watches.iter().enumerate() {
+                        if watch.pattern.matches_path(path) {
+                            let entry = pending.entry((i, path.clone())).or_insert(PendingFile {
+                                last_event: Instant::now(),
+                                complete: false,
+                            });
+                            entry.last_event = Instant::now();
+                            entry.complete |= complete;
+                        }
+                    }
+                }
+            }
+            _ = flush.tick(), if !pending.is_empty() => {
+                let mut batches: HashMap<usize, BTreeSet<String>> = HashMap::new();
+                let mut settled_keys = Vec::new();
+                for ((i, path), file) in &pending {
+                    let Some(watch) = watches.get(*i) else { continue };
+                    let quiet = file.last_event.elapsed();
+                    let settled = (file.complete && quiet >= watch.debounce) || quiet >= QUIET_WITHOUT_CLOSE;
+                    if settled {
+                        settled_keys.push((*i, path.clone()));
+                        if path.is_file() {
+                            batches.entry(*i).or_default().insert(path.to_string_lossy().to_string());
+                        }
+                    }
+                }
+                // A watch flushes only when none of its files is still settling, so a
+                // burst of files becomes one run.
+                let busy: HashSet<usize> = pending
+                    .keys()
+                    .filter(|key| !settled_keys.contains(key))
+                    .map(|(i, _)| *i)
+                    .collect();
+                for key in &settled_keys {
+                    if !busy.contains(&key.0) {
+                        pending.remove(key);
+                    }
+                }
+                for (i, files) in batches {
+                    if busy.contains(&i) {
+                        continue;
+                    }
+                    if let Some(watch) = watches.get(i) {
+                        record(&shared, watch, files.into_iter().collect()).await;
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roots_and_recursion() {
+        assert_eq!(
+            split_pattern(Path::new("/d/in/*.csv")),
+            (PathBuf::from("/d/in"), false)
+        );
+        assert_eq!(
+            split_pattern(Path::new("/d/in/**/*.csv")),
+            (PathBuf::from("/d/in"), true)
+        );
+        assert_eq!(
+            split_pattern(Path::new("/d/*/x.csv")),
+            (PathBuf::from("/d"), true)
+        );
+        assert_eq!(
+            split_pattern(Path::new("/d/in/x.csv")),
+            (PathBuf::from("/d/in"), false)
+        );
+        assert_eq!(
+            normalize(Path::new("/a/b/../c/./d")),
+            PathBuf::from("/a/c/d")
+        );
+    }
+}

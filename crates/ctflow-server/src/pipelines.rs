@@ -1,0 +1,328 @@
+//! ctflow's own API for the CT engine, under `/api/ctflow/v1/`: pipelines, triggers
+//! (manual, CI webhooks, drift events), pipeline runs with their history, approvals and
+//! rollback. Triggers and answers are recorded here and the controller is woken to act.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::response::IntoResponse;
+use ctflow_core::pipeline::{PipelineDocument, Trigger};
+use ctflow_core::pipeline_run::Phase;
+use ctflow_core::trigger::{DriftEvent, TriggerEvent, verify_signature, webhook_parameters};
+use ctflow_core::{ErrorCode, MlflowError};
+use ctflow_store::{Approval, PipelineRunEvent, Recorded};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::AppState;
+use crate::api::JsonResult;
+use crate::error::ApiResult;
+use crate::params::Params;
+use crate::registry::Actor;
+
+const DEFAULT_RUNS: i64 = 50;
+const MAX_RUNS: i64 = 1000;
+
+fn invalid(message: impl Into<String>) -> MlflowError {
+    MlflowError::invalid(message)
+}
+
+fn wake(state: &AppState) {
+    if let Some(bus) = &state.bus {
+        bus.wake_controller();
+    }
+}
+
+/// `GET /api/ctflow/v1/pipelines`
+pub async fn list(State(state): State<AppState>) -> JsonResult {
+    let pipelines = state.store.list_pipelines().await?;
+    Ok(Json(json!({ "pipelines": pipelines })).into_response())
+}
+
+/// `GET /api/ctflow/v1/pipelines/{name}`: the pipeline and its latest runs.
+pub async fn get(State(state): State<AppState>, Path(name): Path<String>) -> JsonResult {
+    let pipeline = state.store.get_pipeline(&name).await?;
+    let runs = state.store.list_pipeline_runs(Some(&name), &[], 10).await?;
+    Ok(Json(json!({ "pipeline": pipeline, "pipeline_runs": runs })).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+pub struct PutQuery {
+    /// The folder relative paths of the spec resolve against; default: the server's
+    /// working directory.
+    base_dir: Option<String>,
+}
+
+/// `PUT /api/ctflow/v1/pipelines/{name}`: creates or replaces a pipeline from its JSON
+/// document.
+pub async fn put(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(query): Query<PutQuery>,
+    body: Bytes,
+) -> JsonResult {
+    let document: PipelineDocument = serde_json::from_slice(&body)
+        .map_err(|e| invalid(format!("Invalid pipeline document: {e}")))?;
+    if document.metadata.name != name {
+        return Err(invalid(format!(
+            "The document's metadata.name '{}' does not match the pipeline '{name}' in the path.",
+            document.metadata.name
+        ))
+        .into());
+    }
+    let base_dir = match query.base_dir {
+        Some(dir) if std::path::Path::new(&dir).is_absolute() => dir,
+        Some(dir) => return Err(invalid(format!("base_dir '{dir}' must be an absolute path")).into()),
+        None => std::env::current_dir()
+            .map(|d| d.display().to_string())
+            .map_err(|e| MlflowError::new(ErrorCode::InternalError, e.to_string()))?,
+    };
+    let record = state.store.put_pipeline(&document, "api", &base_dir).await?;
+    wake(&state);
+    Ok(Json(json!({ "pipeline": record })).into_response())
+}
+
+/// `DELETE /api/ctflow/v1/pipelines/{name}`: its runs stay as history.
+pub async fn delete(State(state): State<AppState>, Path(name): Path<String>) -> JsonResult {
+    state.store.delete_pipeline(&name).await?;
+    Ok(Json(json!({})).into_response())
+}
+
+fn recorded(state: &AppState, outcome: Recorded) -> JsonResult {
+    match outcome {
+        Recorded::Created(run) => {
+            wake(state);
+            Ok(Json(json!({ "pipeline_run": run, "duplicate": false })).into_response())
+        }
+        Recorded::Duplicate(id) => {
+            Ok(Json(json!({ "pipeline_run": { "id": id }, "duplicate": true })).into_response())
+        }
+    }
+}
+
+fn string_map(p: &Params, name: &str) -> ApiResult<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    match p.0.get(name) {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(map)) => {
+            for (k, v) in map {
+                let text = match v {
+                    Value::String(s) => s.clone(),
+                    Value::Number(_) | Value::Bool(_) => v.to_string(),
+                    other => {
+                        return Err(invalid(format!(
+                            "Parameter '{k}' must be a string, number or boolean, got {other}"
+                        ))
+                        .into());
+                    }
+                };
+                out.insert(k.clone(), text);
+            }
+        }
+        Some(other) => return Err(invalid(format!("'{name}' must be an object, got {other}")).into()),
+    }
+    Ok(out)
+}
+
+/// `POST /api/ctflow/v1/pipelines/{name}/trigger`: a manual trigger. `key` makes a
+/// retried request idempotent; without it every call starts a run.
+pub async fn trigger(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    actor: Actor,
+    p: Params,
+) -> JsonResult {
+    let key = match p.str("key")? {
+        Some(key) if !key.trim().is_empty() => key,
+        _ => uuid::Uuid::new_v4().simple().to_string(),
+    };
+    let mut event = TriggerEvent::new(&name, "manual", format!("manual:{key}"));
+    event.parameters = string_map(&p, "parameters")?;
+    event.user = Some(actor.0);
+    let outcome = state.store.record_trigger(&event).await?;
+    recorded(&state, outcome)
+}
+
+/// `POST /api/ctflow/v1/pipelines/{name}/webhook`: what a CI system sends after tests
+/// pass, signed `X-Hub-Signature-256: sha256=<hmac>` (or `X-Ctflow-Signature-256`) with
+/// the secret in the environment variable the pipeline's webhook trigger names.
+pub async fn webhook(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> JsonResult {
+    let denied = || MlflowError::new(ErrorCode::PermissionDenied, "The webhook signature does not match.");
+    let signature = headers
+        .get("x-ctflow-signature-256")
+        .or_else(|| headers.get("x-hub-signature-256"))
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| {
+            MlflowError::new(
+                ErrorCode::Unauthenticated,
+                "A webhook needs an X-Hub-Signature-256 (or X-Ctflow-Signature-256) header.",
+            )
+        })?
+        .to_string();
+    let pipeline = state.store.get_pipeline(&name).await?;
+    let mut matched = None;
+    let mut configured = false;
+    for trigger in &pipeline.document.spec.triggers {
+        let Trigger::Webhook(hook) = trigger else { continue };
+        configured = true;
+        let Ok(secret) = std::env::var(&hook.secret_env) else {
+            tracing::warn!(pipeline = name, variable = hook.secret_env, "the webhook secret variable is not set on the server");
+            continue;
+        };
+        if !secret.is_empty() && verify_signature(secret.as_bytes(), &body, &signature) {
+            matched = Some(hook.clone());
+            break;
+        }
+    }
+    if !configured {
+        return Err(invalid(format!("Pipeline '{name}' has no webhook trigger.")).into());
+    }
+    let hook = matched.ok_or_else(denied)?;
+    let payload: Value = serde_json::from_slice(&body)
+        .map_err(|e| invalid(format!("The webhook payload is not JSON: {e}")))?;
+    let parameters = webhook_parameters(&payload, &hook.params).map_err(invalid)?;
+    let delivery = headers
+        .get("x-ctflow-delivery")
+        .or_else(|| headers.get("x-github-delivery"))
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .unwrap_or_else(|| signature.trim_start_matches("sha256=").to_string());
+    let mut event = TriggerEvent::new(&name, "webhook", format!("webhook:{delivery}"));
+    event.parameters = parameters.clone();
+    event.detail = json!({ "delivery": delivery, "parameters": parameters });
+    let outcome = state.store.record_trigger(&event).await?;
+    recorded(&state, outcome)
+}
+
+/// `POST /api/ctflow/v1/pipelines/{name}/drift-events`: a drift test crossed its
+/// threshold (sent by the drift watcher).
+pub async fn drift_event(State(state): State<AppState>, Path(name): Path<String>, body: Bytes) -> JsonResult {
+    let mut event: DriftEvent = serde_json::from_slice(&body)
+        .map_err(|e| invalid(format!("Invalid drift event: {e}")))?;
+    event.pipeline = name.clone();
+    event.validate().map_err(invalid)?;
+    let pipeline = state.store.get_pipeline(&name).await?;
+    match pipeline.document.spec.triggers.get(event.trigger_index) {
+        Some(Trigger::Drift(_)) => {}
+        _ => {
+            return Err(invalid(format!(
+                "Pipeline '{name}' has no drift trigger at index {}.",
+                event.trigger_index
+            ))
+            .into());
+        }
+    }
+    let outcome = state.store.record_trigger(&event.into_trigger()).await?;
+    recorded(&state, outcome)
+}
+
+fn phases(p: &Params) -> ApiResult<Vec<Phase>> {
+    let mut out = Vec::new();
+    for text in p.str_list("phase")? {
+        for part in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            out.push(part.parse::<Phase>().map_err(invalid)?);
+        }
+    }
+    Ok(out)
+}
+
+fn max_results(p: &Params) -> ApiResult<i64> {
+    let max = p.i64("max_results")?.unwrap_or(DEFAULT_RUNS);
+    if !(1..=MAX_RUNS).contains(&max) {
+        return Err(invalid(format!("max_results must be between 1 and {MAX_RUNS}, got {max}")).into());
+    }
+    Ok(max)
+}
+
+/// `GET /api/ctflow/v1/pipelines/{name}/runs`: newest first; `phase` filters.
+pub async fn runs(State(state): State<AppState>, Path(name): Path<String>, p: Params) -> JsonResult {
+    let runs = state
+        .store
+        .list_pipeline_runs(Some(&name), &phases(&p)?, max_results(&p)?)
+        .await?;
+    if runs.is_empty() {
+        // Runs of a deleted pipeline stay readable; a name with neither is unknown.
+        state.store.get_pipeline(&name).await?;
+    }
+    Ok(Json(json!({ "pipeline_runs": runs })).into_response())
+}
+
+/// `GET /api/ctflow/v1/pipeline-runs`: every pipeline's runs, newest first.
+pub async fn all_runs(State(state): State<AppState>, p: Params) -> JsonResult {
+    let runs = state
+        .store
+        .list_pipeline_runs(None, &phases(&p)?, max_results(&p)?)
+        .await?;
+    Ok(Json(json!({ "pipeline_runs": runs })).into_response())
+}
+
+/// `GET /api/ctflow/v1/pipeline-runs/{id}`: the run and its history.
+pub async fn describe(State(state): State<AppState>, Path(id): Path<String>) -> JsonResult {
+    let run = state.store.get_pipeline_run(&id).await?;
+    let events = state.store.pipeline_run_events(&id).await?;
+    Ok(Json(json!({ "pipeline_run": run, "events": events })).into_response())
+}
+
+async fn answer(state: AppState, id: String, actor: Actor, p: Params, approved: bool) -> JsonResult {
+    let user = match p.str("user")? {
+        Some(user) if !user.trim().is_empty() => user,
+        _ => actor.0,
+    };
+    let comment = p.str("comment")?.filter(|c| !c.trim().is_empty());
+    let verb = if approved { "approved" } else { "rejected" };
+    let message = match &comment {
+        Some(c) => format!("{verb} by {user}: {c}"),
+        None => format!("{verb} by {user}"),
+    };
+    let event = PipelineRunEvent {
+        result: Some(verb.to_string()),
+        detail: json!({ "user": user, "comment": comment }),
+        ..PipelineRunEvent::new("approval", message)
+    };
+    let approval = Approval { approved, user };
+    let changed = state
+        .store
+        .modify_pipeline_run(&id, &[Phase::WaitingApproval, Phase::Paused], |r| r.approval = Some(approval), Some(event))
+        .await?;
+    let Some(run) = changed else {
+        let run = state.store.get_pipeline_run(&id).await?;
+        return Err(invalid(format!(
+            "Pipeline run '{id}' is {}, not waiting for an approval.",
+            run.phase
+        ))
+        .into());
+    };
+    wake(&state);
+    Ok(Json(json!({ "pipeline_run": run })).into_response())
+}
+
+/// `POST /api/ctflow/v1/pipeline-runs/{id}/approve` with `user` and `comment`.
+pub async fn approve(State(state): State<AppState>, Path(id): Path<String>, actor: Actor, p: Params) -> JsonResult {
+    answer(state, id, actor, p, true).await
+}
+
+/// `POST /api/ctflow/v1/pipeline-runs/{id}/reject` with `user` and `comment`.
+pub async fn reject(State(state): State<AppState>, Path(id): Path<String>, actor: Actor, p: Params) -> JsonResult {
+    answer(state, id, actor, p, false).await
+}
+
+/// `POST /api/ctflow/v1/models/{name}/rollback`: moves `alias` (default `champion`) back
+/// to its previous version, per the ledger.
+pub async fn rollback(State(state): State<AppState>, Path(name): Path<String>, actor: Actor, p: Params) -> JsonResult {
+    let alias = p.str("alias")?.unwrap_or_else(|| "champion".into());
+    let stages = p.bool("stages")?.unwrap_or(true);
+    let (from, to) = state.store.rollback_alias(&name, &alias, stages, &actor.0).await?;
+    Ok(Json(json!({
+        "name": name, "alias": alias,
+        "from_version": from.to_string(), "to_version": to.to_string(),
+    }))
+    .into_response())
+}
