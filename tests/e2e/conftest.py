@@ -187,3 +187,50 @@ def unique():
     """A name unique within the session, for experiments on shared servers."""
     unique.counter = getattr(unique, "counter", 0) + 1
     return f"e2e-{os.getpid()}-{time.monotonic_ns()}-{unique.counter}"
+
+
+class CtflowUp:
+    """`ctflow up`: server, controller and workers in one process, in its own data folder."""
+
+    def __init__(self, binary, workdir, backend_uri=None, pipelines_dir=None, workers=2, extra=(), port=None):
+        self.binary = binary
+        self.workdir = Path(workdir)
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.pipelines_dir = Path(pipelines_dir or self.workdir / "pipelines")
+        self.pipelines_dir.mkdir(parents=True, exist_ok=True)
+        self.backend_uri = backend_uri or f"sqlite:///{self.workdir}/ctflow.db"
+        self.workers = workers
+        self.extra = list(extra)
+        self.proc = None
+        self.starts = 0
+
+    def start(self):
+        self.starts += 1
+        self.log_path = self.workdir / f"up-{self.starts}.log"
+        self.log = open(self.log_path, "wb")
+        env = dict(os.environ)
+        # The test projects use the local environment: this venv's python with mlflow.
+        env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
+        env.setdefault("CTFLOW_LOG", "info")
+        env["CTFLOW_E2E_WEBHOOK_SECRET"] = "e2e-secret"
+        self.proc = subprocess.Popen(
+            [self.binary, "up", "--port", str(self.port), "--backend-store-uri", self.backend_uri,
+             "--artifacts-destination", str(self.workdir / "artifacts"), "--logs-dir", str(self.workdir / "logs"),
+             "--pipelines", str(self.pipelines_dir), "--workers", str(self.workers), *self.extra],
+            cwd=self.workdir, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True, env=env,
+        )
+        wait_healthy(self.url, self.proc, timeout=60)
+        return self
+
+    def kill(self):
+        """SIGKILL the ctflow process only: its jobs' process groups live on, as after a crash."""
+        self.proc.kill()
+        self.proc.wait()
+        self.log.close()
+
+    def stop(self):
+        if self.proc is not None and self.proc.poll() is None:
+            stop(self.proc)
+        if self.proc is not None:
+            self.log.close()

@@ -236,13 +236,19 @@ pub async fn run(command: ModelsCommand, args: &ClientArgs) -> Result<()> {
                 ),
             }
         }
-        ModelsCommand::Rollback { name, alias, no_stages } => {
+        ModelsCommand::Rollback {
+            name,
+            alias,
+            no_stages,
+        } => {
             let path = format!(
                 "/api/ctflow/v1/models/{}/rollback",
                 percent_encoding::utf8_percent_encode(&name, percent_encoding::NON_ALPHANUMERIC)
             );
             let body = serde_json::json!({ "alias": alias, "stages": !no_stages });
-            let moved = client.send_path(reqwest::Method::POST, &path, &body).await?;
+            let moved = client
+                .send_path(reqwest::Method::POST, &path, &body)
+                .await?;
             if args.output == OutputFormat::Json {
                 return print_json(&moved);
             }

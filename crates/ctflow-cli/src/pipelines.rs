@@ -88,7 +88,10 @@ fn trigger_text(run: &Value) -> String {
     let kind = text(trigger, "kind");
     match kind.as_str() {
         "schedule" => format!("schedule {}", time_text(&trigger["logical_time"])),
-        "data" => format!("data ({} file(s))", trigger["files"].as_array().map_or(0, Vec::len)),
+        "data" => format!(
+            "data ({} file(s))",
+            trigger["files"].as_array().map_or(0, Vec::len)
+        ),
         "manual" => format!("manual by {}", text(trigger, "user")),
         _ => kind,
     }
@@ -111,12 +114,21 @@ fn print_runs(runs: &[Value]) {
         })
         .collect();
     print_table(
-        &["Id", "Pipeline", "Trigger", "Phase", "Attempt", "Version", "Duration", "Decision"],
+        &[
+            "Id", "Pipeline", "Trigger", "Phase", "Attempt", "Version", "Duration", "Decision",
+        ],
         &rows,
     );
 }
 
-const TERMINAL: &[&str] = &["Succeeded", "GateFailed", "Rejected", "Failed", "Canceled", "Skipped"];
+const TERMINAL: &[&str] = &[
+    "Succeeded",
+    "GateFailed",
+    "Rejected",
+    "Failed",
+    "Canceled",
+    "Skipped",
+];
 
 /// Polls a pipeline run until it ends (or waits for a person), showing its phase.
 pub async fn follow(client: &TrackingClient, id: &str, show_progress: bool) -> Result<Value> {
@@ -152,7 +164,11 @@ pub async fn follow(client: &TrackingClient, id: &str, show_progress: bool) -> R
 
 fn print_described(described: &Value) {
     let run = &described["pipeline_run"];
-    println!("Pipeline run {} of {}", text(run, "id"), text(run, "pipeline"));
+    println!(
+        "Pipeline run {} of {}",
+        text(run, "id"),
+        text(run, "pipeline")
+    );
     println!("  trigger:   {}", trigger_text(run));
     let trigger = &run["trigger"];
     if let Some(files) = trigger["files"].as_array() {
@@ -161,7 +177,10 @@ fn print_described(described: &Value) {
         }
     }
     if let Some(params) = trigger["parameters"].as_object().filter(|p| !p.is_empty()) {
-        let list: Vec<String> = params.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default())).collect();
+        let list: Vec<String> = params
+            .iter()
+            .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+            .collect();
         println!("  params:    {}", list.join(" "));
     }
     println!("  phase:     {}", text(run, "phase"));
@@ -184,10 +203,22 @@ fn print_described(described: &Value) {
         } else {
             format!("gate {gate} [{}]", text(&event, "result"))
         };
-        println!("  {}  {label}: {}", time_text(&event["timestamp"]), text(&event, "message"));
+        println!(
+            "  {}  {label}: {}",
+            time_text(&event["timestamp"]),
+            text(&event, "message")
+        );
         if gate == "ct" {
-            for c in event["detail"]["comparisons"].as_array().cloned().unwrap_or_default() {
-                let champion = if c["champion"].is_null() { String::new() } else { format!(", champion {}", c["champion"]) };
+            for c in event["detail"]["comparisons"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+            {
+                let champion = if c["champion"].is_null() {
+                    String::new()
+                } else {
+                    format!(", champion {}", c["champion"])
+                };
                 let required = if c["required"].is_null() {
                     text(&c, "note")
                 } else {
@@ -221,7 +252,11 @@ pub async fn run(command: PipelinesCommand, args: &ClientArgs) -> Result<()> {
                     let spec = &p["document"]["spec"];
                     let triggers: Vec<String> = spec["triggers"]
                         .as_array()
-                        .map(|t| t.iter().filter_map(|t| t.as_object()?.keys().next().cloned()).collect())
+                        .map(|t| {
+                            t.iter()
+                                .filter_map(|t| t.as_object()?.keys().next().cloned())
+                                .collect()
+                        })
                         .unwrap_or_default();
                     vec![
                         text(p, "name"),
@@ -233,22 +268,44 @@ pub async fn run(command: PipelinesCommand, args: &ClientArgs) -> Result<()> {
                     ]
                 })
                 .collect();
-            print_table(&["Name", "Model", "Triggers", "Concurrency", "Source", "Generation"], &rows);
+            print_table(
+                &[
+                    "Name",
+                    "Model",
+                    "Triggers",
+                    "Concurrency",
+                    "Source",
+                    "Generation",
+                ],
+                &rows,
+            );
         }
         PipelinesCommand::Apply { file } => {
             let text_content = std::fs::read_to_string(&file)
                 .with_context(|| format!("cannot read {}", file.display()))?;
             let document = PipelineDocument::from_yaml(&text_content).map_err(|errors| {
                 let lines: Vec<String> = errors.iter().map(|e| format!("  {e}")).collect();
-                anyhow!("{} is not a valid pipeline:\n{}", file.display(), lines.join("\n"))
+                anyhow!(
+                    "{} is not a valid pipeline:\n{}",
+                    file.display(),
+                    lines.join("\n")
+                )
             })?;
             let base_dir = std::fs::canonicalize(&file)?
                 .parent()
                 .map(|p| p.display().to_string())
                 .unwrap_or_default();
-            let path = format!("/api/ctflow/v1/pipelines/{}?base_dir={}", segment(&document.metadata.name), segment(&base_dir));
+            let path = format!(
+                "/api/ctflow/v1/pipelines/{}?base_dir={}",
+                segment(&document.metadata.name),
+                segment(&base_dir)
+            );
             let stored = client
-                .send_path(reqwest::Method::PUT, &path, &serde_json::to_value(&document)?)
+                .send_path(
+                    reqwest::Method::PUT,
+                    &path,
+                    &serde_json::to_value(&document)?,
+                )
                 .await?;
             if json_output {
                 return print_json(&stored);
@@ -261,21 +318,34 @@ pub async fn run(command: PipelinesCommand, args: &ClientArgs) -> Result<()> {
         }
         PipelinesCommand::Delete { name } => {
             client
-                .send_path(reqwest::Method::DELETE, &format!("/api/ctflow/v1/pipelines/{}", segment(&name)), &json!({}))
+                .send_path(
+                    reqwest::Method::DELETE,
+                    &format!("/api/ctflow/v1/pipelines/{}", segment(&name)),
+                    &json!({}),
+                )
                 .await?;
             if !json_output {
                 println!("pipeline {name} deleted");
             }
         }
-        PipelinesCommand::Trigger { name, params, key, wait } => {
-            let parameters: serde_json::Map<String, Value> =
-                params.into_iter().map(|(k, v)| (k, Value::String(v))).collect();
+        PipelinesCommand::Trigger {
+            name,
+            params,
+            key,
+            wait,
+        } => {
+            let parameters: serde_json::Map<String, Value> = params
+                .into_iter()
+                .map(|(k, v)| (k, Value::String(v)))
+                .collect();
             let mut body = json!({ "parameters": parameters });
             if let Some(key) = key {
                 body["key"] = json!(key);
             }
             let path = format!("/api/ctflow/v1/pipelines/{}/trigger", segment(&name));
-            let recorded = client.send_path(reqwest::Method::POST, &path, &body).await?;
+            let recorded = client
+                .send_path(reqwest::Method::POST, &path, &body)
+                .await?;
             let id = text(&recorded["pipeline_run"], "id");
             if recorded["duplicate"].as_bool() == Some(true) {
                 eprintln!("this key was used before: pipeline run {id}");
@@ -295,10 +365,17 @@ pub async fn run(command: PipelinesCommand, args: &ClientArgs) -> Result<()> {
             }
             let phase = text(&described["pipeline_run"], "phase");
             if !["Succeeded", "WaitingApproval", "Paused"].contains(&phase.as_str()) {
-                bail!("pipeline run {id} ended {phase}: {}", text(&described["pipeline_run"], "decision"));
+                bail!(
+                    "pipeline run {id} ended {phase}: {}",
+                    text(&described["pipeline_run"], "decision")
+                );
             }
         }
-        PipelinesCommand::Runs { name, phase, max_results } => {
+        PipelinesCommand::Runs {
+            name,
+            phase,
+            max_results,
+        } => {
             let path = match &name {
                 Some(name) => format!("/api/ctflow/v1/pipelines/{}/runs", segment(name)),
                 None => "/api/ctflow/v1/pipeline-runs".into(),
@@ -308,7 +385,10 @@ pub async fn run(command: PipelinesCommand, args: &ClientArgs) -> Result<()> {
                 query.push(("phase", phase));
             }
             let listed = client.get_path(&path, &query).await?;
-            let runs = listed["pipeline_runs"].as_array().cloned().unwrap_or_default();
+            let runs = listed["pipeline_runs"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
             if json_output {
                 return print_json(&Value::Array(runs));
             }
@@ -316,7 +396,10 @@ pub async fn run(command: PipelinesCommand, args: &ClientArgs) -> Result<()> {
         }
         PipelinesCommand::Describe { id } => {
             let described = client
-                .get_path(&format!("/api/ctflow/v1/pipeline-runs/{}", segment(&id)), &[])
+                .get_path(
+                    &format!("/api/ctflow/v1/pipeline-runs/{}", segment(&id)),
+                    &[],
+                )
                 .await?;
             if json_output {
                 return print_json(&described);
@@ -349,7 +432,9 @@ async fn answer(
         body["comment"] = json!(comment);
     }
     let path = format!("/api/ctflow/v1/pipeline-runs/{}/{verb}", segment(id));
-    let answered = client.send_path(reqwest::Method::POST, &path, &body).await?;
+    let answered = client
+        .send_path(reqwest::Method::POST, &path, &body)
+        .await?;
     if json_output {
         return print_json(&answered);
     }

@@ -40,16 +40,23 @@ pub struct UpArgs {
 /// Finds `examples/<name>/pipeline.yaml` from the working directory, else from the
 /// source tree this binary was built from.
 fn example_file(name: &str) -> Result<PathBuf> {
-    if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
         bail!("'{name}' is not an example name");
     }
     let relative = Path::new("examples").join(name).join("pipeline.yaml");
-    let built_from = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(&relative);
+    let built_from = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(&relative);
     [relative, built_from]
         .into_iter()
         .find(|p| p.is_file())
         .map(|p| std::fs::canonicalize(&p).unwrap_or(p))
-        .ok_or_else(|| anyhow!("there is no example '{name}' (looked for examples/{name}/pipeline.yaml)"))
+        .ok_or_else(|| {
+            anyhow!("there is no example '{name}' (looked for examples/{name}/pipeline.yaml)")
+        })
 }
 
 pub async fn run(args: UpArgs) -> Result<()> {
@@ -103,7 +110,10 @@ pub async fn run(args: UpArgs) -> Result<()> {
         Some(name) => {
             let file = example_file(name)?;
             let document = load_pipeline_file(&file)?;
-            let base_dir = file.parent().map(|p| p.display().to_string()).unwrap_or_default();
+            let base_dir = file
+                .parent()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default();
             store
                 .put_pipeline(&document, &format!("file:{}", file.display()), &base_dir)
                 .await?;
@@ -141,18 +151,16 @@ pub async fn run(args: UpArgs) -> Result<()> {
     println!("  pipelines:      ctflow pipelines list --tracking-uri {tracking_uri}");
 
     if let Some((pipeline, model)) = example {
-        let mut event = TriggerEvent::new(
-            &pipeline,
-            "manual",
-            format!("manual:{}", uuid_key()),
-        );
+        let mut event = TriggerEvent::new(&pipeline, "manual", format!("manual:{}", uuid_key()));
         event.user = Some(current_user());
         let id = match store.record_trigger(&event).await? {
             Recorded::Created(run) => run.id,
             Recorded::Duplicate(id) => id,
         };
         bus.wake_controller();
-        println!("Running the {pipeline} pipeline once (pipeline run {id}); the first run builds its environment.");
+        println!(
+            "Running the {pipeline} pipeline once (pipeline run {id}); the first run builds its environment."
+        );
         let client = crate::client::connect(&tracking_uri)?;
         let follow = crate::pipelines::follow(&client, &id, true);
         let described = tokio::select! {
@@ -169,7 +177,9 @@ pub async fn run(args: UpArgs) -> Result<()> {
                 );
                 println!("  details: ctflow pipelines describe {id} --tracking-uri {tracking_uri}");
                 if let Some(model) = model {
-                    println!("  ledger:  ctflow models history {model} --tracking-uri {tracking_uri}");
+                    println!(
+                        "  ledger:  ctflow models history {model} --tracking-uri {tracking_uri}"
+                    );
                 }
             }
             None => {

@@ -77,6 +77,8 @@ pub fn data_event(pipeline: &str, trigger_index: usize, files: Vec<String>) -> T
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DriftEvent {
+    /// Filled from the URL when posted to a pipeline's `drift-events` endpoint.
+    #[serde(default)]
     pub pipeline: String,
     /// The index of the drift trigger in the pipeline spec.
     #[serde(default)]

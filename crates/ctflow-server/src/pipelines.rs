@@ -75,12 +75,17 @@ pub async fn put(
     }
     let base_dir = match query.base_dir {
         Some(dir) if std::path::Path::new(&dir).is_absolute() => dir,
-        Some(dir) => return Err(invalid(format!("base_dir '{dir}' must be an absolute path")).into()),
+        Some(dir) => {
+            return Err(invalid(format!("base_dir '{dir}' must be an absolute path")).into());
+        }
         None => std::env::current_dir()
             .map(|d| d.display().to_string())
             .map_err(|e| MlflowError::new(ErrorCode::InternalError, e.to_string()))?,
     };
-    let record = state.store.put_pipeline(&document, "api", &base_dir).await?;
+    let record = state
+        .store
+        .put_pipeline(&document, "api", &base_dir)
+        .await?;
     wake(&state);
     Ok(Json(json!({ "pipeline": record })).into_response())
 }
@@ -122,7 +127,9 @@ fn string_map(p: &Params, name: &str) -> ApiResult<BTreeMap<String, String>> {
                 out.insert(k.clone(), text);
             }
         }
-        Some(other) => return Err(invalid(format!("'{name}' must be an object, got {other}")).into()),
+        Some(other) => {
+            return Err(invalid(format!("'{name}' must be an object, got {other}")).into());
+        }
     }
     Ok(out)
 }
@@ -155,7 +162,12 @@ pub async fn webhook(
     headers: HeaderMap,
     body: Bytes,
 ) -> JsonResult {
-    let denied = || MlflowError::new(ErrorCode::PermissionDenied, "The webhook signature does not match.");
+    let denied = || {
+        MlflowError::new(
+            ErrorCode::PermissionDenied,
+            "The webhook signature does not match.",
+        )
+    };
     let signature = headers
         .get("x-ctflow-signature-256")
         .or_else(|| headers.get("x-hub-signature-256"))
@@ -171,10 +183,16 @@ pub async fn webhook(
     let mut matched = None;
     let mut configured = false;
     for trigger in &pipeline.document.spec.triggers {
-        let Trigger::Webhook(hook) = trigger else { continue };
+        let Trigger::Webhook(hook) = trigger else {
+            continue;
+        };
         configured = true;
         let Ok(secret) = std::env::var(&hook.secret_env) else {
-            tracing::warn!(pipeline = name, variable = hook.secret_env, "the webhook secret variable is not set on the server");
+            tracing::warn!(
+                pipeline = name,
+                variable = hook.secret_env,
+                "the webhook secret variable is not set on the server"
+            );
             continue;
         };
         if !secret.is_empty() && verify_signature(secret.as_bytes(), &body, &signature) {
@@ -204,9 +222,13 @@ pub async fn webhook(
 
 /// `POST /api/ctflow/v1/pipelines/{name}/drift-events`: a drift test crossed its
 /// threshold (sent by the drift watcher).
-pub async fn drift_event(State(state): State<AppState>, Path(name): Path<String>, body: Bytes) -> JsonResult {
-    let mut event: DriftEvent = serde_json::from_slice(&body)
-        .map_err(|e| invalid(format!("Invalid drift event: {e}")))?;
+pub async fn drift_event(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> JsonResult {
+    let mut event: DriftEvent =
+        serde_json::from_slice(&body).map_err(|e| invalid(format!("Invalid drift event: {e}")))?;
     event.pipeline = name.clone();
     event.validate().map_err(invalid)?;
     let pipeline = state.store.get_pipeline(&name).await?;
@@ -237,13 +259,20 @@ fn phases(p: &Params) -> ApiResult<Vec<Phase>> {
 fn max_results(p: &Params) -> ApiResult<i64> {
     let max = p.i64("max_results")?.unwrap_or(DEFAULT_RUNS);
     if !(1..=MAX_RUNS).contains(&max) {
-        return Err(invalid(format!("max_results must be between 1 and {MAX_RUNS}, got {max}")).into());
+        return Err(invalid(format!(
+            "max_results must be between 1 and {MAX_RUNS}, got {max}"
+        ))
+        .into());
     }
     Ok(max)
 }
 
 /// `GET /api/ctflow/v1/pipelines/{name}/runs`: newest first; `phase` filters.
-pub async fn runs(State(state): State<AppState>, Path(name): Path<String>, p: Params) -> JsonResult {
+pub async fn runs(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    p: Params,
+) -> JsonResult {
     let runs = state
         .store
         .list_pipeline_runs(Some(&name), &phases(&p)?, max_results(&p)?)
@@ -271,7 +300,13 @@ pub async fn describe(State(state): State<AppState>, Path(id): Path<String>) -> 
     Ok(Json(json!({ "pipeline_run": run, "events": events })).into_response())
 }
 
-async fn answer(state: AppState, id: String, actor: Actor, p: Params, approved: bool) -> JsonResult {
+async fn answer(
+    state: AppState,
+    id: String,
+    actor: Actor,
+    p: Params,
+    approved: bool,
+) -> JsonResult {
     let user = match p.str("user")? {
         Some(user) if !user.trim().is_empty() => user,
         _ => actor.0,
@@ -290,7 +325,12 @@ async fn answer(state: AppState, id: String, actor: Actor, p: Params, approved: 
     let approval = Approval { approved, user };
     let changed = state
         .store
-        .modify_pipeline_run(&id, &[Phase::WaitingApproval, Phase::Paused], |r| r.approval = Some(approval), Some(event))
+        .modify_pipeline_run(
+            &id,
+            &[Phase::WaitingApproval, Phase::Paused],
+            |r| r.approval = Some(approval),
+            Some(event),
+        )
         .await?;
     let Some(run) = changed else {
         let run = state.store.get_pipeline_run(&id).await?;
@@ -305,21 +345,39 @@ async fn answer(state: AppState, id: String, actor: Actor, p: Params, approved: 
 }
 
 /// `POST /api/ctflow/v1/pipeline-runs/{id}/approve` with `user` and `comment`.
-pub async fn approve(State(state): State<AppState>, Path(id): Path<String>, actor: Actor, p: Params) -> JsonResult {
+pub async fn approve(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    actor: Actor,
+    p: Params,
+) -> JsonResult {
     answer(state, id, actor, p, true).await
 }
 
 /// `POST /api/ctflow/v1/pipeline-runs/{id}/reject` with `user` and `comment`.
-pub async fn reject(State(state): State<AppState>, Path(id): Path<String>, actor: Actor, p: Params) -> JsonResult {
+pub async fn reject(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    actor: Actor,
+    p: Params,
+) -> JsonResult {
     answer(state, id, actor, p, false).await
 }
 
 /// `POST /api/ctflow/v1/models/{name}/rollback`: moves `alias` (default `champion`) back
 /// to its previous version, per the ledger.
-pub async fn rollback(State(state): State<AppState>, Path(name): Path<String>, actor: Actor, p: Params) -> JsonResult {
+pub async fn rollback(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    actor: Actor,
+    p: Params,
+) -> JsonResult {
     let alias = p.str("alias")?.unwrap_or_else(|| "champion".into());
     let stages = p.bool("stages")?.unwrap_or(true);
-    let (from, to) = state.store.rollback_alias(&name, &alias, stages, &actor.0).await?;
+    let (from, to) = state
+        .store
+        .rollback_alias(&name, &alias, stages, &actor.0)
+        .await?;
     Ok(Json(json!({
         "name": name, "alias": alias,
         "from_version": from.to_string(), "to_version": to.to_string(),

@@ -1,0 +1,446 @@
+"""The CT loop end to end, with real processes: `ctflow up` (server + controller + worker
+pool), pipelines from files and the API, the iris project trained by the real MLflow
+client, gates, the `champion` alias, approvals, rollback, concurrency policies under
+trigger storms, and a crash in the middle of training."""
+import hashlib
+import hmac
+import json
+import os
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from conftest import REPO, CtflowUp
+
+IRIS = REPO / "examples" / "iris"
+TERMINAL = {"Succeeded", "GateFailed", "Rejected", "Failed", "Canceled", "Skipped"}
+
+
+def api(url, path, body=None, method=None, headers=None):
+    data = None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
+    req = urllib.request.Request(url + path, data=data, method=method or ("POST" if data is not None else "GET"),
+                                 headers={"Content-Type": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, json.loads(r.read() or b"{}")
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"{}")
+
+
+def wait_for(what, predicate, timeout=180, interval=0.2):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what}; last value: {last!r}")
+
+
+def runs_of(up, pipeline):
+    status, body = api(up.url, f"/api/ctflow/v1/pipelines/{pipeline}/runs?max_results=1000")
+    assert status == 200, body
+    return body["pipeline_runs"]
+
+
+def describe(up, run_id):
+    status, body = api(up.url, f"/api/ctflow/v1/pipeline-runs/{run_id}")
+    assert status == 200, body
+    return body
+
+
+def wait_phase(up, run_id, phases, timeout=180):
+    phases = set(phases)
+    return wait_for(f"pipeline run {run_id} to reach {phases}",
+                    lambda: (lambda r: r if r["phase"] in phases else None)(describe(up, run_id)["pipeline_run"]),
+                    timeout=timeout)
+
+
+def trigger(up, pipeline, params=None, key=None):
+    body = {"parameters": params or {}}
+    if key:
+        body["key"] = key
+    status, out = api(up.url, f"/api/ctflow/v1/pipelines/{pipeline}/trigger", body, headers={"X-Ctflow-User": "tester"})
+    assert status == 200, out
+    return out
+
+
+DEFAULT_GATES = """
+  gates:
+    ct:
+      metrics:
+        - { metric: accuracy, threshold: 0.9 }
+        - { metric: accuracy, minAbsoluteChange: 0.0 }
+"""
+
+
+def iris_pipeline(name, model, extra_spec="", gates=DEFAULT_GATES):
+    return f"""
+apiVersion: ctflow.dev/v1alpha1
+kind: TrainingPipeline
+metadata: {{ name: {name} }}
+spec:
+  project: {{ uri: {IRIS}, parameters: {{ C: "0.5" }}, envManager: local }}
+  experiment: {name}
+  model: {{ name: {model} }}
+  concurrencyPolicy: Enqueue
+{gates}
+{extra_spec}
+"""
+
+
+def sleeper_project(root):
+    project = root / "sleeper"
+    project.mkdir(exist_ok=True)
+    (project / "MLproject").write_text(
+        "name: sleeper\nentry_points:\n  main:\n    parameters:\n      seconds: {type: float, default: 2}\n"
+        "    command: \"sleep {seconds}\"\n")
+    return project
+
+
+def sleeper_pipeline(name, project, policy="Forbid", extra_spec="", seconds=None):
+    params = f", parameters: {{ seconds: \"{seconds}\" }}" if seconds is not None else ""
+    return f"""
+apiVersion: ctflow.dev/v1alpha1
+kind: TrainingPipeline
+metadata: {{ name: {name} }}
+spec:
+  project: {{ uri: {project}, envManager: local{params} }}
+  concurrencyPolicy: {policy}
+{extra_spec}
+"""
+
+
+def install(up, name, text):
+    """Writes a pipeline file and waits until the controller has loaded it."""
+    (up.pipelines_dir / f"{name}.yaml").write_text(text)
+    wait_for(f"pipeline {name} to load",
+             lambda: api(up.url, f"/api/ctflow/v1/pipelines/{name}")[0] == 200, timeout=30)
+
+
+@pytest.fixture(scope="module")
+def up(ctflow_bin, tmp_path_factory):
+    instance = CtflowUp(ctflow_bin, tmp_path_factory.mktemp("ctflow-up")).start()
+    yield instance
+    instance.stop()
+
+
+def champion_version(url, model):
+    return MlflowClient(url).get_model_version_by_alias(model, "champion").version
+
+
+def test_new_data_retrains_and_promotes_then_a_worse_candidate_is_held(up, tmp_path):
+    incoming = tmp_path / "incoming"
+    incoming.mkdir()
+    (incoming / "old.csv").write_text("x\n1\n")  # present before the pipeline: caught by the start-up rescan
+    install(up, "iris-data", iris_pipeline("iris-data", "iris-data-model", f"""
+  triggers:
+    - data: {{ path: {incoming}/*.csv }}
+"""))
+    first = wait_for("the rescan's run", lambda: runs_of(up, "iris-data"), timeout=30)
+    assert len(first) == 1 and first[0]["trigger"]["files"] == [str(incoming / "old.csv")]
+    first_run = wait_phase(up, first[0]["id"], TERMINAL)
+    assert first_run["phase"] == "Succeeded", describe(up, first_run["id"])
+    assert first_run["decision"] == f"version {first_run['model_version']} is the first champion"
+
+    # A new CSV, written the way writers do (temp file, then rename), starts exactly one run.
+    tmp = incoming / ".batch2.tmp"
+    tmp.write_text("x\n2\n")
+    tmp.rename(incoming / "batch2.csv")
+    second = wait_for("the new file's run", lambda: (lambda r: r if len(r) == 2 else None)(runs_of(up, "iris-data")), timeout=30)
+    newest = second[0]
+    assert newest["trigger"]["files"] == [str(incoming / "batch2.csv")]
+    run = wait_phase(up, newest["id"], TERMINAL)
+    assert run["phase"] == "Succeeded", describe(up, run["id"])
+    assert champion_version(up.url, "iris-data-model") == str(run["model_version"])
+
+    client = MlflowClient(up.url)
+    mlflow_run = client.get_run(run["run_id"])
+    assert mlflow_run.data.tags["ctflow.pipeline"] == "iris-data"
+    assert mlflow_run.data.tags["ctflow.trigger"] == "data"
+    assert mlflow_run.data.tags["ctflow.trigger.files"] == str(incoming / "batch2.csv")
+    version = client.get_model_version("iris-data-model", str(run["model_version"]))
+    assert version.current_stage == "Production" and version.run_id == run["run_id"]
+    assert client.get_model_version("iris-data-model", str(first_run["model_version"])).current_stage == "Archived"
+
+    # A worse candidate (tiny C underfits) fails the CT gate; the champion stays.
+    champion_before = champion_version(up.url, "iris-data-model")
+    worse = trigger(up, "iris-data", {"C": "0.0001"})["pipeline_run"]
+    run = wait_phase(up, worse["id"], TERMINAL)
+    assert run["phase"] == "GateFailed", describe(up, worse["id"])
+    assert "accuracy" in run["decision"] and "needs >= 0.9" in run["decision"]
+    assert champion_version(up.url, "iris-data-model") == champion_before
+    ct = [e for e in describe(up, worse["id"])["events"] if e.get("gate") == "ct"][0]
+    assert ct["result"] == "fail"
+    assert ct["detail"]["champion"]["version"] == int(champion_before)
+    numbers = {c["check"]: c for c in ct["detail"]["comparisons"]}
+    assert numbers["threshold"]["required"] == 0.9 and numbers["threshold"]["candidate"] < 0.9
+    assert numbers["min_absolute_change"]["champion"] == 1.0
+    # The ledger shows every move, made by the controller.
+    history = api(up.url, "/api/ctflow/v1/models/iris-data-model/history")[1]["entries"]
+    champion_moves = [e for e in history if e["action"] == "alias_set" and e["alias"] == "champion"]
+    assert [e["to_version"] for e in champion_moves] == ["1", champion_before]
+    assert all(e["user"] == "ctflow" and e["comment"].startswith("pipeline iris-data run") for e in champion_moves)
+
+
+def test_manual_approval_rejection_and_rollback(up, ctflow_bin):
+    install(up, "iris-manual", iris_pipeline("iris-manual", "iris-manual-model", gates="""
+  gates:
+    ct:
+      metrics: [ { metric: accuracy, threshold: 0.9 } ]
+    cd: { approval: manual, timeout: 1h }
+"""))
+    env = dict(os.environ, MLFLOW_TRACKING_URI=up.url)
+    versions = []
+    for n in range(2):
+        out = subprocess.run([ctflow_bin, "pipelines", "trigger", "iris-manual", "-P", "C=0.5", "--wait", "--output", "json"],
+                             env=env, capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr[-2000:]
+        described = json.loads(out.stdout)
+        run = described["pipeline_run"]
+        assert run["phase"] == "WaitingApproval"
+        client = MlflowClient(up.url)
+        assert client.get_model_version_by_alias("iris-manual-model", "challenger").version == str(run["model_version"])
+        out = subprocess.run([ctflow_bin, "pipelines", "approve", run["id"], "--user", "alice", "--comment", f"looks good {n}"],
+                             env=env, capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        done = wait_phase(up, run["id"], TERMINAL, timeout=30)
+        assert done["phase"] == "Succeeded"
+        assert done["decision"].startswith("approved by alice; version")
+        versions.append(str(run["model_version"]))
+        assert champion_version(up.url, "iris-manual-model") == versions[-1]
+
+    # Approving something that is not waiting is a clear 400.
+    status, body = api(up.url, f"/api/ctflow/v1/pipeline-runs/{run['id']}/approve", {"user": "bob"})
+    assert status == 400 and body["error_code"] == "INVALID_PARAMETER_VALUE" and "not waiting" in body["message"]
+
+    # A rejection leaves the champion alone.
+    out = subprocess.run([ctflow_bin, "pipelines", "trigger", "iris-manual", "--wait", "--output", "json"],
+                         env=env, capture_output=True, text=True, timeout=300)
+    third = json.loads(out.stdout)["pipeline_run"]
+    subprocess.run([ctflow_bin, "pipelines", "reject", third["id"], "--user", "carol", "--comment", "not today"],
+                   env=env, check=True, capture_output=True, timeout=60)
+    done = wait_phase(up, third["id"], TERMINAL, timeout=30)
+    assert done["phase"] == "Rejected" and done["decision"] == "rejected by carol"
+    assert champion_version(up.url, "iris-manual-model") == versions[-1]
+    events = describe(up, third["id"])["events"]
+    assert any(e["kind"] == "approval" and e["message"] == "rejected by carol: not today" for e in events)
+
+    # Rollback moves champion to the previous champion, with stages, on the ledger.
+    out = subprocess.run([ctflow_bin, "models", "rollback", "iris-manual-model", "--output", "json"],
+                         env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    moved = json.loads(out.stdout)
+    assert (moved["from_version"], moved["to_version"]) == (versions[1], versions[0])
+    client = MlflowClient(up.url)
+    assert champion_version(up.url, "iris-manual-model") == versions[0]
+    assert client.get_model_version("iris-manual-model", versions[0]).current_stage == "Production"
+    assert client.get_model_version("iris-manual-model", versions[1]).current_stage == "Archived"
+    # Nothing earlier to go back to.
+    out = subprocess.run([ctflow_bin, "models", "rollback", "iris-manual-model"], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode != 0 and "no earlier 'champion' version" in out.stderr
+
+
+def test_forbid_skips_and_replace_cancels_under_a_trigger_storm(up, tmp_path):
+    project = sleeper_project(tmp_path)
+    install(up, "storm-forbid", sleeper_pipeline("storm-forbid", project, "Forbid"))
+    install(up, "storm-replace", sleeper_pipeline("storm-replace", project, "Replace"))
+    forbid = [trigger(up, "storm-forbid", {"seconds": "3"})["pipeline_run"]["id"] for _ in range(8)]
+    replace = [trigger(up, "storm-replace", {"seconds": "3"})["pipeline_run"]["id"] for _ in range(5)]
+    for ids, name in ((forbid, "storm-forbid"), (replace, "storm-replace")):
+        wait_for(f"{name} to settle", lambda: all(describe(up, i)["pipeline_run"]["phase"] in TERMINAL for i in ids), timeout=60)
+    phases = [describe(up, i)["pipeline_run"]["phase"] for i in forbid]
+    assert phases.count("Succeeded") == 1 and phases.count("Skipped") == 7, phases
+    assert phases[0] == "Succeeded"
+    skipped = describe(up, forbid[1])["pipeline_run"]
+    assert "concurrencyPolicy Forbid" in skipped["decision"]
+    phases = [describe(up, i)["pipeline_run"]["phase"] for i in replace]
+    assert phases[-1] == "Succeeded" and set(phases[:-1]) <= {"Canceled"}, phases
+    # The replaced jobs' MLflow runs that had started were stopped.
+    client = MlflowClient(up.url)
+    for i in replace[:-1]:
+        run = describe(up, i)["pipeline_run"]
+        assert "replaced by pipeline run" in run["decision"]
+        if run.get("run_id"):
+            wait_for("the stopped run to be recorded", lambda: client.get_run(run["run_id"]).info.status in ("KILLED", "FAILED"), timeout=30)
+
+
+def test_ci_gate_failure_and_gpu_jobs_on_a_machine_without_gpus(up, tmp_path):
+    project = sleeper_project(tmp_path)
+    install(up, "ci-fails", sleeper_pipeline("ci-fails", project, extra_spec="""
+  gates:
+    ci:
+      checks:
+        - { name: unit-tests, run: "echo 3 tests failed >&2; exit 3" }
+"""))
+    run_id = trigger(up, "ci-fails")["pipeline_run"]["id"]
+    run = wait_phase(up, run_id, TERMINAL, timeout=60)
+    assert run["phase"] == "GateFailed" and run["decision"] == "CI check(s) failed: unit-tests"
+    ci = [e for e in describe(up, run_id)["events"] if e.get("gate") == "ci"][0]
+    assert ci["result"] == "fail" and ci["message"] == "CI failed: 'unit-tests' exited with 3"
+    assert "3 tests failed" in ci["detail"]["checks"][0]["output_tail"]
+    mlflow_run = MlflowClient(up.url).get_run(run["run_id"])
+    assert mlflow_run.info.status == "FAILED" and mlflow_run.data.tags["ctflow.ci"] == "failed"
+
+    if subprocess.run(["sh", "-c", "command -v nvidia-smi"], capture_output=True).returncode == 0:
+        pytest.skip("this machine has nvidia-smi; the no-GPU path is checked on machines without one")
+    install(up, "needs-gpu", sleeper_pipeline("needs-gpu", project, extra_spec="  resources: { gpu: 1 }\n  retry: { limit: 3 }\n"))
+    run_id = trigger(up, "needs-gpu")["pipeline_run"]["id"]
+    run = wait_phase(up, run_id, TERMINAL, timeout=30)
+    assert run["phase"] == "Failed" and run["attempt"] == 1
+    assert run["decision"] == "the job needs 1 GPU(s) but this machine has none"
+
+
+def test_webhook_drift_and_dedupe(up, tmp_path):
+    project = sleeper_project(tmp_path)
+    install(up, "hooked", sleeper_pipeline("hooked", project, "Allow", """
+  triggers:
+    - webhook: { secretEnv: CTFLOW_E2E_WEBHOOK_SECRET, params: { seconds: /sleep } }
+    - drift: { reference: ref.csv, current: cur/*.csv, method: psi, threshold: 0.2 }
+"""))
+    # The secret lives in the server's environment (CtflowUp sets it).
+    body = json.dumps({"after": "abc123", "sleep": "0.1"}).encode()
+    good = "sha256=" + hmac.new(b"e2e-secret", body, hashlib.sha256).hexdigest()
+    status, out = api(up.url, "/api/ctflow/v1/pipelines/hooked/webhook", body,
+                      headers={"X-Hub-Signature-256": good, "X-GitHub-Delivery": "d-1"})
+    assert status == 200, out
+    run = wait_phase(up, out["pipeline_run"]["id"], TERMINAL, timeout=30)
+    assert run["phase"] == "Succeeded" and run["trigger"]["parameters"] == {"seconds": "0.1"}
+    assert MlflowClient(up.url).get_run(run["run_id"]).data.params["seconds"] == "0.1"
+    # The same delivery again starts nothing.
+    status, again = api(up.url, "/api/ctflow/v1/pipelines/hooked/webhook", body,
+                        headers={"X-Hub-Signature-256": good, "X-GitHub-Delivery": "d-1"})
+    assert status == 200 and again["duplicate"] is True and again["pipeline_run"]["id"] == run["id"]
+    status, denied = api(up.url, "/api/ctflow/v1/pipelines/hooked/webhook", body,
+                         headers={"X-Hub-Signature-256": "sha256=" + "0" * 64})
+    assert status == 403 and denied["error_code"] == "PERMISSION_DENIED"
+    status, missing = api(up.url, "/api/ctflow/v1/pipelines/hooked/webhook", body)
+    assert status == 401 and missing["error_code"] == "UNAUTHENTICATED"
+
+    drift = {"triggerIndex": 1, "method": "psi", "statistic": 0.31, "threshold": 0.2, "rows": 800,
+             "features": {"petal_length": 0.31}, "snapshot": "sha256:abc", "detectedAt": 1}
+    status, out = api(up.url, "/api/ctflow/v1/pipelines/hooked/drift-events", drift)
+    assert status == 200 and out["duplicate"] is False, out
+    status, again = api(up.url, "/api/ctflow/v1/pipelines/hooked/drift-events", drift)
+    assert again["duplicate"] is True and again["pipeline_run"]["id"] == out["pipeline_run"]["id"]
+    status, bad = api(up.url, "/api/ctflow/v1/pipelines/hooked/drift-events", {**drift, "triggerIndex": 0})
+    assert status == 400 and "no drift trigger at index 0" in bad["message"]
+    status, bad = api(up.url, "/api/ctflow/v1/pipelines/hooked/drift-events", {**drift, "statistic": 0.1})
+    assert status == 400 and "no drift" in bad["message"]
+
+    # Manual triggers with a key are idempotent.
+    first = trigger(up, "hooked", {"seconds": "0.1"}, key="release-42")
+    second = trigger(up, "hooked", {"seconds": "0.1"}, key="release-42")
+    assert second["duplicate"] and second["pipeline_run"]["id"] == first["pipeline_run"]["id"]
+
+
+def test_bad_pipelines_get_clear_errors(up, ctflow_bin, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("""
+apiVersion: ctflow.dev/v1alpha1
+kind: TrainingPipeline
+metadata: { name: Bad_Name }
+spec:
+  project: { uri: . }
+  triggers: [ { schedule: { cron: "61 * * * *" } } ]
+  gates: { ct: { metrics: [ { metric: acc } ] } }
+""")
+    out = subprocess.run([ctflow_bin, "pipelines", "apply", str(bad), "--tracking-uri", up.url], capture_output=True, text=True)
+    assert out.returncode != 0
+    for field in ("metadata.name", "spec.triggers[0].schedule.cron", "spec.gates.ct.metrics[0]", "spec.gates.ct"):
+        assert field in out.stderr, out.stderr
+    status, body = api(up.url, "/api/ctflow/v1/pipelines/x", {"apiVersion": "ctflow.dev/v1alpha1"}, method="PUT")
+    assert status == 400 and body["error_code"] == "INVALID_PARAMETER_VALUE"
+    status, body = api(up.url, "/api/ctflow/v1/pipelines/nope/trigger", {})
+    assert status == 404 and body["error_code"] == "RESOURCE_DOES_NOT_EXIST"
+    status, body = api(up.url, "/api/ctflow/v1/pipeline-runs/nope")
+    assert status == 404
+    status, body = api(up.url, "/api/ctflow/v1/pipelines/nope/runs?phase=Done")
+    assert status == 400 and "unknown pipeline run phase 'Done'" in body["message"]
+
+
+def test_schedule_ticks_carry_their_logical_time(up, tmp_path):
+    project = sleeper_project(tmp_path)
+    install(up, "every-2s", sleeper_pipeline("every-2s", project, "Allow", """
+  triggers:
+    - schedule: { cron: "*/2 * * * * *", timezone: Europe/Berlin }
+""", seconds=0))
+    runs = wait_for("three ticks", lambda: (lambda r: r if len(r) >= 3 else None)(runs_of(up, "every-2s")), timeout=30)
+    (up.pipelines_dir / "every-2s.yaml").unlink()
+    wait_for("the pipeline to be removed", lambda: api(up.url, "/api/ctflow/v1/pipelines/every-2s")[0] == 404, timeout=30)
+    ticks = sorted(r["trigger"]["logical_time"] for r in runs_of(up, "every-2s"))
+    assert all(t % 2000 == 0 for t in ticks)
+    assert len(set(ticks)) == len(ticks), "a tick was recorded twice"
+    assert all(b - a == 2000 for a, b in zip(ticks, ticks[1:])), ticks
+    done = wait_phase(up, runs[-1]["id"], TERMINAL, timeout=30)
+    tags = MlflowClient(up.url).get_run(done["run_id"]).data.tags
+    assert tags["ctflow.trigger"] == "schedule" and tags["ctflow.logical_time"].endswith("Z")
+
+
+def test_a_crash_mid_training_loses_and_doubles_nothing(ctflow_bin, tmp_path):
+    up = CtflowUp(ctflow_bin, tmp_path / "crash").start()
+    try:
+        project = sleeper_project(tmp_path)
+        incoming = tmp_path / "incoming"
+        incoming.mkdir()
+        install(up, "crashy", sleeper_pipeline("crashy", project, "Forbid", f"""
+  retry: {{ limit: 1, backoff: 1s }}
+  triggers:
+    - data: {{ path: {incoming}/*.csv }}
+""", seconds=4))
+        first = trigger(up, "crashy", key="before-crash")["pipeline_run"]["id"]
+        running = wait_for("the job's process", lambda: (lambda r: r if r.get("worker_pid") else None)(describe(up, first)["pipeline_run"]), timeout=60)
+        pid = running["worker_pid"]
+        os.kill(pid, 0)  # the training command runs
+        up.kill()
+        os.kill(pid, 0)  # ... and outlives the crash, as an orphan
+        (incoming / "while-down.csv").write_text("x\n1\n")  # data arrives while ctflow is down
+        up.start()
+        # The orphan is stopped, the attempt is retried, the run ends once.
+        wait_for("the orphan to be stopped", lambda: not Path(f"/proc/{pid}").exists() or _is_zombie(pid), timeout=30)
+        run = wait_phase(up, first, TERMINAL, timeout=60)
+        assert run["phase"] == "Succeeded" and run["attempt"] == 2, describe(up, first)
+        events = [e["message"] for e in describe(up, first)["events"]]
+        assert any("the worker stopped during attempt 1 (ctflow restarted); retrying" in m for m in events), events
+        client = MlflowClient(up.url)
+        mlflow_runs = client.search_runs([client.get_experiment_by_name("crashy").experiment_id])
+        by_attempt = {r.data.tags["ctflow.attempt"]: r.info.status for r in mlflow_runs if r.data.tags.get("ctflow.pipeline_run") == first}
+        assert by_attempt == {"1": "FAILED", "2": "FINISHED"}
+        # The same trigger again is the same run; the file that arrived while down ran once.
+        again = trigger(up, "crashy", key="before-crash")
+        assert again["duplicate"] and again["pipeline_run"]["id"] == first
+        data_runs = wait_for("the missed file's run", lambda: [r for r in runs_of(up, "crashy") if r["trigger"]["kind"] == "data"], timeout=30)
+        assert len(data_runs) == 1 and data_runs[0]["trigger"]["files"] == [str(incoming / "while-down.csv")]
+        wait_phase(up, data_runs[0]["id"], TERMINAL, timeout=60)
+        up.stop()
+        up.start()
+        time.sleep(1.5)  # a full reload and reconcile cycle after the restart
+        assert len(runs_of(up, "crashy")) == 2
+    finally:
+        up.stop()
+
+
+def _is_zombie(pid):
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def test_the_loop_on_postgres(ctflow_bin, postgres, tmp_path):
+    up = CtflowUp(ctflow_bin, tmp_path / "pg", backend_uri=postgres.new_database()).start()
+    try:
+        install(up, "iris-pg", iris_pipeline("iris-pg", "iris-pg-model"))
+        run_id = trigger(up, "iris-pg")["pipeline_run"]["id"]
+        run = wait_phase(up, run_id, TERMINAL)
+        assert run["phase"] == "Succeeded", describe(up, run_id)
+        assert champion_version(up.url, "iris-pg-model") == str(run["model_version"])
+    finally:
+        up.stop()
