@@ -182,6 +182,12 @@ def client(server):
         mlflow.end_run()
 
 
+@pytest.fixture(scope="session")
+def iris_env_cache(tmp_path_factory):
+    """One environment cache for the session: the iris virtualenv is built once."""
+    return tmp_path_factory.mktemp("ctflow-envs")
+
+
 @pytest.fixture()
 def unique():
     """A name unique within the session, for experiments on shared servers."""

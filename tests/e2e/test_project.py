@@ -117,24 +117,27 @@ def test_sigterm_stops_the_whole_process_group_and_marks_killed(ctflow_bin, sqli
             time.sleep(0.05)
 
 
-def test_virtualenv_is_built_once_and_reused(ctflow_bin, sqlite_server, unique, tmp_path):
-    """python_env.yaml becomes a venv (python -m venv + pip); the second run reuses it."""
+def test_virtualenv_is_built_once_and_reused(ctflow_bin, sqlite_server, unique, iris_env_cache):
+    """python_env.yaml becomes a venv (python -m venv + pip); the second run reuses it.
+    The cache is the session's, so the README test after this one reuses the build."""
     env = env_for(sqlite_server.url)
-    env["CTFLOW_ENV_DIR"] = str(tmp_path / "envs")
+    env["CTFLOW_ENV_DIR"] = str(iris_env_cache)
+    built_before = any(iris_env_cache.iterdir())
     runs = []
     for attempt in range(2):
         out = subprocess.run([ctflow_bin, "run", str(IRIS), "-P", "C=0.05", "--env-manager", "virtualenv",
                               "--experiment-name", unique, "--output", "json"],
                              env=env, capture_output=True, text=True, timeout=900)
         assert out.returncode == 0, out.stderr[-3000:]
-        expected = "Created the environment" if attempt == 0 else "Reusing the cached environment"
+        fresh = attempt == 0 and not built_before
+        expected = "Created the environment" if fresh else "Reusing the cached environment"
         assert expected in out.stderr
         runs.append(json.loads(out.stdout)["run_id"])
     client = MlflowClient(sqlite_server.url)
     for run_id in runs:
         run = check_iris_run(client, run_id)
         assert run.data.tags["mlflow.project.env"] == "virtualenv"
-    assert len(list((tmp_path / "envs").iterdir())) == 1
+    assert len(list(iris_env_cache.iterdir())) == 1
 
 
 def git(cwd, *args):

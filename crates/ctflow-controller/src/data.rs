@@ -183,6 +183,7 @@ pub(crate) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) -> Res
     let mut watches: Vec<Watch> = Vec::new();
     let mut generations = Vec::new();
     let mut watched: HashSet<(PathBuf, bool)> = HashSet::new();
+    let mut warned: HashSet<PathBuf> = HashSet::new();
     let mut pending: HashMap<(usize, PathBuf), PendingFile> = HashMap::new();
     let mut refresh = tokio::time::interval(shared.config.reload_interval);
     let mut flush = tokio::time::interval(FLUSH_EVERY);
@@ -202,7 +203,12 @@ pub(crate) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) -> Res
                 for gone in unwatched {
                     watched.remove(&gone);
                 }
-                if fresh_generations == generations && fresh.iter().all(|w| watched.contains(&(w.root.clone(), w.recursive))) {
+                let all_watched = fresh.iter().all(|w| watched.contains(&(w.root.clone(), w.recursive)));
+                let missing_roots_still_missing = fresh
+                    .iter()
+                    .filter(|w| !watched.contains(&(w.root.clone(), w.recursive)))
+                    .all(|w| !w.root.exists());
+                if fresh_generations == generations && (all_watched || missing_roots_still_missing) {
                     continue;
                 }
                 generations = fresh_generations;
@@ -220,9 +226,14 @@ pub(crate) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) -> Res
                     let mode = if recursive { RecursiveMode::Recursive } else { RecursiveMode::NonRecursive };
                     match watcher.watch(&root, mode) {
                         Ok(()) => {
+                            warned.remove(&root);
                             watched.insert((root, recursive));
                         }
-                        Err(error) => tracing::warn!(%error, folder = %root.display(), "cannot watch the data folder yet; retrying"),
+                        Err(error) => {
+                            if warned.insert(root.clone()) {
+                                tracing::warn!(%error, folder = %root.display(), "cannot watch the data folder yet; retrying until it exists");
+                            }
+                        }
                     }
                 }
                 for watch in &watches {

@@ -16,6 +16,10 @@ use ctflow_core::filter::{
     parse_model_version_filter, parse_model_version_order_by, parse_registered_model_filter,
     parse_registered_model_order_by,
 };
+use ctflow_core::pipeline::PipelineDocument;
+use ctflow_core::pipeline_run::Phase;
+use ctflow_core::trigger::TriggerEvent;
+use ctflow_store::{Approval, PipelineRunEvent, PromotionStep, Recorded};
 use ctflow_store::{
     BatchMetric, DatasetInputRequest, Error, ExperimentSearch, LoggedModelSearch, NewLoggedModel,
     NewRun, RunSearch, RunUpdate, Store, StoreOptions,
@@ -48,6 +52,10 @@ const CASES: &[(&str, Case)] = cases![
     aliases_stages_and_ledger,
     registry_search,
     concurrent_version_numbers,
+    pipelines_and_trigger_dedupe,
+    pipeline_runs_move_by_compare_and_set,
+    promotion_is_all_or_nothing,
+    rollback_follows_the_ledger,
 ];
 
 fn code(err: Error) -> ErrorCode {
@@ -1761,6 +1769,430 @@ async fn concurrent_version_numbers(store: Store) {
     }
     numbers.sort();
     assert_eq!(numbers, (1..=12).collect::<Vec<_>>());
+}
+
+fn pipeline_document(name: &str, extra: serde_json::Value) -> PipelineDocument {
+    let mut spec = serde_json::json!({"project": {"uri": "."}, "model": {"name": "m"}});
+    if let (Some(spec), Some(extra)) = (spec.as_object_mut(), extra.as_object()) {
+        spec.extend(extra.clone());
+    }
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "ctflow.dev/v1alpha1", "kind": "TrainingPipeline",
+        "metadata": {"name": name}, "spec": spec,
+    }))
+    .unwrap()
+}
+
+async fn pipelines_and_trigger_dedupe(store: Store) {
+    let doc = pipeline_document("p", serde_json::json!({}));
+    let first = store.put_pipeline(&doc, "api", "/base").await.unwrap();
+    assert_eq!(first.generation, 1);
+    // The same document again is no change; an edit is a new generation.
+    assert_eq!(
+        store
+            .put_pipeline(&doc, "api", "/base")
+            .await
+            .unwrap()
+            .generation,
+        1
+    );
+    let edited = pipeline_document("p", serde_json::json!({"concurrencyPolicy": "Allow"}));
+    assert_eq!(
+        store
+            .put_pipeline(&edited, "api", "/base")
+            .await
+            .unwrap()
+            .generation,
+        2
+    );
+    let mut invalid = doc.clone();
+    invalid.metadata.name = "Bad Name".into();
+    assert_eq!(
+        code(store.put_pipeline(&invalid, "api", "/").await.unwrap_err()),
+        ErrorCode::InvalidParameterValue
+    );
+
+    let event = TriggerEvent::new("p", "manual", "manual:k1".into());
+    let Recorded::Created(run) = store.record_trigger(&event).await.unwrap() else {
+        panic!("a new key records a run")
+    };
+    assert_eq!(run.phase, Phase::Pending);
+    assert_eq!(run.base_dir, "/base");
+    let Recorded::Duplicate(same) = store.record_trigger(&event).await.unwrap() else {
+        panic!("a seen key records nothing")
+    };
+    assert_eq!(same, run.id);
+    let missing = TriggerEvent::new("nope", "manual", "manual:x".into());
+    assert_eq!(
+        code(store.record_trigger(&missing).await.unwrap_err()),
+        ErrorCode::ResourceDoesNotExist
+    );
+    let suspended = pipeline_document("s", serde_json::json!({"suspend": true}));
+    store.put_pipeline(&suspended, "api", "/").await.unwrap();
+    let event = TriggerEvent::new("s", "manual", "manual:y".into());
+    assert_eq!(
+        code(store.record_trigger(&event).await.unwrap_err()),
+        ErrorCode::InvalidParameterValue
+    );
+
+    // Data triggers: each file once, across events.
+    let batch =
+        ctflow_core::trigger::data_event("p", 0, vec!["/d/a.csv".into(), "/d/b.csv".into()]);
+    assert!(matches!(
+        store.record_data_trigger(&batch, "data/0").await.unwrap(),
+        Some(Recorded::Created(_))
+    ));
+    let overlap =
+        ctflow_core::trigger::data_event("p", 0, vec!["/d/b.csv".into(), "/d/c.csv".into()]);
+    let Some(Recorded::Created(run)) = store.record_data_trigger(&overlap, "data/0").await.unwrap()
+    else {
+        panic!("the new file records a run")
+    };
+    assert_eq!(run.trigger.files, vec!["/d/c.csv"]);
+    assert!(
+        store
+            .record_data_trigger(&overlap, "data/0")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(store.seen_files("p", "data/0").await.unwrap().len(), 3);
+
+    // Schedule ticks move the cursor in the same transaction.
+    let tick = |t: i64| {
+        let mut e = TriggerEvent::new("p", "schedule", format!("schedule:0:{t}"));
+        e.logical_time = Some(t);
+        e
+    };
+    let created = store
+        .record_schedule_ticks("p", "s0", &[tick(60_000), tick(120_000)], 120_000)
+        .await
+        .unwrap();
+    assert_eq!(created.len(), 2);
+    let again = store
+        .record_schedule_ticks("p", "s0", &[tick(120_000)], 120_000)
+        .await
+        .unwrap();
+    assert!(again.is_empty(), "a tick is recorded once");
+    assert_eq!(
+        store.schedule_cursor("p", "s0").await.unwrap(),
+        Some(120_000)
+    );
+    let runs = store
+        .list_pipeline_runs(Some("p"), &[Phase::Pending], 100)
+        .await
+        .unwrap();
+    assert_eq!(runs.len(), 5);
+    assert!(runs.windows(2).all(|w| w[0].id > w[1].id), "newest first");
+
+    store.delete_pipeline("p").await.unwrap();
+    assert_eq!(
+        code(store.get_pipeline("p").await.unwrap_err()),
+        ErrorCode::ResourceDoesNotExist
+    );
+    assert_eq!(store.schedule_cursor("p", "s0").await.unwrap(), None);
+    assert_eq!(
+        store
+            .list_pipeline_runs(Some("p"), &[], 100)
+            .await
+            .unwrap()
+            .len(),
+        5,
+        "runs stay as history"
+    );
+}
+
+async fn pipeline_runs_move_by_compare_and_set(store: Store) {
+    store
+        .put_pipeline(&pipeline_document("p", serde_json::json!({})), "api", "/")
+        .await
+        .unwrap();
+    let Recorded::Created(run) = store
+        .record_trigger(&TriggerEvent::new("p", "manual", "k".into()))
+        .await
+        .unwrap()
+    else {
+        panic!("created")
+    };
+    let queued = store
+        .modify_pipeline_run(
+            &run.id,
+            &[Phase::Pending],
+            |r| {
+                r.phase = Phase::Queued;
+                r.attempt = 1;
+            },
+            Some(PipelineRunEvent::new("attempt", "attempt 1 queued")),
+        )
+        .await
+        .unwrap()
+        .expect("moved");
+    assert_eq!((queued.phase, queued.attempt), (Phase::Queued, 1));
+    // A second actor expecting Pending loses and changes nothing.
+    let lost = store
+        .modify_pipeline_run(
+            &run.id,
+            &[Phase::Pending],
+            |r| r.phase = Phase::Skipped,
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(lost.is_none());
+    let approval = Approval {
+        approved: true,
+        user: "alice".into(),
+    };
+    let ended = store
+        .modify_pipeline_run(
+            &run.id,
+            &[Phase::Queued],
+            |r| {
+                r.phase = Phase::Failed;
+                r.decision = Some("boom".into());
+                r.approval = Some(approval.clone());
+            },
+            None,
+        )
+        .await
+        .unwrap()
+        .expect("moved");
+    assert!(ended.end_time.is_some(), "a terminal phase stamps the end");
+    let read = store.get_pipeline_run(&run.id).await.unwrap();
+    assert_eq!(read.approval, Some(approval));
+    let events: Vec<String> = store
+        .pipeline_run_events(&run.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.message)
+        .collect();
+    assert_eq!(
+        events,
+        vec![
+            "manual trigger recorded",
+            "attempt 1 queued",
+            "Pending -> Queued",
+            "Queued -> Failed: boom"
+        ]
+    );
+    assert_eq!(
+        code(store.get_pipeline_run("nope").await.unwrap_err()),
+        ErrorCode::ResourceDoesNotExist
+    );
+}
+
+async fn registered_versions(store: &Store, model: &str, n: usize) -> String {
+    store
+        .create_registered_model(model, &[], None)
+        .await
+        .unwrap();
+    let run = new_run(store, 0, "r").await;
+    for _ in 0..n {
+        store
+            .create_model_version(NewModelVersion {
+                name: model.into(),
+                source: format!("runs:/{run}/model"),
+                run_id: Some(run.clone()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+    run
+}
+
+fn promotion(model: &str, version: i64, alias: &str, stage: &str) -> PromotionStep {
+    PromotionStep {
+        model: model.into(),
+        version,
+        alias: alias.into(),
+        stage: Some(stage.into()),
+        user: "ctflow".into(),
+        comment: "pipeline p".into(),
+    }
+}
+
+async fn promotion_is_all_or_nothing(store: Store) {
+    let run = registered_versions(&store, "m", 2).await;
+    assert_eq!(store.version_of_run("m", &run).await.unwrap(), Some(2));
+    store
+        .put_pipeline(&pipeline_document("p", serde_json::json!({})), "api", "/")
+        .await
+        .unwrap();
+    let Recorded::Created(pr) = store
+        .record_trigger(&TriggerEvent::new("p", "manual", "k".into()))
+        .await
+        .unwrap()
+    else {
+        panic!("created")
+    };
+    store
+        .modify_pipeline_run(
+            &pr.id,
+            &[Phase::Pending],
+            |r| r.phase = Phase::Evaluating,
+            None,
+        )
+        .await
+        .unwrap();
+    // A step that cannot be made (version 9 does not exist) undoes the steps before it
+    // and leaves the run where it was.
+    let failed = store
+        .promote_pipeline_run(
+            &pr.id,
+            &[Phase::Evaluating],
+            &[
+                promotion("m", 1, "champion", "Production"),
+                promotion("m", 9, "challenger", "Staging"),
+            ],
+            |r| r.phase = Phase::Succeeded,
+            None,
+        )
+        .await;
+    assert_eq!(code(failed.unwrap_err()), ErrorCode::ResourceDoesNotExist);
+    assert!(
+        store
+            .get_model_version_by_alias("m", "champion")
+            .await
+            .is_err()
+    );
+    assert_eq!(
+        store.get_model_version("m", 1).await.unwrap().current_stage,
+        "None"
+    );
+    assert_eq!(
+        store.get_pipeline_run(&pr.id).await.unwrap().phase,
+        Phase::Evaluating
+    );
+    assert!(
+        store
+            .registry_ledger("m")
+            .await
+            .unwrap()
+            .iter()
+            .all(|e| e.action == "version_created")
+    );
+    // A run that already moved on promotes nothing either.
+    let stale = store
+        .promote_pipeline_run(
+            &pr.id,
+            &[Phase::WaitingApproval],
+            &[promotion("m", 1, "champion", "Production")],
+            |r| r.phase = Phase::Succeeded,
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(stale.is_none());
+    assert!(
+        store
+            .get_model_version_by_alias("m", "champion")
+            .await
+            .is_err()
+    );
+    let done = store
+        .promote_pipeline_run(
+            &pr.id,
+            &[Phase::Evaluating],
+            &[
+                promotion("m", 2, "challenger", "Staging"),
+                promotion("m", 2, "champion", "Production"),
+            ],
+            |r| r.phase = Phase::Succeeded,
+            None,
+        )
+        .await
+        .unwrap()
+        .expect("promoted");
+    assert_eq!(done.phase, Phase::Succeeded);
+    assert_eq!(
+        store
+            .get_model_version_by_alias("m", "champion")
+            .await
+            .unwrap()
+            .version,
+        "2"
+    );
+    assert_eq!(
+        store.get_model_version("m", 2).await.unwrap().current_stage,
+        "Production"
+    );
+}
+
+async fn rollback_follows_the_ledger(store: Store) {
+    registered_versions(&store, "m", 3).await;
+    assert_eq!(
+        code(
+            store
+                .rollback_alias("m", "champion", true, "u")
+                .await
+                .unwrap_err()
+        ),
+        ErrorCode::InvalidParameterValue
+    );
+    for v in 1..=3 {
+        store
+            .set_registered_model_alias("m", "champion", v, "u")
+            .await
+            .unwrap();
+        store
+            .transition_model_version_stage("m", v, "Production", true, "u")
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        store
+            .rollback_alias("m", "champion", true, "ops")
+            .await
+            .unwrap(),
+        (3, 2)
+    );
+    assert_eq!(
+        store.get_model_version("m", 2).await.unwrap().current_stage,
+        "Production"
+    );
+    assert_eq!(
+        store.get_model_version("m", 3).await.unwrap().current_stage,
+        "Archived"
+    );
+    // Rolling back again goes one further back, not back and forth.
+    assert_eq!(
+        store
+            .rollback_alias("m", "champion", false, "ops")
+            .await
+            .unwrap(),
+        (2, 1)
+    );
+    assert_eq!(
+        store
+            .get_model_version_by_alias("m", "champion")
+            .await
+            .unwrap()
+            .version,
+        "1"
+    );
+    assert_eq!(
+        code(
+            store
+                .rollback_alias("m", "champion", false, "ops")
+                .await
+                .unwrap_err()
+        ),
+        ErrorCode::InvalidParameterValue
+    );
+    let last = store
+        .registry_ledger("m")
+        .await
+        .unwrap()
+        .into_iter()
+        .rev()
+        .find(|e| e.action == "alias_set")
+        .unwrap();
+    assert_eq!(
+        (last.user.as_str(), last.comment.as_deref()),
+        ("ops", Some("rollback of champion from version 2"))
+    );
 }
 
 async fn run_all(mut open: impl AsyncFnMut(&str) -> Store) {
