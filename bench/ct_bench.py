@@ -9,7 +9,7 @@
              and for the iris project.
 
 Usage: python bench/ct_bench.py [latency|schedule|overhead ...] (default: all)
-Env: CTFLOW_BENCH_BIN (default target/release/ctflow), LATENCY_FILES (30), SCHEDULE_PIPELINES
+Env: CTFLOW_BENCH_BIN (default target/release/ctflow), LATENCY_FILES (30), LATENCY_DEBOUNCE, SCHEDULE_PIPELINES
 (1000), SCHEDULE_MINUTES (3), OVERHEAD_RUNS (5). Prints a JSON summary per benchmark.
 """
 import json
@@ -113,8 +113,11 @@ def bench_latency(root):
     proj = project(root, "stamp", f"echo $(date +%s%N) > {stamps}/$(basename $CTFLOW_TRIGGER_FILES)")
     up = Up(root)
     try:
+        data = {"path": f"{incoming}/*.csv"}
+        if os.environ.get("LATENCY_DEBOUNCE"):
+            data["debounce"] = os.environ["LATENCY_DEBOUNCE"]
         up.put("latency", {"project": {"uri": str(proj)}, "concurrencyPolicy": "Allow",
-                           "triggers": [{"data": {"path": f"{incoming}/*.csv"}}]}, root)
+                           "triggers": [{"data": data}]}, root)
         time.sleep(3)  # the watcher picks the pipeline up on its next refresh
         latencies = []
         for i in range(files):
@@ -137,7 +140,9 @@ def bench_latency(root):
             manual.append((int((stamps / f"manual{i}.csv").read_text()) - t0) / 1e6)
     finally:
         up.stop()
-    result = {"benchmark": "file arrival -> job start (ms)", "ctflow_up": percentiles(latencies),
+    result = {"benchmark": "file arrival -> job start (ms)",
+              "debounce": os.environ.get("LATENCY_DEBOUNCE", "100ms (default)"),
+              "ctflow_up": percentiles(latencies),
               "baseline_ctflow_run_by_hand": percentiles(manual)}
     result["ratio_p50"] = round(result["ctflow_up"]["p50"] / result["baseline_ctflow_run_by_hand"]["p50"], 2)
     return result

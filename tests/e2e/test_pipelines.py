@@ -444,3 +444,48 @@ def test_the_loop_on_postgres(ctflow_bin, postgres, tmp_path):
         assert champion_version(up.url, "iris-pg-model") == str(run["model_version"])
     finally:
         up.stop()
+
+
+def test_insufficient_data_pauses_and_approvals_time_out(up):
+    """A CT metric the run never logs is inconclusive: with `pause` a person decides;
+    approving it moves on to the manual CD gate, whose timeout then rejects it."""
+    install(up, "iris-pause", iris_pipeline("iris-pause", "iris-pause-model", gates="""
+  gates:
+    ct:
+      metrics: [ { metric: f1_score, threshold: 0.5 } ]
+      onInsufficientData: pause
+    cd: { approval: manual, timeout: 2s }
+"""))
+    run_id = trigger(up, "iris-pause")["pipeline_run"]["id"]
+    paused = wait_phase(up, run_id, {"Paused"} | TERMINAL)
+    assert paused["phase"] == "Paused", describe(up, run_id)
+    ct = [e for e in describe(up, run_id)["events"] if e.get("gate") == "ct"][0]
+    assert ct["result"] == "inconclusive" and "logged no metric 'f1_score'" in ct["message"]
+    status, _ = api(up.url, f"/api/ctflow/v1/pipeline-runs/{run_id}/approve", {"user": "dana"})
+    assert status == 200
+    waiting = wait_phase(up, run_id, {"WaitingApproval"} | TERMINAL, timeout=30)
+    assert waiting["phase"] == "WaitingApproval"
+    assert MlflowClient(up.url).get_model_version_by_alias("iris-pause-model", "challenger").version == str(waiting["model_version"])
+    done = wait_phase(up, run_id, TERMINAL, timeout=30)
+    assert done["phase"] == "Rejected" and done["decision"] == "no answer before the approval timeout"
+    try:
+        MlflowClient(up.url).get_model_version_by_alias("iris-pause-model", "champion")
+        raise AssertionError("a timed-out approval must not promote")
+    except Exception as e:  # noqa: BLE001 - the client raises MlflowException
+        assert "alias champion not found" in str(e)
+
+
+def test_timeouts_stop_jobs_and_enqueue_runs_one_after_another(up, tmp_path):
+    project = sleeper_project(tmp_path)
+    install(up, "slow", sleeper_pipeline("slow", project, extra_spec="  timeout: 1s\n  retry: { limit: 2 }\n", seconds=60))
+    run_id = trigger(up, "slow")["pipeline_run"]["id"]
+    run = wait_phase(up, run_id, TERMINAL, timeout=60)
+    assert run["phase"] == "Failed" and run["decision"] == "stopped after the timeout of 1s" and run["attempt"] == 1
+    assert MlflowClient(up.url).get_run(run["run_id"]).info.status == "KILLED"
+
+    install(up, "queued", sleeper_pipeline("queued", project, "Enqueue", seconds=1))
+    ids = [trigger(up, "queued")["pipeline_run"]["id"] for _ in range(3)]
+    runs = [wait_phase(up, i, TERMINAL, timeout=60) for i in ids]
+    assert [r["phase"] for r in runs] == ["Succeeded"] * 3
+    for earlier, later in zip(runs, runs[1:]):
+        assert earlier["end_time"] <= later["start_time"], "Enqueue runs one at a time, in order"

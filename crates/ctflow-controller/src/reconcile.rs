@@ -126,18 +126,7 @@ pub(crate) async fn reconcile_once(shared: &Shared) -> Result<()> {
                         "not started: pipeline run {} was still active (concurrencyPolicy Forbid)",
                         others.join(", ")
                     );
-                    shared
-                        .store
-                        .modify_pipeline_run(
-                            &run.id,
-                            &[Phase::Pending],
-                            |r| {
-                                r.phase = Phase::Skipped;
-                                r.decision = Some(decision);
-                            },
-                            None,
-                        )
-                        .await?;
+                    conclude(shared, &run.id, &[Phase::Pending], Phase::Skipped, decision).await?;
                 }
                 Admission::Wait => break,
                 Admission::Replace(ids) => {
@@ -219,6 +208,29 @@ async fn cancel(shared: &Shared, id: &str, why: &str) -> Result<()> {
     if changed.is_some() {
         shared.bus.cancel(id).await?;
     }
+    Ok(())
+}
+
+/// Ends a pipeline run in `phase` with a decision, if it is still in one of `from`.
+async fn conclude(
+    shared: &Shared,
+    id: &str,
+    from: &[Phase],
+    phase: Phase,
+    decision: String,
+) -> Result<()> {
+    shared
+        .store
+        .modify_pipeline_run(
+            id,
+            from,
+            |r| {
+                r.phase = phase;
+                r.decision = Some(decision);
+            },
+            None,
+        )
+        .await?;
     Ok(())
 }
 
@@ -503,36 +515,13 @@ async fn current_champion(shared: &Shared, model: &str, alias: &str) -> Option<C
 async fn evaluate(shared: &Shared, run: &PipelineRun) -> Result<()> {
     let store = &shared.store;
     let from = [Phase::Evaluating];
-    let fail = |decision: String| {
-        move |r: &mut PipelineRun| {
-            r.phase = Phase::GateFailed;
-            r.decision = Some(decision);
-        }
-    };
     let Some(model) = &run.spec.model else {
-        store
-            .modify_pipeline_run(
-                &run.id,
-                &from,
-                |r| {
-                    r.phase = Phase::Succeeded;
-                    r.decision = Some("trained; the pipeline has no model to promote".into());
-                },
-                None,
-            )
-            .await?;
-        return Ok(());
+        let decision = "trained; the pipeline has no model to promote".to_string();
+        return conclude(shared, &run.id, &from, Phase::Succeeded, decision).await;
     };
     let Some(run_id) = run.run_id.clone() else {
-        store
-            .modify_pipeline_run(
-                &run.id,
-                &from,
-                fail("the job recorded no MLflow run".into()),
-                None,
-            )
-            .await?;
-        return Ok(());
+        let decision = "the job recorded no MLflow run".to_string();
+        return conclude(shared, &run.id, &from, Phase::GateFailed, decision).await;
     };
     let Some(version) = candidate_version(
         shared,
@@ -547,10 +536,7 @@ async fn evaluate(shared: &Shared, run: &PipelineRun) -> Result<()> {
             "run {run_id} registered no version of '{}' and logged no model named '{}'",
             model.name, model.logged_model
         );
-        store
-            .modify_pipeline_run(&run.id, &from, fail(decision), None)
-            .await?;
-        return Ok(());
+        return conclude(shared, &run.id, &from, Phase::GateFailed, decision).await;
     };
     let promotion = &run.spec.promotion;
     let champion = current_champion(shared, &model.name, &promotion.champion_alias).await;
@@ -836,18 +822,8 @@ async fn answer(shared: &Shared, run: &PipelineRun, now: i64) -> Result<()> {
                 .await?;
         }
         (None, _, _) if run.approval_deadline.is_some_and(|d| d <= now) => {
-            shared
-                .store
-                .modify_pipeline_run(
-                    &run.id,
-                    &from,
-                    |r| {
-                        r.phase = Phase::Rejected;
-                        r.decision = Some("no answer before the approval timeout".into());
-                    },
-                    None,
-                )
-                .await?;
+            let decision = "no answer before the approval timeout".to_string();
+            conclude(shared, &run.id, &from, Phase::Rejected, decision).await?;
         }
         _ => {}
     }

@@ -6,7 +6,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use ctflow_bus::{Bus, Job, JobEvent, JobStatus};
+use ctflow_bus::{Bus, CiResult, Job, JobEvent, JobStatus};
 use ctflow_core::gpu::{GpuPool, parse_nvidia_smi_indices};
 use ctflow_core::schedule::logical_time_text;
 use tokio::sync::Notify;
@@ -39,6 +39,23 @@ pub fn discover_gpus() -> Vec<u32> {
             parse_nvidia_smi_indices(&String::from_utf8_lossy(&output.stdout))
         }
         _ => Vec::new(),
+    }
+}
+
+fn finished(
+    job: &Job,
+    status: JobStatus,
+    run_id: Option<String>,
+    message: String,
+    ci: Vec<CiResult>,
+) -> JobEvent {
+    JobEvent::Finished {
+        pipeline_run: job.pipeline_run.clone(),
+        attempt: job.attempt,
+        status,
+        run_id,
+        message,
+        ci,
     }
 }
 
@@ -158,14 +175,7 @@ impl WorkerPool {
 
     async fn run_job(&self, job: &Job, shutdown: &CancellationToken) -> JobEvent {
         let finished =
-            |status: JobStatus, run_id: Option<String>, message: String, ci| JobEvent::Finished {
-                pipeline_run: job.pipeline_run.clone(),
-                attempt: job.attempt,
-                status,
-                run_id,
-                message,
-                ci,
-            };
+            |status, run_id, message: String, ci| finished(job, status, run_id, message, ci);
         let wanted = job.spec.resources.gpu;
         if let Err(error) = self.gpus.lock().check(wanted) {
             return finished(
@@ -341,13 +351,6 @@ impl WorkerPool {
             Err(error) => (JobStatus::Failed, None, error.to_string(), Vec::new()),
         };
         observer.line(Line::Note(format!("=== {status:?}: {message} ===")));
-        JobEvent::Finished {
-            pipeline_run: job.pipeline_run.clone(),
-            attempt: job.attempt,
-            status,
-            run_id,
-            message,
-            ci,
-        }
+        finished(job, status, run_id, message, ci)
     }
 }
