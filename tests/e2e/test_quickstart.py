@@ -2,13 +2,12 @@
 its environment from python_env.yaml, trains, judges the candidate and makes it the
 champion, from a fresh data folder."""
 import os
-import signal
 import subprocess
 import time
 
 from mlflow import MlflowClient
 
-from conftest import free_port
+from conftest import free_port, stop
 
 
 def test_up_example_iris_shows_the_whole_loop(ctflow_bin, tmp_path, iris_env_cache):
@@ -39,10 +38,5 @@ def test_up_example_iris_shows_the_whole_loop(ctflow_bin, tmp_path, iris_env_cac
         assert run.data.tags["ctflow.ci"] == "passed"
         assert (tmp_path / "ctflow-data" / "ctflow.db").exists()
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop(proc)
     assert proc.returncode == 0, "".join(lines) + proc.stdout.read()

@@ -615,12 +615,7 @@ async fn evaluate(shared: &Shared, run: &PipelineRun) -> Result<()> {
                 .modify_pipeline_run(
                     &run.id,
                     &from,
-                    |r| {
-                        r.phase = Phase::Paused;
-                        r.model_version = Some(version);
-                        r.approval_deadline = Some(deadline);
-                        r.approval = None;
-                    },
+                    wait_for_person(Phase::Paused, version, deadline),
                     Some(gate_event),
                 )
                 .await?;
@@ -631,6 +626,16 @@ async fn evaluate(shared: &Shared, run: &PipelineRun) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Parks a run until a person answers or the deadline passes.
+fn wait_for_person(phase: Phase, version: i64, deadline: i64) -> impl FnOnce(&mut PipelineRun) {
+    move |r| {
+        r.phase = phase;
+        r.model_version = Some(version);
+        r.approval_deadline = Some(deadline);
+        r.approval = None;
+    }
 }
 
 fn step(
@@ -691,12 +696,7 @@ async fn after_ct(
                 &run.id,
                 from,
                 &[challenger],
-                |r| {
-                    r.phase = Phase::WaitingApproval;
-                    r.model_version = Some(version);
-                    r.approval_deadline = Some(deadline);
-                    r.approval = None;
-                },
+                wait_for_person(Phase::WaitingApproval, version, deadline),
                 Some(event),
             )
             .await?;
