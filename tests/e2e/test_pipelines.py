@@ -302,7 +302,7 @@ def test_webhook_drift_and_dedupe(up, tmp_path):
     project = sleeper_project(tmp_path)
     install(up, "hooked", sleeper_pipeline("hooked", project, "Allow", """
   triggers:
-    - webhook: { secretEnv: CTFLOW_E2E_WEBHOOK_SECRET, params: { seconds: /sleep } }
+    - webhook: { secretEnv: CTFLOW_E2E_WEBHOOK_SECRET, params: { seconds: /sleep }, tags: { commit: /after } }
     - drift: { reference: ref.csv, current: cur/*.csv, method: psi, threshold: 0.2 }
 """))
     # The secret lives in the server's environment (CtflowUp sets it).
@@ -313,7 +313,10 @@ def test_webhook_drift_and_dedupe(up, tmp_path):
     assert status == 200, out
     run = wait_phase(up, out["pipeline_run"]["id"], TERMINAL, timeout=30)
     assert run["phase"] == "Succeeded" and run["trigger"]["parameters"] == {"seconds": "0.1"}
-    assert MlflowClient(up.url).get_run(run["run_id"]).data.params["seconds"] == "0.1"
+    mlflow_run = MlflowClient(up.url).get_run(run["run_id"])
+    assert mlflow_run.data.params["seconds"] == "0.1"
+    assert mlflow_run.data.tags["ctflow.webhook.commit"] == "abc123"
+    assert mlflow_run.data.tags["ctflow.trigger"] == "webhook"
     # The same delivery again starts nothing.
     status, again = api(up.url, "/api/ctflow/v1/pipelines/hooked/webhook", body,
                         headers={"X-Hub-Signature-256": good, "X-GitHub-Delivery": "d-1"})

@@ -205,9 +205,15 @@ pub const DRIFT_METHODS: &[&str] = &["psi", "ks", "chi2", "wasserstein", "js"];
 pub struct WebhookTrigger {
     /// The environment variable of the server that holds the shared secret.
     pub secret_env: String,
-    /// Run parameters taken from the JSON payload: name -> JSON pointer (`/head_commit/id`).
+    /// Project parameters taken from the JSON payload: name -> JSON pointer
+    /// (`/head_commit/id`). The entry point should declare them (undeclared parameters
+    /// are appended to its command as `--name value`, as MLflow does).
     #[serde(default)]
     pub params: BTreeMap<String, String>,
+    /// Run tags taken from the payload: tag name -> JSON pointer; the run gets
+    /// `ctflow.webhook.<name>`.
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -658,10 +664,15 @@ impl TrainingPipelineSpec {
                             "must name an environment variable".into(),
                         );
                     }
-                    for (name, pointer) in &w.params {
+                    let pointers = w
+                        .params
+                        .iter()
+                        .map(|p| ("params", p))
+                        .chain(w.tags.iter().map(|t| ("tags", t)));
+                    for (map, (name, pointer)) in pointers {
                         if !(pointer.is_empty() || pointer.starts_with('/')) {
                             err(
-                                format!("{base}.params.{name}"),
+                                format!("{base}.{map}.{name}"),
                                 format!(
                                     "'{pointer}' is not a JSON pointer such as /head_commit/id"
                                 ),

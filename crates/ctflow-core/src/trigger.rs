@@ -27,6 +27,9 @@ pub struct TriggerEvent {
     /// The files that fired a data trigger.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub files: Vec<String>,
+    /// Tags for the run (webhook payload fields), without their `ctflow.` prefix.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
     /// Who fired a manual trigger.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
@@ -44,6 +47,7 @@ impl TriggerEvent {
             parameters: BTreeMap::new(),
             logical_time: None,
             files: Vec::new(),
+            tags: BTreeMap::new(),
             user: None,
             detail: Value::Null,
         }

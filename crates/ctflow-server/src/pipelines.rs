@@ -207,6 +207,7 @@ pub async fn webhook(
     let payload: Value = serde_json::from_slice(&body)
         .map_err(|e| invalid(format!("The webhook payload is not JSON: {e}")))?;
     let parameters = webhook_parameters(&payload, &hook.params).map_err(invalid)?;
+    let tags = webhook_parameters(&payload, &hook.tags).map_err(invalid)?;
     let delivery = headers
         .get("x-ctflow-delivery")
         .or_else(|| headers.get("x-github-delivery"))
@@ -215,6 +216,10 @@ pub async fn webhook(
         .unwrap_or_else(|| signature.trim_start_matches("sha256=").to_string());
     let mut event = TriggerEvent::new(&name, "webhook", format!("webhook:{delivery}"));
     event.parameters = parameters.clone();
+    event.tags = tags
+        .into_iter()
+        .map(|(k, v)| (format!("webhook.{k}"), v))
+        .collect();
     event.detail = json!({ "delivery": delivery, "parameters": parameters });
     let outcome = state.store.record_trigger(&event).await?;
     recorded(&state, outcome)

@@ -252,6 +252,9 @@ impl WorkerPool {
             tags.push(("ctflow.trigger.files".into(), tag));
             env.push(("CTFLOW_TRIGGER_FILES".into(), files));
         }
+        for (key, value) in &job.trigger.tags {
+            tags.push((format!("ctflow.{key}"), value.clone()));
+        }
         if let Some(user) = &job.trigger.user {
             tags.push(("ctflow.trigger.user".into(), user.clone()));
         }
