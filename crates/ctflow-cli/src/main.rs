@@ -3,6 +3,7 @@
 
 mod client;
 mod commands;
+mod drift;
 mod models;
 mod pipelines;
 mod run;
@@ -83,6 +84,8 @@ enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Compare current data with a reference, column by column; exits 3 on dataset drift.
+    Drift(drift::DriftArgs),
     /// The model registry: models, versions, aliases, stages, history, rollback, downloads.
     Models {
         #[command(subcommand)]
@@ -205,6 +208,12 @@ fn main() -> Result<()> {
             Command::Models { command, client } => models::run(command, &client).await,
             Command::Run { run, client } => run::run(run, &client).await,
             Command::Up(args) => up::run(args).await,
+            Command::Drift(args) => {
+                if drift::run(args)? {
+                    std::process::exit(drift::DRIFT_EXIT_CODE);
+                }
+                Ok(())
+            }
             Command::Pipelines { command, client } => pipelines::run(command, &client).await,
         }
     })

@@ -1,0 +1,224 @@
+//! `ctflow drift`: compares a current data file with a reference, prints a per-column
+//! table (or JSON), and exits with status 3 when the dataset drifted, so it works as a CI
+//! step.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use anyhow::{Result, anyhow};
+use clap::Args;
+use ctflow_core::drift::{Binning, Correction, Method};
+use ctflow_watcher::reader::{Typing, read_csv};
+use ctflow_watcher::{DriftOptions, compare};
+
+use crate::OutputFormat;
+use crate::commands::{print_json, print_table};
+
+/// The exit status when the dataset drifted.
+pub const DRIFT_EXIT_CODE: i32 = 3;
+
+#[derive(Args, Debug)]
+pub struct DriftArgs {
+    /// The reference data (CSV with a header row).
+    #[arg(long)]
+    reference: PathBuf,
+    /// The current data (CSV with a header row).
+    #[arg(long)]
+    current: PathBuf,
+    /// One test for every column: ks, chisquare, z, wasserstein, jensenshannon, psi
+    /// (default: chosen per column by type, size and distinct values, as Evidently does).
+    #[arg(long, value_parser = Method::parse)]
+    method: Option<Method>,
+    /// The threshold for every column (default: 0.05 for p-values, 0.1 for distances).
+    #[arg(long)]
+    threshold: Option<f64>,
+    /// A per-column override, `COLUMN=METHOD[:THRESHOLD]` (repeatable).
+    #[arg(long = "column", value_parser = parse_column_override)]
+    columns: Vec<(String, Option<Method>, Option<f64>)>,
+    /// Treat these columns as categorical (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    categorical: Vec<String>,
+    /// Treat these columns as numeric (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    numeric: Vec<String>,
+    /// Columns whose drift alone makes the dataset drift (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    critical: Vec<String>,
+    /// The share of drifted columns that makes the dataset drift.
+    #[arg(long, default_value_t = 0.5)]
+    drift_share: f64,
+    /// Multiple-testing correction of p-value tests: none, bonferroni or fdr.
+    #[arg(long, default_value = "none", value_parser = parse_correction)]
+    correction: Correction,
+    /// PSI bins.
+    #[arg(long, default_value_t = 10)]
+    bins: usize,
+    /// PSI binning: quantiles (of the reference) or sturges (equal width).
+    #[arg(long, default_value = "quantiles", value_parser = parse_binning)]
+    binning: Binning,
+    /// Below this many current rows the verdict is "insufficient data".
+    #[arg(long, default_value_t = 0)]
+    min_rows: usize,
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    output: OutputFormat,
+}
+
+fn parse_column_override(raw: &str) -> Result<(String, Option<Method>, Option<f64>), String> {
+    let (column, rest) = raw
+        .split_once('=')
+        .ok_or_else(|| format!("'{raw}' is not COLUMN=METHOD[:THRESHOLD]"))?;
+    let (method, threshold) = match rest.split_once(':') {
+        Some((m, t)) => (m, Some(t)),
+        None => (rest, None),
+    };
+    let method = if method.is_empty() {
+        None
+    } else {
+        Some(Method::parse(method)?)
+    };
+    let threshold = threshold
+        .map(|t| {
+            t.parse::<f64>()
+                .map_err(|_| format!("'{t}' is not a number"))
+        })
+        .transpose()?;
+    Ok((column.to_string(), method, threshold))
+}
+
+fn parse_correction(raw: &str) -> Result<Correction, String> {
+    match raw {
+        "none" => Ok(Correction::None),
+        "bonferroni" => Ok(Correction::Bonferroni),
+        "fdr" => Ok(Correction::Fdr),
+        other => Err(format!(
+            "unknown correction '{other}': use none, bonferroni or fdr"
+        )),
+    }
+}
+
+fn parse_binning(raw: &str) -> Result<Binning, String> {
+    match raw {
+        "quantiles" => Ok(Binning::Quantiles),
+        "sturges" => Ok(Binning::Sturges),
+        other => Err(format!(
+            "unknown binning '{other}': use quantiles or sturges"
+        )),
+    }
+}
+
+fn number(v: f64) -> String {
+    if v.is_infinite() {
+        "inf".into()
+    } else if v != 0.0 && v.abs() < 1e-4 {
+        format!("{v:.3e}")
+    } else {
+        format!("{v:.4}")
+    }
+}
+
+/// Runs the comparison; returns whether the dataset drifted.
+pub fn run(args: DriftArgs) -> Result<bool> {
+    let typing = Typing {
+        categorical: args.categorical.iter().cloned().collect(),
+        numeric: args.numeric.iter().cloned().collect(),
+    };
+    let reference = read_csv(&args.reference, &typing)?;
+    let current = read_csv(&args.current, &typing)?;
+    let per_column: BTreeMap<String, (Option<Method>, Option<f64>)> = args
+        .columns
+        .into_iter()
+        .map(|(c, m, t)| (c, (m, t)))
+        .collect();
+    if !(0.0..=1.0).contains(&args.drift_share) {
+        return Err(anyhow!("--drift-share must be between 0 and 1"));
+    }
+    let options = DriftOptions {
+        method: args.method,
+        threshold: args.threshold,
+        per_column,
+        bins: args.bins.max(1),
+        binning: args.binning,
+        drift_share: args.drift_share,
+        correction: args.correction,
+        critical: args.critical,
+        min_rows: args.min_rows,
+    };
+    let report = compare(&reference, &current, &options)?;
+    if args.output == OutputFormat::Json {
+        print_json(&serde_json::to_value(&report)?)?;
+        return Ok(report.dataset.drifted);
+    }
+    let rows: Vec<Vec<String>> = report
+        .columns
+        .iter()
+        .map(|c| {
+            let nulls = report
+                .counts
+                .get(&c.column)
+                .map(|[r, cur]| format!("{}/{}", r.nulls + r.infinite, cur.nulls + cur.infinite))
+                .unwrap_or_default();
+            vec![
+                c.column.clone(),
+                c.kind.clone(),
+                serde_json::to_value(c.method)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default(),
+                number(c.statistic),
+                c.p_value.map(number).unwrap_or_else(|| "-".into()),
+                number(c.threshold),
+                nulls,
+                if c.drifted {
+                    "DRIFT".into()
+                } else {
+                    "ok".into()
+                },
+            ]
+        })
+        .collect();
+    print_table(
+        &[
+            "Column",
+            "Type",
+            "Method",
+            "Statistic",
+            "p-value",
+            "Threshold",
+            "Left out (ref/cur)",
+            "Verdict",
+        ],
+        &rows,
+    );
+    for skipped in &report.skipped {
+        println!("{}: skipped, {}", skipped.column, skipped.reason);
+    }
+    let d = &report.dataset;
+    if report.insufficient_data {
+        println!(
+            "Insufficient data: {} current rows, fewer than --min-rows {}",
+            report.current_rows, options.min_rows
+        );
+    } else {
+        println!(
+            "{} of {} columns drifted ({:.0}%, dataset drift at {:.0}%){}: {}",
+            d.drifted_columns,
+            d.columns,
+            d.share * 100.0,
+            d.drift_share * 100.0,
+            if d.critical_drifted.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; critical columns drifted: {}",
+                    d.critical_drifted.join(", ")
+                )
+            },
+            if d.drifted {
+                "DATASET DRIFT"
+            } else {
+                "no dataset drift"
+            }
+        );
+    }
+    Ok(d.drifted)
+}

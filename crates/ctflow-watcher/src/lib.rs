@@ -1,0 +1,28 @@
+//! The drift side of ctflow: reading data and judging current data against a reference.
+//!
+//! This crate has the readers and the per-dataset drift report that `ctflow drift` prints;
+//! the statistics themselves are pure functions in `ctflow_core::drift`.
+#![forbid(unsafe_code)]
+
+pub mod reader;
+mod report;
+
+pub use report::{DriftOptions, DriftReport, SkippedColumn, compare};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot read {path}: {message}")]
+    Read { path: String, message: String },
+    #[error("the reference and current data have different columns: {0}")]
+    Schema(String),
+    #[error("column '{column}': {source}")]
+    Column {
+        column: String,
+        #[source]
+        source: ctflow_core::drift::DriftError,
+    },
+    #[error("{0}")]
+    Options(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,239 @@
+//! Reading tabular data for drift checks: CSV with a header row. Each column is numeric
+//! when every non-null value parses as a number, else categorical; callers can force
+//! either. Nulls (empty, `NA`, `null`, `None`, `NaN`) and infinite numbers are counted
+//! and reported, never silently dropped.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use ctflow_core::drift::ColumnData;
+use serde::Serialize;
+
+use crate::Error;
+
+/// Spellings of a missing value (compared case-insensitively).
+const NULLS: &[&str] = &["", "na", "n/a", "null", "none", "nan"];
+
+fn is_null(value: &str) -> bool {
+    let v = value.trim();
+    NULLS.iter().any(|n| v.eq_ignore_ascii_case(n))
+}
+
+/// One column as read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Column {
+    pub name: String,
+    pub data: ColumnData,
+    /// Rows with no value.
+    pub nulls: usize,
+    /// Numeric rows holding +/-infinity (excluded from the statistics).
+    pub infinite: usize,
+}
+
+/// What was left out of a column, for the report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ColumnCounts {
+    pub rows: usize,
+    pub nulls: usize,
+    pub infinite: usize,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Table {
+    pub rows: usize,
+    pub columns: Vec<Column>,
+}
+
+/// How to type columns.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Typing {
+    pub categorical: BTreeSet<String>,
+    pub numeric: BTreeSet<String>,
+}
+
+impl Table {
+    pub fn column(&self, name: &str) -> Option<&Column> {
+        self.columns.iter().find(|c| c.name == name)
+    }
+}
+
+/// Reads a CSV file with a header row.
+pub fn read_csv(path: &Path, typing: &Typing) -> Result<Table, Error> {
+    let file_error = |message: String| Error::Read {
+        path: path.display().to_string(),
+        message,
+    };
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .flexible(false)
+        .from_path(path)
+        .map_err(|e| file_error(e.to_string()))?;
+    let headers: Vec<String> = reader
+        .headers()
+        .map_err(|e| file_error(e.to_string()))?
+        .iter()
+        .map(|h| h.trim().to_string())
+        .collect();
+    if headers.is_empty() || headers.iter().all(String::is_empty) {
+        return Err(file_error("the file has no header row".into()));
+    }
+    let mut seen = BTreeSet::new();
+    for h in &headers {
+        if !seen.insert(h) {
+            return Err(file_error(format!("the column '{h}' appears twice")));
+        }
+    }
+    let mut raw: Vec<Vec<String>> = vec![Vec::new(); headers.len()];
+    let mut rows = 0;
+    for record in reader.records() {
+        let record = record.map_err(|e| file_error(e.to_string()))?;
+        for (i, value) in record.iter().enumerate() {
+            raw[i].push(value.to_string());
+        }
+        rows += 1;
+    }
+    if rows == 0 {
+        return Err(file_error("the file has a header but no rows".into()));
+    }
+    for name in typing.numeric.iter().chain(&typing.categorical) {
+        if !headers.contains(name) {
+            return Err(file_error(format!("there is no column '{name}' to type")));
+        }
+    }
+    let columns = headers
+        .into_iter()
+        .zip(raw)
+        .map(|(name, values)| type_column(name, values, typing))
+        .collect::<Result<Vec<_>, String>>()
+        .map_err(file_error)?;
+    Ok(Table { rows, columns })
+}
+
+fn type_column(name: String, values: Vec<String>, typing: &Typing) -> Result<Column, String> {
+    let nulls = values.iter().filter(|v| is_null(v)).count();
+    let present: Vec<&str> = values
+        .iter()
+        .map(|v| v.trim())
+        .filter(|v| !is_null(v))
+        .collect();
+    let parsed: Vec<Option<f64>> = present.iter().map(|v| v.parse::<f64>().ok()).collect();
+    let all_numbers = parsed.iter().all(Option::is_some);
+    let numeric = if typing.categorical.contains(&name) {
+        false
+    } else if typing.numeric.contains(&name) {
+        if !all_numbers {
+            let bad = present
+                .iter()
+                .zip(&parsed)
+                .find(|(_, p)| p.is_none())
+                .map(|(v, _)| *v)
+                .unwrap_or_default();
+            return Err(format!(
+                "column '{name}' was declared numeric but holds '{bad}'"
+            ));
+        }
+        true
+    } else {
+        all_numbers
+    };
+    if numeric {
+        let numbers: Vec<f64> = parsed.into_iter().flatten().collect();
+        let infinite = numbers.iter().filter(|v| v.is_infinite()).count();
+        let finite: Vec<f64> = numbers.into_iter().filter(|v| v.is_finite()).collect();
+        Ok(Column {
+            name,
+            data: ColumnData::Numeric(finite),
+            nulls,
+            infinite,
+        })
+    } else {
+        Ok(Column {
+            name,
+            data: ColumnData::Categorical(present.into_iter().map(str::to_string).collect()),
+            nulls,
+            infinite: 0,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> std::path::PathBuf {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).expect("writable");
+        path
+    }
+
+    #[test]
+    fn types_nulls_and_infinities() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = write(
+            &dir,
+            "a.csv",
+            "x,kind,code\n1.5,a,1\nNA,b,2\ninf,,3\n-2,a,\n",
+        );
+        let table = read_csv(&path, &Typing::default()).expect("readable");
+        assert_eq!(table.rows, 4);
+        let x = table.column("x").expect("x");
+        assert_eq!(x.data, ColumnData::Numeric(vec![1.5, -2.0]));
+        assert_eq!((x.nulls, x.infinite), (1, 1));
+        let kind = table.column("kind").expect("kind");
+        assert_eq!(
+            kind.data,
+            ColumnData::Categorical(vec!["a".into(), "b".into(), "a".into()])
+        );
+        assert_eq!(kind.nulls, 1);
+        let typing = Typing {
+            categorical: ["code".to_string()].into(),
+            ..Typing::default()
+        };
+        let forced = read_csv(&path, &typing).expect("readable");
+        assert!(matches!(
+            forced.column("code").expect("code").data,
+            ColumnData::Categorical(_)
+        ));
+    }
+
+    #[test]
+    fn bad_files_are_explained() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let empty = write(&dir, "empty.csv", "");
+        assert!(
+            read_csv(&empty, &Typing::default())
+                .unwrap_err()
+                .to_string()
+                .contains("no header")
+        );
+        let header_only = write(&dir, "h.csv", "a,b\n");
+        assert!(
+            read_csv(&header_only, &Typing::default())
+                .unwrap_err()
+                .to_string()
+                .contains("no rows")
+        );
+        let ragged = write(&dir, "r.csv", "a,b\n1,2\n3\n");
+        assert!(read_csv(&ragged, &Typing::default()).is_err());
+        let twice = write(&dir, "t.csv", "a,a\n1,2\n");
+        assert!(
+            read_csv(&twice, &Typing::default())
+                .unwrap_err()
+                .to_string()
+                .contains("appears twice")
+        );
+        let typing = Typing {
+            numeric: ["b".to_string()].into(),
+            ..Typing::default()
+        };
+        let words = write(&dir, "w.csv", "a,b\n1,x\n");
+        assert!(
+            read_csv(&words, &typing)
+                .unwrap_err()
+                .to_string()
+                .contains("declared numeric but holds 'x'")
+        );
+        let missing = dir.path().join("nope.csv");
+        assert!(read_csv(&missing, &Typing::default()).is_err());
+    }
+}
