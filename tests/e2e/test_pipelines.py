@@ -492,3 +492,53 @@ def test_timeouts_stop_jobs_and_enqueue_runs_one_after_another(up, tmp_path):
     assert [r["phase"] for r in runs] == ["Succeeded"] * 3
     for earlier, later in zip(runs, runs[1:]):
         assert earlier["end_time"] <= later["start_time"], "Enqueue runs one at a time, in order"
+
+
+def test_drift_on_new_data_retrains_and_every_check_is_on_record(up, tmp_path):
+    """The drift watcher: a file like the reference is checked and recorded, a drifted
+    file fires the pipeline's drift trigger and it retrains."""
+    import numpy as np
+
+    rng = np.random.default_rng(3)
+    data = tmp_path / "drift-data"
+    (data / "current").mkdir(parents=True)
+
+    def write(path, shift, n):
+        x = rng.normal(shift, 1, n).round(5)
+        kind = rng.choice(["a", "b"], n)
+        path.write_text("x,kind\n" + "\n".join(f"{a},{b}" for a, b in zip(x, kind)) + "\n")
+
+    write(data / "reference.csv", 0.0, 2000)
+    project = sleeper_project(tmp_path)
+    install(up, "drifty", sleeper_pipeline("drifty", project, "Allow", f"""
+  triggers:
+    - drift: {{ reference: {data}/reference.csv, current: {data}/current/*.csv, method: psi, threshold: 0.2, minRows: 100 }}
+""", seconds=0))
+    client = MlflowClient(up.url)
+
+    def checks():
+        experiment = client.get_experiment_by_name("drifty-drift")
+        return client.search_runs([experiment.experiment_id], order_by=["attributes.start_time ASC"]) if experiment else []
+
+    write(data / "current" / "day1.csv", 0.0, 1500)
+    first = wait_for("the first drift check", lambda: checks(), timeout=30)
+    assert len(first) == 1 and first[0].data.tags["ctflow.drift.dataset_drift"] == "false"
+    assert "x.statistic" in first[0].data.metrics and first[0].data.metrics["drift.drifted_columns"] == 0
+    assert runs_of(up, "drifty") == []
+
+    write(data / "current" / "day2.csv", 1.5, 1500)
+    drifted = wait_for("the drift run", lambda: runs_of(up, "drifty"), timeout=30)
+    assert len(drifted) == 1 and drifted[0]["trigger"]["kind"] == "drift"
+    assert drifted[0]["trigger"]["files"] == [str(data / "current" / "day2.csv")]
+    run = wait_phase(up, drifted[0]["id"], TERMINAL, timeout=30)
+    assert run["phase"] == "Succeeded"
+    all_checks = checks()
+    assert [c.data.tags["ctflow.drift.dataset_drift"] for c in all_checks] == ["false", "true"]
+    check = all_checks[1]
+    assert check.data.metrics["x.drifted"] == 1.0
+    assert MlflowClient(up.url).get_run(run["run_id"]).data.tags["ctflow.drift.check_run"] == check.info.run_id
+    report_path = client.download_artifacts(check.info.run_id, "drift_report.json", str(tmp_path))
+    report = json.loads(Path(report_path).read_text())
+    assert report["dataset"]["drifted"] is True
+    assert {c["column"]: c["method"] for c in report["columns"]} == {"x": "psi", "kind": "psi"}
+    assert len(next(c for c in report["columns"] if c["column"] == "x")["bin_edges"]) == 11

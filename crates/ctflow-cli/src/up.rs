@@ -1,6 +1,6 @@
 //! `ctflow up`: the whole loop in one process: the tracking and registry server, the
-//! controller (triggers, gates, promotion) and a local worker pool, over the in-process
-//! bus. `--example iris` installs the iris pipeline and runs it once.
+//! controller (triggers, gates, promotion), the drift watcher and a local worker pool,
+//! over the in-process bus. `--example iris` installs the iris pipeline and runs it once.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -75,6 +75,16 @@ pub async fn run(args: UpArgs) -> Result<()> {
     let bus: Arc<dyn Bus> = Arc::new(MemoryBus::new());
     state.bus = Some(bus.clone());
     let store = state.store.clone();
+    let watcher = {
+        let mapping = state.clone();
+        ctflow_watcher::Watcher::new(
+            store.clone(),
+            bus.clone(),
+            state.artifacts.clone(),
+            Arc::new(move |uri: &str| mapping.repository_path(uri)),
+            ctflow_watcher::WatcherConfig::default(),
+        )
+    };
     let host = if addr.ip().is_unspecified() {
         "127.0.0.1".to_string()
     } else {
@@ -125,6 +135,13 @@ pub async fn run(args: UpArgs) -> Result<()> {
     {
         let shutdown = shutdown.clone();
         tasks.spawn(async move { controller.run(shutdown).await.map_err(anyhow::Error::from) });
+    }
+    {
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            watcher.run(shutdown).await;
+            Ok(())
+        });
     }
     let gpus = discover_gpus();
     let pool = WorkerPool::new(

@@ -581,6 +581,31 @@ impl Store {
         Ok(Some(outcome))
     }
 
+    /// Records files a trigger has looked at without starting a run (a drift check that
+    /// found no drift, or data it could not read): they are not looked at again.
+    pub async fn mark_files_seen(
+        &self,
+        pipeline: &str,
+        trigger_key: &str,
+        files: &[String],
+    ) -> Result<()> {
+        let mut tx = self.write.begin().await?;
+        for path in files {
+            sqlx::query(
+                "INSERT INTO data_trigger_files (pipeline, trigger_key, path, seen_time) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (pipeline, trigger_key, path) DO NOTHING",
+            )
+            .bind(pipeline)
+            .bind(trigger_key)
+            .bind(path.as_str())
+            .bind(now_ms())
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     // ------------------------------------------------------------- pipeline runs
 
     pub async fn get_pipeline_run(&self, id: &str) -> Result<PipelineRun> {

@@ -6,8 +6,10 @@
 
 pub mod reader;
 mod report;
+mod watch;
 
 pub use report::{DriftOptions, DriftReport, SkippedColumn, compare};
+pub use watch::{ArtifactPath, Watcher, WatcherConfig};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
