@@ -61,6 +61,9 @@ def test_drift_numbers_match_scipy_and_the_exit_status_gates(ctflow_bin, tmp_pat
     assert by_column["kind"]["method"] == "psi"
     out = drift(ctflow_bin, "--reference", reference, "--current", drifted)
     assert out.returncode == 3 and "DATASET DRIFT" in out.stdout and "Column" in out.stdout
+    out = drift(ctflow_bin, "--reference", reference, "--current", drifted, "--output", "html")
+    assert out.returncode == 3 and out.stdout.startswith("<!doctype html>")
+    assert out.stdout.count("<svg") == 3 and "<script" not in out.stdout
 
 
 def test_bad_input_is_explained(ctflow_bin, tmp_path):

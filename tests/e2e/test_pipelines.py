@@ -542,3 +542,5 @@ def test_drift_on_new_data_retrains_and_every_check_is_on_record(up, tmp_path):
     assert report["dataset"]["drifted"] is True
     assert {c["column"]: c["method"] for c in report["columns"]} == {"x": "psi", "kind": "psi"}
     assert len(next(c for c in report["columns"] if c["column"] == "x")["bin_edges"]) == 11
+    page = Path(client.download_artifacts(check.info.run_id, "drift_report.html", str(tmp_path))).read_text()
+    assert "Dataset drift" in page and page.count("<svg") == 2

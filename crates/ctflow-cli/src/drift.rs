@@ -9,9 +9,8 @@ use anyhow::{Result, anyhow};
 use clap::Args;
 use ctflow_core::drift::{Binning, Correction, Method};
 use ctflow_watcher::reader::{Typing, read_csv};
-use ctflow_watcher::{DriftOptions, compare};
+use ctflow_watcher::{DriftOptions, compare, render_html};
 
-use crate::OutputFormat;
 use crate::commands::{print_json, print_table};
 
 /// The exit status when the dataset drifted.
@@ -59,8 +58,16 @@ pub struct DriftArgs {
     /// Below this many current rows the verdict is "insufficient data".
     #[arg(long, default_value_t = 0)]
     min_rows: usize,
-    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
-    output: OutputFormat,
+    /// table, json, or html (a self-contained page with a histogram per column).
+    #[arg(long, value_enum, default_value_t = DriftOutput::Table)]
+    output: DriftOutput,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum DriftOutput {
+    Table,
+    Json,
+    Html,
 }
 
 fn parse_column_override(raw: &str) -> Result<(String, Option<Method>, Option<f64>), String> {
@@ -144,9 +151,21 @@ pub fn run(args: DriftArgs) -> Result<bool> {
         min_rows: args.min_rows,
     };
     let report = compare(&reference, &current, &options)?;
-    if args.output == OutputFormat::Json {
-        print_json(&serde_json::to_value(&report)?)?;
-        return Ok(report.dataset.drifted);
+    match args.output {
+        DriftOutput::Json => {
+            print_json(&serde_json::to_value(&report)?)?;
+            return Ok(report.dataset.drifted);
+        }
+        DriftOutput::Html => {
+            let title = format!(
+                "Drift of {} against {}",
+                args.current.display(),
+                args.reference.display()
+            );
+            print!("{}", render_html(&report, &reference, &current, &title));
+            return Ok(report.dataset.drifted);
+        }
+        DriftOutput::Table => {}
     }
     let rows: Vec<Vec<String>> = report
         .columns

@@ -4,10 +4,12 @@
 //! the statistics themselves are pure functions in `ctflow_core::drift`.
 #![forbid(unsafe_code)]
 
+mod html;
 pub mod reader;
 mod report;
 mod watch;
 
+pub use html::render_html;
 pub use report::{DriftOptions, DriftReport, SkippedColumn, compare};
 pub use watch::{ArtifactPath, Watcher, WatcherConfig};
 

@@ -257,7 +257,9 @@ impl Watcher {
                 return Ok(());
             }
         };
-        let check_run = self.record(pipeline, &files, Ok(&report)).await?;
+        let check_run = self
+            .record(pipeline, &files, Ok((&report, &reference, &current)))
+            .await?;
         if report.dataset.drifted {
             let mut hasher = sha2::Sha256::new();
             for f in &files {
@@ -308,7 +310,7 @@ impl Watcher {
         &self,
         pipeline: &PipelineRecord,
         files: &[String],
-        report: Result<&DriftReport, String>,
+        report: Result<(&DriftReport, &Table, &Table), String>,
     ) -> Result<String, ctflow_store::Error> {
         let experiment = format!("{}-drift", pipeline.name);
         let experiment_id = match self.store.get_experiment_by_name(&experiment).await {
@@ -351,7 +353,7 @@ impl Watcher {
                 ));
                 "FAILED"
             }
-            Ok(report) => {
+            Ok((report, reference, current)) => {
                 tags.push(KeyValue::new(
                     "ctflow.drift.dataset_drift",
                     if report.dataset.drifted {
@@ -394,12 +396,16 @@ impl Watcher {
                         .await?;
                 }
                 if let Some(root) = (self.artifact_path)(&run.info.artifact_uri) {
-                    let body = serde_json::to_vec_pretty(report).unwrap_or_default();
-                    let reader: ctflow_store::artifacts::ByteReader =
-                        Box::pin(std::io::Cursor::new(body));
-                    self.artifacts
-                        .put(&format!("{root}/drift_report.json"), reader)
-                        .await?;
+                    let title = format!("Drift check of {}", pipeline.name);
+                    let json = serde_json::to_vec_pretty(report).unwrap_or_default();
+                    let html = crate::render_html(report, reference, current, &title).into_bytes();
+                    for (name, body) in [("drift_report.json", json), ("drift_report.html", html)] {
+                        let reader: ctflow_store::artifacts::ByteReader =
+                            Box::pin(std::io::Cursor::new(body));
+                        self.artifacts
+                            .put(&format!("{root}/{name}"), reader)
+                            .await?;
+                    }
                 }
                 "FINISHED"
             }
