@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use anyhow::{Result, anyhow};
 use clap::Args;
 use ctflow_core::drift::{Binning, Correction, Method};
-use ctflow_watcher::reader::{Typing, read_csv};
+use ctflow_watcher::reader::{Typing, read_table};
 use ctflow_watcher::{DriftOptions, compare, render_html};
 
 use crate::commands::{print_json, print_table};
@@ -18,10 +18,10 @@ pub const DRIFT_EXIT_CODE: i32 = 3;
 
 #[derive(Args, Debug)]
 pub struct DriftArgs {
-    /// The reference data (CSV with a header row).
+    /// The reference data: CSV with a header row, or Parquet (.parquet, .pq).
     #[arg(long)]
     reference: PathBuf,
-    /// The current data (CSV with a header row).
+    /// The current data: CSV with a header row, or Parquet (.parquet, .pq).
     #[arg(long)]
     current: PathBuf,
     /// One test for every column: ks, chisquare, z, wasserstein, jensenshannon, psi
@@ -129,8 +129,8 @@ pub fn run(args: DriftArgs) -> Result<bool> {
         categorical: args.categorical.iter().cloned().collect(),
         numeric: args.numeric.iter().cloned().collect(),
     };
-    let reference = read_csv(&args.reference, &typing)?;
-    let current = read_csv(&args.current, &typing)?;
+    let reference = read_table(&args.reference, &typing)?;
+    let current = read_table(&args.current, &typing)?;
     let per_column: BTreeMap<String, (Option<Method>, Option<f64>)> = args
         .columns
         .into_iter()

@@ -22,7 +22,7 @@ use ctflow_store::{BatchMetric, NewRun, PipelineRecord, Recorded, RunUpdate, Sto
 use sha2::Digest;
 use tokio_util::sync::CancellationToken;
 
-use crate::reader::{Table, Typing, read_csv};
+use crate::reader::{Table, Typing, read_table};
 use crate::{DriftOptions, DriftReport, compare};
 
 /// Maps a run's artifact URI to a path in the artifact repository, when it lives there.
@@ -203,10 +203,10 @@ impl Watcher {
         let reference_path = normalize(&base.join(&trigger.reference));
         let typing = Typing::default();
         let outcome = (|| -> Result<(Table, Table), crate::Error> {
-            let reference = read_csv(&reference_path, &typing)?;
+            let reference = read_table(&reference_path, &typing)?;
             let tables = files
                 .iter()
-                .map(|f| read_csv(Path::new(f), &typing))
+                .map(|f| read_table(Path::new(f), &typing))
                 .collect::<Result<Vec<_>, _>>()?;
             Ok((reference, merge(tables)?))
         })();
