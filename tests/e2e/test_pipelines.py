@@ -517,8 +517,12 @@ def test_drift_on_new_data_retrains_and_every_check_is_on_record(up, tmp_path):
     client = MlflowClient(up.url)
 
     def checks():
+        """The finished check runs, oldest first."""
         experiment = client.get_experiment_by_name("drifty-drift")
-        return client.search_runs([experiment.experiment_id], order_by=["attributes.start_time ASC"]) if experiment else []
+        if not experiment:
+            return []
+        runs = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time ASC"])
+        return [r for r in runs if r.info.status == "FINISHED"]
 
     write(data / "current" / "day1.csv", 0.0, 1500)
     first = wait_for("the first drift check", lambda: checks(), timeout=30)
@@ -532,7 +536,7 @@ def test_drift_on_new_data_retrains_and_every_check_is_on_record(up, tmp_path):
     assert drifted[0]["trigger"]["files"] == [str(data / "current" / "day2.csv")]
     run = wait_phase(up, drifted[0]["id"], TERMINAL, timeout=30)
     assert run["phase"] == "Succeeded"
-    all_checks = checks()
+    all_checks = wait_for("both checks to finish", lambda: (lambda c: c if len(c) == 2 else None)(checks()), timeout=30)
     assert [c.data.tags["ctflow.drift.dataset_drift"] for c in all_checks] == ["false", "true"]
     check = all_checks[1]
     assert check.data.metrics["x.drifted"] == 1.0

@@ -9,7 +9,7 @@ use anyhow::{Result, anyhow};
 use clap::Args;
 use ctflow_core::drift::{Binning, Correction, Method};
 use ctflow_watcher::reader::{Typing, read_table};
-use ctflow_watcher::{DriftOptions, compare, render_html};
+use ctflow_watcher::{DriftOptions, compare, display_number, render_html};
 
 use crate::commands::{print_json, print_table};
 
@@ -113,16 +113,6 @@ fn parse_binning(raw: &str) -> Result<Binning, String> {
     }
 }
 
-fn number(v: f64) -> String {
-    if v.is_infinite() {
-        "inf".into()
-    } else if v != 0.0 && v.abs() < 1e-4 {
-        format!("{v:.3e}")
-    } else {
-        format!("{v:.4}")
-    }
-}
-
 /// Runs the comparison; returns whether the dataset drifted.
 pub fn run(args: DriftArgs) -> Result<bool> {
     let typing = Typing {
@@ -183,9 +173,9 @@ pub fn run(args: DriftArgs) -> Result<bool> {
                     .ok()
                     .and_then(|v| v.as_str().map(str::to_string))
                     .unwrap_or_default(),
-                number(c.statistic),
-                c.p_value.map(number).unwrap_or_else(|| "-".into()),
-                number(c.threshold),
+                display_number(c.statistic),
+                c.p_value.map(display_number).unwrap_or_else(|| "-".into()),
+                display_number(c.threshold),
                 nulls,
                 if c.drifted {
                     "DRIFT".into()

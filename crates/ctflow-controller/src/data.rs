@@ -6,7 +6,7 @@
 //! was down are caught. The store keeps every file a trigger has seen: each triggers once.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -67,17 +67,7 @@ fn split_pattern(pattern: &Path) -> (PathBuf, bool) {
 }
 
 fn normalize(path: &Path) -> PathBuf {
-    let mut out = PathBuf::new();
-    for component in path.components() {
-        match component {
-            Component::ParentDir => {
-                out.pop();
-            }
-            Component::CurDir => {}
-            other => out.push(other),
-        }
-    }
-    out
+    PathBuf::from(ctflow_core::validation::normpath(&path.to_string_lossy()))
 }
 
 async fn build_watches(shared: &Shared) -> Result<(Vec<Watch>, Vec<(String, i64)>)> {

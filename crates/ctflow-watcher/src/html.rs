@@ -29,7 +29,8 @@ fn escape(text: &str) -> String {
     out
 }
 
-fn number(v: f64) -> String {
+/// A statistic for people: four decimals, or scientific notation when tiny.
+pub fn display_number(v: f64) -> String {
     if v.is_infinite() {
         "inf".into()
     } else if v != 0.0 && v.abs() < 1e-4 {
@@ -93,7 +94,7 @@ fn column_chart(
             };
             let labels: Vec<String> = edges
                 .windows(2)
-                .map(|w| format!("[{}, {})", number(w[0]), number(w[1])))
+                .map(|w| format!("[{}, {})", display_number(w[0]), display_number(w[1])))
                 .collect();
             histogram(
                 &labels,
@@ -165,9 +166,9 @@ td,th{{border-bottom:1px solid #ddd;padding:4px 10px;text-align:left;vertical-al
             r#"<tr><td>{name}</td><td>{kind}</td><td>{method}</td><td>{stat}</td><td>{p}</td><td>{threshold}</td><td class="{class}">{verdict}</td><td>{chart}</td></tr>"#,
             name = escape(&c.column),
             kind = c.kind,
-            stat = number(c.statistic),
-            p = c.p_value.map(number).unwrap_or_else(|| "-".into()),
-            threshold = number(c.threshold),
+            stat = display_number(c.statistic),
+            p = c.p_value.map(display_number).unwrap_or_else(|| "-".into()),
+            threshold = display_number(c.threshold),
             class = if c.drifted { "drift" } else { "ok" },
             verdict = if c.drifted { "drift" } else { "ok" },
             chart = column_chart(&c.column, reference, current, c.bin_edges.as_ref()),

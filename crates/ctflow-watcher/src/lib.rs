@@ -9,7 +9,7 @@ pub mod reader;
 mod report;
 mod watch;
 
-pub use html::render_html;
+pub use html::{display_number, render_html};
 pub use report::{DriftOptions, DriftReport, SkippedColumn, compare};
 pub use watch::{ArtifactPath, Watcher, WatcherConfig};
 

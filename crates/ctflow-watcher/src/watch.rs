@@ -8,7 +8,7 @@
 //! mounts. A file counts once it has not changed for `settle`. Fewer current rows than
 //! `minRows` is "insufficient data": the files wait for more to arrive.
 
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -55,17 +55,7 @@ pub struct Watcher {
 }
 
 fn normalize(path: &Path) -> PathBuf {
-    let mut out = PathBuf::new();
-    for component in path.components() {
-        match component {
-            Component::ParentDir => {
-                out.pop();
-            }
-            Component::CurDir => {}
-            other => out.push(other),
-        }
-    }
-    out
+    PathBuf::from(ctflow_core::validation::normpath(&path.to_string_lossy()))
 }
 
 /// MLflow metric keys allow letters, digits, `_ - . /` and spaces.
@@ -212,15 +202,7 @@ impl Watcher {
         })();
         let (reference, mut current) = match outcome {
             Ok(pair) => pair,
-            Err(error) => {
-                // Unreadable data is recorded (a failed check run says why) and not retried.
-                self.record(pipeline, &files, Err(error.to_string()))
-                    .await?;
-                self.store
-                    .mark_files_seen(&pipeline.name, &key, &files)
-                    .await?;
-                return Ok(());
-            }
+            Err(error) => return self.give_up(pipeline, &key, &files, error).await,
         };
         if (current.rows as u64) < trigger.min_rows {
             tracing::debug!(
@@ -248,14 +230,7 @@ impl Watcher {
         };
         let report = match compare(&reference, &current, &options) {
             Ok(report) => report,
-            Err(error) => {
-                self.record(pipeline, &files, Err(error.to_string()))
-                    .await?;
-                self.store
-                    .mark_files_seen(&pipeline.name, &key, &files)
-                    .await?;
-                return Ok(());
-            }
+            Err(error) => return self.give_up(pipeline, &key, &files, error).await,
         };
         let check_run = self
             .record(pipeline, &files, Ok((&report, &reference, &current)))
@@ -305,6 +280,19 @@ impl Watcher {
             .await
     }
 
+    /// Data that cannot be read or compared is recorded (a failed check run says why)
+    /// and not looked at again.
+    async fn give_up(
+        &self,
+        pipeline: &PipelineRecord,
+        key: &str,
+        files: &[String],
+        error: crate::Error,
+    ) -> Result<(), ctflow_store::Error> {
+        self.record(pipeline, files, Err(error.to_string())).await?;
+        self.store.mark_files_seen(&pipeline.name, key, files).await
+    }
+
     /// Records a check as a tracking run in `<pipeline>-drift`; returns its run id.
     async fn record(
         &self,
@@ -325,6 +313,7 @@ impl Watcher {
                 }
             },
         };
+        // The tags go in with the run, so nobody sees a check without its verdict.
         let mut tags = vec![
             KeyValue::new("ctflow.pipeline", &pipeline.name),
             KeyValue::new(
@@ -333,6 +322,20 @@ impl Watcher {
             ),
             KeyValue::new("mlflow.user", &self.config.user),
         ];
+        match &report {
+            Err(message) => tags.push(KeyValue::new(
+                "ctflow.drift.error",
+                message.chars().take(8000).collect::<String>(),
+            )),
+            Ok((report, _, _)) => tags.push(KeyValue::new(
+                "ctflow.drift.dataset_drift",
+                if report.dataset.drifted {
+                    "true"
+                } else {
+                    "false"
+                },
+            )),
+        }
         let now = ctflow_core::now_ms();
         let run = self
             .store
@@ -341,27 +344,13 @@ impl Watcher {
                 user_id: self.config.user.clone(),
                 start_time: Some(now),
                 run_name: Some(format!("drift-check-{now}")),
-                tags: Vec::new(),
+                tags,
             })
             .await?;
         let run_id = run.info.run_id.clone();
         let status = match report {
-            Err(message) => {
-                tags.push(KeyValue::new(
-                    "ctflow.drift.error",
-                    message.chars().take(8000).collect::<String>(),
-                ));
-                "FAILED"
-            }
+            Err(_) => "FAILED",
             Ok((report, reference, current)) => {
-                tags.push(KeyValue::new(
-                    "ctflow.drift.dataset_drift",
-                    if report.dataset.drifted {
-                        "true"
-                    } else {
-                        "false"
-                    },
-                ));
                 let metric = |key: String, value: f64| BatchMetric {
                     key,
                     value,
@@ -410,9 +399,6 @@ impl Watcher {
                 "FINISHED"
             }
         };
-        self.store
-            .log_batch(&run_id, Vec::new(), Vec::new(), tags)
-            .await?;
         self.store
             .update_run(
                 &run_id,
