@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow, bail};
 use clap::Subcommand;
 use ctflow_core::pipeline::PipelineDocument;
+use ctflow_core::pipeline_run::Phase;
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::{Value, json};
 
@@ -121,15 +122,6 @@ fn print_runs(runs: &[Value]) {
     );
 }
 
-const TERMINAL: &[&str] = &[
-    "Succeeded",
-    "GateFailed",
-    "Rejected",
-    "Failed",
-    "Canceled",
-    "Skipped",
-];
-
 /// Polls a pipeline run until it ends (or waits for a person), showing its phase.
 pub async fn follow(client: &TrackingClient, id: &str, show_progress: bool) -> Result<Value> {
     let bar = if show_progress {
@@ -152,7 +144,11 @@ pub async fn follow(client: &TrackingClient, id: &str, show_progress: bool) -> R
                 .unwrap_or_default();
             bar.set_message(format!("{phase}: {last}"));
         }
-        if TERMINAL.contains(&phase.as_str()) || phase == "WaitingApproval" || phase == "Paused" {
+        // Ended, or waiting for a person: either way nothing more happens by itself.
+        let settled = phase
+            .parse::<Phase>()
+            .is_ok_and(|p| p.is_terminal() || matches!(p, Phase::WaitingApproval | Phase::Paused));
+        if settled {
             if let Some(bar) = bar {
                 bar.finish_and_clear();
             }

@@ -249,35 +249,35 @@ pub(crate) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) -> Res
                 }
             }
             _ = flush.tick(), if !pending.is_empty() => {
-                let mut batches: HashMap<usize, BTreeSet<String>> = HashMap::new();
-                let mut settled_keys = Vec::new();
-                for ((i, path), file) in &pending {
-                    let Some(watch) = watches.get(*i) else { continue };
-                    let quiet = file.last_event.elapsed();
-                    let settled = (file.complete && quiet >= watch.debounce) || quiet >= QUIET_WITHOUT_CLOSE;
-                    if settled {
-                        settled_keys.push((*i, path.clone()));
-                        if path.is_file() {
-                            batches.entry(*i).or_default().insert(path.to_string_lossy().to_string());
-                        }
-                    }
-                }
+                let settled: HashSet<(usize, PathBuf)> = pending
+                    .iter()
+                    .filter(|((i, _), file)| {
+                        watches.get(*i).is_none_or(|watch| {
+                            let quiet = file.last_event.elapsed();
+                            (file.complete && quiet >= watch.debounce) || quiet >= QUIET_WITHOUT_CLOSE
+                        })
+                    })
+                    .map(|(key, _)| key.clone())
+                    .collect();
                 // A watch flushes only when none of its files is still settling, so a
                 // burst of files becomes one run.
                 let busy: HashSet<usize> = pending
                     .keys()
-                    .filter(|key| !settled_keys.contains(key))
+                    .filter(|key| !settled.contains(*key))
                     .map(|(i, _)| *i)
                     .collect();
-                for key in &settled_keys {
-                    if !busy.contains(&key.0) {
-                        pending.remove(key);
+                let mut batches: HashMap<usize, BTreeSet<String>> = HashMap::new();
+                for key in settled {
+                    if busy.contains(&key.0) {
+                        continue;
+                    }
+                    pending.remove(&key);
+                    // A temporary file that was renamed away is gone by now.
+                    if key.1.is_file() {
+                        batches.entry(key.0).or_default().insert(key.1.to_string_lossy().to_string());
                     }
                 }
                 for (i, files) in batches {
-                    if busy.contains(&i) {
-                        continue;
-                    }
                     if let Some(watch) = watches.get(i) {
                         record(&shared, watch, files.into_iter().collect()).await;
                     }

@@ -23,14 +23,7 @@ use crate::{Result, Shared};
 /// How often the loop looks even when nothing woke it (retry backoffs, approval timeouts).
 const TICK: Duration = Duration::from_millis(500);
 
-pub(crate) const UNFINISHED: &[Phase] = &[
-    Phase::Pending,
-    Phase::Queued,
-    Phase::Running,
-    Phase::Evaluating,
-    Phase::WaitingApproval,
-    Phase::Paused,
-];
+use ctflow_core::pipeline_run::UNFINISHED_PHASES as UNFINISHED;
 
 /// Holds a slot of the concurrency policy: admitted and unfinished, including a run
 /// waiting out a retry backoff.
@@ -50,7 +43,7 @@ fn job_of(run: &PipelineRun) -> Job {
 }
 
 fn seconds(d: Duration) -> String {
-    ctflow_core::pipeline::DurationSpec(Duration::from_millis(d.as_millis() as u64)).to_string()
+    ctflow_core::pipeline::DurationSpec(d).to_string()
 }
 
 pub(crate) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) -> Result<()> {

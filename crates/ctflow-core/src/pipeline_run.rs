@@ -52,6 +52,16 @@ pub const ALL_PHASES: &[Phase] = &[
     Phase::Skipped,
 ];
 
+/// The phases a run can still leave (every phase that is not terminal).
+pub const UNFINISHED_PHASES: &[Phase] = &[
+    Phase::Pending,
+    Phase::Queued,
+    Phase::Running,
+    Phase::Evaluating,
+    Phase::WaitingApproval,
+    Phase::Paused,
+];
+
 impl Phase {
     pub fn as_str(self) -> &'static str {
         match self {
@@ -146,6 +156,12 @@ mod tests {
         assert!(!Phase::Pending.is_active());
         assert!(Phase::WaitingApproval.is_active());
         assert!(!Phase::Skipped.is_active());
+        let unfinished: Vec<Phase> = ALL_PHASES
+            .iter()
+            .copied()
+            .filter(|p| !p.is_terminal())
+            .collect();
+        assert_eq!(unfinished, UNFINISHED_PHASES);
     }
 
     #[test]

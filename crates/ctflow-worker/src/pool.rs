@@ -263,15 +263,9 @@ impl WorkerPool {
             let list: Vec<String> = gpus.iter().map(|g| g.to_string()).collect();
             env.push(("CUDA_VISIBLE_DEVICES".into(), list.join(",")));
         }
-        let short: String = job
-            .pipeline_run
-            .chars()
-            .rev()
-            .take(6)
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev()
-            .collect();
+        // Pipeline-run ids are ASCII hex, so a byte slice is a char slice.
+        let id = &job.pipeline_run;
+        let short = &id[id.len().saturating_sub(6)..];
         RunRequest {
             uri: spec.project.uri.clone(),
             base_dir: job.base_dir.clone(),
