@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 from scipy.spatial.distance import jensenshannon
-from scipy.stats import chisquare, ks_2samp, wasserstein_distance
+from scipy.stats import chisquare, ks_2samp, kstwo, wasserstein_distance
 
 OUT = Path(__file__).resolve().parents[1] / "crates" / "ctflow-core" / "tests" / "drift_fixtures.json"
 
@@ -50,6 +50,18 @@ NUMERIC = [
     ("large_no_drift", ("normalish", 9, 3000, 0.0, 2.0), ("normalish", 10, 2000, 0.0, 2.0)),
     ("large_drift", ("normalish", 11, 4000, 0.0, 1.0), ("normalish", 12, 5000, 0.125, 1.0)),
     ("asymptotic", ("normalish", 13, 12000, 0.0, 1.0), ("normalish", 14, 15000, 0.0625, 1.0)),
+    ("asymptotic_no_drift", ("normalish", 15, 20000, 0.0, 1.0), ("normalish", 16, 30000, 0.0, 1.0)),
+    ("asymptotic_small_current", ("skewed", 17, 12000, 0.0, 1.0), ("skewed", 18, 120, 0.0, 1.2)),
+]
+
+# (n, x) for scipy.stats.kstwo.sf, one or more per method scipy's kolmogn chooses:
+# Ruben-Gambino ends, Smirnov's sum (n <= 10^6) and its approximation (n > 10^6), the Durbin
+# matrix, Pomeranz's recursion (n <= 140) and Pelz-Good.
+KSTWO = [
+    (5, 0.15), (200, 0.004), (10, 0.95), (10, 0.6), (100, 0.05), (100, 0.15), (130, 0.1),
+    (100, 0.25), (141, 0.03), (141, 0.1), (10000, 0.0025), (10000, 0.003), (10000, 0.01),
+    (10000, 0.02), (60000, 0.004), (500000, 0.001), (500000, 0.003), (2000000, 0.0015),
+    (50000, 0.1),
 ]
 
 CATEGORICAL = [
@@ -105,6 +117,7 @@ def main():
         "generated_by": f"scripts/drift_fixtures.py with scipy {scipy.__version__}, numpy {np.__version__}",
         "numeric": [numeric_case(*c) for c in NUMERIC],
         "categorical": [categorical_case(*c) for c in CATEGORICAL],
+        "kstwo_sf": [[n, x, float(kstwo.sf(x, n))] for n, x in KSTWO],
     }
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(fixtures, indent=1) + "\n")

@@ -46,11 +46,22 @@ fn check(sample: &[f64], which: &'static str) -> Result<(), DriftError> {
 }
 
 fn sorted(sample: &[f64]) -> Vec<f64> {
-    let mut v = sample.to_vec();
-    // NB: an LSD radix sort on the float bits measured slower than this on the 2-vCPU
-    // benchmark machine (memory-bound scatter), so the comparison sort stays.
-    v.sort_unstable_by(f64::total_cmp);
-    v
+    // Sorting the floats' order-preserving integer keys is about twice as fast as
+    // sorting with `total_cmp` (integer compares, no branches on the sign). An LSD radix
+    // sort measured slower on the 2-vCPU benchmark machine (memory-bound scatter).
+    let mut keys: Vec<u64> = sample.iter().map(|v| order_key(*v)).collect();
+    keys.sort_unstable();
+    keys.into_iter().map(from_order_key).collect()
+}
+
+/// Maps a float to an integer with the same order as `f64::total_cmp`.
+fn order_key(value: f64) -> u64 {
+    let bits = value.to_bits();
+    if bits >> 63 == 1 { !bits } else { bits | (1 << 63) }
+}
+
+fn from_order_key(key: u64) -> f64 {
+    f64::from_bits(if key >> 63 == 1 { key & !(1 << 63) } else { !key })
 }
 
 /// The number of elements of a sorted slice that are `<= x`.
@@ -78,7 +89,7 @@ fn gcd(a: usize, b: usize) -> usize {
 
 /// Two-sided two-sample Kolmogorov–Smirnov test, as scipy's `ks_2samp` with
 /// `method='auto'`: the exact distribution when both samples have at most
-/// [`KS_EXACT_MAX_N`] values, else the asymptotic Kolmogorov distribution.
+/// [`KS_EXACT_MAX_N`] values, else the Kolmogorov distribution of the effective size.
 pub fn ks_2samp(a: &[f64], b: &[f64]) -> Result<KsTest, DriftError> {
     check(a, "reference")?;
     check(b, "current")?;
@@ -105,10 +116,13 @@ pub fn ks_2samp(a: &[f64], b: &[f64]) -> Result<KsTest, DriftError> {
             method: KsMethod::Exact,
         });
     }
-    let en = (n1 * n2) as f64 / (n1 + n2) as f64;
+    // scipy: the finite-n distribution at the effective size m·n/(m+n), rounded half to
+    // even as numpy rounds.
+    let (large, small) = (n1.max(n2) as f64, n1.min(n2) as f64);
+    let en = (large * small / (large + small)).round_ties_even().max(1.0);
     Ok(KsTest {
         statistic: d,
-        p_value: kolmogorov_sf(en.sqrt() * d).clamp(0.0, 1.0),
+        p_value: crate::kolmogorov::kstwo_sf(en as u64, d),
         method: KsMethod::Asymptotic,
     })
 }
@@ -155,27 +169,6 @@ fn ks_exact_outside(m: usize, n: usize, h: usize) -> f64 {
         row = next;
     }
     escaped
-}
-
-/// The Kolmogorov distribution's survival function, `2 Σ (-1)^(k-1) exp(-2 k² x²)`.
-fn kolmogorov_sf(x: f64) -> f64 {
-    if x <= 0.0 {
-        return 1.0;
-    }
-    if x < 0.2 {
-        // The series converges slowly here and the value is 1 to double precision.
-        return 1.0;
-    }
-    let mut sum = 0.0;
-    for k in 1..=100 {
-        let k = k as f64;
-        let term = (-2.0 * k * k * x * x).exp();
-        sum += if (k as i64) % 2 == 1 { term } else { -term };
-        if term < 1e-18 {
-            break;
-        }
-    }
-    (2.0 * sum).clamp(0.0, 1.0)
 }
 
 /// The first Wasserstein distance between two samples (scipy's `wasserstein_distance`
@@ -771,6 +764,19 @@ mod tests {
 
     fn close(a: f64, b: f64, rel: f64) -> bool {
         a == b || (a - b).abs() <= rel * a.abs().max(b.abs()).max(f64::MIN_POSITIVE)
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn sorting_by_order_keys_is_sorting_by_total_cmp(
+            values in proptest::collection::vec(proptest::num::f64::ANY, 0..200)
+        ) {
+            let mut expected = values.clone();
+            expected.sort_by(f64::total_cmp);
+            let got = sorted(&values);
+            let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            proptest::prop_assert_eq!(bits(&got), bits(&expected));
+        }
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod filter;
 pub mod gates;
 pub mod gpu;
 pub mod ids;
+pub mod kolmogorov;
 pub mod page_token;
 pub mod pipeline;
 pub mod pipeline_run;

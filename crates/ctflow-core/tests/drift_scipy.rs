@@ -67,6 +67,21 @@ fn fixtures() -> Value {
 }
 
 #[test]
+fn kolmogorov_distribution_matches_scipy_kstwo() {
+    let mut failures = Vec::new();
+    for row in fixtures()["kstwo_sf"].as_array().expect("rows") {
+        let n = row[0].as_u64().expect("n");
+        let x = row[1].as_f64().expect("x");
+        let expected = row[2].as_f64().expect("sf");
+        let actual = ctflow_core::kolmogorov::kstwo_sf(n, x);
+        if !close(actual, expected, REL) {
+            failures.push(format!("kstwo.sf({x}, {n}): {actual} != scipy {expected}"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
 fn numeric_statistics_match_scipy() {
     let mut failures = Vec::new();
     for case in fixtures()["numeric"].as_array().expect("cases") {
@@ -80,16 +95,13 @@ fn numeric_statistics_match_scipy() {
         };
         let ks = ks_2samp(&reference, &current).expect("valid samples");
         expect("KS statistic", ks.statistic, "ks_statistic", REL);
-        if case["ks_exact"].as_bool() == Some(true) {
-            assert_eq!(ks.method, KsMethod::Exact, "{name}");
-            expect("KS p-value", ks.p_value, "ks_p_value", REL);
+        let method = if case["ks_exact"].as_bool() == Some(true) {
+            KsMethod::Exact
         } else {
-            // NB: scipy's asymptotic p-value is kstwo.sf(d, round(en)), the finite-n
-            // distribution; ctflow uses the Kolmogorov limit, within a few percent of it
-            // (documented in docs/drift.md).
-            assert_eq!(ks.method, KsMethod::Asymptotic, "{name}");
-            expect("KS asymptotic p-value", ks.p_value, "ks_p_value", 0.1);
-        }
+            KsMethod::Asymptotic
+        };
+        assert_eq!(ks.method, method, "{name}");
+        expect("KS p-value", ks.p_value, "ks_p_value", REL);
         expect(
             "Wasserstein",
             wasserstein(&reference, &current).expect("valid"),
