@@ -548,3 +548,106 @@ def test_drift_on_new_data_retrains_and_every_check_is_on_record(up, tmp_path):
     assert len(next(c for c in report["columns"] if c["column"] == "x")["bin_edges"]) == 11
     page = Path(client.download_artifacts(check.info.run_id, "drift_report.html", str(tmp_path))).read_text()
     assert "Dataset drift" in page and page.count("<svg") == 2
+
+
+class EventStream:
+    """Reads `GET /api/ctflow/v1/events` (server-sent events) on a thread."""
+
+    def __init__(self, url):
+        import threading
+
+        import requests
+
+        self.events = []
+        self.response = requests.get(url + "/api/ctflow/v1/events", stream=True, timeout=(5, 120))
+        assert self.response.status_code == 200
+        assert self.response.headers["content-type"].startswith("text/event-stream")
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self):
+        name = None
+        try:
+            for line in self.response.iter_lines(decode_unicode=True):
+                if line.startswith("event:"):
+                    name = line.split(":", 1)[1].strip()
+                elif line.startswith("data:") and name:
+                    self.events.append((name, json.loads(line.split(":", 1)[1])))
+                    name = None
+        except Exception:  # the stream is closed at the end of the test
+            pass
+
+    def of(self, kind):
+        return [body for name, body in self.events if name == kind]
+
+    def close(self):
+        self.response.close()
+
+
+def test_windows_and_the_watch_event_stream(up, tmp_path):
+    """A drift trigger over the last 1000 rows of all files, next to a data trigger on the
+    same files: every arrival is announced as `data_arrived`, the drift as `drift_detected`,
+    each after its pipeline run was recorded."""
+    import numpy as np
+
+    rng = np.random.default_rng(11)
+    data = tmp_path / "window-data"
+    (data / "incoming").mkdir(parents=True)
+
+    def write(path, shift, n):
+        x = rng.normal(shift, 1, n).round(5)
+        y = rng.normal(5, 2, n).round(5)
+        path.write_text("x,y\n" + "\n".join(f"{a},{b}" for a, b in zip(x, y)) + "\n")
+
+    write(data / "reference.csv", 0.0, 2000)
+    project = sleeper_project(tmp_path)
+    stream = EventStream(up.url)
+    try:
+        install(up, "windowed", sleeper_pipeline("windowed", project, "Allow", f"""
+  triggers:
+    - data: {{ path: {data}/incoming/*.csv }}
+    - drift:
+        reference: {data}/reference.csv
+        current: {data}/incoming/*.csv
+        window: {{ lastRows: 1000 }}
+        columns: {{ y: {{ method: psi, threshold: 0.2 }} }}
+        critical: [x]
+""", seconds=0))
+        client = MlflowClient(up.url)
+        write(data / "incoming" / "day1.csv", 0.0, 1500)
+        arrived = wait_for("day1 announced", lambda: stream.of("data_arrived"), timeout=30)
+        assert arrived[0]["pipeline"] == "windowed" and arrived[0]["trigger_index"] == 0
+        assert arrived[0]["files"] == [str(data / "incoming" / "day1.csv")]
+        assert describe(up, arrived[0]["pipeline_run"])["pipeline_run"]["trigger"]["kind"] == "data"
+
+        def checks():
+            experiment = client.get_experiment_by_name("windowed-drift")
+            if not experiment:
+                return []
+            runs = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time ASC"])
+            return [r for r in runs if r.info.status == "FINISHED"]
+
+        first = wait_for("the first check", checks, timeout=30)
+        assert first[0].data.tags["ctflow.drift.dataset_drift"] == "false"
+        assert first[0].data.metrics["drift.current_rows"] == 1000
+
+        # 600 shifted rows: the window holds 400 of day1 and all of day2, and x (critical,
+        # judged by Evidently's default test at this size) drifts.
+        write(data / "incoming" / "day2.csv", 1.5, 600)
+        detected = wait_for("the drift announced", lambda: stream.of("drift_detected"), timeout=30)
+        event = detected[0]
+        assert event["event"]["pipeline"] == "windowed" and event["event"]["rows"] == 1000
+        run = describe(up, event["pipeline_run"])["pipeline_run"]
+        assert run["trigger"]["kind"] == "drift"
+        assert run["trigger"]["files"] == [str(data / "incoming" / "day2.csv")]
+        check = client.get_run(event["check_run"])
+        assert check.data.tags["ctflow.drift.dataset_drift"] == "true"
+        assert check.data.tags["ctflow.drift.files"] == f"{data}/incoming/day1.csv,{data}/incoming/day2.csv"
+        assert check.data.metrics["x.drifted"] == 1.0
+        report = json.loads(Path(client.download_artifacts(check.info.run_id, "drift_report.json", str(tmp_path))).read_text())
+        methods = {c["column"]: c["method"] for c in report["columns"]}
+        assert methods == {"x": "wasserstein", "y": "psi"}
+        assert report["dataset"]["critical_drifted"] == ["x"]
+        assert len(wait_for("day2 announced", lambda: (lambda a: a if len(a) == 2 else None)(stream.of("data_arrived")), timeout=30)) == 2
+    finally:
+        stream.close()

@@ -11,8 +11,9 @@ mod memory;
 use std::path::PathBuf;
 
 use ctflow_core::pipeline::TrainingPipelineSpec;
-use ctflow_core::trigger::TriggerEvent;
+use ctflow_core::trigger::{DriftEvent, TriggerEvent};
 use futures::future::BoxFuture;
+use futures::stream::BoxStream;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
@@ -102,6 +103,29 @@ impl JobEvent {
     }
 }
 
+/// What the data watcher saw. The trigger it fired (if any) is recorded in the store
+/// before the event is published, so an event lost in transit loses nothing: the
+/// controller also finds the pipeline run in the store.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum WatchEvent {
+    /// New files matched a `data` trigger.
+    DataArrived {
+        pipeline: String,
+        trigger_index: usize,
+        files: Vec<String>,
+        /// The pipeline run the files started (none when the trigger was a duplicate).
+        pipeline_run: Option<String>,
+    },
+    /// A `drift` trigger's check found the dataset drifted.
+    DriftDetected {
+        event: DriftEvent,
+        /// The tracking run that holds the check's metrics and reports.
+        check_run: String,
+        pipeline_run: Option<String>,
+    },
+}
+
 /// The job queue and the signals around it.
 pub trait Bus: Send + Sync + 'static {
     /// Queues a job for some worker.
@@ -122,6 +146,10 @@ pub trait Bus: Send + Sync + 'static {
     fn wake_controller(&self);
     /// Resolves at the next wake-up.
     fn controller_woken(&self) -> BoxFuture<'_, ()>;
+    /// Announces a watch event to every subscriber and wakes the controller.
+    fn publish(&self, event: WatchEvent) -> BoxFuture<'_, Result<()>>;
+    /// Every watch event published from now on (a slow subscriber misses the oldest).
+    fn subscribe(&self) -> BoxStream<'static, WatchEvent>;
     /// Stops delivering; waiting calls return `None`.
     fn close(&self);
 }

@@ -4,10 +4,14 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
 use futures::future::BoxFuture;
-use tokio::sync::{Notify, mpsc};
+use futures::stream::BoxStream;
+use tokio::sync::{Notify, broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use crate::{Bus, Error, Job, JobEvent, Result};
+use crate::{Bus, Error, Job, JobEvent, Result, WatchEvent};
+
+/// Watch events kept for a subscriber that has not read them yet.
+const WATCH_EVENT_BACKLOG: usize = 1024;
 
 pub struct MemoryBus {
     jobs_tx: mpsc::UnboundedSender<Job>,
@@ -16,6 +20,7 @@ pub struct MemoryBus {
     events_rx: tokio::sync::Mutex<mpsc::UnboundedReceiver<JobEvent>>,
     cancels: Mutex<Cancels>,
     wake: Notify,
+    watch_events: broadcast::Sender<WatchEvent>,
     closed: CancellationToken,
 }
 
@@ -42,6 +47,7 @@ impl MemoryBus {
             events_rx: tokio::sync::Mutex::new(events_rx),
             cancels: Mutex::new(Cancels::default()),
             wake: Notify::new(),
+            watch_events: broadcast::channel(WATCH_EVENT_BACKLOG).0,
             closed: CancellationToken::new(),
         }
     }
@@ -123,6 +129,39 @@ impl Bus for MemoryBus {
         Box::pin(self.wake.notified())
     }
 
+    fn publish(&self, event: WatchEvent) -> BoxFuture<'_, Result<()>> {
+        if self.closed.is_cancelled() {
+            return Box::pin(async { Err(Error::Closed) });
+        }
+        // No subscriber is not an error: the event's trigger is already in the store.
+        let _ = self.watch_events.send(event);
+        self.wake.notify_one();
+        Box::pin(async { Ok(()) })
+    }
+
+    fn subscribe(&self) -> BoxStream<'static, WatchEvent> {
+        let receiver = self.watch_events.subscribe();
+        let closed = self.closed.clone();
+        Box::pin(futures::stream::unfold(
+            (receiver, closed),
+            |(mut receiver, closed)| async move {
+                loop {
+                    let next = tokio::select! {
+                        next = receiver.recv() => next,
+                        _ = closed.cancelled() => return None,
+                    };
+                    match next {
+                        Ok(event) => return Some((event, (receiver, closed))),
+                        Err(broadcast::error::RecvError::Lagged(missed)) => {
+                            tracing::warn!(missed, "a watch-event subscriber fell behind");
+                        }
+                        Err(broadcast::error::RecvError::Closed) => return None,
+                    }
+                }
+            },
+        ))
+    }
+
     fn close(&self) {
         self.closed.cancel();
     }
@@ -171,6 +210,37 @@ mod tests {
         assert!(token.is_cancelled());
         bus.forget("x");
         assert!(!bus.cancellation("x").is_cancelled());
+    }
+
+    #[tokio::test]
+    async fn watch_events_reach_every_subscriber_and_wake_the_controller() {
+        use futures::StreamExt;
+        let bus = MemoryBus::new();
+        let (mut first, mut second) = (bus.subscribe(), bus.subscribe());
+        let event = WatchEvent::DataArrived {
+            pipeline: "p".into(),
+            trigger_index: 0,
+            files: vec!["/d/a.csv".into()],
+            pipeline_run: Some("r1".into()),
+        };
+        bus.publish(event.clone()).await.expect("open bus");
+        assert_eq!(first.next().await, Some(event.clone()));
+        assert_eq!(second.next().await, Some(event));
+        tokio::time::timeout(std::time::Duration::from_secs(1), bus.controller_woken())
+            .await
+            .expect("the controller was woken");
+        bus.close();
+        assert_eq!(first.next().await, None);
+        assert!(
+            bus.publish(WatchEvent::DataArrived {
+                pipeline: "p".into(),
+                trigger_index: 0,
+                files: Vec::new(),
+                pipeline_run: None,
+            })
+            .await
+            .is_err()
+        );
     }
 
     #[tokio::test]

@@ -143,6 +143,15 @@ pub async fn run(args: UpArgs) -> Result<()> {
             Ok(())
         });
     }
+    {
+        let shutdown = shutdown.clone();
+        let data = ctflow_watcher::DataWatcher::new(
+            store.clone(),
+            bus.clone(),
+            ControllerConfig::default().reload_interval,
+        );
+        tasks.spawn(async move { data.run(shutdown).await.map_err(anyhow::Error::from) });
+    }
     let gpus = discover_gpus();
     let pool = WorkerPool::new(
         bus.clone(),

@@ -9,12 +9,13 @@
 //! Tasks of one controller:
 //! - `loader`: pipeline files from a folder, hot-reloaded;
 //! - `schedules`: cron ticks with catch-up;
-//! - `data`: new files matching a glob (inotify, plus a rescan at start-up);
 //! - `reconcile`: admission (concurrency policy), job reports, gates, promotion,
 //!   approvals and their timeouts.
+//!
+//! Data and drift triggers are recorded by the watcher (`ctflow-watcher`), which wakes
+//! the controller through the bus.
 #![forbid(unsafe_code)]
 
-mod data;
 mod loader;
 mod reconcile;
 mod schedules;
@@ -38,8 +39,6 @@ pub enum Error {
     Bus(#[from] ctflow_bus::Error),
     #[error("cannot read the pipeline file {path}: {message}")]
     PipelineFile { path: String, message: String },
-    #[error("cannot watch files: {0}")]
-    Watch(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -101,7 +100,6 @@ impl Controller {
         let mut tasks = tokio::task::JoinSet::new();
         tasks.spawn(loader::run(shared.clone(), shutdown.clone()));
         tasks.spawn(schedules::run(shared.clone(), shutdown.clone()));
-        tasks.spawn(data::run(shared.clone(), shutdown.clone()));
         tasks.spawn(reconcile::run_events(shared.clone(), shutdown.clone()));
         tasks.spawn(reconcile::run(shared.clone(), shutdown.clone()));
         let mut first_error = None;

@@ -82,14 +82,14 @@ pub fn kstwo_sf(n: u64, x: f64) -> f64 {
 fn log_factorial_over_power(n: f64) -> f64 {
     // B_{2j} / (2j (2j-1)) for j = 8, ..., 1, highest power first.
     const STIRLING: [f64; 8] = [
-        -2.955_065_359_477_124e-2,
-        6.410_256_410_256_41e-3,
-        -1.917_526_917_526_917_6e-3,
-        8.417_508_417_508_418e-4,
-        -5.952_380_952_380_952e-4,
-        7.936_507_936_507_937e-4,
-        -2.777_777_777_777_777_8e-3,
-        8.333_333_333_333_333e-2,
+        -3617.0 / 122_400.0,
+        1.0 / 156.0,
+        -691.0 / 360_360.0,
+        1.0 / 1188.0,
+        -1.0 / 1680.0,
+        1.0 / 1260.0,
+        -1.0 / 360.0,
+        1.0 / 12.0,
     ];
     let r = 1.0 / n;
     let series = STIRLING.iter().fold(0.0, |acc, c| acc * (r * r) + c);
@@ -294,13 +294,19 @@ fn durbin_cdf(n: u64, d: f64) -> f64 {
 }
 
 /// The first and last non-zero column of row `i` of Pomeranz's table.
-fn pomeranz_bounds(i: usize, n: usize, whole: usize, ceil_f: usize, round_f: usize) -> (usize, usize) {
+fn pomeranz_bounds(
+    i: usize,
+    n: usize,
+    whole: usize,
+    ceil_f: usize,
+    round_f: usize,
+) -> (usize, usize) {
     let (n, whole, ceil_f, round_f) = (n as i64, whole as i64, ceil_f as i64, round_f as i64);
     let (j1, j2) = if i == 0 {
         (-whole - ceil_f - 1, whole + ceil_f - 1)
     } else {
         let half = (i as i64 + 1) / 2;
-        if (i + 1) % 2 == 0 {
+        if (i + 1).is_multiple_of(2) {
             if half == n + 1 {
                 (n - whole - ceil_f - 1, n + whole + ceil_f - 1)
             } else {
@@ -453,8 +459,7 @@ fn pelz_good_cdf(n: u64, x: f64) -> f64 {
     }
     sums[2] += k2_extra * pi2 * sqrt_2pi / (-36.0 * z3);
     sums[3] += k3_extra * pi2 * sqrt_2pi / (216.0 * z6);
-    sums
-        .iter()
+    sums.iter()
         .enumerate()
         .map(|(i, s)| s / nf.powf(i as f64 / 2.0))
         .sum()

@@ -112,7 +112,7 @@ fn default_logged_model_name() -> String {
 pub enum Trigger {
     Schedule(ScheduleTrigger),
     Data(DataTrigger),
-    Drift(DriftTrigger),
+    Drift(Box<DriftTrigger>),
     Webhook(WebhookTrigger),
 }
 
@@ -177,27 +177,91 @@ pub struct DataTrigger {
     pub debounce: Option<DurationSpec>,
 }
 
-/// A drift test on watched data. The drift watcher evaluates it and reports a
-/// [`crate::trigger::DriftEvent`] when the statistic crosses the threshold.
+/// A drift test on watched data. The drift watcher compares the current data with the
+/// reference and reports a [`crate::trigger::DriftEvent`] when the dataset drifts.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DriftTrigger {
     pub reference: String,
+    /// A glob of current data files (relative to the pipeline file).
     pub current: String,
+    /// `auto` (Evidently's choice per column) or one method for every column: `ks`,
+    /// `chisquare`, `z`, `wasserstein`, `jensenshannon`, `psi`.
     #[serde(default = "default_drift_method")]
     pub method: String,
-    pub threshold: f64,
+    /// The threshold of every column's test; each method's default when absent (0.05 for
+    /// p-values, 0.1 for distances).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<f64>,
+    /// Below this many current rows the verdict is "insufficient data": the files wait
+    /// for more.
     #[serde(default)]
     pub min_rows: u64,
+    /// Only these columns are compared (all when empty).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub features: Vec<String>,
+    /// Per-column method and threshold.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub columns: BTreeMap<String, DriftColumn>,
+    /// Columns whose drift alone makes the dataset drift.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub critical: Vec<String>,
+    /// The share of drifted columns that makes the dataset drift.
+    #[serde(default = "default_drift_share")]
+    pub drift_share: f64,
+    /// Multiple-testing correction of the p-value columns: `none`, `bonferroni`, `fdr`.
+    #[serde(default)]
+    pub correction: crate::drift::Correction,
+    /// Columns to treat as categories, or as numbers, whatever they hold.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub categorical: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub numeric: Vec<String>,
+    /// Which current rows a check judges: the new files (default), the last N rows, or a
+    /// time span on a timestamp column.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<DriftWindow>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DriftColumn {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<f64>,
+}
+
+/// `lastRows: N`, or `timeColumn` with `last` (rows within that span of the newest
+/// timestamp). Either reads every file the glob matches, in name order, when a new one
+/// arrives.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DriftWindow {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_rows: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_column: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last: Option<DurationSpec>,
 }
 
 fn default_drift_method() -> String {
-    "psi".into()
+    "auto".into()
 }
 
-pub const DRIFT_METHODS: &[&str] = &["psi", "ks", "chi2", "wasserstein", "js"];
+fn default_drift_share() -> f64 {
+    0.5
+}
+
+/// A trigger's method: `None` for `auto`.
+pub fn drift_method(text: &str) -> Result<Option<crate::drift::Method>, String> {
+    if text == "auto" {
+        Ok(None)
+    } else {
+        crate::drift::Method::parse(text).map(Some)
+    }
+}
 
 /// An HMAC-signed POST from a CI system.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -638,17 +702,60 @@ impl TrainingPipelineSpec {
                     }
                 }
                 Trigger::Drift(d) => {
-                    if !DRIFT_METHODS.contains(&d.method.as_str()) {
-                        err(
-                            format!("{base}.method"),
-                            format!("'{}' is not one of {}", d.method, DRIFT_METHODS.join(", ")),
-                        );
+                    if let Err(message) = drift_method(&d.method) {
+                        err(format!("{base}.method"), message);
                     }
-                    if !d.threshold.is_finite() || d.threshold < 0.0 {
+                    let bad_threshold =
+                        |t: &Option<f64>| t.is_some_and(|t| !t.is_finite() || t < 0.0);
+                    if bad_threshold(&d.threshold) {
                         err(
                             format!("{base}.threshold"),
                             "must be a non-negative number".into(),
                         );
+                    }
+                    for (column, o) in &d.columns {
+                        if let Some(Err(message)) = o.method.as_deref().map(drift_method) {
+                            err(format!("{base}.columns.{column}.method"), message);
+                        }
+                        if bad_threshold(&o.threshold) {
+                            err(
+                                format!("{base}.columns.{column}.threshold"),
+                                "must be a non-negative number".into(),
+                            );
+                        }
+                    }
+                    if !(d.drift_share > 0.0 && d.drift_share <= 1.0) {
+                        err(
+                            format!("{base}.driftShare"),
+                            "must be more than 0 and at most 1".into(),
+                        );
+                    }
+                    if let Some(w) = &d.window {
+                        match (w.last_rows, &w.time_column, &w.last) {
+                            (Some(0), None, None) => err(
+                                format!("{base}.window.lastRows"),
+                                "must be at least 1".into(),
+                            ),
+                            (Some(_), None, None) => {}
+                            (None, Some(column), Some(last)) => {
+                                if column.trim().is_empty() {
+                                    err(
+                                        format!("{base}.window.timeColumn"),
+                                        "must name a column".into(),
+                                    );
+                                }
+                                if last.0.is_zero() {
+                                    err(
+                                        format!("{base}.window.last"),
+                                        "must be longer than 0s".into(),
+                                    );
+                                }
+                            }
+                            _ => err(
+                                format!("{base}.window"),
+                                "give either lastRows, or timeColumn with last".into(),
+                            ),
+                        }
                     }
                     if d.reference.trim().is_empty() {
                         err(format!("{base}.reference"), "must not be empty".into());
@@ -901,6 +1008,58 @@ mod tests {
                 "spec.gates.ct.metrics[0].minRelativeChange",
                 "spec.promotion",
             ]
+        );
+    }
+
+    #[test]
+    fn drift_triggers_are_checked_field_by_field() {
+        let drift = |extra: serde_json::Value| {
+            let mut trigger = json!({"reference": "ref.csv", "current": "in/*.csv"});
+            if let (Some(t), Some(e)) = (trigger.as_object_mut(), extra.as_object()) {
+                t.extend(e.clone());
+            }
+            let mut spec = pipeline();
+            spec.triggers = vec![Trigger::Drift(Box::new(
+                serde_json::from_value(trigger).expect("a drift trigger"),
+            ))];
+            fields(&spec)
+        };
+        // Evidently's defaults need nothing else.
+        assert!(drift(json!({})).is_empty());
+        assert!(
+            drift(
+                json!({"method": "ks", "threshold": 0.01, "window": {"lastRows": 500},
+                "columns": {"x": {"method": "psi", "threshold": 0.2}}, "correction": "fdr",
+                "critical": ["x"], "categorical": ["code"]})
+            )
+            .is_empty()
+        );
+        assert!(drift(json!({"window": {"timeColumn": "ts", "last": "24h"}})).is_empty());
+        assert_eq!(
+            drift(
+                json!({"method": "t-test", "threshold": -1.0, "driftShare": 0.0,
+                "columns": {"x": {"method": "nope"}}})
+            ),
+            vec![
+                "spec.triggers[0].drift.method",
+                "spec.triggers[0].drift.threshold",
+                "spec.triggers[0].drift.columns.x.method",
+                "spec.triggers[0].drift.driftShare",
+            ]
+        );
+        for window in [
+            json!({"lastRows": 10, "timeColumn": "ts", "last": "1h"}),
+            json!({"timeColumn": "ts"}),
+            json!({}),
+        ] {
+            assert_eq!(
+                drift(json!({ "window": window })),
+                vec!["spec.triggers[0].drift.window"]
+            );
+        }
+        assert_eq!(
+            drift(json!({"window": {"lastRows": 0}})),
+            vec!["spec.triggers[0].drift.window.lastRows"]
         );
     }
 

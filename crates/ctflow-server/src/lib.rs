@@ -310,6 +310,7 @@ fn mlflow_routes() -> Router<AppState> {
             get(registry::model_history),
         )
         .route("/ctflow/v1/pipelines", get(pipelines::list))
+        .route("/ctflow/v1/events", get(pipelines::events))
         .route(
             "/ctflow/v1/pipelines/{name}",
             get(pipelines::get)

@@ -36,6 +36,31 @@ fn wake(state: &AppState) {
     }
 }
 
+/// `GET /api/ctflow/v1/events`: what the data watcher sees, as server-sent events
+/// (`event: data_arrived` or `drift_detected`, the JSON in `data`). Only a server with the
+/// CT engine (`ctflow up`) has them.
+pub async fn events(State(state): State<AppState>) -> ApiResult<axum::response::Response> {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    use futures::StreamExt;
+    let Some(bus) = &state.bus else {
+        return Err(MlflowError::new(
+            ErrorCode::NotImplemented,
+            "this server runs without the CT engine; start it with `ctflow up` for events",
+        )
+        .into());
+    };
+    let stream = bus.subscribe().map(|event| {
+        let name = match &event {
+            ctflow_bus::WatchEvent::DataArrived { .. } => "data_arrived",
+            ctflow_bus::WatchEvent::DriftDetected { .. } => "drift_detected",
+        };
+        Event::default().event(name).json_data(&event)
+    });
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}
+
 /// `GET /api/ctflow/v1/pipelines`
 pub async fn list(State(state): State<AppState>) -> JsonResult {
     let pipelines = state.store.list_pipelines().await?;

@@ -108,6 +108,9 @@ async fn unknown_routes_and_bad_bodies_use_the_mlflow_error_shape() {
         .json(Method::GET, "/api/2.0/mlflow/no-such-endpoint", None)
         .await;
     assert_error(status, &body, 404, "ENDPOINT_NOT_FOUND");
+    // The watch-event stream needs the CT engine's bus, which `ctflow server` lacks.
+    let (status, body) = s.json(Method::GET, "/api/ctflow/v1/events", None).await;
+    assert_error(status, &body, 501, "NOT_IMPLEMENTED");
     let (status, bytes) = s
         .send(
             Method::POST,

@@ -4,11 +4,13 @@
 //! the statistics themselves are pure functions in `ctflow_core::drift`.
 #![forbid(unsafe_code)]
 
+mod data;
 mod html;
 pub mod reader;
 mod report;
 mod watch;
 
+pub use data::DataWatcher;
 pub use html::{display_number, render_html};
 pub use report::{DriftOptions, DriftReport, SkippedColumn, compare};
 pub use watch::{ArtifactPath, Watcher, WatcherConfig};
@@ -27,6 +29,10 @@ pub enum Error {
     },
     #[error("{0}")]
     Options(String),
+    #[error("cannot watch files: {0}")]
+    Watch(String),
+    #[error(transparent)]
+    Store(#[from] ctflow_store::Error),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

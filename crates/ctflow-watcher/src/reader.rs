@@ -58,16 +58,284 @@ impl Table {
     }
 }
 
+/// A column's values as read, row-aligned with the other columns, before typing.
+#[derive(Debug, Clone, PartialEq)]
+enum Values {
+    /// Numbers from a numeric Parquet column; `None` is a null (NaN counts as one).
+    Numbers(Vec<Option<f64>>),
+    /// Text; `None` is a null. With `infer`, the column is numeric when every value
+    /// parses (CSV); without, it stays categorical unless declared numeric (Parquet).
+    Texts {
+        values: Vec<Option<String>>,
+        infer: bool,
+    },
+}
+
+impl Values {
+    fn len(&self) -> usize {
+        match self {
+            Values::Numbers(v) => v.len(),
+            Values::Texts { values, .. } => values.len(),
+        }
+    }
+
+    fn into_texts(self) -> (Vec<Option<String>>, bool) {
+        match self {
+            Values::Numbers(v) => (
+                v.into_iter().map(|x| x.map(|x| x.to_string())).collect(),
+                true,
+            ),
+            Values::Texts { values, infer } => (values, infer),
+        }
+    }
+
+    fn keep(&mut self, mask: &[bool]) {
+        fn retain<T>(values: &mut Vec<T>, mask: &[bool]) {
+            let mut row = 0;
+            values.retain(|_| {
+                row += 1;
+                mask.get(row - 1).copied().unwrap_or(false)
+            });
+        }
+        match self {
+            Values::Numbers(v) => retain(v, mask),
+            Values::Texts { values, .. } => retain(values, mask),
+        }
+    }
+}
+
+/// A file as read, every column row-aligned: rows can still be selected (a window) and
+/// files concatenated before the columns are typed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawTable {
+    pub rows: usize,
+    names: Vec<String>,
+    values: Vec<Values>,
+}
+
+impl RawTable {
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+
+    /// Appends `other`'s rows; both must have the same columns in the same order.
+    pub fn append(&mut self, other: RawTable) -> Result<(), Error> {
+        if self.names != other.names {
+            return Err(Error::Schema(format!(
+                "the current files have different columns: [{}] and [{}]",
+                self.names.join(", "),
+                other.names.join(", ")
+            )));
+        }
+        self.rows += other.rows;
+        for (into, from) in self.values.iter_mut().zip(other.values) {
+            match (into, from) {
+                (Values::Numbers(a), Values::Numbers(b)) => a.extend(b),
+                (Values::Texts { values, infer }, from) => {
+                    let (more, more_infer) = from.into_texts();
+                    values.extend(more);
+                    *infer = *infer && more_infer;
+                }
+                (into @ Values::Numbers(_), from) => {
+                    let (mut values, infer) =
+                        std::mem::replace(into, Values::Numbers(Vec::new())).into_texts();
+                    let (more, more_infer) = from.into_texts();
+                    values.extend(more);
+                    *into = Values::Texts {
+                        values,
+                        infer: infer && more_infer,
+                    };
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Keeps the last `rows` rows.
+    pub fn keep_last(&mut self, rows: usize) {
+        if rows >= self.rows {
+            return;
+        }
+        let mask: Vec<bool> = (0..self.rows).map(|i| i >= self.rows - rows).collect();
+        self.keep(&mask);
+    }
+
+    /// Keeps the rows whose flag is set.
+    pub fn keep(&mut self, mask: &[bool]) {
+        for values in &mut self.values {
+            values.keep(mask);
+        }
+        self.rows = self.values.first().map_or(0, Values::len);
+    }
+
+    /// Removes a column (a window's timestamp column is not compared).
+    pub fn drop_column(&mut self, name: &str) {
+        if let Some(i) = self.names.iter().position(|n| n == name) {
+            self.names.remove(i);
+            self.values.remove(i);
+        }
+    }
+
+    /// A column's values as epoch milliseconds: RFC 3339, `YYYY-MM-DD[ HH:MM:SS[.f]]`
+    /// (UTC), or numbers of seconds since the epoch; `None` for nulls.
+    pub fn timestamps(&self, column: &str) -> Result<Vec<Option<i64>>, Error> {
+        let Some(i) = self.names.iter().position(|n| n == column) else {
+            return Err(Error::Options(format!(
+                "there is no timestamp column '{column}'"
+            )));
+        };
+        match &self.values[i] {
+            Values::Numbers(v) => Ok(v.iter().map(|x| x.map(seconds_to_ms)).collect()),
+            Values::Texts { values, .. } => values
+                .iter()
+                .map(|v| match v {
+                    None => Ok(None),
+                    Some(text) => parse_timestamp(text).map(Some).ok_or_else(|| {
+                        Error::Options(format!(
+                            "column '{column}' holds '{text}', which is not a timestamp (RFC 3339, YYYY-MM-DD HH:MM:SS, a date, or seconds since the epoch)"
+                        ))
+                    }),
+                })
+                .collect(),
+        }
+    }
+
+    /// Types every column (see [`Typing`]).
+    pub fn into_table(self, typing: &Typing) -> Result<Table, String> {
+        for name in typing.numeric.iter().chain(&typing.categorical) {
+            if !self.names.contains(name) {
+                return Err(format!("there is no column '{name}' to type"));
+            }
+        }
+        let mut columns = Vec::with_capacity(self.names.len());
+        for (name, values) in self.names.into_iter().zip(self.values) {
+            columns.push(match values {
+                Values::Numbers(raw) => {
+                    let nulls = raw.iter().filter(|v| v.is_none()).count();
+                    let present: Vec<f64> = raw.into_iter().flatten().collect();
+                    if typing.categorical.contains(&name) {
+                        Column {
+                            name,
+                            data: ColumnData::Categorical(
+                                present.iter().map(|v| v.to_string()).collect(),
+                            ),
+                            nulls,
+                            infinite: 0,
+                        }
+                    } else {
+                        let infinite = present.iter().filter(|v| v.is_infinite()).count();
+                        Column {
+                            name,
+                            data: ColumnData::Numeric(
+                                present.into_iter().filter(|v| v.is_finite()).collect(),
+                            ),
+                            nulls,
+                            infinite,
+                        }
+                    }
+                }
+                Values::Texts { values, infer } => {
+                    let nulls = values.iter().filter(|v| v.is_none()).count();
+                    let present: Vec<String> = values.into_iter().flatten().collect();
+                    let declared_numeric = typing.numeric.contains(&name);
+                    let categorical =
+                        typing.categorical.contains(&name) || (!infer && !declared_numeric);
+                    type_column(name, present, nulls, categorical, declared_numeric)?
+                }
+            });
+        }
+        Ok(Table {
+            rows: self.rows,
+            columns,
+        })
+    }
+}
+
+fn seconds_to_ms(seconds: f64) -> i64 {
+    (seconds * 1000.0).round() as i64
+}
+
+fn parse_timestamp(text: &str) -> Option<i64> {
+    let text = text.trim();
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Some(t.timestamp_millis());
+    }
+    for format in ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"] {
+        if let Ok(t) = chrono::NaiveDateTime::parse_from_str(text, format) {
+            return Some(t.and_utc().timestamp_millis());
+        }
+    }
+    if let Ok(d) = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d") {
+        return d
+            .and_hms_opt(0, 0, 0)
+            .map(|t| t.and_utc().timestamp_millis());
+    }
+    text.parse::<f64>()
+        .ok()
+        .filter(|v| v.is_finite())
+        .map(seconds_to_ms)
+}
+
+/// Which rows of the current data a check looks at.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Window {
+    /// Every row of the files read.
+    #[default]
+    All,
+    /// The last N rows, in file order.
+    LastRows(usize),
+    /// Rows whose timestamp is within `span_ms` of the newest one; the timestamp column
+    /// itself is not compared.
+    Time { column: String, span_ms: i64 },
+}
+
+impl Window {
+    /// Applies the window; returns how many rows it left out.
+    pub fn apply(&self, table: &mut RawTable) -> Result<usize, Error> {
+        let before = table.rows;
+        match self {
+            Window::All => {}
+            Window::LastRows(rows) => table.keep_last(*rows),
+            Window::Time { column, span_ms } => {
+                let stamps = table.timestamps(column)?;
+                let Some(newest) = stamps.iter().flatten().max().copied() else {
+                    return Err(Error::Options(format!(
+                        "the timestamp column '{column}' has no values"
+                    )));
+                };
+                let start = newest.saturating_sub(*span_ms);
+                let mask: Vec<bool> = stamps
+                    .iter()
+                    .map(|t| t.is_some_and(|t| t > start))
+                    .collect();
+                table.keep(&mask);
+                table.drop_column(column);
+            }
+        }
+        Ok(before - table.rows)
+    }
+}
+
 /// Reads a data file: Parquet by its extension (`.parquet`, `.pq`), else CSV.
 pub fn read_table(path: &Path, typing: &Typing) -> Result<Table, Error> {
+    read_raw(path)?
+        .into_table(typing)
+        .map_err(|message| Error::Read {
+            path: path.display().to_string(),
+            message,
+        })
+}
+
+/// Reads a data file without typing its columns.
+pub fn read_raw(path: &Path) -> Result<RawTable, Error> {
     match path.extension().and_then(|e| e.to_str()) {
-        Some("parquet" | "pq") => read_parquet(path, typing),
-        _ => read_csv(path, typing),
+        Some("parquet" | "pq") => read_parquet(path),
+        _ => read_csv(path),
     }
 }
 
 /// Reads a Parquet file (any compression the writer used: snappy, zstd, lz4, gzip).
-pub fn read_parquet(path: &Path, typing: &Typing) -> Result<Table, Error> {
+fn read_parquet(path: &Path) -> Result<RawTable, Error> {
     use arrow_array::Array;
     use arrow_array::cast::AsArray;
     use arrow_schema::DataType;
@@ -80,90 +348,73 @@ pub fn read_parquet(path: &Path, typing: &Typing) -> Result<Table, Error> {
         .map_err(|e| file_error(e.to_string()))?;
     let schema = builder.schema().clone();
     let reader = builder.build().map_err(|e| file_error(e.to_string()))?;
-    for name in typing.numeric.iter().chain(&typing.categorical) {
-        if schema.field_with_name(name).is_err() {
-            return Err(file_error(format!("there is no column '{name}' to type")));
-        }
-    }
     let numeric_type = |t: &DataType| t.is_numeric();
-    let mut numbers: Vec<Vec<Option<f64>>> = vec![Vec::new(); schema.fields().len()];
-    let mut texts: Vec<Vec<Option<String>>> = vec![Vec::new(); schema.fields().len()];
+    let mut values: Vec<Values> = schema
+        .fields()
+        .iter()
+        .map(|f| {
+            if numeric_type(f.data_type()) {
+                Values::Numbers(Vec::new())
+            } else {
+                Values::Texts {
+                    values: Vec::new(),
+                    infer: false,
+                }
+            }
+        })
+        .collect();
     let mut rows = 0;
     for batch in reader {
         let batch = batch.map_err(|e| file_error(e.to_string()))?;
         rows += batch.num_rows();
-        for (i, (field, column)) in schema.fields().iter().zip(batch.columns()).enumerate() {
-            if numeric_type(field.data_type()) {
-                let cast = arrow_cast::cast(column, &DataType::Float64)
-                    .map_err(|e| file_error(format!("column '{}': {e}", field.name())))?;
-                let values = cast.as_primitive::<arrow_array::types::Float64Type>();
-                numbers[i]
-                    .extend((0..values.len()).map(|k| values.is_valid(k).then(|| values.value(k))));
-            } else {
-                let cast = arrow_cast::cast(column, &DataType::Utf8).map_err(|e| {
-                    file_error(format!(
-                        "column '{}' has the type {} which cannot be compared: {e}",
-                        field.name(),
-                        field.data_type()
-                    ))
-                })?;
-                let values = cast.as_string::<i32>();
-                texts[i].extend(
-                    (0..values.len())
-                        .map(|k| values.is_valid(k).then(|| values.value(k).to_string())),
-                );
+        for ((field, column), into) in schema
+            .fields()
+            .iter()
+            .zip(batch.columns())
+            .zip(values.iter_mut())
+        {
+            match into {
+                Values::Numbers(numbers) => {
+                    let cast = arrow_cast::cast(column, &DataType::Float64)
+                        .map_err(|e| file_error(format!("column '{}': {e}", field.name())))?;
+                    let cast = cast.as_primitive::<arrow_array::types::Float64Type>();
+                    numbers.extend((0..cast.len()).map(|k| {
+                        (cast.is_valid(k) && !cast.value(k).is_nan()).then(|| cast.value(k))
+                    }));
+                }
+                Values::Texts { values: texts, .. } => {
+                    let cast = arrow_cast::cast(column, &DataType::Utf8).map_err(|e| {
+                        file_error(format!(
+                            "column '{}' has the type {} which cannot be compared: {e}",
+                            field.name(),
+                            field.data_type()
+                        ))
+                    })?;
+                    let cast = cast.as_string::<i32>();
+                    texts.extend(
+                        (0..cast.len())
+                            .map(|k| cast.is_valid(k).then(|| cast.value(k).to_string())),
+                    );
+                }
             }
         }
     }
     if rows == 0 {
         return Err(file_error("the file has no rows".into()));
     }
-    let mut columns = Vec::with_capacity(schema.fields().len());
-    for (i, field) in schema.fields().iter().enumerate() {
-        let name = field.name().to_string();
-        let column = if numeric_type(field.data_type()) {
-            let raw = std::mem::take(&mut numbers[i]);
-            let nulls = raw.iter().filter(|v| v.is_none_or(|x| x.is_nan())).count();
-            let present: Vec<f64> = raw.into_iter().flatten().filter(|x| !x.is_nan()).collect();
-            if typing.categorical.contains(&name) {
-                Column {
-                    name,
-                    data: ColumnData::Categorical(present.iter().map(|v| v.to_string()).collect()),
-                    nulls,
-                    infinite: 0,
-                }
-            } else {
-                let infinite = present.iter().filter(|v| v.is_infinite()).count();
-                Column {
-                    name,
-                    data: ColumnData::Numeric(
-                        present.into_iter().filter(|v| v.is_finite()).collect(),
-                    ),
-                    nulls,
-                    infinite,
-                }
-            }
-        } else {
-            let raw = std::mem::take(&mut texts[i]);
-            let nulls = raw.iter().filter(|v| v.is_none()).count();
-            let present: Vec<String> = raw.into_iter().flatten().collect();
-            // Text columns are typed as CSV columns are, except that a Parquet string
-            // column stays categorical unless declared numeric.
-            let mut forced = typing.clone();
-            if !typing.numeric.contains(&name) {
-                forced.categorical.insert(name.clone());
-            }
-            let mut column = type_column(name, present, &forced).map_err(file_error)?;
-            column.nulls += nulls;
-            column
-        };
-        columns.push(column);
-    }
-    Ok(Table { rows, columns })
+    Ok(RawTable {
+        rows,
+        names: schema
+            .fields()
+            .iter()
+            .map(|f| f.name().to_string())
+            .collect(),
+        values,
+    })
 }
 
 /// Reads a CSV file with a header row.
-pub fn read_csv(path: &Path, typing: &Typing) -> Result<Table, Error> {
+fn read_csv(path: &Path) -> Result<RawTable, Error> {
     let file_error = |message: String| Error::Read {
         path: path.display().to_string(),
         message,
@@ -188,77 +439,69 @@ pub fn read_csv(path: &Path, typing: &Typing) -> Result<Table, Error> {
             return Err(file_error(format!("the column '{h}' appears twice")));
         }
     }
-    let mut raw: Vec<Vec<String>> = vec![Vec::new(); headers.len()];
+    let mut raw: Vec<Vec<Option<String>>> = vec![Vec::new(); headers.len()];
     let mut rows = 0;
     for record in reader.records() {
         let record = record.map_err(|e| file_error(e.to_string()))?;
         for (i, value) in record.iter().enumerate() {
-            raw[i].push(value.to_string());
+            raw[i].push((!is_null(value)).then(|| value.trim().to_string()));
         }
         rows += 1;
     }
     if rows == 0 {
         return Err(file_error("the file has a header but no rows".into()));
     }
-    for name in typing.numeric.iter().chain(&typing.categorical) {
-        if !headers.contains(name) {
-            return Err(file_error(format!("there is no column '{name}' to type")));
-        }
-    }
-    let columns = headers
-        .into_iter()
-        .zip(raw)
-        .map(|(name, values)| type_column(name, values, typing))
-        .collect::<Result<Vec<_>, String>>()
-        .map_err(file_error)?;
-    Ok(Table { rows, columns })
+    Ok(RawTable {
+        rows,
+        names: headers,
+        values: raw
+            .into_iter()
+            .map(|values| Values::Texts {
+                values,
+                infer: true,
+            })
+            .collect(),
+    })
 }
 
-fn type_column(name: String, values: Vec<String>, typing: &Typing) -> Result<Column, String> {
-    let nulls = values.iter().filter(|v| is_null(v)).count();
-    let present: Vec<&str> = values
-        .iter()
-        .map(|v| v.trim())
-        .filter(|v| !is_null(v))
-        .collect();
-    let parsed: Vec<Option<f64>> = present.iter().map(|v| v.parse::<f64>().ok()).collect();
-    let all_numbers = parsed.iter().all(Option::is_some);
-    let numeric = if typing.categorical.contains(&name) {
-        false
-    } else if typing.numeric.contains(&name) {
-        if !all_numbers {
-            let bad = present
-                .iter()
-                .zip(&parsed)
-                .find(|(_, p)| p.is_none())
-                .map(|(v, _)| *v)
-                .unwrap_or_default();
-            return Err(format!(
-                "column '{name}' was declared numeric but holds '{bad}'"
-            ));
-        }
-        true
-    } else {
-        all_numbers
+/// Types a text column: numeric when every value parses as a number, unless forced
+/// categorical; a column declared numeric must parse. `present` holds the non-null values.
+fn type_column(
+    name: String,
+    present: Vec<String>,
+    nulls: usize,
+    categorical: bool,
+    declared_numeric: bool,
+) -> Result<Column, String> {
+    let categories = |name: String, present: Vec<String>| Column {
+        name,
+        data: ColumnData::Categorical(present),
+        nulls,
+        infinite: 0,
     };
-    if numeric {
-        let numbers: Vec<f64> = parsed.into_iter().flatten().collect();
-        let infinite = numbers.iter().filter(|v| v.is_infinite()).count();
-        let finite: Vec<f64> = numbers.into_iter().filter(|v| v.is_finite()).collect();
-        Ok(Column {
-            name,
-            data: ColumnData::Numeric(finite),
-            nulls,
-            infinite,
-        })
-    } else {
-        Ok(Column {
-            name,
-            data: ColumnData::Categorical(present.into_iter().map(str::to_string).collect()),
-            nulls,
-            infinite: 0,
-        })
+    if categorical {
+        return Ok(categories(name, present));
     }
+    let mut numbers = Vec::with_capacity(present.len());
+    for value in &present {
+        match value.parse::<f64>() {
+            Ok(v) => numbers.push(v),
+            Err(_) if declared_numeric => {
+                return Err(format!(
+                    "column '{name}' was declared numeric but holds '{value}'"
+                ));
+            }
+            Err(_) => return Ok(categories(name, present)),
+        }
+    }
+    let infinite = numbers.iter().filter(|v| v.is_infinite()).count();
+    numbers.retain(|v| v.is_finite());
+    Ok(Column {
+        name,
+        data: ColumnData::Numeric(numbers),
+        nulls,
+        infinite,
+    })
 }
 
 #[cfg(test)]
@@ -279,7 +522,7 @@ mod tests {
             "a.csv",
             "x,kind,code\n1.5,a,1\nNA,b,2\ninf,,3\n-2,a,\n",
         );
-        let table = read_csv(&path, &Typing::default()).expect("readable");
+        let table = read_table(&path, &Typing::default()).expect("readable");
         assert_eq!(table.rows, 4);
         let x = table.column("x").expect("x");
         assert_eq!(x.data, ColumnData::Numeric(vec![1.5, -2.0]));
@@ -294,7 +537,7 @@ mod tests {
             categorical: ["code".to_string()].into(),
             ..Typing::default()
         };
-        let forced = read_csv(&path, &typing).expect("readable");
+        let forced = read_table(&path, &typing).expect("readable");
         assert!(matches!(
             forced.column("code").expect("code").data,
             ColumnData::Categorical(_)
@@ -360,27 +603,96 @@ mod tests {
     }
 
     #[test]
+    fn files_append_row_aligned_and_type_together() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let a = write(&dir, "a.csv", "x,kind\n1,a\n2,b\n");
+        // In the second file `x` holds a word: together the column is categorical.
+        let b = write(&dir, "b.csv", "x,kind\nNA,c\nsome,a\n");
+        let mut raw = read_raw(&a).expect("readable");
+        raw.append(read_raw(&b).expect("readable"))
+            .expect("same columns");
+        assert_eq!(raw.rows, 4);
+        let table = raw.clone().into_table(&Typing::default()).expect("typed");
+        let x = table.column("x").expect("x");
+        assert_eq!(x.nulls, 1);
+        assert!(matches!(&x.data, ColumnData::Categorical(v) if v.len() == 3));
+        raw.keep_last(2);
+        let last = raw.into_table(&Typing::default()).expect("typed");
+        assert_eq!(last.rows, 2);
+        assert_eq!(
+            last.column("kind").expect("kind").data,
+            ColumnData::Categorical(vec!["c".into(), "a".into()])
+        );
+        let other = write(&dir, "c.csv", "y,kind\n1,a\n");
+        let mut raw = read_raw(&a).expect("readable");
+        assert!(
+            raw.append(read_raw(&other).expect("readable"))
+                .unwrap_err()
+                .to_string()
+                .contains("different columns")
+        );
+    }
+
+    #[test]
+    fn time_windows_keep_the_newest_span_and_drop_the_clock() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = write(
+            &dir,
+            "t.csv",
+            "ts,x\n2026-11-01T00:00:00Z,1\n2026-11-02 00:00:00,2\n,3\n2026-11-03,4\n1793750400,5\n",
+        );
+        // 1793750400 s is 2026-11-04T00:00:00Z, the newest row.
+        let mut raw = read_raw(&path).expect("readable");
+        let window = Window::Time {
+            column: "ts".into(),
+            span_ms: 2 * 86_400_000,
+        };
+        assert_eq!(window.apply(&mut raw).expect("applies"), 3);
+        let table = raw.into_table(&Typing::default()).expect("typed");
+        assert!(table.column("ts").is_none());
+        assert_eq!(
+            table.column("x").expect("x").data,
+            ColumnData::Numeric(vec![4.0, 5.0])
+        );
+        let bad = write(&dir, "bad.csv", "ts,x\nyesterday,1\n");
+        let mut raw = read_raw(&bad).expect("readable");
+        assert!(
+            window
+                .apply(&mut raw)
+                .unwrap_err()
+                .to_string()
+                .contains("'yesterday', which is not a timestamp")
+        );
+        let mut raw = read_raw(&bad).expect("readable");
+        let missing = Window::Time {
+            column: "when".into(),
+            span_ms: 1,
+        };
+        assert!(missing.apply(&mut raw).is_err());
+    }
+
+    #[test]
     fn bad_files_are_explained() {
         let dir = tempfile::tempdir().expect("temp dir");
         let empty = write(&dir, "empty.csv", "");
         assert!(
-            read_csv(&empty, &Typing::default())
+            read_table(&empty, &Typing::default())
                 .unwrap_err()
                 .to_string()
                 .contains("no header")
         );
         let header_only = write(&dir, "h.csv", "a,b\n");
         assert!(
-            read_csv(&header_only, &Typing::default())
+            read_table(&header_only, &Typing::default())
                 .unwrap_err()
                 .to_string()
                 .contains("no rows")
         );
         let ragged = write(&dir, "r.csv", "a,b\n1,2\n3\n");
-        assert!(read_csv(&ragged, &Typing::default()).is_err());
+        assert!(read_table(&ragged, &Typing::default()).is_err());
         let twice = write(&dir, "t.csv", "a,a\n1,2\n");
         assert!(
-            read_csv(&twice, &Typing::default())
+            read_table(&twice, &Typing::default())
                 .unwrap_err()
                 .to_string()
                 .contains("appears twice")
@@ -391,12 +703,12 @@ mod tests {
         };
         let words = write(&dir, "w.csv", "a,b\n1,x\n");
         assert!(
-            read_csv(&words, &typing)
+            read_table(&words, &typing)
                 .unwrap_err()
                 .to_string()
                 .contains("declared numeric but holds 'x'")
         );
         let missing = dir.path().join("nope.csv");
-        assert!(read_csv(&missing, &Typing::default()).is_err());
+        assert!(read_table(&missing, &Typing::default()).is_err());
     }
 }

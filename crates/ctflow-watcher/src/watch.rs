@@ -1,8 +1,9 @@
-//! The watching loop: for every pipeline's `drift` trigger, the current files that have
-//! not been judged yet are read together, compared with the reference, and the check is
-//! recorded as a tracking run in the experiment `<pipeline>-drift` (per-column metrics,
-//! the JSON report as an artifact). A dataset drift records a drift trigger event, which
-//! starts a pipeline run.
+//! The drift loop: for every pipeline's `drift` trigger, when current files arrive that
+//! have not been judged yet, the trigger's window of current data (the new files, the
+//! last N rows, or a time span) is compared with the reference, and the check is recorded
+//! as a tracking run in the experiment `<pipeline>-drift` (per-column metrics, the JSON
+//! and HTML reports as artifacts). A dataset drift records a drift trigger event, which
+//! starts a pipeline run, and is then announced on the bus as `DriftDetected`.
 //!
 //! Files are polled (every `interval`), which works the same on local disks and network
 //! mounts. A file counts once it has not changed for `settle`. Fewer current rows than
@@ -12,17 +13,16 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use ctflow_bus::Bus;
-use ctflow_core::drift::{ColumnData, Method};
+use ctflow_bus::{Bus, WatchEvent};
 use ctflow_core::entities::KeyValue;
-use ctflow_core::pipeline::{DriftTrigger, Trigger};
+use ctflow_core::pipeline::{DriftTrigger, Trigger, drift_method};
 use ctflow_core::trigger::DriftEvent;
 use ctflow_store::artifacts::ArtifactRepository;
 use ctflow_store::{BatchMetric, NewRun, PipelineRecord, Recorded, RunUpdate, Store};
 use sha2::Digest;
 use tokio_util::sync::CancellationToken;
 
-use crate::reader::{Table, Typing, read_table};
+use crate::reader::{RawTable, Table, Typing, Window, read_raw};
 use crate::{DriftOptions, DriftReport, compare};
 
 /// Maps a run's artifact URI to a path in the artifact repository, when it lives there.
@@ -54,7 +54,7 @@ pub struct Watcher {
     config: WatcherConfig,
 }
 
-fn normalize(path: &Path) -> PathBuf {
+pub(crate) fn normalize(path: &Path) -> PathBuf {
     PathBuf::from(ctflow_core::validation::normpath(&path.to_string_lossy()))
 }
 
@@ -72,40 +72,100 @@ fn metric_key(column: &str) -> String {
         .collect()
 }
 
-fn merge(tables: Vec<Table>) -> Result<Table, crate::Error> {
-    let mut iter = tables.into_iter();
-    let Some(mut merged) = iter.next() else {
+fn window_of(trigger: &DriftTrigger) -> Window {
+    match &trigger.window {
+        None => Window::All,
+        Some(w) => match (w.last_rows, &w.time_column, &w.last) {
+            (Some(rows), _, _) => Window::LastRows(usize::try_from(rows).unwrap_or(usize::MAX)),
+            (None, Some(column), Some(last)) => Window::Time {
+                column: column.clone(),
+                span_ms: i64::try_from(last.0.as_millis()).unwrap_or(i64::MAX),
+            },
+            // Validation refuses the other shapes.
+            _ => Window::All,
+        },
+    }
+}
+
+fn options_of(trigger: &DriftTrigger) -> DriftOptions {
+    let method = |text: &str| drift_method(text).ok().flatten();
+    DriftOptions {
+        method: method(&trigger.method),
+        threshold: trigger.threshold,
+        per_column: trigger
+            .columns
+            .iter()
+            .map(|(name, o)| {
+                (
+                    name.clone(),
+                    (o.method.as_deref().and_then(method), o.threshold),
+                )
+            })
+            .collect(),
+        drift_share: trigger.drift_share,
+        correction: trigger.correction,
+        critical: trigger.critical.clone(),
+        min_rows: usize::try_from(trigger.min_rows).unwrap_or(usize::MAX),
+        ..DriftOptions::default()
+    }
+}
+
+/// Reads the reference and the current files, applies the window and types both;
+/// returns them with the files that contributed rows.
+fn prepare(
+    reference_path: &Path,
+    candidates: &[String],
+    window: &Window,
+    trigger: &DriftTrigger,
+) -> Result<(Table, Table, Vec<String>), crate::Error> {
+    let typing = Typing {
+        categorical: trigger.categorical.iter().cloned().collect(),
+        numeric: trigger.numeric.iter().cloned().collect(),
+    };
+    // For the last N rows only the newest files are needed.
+    let mut tables: Vec<(String, RawTable)> = Vec::new();
+    let mut rows = 0;
+    for file in candidates.iter().rev() {
+        if let Window::LastRows(wanted) = window
+            && rows >= *wanted
+        {
+            break;
+        }
+        let table = read_raw(Path::new(file))?;
+        rows += table.rows;
+        tables.push((file.clone(), table));
+    }
+    tables.reverse();
+    let files: Vec<String> = tables.iter().map(|(f, _)| f.clone()).collect();
+    let mut tables = tables.into_iter().map(|(_, t)| t);
+    let Some(mut current) = tables.next() else {
         return Err(crate::Error::Options("no current data".into()));
     };
-    for table in iter {
-        let names: Vec<&str> = merged.columns.iter().map(|c| c.name.as_str()).collect();
-        let other: Vec<&str> = table.columns.iter().map(|c| c.name.as_str()).collect();
-        if names != other {
-            return Err(crate::Error::Schema(format!(
-                "the current files have different columns: [{}] and [{}]",
-                names.join(", "),
-                other.join(", ")
-            )));
-        }
-        merged.rows += table.rows;
-        for (into, from) in merged.columns.iter_mut().zip(table.columns) {
-            into.nulls += from.nulls;
-            into.infinite += from.infinite;
-            match (&mut into.data, from.data) {
-                (ColumnData::Numeric(a), ColumnData::Numeric(b)) => a.extend(b),
-                (ColumnData::Categorical(a), ColumnData::Categorical(b)) => a.extend(b),
-                (ColumnData::Numeric(a), ColumnData::Categorical(b)) => {
-                    let mut text: Vec<String> = a.iter().map(|v| v.to_string()).collect();
-                    text.extend(b);
-                    into.data = ColumnData::Categorical(text);
-                }
-                (ColumnData::Categorical(a), ColumnData::Numeric(b)) => {
-                    a.extend(b.iter().map(|v| v.to_string()));
-                }
+    for table in tables {
+        current.append(table)?;
+    }
+    window.apply(&mut current)?;
+    let mut reference = read_raw(reference_path)?;
+    if let Window::Time { column, .. } = window {
+        reference.drop_column(column);
+    }
+    if !trigger.features.is_empty() {
+        for name in reference.names().to_vec() {
+            if !trigger.features.contains(&name) {
+                reference.drop_column(&name);
+                current.drop_column(&name);
             }
         }
     }
-    Ok(merged)
+    let typed = |raw: RawTable, path: String| {
+        raw.into_table(&typing)
+            .map_err(|message| crate::Error::Read { path, message })
+    };
+    Ok((
+        typed(reference, reference_path.display().to_string())?,
+        typed(current, files.join(", "))?,
+        files,
+    ))
 }
 
 impl Watcher {
@@ -155,20 +215,10 @@ impl Watcher {
         Ok(())
     }
 
-    async fn check(
-        &self,
-        pipeline: &PipelineRecord,
-        index: usize,
-        trigger: &DriftTrigger,
-    ) -> Result<(), ctflow_store::Error> {
-        let base = Path::new(&pipeline.base_dir);
-        let key = format!("drift/{index}/{}", trigger.current);
-        let pattern = normalize(&base.join(&trigger.current))
-            .to_string_lossy()
-            .to_string();
-        let seen = self.store.seen_files(&pipeline.name, &key).await?;
+    /// The files matching `pattern` that have not changed for `settle`, in name order.
+    fn settled_files(&self, pattern: &str) -> Vec<String> {
         let now = SystemTime::now();
-        let mut files: Vec<String> = glob::glob(&pattern)
+        let mut files: Vec<String> = glob::glob(pattern)
             .map(|paths| {
                 paths
                     .flatten()
@@ -182,28 +232,47 @@ impl Watcher {
                         })
                     })
                     .map(|p| p.to_string_lossy().to_string())
-                    .filter(|p| !seen.contains(p))
                     .collect()
             })
             .unwrap_or_default();
-        if files.is_empty() {
+        files.sort();
+        files
+    }
+
+    async fn check(
+        &self,
+        pipeline: &PipelineRecord,
+        index: usize,
+        trigger: &DriftTrigger,
+    ) -> Result<(), ctflow_store::Error> {
+        let base = Path::new(&pipeline.base_dir);
+        let key = format!("drift/{index}/{}", trigger.current);
+        let pattern = normalize(&base.join(&trigger.current))
+            .to_string_lossy()
+            .to_string();
+        let seen = self.store.seen_files(&pipeline.name, &key).await?;
+        let settled = self.settled_files(&pattern);
+        let new: Vec<String> = settled
+            .iter()
+            .filter(|f| !seen.contains(*f))
+            .cloned()
+            .collect();
+        if new.is_empty() {
             return Ok(());
         }
-        files.sort();
-        let reference_path = normalize(&base.join(&trigger.reference));
-        let typing = Typing::default();
-        let outcome = (|| -> Result<(Table, Table), crate::Error> {
-            let reference = read_table(&reference_path, &typing)?;
-            let tables = files
-                .iter()
-                .map(|f| read_table(Path::new(f), &typing))
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok((reference, merge(tables)?))
-        })();
-        let (reference, mut current) = match outcome {
-            Ok(pair) => pair,
-            Err(error) => return self.give_up(pipeline, &key, &files, error).await,
+        let window = window_of(trigger);
+        // A window looks at every file the glob matches; otherwise only the new ones.
+        let candidates = if window == Window::All {
+            &new
+        } else {
+            &settled
         };
+        let reference_path = normalize(&base.join(&trigger.reference));
+        let (reference, current, files) =
+            match prepare(&reference_path, candidates, &window, trigger) {
+                Ok(prepared) => prepared,
+                Err(error) => return self.give_up(pipeline, &key, &new, error).await,
+            };
         if (current.rows as u64) < trigger.min_rows {
             tracing::debug!(
                 pipeline = pipeline.name,
@@ -213,31 +282,16 @@ impl Watcher {
             );
             return Ok(());
         }
-        let mut reference = reference;
-        if !trigger.features.is_empty() {
-            reference
-                .columns
-                .retain(|c| trigger.features.contains(&c.name));
-            current
-                .columns
-                .retain(|c| trigger.features.contains(&c.name));
-        }
-        let method = Method::parse(&trigger.method).ok();
-        let options = DriftOptions {
-            method,
-            threshold: Some(trigger.threshold),
-            ..DriftOptions::default()
-        };
-        let report = match compare(&reference, &current, &options) {
+        let report = match compare(&reference, &current, &options_of(trigger)) {
             Ok(report) => report,
-            Err(error) => return self.give_up(pipeline, &key, &files, error).await,
+            Err(error) => return self.give_up(pipeline, &key, &new, error).await,
         };
         let check_run = self
             .record(pipeline, &files, Ok((&report, &reference, &current)))
             .await?;
         if report.dataset.drifted {
             let mut hasher = sha2::Sha256::new();
-            for f in &files {
+            for f in &new {
                 hasher.update(f.as_bytes());
                 hasher.update([0u8]);
             }
@@ -256,28 +310,38 @@ impl Watcher {
                 snapshot: format!("sha256:{}", &hex::encode(hasher.finalize())[..32]),
                 detected_at: ctflow_core::now_ms(),
             };
-            let mut trigger_event = event.into_trigger();
-            trigger_event.files = files.clone();
+            let mut trigger_event = event.clone().into_trigger();
+            trigger_event.files = new.clone();
             trigger_event
                 .tags
-                .insert("drift.check_run".into(), check_run);
-            match self.store.record_trigger(&trigger_event).await? {
+                .insert("drift.check_run".into(), check_run.clone());
+            let pipeline_run = match self.store.record_trigger(&trigger_event).await? {
                 Recorded::Created(run) => {
                     tracing::info!(
                         pipeline = pipeline.name,
                         pipeline_run = run.id,
                         "drift detected; retraining"
                     );
-                    self.bus.wake_controller();
+                    Some(run.id)
                 }
                 Recorded::Duplicate(id) => {
-                    tracing::debug!(pipeline_run = id, "drift already recorded")
+                    tracing::debug!(pipeline_run = id, "drift already recorded");
+                    None
                 }
+            };
+            let announced = self
+                .bus
+                .publish(WatchEvent::DriftDetected {
+                    event,
+                    check_run,
+                    pipeline_run,
+                })
+                .await;
+            if let Err(error) = announced {
+                tracing::warn!(%error, pipeline = pipeline.name, "cannot announce the drift");
             }
         }
-        self.store
-            .mark_files_seen(&pipeline.name, &key, &files)
-            .await
+        self.store.mark_files_seen(&pipeline.name, &key, &new).await
     }
 
     /// Data that cannot be read or compared is recorded (a failed check run says why)

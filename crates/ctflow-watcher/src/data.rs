@@ -4,21 +4,48 @@
 //! within the trigger's debounce window start one run together. At start-up, and
 //! whenever pipelines change, the glob is rescanned, so files that arrived while ctflow
 //! was down are caught. The store keeps every file a trigger has seen: each triggers once.
+//! Each batch is recorded as a pipeline run first, then announced on the bus as
+//! `DataArrived` (which wakes the controller).
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ctflow_bus::{Bus, WatchEvent};
 use ctflow_core::pipeline::Trigger;
 use ctflow_core::trigger::data_event;
-use ctflow_store::Recorded;
+use ctflow_store::{Recorded, Store};
 use notify::event::{AccessKind, AccessMode, ModifyKind, RenameMode};
 use notify::{EventKind, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::{Error, Result, Shared};
+use crate::watch::normalize;
+use crate::{Error, Result};
+
+/// Watches the files of every pipeline's `data` triggers.
+pub struct DataWatcher {
+    store: Store,
+    bus: Arc<dyn Bus>,
+    /// How often the pipelines are re-read for new or changed triggers.
+    refresh: Duration,
+}
+
+impl DataWatcher {
+    pub fn new(store: Store, bus: Arc<dyn Bus>, refresh: Duration) -> DataWatcher {
+        DataWatcher {
+            store,
+            bus,
+            refresh,
+        }
+    }
+
+    /// Watches until `shutdown`.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<()> {
+        run(Arc::new(self), shutdown).await
+    }
+}
 
 /// Files that arrive together within this window start one run, unless the trigger says.
 const DEFAULT_DEBOUNCE: Duration = Duration::from_millis(100);
@@ -66,11 +93,7 @@ fn split_pattern(pattern: &Path) -> (PathBuf, bool) {
     (root, recursive)
 }
 
-fn normalize(path: &Path) -> PathBuf {
-    PathBuf::from(ctflow_core::validation::normpath(&path.to_string_lossy()))
-}
-
-async fn build_watches(shared: &Shared) -> Result<(Vec<Watch>, Vec<(String, i64)>)> {
+async fn build_watches(shared: &DataWatcher) -> Result<(Vec<Watch>, Vec<(String, i64)>)> {
     let mut watches = Vec::new();
     let mut generations = Vec::new();
     for record in shared.store.list_pipelines().await? {
@@ -107,13 +130,13 @@ async fn build_watches(shared: &Shared) -> Result<(Vec<Watch>, Vec<(String, i64)
     Ok((watches, generations))
 }
 
-async fn record(shared: &Shared, watch: &Watch, files: Vec<String>) {
+async fn record(shared: &DataWatcher, watch: &Watch, files: Vec<String>) {
     if files.is_empty() {
         return;
     }
     let count = files.len();
-    let event = data_event(&watch.pipeline, watch.index, files);
-    match shared.store.record_data_trigger(&event, &watch.key).await {
+    let event = data_event(&watch.pipeline, watch.index, files.clone());
+    let pipeline_run = match shared.store.record_data_trigger(&event, &watch.key).await {
         Ok(Some(Recorded::Created(run))) => {
             tracing::info!(
                 pipeline = watch.pipeline,
@@ -121,15 +144,32 @@ async fn record(shared: &Shared, watch: &Watch, files: Vec<String>) {
                 files = count,
                 "new data recorded"
             );
-            shared.reconcile.notify_one();
+            Some(run.id)
         }
-        Ok(_) => {}
-        Err(error) => tracing::warn!(%error, pipeline = watch.pipeline, "cannot record new data"),
+        Ok(Some(Recorded::Duplicate(_))) => None,
+        // Every file had been seen already.
+        Ok(None) => return,
+        Err(error) => {
+            tracing::warn!(%error, pipeline = watch.pipeline, "cannot record new data");
+            return;
+        }
+    };
+    let announced = shared
+        .bus
+        .publish(WatchEvent::DataArrived {
+            pipeline: watch.pipeline.clone(),
+            trigger_index: watch.index,
+            files,
+            pipeline_run,
+        })
+        .await;
+    if let Err(error) = announced {
+        tracing::warn!(%error, pipeline = watch.pipeline, "cannot announce new data");
     }
 }
 
 /// Records every matching file the trigger has not seen yet.
-async fn rescan(shared: &Shared, watch: &Watch) {
+async fn rescan(shared: &DataWatcher, watch: &Watch) {
     let seen = match shared.store.seen_files(&watch.pipeline, &watch.key).await {
         Ok(seen) => seen,
         Err(error) => {
@@ -162,7 +202,7 @@ fn is_write(kind: &EventKind) -> bool {
     matches!(kind, EventKind::Create(_) | EventKind::Modify(_)) || signals_complete(kind)
 }
 
-pub(crate) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) -> Result<()> {
+async fn run(shared: Arc<DataWatcher>, shutdown: CancellationToken) -> Result<()> {
     let (tx, mut rx) = mpsc::unbounded_channel::<notify::Event>();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         if let Ok(event) = event {
@@ -175,7 +215,7 @@ pub(crate) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) -> Res
     let mut watched: HashSet<(PathBuf, bool)> = HashSet::new();
     let mut warned: HashSet<PathBuf> = HashSet::new();
     let mut pending: HashMap<(usize, PathBuf), PendingFile> = HashMap::new();
-    let mut refresh = tokio::time::interval(shared.config.reload_interval);
+    let mut refresh = tokio::time::interval(shared.refresh);
     let mut flush = tokio::time::interval(FLUSH_EVERY);
     flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
