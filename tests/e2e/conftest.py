@@ -198,7 +198,8 @@ def unique():
 class CtflowUp:
     """`ctflow up`: server, controller and workers in one process, in its own data folder."""
 
-    def __init__(self, binary, workdir, backend_uri=None, pipelines_dir=None, workers=2, extra=(), port=None):
+    def __init__(self, binary, workdir, backend_uri=None, pipelines_dir=None, workers=2, extra=(), port=None,
+                 env=None):
         self.binary = binary
         self.workdir = Path(workdir)
         self.port = port or free_port()
@@ -208,6 +209,7 @@ class CtflowUp:
         self.backend_uri = backend_uri or f"sqlite:///{self.workdir}/ctflow.db"
         self.workers = workers
         self.extra = list(extra)
+        self.env = dict(env or {})
         self.proc = None
         self.starts = 0
 
@@ -220,6 +222,7 @@ class CtflowUp:
         env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
         env.setdefault("CTFLOW_LOG", "info")
         env["CTFLOW_E2E_WEBHOOK_SECRET"] = "e2e-secret"
+        env.update(self.env)
         self.proc = subprocess.Popen(
             [self.binary, "up", "--port", str(self.port), "--backend-store-uri", self.backend_uri,
              "--artifacts-destination", str(self.workdir / "artifacts"), "--logs-dir", str(self.workdir / "logs"),

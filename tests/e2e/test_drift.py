@@ -101,3 +101,32 @@ def test_parquet_from_pyarrow_reads_like_csv(ctflow_bin, tmp_path):
     assert out.returncode in (0, 3), out.stderr
     from_parquet = json.loads(out.stdout)
     assert from_parquet["columns"] == from_csv["columns"]
+
+
+def test_windows_pick_the_current_rows(ctflow_bin, tmp_path):
+    """`--last-rows` and `--time-column/--last` judge only part of the current file; the
+    numbers are scipy's on that part."""
+    rng = np.random.default_rng(17)
+    ref_x = rng.normal(0, 1, 600).round(6)
+    old = rng.normal(3, 1, 500).round(6)  # long ago, drifted
+    new = rng.normal(0, 1, 300).round(6)  # recent, like the reference
+    stamps = [f"2026-11-{1 + i // 100:02d}T{i % 24:02d}:00:00Z" for i in range(500)] + \
+             [f"2026-11-25 {i % 24:02d}:30:00" for i in range(300)]
+    reference = write_csv(tmp_path / "ref.csv", {"ts": ["2026-10-01"] * 600, "x": ref_x})
+    current = write_csv(tmp_path / "cur.csv", {"ts": stamps, "x": np.concatenate([old, new])})
+
+    whole = drift(ctflow_bin, "--reference", reference, "--current", current, "--numeric", "x", "--output", "json")
+    assert whole.returncode == 3, whole.stderr
+    out = drift(ctflow_bin, "--reference", reference, "--current", current, "--last-rows", "300", "--output", "json")
+    report = json.loads(out.stdout)
+    x = next(c for c in report["columns"] if c["column"] == "x")
+    expected = ks_2samp(ref_x, new)
+    assert report["current_rows"] == 300 and abs(x["p_value"] - expected.pvalue) <= 1e-9 * expected.pvalue
+    out = drift(ctflow_bin, "--reference", reference, "--current", current, "--time-column", "ts", "--last", "1d",
+                "--output", "json")
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["current_rows"] == 300 and [c["column"] for c in report["columns"]] == ["x"]
+    out = drift(ctflow_bin, "--reference", reference, "--current", write_csv(tmp_path / "bad.csv", {"ts": ["soon"], "x": [1]}),
+                "--time-column", "ts", "--last", "1d")
+    assert out.returncode == 1 and "'soon', which is not a timestamp" in out.stderr

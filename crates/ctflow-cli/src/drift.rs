@@ -3,12 +3,14 @@
 //! step.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::Path;
 
 use anyhow::{Result, anyhow};
 use clap::Args;
 use ctflow_core::drift::{Binning, Correction, Method};
-use ctflow_watcher::reader::{Typing, read_table};
+use ctflow_core::pipeline::DurationSpec;
+use ctflow_watcher::reader::{Typing, Window};
+use ctflow_watcher::source::{ObjectStores, read_one};
 use ctflow_watcher::{DriftOptions, compare, display_number, render_html};
 
 use crate::commands::{print_json, print_table};
@@ -18,12 +20,23 @@ pub const DRIFT_EXIT_CODE: i32 = 3;
 
 #[derive(Args, Debug)]
 pub struct DriftArgs {
-    /// The reference data: CSV with a header row, or Parquet (.parquet, .pq).
+    /// The reference data: CSV with a header row, or Parquet (.parquet, .pq); a path or
+    /// an s3://bucket/key URL.
     #[arg(long)]
-    reference: PathBuf,
-    /// The current data: CSV with a header row, or Parquet (.parquet, .pq).
+    reference: String,
+    /// The current data, likewise.
     #[arg(long)]
-    current: PathBuf,
+    current: String,
+    /// Judge only the last N rows of the current data.
+    #[arg(long, conflicts_with = "time_column")]
+    last_rows: Option<usize>,
+    /// Judge only the current rows within `--last` of the newest timestamp in this column
+    /// (which is then not compared itself).
+    #[arg(long, requires = "last")]
+    time_column: Option<String>,
+    /// The span for `--time-column`, such as 24h or 7d.
+    #[arg(long, requires = "time_column", value_parser = DurationSpec::parse)]
+    last: Option<DurationSpec>,
     /// One test for every column: ks, chisquare, z, wasserstein, jensenshannon, psi
     /// (default: chosen per column by type, size and distinct values, as Evidently does).
     #[arg(long, value_parser = Method::parse)]
@@ -114,13 +127,33 @@ fn parse_binning(raw: &str) -> Result<Binning, String> {
 }
 
 /// Runs the comparison; returns whether the dataset drifted.
-pub fn run(args: DriftArgs) -> Result<bool> {
+pub async fn run(args: DriftArgs) -> Result<bool> {
     let typing = Typing {
         categorical: args.categorical.iter().cloned().collect(),
         numeric: args.numeric.iter().cloned().collect(),
     };
-    let reference = read_table(&args.reference, &typing)?;
-    let current = read_table(&args.current, &typing)?;
+    let stores = ObjectStores::default();
+    let here = Path::new(".");
+    let mut reference = read_one(here, &args.reference, &stores).await?;
+    let mut current = read_one(here, &args.current, &stores).await?;
+    let window = match (args.last_rows, &args.time_column, args.last) {
+        (Some(rows), _, _) => Window::LastRows(rows),
+        (None, Some(column), Some(last)) => Window::Time {
+            column: column.clone(),
+            span_ms: i64::try_from(last.0.as_millis()).unwrap_or(i64::MAX),
+        },
+        _ => Window::All,
+    };
+    window.apply(&mut current)?;
+    if let Window::Time { column, .. } = &window {
+        reference.drop_column(column);
+    }
+    let reference = reference
+        .into_table(&typing)
+        .map_err(|e| anyhow!("{}: {e}", args.reference))?;
+    let current = current
+        .into_table(&typing)
+        .map_err(|e| anyhow!("{}: {e}", args.current))?;
     let per_column: BTreeMap<String, (Option<Method>, Option<f64>)> = args
         .columns
         .into_iter()
@@ -147,11 +180,7 @@ pub fn run(args: DriftArgs) -> Result<bool> {
             return Ok(report.dataset.drifted);
         }
         DriftOutput::Html => {
-            let title = format!(
-                "Drift of {} against {}",
-                args.current.display(),
-                args.reference.display()
-            );
+            let title = format!("Drift of {} against {}", args.current, args.reference);
             print!("{}", render_html(&report, &reference, &current, &title));
             return Ok(report.dataset.drifted);
         }

@@ -209,7 +209,7 @@ fn main() -> Result<()> {
             Command::Run { run, client } => run::run(run, &client).await,
             Command::Up(args) => up::run(args).await,
             Command::Drift(args) => {
-                if drift::run(args)? {
+                if drift::run(args).await? {
                     std::process::exit(drift::DRIFT_EXIT_CODE);
                 }
                 Ok(())

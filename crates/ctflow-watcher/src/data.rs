@@ -4,6 +4,8 @@
 //! within the trigger's debounce window start one run together. At start-up, and
 //! whenever pipelines change, the glob is rescanned, so files that arrived while ctflow
 //! was down are caught. The store keeps every file a trigger has seen: each triggers once.
+//! A path `s3://bucket/prefix/*.csv` names objects instead; their prefix is listed every
+//! poll interval and each new key triggers once, the same way.
 //! Each batch is recorded as a pipeline run first, then announced on the bus as
 //! `DataArrived` (which wakes the controller).
 
@@ -21,6 +23,7 @@ use notify::{EventKind, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::source::{DataSource, ObjectStores};
 use crate::watch::normalize;
 use crate::{Error, Result};
 
@@ -30,6 +33,9 @@ pub struct DataWatcher {
     bus: Arc<dyn Bus>,
     /// How often the pipelines are re-read for new or changed triggers.
     refresh: Duration,
+    /// How often object-storage prefixes are listed.
+    poll: Duration,
+    stores: ObjectStores,
 }
 
 impl DataWatcher {
@@ -38,6 +44,8 @@ impl DataWatcher {
             store,
             bus,
             refresh,
+            poll: refresh,
+            stores: ObjectStores::default(),
         }
     }
 
@@ -62,6 +70,14 @@ struct Watch {
     root: PathBuf,
     recursive: bool,
     debounce: Duration,
+}
+
+/// A data trigger on object storage, polled.
+struct ObjectWatch {
+    pipeline: String,
+    index: usize,
+    key: String,
+    source: DataSource,
 }
 
 #[derive(Debug)]
@@ -93,8 +109,11 @@ fn split_pattern(pattern: &Path) -> (PathBuf, bool) {
     (root, recursive)
 }
 
-async fn build_watches(shared: &DataWatcher) -> Result<(Vec<Watch>, Vec<(String, i64)>)> {
+type Watches = (Vec<Watch>, Vec<ObjectWatch>, Vec<(String, i64)>);
+
+async fn build_watches(shared: &DataWatcher) -> Result<Watches> {
     let mut watches = Vec::new();
+    let mut object_watches = Vec::new();
     let mut generations = Vec::new();
     for record in shared.store.list_pipelines().await? {
         generations.push((record.name.clone(), record.generation));
@@ -105,6 +124,21 @@ async fn build_watches(shared: &DataWatcher) -> Result<(Vec<Watch>, Vec<(String,
             let Trigger::Data(data) = trigger else {
                 continue;
             };
+            if data.path.contains("://") {
+                let base = Path::new(&record.base_dir);
+                match DataSource::parse(base, &data.path, &shared.stores) {
+                    Ok(source) => object_watches.push(ObjectWatch {
+                        pipeline: record.name.clone(),
+                        index,
+                        key: format!("data/{index}/{}", data.path),
+                        source,
+                    }),
+                    Err(error) => {
+                        tracing::warn!(pipeline = record.name, %error, "data trigger skipped")
+                    }
+                }
+                continue;
+            }
             let absolute = normalize(&Path::new(&record.base_dir).join(&data.path));
             let pattern_text = absolute.to_string_lossy().to_string();
             let pattern = match glob::Pattern::new(&pattern_text) {
@@ -127,19 +161,21 @@ async fn build_watches(shared: &DataWatcher) -> Result<(Vec<Watch>, Vec<(String,
             });
         }
     }
-    Ok((watches, generations))
+    Ok((watches, object_watches, generations))
 }
 
-async fn record(shared: &DataWatcher, watch: &Watch, files: Vec<String>) {
+/// Records a batch of new files as one pipeline run of trigger `index`, then announces it.
+async fn record(shared: &DataWatcher, target: (&str, usize, &str), files: Vec<String>) {
     if files.is_empty() {
         return;
     }
+    let (pipeline, index, key) = target;
     let count = files.len();
-    let event = data_event(&watch.pipeline, watch.index, files.clone());
-    let pipeline_run = match shared.store.record_data_trigger(&event, &watch.key).await {
+    let event = data_event(pipeline, index, files.clone());
+    let pipeline_run = match shared.store.record_data_trigger(&event, key).await {
         Ok(Some(Recorded::Created(run))) => {
             tracing::info!(
-                pipeline = watch.pipeline,
+                pipeline,
                 pipeline_run = run.id,
                 files = count,
                 "new data recorded"
@@ -150,22 +186,46 @@ async fn record(shared: &DataWatcher, watch: &Watch, files: Vec<String>) {
         // Every file had been seen already.
         Ok(None) => return,
         Err(error) => {
-            tracing::warn!(%error, pipeline = watch.pipeline, "cannot record new data");
+            tracing::warn!(%error, pipeline, "cannot record new data");
             return;
         }
     };
     let announced = shared
         .bus
         .publish(WatchEvent::DataArrived {
-            pipeline: watch.pipeline.clone(),
-            trigger_index: watch.index,
+            pipeline: pipeline.to_string(),
+            trigger_index: index,
             files,
             pipeline_run,
         })
         .await;
     if let Err(error) = announced {
-        tracing::warn!(%error, pipeline = watch.pipeline, "cannot announce new data");
+        tracing::warn!(%error, pipeline, "cannot announce new data");
     }
+}
+
+/// Records the objects under a polled prefix that the trigger has not seen yet.
+async fn poll(shared: &DataWatcher, watch: &ObjectWatch) {
+    let listed = match watch.source.list().await {
+        Ok(listed) => listed,
+        Err(error) => {
+            tracing::warn!(%error, pipeline = watch.pipeline, "cannot list the data objects");
+            return;
+        }
+    };
+    let seen = match shared.store.seen_files(&watch.pipeline, &watch.key).await {
+        Ok(seen) => seen,
+        Err(error) => {
+            tracing::warn!(%error, "cannot read the data cursor");
+            return;
+        }
+    };
+    let files: Vec<String> = listed
+        .into_iter()
+        .map(|f| f.name)
+        .filter(|name| !seen.contains(name))
+        .collect();
+    record(shared, (&watch.pipeline, watch.index, &watch.key), files).await;
 }
 
 /// Records every matching file the trigger has not seen yet.
@@ -186,7 +246,7 @@ async fn rescan(shared: &DataWatcher, watch: &Watch) {
             }
         }
     }
-    record(shared, watch, files).await;
+    record(shared, (&watch.pipeline, watch.index, &watch.key), files).await;
 }
 
 fn signals_complete(kind: &EventKind) -> bool {
@@ -211,24 +271,28 @@ async fn run(shared: Arc<DataWatcher>, shutdown: CancellationToken) -> Result<()
     })
     .map_err(|e| Error::Watch(e.to_string()))?;
     let mut watches: Vec<Watch> = Vec::new();
+    let mut object_watches: Vec<ObjectWatch> = Vec::new();
     let mut generations = Vec::new();
     let mut watched: HashSet<(PathBuf, bool)> = HashSet::new();
     let mut warned: HashSet<PathBuf> = HashSet::new();
     let mut pending: HashMap<(usize, PathBuf), PendingFile> = HashMap::new();
     let mut refresh = tokio::time::interval(shared.refresh);
     let mut flush = tokio::time::interval(FLUSH_EVERY);
+    let mut object_poll = tokio::time::interval(shared.poll);
+    object_poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
             _ = refresh.tick() => {
-                let (fresh, fresh_generations) = match build_watches(&shared).await {
+                let (fresh, fresh_objects, fresh_generations) = match build_watches(&shared).await {
                     Ok(built) => built,
                     Err(error) => {
                         tracing::warn!(%error, "cannot read the data triggers");
                         continue;
                     }
                 };
+                object_watches = fresh_objects;
                 let unwatched: Vec<_> = watched.iter().filter(|(root, _)| !root.exists()).cloned().collect();
                 for gone in unwatched {
                     watched.remove(&gone);
@@ -268,6 +332,11 @@ async fn run(shared: Arc<DataWatcher>, shutdown: CancellationToken) -> Result<()
                 }
                 for watch in &watches {
                     rescan(&shared, watch).await;
+                }
+            }
+            _ = object_poll.tick(), if !object_watches.is_empty() => {
+                for watch in &object_watches {
+                    poll(&shared, watch).await;
                 }
             }
             Some(event) = rx.recv() => {
@@ -319,7 +388,7 @@ async fn run(shared: Arc<DataWatcher>, shutdown: CancellationToken) -> Result<()
                 }
                 for (i, files) in batches {
                     if let Some(watch) = watches.get(i) {
-                        record(&shared, watch, files.into_iter().collect()).await;
+                        record(&shared, (&watch.pipeline, watch.index, &watch.key), files.into_iter().collect()).await;
                     }
                 }
             }

@@ -8,6 +8,7 @@ mod data;
 mod html;
 pub mod reader;
 mod report;
+pub mod source;
 mod watch;
 
 pub use data::DataWatcher;
@@ -31,6 +32,8 @@ pub enum Error {
     Options(String),
     #[error("cannot watch files: {0}")]
     Watch(String),
+    #[error("{0}")]
+    Source(String),
     #[error(transparent)]
     Store(#[from] ctflow_store::Error),
 }

@@ -328,22 +328,54 @@ pub fn read_table(path: &Path, typing: &Typing) -> Result<Table, Error> {
 
 /// Reads a data file without typing its columns.
 pub fn read_raw(path: &Path) -> Result<RawTable, Error> {
-    match path.extension().and_then(|e| e.to_str()) {
-        Some("parquet" | "pq") => read_parquet(path),
-        _ => read_csv(path),
+    let name = path.display().to_string();
+    let file_error = |message: String| Error::Read {
+        path: name.clone(),
+        message,
+    };
+    if is_parquet(&name) {
+        let file = std::fs::File::open(path).map_err(|e| file_error(e.to_string()))?;
+        read_parquet(file, &name)
+    } else {
+        let reader = csv_builder()
+            .from_path(path)
+            .map_err(|e| file_error(e.to_string()))?;
+        read_csv(reader, &name)
     }
 }
 
+/// Reads data fetched into memory (from object storage); `name` gives the format.
+pub fn read_raw_bytes(bytes: bytes::Bytes, name: &str) -> Result<RawTable, Error> {
+    if is_parquet(name) {
+        read_parquet(bytes, name)
+    } else {
+        read_csv(csv_builder().from_reader(std::io::Cursor::new(bytes)), name)
+    }
+}
+
+fn is_parquet(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    lower.ends_with(".parquet") || lower.ends_with(".pq")
+}
+
+fn csv_builder() -> csv::ReaderBuilder {
+    let mut builder = csv::ReaderBuilder::new();
+    builder.has_headers(true).flexible(false);
+    builder
+}
+
 /// Reads a Parquet file (any compression the writer used: snappy, zstd, lz4, gzip).
-fn read_parquet(path: &Path) -> Result<RawTable, Error> {
+fn read_parquet<T: parquet::file::reader::ChunkReader + 'static>(
+    file: T,
+    path: &str,
+) -> Result<RawTable, Error> {
     use arrow_array::Array;
     use arrow_array::cast::AsArray;
     use arrow_schema::DataType;
     let file_error = |message: String| Error::Read {
-        path: path.display().to_string(),
+        path: path.to_string(),
         message,
     };
-    let file = std::fs::File::open(path).map_err(|e| file_error(e.to_string()))?;
     let builder = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
         .map_err(|e| file_error(e.to_string()))?;
     let schema = builder.schema().clone();
@@ -414,16 +446,11 @@ fn read_parquet(path: &Path) -> Result<RawTable, Error> {
 }
 
 /// Reads a CSV file with a header row.
-fn read_csv(path: &Path) -> Result<RawTable, Error> {
+fn read_csv<R: std::io::Read>(mut reader: csv::Reader<R>, path: &str) -> Result<RawTable, Error> {
     let file_error = |message: String| Error::Read {
-        path: path.display().to_string(),
+        path: path.to_string(),
         message,
     };
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(true)
-        .flexible(false)
-        .from_path(path)
-        .map_err(|e| file_error(e.to_string()))?;
     let headers: Vec<String> = reader
         .headers()
         .map_err(|e| file_error(e.to_string()))?
@@ -598,6 +625,12 @@ mod tests {
             ColumnData::Categorical(vec!["a".into(), "b".into(), "a".into(), "c".into()])
         );
         assert_eq!(kind.nulls, 1);
+        // Fetched bytes (object storage) read the same as the file.
+        let bytes = bytes::Bytes::from(std::fs::read(&path).expect("readable"));
+        assert_eq!(
+            read_raw_bytes(bytes, "s3://b/a.parquet").expect("readable"),
+            read_raw(&path).expect("readable")
+        );
         let not_parquet = write(&dir, "b.parquet", "x\n1\n");
         assert!(read_table(&not_parquet, &Typing::default()).is_err());
     }

@@ -11,7 +11,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use ctflow_bus::{Bus, WatchEvent};
 use ctflow_core::entities::KeyValue;
@@ -22,7 +22,8 @@ use ctflow_store::{BatchMetric, NewRun, PipelineRecord, Recorded, RunUpdate, Sto
 use sha2::Digest;
 use tokio_util::sync::CancellationToken;
 
-use crate::reader::{RawTable, Table, Typing, Window, read_raw};
+use crate::reader::{RawTable, Table, Typing, Window};
+use crate::source::{DataSource, ObjectStores, read_one};
 use crate::{DriftOptions, DriftReport, compare};
 
 /// Maps a run's artifact URI to a path in the artifact repository, when it lives there.
@@ -52,6 +53,7 @@ pub struct Watcher {
     artifacts: Arc<dyn ArtifactRepository>,
     artifact_path: ArtifactPath,
     config: WatcherConfig,
+    stores: ObjectStores,
 }
 
 pub(crate) fn normalize(path: &Path) -> PathBuf {
@@ -112,11 +114,13 @@ fn options_of(trigger: &DriftTrigger) -> DriftOptions {
 
 /// Reads the reference and the current files, applies the window and types both;
 /// returns them with the files that contributed rows.
-fn prepare(
-    reference_path: &Path,
+async fn prepare(
+    base: &Path,
+    source: &DataSource,
     candidates: &[String],
     window: &Window,
     trigger: &DriftTrigger,
+    stores: &ObjectStores,
 ) -> Result<(Table, Table, Vec<String>), crate::Error> {
     let typing = Typing {
         categorical: trigger.categorical.iter().cloned().collect(),
@@ -131,7 +135,7 @@ fn prepare(
         {
             break;
         }
-        let table = read_raw(Path::new(file))?;
+        let table = source.read(file).await?;
         rows += table.rows;
         tables.push((file.clone(), table));
     }
@@ -145,7 +149,7 @@ fn prepare(
         current.append(table)?;
     }
     window.apply(&mut current)?;
-    let mut reference = read_raw(reference_path)?;
+    let mut reference = read_one(base, &trigger.reference, stores).await?;
     if let Window::Time { column, .. } = window {
         reference.drop_column(column);
     }
@@ -162,7 +166,7 @@ fn prepare(
             .map_err(|message| crate::Error::Read { path, message })
     };
     Ok((
-        typed(reference, reference_path.display().to_string())?,
+        typed(reference, trigger.reference.clone())?,
         typed(current, files.join(", "))?,
         files,
     ))
@@ -182,6 +186,7 @@ impl Watcher {
             artifacts,
             artifact_path,
             config,
+            stores: ObjectStores::default(),
         }
     }
 
@@ -215,30 +220,6 @@ impl Watcher {
         Ok(())
     }
 
-    /// The files matching `pattern` that have not changed for `settle`, in name order.
-    fn settled_files(&self, pattern: &str) -> Vec<String> {
-        let now = SystemTime::now();
-        let mut files: Vec<String> = glob::glob(pattern)
-            .map(|paths| {
-                paths
-                    .flatten()
-                    .filter(|p| {
-                        p.metadata().is_ok_and(|m| {
-                            m.is_file()
-                                && m.modified()
-                                    .ok()
-                                    .and_then(|t| now.duration_since(t).ok())
-                                    .is_some_and(|age| age >= self.config.settle)
-                        })
-                    })
-                    .map(|p| p.to_string_lossy().to_string())
-                    .collect()
-            })
-            .unwrap_or_default();
-        files.sort();
-        files
-    }
-
     async fn check(
         &self,
         pipeline: &PipelineRecord,
@@ -247,11 +228,29 @@ impl Watcher {
     ) -> Result<(), ctflow_store::Error> {
         let base = Path::new(&pipeline.base_dir);
         let key = format!("drift/{index}/{}", trigger.current);
-        let pattern = normalize(&base.join(&trigger.current))
-            .to_string_lossy()
-            .to_string();
+        let source = match DataSource::parse(base, &trigger.current, &self.stores) {
+            Ok(source) => source,
+            Err(error) => {
+                tracing::warn!(pipeline = pipeline.name, %error, "drift trigger skipped");
+                return Ok(());
+            }
+        };
+        let listed = match source.list().await {
+            Ok(listed) => listed,
+            Err(error) => {
+                tracing::warn!(pipeline = pipeline.name, %error, "cannot list the current data");
+                return Ok(());
+            }
+        };
         let seen = self.store.seen_files(&pipeline.name, &key).await?;
-        let settled = self.settled_files(&pattern);
+        // A local file counts once it has not changed for `settle`; an object is
+        // complete once listed.
+        let settle_ms = i64::try_from(self.config.settle.as_millis()).unwrap_or(i64::MAX);
+        let settled: Vec<String> = listed
+            .into_iter()
+            .filter(|f| source.is_object() || f.age_ms >= settle_ms)
+            .map(|f| f.name)
+            .collect();
         let new: Vec<String> = settled
             .iter()
             .filter(|f| !seen.contains(*f))
@@ -267,12 +266,11 @@ impl Watcher {
         } else {
             &settled
         };
-        let reference_path = normalize(&base.join(&trigger.reference));
-        let (reference, current, files) =
-            match prepare(&reference_path, candidates, &window, trigger) {
-                Ok(prepared) => prepared,
-                Err(error) => return self.give_up(pipeline, &key, &new, error).await,
-            };
+        let prepared = prepare(base, &source, candidates, &window, trigger, &self.stores).await;
+        let (reference, current, files) = match prepared {
+            Ok(prepared) => prepared,
+            Err(error) => return self.give_up(pipeline, &key, &new, error).await,
+        };
         if (current.rows as u64) < trigger.min_rows {
             tracing::debug!(
                 pipeline = pipeline.name,

@@ -59,6 +59,9 @@ impl TrackingClient {
         if let Ok(value) = reqwest::header::HeaderValue::from_str(user) {
             headers.insert("x-ctflow-user", value);
         }
+        // HTTPS tracking servers: reqwest's rustls needs a process-wide provider; ring
+        // is the one ctflow builds with. Installing fails harmlessly when one is there.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder()
             .default_headers(headers)
             .build()

@@ -1,0 +1,139 @@
+"""Data on S3-compatible object storage: `data` and `drift` triggers on `s3://` prefixes are
+polled, each new object triggers once, and the drift check reads the reference and the
+current objects from the bucket. The server is moto's S3 server on loopback; boto3 writes
+the objects, as a data pipeline would."""
+import json
+import os
+import subprocess
+
+import boto3
+import numpy as np
+import pytest
+from mlflow import MlflowClient
+from moto.server import ThreadedMotoServer
+
+from conftest import CtflowUp, free_port
+from test_pipelines import describe, install, runs_of, sleeper_pipeline, sleeper_project, wait_for, wait_phase
+
+BUCKET = "ctflow-data"
+TERMINAL = {"Succeeded", "GateFailed", "Rejected", "Failed", "Canceled", "Skipped"}
+
+
+@pytest.fixture(scope="module")
+def s3():
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    client = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="test", aws_secret_access_key="test",
+                          region_name="us-east-1")
+    client.create_bucket(Bucket=BUCKET)
+    yield endpoint, client
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def up(ctflow_bin, tmp_path_factory, s3):
+    endpoint, _ = s3
+    env = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_REGION": "us-east-1",
+           "MLFLOW_S3_ENDPOINT_URL": endpoint}
+    instance = CtflowUp(ctflow_bin, tmp_path_factory.mktemp("ctflow-up-s3"), env=env).start()
+    yield instance
+    instance.stop()
+
+
+def csv_body(rng, shift, n):
+    x = rng.normal(shift, 1, n).round(5)
+    kind = rng.choice(["a", "b"], n)
+    return ("x,kind\n" + "\n".join(f"{a},{b}" for a, b in zip(x, kind)) + "\n").encode()
+
+
+def test_object_prefixes_trigger_and_feed_drift_checks(up, s3, tmp_path):
+    _, bucket = s3
+    rng = np.random.default_rng(5)
+    bucket.put_object(Bucket=BUCKET, Key="reference.csv", Body=csv_body(rng, 0.0, 2000))
+    project = sleeper_project(tmp_path)
+    install(up, "bucketed", sleeper_pipeline("bucketed", project, "Allow", f"""
+  triggers:
+    - data: {{ path: "s3://{BUCKET}/incoming/*.csv" }}
+    - drift: {{ reference: "s3://{BUCKET}/reference.csv", current: "s3://{BUCKET}/incoming/*.csv",
+                method: psi, threshold: 0.2, minRows: 100 }}
+""", seconds=0))
+    client = MlflowClient(up.url)
+
+    def checks():
+        experiment = client.get_experiment_by_name("bucketed-drift")
+        if not experiment:
+            return []
+        runs = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time ASC"])
+        return [r for r in runs if r.info.status == "FINISHED"]
+
+    def of_kind(kind):
+        return [r for r in runs_of(up, "bucketed") if r["trigger"]["kind"] == kind]
+
+    bucket.put_object(Bucket=BUCKET, Key="incoming/day1.csv", Body=csv_body(rng, 0.0, 1500))
+    # Neither matches the glob: another folder, another extension.
+    bucket.put_object(Bucket=BUCKET, Key="elsewhere/day1.csv", Body=csv_body(rng, 0.0, 10))
+    bucket.put_object(Bucket=BUCKET, Key="incoming/readme.txt", Body=b"notes")
+    data_runs = wait_for("the data run", lambda: of_kind("data"), timeout=30)
+    assert [r["trigger"]["files"] for r in data_runs] == [[f"s3://{BUCKET}/incoming/day1.csv"]]
+    first = wait_for("the first drift check", checks, timeout=30)
+    assert first[0].data.tags["ctflow.drift.dataset_drift"] == "false"
+    assert first[0].data.tags["ctflow.drift.files"] == f"s3://{BUCKET}/incoming/day1.csv"
+
+    bucket.put_object(Bucket=BUCKET, Key="incoming/day2.csv", Body=csv_body(rng, 1.5, 1500))
+    drift_runs = wait_for("the drift run", lambda: of_kind("drift"), timeout=30)
+    assert drift_runs[0]["trigger"]["files"] == [f"s3://{BUCKET}/incoming/day2.csv"]
+    assert wait_phase(up, drift_runs[0]["id"], TERMINAL, timeout=30)["phase"] == "Succeeded"
+    data_runs = wait_for("the second data run", lambda: (lambda r: r if len(r) == 2 else None)(of_kind("data")), timeout=30)
+    assert sorted(f for r in data_runs for f in r["trigger"]["files"]) == [
+        f"s3://{BUCKET}/incoming/day1.csv", f"s3://{BUCKET}/incoming/day2.csv"]
+    check = client.get_run(describe(up, drift_runs[0]["id"])["pipeline_run"]["trigger"]["tags"]["drift.check_run"])
+    assert check.data.tags["ctflow.drift.dataset_drift"] == "true"
+    report = json.loads(open(client.download_artifacts(check.info.run_id, "drift_report.json", str(tmp_path))).read())
+    assert report["dataset"]["drifted"] is True and report["reference_rows"] == 2000
+
+
+def test_an_unreadable_object_is_a_failed_check_not_a_crash(up, s3):
+    _, bucket = s3
+    bucket.put_object(Bucket=BUCKET, Key="broken/reference.csv", Body=b"x\n1\n2\n3\n")
+    project_pipeline = f"""
+apiVersion: ctflow.dev/v1alpha1
+kind: TrainingPipeline
+metadata: {{ name: broken }}
+spec:
+  project: {{ uri: ., envManager: local }}
+  triggers:
+    - drift: {{ reference: "s3://{BUCKET}/broken/reference.csv", current: "s3://{BUCKET}/broken/in/*.csv" }}
+"""
+    install(up, "broken", project_pipeline)
+    bucket.put_object(Bucket=BUCKET, Key="broken/in/a.csv", Body=b"y\n1\n")
+    client = MlflowClient(up.url)
+
+    def failed():
+        experiment = client.get_experiment_by_name("broken-drift")
+        if not experiment:
+            return []
+        return [r for r in client.search_runs([experiment.experiment_id]) if r.info.status == "FAILED"]
+
+    check = wait_for("the failed check", failed, timeout=30)[0]
+    assert "only in the reference: [x]" in check.data.tags["ctflow.drift.error"]
+    assert runs_of(up, "broken") == []
+
+
+def test_ctflow_drift_reads_objects(ctflow_bin, s3):
+
+    endpoint, bucket = s3
+    rng = np.random.default_rng(9)
+    bucket.put_object(Bucket=BUCKET, Key="cli/ref.csv", Body=csv_body(rng, 0.0, 800))
+    bucket.put_object(Bucket=BUCKET, Key="cli/cur.csv", Body=csv_body(rng, 1.0, 800))
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
+           "AWS_REGION": "us-east-1", "MLFLOW_S3_ENDPOINT_URL": endpoint}
+    out = subprocess.run([ctflow_bin, "drift", "--reference", f"s3://{BUCKET}/cli/ref.csv", "--current",
+                          f"s3://{BUCKET}/cli/cur.csv", "--output", "json"], capture_output=True, text=True, env=env,
+                         timeout=60)
+    assert out.returncode == 3, out.stderr
+    assert json.loads(out.stdout)["reference_rows"] == 800
+    out = subprocess.run([ctflow_bin, "drift", "--reference", f"s3://{BUCKET}/cli/missing.csv", "--current",
+                          f"s3://{BUCKET}/cli/cur.csv"], capture_output=True, text=True, env=env, timeout=60)
+    assert out.returncode == 1 and f"s3://{BUCKET}/cli/missing.csv" in out.stderr
