@@ -1012,6 +1012,19 @@ mod tests {
     }
 
     #[test]
+    fn the_readme_example_is_a_valid_pipeline() {
+        let readme = include_str!("../../../README.md");
+        let block = readme
+            .split("```yaml\n")
+            .skip(1)
+            .filter_map(|rest| rest.split("```").next())
+            .find(|text| text.contains("kind: TrainingPipeline"))
+            .expect("the README shows a pipeline");
+        let document = PipelineDocument::from_yaml(block).expect("the README's pipeline is valid");
+        assert_eq!(document.spec.triggers.len(), 4);
+    }
+
+    #[test]
     fn drift_triggers_are_checked_field_by_field() {
         let drift = |extra: serde_json::Value| {
             let mut trigger = json!({"reference": "ref.csv", "current": "in/*.csv"});

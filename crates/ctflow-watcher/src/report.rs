@@ -247,6 +247,21 @@ mod tests {
     }
 
     #[test]
+    fn a_million_distinct_categories_are_compared_not_refused() {
+        // An id-like column: every value distinct, half of the current ones unseen. It is
+        // judged like any categorical column (Jensen-Shannon at this size) and drifts.
+        let ids = |from: usize| {
+            ColumnData::Categorical((from..from + 1_000_000).map(|i| format!("k{i}")).collect())
+        };
+        let reference = table(vec![("id", ids(0))]);
+        let current = table(vec![("id", ids(500_000))]);
+        let report = compare(&reference, &current, &DriftOptions::default()).expect("comparable");
+        let id = &report.columns[0];
+        assert_eq!(id.method, Method::JensenShannon);
+        assert!(id.drifted && id.statistic > 0.5, "{id:?}");
+    }
+
+    #[test]
     fn drifted_and_stable_columns() {
         let reference = table(vec![("a", numbers(300, 0.0)), ("b", numbers(300, 0.0))]);
         let current = table(vec![("a", numbers(300, 30.0)), ("b", numbers(300, 0.0))]);
