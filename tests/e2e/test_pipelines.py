@@ -651,3 +651,44 @@ def test_windows_and_the_watch_event_stream(up, tmp_path):
         assert len(wait_for("day2 announced", lambda: (lambda a: a if len(a) == 2 else None)(stream.of("data_arrived")), timeout=30)) == 2
     finally:
         stream.close()
+
+
+def scrape(url):
+    """`/metrics` as {series: value}, e.g. 'ctflow_queue_depth' or 'ctflow_pipeline_runs{...}'."""
+    with urllib.request.urlopen(url + "/metrics", timeout=30) as r:
+        assert r.headers["Content-Type"].startswith("application/openmetrics-text")
+        text = r.read().decode()
+    assert text.endswith("# EOF\n")
+    series = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            series[name] = float(value)
+    return series
+
+
+def test_metrics_move_with_a_ct_run(up, tmp_path):
+    """Prometheus `/metrics` during a CT run: pipeline runs by phase, the job's duration,
+    the workers, the API traffic by route, and the drift series of the windowed test's
+    pipeline when it ran before this one."""
+    project = sleeper_project(tmp_path)
+    install(up, "metered", sleeper_pipeline("metered", project, "Allow", seconds=1))
+    before = scrape(up.url)
+    assert before["ctflow_workers"] == up.workers
+    assert 'ctflow_pipeline_runs{pipeline="metered",phase="Succeeded"}' not in before
+    run_id = trigger(up, "metered")["pipeline_run"]["id"]
+    running = 'ctflow_pipeline_runs{pipeline="metered",phase="Running"}'
+    during = wait_for("the job to run", lambda: (lambda m: m if m.get(running) == 1 else None)(scrape(up.url)),
+                      timeout=30, interval=0.1)
+    assert during["ctflow_workers_busy"] >= 1
+    assert wait_phase(up, run_id, TERMINAL, timeout=60)["phase"] == "Succeeded"
+    after = scrape(up.url)
+    assert after['ctflow_pipeline_runs{pipeline="metered",phase="Succeeded"}'] == 1
+    assert after['ctflow_job_duration_seconds_count{pipeline="metered",status="succeeded"}'] == 1
+    assert after['ctflow_job_duration_seconds_sum{pipeline="metered",status="succeeded"}'] >= 1.0
+    route = 'ctflow_http_requests_total{method="POST",route="/api/ctflow/v1/pipelines/{name}/trigger",status="200"}'
+    assert after[route] == before.get(route, 0) + 1
+    if 'ctflow_drift_checks_total{pipeline="windowed",result="drift"}' in after:
+        assert after['ctflow_drift_share{pipeline="windowed"}'] >= 0.5
+        assert after['ctflow_drift_score{pipeline="windowed",column="x",method="wasserstein"}'] > 0.1
+

@@ -68,6 +68,20 @@ pub enum JobStatus {
     Unschedulable,
 }
 
+impl JobStatus {
+    /// The status as a metric label.
+    pub fn as_label(self) -> &'static str {
+        match self {
+            JobStatus::Succeeded => "succeeded",
+            JobStatus::Failed => "failed",
+            JobStatus::CiFailed => "ci_failed",
+            JobStatus::Canceled => "canceled",
+            JobStatus::TimedOut => "timed_out",
+            JobStatus::Unschedulable => "unschedulable",
+        }
+    }
+}
+
 /// What a worker reports about a job.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum JobEvent {

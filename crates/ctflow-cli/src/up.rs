@@ -84,7 +84,9 @@ pub async fn run(args: UpArgs) -> Result<()> {
             Arc::new(move |uri: &str| mapping.repository_path(uri)),
             ctflow_watcher::WatcherConfig::default(),
         )
+        .with_metrics(state.metrics.clone())
     };
+    let metrics = state.metrics.clone();
     let host = if addr.ip().is_unspecified() {
         "127.0.0.1".to_string()
     } else {
@@ -149,7 +151,8 @@ pub async fn run(args: UpArgs) -> Result<()> {
             store.clone(),
             bus.clone(),
             ControllerConfig::default().reload_interval,
-        );
+        )
+        .with_metrics(metrics.clone());
         tasks.spawn(async move { data.run(shutdown).await.map_err(anyhow::Error::from) });
     }
     let gpus = discover_gpus();
@@ -163,7 +166,8 @@ pub async fn run(args: UpArgs) -> Result<()> {
             gpus: gpus.clone(),
             user: current_user(),
         },
-    )?;
+    )?
+    .with_metrics(metrics.clone());
     {
         let shutdown = shutdown.clone();
         tasks.spawn(async move {

@@ -1,6 +1,7 @@
 //! ctflow's HTTP server: the MLflow tracking REST API (under `/api/` and `/ajax-api/`), the
 //! `mlflow-artifacts` proxy, ctflow's own API (`/api/ctflow/v1/`: promotion ledger,
-//! pipelines, triggers, pipeline runs, approvals, rollback), `/health` and `/version`.
+//! pipelines, triggers, pipeline runs, approvals, rollback), `/metrics` (Prometheus),
+//! `/health` and `/version`.
 #![forbid(unsafe_code)]
 
 mod api;
@@ -15,13 +16,14 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Request};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, patch, post};
 use axum::serve::ListenerExt;
 use ctflow_core::validation::normpath;
 use ctflow_core::{ErrorCode, MlflowError};
+use ctflow_metrics::{HttpLabels, Metrics, RouteLabels, Snapshot};
 use ctflow_store::artifacts::{ArtifactRepository, LocalArtifactStore};
 use ctflow_store::{Store, StoreOptions};
 
@@ -50,6 +52,8 @@ pub struct AppState {
     /// Where recorded triggers and approvals wake the controller (absent when no
     /// controller shares this process; it then finds them on its next pass).
     pub bus: Option<Arc<dyn ctflow_bus::Bus>>,
+    /// This process's metrics (shared with its workers and watcher under `ctflow up`).
+    pub metrics: Arc<Metrics>,
 }
 
 impl AppState {
@@ -73,6 +77,7 @@ impl AppState {
             serve_artifacts: config.serve_artifacts,
             local_root,
             bus: None,
+            metrics: Arc::new(Metrics::new()),
         })
     }
 
@@ -144,6 +149,81 @@ async fn not_found() -> ApiError {
         "No API endpoint matches this request path and method.",
     )
     .into()
+}
+
+/// Counts and times every request that matched a route, labelled by the route pattern.
+async fn track_requests(
+    State(metrics): State<Arc<Metrics>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let method = request.method().to_string();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |m| m.as_str().to_string());
+    let started = Instant::now();
+    let response = next.run(request).await;
+    metrics
+        .http_duration
+        .get_or_create(&RouteLabels {
+            method: method.clone(),
+            route: route.clone(),
+        })
+        .observe(started.elapsed().as_secs_f64());
+    metrics
+        .http_requests
+        .get_or_create(&HttpLabels {
+            method,
+            route,
+            status: response.status().as_u16(),
+        })
+        .inc();
+    response
+}
+
+/// Requests no route matched: counted, then MLflow's 404.
+async fn unmatched(State(state): State<AppState>, method: axum::http::Method) -> Response {
+    state
+        .metrics
+        .http_requests
+        .get_or_create(&HttpLabels {
+            method: method.to_string(),
+            route: "unmatched".into(),
+            status: 404,
+        })
+        .inc();
+    not_found().await.into_response()
+}
+
+/// `GET /metrics`: live instruments plus what the store says now.
+async fn metrics(State(state): State<AppState>) -> Response {
+    let snapshot = match state.store.ct_counts().await {
+        Ok(counts) => Snapshot {
+            queue_depth: counts
+                .runs
+                .iter()
+                .filter(|(_, phase, _)| phase == "Pending" || phase == "Queued")
+                .map(|(_, _, n)| n)
+                .sum(),
+            pipeline_runs: counts.runs,
+            gate_decisions: counts.gates,
+            aliases: counts.aliases,
+        },
+        Err(error) => {
+            // The live instruments are still worth scraping.
+            tracing::warn!(%error, "cannot read pipeline counts for /metrics");
+            Snapshot::default()
+        }
+    };
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            ctflow_metrics::CONTENT_TYPE,
+        )],
+        state.metrics.encode(&snapshot),
+    )
+        .into_response()
 }
 
 async fn log_requests(request: Request, next: Next) -> Response {
@@ -362,7 +442,12 @@ pub fn router(state: AppState) -> Router {
         .nest("/ajax-api", api)
         .route("/health", get(|| async { "OK" }))
         .route("/version", get(|| async { env!("CARGO_PKG_VERSION") }))
-        .fallback(|| async { not_found().await.into_response() })
+        .route("/metrics", get(metrics))
+        .route_layer(middleware::from_fn_with_state(
+            state.metrics.clone(),
+            track_requests,
+        ))
+        .fallback(unmatched)
         .layer(DefaultBodyLimit::max(64 * 1024 * 1024))
         .layer(middleware::from_fn(log_requests))
         .with_state(state)

@@ -401,3 +401,34 @@ async fn experiment_artifact_locations_cannot_point_outside() {
         .await;
     assert_error(status, &body, 400, "INVALID_PARAMETER_VALUE");
 }
+
+#[tokio::test]
+async fn metrics_count_requests_by_route_pattern() {
+    let s = server().await;
+    let (run_id, _) = s.run_id().await;
+    let (status, _) = s
+        .json(
+            Method::GET,
+            &format!("/api/2.0/mlflow/runs/get?run_id={run_id}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    s.json(Method::GET, "/api/2.0/mlflow/no-such-endpoint", None)
+        .await;
+    let (status, bytes) = s.send(Method::GET, "/metrics", Body::empty(), None).await;
+    assert_eq!(status, StatusCode::OK);
+    let text = String::from_utf8(bytes).unwrap();
+    for line in [
+        r#"ctflow_http_requests_total{method="GET",route="/api/2.0/mlflow/runs/get",status="200"} 1"#,
+        r#"ctflow_http_requests_total{method="POST",route="/api/2.0/mlflow/runs/create",status="200"} 1"#,
+        r#"ctflow_http_requests_total{method="GET",route="unmatched",status="404"} 1"#,
+        r#"ctflow_http_request_duration_seconds_count{method="GET",route="/api/2.0/mlflow/runs/get"} 1"#,
+        "ctflow_queue_depth 0",
+    ] {
+        assert!(text.contains(line), "missing {line} in\n{text}");
+    }
+    // The run id is in the path's query, never in a label.
+    assert!(!text.contains(&run_id));
+    assert!(text.ends_with("# EOF\n"));
+}

@@ -22,7 +22,7 @@ pub use error::{Error, Result};
 pub use experiments::ExperimentSearch;
 pub use logged_models::{LoggedModelOrder, LoggedModelSearch, NewLoggedModel};
 pub use pipelines::{
-    Approval, PipelineRecord, PipelineRun, PipelineRunEvent, PromotionStep, Recorded,
+    Approval, CtCounts, PipelineRecord, PipelineRun, PipelineRunEvent, PromotionStep, Recorded,
 };
 pub use registry::{NewModelVersion, RegistrySearch};
 pub use runs::{BatchMetric, DatasetInputRequest, NewRun, RunSearch, RunUpdate};

@@ -17,6 +17,17 @@ use sqlx::{Any, AssertSqlSafe, Row, Transaction};
 
 use crate::Store;
 use crate::db::Backend;
+
+/// What the metrics endpoint reads from the store.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CtCounts {
+    /// (pipeline, phase, pipeline runs)
+    pub runs: Vec<(String, String, i64)>,
+    /// (pipeline, gate, result, decisions)
+    pub gates: Vec<(String, String, String, i64)>,
+    /// (model, alias, version)
+    pub aliases: Vec<(String, String, i64)>,
+}
 use crate::error::{Error, Result};
 use crate::registry::{tx_set_alias, tx_transition_stage};
 
@@ -644,6 +655,47 @@ impl Store {
                 })
             })
             .collect()
+    }
+
+    /// Counts for the metrics endpoint, read at scrape time.
+    pub async fn ct_counts(&self) -> Result<CtCounts> {
+        let runs = sqlx::query(
+            "SELECT pipeline, phase, COUNT(*) FROM pipeline_runs GROUP BY pipeline, phase",
+        )
+        .fetch_all(&self.read)
+        .await?
+        .iter()
+        .map(|row| Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?)))
+        .collect::<Result<Vec<_>>>()?;
+        let gates = sqlx::query(
+            "SELECT r.pipeline, e.gate, e.result, COUNT(*) FROM pipeline_run_events e \
+             JOIN pipeline_runs r ON r.id = e.pipeline_run \
+             WHERE e.kind = 'gate' AND e.gate IS NOT NULL AND e.result IS NOT NULL \
+             GROUP BY r.pipeline, e.gate, e.result",
+        )
+        .fetch_all(&self.read)
+        .await?
+        .iter()
+        .map(|row| {
+            Ok((
+                row.try_get(0)?,
+                row.try_get(1)?,
+                row.try_get(2)?,
+                row.try_get(3)?,
+            ))
+        })
+        .collect::<Result<Vec<_>>>()?;
+        let aliases = sqlx::query("SELECT name, alias, version FROM registered_model_aliases")
+            .fetch_all(&self.read)
+            .await?
+            .iter()
+            .map(|row| Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?)))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(CtCounts {
+            runs,
+            gates,
+            aliases,
+        })
     }
 
     /// Pipeline runs, newest first: of one pipeline or all, in the given phases or any.

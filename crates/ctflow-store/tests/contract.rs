@@ -2118,6 +2118,28 @@ async fn promotion_is_all_or_nothing(store: Store) {
         store.get_model_version("m", 2).await.unwrap().current_stage,
         "Production"
     );
+    // What the metrics endpoint counts.
+    store
+        .modify_pipeline_run(
+            &pr.id,
+            &[Phase::Succeeded],
+            |_| {},
+            Some(ctflow_store::PipelineRunEvent::gate(
+                "ct",
+                "pass",
+                "accuracy 0.97 >= 0.9",
+                serde_json::json!({}),
+            )),
+        )
+        .await
+        .unwrap();
+    let counts = store.ct_counts().await.unwrap();
+    assert_eq!(counts.runs, vec![("p".into(), "Succeeded".into(), 1)]);
+    assert_eq!(
+        counts.gates,
+        vec![("p".into(), "ct".into(), "pass".into(), 1)]
+    );
+    assert!(counts.aliases.contains(&("m".into(), "champion".into(), 2)));
 }
 
 async fn rollback_follows_the_ledger(store: Store) {

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use ctflow_bus::{Bus, WatchEvent};
 use ctflow_core::pipeline::Trigger;
 use ctflow_core::trigger::data_event;
+use ctflow_metrics::{Metrics, TriggerLabels};
 use ctflow_store::{Recorded, Store};
 use notify::event::{AccessKind, AccessMode, ModifyKind, RenameMode};
 use notify::{EventKind, RecursiveMode, Watcher};
@@ -36,6 +37,7 @@ pub struct DataWatcher {
     /// How often object-storage prefixes are listed.
     poll: Duration,
     stores: ObjectStores,
+    metrics: Arc<Metrics>,
 }
 
 impl DataWatcher {
@@ -46,7 +48,14 @@ impl DataWatcher {
             refresh,
             poll: refresh,
             stores: ObjectStores::default(),
+            metrics: Arc::new(Metrics::new()),
         }
+    }
+
+    /// Counts recorded triggers in this process's metrics.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> DataWatcher {
+        self.metrics = metrics;
+        self
     }
 
     /// Watches until `shutdown`.
@@ -180,6 +189,14 @@ async fn record(shared: &DataWatcher, target: (&str, usize, &str), files: Vec<St
                 files = count,
                 "new data recorded"
             );
+            shared
+                .metrics
+                .triggers
+                .get_or_create(&TriggerLabels {
+                    pipeline: pipeline.to_string(),
+                    kind: "data".into(),
+                })
+                .inc();
             Some(run.id)
         }
         Ok(Some(Recorded::Duplicate(_))) => None,

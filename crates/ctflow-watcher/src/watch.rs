@@ -17,6 +17,7 @@ use ctflow_bus::{Bus, WatchEvent};
 use ctflow_core::entities::KeyValue;
 use ctflow_core::pipeline::{DriftTrigger, Trigger, drift_method};
 use ctflow_core::trigger::DriftEvent;
+use ctflow_metrics::{ColumnLabels, DriftCheckLabels, Metrics, PipelineLabels, TriggerLabels};
 use ctflow_store::artifacts::ArtifactRepository;
 use ctflow_store::{BatchMetric, NewRun, PipelineRecord, Recorded, RunUpdate, Store};
 use sha2::Digest;
@@ -54,6 +55,7 @@ pub struct Watcher {
     artifact_path: ArtifactPath,
     config: WatcherConfig,
     stores: ObjectStores,
+    metrics: Arc<Metrics>,
 }
 
 pub(crate) fn normalize(path: &Path) -> PathBuf {
@@ -187,7 +189,14 @@ impl Watcher {
             artifact_path,
             config,
             stores: ObjectStores::default(),
+            metrics: Arc::new(Metrics::new()),
         }
+    }
+
+    /// Reports checks and drift scores to this process's metrics.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Watcher {
+        self.metrics = metrics;
+        self
     }
 
     /// Checks until `shutdown`.
@@ -287,6 +296,7 @@ impl Watcher {
         let check_run = self
             .record(pipeline, &files, Ok((&report, &reference, &current)))
             .await?;
+        self.observe(&pipeline.name, &report);
         if report.dataset.drifted {
             let mut hasher = sha2::Sha256::new();
             for f in &new {
@@ -320,6 +330,13 @@ impl Watcher {
                         pipeline_run = run.id,
                         "drift detected; retraining"
                     );
+                    self.metrics
+                        .triggers
+                        .get_or_create(&TriggerLabels {
+                            pipeline: pipeline.name.clone(),
+                            kind: "drift".into(),
+                        })
+                        .inc();
                     Some(run.id)
                 }
                 Recorded::Duplicate(id) => {
@@ -342,6 +359,41 @@ impl Watcher {
         self.store.mark_files_seen(&pipeline.name, &key, &new).await
     }
 
+    fn observe(&self, pipeline: &str, report: &DriftReport) {
+        let result = if report.dataset.drifted {
+            "drift"
+        } else {
+            "no_drift"
+        };
+        self.metrics
+            .drift_checks
+            .get_or_create(&DriftCheckLabels {
+                pipeline: pipeline.to_string(),
+                result: result.into(),
+            })
+            .inc();
+        self.metrics
+            .drift_share
+            .get_or_create(&PipelineLabels {
+                pipeline: pipeline.to_string(),
+            })
+            .set(report.dataset.share);
+        for column in &report.columns {
+            let method = serde_json::to_value(column.method)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default();
+            self.metrics
+                .drift_score
+                .get_or_create(&ColumnLabels {
+                    pipeline: pipeline.to_string(),
+                    column: column.column.clone(),
+                    method,
+                })
+                .set(column.p_value.unwrap_or(column.statistic));
+        }
+    }
+
     /// Data that cannot be read or compared is recorded (a failed check run says why)
     /// and not looked at again.
     async fn give_up(
@@ -352,6 +404,13 @@ impl Watcher {
         error: crate::Error,
     ) -> Result<(), ctflow_store::Error> {
         self.record(pipeline, files, Err(error.to_string())).await?;
+        self.metrics
+            .drift_checks
+            .get_or_create(&DriftCheckLabels {
+                pipeline: pipeline.name.clone(),
+                result: "error".into(),
+            })
+            .inc();
         self.store.mark_files_seen(&pipeline.name, key, files).await
     }
 

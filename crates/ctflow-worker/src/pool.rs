@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use ctflow_bus::{Bus, CiResult, Job, JobEvent, JobStatus};
 use ctflow_core::gpu::{GpuPool, parse_nvidia_smi_indices};
 use ctflow_core::schedule::logical_time_text;
+use ctflow_metrics::{JobLabels, Metrics};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -76,6 +77,7 @@ pub struct WorkerPool {
     client: TrackingClient,
     config: PoolConfig,
     gpus: Arc<Gpus>,
+    metrics: Arc<Metrics>,
 }
 
 /// Writes a job's output to its log file and reports milestones to the controller.
@@ -139,14 +141,25 @@ impl WorkerPool {
             client,
             config,
             gpus,
+            metrics: Arc::new(Metrics::new()),
         })
+    }
+
+    /// Reports job durations and busy workers to this process's metrics.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> WorkerPool {
+        self.metrics = metrics;
+        self
     }
 
     /// Runs the workers until `shutdown`; jobs in flight are stopped.
     pub async fn run(self, shutdown: CancellationToken) {
         let this = Arc::new(self);
         let mut workers = tokio::task::JoinSet::new();
-        for worker in 0..this.config.workers.max(1) {
+        let count = this.config.workers.max(1);
+        this.metrics
+            .workers
+            .set(i64::try_from(count).unwrap_or(i64::MAX));
+        for worker in 0..count {
             let this = this.clone();
             let shutdown = shutdown.clone();
             workers.spawn(async move {
@@ -162,7 +175,19 @@ impl WorkerPool {
                         attempt = job.attempt,
                         "job taken"
                     );
+                    this.metrics.workers_busy.inc();
+                    let started = std::time::Instant::now();
                     let event = this.run_job(&job, &shutdown).await;
+                    this.metrics.workers_busy.dec();
+                    if let JobEvent::Finished { status, .. } = &event {
+                        this.metrics
+                            .jobs
+                            .get_or_create(&JobLabels {
+                                pipeline: job.pipeline.clone(),
+                                status: status.as_label().into(),
+                            })
+                            .observe(started.elapsed().as_secs_f64());
+                    }
                     this.bus.forget(&job.pipeline_run);
                     if let Err(error) = this.bus.report(event).await {
                         tracing::warn!(%error, "cannot report a finished job");
