@@ -1,7 +1,7 @@
 //! ctflow's HTTP server: the MLflow tracking REST API (under `/api/` and `/ajax-api/`), the
 //! `mlflow-artifacts` proxy, ctflow's own API (`/api/ctflow/v1/`: promotion ledger,
 //! pipelines, triggers, pipeline runs, approvals, rollback), `/metrics` (Prometheus),
-//! `/health` and `/version`.
+//! the web dashboard at `/`, `/health` and `/version`.
 #![forbid(unsafe_code)]
 
 mod api;
@@ -10,6 +10,7 @@ pub mod error;
 pub mod params;
 mod pipelines;
 mod registry;
+mod ui;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -443,6 +444,11 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(|| async { "OK" }))
         .route("/version", get(|| async { env!("CARGO_PKG_VERSION") }))
         .route("/metrics", get(metrics))
+        .route("/", get(ui::index))
+        .route("/static/app.js", get(ui::app_js))
+        .route("/static/app.css", get(ui::app_css))
+        .route("/static/uplot.min.js", get(ui::uplot_js))
+        .route("/static/uplot.min.css", get(ui::uplot_css))
         .route_layer(middleware::from_fn_with_state(
             state.metrics.clone(),
             track_requests,

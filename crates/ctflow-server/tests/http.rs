@@ -432,3 +432,41 @@ async fn metrics_count_requests_by_route_pattern() {
     assert!(!text.contains(&run_id));
     assert!(text.ends_with("# EOF\n"));
 }
+
+#[tokio::test]
+async fn the_dashboard_is_served_from_the_binary() {
+    let s = server().await;
+    let app = s.app.clone();
+    let response = app
+        .oneshot(Request::builder().uri("/").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let csp = response.headers()["content-security-policy"]
+        .to_str()
+        .unwrap();
+    assert!(csp.contains("default-src 'self'") && !csp.contains("unsafe-eval"));
+    let page = response.into_body().collect().await.unwrap().to_bytes();
+    let page = String::from_utf8(page.to_vec()).unwrap();
+    assert!(page.contains(r#"<script src="/static/app.js">"#));
+    for (path, kind) in [
+        ("/static/app.js", "text/javascript"),
+        ("/static/uplot.min.js", "text/javascript"),
+        ("/static/app.css", "text/css"),
+        ("/static/uplot.min.css", "text/css"),
+    ] {
+        let response = s
+            .app
+            .clone()
+            .oneshot(Request::builder().uri(path).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+        assert!(
+            response.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with(kind)
+        );
+    }
+}

@@ -1,0 +1,577 @@
+// ctflow's dashboard: a single page over the MLflow REST API (/ajax-api/2.0/mlflow) and
+// ctflow's own API (/api/ctflow/v1). Hash routes match the links the mlflow client prints
+// (#/experiments/<id>, #/experiments/<id>/runs/<run>). Every value from the server is put
+// into the page as text, never as HTML. Charts are uPlot (vendored, see vendor/).
+"use strict";
+
+const MLFLOW = "/ajax-api/2.0/mlflow";
+const CTFLOW = "/api/ctflow/v1";
+const app = document.getElementById("app");
+
+// ---- small helpers -------------------------------------------------------------------
+
+function h(tag, attrs, ...children) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === undefined || v === null || v === false) continue;
+    if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
+    else if (k === "className") el.className = v;
+    else el.setAttribute(k, v === true ? "" : v);
+  }
+  for (const c of children.flat()) {
+    if (c === undefined || c === null || c === false) continue;
+    el.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return el;
+}
+
+async function api(path, options) {
+  const init = options ? { method: options.method || "POST", headers: { "Content-Type": "application/json" },
+    body: JSON.stringify(options.body || {}) } : {};
+  const response = await fetch(path, init);
+  const text = await response.text();
+  let body = {};
+  try { body = text ? JSON.parse(text) : {}; } catch (_) { body = { message: text }; }
+  if (!response.ok) throw new Error(body.message || `${response.status} ${response.statusText}`);
+  return body;
+}
+
+function query(params) {
+  const q = new URLSearchParams();
+  for (const [k, v] of Object.entries(params)) if (v !== undefined && v !== null && v !== "") q.set(k, v);
+  return q.toString();
+}
+
+function when(ms) {
+  if (!ms) return "";
+  const d = new Date(Number(ms));
+  return d.toISOString().replace("T", " ").slice(0, 19);
+}
+
+function duration(start, end) {
+  if (!start || !end) return "";
+  let s = Math.round((Number(end) - Number(start)) / 1000);
+  if (s < 60) return `${s}s`;
+  const m = Math.floor(s / 60); s %= 60;
+  if (m < 60) return `${m}m ${s}s`;
+  return `${Math.floor(m / 60)}h ${m % 60}m`;
+}
+
+function number(v) {
+  if (v === undefined || v === null || v === "") return "";
+  const n = Number(v);
+  if (!Number.isFinite(n)) return String(v);
+  return Math.abs(n) >= 1e5 || (Math.abs(n) < 1e-3 && n !== 0) ? n.toExponential(4) : String(Number(n.toPrecision(6)));
+}
+
+function tagMap(tags) {
+  const out = {};
+  for (const t of tags || []) out[t.key] = t.value;
+  return out;
+}
+
+function badge(text) { return h("span", { className: `badge ${text}` }, text); }
+
+function showError(error) { app.replaceChildren(h("p", { className: "error", role: "alert" }, String(error.message || error))); }
+
+function setSection(name) {
+  for (const a of document.querySelectorAll("header nav a")) a.classList.toggle("active", a.dataset.section === name);
+}
+
+// A line chart of series over steps: x values shared, one y array per series.
+function lineChart(title, xs, series, width) {
+  const box = h("div", { className: "card chart", "data-chart": title });
+  box.append(h("div", {}, h("strong", {}, title)));
+  const holder = h("div");
+  box.append(holder);
+  const opts = {
+    width: width || 440, height: 220,
+    scales: { x: { time: false } },
+    axes: [{ label: "step" }, {}],
+    series: [{ label: "step" }, ...series.map((s, i) => ({ label: s.label, stroke: PALETTE[i % PALETTE.length], width: 1.5, spanGaps: true }))],
+  };
+  // uPlot measures its container: draw once it is in the page.
+  requestAnimationFrame(() => new uPlot(opts, [xs, ...series.map(s => s.values)], holder));
+  return box;
+}
+
+const PALETTE = ["#1463d6", "#d6336c", "#2b8a3e", "#e67700", "#7048e8", "#0b7285", "#5c940d", "#862e9c"];
+
+async function metricHistory(runId, key) {
+  const points = [];
+  let token = "";
+  do {
+    const page = await api(`${MLFLOW}/metrics/get-history?${query({ run_id: runId, metric_key: key, max_results: 25000, page_token: token })}`);
+    points.push(...(page.metrics || []));
+    token = page.next_page_token || "";
+  } while (token);
+  return points;
+}
+
+// Series of several runs on one x axis (the union of their steps).
+function alignSeries(histories) {
+  const steps = [...new Set(histories.flatMap(h => h.points.map(p => Number(p.step || 0))))].sort((a, b) => a - b);
+  const series = histories.map(hist => {
+    const byStep = new Map(hist.points.map(p => [Number(p.step || 0), Number(p.value)]));
+    return { label: hist.label, values: steps.map(s => (byStep.has(s) ? byStep.get(s) : null)) };
+  });
+  return { steps, series };
+}
+
+// ---- experiments ------------------------------------------------------------------------
+
+async function experimentsPage() {
+  setSection("experiments");
+  const search = h("input", { type: "search", placeholder: "Filter experiments by name", "aria-label": "Filter experiments" });
+  const list = h("div");
+  const load = async () => {
+    const filter = search.value.trim() ? `name LIKE '%${search.value.trim().replace(/'/g, "")}%'` : "";
+    const body = await api(`${MLFLOW}/experiments/search`, { body: { max_results: 1000, filter, order_by: ["last_update_time DESC"] } });
+    const rows = (body.experiments || []).map(e => h("tr", {},
+      h("td", {}, h("a", { href: `#/experiments/${e.experiment_id}` }, e.name)),
+      h("td", {}, e.experiment_id),
+      h("td", { className: "num runs", "data-experiment": e.experiment_id }, "…"),
+      h("td", {}, when(e.creation_time)),
+      h("td", {}, when(e.last_update_time))));
+    list.replaceChildren(h("table", { id: "experiments" },
+      h("thead", {}, h("tr", {}, h("th", {}, "Name"), h("th", {}, "ID"), h("th", {}, "Runs"), h("th", {}, "Created"), h("th", {}, "Last update"))),
+      h("tbody", {}, rows)));
+    for (const e of body.experiments || []) countRuns(e.experiment_id);
+  };
+  search.addEventListener("input", () => load().catch(showError));
+  app.replaceChildren(h("h1", {}, "Experiments"), h("div", { className: "toolbar" }, search), list);
+  await load();
+}
+
+// Run counts come from paging run ids only (no per-run data is fetched beyond the ids).
+async function countRuns(experimentId) {
+  let count = 0, token = "";
+  do {
+    const page = await api(`${MLFLOW}/runs/search`, { body: { experiment_ids: [experimentId], max_results: 50000, page_token: token, run_view_type: "ACTIVE_ONLY" } });
+    count += (page.runs || []).length;
+    token = page.next_page_token || "";
+  } while (token);
+  const cell = document.querySelector(`td.runs[data-experiment="${experimentId}"]`);
+  if (cell) cell.textContent = String(count);
+}
+
+// ---- runs table ---------------------------------------------------------------------------
+
+const runsState = { experiment: null, filter: "", order: null, tokens: [""], page: 0, selected: new Set() };
+
+function orderClause(column) {
+  if (column.kind === "attr") return `attributes.${column.key}`;
+  return `${column.kind}.\`${column.key}\``;
+}
+
+function hiddenColumns(experimentId) {
+  try { return new Set(JSON.parse(localStorage.getItem(`ctflow.hidden.${experimentId}`) || "[]")); } catch (_) { return new Set(); }
+}
+
+function saveHidden(experimentId, hidden) { localStorage.setItem(`ctflow.hidden.${experimentId}`, JSON.stringify([...hidden])); }
+
+async function runsPage(experimentId) {
+  setSection("experiments");
+  if (runsState.experiment !== experimentId) Object.assign(runsState, { experiment: experimentId, filter: "", order: null, tokens: [""], page: 0, selected: new Set() });
+  const experiment = (await api(`${MLFLOW}/experiments/get?${query({ experiment_id: experimentId })}`)).experiment;
+  const filter = h("input", { type: "search", value: runsState.filter, placeholder: "metrics.accuracy > 0.9 and params.C = '0.5'", "aria-label": "Filter runs" });
+  const table = h("div", { className: "scroll" });
+  const pager = h("div", { className: "toolbar" });
+  const compare = h("button", { className: "primary", id: "compare", disabled: true }, "Compare");
+  const chooser = h("details", { className: "columns" }, h("summary", {}, "Columns"));
+  compare.addEventListener("click", () => { location.hash = `#/compare?runs=${[...runsState.selected].join(",")}`; });
+  filter.addEventListener("keydown", e => { if (e.key === "Enter") { runsState.filter = filter.value.trim(); runsState.tokens = [""]; runsState.page = 0; load().catch(err => table.replaceChildren(h("p", { className: "error", role: "alert" }, err.message))); } });
+
+  const load = async () => {
+    const body = await api(`${MLFLOW}/runs/search`, { body: {
+      experiment_ids: [experimentId], filter: runsState.filter, max_results: 100,
+      order_by: runsState.order ? [`${orderClause(runsState.order)} ${runsState.order.desc ? "DESC" : "ASC"}`] : ["attributes.start_time DESC"],
+      page_token: runsState.tokens[runsState.page] } });
+    const runs = body.runs || [];
+    if (body.next_page_token) runsState.tokens[runsState.page + 1] = body.next_page_token;
+    const metricKeys = [...new Set(runs.flatMap(r => (r.data.metrics || []).map(m => m.key)))].sort();
+    const paramKeys = [...new Set(runs.flatMap(r => (r.data.params || []).map(p => p.key)))].sort();
+    const columns = [
+      { kind: "attr", key: "run_name", label: "Run Name" },
+      { kind: "attr", key: "start_time", label: "Created" },
+      { kind: "duration", key: "duration", label: "Duration" },
+      { kind: "tags", key: "mlflow.source.name", label: "Source" },
+      { kind: "tags", key: "mlflow.user", label: "User" },
+      ...metricKeys.map(k => ({ kind: "metrics", key: k, label: k })),
+      ...paramKeys.map(k => ({ kind: "params", key: k, label: k })),
+      { kind: "models", key: "models", label: "Models" },
+    ];
+    const hidden = hiddenColumns(experimentId);
+    chooser.replaceChildren(h("summary", {}, "Columns"), h("div", {}, columns.map(c => {
+      const id = `${c.kind}:${c.key}`;
+      const box = h("input", { type: "checkbox", checked: !hidden.has(id) });
+      box.addEventListener("change", () => { box.checked ? hidden.delete(id) : hidden.add(id); saveHidden(experimentId, hidden); load().catch(showError); });
+      return h("label", { style: "display:block" }, box, ` ${c.kind === "metrics" || c.kind === "params" ? c.kind.slice(0, -1) + ": " : ""}${c.label}`);
+    })));
+    const shown = columns.filter(c => !hidden.has(`${c.kind}:${c.key}`));
+    const header = h("tr", {}, h("th", {}, ""), shown.map(c => {
+      const sortable = c.kind !== "duration" && c.kind !== "models";
+      const sorted = runsState.order && runsState.order.kind === c.kind && runsState.order.key === c.key;
+      const th = h("th", { className: `${sortable ? "sortable" : ""} ${sorted ? (runsState.order.desc ? "sorted-desc" : "sorted-asc") : ""}`,
+        "data-column": `${c.kind}:${c.key}` }, c.label);
+      if (sortable) th.addEventListener("click", () => {
+        runsState.order = { kind: c.kind, key: c.key, desc: sorted ? !runsState.order.desc : true };
+        runsState.tokens = [""]; runsState.page = 0;
+        load().catch(showError);
+      });
+      return th;
+    }));
+    const rows = runs.map(r => {
+      const tags = tagMap(r.data.tags);
+      const metrics = Object.fromEntries((r.data.metrics || []).map(m => [m.key, m.value]));
+      const params = Object.fromEntries((r.data.params || []).map(p => [p.key, p.value]));
+      const box = h("input", { type: "checkbox", "aria-label": `select ${r.info.run_name}`, checked: runsState.selected.has(r.info.run_id) });
+      box.addEventListener("change", () => {
+        box.checked ? runsState.selected.add(r.info.run_id) : runsState.selected.delete(r.info.run_id);
+        compare.disabled = runsState.selected.size < 2;
+      });
+      const cell = c => {
+        switch (c.kind) {
+          case "attr": return c.key === "run_name"
+            ? h("td", {}, h("a", { href: `#/experiments/${experimentId}/runs/${r.info.run_id}` }, r.info.run_name || r.info.run_id))
+            : h("td", {}, when(r.info.start_time));
+          case "duration": return h("td", {}, duration(r.info.start_time, r.info.end_time));
+          case "tags": return h("td", {}, tags[c.key] || "");
+          case "metrics": return h("td", { className: "num" }, number(metrics[c.key]));
+          case "params": return h("td", {}, params[c.key] ?? "");
+          default: return h("td", {}, ((r.outputs && r.outputs.model_outputs) || []).map(m => m.model_id).join(", "));
+        }
+      };
+      return h("tr", { "data-run": r.info.run_id }, h("td", {}, box), shown.map(cell));
+    });
+    table.replaceChildren(h("table", { id: "runs" }, h("thead", {}, header), h("tbody", {}, rows)));
+    compare.disabled = runsState.selected.size < 2;
+    const prev = h("button", { disabled: runsState.page === 0 }, "Previous");
+    const next = h("button", { disabled: !body.next_page_token, id: "next-page" }, "Next");
+    prev.addEventListener("click", () => { runsState.page -= 1; load().catch(showError); });
+    next.addEventListener("click", () => { runsState.page += 1; load().catch(showError); });
+    pager.replaceChildren(prev, h("span", { className: "muted" }, `page ${runsState.page + 1} · ${runs.length} runs`), next);
+  };
+  app.replaceChildren(h("h1", {}, experiment.name), h("div", { className: "toolbar" }, filter, chooser, compare), table, pager);
+  await load();
+}
+
+// ---- one run ------------------------------------------------------------------------------
+
+function artifactUrl(run, path) {
+  const uri = run.info.artifact_uri || "";
+  if (uri.startsWith("mlflow-artifacts:/")) {
+    const rest = uri.slice("mlflow-artifacts:/".length).replace(/^\/+/, "");
+    return `/api/2.0/mlflow-artifacts/artifacts/${rest}/${path.split("/").map(encodeURIComponent).join("/")}`;
+  }
+  return null;
+}
+
+async function artifactTree(run, path, preview) {
+  const body = await api(`${MLFLOW}/artifacts/list?${query({ run_id: run.info.run_id, path })}`);
+  const list = h("ul", { className: "tree" });
+  for (const f of body.files || []) {
+    const name = f.path.split("/").pop();
+    const item = h("li", { "data-path": f.path }, f.is_dir ? `▸ ${name}/` : `${name}`, f.is_dir ? "" : h("span", { className: "muted" }, ` ${f.file_size || 0} B`));
+    item.addEventListener("click", async e => {
+      e.stopPropagation();
+      if (f.is_dir) {
+        if (item.querySelector("ul")) item.querySelector("ul").remove();
+        else item.append(await artifactTree(run, f.path, preview));
+      } else preview(f.path);
+    });
+    list.append(item);
+  }
+  return list;
+}
+
+async function previewArtifact(run, path, into) {
+  const url = artifactUrl(run, path);
+  if (!url) { into.replaceChildren(h("p", { className: "muted" }, `The artifacts live at ${run.info.artifact_uri}; ctflow previews proxied artifacts only.`)); return; }
+  const lower = path.toLowerCase();
+  if (/\.(png|jpe?g|gif|svg|webp)$/.test(lower)) { into.replaceChildren(h("img", { src: url, alt: path, style: "max-width:100%" })); return; }
+  if (lower.endsWith(".html")) { into.replaceChildren(h("iframe", { className: "report", src: url, sandbox: "", title: path })); return; }
+  const response = await fetch(url);
+  let text = await response.text();
+  if (lower.endsWith(".json")) { try { text = JSON.stringify(JSON.parse(text), null, 2); } catch (_) { /* shown as is */ } }
+  into.replaceChildren(h("div", { className: "muted" }, path), h("pre", { className: "preview" }, text.slice(0, 200000)));
+}
+
+async function runPage(experimentId, runId) {
+  setSection("experiments");
+  const run = (await api(`${MLFLOW}/runs/get?${query({ run_id: runId })}`)).run;
+  const tags = tagMap(run.data.tags);
+  const metrics = run.data.metrics || [];
+  const params = run.data.params || [];
+  const charts = h("div", { className: "grid", id: "metric-charts" });
+  const preview = h("div", { id: "artifact-preview" }, h("p", { className: "muted" }, "Pick a file to preview it."));
+  const tree = h("div", { id: "artifacts" });
+  app.replaceChildren(
+    h("div", { className: "muted" }, h("a", { href: `#/experiments/${experimentId}` }, "← runs")),
+    h("h1", {}, run.info.run_name || run.info.run_id, " ", badge(run.info.status)),
+    h("table", { className: "kv card" }, h("tbody", {},
+      h("tr", {}, h("td", {}, "Run ID"), h("td", {}, run.info.run_id)),
+      h("tr", {}, h("td", {}, "Created"), h("td", {}, when(run.info.start_time))),
+      h("tr", {}, h("td", {}, "Duration"), h("td", {}, duration(run.info.start_time, run.info.end_time))),
+      h("tr", {}, h("td", {}, "User"), h("td", {}, tags["mlflow.user"] || "")),
+      h("tr", {}, h("td", {}, "Source"), h("td", {}, tags["mlflow.source.name"] || "")),
+      tags["ctflow.pipeline_run"] ? h("tr", {}, h("td", {}, "Pipeline run"), h("td", {}, h("a", { href: `#/pipeline-runs/${tags["ctflow.pipeline_run"]}` }, tags["ctflow.pipeline_run"]))) : null)),
+    h("h2", {}, "Metrics"), charts,
+    h("h2", {}, "Parameters"), kvTable(params.map(p => [p.key, p.value]), "params"),
+    h("h2", {}, "Tags"), kvTable(Object.entries(tags).filter(([k]) => !k.startsWith("mlflow.log-model")), "tags"),
+    h("h2", {}, "Logged models"), h("div", { id: "logged-models" }, ((run.outputs && run.outputs.model_outputs) || []).length
+      ? h("ul", {}, run.outputs.model_outputs.map(m => h("li", {}, m.model_id, m.step ? ` (step ${m.step})` : "")))
+      : h("p", { className: "muted" }, "none")),
+    h("h2", {}, "Artifacts"), h("div", { className: "split" }, tree, preview));
+  for (const m of metrics) {
+    const points = await metricHistory(runId, m.key);
+    const { steps, series } = alignSeries([{ label: m.key, points }]);
+    charts.append(h("div", {}, lineChart(`${m.key} (latest ${number(m.value)})`, steps, series)));
+  }
+  if (!metrics.length) charts.append(h("p", { className: "muted" }, "no metrics"));
+  tree.append(await artifactTree(run, "", path => previewArtifact(run, path, preview).catch(showError)));
+}
+
+function kvTable(pairs, id) {
+  if (!pairs.length) return h("p", { className: "muted" }, "none");
+  return h("table", { className: "kv", id }, h("tbody", {}, pairs.map(([k, v]) => h("tr", {}, h("td", {}, k), h("td", {}, v)))));
+}
+
+// ---- compare -------------------------------------------------------------------------------
+
+async function comparePage(ids) {
+  setSection("experiments");
+  const runs = await Promise.all(ids.map(id => api(`${MLFLOW}/runs/get?${query({ run_id: id })}`).then(b => b.run)));
+  const label = r => r.info.run_name || r.info.run_id.slice(0, 8);
+  const metricKeys = [...new Set(runs.flatMap(r => (r.data.metrics || []).map(m => m.key)))].sort();
+  const paramKeys = [...new Set(runs.flatMap(r => (r.data.params || []).map(p => p.key)))].sort();
+  const value = (r, kind, key) => {
+    const found = (r.data[kind] || []).find(x => x.key === key);
+    return found ? (kind === "metrics" ? number(found.value) : found.value) : "";
+  };
+  const diffRows = [...paramKeys.map(k => ["params", k]), ...metricKeys.map(k => ["metrics", k])].map(([kind, key]) => {
+    const values = runs.map(r => value(r, kind, key));
+    const differs = new Set(values).size > 1;
+    return h("tr", { className: differs ? "differs" : "" }, h("td", {}, `${kind.slice(0, -1)}: ${key}`), values.map(v => h("td", { className: kind === "metrics" ? "num" : "" }, v)));
+  });
+  const charts = h("div", { className: "grid", id: "compare-charts" });
+  app.replaceChildren(
+    h("h1", {}, `Comparing ${runs.length} runs`),
+    h("h2", {}, "Parameters and metrics"),
+    h("div", { className: "scroll" }, h("table", { id: "diff" },
+      h("thead", {}, h("tr", {}, h("th", {}, ""), runs.map(r => h("th", {}, h("a", { href: `#/experiments/${r.info.experiment_id}/runs/${r.info.run_id}` }, label(r)))))),
+      h("tbody", {}, diffRows))),
+    h("h2", {}, "Metric curves"), charts,
+    h("h2", {}, "Scatter"), scatterPicker(runs, metricKeys, paramKeys));
+  for (const key of metricKeys) {
+    const histories = await Promise.all(runs.map(async r => ({ label: label(r), points: await metricHistory(r.info.run_id, key) })));
+    const { steps, series } = alignSeries(histories);
+    charts.append(lineChart(key, steps, series));
+  }
+}
+
+// One point per run: any numeric parameter or metric against another.
+function scatterPicker(runs, metricKeys, paramKeys) {
+  const options = [...metricKeys.map(k => `metrics:${k}`), ...paramKeys.map(k => `params:${k}`)];
+  const xs = h("select", { "aria-label": "x axis" }, options.map(o => h("option", {}, o)));
+  const ys = h("select", { "aria-label": "y axis" }, options.map(o => h("option", {}, o)));
+  if (options.length > 1) ys.selectedIndex = 1;
+  const out = h("div");
+  const draw = () => {
+    const read = (r, o) => { const [kind, key] = o.split(/:(.*)/s); const f = (r.data[kind] || []).find(x => x.key === key); return f ? Number(f.value) : NaN; };
+    const points = runs.map(r => [read(r, xs.value), read(r, ys.value)]).filter(([x, y]) => Number.isFinite(x) && Number.isFinite(y)).sort((a, b) => a[0] - b[0]);
+    if (!points.length) { out.replaceChildren(h("p", { className: "muted" }, "no numeric values")); return; }
+    const holder = h("div", { className: "card", "data-chart": "scatter" });
+    out.replaceChildren(holder);
+    const opts = { width: 440, height: 260, scales: { x: { time: false } }, axes: [{ label: xs.value }, { label: ys.value }],
+      series: [{ label: xs.value }, { label: ys.value, stroke: PALETTE[0], width: 0, points: { show: true, size: 8 } }] };
+    requestAnimationFrame(() => new uPlot(opts, [points.map(p => p[0]), points.map(p => p[1])], holder));
+  };
+  xs.addEventListener("change", draw); ys.addEventListener("change", draw);
+  requestAnimationFrame(draw);
+  return h("div", {}, h("div", { className: "toolbar" }, "x ", xs, " y ", ys), out);
+}
+
+// ---- models --------------------------------------------------------------------------------
+
+async function modelsPage() {
+  setSection("models");
+  const body = await api(`${MLFLOW}/registered-models/search?${query({ max_results: 1000 })}`);
+  const rows = (body.registered_models || []).map(m => h("tr", {},
+    h("td", {}, h("a", { href: `#/models/${encodeURIComponent(m.name)}` }, m.name)),
+    h("td", {}, (m.aliases || []).map(a => `${a.alias} → v${a.version}`).join(", ")),
+    h("td", {}, (m.latest_versions || []).map(v => `v${v.version} ${v.current_stage}`).join(", ")),
+    h("td", {}, when(m.last_updated_timestamp))));
+  app.replaceChildren(h("h1", {}, "Registered models"), rows.length
+    ? h("table", { id: "models" }, h("thead", {}, h("tr", {}, h("th", {}, "Name"), h("th", {}, "Aliases"), h("th", {}, "Latest versions"), h("th", {}, "Updated"))), h("tbody", {}, rows))
+    : h("p", { className: "muted" }, "No registered models yet."));
+}
+
+async function modelPage(name) {
+  setSection("models");
+  const model = (await api(`${MLFLOW}/registered-models/get?${query({ name })}`)).registered_model;
+  const versions = (await api(`${MLFLOW}/model-versions/search?${query({ filter: `name='${name.replace(/'/g, "''")}'`, max_results: 1000 })}`)).model_versions || [];
+  const history = await api(`${CTFLOW}/models/${encodeURIComponent(name)}/history`).catch(() => ({ entries: [] }));
+  const aliases = new Map((model.aliases || []).map(a => [String(a.version), a.alias]));
+  const rollback = h("button", { className: "danger", id: "rollback", disabled: !aliases.size }, "Roll back champion");
+  rollback.addEventListener("click", async () => {
+    if (!confirm(`Move ${name}'s champion back to the previous champion?`)) return;
+    try { await api(`${CTFLOW}/models/${encodeURIComponent(name)}/rollback`, { body: {} }); await modelPage(name); } catch (e) { showError(e); }
+  });
+  const entries = (history.entries || []).slice().reverse();
+  app.replaceChildren(
+    h("h1", {}, name),
+    h("div", { className: "toolbar" }, (model.aliases || []).map(a => h("span", { className: "badge", "data-alias": a.alias }, `${a.alias}: v${a.version}`)), rollback),
+    h("h2", {}, "Versions"),
+    h("table", { id: "versions" }, h("thead", {}, h("tr", {}, h("th", {}, "Version"), h("th", {}, "Aliases"), h("th", {}, "Stage"), h("th", {}, "Run"), h("th", {}, "Created"))),
+      h("tbody", {}, versions.sort((a, b) => Number(b.version) - Number(a.version)).map(v => h("tr", {},
+        h("td", {}, `v${v.version}`),
+        h("td", {}, (model.aliases || []).filter(a => String(a.version) === String(v.version)).map(a => a.alias).join(", ")),
+        h("td", {}, v.current_stage),
+        h("td", {}, v.run_id ? h("a", { href: `#/runs/${v.run_id}` }, v.run_id.slice(0, 12)) : ""),
+        h("td", {}, when(v.creation_timestamp)))))),
+    h("h2", {}, "Promotion ledger"),
+    entries.length ? h("table", { id: "ledger" }, h("thead", {}, h("tr", {}, h("th", {}, "When"), h("th", {}, "Action"), h("th", {}, "Detail"), h("th", {}, "Who"))),
+      h("tbody", {}, entries.map(e => h("tr", {}, h("td", {}, when(e.timestamp)), h("td", {}, e.action), h("td", {}, ledgerDetail(e)), h("td", {}, e.user || "")))))
+      : h("p", { className: "muted" }, "no entries"));
+}
+
+function ledgerDetail(e) {
+  const move = (from, to) => (from ? `${from} → ${to || "none"}` : to || "");
+  if (e.action.startsWith("alias")) return `${e.alias}: ${move(e.from_version && `v${e.from_version}`, e.to_version && `v${e.to_version}`)}`;
+  if (e.action === "stage_transition") return `v${e.to_version || e.from_version || ""} ${move(e.from_stage, e.to_stage)}`;
+  return e.to_version ? `v${e.to_version}` : "";
+}
+
+async function runRedirect(runId) {
+  const run = (await api(`${MLFLOW}/runs/get?${query({ run_id: runId })}`)).run;
+  location.replace(`#/experiments/${run.info.experiment_id}/runs/${runId}`);
+}
+
+// ---- pipelines -----------------------------------------------------------------------------
+
+function triggerSummary(t) {
+  const [kind, spec] = Object.entries(t)[0] || ["?", {}];
+  if (kind === "schedule") return `schedule ${spec.cron} (${spec.timezone || "UTC"})`;
+  if (kind === "data") return `data ${spec.path}`;
+  if (kind === "drift") return `drift ${spec.current}`;
+  return kind;
+}
+
+async function pipelinesPage() {
+  setSection("pipelines");
+  const body = await api(`${CTFLOW}/pipelines`);
+  const pipelines = body.pipelines || [];
+  const latest = await Promise.all(pipelines.map(p => api(`${CTFLOW}/pipelines/${encodeURIComponent(p.name)}/runs?max_results=1`).then(b => (b.pipeline_runs || [])[0]).catch(() => null)));
+  app.replaceChildren(h("h1", {}, "Pipelines"), pipelines.length ? h("table", { id: "pipelines" },
+    h("thead", {}, h("tr", {}, h("th", {}, "Pipeline"), h("th", {}, "Triggers"), h("th", {}, "Model"), h("th", {}, "Latest run"), h("th", {}, "State"))),
+    h("tbody", {}, pipelines.map((p, i) => {
+      const spec = p.document.spec;
+      const run = latest[i];
+      return h("tr", { "data-pipeline": p.name },
+        h("td", {}, h("a", { href: `#/pipelines/${encodeURIComponent(p.name)}` }, p.name)),
+        h("td", {}, (spec.triggers || []).map(triggerSummary).join("; ")),
+        h("td", {}, spec.model ? h("a", { href: `#/models/${encodeURIComponent(spec.model.name)}` }, spec.model.name) : ""),
+        h("td", {}, run ? h("span", {}, badge(run.phase), " ", h("a", { href: `#/pipeline-runs/${run.id}` }, when(run.creation_time))) : "never"),
+        h("td", {}, spec.suspend ? "suspended" : "active"));
+    }))) : h("p", { className: "muted" }, "No pipelines. Put TrainingPipeline files in `ctflow up --pipelines DIR`."));
+}
+
+async function pipelinePage(name) {
+  setSection("pipelines");
+  const body = await api(`${CTFLOW}/pipelines/${encodeURIComponent(name)}/runs?max_results=200`);
+  app.replaceChildren(h("h1", {}, name), h("table", { id: "pipeline-runs" },
+    h("thead", {}, h("tr", {}, h("th", {}, "Pipeline run"), h("th", {}, "Trigger"), h("th", {}, "Phase"), h("th", {}, "Decision"), h("th", {}, "Created"), h("th", {}, "Duration"))),
+    h("tbody", {}, (body.pipeline_runs || []).map(r => h("tr", { "data-pipeline-run": r.id },
+      h("td", {}, h("a", { href: `#/pipeline-runs/${r.id}` }, r.id.slice(0, 12))),
+      h("td", {}, r.trigger.kind),
+      h("td", {}, badge(r.phase)),
+      h("td", {}, r.decision || ""),
+      h("td", {}, when(r.creation_time)),
+      h("td", {}, duration(r.start_time, r.end_time)))))));
+}
+
+async function pipelineRunPage(id) {
+  setSection("pipelines");
+  const body = await api(`${CTFLOW}/pipeline-runs/${encodeURIComponent(id)}`);
+  const run = body.pipeline_run;
+  const waiting = run.phase === "WaitingApproval" || run.phase === "Paused";
+  const comment = h("input", { type: "search", placeholder: "comment (optional)", "aria-label": "comment" });
+  const answer = approved => async () => {
+    try {
+      await api(`${CTFLOW}/pipeline-runs/${encodeURIComponent(id)}/${approved ? "approve" : "reject"}`, { body: { comment: comment.value } });
+      await waitForAnswer(id);
+    } catch (e) { showError(e); }
+  };
+  const checkRun = run.trigger.tags && run.trigger.tags["drift.check_run"];
+  const gates = (body.events || []).filter(e => e.kind === "gate");
+  app.replaceChildren(
+    h("div", { className: "muted" }, h("a", { href: `#/pipelines/${encodeURIComponent(run.pipeline)}` }, `← ${run.pipeline}`)),
+    h("h1", {}, `Pipeline run ${run.id.slice(0, 12)} `, badge(run.phase)),
+    waiting ? h("div", { className: "toolbar card", id: "approval" }, h("strong", {}, "Waiting for a decision: "), comment,
+      h("button", { className: "primary", id: "approve", onclick: answer(true) }, "Approve"),
+      h("button", { className: "danger", id: "reject", onclick: answer(false) }, "Reject")) : null,
+    h("table", { className: "kv card" }, h("tbody", {},
+      h("tr", {}, h("td", {}, "Trigger"), h("td", {}, `${run.trigger.kind}${run.trigger.user ? ` by ${run.trigger.user}` : ""}`)),
+      (run.trigger.files || []).length ? h("tr", {}, h("td", {}, "Files"), h("td", {}, run.trigger.files.join(", "))) : null,
+      h("tr", {}, h("td", {}, "Attempt"), h("td", {}, String(run.attempt))),
+      run.run_id ? h("tr", {}, h("td", {}, "MLflow run"), h("td", {}, h("a", { href: `#/runs/${run.run_id}` }, run.run_id))) : null,
+      run.model_version ? h("tr", {}, h("td", {}, "Candidate"), h("td", {}, `version ${run.model_version}`)) : null,
+      h("tr", {}, h("td", {}, "Decision"), h("td", {}, run.decision || "")),
+      checkRun ? h("tr", {}, h("td", {}, "Drift check"), h("td", {}, h("a", { href: `#/runs/${checkRun}` }, "drift report"))) : null)),
+    h("h2", {}, "Gates"),
+    gates.length ? h("table", { id: "gates" }, h("thead", {}, h("tr", {}, h("th", {}, "Gate"), h("th", {}, "Result"), h("th", {}, "Why"), h("th", {}, "Numbers"))),
+      h("tbody", {}, gates.map(g => h("tr", {}, h("td", {}, g.gate || ""), h("td", {}, badge(g.result || "")), h("td", {}, g.message),
+        h("td", { className: "numbers" }, gateNumbers(g.detail))))))
+      : h("p", { className: "muted" }, "no gate decisions yet"),
+    h("h2", {}, "History"),
+    h("table", { id: "history" }, h("tbody", {}, (body.events || []).map(e => h("tr", {}, h("td", {}, when(e.timestamp)), h("td", {}, e.kind), h("td", {}, e.message))))));
+}
+
+// A gate's numbers: each comparison on a line, anything else as compact JSON.
+function gateNumbers(detail) {
+  if (!detail) return "";
+  const comparisons = detail.comparisons || [];
+  if (!comparisons.length) return h("code", {}, JSON.stringify(detail));
+  return h("ul", { className: "comparisons" }, comparisons.map(c => h("li", {},
+    `${c.metric} (${c.check}): ${number(c.candidate)} ${c.operator || ""} ${number(c.required)} `, badge(c.verdict || ""))));
+}
+
+// The controller acts on an answer within moments: show the run once it has moved on.
+async function waitForAnswer(id) {
+  for (let i = 0; i < 100; i++) {
+    const run = (await api(`${CTFLOW}/pipeline-runs/${encodeURIComponent(id)}`)).pipeline_run;
+    if (run.phase !== "WaitingApproval" && run.phase !== "Paused") break;
+    await new Promise(r => setTimeout(r, 200));
+  }
+  await pipelineRunPage(id);
+}
+
+// ---- routing -------------------------------------------------------------------------------
+
+async function route() {
+  const hash = location.hash.replace(/^#/, "") || "/";
+  const [path, search] = hash.split("?");
+  const parts = path.split("/").filter(Boolean).map(decodeURIComponent);
+  const params = new URLSearchParams(search || "");
+  try {
+    if (parts.length === 0 || (parts[0] === "experiments" && parts.length === 1)) await experimentsPage();
+    else if (parts[0] === "experiments" && parts.length === 2) await runsPage(parts[1]);
+    else if (parts[0] === "experiments" && parts[2] === "runs" && parts[3]) await runPage(parts[1], parts[3]);
+    else if (parts[0] === "runs" && parts[1]) await runRedirect(parts[1]);
+    else if (parts[0] === "compare") await comparePage((params.get("runs") || "").split(",").filter(Boolean));
+    else if (parts[0] === "models" && parts.length === 1) await modelsPage();
+    else if (parts[0] === "models") await modelPage(parts[1]);
+    else if (parts[0] === "pipelines" && parts.length === 1) await pipelinesPage();
+    else if (parts[0] === "pipelines") await pipelinePage(parts[1]);
+    else if (parts[0] === "pipeline-runs") await pipelineRunPage(parts[1]);
+    else app.replaceChildren(h("p", { className: "error" }, `No page at #${hash}`));
+    document.body.dataset.ready = hash;
+  } catch (error) {
+    showError(error);
+    document.body.dataset.ready = hash;
+  }
+}
+
+window.addEventListener("hashchange", () => { delete document.body.dataset.ready; route(); });
+route();

@@ -1,0 +1,189 @@
+"""The web dashboard in a real headless Chromium (Debian's `chromium`, driven by Playwright):
+the runs table sorts and filters through the search grammar, a run shows its metric charts
+and previews artifacts, two runs compare, and a manual CD gate is approved from the
+pipelines page, after which the champion has moved. Screenshots go to
+`target/ui-screenshots/`."""
+import json
+import shutil
+from pathlib import Path
+
+import mlflow
+import pytest
+from mlflow import MlflowClient
+
+from conftest import REPO, CtflowUp
+from test_pipelines import TERMINAL, install, iris_pipeline, trigger, wait_phase
+
+SHOTS = REPO / "target" / "ui-screenshots"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+# A 1x1 PNG, to check image previews.
+PIXEL = bytes.fromhex("89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+                      "1f15c4890000000d49444154789c6360f8cfc000000301010018dd8db00000000049454e44ae426082")
+
+
+@pytest.fixture(scope="module")
+def up(ctflow_bin, tmp_path_factory):
+    instance = CtflowUp(ctflow_bin, tmp_path_factory.mktemp("ctflow-up-ui")).start()
+    yield instance
+    instance.stop()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    if not Path(CHROMIUM).exists():
+        pytest.fail("chromium is not installed; .ci/run installs Debian's chromium")
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        instance = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync"])
+        yield instance
+        instance.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    page = context.new_page()
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    yield page
+    context.close()
+    assert errors == [], f"script errors in the page: {errors}"
+
+
+def expect(locator):
+    # NB: Playwright's locator assertions poll without evaluating strings, which the
+    # page's Content-Security-Policy (no eval) would refuse.
+    from playwright.sync_api import expect as playwright_expect
+
+    return playwright_expect(locator)
+
+
+def visit(page, url, hash_path):
+    page.goto(f"{url}/#{hash_path}")
+    page.wait_for_selector(f'body[data-ready="{hash_path}"]')
+
+
+def shot(page, name):
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+@pytest.fixture(scope="module")
+def experiment(up, tmp_path_factory):
+    """30 runs with a parameter, metric histories and artifacts."""
+    mlflow.set_tracking_uri(up.url)
+    experiment_id = mlflow.create_experiment("ui-demo")
+    files = tmp_path_factory.mktemp("ui-artifacts")
+    (files / "notes.txt").write_text("trained on the 2026-11 snapshot\n")
+    (files / "summary.json").write_text(json.dumps({"rows": 150, "classes": 3}))
+    (files / "pixel.png").write_bytes(PIXEL)
+    accuracy = {}
+    for i in range(30):
+        with mlflow.start_run(experiment_id=experiment_id, run_name=f"run-{i:02d}") as run:
+            mlflow.log_param("C", str(0.1 * (i + 1)))
+            final = 0.5 + (i * 7 % 30) / 60
+            for step in range(5):
+                mlflow.log_metric("accuracy", final - 0.05 * (4 - step), step=step)
+                mlflow.log_metric("loss", 1.0 - final + 0.1 * (4 - step), step=step)
+            accuracy[run.info.run_id] = final
+            if i == 0:
+                for f in files.iterdir():
+                    mlflow.log_artifact(str(f))
+    mlflow.set_tracking_uri(None)
+    return experiment_id, accuracy
+
+
+def column(page, key):
+    """The values of a runs-table column, top to bottom."""
+    header = page.locator("#runs thead th")
+    names = [header.nth(i).get_attribute("data-column") for i in range(header.count())]
+    index = names.index(key) + 1
+    return page.locator(f"#runs tbody tr td:nth-child({index})").all_inner_texts()
+
+
+def test_runs_table_sorts_filters_and_opens_a_run(up, experiment, page):
+    experiment_id, accuracy = experiment
+    visit(page, up.url, f"/experiments/{experiment_id}")
+    assert page.locator("#runs tbody tr").count() == 30
+    shot(page, "runs-table")
+
+    page.click('th[data-column="metrics:accuracy"]')
+    page.wait_for_selector('th.sorted-desc[data-column="metrics:accuracy"]')
+    values = [float(v) for v in column(page, "metrics:accuracy")]
+    assert values == sorted(values, reverse=True) and values[0] == pytest.approx(max(accuracy.values()))
+
+    page.fill('input[aria-label="Filter runs"]', "metrics.accuracy > 0.8")
+    page.press('input[aria-label="Filter runs"]', "Enter")
+    expected = sum(1 for v in accuracy.values() if v > 0.8)
+    expect(page.locator("#runs tbody tr")).to_have_count(expected)
+    assert all(float(v) > 0.8 for v in column(page, "metrics:accuracy"))
+    shot(page, "runs-filtered")
+    page.fill('input[aria-label="Filter runs"]', "metrics.accuracy >>> 1")
+    page.press('input[aria-label="Filter runs"]', "Enter")
+    expect(page.locator('[role="alert"]')).to_contain_text("nvalid")
+
+    # The link the mlflow client prints for a run opens its page, with a chart per metric.
+    run_id = next(iter(accuracy))
+    visit(page, up.url, f"/experiments/{experiment_id}/runs/{run_id}")
+    page.wait_for_selector('#metric-charts [data-chart^="accuracy"] canvas')
+    assert page.locator("#metric-charts canvas").count() >= 2
+    assert "C" in page.locator("#params").inner_text()
+    page.click('li[data-path="notes.txt"]')
+    page.wait_for_selector("pre.preview")
+    assert "2026-11 snapshot" in page.locator("pre.preview").inner_text()
+    page.click('li[data-path="summary.json"]')
+    expect(page.locator("pre.preview")).to_contain_text('"classes": 3')
+    page.click('li[data-path="pixel.png"]')
+    page.wait_for_selector('#artifact-preview img[alt="pixel.png"]')
+    shot(page, "run-page")
+
+
+def test_two_runs_compare(up, experiment, page):
+    experiment_id, _ = experiment
+    visit(page, up.url, f"/experiments/{experiment_id}")
+    boxes = page.locator("#runs tbody input[type=checkbox]")
+    boxes.nth(0).check()
+    boxes.nth(1).check()
+    page.click("#compare")
+    page.wait_for_selector("#compare-charts canvas")
+    assert page.locator('#diff tr.differs td:first-child', has_text="param: C").count() == 1
+    assert page.locator("#compare-charts [data-chart]").count() == 2
+    page.wait_for_selector('[data-chart="scatter"] canvas')
+    shot(page, "compare")
+
+
+def test_approving_a_manual_gate_from_the_pipelines_page_moves_the_champion(up, page):
+    install(up, "ui-iris", iris_pipeline("ui-iris", "ui-iris-model", gates="""
+  gates:
+    ct:
+      metrics: [ { metric: accuracy, threshold: 0.5 } ]
+    cd: { approval: manual, timeout: 1h }
+"""))
+    run_id = trigger(up, "ui-iris")["pipeline_run"]["id"]
+    waiting = wait_phase(up, run_id, {"WaitingApproval"} | TERMINAL)
+    assert waiting["phase"] == "WaitingApproval", waiting
+
+    visit(page, up.url, "/pipelines")
+    row = page.locator('#pipelines tr[data-pipeline="ui-iris"]')
+    assert "WaitingApproval" in row.inner_text()
+    shot(page, "pipelines")
+    row.locator("a", has_text="ui-iris").first.click()
+    page.wait_for_selector(f'#pipeline-runs tr[data-pipeline-run="{run_id}"]')
+    page.click(f'#pipeline-runs tr[data-pipeline-run="{run_id}"] a')
+    page.wait_for_selector("#approve")
+    assert "pass" in page.locator("#gates").inner_text()
+    shot(page, "pipeline-run-waiting")
+    page.fill('input[aria-label="comment"]', "looks good")
+    page.click("#approve")
+    page.wait_for_selector("h1 .badge.Succeeded", timeout=60_000)
+    shot(page, "pipeline-run-approved")
+
+    champion = MlflowClient(up.url).get_model_version_by_alias("ui-iris-model", "champion")
+    visit(page, up.url, "/models/ui-iris-model")
+    assert page.locator('[data-alias="champion"]').inner_text() == f"champion: v{champion.version}"
+    assert "looks good" not in page.locator("#ledger").inner_text()  # the comment is the run's, not the ledger's
+    assert "champion" in page.locator("#ledger").inner_text()
+    shot(page, "model")
