@@ -166,7 +166,13 @@ def test_approving_a_manual_gate_from_the_pipelines_page_moves_the_champion(up, 
     waiting = wait_phase(up, run_id, {"WaitingApproval"} | TERMINAL)
     assert waiting["phase"] == "WaitingApproval", waiting
 
+    install(up, "ui-nightly", iris_pipeline("ui-nightly", "ui-nightly-model", extra_spec="""
+  triggers:
+    - schedule: { cron: "0 3 * * *", timezone: UTC }
+"""))
     visit(page, up.url, "/pipelines")
+    nightly = page.locator('#pipelines tr[data-pipeline="ui-nightly"] td.next-run').inner_text()
+    assert nightly.endswith("03:00:00"), nightly
     row = page.locator('#pipelines tr[data-pipeline="ui-iris"]')
     assert "WaitingApproval" in row.inner_text()
     shot(page, "pipelines")

@@ -254,6 +254,23 @@ fn default_drift_share() -> f64 {
     0.5
 }
 
+/// When the pipeline's schedules fire next after `now_ms` (the earliest of them); `None`
+/// for a suspended pipeline or one without a valid schedule.
+pub fn next_scheduled_run(spec: &TrainingPipelineSpec, now_ms: i64) -> Option<i64> {
+    if spec.suspend {
+        return None;
+    }
+    spec.triggers
+        .iter()
+        .filter_map(|t| match t {
+            Trigger::Schedule(s) => crate::schedule::Schedule::new(&s.cron, &s.timezone)
+                .ok()?
+                .next_after(now_ms),
+            _ => None,
+        })
+        .min()
+}
+
 /// A trigger's method: `None` for `auto`.
 pub fn drift_method(text: &str) -> Result<Option<crate::drift::Method>, String> {
     if text == "auto" {
@@ -1009,6 +1026,30 @@ mod tests {
                 "spec.promotion",
             ]
         );
+    }
+
+    #[test]
+    fn the_next_scheduled_run_is_the_earliest_schedule() {
+        let mut spec = pipeline();
+        assert_eq!(next_scheduled_run(&spec, 0), None);
+        for (cron, zone) in [
+            ("0 3 * * *", "UTC"),
+            ("30 * * * *", "UTC"),
+            ("0 1 * * *", "Asia/Seoul"),
+        ] {
+            spec.triggers.push(Trigger::Schedule(ScheduleTrigger {
+                cron: cron.into(),
+                timezone: zone.into(),
+                catch_up: CatchUp::Latest,
+                max_runs: 1,
+                starting_deadline: None,
+            }));
+        }
+        // 2026-11-26T10:00:00Z: the half-hour schedule is next, at 10:30.
+        let now = 1_795_687_200_000;
+        assert_eq!(next_scheduled_run(&spec, now), Some(now + 30 * 60_000));
+        spec.suspend = true;
+        assert_eq!(next_scheduled_run(&spec, now), None);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::IntoResponse;
-use ctflow_core::pipeline::{PipelineDocument, Trigger};
+use ctflow_core::pipeline::{PipelineDocument, Trigger, next_scheduled_run};
 use ctflow_core::pipeline_run::Phase;
 use ctflow_core::trigger::{DriftEvent, TriggerEvent, verify_signature, webhook_parameters};
 use ctflow_core::{ErrorCode, MlflowError};
@@ -61,9 +61,23 @@ pub async fn events(State(state): State<AppState>) -> ApiResult<axum::response::
         .into_response())
 }
 
-/// `GET /api/ctflow/v1/pipelines`
+/// `GET /api/ctflow/v1/pipelines`: each with `next_run_time` when a schedule will fire.
 pub async fn list(State(state): State<AppState>) -> JsonResult {
-    let pipelines = state.store.list_pipelines().await?;
+    let now = ctflow_core::now_ms();
+    let pipelines: Vec<Value> = state
+        .store
+        .list_pipelines()
+        .await?
+        .into_iter()
+        .map(|p| {
+            let next = next_scheduled_run(&p.document.spec, now);
+            let mut value = json!(p);
+            if let (Value::Object(map), Some(next)) = (&mut value, next) {
+                map.insert("next_run_time".into(), json!(next));
+            }
+            value
+        })
+        .collect();
     Ok(Json(json!({ "pipelines": pipelines })).into_response())
 }
 

@@ -464,7 +464,7 @@ async function pipelinesPage() {
   const pipelines = body.pipelines || [];
   const latest = await Promise.all(pipelines.map(p => api(`${CTFLOW}/pipelines/${encodeURIComponent(p.name)}/runs?max_results=1`).then(b => (b.pipeline_runs || [])[0]).catch(() => null)));
   app.replaceChildren(h("h1", {}, "Pipelines"), pipelines.length ? h("table", { id: "pipelines" },
-    h("thead", {}, h("tr", {}, h("th", {}, "Pipeline"), h("th", {}, "Triggers"), h("th", {}, "Model"), h("th", {}, "Latest run"), h("th", {}, "State"))),
+    h("thead", {}, h("tr", {}, h("th", {}, "Pipeline"), h("th", {}, "Triggers"), h("th", {}, "Model"), h("th", {}, "Latest run"), h("th", {}, "Next scheduled"), h("th", {}, "State"))),
     h("tbody", {}, pipelines.map((p, i) => {
       const spec = p.document.spec;
       const run = latest[i];
@@ -473,6 +473,7 @@ async function pipelinesPage() {
         h("td", {}, (spec.triggers || []).map(triggerSummary).join("; ")),
         h("td", {}, spec.model ? h("a", { href: `#/models/${encodeURIComponent(spec.model.name)}` }, spec.model.name) : ""),
         h("td", {}, run ? h("span", {}, badge(run.phase), " ", h("a", { href: `#/pipeline-runs/${run.id}` }, when(run.creation_time))) : "never"),
+        h("td", { className: "next-run" }, p.next_run_time ? when(p.next_run_time) : ""),
         h("td", {}, spec.suspend ? "suspended" : "active"));
     }))) : h("p", { className: "muted" }, "No pipelines. Put TrainingPipeline files in `ctflow up --pipelines DIR`."));
 }
