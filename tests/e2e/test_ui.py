@@ -106,7 +106,11 @@ def column(page, key):
 
 def test_runs_table_sorts_filters_and_opens_a_run(up, experiment, page):
     experiment_id, accuracy = experiment
-    visit(page, up.url, f"/experiments/{experiment_id}")
+    visit(page, up.url, "/experiments")
+    expect(page.locator(f'#experiments td.runs[data-experiment="{experiment_id}"]')).to_have_text("30")
+    shot(page, "experiments")
+    page.click("#experiments a >> text=ui-demo")
+    page.wait_for_selector(f'body[data-ready="/experiments/{experiment_id}"]')
     assert page.locator("#runs tbody tr").count() == 30
     shot(page, "runs-table")
 

@@ -35,6 +35,12 @@ pub struct RouteLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OperationLabels {
+    /// The store method: search_runs, log_batch, create_run, ...
+    pub operation: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct JobLabels {
     pub pipeline: String,
     /// succeeded, failed, ci_failed, canceled, timed_out, unschedulable.
@@ -83,6 +89,7 @@ pub struct Metrics {
     registry: Registry,
     pub http_requests: Family<HttpLabels, Counter>,
     pub http_duration: HistogramFamily<RouteLabels>,
+    pub store_operations: HistogramFamily<OperationLabels>,
     pub jobs: HistogramFamily<JobLabels>,
     pub workers: Gauge,
     pub workers_busy: Gauge,
@@ -113,6 +120,13 @@ impl Metrics {
             "http_request_duration_seconds",
             "HTTP request latency by route",
             http_duration.clone(),
+        );
+        let store_operations: HistogramFamily<OperationLabels> =
+            Family::new_with_constructor(latency_histogram);
+        registry.register(
+            "store_operation_duration_seconds",
+            "Store operation latency by operation",
+            store_operations.clone(),
         );
         let jobs: HistogramFamily<JobLabels> = Family::new_with_constructor(job_histogram);
         registry.register(
@@ -156,6 +170,7 @@ impl Metrics {
             registry,
             http_requests,
             http_duration,
+            store_operations,
             jobs,
             workers,
             workers_busy,
@@ -274,6 +289,12 @@ mod tests {
             route: "/metrics".into(),
         };
         metrics.http_duration.get_or_create(&route).observe(0.001);
+        metrics
+            .store_operations
+            .get_or_create(&OperationLabels {
+                operation: "search_runs".into(),
+            })
+            .observe(0.002);
         metrics
             .http_requests
             .get_or_create(&HttpLabels {

@@ -24,7 +24,7 @@ use axum::routing::{delete, get, patch, post};
 use axum::serve::ListenerExt;
 use ctflow_core::validation::normpath;
 use ctflow_core::{ErrorCode, MlflowError};
-use ctflow_metrics::{HttpLabels, Metrics, RouteLabels, Snapshot};
+use ctflow_metrics::{HttpLabels, Metrics, OperationLabels, RouteLabels, Snapshot};
 use ctflow_store::artifacts::{ArtifactRepository, LocalArtifactStore};
 use ctflow_store::{Store, StoreOptions};
 
@@ -66,19 +66,29 @@ impl AppState {
             None if config.serve_artifacts => "mlflow-artifacts:/".to_string(),
             None => local_root.display().to_string(),
         };
+        let metrics = Arc::new(Metrics::new());
+        let observed = metrics.clone();
         let store = Store::open(StoreOptions {
             backend_store_uri: config.backend_store_uri.clone(),
             default_artifact_root,
             max_connections: config.max_connections,
         })
-        .await?;
+        .await?
+        .with_observer(Arc::new(move |operation, took| {
+            observed
+                .store_operations
+                .get_or_create(&OperationLabels {
+                    operation: operation.to_string(),
+                })
+                .observe(took.as_secs_f64());
+        }));
         Ok(AppState {
             store,
             artifacts: Arc::new(local),
             serve_artifacts: config.serve_artifacts,
             local_root,
             bus: None,
-            metrics: Arc::new(Metrics::new()),
+            metrics,
         })
     }
 
@@ -385,6 +395,10 @@ fn mlflow_routes() -> Router<AppState> {
         .route(
             "/2.0/mlflow/model-versions/get-download-uri",
             get(registry::get_download_uri),
+        )
+        .route(
+            "/ctflow/v1/experiments/run-counts",
+            get(registry::run_counts),
         )
         .route(
             "/ctflow/v1/models/{name}/history",

@@ -282,6 +282,19 @@ pub async fn get_download_uri(State(state): State<AppState>, p: Params) -> JsonR
     Ok(Json(json!({ "artifact_uri": uri })).into_response())
 }
 
+/// `GET /api/ctflow/v1/experiments/run-counts`: active runs per experiment id, for the
+/// dashboard's experiment list (MLflow's experiment search has no counts).
+pub async fn run_counts(State(state): State<AppState>) -> JsonResult {
+    let counts: serde_json::Map<String, serde_json::Value> = state
+        .store
+        .run_counts()
+        .await?
+        .into_iter()
+        .map(|(id, n)| (id.to_string(), json!(n)))
+        .collect();
+    Ok(Json(json!({ "counts": counts })).into_response())
+}
+
 /// `GET /api/ctflow/v1/models/{name}/history`: the promotion ledger, oldest first.
 pub async fn model_history(State(state): State<AppState>, Path(name): Path<String>) -> JsonResult {
     let entries = state.store.registry_ledger(&name).await?;

@@ -425,6 +425,8 @@ async fn metrics_count_requests_by_route_pattern() {
         r#"ctflow_http_requests_total{method="GET",route="unmatched",status="404"} 1"#,
         r#"ctflow_http_request_duration_seconds_count{method="GET",route="/api/2.0/mlflow/runs/get"} 1"#,
         "ctflow_queue_depth 0",
+        r#"ctflow_store_operation_duration_seconds_count{operation="get_run"} 1"#,
+        r#"ctflow_store_operation_duration_seconds_count{operation="create_run"} 1"#,
     ] {
         assert!(text.contains(line), "missing {line} in\n{text}");
     }

@@ -136,23 +136,12 @@ async function experimentsPage() {
     list.replaceChildren(h("table", { id: "experiments" },
       h("thead", {}, h("tr", {}, h("th", {}, "Name"), h("th", {}, "ID"), h("th", {}, "Runs"), h("th", {}, "Created"), h("th", {}, "Last update"))),
       h("tbody", {}, rows)));
-    for (const e of body.experiments || []) countRuns(e.experiment_id);
+    const counts = (await api(`${CTFLOW}/experiments/run-counts`)).counts || {};
+    for (const cell of list.querySelectorAll("td.runs")) cell.textContent = String(counts[cell.dataset.experiment] || 0);
   };
   search.addEventListener("input", () => load().catch(showError));
   app.replaceChildren(h("h1", {}, "Experiments"), h("div", { className: "toolbar" }, search), list);
   await load();
-}
-
-// Run counts come from paging run ids only (no per-run data is fetched beyond the ids).
-async function countRuns(experimentId) {
-  let count = 0, token = "";
-  do {
-    const page = await api(`${MLFLOW}/runs/search`, { body: { experiment_ids: [experimentId], max_results: 50000, page_token: token, run_view_type: "ACTIVE_ONLY" } });
-    count += (page.runs || []).length;
-    token = page.next_page_token || "";
-  } while (token);
-  const cell = document.querySelector(`td.runs[data-experiment="${experimentId}"]`);
-  if (cell) cell.textContent = String(count);
 }
 
 // ---- runs table ---------------------------------------------------------------------------

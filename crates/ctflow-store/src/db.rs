@@ -1,5 +1,7 @@
 //! Connection set-up, SQLite tuning, and the embedded migrations.
 
+use std::sync::Arc;
+
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
@@ -74,6 +76,26 @@ pub struct Store {
     pub(crate) write: AnyPool,
     pub(crate) backend: Backend,
     pub(crate) default_artifact_root: String,
+    /// Told how long each timed operation took (the server's metrics).
+    observer: Option<OperationObserver>,
+}
+
+/// Receives `(operation, duration)` for the store's hot operations.
+pub type OperationObserver = Arc<dyn Fn(&'static str, std::time::Duration) + Send + Sync>;
+
+/// Reports an operation's duration when dropped, so early returns are timed too.
+pub(crate) struct OperationTimer<'a> {
+    observer: Option<&'a OperationObserver>,
+    operation: &'static str,
+    started: std::time::Instant,
+}
+
+impl Drop for OperationTimer<'_> {
+    fn drop(&mut self) {
+        if let Some(observer) = self.observer {
+            observer(self.operation, self.started.elapsed());
+        }
+    }
 }
 
 /// Turns MLflow's `sqlite:///relative` / `sqlite:////absolute` URIs into a file path.
@@ -91,6 +113,21 @@ fn sqlite_path(uri: &str) -> Result<String> {
 }
 
 impl Store {
+    /// Reports the durations of the hot operations (run search and writes, metric
+    /// history, experiment search, triggers, pipeline-run changes) to `observer`.
+    pub fn with_observer(mut self, observer: OperationObserver) -> Store {
+        self.observer = Some(observer);
+        self
+    }
+
+    pub(crate) fn timer(&self, operation: &'static str) -> OperationTimer<'_> {
+        OperationTimer {
+            observer: self.observer.as_ref(),
+            operation,
+            started: std::time::Instant::now(),
+        }
+    }
+
     pub async fn open(options: StoreOptions) -> Result<Store> {
         sqlx::any::install_default_drivers();
         let uri = options.backend_store_uri.trim();
@@ -157,6 +194,7 @@ impl Store {
                 .default_artifact_root
                 .trim_end_matches('/')
                 .to_string(),
+            observer: None,
         };
         store.migrate().await?;
         store.ensure_default_experiment().await?;

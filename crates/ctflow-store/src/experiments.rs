@@ -139,6 +139,19 @@ impl Store {
         Ok(experiments)
     }
 
+    /// Active runs per experiment (experiments without runs are absent).
+    pub async fn run_counts(&self) -> Result<Vec<(i64, i64)>> {
+        let rows = sqlx::query(
+            "SELECT experiment_id, COUNT(*) FROM runs WHERE lifecycle_stage = 'active' \
+             GROUP BY experiment_id",
+        )
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter()
+            .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+            .collect()
+    }
+
     pub async fn get_experiment(&self, id: i64) -> Result<Experiment> {
         let row = sqlx::query(AssertSqlSafe(format!(
             "SELECT {EXPERIMENT_COLUMNS} FROM experiments WHERE experiment_id = $1"
@@ -191,6 +204,7 @@ impl Store {
         &self,
         search: &ExperimentSearch,
     ) -> Result<(Vec<Experiment>, Option<String>)> {
+        let _timer = self.timer("search_experiments");
         let offset = page_token::decode(search.page_token.as_deref())?;
         let mut sql = Sql::new(format!(
             "SELECT {EXPERIMENT_COLUMNS} FROM experiments e WHERE lifecycle_stage IN "

@@ -453,6 +453,7 @@ impl Store {
 
     /// Records a trigger event as a pending pipeline run, unless its dedupe key was seen.
     pub async fn record_trigger(&self, event: &TriggerEvent) -> Result<Recorded> {
+        let _timer = self.timer("record_trigger");
         let mut tx = self.write.begin().await?;
         let (spec, base_dir) = self.pipeline_for_trigger(&mut tx, &event.pipeline).await?;
         let created = insert_run(&mut tx, event, &spec, &base_dir).await?;
@@ -735,6 +736,7 @@ impl Store {
         change: impl FnOnce(&mut PipelineRun),
         event: Option<PipelineRunEvent>,
     ) -> Result<Option<PipelineRun>> {
+        let _timer = self.timer("modify_pipeline_run");
         let mut tx = self.write.begin().await?;
         let changed = self.tx_modify_run(&mut tx, id, from, change, event).await?;
         if changed.is_some() {

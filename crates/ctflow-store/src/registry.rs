@@ -792,6 +792,7 @@ impl Store {
         &self,
         search: &RegistrySearch,
     ) -> Result<(Vec<ModelVersion>, Option<String>)> {
+        let _timer = self.timer("search_model_versions");
         let offset = page_token::decode(search.page_token.as_deref())?;
         let mut sql = Sql::new("");
         let mut conditions = vec!["v.deleted = 0".to_string()];

@@ -152,6 +152,7 @@ enum ParamStyle {
 
 impl Store {
     pub async fn create_run(&self, new: NewRun) -> Result<Run> {
+        let _timer = self.timer("create_run");
         let experiment = self.get_experiment(new.experiment_id).await?;
         if experiment.lifecycle_stage != LIFECYCLE_ACTIVE {
             return Err(MlflowError::invalid(format!(
@@ -229,6 +230,7 @@ impl Store {
     }
 
     pub async fn get_run(&self, run_id: &str) -> Result<Run> {
+        let _timer = self.timer("get_run");
         self.fetch_runs(&[run_id.to_string()])
             .await?
             .pop()
@@ -437,6 +439,7 @@ impl Store {
     }
 
     pub async fn update_run(&self, run_id: &str, update: RunUpdate) -> Result<RunInfo> {
+        let _timer = self.timer("update_run");
         if let Some(status) = &update.status {
             validate_run_status(status)?;
         }
@@ -500,6 +503,7 @@ impl Store {
     }
 
     pub async fn log_metric(&self, run_id: &str, metric: BatchMetric) -> Result<()> {
+        let _timer = self.timer("log_metric");
         self.log_batch(run_id, vec![metric], Vec::new(), Vec::new())
             .await
     }
@@ -550,6 +554,7 @@ impl Store {
         params: Vec<KeyValue>,
         tags: Vec<KeyValue>,
     ) -> Result<()> {
+        let _timer = self.timer("log_batch");
         if metrics.len() > MAX_BATCH_METRICS {
             return Err(MlflowError::invalid(format!(
                 "A batch logging request can contain at most {MAX_BATCH_METRICS} metrics. Got {} metrics. Please split up metrics across multiple requests and try again.",
@@ -771,6 +776,7 @@ impl Store {
         max_results: Option<i64>,
         token: Option<&str>,
     ) -> Result<(Vec<MetricPoint>, Option<String>)> {
+        let _timer = self.timer("get_metric_history");
         let offset = page_token::decode(token)?;
         self.get_run_info(run_id).await?;
         let limit = max_results.map(|m| m.saturating_add(1)).unwrap_or(i64::MAX);

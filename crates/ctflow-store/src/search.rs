@@ -140,6 +140,7 @@ fn order_terms(
 
 impl Store {
     pub async fn search_runs(&self, search: &RunSearch) -> Result<(Vec<Run>, Option<String>)> {
+        let _timer = self.timer("search_runs");
         let offset = page_token::decode(search.page_token.as_deref())?;
         if search.experiment_ids.is_empty() {
             return Ok((Vec::new(), None));
