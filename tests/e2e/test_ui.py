@@ -145,6 +145,34 @@ def test_runs_table_sorts_filters_and_opens_a_run(up, experiment, page):
     shot(page, "run-page")
 
 
+def test_a_drift_report_is_charted_per_column(up, ctflow_bin, page, tmp_path):
+    """The report `ctflow drift` writes, logged as a run's artifact, shows as a chart of each
+    column's score against its threshold and a table of the numbers."""
+    import subprocess
+
+    import numpy as np
+
+    rng = np.random.default_rng(4)
+    write = lambda path, cols: path.write_text(
+        ",".join(cols) + "\n" + "\n".join(",".join(str(v) for v in row) for row in zip(*cols.values())) + "\n")
+    write(tmp_path / "ref.csv", {"x": rng.normal(0, 1, 500).round(5), "y": rng.normal(0, 1, 500).round(5)})
+    write(tmp_path / "cur.csv", {"x": rng.normal(1, 1, 500).round(5), "y": rng.normal(0, 1, 500).round(5)})
+    out = subprocess.run([ctflow_bin, "drift", "--reference", tmp_path / "ref.csv", "--current", tmp_path / "cur.csv",
+                          "--output", "json"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 3, out.stderr
+    (tmp_path / "drift_report.json").write_text(out.stdout)
+    mlflow.set_tracking_uri(up.url)
+    experiment_id = mlflow.create_experiment("ui-drift")
+    with mlflow.start_run(experiment_id=experiment_id, run_name="drift-check") as run:
+        mlflow.log_artifact(str(tmp_path / "drift_report.json"))
+    mlflow.set_tracking_uri(None)
+    visit(page, up.url, f"/experiments/{experiment_id}/runs/{run.info.run_id}")
+    page.wait_for_selector('#drift [data-chart="drift-columns"] canvas')
+    expect(page.locator('#drift-columns tr[data-column="x"] .badge')).to_have_text("drift")
+    expect(page.locator('#drift-columns tr[data-column="y"] .badge')).to_have_text("ok")
+    shot(page, "drift-report")
+
+
 def test_two_runs_compare(up, experiment, page):
     experiment_id, _ = experiment
     visit(page, up.url, f"/experiments/{experiment_id}")

@@ -319,6 +319,45 @@ async function runPage(experimentId, runId) {
   }
   if (!metrics.length) charts.append(h("p", { className: "muted" }, "no metrics"));
   tree.append(await artifactTree(run, "", path => previewArtifact(run, path, preview).catch(showError)));
+  await driftSection(run);
+}
+
+// A drift check's report (drift_report.json, written by the watcher or `ctflow drift`):
+// each column's statistic against its threshold, charted and tabled.
+async function driftSection(run) {
+  const listing = await api(`${MLFLOW}/artifacts/list?${query({ run_id: run.info.run_id })}`);
+  if (!(listing.files || []).some(f => f.path === "drift_report.json")) return;
+  const url = artifactUrl(run, "drift_report.json");
+  if (!url) return;
+  const report = await (await fetch(url)).json();
+  const columns = report.columns || [];
+  const section = h("div", { id: "drift" });
+  app.append(h("h2", {}, "Drift ", badge(report.dataset && report.dataset.drifted ? "drift" : "ok"),
+    h("span", { className: "muted" }, ` ${report.dataset ? report.dataset.drifted_columns : 0} of ${columns.length} columns drifted`)), section);
+  if (!columns.length) return;
+  // Scores as a share of their threshold: at 1 or above a distance drifts; a p-value
+  // drifts below 1, so it is shown inverted (threshold / p).
+  const ratio = c => (c.p_value !== undefined && c.p_value !== null
+    ? (c.p_value > 0 ? c.threshold / c.p_value : 1e6) : (c.threshold > 0 ? c.statistic / c.threshold : 0));
+  const xs = columns.map((_, i) => i);
+  const chart = h("div", { className: "card", "data-chart": "drift-columns" });
+  section.append(chart);
+  const opts = {
+    width: Math.max(420, Math.min(900, 120 + 60 * columns.length)), height: 240,
+    scales: { x: { time: false, range: [-0.5, columns.length - 0.5] }, y: { distr: 3 } },
+    axes: [{ values: (u, ticks) => ticks.map(t => (Number.isInteger(t) && columns[t] ? columns[t].column : "")), splits: () => xs },
+      { label: "score / threshold (log)" }],
+    series: [{ label: "column" },
+      { label: "score / threshold", stroke: PALETTE[0], fill: "rgba(20,99,214,0.25)", paths: uPlot.paths.bars({ size: [0.6, 60] }) },
+      { label: "drift line", stroke: PALETTE[1], dash: [6, 4], points: { show: false } }],
+  };
+  // Clamped to 1/1000..1000 so one extreme p-value does not flatten the other bars.
+  const shown = columns.map(c => Math.min(Math.max(ratio(c), 1e-3), 1e3));
+  requestAnimationFrame(() => new uPlot(opts, [xs, shown, columns.map(() => 1)], chart));
+  section.append(h("table", { id: "drift-columns" }, h("thead", {}, h("tr", {}, ["Column", "Type", "Method", "Statistic", "p-value", "Threshold", "Verdict"].map(t => h("th", {}, t)))),
+    h("tbody", {}, columns.map(c => h("tr", { "data-column": c.column }, h("td", {}, c.column), h("td", {}, c.kind), h("td", {}, c.method),
+      h("td", { className: "num" }, number(c.statistic)), h("td", { className: "num" }, c.p_value === undefined ? "" : number(c.p_value)),
+      h("td", { className: "num" }, number(c.threshold)), h("td", {}, badge(c.drifted ? "drift" : "ok")))))));
 }
 
 function kvTable(pairs, id) {
