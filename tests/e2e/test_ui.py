@@ -92,6 +92,10 @@ def experiment(up, tmp_path_factory):
             if i == 0:
                 for f in files.iterdir():
                     mlflow.log_artifact(str(f))
+                from sklearn.linear_model import LogisticRegression
+
+                fitted = LogisticRegression().fit([[0.0], [1.0], [2.0], [3.0]], [0, 0, 1, 1])
+                mlflow.sklearn.log_model(fitted, name="model")
     mlflow.set_tracking_uri(None)
     return experiment_id, accuracy
 
@@ -143,6 +147,11 @@ def test_runs_table_sorts_filters_and_opens_a_run(up, experiment, page):
     page.click('li[data-path="pixel.png"]')
     page.wait_for_selector('#artifact-preview img[alt="pixel.png"]')
     shot(page, "run-page")
+    # The run's logged model opens on its own page, linked back to the run.
+    page.click("#logged-models a")
+    page.wait_for_selector("#logged-model")
+    expect(page.locator("#logged-model")).to_contain_text(run_id)
+    shot(page, "logged-model")
 
 
 def test_a_drift_report_is_charted_per_column(up, ctflow_bin, page, tmp_path):
@@ -184,6 +193,7 @@ def test_two_runs_compare(up, experiment, page):
     assert page.locator('#diff tr.differs td:first-child', has_text="param: C").count() == 1
     assert page.locator("#compare-charts [data-chart]").count() == 2
     page.wait_for_selector('[data-chart="scatter"] canvas')
+    page.wait_for_selector('[data-chart="parallel"] canvas')
     shot(page, "compare")
 
 

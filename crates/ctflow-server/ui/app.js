@@ -309,7 +309,7 @@ async function runPage(experimentId, runId) {
     h("h2", {}, "Parameters"), kvTable(params.map(p => [p.key, p.value]), "params"),
     h("h2", {}, "Tags"), kvTable(Object.entries(tags).filter(([k]) => !k.startsWith("mlflow.log-model")), "tags"),
     h("h2", {}, "Logged models"), h("div", { id: "logged-models" }, ((run.outputs && run.outputs.model_outputs) || []).length
-      ? h("ul", {}, run.outputs.model_outputs.map(m => h("li", {}, m.model_id, m.step ? ` (step ${m.step})` : "")))
+      ? h("ul", {}, run.outputs.model_outputs.map(m => h("li", {}, h("a", { href: `#/logged-models/${m.model_id}` }, m.model_id), m.step ? ` (step ${m.step})` : "")))
       : h("p", { className: "muted" }, "none")),
     h("h2", {}, "Artifacts"), h("div", { className: "split" }, tree, preview));
   for (const m of metrics) {
@@ -390,7 +390,8 @@ async function comparePage(ids) {
       h("thead", {}, h("tr", {}, h("th", {}, ""), runs.map(r => h("th", {}, h("a", { href: `#/experiments/${r.info.experiment_id}/runs/${r.info.run_id}` }, label(r)))))),
       h("tbody", {}, diffRows))),
     h("h2", {}, "Metric curves"), charts,
-    h("h2", {}, "Scatter"), scatterPicker(runs, metricKeys, paramKeys));
+    h("h2", {}, "Scatter"), scatterPicker(runs, metricKeys, paramKeys),
+    h("h2", {}, "Parallel coordinates"), parallelCoordinates(runs, paramKeys, metricKeys));
   for (const key of metricKeys) {
     const histories = await Promise.all(runs.map(async r => ({ label: label(r), points: await metricHistory(r.info.run_id, key) })));
     const { steps, series } = alignSeries(histories);
@@ -418,6 +419,38 @@ function scatterPicker(runs, metricKeys, paramKeys) {
   xs.addEventListener("change", draw); ys.addEventListener("change", draw);
   requestAnimationFrame(draw);
   return h("div", {}, h("div", { className: "toolbar" }, "x ", xs, " y ", ys), out);
+}
+
+// Every numeric parameter and metric as a vertical axis, each run a line across them;
+// values scaled to each axis's own range (its min and max are in the axis label).
+function parallelCoordinates(runs, paramKeys, metricKeys) {
+  const axes = [...paramKeys.map(k => ["params", k]), ...metricKeys.map(k => ["metrics", k])]
+    .map(([kind, key]) => {
+      const values = runs.map(r => { const f = (r.data[kind] || []).find(x => x.key === key); return f ? Number(f.value) : NaN; });
+      const finite = values.filter(Number.isFinite);
+      return { kind, key, values, min: Math.min(...finite), max: Math.max(...finite) };
+    })
+    .filter(a => a.values.some(Number.isFinite));
+  if (axes.length < 2) return h("p", { className: "muted" }, "fewer than two numeric columns");
+  const holder = h("div", { className: "card", "data-chart": "parallel" });
+  const xs = axes.map((_, i) => i);
+  const scaled = runs.map((_, r) => axes.map(a => {
+    const v = a.values[r];
+    if (!Number.isFinite(v)) return null;
+    return a.max > a.min ? (v - a.min) / (a.max - a.min) : 0.5;
+  }));
+  const label = (r) => r.info.run_name || r.info.run_id.slice(0, 8);
+  const opts = {
+    width: Math.max(440, 220 * axes.length), height: 280,
+    scales: { x: { time: false, range: [-0.2, axes.length - 0.8] }, y: { range: [0, 1] } },
+    axes: [{ values: (u, ticks) => ticks.map(t => {
+      const a = axes[t];
+      return Number.isInteger(t) && a ? `${a.key} [${number(a.min)}..${number(a.max)}]` : "";
+    }), splits: () => xs }, { show: false }],
+    series: [{ label: "axis" }, ...runs.map((r, i) => ({ label: label(r), stroke: PALETTE[i % PALETTE.length], width: 1.5 }))],
+  };
+  requestAnimationFrame(() => new uPlot(opts, [xs, ...scaled], holder));
+  return holder;
 }
 
 // ---- models --------------------------------------------------------------------------------
@@ -469,6 +502,24 @@ function ledgerDetail(e) {
   if (e.action.startsWith("alias")) return `${e.alias}: ${move(e.from_version && `v${e.from_version}`, e.to_version && `v${e.to_version}`)}`;
   if (e.action === "stage_transition") return `v${e.to_version || e.from_version || ""} ${move(e.from_stage, e.to_stage)}`;
   return e.to_version ? `v${e.to_version}` : "";
+}
+
+async function loggedModelPage(id) {
+  setSection("models");
+  const model = (await api(`${MLFLOW}/logged-models/${encodeURIComponent(id)}`)).model;
+  const info = model.info || {};
+  const data = model.data || {};
+  app.replaceChildren(
+    h("h1", {}, info.name || id, " ", badge(info.status || "")),
+    h("table", { className: "kv card", id: "logged-model" }, h("tbody", {},
+      h("tr", {}, h("td", {}, "Model ID"), h("td", {}, info.model_id || id)),
+      h("tr", {}, h("td", {}, "Created"), h("td", {}, when(info.creation_timestamp_ms))),
+      info.source_run_id ? h("tr", {}, h("td", {}, "Source run"), h("td", {}, h("a", { href: `#/runs/${info.source_run_id}` }, info.source_run_id))) : null,
+      h("tr", {}, h("td", {}, "Artifacts"), h("td", {}, info.artifact_uri || "")),
+      info.model_type ? h("tr", {}, h("td", {}, "Type"), h("td", {}, info.model_type)) : null)),
+    h("h2", {}, "Metrics"), kvTable((data.metrics || []).map(m => [m.key, number(m.value)]), "model-metrics"),
+    h("h2", {}, "Parameters"), kvTable((data.params || []).map(p => [p.key, p.value]), "model-params"),
+    h("h2", {}, "Tags"), kvTable((info.tags || []).map(t => [t.key, t.value]), "model-tags"));
 }
 
 async function runRedirect(runId) {
@@ -589,6 +640,7 @@ async function route() {
     else if (parts[0] === "experiments" && parts[2] === "runs" && parts[3]) await runPage(parts[1], parts[3]);
     else if (parts[0] === "runs" && parts[1]) await runRedirect(parts[1]);
     else if (parts[0] === "compare") await comparePage((params.get("runs") || "").split(",").filter(Boolean));
+    else if (parts[0] === "logged-models" && parts[1]) await loggedModelPage(parts[1]);
     else if (parts[0] === "models" && parts.length === 1) await modelsPage();
     else if (parts[0] === "models") await modelPage(parts[1]);
     else if (parts[0] === "pipelines" && parts.length === 1) await pipelinesPage();
