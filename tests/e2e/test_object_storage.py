@@ -13,7 +13,7 @@ from mlflow import MlflowClient
 from moto.server import ThreadedMotoServer
 
 from conftest import CtflowUp, free_port
-from test_pipelines import describe, install, runs_of, sleeper_pipeline, sleeper_project, wait_for, wait_phase
+from test_pipelines import describe, drift_checks, install, runs_of, sleeper_pipeline, sleeper_project, wait_for, wait_phase
 
 BUCKET = "ctflow-data"
 TERMINAL = {"Succeeded", "GateFailed", "Rejected", "Failed", "Canceled", "Skipped"}
@@ -62,11 +62,7 @@ def test_object_prefixes_trigger_and_feed_drift_checks(up, s3, tmp_path):
     client = MlflowClient(up.url)
 
     def checks():
-        experiment = client.get_experiment_by_name("bucketed-drift")
-        if not experiment:
-            return []
-        runs = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time ASC"])
-        return [r for r in runs if r.info.status == "FINISHED"]
+        return drift_checks(client, "bucketed")
 
     def of_kind(kind):
         return [r for r in runs_of(up, "bucketed") if r["trigger"]["kind"] == kind]
@@ -110,13 +106,7 @@ spec:
     bucket.put_object(Bucket=BUCKET, Key="broken/in/a.csv", Body=b"y\n1\n")
     client = MlflowClient(up.url)
 
-    def failed():
-        experiment = client.get_experiment_by_name("broken-drift")
-        if not experiment:
-            return []
-        return [r for r in client.search_runs([experiment.experiment_id]) if r.info.status == "FAILED"]
-
-    check = wait_for("the failed check", failed, timeout=30)[0]
+    check = wait_for("the failed check", lambda: drift_checks(client, "broken", "FAILED"), timeout=30)[0]
     assert "only in the reference: [x]" in check.data.tags["ctflow.drift.error"]
     assert runs_of(up, "broken") == []
 

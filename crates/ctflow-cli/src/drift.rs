@@ -198,10 +198,7 @@ pub async fn run(args: DriftArgs) -> Result<bool> {
             vec![
                 c.column.clone(),
                 c.kind.clone(),
-                serde_json::to_value(c.method)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_string))
-                    .unwrap_or_default(),
+                c.method.as_str().into(),
                 display_number(c.statistic),
                 c.p_value.map(display_number).unwrap_or_else(|| "-".into()),
                 display_number(c.threshold),

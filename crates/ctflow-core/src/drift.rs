@@ -447,6 +447,18 @@ impl Method {
         if self.is_p_value() { 0.05 } else { 0.1 }
     }
 
+    /// The method's name as in reports and JSON (`ks`, `chi_square`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Ks => "ks",
+            Method::ChiSquare => "chi_square",
+            Method::ZTest => "z_test",
+            Method::Wasserstein => "wasserstein",
+            Method::JensenShannon => "jensen_shannon",
+            Method::Psi => "psi",
+        }
+    }
+
     pub fn parse(text: &str) -> Result<Method, String> {
         Ok(match text {
             "ks" => Method::Ks,
@@ -772,6 +784,24 @@ mod tests {
 
     fn close(a: f64, b: f64, rel: f64) -> bool {
         a == b || (a - b).abs() <= rel * a.abs().max(b.abs()).max(f64::MIN_POSITIVE)
+    }
+
+    #[test]
+    fn method_names_are_their_json_names_and_parse_back() {
+        for method in [
+            Method::Ks,
+            Method::ChiSquare,
+            Method::ZTest,
+            Method::Wasserstein,
+            Method::JensenShannon,
+            Method::Psi,
+        ] {
+            assert_eq!(
+                serde_json::to_value(method).expect("serialises"),
+                serde_json::json!(method.as_str())
+            );
+            assert_eq!(Method::parse(method.as_str()), Ok(method));
+        }
     }
 
     proptest::proptest! {

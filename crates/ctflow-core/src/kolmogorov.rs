@@ -504,6 +504,24 @@ mod tests {
     }
 
     #[test]
+    fn pomeranz_agrees_with_durbin_over_its_whole_range() {
+        // Across the n and n·x² where scipy uses Pomeranz, on a grid: both
+        // methods are exact, so they must agree (and neither may fail on an index).
+        for n in (2..=140u64).step_by(3) {
+            let nf = n as f64;
+            for k in 0..=12 {
+                let nx_squared = 0.76 + (4.0 - 0.76) * k as f64 / 12.0;
+                let x = (nx_squared / nf).sqrt();
+                if nf * x <= 1.0 || x >= 0.5 || nf * x >= nf - 1.0 {
+                    continue;
+                }
+                let (p, d) = (pomeranz_cdf(n, x), durbin_cdf(n, x));
+                assert!((p - d).abs() < 1e-10, "n={n} x={x}: {p} vs {d}");
+            }
+        }
+    }
+
+    #[test]
     fn smirnov_sums_like_its_definition_for_small_n() {
         // n = 3, x = 0.4: x Σ_{j=0}^{1} C(3,j) (1-x-j/3)^(3-j) (x+j/3)^(j-1).
         let x: f64 = 0.4;

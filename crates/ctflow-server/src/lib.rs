@@ -22,6 +22,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, patch, post};
 use axum::serve::ListenerExt;
+use ctflow_core::pipeline_run::Phase;
 use ctflow_core::validation::normpath;
 use ctflow_core::{ErrorCode, MlflowError};
 use ctflow_metrics::{HttpLabels, Metrics, OperationLabels, RouteLabels, Snapshot};
@@ -214,7 +215,11 @@ async fn metrics(State(state): State<AppState>) -> Response {
             queue_depth: counts
                 .runs
                 .iter()
-                .filter(|(_, phase, _)| phase == "Pending" || phase == "Queued")
+                .filter(|(_, phase, _)| {
+                    [Phase::Pending, Phase::Queued]
+                        .iter()
+                        .any(|waiting| waiting.as_str() == phase)
+                })
                 .map(|(_, _, n)| n)
                 .sum(),
             pipeline_runs: counts.runs,

@@ -157,10 +157,7 @@ td,th{{border-bottom:1px solid #ddd;padding:4px 10px;text-align:left;vertical-al
         cr = report.current_rows,
     );
     for c in &report.columns {
-        let method = serde_json::to_value(c.method)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_default();
+        let method = c.method.as_str();
         let _ = writeln!(
             page,
             r#"<tr><td>{name}</td><td>{kind}</td><td>{method}</td><td>{stat}</td><td>{p}</td><td>{threshold}</td><td class="{class}">{verdict}</td><td>{chart}</td></tr>"#,

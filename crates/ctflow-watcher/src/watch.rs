@@ -379,16 +379,12 @@ impl Watcher {
             })
             .set(report.dataset.share);
         for column in &report.columns {
-            let method = serde_json::to_value(column.method)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default();
             self.metrics
                 .drift_score
                 .get_or_create(&ColumnLabels {
                     pipeline: pipeline.to_string(),
                     column: column.column.clone(),
-                    method,
+                    method: column.method.as_str().into(),
                 })
                 .set(column.p_value.unwrap_or(column.statistic));
         }
