@@ -108,14 +108,14 @@ def postgres():
 
 
 class CtflowServer:
-    def __init__(self, binary, backend_uri, workdir, extra=()):
+    def __init__(self, binary, backend_uri, workdir, extra=(), artifacts=None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.workdir = workdir
         self.log = open(os.path.join(workdir, "server.log"), "wb")
         self.proc = subprocess.Popen(
             [binary, "server", "--port", str(self.port), "--backend-store-uri", backend_uri,
-             "--artifacts-destination", os.path.join(workdir, "artifacts"), *extra],
+             "--artifacts-destination", artifacts or os.path.join(workdir, "artifacts"), *extra],
             cwd=workdir, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         wait_healthy(self.url, self.proc, timeout=30)

@@ -5,6 +5,7 @@ the objects, as a data pipeline would."""
 import json
 import os
 import subprocess
+from pathlib import Path
 
 import boto3
 import numpy as np
@@ -127,3 +128,72 @@ def test_ctflow_drift_reads_objects(ctflow_bin, s3):
     out = subprocess.run([ctflow_bin, "drift", "--reference", f"s3://{BUCKET}/cli/missing.csv", "--current",
                           f"s3://{BUCKET}/cli/cur.csv"], capture_output=True, text=True, env=env, timeout=60)
     assert out.returncode == 1 and f"s3://{BUCKET}/cli/missing.csv" in out.stderr
+
+
+@pytest.fixture(scope="module")
+def s3_server(ctflow_bin, tmp_path_factory, s3):
+    """`ctflow server` with its artifacts in the bucket; the client has no cloud credentials."""
+    from conftest import CtflowServer
+    endpoint, _ = s3
+    env = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_REGION": "us-east-1",
+           "MLFLOW_S3_ENDPOINT_URL": endpoint}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        workdir = str(tmp_path_factory.mktemp("ctflow-s3-artifacts"))
+        server = CtflowServer(ctflow_bin, f"sqlite:///{workdir}/ctflow.db", workdir,
+                              artifacts=f"s3://{BUCKET}/mlartifacts")
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    yield server
+    server.stop()
+
+
+def test_artifacts_live_in_the_bucket_and_the_server_proxies_them(s3_server, s3, tmp_path, monkeypatch):
+    import urllib.error
+    import urllib.request
+    _, bucket = s3
+    # The client sees only the server: no credentials, no endpoint.
+    for key in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "MLFLOW_S3_ENDPOINT_URL"]:
+        monkeypatch.delenv(key, raising=False)
+    client = MlflowClient(s3_server.url)
+    experiment_id = client.create_experiment("s3-artifacts")
+    run = client.create_run(experiment_id)
+    big = tmp_path / "weights.bin"
+    big.write_bytes(os.urandom(12 * 1024 * 1024))  # more than one upload part
+    client.log_text(run.info.run_id, "hello", "notes/hello.txt")
+    client.log_artifact(run.info.run_id, str(big), "model")
+    client.set_terminated(run.info.run_id)
+    keys = {o["Key"]: o["Size"] for o in bucket.list_objects_v2(Bucket=BUCKET, Prefix="mlartifacts/")["Contents"]}
+    prefix = f"mlartifacts/{experiment_id}/{run.info.run_id}/artifacts"
+    assert keys[f"{prefix}/notes/hello.txt"] == 5
+    assert keys[f"{prefix}/model/weights.bin"] == big.stat().st_size
+    listed = {(f.path, f.is_dir) for f in client.list_artifacts(run.info.run_id)}
+    assert listed == {("notes", True), ("model", True)}
+    [weights] = client.list_artifacts(run.info.run_id, "model")
+    assert weights.file_size == big.stat().st_size
+    out = client.download_artifacts(run.info.run_id, "model/weights.bin", str(tmp_path / "down"))
+    assert Path(out).read_bytes() == big.read_bytes()
+    text = client.download_artifacts(run.info.run_id, "notes/hello.txt", str(tmp_path / "text"))
+    assert Path(text).read_text() == "hello"
+    # Traversal is refused before anything reaches the bucket.
+    url = f"{s3_server.url}/api/2.0/mlflow-artifacts/artifacts/{experiment_id}/..%2F..%2Fescape.txt"
+    request = urllib.request.Request(url, data=b"x", method="PUT")
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=10)
+    assert refused.value.code == 400
+    assert json.loads(refused.value.read())["error_code"] == "INVALID_PARAMETER_VALUE"
+    keys_after = [o["Key"] for o in bucket.list_objects_v2(Bucket=BUCKET)["Contents"]]
+    assert not any("escape" in k for k in keys_after)
+    # Deleting through the proxy removes the objects.
+    delete = urllib.request.Request(
+        f"{s3_server.url}/api/2.0/mlflow-artifacts/artifacts/{experiment_id}/{run.info.run_id}/artifacts/notes/hello.txt",
+        method="DELETE")
+    with urllib.request.urlopen(delete, timeout=10) as r:
+        assert r.status == 200
+    remaining = [o["Key"] for o in bucket.list_objects_v2(Bucket=BUCKET, Prefix=prefix)["Contents"]]
+    assert remaining == [f"{prefix}/model/weights.bin"]

@@ -1,12 +1,16 @@
 //! The job queue between the controller and the workers, behind one trait.
 //!
 //! The controller records a pipeline run before it queues its job, so a job lost from a
-//! queue is recovered from the store; the bus itself only has to deliver. Two
-//! implementations: in-process channels for `ctflow up` ([`MemoryBus`]), NATS JetStream
-//! for distributed mode (its own issue).
+//! queue is recovered from the store; the bus itself only has to deliver. Jobs and job
+//! reports come as [`Delivery`]s that the taker settles: done once its work is recorded,
+//! handed back when it cannot finish, kept alive while it works. Two implementations:
+//! in-process channels for `ctflow up` ([`MemoryBus`]) and NATS JetStream for the
+//! distributed services ([`NatsBus`]).
 #![forbid(unsafe_code)]
 
+mod cancels;
 mod memory;
+mod nats;
 
 use std::path::PathBuf;
 
@@ -18,11 +22,47 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 pub use memory::MemoryBus;
+pub use nats::{NatsBus, NatsConfig};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("the bus is closed")]
     Closed,
+    #[error("NATS: {0}")]
+    Nats(String),
+    #[error("invalid bus setting: {0}")]
+    Config(String),
+}
+
+/// How a taker settles one delivery.
+pub trait Lease: Send + Sync {
+    /// Work goes on: do not hand the delivery to anyone else yet.
+    fn keep_alive(&self) -> BoxFuture<'_, Result<()>>;
+    /// The work is finished and its outcome recorded: never deliver it again.
+    fn done(&self) -> BoxFuture<'_, Result<()>>;
+    /// The taker cannot finish it: deliver it again, to anyone, after `delay`.
+    fn hand_back(&self, delay: std::time::Duration) -> BoxFuture<'_, Result<()>>;
+}
+
+/// A job or a report as taken from the bus, with the handle that settles it.
+pub struct Delivery<T> {
+    pub item: T,
+    /// 1 for the first delivery; more when an earlier taker died or handed it back.
+    pub delivered: u64,
+    /// Earlier takers started it as often as the bus allows: do not start it again,
+    /// record it as failed.
+    pub exhausted: bool,
+    pub lease: Box<dyn Lease>,
+}
+
+impl<T: std::fmt::Debug> std::fmt::Debug for Delivery<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Delivery")
+            .field("item", &self.item)
+            .field("delivered", &self.delivered)
+            .field("exhausted", &self.exhausted)
+            .finish_non_exhaustive()
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -140,16 +180,42 @@ pub enum WatchEvent {
     },
 }
 
+impl WatchEvent {
+    /// The dedupe key of the trigger the event reports (with its pipeline), so a watcher
+    /// that reports the same thing twice publishes it once.
+    pub fn dedupe_key(&self) -> String {
+        match self {
+            WatchEvent::DataArrived {
+                pipeline,
+                trigger_index,
+                files,
+                ..
+            } => {
+                let trigger =
+                    ctflow_core::trigger::data_event(pipeline, *trigger_index, files.clone());
+                format!("{pipeline}/{}", trigger.dedupe_key)
+            }
+            WatchEvent::DriftDetected { event, .. } => {
+                let trigger = event.clone().into_trigger();
+                format!("{}/{}", event.pipeline, trigger.dedupe_key)
+            }
+        }
+    }
+}
+
 /// The job queue and the signals around it.
 pub trait Bus: Send + Sync + 'static {
     /// Queues a job for some worker.
     fn enqueue(&self, job: Job) -> BoxFuture<'_, Result<()>>;
     /// The next job for a worker; `None` once the bus is closed.
-    fn next_job(&self) -> BoxFuture<'_, Option<Job>>;
+    fn next_job(&self) -> BoxFuture<'_, Option<Delivery<Job>>>;
+    /// How often a worker must keep a job's lease alive; `None`: leases never expire.
+    fn keep_alive_interval(&self) -> Option<std::time::Duration>;
     /// A worker's report to the controller.
     fn report(&self, event: JobEvent) -> BoxFuture<'_, Result<()>>;
-    /// The next report, for the controller; `None` once the bus is closed.
-    fn next_event(&self) -> BoxFuture<'_, Option<JobEvent>>;
+    /// The next report, for the controller, settled once it is recorded; `None` once the
+    /// bus is closed.
+    fn next_event(&self) -> BoxFuture<'_, Option<Delivery<JobEvent>>>;
     /// Asks whichever worker runs this pipeline run to stop it.
     fn cancel(&self, pipeline_run: &str) -> BoxFuture<'_, Result<()>>;
     /// A token that fires when the pipeline run is canceled (at once if it already was).
@@ -164,6 +230,8 @@ pub trait Bus: Send + Sync + 'static {
     fn publish(&self, event: WatchEvent) -> BoxFuture<'_, Result<()>>;
     /// Every watch event published from now on (a slow subscriber misses the oldest).
     fn subscribe(&self) -> BoxStream<'static, WatchEvent>;
+    /// Whether the bus can deliver now (for readiness probes).
+    fn connected(&self) -> bool;
     /// Stops delivering; waiting calls return `None`.
     fn close(&self);
 }

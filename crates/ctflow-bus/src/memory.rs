@@ -1,33 +1,85 @@
 //! The in-process bus of `ctflow up`: unbounded channels and a cancellation registry.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
+use std::time::Duration;
 
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use tokio::sync::{Notify, broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use crate::{Bus, Error, Job, JobEvent, Result, WatchEvent};
+use crate::cancels::Cancels;
+use crate::{Bus, Delivery, Error, Job, JobEvent, Lease, Result, WatchEvent};
 
 /// Watch events kept for a subscriber that has not read them yet.
 const WATCH_EVENT_BACKLOG: usize = 1024;
 
+/// A job or a report, and how often it was handed out.
+type Queued<T> = (T, u64);
+
 pub struct MemoryBus {
-    jobs_tx: mpsc::UnboundedSender<Job>,
-    jobs_rx: tokio::sync::Mutex<mpsc::UnboundedReceiver<Job>>,
-    events_tx: mpsc::UnboundedSender<JobEvent>,
-    events_rx: tokio::sync::Mutex<mpsc::UnboundedReceiver<JobEvent>>,
-    cancels: Mutex<Cancels>,
+    jobs_tx: mpsc::UnboundedSender<Queued<Job>>,
+    jobs_rx: tokio::sync::Mutex<mpsc::UnboundedReceiver<Queued<Job>>>,
+    events_tx: mpsc::UnboundedSender<Queued<JobEvent>>,
+    events_rx: tokio::sync::Mutex<mpsc::UnboundedReceiver<Queued<JobEvent>>>,
+    cancels: Cancels,
     wake: Notify,
     watch_events: broadcast::Sender<WatchEvent>,
     closed: CancellationToken,
 }
 
-#[derive(Default)]
-struct Cancels {
-    tokens: HashMap<String, CancellationToken>,
-    canceled: HashSet<String>,
+/// Something taken from an in-process channel: handing it back sends it again.
+struct Requeue<T> {
+    item: T,
+    delivered: u64,
+    tx: mpsc::UnboundedSender<Queued<T>>,
+}
+
+impl<T: Clone + Send + Sync + 'static> Lease for Requeue<T> {
+    fn keep_alive(&self) -> BoxFuture<'_, Result<()>> {
+        // An in-process lease lasts as long as the process.
+        Box::pin(async { Ok(()) })
+    }
+
+    fn done(&self) -> BoxFuture<'_, Result<()>> {
+        // Taking it from the channel already removed it.
+        Box::pin(async { Ok(()) })
+    }
+
+    fn hand_back(&self, delay: Duration) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move {
+            tokio::time::sleep(delay).await;
+            self.tx
+                .send((self.item.clone(), self.delivered))
+                .map_err(|_| Error::Closed)
+        })
+    }
+}
+
+/// Takes the next item from a channel as a delivery, unless the bus closes first.
+async fn take<T: Clone + Send + Sync + 'static>(
+    rx: &tokio::sync::Mutex<mpsc::UnboundedReceiver<Queued<T>>>,
+    tx: &mpsc::UnboundedSender<Queued<T>>,
+    closed: &CancellationToken,
+) -> Option<Delivery<T>> {
+    let mut rx = tokio::select! {
+        rx = rx.lock() => rx,
+        _ = closed.cancelled() => return None,
+    };
+    let (item, handed_out) = tokio::select! {
+        next = rx.recv() => next?,
+        _ = closed.cancelled() => return None,
+    };
+    let delivered = handed_out + 1;
+    Some(Delivery {
+        item: item.clone(),
+        delivered,
+        exhausted: false,
+        lease: Box::new(Requeue {
+            item,
+            delivered,
+            tx: tx.clone(),
+        }),
+    })
 }
 
 impl Default for MemoryBus {
@@ -45,80 +97,48 @@ impl MemoryBus {
             jobs_rx: tokio::sync::Mutex::new(jobs_rx),
             events_tx,
             events_rx: tokio::sync::Mutex::new(events_rx),
-            cancels: Mutex::new(Cancels::default()),
+            cancels: Cancels::default(),
             wake: Notify::new(),
             watch_events: broadcast::channel(WATCH_EVENT_BACKLOG).0,
             closed: CancellationToken::new(),
         }
     }
-
-    fn cancels(&self) -> std::sync::MutexGuard<'_, Cancels> {
-        // NB: the lock guards plain maps; a panic while holding it cannot leave them
-        // half-updated, so a poisoned lock is still usable.
-        self.cancels.lock().unwrap_or_else(|e| e.into_inner())
-    }
 }
 
 impl Bus for MemoryBus {
     fn enqueue(&self, job: Job) -> BoxFuture<'_, Result<()>> {
-        let sent = self.jobs_tx.send(job).map_err(|_| Error::Closed);
+        let sent = self.jobs_tx.send((job, 0)).map_err(|_| Error::Closed);
         Box::pin(async move { sent })
     }
 
-    fn next_job(&self) -> BoxFuture<'_, Option<Job>> {
-        Box::pin(async move {
-            let mut rx = tokio::select! {
-                rx = self.jobs_rx.lock() => rx,
-                _ = self.closed.cancelled() => return None,
-            };
-            tokio::select! {
-                job = rx.recv() => job,
-                _ = self.closed.cancelled() => None,
-            }
-        })
+    fn keep_alive_interval(&self) -> Option<Duration> {
+        None
+    }
+
+    fn next_job(&self) -> BoxFuture<'_, Option<Delivery<Job>>> {
+        Box::pin(take(&self.jobs_rx, &self.jobs_tx, &self.closed))
     }
 
     fn report(&self, event: JobEvent) -> BoxFuture<'_, Result<()>> {
-        let sent = self.events_tx.send(event).map_err(|_| Error::Closed);
+        let sent = self.events_tx.send((event, 0)).map_err(|_| Error::Closed);
         Box::pin(async move { sent })
     }
 
-    fn next_event(&self) -> BoxFuture<'_, Option<JobEvent>> {
-        Box::pin(async move {
-            let mut rx = self.events_rx.lock().await;
-            tokio::select! {
-                event = rx.recv() => event,
-                _ = self.closed.cancelled() => None,
-            }
-        })
+    fn next_event(&self) -> BoxFuture<'_, Option<Delivery<JobEvent>>> {
+        Box::pin(take(&self.events_rx, &self.events_tx, &self.closed))
     }
 
     fn cancel(&self, pipeline_run: &str) -> BoxFuture<'_, Result<()>> {
-        let mut cancels = self.cancels();
-        cancels.canceled.insert(pipeline_run.to_string());
-        if let Some(token) = cancels.tokens.get(pipeline_run) {
-            token.cancel();
-        }
+        self.cancels.cancel(pipeline_run);
         Box::pin(async { Ok(()) })
     }
 
     fn cancellation(&self, pipeline_run: &str) -> CancellationToken {
-        let mut cancels = self.cancels();
-        let token = cancels
-            .tokens
-            .entry(pipeline_run.to_string())
-            .or_default()
-            .clone();
-        if cancels.canceled.contains(pipeline_run) {
-            token.cancel();
-        }
-        token
+        self.cancels.token(pipeline_run)
     }
 
     fn forget(&self, pipeline_run: &str) {
-        let mut cancels = self.cancels();
-        cancels.tokens.remove(pipeline_run);
-        cancels.canceled.remove(pipeline_run);
+        self.cancels.forget(pipeline_run);
     }
 
     fn wake_controller(&self) {
@@ -162,6 +182,10 @@ impl Bus for MemoryBus {
         ))
     }
 
+    fn connected(&self) -> bool {
+        !self.closed.is_cancelled()
+    }
+
     fn close(&self) {
         self.closed.cancel();
     }
@@ -192,11 +216,41 @@ mod tests {
         }
         let mut got = Vec::new();
         for _ in 0..3 {
-            got.push(bus.next_job().await.expect("a job").pipeline_run);
+            got.push(bus.next_job().await.expect("a job").item.pipeline_run);
         }
         assert_eq!(got, vec!["a", "b", "c"]);
         bus.close();
         assert!(bus.next_job().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_handed_back_job_comes_again_with_its_delivery_count() {
+        let bus = MemoryBus::new();
+        bus.enqueue(job("a")).await.expect("open");
+        let first = bus.next_job().await.expect("a job");
+        assert_eq!(first.delivered, 1);
+        first.lease.hand_back(Duration::ZERO).await.expect("open");
+        let second = bus.next_job().await.expect("the job again");
+        assert_eq!(
+            (second.item.pipeline_run.as_str(), second.delivered),
+            ("a", 2)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_report_handed_back_comes_again() {
+        let bus = MemoryBus::new();
+        let event = JobEvent::Process {
+            pipeline_run: "a".into(),
+            attempt: 1,
+            pid: 7,
+        };
+        bus.report(event.clone()).await.expect("open");
+        let first = bus.next_event().await.expect("a report");
+        first.lease.hand_back(Duration::ZERO).await.expect("open");
+        let again = bus.next_event().await.expect("the report again");
+        assert_eq!(again.item, event);
+        again.lease.done().await.expect("settled");
     }
 
     #[tokio::test]

@@ -3,10 +3,12 @@
 
 mod client;
 mod commands;
+mod config;
 mod drift;
 mod models;
 mod pipelines;
 mod run;
+mod services;
 mod up;
 
 use std::net::IpAddr;
@@ -53,7 +55,17 @@ pub struct ClientArgs {
 #[derive(Subcommand)]
 enum Command {
     /// Run the tracking and model-registry server.
-    Server(ServerArgs),
+    Server {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// With a bus, triggers and approvals recorded here wake the controller at once,
+        /// and `/api/ctflow/v1/events` streams the watcher's events.
+        #[command(flatten)]
+        bus: services::BusArgs,
+        /// A YAML file of settings, keyed by flag name; flags and environment win.
+        #[arg(long, env = "CTFLOW_CONFIG")]
+        config: Option<PathBuf>,
+    },
     /// Create and list experiments.
     Experiments {
         #[command(subcommand)]
@@ -77,6 +89,12 @@ enum Command {
     },
     /// Server, controller and workers in one process: the whole continuous-training loop.
     Up(up::UpArgs),
+    /// The CT controller as its own service (one of several elects itself active).
+    Controller(services::ControllerArgs),
+    /// A worker service: runs CT jobs taken from the bus.
+    Worker(services::WorkerArgs),
+    /// The data and drift watcher as its own service.
+    Watcher(services::WatcherArgs),
     /// CT pipelines: list, apply, trigger, runs, describe, approve, reject.
     Pipelines {
         #[command(subcommand)]
@@ -108,9 +126,14 @@ pub(crate) struct ServerArgs {
     /// artifacts are served, else the artifacts destination folder).
     #[arg(long)]
     pub(crate) default_artifact_root: Option<String>,
-    /// Folder where served artifacts are stored.
-    #[arg(long, default_value = "ctflow-data/artifacts")]
-    pub(crate) artifacts_destination: PathBuf,
+    /// Where served artifacts are stored: a folder, or s3://bucket/prefix (credentials
+    /// and endpoint from AWS_* and MLFLOW_S3_ENDPOINT_URL).
+    #[arg(
+        long,
+        env = "CTFLOW_ARTIFACTS_DESTINATION",
+        default_value = "ctflow-data/artifacts"
+    )]
+    pub(crate) artifacts_destination: String,
     /// Proxy artifact uploads and downloads through this server (the default).
     #[arg(long, overrides_with = "no_serve_artifacts")]
     pub(crate) serve_artifacts: bool,
@@ -173,7 +196,7 @@ pub(crate) fn server_config(args: &ServerArgs) -> ctflow_server::ServerConfig {
     }
 }
 
-async fn run_server(args: ServerArgs) -> Result<()> {
+async fn run_server(args: ServerArgs, bus: services::BusArgs) -> Result<()> {
     let config = server_config(&args);
     if let Some(warning) = exposure_warning(args.host) {
         tracing::warn!(host = %args.host, "{warning}");
@@ -182,18 +205,31 @@ async fn run_server(args: ServerArgs) -> Result<()> {
     let listener = tokio::net::TcpListener::bind((args.host, args.port))
         .await
         .with_context(|| format!("cannot listen on {}:{}", args.host, args.port))?;
-    let state = ctflow_server::AppState::open(&config)
+    let mut state = ctflow_server::AppState::open(&config)
         .await
         .context("cannot open the tracking store")?;
+    state.bus = bus.connect().await?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, backend = ?state.store.backend(), serve_artifacts = config.serve_artifacts, "ctflow server listening");
     println!("ctflow server listening on http://{addr}");
+    let bus = state.bus.clone();
     ctflow_server::serve(listener, state, shutdown_signal()).await?;
+    if let Some(bus) = bus {
+        bus.close();
+    }
     Ok(())
 }
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    use clap::CommandFactory;
+    let args = match config::with_config_file(&Cli::command(), std::env::args_os().collect()) {
+        Ok(args) => args,
+        Err(error) => {
+            eprintln!("Error: {error:#}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let cli = Cli::parse_from(args);
     init_logging();
     match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -212,7 +248,10 @@ fn run(cli: Cli) -> Result<()> {
         .build()?;
     runtime.block_on(async move {
         match cli.command {
-            Command::Server(args) => run_server(args).await,
+            Command::Server { server, bus, .. } => run_server(server, bus).await,
+            Command::Controller(args) => services::controller(args).await,
+            Command::Worker(args) => services::worker(args).await,
+            Command::Watcher(args) => services::watcher(args).await,
             Command::Experiments { command, client } => {
                 commands::experiments(command, &client).await
             }
@@ -250,7 +289,7 @@ mod tests {
         Cli::command().debug_assert();
         let cli = Cli::try_parse_from(["ctflow", "server", "--no-serve-artifacts", "--port", "0"])
             .unwrap();
-        let Command::Server(args) = cli.command else {
+        let Command::Server { server: args, .. } = cli.command else {
             panic!("not the server command")
         };
         assert!(args.no_serve_artifacts);

@@ -75,17 +75,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
     let bus: Arc<dyn Bus> = Arc::new(MemoryBus::new());
     state.bus = Some(bus.clone());
     let store = state.store.clone();
-    let watcher = {
-        let mapping = state.clone();
-        ctflow_watcher::Watcher::new(
-            store.clone(),
-            bus.clone(),
-            state.artifacts.clone(),
-            Arc::new(move |uri: &str| mapping.repository_path(uri)),
-            ctflow_watcher::WatcherConfig::default(),
-        )
-        .with_metrics(state.metrics.clone())
-    };
+    let watcher = crate::services::drift_watcher(&state, bus.clone());
     let metrics = state.metrics.clone();
     let host = if addr.ip().is_unspecified() {
         "127.0.0.1".to_string()
@@ -165,6 +155,9 @@ pub async fn run(args: UpArgs) -> Result<()> {
             env_cache: default_env_cache(),
             gpus: gpus.clone(),
             user: current_user(),
+            // NB: one process: a job stopped with it is retried at the next start.
+            shutdown_grace: std::time::Duration::ZERO,
+            max_starts: 3,
         },
     )?
     .with_metrics(metrics.clone());

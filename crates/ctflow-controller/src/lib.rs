@@ -16,6 +16,7 @@
 //! the controller through the bus.
 #![forbid(unsafe_code)]
 
+mod election;
 mod loader;
 mod reconcile;
 mod schedules;
@@ -29,6 +30,7 @@ use ctflow_store::Store;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+pub use election::{Election, run_elected};
 pub use loader::load_pipeline_file;
 
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +53,11 @@ pub struct ControllerConfig {
     pub user: String,
     /// How often pipeline definitions are re-read.
     pub reload_interval: Duration,
+    /// The workers run in this process (`ctflow up`): a job that was running when the
+    /// process started again lost its worker with it. Otherwise (separate workers over
+    /// NATS) a running job's worker may well be alive, and the bus delivers the job again
+    /// if it is not.
+    pub workers_in_process: bool,
 }
 
 impl Default for ControllerConfig {
@@ -59,6 +66,7 @@ impl Default for ControllerConfig {
             pipelines_dir: None,
             user: "ctflow".into(),
             reload_interval: Duration::from_secs(2),
+            workers_in_process: true,
         }
     }
 }
@@ -70,6 +78,9 @@ pub(crate) struct Shared {
     pub config: ControllerConfig,
     /// Wakes the reconcile loop (a run was recorded, a job reported).
     pub reconcile: Notify,
+    /// Jobs recorded as queued that the bus refused (it was unreachable), sent again at
+    /// every reconcile pass; the bus drops a repeat by its message id.
+    pub unsent: std::sync::Mutex<std::collections::BTreeMap<String, ctflow_bus::Job>>,
 }
 
 pub struct Controller {
@@ -84,6 +95,7 @@ impl Controller {
                 bus,
                 config,
                 reconcile: Notify::new(),
+                unsent: Default::default(),
             }),
         }
     }

@@ -66,9 +66,23 @@ pub(crate) async fn run_events(shared: Arc<Shared>, shutdown: CancellationToken)
             event = shared.bus.next_event() => event,
             _ = shutdown.cancelled() => return Ok(()),
         };
-        let Some(event) = event else { return Ok(()) };
-        if let Err(error) = handle_job_event(&shared, event).await {
-            tracing::warn!(%error, "cannot record a job report");
+        let Some(delivery) = event else {
+            return Ok(());
+        };
+        let settled = match handle_job_event(&shared, delivery.item).await {
+            Ok(()) => delivery.lease.done().await,
+            // A report about a pipeline run that no longer exists can never be recorded.
+            Err(crate::Error::Store(ctflow_store::Error::Mlflow(error))) => {
+                tracing::warn!(%error, "a job report that cannot be recorded; dropped");
+                delivery.lease.done().await
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot record a job report yet; it comes again");
+                delivery.lease.hand_back(Duration::from_secs(1)).await
+            }
+        };
+        if let Err(error) = settled {
+            tracing::warn!(%error, "cannot settle a job report");
         }
         shared.reconcile.notify_one();
     }
@@ -76,6 +90,7 @@ pub(crate) async fn run_events(shared: Arc<Shared>, shutdown: CancellationToken)
 
 /// One pass over every unfinished pipeline run.
 pub(crate) async fn reconcile_once(shared: &Shared) -> Result<()> {
+    resend(shared).await;
     let mut runs = shared
         .store
         .list_pipeline_runs(None, UNFINISHED, 100_000)
@@ -179,9 +194,33 @@ async fn start(shared: &Shared, run: &PipelineRun) -> Result<()> {
     // NB: the run is recorded as Queued before the job exists anywhere else; if the
     // process dies in between, recovery queues it again.
     if let Some(run) = changed {
-        shared.bus.enqueue(job_of(&run)).await?;
+        send(shared, job_of(&run)).await;
     }
     Ok(())
+}
+
+/// Queues a job, keeping it for the next pass when the bus cannot take it now.
+async fn send(shared: &Shared, job: Job) {
+    let id = job.pipeline_run.clone();
+    if let Err(error) = shared.bus.enqueue(job.clone()).await {
+        tracing::warn!(%error, pipeline_run = id, "cannot queue a job yet; trying again");
+        shared
+            .unsent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, job);
+    }
+}
+
+/// Sends the jobs the bus refused earlier.
+async fn resend(shared: &Shared) {
+    let jobs: Vec<Job> =
+        std::mem::take(&mut *shared.unsent.lock().unwrap_or_else(|e| e.into_inner()))
+            .into_values()
+            .collect();
+    for job in jobs {
+        send(shared, job).await;
+    }
 }
 
 async fn cancel(shared: &Shared, id: &str, why: &str) -> Result<()> {
@@ -862,8 +901,11 @@ pub(crate) async fn recover(shared: &Shared) -> Result<()> {
                         ),
                     )
                     .await?;
-                shared.bus.enqueue(job_of(&run)).await?;
+                send(shared, job_of(&run)).await;
             }
+            // A separate worker may still run it; if it died, the bus delivers the job
+            // again and that worker fails the dead attempt's MLflow run.
+            Phase::Running if !shared.config.workers_in_process => {}
             Phase::Running => {
                 let orphans = processes_of(&run.id);
                 for pid in &orphans {

@@ -10,6 +10,7 @@ pub mod error;
 pub mod params;
 mod pipelines;
 mod registry;
+pub mod service;
 mod ui;
 
 use std::path::{Path, PathBuf};
@@ -27,6 +28,7 @@ use ctflow_core::validation::normpath;
 use ctflow_core::{ErrorCode, MlflowError};
 use ctflow_metrics::{HttpLabels, Metrics, OperationLabels, RouteLabels, Snapshot};
 use ctflow_store::artifacts::{ArtifactRepository, LocalArtifactStore};
+use ctflow_store::object_artifacts::ObjectStoreArtifacts;
 use ctflow_store::{Store, StoreOptions};
 
 use crate::error::{ApiError, ApiResult};
@@ -37,8 +39,8 @@ pub struct ServerConfig {
     pub backend_store_uri: String,
     /// Explicit root for new experiments' artifact locations; derived when absent.
     pub default_artifact_root: Option<String>,
-    /// Where proxied artifacts are stored.
-    pub artifacts_destination: PathBuf,
+    /// Where proxied artifacts are stored: a folder, or `s3://bucket/prefix`.
+    pub artifacts_destination: String,
     pub serve_artifacts: bool,
     pub max_connections: u32,
 }
@@ -49,8 +51,9 @@ pub struct AppState {
     pub store: Store,
     pub artifacts: Arc<dyn ArtifactRepository>,
     pub serve_artifacts: bool,
-    /// The canonical folder of the local artifact repository.
-    local_root: PathBuf,
+    /// Where the artifact repository lives: the canonical folder of a local one, or the
+    /// `s3://bucket/prefix` URL of an object store.
+    artifact_root: ArtifactRoot,
     /// Where recorded triggers and approvals wake the controller (absent when no
     /// controller shares this process; it then finds them on its next pass).
     pub bus: Option<Arc<dyn ctflow_bus::Bus>>,
@@ -58,14 +61,29 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
 }
 
+#[derive(Clone, Debug)]
+enum ArtifactRoot {
+    Local(PathBuf),
+    Object(String),
+}
+
 impl AppState {
     pub async fn open(config: &ServerConfig) -> Result<AppState, ctflow_store::Error> {
-        let local = LocalArtifactStore::new(&config.artifacts_destination)?;
-        let local_root = local.root().to_path_buf();
-        let default_artifact_root = match &config.default_artifact_root {
-            Some(root) => root.clone(),
-            None if config.serve_artifacts => "mlflow-artifacts:/".to_string(),
-            None => local_root.display().to_string(),
+        let (artifacts, artifact_root): (Arc<dyn ArtifactRepository>, ArtifactRoot) =
+            if config.artifacts_destination.starts_with("s3://") {
+                let repository = ObjectStoreArtifacts::from_url(&config.artifacts_destination)?;
+                let url = repository.url().to_string();
+                (Arc::new(repository), ArtifactRoot::Object(url))
+            } else {
+                let local = LocalArtifactStore::new(&config.artifacts_destination)?;
+                let root = local.root().to_path_buf();
+                (Arc::new(local), ArtifactRoot::Local(root))
+            };
+        let default_artifact_root = match (&config.default_artifact_root, &artifact_root) {
+            (Some(root), _) => root.clone(),
+            (None, _) if config.serve_artifacts => "mlflow-artifacts:/".to_string(),
+            (None, ArtifactRoot::Local(root)) => root.display().to_string(),
+            (None, ArtifactRoot::Object(url)) => url.clone(),
         };
         let metrics = Arc::new(Metrics::new());
         let observed = metrics.clone();
@@ -85,9 +103,9 @@ impl AppState {
         }));
         Ok(AppState {
             store,
-            artifacts: Arc::new(local),
+            artifacts,
             serve_artifacts: config.serve_artifacts,
-            local_root,
+            artifact_root,
             bus: None,
             metrics,
         })
@@ -101,15 +119,25 @@ impl AppState {
                 .ok()
                 .map(|p| p.join("/"));
         }
-        let local = uri.strip_prefix("file://").unwrap_or(uri);
-        if !local.starts_with('/') {
-            return None;
+        match &self.artifact_root {
+            ArtifactRoot::Object(url) => {
+                let rest = uri.strip_prefix(url.as_str())?.strip_prefix('/')?;
+                ctflow_core::artifact_path::safe_relative_path(rest)
+                    .ok()
+                    .map(|p| p.join("/"))
+            }
+            ArtifactRoot::Local(root) => {
+                let local = uri.strip_prefix("file://").unwrap_or(uri);
+                if !local.starts_with('/') {
+                    return None;
+                }
+                let normalized = normpath(local);
+                Path::new(&normalized)
+                    .strip_prefix(root)
+                    .ok()
+                    .map(|rel| rel.to_string_lossy().into_owned())
+            }
         }
-        let normalized = normpath(local);
-        Path::new(&normalized)
-            .strip_prefix(&self.local_root)
-            .ok()
-            .map(|rel| rel.to_string_lossy().into_owned())
     }
 
     /// An experiment's `artifact_location` may not point the server outside its artifact
@@ -145,7 +173,11 @@ impl AppState {
                     .map_err(|e| bad(&e.to_string()))?
                     .join(normpath(local))
             };
-            if !absolute.starts_with(&self.local_root) {
+            let inside = match &self.artifact_root {
+                ArtifactRoot::Local(root) => absolute.starts_with(root),
+                ArtifactRoot::Object(_) => false,
+            };
+            if !inside {
                 return Err(bad(
                     "local artifact locations must be inside the server's artifact root",
                 ));
@@ -209,6 +241,39 @@ async fn unmatched(State(state): State<AppState>, method: axum::http::Method) ->
 }
 
 /// `GET /metrics`: live instruments plus what the store says now.
+/// `GET /ready`: the store answers, and so does the bus when one is configured.
+async fn ready(State(state): State<AppState>) -> Response {
+    let mut checks: Vec<(&'static str, service::ReadinessCheck)> = Vec::new();
+    checks.push(("store", store_check(state.store.clone())));
+    if let Some(bus) = state.bus.clone() {
+        checks.push(("bus", bus_check(bus)));
+    }
+    let (ready, body) = service::readiness("server", &checks).await;
+    service::readiness_response(ready, body)
+}
+
+/// A readiness check that the bus can deliver.
+pub fn bus_check(bus: Arc<dyn ctflow_bus::Bus>) -> service::ReadinessCheck {
+    Arc::new(move || {
+        let connected = bus.connected();
+        Box::pin(async move {
+            if connected {
+                Ok(())
+            } else {
+                Err("the bus is not connected".to_string())
+            }
+        })
+    })
+}
+
+/// A readiness check that the store answers.
+pub fn store_check(store: Store) -> service::ReadinessCheck {
+    Arc::new(move || {
+        let store = store.clone();
+        Box::pin(async move { store.ping().await.map_err(|e| e.to_string()) })
+    })
+}
+
 async fn metrics(State(state): State<AppState>) -> Response {
     let snapshot = match state.store.ct_counts().await {
         Ok(counts) => Snapshot {
@@ -461,6 +526,7 @@ pub fn router(state: AppState) -> Router {
         .nest("/api", api.clone())
         .nest("/ajax-api", api)
         .route("/health", get(|| async { "OK" }))
+        .route("/ready", get(ready))
         .route("/version", get(|| async { env!("CARGO_PKG_VERSION") }))
         .route("/metrics", get(metrics))
         .route("/", get(ui::index))

@@ -19,7 +19,7 @@ async fn server() -> TestServer {
     let config = ServerConfig {
         backend_store_uri: "sqlite:///:memory:".into(),
         default_artifact_root: None,
-        artifacts_destination: artifacts.path().join("root"),
+        artifacts_destination: artifacts.path().join("root").display().to_string(),
         serve_artifacts: true,
         max_connections: 2,
     };

@@ -36,11 +36,13 @@ const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/sqlite/0001_tracking.sql")),
     (2, include_str!("../migrations/sqlite/0002_registry.sql")),
     (3, include_str!("../migrations/sqlite/0003_pipelines.sql")),
+    (4, include_str!("../migrations/sqlite/0004_leases.sql")),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/postgres/0001_tracking.sql")),
     (2, include_str!("../migrations/postgres/0002_registry.sql")),
     (3, include_str!("../migrations/postgres/0003_pipelines.sql")),
+    (4, include_str!("../migrations/postgres/0004_leases.sql")),
 ];
 
 const FILE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 30000; \
@@ -213,7 +215,7 @@ impl Store {
             Backend::Sqlite => SQLITE_MIGRATIONS,
             Backend::Postgres => POSTGRES_MIGRATIONS,
         };
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.begin_write().await?;
         if self.backend == Backend::Postgres {
             // Several processes may start against one database at once.
             tx.execute("SELECT pg_advisory_xact_lock(7324611)").await?;
@@ -297,6 +299,23 @@ impl Store {
 
     pub(crate) fn artifact_location_for(&self, experiment_id: i64) -> String {
         format!("{}/{experiment_id}", self.default_artifact_root)
+    }
+
+    /// Starts a write transaction. On SQLite it takes the write lock at once
+    /// (`BEGIN IMMEDIATE`): a deferred transaction that read first cannot wait for
+    /// another process's writer and fails with SQLITE_BUSY_SNAPSHOT instead, which
+    /// happens whenever several ctflow processes share one database file.
+    pub(crate) async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
+        Ok(match self.backend {
+            Backend::Sqlite => self.write.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.write.begin().await?,
+        })
+    }
+
+    /// Answers once the database does (for readiness probes).
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.read).await?;
+        Ok(())
     }
 
     /// Closes the pools; on SQLite this checkpoints the WAL.

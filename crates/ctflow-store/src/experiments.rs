@@ -62,7 +62,7 @@ impl Store {
             validate_experiment_tag(&tag.key, &tag.value)?;
         }
         let now = now_ms();
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.begin_write().await?;
         let inserted = sqlx::query(
             "INSERT INTO experiments (name, artifact_location, lifecycle_stage, creation_time, last_update_time) \
              VALUES ($1, $2, 'active', $3, $3) RETURNING experiment_id",
@@ -290,7 +290,7 @@ impl Store {
             .into());
         }
         let now = now_ms();
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.begin_write().await?;
         sqlx::query("UPDATE experiments SET lifecycle_stage = $1, last_update_time = $2 WHERE experiment_id = $3")
             .bind(to)
             .bind(now)

@@ -10,7 +10,9 @@ pub mod artifacts;
 mod db;
 mod error;
 mod experiments;
+mod leases;
 mod logged_models;
+pub mod object_artifacts;
 mod pipelines;
 mod registry;
 mod runs;
@@ -20,6 +22,7 @@ mod sql;
 pub use db::{Backend, Store, StoreOptions};
 pub use error::{Error, Result};
 pub use experiments::ExperimentSearch;
+pub use leases::LeaseRecord;
 pub use logged_models::{LoggedModelOrder, LoggedModelSearch, NewLoggedModel};
 pub use pipelines::{
     Approval, CtCounts, PipelineRecord, PipelineRun, PipelineRunEvent, PromotionStep, Recorded,

@@ -92,7 +92,7 @@ impl Store {
             experiment.artifact_location.trim_end_matches('/')
         );
         let now = now_ms();
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.begin_write().await?;
         sqlx::query(
             "INSERT INTO logged_models (model_id, experiment_id, name, artifact_location, creation_timestamp, \
              last_updated_timestamp, status, model_type, source_run_id, lifecycle_stage) \
@@ -236,7 +236,7 @@ impl Store {
             validate_key(&t.key, KeyKind::Tag)?;
         }
         self.require_logged_model(model_id).await?;
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.begin_write().await?;
         for t in tags {
             upsert_model_tag(&mut tx, model_id, t).await?;
         }
@@ -265,7 +265,7 @@ impl Store {
             validate_key(&p.key, KeyKind::Param)?;
         }
         self.require_logged_model(model_id).await?;
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.begin_write().await?;
         for p in params {
             let value = ctflow_core::validation::truncate_chars(&p.value, MAX_PARAM_VALUE_LENGTH);
             sqlx::query(

@@ -343,7 +343,7 @@ impl Store {
         let name = document.metadata.name.as_str();
         let text = json_text(document)?;
         let now = now_ms();
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.begin_write().await?;
         let current: Option<(String, String, String)> =
             sqlx::query_as("SELECT document, source, base_dir FROM pipelines WHERE name = $1")
                 .bind(name)
@@ -406,7 +406,7 @@ impl Store {
 
     /// Deletes a pipeline and its trigger cursors; its runs stay as history.
     pub async fn delete_pipeline(&self, name: &str) -> Result<()> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.begin_write().await?;
         let deleted = sqlx::query("DELETE FROM pipelines WHERE name = $1")
             .bind(name)
             .execute(&mut *tx)
@@ -454,7 +454,7 @@ impl Store {
     /// Records a trigger event as a pending pipeline run, unless its dedupe key was seen.
     pub async fn record_trigger(&self, event: &TriggerEvent) -> Result<Recorded> {
         let _timer = self.timer("record_trigger");
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.begin_write().await?;
         let (spec, base_dir) = self.pipeline_for_trigger(&mut tx, &event.pipeline).await?;
         let created = insert_run(&mut tx, event, &spec, &base_dir).await?;
         let outcome = match created {
@@ -488,7 +488,7 @@ impl Store {
         events: &[TriggerEvent],
         cursor: i64,
     ) -> Result<Vec<PipelineRun>> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.begin_write().await?;
         let mut created = Vec::new();
         if !events.is_empty() {
             let (spec, base_dir) = self.pipeline_for_trigger(&mut tx, pipeline).await?;
@@ -550,7 +550,7 @@ impl Store {
         event: &TriggerEvent,
         trigger_key: &str,
     ) -> Result<Option<Recorded>> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.begin_write().await?;
         let (spec, base_dir) = self.pipeline_for_trigger(&mut tx, &event.pipeline).await?;
         let mut fresh = BTreeSet::new();
         for path in &event.files {
@@ -601,7 +601,7 @@ impl Store {
         trigger_key: &str,
         files: &[String],
     ) -> Result<()> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.begin_write().await?;
         for path in files {
             sqlx::query(
                 "INSERT INTO data_trigger_files (pipeline, trigger_key, path, seen_time) VALUES ($1, $2, $3, $4) \
@@ -737,7 +737,7 @@ impl Store {
         event: Option<PipelineRunEvent>,
     ) -> Result<Option<PipelineRun>> {
         let _timer = self.timer("modify_pipeline_run");
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.begin_write().await?;
         let changed = self.tx_modify_run(&mut tx, id, from, change, event).await?;
         if changed.is_some() {
             tx.commit().await?;
@@ -807,7 +807,7 @@ impl Store {
 
     /// Appends to a pipeline run's history.
     pub async fn add_pipeline_run_event(&self, id: &str, event: &PipelineRunEvent) -> Result<()> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.begin_write().await?;
         insert_event(&mut tx, id, event).await?;
         tx.commit().await?;
         Ok(())
@@ -824,7 +824,7 @@ impl Store {
         change: impl FnOnce(&mut PipelineRun),
         event: Option<PipelineRunEvent>,
     ) -> Result<Option<PipelineRun>> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.begin_write().await?;
         for step in steps {
             validate_alias(&step.alias)?;
             tx_set_alias(
@@ -890,7 +890,7 @@ impl Store {
         }
         let current = self.get_model_version_by_alias(name, alias).await?;
         let current: i64 = current.version.parse().unwrap_or_default();
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.begin_write().await?;
         // The newest earlier version that still exists.
         let mut target = None;
         for candidate in chain.iter().rev().skip(1) {

@@ -175,7 +175,7 @@ impl Store {
             validate_max_length("value", &tag.value, MAX_REGISTERED_MODEL_TAG_VALUE_LENGTH)?;
         }
         let now = now_ms();
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.begin_write().await?;
         let inserted = sqlx::query(
             "INSERT INTO registered_models (name, creation_time, last_updated_time, description, next_version) VALUES ($1, $2, $2, $3, 1)",
         )
@@ -318,7 +318,7 @@ impl Store {
     ) -> Result<RegisteredModel> {
         validate_model_name(new_name)?;
         let now = now_ms();
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.begin_write().await?;
         let renamed = sqlx::query(
             "UPDATE registered_models SET name = $1, last_updated_time = $2 WHERE name = $3",
         )
@@ -365,7 +365,7 @@ impl Store {
     /// Deletes a registered model with its versions, tags and aliases. The ledger keeps
     /// its history.
     pub async fn delete_registered_model(&self, name: &str) -> Result<()> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.begin_write().await?;
         let done = sqlx::query("DELETE FROM registered_models WHERE name = $1")
             .bind(name)
             .execute(&mut *tx)
@@ -394,7 +394,7 @@ impl Store {
         validate_key(&tag.key, KeyKind::Tag)?;
         validate_max_length("value", &tag.value, MAX_REGISTERED_MODEL_TAG_VALUE_LENGTH)?;
         self.require_registered_model(name).await?;
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.begin_write().await?;
         upsert_model_tag(&mut tx, name, tag).await?;
         tx.commit().await?;
         Ok(())
@@ -567,7 +567,7 @@ impl Store {
         self.require_registered_model(&new.name).await?;
         let (storage_location, run_id, model_id) = self.resolve_source(&new).await?;
         let now = now_ms();
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.begin_write().await?;
         // NB: the UPDATE takes the registered model's row lock on PostgreSQL, so concurrent
         // creations are serialised and each gets its own number.
         let version: i64 = sqlx::query_scalar(
@@ -682,7 +682,7 @@ impl Store {
     /// Soft-deletes a version (its number is never reused) and drops its aliases.
     pub async fn delete_model_version(&self, name: &str, version: i64, user: &str) -> Result<()> {
         let now = now_ms();
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.begin_write().await?;
         let done = sqlx::query(
             "UPDATE model_versions SET deleted = 1, last_updated_time = $1, current_stage = 'Deleted_Internal' WHERE name = $2 AND version = $3 AND deleted = 0",
         )
@@ -749,7 +749,7 @@ impl Store {
         validate_key(&tag.key, KeyKind::Tag)?;
         validate_max_length("value", &tag.value, MAX_REGISTERED_MODEL_TAG_VALUE_LENGTH)?;
         self.require_version(name, version).await?;
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.begin_write().await?;
         upsert_version_tag(&mut tx, name, version, tag).await?;
         tx.commit().await?;
         Ok(())
@@ -900,7 +900,7 @@ impl Store {
         user: &str,
     ) -> Result<ModelVersion> {
         let stage = canonical_stage(stage)?;
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.begin_write().await?;
         tx_transition_stage(
             &mut tx,
             name,
@@ -926,7 +926,7 @@ impl Store {
     ) -> Result<()> {
         validate_alias(alias)?;
         self.require_registered_model(name).await?;
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.begin_write().await?;
         tx_set_alias(&mut tx, name, alias, version, user, None).await?;
         tx.commit().await?;
         Ok(())
@@ -940,7 +940,7 @@ impl Store {
     ) -> Result<()> {
         validate_alias(alias)?;
         self.require_registered_model(name).await?;
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.begin_write().await?;
         let previous: Option<i64> = alias_version(&mut *tx, name, alias).await?;
         let Some(previous) = previous else {
             return Err(MlflowError::not_found(format!(

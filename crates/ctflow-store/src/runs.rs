@@ -192,7 +192,7 @@ impl Store {
             experiment.artifact_location.trim_end_matches('/')
         );
         let start_time = new.start_time.unwrap_or_else(now_ms);
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.begin_write().await?;
         sqlx::query(
             "INSERT INTO runs (run_uuid, name, experiment_id, user_id, status, start_time, artifact_uri, lifecycle_stage) \
              VALUES ($1, $2, $3, $4, 'RUNNING', $5, $6, 'active')",
@@ -443,7 +443,7 @@ impl Store {
         if let Some(status) = &update.status {
             validate_run_status(status)?;
         }
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.begin_write().await?;
         require_active_run(&mut tx, run_id).await?;
         if let Some(status) = &update.status {
             sqlx::query("UPDATE runs SET status = $1 WHERE run_uuid = $2")
@@ -511,7 +511,7 @@ impl Store {
     pub async fn log_param(&self, run_id: &str, key: &str, value: &str) -> Result<()> {
         validate_key(key, KeyKind::Param)?;
         let param = KeyValue::new(key, truncate_chars(value, MAX_PARAM_VALUE_LENGTH));
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.begin_write().await?;
         require_active_run(&mut tx, run_id).await?;
         insert_params(&mut tx, self.backend, run_id, &[param], ParamStyle::Single).await?;
         tx.commit().await?;
@@ -529,7 +529,7 @@ impl Store {
     }
 
     pub async fn delete_tag(&self, run_id: &str, key: &str) -> Result<()> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.begin_write().await?;
         require_active_run(&mut tx, run_id).await?;
         let done = sqlx::query("DELETE FROM tags WHERE run_uuid = $1 AND key = $2")
             .bind(run_id)
@@ -606,7 +606,7 @@ impl Store {
             .map(|t| KeyValue::new(t.key, truncate_chars(&t.value, MAX_TAG_VALUE_LENGTH)))
             .collect();
 
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.begin_write().await?;
         require_active_run(&mut tx, run_id).await?;
         if !params.is_empty() {
             insert_params(&mut tx, self.backend, run_id, &params, ParamStyle::Batch).await?;
@@ -678,7 +678,7 @@ impl Store {
                 )?;
             }
         }
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.begin_write().await?;
         let experiment_id = require_active_run(&mut tx, run_id).await?;
         for input in &datasets {
             let d = &input.dataset;
@@ -748,7 +748,7 @@ impl Store {
     }
 
     pub async fn log_outputs(&self, run_id: &str, outputs: Vec<ModelOutput>) -> Result<()> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.begin_write().await?;
         require_active_run(&mut tx, run_id).await?;
         for output in &outputs {
             if output.model_id.is_empty() {

@@ -56,6 +56,7 @@ const CASES: &[(&str, Case)] = cases![
     pipeline_runs_move_by_compare_and_set,
     promotion_is_all_or_nothing,
     rollback_follows_the_ledger,
+    leases_have_one_holder,
 ];
 
 fn code(err: Error) -> ErrorCode {
@@ -2217,6 +2218,90 @@ async fn rollback_follows_the_ledger(store: Store) {
     );
 }
 
+async fn leases_have_one_holder(store: Store) {
+    use std::time::Duration;
+    let long = Duration::from_secs(60);
+    assert_eq!(
+        store
+            .acquire_lease("controller", "a", long)
+            .await
+            .expect("db"),
+        Some(1)
+    );
+    // Someone else cannot take a lease that has not ended; its holder renews it.
+    assert_eq!(
+        store
+            .acquire_lease("controller", "b", long)
+            .await
+            .expect("db"),
+        None
+    );
+    assert_eq!(
+        store
+            .acquire_lease("controller", "a", long)
+            .await
+            .expect("db"),
+        Some(1)
+    );
+    let held = store
+        .lease("controller")
+        .await
+        .expect("db")
+        .expect("a lease");
+    assert_eq!(held.holder, "a");
+    // An ended lease goes to the next taker, with a new generation.
+    store.release_lease("controller", "a").await.expect("db");
+    assert_eq!(
+        store
+            .acquire_lease("controller", "b", long)
+            .await
+            .expect("db"),
+        Some(2)
+    );
+    assert_eq!(
+        store
+            .acquire_lease("controller", "a", long)
+            .await
+            .expect("db"),
+        None
+    );
+    // Releasing someone else's lease changes nothing.
+    store.release_lease("controller", "a").await.expect("db");
+    assert_eq!(
+        store
+            .lease("controller")
+            .await
+            .expect("db")
+            .expect("a lease")
+            .holder,
+        "b"
+    );
+    // A lease that ran out is free too.
+    assert_eq!(
+        store
+            .acquire_lease("short", "a", Duration::from_millis(1))
+            .await
+            .expect("db"),
+        Some(1)
+    );
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert_eq!(
+        store.acquire_lease("short", "b", long).await.expect("db"),
+        Some(2)
+    );
+    // Many at once: exactly one wins.
+    let takers = (0..8).map(|i| {
+        let store = store.clone();
+        async move { store.acquire_lease("race", &format!("t{i}"), long).await }
+    });
+    let won = futures::future::join_all(takers)
+        .await
+        .into_iter()
+        .filter(|r| matches!(r, Ok(Some(_))))
+        .count();
+    assert_eq!(won, 1);
+}
+
 async fn run_all(mut open: impl AsyncFnMut(&str) -> Store) {
     let mut failures = Vec::new();
     for (name, case) in CASES {
@@ -2273,4 +2358,47 @@ async fn sqlite_writes_survive_a_reopen() {
     drop(store);
     let reopened = Store::open(options(uri)).await.unwrap();
     assert_eq!(reopened.get_run(&id).await.unwrap().data.metrics.len(), 1);
+}
+
+/// Separate processes on one SQLite file (here: two stores, each with its own writer):
+/// read-then-write transactions must wait for the other writer, not fail with
+/// SQLITE_BUSY_SNAPSHOT.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_shared_by_two_writers_loses_no_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let uri = format!("sqlite:///{}/shared.db", dir.path().display());
+    let first = Store::open(options(uri.clone())).await.unwrap();
+    let second = Store::open(options(uri)).await.unwrap();
+    let doc = pipeline_document("shared", serde_json::json!({"concurrencyPolicy": "Allow"}));
+    first.put_pipeline(&doc, "api", "/base").await.unwrap();
+    let writers = [first.clone(), second.clone()]
+        .into_iter()
+        .enumerate()
+        .map(|(w, store)| {
+            tokio::spawn(async move {
+                for i in 0..40 {
+                    let event = TriggerEvent::new("shared", "manual", format!("manual:{w}-{i}"));
+                    let Recorded::Created(run) = store.record_trigger(&event).await? else {
+                        panic!("a new key records a run");
+                    };
+                    store
+                        .modify_pipeline_run(
+                            &run.id,
+                            &[Phase::Pending],
+                            |r| r.phase = Phase::Queued,
+                            Some(PipelineRunEvent::new("attempt", "queued")),
+                        )
+                        .await?;
+                }
+                Ok::<(), ctflow_store::Error>(())
+            })
+        });
+    for writer in futures::future::join_all(writers).await {
+        writer.unwrap().expect("every write commits");
+    }
+    let queued = first
+        .list_pipeline_runs(Some("shared"), &[Phase::Queued], 1000)
+        .await
+        .unwrap();
+    assert_eq!(queued.len(), 80);
 }

@@ -44,33 +44,8 @@ impl ObjectStores {
     }
 }
 
-#[cfg(feature = "s3")]
 fn s3_client(bucket: &str) -> Result<Arc<dyn ObjectStore>, Error> {
-    use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
-    // HTTPS needs a process-wide rustls provider; ring is the one the rest of ctflow
-    // uses. Installing fails harmlessly when one is already there.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
-    if let Ok(endpoint) = std::env::var("MLFLOW_S3_ENDPOINT_URL") {
-        builder = builder.with_endpoint(endpoint);
-    }
-    if builder
-        .get_config_value(&AmazonS3ConfigKey::Endpoint)
-        .is_some_and(|e| e.starts_with("http://"))
-    {
-        builder = builder.with_allow_http(true);
-    }
-    let client = builder
-        .build()
-        .map_err(|e| Error::Source(format!("cannot use the bucket '{bucket}': {e}")))?;
-    Ok(Arc::new(client))
-}
-
-#[cfg(not(feature = "s3"))]
-fn s3_client(bucket: &str) -> Result<Arc<dyn ObjectStore>, Error> {
-    Err(Error::Source(format!(
-        "s3://{bucket}: this ctflow was built without object-storage support (feature s3)"
-    )))
+    ctflow_store::object_artifacts::s3_client(bucket).map_err(|e| Error::Source(e.to_string()))
 }
 
 /// A glob of data files or objects.

@@ -4,6 +4,8 @@
 
 pub mod client;
 pub mod execute;
+mod orphans;
 mod pool;
 
-pub use pool::{PoolConfig, WorkerPool, discover_gpus};
+pub use orphans::reap_orphans;
+pub use pool::{PoolConfig, WorkerPool, discover_gpus, worker_name};

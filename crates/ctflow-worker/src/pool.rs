@@ -1,12 +1,19 @@
-//! The local worker pool: N workers take jobs from the bus and run them as processes.
+//! The worker pool: N workers take jobs from the bus and run them as processes.
 //! GPUs are a resource of the pool: a job that asks for some gets its own through
 //! `CUDA_VISIBLE_DEVICES` and waits until enough are free.
+//!
+//! A job is settled on the bus only after its report is: a worker that dies mid-job
+//! leaves it to be delivered again, and the next worker marks the dead attempt's MLflow
+//! run failed before it starts over. Before it runs a job, a worker asks the server
+//! whether the pipeline run still wants that attempt, so a duplicate or stale delivery
+//! never trains twice.
 
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use ctflow_bus::{Bus, CiResult, Job, JobEvent, JobStatus};
+use ctflow_bus::{Bus, CiResult, Delivery, Job, JobEvent, JobStatus, Lease};
 use ctflow_core::gpu::{GpuPool, parse_nvidia_smi_indices};
 use ctflow_core::schedule::logical_time_text;
 use ctflow_metrics::{JobLabels, Metrics};
@@ -28,6 +35,45 @@ pub struct PoolConfig {
     pub gpus: Vec<u32>,
     /// Who the runs are recorded as.
     pub user: String,
+    /// On shutdown, running jobs get this long to finish before they are stopped and
+    /// handed back to the bus for another worker.
+    pub shutdown_grace: Duration,
+    /// How often one attempt may be started by workers that then died (their runs are
+    /// tagged `ctflow.worker_lost`); the next delivery records the attempt as failed.
+    pub max_starts: u32,
+}
+
+/// How often processes left by dead workers are looked for.
+const REAP_INTERVAL: Duration = Duration::from_secs(2);
+/// A job the server could not be asked about comes back after this long.
+const HAND_BACK_DELAY: Duration = Duration::from_secs(1);
+
+/// The run tag that holds a finished job's outcome (status, message, CI results).
+const OUTCOME_TAG: &str = "ctflow.outcome";
+/// MLflow's limit on a tag value.
+const OUTCOME_TAG_LIMIT: usize = 8000;
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct RecordedOutcome {
+    status: JobStatus,
+    message: String,
+    ci: Vec<CiResult>,
+}
+
+/// What became of the earlier deliveries of a job.
+enum Earlier {
+    /// One finished it; this is its report.
+    Finished(JobEvent),
+    /// None finished it; this many of its runs were lost with their workers.
+    Lost(u32),
+}
+
+/// What becomes of a delivery.
+enum Outcome {
+    /// Report this to the controller, then settle the delivery.
+    Report(JobEvent),
+    /// Not finished here: another worker takes it.
+    HandBack(String),
 }
 
 /// Finds local GPUs with `nvidia-smi`; none when it is missing or finds none.
@@ -41,6 +87,34 @@ pub fn discover_gpus() -> Vec<u32> {
         }
         _ => Vec::new(),
     }
+}
+
+/// Settles a reported job, trying again for a while: a lost ack means the job comes
+/// back (and is then reported again from its run's recorded outcome).
+async fn settle(lease: &dyn Lease, job: &Job) {
+    let mut tries = 0;
+    loop {
+        match lease.done().await {
+            Ok(()) => return,
+            Err(error) if tries < 20 => {
+                tries += 1;
+                tracing::debug!(%error, tries, "cannot settle a finished job yet");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, pipeline_run = job.pipeline_run, "cannot settle a finished job; it comes again and is reported from its recorded outcome");
+                return;
+            }
+        }
+    }
+}
+
+/// `<host>-<pid>`: which worker ran a job, as its runs are tagged.
+pub fn worker_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "host".into());
+    format!("{host}-{}", std::process::id())
 }
 
 fn finished(
@@ -78,6 +152,10 @@ pub struct WorkerPool {
     config: PoolConfig,
     gpus: Arc<Gpus>,
     metrics: Arc<Metrics>,
+    /// Written into each job's environment (see `orphans`).
+    identity: String,
+    /// Host and pid, the `ctflow.worker` tag of the runs this pool starts.
+    name: String,
 }
 
 /// Writes a job's output to its log file and reports milestones to the controller.
@@ -142,6 +220,8 @@ impl WorkerPool {
             config,
             gpus,
             metrics: Arc::new(Metrics::new()),
+            identity: crate::orphans::worker_identity(),
+            name: worker_name(),
         })
     }
 
@@ -151,7 +231,8 @@ impl WorkerPool {
         self
     }
 
-    /// Runs the workers until `shutdown`; jobs in flight are stopped.
+    /// Runs the workers until `shutdown`; jobs in flight get the grace period to finish,
+    /// then are stopped and handed back.
     pub async fn run(self, shutdown: CancellationToken) {
         let this = Arc::new(self);
         let mut workers = tokio::task::JoinSet::new();
@@ -159,48 +240,345 @@ impl WorkerPool {
         this.metrics
             .workers
             .set(i64::try_from(count).unwrap_or(i64::MAX));
+        {
+            let shutdown = shutdown.clone();
+            workers.spawn(async move {
+                loop {
+                    let orphans = tokio::task::spawn_blocking(crate::orphans::reap_orphans)
+                        .await
+                        .unwrap_or_default();
+                    if !orphans.is_empty() {
+                        tracing::warn!(?orphans, "stopped job processes whose worker died");
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(REAP_INTERVAL) => {}
+                        _ = shutdown.cancelled() => return,
+                    }
+                }
+            });
+        }
         for worker in 0..count {
             let this = this.clone();
             let shutdown = shutdown.clone();
             workers.spawn(async move {
                 loop {
-                    let job = tokio::select! {
-                        job = this.bus.next_job() => job,
+                    let delivery = tokio::select! {
+                        delivery = this.bus.next_job() => delivery,
                         _ = shutdown.cancelled() => None,
                     };
-                    let Some(job) = job else { break };
+                    let Some(delivery) = delivery else { break };
                     tracing::info!(
                         worker,
-                        pipeline_run = job.pipeline_run,
-                        attempt = job.attempt,
+                        pipeline_run = delivery.item.pipeline_run,
+                        attempt = delivery.item.attempt,
+                        delivered = delivery.delivered,
                         "job taken"
                     );
-                    this.metrics.workers_busy.inc();
-                    let started = std::time::Instant::now();
-                    let event = this.run_job(&job, &shutdown).await;
-                    this.metrics.workers_busy.dec();
-                    if let JobEvent::Finished { status, .. } = &event {
-                        this.metrics
-                            .jobs
-                            .get_or_create(&JobLabels {
-                                pipeline: job.pipeline.clone(),
-                                status: status.as_label().into(),
-                            })
-                            .observe(started.elapsed().as_secs_f64());
-                    }
-                    this.bus.forget(&job.pipeline_run);
-                    if let Err(error) = this.bus.report(event).await {
-                        tracing::warn!(%error, "cannot report a finished job");
-                    }
+                    this.take(delivery, &shutdown).await;
                 }
             });
         }
         while workers.join_next().await.is_some() {}
     }
 
-    async fn run_job(&self, job: &Job, shutdown: &CancellationToken) -> JobEvent {
-        let finished =
-            |status, run_id, message: String, ci| finished(job, status, run_id, message, ci);
+    /// Runs one delivery and settles it.
+    async fn take(&self, delivery: Delivery<Job>, shutdown: &CancellationToken) {
+        let Delivery {
+            item: job,
+            delivered,
+            exhausted,
+            lease,
+        } = delivery;
+        let lease: Arc<dyn Lease> = Arc::from(lease);
+        let earlier = if delivered > 1 {
+            self.earlier_deliveries(&job, delivered).await
+        } else {
+            Earlier::Lost(0)
+        };
+        let outcome = match earlier {
+            // NB: its worker finished it and stored the outcome on the run, but the
+            // settling ack was lost: report that outcome again (the bus drops the
+            // repeat by its id) instead of training twice.
+            Earlier::Finished(event) => Outcome::Report(event),
+            Earlier::Lost(_) if exhausted => Outcome::Report(finished(
+                &job,
+                JobStatus::Failed,
+                None,
+                format!(
+                    "attempt {} was delivered {delivered} times, the bus's limit, without finishing",
+                    job.attempt
+                ),
+                Vec::new(),
+            )),
+            Earlier::Lost(lost) => match self.still_wanted(&job, delivered).await {
+                Ok(true) if lost >= self.config.max_starts.max(1) => Outcome::Report(finished(
+                    &job,
+                    JobStatus::Failed,
+                    None,
+                    format!(
+                        "attempt {} was started {lost} time(s) by workers that died before finishing it",
+                        job.attempt
+                    ),
+                    Vec::new(),
+                )),
+                Ok(true) => self.run_delivered(&job, lease.clone(), shutdown).await,
+                Ok(false) => {
+                    tracing::info!(
+                        pipeline_run = job.pipeline_run,
+                        attempt = job.attempt,
+                        delivered,
+                        "the pipeline run no longer wants this attempt; dropped"
+                    );
+                    self.bus.forget(&job.pipeline_run);
+                    if let Err(error) = lease.done().await {
+                        tracing::warn!(%error, "cannot settle a stale job");
+                    }
+                    return;
+                }
+                Err(error) => Outcome::HandBack(format!("cannot ask the server about it: {error}")),
+            },
+        };
+        self.bus.forget(&job.pipeline_run);
+        match outcome {
+            Outcome::Report(event) => match self.report(&event).await {
+                // NB: settled only once the report is stored, so a worker dying in
+                // between leaves the job to be delivered again, never lost.
+                Ok(()) => settle(lease.as_ref(), &job).await,
+                Err(error) => {
+                    tracing::error!(%error, pipeline_run = job.pipeline_run, "cannot report a finished job; it will be delivered again");
+                }
+            },
+            Outcome::HandBack(why) => {
+                tracing::info!(
+                    pipeline_run = job.pipeline_run,
+                    attempt = job.attempt,
+                    why,
+                    "job handed back"
+                );
+                if let Err(error) = lease.hand_back(HAND_BACK_DELAY).await {
+                    tracing::warn!(%error, "cannot hand a job back; it returns when its lease ends");
+                }
+            }
+        }
+    }
+
+    async fn report(&self, event: &JobEvent) -> Result<(), ctflow_bus::Error> {
+        self.record_outcome(event).await;
+        self.bus.report(event.clone()).await
+    }
+
+    /// Runs a job with its lease kept alive, counting it in the metrics.
+    async fn run_delivered(
+        &self,
+        job: &Job,
+        lease: Arc<dyn Lease>,
+        shutdown: &CancellationToken,
+    ) -> Outcome {
+        let keep_alive = self.keep_alive(lease);
+        self.metrics.workers_busy.inc();
+        let started = std::time::Instant::now();
+        let outcome = self.run_job(job, shutdown).await;
+        self.metrics.workers_busy.dec();
+        if let Some(task) = keep_alive {
+            task.abort();
+        }
+        if let Outcome::Report(JobEvent::Finished { status, .. }) = &outcome {
+            self.metrics
+                .jobs
+                .get_or_create(&JobLabels {
+                    pipeline: job.pipeline.clone(),
+                    status: status.as_label().into(),
+                })
+                .observe(started.elapsed().as_secs_f64());
+        }
+        outcome
+    }
+
+    /// Keeps a job's lease while it runs, where the bus needs that.
+    fn keep_alive(&self, lease: Arc<dyn Lease>) -> Option<tokio::task::JoinHandle<()>> {
+        let every = self.bus.keep_alive_interval()?;
+        Some(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                if let Err(error) = lease.keep_alive().await {
+                    tracing::warn!(%error, "cannot renew a job's lease");
+                }
+            }
+        }))
+    }
+
+    /// Whether the pipeline run still waits for this attempt: a first delivery must find
+    /// it queued; a later one (its first worker died or handed it back) may find it running.
+    async fn still_wanted(
+        &self,
+        job: &Job,
+        delivered: u64,
+    ) -> Result<bool, crate::client::ClientError> {
+        let described = self
+            .client
+            .get_path(
+                &format!("/api/ctflow/v1/pipeline-runs/{}", job.pipeline_run),
+                &[],
+            )
+            .await;
+        let described = match described {
+            Ok(described) => described,
+            Err(error) if error.code() == Some("RESOURCE_DOES_NOT_EXIST") => return Ok(false),
+            Err(error) => return Err(error),
+        };
+        let run = &described["pipeline_run"];
+        let phase = run["phase"].as_str().unwrap_or_default();
+        let attempt = run["attempt"].as_i64().unwrap_or_default();
+        Ok(attempt == job.attempt && (phase == "Queued" || (phase == "Running" && delivered > 1)))
+    }
+
+    /// After a redelivery, what became of the earlier ones: finished with an outcome on
+    /// record, or lost with their worker (a run still RUNNING is marked FAILED and tagged
+    /// `ctflow.worker_lost`), counting this attempt's runs lost that way.
+    async fn earlier_deliveries(&self, job: &Job, delivered: u64) -> Earlier {
+        match self.try_earlier_deliveries(job, delivered).await {
+            Ok(earlier) => earlier,
+            Err(error) => {
+                tracing::warn!(%error, pipeline_run = job.pipeline_run, "cannot check the runs of earlier deliveries");
+                Earlier::Lost(0)
+            }
+        }
+    }
+
+    async fn try_earlier_deliveries(
+        &self,
+        job: &Job,
+        delivered: u64,
+    ) -> Result<Earlier, crate::client::ClientError> {
+        let described = self
+            .client
+            .get_path(
+                &format!("/api/ctflow/v1/pipeline-runs/{}", job.pipeline_run),
+                &[],
+            )
+            .await?;
+        let Some(run_id) = described["pipeline_run"]["run_id"].as_str() else {
+            return Ok(Earlier::Lost(0));
+        };
+        let run = self
+            .client
+            .get("runs/get", &[("run_id", run_id.to_string())])
+            .await?;
+        let info = &run["run"]["info"];
+        let tag = |key: &str| {
+            run["run"]["data"]["tags"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|t| t["key"] == key)
+                .and_then(|t| t["value"].as_str())
+                .map(str::to_string)
+        };
+        if tag("ctflow.attempt") == Some(job.attempt.to_string()) {
+            if info["status"] == "RUNNING" {
+                self.client
+                    .post(
+                        "runs/set-tag",
+                        &serde_json::json!({
+                            "run_id": run_id,
+                            "key": "ctflow.worker_lost",
+                            "value": format!("its worker stopped; the job was delivered again (delivery {delivered})"),
+                        }),
+                    )
+                    .await?;
+                self.client
+                    .post(
+                        "runs/update",
+                        &serde_json::json!({
+                            "run_id": run_id,
+                            "status": "FAILED",
+                            "end_time": ctflow_core::now_ms(),
+                        }),
+                    )
+                    .await?;
+                tracing::warn!(
+                    pipeline_run = job.pipeline_run,
+                    run_id,
+                    "marked the run of a dead worker FAILED"
+                );
+            } else if let Some(outcome) = tag(OUTCOME_TAG)
+                .and_then(|text| serde_json::from_str::<RecordedOutcome>(&text).ok())
+            {
+                return Ok(Earlier::Finished(finished(
+                    job,
+                    outcome.status,
+                    Some(run_id.to_string()),
+                    outcome.message,
+                    outcome.ci,
+                )));
+            }
+        }
+        let Some(experiment_id) = info["experiment_id"].as_str() else {
+            return Ok(Earlier::Lost(0));
+        };
+        let filter = format!(
+            "tags.\"ctflow.pipeline_run\" = '{}' and tags.\"ctflow.attempt\" = '{}' and tags.\"ctflow.worker_lost\" LIKE '%'",
+            job.pipeline_run, job.attempt
+        );
+        let found = self
+            .client
+            .post(
+                "runs/search",
+                &serde_json::json!({
+                    "experiment_ids": [experiment_id],
+                    "filter": filter,
+                    "max_results": 1000,
+                }),
+            )
+            .await?;
+        let lost = found["runs"].as_array().map_or(0, |runs| runs.len());
+        Ok(Earlier::Lost(u32::try_from(lost).unwrap_or(u32::MAX)))
+    }
+
+    /// Records a finished job's outcome on its run before it is reported, so a worker that
+    /// gets the job again (the settling ack was lost) reports it instead of training twice.
+    async fn record_outcome(&self, event: &JobEvent) {
+        let JobEvent::Finished {
+            status,
+            run_id: Some(run_id),
+            message,
+            ci,
+            ..
+        } = event
+        else {
+            return;
+        };
+        let mut outcome = RecordedOutcome {
+            status: *status,
+            message: message.clone(),
+            ci: ci.clone(),
+        };
+        let mut text = serde_json::to_string(&outcome).unwrap_or_default();
+        if text.len() > OUTCOME_TAG_LIMIT {
+            for check in &mut outcome.ci {
+                check.output_tail.clear();
+            }
+            text = serde_json::to_string(&outcome).unwrap_or_default();
+        }
+        if text.is_empty() || text.len() > OUTCOME_TAG_LIMIT {
+            return;
+        }
+        let recorded = self
+            .client
+            .post(
+                "runs/set-tag",
+                &serde_json::json!({"run_id": run_id, "key": OUTCOME_TAG, "value": text}),
+            )
+            .await;
+        if let Err(error) = recorded {
+            tracing::warn!(%error, run_id, "cannot record a job's outcome on its run");
+        }
+    }
+
+    async fn run_job(&self, job: &Job, shutdown: &CancellationToken) -> Outcome {
+        let finished = |status, run_id, message: String, ci| {
+            Outcome::Report(finished(job, status, run_id, message, ci))
+        };
         let wanted = job.spec.resources.gpu;
         if let Err(error) = self.gpus.lock().check(wanted) {
             return finished(
@@ -224,16 +602,20 @@ impl WorkerPool {
                     return finished(JobStatus::Canceled, None, "canceled while waiting for GPUs".into(), Vec::new());
                 }
                 _ = shutdown.cancelled() => {
-                    return finished(JobStatus::Canceled, None, "the worker stopped".into(), Vec::new());
+                    return Outcome::HandBack("the worker stopped while it waited for GPUs".into());
                 }
             }
         };
+        let grace = self.config.shutdown_grace;
         let stopper = {
             let (stop, cancel, shutdown) = (stop.clone(), cancel.clone(), shutdown.clone());
             tokio::spawn(async move {
                 tokio::select! {
                     _ = cancel.cancelled() => {}
-                    _ = shutdown.cancelled() => {}
+                    _ = async {
+                        shutdown.cancelled().await;
+                        tokio::time::sleep(grace).await;
+                    } => {}
                 }
                 stop.cancel();
             })
@@ -242,7 +624,22 @@ impl WorkerPool {
         stopper.abort();
         self.gpus.lock().release(&gpus);
         self.gpus.freed.notify_waiters();
-        event
+        let stopped_for_shutdown = matches!(
+            &event,
+            JobEvent::Finished {
+                status: JobStatus::Canceled,
+                ..
+            }
+        ) && shutdown.is_cancelled()
+            && !cancel.is_cancelled();
+        if stopped_for_shutdown {
+            Outcome::HandBack(format!(
+                "the worker stopped and the job did not finish within {}s",
+                grace.as_secs()
+            ))
+        } else {
+            Outcome::Report(event)
+        }
     }
 
     fn request(&self, job: &Job, gpus: &[u32]) -> RunRequest {
@@ -254,6 +651,7 @@ impl WorkerPool {
             ("ctflow.pipeline_run".to_string(), job.pipeline_run.clone()),
             ("ctflow.trigger".to_string(), job.trigger.kind.clone()),
             ("ctflow.attempt".to_string(), job.attempt.to_string()),
+            ("ctflow.worker".to_string(), self.name.clone()),
         ];
         let mut env = vec![
             ("CTFLOW_PIPELINE".to_string(), job.pipeline.clone()),
@@ -262,6 +660,10 @@ impl WorkerPool {
                 job.pipeline_run.clone(),
             ),
             ("CTFLOW_TRIGGER".to_string(), job.trigger.kind.clone()),
+            (
+                crate::orphans::WORKER_VAR.to_string(),
+                self.identity.clone(),
+            ),
         ];
         if let Some(ms) = job.trigger.logical_time {
             let logical = logical_time_text(ms);

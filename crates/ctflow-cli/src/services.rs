@@ -1,0 +1,383 @@
+//! The distributed services: `ctflow controller`, `ctflow worker` and `ctflow watcher`,
+//! each a separate process meeting the others on a NATS JetStream bus (and, for the
+//! controller and the watcher, in the store). Each answers `/health`, `/ready` and
+//! `/metrics` on its own port.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use ctflow_bus::{Bus, NatsBus, NatsConfig};
+use ctflow_controller::{ControllerConfig, Election, run_elected};
+use ctflow_metrics::Metrics;
+use ctflow_server::service::{ReadinessCheck, serve_service, service_router};
+use ctflow_server::{bus_check, store_check};
+use ctflow_worker::execute::default_env_cache;
+use ctflow_worker::{PoolConfig, WorkerPool, discover_gpus, worker_name};
+use tokio_util::sync::CancellationToken;
+
+use crate::client::current_user;
+use crate::shutdown_signal;
+
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
+    ctflow_core::pipeline::DurationSpec::parse(text).map(|d| d.0)
+}
+
+/// How a service reaches the bus.
+#[derive(Args, Debug, Clone)]
+pub(crate) struct BusArgs {
+    /// The NATS server (with JetStream) that carries jobs and events: nats://host:4222.
+    #[arg(long = "bus", env = "CTFLOW_BUS")]
+    pub(crate) bus: Option<String>,
+    /// Prefix of the bus's streams and subjects; installations sharing a NATS server
+    /// need different ones.
+    #[arg(long, env = "CTFLOW_BUS_NAMESPACE", default_value = "ctflow")]
+    pub(crate) bus_namespace: String,
+    /// A job whose worker shows no sign of life for this long goes to another worker.
+    #[arg(long, env = "CTFLOW_JOB_LEASE", default_value = "30s", value_parser = parse_duration)]
+    pub(crate) job_lease: Duration,
+    /// JetStream's delivery limit per job, the backstop against a job that brings down
+    /// every worker that takes it (its last delivery is recorded as failed).
+    #[arg(long, env = "CTFLOW_JOB_MAX_DELIVER", default_value_t = 20)]
+    pub(crate) job_max_deliver: i64,
+}
+
+impl BusArgs {
+    /// The NATS bus, when `--bus` names one.
+    pub(crate) async fn connect(&self) -> Result<Option<Arc<dyn Bus>>> {
+        let Some(url) = &self.bus else {
+            return Ok(None);
+        };
+        if !(url.starts_with("nats://") || url.starts_with("tls://")) {
+            bail!("--bus must be a nats:// URL, not '{url}'");
+        }
+        let mut config = NatsConfig::new(url.clone());
+        config.namespace = self.bus_namespace.clone();
+        config.ack_wait = self.job_lease;
+        config.max_deliver = self.job_max_deliver;
+        let bus = NatsBus::connect(config)
+            .await
+            .with_context(|| format!("cannot use the bus at {url}"))?;
+        Ok(Some(Arc::new(bus)))
+    }
+
+    async fn required(&self, service: &str) -> Result<Arc<dyn Bus>> {
+        match self.connect().await? {
+            Some(bus) => Ok(bus),
+            None => bail!(
+                "ctflow {service} needs a bus: pass --bus nats://HOST:4222 (or set CTFLOW_BUS)"
+            ),
+        }
+    }
+}
+
+/// Where a service answers `/health`, `/ready` and `/metrics`.
+#[derive(Args, Debug, Clone)]
+pub(crate) struct OpsArgs {
+    /// Address of the health, readiness and metrics endpoints.
+    #[arg(long, env = "CTFLOW_OPS_HOST", default_value = "127.0.0.1")]
+    pub(crate) ops_host: IpAddr,
+    /// Port of those endpoints (0 picks a free one, printed at start).
+    #[arg(long, env = "CTFLOW_OPS_PORT", default_value_t = 0)]
+    pub(crate) ops_port: u16,
+    /// A YAML file of settings, keyed by flag name (`bus: nats://...`); flags and
+    /// environment variables win over it.
+    #[arg(long, env = "CTFLOW_CONFIG")]
+    pub(crate) config: Option<PathBuf>,
+}
+
+/// Starts the ops endpoints; returns the task.
+async fn serve_ops(
+    service: &'static str,
+    ops: &OpsArgs,
+    checks: Vec<(&'static str, ReadinessCheck)>,
+    metrics: Arc<Metrics>,
+    shutdown: &CancellationToken,
+) -> Result<tokio::task::JoinHandle<()>> {
+    let listener = tokio::net::TcpListener::bind((ops.ops_host, ops.ops_port))
+        .await
+        .with_context(|| format!("cannot listen on {}:{}", ops.ops_host, ops.ops_port))?;
+    let addr = listener.local_addr()?;
+    println!("ctflow {service}: health, readiness and metrics on http://{addr}");
+    tracing::info!(%addr, service, "ops endpoints");
+    let router = service_router(service, checks, metrics);
+    let shutdown = shutdown.clone();
+    Ok(tokio::spawn(async move {
+        if let Err(error) =
+            serve_service(listener, router, async move { shutdown.cancelled().await }).await
+        {
+            tracing::error!(%error, "the ops endpoints stopped");
+        }
+    }))
+}
+
+/// A token cancelled on SIGTERM or Ctrl-C.
+fn on_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let fired = token.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        fired.cancel();
+    });
+    token
+}
+
+/// The database of the services that read and write the store directly.
+#[derive(Args, Debug, Clone)]
+pub(crate) struct StoreArgs {
+    /// Database: sqlite:///path/to/file.db or postgresql://user@host/db.
+    #[arg(
+        long,
+        env = "CTFLOW_BACKEND_STORE_URI",
+        default_value = "sqlite:///ctflow-data/ctflow.db"
+    )]
+    backend_store_uri: String,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct ControllerArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// A folder of pipeline files (*.yaml), re-read when they change.
+    #[arg(long, env = "CTFLOW_PIPELINES")]
+    pipelines: Option<PathBuf>,
+    /// How long the active controller's lease lasts without renewal: a standby takes
+    /// over within about this long after the leader dies.
+    #[arg(long, env = "CTFLOW_LEADER_LEASE", default_value = "15s", value_parser = parse_duration)]
+    leader_lease: Duration,
+    /// This controller's name in the lease (default: host name and process id).
+    #[arg(long, env = "CTFLOW_CONTROLLER_ID")]
+    id: Option<String>,
+    #[command(flatten)]
+    bus: BusArgs,
+    #[command(flatten)]
+    ops: OpsArgs,
+}
+
+pub(crate) async fn controller(args: ControllerArgs) -> Result<()> {
+    if args.leader_lease < Duration::from_secs(1) {
+        bail!("--leader-lease must be at least 1s");
+    }
+    let shutdown = on_signal();
+    let store = ctflow_store::Store::open(ctflow_store::StoreOptions {
+        backend_store_uri: args.store.backend_store_uri.clone(),
+        default_artifact_root: "mlflow-artifacts:/".into(),
+        max_connections: 8,
+    })
+    .await
+    .context("cannot open the store")?;
+    let bus = args.bus.required("controller").await?;
+    let election = Election::new(
+        args.id.clone().unwrap_or_else(worker_name),
+        args.leader_lease,
+    );
+    let leading = election.leading.clone();
+    let checks: Vec<(&'static str, ReadinessCheck)> = vec![
+        ("store", store_check(store.clone())),
+        ("bus", bus_check(bus.clone())),
+        (
+            "leader",
+            Arc::new(move || {
+                let leads = leading.load(Ordering::SeqCst);
+                Box::pin(async move {
+                    if leads {
+                        Ok(())
+                    } else {
+                        Err("standing by: another controller holds the lease".to_string())
+                    }
+                })
+            }),
+        ),
+    ];
+    let ops = serve_ops(
+        "controller",
+        &args.ops,
+        checks,
+        Arc::new(Metrics::new()),
+        &shutdown,
+    )
+    .await?;
+    if let Some(dir) = &args.pipelines {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create the pipelines folder {}", dir.display()))?;
+    }
+    tracing::info!(holder = election.holder, "controller started; electing");
+    let config = ControllerConfig {
+        pipelines_dir: args.pipelines.clone(),
+        user: "ctflow".into(),
+        workers_in_process: false,
+        ..ControllerConfig::default()
+    };
+    let result = run_elected(
+        store.clone(),
+        bus.clone(),
+        config,
+        election,
+        shutdown.clone(),
+    )
+    .await;
+    shutdown.cancel();
+    bus.close();
+    let _ = ops.await;
+    store.close().await;
+    result.map_err(anyhow::Error::from)
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct WorkerArgs {
+    /// The tracking server the jobs log to and that the worker asks about them.
+    #[arg(
+        long,
+        env = "MLFLOW_TRACKING_URI",
+        default_value = "http://127.0.0.1:5000"
+    )]
+    tracking_uri: String,
+    /// Jobs this worker runs at the same time.
+    #[arg(long, env = "CTFLOW_WORKER_CONCURRENCY", default_value_t = 1)]
+    concurrency: usize,
+    /// On SIGTERM, running jobs get this long to finish; then they are stopped and
+    /// handed back to the bus for another worker.
+    #[arg(long, env = "CTFLOW_SHUTDOWN_GRACE", default_value = "25s", value_parser = parse_duration)]
+    shutdown_grace: Duration,
+    /// Where job logs go.
+    #[arg(long, env = "CTFLOW_LOGS_DIR", default_value = "ctflow-data/logs")]
+    logs_dir: PathBuf,
+    /// How often one attempt may be started by workers that die before it ends; the
+    /// delivery after that records the attempt as failed.
+    #[arg(long, env = "CTFLOW_JOB_MAX_STARTS", default_value_t = 3)]
+    max_starts: u32,
+    #[command(flatten)]
+    bus: BusArgs,
+    #[command(flatten)]
+    ops: OpsArgs,
+}
+
+pub(crate) async fn worker(args: WorkerArgs) -> Result<()> {
+    if args.concurrency == 0 {
+        bail!("--concurrency must be at least 1");
+    }
+    let shutdown = on_signal();
+    let bus = args.bus.required("worker").await?;
+    let metrics = Arc::new(Metrics::new());
+    let server = args.tracking_uri.trim_end_matches('/').to_string();
+    let http = crate::client::connect(&server)?;
+    let checks: Vec<(&'static str, ReadinessCheck)> = vec![
+        ("bus", bus_check(bus.clone())),
+        (
+            "tracking_server",
+            Arc::new(move || {
+                let http = http.clone();
+                Box::pin(async move {
+                    http.get_path("/health", &[])
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| e.to_string())
+                })
+            }),
+        ),
+    ];
+    let ops = serve_ops("worker", &args.ops, checks, metrics.clone(), &shutdown).await?;
+    let gpus = discover_gpus();
+    let pool = WorkerPool::new(
+        bus.clone(),
+        PoolConfig {
+            workers: args.concurrency,
+            tracking_uri: server,
+            logs_dir: args.logs_dir.clone(),
+            env_cache: default_env_cache(),
+            gpus: gpus.clone(),
+            user: current_user(),
+            shutdown_grace: args.shutdown_grace,
+            max_starts: args.max_starts,
+        },
+    )?
+    .with_metrics(metrics);
+    tracing::info!(
+        concurrency = args.concurrency,
+        gpus = gpus.len(),
+        "worker started"
+    );
+    pool.run(shutdown.clone()).await;
+    shutdown.cancel();
+    bus.close();
+    let _ = ops.await;
+    Ok(())
+}
+
+/// The drift watcher over a server state's store and artifact repository.
+pub(crate) fn drift_watcher(
+    state: &ctflow_server::AppState,
+    bus: Arc<dyn Bus>,
+) -> ctflow_watcher::Watcher {
+    let mapping = state.clone();
+    ctflow_watcher::Watcher::new(
+        state.store.clone(),
+        bus,
+        state.artifacts.clone(),
+        Arc::new(move |uri: &str| mapping.repository_path(uri)),
+        ctflow_watcher::WatcherConfig::default(),
+    )
+    .with_metrics(state.metrics.clone())
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct WatcherArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// The artifact store drift reports are written to (the server's
+    /// --artifacts-destination: a folder or s3://bucket/prefix).
+    #[arg(
+        long,
+        env = "CTFLOW_ARTIFACTS_DESTINATION",
+        default_value = "ctflow-data/artifacts"
+    )]
+    artifacts_destination: String,
+    #[command(flatten)]
+    bus: BusArgs,
+    #[command(flatten)]
+    ops: OpsArgs,
+}
+
+pub(crate) async fn watcher(args: WatcherArgs) -> Result<()> {
+    let shutdown = on_signal();
+    let state = ctflow_server::AppState::open(&ctflow_server::ServerConfig {
+        backend_store_uri: args.store.backend_store_uri.clone(),
+        default_artifact_root: None,
+        artifacts_destination: args.artifacts_destination.clone(),
+        serve_artifacts: true,
+        max_connections: 8,
+    })
+    .await
+    .context("cannot open the store")?;
+    let bus = args.bus.required("watcher").await?;
+    let store = state.store.clone();
+    let metrics = state.metrics.clone();
+    let checks: Vec<(&'static str, ReadinessCheck)> = vec![
+        ("store", store_check(store.clone())),
+        ("bus", bus_check(bus.clone())),
+    ];
+    let ops = serve_ops("watcher", &args.ops, checks, metrics.clone(), &shutdown).await?;
+    let drift = drift_watcher(&state, bus.clone());
+    let data = ctflow_watcher::DataWatcher::new(
+        store.clone(),
+        bus.clone(),
+        ControllerConfig::default().reload_interval,
+    )
+    .with_metrics(metrics);
+    tracing::info!("watcher started");
+    let drift_task = {
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move { drift.run(shutdown).await })
+    };
+    let result = data.run(shutdown.clone()).await;
+    shutdown.cancel();
+    let _ = drift_task.await;
+    bus.close();
+    let _ = ops.await;
+    store.close().await;
+    result.map_err(anyhow::Error::from)
+}

