@@ -28,7 +28,7 @@ use ctflow_core::validation::normpath;
 use ctflow_core::{ErrorCode, MlflowError};
 use ctflow_metrics::{HttpLabels, Metrics, OperationLabels, RouteLabels, Snapshot};
 use ctflow_store::artifacts::{ArtifactRepository, LocalArtifactStore};
-use ctflow_store::object_artifacts::ObjectStoreArtifacts;
+use ctflow_store::object_artifacts::{ObjectStoreArtifacts, ObjectUrl};
 use ctflow_store::{Store, StoreOptions};
 
 use crate::error::{ApiError, ApiResult};
@@ -70,12 +70,21 @@ enum ArtifactRoot {
 impl AppState {
     pub async fn open(config: &ServerConfig) -> Result<AppState, ctflow_store::Error> {
         let (artifacts, artifact_root): (Arc<dyn ArtifactRepository>, ArtifactRoot) =
-            if config.artifacts_destination.starts_with("s3://") {
+            if ObjectUrl::parse(&config.artifacts_destination).is_some() {
                 let repository = ObjectStoreArtifacts::from_url(&config.artifacts_destination)?;
                 let url = repository.url().to_string();
                 (Arc::new(repository), ArtifactRoot::Object(url))
             } else {
-                let local = LocalArtifactStore::new(&config.artifacts_destination)?;
+                let destination = &config.artifacts_destination;
+                let folder = destination.strip_prefix("file://").unwrap_or(destination);
+                if folder.contains("://") {
+                    return Err(ctflow_store::Error::Config(format!(
+                        "unsupported artifacts destination '{destination}': use a folder, \
+                         s3://bucket/prefix, az://container/prefix or \
+                         wasbs://container@account.blob.core.windows.net/prefix"
+                    )));
+                }
+                let local = LocalArtifactStore::new(folder)?;
                 let root = local.root().to_path_buf();
                 (Arc::new(local), ArtifactRoot::Local(root))
             };

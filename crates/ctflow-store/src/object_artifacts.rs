@@ -1,10 +1,13 @@
-//! Artifacts on object storage (`s3://bucket/prefix`), through `object_store`, behind the
-//! same [`ArtifactRepository`] trait as the local store, so the server proxies them and
-//! clients need no cloud credentials.
+//! Artifacts on object storage, through `object_store`, behind the same
+//! [`ArtifactRepository`] trait as the local store, so the server proxies them and
+//! clients need no cloud credentials:
 //!
-//! Object storage is configured as the AWS tools and MLflow configure it: `AWS_*`
-//! variables (credentials, `AWS_REGION`, `AWS_ENDPOINT_URL`) and MLflow's
-//! `MLFLOW_S3_ENDPOINT_URL` for S3-compatible servers such as MinIO.
+//! - `s3://bucket/prefix`: configured as the AWS tools and MLflow configure it, `AWS_*`
+//!   variables (credentials, `AWS_REGION`, `AWS_ENDPOINT_URL`) and MLflow's
+//!   `MLFLOW_S3_ENDPOINT_URL` for S3-compatible servers such as MinIO;
+//! - `az://container/prefix`, or MLflow's `wasbs://container@account.blob.core.windows.net/prefix`
+//!   (and `abfss://`): `AZURE_*` variables (`AZURE_STORAGE_ACCOUNT_NAME`,
+//!   `AZURE_STORAGE_ACCOUNT_KEY`, `AZURE_STORAGE_USE_EMULATOR` for Azurite, ...).
 
 use std::sync::Arc;
 
@@ -56,9 +59,97 @@ pub fn s3_client(bucket: &str) -> Result<Arc<dyn ObjectStore>> {
 
 /// Splits `s3://bucket/prefix` into the bucket and the prefix (no slashes at its ends).
 pub fn split_s3_url(url: &str) -> Option<(&str, &str)> {
-    let rest = url.strip_prefix("s3://")?;
+    split_url(url, "s3://")
+}
+
+fn split_url<'a>(url: &'a str, scheme: &str) -> Option<(&'a str, &'a str)> {
+    let rest = url.strip_prefix(scheme)?;
     let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
     (!bucket.is_empty()).then_some((bucket, prefix.trim_matches('/')))
+}
+
+/// An object-storage location: which service, the bucket (or container and account),
+/// and the prefix under it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ObjectUrl<'a> {
+    S3 {
+        bucket: &'a str,
+        prefix: &'a str,
+    },
+    Azure {
+        container: &'a str,
+        /// From a `wasbs://container@account.blob.core.windows.net` URL.
+        account: Option<&'a str>,
+        prefix: &'a str,
+    },
+}
+
+impl<'a> ObjectUrl<'a> {
+    /// Reads an object-storage URL; `None` for anything else (a local path).
+    pub fn parse(url: &'a str) -> Option<ObjectUrl<'a>> {
+        if let Some((bucket, prefix)) = split_url(url, "s3://") {
+            return Some(ObjectUrl::S3 { bucket, prefix });
+        }
+        if let Some((container, prefix)) = split_url(url, "az://") {
+            return Some(ObjectUrl::Azure {
+                container,
+                account: None,
+                prefix,
+            });
+        }
+        for scheme in ["wasbs://", "wasb://", "abfss://", "abfs://"] {
+            if let Some((authority, prefix)) = split_url(url, scheme) {
+                let (container, host) = authority.split_once('@')?;
+                let account = host.split_once('.').map_or(host, |(account, _)| account);
+                if container.is_empty() || account.is_empty() {
+                    return None;
+                }
+                return Some(ObjectUrl::Azure {
+                    container,
+                    account: Some(account),
+                    prefix,
+                });
+            }
+        }
+        None
+    }
+
+    fn prefix(&self) -> &'a str {
+        match self {
+            ObjectUrl::S3 { prefix, .. } | ObjectUrl::Azure { prefix, .. } => prefix,
+        }
+    }
+
+    /// A client for the bucket or container, configured from the environment.
+    pub fn client(&self) -> Result<Arc<dyn ObjectStore>> {
+        match self {
+            ObjectUrl::S3 { bucket, .. } => s3_client(bucket),
+            ObjectUrl::Azure {
+                container, account, ..
+            } => azure_client(container, *account),
+        }
+    }
+}
+
+#[cfg(feature = "azure")]
+fn azure_client(container: &str, account: Option<&str>) -> Result<Arc<dyn ObjectStore>> {
+    use object_store::azure::MicrosoftAzureBuilder;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut builder = MicrosoftAzureBuilder::from_env().with_container_name(container);
+    if let Some(account) = account {
+        builder = builder.with_account(account);
+    }
+    let client = builder
+        .build()
+        .map_err(|e| Error::Config(format!("cannot use the container '{container}': {e}")))?;
+    Ok(Arc::new(client))
+}
+
+#[cfg(not(feature = "azure"))]
+fn azure_client(container: &str, _account: Option<&str>) -> Result<Arc<dyn ObjectStore>> {
+    Err(Error::Config(format!(
+        "{container}: this ctflow was built without Azure Blob Storage support (feature azure)"
+    )))
 }
 
 /// Artifacts under a prefix of an object store.
@@ -97,11 +188,18 @@ impl ObjectStoreArtifacts {
         })
     }
 
-    /// `s3://bucket/prefix`.
+    /// `s3://bucket/prefix`, `az://container/prefix` (or `wasbs://`, `abfss://`).
     pub fn from_url(url: &str) -> Result<Self> {
-        let (bucket, prefix) = split_s3_url(url)
-            .ok_or_else(|| Error::Config(format!("'{url}' is not an s3://bucket/prefix URL")))?;
-        ObjectStoreArtifacts::new(s3_client(bucket)?, prefix, url.trim_end_matches('/').into())
+        let parsed = ObjectUrl::parse(url).ok_or_else(|| {
+            Error::Config(format!(
+                "'{url}' is not an object-storage URL (s3://, az://, wasbs://, abfss://)"
+            ))
+        })?;
+        ObjectStoreArtifacts::new(
+            parsed.client()?,
+            parsed.prefix(),
+            url.trim_end_matches('/').into(),
+        )
     }
 
     /// The URL artifacts are stored under.
@@ -346,5 +444,26 @@ mod tests {
         assert_eq!(split_s3_url("s3://bucket"), Some(("bucket", "")));
         assert_eq!(split_s3_url("s3:///x"), None);
         assert_eq!(split_s3_url("/local"), None);
+        // Google Cloud Storage is not supported (yet): a gs:// URL is not taken for a folder.
+        assert_eq!(ObjectUrl::parse("gs://models/ml/"), None);
+        assert_eq!(
+            ObjectUrl::parse("wasbs://artifacts@acct.blob.core.windows.net/mlflow"),
+            Some(ObjectUrl::Azure {
+                container: "artifacts",
+                account: Some("acct"),
+                prefix: "mlflow"
+            })
+        );
+        assert_eq!(
+            ObjectUrl::parse("az://artifacts"),
+            Some(ObjectUrl::Azure {
+                container: "artifacts",
+                account: None,
+                prefix: ""
+            })
+        );
+        assert_eq!(ObjectUrl::parse("wasbs://nocontainer/x"), None);
+        assert_eq!(ObjectUrl::parse("ctflow-data/artifacts"), None);
+        assert_eq!(ObjectUrl::parse("file:///tmp/x"), None);
     }
 }
