@@ -16,7 +16,7 @@ use ctflow_core::artifact_path::safe_relative_path;
 use ctflow_core::entities::FileInfo;
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStore, ObjectStoreExt, WriteMultipart};
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
 use tokio::io::AsyncReadExt;
 
 use crate::artifacts::{ArtifactContent, ArtifactRepository, BoxFuture, ByteReader};
@@ -226,6 +226,20 @@ impl ArtifactRepository for ObjectStoreArtifacts {
             if safe_relative_path(path).map_err(Error::Mlflow)?.is_empty() {
                 return Err(Error::Mlflow(MlflowError::invalid("Invalid path")));
             }
+            // An object smaller than one part goes up in one request.
+            let mut first = Vec::with_capacity(PART_SIZE.min(1 << 20));
+            (&mut body)
+                .take(PART_SIZE as u64)
+                .read_to_end(&mut first)
+                .await?;
+            if first.len() < PART_SIZE {
+                let written = first.len() as u64;
+                self.client
+                    .put(&location, PutPayload::from(first))
+                    .await
+                    .map_err(store_error)?;
+                return Ok(written);
+            }
             // NB: a multipart upload becomes visible only when completed, so a reader
             // never sees half an object and a failed upload leaves the old one.
             let upload = self
@@ -234,8 +248,10 @@ impl ArtifactRepository for ObjectStoreArtifacts {
                 .await
                 .map_err(store_error)?;
             let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
+            let mut written = first.len() as u64;
+            writer.write(&first);
+            drop(first);
             let mut buffer = vec![0u8; 1 << 20];
-            let mut written = 0u64;
             let copied: Result<()> = async {
                 loop {
                     let n = body.read(&mut buffer).await?;
@@ -430,6 +446,27 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn objects_larger_than_a_part_go_up_in_parts() {
+        let client: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let repo = ObjectStoreArtifacts::new(client, "", "s3://b".into()).expect("root");
+        let big: Vec<u8> = (0..PART_SIZE * 2 + 12_345)
+            .map(|i| (i % 251) as u8)
+            .collect();
+        let leaked: &'static [u8] = Box::leak(big.clone().into_boxed_slice());
+        assert_eq!(
+            repo.put("model/weights.bin", body(leaked))
+                .await
+                .expect("put"),
+            big.len() as u64
+        );
+        assert_eq!(read_all(&repo, "model/weights.bin").await, big);
+        // Exactly one part's worth goes up as a multipart upload too.
+        let exact: &'static [u8] = Box::leak(vec![7u8; PART_SIZE].into_boxed_slice());
+        repo.put("model/exact.bin", body(exact)).await.expect("put");
+        assert_eq!(read_all(&repo, "model/exact.bin").await.len(), PART_SIZE);
+    }
+
+    #[tokio::test]
     async fn paths_cannot_leave_the_prefix() {
         let client: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
         let repo = ObjectStoreArtifacts::new(client, "p", "s3://b/p".into()).expect("prefix");
@@ -444,7 +481,7 @@ mod tests {
         assert_eq!(split_s3_url("s3://bucket"), Some(("bucket", "")));
         assert_eq!(split_s3_url("s3:///x"), None);
         assert_eq!(split_s3_url("/local"), None);
-        // Google Cloud Storage is not supported (yet): a gs:// URL is not taken for a folder.
+        // Google Cloud Storage is not supported: a gs:// URL is not taken for a folder.
         assert_eq!(ObjectUrl::parse("gs://models/ml/"), None);
         assert_eq!(
             ObjectUrl::parse("wasbs://artifacts@acct.blob.core.windows.net/mlflow"),
