@@ -108,7 +108,7 @@ def postgres():
 
 
 class CtflowServer:
-    def __init__(self, binary, backend_uri, workdir, extra=(), artifacts=None):
+    def __init__(self, binary, backend_uri, workdir, extra=(), artifacts=None, env=None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.workdir = workdir
@@ -117,6 +117,7 @@ class CtflowServer:
             [binary, "server", "--port", str(self.port), "--backend-store-uri", backend_uri,
              "--artifacts-destination", artifacts or os.path.join(workdir, "artifacts"), *extra],
             cwd=workdir, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+            env={**os.environ, **(env or {})},
         )
         wait_healthy(self.url, self.proc, timeout=30)
 

@@ -54,18 +54,9 @@ def azurite(tmp_path_factory):
 def azure_server(ctflow_bin, tmp_path_factory, azurite):
     url, _ = azurite
     env = {"AZURE_STORAGE_USE_EMULATOR": "true", "AZURITE_BLOB_STORAGE_URL": url}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        workdir = str(tmp_path_factory.mktemp("ctflow-azure"))
-        server = CtflowServer(ctflow_bin, f"sqlite:///{workdir}/ctflow.db", workdir,
-                              artifacts=f"az://{CONTAINER}/artifacts")
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    workdir = str(tmp_path_factory.mktemp("ctflow-azure"))
+    server = CtflowServer(ctflow_bin, f"sqlite:///{workdir}/ctflow.db", workdir,
+                          artifacts=f"az://{CONTAINER}/artifacts", env=env)
     yield server
     server.stop()
 

@@ -137,18 +137,9 @@ def s3_server(ctflow_bin, tmp_path_factory, s3):
     endpoint, _ = s3
     env = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_REGION": "us-east-1",
            "MLFLOW_S3_ENDPOINT_URL": endpoint}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        workdir = str(tmp_path_factory.mktemp("ctflow-s3-artifacts"))
-        server = CtflowServer(ctflow_bin, f"sqlite:///{workdir}/ctflow.db", workdir,
-                              artifacts=f"s3://{BUCKET}/mlartifacts")
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    workdir = str(tmp_path_factory.mktemp("ctflow-s3-artifacts"))
+    server = CtflowServer(ctflow_bin, f"sqlite:///{workdir}/ctflow.db", workdir,
+                          artifacts=f"s3://{BUCKET}/mlartifacts", env=env)
     yield server
     server.stop()
 
