@@ -234,4 +234,7 @@ pub trait Bus: Send + Sync + 'static {
     fn connected(&self) -> bool;
     /// Stops delivering; waiting calls return `None`.
     fn close(&self);
+    /// After `close`: hands back any job that reached this process after its takers
+    /// stopped waiting, so another worker gets it now rather than when its lease ends.
+    fn drain(&self) -> BoxFuture<'_, ()>;
 }

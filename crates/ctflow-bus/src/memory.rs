@@ -189,6 +189,11 @@ impl Bus for MemoryBus {
     fn close(&self) {
         self.closed.cancel();
     }
+
+    fn drain(&self) -> BoxFuture<'_, ()> {
+        // Jobs not taken stay in the channel; nothing is on its way to this process.
+        Box::pin(async {})
+    }
 }
 
 #[cfg(test)]

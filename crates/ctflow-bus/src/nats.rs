@@ -643,4 +643,29 @@ impl Bus for NatsBus {
     fn close(&self) {
         self.closed.cancel();
     }
+
+    fn drain(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            // NB: `pull` lets go of the request once the bus is closed.
+            let Some(mut batch) = self.jobs.pending.lock().await.take() else {
+                return;
+            };
+            let expired = tokio::time::sleep(PULL_EXPIRY + Duration::from_millis(500));
+            tokio::pin!(expired);
+            loop {
+                let next = tokio::select! {
+                    next = batch.next() => next,
+                    _ = &mut expired => return,
+                };
+                match next {
+                    Some(Ok(message)) => {
+                        if let Err(error) = message.ack_with(AckKind::Nak(None)).await {
+                            tracing::warn!(%error, "cannot hand back a job that arrived at shutdown");
+                        }
+                    }
+                    Some(Err(_)) | None => return,
+                }
+            }
+        })
+    }
 }

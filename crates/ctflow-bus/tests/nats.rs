@@ -136,6 +136,7 @@ async fn nats_bus_end_to_end() {
     a_job_without_signs_of_life_is_delivered_again_until_exhausted(&server).await;
     keep_alive_holds_a_job_and_hand_back_releases_it(&server).await;
     cancellations_and_watch_events_reach_other_processes(&server).await;
+    a_job_reaching_a_stopping_worker_goes_to_another_at_once(&server).await;
     reports_and_jobs_survive_a_server_restart(&mut server).await;
 }
 
@@ -253,6 +254,25 @@ async fn cancellations_and_watch_events_reach_other_processes(server: &NatsServe
     controller.close();
     assert!(!controller.connected());
     assert!(controller.next_job().await.is_none());
+}
+
+async fn a_job_reaching_a_stopping_worker_goes_to_another_at_once(server: &NatsServer) {
+    // A long lease: without the hand-back the job would wait it out.
+    let controller = bus(server, Duration::from_secs(30)).await;
+    let stopping = same_bus(&controller).await;
+    // The worker stops waiting, leaving its pull request with the server.
+    let waited = tokio::time::timeout(Duration::from_millis(200), stopping.next_job()).await;
+    assert!(waited.is_err());
+    let other = same_bus(&controller).await;
+    controller.enqueue(job("late", 1)).await.expect("queued");
+    stopping.close();
+    within("the drain", stopping.drain()).await;
+    let taken = tokio::time::timeout(Duration::from_secs(5), other.next_job())
+        .await
+        .expect("delivered to another worker well before the lease ends")
+        .expect("a job");
+    assert_eq!(taken.item.pipeline_run, "late");
+    taken.lease.done().await.expect("acked");
 }
 
 async fn reports_and_jobs_survive_a_server_restart(server: &mut NatsServer) {

@@ -304,6 +304,7 @@ pub(crate) async fn worker(args: WorkerArgs) -> Result<()> {
     pool.run(shutdown.clone()).await;
     shutdown.cancel();
     bus.close();
+    bus.drain().await;
     let _ = ops.await;
     Ok(())
 }
