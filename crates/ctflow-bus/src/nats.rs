@@ -198,20 +198,20 @@ impl NatsBus {
         let ns = config.namespace.clone();
         let subjects = Subjects::new(&ns);
 
-        let jobs_stream = js
-            .get_or_create_stream(stream::Config {
-                name: format!("{ns}_jobs"),
-                subjects: vec![subjects.jobs.clone()],
-                retention: stream::RetentionPolicy::WorkQueue,
-                storage: stream::StorageType::File,
-                duplicate_window: config.duplicate_window,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| nats_error("cannot create the jobs stream", e))?;
-        let jobs = jobs_stream
-            .get_or_create_consumer(
-                "workers",
+        // NB: created or updated, so changed settings (a new --job-lease) take effect on
+        // streams and durable consumers that already exist.
+        js.create_or_update_stream(stream::Config {
+            name: format!("{ns}_jobs"),
+            subjects: vec![subjects.jobs.clone()],
+            retention: stream::RetentionPolicy::WorkQueue,
+            storage: stream::StorageType::File,
+            duplicate_window: config.duplicate_window,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| nats_error("cannot create the jobs stream", e))?;
+        let jobs = js
+            .create_consumer_on_stream(
                 consumer::pull::Config {
                     durable_name: Some("workers".into()),
                     ack_policy: consumer::AckPolicy::Explicit,
@@ -219,29 +219,28 @@ impl NatsBus {
                     max_deliver: config.max_deliver,
                     ..Default::default()
                 },
+                format!("{ns}_jobs"),
             )
             .await
             .map_err(|e| nats_error("cannot create the workers' consumer", e))?;
 
         let events_stream = format!("{ns}_events");
-        let events = js
-            .get_or_create_stream(stream::Config {
-                name: events_stream.clone(),
-                subjects: vec![
-                    format!("{}.>", subjects.reports),
-                    format!("{}.>", subjects.watch),
-                ],
-                retention: stream::RetentionPolicy::Limits,
-                storage: stream::StorageType::File,
-                max_age: EVENT_TTL,
-                duplicate_window: config.duplicate_window,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| nats_error("cannot create the events stream", e))?;
-        let reports = events
-            .get_or_create_consumer(
-                "controller",
+        js.create_or_update_stream(stream::Config {
+            name: events_stream.clone(),
+            subjects: vec![
+                format!("{}.>", subjects.reports),
+                format!("{}.>", subjects.watch),
+            ],
+            retention: stream::RetentionPolicy::Limits,
+            storage: stream::StorageType::File,
+            max_age: EVENT_TTL,
+            duplicate_window: config.duplicate_window,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| nats_error("cannot create the events stream", e))?;
+        let reports = js
+            .create_consumer_on_stream(
                 consumer::pull::Config {
                     durable_name: Some("controller".into()),
                     ack_policy: consumer::AckPolicy::Explicit,
@@ -249,6 +248,7 @@ impl NatsBus {
                     filter_subject: format!("{}.>", subjects.reports),
                     ..Default::default()
                 },
+                events_stream.clone(),
             )
             .await
             .map_err(|e| nats_error("cannot create the controller's consumer", e))?;

@@ -135,6 +135,7 @@ async fn nats_bus_end_to_end() {
     jobs_go_to_one_taker_once_and_repeats_are_dropped(&server).await;
     a_job_without_signs_of_life_is_delivered_again_until_exhausted(&server).await;
     keep_alive_holds_a_job_and_hand_back_releases_it(&server).await;
+    a_shorter_lease_takes_effect_on_an_existing_consumer(&server).await;
     cancellations_and_watch_events_reach_other_processes(&server).await;
     a_job_reaching_a_stopping_worker_goes_to_another_at_once(&server).await;
     reports_and_jobs_survive_a_server_restart(&mut server).await;
@@ -212,6 +213,26 @@ async fn keep_alive_holds_a_job_and_hand_back_releases_it(server: &NatsServer) {
     assert_eq!(
         (again.item.pipeline_run.as_str(), again.delivered),
         ("long", 2)
+    );
+    again.lease.done().await.expect("acked");
+}
+
+async fn a_shorter_lease_takes_effect_on_an_existing_consumer(server: &NatsServer) {
+    let first = bus(server, Duration::from_secs(30)).await;
+    let mut shorter = first.config().clone();
+    shorter.ack_wait = Duration::from_secs(1);
+    let worker = NatsBus::connect(shorter).await.expect("connects");
+    worker.enqueue(job("relet", 1)).await.expect("queued");
+    let taken = within("the job", worker.next_job()).await.expect("a job");
+    std::mem::forget(taken.lease);
+    // Delivered again after the new one-second lease, not the old thirty.
+    let again = tokio::time::timeout(Duration::from_secs(5), worker.next_job())
+        .await
+        .expect("redelivered under the new lease")
+        .expect("a job");
+    assert_eq!(
+        (again.item.pipeline_run.as_str(), again.delivered),
+        ("relet", 2)
     );
     again.lease.done().await.expect("acked");
 }

@@ -126,8 +126,9 @@ pub(crate) struct ServerArgs {
     /// artifacts are served, else the artifacts destination folder).
     #[arg(long)]
     pub(crate) default_artifact_root: Option<String>,
-    /// Where served artifacts are stored: a folder, or s3://bucket/prefix (credentials
-    /// and endpoint from AWS_* and MLFLOW_S3_ENDPOINT_URL).
+    /// Where served artifacts are stored: a folder, s3://bucket/prefix (credentials and
+    /// endpoint from AWS_* and MLFLOW_S3_ENDPOINT_URL), or az://container/prefix or
+    /// wasbs://container@account.blob.core.windows.net/prefix (from AZURE_STORAGE_*).
     #[arg(
         long,
         env = "CTFLOW_ARTIFACTS_DESTINATION",

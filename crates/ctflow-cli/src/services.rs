@@ -163,11 +163,15 @@ pub(crate) async fn controller(args: ControllerArgs) -> Result<()> {
         bail!("--leader-lease must be at least 1s");
     }
     let shutdown = on_signal();
-    let store = ctflow_store::Store::open(ctflow_store::StoreOptions {
-        backend_store_uri: args.store.backend_store_uri.clone(),
-        default_artifact_root: "mlflow-artifacts:/".into(),
-        max_connections: 8,
-    })
+    let metrics = Arc::new(Metrics::new());
+    let store = ctflow_server::open_store(
+        ctflow_store::StoreOptions {
+            backend_store_uri: args.store.backend_store_uri.clone(),
+            default_artifact_root: "mlflow-artifacts:/".into(),
+            max_connections: 8,
+        },
+        &metrics,
+    )
     .await
     .context("cannot open the store")?;
     let bus = args.bus.required("controller").await?;
@@ -193,14 +197,7 @@ pub(crate) async fn controller(args: ControllerArgs) -> Result<()> {
             }),
         ),
     ];
-    let ops = serve_ops(
-        "controller",
-        &args.ops,
-        checks,
-        Arc::new(Metrics::new()),
-        &shutdown,
-    )
-    .await?;
+    let ops = serve_ops("controller", &args.ops, checks, metrics, &shutdown).await?;
     if let Some(dir) = &args.pipelines {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create the pipelines folder {}", dir.display()))?;
@@ -330,7 +327,7 @@ pub(crate) struct WatcherArgs {
     #[command(flatten)]
     store: StoreArgs,
     /// The artifact store drift reports are written to (the server's
-    /// --artifacts-destination: a folder or s3://bucket/prefix).
+    /// --artifacts-destination: a folder or an object-storage URL).
     #[arg(
         long,
         env = "CTFLOW_ARTIFACTS_DESTINATION",

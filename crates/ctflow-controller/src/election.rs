@@ -116,10 +116,8 @@ pub async fn run_elected(
             Ok(Err(error)) => tracing::error!(%error, "the controller stopped"),
             Err(join) => tracing::error!(%join, "the controller panicked"),
         }
-        if !shutdown.is_cancelled() && !pause(Duration::from_secs(1), &shutdown).await {
-            break;
-        }
-        if shutdown.is_cancelled() {
+        // A controller that stopped on an error starts again after a pause.
+        if shutdown.is_cancelled() || !pause(Duration::from_secs(1), &shutdown).await {
             break;
         }
     }

@@ -39,7 +39,8 @@ pub struct ServerConfig {
     pub backend_store_uri: String,
     /// Explicit root for new experiments' artifact locations; derived when absent.
     pub default_artifact_root: Option<String>,
-    /// Where proxied artifacts are stored: a folder, or `s3://bucket/prefix`.
+    /// Where proxied artifacts are stored: a folder, or an object-storage URL
+    /// (`s3://bucket/prefix`, `az://container/prefix`, `wasbs://...`).
     pub artifacts_destination: String,
     pub serve_artifacts: bool,
     pub max_connections: u32,
@@ -52,13 +53,31 @@ pub struct AppState {
     pub artifacts: Arc<dyn ArtifactRepository>,
     pub serve_artifacts: bool,
     /// Where the artifact repository lives: the canonical folder of a local one, or the
-    /// `s3://bucket/prefix` URL of an object store.
+    /// URL of an object store.
     artifact_root: ArtifactRoot,
     /// Where recorded triggers and approvals wake the controller (absent when no
     /// controller shares this process; it then finds them on its next pass).
     pub bus: Option<Arc<dyn ctflow_bus::Bus>>,
     /// This process's metrics (shared with its workers and watcher under `ctflow up`).
     pub metrics: Arc<Metrics>,
+}
+
+/// Opens the store with the latency of its operations recorded in `metrics`.
+pub async fn open_store(
+    options: StoreOptions,
+    metrics: &Arc<Metrics>,
+) -> Result<Store, ctflow_store::Error> {
+    let observed = metrics.clone();
+    Ok(Store::open(options)
+        .await?
+        .with_observer(Arc::new(move |operation, took| {
+            observed
+                .store_operations
+                .get_or_create(&OperationLabels {
+                    operation: operation.to_string(),
+                })
+                .observe(took.as_secs_f64());
+        })))
 }
 
 #[derive(Clone, Debug)]
@@ -95,21 +114,15 @@ impl AppState {
             (None, ArtifactRoot::Object(url)) => url.clone(),
         };
         let metrics = Arc::new(Metrics::new());
-        let observed = metrics.clone();
-        let store = Store::open(StoreOptions {
-            backend_store_uri: config.backend_store_uri.clone(),
-            default_artifact_root,
-            max_connections: config.max_connections,
-        })
-        .await?
-        .with_observer(Arc::new(move |operation, took| {
-            observed
-                .store_operations
-                .get_or_create(&OperationLabels {
-                    operation: operation.to_string(),
-                })
-                .observe(took.as_secs_f64());
-        }));
+        let store = open_store(
+            StoreOptions {
+                backend_store_uri: config.backend_store_uri.clone(),
+                default_artifact_root,
+                max_connections: config.max_connections,
+            },
+            &metrics,
+        )
+        .await?;
         Ok(AppState {
             store,
             artifacts,

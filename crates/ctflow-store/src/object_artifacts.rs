@@ -57,11 +57,7 @@ pub fn s3_client(bucket: &str) -> Result<Arc<dyn ObjectStore>> {
     )))
 }
 
-/// Splits `s3://bucket/prefix` into the bucket and the prefix (no slashes at its ends).
-pub fn split_s3_url(url: &str) -> Option<(&str, &str)> {
-    split_url(url, "s3://")
-}
-
+/// Splits `<scheme>bucket/prefix` into the bucket and the prefix (no slashes at its ends).
 fn split_url<'a>(url: &'a str, scheme: &str) -> Option<(&'a str, &'a str)> {
     let rest = url.strip_prefix(scheme)?;
     let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
@@ -477,10 +473,22 @@ mod tests {
         }
         assert!(repo.delete("").await.is_err(), "the root cannot be deleted");
         assert!(ObjectStoreArtifacts::new(Arc::new(InMemory::new()), "../up", "x".into()).is_err());
-        assert_eq!(split_s3_url("s3://bucket/a/b/"), Some(("bucket", "a/b")));
-        assert_eq!(split_s3_url("s3://bucket"), Some(("bucket", "")));
-        assert_eq!(split_s3_url("s3:///x"), None);
-        assert_eq!(split_s3_url("/local"), None);
+        assert_eq!(
+            ObjectUrl::parse("s3://bucket/a/b/"),
+            Some(ObjectUrl::S3 {
+                bucket: "bucket",
+                prefix: "a/b"
+            })
+        );
+        assert_eq!(
+            ObjectUrl::parse("s3://bucket"),
+            Some(ObjectUrl::S3 {
+                bucket: "bucket",
+                prefix: ""
+            })
+        );
+        assert_eq!(ObjectUrl::parse("s3:///x"), None);
+        assert_eq!(ObjectUrl::parse("/local"), None);
         // Google Cloud Storage is not supported: a gs:// URL is not taken for a folder.
         assert_eq!(ObjectUrl::parse("gs://models/ml/"), None);
         assert_eq!(

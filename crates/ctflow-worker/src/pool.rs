@@ -74,6 +74,8 @@ enum Outcome {
     Report(JobEvent),
     /// Not finished here: another worker takes it.
     HandBack(String),
+    /// Stale or duplicate: settle it without running or reporting.
+    Drop,
 }
 
 /// Finds local GPUs with `nvidia-smi`; none when it is missing or finds none.
@@ -107,6 +109,14 @@ async fn settle(lease: &dyn Lease, job: &Job) {
             }
         }
     }
+}
+
+/// Whether the pipeline run still waits for this attempt: a first delivery must find it
+/// queued; a later one (its first worker died or handed it back) may find it running.
+fn wants(run: &serde_json::Value, job: &Job, delivered: u64) -> bool {
+    let phase = run["phase"].as_str().unwrap_or_default();
+    run["attempt"].as_i64() == Some(job.attempt)
+        && (phase == "Queued" || (phase == "Running" && delivered > 1))
 }
 
 /// `<host>-<pid>`: which worker ran a job, as its runs are tagged.
@@ -290,53 +300,13 @@ impl WorkerPool {
             lease,
         } = delivery;
         let lease: Arc<dyn Lease> = Arc::from(lease);
-        let earlier = if delivered > 1 {
-            self.earlier_deliveries(&job, delivered).await
-        } else {
-            Earlier::Lost(0)
-        };
-        let outcome = match earlier {
-            // NB: its worker finished it and stored the outcome on the run, but the
-            // settling ack was lost: report that outcome again (the bus drops the
-            // repeat by its id) instead of training twice.
-            Earlier::Finished(event) => Outcome::Report(event),
-            Earlier::Lost(_) if exhausted => Outcome::Report(finished(
-                &job,
-                JobStatus::Failed,
-                None,
-                format!(
-                    "attempt {} was delivered {delivered} times, the bus's limit, without finishing",
-                    job.attempt
-                ),
-                Vec::new(),
-            )),
-            Earlier::Lost(lost) => match self.still_wanted(&job, delivered).await {
-                Ok(true) if lost >= self.config.max_starts.max(1) => Outcome::Report(finished(
-                    &job,
-                    JobStatus::Failed,
-                    None,
-                    format!(
-                        "attempt {} was started {lost} time(s) by workers that died before finishing it",
-                        job.attempt
-                    ),
-                    Vec::new(),
-                )),
-                Ok(true) => self.run_delivered(&job, lease.clone(), shutdown).await,
-                Ok(false) => {
-                    tracing::info!(
-                        pipeline_run = job.pipeline_run,
-                        attempt = job.attempt,
-                        delivered,
-                        "the pipeline run no longer wants this attempt; dropped"
-                    );
-                    self.bus.forget(&job.pipeline_run);
-                    if let Err(error) = lease.done().await {
-                        tracing::warn!(%error, "cannot settle a stale job");
-                    }
-                    return;
-                }
-                Err(error) => Outcome::HandBack(format!("cannot ask the server about it: {error}")),
-            },
+        let outcome = match self.pipeline_run(&job).await {
+            Ok(Some(run)) => {
+                self.decide(&job, &run, delivered, exhausted, &lease, shutdown)
+                    .await
+            }
+            Ok(None) => Outcome::Drop,
+            Err(error) => Outcome::HandBack(format!("cannot ask the server about it: {error}")),
         };
         self.bus.forget(&job.pipeline_run);
         match outcome {
@@ -348,6 +318,17 @@ impl WorkerPool {
                     tracing::error!(%error, pipeline_run = job.pipeline_run, "cannot report a finished job; it will be delivered again");
                 }
             },
+            Outcome::Drop => {
+                tracing::info!(
+                    pipeline_run = job.pipeline_run,
+                    attempt = job.attempt,
+                    delivered,
+                    "the pipeline run no longer wants this attempt; dropped"
+                );
+                if let Err(error) = lease.done().await {
+                    tracing::warn!(%error, "cannot settle a stale job");
+                }
+            }
             Outcome::HandBack(why) => {
                 tracing::info!(
                     pipeline_run = job.pipeline_run,
@@ -407,36 +388,71 @@ impl WorkerPool {
         }))
     }
 
-    /// Whether the pipeline run still waits for this attempt: a first delivery must find
-    /// it queued; a later one (its first worker died or handed it back) may find it running.
-    async fn still_wanted(
+    /// The pipeline run as the server has it; `None` when it no longer exists.
+    async fn pipeline_run(
         &self,
         job: &Job,
+    ) -> Result<Option<serde_json::Value>, crate::client::ClientError> {
+        let path = format!("/api/ctflow/v1/pipeline-runs/{}", job.pipeline_run);
+        match self.client.get_path(&path, &[]).await {
+            Ok(mut described) => Ok(Some(described["pipeline_run"].take())),
+            Err(error) if error.code() == Some("RESOURCE_DOES_NOT_EXIST") => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// What to do with a delivery, given its pipeline run.
+    async fn decide(
+        &self,
+        job: &Job,
+        run: &serde_json::Value,
         delivered: u64,
-    ) -> Result<bool, crate::client::ClientError> {
-        let described = self
-            .client
-            .get_path(
-                &format!("/api/ctflow/v1/pipeline-runs/{}", job.pipeline_run),
-                &[],
-            )
-            .await;
-        let described = match described {
-            Ok(described) => described,
-            Err(error) if error.code() == Some("RESOURCE_DOES_NOT_EXIST") => return Ok(false),
-            Err(error) => return Err(error),
+        exhausted: bool,
+        lease: &Arc<dyn Lease>,
+        shutdown: &CancellationToken,
+    ) -> Outcome {
+        let failed = |message: String| {
+            Outcome::Report(finished(job, JobStatus::Failed, None, message, Vec::new()))
         };
-        let run = &described["pipeline_run"];
-        let phase = run["phase"].as_str().unwrap_or_default();
-        let attempt = run["attempt"].as_i64().unwrap_or_default();
-        Ok(attempt == job.attempt && (phase == "Queued" || (phase == "Running" && delivered > 1)))
+        let lost = if delivered > 1 {
+            match self.earlier_deliveries(job, run, delivered).await {
+                // NB: its worker finished it and stored the outcome on the run, but the
+                // settling ack was lost: report that outcome again (the bus drops the
+                // repeat by its id) instead of training twice.
+                Earlier::Finished(event) => return Outcome::Report(event),
+                Earlier::Lost(lost) => lost,
+            }
+        } else {
+            0
+        };
+        if exhausted {
+            return failed(format!(
+                "attempt {} was delivered {delivered} times, the bus's limit, without finishing",
+                job.attempt
+            ));
+        }
+        if !wants(run, job, delivered) {
+            return Outcome::Drop;
+        }
+        if lost >= self.config.max_starts.max(1) {
+            return failed(format!(
+                "attempt {} was started {lost} time(s) by workers that died before finishing it",
+                job.attempt
+            ));
+        }
+        self.run_delivered(job, lease.clone(), shutdown).await
     }
 
     /// After a redelivery, what became of the earlier ones: finished with an outcome on
     /// record, or lost with their worker (a run still RUNNING is marked FAILED and tagged
     /// `ctflow.worker_lost`), counting this attempt's runs lost that way.
-    async fn earlier_deliveries(&self, job: &Job, delivered: u64) -> Earlier {
-        match self.try_earlier_deliveries(job, delivered).await {
+    async fn earlier_deliveries(
+        &self,
+        job: &Job,
+        run: &serde_json::Value,
+        delivered: u64,
+    ) -> Earlier {
+        match self.try_earlier_deliveries(job, run, delivered).await {
             Ok(earlier) => earlier,
             Err(error) => {
                 tracing::warn!(%error, pipeline_run = job.pipeline_run, "cannot check the runs of earlier deliveries");
@@ -448,16 +464,10 @@ impl WorkerPool {
     async fn try_earlier_deliveries(
         &self,
         job: &Job,
+        pipeline_run: &serde_json::Value,
         delivered: u64,
     ) -> Result<Earlier, crate::client::ClientError> {
-        let described = self
-            .client
-            .get_path(
-                &format!("/api/ctflow/v1/pipeline-runs/{}", job.pipeline_run),
-                &[],
-            )
-            .await?;
-        let Some(run_id) = described["pipeline_run"]["run_id"].as_str() else {
+        let Some(run_id) = pipeline_run["run_id"].as_str() else {
             return Ok(Earlier::Lost(0));
         };
         let run = self
@@ -776,5 +786,39 @@ impl WorkerPool {
         };
         observer.line(Line::Note(format!("=== {status:?}: {message} ===")));
         finished(job, status, run_id, message, ci)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(attempt: i64) -> Job {
+        Job {
+            pipeline_run: "r".into(),
+            pipeline: "p".into(),
+            attempt,
+            spec: serde_json::from_value(serde_json::json!({"project": {"uri": "."}}))
+                .expect("valid spec"),
+            base_dir: ".".into(),
+            trigger: ctflow_core::trigger::TriggerEvent::new("p", "manual", "k".into()),
+        }
+    }
+
+    #[test]
+    fn only_the_current_attempt_is_wanted_and_running_only_on_a_redelivery() {
+        let run =
+            |phase: &str, attempt: i64| serde_json::json!({"phase": phase, "attempt": attempt});
+        assert!(wants(&run("Queued", 1), &job(1), 1));
+        assert!(wants(&run("Queued", 1), &job(1), 3));
+        // A duplicate first delivery of an attempt some worker already runs.
+        assert!(!wants(&run("Running", 1), &job(1), 1));
+        assert!(wants(&run("Running", 1), &job(1), 2));
+        // An older attempt, or a run that moved on.
+        assert!(!wants(&run("Queued", 2), &job(1), 1));
+        for done in ["Evaluating", "Succeeded", "Canceled", "Failed"] {
+            assert!(!wants(&run(done, 1), &job(1), 2), "{done}");
+        }
+        assert!(!wants(&serde_json::json!({}), &job(1), 1));
     }
 }
