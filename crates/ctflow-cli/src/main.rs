@@ -95,6 +95,8 @@ enum Command {
     Worker(services::WorkerArgs),
     /// The data and drift watcher as its own service.
     Watcher(services::WatcherArgs),
+    /// Print the TrainingPipeline CustomResourceDefinition (YAML) for `kubectl apply -f -`.
+    Crd,
     /// CT pipelines: list, apply, trigger, runs, describe, approve, reject.
     Pipelines {
         #[command(subcommand)]
@@ -253,6 +255,10 @@ fn run(cli: Cli) -> Result<()> {
             Command::Controller(args) => services::controller(args).await,
             Command::Worker(args) => services::worker(args).await,
             Command::Watcher(args) => services::watcher(args).await,
+            Command::Crd => {
+                print!("{}", ctflow_kube::crd_yaml());
+                Ok(())
+            }
             Command::Experiments { command, client } => {
                 commands::experiments(command, &client).await
             }

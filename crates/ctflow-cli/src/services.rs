@@ -143,8 +143,10 @@ pub(crate) struct ControllerArgs {
     #[command(flatten)]
     store: StoreArgs,
     /// A folder of pipeline files (*.yaml), re-read when they change.
-    #[arg(long, env = "CTFLOW_PIPELINES")]
+    #[arg(long, env = "CTFLOW_PIPELINES", conflicts_with = "kubernetes")]
     pipelines: Option<PathBuf>,
+    #[command(flatten)]
+    kube: KubernetesArgs,
     /// How long the active controller's lease lasts without renewal: a standby takes
     /// over within about this long after the leader dies.
     #[arg(long, env = "CTFLOW_LEADER_LEASE", default_value = "15s", value_parser = parse_duration)]
@@ -156,6 +158,24 @@ pub(crate) struct ControllerArgs {
     bus: BusArgs,
     #[command(flatten)]
     ops: OpsArgs,
+}
+
+/// Where the pipelines live on Kubernetes, and the Lease replicas elect on.
+#[derive(Args, Debug, Clone)]
+pub(crate) struct KubernetesArgs {
+    /// Pipelines come from TrainingPipeline objects and replicas elect one active
+    /// controller on a coordination.k8s.io Lease (in-cluster config, or KUBECONFIG).
+    #[arg(long, env = "CTFLOW_KUBERNETES")]
+    kubernetes: bool,
+    /// Watch TrainingPipelines in this namespace only (default: all namespaces).
+    #[arg(long, env = "CTFLOW_WATCH_NAMESPACE", requires = "kubernetes")]
+    watch_namespace: Option<String>,
+    /// The namespace of the Lease (default: the client's namespace, i.e. the pod's).
+    #[arg(long, env = "POD_NAMESPACE", requires = "kubernetes")]
+    lease_namespace: Option<String>,
+    /// The Lease's name; replicas that share it elect one among them.
+    #[arg(long, env = "CTFLOW_LEASE_NAME", default_value = "ctflow-controller")]
+    lease_name: String,
 }
 
 pub(crate) async fn controller(args: ControllerArgs) -> Result<()> {
@@ -175,25 +195,40 @@ pub(crate) async fn controller(args: ControllerArgs) -> Result<()> {
     .await
     .context("cannot open the store")?;
     let bus = args.bus.required("controller").await?;
-    let election = Election::new(
-        args.id.clone().unwrap_or_else(worker_name),
-        args.leader_lease,
-    );
+    let identity = args.id.clone().unwrap_or_else(worker_name);
+    let election = Election::new(identity.clone(), args.leader_lease);
     let leading = election.leading.clone();
+    let kube_client = if args.kube.kubernetes {
+        Some(
+            kube::Client::try_default()
+                .await
+                .context("cannot set up the Kubernetes client (in-cluster config or KUBECONFIG)")?,
+        )
+    } else {
+        None
+    };
+    let lease_holder = if kube_client.is_some() {
+        "another controller holds the Lease"
+    } else {
+        "another controller holds the lease"
+    };
     let checks: Vec<(&'static str, ReadinessCheck)> = vec![
         ("store", store_check(store.clone())),
         ("bus", bus_check(bus.clone())),
         (
             "leader",
-            Arc::new(move || {
-                let leads = leading.load(Ordering::SeqCst);
-                Box::pin(async move {
-                    if leads {
-                        Ok(())
-                    } else {
-                        Err("standing by: another controller holds the lease".to_string())
-                    }
-                })
+            Arc::new({
+                let leading = leading.clone();
+                move || {
+                    let leads = leading.load(Ordering::SeqCst);
+                    Box::pin(async move {
+                        if leads {
+                            Ok(())
+                        } else {
+                            Err(format!("standing by: {lease_holder}"))
+                        }
+                    })
+                }
             }),
         ),
     ];
@@ -202,26 +237,82 @@ pub(crate) async fn controller(args: ControllerArgs) -> Result<()> {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create the pipelines folder {}", dir.display()))?;
     }
-    tracing::info!(holder = election.holder, "controller started; electing");
     let config = ControllerConfig {
         pipelines_dir: args.pipelines.clone(),
         user: "ctflow".into(),
         workers_in_process: false,
         ..ControllerConfig::default()
     };
-    let result = run_elected(
-        store.clone(),
-        bus.clone(),
-        config,
-        election,
-        shutdown.clone(),
-    )
-    .await;
+    let result = match kube_client {
+        Some(client) => {
+            let lease = ctflow_kube::LeaseConfig {
+                namespace: args
+                    .kube
+                    .lease_namespace
+                    .clone()
+                    .unwrap_or_else(|| client.default_namespace().to_string()),
+                name: args.kube.lease_name.clone(),
+                identity: identity.clone(),
+                duration: args.leader_lease,
+            };
+            tracing::info!(
+                identity,
+                lease = lease.name,
+                namespace = lease.namespace,
+                "controller started on Kubernetes; electing"
+            );
+            let (tx, rx) = tokio::sync::watch::channel(false);
+            let elector = tokio::spawn(
+                ctflow_kube::Elector::new(client.clone(), lease).run(tx, shutdown.clone()),
+            );
+            let base_dir = std::env::current_dir()
+                .context("cannot read the working directory")?
+                .display()
+                .to_string();
+            let context = Arc::new(ctflow_kube::Context::new(
+                client,
+                store.clone(),
+                bus.clone(),
+                ctflow_kube::Settings {
+                    namespace: args.kube.watch_namespace.clone(),
+                    refresh: ctflow_kube::plan::Refresh::default(),
+                    base_dir,
+                    reporter: "ctflow-controller".into(),
+                    instance: identity,
+                },
+            ));
+            ctflow_kube::run_when_leading(
+                context,
+                store.clone(),
+                bus.clone(),
+                config,
+                rx,
+                leading,
+                shutdown.clone(),
+            )
+            .await;
+            // NB: the elector hands the Lease back on shutdown; wait for it.
+            let _ = elector.await;
+            Ok(())
+        }
+        None => {
+            tracing::info!(holder = election.holder, "controller started; electing");
+            run_elected(
+                store.clone(),
+                bus.clone(),
+                config,
+                election,
+                shutdown.clone(),
+            )
+            .await
+            .map_err(anyhow::Error::from)
+        }
+    };
     shutdown.cancel();
     bus.close();
     let _ = ops.await;
     store.close().await;
-    result.map_err(anyhow::Error::from)
+    result
 }
 
 #[derive(Args, Debug)]

@@ -692,7 +692,9 @@ pub fn column_drift(
 }
 
 /// Multiple-testing correction of the p-value columns for the dataset verdict.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Correction {
     #[default]

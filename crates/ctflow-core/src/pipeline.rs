@@ -2,7 +2,8 @@
 //! judge the candidate (gates) and where to promote it.
 //!
 //! One serde type serves both homes: the content of a local pipeline YAML file
-//! (`ctflow up --pipelines DIR`, the API) and, later, the `spec` of the Kubernetes CRD.
+//! (`ctflow up --pipelines DIR`, the API) and the `spec` of the Kubernetes CRD, whose schema
+//! is derived from these types (`schemars`; see `ctflow-kube`).
 //! Field names are camelCase as in Kubernetes; unknown fields are refused so a typo is an
 //! error instead of a silently ignored setting.
 
@@ -10,13 +11,14 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 pub const API_VERSION: &str = "ctflow.dev/v1alpha1";
 pub const KIND: &str = "TrainingPipeline";
 
 /// A pipeline document as written in a file: `apiVersion`, `kind`, `metadata`, `spec`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PipelineDocument {
     pub api_version: String,
@@ -25,7 +27,7 @@ pub struct PipelineDocument {
     pub spec: TrainingPipelineSpec,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Metadata {
     pub name: String,
@@ -33,7 +35,7 @@ pub struct Metadata {
     pub labels: BTreeMap<String, String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TrainingPipelineSpec {
     pub project: ProjectRef,
@@ -65,7 +67,7 @@ pub struct TrainingPipelineSpec {
     pub suspend: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ProjectRef {
     /// A local folder (relative to the pipeline file) or a git URI.
@@ -93,7 +95,7 @@ fn default_env_manager() -> String {
     "local".into()
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ModelRef {
     pub name: String,
@@ -107,7 +109,7 @@ fn default_logged_model_name() -> String {
 }
 
 /// What starts a pipeline run. Written as a one-key map: `- schedule: {...}`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub enum Trigger {
     Schedule(ScheduleTrigger),
@@ -127,7 +129,7 @@ impl Trigger {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ScheduleTrigger {
     /// Five fields (minute hour day-of-month month day-of-week), optional seconds first.
@@ -155,7 +157,7 @@ fn default_max_runs() -> u32 {
     10
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum CatchUp {
     /// Missed ticks are dropped; the schedule resumes with the next tick.
@@ -167,7 +169,7 @@ pub enum CatchUp {
     All,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DataTrigger {
     /// A glob of files (relative to the pipeline file); each new match triggers once.
@@ -178,8 +180,8 @@ pub struct DataTrigger {
 }
 
 /// A drift test on watched data. The drift watcher compares the current data with the
-/// reference and reports a [`crate::trigger::DriftEvent`] when the dataset drifts.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// reference and reports a drift event (`crate::trigger::DriftEvent`) when the dataset drifts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DriftTrigger {
     pub reference: String,
@@ -223,7 +225,7 @@ pub struct DriftTrigger {
     pub window: Option<DriftWindow>,
 }
 
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DriftColumn {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -235,7 +237,7 @@ pub struct DriftColumn {
 /// `lastRows: N`, or `timeColumn` with `last` (rows within that span of the newest
 /// timestamp). Either reads every file the glob matches, in name order, when a new one
 /// arrives.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DriftWindow {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -281,7 +283,7 @@ pub fn drift_method(text: &str) -> Result<Option<crate::drift::Method>, String> 
 }
 
 /// An HMAC-signed POST from a CI system.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct WebhookTrigger {
     /// The environment variable of the server that holds the shared secret.
@@ -297,7 +299,7 @@ pub struct WebhookTrigger {
     pub tags: BTreeMap<String, String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 pub enum ConcurrencyPolicy {
     /// Runs overlap freely.
     Allow,
@@ -310,7 +312,7 @@ pub enum ConcurrencyPolicy {
     Enqueue,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RetryPolicy {
     /// Retries after the first attempt fails.
@@ -359,7 +361,7 @@ impl RetryPolicy {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Gates {
     #[serde(default)]
@@ -370,7 +372,7 @@ pub struct Gates {
     pub cd: CdGate,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CiGate {
     /// Commands run in the project folder before training, in order.
@@ -380,7 +382,7 @@ pub struct CiGate {
     pub dry_run: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CiCheck {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -388,7 +390,7 @@ pub struct CiCheck {
     pub run: String,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CtGate {
     #[serde(default)]
@@ -400,7 +402,7 @@ pub struct CtGate {
 }
 
 /// MLflow's `MetricThreshold`: an absolute bound, and changes relative to the champion.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MetricThreshold {
     pub metric: String,
@@ -421,7 +423,7 @@ fn default_true() -> bool {
     true
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum InsufficientData {
     /// Missing numbers fail the gate.
@@ -433,7 +435,7 @@ pub enum InsufficientData {
     Pause,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CdGate {
     #[serde(default)]
@@ -459,7 +461,7 @@ impl Default for CdGate {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum Approval {
     #[default]
@@ -467,7 +469,7 @@ pub enum Approval {
     Manual,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Promotion {
     #[serde(default = "default_challenger")]
@@ -498,7 +500,7 @@ impl Default for Promotion {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Resources {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -572,6 +574,25 @@ impl fmt::Display for DurationSpec {
                 s => write!(f, "{s}s"),
             }
         }
+    }
+}
+
+// NB: written as a string or a whole number of seconds; `x-kubernetes-int-or-string`
+// is how a Kubernetes structural schema says "either".
+impl JsonSchema for DurationSpec {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Duration".into()
+    }
+
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "A duration such as 500ms, 30s, 5m, 1h30m or 1d, or a number of seconds.",
+            "x-kubernetes-int-or-string": true,
+        })
     }
 }
 

@@ -1,0 +1,221 @@
+//! The exact Kubernetes API calls of the paths where their order and shape matter
+//! (finalizer added before anything is stored, status by server-side apply with our
+//! field manager, Events, finalizer removed only after the cleanup), asserted one by one
+//! against kube's mock service (tower-test).
+
+use std::sync::Arc;
+
+use ctflow_bus::{Bus, MemoryBus};
+use ctflow_kube::TrainingPipeline;
+use ctflow_kube::plan::Refresh;
+use ctflow_kube::reconcile::{self, Context, Settings};
+use ctflow_store::{Store, StoreOptions};
+use http::{Request, Response};
+use http_body_util::BodyExt;
+use kube::client::Body;
+use serde_json::{Value, json};
+use tower_test::mock::{Handle, SendResponse};
+
+type ApiHandle = Handle<Request<Body>, Response<Body>>;
+
+async fn context(dir: &tempfile::TempDir) -> (Arc<Context>, ApiHandle, Store) {
+    let store = Store::open(StoreOptions {
+        backend_store_uri: format!("sqlite:///{}", dir.path().join("ctflow.db").display()),
+        default_artifact_root: dir.path().display().to_string(),
+        max_connections: 2,
+    })
+    .await
+    .expect("the store opens");
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = kube::Client::new(service, "default");
+    let bus: Arc<dyn Bus> = Arc::new(MemoryBus::new());
+    let settings = Settings {
+        namespace: None,
+        refresh: Refresh::default(),
+        base_dir: "/".into(),
+        reporter: "ctflow-controller".into(),
+        instance: "pod-0".into(),
+    };
+    (
+        Arc::new(Context::new(client, store.clone(), bus, settings)),
+        handle,
+        store,
+    )
+}
+
+fn object(finalizers: &[&str], deleting: bool) -> Value {
+    let mut metadata = json!({
+        "name": "iris", "namespace": "ml", "uid": "u-1", "generation": 1, "resourceVersion": "7",
+        "finalizers": finalizers,
+    });
+    if deleting {
+        metadata["deletionTimestamp"] = json!("2026-11-26T10:00:00Z");
+    }
+    json!({
+        "apiVersion": "ctflow.dev/v1alpha1",
+        "kind": "TrainingPipeline",
+        "metadata": metadata,
+        "spec": {"project": {"uri": "/srv/iris"}},
+    })
+}
+
+fn typed(value: &Value) -> Arc<TrainingPipeline> {
+    Arc::new(serde_json::from_value(value.clone()).expect("a TrainingPipeline"))
+}
+
+/// The next request: method, path and query, content type, JSON body.
+async fn next(
+    handle: &mut ApiHandle,
+) -> (String, String, String, Value, SendResponse<Response<Body>>) {
+    let (request, respond) = handle.next_request().await.expect("a request");
+    let method = request.method().to_string();
+    let uri = request.uri().to_string();
+    let content_type = request
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    let bytes = request
+        .into_body()
+        .collect()
+        .await
+        .expect("the body reads")
+        .to_bytes();
+    let body = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes).expect("a JSON body")
+    };
+    (method, uri, content_type, body, respond)
+}
+
+fn reply(respond: SendResponse<Response<Body>>, body: &Value) {
+    let bytes = serde_json::to_vec(body).expect("serialises");
+    respond.send_response(
+        Response::builder()
+            .status(200)
+            .body(Body::from(bytes))
+            .expect("a response"),
+    );
+}
+
+#[tokio::test]
+async fn a_new_object_gets_the_finalizer_first_and_nothing_else() {
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let (context, mut handle, store) = context(&dir).await;
+    let task = tokio::spawn(reconcile::reconcile(typed(&object(&[], false)), context));
+
+    let (method, uri, content_type, body, respond) = next(&mut handle).await;
+    assert_eq!(method, "PATCH");
+    assert_eq!(
+        uri,
+        "/apis/ctflow.dev/v1alpha1/namespaces/ml/trainingpipelines/iris?"
+    );
+    assert_eq!(content_type, "application/json-patch+json");
+    assert_eq!(
+        body,
+        json!([
+            {"op": "test", "path": "/metadata/finalizers", "value": null},
+            {"op": "add", "path": "/metadata/finalizers", "value": ["ctflow.dev/pipeline"]},
+        ])
+    );
+    reply(respond, &object(&["ctflow.dev/pipeline"], false));
+    task.await.expect("no panic").expect("reconciled");
+    assert!(
+        store.list_pipelines().await.expect("listed").is_empty(),
+        "nothing stored before the finalizer is in place"
+    );
+}
+
+#[tokio::test]
+async fn a_finalized_object_is_stored_announced_and_its_status_applied() {
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let (context, mut handle, store) = context(&dir).await;
+    let task = tokio::spawn(reconcile::reconcile(
+        typed(&object(&["ctflow.dev/pipeline"], false)),
+        context,
+    ));
+
+    let (method, uri, _, event, respond) = next(&mut handle).await;
+    assert_eq!(
+        (method.as_str(), uri.as_str()),
+        ("POST", "/apis/events.k8s.io/v1/namespaces/ml/events?")
+    );
+    assert_eq!(event["reason"], "Stored");
+    assert_eq!(event["type"], "Normal");
+    assert_eq!(event["regarding"]["kind"], "TrainingPipeline");
+    assert_eq!(event["regarding"]["uid"], "u-1");
+    assert_eq!(event["reportingController"], "ctflow-controller");
+    assert_eq!(event["reportingInstance"], "pod-0");
+    assert!(event["eventTime"].is_string());
+    // The store was written before the Event announced it.
+    assert_eq!(
+        store.get_pipeline("ml-iris").await.expect("stored").source,
+        "kubernetes:ml/iris"
+    );
+    reply(respond, &event);
+
+    let (method, uri, content_type, patch, respond) = next(&mut handle).await;
+    assert_eq!(method, "PATCH");
+    assert_eq!(
+        uri,
+        "/apis/ctflow.dev/v1alpha1/namespaces/ml/trainingpipelines/iris/status?&force=true&fieldManager=ctflow-controller"
+    );
+    assert_eq!(content_type, "application/apply-patch+yaml");
+    assert_eq!(patch["apiVersion"], "ctflow.dev/v1alpha1");
+    assert_eq!(patch["kind"], "TrainingPipeline");
+    assert_eq!(patch["status"]["phase"], "Ready");
+    assert_eq!(patch["status"]["observedGeneration"], 1);
+    assert_eq!(patch["status"]["conditions"][0]["type"], "Ready");
+    assert!(
+        patch.get("spec").is_none(),
+        "the status patch carries no spec"
+    );
+    let mut updated = object(&["ctflow.dev/pipeline"], false);
+    updated["status"] = patch["status"].clone();
+    reply(respond, &updated);
+
+    task.await.expect("no panic").expect("reconciled");
+}
+
+#[tokio::test]
+async fn a_deleted_object_is_cleaned_up_before_its_finalizer_goes() {
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let (context, mut handle, store) = context(&dir).await;
+    let document = typed(&object(&[], false)).to_document();
+    store
+        .put_pipeline(&document, "kubernetes:ml/iris", "/")
+        .await
+        .expect("stored");
+    let task = tokio::spawn(reconcile::reconcile(
+        typed(&object(&["ctflow.dev/pipeline"], true)),
+        context,
+    ));
+
+    let (method, _, _, event, respond) = next(&mut handle).await;
+    assert_eq!(method, "POST");
+    assert_eq!(event["reason"], "Deleted");
+    assert!(
+        store.get_pipeline("ml-iris").await.is_err(),
+        "the pipeline is gone before the Event"
+    );
+    reply(respond, &event);
+
+    let (method, uri, content_type, body, respond) = next(&mut handle).await;
+    assert_eq!(method, "PATCH");
+    assert_eq!(
+        uri,
+        "/apis/ctflow.dev/v1alpha1/namespaces/ml/trainingpipelines/iris?"
+    );
+    assert_eq!(content_type, "application/json-patch+json");
+    assert_eq!(
+        body,
+        json!([
+            {"op": "test", "path": "/metadata/finalizers/0", "value": "ctflow.dev/pipeline"},
+            {"op": "remove", "path": "/metadata/finalizers/0"},
+        ])
+    );
+    reply(respond, &object(&[], true));
+    task.await.expect("no panic").expect("reconciled");
+}
