@@ -40,14 +40,32 @@ pub struct RunArgs {
     #[arg(long)]
     pub run_name: Option<String>,
     /// Attach to an existing run instead of creating one.
-    #[arg(long)]
+    #[arg(long, env = "MLFLOW_RUN_ID")]
     pub run_id: Option<String>,
+    /// CI checks to run before the entry point, as JSON: `[{"name": "tests", "run":
+    /// "pytest -q"}]`; a failing one stops the run (CT jobs on Kubernetes pass their
+    /// pipeline's checks this way).
+    #[arg(long, env = "CTFLOW_CI_CHECKS", value_parser = parse_ci_checks)]
+    pub ci_checks: Option<CiChecks>,
+    /// Record failing CI checks without stopping the run (a pipeline's `ci.dryRun`).
+    #[arg(long, env = "CTFLOW_CI_SHADOW")]
+    pub ci_shadow: bool,
     /// Which environment runs the command: `local` (the python on PATH), `virtualenv` or
     /// `uv` (python_env.yaml, built with uv when it is on PATH, else python -m venv + pip),
     /// or `conda` (conda.yaml, needs conda on PATH); built environments are cached
     /// by their spec under $CTFLOW_ENV_DIR (default ~/.cache/ctflow/envs).
     #[arg(long, default_value = "local")]
     pub env_manager: String,
+}
+
+/// The CI checks of `--ci-checks`.
+#[derive(Debug, Clone)]
+pub struct CiChecks(pub Vec<ctflow_core::pipeline::CiCheck>);
+
+fn parse_ci_checks(raw: &str) -> Result<CiChecks, String> {
+    serde_json::from_str(raw)
+        .map(CiChecks)
+        .map_err(|e| format!("not a JSON list of {{\"name\", \"run\"}} checks: {e}"))
 }
 
 pub(crate) fn parse_param(raw: &str) -> Result<(String, String), String> {
@@ -115,11 +133,12 @@ pub async fn run(args: RunArgs, client_args: &ClientArgs) -> Result<()> {
         run_id: args.run_id.clone(),
         tags: Vec::new(),
         env: Vec::new(),
-        ci_checks: Vec::new(),
-        ci_blocking: true,
+        ci_checks: args.ci_checks.clone().map(|c| c.0).unwrap_or_default(),
+        ci_blocking: !args.ci_shadow,
         timeout: None,
         user: crate::client::current_user(),
         tracking_uri: client_args.tracking_uri.clone(),
+        backend: "local".into(),
     };
     let stop = CancellationToken::new();
     let signal = Arc::new(std::sync::Mutex::new(None));

@@ -176,6 +176,10 @@ pub(crate) struct KubernetesArgs {
     /// The Lease's name; replicas that share it elect one among them.
     #[arg(long, env = "CTFLOW_LEASE_NAME", default_value = "ctflow-controller")]
     lease_name: String,
+    /// How often a TrainingPipeline's status is refreshed from the store while none of
+    /// its runs is active (every 5 s while one is, or this if shorter).
+    #[arg(long, env = "CTFLOW_STATUS_REFRESH", default_value = "15s", value_parser = parse_duration)]
+    status_refresh: Duration,
 }
 
 pub(crate) async fn controller(args: ControllerArgs) -> Result<()> {
@@ -275,7 +279,14 @@ pub(crate) async fn controller(args: ControllerArgs) -> Result<()> {
                 bus.clone(),
                 ctflow_kube::Settings {
                     namespace: args.kube.watch_namespace.clone(),
-                    refresh: ctflow_kube::plan::Refresh::default(),
+                    refresh: {
+                        let default = ctflow_kube::plan::Refresh::default();
+                        let idle = args.kube.status_refresh.max(Duration::from_millis(100));
+                        ctflow_kube::plan::Refresh {
+                            active: default.active.min(idle),
+                            idle,
+                        }
+                    },
                     base_dir,
                     reporter: "ctflow-controller".into(),
                     instance: identity,
@@ -339,9 +350,62 @@ pub(crate) struct WorkerArgs {
     #[arg(long, env = "CTFLOW_JOB_MAX_STARTS", default_value_t = 3)]
     max_starts: u32,
     #[command(flatten)]
+    jobs: JobArgs,
+    #[command(flatten)]
     bus: BusArgs,
     #[command(flatten)]
     ops: OpsArgs,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Executor {
+    /// A process on this machine, in the project's environment.
+    Local,
+    /// A Kubernetes Job per CT job (in-cluster config, or KUBECONFIG).
+    Kubernetes,
+}
+
+/// Where a worker runs its jobs' commands.
+#[derive(Args, Debug, Clone)]
+pub(crate) struct JobArgs {
+    #[arg(long, env = "CTFLOW_EXECUTOR", value_enum, default_value = "local")]
+    executor: Executor,
+    /// The namespace of the Jobs (default: the namespace of each job's TrainingPipeline).
+    #[arg(long, env = "CTFLOW_JOB_NAMESPACE")]
+    job_namespace: Option<String>,
+    /// The image of a pipeline that names none in spec.project.image.
+    #[arg(long, env = "CTFLOW_JOB_IMAGE")]
+    job_image: Option<String>,
+    /// The Jobs' service account unless the pipeline names one.
+    #[arg(long, env = "CTFLOW_JOB_SERVICE_ACCOUNT")]
+    job_service_account: Option<String>,
+    /// How long a finished Job stays for inspection unless the pipeline says otherwise.
+    #[arg(long, env = "CTFLOW_JOB_TTL", default_value = "1h", value_parser = parse_duration)]
+    job_ttl: Duration,
+    /// How often a running Job and its pods are looked at.
+    #[arg(long, env = "CTFLOW_JOB_POLL", default_value = "2s", value_parser = parse_duration)]
+    job_poll: Duration,
+}
+
+impl JobArgs {
+    async fn runner(&self) -> Result<Option<Arc<dyn ctflow_worker::JobRunner>>> {
+        if self.executor == Executor::Local {
+            return Ok(None);
+        }
+        let client = kube::Client::try_default()
+            .await
+            .context("cannot set up the Kubernetes client (in-cluster config or KUBECONFIG)")?;
+        let settings = ctflow_kube::JobSettings {
+            namespace: self.job_namespace.clone(),
+            default_image: self.job_image.clone(),
+            service_account: self.job_service_account.clone(),
+            ttl_after_finished: self.job_ttl,
+            poll: self.job_poll.max(Duration::from_millis(100)),
+        };
+        Ok(Some(Arc::new(ctflow_kube::KubeJobRunner::new(
+            client, settings,
+        ))))
+    }
 }
 
 pub(crate) async fn worker(args: WorkerArgs) -> Result<()> {
@@ -369,7 +433,12 @@ pub(crate) async fn worker(args: WorkerArgs) -> Result<()> {
         ),
     ];
     let ops = serve_ops("worker", &args.ops, checks, metrics.clone(), &shutdown).await?;
-    let gpus = discover_gpus();
+    let runner = args.jobs.runner().await?;
+    let gpus = if runner.is_some() {
+        Vec::new()
+    } else {
+        discover_gpus()
+    };
     let pool = WorkerPool::new(
         bus.clone(),
         PoolConfig {
@@ -384,9 +453,14 @@ pub(crate) async fn worker(args: WorkerArgs) -> Result<()> {
         },
     )?
     .with_metrics(metrics);
+    let pool = match runner {
+        Some(runner) => pool.with_runner(runner),
+        None => pool,
+    };
     tracing::info!(
         concurrency = args.concurrency,
         gpus = gpus.len(),
+        executor = ?args.jobs.executor,
         "worker started"
     );
     pool.run(shutdown.clone()).await;

@@ -65,6 +65,59 @@ pub struct TrainingPipelineSpec {
     /// A suspended pipeline records no new trigger events.
     #[serde(default)]
     pub suspend: bool,
+    /// How a job runs as a Kubernetes Job (workers started with `--executor kubernetes`);
+    /// local workers ignore it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubernetes: Option<KubernetesJob>,
+}
+
+/// The Kubernetes side of a job: where its pod may run and anything else its pod template
+/// needs. The image is `project.image`; CPU, memory and GPUs are `resources`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct KubernetesJob {
+    /// Node labels the pod must match.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    /// Taints the pod tolerates (Kubernetes' `tolerations`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+    /// The pod's service account (default: the namespace's `default`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account_name: Option<String>,
+    /// How long a finished Job stays for inspection (default 1h).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_after_finished: Option<DurationSpec>,
+    /// Merged onto the generated pod template (a JSON merge patch: volumes, env,
+    /// annotations, securityContext, ...). The job's container is named `job`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "free_form_object")]
+    pub pod_template: Option<serde_json::Value>,
+}
+
+/// A Kubernetes toleration.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Toleration {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// `Equal` or `Exists`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operator: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    /// `NoSchedule`, `PreferNoSchedule` or `NoExecute`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub effect: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub toleration_seconds: Option<i64>,
+}
+
+fn free_form_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": true,
+    })
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -698,6 +751,39 @@ impl TrainingPipelineSpec {
     pub fn validate(&self) -> Result<(), Vec<SpecError>> {
         let mut errors = Vec::new();
         let mut err = |field: String, message: String| errors.push(SpecError { field, message });
+        if let Some(kubernetes) = &self.kubernetes {
+            if kubernetes
+                .pod_template
+                .as_ref()
+                .is_some_and(|t| !t.is_object())
+            {
+                err(
+                    "spec.kubernetes.podTemplate".into(),
+                    "must be an object (a pod template to merge)".into(),
+                );
+            }
+            for (i, toleration) in kubernetes.tolerations.iter().enumerate() {
+                if let Some(op) = &toleration.operator
+                    && op != "Equal"
+                    && op != "Exists"
+                {
+                    err(
+                        format!("spec.kubernetes.tolerations[{i}].operator"),
+                        format!("must be Equal or Exists, not '{op}'"),
+                    );
+                }
+                if let Some(effect) = &toleration.effect
+                    && !["NoSchedule", "PreferNoSchedule", "NoExecute"].contains(&effect.as_str())
+                {
+                    err(
+                        format!("spec.kubernetes.tolerations[{i}].effect"),
+                        format!(
+                            "must be NoSchedule, PreferNoSchedule or NoExecute, not '{effect}'"
+                        ),
+                    );
+                }
+            }
+        }
         if self.project.uri.trim().is_empty() {
             err("spec.project.uri".into(), "must not be empty".into());
         }
@@ -960,6 +1046,38 @@ mod tests {
             .into_iter()
             .map(|e| e.field)
             .collect()
+    }
+
+    #[test]
+    fn kubernetes_settings_are_checked_by_field() {
+        let mut spec = pipeline();
+        spec.kubernetes = Some(KubernetesJob {
+            tolerations: vec![Toleration {
+                operator: Some("Sometimes".into()),
+                effect: Some("NoSchedule".into()),
+                ..Toleration::default()
+            }],
+            pod_template: Some(json!([1, 2])),
+            ..KubernetesJob::default()
+        });
+        assert_eq!(
+            fields(&spec),
+            vec![
+                "spec.kubernetes.podTemplate".to_string(),
+                "spec.kubernetes.tolerations[0].operator".to_string()
+            ]
+        );
+        let parsed: TrainingPipelineSpec = serde_json::from_value(json!({
+            "project": {"uri": "."},
+            "kubernetes": {"nodeSelector": {"pool": "gpu"}, "tolerations": [{"key": "gpu", "operator": "Exists"}],
+                           "podTemplate": {"metadata": {"annotations": {"a": "b"}}}},
+        }))
+        .expect("parses");
+        assert!(parsed.validate().is_ok());
+        let typo = serde_json::from_value::<TrainingPipelineSpec>(json!({
+            "project": {"uri": "."}, "kubernetes": {"nodeSelecter": {}},
+        }));
+        assert!(typo.is_err(), "unknown fields are refused");
     }
 
     #[test]

@@ -8,6 +8,8 @@
 #![forbid(unsafe_code)]
 
 pub mod crd;
+pub mod executor;
+pub mod job;
 pub mod lease;
 pub mod plan;
 pub mod reconcile;
@@ -22,6 +24,8 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 pub use crd::{TrainingPipeline, TrainingPipelineStatus, crd_yaml};
+pub use executor::KubeJobRunner;
+pub use job::JobSettings;
 pub use lease::{Elector, LeaseConfig};
 pub use reconcile::{Context, Settings};
 

@@ -29,7 +29,7 @@ impl Default for Refresh {
     fn default() -> Self {
         Refresh {
             active: Duration::from_secs(5),
-            idle: Duration::from_secs(60),
+            idle: Duration::from_secs(15),
         }
     }
 }

@@ -9,23 +9,19 @@ use ctflow_bus::{Bus, MemoryBus};
 use ctflow_kube::TrainingPipeline;
 use ctflow_kube::plan::Refresh;
 use ctflow_kube::reconcile::{self, Context, Settings};
-use ctflow_store::{Store, StoreOptions};
+use ctflow_store::Store;
 use http::{Request, Response};
 use http_body_util::BodyExt;
 use kube::client::Body;
 use serde_json::{Value, json};
 use tower_test::mock::{Handle, SendResponse};
 
+mod support;
+
 type ApiHandle = Handle<Request<Body>, Response<Body>>;
 
 async fn context(dir: &tempfile::TempDir) -> (Arc<Context>, ApiHandle, Store) {
-    let store = Store::open(StoreOptions {
-        backend_store_uri: format!("sqlite:///{}", dir.path().join("ctflow.db").display()),
-        default_artifact_root: dir.path().display().to_string(),
-        max_connections: 2,
-    })
-    .await
-    .expect("the store opens");
+    let store = support::sqlite_store(dir).await;
     let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let client = kube::Client::new(service, "default");
     let bus: Arc<dyn Bus> = Arc::new(MemoryBus::new());

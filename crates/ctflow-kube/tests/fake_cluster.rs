@@ -15,10 +15,12 @@ use ctflow_kube::plan::Refresh;
 use ctflow_kube::reconcile::{self, Context, Settings};
 use ctflow_kube::{Elector, LeaseConfig};
 use ctflow_kube_fake::FakeApiServer;
-use ctflow_store::{Recorded, Store, StoreOptions};
+use ctflow_store::{Recorded, Store};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+
+mod support;
 
 const NS: &str = "ml";
 
@@ -31,13 +33,7 @@ struct Harness {
 
 async fn harness() -> Harness {
     let dir = tempfile::tempdir().expect("a temporary folder");
-    let store = Store::open(StoreOptions {
-        backend_store_uri: format!("sqlite:///{}", dir.path().join("ctflow.db").display()),
-        default_artifact_root: dir.path().join("artifacts").display().to_string(),
-        max_connections: 4,
-    })
-    .await
-    .expect("the store opens");
+    let store = support::sqlite_store(&dir).await;
     Harness {
         fake: FakeApiServer::new(),
         store,
@@ -103,15 +99,8 @@ fn iris(cron: &str, c: &str) -> Value {
     })
 }
 
-/// Polls `check` every 20 ms for up to 10 s.
-async fn eventually<T>(what: &str, mut check: impl AsyncFnMut() -> Option<T>) -> T {
-    for _ in 0..500 {
-        if let Some(value) = check().await {
-            return value;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("timed out waiting for {what}");
+async fn eventually<T>(what: &str, check: impl AsyncFnMut() -> Option<T>) -> T {
+    support::eventually(what, Duration::from_secs(10), check).await
 }
 
 #[tokio::test]

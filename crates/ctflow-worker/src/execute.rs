@@ -79,6 +79,8 @@ pub struct RunRequest {
     pub user: String,
     /// The tracking URI the command logs to.
     pub tracking_uri: String,
+    /// `mlflow.project.backend`: `local`, or `kubernetes` for a CT job run as a Job.
+    pub backend: String,
 }
 
 /// One line of what a run prints.
@@ -133,7 +135,7 @@ fn git(dir: &Path, args: &[&str]) -> Option<String> {
         .filter(|s| !s.is_empty())
 }
 
-type GitInfo = Option<(String, Option<String>)>;
+pub(crate) type GitInfo = Option<(String, Option<String>)>;
 
 /// A git checkout made for one run, removed when the run ends.
 struct Checkout(Option<PathBuf>);
@@ -536,6 +538,53 @@ fn tail(text: &str, bytes: usize) -> String {
     format!("...{}", &text[start..])
 }
 
+/// Creates the tracked run of a project run, with MLflow's project tags and the request's
+/// own; returns (run id, experiment id, artifact URI).
+pub(crate) async fn create_run(
+    client: &TrackingClient,
+    request: &RunRequest,
+    source_name: &str,
+    entry_name: &str,
+    git_info: &GitInfo,
+) -> Result<(String, String, String), ExecError> {
+    let experiment_id = experiment_id(client, &request.experiment).await?;
+    let mut tags = vec![
+        json!({"key": "mlflow.user", "value": request.user}),
+        json!({"key": "mlflow.source.name", "value": source_name}),
+        json!({"key": "mlflow.source.type", "value": "PROJECT"}),
+        json!({"key": "mlflow.project.entryPoint", "value": entry_name}),
+        json!({"key": "mlflow.project.backend", "value": request.backend}),
+    ];
+    if request.env_manager != "local" {
+        tags.push(json!({"key": "mlflow.project.env", "value": request.env_manager}));
+    }
+    if let Some((commit, repo_url)) = git_info {
+        tags.push(json!({"key": "mlflow.source.git.commit", "value": commit}));
+        if let Some(url) = repo_url {
+            tags.push(json!({"key": "mlflow.source.git.repoURL", "value": url}));
+        }
+    }
+    for (key, value) in &request.tags {
+        tags.push(json!({"key": key, "value": value}));
+    }
+    let mut body = json!({
+        "experiment_id": experiment_id,
+        "user_id": request.user,
+        "start_time": ctflow_core::now_ms(),
+        "tags": tags,
+    });
+    if let Some(name) = &request.run_name {
+        body["run_name"] = json!(name);
+    }
+    let run = client.post("runs/create", &body).await?;
+    let info = &run["run"]["info"];
+    Ok((
+        text(info, "run_id"),
+        experiment_id,
+        text(info, "artifact_uri"),
+    ))
+}
+
 /// Runs the project as a tracked run. Errors before the run exists come back as
 /// `Err`; once it exists, failures are recorded on it and reported in the `RunReport`.
 pub async fn execute(
@@ -566,44 +615,7 @@ pub async fn execute(
                 text(info, "artifact_uri"),
             )
         }
-        None => {
-            let experiment_id = experiment_id(client, &request.experiment).await?;
-            let mut tags = vec![
-                json!({"key": "mlflow.user", "value": request.user}),
-                json!({"key": "mlflow.source.name", "value": source_name}),
-                json!({"key": "mlflow.source.type", "value": "PROJECT"}),
-                json!({"key": "mlflow.project.entryPoint", "value": entry.name}),
-                json!({"key": "mlflow.project.backend", "value": "local"}),
-            ];
-            if request.env_manager != "local" {
-                tags.push(json!({"key": "mlflow.project.env", "value": request.env_manager}));
-            }
-            if let Some((commit, repo_url)) = &git_info {
-                tags.push(json!({"key": "mlflow.source.git.commit", "value": commit}));
-                if let Some(url) = repo_url {
-                    tags.push(json!({"key": "mlflow.source.git.repoURL", "value": url}));
-                }
-            }
-            for (key, value) in &request.tags {
-                tags.push(json!({"key": key, "value": value}));
-            }
-            let mut body = json!({
-                "experiment_id": experiment_id,
-                "user_id": request.user,
-                "start_time": ctflow_core::now_ms(),
-                "tags": tags,
-            });
-            if let Some(name) = &request.run_name {
-                body["run_name"] = json!(name);
-            }
-            let run = client.post("runs/create", &body).await?;
-            let info = &run["run"]["info"];
-            (
-                text(info, "run_id"),
-                experiment_id,
-                text(info, "artifact_uri"),
-            )
-        }
+        None => create_run(client, request, &source_name, &entry.name, &git_info).await?,
     };
     observer.started(&run_id);
     let params: Vec<Value> = rendered

@@ -6,6 +6,8 @@ pub mod client;
 pub mod execute;
 mod orphans;
 mod pool;
+pub mod runner;
 
 pub use orphans::reap_orphans;
 pub use pool::{PoolConfig, WorkerPool, discover_gpus, worker_name};
+pub use runner::{JobRunner, RunnerReport, TrackedRun};

@@ -21,7 +21,8 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::client::TrackingClient;
-use crate::execute::{ExperimentRef, Line, Observer, RunRequest, StopReason, execute};
+use crate::execute::{ExperimentRef, Line, Observer, RunRequest, StopReason, create_run, execute};
+use crate::runner::{JobRunner, TrackedRun};
 
 #[derive(Debug, Clone)]
 pub struct PoolConfig {
@@ -166,6 +167,8 @@ pub struct WorkerPool {
     identity: String,
     /// Host and pid, the `ctflow.worker` tag of the runs this pool starts.
     name: String,
+    /// Runs the jobs' commands elsewhere (a Kubernetes Job); `None`: local processes.
+    runner: Option<Arc<dyn JobRunner>>,
 }
 
 /// Writes a job's output to its log file and reports milestones to the controller.
@@ -232,7 +235,14 @@ impl WorkerPool {
             metrics: Arc::new(Metrics::new()),
             identity: crate::orphans::worker_identity(),
             name: worker_name(),
+            runner: None,
         })
+    }
+
+    /// Runs the jobs' commands with `runner` instead of as local processes.
+    pub fn with_runner(mut self, runner: Arc<dyn JobRunner>) -> WorkerPool {
+        self.runner = Some(runner);
+        self
     }
 
     /// Reports job durations and busy workers to this process's metrics.
@@ -589,7 +599,12 @@ impl WorkerPool {
         let finished = |status, run_id, message: String, ci| {
             Outcome::Report(finished(job, status, run_id, message, ci))
         };
-        let wanted = job.spec.resources.gpu;
+        // NB: a runner that schedules on a cluster asks it for the GPUs instead.
+        let wanted = if self.runner.as_ref().is_some_and(|r| !r.uses_local_gpus()) {
+            0
+        } else {
+            job.spec.resources.gpu
+        };
         if let Err(error) = self.gpus.lock().check(wanted) {
             return finished(
                 JobStatus::Unschedulable,
@@ -724,11 +739,21 @@ impl WorkerPool {
             timeout: spec.timeout.map(|t| t.0),
             user: self.config.user.clone(),
             tracking_uri: self.config.tracking_uri.clone(),
+            backend: self
+                .runner
+                .as_ref()
+                .map_or("local", |r| r.backend())
+                .to_string(),
         }
     }
 
     async fn execute_job(&self, job: &Job, gpus: &[u32], stop: CancellationToken) -> JobEvent {
         let request = self.request(job, gpus);
+        if let Some(runner) = &self.runner {
+            return self
+                .run_elsewhere(runner.as_ref(), job, &request, stop)
+                .await;
+        }
         let log_path = self
             .config
             .logs_dir
@@ -786,6 +811,44 @@ impl WorkerPool {
         };
         observer.line(Line::Note(format!("=== {status:?}: {message} ===")));
         finished(job, status, run_id, message, ci)
+    }
+}
+
+impl WorkerPool {
+    /// A job whose command a runner runs: the pool creates the MLflow run and reports
+    /// it started, the runner does the rest.
+    async fn run_elsewhere(
+        &self,
+        runner: &dyn JobRunner,
+        job: &Job,
+        request: &RunRequest,
+        stop: CancellationToken,
+    ) -> JobEvent {
+        let source = match &request.version {
+            Some(version) => format!("{}@{version}", request.uri),
+            None => request.uri.clone(),
+        };
+        let created = create_run(&self.client, request, &source, &request.entry_point, &None).await;
+        let (run_id, experiment_id, artifact_uri) = match created {
+            Ok(run) => run,
+            Err(error) => {
+                return finished(job, JobStatus::Failed, None, error.to_string(), Vec::new());
+            }
+        };
+        let observer = JobObserver {
+            bus: self.bus.clone(),
+            job: job.clone(),
+            log: Mutex::new(None),
+        };
+        observer.started(&run_id);
+        let run = TrackedRun {
+            run_id: run_id.clone(),
+            experiment_id,
+            artifact_uri,
+        };
+        let report = runner.run(job, request, &run, &self.client, stop).await;
+        tracing::info!(pipeline_run = job.pipeline_run, run_id, status = ?report.status, message = report.message, "job ended");
+        finished(job, report.status, Some(run_id), report.message, Vec::new())
     }
 }
 
