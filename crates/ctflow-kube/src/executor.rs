@@ -84,7 +84,7 @@ impl KubeJobRunner {
         let name = job::job_name(&job.pipeline_run, job.attempt);
         let jobs: Api<Job> = Api::namespaced(self.client.clone(), &namespace);
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), &namespace);
-        self.create(&jobs, &manifest, &run.run_id).await?;
+        create_job(&jobs, &manifest, &run.run_id, self.settings.poll).await?;
         let reference = format!("{namespace}/{name}");
         if let Err(error) = client
             .post(
@@ -195,42 +195,6 @@ impl KubeJobRunner {
         }
     }
 
-    /// Creates the Job. One that exists already is this run's (a retried create: kept) or
-    /// a lost run's of the same attempt (deleted first, so two never train at once).
-    async fn create(&self, jobs: &Api<Job>, manifest: &Job, run_id: &str) -> Result<(), String> {
-        let name = manifest.metadata.name.clone().unwrap_or_default();
-        let started = tokio::time::Instant::now();
-        loop {
-            match jobs.create(&PostParams::default(), manifest).await {
-                Ok(_) => return Ok(()),
-                Err(kube::Error::Api(status)) if status.code == 409 => {
-                    match jobs.get_opt(&name).await {
-                        Ok(Some(existing)) if job::run_of(&existing).as_deref() == Some(run_id) => {
-                            return Ok(());
-                        }
-                        Ok(Some(existing)) => {
-                            if existing.metadata.deletion_timestamp.is_none() {
-                                tracing::warn!(job = name, earlier_run = ?job::run_of(&existing), "replacing the Job of a lost run");
-                                delete(jobs, &name).await;
-                            }
-                        }
-                        // Gone in between: create again.
-                        Ok(None) => continue,
-                        Err(error) => return Err(format!("cannot read the Job {name}: {error}")),
-                    }
-                    if started.elapsed() > DELETE_WAIT {
-                        return Err(format!(
-                            "the Job {name} of a lost run did not go away within {}s",
-                            DELETE_WAIT.as_secs()
-                        ));
-                    }
-                    tokio::time::sleep(self.settings.poll).await;
-                }
-                Err(error) => return Err(format!("cannot create the Job {name}: {error}")),
-            }
-        }
-    }
-
     /// The pod's output, attached to the run as `kubernetes-pod.log`.
     async fn attach_log(
         &self,
@@ -270,6 +234,47 @@ impl KubeJobRunner {
                 }
             }
             Err(error) => tracing::warn!(%error, pod = pod_name, "cannot read the pod's log"),
+        }
+    }
+}
+
+/// Creates the Job. One that exists already is this run's (a retried create: kept) or
+/// a lost run's of the same attempt (deleted first, so two never train at once).
+pub async fn create_job(
+    jobs: &Api<Job>,
+    manifest: &Job,
+    run_id: &str,
+    poll: Duration,
+) -> Result<(), String> {
+    let name = manifest.metadata.name.clone().unwrap_or_default();
+    let started = tokio::time::Instant::now();
+    loop {
+        match jobs.create(&PostParams::default(), manifest).await {
+            Ok(_) => return Ok(()),
+            Err(kube::Error::Api(status)) if status.code == 409 => {
+                match jobs.get_opt(&name).await {
+                    Ok(Some(existing)) if job::run_of(&existing).as_deref() == Some(run_id) => {
+                        return Ok(());
+                    }
+                    Ok(Some(existing)) => {
+                        if existing.metadata.deletion_timestamp.is_none() {
+                            tracing::warn!(job = name, earlier_run = ?job::run_of(&existing), "replacing the Job of a lost run");
+                            delete(jobs, &name).await;
+                        }
+                    }
+                    // Gone in between: create again.
+                    Ok(None) => continue,
+                    Err(error) => return Err(format!("cannot read the Job {name}: {error}")),
+                }
+                if started.elapsed() > DELETE_WAIT {
+                    return Err(format!(
+                        "the Job {name} of a lost run did not go away within {}s",
+                        DELETE_WAIT.as_secs()
+                    ));
+                }
+                tokio::time::sleep(poll).await;
+            }
+            Err(error) => return Err(format!("cannot create the Job {name}: {error}")),
         }
     }
 }

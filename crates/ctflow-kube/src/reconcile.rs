@@ -16,6 +16,7 @@ use ctflow_core::error::ErrorCode;
 use ctflow_core::pipeline_run::{Phase, UNFINISHED_PHASES};
 use ctflow_store::Store;
 use futures::StreamExt;
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::events::v1::Event as KubeEvent;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::api::{Patch, PatchParams, PostParams};
@@ -128,7 +129,17 @@ pub async fn run(context: Arc<Context>, shutdown: CancellationToken) {
     if let Err(error) = remove_orphans(&context).await {
         tracing::warn!(%error, "cannot check for pipelines whose TrainingPipeline is gone");
     }
+    // The Jobs the Kubernetes executor creates are owned by their TrainingPipeline: a
+    // Job that starts or ends refreshes its owner's status at once.
+    let jobs: Api<Job> = match &context.settings.namespace {
+        Some(namespace) => Api::namespaced(context.client.clone(), namespace),
+        None => Api::all(context.client.clone()),
+    };
     Controller::new(context.api(), watcher::Config::default())
+        .owns(
+            jobs,
+            watcher::Config::default().labels("app.kubernetes.io/managed-by=ctflow"),
+        )
         .graceful_shutdown_on(shutdown.cancelled_owned())
         .run(reconcile, error_policy, context)
         .for_each(|outcome| async move {

@@ -215,3 +215,141 @@ async fn a_deleted_object_is_cleaned_up_before_its_finalizer_goes() {
     reply(respond, &object(&[], true));
     task.await.expect("no panic").expect("reconciled");
 }
+
+fn job_object(run_id: &str) -> Value {
+    json!({
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": "ctflow-0196f1c2-1", "namespace": "ml",
+            "annotations": {"ctflow.dev/mlflow-run-id": run_id},
+            "ownerReferences": [{"apiVersion": "ctflow.dev/v1alpha1", "kind": "TrainingPipeline", "name": "iris",
+                                 "uid": "u-1", "controller": true, "blockOwnerDeletion": true}],
+        },
+        "spec": {"backoffLimit": 0, "template": {"spec": {"restartPolicy": "Never",
+            "containers": [{"name": "job", "image": "acme/iris:1"}]}}},
+    })
+}
+
+fn conflict(respond: SendResponse<Response<Body>>) {
+    let body = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "AlreadyExists",
+                      "message": "jobs.batch \"ctflow-0196f1c2-1\" already exists", "code": 409});
+    respond.send_response(
+        Response::builder()
+            .status(409)
+            .body(Body::from(serde_json::to_vec(&body).expect("serialises")))
+            .expect("a response"),
+    );
+}
+
+fn jobs_api() -> (kube::Api<k8s_openapi::api::batch::v1::Job>, ApiHandle) {
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = kube::Client::new(service, "default");
+    (kube::Api::namespaced(client, "ml"), handle)
+}
+
+#[tokio::test]
+async fn a_job_is_created_with_its_owner_reference() {
+    let (jobs, mut handle) = jobs_api();
+    let manifest = serde_json::from_value(job_object("run-1")).expect("a Job");
+    let task = tokio::spawn(async move {
+        ctflow_kube::executor::create_job(
+            &jobs,
+            &manifest,
+            "run-1",
+            std::time::Duration::from_millis(1),
+        )
+        .await
+    });
+    let (method, uri, _, body, respond) = next(&mut handle).await;
+    assert_eq!(
+        (method.as_str(), uri.as_str()),
+        ("POST", "/apis/batch/v1/namespaces/ml/jobs?")
+    );
+    assert_eq!(
+        body["metadata"]["ownerReferences"][0]["kind"],
+        "TrainingPipeline"
+    );
+    assert_eq!(body["metadata"]["ownerReferences"][0]["controller"], true);
+    assert_eq!(body["spec"]["backoffLimit"], 0);
+    reply(respond, &body);
+    task.await.expect("no panic").expect("created");
+}
+
+#[tokio::test]
+async fn a_job_already_there_for_this_run_is_kept() {
+    let (jobs, mut handle) = jobs_api();
+    let manifest = serde_json::from_value(job_object("run-1")).expect("a Job");
+    let task = tokio::spawn(async move {
+        ctflow_kube::executor::create_job(
+            &jobs,
+            &manifest,
+            "run-1",
+            std::time::Duration::from_millis(1),
+        )
+        .await
+    });
+    let (method, _, _, _, respond) = next(&mut handle).await;
+    assert_eq!(method, "POST");
+    conflict(respond);
+    let (method, uri, _, _, respond) = next(&mut handle).await;
+    assert_eq!(
+        (method.as_str(), uri.as_str()),
+        ("GET", "/apis/batch/v1/namespaces/ml/jobs/ctflow-0196f1c2-1")
+    );
+    reply(respond, &job_object("run-1"));
+    task.await.expect("no panic").expect("kept, no second Job");
+}
+
+#[tokio::test]
+async fn a_lost_runs_job_is_deleted_before_the_new_one_is_created() {
+    let (jobs, mut handle) = jobs_api();
+    let manifest = serde_json::from_value(job_object("run-2")).expect("a Job");
+    let task = tokio::spawn(async move {
+        ctflow_kube::executor::create_job(
+            &jobs,
+            &manifest,
+            "run-2",
+            std::time::Duration::from_millis(1),
+        )
+        .await
+    });
+    let (method, _, _, _, respond) = next(&mut handle).await;
+    assert_eq!(method, "POST");
+    conflict(respond);
+    let (method, _, _, _, respond) = next(&mut handle).await;
+    assert_eq!(method, "GET");
+    reply(respond, &job_object("run-1"));
+    let (method, uri, _, body, respond) = next(&mut handle).await;
+    assert_eq!(
+        (method.as_str(), uri.as_str()),
+        (
+            "DELETE",
+            "/apis/batch/v1/namespaces/ml/jobs/ctflow-0196f1c2-1?"
+        )
+    );
+    assert_eq!(body["propagationPolicy"], "Background", "its pods go too");
+    let mut deleting = job_object("run-1");
+    deleting["metadata"]["deletionTimestamp"] = json!("2026-11-26T10:00:00Z");
+    reply(respond, &deleting);
+    // Still there while it is being deleted: wait, then create.
+    let (method, _, _, _, respond) = next(&mut handle).await;
+    assert_eq!(method, "POST");
+    conflict(respond);
+    let (method, _, _, _, respond) = next(&mut handle).await;
+    assert_eq!(method, "GET");
+    reply(respond, &deleting);
+    let (method, _, _, body, respond) = next(&mut handle).await;
+    assert_eq!(
+        method, "POST",
+        "no second DELETE while the first is under way"
+    );
+    assert_eq!(
+        body["metadata"]["annotations"]["ctflow.dev/mlflow-run-id"],
+        "run-2"
+    );
+    reply(respond, &body);
+    task.await
+        .expect("no panic")
+        .expect("created after the old one went");
+}
