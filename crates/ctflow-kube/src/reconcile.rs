@@ -208,7 +208,11 @@ async fn apply(object: &TrainingPipeline, context: &Context) -> Result<Requeue> 
                 context.bus.wake_controller();
             }
             Action::Publish(note) => publish(context, object, note).await,
-            Action::ApplyStatus(status) => apply_status(context, object, &status).await?,
+            Action::ApplyStatus(status) => {
+                // NB: the Events are out; a failed status write must not repeat them.
+                commit_history(context, &observed.new_history);
+                apply_status(context, object, &status).await?
+            }
         }
     }
     commit_history(context, &observed.new_history);

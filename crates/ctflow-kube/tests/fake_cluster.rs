@@ -575,3 +575,59 @@ async fn two_controller_replicas_act_only_while_leading() {
     assert_eq!(stored_by, vec![json!("replica-a"), json!("replica-b")]);
     replicas[1].2.cancel();
 }
+
+#[tokio::test]
+async fn a_failed_status_write_does_not_repeat_the_events() {
+    let h = harness().await;
+    let stop = h.start();
+    h.fake
+        .apply("trainingpipelines", NS, iris("0 3 * * *", "0.5"))
+        .expect("applied");
+    eventually("Ready", async || {
+        (h.pipeline("iris")?["status"]["phase"] == "Ready").then_some(())
+    })
+    .await;
+    // The status write after the trigger's Event fails once and is retried.
+    h.fake.fail_next("PATCH", "trainingpipelines", 500, 1);
+    let Recorded::Created(run) = h
+        .store
+        .record_trigger(&TriggerEvent::new("ml-iris", "manual", "once".into()))
+        .await
+        .expect("recorded")
+    else {
+        panic!("a new pipeline run");
+    };
+    eventually("Running after the retried write", async || {
+        (h.pipeline("iris")?["status"]["phase"] == "Running").then_some(())
+    })
+    .await;
+    assert_eq!(
+        h.fake.requests().iter().filter(|r| r.status == 500).count(),
+        1,
+        "the fault hit"
+    );
+    // The run moves on: only its new history becomes Events, not the trigger again.
+    h.store
+        .modify_pipeline_run(
+            &run.id,
+            &[Phase::Pending],
+            |r| {
+                r.phase = Phase::Failed;
+                r.decision = Some("the job failed".into());
+            },
+            None,
+        )
+        .await
+        .expect("moved");
+    eventually("the ending seen", async || {
+        (h.pipeline("iris")?["status"]["lastRun"]["phase"] == "Failed").then_some(())
+    })
+    .await;
+    eventually("a RunFailed event", async || {
+        h.events("RunFailed").into_iter().next()
+    })
+    .await;
+    assert_eq!(h.events("Triggered").len(), 1);
+    assert_eq!(h.events("RunFailed").len(), 1);
+    stop.cancel();
+}
