@@ -53,6 +53,25 @@ pub enum ModelsCommand {
     /// Download a model's artifacts: models:/name/version, models:/name@alias,
     /// models:/name/stage, models:/m-<id> or runs:/<run>/path.
     Download { uri: String, dest: PathBuf },
+    /// Serve a model with MLflow's scoring protocol: POST /invocations (dataframe_split,
+    /// dataframe_records, instances, inputs as JSON, or CSV), GET /ping, /health, /version.
+    Serve {
+        /// models:/name@alias, models:/name/version, models:/m-<id>, runs:/<run>/path, or
+        /// a local folder holding an MLmodel file.
+        #[arg(short = 'm', long = "model-uri")]
+        model_uri: String,
+        #[arg(long, default_value = "127.0.0.1")]
+        host: std::net::IpAddr,
+        #[arg(short, long, default_value_t = 5000)]
+        port: u16,
+        /// Python processes predicting in parallel, each with the model loaded.
+        #[arg(short, long, default_value_t = 1)]
+        workers: usize,
+        /// `local` (the python3 on PATH) or `virtualenv` / `uv` (the model's
+        /// python_env.yaml, built once and cached under $CTFLOW_ENV_DIR).
+        #[arg(long, default_value = "local")]
+        env_manager: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -300,6 +319,13 @@ pub async fn run(command: ModelsCommand, args: &ClientArgs) -> Result<()> {
                 .collect();
             print_table(&["Time (ms)", "Action", "Change", "User", "Comment"], &rows);
         }
+        ModelsCommand::Serve {
+            model_uri,
+            host,
+            port,
+            workers,
+            env_manager,
+        } => serve(&client, &model_uri, host, port, workers, &env_manager).await?,
         ModelsCommand::Download { uri, dest } => {
             let artifact_uri = resolve_artifact_uri(&client, &uri).await?;
             let files = download(&client, &artifact_uri, &dest).await?;
@@ -318,6 +344,65 @@ pub async fn run(command: ModelsCommand, args: &ClientArgs) -> Result<()> {
 
 fn or_dash(s: String) -> String {
     if s.is_empty() { "-".into() } else { s }
+}
+
+/// `ctflow models serve`: fetches the model, starts its Python workers, answers until
+/// SIGTERM or Ctrl-C.
+async fn serve(
+    client: &TrackingClient,
+    uri: &str,
+    host: std::net::IpAddr,
+    port: u16,
+    workers: usize,
+    env_manager: &str,
+) -> Result<()> {
+    if workers == 0 {
+        bail!("--workers must be at least 1");
+    }
+    let local = Path::new(uri);
+    let (dir, _scratch) = if local.join("MLmodel").is_file() {
+        (local.to_path_buf(), None)
+    } else {
+        let scratch = std::env::temp_dir().join(format!("ctflow-serve-{}", std::process::id()));
+        let artifact_uri = resolve_artifact_uri(client, uri).await?;
+        download(client, &artifact_uri, &scratch).await?;
+        (scratch.clone(), Some(RemoveOnDrop(scratch)))
+    };
+    let info = ctflow_serving::load_model_info(&dir)?;
+    let cache = ctflow_worker::execute::default_env_cache();
+    let python = {
+        let (dir, env_manager) = (dir.clone(), env_manager.to_string());
+        tokio::task::spawn_blocking(move || {
+            ctflow_serving::model_python(&dir, &env_manager, &cache)
+        })
+        .await
+        .context("the environment builder stopped")??
+    };
+    eprintln!("Loading {uri} in {workers} worker(s)...");
+    let pool = ctflow_serving::PythonPool::start(&python, &dir, workers).await?;
+    let listener = tokio::net::TcpListener::bind((host, port))
+        .await
+        .with_context(|| format!("cannot listen on {host}:{port}"))?;
+    let addr = listener.local_addr()?;
+    let router = ctflow_serving::router(std::sync::Arc::new(ctflow_serving::ServedModel {
+        info,
+        pool,
+    }));
+    println!("Serving {uri} on http://{addr}");
+    axum::serve(listener, router)
+        .with_graceful_shutdown(crate::shutdown_signal())
+        .await
+        .context("the scoring server stopped")?;
+    Ok(())
+}
+
+/// A scratch folder removed when serving ends.
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// Resolves a model URI to the artifact URI holding its files, as the MLflow client does.

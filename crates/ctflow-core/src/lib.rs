@@ -16,6 +16,7 @@ pub mod pipeline;
 pub mod pipeline_run;
 pub mod registry;
 pub mod schedule;
+pub mod scoring;
 pub mod trigger;
 pub mod validation;
 

@@ -1,0 +1,151 @@
+"""`ctflow models serve` with the real mlflow client: an iris model registered through a
+ctflow server, served by alias, answering MLflow's scoring protocol in every input
+format with the predictions the sklearn model gives; requests that do not fit the
+signature are refused with 400 before they reach Python."""
+import json
+import os
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+
+import mlflow
+import numpy as np
+import pytest
+from mlflow.models import infer_signature
+from sklearn.datasets import load_iris
+from sklearn.linear_model import LogisticRegression
+
+from conftest import free_port, stop
+from test_pipelines import wait_for
+
+
+def post(url, body, content_type="application/json"):
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    req = urllib.request.Request(url + "/invocations", data=data, headers={"Content-Type": content_type})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        text = e.read()
+        try:
+            return e.code, json.loads(text)
+        except json.JSONDecodeError:
+            return e.code, text.decode()
+
+
+class Served:
+    def __init__(self, ctflow_bin, tracking_uri, model_uri, workdir, workers=2):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = dict(os.environ, MLFLOW_TRACKING_URI=tracking_uri)
+        env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
+        self.log = open(os.path.join(workdir, f"serve-{self.port}.log"), "wb")
+        self.proc = subprocess.Popen(
+            [ctflow_bin, "models", "serve", "-m", model_uri, "--port", str(self.port), "--workers", str(workers)],
+            cwd=workdir, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        wait_for("the model served", self._up, timeout=180, interval=0.2)
+
+    def _up(self):
+        assert self.proc.poll() is None, open(self.log.name).read()
+        try:
+            with urllib.request.urlopen(self.url + "/ping", timeout=2) as r:
+                return r.status == 200
+        except OSError:
+            return False
+
+    def stop(self):
+        stop(self.proc)
+        self.log.close()
+
+
+@pytest.fixture(scope="module")
+def iris_models(sqlite_server):
+    """The quickstart's iris classifier, registered twice: with a column signature (pandas
+    training data) as @champion, and with a tensor signature (numpy) as @tensor."""
+    mlflow.set_tracking_uri(sqlite_server.url)
+    mlflow.set_experiment("serving")
+    X, y = load_iris(return_X_y=True, as_frame=True)
+    model = LogisticRegression(max_iter=500).fit(X, y)
+    with mlflow.start_run():
+        columns = mlflow.sklearn.log_model(model, name="columns", signature=infer_signature(X, model.predict(X)),
+                                           registered_model_name="serve-iris")
+        tensor = mlflow.sklearn.log_model(model, name="tensor",
+                                          signature=infer_signature(X.values, model.predict(X)),
+                                          registered_model_name="serve-iris")
+    client = mlflow.MlflowClient(sqlite_server.url)
+    client.set_registered_model_alias("serve-iris", "champion", columns.registered_model_version)
+    client.set_registered_model_alias("serve-iris", "tensor", tensor.registered_model_version)
+    return X, model
+
+
+def test_every_input_format_gets_the_sklearn_predictions(ctflow_bin, sqlite_server, iris_models, tmp_path):
+    X, model = iris_models
+    rows = X.iloc[[0, 60, 120, 7]]
+    expected = model.predict(rows).tolist()
+    served = Served(ctflow_bin, sqlite_server.url, "models:/serve-iris@champion", str(tmp_path))
+    try:
+        bodies = {
+            "dataframe_split": {"dataframe_split": rows.to_dict(orient="split")},
+            "dataframe_records": {"dataframe_records": rows.to_dict(orient="records")},
+            "instances (records)": {"instances": rows.to_dict(orient="records")},
+            "inputs (columns)": {"inputs": {k: list(v.values()) for k, v in rows.to_dict().items()}},
+            "with params": {"dataframe_records": rows.to_dict(orient="records"), "params": {}},
+        }
+        for name, body in bodies.items():
+            assert post(served.url, body) == (200, {"predictions": expected}), name
+        assert post(served.url, rows.to_csv(index=False).encode(), "text/csv") == (200, {"predictions": expected})
+        many = X.sample(150, random_state=1)
+        assert post(served.url, {"dataframe_split": many.to_dict(orient="split")}) == \
+            (200, {"predictions": model.predict(many).tolist()})
+
+        # What does not fit the signature never reaches the model.
+        code, body = post(served.url, {"dataframe_split": {"columns": ["a"], "data": [[1.0]]}})
+        assert code == 400 and body["error_code"] == "INVALID_PARAMETER_VALUE", body
+        assert "Model is missing inputs ['sepal length (cm)'" in body["message"], body
+        code, body = post(served.url, {"dataframe_records": [dict(rows.iloc[0].to_dict(), **{"sepal length (cm)": "long"})]})
+        assert code == 400 and "Can not safely convert string to float64" in body["message"], body
+        code, body = post(served.url, {"rows": []})
+        assert code == 400 and body["error_code"] == "BAD_REQUEST"
+        assert "exactly one of the input fields" in body["message"]
+        code, body = post(served.url, b"{not json")
+        assert code == 400 and body["error_code"] == "BAD_REQUEST"
+        code, text = post(served.url, b"x", "text/plain")
+        assert code == 415 and "text/csv" in text
+
+        for path, expected_body in (("/ping", "\n"), ("/health", "\n"), ("/version", mlflow.__version__)):
+            with urllib.request.urlopen(served.url + path) as r:
+                assert (r.status, r.read().decode()) == (200, expected_body)
+    finally:
+        served.stop()
+
+
+def test_a_tensor_signature_takes_arrays_and_checks_their_shape(ctflow_bin, sqlite_server, iris_models, tmp_path):
+    X, model = iris_models
+    rows = X.iloc[[3, 80, 140]]
+    expected = model.predict(rows).tolist()
+    served = Served(ctflow_bin, sqlite_server.url, "models:/serve-iris@tensor", str(tmp_path), workers=1)
+    try:
+        assert post(served.url, {"inputs": rows.values.tolist()}) == (200, {"predictions": expected})
+        assert post(served.url, {"instances": rows.values.tolist()}) == (200, {"predictions": expected})
+        assert post(served.url, {"dataframe_split": rows.to_dict(orient="split")}) == (200, {"predictions": expected})
+        code, body = post(served.url, {"inputs": [[1.0, 2.0, 3.0]]})
+        assert code == 400 and "Shape of input (1, 3) does not match expected shape (-1, 4)" in body["message"], body
+        code, body = post(served.url, {"inputs": [["a", "b", "c", "d"]]})
+        assert code == 400 and "could not convert string to float: 'a'" in body["message"], body
+        # Concurrent requests on one worker queue up and all get their own answer.
+        import concurrent.futures
+        batches = [X.iloc[i:i + 5] for i in range(0, 100, 5)]
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(lambda b: post(served.url, {"inputs": b.values.tolist()}), batches))
+        assert answers == [(200, {"predictions": model.predict(b).tolist()}) for b in batches]
+    finally:
+        served.stop()
+
+
+def test_a_model_that_is_not_there_is_a_clear_error(ctflow_bin, sqlite_server, tmp_path):
+    env = dict(os.environ, MLFLOW_TRACKING_URI=sqlite_server.url)
+    done = subprocess.run([ctflow_bin, "models", "serve", "-m", "models:/no-such-model@champion",
+                           "--port", str(free_port())], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert "no-such-model" in done.stderr, done.stderr
