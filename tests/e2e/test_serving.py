@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 
@@ -35,14 +36,15 @@ def post(url, body, content_type="application/json"):
 
 
 class Served:
-    def __init__(self, ctflow_bin, tracking_uri, model_uri, workdir, workers=2):
+    def __init__(self, ctflow_bin, tracking_uri, model_uri, workdir, workers=2, extra=()):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = dict(os.environ, MLFLOW_TRACKING_URI=tracking_uri)
         env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
         self.log = open(os.path.join(workdir, f"serve-{self.port}.log"), "wb")
         self.proc = subprocess.Popen(
-            [ctflow_bin, "models", "serve", "-m", model_uri, "--port", str(self.port), "--workers", str(workers)],
+            [ctflow_bin, "models", "serve", "-m", model_uri, "--port", str(self.port), "--workers", str(workers),
+             *extra],
             cwd=workdir, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
         wait_for("the model served", self._up, timeout=180, interval=0.2)
 
@@ -149,3 +151,89 @@ def test_a_model_that_is_not_there_is_a_clear_error(ctflow_bin, sqlite_server, t
                            "--port", str(free_port())], env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode != 0
     assert "no-such-model" in done.stderr, done.stderr
+
+
+class FailsToLoad(mlflow.pyfunc.PythonModel):
+    def load_context(self, context):
+        raise RuntimeError("this version cannot load")
+
+    def predict(self, context, model_input, params=None):
+        return [0] * len(model_input)
+
+
+def versions_of(url):
+    req = urllib.request.Request(url + "/invocations", data=b'{"inputs": {"sepal length (cm)": [1.0], '
+                                 b'"sepal width (cm)": [1.0], "petal length (cm)": [1.0], "petal width (cm)": [1.0]}}',
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return r.headers["ctflow-model-version"], json.loads(r.read())["predictions"]
+
+
+def test_following_the_alias_swaps_versions_without_failing_a_request(ctflow_bin, sqlite_server, iris_models,
+                                                                      tmp_path):
+    import threading
+    from sklearn.dummy import DummyClassifier
+    X, model = iris_models
+    client = mlflow.MlflowClient(sqlite_server.url)
+    first = client.get_model_version_by_alias("serve-iris", "champion").version
+    served = Served(ctflow_bin, sqlite_server.url, "models:/serve-iris@champion", str(tmp_path), workers=2,
+                    extra=["--follow-interval", "300ms"])
+    results, per_thread, stopping = [], [], threading.Event()
+    body = {"dataframe_records": X.iloc[[0, 1]].to_dict(orient="records")}
+
+    def load():
+        mine = []
+        per_thread.append(mine)
+        while not stopping.is_set():
+            data = json.dumps(body).encode()
+            req = urllib.request.Request(served.url + "/invocations", data=data,
+                                         headers={"Content-Type": "application/json"})
+            try:
+                with urllib.request.urlopen(req, timeout=30) as r:
+                    results.append((r.status, r.headers["ctflow-model-version"], json.loads(r.read())["predictions"]))
+                    mine.append(results[-1][1])
+            except urllib.error.HTTPError as e:
+                results.append((e.code, None, e.read().decode()))
+            except OSError as e:
+                results.append((0, None, str(e)))
+
+    threads = [threading.Thread(target=load) for _ in range(6)]
+    try:
+        assert versions_of(served.url)[0] == first
+        for t in threads:
+            t.start()
+        # A new champion that always answers class 2.
+        constant = DummyClassifier(strategy="constant", constant=2).fit(X, [2] * len(X))
+        with mlflow.start_run():
+            info = mlflow.sklearn.log_model(constant, name="constant", signature=infer_signature(X, constant.predict(X)),
+                                            registered_model_name="serve-iris")
+        client.set_registered_model_alias("serve-iris", "champion", info.registered_model_version)
+        new = info.registered_model_version
+        wait_for("the new version answering", lambda: versions_of(served.url) == (new, [2]), timeout=120)
+        time.sleep(1)
+        # A version that cannot load: reported, and the serving one stays.
+        with mlflow.start_run():
+            broken = mlflow.pyfunc.log_model(name="broken", python_model=FailsToLoad(),
+                                             signature=infer_signature(X, constant.predict(X)),
+                                             registered_model_name="serve-iris")
+        client.set_registered_model_alias("serve-iris", "champion", broken.registered_model_version)
+        wait_for("the failed swap reported", lambda: 'ctflow_serving_swaps_total{result="failed"} 1' in
+                 urllib.request.urlopen(served.url + "/metrics").read().decode(), timeout=120)
+        time.sleep(1)
+    finally:
+        stopping.set()
+        for t in threads:
+            t.join(timeout=60)
+        served.stop()
+    failures = [r for r in results if r[0] != 200]
+    assert failures == [], failures[:5]
+    assert len(results) > 50
+    seen = [r[1] for r in results]
+    assert seen[0] == first and seen[-1] == new, (seen[0], seen[-1])
+    assert set(seen) == {first, new}, set(seen)
+    assert all(r[2] == [2, 2] for r in results if r[1] == new)
+    assert all(r[2] == model.predict(X.iloc[[0, 1]]).tolist() for r in results if r[1] == first)
+    # Once a client got the new version, it never gets the old one again.
+    for versions in per_thread:
+        if new in versions:
+            assert all(v == new for v in versions[versions.index(new):]), versions

@@ -374,6 +374,26 @@ pub enum Payload {
 }
 
 impl Payload {
+    /// Requests with the same key can go to the model as one call (their rows
+    /// concatenated): same kind, same columns and dtypes, or same dtype and inner shape.
+    pub fn batch_key(&self) -> String {
+        match self {
+            Payload::Frame {
+                columns, dtypes, ..
+            } => json!(["frame", columns, dtypes]).to_string(),
+            Payload::Array { data, dtype } => {
+                let mut inner = Vec::new();
+                let mut cursor = data.as_array().and_then(|rows| rows.first());
+                while let Some(Value::Array(items)) = cursor {
+                    inner.push(items.len());
+                    cursor = items.first();
+                }
+                let rows = data.is_array();
+                json!(["array", dtype, rows, inner]).to_string()
+            }
+        }
+    }
+
     /// The line sent to the worker.
     pub fn to_json(&self, params: Option<&Map<String, Value>>) -> Value {
         let mut value = match self {
@@ -390,6 +410,51 @@ impl Payload {
             value["params"] = Value::Object(params.clone());
         }
         value
+    }
+}
+
+/// One row of harmless values shaped by the signature (zeros, empty strings, false), for a
+/// warm-up prediction; `None` without a signature.
+pub fn example_data(signature: &Signature) -> Option<Data> {
+    match signature {
+        Signature::None => None,
+        Signature::Columns(specs) => {
+            let columns = specs
+                .iter()
+                .enumerate()
+                .map(|(i, s)| s.name.clone().unwrap_or_else(|| i.to_string()))
+                .collect();
+            let row = specs
+                .iter()
+                .map(|s| match s.type_.as_str() {
+                    "double" | "float" => json!(0.0),
+                    "long" | "integer" => json!(0),
+                    "boolean" => json!(false),
+                    "string" => json!(""),
+                    _ => Value::Null,
+                })
+                .collect();
+            Some(Data::Frame {
+                columns,
+                rows: vec![row],
+            })
+        }
+        Signature::Tensor(spec) => {
+            let leaf = if spec.dtype.starts_with("float") {
+                json!(0.0)
+            } else if spec.dtype == "bool" {
+                json!(false)
+            } else if spec.dtype.starts_with("int") || spec.dtype.starts_with("uint") {
+                json!(0)
+            } else {
+                json!("")
+            };
+            let data = spec.shape.iter().rev().fold(leaf, |inner, dim| {
+                let len = usize::try_from(*dim).unwrap_or(1).max(1);
+                Value::Array(vec![inner; len])
+            });
+            Some(Data::Array(data))
+        }
     }
 }
 
@@ -821,6 +886,20 @@ signature:
         )
         .expect_err("ragged");
         assert_eq!(ragged.code, "BAD_REQUEST");
+    }
+
+    #[test]
+    fn example_rows_fit_their_signature() {
+        for text in [IRIS_COLUMNS, IRIS_TENSOR] {
+            let signature = sig(text);
+            let data = example_data(&signature).expect("an example");
+            assert!(enforce(data, &signature).is_ok(), "{text}");
+        }
+        assert_eq!(example_data(&Signature::None), None);
+        let Some(Data::Array(array)) = example_data(&sig(IRIS_TENSOR)) else {
+            panic!("an array")
+        };
+        assert_eq!(array, json!([[0.0, 0.0]]));
     }
 
     #[test]

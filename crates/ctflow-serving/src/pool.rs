@@ -1,29 +1,58 @@
-//! The Python side: N worker processes, each with the model loaded, taking one request at
-//! a time from a shared queue. A worker that dies fails its request with 503 and is
-//! started again.
+//! The Python side: N worker processes, each with the model loaded, taking requests from a
+//! shared queue. A free worker takes every compatible request already waiting (up to
+//! `max_batch`, optionally waiting `batch_wait` for more) and sends them as one model
+//! call, so under load the per-call overhead of Python is paid once per batch. A worker
+//! that dies fails its requests with 503 and is started again.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::Value;
+use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use tokio::sync::{Mutex, mpsc, oneshot};
 
+use crate::metrics::ServingMetrics;
 use crate::{Error, Prediction, Result};
 
 const WORKER_SCRIPT: &str = include_str!("worker.py");
 /// How long a worker may take to load the model.
 const LOAD_TIMEOUT: Duration = Duration::from_secs(600);
 /// Requests waiting for a free worker.
-const QUEUE: usize = 1024;
+const QUEUE: usize = 4096;
 
-type Reply = oneshot::Sender<std::result::Result<Prediction, String>>;
+type Answer = std::result::Result<Prediction, String>;
+
+/// One request on the queue: its line, its batch key (`None`: goes alone), the reply.
+struct Queued {
+    line: Value,
+    key: Option<String>,
+    reply: oneshot::Sender<Answer>,
+}
+
+/// How requests are grouped into model calls.
+#[derive(Debug, Clone, Copy)]
+pub struct Batching {
+    /// Most requests in one model call (1: no batching).
+    pub max_batch: usize,
+    /// How long a worker that took a request waits for more to join it (zero: only the
+    /// ones already queued).
+    pub wait: Duration,
+}
+
+impl Default for Batching {
+    fn default() -> Self {
+        Batching {
+            max_batch: 32,
+            wait: Duration::ZERO,
+        }
+    }
+}
 
 pub struct PythonPool {
-    queue: mpsc::Sender<(Value, Reply)>,
+    queue: mpsc::Sender<Queued>,
     mlflow_version: String,
 }
 
@@ -33,22 +62,37 @@ struct Process {
     stdout: Lines<BufReader<ChildStdout>>,
 }
 
+struct Worker {
+    index: usize,
+    python: PathBuf,
+    model_dir: PathBuf,
+    batching: Batching,
+    metrics: Arc<ServingMetrics>,
+}
+
 impl PythonPool {
     /// Starts `workers` processes and waits until each has loaded the model.
-    pub async fn start(python: &Path, model_dir: &Path, workers: usize) -> Result<PythonPool> {
-        let (queue, requests) = mpsc::channel::<(Value, Reply)>(QUEUE);
+    pub async fn start(
+        python: &Path,
+        model_dir: &Path,
+        workers: usize,
+        batching: Batching,
+        metrics: Arc<ServingMetrics>,
+    ) -> Result<PythonPool> {
+        let (queue, requests) = mpsc::channel::<Queued>(QUEUE);
         let requests = Arc::new(Mutex::new(requests));
         let mut mlflow_version = String::new();
         for index in 0..workers.max(1) {
             let (process, version) = spawn(python, model_dir).await?;
             mlflow_version = version;
-            tokio::spawn(serve(
+            let worker = Worker {
                 index,
-                process,
-                python.to_path_buf(),
-                model_dir.to_path_buf(),
-                requests.clone(),
-            ));
+                python: python.to_path_buf(),
+                model_dir: model_dir.to_path_buf(),
+                batching,
+                metrics: metrics.clone(),
+            };
+            tokio::spawn(worker.serve(process, requests.clone()));
         }
         Ok(PythonPool {
             queue,
@@ -61,11 +105,16 @@ impl PythonPool {
         &self.mlflow_version
     }
 
-    /// Sends one request line to the next free worker.
-    pub async fn predict(&self, request: Value) -> std::result::Result<Prediction, String> {
+    /// Sends one request to the next free worker; requests with the same `batch_key` may
+    /// share a model call.
+    pub async fn predict(&self, line: Value, batch_key: Option<String>) -> Answer {
         let (reply, answer) = oneshot::channel();
         self.queue
-            .send((request, reply))
+            .send(Queued {
+                line,
+                key: batch_key,
+                reply,
+            })
             .await
             .map_err(|_| "the model workers have stopped".to_string())?;
         answer
@@ -118,54 +167,99 @@ async fn spawn(python: &Path, model_dir: &Path) -> Result<(Process, String)> {
     ))
 }
 
-/// One worker's loop: take a request, answer it; start the process again if it dies.
-async fn serve(
-    index: usize,
-    mut process: Process,
-    python: PathBuf,
-    model_dir: PathBuf,
-    requests: Arc<Mutex<mpsc::Receiver<(Value, Reply)>>>,
-) {
-    loop {
-        let next = requests.lock().await.recv().await;
-        let Some((request, reply)) = next else {
-            let _ = process.child.kill().await;
-            return;
-        };
-        match exchange(&mut process, &request).await {
-            Ok(answer) => {
-                let _ = reply.send(Ok(answer));
-            }
-            Err(why) => {
-                tracing::warn!(
-                    worker = index,
-                    why,
-                    "a model worker stopped; starting another"
-                );
-                let _ = reply.send(Err(format!("the model worker stopped: {why}")));
+impl Worker {
+    /// Takes requests and answers them; starts the process again if it dies.
+    async fn serve(self, mut process: Process, requests: Arc<Mutex<mpsc::Receiver<Queued>>>) {
+        loop {
+            let Some(taken) = self.take(&requests).await else {
                 let _ = process.child.kill().await;
-                loop {
-                    match spawn(&python, &model_dir).await {
-                        Ok((fresh, _)) => {
-                            process = fresh;
-                            break;
-                        }
-                        Err(error) => {
-                            tracing::error!(worker = index, %error, "cannot start a model worker; retrying");
-                            tokio::time::sleep(Duration::from_secs(2)).await;
+                return;
+            };
+            let (batch, alone) = group(taken);
+            let mut calls: Vec<Vec<Queued>> = Vec::new();
+            if !batch.is_empty() {
+                calls.push(batch);
+            }
+            calls.extend(alone.into_iter().map(|q| vec![q]));
+            for call in calls {
+                self.metrics.batched(call.len());
+                match exchange(&mut process, &call).await {
+                    Ok(answers) => {
+                        for (queued, answer) in call.into_iter().zip(answers) {
+                            let _ = queued.reply.send(Ok(answer));
                         }
                     }
+                    Err(why) => {
+                        tracing::warn!(
+                            worker = self.index,
+                            why,
+                            "a model worker stopped; starting another"
+                        );
+                        for queued in call {
+                            let _ = queued
+                                .reply
+                                .send(Err(format!("the model worker stopped: {why}")));
+                        }
+                        let _ = process.child.kill().await;
+                        process = self.respawn().await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The next request and whatever else is waiting (up to `max_batch`).
+    async fn take(&self, requests: &Mutex<mpsc::Receiver<Queued>>) -> Option<Vec<Queued>> {
+        let mut queue = requests.lock().await;
+        let first = queue.recv().await?;
+        let mut taken = vec![first];
+        let deadline = tokio::time::Instant::now() + self.batching.wait;
+        while taken.len() < self.batching.max_batch.max(1) {
+            match queue.try_recv() {
+                Ok(next) => taken.push(next),
+                Err(_) if self.batching.wait.is_zero() => break,
+                Err(_) => match tokio::time::timeout_at(deadline, queue.recv()).await {
+                    Ok(Some(next)) => taken.push(next),
+                    _ => break,
+                },
+            }
+        }
+        Some(taken)
+    }
+
+    async fn respawn(&self) -> Process {
+        loop {
+            match spawn(&self.python, &self.model_dir).await {
+                Ok((fresh, _)) => return fresh,
+                Err(error) => {
+                    tracing::error!(worker = self.index, %error, "cannot start a model worker; retrying");
+                    tokio::time::sleep(Duration::from_secs(2)).await;
                 }
             }
         }
     }
 }
 
+/// The requests that can share a model call with the first one, and the others.
+fn group(taken: Vec<Queued>) -> (Vec<Queued>, Vec<Queued>) {
+    let key = taken.first().and_then(|q| q.key.clone());
+    match key {
+        None => (Vec::new(), taken),
+        Some(key) => taken
+            .into_iter()
+            .partition(|q| q.key.as_deref() == Some(key.as_str())),
+    }
+}
+
 async fn exchange(
     process: &mut Process,
-    request: &Value,
-) -> std::result::Result<Prediction, String> {
-    let mut line = serde_json::to_vec(request).map_err(|e| e.to_string())?;
+    call: &[Queued],
+) -> std::result::Result<Vec<Prediction>, String> {
+    let request = match call {
+        [one] => one.line.clone(),
+        many => json!({ "batch": many.iter().map(|q| q.line.clone()).collect::<Vec<_>>() }),
+    };
+    let mut line = serde_json::to_vec(&request).map_err(|e| e.to_string())?;
     line.push(b'\n');
     process
         .stdin
@@ -173,16 +267,32 @@ async fn exchange(
         .await
         .map_err(|e| e.to_string())?;
     process.stdin.flush().await.map_err(|e| e.to_string())?;
-    let answer = process
+    let text = process
         .stdout
         .next_line()
         .await
         .map_err(|e| e.to_string())?
         .ok_or_else(|| "it exited".to_string())?;
     let answer: Value =
-        serde_json::from_str(&answer).map_err(|e| format!("it said '{answer}': {e}"))?;
-    if let Some(message) = answer["error"].as_str() {
-        return Ok(Prediction::Failed(message.to_string()));
+        serde_json::from_str(&text).map_err(|e| format!("it said '{text}': {e}"))?;
+    let answers: Vec<Value> = match answer.get("answers") {
+        Some(Value::Array(answers)) => answers.clone(),
+        Some(_) => return Err(format!("it said '{text}'")),
+        None => vec![answer],
+    };
+    if answers.len() != call.len() {
+        return Err(format!(
+            "it answered {} of {} requests",
+            answers.len(),
+            call.len()
+        ));
     }
-    Ok(Prediction::Predictions(answer["predictions"].clone()))
+    Ok(answers.into_iter().map(prediction).collect())
+}
+
+fn prediction(answer: Value) -> Prediction {
+    match answer["error"].as_str() {
+        Some(message) => Prediction::Failed(message.to_string()),
+        None => Prediction::Predictions(answer["predictions"].clone()),
+    }
 }

@@ -33,6 +33,39 @@ def model_input(request):
     return frame
 
 
+def predict(model, request):
+    try:
+        data = model_input(request)
+        params = request.get("params")
+        predictions = model.predict(data, params=params) if params else model.predict(data)
+        return {"predictions": to_json(predictions)}
+    except Exception as error:  # a failed prediction is the request's error, not the worker's
+        return {"error": f"{type(error).__name__}: {error}"}
+
+
+def predict_batch(model, requests):
+    """Requests ctflow found compatible (same columns and dtypes, or same array shape)
+    go to the model as one call; a result that does not split back row for row, or a
+    failure, falls back to one call each so every request gets its own answer."""
+    try:
+        inputs = [model_input(r) for r in requests]
+        sizes = [len(x) for x in inputs]
+        if isinstance(inputs[0], pd.DataFrame):
+            combined = pd.concat(inputs, ignore_index=True)
+        else:
+            combined = np.concatenate(inputs)
+        predictions = to_json(model.predict(combined))
+        if isinstance(predictions, list) and len(predictions) == sum(sizes):
+            answers, start = [], 0
+            for size in sizes:
+                answers.append({"predictions": predictions[start:start + size]})
+                start += size
+            return answers
+    except Exception:
+        pass
+    return [predict(model, r) for r in requests]
+
+
 def answer(message):
     protocol.write(json.dumps(message, default=str) + "\n")
     protocol.flush()
@@ -44,12 +77,13 @@ def main():
     for line in sys.stdin:
         try:
             request = json.loads(line)
-            data = model_input(request)
-            params = request.get("params")
-            predictions = model.predict(data, params=params) if params else model.predict(data)
-            answer({"predictions": to_json(predictions)})
-        except Exception as error:  # a failed prediction is the request's error, not the worker's
-            answer({"error": f"{type(error).__name__}: {error}"})
+        except ValueError as error:
+            answer({"error": f"unreadable request: {error}"})
+            continue
+        if "batch" in request:
+            answer({"answers": predict_batch(model, request["batch"])})
+        else:
+            answer(predict(model, request))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,137 @@
+//! The scoring server's `/metrics` (OpenMetrics text): requests by outcome, their latency,
+//! the version served, swaps, and how many requests each model call carried.
+
+use std::sync::atomic::AtomicI64;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// How a request ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Predicted.
+    Ok,
+    /// Refused before the model (400/415: unreadable or not fitting the signature).
+    Refused,
+    /// The model raised (400).
+    Failed,
+    /// No worker could answer (503).
+    Unavailable,
+}
+
+impl Outcome {
+    fn label(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Refused => "refused",
+            Outcome::Failed => "failed",
+            Outcome::Unavailable => "unavailable",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SwapLabels {
+    result: String,
+}
+
+pub struct ServingMetrics {
+    registry: Registry,
+    requests: Family<OutcomeLabels, Counter>,
+    latency: Histogram,
+    version: Gauge<i64, AtomicI64>,
+    swaps: Family<SwapLabels, Counter>,
+    batch: Histogram,
+}
+
+impl Default for ServingMetrics {
+    fn default() -> Self {
+        ServingMetrics::new()
+    }
+}
+
+impl ServingMetrics {
+    pub fn new() -> ServingMetrics {
+        let mut registry = Registry::with_prefix("ctflow_serving");
+        let requests = Family::<OutcomeLabels, Counter>::default();
+        registry.register("requests", "Scoring requests by outcome", requests.clone());
+        // 0.1 ms to about 3 s.
+        let latency = Histogram::new(exponential_buckets(0.000_1, 2.0, 15));
+        registry.register(
+            "request_seconds",
+            "Time from request to answer",
+            latency.clone(),
+        );
+        let version = Gauge::<i64, AtomicI64>::default();
+        registry.register(
+            "model_version",
+            "The registered model version served (0 when not served from the registry)",
+            version.clone(),
+        );
+        let swaps = Family::<SwapLabels, Counter>::default();
+        registry.register(
+            "swaps",
+            "Moves to a new model version: ok, or failed (the old one kept serving)",
+            swaps.clone(),
+        );
+        let batch = Histogram::new(exponential_buckets(1.0, 2.0, 10));
+        registry.register(
+            "batch_requests",
+            "Requests answered by one model call",
+            batch.clone(),
+        );
+        ServingMetrics {
+            registry,
+            requests,
+            latency,
+            version,
+            swaps,
+            batch,
+        }
+    }
+
+    pub fn observe(&self, outcome: Outcome, took: Duration) {
+        self.requests
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.label().into(),
+            })
+            .inc();
+        self.latency.observe(took.as_secs_f64());
+    }
+
+    pub fn set_version(&self, version: Option<&str>) {
+        self.version
+            .set(version.and_then(|v| v.parse().ok()).unwrap_or(0));
+    }
+
+    pub fn swapped(&self, ok: bool) {
+        self.swaps
+            .get_or_create(&SwapLabels {
+                result: if ok { "ok" } else { "failed" }.into(),
+            })
+            .inc();
+    }
+
+    pub fn batched(&self, requests: usize) {
+        self.batch.observe(requests as f64);
+    }
+
+    pub fn encode(&self) -> Result<String, String> {
+        let mut text = String::new();
+        encode(&mut text, &self.registry).map_err(|e| e.to_string())?;
+        Ok(text)
+    }
+}
