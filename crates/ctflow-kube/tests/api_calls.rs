@@ -242,25 +242,27 @@ fn conflict(respond: SendResponse<Response<Body>>) {
     );
 }
 
-fn jobs_api() -> (kube::Api<k8s_openapi::api::batch::v1::Job>, ApiHandle) {
+/// `create_job` for `run_id`'s Job, against the mock service.
+fn start_create(run_id: &'static str) -> (tokio::task::JoinHandle<Result<(), String>>, ApiHandle) {
     let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let client = kube::Client::new(service, "default");
-    (kube::Api::namespaced(client, "ml"), handle)
-}
-
-#[tokio::test]
-async fn a_job_is_created_with_its_owner_reference() {
-    let (jobs, mut handle) = jobs_api();
-    let manifest = serde_json::from_value(job_object("run-1")).expect("a Job");
+    let jobs = kube::Api::namespaced(client, "ml");
+    let manifest = serde_json::from_value(job_object(run_id)).expect("a Job");
     let task = tokio::spawn(async move {
         ctflow_kube::executor::create_job(
             &jobs,
             &manifest,
-            "run-1",
+            run_id,
             std::time::Duration::from_millis(1),
         )
         .await
     });
+    (task, handle)
+}
+
+#[tokio::test]
+async fn a_job_is_created_with_its_owner_reference() {
+    let (task, mut handle) = start_create("run-1");
     let (method, uri, _, body, respond) = next(&mut handle).await;
     assert_eq!(
         (method.as_str(), uri.as_str()),
@@ -278,17 +280,7 @@ async fn a_job_is_created_with_its_owner_reference() {
 
 #[tokio::test]
 async fn a_job_already_there_for_this_run_is_kept() {
-    let (jobs, mut handle) = jobs_api();
-    let manifest = serde_json::from_value(job_object("run-1")).expect("a Job");
-    let task = tokio::spawn(async move {
-        ctflow_kube::executor::create_job(
-            &jobs,
-            &manifest,
-            "run-1",
-            std::time::Duration::from_millis(1),
-        )
-        .await
-    });
+    let (task, mut handle) = start_create("run-1");
     let (method, _, _, _, respond) = next(&mut handle).await;
     assert_eq!(method, "POST");
     conflict(respond);
@@ -303,17 +295,7 @@ async fn a_job_already_there_for_this_run_is_kept() {
 
 #[tokio::test]
 async fn a_lost_runs_job_is_deleted_before_the_new_one_is_created() {
-    let (jobs, mut handle) = jobs_api();
-    let manifest = serde_json::from_value(job_object("run-2")).expect("a Job");
-    let task = tokio::spawn(async move {
-        ctflow_kube::executor::create_job(
-            &jobs,
-            &manifest,
-            "run-2",
-            std::time::Duration::from_millis(1),
-        )
-        .await
-    });
+    let (task, mut handle) = start_create("run-2");
     let (method, _, _, _, respond) = next(&mut handle).await;
     assert_eq!(method, "POST");
     conflict(respond);

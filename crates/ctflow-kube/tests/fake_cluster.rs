@@ -77,6 +77,20 @@ impl Harness {
         self.fake.object("trainingpipelines", NS, name)
     }
 
+    fn apply(&self, object: Value) {
+        self.fake
+            .apply("trainingpipelines", NS, object)
+            .expect("applied");
+    }
+
+    /// Waits until the object's status shows `phase`.
+    async fn wait_phase(&self, phase: &str) {
+        eventually(&format!("phase {phase}"), async || {
+            (self.pipeline("iris")?["status"]["phase"] == phase).then_some(())
+        })
+        .await;
+    }
+
     fn events(&self, reason: &str) -> Vec<Value> {
         self.fake
             .objects("events", NS)
@@ -107,9 +121,7 @@ async fn eventually<T>(what: &str, check: impl AsyncFnMut() -> Option<T>) -> T {
 async fn an_applied_pipeline_is_stored_finalized_and_reported() {
     let h = harness().await;
     let stop = h.start();
-    h.fake
-        .apply("trainingpipelines", NS, iris("0 3 * * *", "0.5"))
-        .expect("applied");
+    h.apply(iris("0 3 * * *", "0.5"));
 
     let status = eventually("the Ready status", async || {
         let object = h.pipeline("iris")?;
@@ -155,9 +167,7 @@ async fn an_applied_pipeline_is_stored_finalized_and_reported() {
     }
 
     // A spec change: the store's generation moves, and so does observedGeneration.
-    h.fake
-        .apply("trainingpipelines", NS, iris("0 3 * * *", "0.1"))
-        .expect("applied");
+    h.apply(iris("0 3 * * *", "0.1"));
     eventually("observedGeneration 2", async || {
         let object = h.pipeline("iris")?;
         (object["status"]["observedGeneration"] == 2).then_some(())
@@ -173,9 +183,7 @@ async fn an_applied_pipeline_is_stored_finalized_and_reported() {
 async fn pipeline_runs_show_in_the_status_and_as_events() {
     let h = harness().await;
     let stop = h.start();
-    h.fake
-        .apply("trainingpipelines", NS, iris("0 3 * * *", "0.5"))
-        .expect("applied");
+    h.apply(iris("0 3 * * *", "0.5"));
     eventually("the pipeline in the store", async || {
         h.store.get_pipeline("ml-iris").await.ok()
     })
@@ -245,9 +253,7 @@ async fn pipeline_runs_show_in_the_status_and_as_events() {
 async fn an_invalid_spec_is_reported_and_not_stored() {
     let h = harness().await;
     let stop = h.start();
-    h.fake
-        .apply("trainingpipelines", NS, iris("every day", "0.5"))
-        .expect("applied");
+    h.apply(iris("every day", "0.5"));
     let status = eventually("the Invalid status", async || {
         let object = h.pipeline("iris")?;
         (object["status"]["phase"] == "Invalid").then(|| object["status"].clone())
@@ -271,14 +277,8 @@ async fn an_invalid_spec_is_reported_and_not_stored() {
     );
 
     // Fixing it stores it.
-    h.fake
-        .apply("trainingpipelines", NS, iris("0 3 * * *", "0.5"))
-        .expect("applied");
-    eventually("Ready", async || {
-        let object = h.pipeline("iris")?;
-        (object["status"]["phase"] == "Ready").then_some(())
-    })
-    .await;
+    h.apply(iris("0 3 * * *", "0.5"));
+    h.wait_phase("Ready").await;
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(
         h.events("InvalidSpec").len(),
@@ -292,9 +292,7 @@ async fn an_invalid_spec_is_reported_and_not_stored() {
 async fn deleting_an_object_cancels_its_runs_and_removes_the_pipeline() {
     let h = harness().await;
     let stop = h.start();
-    h.fake
-        .apply("trainingpipelines", NS, iris("0 3 * * *", "0.5"))
-        .expect("applied");
+    h.apply(iris("0 3 * * *", "0.5"));
     eventually("the finalizer", async || {
         let object = h.pipeline("iris")?;
         object["metadata"]["finalizers"]
@@ -365,21 +363,14 @@ async fn deleting_an_object_cancels_its_runs_and_removes_the_pipeline() {
 async fn a_dropped_watch_and_a_410_neither_lose_nor_repeat_work() {
     let h = harness().await;
     let stop = h.start();
-    h.fake
-        .apply("trainingpipelines", NS, iris("0 3 * * *", "0.5"))
-        .expect("applied");
-    eventually("Ready", async || {
-        (h.pipeline("iris")?["status"]["phase"] == "Ready").then_some(())
-    })
-    .await;
+    h.apply(iris("0 3 * * *", "0.5"));
+    h.wait_phase("Ready").await;
     // The connection drops (the watcher watches again), then the history is compacted
     // under the open watch (410 Gone: the watcher must list again), and the object changes.
     h.fake.drop_watches();
     tokio::time::sleep(Duration::from_millis(100)).await;
     h.fake.forget_history();
-    h.fake
-        .apply("trainingpipelines", NS, iris("0 4 * * *", "0.5"))
-        .expect("applied");
+    h.apply(iris("0 4 * * *", "0.5"));
     eventually("the change seen after the re-list", async || {
         let record = h.store.get_pipeline("ml-iris").await.ok()?;
         (record.generation == 2).then_some(())
@@ -405,9 +396,7 @@ async fn errors_are_retried_with_backoff() {
     let h = harness().await;
     h.fake.fail_next("PATCH", "trainingpipelines", 500, 2);
     let stop = h.start();
-    h.fake
-        .apply("trainingpipelines", NS, iris("0 3 * * *", "0.5"))
-        .expect("applied");
+    h.apply(iris("0 3 * * *", "0.5"));
     eventually("Ready after two failed writes", async || {
         (h.pipeline("iris")?["status"]["phase"] == "Ready").then_some(())
     })
@@ -535,13 +524,8 @@ async fn two_controller_replicas_act_only_while_leading() {
             replicas[0].1.wait_for(|l| *l).await.expect("a leads");
         }
     }
-    h.fake
-        .apply("trainingpipelines", NS, iris("0 3 * * *", "0.5"))
-        .expect("applied");
-    eventually("Ready", async || {
-        (h.pipeline("iris")?["status"]["phase"] == "Ready").then_some(())
-    })
-    .await;
+    h.apply(iris("0 3 * * *", "0.5"));
+    h.wait_phase("Ready").await;
     let reporters: Vec<Value> = h
         .fake
         .objects("events", NS)
@@ -559,9 +543,7 @@ async fn two_controller_replicas_act_only_while_leading() {
     // The leader stops; the standby takes over and acts on the next change.
     replicas[0].2.cancel();
     replicas[1].1.wait_for(|l| *l).await.expect("b leads");
-    h.fake
-        .apply("trainingpipelines", NS, iris("0 3 * * *", "0.2"))
-        .expect("applied");
+    h.apply(iris("0 3 * * *", "0.2"));
     eventually("the change stored by the new leader", async || {
         let record = h.store.get_pipeline("ml-iris").await.ok()?;
         (record.document.spec.project.parameters["C"] == "0.2").then_some(())
@@ -580,13 +562,8 @@ async fn two_controller_replicas_act_only_while_leading() {
 async fn a_failed_status_write_does_not_repeat_the_events() {
     let h = harness().await;
     let stop = h.start();
-    h.fake
-        .apply("trainingpipelines", NS, iris("0 3 * * *", "0.5"))
-        .expect("applied");
-    eventually("Ready", async || {
-        (h.pipeline("iris")?["status"]["phase"] == "Ready").then_some(())
-    })
-    .await;
+    h.apply(iris("0 3 * * *", "0.5"));
+    h.wait_phase("Ready").await;
     // The status write after the trigger's Event fails once and is retried.
     h.fake.fail_next("PATCH", "trainingpipelines", 500, 1);
     let Recorded::Created(run) = h
