@@ -256,7 +256,11 @@ fn run(cli: Cli) -> Result<()> {
             Command::Worker(args) => services::worker(args).await,
             Command::Watcher(args) => services::watcher(args).await,
             Command::Crd => {
-                print!("{}", ctflow_kube::crd_yaml());
+                print!(
+                    "{}",
+                    ctflow_kube::crd_yaml()
+                        .map_err(|e| anyhow::anyhow!("cannot write the CRD: {e}"))?
+                );
                 Ok(())
             }
             Command::Experiments { command, client } => {

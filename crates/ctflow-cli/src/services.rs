@@ -200,8 +200,8 @@ pub(crate) async fn controller(args: ControllerArgs) -> Result<()> {
     .context("cannot open the store")?;
     let bus = args.bus.required("controller").await?;
     let identity = args.id.clone().unwrap_or_else(worker_name);
-    let election = Election::new(identity.clone(), args.leader_lease);
-    let leading = election.leading.clone();
+    // True while this process leads, by either election (for the readiness check).
+    let leading = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let kube_client = if args.kube.kubernetes {
         Some(
             kube::Client::try_default()
@@ -210,11 +210,6 @@ pub(crate) async fn controller(args: ControllerArgs) -> Result<()> {
         )
     } else {
         None
-    };
-    let lease_holder = if kube_client.is_some() {
-        "another controller holds the Lease"
-    } else {
-        "another controller holds the lease"
     };
     let checks: Vec<(&'static str, ReadinessCheck)> = vec![
         ("store", store_check(store.clone())),
@@ -229,7 +224,7 @@ pub(crate) async fn controller(args: ControllerArgs) -> Result<()> {
                         if leads {
                             Ok(())
                         } else {
-                            Err(format!("standing by: {lease_holder}"))
+                            Err("standing by: another controller holds the lease".to_string())
                         }
                     })
                 }
@@ -307,6 +302,8 @@ pub(crate) async fn controller(args: ControllerArgs) -> Result<()> {
             Ok(())
         }
         None => {
+            let mut election = Election::new(identity, args.leader_lease);
+            election.leading = leading;
             tracing::info!(holder = election.holder, "controller started; electing");
             run_elected(
                 store.clone(),

@@ -122,21 +122,6 @@ impl TrainingPipeline {
 }
 
 /// The CRD as YAML, as `ctflow crd` prints it and `manifests/` holds it.
-pub fn crd_yaml() -> String {
-    let crd = TrainingPipeline::crd();
-    // NB: serde-saphyr writes YAML 1.2 that kubectl reads; the value is plain data.
-    match serde_saphyr::to_string(&crd) {
-        Ok(text) => text,
-        Err(error) => unreachable!("a CRD is plain data and always serialises: {error}"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn prints() {
-        println!("{}", crd_yaml());
-    }
+pub fn crd_yaml() -> Result<String, String> {
+    serde_saphyr::to_string(&TrainingPipeline::crd()).map_err(|e| e.to_string())
 }

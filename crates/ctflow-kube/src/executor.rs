@@ -125,13 +125,13 @@ impl KubeJobRunner {
                 .map(|list| list.items)
                 .unwrap_or_default();
             match job::judge(&current, &listed) {
-                Verdict::Running => {}
-                verdict @ Verdict::Failed { .. } if listed.iter().any(is_stuck_pending) => {
+                None => {}
+                Some(verdict @ Verdict::Failed { .. }) if listed.iter().any(is_stuck_pending) => {
                     // A pod that cannot start never ends its Job by itself.
                     delete(&jobs, &name).await;
                     break verdict;
                 }
-                verdict => break verdict,
+                Some(verdict) => break verdict,
             }
         };
         self.attach_log(&pods, &name, run, client).await;
@@ -338,7 +338,6 @@ async fn conclude(verdict: Verdict, run: &TrackedRun, client: &TrackingClient) -
             };
             (status, message, Some(reason))
         }
-        Verdict::Running => (JobStatus::Failed, "the Job did not end".into(), None),
     }
 }
 

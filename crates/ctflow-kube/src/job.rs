@@ -297,10 +297,9 @@ fn append_by_name(list: &mut Value, items: Vec<Value>) {
     }
 }
 
-/// What a Job and its pods say.
+/// How a Job ended, as it and its pods say.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
-    Running,
     Succeeded,
     /// `reason` is short (`ImagePullBackOff`, `Evicted`, `DeadlineExceeded`, ...);
     /// `message` says it in a sentence.
@@ -319,7 +318,8 @@ const STUCK: &[&str] = &[
     "CreateContainerError",
 ];
 
-pub fn judge(job: &Job, pods: &[Pod]) -> Verdict {
+/// How the Job ended, or `None` while it runs.
+pub fn judge(job: &Job, pods: &[Pod]) -> Option<Verdict> {
     let conditions = job
         .status
         .as_ref()
@@ -332,28 +332,28 @@ pub fn judge(job: &Job, pods: &[Pod]) -> Verdict {
             .find(|c| c.type_ == kind && c.status == "True")
     };
     if holds("Complete").is_some() {
-        return Verdict::Succeeded;
+        return Some(Verdict::Succeeded);
     }
     if let Some(failed) = holds("Failed") {
         let reason = failed.reason.clone().unwrap_or_default();
         if reason == "DeadlineExceeded" {
-            return Verdict::Failed {
+            return Some(Verdict::Failed {
                 reason,
                 message: "the Job ran longer than its deadline (the pipeline's timeout)".into(),
-            };
+            });
         }
         if let Some(verdict) = pods.iter().find_map(pod_failure) {
-            return verdict;
+            return Some(verdict);
         }
         let message = failed.message.clone().unwrap_or_default();
-        return Verdict::Failed {
+        return Some(Verdict::Failed {
             reason: if reason.is_empty() {
                 "Failed".into()
             } else {
                 reason
             },
             message: format!("the Job failed: {message}"),
-        };
+        });
     }
     // A pod that cannot even start never fails its Job: say so instead of waiting forever.
     for pod in pods {
@@ -369,23 +369,23 @@ pub fn judge(job: &Job, pods: &[Pod]) -> Verdict {
                 && let Some(reason) = &waiting.reason
                 && STUCK.contains(&reason.as_str())
             {
-                return Verdict::Failed {
+                return Some(Verdict::Failed {
                     reason: reason.clone(),
                     message: format!(
                         "the pod {} cannot start its container: {reason}: {}",
                         pod.metadata.name.clone().unwrap_or_default(),
                         waiting.message.clone().unwrap_or_default()
                     ),
-                };
+                });
             }
         }
         if let Some(verdict) = pod_failure(pod)
             .filter(|v| matches!(v, Verdict::Failed { reason, .. } if reason == "Evicted"))
         {
-            return verdict;
+            return Some(verdict);
         }
     }
-    Verdict::Running
+    None
 }
 
 /// Why a failed pod failed, in words.
@@ -750,9 +750,9 @@ mod tests {
             .expect("a Pod")
     }
 
-    fn reason(verdict: Verdict) -> String {
+    fn reason(verdict: Option<Verdict>) -> String {
         match verdict {
-            Verdict::Failed { reason, .. } => reason,
+            Some(Verdict::Failed { reason, .. }) => reason,
             other => format!("{other:?}"),
         }
     }
@@ -760,9 +760,9 @@ mod tests {
     #[test]
     fn judging_jobs_and_pods() {
         let running = job_with(json!([]));
-        assert_eq!(judge(&running, &[]), Verdict::Running);
+        assert_eq!(judge(&running, &[]), None);
         let complete = job_with(json!([{"type": "Complete", "status": "True"}]));
-        assert_eq!(judge(&complete, &[]), Verdict::Succeeded);
+        assert_eq!(judge(&complete, &[]), Some(Verdict::Succeeded));
         let deadline =
             job_with(json!([{"type": "Failed", "status": "True", "reason": "DeadlineExceeded"}]));
         assert_eq!(reason(judge(&deadline, &[])), "DeadlineExceeded");
@@ -773,7 +773,8 @@ mod tests {
             json!({"phase": "Failed", "containerStatuses": [{"name": "job", "ready": false, "restartCount": 0, "image": "x", "imageID": "",
             "state": {"terminated": {"exitCode": 3}}}]}),
         );
-        let Verdict::Failed { message, .. } = judge(&failed, std::slice::from_ref(&exited)) else {
+        let Some(Verdict::Failed { message, .. }) = judge(&failed, std::slice::from_ref(&exited))
+        else {
             panic!("failed");
         };
         assert_eq!(message, "the container exited with 3");
@@ -785,10 +786,10 @@ mod tests {
         let evicted = pod(
             json!({"phase": "Failed", "reason": "Evicted", "message": "The node was low on resource: memory."}),
         );
-        let Verdict::Failed {
+        let Some(Verdict::Failed {
             reason: why,
             message,
-        } = judge(&running, &[evicted])
+        }) = judge(&running, &[evicted])
         else {
             panic!("an evicted pod fails the job at once");
         };
@@ -798,10 +799,10 @@ mod tests {
             json!({"phase": "Pending", "containerStatuses": [{"name": "job", "ready": false, "restartCount": 0, "image": "x", "imageID": "",
             "state": {"waiting": {"reason": "ImagePullBackOff", "message": "Back-off pulling image \"acme/nope:1\""}}}]}),
         );
-        let Verdict::Failed {
+        let Some(Verdict::Failed {
             reason: why,
             message,
-        } = judge(&running, &[pulling])
+        }) = judge(&running, &[pulling])
         else {
             panic!("a pod that cannot pull its image fails the job");
         };
@@ -811,6 +812,6 @@ mod tests {
             json!({"phase": "Pending", "containerStatuses": [{"name": "job", "ready": false, "restartCount": 0, "image": "x", "imageID": "",
             "state": {"waiting": {"reason": "ContainerCreating"}}}]}),
         );
-        assert_eq!(judge(&running, &[first_pull]), Verdict::Running);
+        assert_eq!(judge(&running, &[first_pull]), None);
     }
 }

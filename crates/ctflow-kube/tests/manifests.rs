@@ -18,7 +18,7 @@ const CRD_COPIES: &[&str] = &[
 
 #[test]
 fn the_checked_in_crds_are_current() {
-    let fresh = crd_yaml();
+    let fresh = crd_yaml().expect("the CRD serialises");
     for copy in CRD_COPIES {
         let path = repo().join(copy);
         if std::env::var_os("CTFLOW_UPDATE_MANIFESTS").is_some() {
@@ -35,7 +35,8 @@ fn the_checked_in_crds_are_current() {
 
 #[test]
 fn the_crd_has_what_kubectl_users_rely_on() {
-    let crd: serde_json::Value = serde_saphyr::from_str(&crd_yaml()).expect("the CRD is YAML");
+    let crd: serde_json::Value =
+        serde_saphyr::from_str(&crd_yaml().expect("the CRD serialises")).expect("the CRD is YAML");
     assert_eq!(crd["metadata"]["name"], "trainingpipelines.ctflow.dev");
     assert_eq!(crd["spec"]["names"]["shortNames"][0], "tp");
     let version = &crd["spec"]["versions"][0];
