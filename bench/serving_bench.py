@@ -4,26 +4,24 @@ same session, at 1, 8 and 32 concurrent clients.
 
 Each client keeps one HTTP connection (or, with --fresh, opens one per request) and sends
 single-row `dataframe_split` requests back to back for the measured period (after a
-warm-up). Clients run in 4 processes so the
-load generator is not held back by one Python interpreter. Both servers run with their
-defaults except the worker count, which is the same for both (`--workers`).
+warm-up). The clients are the Rust load generator crates/ctflow-serving/examples/
+scoring_load.rs (one thread of async clients), so they take little of the two cores the
+servers share with them. Both servers run with their defaults except the worker count,
+which is the same for both (`--workers`).
 
+    cargo build --release -p ctflow-cli -p ctflow-serving --examples
     python bench/serving_bench.py --ctflow target/release/ctflow --seconds 10
 
 Writes one JSON line per (server, clients) to bench/results/<date>/serving.jsonl."""
 import argparse
-import http.client
 import json
-import multiprocessing
 import os
 import shutil
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -61,77 +59,13 @@ def wait_ready(url, proc, timeout=300):
     raise RuntimeError("the server did not start")
 
 
-def client_process(port, body, threads, warmup, seconds, fresh, out):
-    latencies, errors = [], 0
-    lock = threading.Lock()
-    start_at = time.monotonic() + warmup
-    stop_at = start_at + seconds
-
-    def run():
-        nonlocal errors
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-        mine, bad = [], 0
-        while True:
-            now = time.perf_counter()
-            mono = time.monotonic()
-            if mono >= stop_at:
-                break
-            try:
-                if fresh:
-                    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-                conn.request("POST", "/invocations", body, {"Content-Type": "application/json"})
-                response = conn.getresponse()
-                response.read()
-                ok = response.status == 200
-                if fresh:
-                    conn.close()
-            except (OSError, http.client.HTTPException):
-                ok = False
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-            took = time.perf_counter() - now
-            if mono >= start_at:
-                if ok:
-                    mine.append(took)
-                else:
-                    bad += 1
-        with lock:
-            latencies.extend(mine)
-            errors += bad
-
-    workers = [threading.Thread(target=run) for _ in range(threads)]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join()
-    out.put((latencies, errors))
-
-
-def measure(port, body, clients, warmup, seconds, fresh):
-    processes = min(clients, 4)
-    per = [clients // processes + (1 if i < clients % processes else 0) for i in range(processes)]
-    out = multiprocessing.Queue()
-    procs = [multiprocessing.Process(target=client_process, args=(port, body, n, warmup, seconds, fresh, out))
-             for n in per]
-    for p in procs:
-        p.start()
-    latencies, errors = [], 0
-    for _ in procs:
-        lat, err = out.get()
-        latencies.extend(lat)
-        errors += err
-    for p in procs:
-        p.join()
-    latencies.sort()
-    pct = lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000 if latencies else None
-    return {
-        "clients": clients,
-        "requests": len(latencies),
-        "errors": errors,
-        "rps": len(latencies) / seconds,
-        "p50_ms": pct(0.50),
-        "p99_ms": pct(0.99),
-        "mean_ms": statistics.fmean(latencies) * 1000 if latencies else None,
-    }
+def measure(loadgen, port, body_file, clients, warmup, seconds, fresh):
+    cmd = [loadgen, "--url", f"http://127.0.0.1:{port}", "--body-file", body_file, "--clients", str(clients),
+           "--seconds", str(seconds), "--warmup", str(warmup)]
+    if fresh:
+        cmd.append("--fresh")
+    done = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    return json.loads(done.stdout)
 
 
 def start(kind, ctflow, model_dir, workers, logdir):
@@ -160,6 +94,7 @@ def stop(proc):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--ctflow", default=str(REPO / "target" / "release" / "ctflow"))
+    parser.add_argument("--loadgen", default=str(REPO / "target" / "release" / "examples" / "scoring_load"))
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--warmup", type=float, default=2)
     parser.add_argument("--workers", type=int, default=2)
@@ -171,7 +106,9 @@ def main():
     work = tempfile.mkdtemp(prefix="serving-bench-")
     model_dir = os.path.join(work, "model")
     X = save_model(model_dir)
-    body = json.dumps({"dataframe_split": X.iloc[[7]].to_dict(orient="split")}).encode()
+    body_file = os.path.join(work, "body.json")
+    with open(body_file, "w") as f:
+        json.dump({"dataframe_split": X.iloc[[7]].to_dict(orient="split")}, f)
     rows = []
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     for kind in ("mlflow", "ctflow"):
@@ -180,7 +117,8 @@ def main():
             for clients in [int(c) for c in args.clients.split(",")]:
                 row = {"server": kind, "workers": args.workers, "seconds": args.seconds,
                        "connections": "fresh" if args.fresh else "keep-alive",
-                       **measure(port, body, clients, args.warmup, args.seconds, args.fresh)}
+                       "loadgen": "scoring_load",
+                       **measure(args.loadgen, port, body_file, clients, args.warmup, args.seconds, args.fresh)}
                 rows.append(row)
                 print(json.dumps(row), flush=True)
                 with open(args.out, "a") as f:

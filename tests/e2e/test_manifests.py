@@ -149,7 +149,19 @@ def test_chart_values_validate_and_bad_values_are_refused(tmp_path):
         "bus scheme": lambda v: v["bus"].update(url="http://nats:4222"),
         "artifacts scheme": lambda v: v["artifacts"].update(destination="/data"),
         "duration": lambda v: v["controller"].update(leaderLease="soon"),
+        "served model without a model": lambda v: v["serving"].update(models=[{"name": "iris"}]),
+        "serving env manager": lambda v: v["serving"].update(
+            models=[{"name": "iris", "model": "iris-classifier", "envManager": "conda"}]),
+        "serving name": lambda v: v["serving"].update(models=[{"name": "Iris_1", "model": "iris-classifier"}]),
     }
+    served = json.loads(json.dumps(values))
+    served["serving"]["models"] = [{"name": "iris", "model": "iris-classifier", "alias": "champion", "replicas": 2,
+                                    "workers": 2, "envManager": "virtualenv", "maxBatch": 16,
+                                    "resources": {"requests": {"cpu": "1", "memory": "2Gi"}}}]
+    path = tmp_path / "serving.yaml"
+    path.write_text(yaml.safe_dump(served))
+    done = check_jsonschema(schema, path)
+    assert done.returncode == 0, done.stdout + done.stderr
     for name, spoil in cases.items():
         bad = json.loads(json.dumps(values))
         spoil(bad)

@@ -1,13 +1,31 @@
 """The README's run command: `ctflow up --example iris` installs the iris pipeline, builds
 its environment from python_env.yaml, trains, judges the candidate and makes it the
-champion, from a fresh data folder."""
+champion, from a fresh data folder; then serves the champion (the CD hand-off) from the
+model's own environment (--env-manager virtualenv), answering as the model does."""
+import json
 import os
 import subprocess
 import time
+import urllib.error
+import urllib.request
 
+import mlflow
 from mlflow import MlflowClient
+from sklearn.datasets import load_iris
 
 from conftest import free_port, stop
+from test_pipelines import wait_for
+
+# examples/iris/pipeline.yaml: promotion.serving.port
+SERVING = "http://127.0.0.1:5001"
+
+
+def served():
+    try:
+        with urllib.request.urlopen(SERVING + "/ping", timeout=2) as r:
+            return r.status == 200
+    except (urllib.error.HTTPError, OSError):
+        return False
 
 
 def test_up_example_iris_shows_the_whole_loop(ctflow_bin, tmp_path, iris_env_cache):
@@ -23,7 +41,7 @@ def test_up_example_iris_shows_the_whole_loop(ctflow_bin, tmp_path, iris_env_cac
             if not line:
                 break
             lines.append(line)
-            if line.startswith("Pipeline run ") or line.startswith("Serving"):
+            if line.startswith("Pipeline run ") or line.startswith("Serving;"):
                 break
         output = "".join(lines)
         assert f"ctflow is up at http://127.0.0.1:{port}" in output, output
@@ -37,6 +55,18 @@ def test_up_example_iris_shows_the_whole_loop(ctflow_bin, tmp_path, iris_env_cac
         assert run.data.tags["mlflow.project.env"] == "virtualenv"
         assert run.data.tags["ctflow.ci"] == "passed"
         assert (tmp_path / "ctflow-data" / "ctflow.db").exists()
+
+        # The CD hand-off: the champion is served from its own virtualenv.
+        wait_for("the champion served", served, timeout=600, interval=0.5)
+        X, _ = load_iris(return_X_y=True)
+        request = urllib.request.Request(SERVING + "/invocations", data=json.dumps({"inputs": X.tolist()}).encode(),
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=60) as r:
+            assert r.headers["ctflow-model-version"] == "1"
+            predictions = json.loads(r.read())["predictions"]
+        mlflow.set_tracking_uri(f"http://127.0.0.1:{port}")
+        expected = mlflow.pyfunc.load_model("models:/iris-classifier@champion").predict(X)
+        assert predictions == expected.tolist()
     finally:
         stop(proc)
     assert proc.returncode == 0, "".join(lines) + proc.stdout.read()

@@ -153,6 +153,47 @@ def test_a_model_that_is_not_there_is_a_clear_error(ctflow_bin, sqlite_server, t
     assert "no-such-model" in done.stderr, done.stderr
 
 
+def test_waiting_for_an_alias_answers_503_until_it_points_at_a_version(ctflow_bin, sqlite_server, iris_models,
+                                                                         tmp_path):
+    """`--wait` (the chart's Deployment, ctflow up's CD hand-off): the server listens before
+    the first champion exists, holds traffic back with 503, and serves once the alias is set."""
+    X, model = iris_models
+    client = mlflow.MlflowClient(sqlite_server.url)
+    alias = f"later{os.getpid()}"
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = dict(os.environ, MLFLOW_TRACKING_URI=sqlite_server.url)
+    env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
+    log = open(tmp_path / "wait.log", "wb")
+    proc = subprocess.Popen([ctflow_bin, "models", "serve", "-m", f"models:/serve-iris@{alias}", "--port", str(port),
+                             "--wait", "--follow-interval", "300ms"], env=env, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+
+    def ping():
+        assert proc.poll() is None, open(log.name).read()
+        try:
+            with urllib.request.urlopen(url + "/ping", timeout=2) as r:
+                return r.status
+        except urllib.error.HTTPError as e:
+            return e.code
+        except OSError:
+            return None
+
+    try:
+        assert wait_for("the server listening", ping, timeout=60, interval=0.1) == 503
+        status, body = post(url, {"dataframe_records": X.iloc[[0]].to_dict(orient="records")})
+        assert status == 503 and body["error_code"] == "TEMPORARILY_UNAVAILABLE", body
+        assert f"serve-iris@{alias}" in body["message"], body
+        version = client.get_model_version_by_alias("serve-iris", "champion").version
+        client.set_registered_model_alias("serve-iris", alias, version)
+        wait_for("the alias served", lambda: ping() == 200, timeout=120, interval=0.2)
+        status, body = post(url, {"dataframe_records": X.iloc[[0, 50, 100]].to_dict(orient="records")})
+        assert status == 200 and body["predictions"] == model.predict(X.iloc[[0, 50, 100]]).tolist(), body
+    finally:
+        stop(proc)
+        log.close()
+
+
 class FailsToLoad(mlflow.pyfunc.PythonModel):
     def load_context(self, context):
         raise RuntimeError("this version cannot load")

@@ -8,6 +8,7 @@ mod drift;
 mod models;
 mod pipelines;
 mod run;
+mod serve;
 mod services;
 mod up;
 

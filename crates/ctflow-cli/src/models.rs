@@ -82,6 +82,10 @@ pub enum ModelsCommand {
         /// only those already waiting).
         #[arg(long, default_value = "0s", value_parser = crate::services::parse_duration)]
         batch_wait: std::time::Duration,
+        /// Serving `models:/name@alias` before the alias exists: listen at once and answer
+        /// 503 (so a readiness probe holds traffic) until it points at a version.
+        #[arg(long)]
+        wait: bool,
     },
 }
 
@@ -339,8 +343,9 @@ pub async fn run(command: ModelsCommand, args: &ClientArgs) -> Result<()> {
             follow_interval,
             max_batch,
             batch_wait,
+            wait,
         } => {
-            let options = ServeOptions {
+            let options = crate::serve::ServeOptions {
                 workers,
                 env_manager,
                 follow_interval,
@@ -350,7 +355,19 @@ pub async fn run(command: ModelsCommand, args: &ClientArgs) -> Result<()> {
                 },
                 metrics: std::sync::Arc::new(ctflow_serving::ServingMetrics::new()),
             };
-            serve(client, &model_uri, host, port, options).await?
+            let listener = tokio::net::TcpListener::bind((host, port))
+                .await
+                .with_context(|| format!("cannot listen on {host}:{port}"))?;
+            println!("Serving {model_uri} on http://{}", listener.local_addr()?);
+            crate::serve::serve(
+                client,
+                &model_uri,
+                listener,
+                options,
+                wait,
+                crate::shutdown_signal(),
+            )
+            .await?
         }
         ModelsCommand::Download { uri, dest } => {
             let artifact_uri = resolve_artifact_uri(&client, &uri).await?;
@@ -372,177 +389,8 @@ fn or_dash(s: String) -> String {
     if s.is_empty() { "-".into() } else { s }
 }
 
-struct ServeOptions {
-    workers: usize,
-    env_manager: String,
-    follow_interval: std::time::Duration,
-    batching: ctflow_serving::Batching,
-    metrics: std::sync::Arc<ctflow_serving::ServingMetrics>,
-}
-
-/// `ctflow models serve`: fetches the model, starts its Python workers, answers until
-/// SIGTERM or Ctrl-C. Served by alias, it follows the alias to each new version.
-async fn serve(
-    client: TrackingClient,
-    uri: &str,
-    host: std::net::IpAddr,
-    port: u16,
-    options: ServeOptions,
-) -> Result<()> {
-    if options.workers == 0 {
-        bail!("--workers must be at least 1");
-    }
-    let alias = match ctflow_core::registry::parse_model_uri(uri) {
-        Ok(ctflow_core::registry::ModelUri::Alias { name, alias }) => Some((name, alias)),
-        _ => None,
-    };
-    let version = match &alias {
-        Some((name, alias)) => Some(alias_version(&client, name, alias).await?),
-        None => None,
-    };
-    let source = match (&alias, &version) {
-        (Some((name, _)), Some(version)) => format!("models:/{name}/{version}"),
-        _ => uri.to_string(),
-    };
-    eprintln!("Loading {uri} in {} worker(s)...", options.workers);
-    let generation = load_generation(&client, &source, version.clone(), &options).await?;
-    let served = std::sync::Arc::new(ctflow_serving::ServedModel::new(
-        generation,
-        options.metrics.clone(),
-    ));
-    let listener = tokio::net::TcpListener::bind((host, port))
-        .await
-        .with_context(|| format!("cannot listen on {host}:{port}"))?;
-    let addr = listener.local_addr()?;
-    let follower = alias.map(|(name, alias)| {
-        tokio::spawn(follow(
-            client,
-            name,
-            alias,
-            version,
-            options,
-            served.clone(),
-        ))
-    });
-    println!("Serving {uri} on http://{addr}");
-    let result = axum::serve(listener, ctflow_serving::router(served))
-        .with_graceful_shutdown(crate::shutdown_signal())
-        .await
-        .context("the scoring server stopped");
-    if let Some(follower) = follower {
-        follower.abort();
-    }
-    result
-}
-
-async fn alias_version(client: &TrackingClient, name: &str, alias: &str) -> Result<String> {
-    let found = client
-        .get(
-            "registered-models/alias",
-            &[("name", name.to_string()), ("alias", alias.to_string())],
-        )
-        .await?;
-    Ok(text(&found["model_version"], "version"))
-}
-
-/// Fetches a model (a local folder is used as it is), starts its workers and checks them
-/// with one warm-up prediction.
-async fn load_generation(
-    client: &TrackingClient,
-    uri: &str,
-    version: Option<String>,
-    options: &ServeOptions,
-) -> Result<ctflow_serving::Generation> {
-    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let local = Path::new(uri);
-    let (dir, scratch) = if local.join("MLmodel").is_file() {
-        (local.to_path_buf(), None)
-    } else {
-        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let scratch = std::env::temp_dir().join(format!("ctflow-serve-{}-{n}", std::process::id()));
-        let guard = ctflow_serving::Scratch(scratch.clone());
-        let artifact_uri = resolve_artifact_uri(client, uri).await?;
-        download(client, &artifact_uri, &scratch).await?;
-        (scratch, Some(guard))
-    };
-    let info = ctflow_serving::load_model_info(&dir)?;
-    let cache = ctflow_worker::execute::default_env_cache();
-    let python = {
-        let (dir, env_manager) = (dir.clone(), options.env_manager.clone());
-        tokio::task::spawn_blocking(move || {
-            ctflow_serving::model_python(&dir, &env_manager, &cache)
-        })
-        .await
-        .context("the environment builder stopped")??
-    };
-    let pool = ctflow_serving::PythonPool::start(
-        &python,
-        &dir,
-        options.workers,
-        options.batching,
-        options.metrics.clone(),
-    )
-    .await?;
-    let generation = ctflow_serving::Generation {
-        info,
-        pool,
-        version,
-        scratch,
-    };
-    ctflow_serving::warm_up(&generation, &dir)
-        .await
-        .map_err(|e| anyhow!("{uri} failed its warm-up prediction: {e}"))?;
-    Ok(generation)
-}
-
-/// Follows `name@alias`: a new version is loaded and warmed up beside the serving one and
-/// then takes the traffic; one that cannot load is reported and the old one keeps serving.
-async fn follow(
-    client: TrackingClient,
-    name: String,
-    alias: String,
-    mut serving: Option<String>,
-    options: ServeOptions,
-    served: std::sync::Arc<ctflow_serving::ServedModel>,
-) {
-    let mut refused: Option<String> = None;
-    loop {
-        tokio::time::sleep(options.follow_interval).await;
-        let version = match alias_version(&client, &name, &alias).await {
-            Ok(version) => version,
-            Err(error) => {
-                tracing::warn!(%error, model = name, alias, "cannot look up the alias");
-                continue;
-            }
-        };
-        if Some(&version) == serving.as_ref() || Some(&version) == refused.as_ref() {
-            continue;
-        }
-        let uri = format!("models:/{name}/{version}");
-        eprintln!("{name}@{alias} moved to version {version}: loading it");
-        match load_generation(&client, &uri, Some(version.clone()), &options).await {
-            Ok(generation) => {
-                served.swap(generation);
-                served.metrics.swapped(true);
-                eprintln!("Now serving {name} version {version} ({name}@{alias})");
-                serving = Some(version);
-                refused = None;
-            }
-            Err(error) => {
-                served.metrics.swapped(false);
-                tracing::error!(%error, model = name, version, "the new version cannot serve; the old one keeps serving");
-                eprintln!(
-                    "Version {version} of {name} cannot serve ({error:#}); version {} keeps serving",
-                    serving.as_deref().unwrap_or("-")
-                );
-                refused = Some(version);
-            }
-        }
-    }
-}
-
 /// Resolves a model URI to the artifact URI holding its files, as the MLflow client does.
-async fn resolve_artifact_uri(client: &TrackingClient, uri: &str) -> Result<String> {
+pub(crate) async fn resolve_artifact_uri(client: &TrackingClient, uri: &str) -> Result<String> {
     if let Some(rest) = uri.strip_prefix("runs:/") {
         let (run_id, path) = rest
             .trim_start_matches('/')
@@ -628,7 +476,11 @@ async fn resolve_artifact_uri(client: &TrackingClient, uri: &str) -> Result<Stri
 }
 
 /// Lists `mlflow-artifacts` folders recursively and downloads every file under `dest`.
-async fn download(client: &TrackingClient, artifact_uri: &str, dest: &Path) -> Result<usize> {
+pub(crate) async fn download(
+    client: &TrackingClient,
+    artifact_uri: &str,
+    dest: &Path,
+) -> Result<usize> {
     let Some(root) = artifact_uri.strip_prefix("mlflow-artifacts:") else {
         bail!(
             "cannot download '{artifact_uri}': only artifacts served by the tracking server (mlflow-artifacts:) are supported"

@@ -1,6 +1,7 @@
 //! `ctflow up`: the whole loop in one process: the tracking and registry server, the
 //! controller (triggers, gates, promotion), the drift watcher and a local worker pool,
-//! over the in-process bus. `--example iris` installs the iris pipeline and runs it once.
+//! over the in-process bus, and a scoring server for each pipeline that names a serving
+//! target. `--example iris` installs the iris pipeline and runs it once.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use ctflow_core::trigger::TriggerEvent;
 use ctflow_store::Recorded;
 use ctflow_worker::execute::default_env_cache;
 use ctflow_worker::{PoolConfig, WorkerPool, discover_gpus};
+use futures::FutureExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::client::current_user;
@@ -35,6 +37,10 @@ pub struct UpArgs {
     /// Where job logs go.
     #[arg(long, default_value = "ctflow-data/logs")]
     logs_dir: PathBuf,
+    /// How often pipelines' serving targets and their champion aliases are looked up
+    /// (the CD hand-off: `promotion.serving`).
+    #[arg(long, default_value = "5s", value_parser = crate::services::parse_duration)]
+    serving_interval: std::time::Duration,
 }
 
 /// Finds `examples/<name>/pipeline.yaml` from the working directory, else from the
@@ -168,6 +174,15 @@ pub async fn run(args: UpArgs) -> Result<()> {
             Ok(())
         });
     }
+    tasks.spawn(
+        crate::serve::supervise(
+            store.clone(),
+            tracking_uri.clone(),
+            args.serving_interval,
+            shutdown.clone(),
+        )
+        .map(Ok),
+    );
     tracing::info!(%addr, workers = args.workers, gpus = gpus.len(), "ctflow up");
     println!("ctflow is up at {tracking_uri}");
     println!("  MLflow clients: export MLFLOW_TRACKING_URI={tracking_uri}");

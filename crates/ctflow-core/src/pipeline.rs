@@ -533,6 +533,83 @@ pub struct Promotion {
     /// clients that still read stages.
     #[serde(default = "default_true")]
     pub stages: bool,
+    /// The CD hand-off: serve the champion over MLflow's scoring protocol. `ctflow up`
+    /// runs the server and moves it to each new champion; in a cluster the Helm chart's
+    /// `serving` values run it as a Deployment instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serving: Option<ServingTarget>,
+}
+
+/// Where and how the champion is served (`ctflow models serve` options).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ServingTarget {
+    /// The address to listen on (default loopback).
+    #[serde(default = "default_serving_host")]
+    pub host: String,
+    pub port: u16,
+    /// Python processes predicting in parallel.
+    #[serde(default = "default_serving_workers")]
+    pub workers: u32,
+    /// `local` (the python3 on PATH), `virtualenv` or `uv` (the model's python_env.yaml).
+    #[serde(default = "default_env_manager")]
+    pub env_manager: String,
+    /// Most concurrent requests a worker answers with one model call.
+    #[serde(default = "default_serving_max_batch")]
+    pub max_batch: u32,
+}
+
+fn default_serving_host() -> String {
+    "127.0.0.1".into()
+}
+
+fn default_serving_workers() -> u32 {
+    1
+}
+
+fn default_serving_max_batch() -> u32 {
+    32
+}
+
+/// The most Python workers one serving target may ask for.
+pub const MAX_SERVING_WORKERS: u32 = 64;
+
+impl ServingTarget {
+    fn validate(&self, err: &mut impl FnMut(String, String)) {
+        if self.host.parse::<std::net::IpAddr>().is_err() {
+            err(
+                "spec.promotion.serving.host".into(),
+                format!("'{}' is not an IP address", self.host),
+            );
+        }
+        if self.port == 0 {
+            err(
+                "spec.promotion.serving.port".into(),
+                "must be between 1 and 65535".into(),
+            );
+        }
+        if !(1..=MAX_SERVING_WORKERS).contains(&self.workers) {
+            err(
+                "spec.promotion.serving.workers".into(),
+                format!("must be between 1 and {MAX_SERVING_WORKERS}"),
+            );
+        }
+        if !["local", "virtualenv", "uv"].contains(&self.env_manager.as_str()) {
+            err(
+                "spec.promotion.serving.envManager".into(),
+                format!(
+                    "unknown env manager '{}': use local, virtualenv or uv",
+                    self.env_manager
+                ),
+            );
+        }
+        if self.max_batch == 0 {
+            err(
+                "spec.promotion.serving.maxBatch".into(),
+                "must be at least 1".into(),
+            );
+        }
+    }
 }
 
 fn default_challenger() -> String {
@@ -549,6 +626,7 @@ impl Default for Promotion {
             challenger_alias: default_challenger(),
             champion_alias: default_champion(),
             stages: true,
+            serving: None,
         }
     }
 }
@@ -1004,6 +1082,15 @@ impl TrainingPipelineSpec {
                 "the challenger and champion aliases must differ".into(),
             );
         }
+        if let Some(serving) = &self.promotion.serving {
+            if self.model.is_none() {
+                err(
+                    "spec.promotion.serving".into(),
+                    "serves the champion: set spec.model.name".into(),
+                );
+            }
+            serving.validate(&mut err);
+        }
         if errors.is_empty() {
             Ok(())
         } else {
@@ -1046,6 +1133,51 @@ mod tests {
             .into_iter()
             .map(|e| e.field)
             .collect()
+    }
+
+    #[test]
+    fn a_serving_target_takes_defaults_and_is_checked_by_field() {
+        let mut spec: TrainingPipelineSpec = serde_json::from_value(json!({
+            "project": {"uri": "."},
+            "model": {"name": "m"},
+            "promotion": {"serving": {"port": 5001}},
+        }))
+        .expect("parses");
+        let target = spec.promotion.serving.clone().expect("a serving target");
+        assert_eq!(
+            (target.host.as_str(), target.port, target.workers),
+            ("127.0.0.1", 5001, 1)
+        );
+        assert_eq!(
+            (target.env_manager.as_str(), target.max_batch),
+            ("local", 32)
+        );
+        assert!(spec.validate().is_ok());
+
+        spec.model = None;
+        spec.promotion.serving = Some(ServingTarget {
+            host: "localhost".into(),
+            port: 0,
+            workers: MAX_SERVING_WORKERS + 1,
+            env_manager: "conda".into(),
+            max_batch: 0,
+        });
+        assert_eq!(
+            fields(&spec),
+            vec![
+                "spec.promotion.serving",
+                "spec.promotion.serving.host",
+                "spec.promotion.serving.port",
+                "spec.promotion.serving.workers",
+                "spec.promotion.serving.envManager",
+                "spec.promotion.serving.maxBatch",
+            ]
+        );
+        let unknown = serde_json::from_value::<TrainingPipelineSpec>(json!({
+            "project": {"uri": "."},
+            "promotion": {"serving": {"port": 5001, "replicas": 2}},
+        }));
+        assert!(unknown.is_err());
     }
 
     #[test]

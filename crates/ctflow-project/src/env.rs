@@ -23,10 +23,23 @@ pub struct PythonEnvSpec {
 }
 
 impl PythonEnvSpec {
+    /// Reads a `python_env.yaml`. Requirement files it names (`-r requirements.txt`, as
+    /// MLflow writes next to a logged model) are read in, relative to the file's folder, so
+    /// the dependencies (and the cache key) are the packages themselves.
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| Error::Io(format!("{}: {e}", path.display())))?;
-        serde_saphyr::from_str(&text).map_err(|e| Error::Spec(format!("{}: {e}", path.display())))
+        let mut spec: PythonEnvSpec = serde_saphyr::from_str(&text)
+            .map_err(|e| Error::Spec(format!("{}: {e}", path.display())))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        for list in [&mut spec.build_dependencies, &mut spec.dependencies] {
+            let mut expanded = Vec::new();
+            for line in list.iter() {
+                expand_requirement(line, base, 0, &mut expanded)?;
+            }
+            *list = expanded;
+        }
+        Ok(spec)
     }
 
     /// A stable identity for the cache, from the normalised spec.
@@ -39,6 +52,49 @@ impl PythonEnvSpec {
         );
         stable_hash(canonical.as_bytes())
     }
+}
+
+/// How deep requirement files may include one another.
+const MAX_REQUIREMENT_NESTING: usize = 8;
+
+/// Adds one requirement line to `out` as pip's arguments: a package stays as it is; an
+/// `-r`/`--requirement` file is read in (its own includes too); a `-c` constraints file
+/// gets an absolute path; other options are split into their words.
+fn expand_requirement(line: &str, base: &Path, depth: usize, out: &mut Vec<String>) -> Result<()> {
+    let line = line.trim();
+    if line.is_empty() || line.starts_with('#') {
+        return Ok(());
+    }
+    if !line.starts_with('-') {
+        out.push(line.to_string());
+        return Ok(());
+    }
+    let (option, value) = match line.split_once(|c: char| c == '=' || c.is_whitespace()) {
+        Some((option, value)) => (option, value.trim()),
+        None => (line, ""),
+    };
+    match option {
+        "-r" | "--requirement" => {
+            if depth >= MAX_REQUIREMENT_NESTING {
+                return Err(Error::Spec(format!(
+                    "requirement files nest deeper than {MAX_REQUIREMENT_NESTING} at {value}"
+                )));
+            }
+            let file = base.join(value);
+            let text = std::fs::read_to_string(&file)
+                .map_err(|e| Error::Io(format!("{}: {e}", file.display())))?;
+            let inner_base = file.parent().unwrap_or(base).to_path_buf();
+            for inner in text.lines() {
+                expand_requirement(inner, &inner_base, depth + 1, out)?;
+            }
+        }
+        "-c" | "--constraint" => {
+            out.push(option.to_string());
+            out.push(base.join(value).display().to_string());
+        }
+        _ => out.extend(line.split_whitespace().map(str::to_string)),
+    }
+    Ok(())
 }
 
 /// A ready environment: put `bin` first on PATH to use it.
@@ -284,6 +340,55 @@ mod tests {
         assert_eq!(spec.dependencies, vec!["mlflow==3.17.2"]);
         std::fs::write(&path, "python: [not, a, version]\n").unwrap();
         assert!(matches!(PythonEnvSpec::load(&path), Err(Error::Spec(_))));
+    }
+
+    #[test]
+    fn requirement_files_are_read_in_relative_to_the_spec() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("more")).unwrap();
+        std::fs::write(
+            dir.path().join("python_env.yaml"),
+            "python: 3.11.7\nbuild_dependencies:\n- pip\ndependencies:\n- -r requirements.txt\n- --extra-index-url https://example.com/simple\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("requirements.txt"),
+            "mlflow==3.17.2\n# a comment\n\n-r more/extra.txt\n-c constraints.txt\n",
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("more/extra.txt"), "scikit-learn==1.9.1\n").unwrap();
+        let spec = PythonEnvSpec::load(&dir.path().join("python_env.yaml")).unwrap();
+        let constraints = dir.path().join("constraints.txt").display().to_string();
+        assert_eq!(
+            spec.dependencies,
+            vec![
+                "mlflow==3.17.2",
+                "scikit-learn==1.9.1",
+                "-c",
+                constraints.as_str(),
+                "--extra-index-url",
+                "https://example.com/simple",
+            ]
+        );
+        let before = spec.cache_key();
+        std::fs::write(dir.path().join("more/extra.txt"), "scikit-learn==1.8.0\n").unwrap();
+        let changed = PythonEnvSpec::load(&dir.path().join("python_env.yaml")).unwrap();
+        assert_ne!(
+            before,
+            changed.cache_key(),
+            "the key follows the files' packages"
+        );
+
+        std::fs::write(dir.path().join("requirements.txt"), "-r requirements.txt\n").unwrap();
+        assert!(matches!(
+            PythonEnvSpec::load(&dir.path().join("python_env.yaml")),
+            Err(Error::Spec(_))
+        ));
+        std::fs::remove_file(dir.path().join("requirements.txt")).unwrap();
+        assert!(matches!(
+            PythonEnvSpec::load(&dir.path().join("python_env.yaml")),
+            Err(Error::Io(_))
+        ));
     }
 
     #[test]

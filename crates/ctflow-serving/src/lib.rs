@@ -58,15 +58,24 @@ pub fn model_python(dir: &Path, env_manager: &str, cache: &Path) -> Result<PathB
         "local" => Ok(PathBuf::from("python3")),
         "virtualenv" | "uv" => {
             let spec = ctflow_project::PythonEnvSpec::load(&dir.join("python_env.yaml"))
-                .map_err(|e| Error::Environment(e.to_string()))?;
+                .map_err(environment_error)?;
             let prepared = ctflow_project::prepare_virtualenv(&spec, cache, true)
-                .map_err(|e| Error::Environment(e.to_string()))?;
+                .map_err(environment_error)?;
             Ok(prepared.bin.join("python"))
         }
         other => Err(Error::Environment(format!(
             "unknown env manager '{other}': use local, virtualenv or uv"
         ))),
     }
+}
+
+/// The builder's message without its project wording: here the model is built for.
+fn environment_error(error: ctflow_project::Error) -> Error {
+    let message = match error {
+        ctflow_project::Error::Io(message) | ctflow_project::Error::Spec(message) => message,
+        other => other.to_string(),
+    };
+    Error::Environment(format!("cannot build the model's environment: {message}"))
 }
 
 /// One loaded version of the model: its signature and its workers. A request holds the
@@ -90,9 +99,13 @@ impl Drop for Scratch {
     }
 }
 
-/// The model being served: the current generation, swapped when the alias moves.
+/// The model being served: the current generation, swapped when the alias moves. It is
+/// empty while the alias it follows points nowhere yet (`--wait`): every endpoint but
+/// `/metrics` then answers 503, so a readiness probe holds traffic back.
 pub struct ServedModel {
-    current: std::sync::RwLock<Arc<Generation>>,
+    current: std::sync::RwLock<Option<Arc<Generation>>>,
+    /// What an empty server tells its callers it waits for.
+    waiting_for: String,
     pub metrics: Arc<ServingMetrics>,
 }
 
@@ -100,12 +113,22 @@ impl ServedModel {
     pub fn new(generation: Generation, metrics: Arc<ServingMetrics>) -> ServedModel {
         metrics.set_version(generation.version.as_deref());
         ServedModel {
-            current: std::sync::RwLock::new(Arc::new(generation)),
+            current: std::sync::RwLock::new(Some(Arc::new(generation))),
+            waiting_for: String::new(),
             metrics,
         }
     }
 
-    pub fn current(&self) -> Arc<Generation> {
+    /// A server with nothing loaded yet; `waiting_for` says what it waits for.
+    pub fn waiting(waiting_for: String, metrics: Arc<ServingMetrics>) -> ServedModel {
+        ServedModel {
+            current: std::sync::RwLock::new(None),
+            waiting_for,
+            metrics,
+        }
+    }
+
+    pub fn current(&self) -> Option<Arc<Generation>> {
         self.current
             .read()
             .unwrap_or_else(|e| e.into_inner())
@@ -116,7 +139,15 @@ impl ServedModel {
     /// workers stop when the last of them is done.
     pub fn swap(&self, generation: Generation) {
         self.metrics.set_version(generation.version.as_deref());
-        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(generation);
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(generation));
+    }
+
+    fn not_loaded(&self) -> Response {
+        error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "TEMPORARILY_UNAVAILABLE",
+            &format!("no model is loaded yet: {}", self.waiting_for),
+        )
     }
 }
 
@@ -149,14 +180,20 @@ pub fn router(model: Arc<ServedModel>) -> Router {
         .with_state(model)
 }
 
-async fn alive() -> Response {
+async fn alive(State(model): State<Arc<ServedModel>>) -> Response {
+    if model.current().is_none() {
+        return model.not_loaded();
+    }
     ([(header::CONTENT_TYPE, "application/json")], "\n").into_response()
 }
 
 async fn version(State(model): State<Arc<ServedModel>>) -> Response {
+    let Some(generation) = model.current() else {
+        return model.not_loaded();
+    };
     (
         [(header::CONTENT_TYPE, "application/json")],
-        model.current().pool.mlflow_version().to_string(),
+        generation.pool.mlflow_version().to_string(),
     )
         .into_response()
 }
@@ -185,7 +222,12 @@ async fn invocations(
     body: Bytes,
 ) -> Response {
     let started = std::time::Instant::now();
-    let generation = model.current();
+    let Some(generation) = model.current() else {
+        model
+            .metrics
+            .observe(metrics::Outcome::Unavailable, started.elapsed());
+        return model.not_loaded();
+    };
     let (outcome, mut response) = answer(&generation, &headers, &body).await;
     model.metrics.observe(outcome, started.elapsed());
     if let Some(version) = &generation.version
@@ -278,4 +320,72 @@ pub enum Prediction {
     Predictions(Value),
     /// The model raised; the message names the exception.
     Failed(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::Request;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    async fn call_raw(app: &Router, request: Request<Body>) -> (StatusCode, Bytes) {
+        let response = app.clone().oneshot(request).await.expect("infallible");
+        let status = response.status();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("a body")
+            .to_bytes();
+        (status, body)
+    }
+
+    async fn call(app: &Router, request: Request<Body>) -> (StatusCode, Value) {
+        let (status, body) = call_raw(app, request).await;
+        (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+    }
+
+    #[tokio::test]
+    async fn a_server_waiting_for_its_alias_answers_503_but_its_metrics() {
+        let metrics = Arc::new(ServingMetrics::new());
+        let served = Arc::new(ServedModel::waiting(
+            "iris@champion has no version".into(),
+            metrics,
+        ));
+        let app = router(served);
+        for path in ["/ping", "/health", "/version"] {
+            let request = Request::get(path).body(Body::empty()).expect("a request");
+            let (status, body) = call(&app, request).await;
+            assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{path}");
+            assert_eq!(body["error_code"], "TEMPORARILY_UNAVAILABLE", "{path}");
+        }
+        let request = Request::post("/invocations")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(r#"{"inputs": [[1.0]]}"#))
+            .expect("a request");
+        let (status, body) = call(&app, request).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            body["message"],
+            "no model is loaded yet: iris@champion has no version"
+        );
+        let request = Request::get("/metrics")
+            .body(Body::empty())
+            .expect("a request");
+        let response = app.clone().oneshot(request).await.expect("infallible");
+        assert_eq!(response.status(), StatusCode::OK);
+        let text = response
+            .into_body()
+            .collect()
+            .await
+            .expect("a body")
+            .to_bytes();
+        let text = String::from_utf8_lossy(&text);
+        assert!(
+            text.contains(r#"ctflow_serving_requests_total{outcome="unavailable"} 1"#),
+            "{text}"
+        );
+    }
 }
