@@ -126,14 +126,19 @@ class CtflowServer:
         self.log.close()
 
 
+def backend_uri(request, workdir):
+    """A fresh store for a fixture parametrised by backend: a SQLite file in `workdir`, or
+    a new database on the session's PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{workdir}/ctflow.db"
+    return request.getfixturevalue("postgres").new_database()
+
+
 @pytest.fixture(scope="session", params=["sqlite", "postgres"])
 def server(request, ctflow_bin, tmp_path_factory):
     """A ctflow server per backend, shared by the tests of the session."""
     workdir = str(tmp_path_factory.mktemp(f"ctflow-{request.param}"))
-    if request.param == "sqlite":
-        uri = f"sqlite:///{workdir}/ctflow.db"
-    else:
-        uri = request.getfixturevalue("postgres").new_database()
+    uri = backend_uri(request, workdir)
     srv = CtflowServer(ctflow_bin, uri, workdir)
     yield srv
     srv.stop()

@@ -204,7 +204,7 @@ def test_manual_approval_rejection_and_rollback(up, ctflow_bin):
   gates:
     ct:
       metrics: [ { metric: accuracy, threshold: 0.9 } ]
-    cd: { approval: manual, timeout: 1h }
+    cd: { approval: manual, timeout: 1h, approvers: [alice, carol] }
 """))
     env = dict(os.environ, MLFLOW_TRACKING_URI=up.url)
     versions = []
@@ -217,6 +217,11 @@ def test_manual_approval_rejection_and_rollback(up, ctflow_bin):
         assert run["phase"] == "WaitingApproval"
         client = MlflowClient(up.url)
         assert client.get_model_version_by_alias("iris-manual-model", "challenger").version == str(run["model_version"])
+        # Only the named approvers decide.
+        status, body = api(up.url, f"/api/ctflow/v1/pipeline-runs/{run['id']}/approve", {"user": "bob"})
+        assert status == 403 and body["error_code"] == "PERMISSION_DENIED", body
+        assert "alice, carol" in body["message"]
+        assert wait_phase(up, run["id"], ["WaitingApproval"], timeout=5)["phase"] == "WaitingApproval"
         out = subprocess.run([ctflow_bin, "pipelines", "approve", run["id"], "--user", "alice", "--comment", f"looks good {n}"],
                              env=env, capture_output=True, text=True, timeout=60)
         assert out.returncode == 0, out.stderr
@@ -227,7 +232,7 @@ def test_manual_approval_rejection_and_rollback(up, ctflow_bin):
         assert champion_version(up.url, "iris-manual-model") == versions[-1]
 
     # Approving something that is not waiting is a clear 400.
-    status, body = api(up.url, f"/api/ctflow/v1/pipeline-runs/{run['id']}/approve", {"user": "bob"})
+    status, body = api(up.url, f"/api/ctflow/v1/pipeline-runs/{run['id']}/approve", {"user": "alice"})
     assert status == 400 and body["error_code"] == "INVALID_PARAMETER_VALUE" and "not waiting" in body["message"]
 
     # A rejection leaves the champion alone.

@@ -28,3 +28,14 @@ helm.sh/chart: {{ .Chart.Name }}-{{ .Chart.Version }}
     name: {{ .Values.artifacts.existingSecret }}
 {{- end }}
 {{- end }}
+
+{{/* The API token workers and serving pods sign in with, on a server with auth. */}}
+{{- define "ctflow.clientAuthEnv" -}}
+{{- if and .Values.auth.enabled .Values.auth.clientTokenSecret }}
+- name: MLFLOW_TRACKING_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.auth.clientTokenSecret }}
+      key: token
+{{- end }}
+{{- end }}

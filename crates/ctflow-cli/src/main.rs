@@ -11,6 +11,7 @@ mod run;
 mod serve;
 mod services;
 mod up;
+mod users;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -63,6 +64,8 @@ enum Command {
         /// and `/api/ctflow/v1/events` streams the watcher's events.
         #[command(flatten)]
         bus: services::BusArgs,
+        #[command(flatten)]
+        auth: AuthArgs,
         /// A YAML file of settings, keyed by flag name; flags and environment win.
         #[arg(long, env = "CTFLOW_CONFIG")]
         config: Option<PathBuf>,
@@ -107,6 +110,11 @@ enum Command {
     },
     /// Compare current data with a reference, column by column; exits 3 on dataset drift.
     Drift(drift::DriftArgs),
+    /// Users of a server started with --auth: the first admin, API tokens.
+    Users {
+        #[command(subcommand)]
+        command: users::UsersCommand,
+    },
     /// The model registry: models, versions, aliases, stages, history, rollback, downloads.
     Models {
         #[command(subcommand)]
@@ -151,6 +159,20 @@ pub(crate) struct ServerArgs {
     pub(crate) port: u16,
 }
 
+/// Access control of `ctflow server`.
+#[derive(Args, Debug)]
+pub(crate) struct AuthArgs {
+    /// Users must sign in (HTTP Basic or a bearer token) and act within their
+    /// permissions. The first admin: `ctflow users create-admin`, or CTFLOW_ADMIN_USERNAME
+    /// and CTFLOW_ADMIN_PASSWORD (e.g. from a Secret) at start.
+    #[arg(long, env = "CTFLOW_AUTH")]
+    pub(crate) auth: bool,
+    /// What a user holds on an experiment or registered model no grant names:
+    /// READ, EDIT, MANAGE or NO_PERMISSIONS.
+    #[arg(long, env = "CTFLOW_AUTH_DEFAULT_PERMISSION", default_value = "READ")]
+    pub(crate) auth_default_permission: String,
+}
+
 fn init_logging() {
     let filter = EnvFilter::try_from_env("CTFLOW_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     tracing_subscriber::fmt()
@@ -185,7 +207,7 @@ pub(crate) async fn shutdown_signal() {
 pub(crate) fn exposure_warning(host: IpAddr) -> Option<String> {
     (!host.is_loopback()).then(|| {
         format!(
-            "listening on {host}, a non-loopback address: anyone who can reach this port can read and write experiments, runs and artifacts (authentication is not enabled)"
+            "listening on {host}, a non-loopback address: anyone who can reach this port can read and write experiments, runs and artifacts (ctflow server --auth makes users sign in)"
         )
     })
 }
@@ -197,12 +219,53 @@ pub(crate) fn server_config(args: &ServerArgs) -> ctflow_server::ServerConfig {
         artifacts_destination: args.artifacts_destination.clone(),
         serve_artifacts: !args.no_serve_artifacts || args.serve_artifacts,
         max_connections: 8,
+        auth: None,
     }
 }
 
-async fn run_server(args: ServerArgs, bus: services::BusArgs) -> Result<()> {
-    let config = server_config(&args);
-    if let Some(warning) = exposure_warning(args.host) {
+/// With `--auth`: creates the admin named by CTFLOW_ADMIN_USERNAME/CTFLOW_ADMIN_PASSWORD
+/// (a Kubernetes Secret's way in) unless that user exists; warns when no user can sign in.
+async fn bootstrap_admin(store: &ctflow_store::Store) -> Result<()> {
+    let username = std::env::var("CTFLOW_ADMIN_USERNAME")
+        .ok()
+        .filter(|u| !u.is_empty());
+    let password = std::env::var("CTFLOW_ADMIN_PASSWORD")
+        .ok()
+        .filter(|p| !p.is_empty());
+    match (username, password) {
+        (Some(username), Some(password)) => {
+            if store.user_with_hash(&username).await?.is_none() {
+                users::create_admin(store, &username, &password).await?;
+                tracing::info!(username, "created the admin from CTFLOW_ADMIN_USERNAME");
+            }
+        }
+        (Some(_), None) | (None, Some(_)) => {
+            anyhow::bail!("set both CTFLOW_ADMIN_USERNAME and CTFLOW_ADMIN_PASSWORD, or neither")
+        }
+        (None, None) => {}
+    }
+    if store.count_users().await? == 0 {
+        tracing::warn!(
+            "authentication is on and there are no users: create an admin with `ctflow users create-admin`"
+        );
+        eprintln!(
+            "WARNING: authentication is on and there are no users yet; create an admin with `ctflow users create-admin --username NAME --password-stdin`"
+        );
+    }
+    Ok(())
+}
+
+async fn run_server(args: ServerArgs, bus: services::BusArgs, auth: AuthArgs) -> Result<()> {
+    let mut config = server_config(&args);
+    if auth.auth {
+        config.auth = Some(
+            ctflow_core::auth::Permission::parse(&auth.auth_default_permission)
+                .map_err(|e| anyhow::anyhow!("--auth-default-permission: {}", e.message))?,
+        );
+    }
+    if !auth.auth
+        && let Some(warning) = exposure_warning(args.host)
+    {
         tracing::warn!(host = %args.host, "{warning}");
         eprintln!("WARNING: {warning}");
     }
@@ -213,6 +276,9 @@ async fn run_server(args: ServerArgs, bus: services::BusArgs) -> Result<()> {
         .await
         .context("cannot open the tracking store")?;
     state.bus = bus.connect().await?;
+    if state.auth.is_some() {
+        bootstrap_admin(&state.store).await?;
+    }
     let addr = listener.local_addr()?;
     tracing::info!(%addr, backend = ?state.store.backend(), serve_artifacts = config.serve_artifacts, "ctflow server listening");
     println!("ctflow server listening on http://{addr}");
@@ -252,7 +318,9 @@ fn run(cli: Cli) -> Result<()> {
         .build()?;
     runtime.block_on(async move {
         match cli.command {
-            Command::Server { server, bus, .. } => run_server(server, bus).await,
+            Command::Server {
+                server, bus, auth, ..
+            } => run_server(server, bus, auth).await,
             Command::Controller(args) => services::controller(args).await,
             Command::Worker(args) => services::worker(args).await,
             Command::Watcher(args) => services::watcher(args).await,
@@ -269,6 +337,7 @@ fn run(cli: Cli) -> Result<()> {
             }
             Command::Runs { command, client } => commands::runs(command, &client).await,
             Command::Models { command, client } => models::run(command, &client).await,
+            Command::Users { command } => users::run(command).await,
             Command::Run { run, client } => run::run(run, &client).await,
             Command::Up(args) => up::run(args).await,
             Command::Drift(args) => {

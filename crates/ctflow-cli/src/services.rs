@@ -138,6 +138,19 @@ pub(crate) struct StoreArgs {
     backend_store_uri: String,
 }
 
+impl StoreArgs {
+    /// Opens the store directly (migrating it when new).
+    pub(crate) async fn open(&self) -> Result<ctflow_store::Store> {
+        ctflow_store::Store::open(ctflow_store::StoreOptions {
+            backend_store_uri: self.backend_store_uri.clone(),
+            default_artifact_root: "mlflow-artifacts:/".into(),
+            max_connections: 2,
+        })
+        .await
+        .with_context(|| format!("cannot open the store {}", self.backend_store_uri))
+    }
+}
+
 #[derive(Args, Debug)]
 pub(crate) struct ControllerArgs {
     #[command(flatten)]
@@ -510,6 +523,7 @@ pub(crate) async fn watcher(args: WatcherArgs) -> Result<()> {
         artifacts_destination: args.artifacts_destination.clone(),
         serve_artifacts: true,
         max_connections: 8,
+        auth: None,
     })
     .await
     .context("cannot open the store")?;

@@ -56,6 +56,7 @@ impl ErrorCode {
             ErrorCode::ResourceDoesNotExist | ErrorCode::EndpointNotFound => "RESOURCE_NOT_FOUND",
             ErrorCode::ResourceAlreadyExists => "RESOURCE_ALREADY_EXISTS",
             ErrorCode::InvalidParameterValue | ErrorCode::BadRequest => "INVALID_PARAMETER_VALUE",
+            ErrorCode::PermissionDenied | ErrorCode::Unauthenticated => "PERMISSION_DENIED",
             _ => "INTERNAL_ERROR",
         }
     }

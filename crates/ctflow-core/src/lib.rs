@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod artifact_path;
+pub mod auth;
 pub mod drift;
 pub mod entities;
 pub mod error;

@@ -498,6 +498,9 @@ pub struct CdGate {
     pub timeout: DurationSpec,
     #[serde(default)]
     pub dry_run: bool,
+    /// Who may approve or reject a promotion; empty: anyone who may manage the model.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub approvers: Vec<String>,
 }
 
 fn default_approval_timeout() -> DurationSpec {
@@ -510,6 +513,7 @@ impl Default for CdGate {
             approval: Approval::Auto,
             timeout: default_approval_timeout(),
             dry_run: false,
+            approvers: Vec::new(),
         }
     }
 }
@@ -1082,6 +1086,17 @@ impl TrainingPipelineSpec {
                 "the challenger and champion aliases must differ".into(),
             );
         }
+        for (i, approver) in self.gates.cd.approvers.iter().enumerate() {
+            if let Err(e) = crate::auth::validate_username(approver) {
+                err(format!("spec.gates.cd.approvers[{i}]"), e.message);
+            }
+        }
+        if !self.gates.cd.approvers.is_empty() && self.gates.cd.approval != Approval::Manual {
+            err(
+                "spec.gates.cd.approvers".into(),
+                "name who approves a manual approval: set approval: manual".into(),
+            );
+        }
         if let Some(serving) = &self.promotion.serving {
             if self.model.is_none() {
                 err(
@@ -1133,6 +1148,19 @@ mod tests {
             .into_iter()
             .map(|e| e.field)
             .collect()
+    }
+
+    #[test]
+    fn approvers_need_a_manual_approval_and_valid_names() {
+        let mut spec = pipeline();
+        spec.gates.cd.approvers = vec!["alice".into(), "not a user".into()];
+        assert_eq!(
+            fields(&spec),
+            vec!["spec.gates.cd.approvers[1]", "spec.gates.cd.approvers"]
+        );
+        spec.gates.cd.approval = Approval::Manual;
+        spec.gates.cd.approvers.pop();
+        assert!(spec.validate().is_ok());
     }
 
     #[test]

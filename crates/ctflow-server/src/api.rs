@@ -175,19 +175,35 @@ pub async fn delete_experiment_tag(State(state): State<AppState>, p: Params) -> 
 
 // ----------------------------------------------------------------------- runs
 
-pub async fn create_run(State(state): State<AppState>, p: Params) -> JsonResult {
+/// The run's owner: on a server with `--auth` the signed-in user, whatever the client put
+/// in `user_id` or the `mlflow.user` tag.
+pub async fn create_run(
+    State(state): State<AppState>,
+    signed_in: Option<axum::Extension<crate::auth::CurrentUser>>,
+    p: Params,
+) -> JsonResult {
     let experiment_id = match p.str("experiment_id")?.filter(|s| !s.is_empty()) {
         Some(raw) => parse_experiment_id(&raw)?,
         None => 0,
     };
+    let mut user_id = p.str("user_id")?.unwrap_or_default();
+    let mut tags = p.key_values("tags")?;
+    if let Some(axum::Extension(crate::auth::CurrentUser(user))) = signed_in {
+        user_id = user.username.clone();
+        tags.retain(|tag| tag.key != "mlflow.user");
+        tags.push(ctflow_core::entities::KeyValue {
+            key: "mlflow.user".into(),
+            value: user.username,
+        });
+    }
     let run = state
         .store
         .create_run(NewRun {
             experiment_id,
-            user_id: p.str("user_id")?.unwrap_or_default(),
+            user_id,
             start_time: p.i64("start_time")?,
             run_name: p.str("run_name")?,
-            tags: p.key_values("tags")?,
+            tags,
         })
         .await?;
     wrap("run", run)

@@ -6,6 +6,7 @@
 
 mod api;
 mod artifacts;
+pub mod auth;
 pub mod error;
 pub mod params;
 mod pipelines;
@@ -44,6 +45,8 @@ pub struct ServerConfig {
     pub artifacts_destination: String,
     pub serve_artifacts: bool,
     pub max_connections: u32,
+    /// `--auth`: users must sign in; what a user holds where no grant says otherwise.
+    pub auth: Option<ctflow_core::auth::Permission>,
 }
 
 /// Shared state of every handler.
@@ -60,6 +63,8 @@ pub struct AppState {
     pub bus: Option<Arc<dyn ctflow_bus::Bus>>,
     /// This process's metrics (shared with its workers and watcher under `ctflow up`).
     pub metrics: Arc<Metrics>,
+    /// Access control, when the server runs with `--auth`.
+    pub auth: Option<Arc<auth::Auth>>,
 }
 
 /// Opens the store with the latency of its operations recorded in `metrics`.
@@ -130,6 +135,9 @@ impl AppState {
             artifact_root,
             bus: None,
             metrics,
+            auth: config
+                .auth
+                .map(|default| Arc::new(auth::Auth::new(default))),
         })
     }
 
@@ -532,6 +540,33 @@ fn mlflow_routes() -> Router<AppState> {
             post(pipelines::rollback),
         )
         .route("/3.0/mlflow/server-info", get(server_info))
+        .route("/2.0/mlflow/users/create", post(auth::create_user))
+        .route("/2.0/mlflow/users/get", get(auth::get_user))
+        .route("/2.0/mlflow/users/current", get(auth::current_user))
+        .route("/2.0/mlflow/users/list", get(auth::list_users))
+        .route(
+            "/2.0/mlflow/users/update-password",
+            patch(auth::update_password),
+        )
+        .route("/2.0/mlflow/users/update-admin", patch(auth::update_admin))
+        .route("/2.0/mlflow/users/delete", delete(auth::delete_user))
+        .route(
+            "/3.0/mlflow/users/permissions/grant",
+            post(auth::grant_permission),
+        )
+        .route(
+            "/3.0/mlflow/users/permissions/revoke",
+            post(auth::revoke_permission),
+        )
+        .route(
+            "/3.0/mlflow/users/permissions/get",
+            get(auth::get_permission),
+        )
+        .route(
+            "/ctflow/v1/tokens",
+            get(auth::list_tokens).post(auth::create_token),
+        )
+        .route("/ctflow/v1/tokens/{id}", delete(auth::delete_token))
         .route("/2.0/mlflow-artifacts/artifacts", get(artifacts::list))
         .route(
             "/2.0/mlflow-artifacts/artifacts/{*path}",
@@ -556,6 +591,7 @@ pub fn router(state: AppState) -> Router {
         .route("/static/app.css", get(ui::app_css))
         .route("/static/uplot.min.js", get(ui::uplot_js))
         .route("/static/uplot.min.css", get(ui::uplot_css))
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth::guard))
         .route_layer(middleware::from_fn_with_state(
             state.metrics.clone(),
             track_requests,

@@ -348,13 +348,30 @@ async fn answer(
     state: AppState,
     id: String,
     actor: Actor,
+    signed_in: bool,
     p: Params,
     approved: bool,
 ) -> JsonResult {
+    // NB: a signed-in user answers as themselves, whatever `user` says.
     let user = match p.str("user")? {
-        Some(user) if !user.trim().is_empty() => user,
+        Some(user) if !signed_in && !user.trim().is_empty() => user,
         _ => actor.0,
     };
+    let run = state.store.get_pipeline_run(&id).await?;
+    if let Ok(pipeline) = state.store.get_pipeline(&run.pipeline).await {
+        let approvers = &pipeline.document.spec.gates.cd.approvers;
+        if !approvers.is_empty() && !approvers.contains(&user) {
+            return Err(MlflowError::new(
+                ErrorCode::PermissionDenied,
+                format!(
+                    "Only {} may approve or reject promotions of pipeline '{}'.",
+                    approvers.join(", "),
+                    run.pipeline
+                ),
+            )
+            .into());
+        }
+    }
     let comment = p.str("comment")?.filter(|c| !c.trim().is_empty());
     let verb = if approved { "approved" } else { "rejected" };
     let message = match &comment {
@@ -393,9 +410,10 @@ pub async fn approve(
     State(state): State<AppState>,
     Path(id): Path<String>,
     actor: Actor,
+    signed_in: Option<axum::Extension<crate::auth::CurrentUser>>,
     p: Params,
 ) -> JsonResult {
-    answer(state, id, actor, p, true).await
+    answer(state, id, actor, signed_in.is_some(), p, true).await
 }
 
 /// `POST /api/ctflow/v1/pipeline-runs/{id}/reject` with `user` and `comment`.
@@ -403,9 +421,10 @@ pub async fn reject(
     State(state): State<AppState>,
     Path(id): Path<String>,
     actor: Actor,
+    signed_in: Option<axum::Extension<crate::auth::CurrentUser>>,
     p: Params,
 ) -> JsonResult {
-    answer(state, id, actor, p, false).await
+    answer(state, id, actor, signed_in.is_some(), p, false).await
 }
 
 /// `POST /api/ctflow/v1/models/{name}/rollback`: moves `alias` (default `champion`) back

@@ -23,14 +23,18 @@ use crate::params::Params;
 use crate::api::JsonResult;
 use axum::response::IntoResponse;
 
-/// Who is acting, for the ledger. Until authentication exists this is what the client
-/// says in `X-Ctflow-User` (the CLI sends the login name), else `anonymous`.
+/// Who is acting, for the ledger: the signed-in user on a server with `--auth`; without
+/// it, what the client says in `X-Ctflow-User` (the CLI sends the login name), else
+/// `anonymous`.
 pub struct Actor(pub String);
 
 impl<S: Send + Sync> FromRequestParts<S> for Actor {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        if let Some(crate::auth::CurrentUser(user)) = parts.extensions.get() {
+            return Ok(Actor(user.username.clone()));
+        }
         let user = parts
             .headers
             .get("x-ctflow-user")

@@ -22,6 +22,7 @@ async fn server() -> TestServer {
         artifacts_destination: artifacts.path().join("root").display().to_string(),
         serve_artifacts: true,
         max_connections: 2,
+        auth: None,
     };
     let state = AppState::open(&config).await.unwrap();
     TestServer {
@@ -470,5 +471,107 @@ async fn the_dashboard_is_served_from_the_binary() {
                 .unwrap()
                 .starts_with(kind)
         );
+    }
+}
+
+/// Each published MLflow local-file-inclusion exploit, replayed request by request
+/// (docs/security.md lists them): every step that would plant a local path is refused,
+/// and the file-serving endpoints they ended at do not exist here.
+#[tokio::test]
+async fn published_mlflow_file_inclusion_exploits_are_refused() {
+    let s = server().await;
+    let (run_id, _) = s.run_id().await;
+    let (status, _) = s
+        .json(
+            Method::POST,
+            "/ajax-api/2.0/mlflow/registered-models/create",
+            Some(json!({"name": "poc"})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    // CVE-2023-1177 (a version whose source is a local path), CVE-2023-6977 (the
+    // `//proc/self/root` spelling that passed `is_local_uri`), CVE-2024-1483 (`file:///etc/`
+    // with `#` instead of `?`), and relative and encoded spellings of the same.
+    for source in [
+        "file:///etc/",
+        "/etc/",
+        "file://./",
+        "//proc/self/root",
+        "file:///etc/#",
+        "file:///tmp/#/../../etc/",
+        "mlflow-artifacts:/0/%2e%2e/%2e%2e/etc",
+        "./../../etc",
+    ] {
+        for body in [
+            json!({"name": "poc", "source": source, "run_id": run_id}),
+            json!({"name": "poc", "source": source}),
+        ] {
+            let (status, answer) = s
+                .json(
+                    Method::POST,
+                    "/ajax-api/2.0/mlflow/model-versions/create",
+                    Some(body.clone()),
+                )
+                .await;
+            assert_error(status, &answer, 400, "INVALID_PARAMETER_VALUE");
+        }
+    }
+    // CVE-2023-6909, CVE-2024-3848 and CVE-2024-1483: an artifact location that hides a
+    // path in a fragment or query.
+    for location in [
+        "http:///#/../../../../../../../../etc/",
+        "http://localhost/#/../../../etc/",
+        "file:///tmp#/../../etc",
+        "s3://bucket/x?/../../etc",
+        "dbfs:/../../etc",
+    ] {
+        let (status, body) = s
+            .json(
+                Method::POST,
+                "/ajax-api/2.0/mlflow/experiments/create",
+                Some(json!({"name": format!("poc {location}"), "artifact_location": location})),
+            )
+            .await;
+        assert_error(status, &body, 400, "INVALID_PARAMETER_VALUE");
+    }
+    // CVE-2024-8859: MLflow read a `dbfs:/` location from the local disk. Here it is a
+    // remote location like any other: listing a run there reads no local file.
+    let (status, body) = s
+        .json(
+            Method::POST,
+            "/ajax-api/2.0/mlflow/experiments/create",
+            Some(json!({"name": "poc dbfs", "artifact_location": "dbfs:/"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let experiment_id = body["experiment_id"].as_str().unwrap().to_string();
+    let (_, body) = s
+        .json(
+            Method::POST,
+            "/ajax-api/2.0/mlflow/runs/create",
+            Some(json!({"experiment_id": experiment_id})),
+        )
+        .await;
+    let dbfs_run = body["run"]["info"]["run_id"].as_str().unwrap().to_string();
+    for path in ["", "etc", "../etc"] {
+        let (status, body) = s
+            .json(
+                Method::GET,
+                &format!("/api/2.0/mlflow/artifacts/list?run_id={dbfs_run}&path={path}"),
+                None,
+            )
+            .await;
+        assert_ne!(status, 200, "{path}: {body}");
+        assert!(!body.to_string().contains("passwd"), "{body}");
+    }
+    // MLflow issue #7166 and CVE-2023-1177 read files through Flask routes that serve
+    // paths; ctflow serves files only through the checked artifact proxy.
+    for uri in [
+        "/get-artifact?path=../../../../etc/passwd&run_uuid=x",
+        "/model-versions/get-artifact?path=passwd&name=poc&version=1",
+        "/ajax-api/2.0/mlflow/get-trace-artifact?request_id=x",
+    ] {
+        let (status, _) = s.send(Method::GET, uri, Body::empty(), None).await;
+        assert_eq!(status, 404, "{uri}");
     }
 }

@@ -37,12 +37,14 @@ const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("../migrations/sqlite/0002_registry.sql")),
     (3, include_str!("../migrations/sqlite/0003_pipelines.sql")),
     (4, include_str!("../migrations/sqlite/0004_leases.sql")),
+    (5, include_str!("../migrations/sqlite/0005_auth.sql")),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/postgres/0001_tracking.sql")),
     (2, include_str!("../migrations/postgres/0002_registry.sql")),
     (3, include_str!("../migrations/postgres/0003_pipelines.sql")),
     (4, include_str!("../migrations/postgres/0004_leases.sql")),
+    (5, include_str!("../migrations/postgres/0005_auth.sql")),
 ];
 
 const FILE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 30000; \

@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod artifacts;
+pub mod auth;
 mod db;
 mod error;
 mod experiments;

@@ -57,6 +57,7 @@ const CASES: &[(&str, Case)] = cases![
     promotion_is_all_or_nothing,
     rollback_follows_the_ledger,
     leases_have_one_holder,
+    users_tokens_and_grants,
 ];
 
 fn code(err: Error) -> ErrorCode {
@@ -2401,4 +2402,128 @@ async fn sqlite_shared_by_two_writers_loses_no_write() {
         .await
         .unwrap();
     assert_eq!(queued.len(), 80);
+}
+
+async fn users_tokens_and_grants(store: Store) {
+    use ctflow_core::auth::Permission;
+    use ctflow_store::auth::{EXPERIMENT, REGISTERED_MODEL};
+    assert_eq!(store.count_users().await.unwrap(), 0);
+    let alice = store.create_user("alice", "hash-a", false).await.unwrap();
+    let admin = store.create_user("root", "hash-r", true).await.unwrap();
+    assert!(admin.is_admin && !alice.is_admin);
+    assert_eq!(
+        code(
+            store
+                .create_user("alice", "other", false)
+                .await
+                .unwrap_err()
+        ),
+        ErrorCode::ResourceAlreadyExists
+    );
+    let (found, hash) = store.user_with_hash("alice").await.unwrap().unwrap();
+    assert_eq!((found, hash.as_str()), (alice.clone(), "hash-a"));
+    store.set_password_hash("alice", "hash-b").await.unwrap();
+    store.set_admin("alice", true).await.unwrap();
+    assert!(store.get_user("alice").await.unwrap().is_admin);
+    store.set_admin("alice", false).await.unwrap();
+    assert_eq!(
+        code(store.set_password_hash("nobody", "h").await.unwrap_err()),
+        ErrorCode::ResourceDoesNotExist
+    );
+    let names: Vec<String> = store
+        .list_users()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|u| u.username)
+        .collect();
+    assert_eq!(names, ["alice", "root"]);
+
+    // Tokens: found by their hash until they expire or are deleted.
+    let kept = store
+        .create_token(alice.id, "ci", "h1", None)
+        .await
+        .unwrap();
+    store
+        .create_token(alice.id, "old", "h2", Some(ctflow_core::now_ms() - 1))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.user_by_token("h1").await.unwrap().map(|u| u.id),
+        Some(alice.id)
+    );
+    assert_eq!(store.user_by_token("h2").await.unwrap(), None, "expired");
+    assert_eq!(store.list_tokens(alice.id).await.unwrap().len(), 2);
+    assert_eq!(
+        code(store.delete_token(admin.id, kept.id).await.unwrap_err()),
+        ErrorCode::ResourceDoesNotExist,
+        "only the owner deletes a token"
+    );
+    store.delete_token(alice.id, kept.id).await.unwrap();
+    assert_eq!(store.user_by_token("h1").await.unwrap(), None);
+
+    // Grants: one per user and resource, replaced, renamed, dropped.
+    store
+        .grant(EXPERIMENT, "7", alice.id, Permission::Read)
+        .await
+        .unwrap();
+    store
+        .grant(EXPERIMENT, "7", alice.id, Permission::Edit)
+        .await
+        .unwrap();
+    store
+        .grant(REGISTERED_MODEL, "iris", alice.id, Permission::Manage)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.granted(EXPERIMENT, "7", alice.id).await.unwrap(),
+        Some(Permission::Edit)
+    );
+    assert_eq!(
+        store.granted(EXPERIMENT, "8", alice.id).await.unwrap(),
+        None
+    );
+    store
+        .rename_grants(REGISTERED_MODEL, "iris", "iris-v2")
+        .await
+        .unwrap();
+    let models = store.grants_of(alice.id, REGISTERED_MODEL).await.unwrap();
+    assert_eq!(models.get("iris-v2"), Some(&Permission::Manage));
+    assert_eq!(models.len(), 1);
+    store
+        .drop_grants(REGISTERED_MODEL, "iris-v2")
+        .await
+        .unwrap();
+    assert!(
+        store
+            .grants_of(alice.id, REGISTERED_MODEL)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    store.revoke(EXPERIMENT, "7", alice.id).await.unwrap();
+    assert_eq!(
+        store.granted(EXPERIMENT, "7", alice.id).await.unwrap(),
+        None
+    );
+
+    // Deleting a user takes their tokens and grants along.
+    store
+        .grant(EXPERIMENT, "9", alice.id, Permission::Read)
+        .await
+        .unwrap();
+    store
+        .create_token(alice.id, "again", "h3", None)
+        .await
+        .unwrap();
+    store.delete_user("alice").await.unwrap();
+    assert_eq!(store.user_by_token("h3").await.unwrap(), None);
+    assert!(
+        store
+            .grants_of(alice.id, EXPERIMENT)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(store.count_users().await.unwrap(), 1);
 }

@@ -41,6 +41,19 @@ impl ClientError {
 
 pub type ClientResult<T> = Result<T, ClientError>;
 
+/// The `Authorization` header the mlflow client would send, from its environment.
+fn authorization_from_env() -> Option<String> {
+    use base64::Engine;
+    let set = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    if let Some(token) = set("MLFLOW_TRACKING_TOKEN") {
+        return Some(format!("Bearer {token}"));
+    }
+    let username = set("MLFLOW_TRACKING_USERNAME")?;
+    let password = set("MLFLOW_TRACKING_PASSWORD").unwrap_or_default();
+    let pair = base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"));
+    Some(format!("Basic {pair}"))
+}
+
 #[derive(Clone)]
 pub struct TrackingClient {
     base: String,
@@ -49,7 +62,9 @@ pub struct TrackingClient {
 
 impl TrackingClient {
     /// A client that tells the server who acts (`X-Ctflow-User`, recorded in the
-    /// registry ledger until authentication exists).
+    /// registry ledger when the server does not authenticate) and, like the mlflow
+    /// client, signs in with `MLFLOW_TRACKING_TOKEN` or `MLFLOW_TRACKING_USERNAME` /
+    /// `MLFLOW_TRACKING_PASSWORD` when they are set.
     pub fn new(tracking_uri: &str, user: &str) -> ClientResult<Self> {
         let base = tracking_uri.trim_end_matches('/').to_string();
         if !(base.starts_with("http://") || base.starts_with("https://")) {
@@ -58,6 +73,12 @@ impl TrackingClient {
         let mut headers = reqwest::header::HeaderMap::new();
         if let Ok(value) = reqwest::header::HeaderValue::from_str(user) {
             headers.insert("x-ctflow-user", value);
+        }
+        if let Some(value) = authorization_from_env()
+            && let Ok(mut value) = reqwest::header::HeaderValue::from_str(&value)
+        {
+            value.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, value);
         }
         // HTTPS tracking servers: reqwest's rustls needs a process-wide provider; ring
         // is the one ctflow builds with. Installing fails harmlessly when one is there.

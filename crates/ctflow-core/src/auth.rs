@@ -1,0 +1,377 @@
+//! Access control's pure parts: MLflow's permission names and what each allows, the
+//! `Authorization` header, user names, and the access rule of every API route.
+
+use crate::{ErrorCode, MlflowError};
+
+/// MLflow's permissions, from none to all. `READ` reads, `EDIT` also writes, `MANAGE`
+/// also deletes and grants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Permission {
+    NoPermissions,
+    Read,
+    Edit,
+    Manage,
+}
+
+/// What a request does to a resource.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    Read,
+    Update,
+    Delete,
+    Manage,
+}
+
+impl Permission {
+    pub const ALL: [Permission; 4] = [
+        Permission::Read,
+        Permission::Edit,
+        Permission::Manage,
+        Permission::NoPermissions,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Permission::NoPermissions => "NO_PERMISSIONS",
+            Permission::Read => "READ",
+            Permission::Edit => "EDIT",
+            Permission::Manage => "MANAGE",
+        }
+    }
+
+    pub fn parse(name: &str) -> Result<Permission, MlflowError> {
+        Permission::ALL
+            .into_iter()
+            .find(|p| p.as_str() == name)
+            .ok_or_else(|| {
+                MlflowError::invalid(format!(
+                    "Invalid permission '{name}'. Valid permissions are: ('READ', 'EDIT', 'MANAGE', 'NO_PERMISSIONS')"
+                ))
+            })
+    }
+
+    pub fn allows(self, need: Need) -> bool {
+        match need {
+            Need::Read => self >= Permission::Read,
+            Need::Update => self >= Permission::Edit,
+            Need::Delete | Need::Manage => self == Permission::Manage,
+        }
+    }
+}
+
+/// What a client presented.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credentials {
+    Basic { username: String, password: String },
+    Bearer(String),
+}
+
+/// Reads an `Authorization` header: `Basic <base64 user:password>` (what the mlflow
+/// client sends for MLFLOW_TRACKING_USERNAME/PASSWORD) or `Bearer <token>`
+/// (MLFLOW_TRACKING_TOKEN).
+pub fn parse_authorization(header: &str) -> Result<Credentials, String> {
+    use base64::Engine;
+    let (scheme, value) = header
+        .trim()
+        .split_once(' ')
+        .ok_or("the Authorization header has no scheme")?;
+    let value = value.trim();
+    if scheme.eq_ignore_ascii_case("basic") {
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(value)
+            .map_err(|_| "the Basic credentials are not base64")?;
+        let text = String::from_utf8(decoded).map_err(|_| "the Basic credentials are not UTF-8")?;
+        let (username, password) = text
+            .split_once(':')
+            .ok_or("the Basic credentials have no ':' between user and password")?;
+        Ok(Credentials::Basic {
+            username: username.to_string(),
+            password: password.to_string(),
+        })
+    } else if scheme.eq_ignore_ascii_case("bearer") {
+        if value.is_empty() {
+            return Err("the Bearer token is empty".into());
+        }
+        Ok(Credentials::Bearer(value.to_string()))
+    } else {
+        Err(format!(
+            "unsupported authorization scheme '{scheme}': use Basic or Bearer"
+        ))
+    }
+}
+
+/// User names: 1 to 64 characters, letters, digits and `._@-`; no `:` (Basic separates
+/// the password with it).
+pub fn validate_username(name: &str) -> Result<(), MlflowError> {
+    let fine = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._@-".contains(c));
+    if fine {
+        Ok(())
+    } else {
+        Err(MlflowError::invalid(format!(
+            "Invalid username '{name}': use 1 to 64 letters, digits, '.', '_', '@' or '-'"
+        )))
+    }
+}
+
+/// The shortest password accepted.
+pub const MIN_PASSWORD_LENGTH: usize = 12;
+
+pub fn validate_password(password: &str) -> Result<(), MlflowError> {
+    if password.chars().count() < MIN_PASSWORD_LENGTH {
+        return Err(MlflowError::invalid(format!(
+            "Passwords must have at least {MIN_PASSWORD_LENGTH} characters"
+        )));
+    }
+    if password.len() > 1024 {
+        return Err(MlflowError::invalid(
+            "Passwords may have at most 1024 bytes",
+        ));
+    }
+    Ok(())
+}
+
+/// Where a route finds the resource it acts on, and what it needs there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone, signed in or not: health, version, metrics, the dashboard's files.
+    Public,
+    /// Any signed-in user; results are the user's own or filtered to what they may read.
+    SignedIn,
+    /// Admins only.
+    Admin,
+    /// The experiment named by the `experiment_id` parameter.
+    Experiment(Need),
+    /// The experiment named by the `experiment_name` parameter.
+    ExperimentByName(Need),
+    /// Every experiment in the `experiment_ids` parameter.
+    Experiments(Need),
+    /// The experiment of the run in the `run_id` (or `run_uuid`) parameter.
+    Run(Need),
+    /// The experiments of every run in the `run_ids` parameter.
+    Runs(Need),
+    /// The experiment of the logged model in the `{model_id}` path segment.
+    LoggedModel(Need),
+    /// The registered model named by the `name` parameter (or `{name}` in the path).
+    RegisteredModel(Need),
+    /// The experiment whose id is the first segment of a proxied artifact path.
+    Artifact(Need),
+    /// The registered model a pipeline promotes (`{name}` in the path); admins only for
+    /// a pipeline without one.
+    Pipeline(Need),
+    /// The pipeline of the pipeline run `{id}` in the path.
+    PipelineRun(Need),
+    /// The caller's own user (`username` parameter), or admins for anyone's.
+    SelfOrAdmin,
+    /// A grant on the resource named by `resource_type`/`resource_id`: its MANAGE
+    /// holders, or admins; a user may also look up their own permission.
+    Grant,
+}
+
+/// The access rule of a route, by method and route pattern as the router matched it
+/// (`/api/2.0/mlflow/runs/get`; `/ajax-api/...` is the same route). `None` means the
+/// route is not mapped, which the server refuses and a test forbids.
+pub fn route_access(method: &str, route: &str) -> Option<Access> {
+    use Access::*;
+    let route = route
+        .strip_prefix("/api")
+        .or_else(|| route.strip_prefix("/ajax-api"))
+        .map_or(route, |rest| rest);
+    let write = method != "GET";
+    let rule = match route {
+        "/health"
+        | "/ready"
+        | "/version"
+        | "/metrics"
+        | "/"
+        | "/static/app.js"
+        | "/static/app.css"
+        | "/static/uplot.min.js"
+        | "/static/uplot.min.css" => Public,
+        "/3.0/mlflow/server-info" => SignedIn,
+        // Experiments.
+        "/2.0/mlflow/experiments/create" => SignedIn,
+        "/2.0/mlflow/experiments/get" => Experiment(Need::Read),
+        "/2.0/mlflow/experiments/get-by-name" => ExperimentByName(Need::Read),
+        "/2.0/mlflow/experiments/search" => SignedIn,
+        "/2.0/mlflow/experiments/update"
+        | "/2.0/mlflow/experiments/set-experiment-tag"
+        | "/2.0/mlflow/experiments/delete-experiment-tag" => Experiment(Need::Update),
+        "/2.0/mlflow/experiments/delete" | "/2.0/mlflow/experiments/restore" => {
+            Experiment(Need::Delete)
+        }
+        // Runs.
+        "/2.0/mlflow/runs/create" => Experiment(Need::Update),
+        "/2.0/mlflow/runs/get" | "/2.0/mlflow/metrics/get-history" => Run(Need::Read),
+        "/2.0/mlflow/artifacts/list" => Run(Need::Read),
+        "/2.0/mlflow/runs/update"
+        | "/2.0/mlflow/runs/log-metric"
+        | "/2.0/mlflow/runs/log-parameter"
+        | "/2.0/mlflow/runs/set-tag"
+        | "/2.0/mlflow/runs/delete-tag"
+        | "/2.0/mlflow/runs/log-batch"
+        | "/2.0/mlflow/runs/log-inputs"
+        | "/2.0/mlflow/runs/outputs" => Run(Need::Update),
+        "/2.0/mlflow/runs/delete" | "/2.0/mlflow/runs/restore" => Run(Need::Delete),
+        "/2.0/mlflow/runs/search" => Experiments(Need::Read),
+        "/2.0/mlflow/metrics/get-history-bulk-interval" => Runs(Need::Read),
+        // Logged models.
+        "/2.0/mlflow/logged-models" => Experiment(Need::Update),
+        "/2.0/mlflow/logged-models/search" => Experiments(Need::Read),
+        "/2.0/mlflow/logged-models/{model_id}" => LoggedModel(match method {
+            "GET" => Need::Read,
+            "DELETE" => Need::Delete,
+            _ => Need::Update,
+        }),
+        "/2.0/mlflow/logged-models/{model_id}/tags"
+        | "/2.0/mlflow/logged-models/{model_id}/tags/{key}"
+        | "/2.0/mlflow/logged-models/{model_id}/params" => LoggedModel(Need::Update),
+        // The registry.
+        "/2.0/mlflow/registered-models/create" => SignedIn,
+        "/2.0/mlflow/registered-models/search" | "/2.0/mlflow/model-versions/search" => SignedIn,
+        "/2.0/mlflow/registered-models/get"
+        | "/2.0/mlflow/registered-models/get-latest-versions"
+        | "/2.0/mlflow/model-versions/get"
+        | "/2.0/mlflow/model-versions/get-download-uri" => RegisteredModel(Need::Read),
+        "/2.0/mlflow/registered-models/alias" => RegisteredModel(match method {
+            "GET" => Need::Read,
+            _ => Need::Update,
+        }),
+        "/2.0/mlflow/registered-models/rename"
+        | "/2.0/mlflow/registered-models/update"
+        | "/2.0/mlflow/registered-models/set-tag"
+        | "/2.0/mlflow/registered-models/delete-tag"
+        | "/2.0/mlflow/model-versions/create"
+        | "/2.0/mlflow/model-versions/update"
+        | "/2.0/mlflow/model-versions/set-tag"
+        | "/2.0/mlflow/model-versions/delete-tag"
+        | "/2.0/mlflow/model-versions/transition-stage" => RegisteredModel(Need::Update),
+        "/2.0/mlflow/registered-models/delete" | "/2.0/mlflow/model-versions/delete" => {
+            RegisteredModel(Need::Delete)
+        }
+        // Proxied artifacts.
+        "/2.0/mlflow-artifacts/artifacts" => Artifact(Need::Read),
+        "/2.0/mlflow-artifacts/artifacts/{*path}" => Artifact(match method {
+            "GET" => Need::Read,
+            "DELETE" => Need::Delete,
+            _ => Need::Update,
+        }),
+        // Users and grants (MLflow's auth API).
+        "/2.0/mlflow/users/create"
+        | "/2.0/mlflow/users/update-admin"
+        | "/2.0/mlflow/users/delete"
+        | "/2.0/mlflow/users/list" => Admin,
+        "/2.0/mlflow/users/get" | "/2.0/mlflow/users/update-password" => SelfOrAdmin,
+        "/2.0/mlflow/users/current" => SignedIn,
+        "/3.0/mlflow/users/permissions/grant"
+        | "/3.0/mlflow/users/permissions/revoke"
+        | "/3.0/mlflow/users/permissions/get" => Grant,
+        // ctflow's API.
+        "/ctflow/v1/tokens" | "/ctflow/v1/tokens/{id}" => SignedIn,
+        "/ctflow/v1/experiments/run-counts" => Experiments(Need::Read),
+        "/ctflow/v1/models/{name}/history" => RegisteredModel(Need::Read),
+        "/ctflow/v1/models/{name}/rollback" => RegisteredModel(Need::Manage),
+        "/ctflow/v1/pipelines" | "/ctflow/v1/events" | "/ctflow/v1/pipeline-runs" => SignedIn,
+        "/ctflow/v1/pipelines/{name}" => Pipeline(if write { Need::Manage } else { Need::Read }),
+        "/ctflow/v1/pipelines/{name}/runs" => Pipeline(Need::Read),
+        "/ctflow/v1/pipelines/{name}/trigger" | "/ctflow/v1/pipelines/{name}/drift-events" => {
+            Pipeline(Need::Update)
+        }
+        // Signed by the pipeline's webhook secret instead.
+        "/ctflow/v1/pipelines/{name}/webhook" => Public,
+        "/ctflow/v1/pipeline-runs/{id}" => PipelineRun(Need::Read),
+        "/ctflow/v1/pipeline-runs/{id}/approve" | "/ctflow/v1/pipeline-runs/{id}/reject" => {
+            PipelineRun(Need::Manage)
+        }
+        _ => return None,
+    };
+    Some(rule)
+}
+
+/// The error a signed-out request gets.
+pub fn unauthenticated(message: impl Into<String>) -> MlflowError {
+    MlflowError::new(ErrorCode::Unauthenticated, message)
+}
+
+/// The error a request beyond the caller's permission gets.
+pub fn permission_denied() -> MlflowError {
+    MlflowError::new(ErrorCode::PermissionDenied, "Permission denied")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn permissions_allow_what_mlflow_says() {
+        let table = [
+            (Permission::NoPermissions, [false, false, false, false]),
+            (Permission::Read, [true, false, false, false]),
+            (Permission::Edit, [true, true, false, false]),
+            (Permission::Manage, [true, true, true, true]),
+        ];
+        for (permission, expected) in table {
+            let got = [Need::Read, Need::Update, Need::Delete, Need::Manage]
+                .map(|need| permission.allows(need));
+            assert_eq!(got, expected, "{permission:?}");
+            assert_eq!(Permission::parse(permission.as_str()), Ok(permission));
+        }
+        let error = Permission::parse("OWNER").expect_err("not a permission");
+        assert_eq!(error.code, ErrorCode::InvalidParameterValue);
+    }
+
+    #[test]
+    fn authorization_headers_parse() {
+        // base64("alice:s3cret:with:colons")
+        assert_eq!(
+            parse_authorization("Basic YWxpY2U6czNjcmV0OndpdGg6Y29sb25z"),
+            Ok(Credentials::Basic {
+                username: "alice".into(),
+                password: "s3cret:with:colons".into()
+            })
+        );
+        assert_eq!(
+            parse_authorization("bearer ctf_abc"),
+            Ok(Credentials::Bearer("ctf_abc".into()))
+        );
+        for bad in [
+            "Basic",
+            "Basic !!!",
+            "Basic YWxpY2U=",
+            "Digest x",
+            "Bearer  ",
+        ] {
+            assert!(parse_authorization(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn user_names_and_passwords_are_checked() {
+        assert!(validate_username("alice.smith@example.com").is_ok());
+        for bad in ["", "a:b", "a b", &"x".repeat(65)] {
+            assert!(validate_username(bad).is_err(), "{bad}");
+        }
+        assert!(validate_password("short").is_err());
+        assert!(validate_password("long enough password").is_ok());
+    }
+
+    #[test]
+    fn both_prefixes_map_alike_and_unknown_routes_are_unmapped() {
+        assert_eq!(
+            route_access("POST", "/api/2.0/mlflow/runs/log-batch"),
+            Some(Access::Run(Need::Update))
+        );
+        assert_eq!(
+            route_access("POST", "/ajax-api/2.0/mlflow/runs/log-batch"),
+            Some(Access::Run(Need::Update))
+        );
+        assert_eq!(
+            route_access("DELETE", "/api/2.0/mlflow/logged-models/{model_id}"),
+            Some(Access::LoggedModel(Need::Delete))
+        );
+        assert_eq!(route_access("GET", "/api/2.0/mlflow/no-such"), None);
+    }
+}

@@ -1,0 +1,837 @@
+//! `ctflow server --auth`: who is calling (HTTP Basic with an argon2-checked password, or
+//! a bearer API token), whether they may (MLflow's permissions per experiment and per
+//! registered model, a default permission, admins), and MLflow's user and permission API.
+//!
+//! The guard runs on every matched route. Each route's rule comes from
+//! `ctflow_core::auth::route_access`; a route without one is refused.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Extension;
+use axum::body::Body;
+use axum::extract::{MatchedPath, Path, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use ctflow_core::auth::{
+    Access, Credentials, Need, Permission, parse_authorization, permission_denied, route_access,
+    unauthenticated, validate_password, validate_username,
+};
+use ctflow_core::{ErrorCode, MlflowError};
+use ctflow_store::auth::{EXPERIMENT, REGISTERED_MODEL, User};
+use serde_json::{Value, json};
+use sha2::Digest;
+
+use crate::AppState;
+use crate::error::{ApiError, ApiResult};
+use crate::params::{Params, parse_query};
+
+/// How long a checked password is trusted before argon2 checks it again. The mlflow
+/// client sends Basic credentials with every request; argon2 is slow on purpose.
+const VERIFIED_FOR: Duration = Duration::from_secs(60);
+
+/// The most JSON a guarded request may carry for its parameters to be read.
+const MAX_PARAMS_BODY: usize = 64 * 1024 * 1024;
+
+/// Access control's state in a server started with `--auth`.
+pub struct Auth {
+    /// What a user holds on a resource no grant names.
+    pub default_permission: Permission,
+    /// Recently checked Basic credentials: SHA-256 of user and password -> user.
+    verified: Mutex<HashMap<[u8; 32], (User, Instant)>>,
+}
+
+impl Auth {
+    pub fn new(default_permission: Permission) -> Auth {
+        Auth {
+            default_permission,
+            verified: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn forget_verified(&self) {
+        self.verified
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+}
+
+/// The signed-in user of a request, put there by the guard.
+#[derive(Debug, Clone)]
+pub struct CurrentUser(pub User);
+
+/// An argon2id hash (PHC string) of `password` with a fresh salt.
+pub fn hash_password(password: &str) -> Result<String, MlflowError> {
+    use argon2::password_hash::{PasswordHasher, SaltString};
+    let mut salt = [0u8; 16];
+    getrandom::fill(&mut salt).map_err(|e| internal(format!("no randomness: {e}")))?;
+    let salt = SaltString::encode_b64(&salt).map_err(|e| internal(e.to_string()))?;
+    argon2::Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|hash| hash.to_string())
+        .map_err(|e| internal(format!("cannot hash the password: {e}")))
+}
+
+fn verify_password(hash: &str, password: &str) -> bool {
+    use argon2::password_hash::{PasswordHash, PasswordVerifier};
+    PasswordHash::new(hash).is_ok_and(|parsed| {
+        argon2::Argon2::default()
+            .verify_password(password.as_bytes(), &parsed)
+            .is_ok()
+    })
+}
+
+/// A new API token and the SHA-256 the store keeps of it.
+pub fn new_token() -> Result<(String, String), MlflowError> {
+    let mut secret = [0u8; 32];
+    getrandom::fill(&mut secret).map_err(|e| internal(format!("no randomness: {e}")))?;
+    let token = format!("ctf_{}", hex::encode(secret));
+    let hash = token_hash(&token);
+    Ok((token, hash))
+}
+
+fn token_hash(token: &str) -> String {
+    hex::encode(sha2::Sha256::digest(token.as_bytes()))
+}
+
+fn internal(message: String) -> MlflowError {
+    MlflowError::new(ErrorCode::InternalError, message)
+}
+
+/// 401, with the challenge that makes browsers and `requests` offer Basic credentials.
+fn challenge(message: &str) -> Response {
+    let mut response = ApiError(unauthenticated(message)).into_response();
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Basic realm=\"ctflow\""),
+    );
+    response
+}
+
+async fn authenticate(
+    state: &AppState,
+    auth: &Auth,
+    headers: &HeaderMap,
+) -> Result<User, Response> {
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Err(challenge(
+            "You are not authenticated. Please see https://mlflow.org/docs/latest/auth/index.html#authenticating-to-mlflow on how to authenticate.",
+        ));
+    };
+    let text = value
+        .to_str()
+        .map_err(|_| challenge("The Authorization header is not text"))?;
+    let credentials = parse_authorization(text).map_err(|e| challenge(&e))?;
+    let found = match credentials {
+        Credentials::Bearer(token) => state
+            .store
+            .user_by_token(&token_hash(&token))
+            .await
+            .map_err(|e| ApiError::from(e).into_response())?,
+        Credentials::Basic { username, password } => {
+            let key: [u8; 32] = sha2::Sha256::digest(format!("{username}\0{password}")).into();
+            let cached = auth
+                .verified
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&key)
+                .filter(|(_, at)| at.elapsed() < VERIFIED_FOR)
+                .map(|(user, _)| user.clone());
+            match cached {
+                Some(user) => Some(user),
+                None => {
+                    let stored = state
+                        .store
+                        .user_with_hash(&username)
+                        .await
+                        .map_err(|e| ApiError::from(e).into_response())?;
+                    let checked = match stored {
+                        Some((user, hash)) => {
+                            let ok = tokio::task::spawn_blocking(move || {
+                                verify_password(&hash, &password)
+                            })
+                            .await
+                            .unwrap_or(false);
+                            ok.then_some(user)
+                        }
+                        None => None,
+                    };
+                    if let Some(user) = &checked {
+                        let mut verified = auth.verified.lock().unwrap_or_else(|e| e.into_inner());
+                        verified.retain(|_, (_, at)| at.elapsed() < VERIFIED_FOR);
+                        verified.insert(key, (user.clone(), Instant::now()));
+                    }
+                    checked
+                }
+            }
+        }
+    };
+    found.ok_or_else(|| challenge("Incorrect username, password or token"))
+}
+
+/// What `user` holds on a resource: everything for admins, else the grant, else the
+/// server's default.
+async fn permission_of(
+    state: &AppState,
+    auth: &Auth,
+    user: &User,
+    resource_type: &str,
+    resource_id: &str,
+) -> ApiResult<Permission> {
+    if user.is_admin {
+        return Ok(Permission::Manage);
+    }
+    Ok(state
+        .store
+        .granted(resource_type, resource_id, user.id)
+        .await?
+        .unwrap_or(auth.default_permission))
+}
+
+async fn require(
+    state: &AppState,
+    auth: &Auth,
+    user: &User,
+    resource_type: &str,
+    resource_id: &str,
+    need: Need,
+) -> ApiResult<()> {
+    if permission_of(state, auth, user, resource_type, resource_id)
+        .await?
+        .allows(need)
+    {
+        Ok(())
+    } else {
+        Err(permission_denied().into())
+    }
+}
+
+fn denied() -> ApiError {
+    permission_denied().into()
+}
+
+/// The path segment after `marker` (`/logged-models/`, `/pipelines/`, ...), decoded.
+fn segment_after(path: &str, marker: &str) -> Option<String> {
+    let rest = &path[path.find(marker)? + marker.len()..];
+    let raw = rest.split('/').next().filter(|s| !s.is_empty())?;
+    Some(
+        percent_encoding::percent_decode_str(raw)
+            .decode_utf8_lossy()
+            .into_owned(),
+    )
+}
+
+/// The experiment a proxied artifact path lives under (`<experiment id>/<run>/...`).
+fn artifact_experiment(path: &str) -> Option<String> {
+    let first = path.trim_start_matches('/').split('/').next()?;
+    (!first.is_empty() && first.bytes().all(|b| b.is_ascii_digit())).then(|| first.to_string())
+}
+
+/// Whether a rule reads the request's parameters (which are then buffered).
+fn reads_params(rule: Access) -> bool {
+    !matches!(
+        rule,
+        Access::Public
+            | Access::SignedIn
+            | Access::Admin
+            | Access::LoggedModel(_)
+            | Access::PipelineRun(_)
+    )
+}
+
+/// Reads the parameters as the handler will (query for GET, JSON body otherwise) and
+/// gives the request back whole.
+async fn split_params(request: Request) -> Result<(Request, Params), Response> {
+    let (parts, body) = request.into_parts();
+    let bytes = axum::body::to_bytes(body, MAX_PARAMS_BODY)
+        .await
+        .map_err(|e| {
+            ApiError(MlflowError::new(
+                ErrorCode::BadRequest,
+                format!("Could not read the request body: {e}"),
+            ))
+            .into_response()
+        })?;
+    let mut params = parse_query(parts.uri.query().unwrap_or(""));
+    if parts.method != Method::GET
+        && let Ok(Value::Object(body)) = serde_json::from_slice::<Value>(&bytes)
+    {
+        params.extend(body);
+    }
+    Ok((
+        Request::from_parts(parts, Body::from(bytes)),
+        Params(params),
+    ))
+}
+
+/// Checks `rule` for `user`. A resource that does not exist passes: the handler answers
+/// 404 without acting.
+async fn check(
+    state: &AppState,
+    auth: &Auth,
+    user: &User,
+    rule: Access,
+    route: &str,
+    path: &str,
+    params: &Params,
+) -> ApiResult<()> {
+    let text = |name: &str| params.str(name).ok().flatten().filter(|s| !s.is_empty());
+    match rule {
+        Access::Public | Access::SignedIn => Ok(()),
+        Access::Admin if user.is_admin => Ok(()),
+        Access::Admin => Err(denied()),
+        Access::Experiment(need) => {
+            // Runs and logged models without an experiment go to the default one.
+            let id = text("experiment_id").unwrap_or_else(|| "0".into());
+            require(state, auth, user, EXPERIMENT, &id, need).await
+        }
+        Access::ExperimentByName(need) => {
+            let Some(name) = text("experiment_name") else {
+                return Ok(());
+            };
+            match state.store.get_experiment_by_name(&name).await {
+                Ok(experiment) => {
+                    require(
+                        state,
+                        auth,
+                        user,
+                        EXPERIMENT,
+                        &experiment.experiment_id,
+                        need,
+                    )
+                    .await
+                }
+                Err(_) => Ok(()),
+            }
+        }
+        Access::Experiments(need) => {
+            for id in params.str_list("experiment_ids").unwrap_or_default() {
+                require(state, auth, user, EXPERIMENT, &id, need).await?;
+            }
+            Ok(())
+        }
+        Access::Run(need) => {
+            let Ok(run_id) = params.run_id() else {
+                return Ok(());
+            };
+            match state.store.get_run(&run_id).await {
+                Ok(run) => {
+                    require(state, auth, user, EXPERIMENT, &run.info.experiment_id, need).await
+                }
+                Err(_) => Ok(()),
+            }
+        }
+        Access::Runs(need) => {
+            for run_id in params.str_list("run_ids").unwrap_or_default() {
+                if let Ok(run) = state.store.get_run(&run_id).await {
+                    require(state, auth, user, EXPERIMENT, &run.info.experiment_id, need).await?;
+                }
+            }
+            Ok(())
+        }
+        Access::LoggedModel(need) => {
+            let Some(model_id) = segment_after(path, "/logged-models/") else {
+                return Ok(());
+            };
+            match state.store.get_logged_model(&model_id).await {
+                Ok(model) => {
+                    require(
+                        state,
+                        auth,
+                        user,
+                        EXPERIMENT,
+                        &model.info.experiment_id,
+                        need,
+                    )
+                    .await
+                }
+                Err(_) => Ok(()),
+            }
+        }
+        Access::RegisteredModel(need) => {
+            let name = if route.contains("/ctflow/v1/models/") {
+                segment_after(path, "/ctflow/v1/models/")
+            } else {
+                text("name")
+            };
+            match name {
+                Some(name) => require(state, auth, user, REGISTERED_MODEL, &name, need).await,
+                None => Ok(()),
+            }
+        }
+        Access::Artifact(need) => {
+            let artifact_path = match segment_after(path, "/mlflow-artifacts/artifacts/") {
+                Some(_) => path
+                    .split_once("/mlflow-artifacts/artifacts/")
+                    .map(|(_, rest)| {
+                        percent_encoding::percent_decode_str(rest)
+                            .decode_utf8_lossy()
+                            .into_owned()
+                    })
+                    .unwrap_or_default(),
+                None => text("path").unwrap_or_default(),
+            };
+            match artifact_experiment(&artifact_path) {
+                Some(id) => require(state, auth, user, EXPERIMENT, &id, need).await,
+                // NB: artifacts outside an experiment's folder: admins only.
+                None if user.is_admin => Ok(()),
+                None => Err(denied()),
+            }
+        }
+        Access::Pipeline(need) => {
+            let Some(name) = segment_after(path, "/pipelines/") else {
+                return Ok(());
+            };
+            check_pipeline(state, auth, user, &name, need, params).await
+        }
+        Access::PipelineRun(need) => {
+            let Some(id) = segment_after(path, "/pipeline-runs/") else {
+                return Ok(());
+            };
+            match state.store.get_pipeline_run(&id).await {
+                Ok(run) => check_pipeline(state, auth, user, &run.pipeline, need, params).await,
+                Err(_) => Ok(()),
+            }
+        }
+        Access::SelfOrAdmin => {
+            if user.is_admin || text("username").as_deref() == Some(user.username.as_str()) {
+                Ok(())
+            } else {
+                Err(denied())
+            }
+        }
+        Access::Grant => {
+            let own_lookup = route.ends_with("/permissions/get")
+                && text("username").as_deref() == Some(user.username.as_str());
+            if user.is_admin || own_lookup {
+                return Ok(());
+            }
+            let (Some(kind), Some(id)) = (text("resource_type"), text("resource_id")) else {
+                return Err(denied());
+            };
+            let kind = resource_type(&kind)?;
+            require(state, auth, user, kind, &id, Need::Manage).await
+        }
+    }
+}
+
+/// A pipeline is governed by the registered model it promotes: reading it needs READ
+/// there, triggering EDIT, changing it or approving its promotions MANAGE. A pipeline
+/// without a model is admins' to change. A new pipeline's model is read from the body.
+async fn check_pipeline(
+    state: &AppState,
+    auth: &Auth,
+    user: &User,
+    name: &str,
+    need: Need,
+    params: &Params,
+) -> ApiResult<()> {
+    let mut models = Vec::new();
+    match state.store.get_pipeline(name).await {
+        Ok(record) => models.push(record.document.spec.model.map(|m| m.name)),
+        Err(_) if need == Need::Read => return Ok(()),
+        Err(_) => {}
+    }
+    // `PUT /pipelines/{name}` carries the document itself.
+    if need == Need::Manage
+        && let Some(spec) = params.get("spec")
+    {
+        let model = spec
+            .get("model")
+            .and_then(|m| m.get("name"))
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        models.push(model);
+    }
+    for model in models {
+        match model {
+            Some(model) => require(state, auth, user, REGISTERED_MODEL, &model, need).await?,
+            None if user.is_admin => {}
+            None => return Err(denied()),
+        }
+    }
+    Ok(())
+}
+
+fn resource_type(name: &str) -> ApiResult<&'static str> {
+    match name {
+        EXPERIMENT => Ok(EXPERIMENT),
+        REGISTERED_MODEL => Ok(REGISTERED_MODEL),
+        other => Err(MlflowError::invalid(format!(
+            "Unsupported resource_type '{other}': use '{EXPERIMENT}' or '{REGISTERED_MODEL}'"
+        ))
+        .into()),
+    }
+}
+
+/// The guard: authenticates, checks the route's rule, and afterwards grants MANAGE on
+/// what the user created and filters search results to what the user may read.
+pub async fn guard(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let Some(auth) = state.auth.clone() else {
+        return next.run(request).await;
+    };
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_string())
+        .unwrap_or_default();
+    let method = request.method().as_str().to_string();
+    let Some(rule) = route_access(&method, &route) else {
+        tracing::error!(route, method, "a route without an access rule was refused");
+        return ApiError(permission_denied()).into_response();
+    };
+    if rule == Access::Public {
+        return next.run(request).await;
+    }
+    let mut request = request;
+    let user = match authenticate(&state, &auth, request.headers()).await {
+        Ok(user) => user,
+        Err(response) => return response,
+    };
+    request.extensions_mut().insert(CurrentUser(user.clone()));
+    let (request, params) = if reads_params(rule) || is_followed_up(&route) {
+        match split_params(request).await {
+            Ok(split) => split,
+            Err(response) => return response,
+        }
+    } else {
+        (request, Params::default())
+    };
+    let path = request.uri().path().to_string();
+    if let Err(error) = check(&state, &auth, &user, rule, &route, &path, &params).await {
+        return error.into_response();
+    }
+    let response = next.run(request).await;
+    if !response.status().is_success() || !is_followed_up(&route) {
+        return response;
+    }
+    follow_up(&state, &auth, &user, &route, &params, response).await
+}
+
+/// Routes whose successful answer the guard acts on.
+fn is_followed_up(route: &str) -> bool {
+    [
+        "/2.0/mlflow/experiments/create",
+        "/2.0/mlflow/registered-models/create",
+        "/2.0/mlflow/registered-models/rename",
+        "/2.0/mlflow/registered-models/delete",
+        "/2.0/mlflow/experiments/search",
+        "/2.0/mlflow/registered-models/search",
+        "/2.0/mlflow/model-versions/search",
+    ]
+    .iter()
+    .any(|r| route.ends_with(r))
+}
+
+async fn follow_up(
+    state: &AppState,
+    auth: &Auth,
+    user: &User,
+    route: &str,
+    params: &Params,
+    response: Response,
+) -> Response {
+    let (mut parts, body) = response.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, usize::MAX).await else {
+        return ApiError(internal("cannot read the response".into())).into_response();
+    };
+    let Ok(mut answer) = serde_json::from_slice::<Value>(&bytes) else {
+        return Response::from_parts(parts, Body::from(bytes));
+    };
+    let text = |name: &str| params.str(name).ok().flatten();
+    let done: ApiResult<()> = async {
+        if route.ends_with("/experiments/create") {
+            if let Some(id) = answer.get("experiment_id").and_then(Value::as_str) {
+                state
+                    .store
+                    .grant(EXPERIMENT, id, user.id, Permission::Manage)
+                    .await?;
+            }
+        } else if route.ends_with("/registered-models/create") {
+            if let Some(name) = text("name") {
+                state
+                    .store
+                    .grant(REGISTERED_MODEL, &name, user.id, Permission::Manage)
+                    .await?;
+            }
+        } else if route.ends_with("/registered-models/rename") {
+            if let (Some(from), Some(to)) = (text("name"), text("new_name")) {
+                state
+                    .store
+                    .rename_grants(REGISTERED_MODEL, &from, &to)
+                    .await?;
+            }
+        } else if route.ends_with("/registered-models/delete") {
+            if let Some(name) = text("name") {
+                state.store.drop_grants(REGISTERED_MODEL, &name).await?;
+            }
+        } else if !user.is_admin {
+            filter_search(state, auth, user, route, &mut answer).await?;
+        }
+        Ok(())
+    }
+    .await;
+    if let Err(error) = done {
+        return error.into_response();
+    }
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, Body::from(answer.to_string()))
+}
+
+/// Keeps the search results `user` may read. NB: a page may come back shorter than
+/// `max_results`; its `next_page_token` still leads on.
+async fn filter_search(
+    state: &AppState,
+    auth: &Auth,
+    user: &User,
+    route: &str,
+    answer: &mut Value,
+) -> ApiResult<()> {
+    let (kind, list, key) = if route.ends_with("/experiments/search") {
+        (EXPERIMENT, "experiments", "experiment_id")
+    } else if route.ends_with("/registered-models/search") {
+        (REGISTERED_MODEL, "registered_models", "name")
+    } else {
+        (REGISTERED_MODEL, "model_versions", "name")
+    };
+    let grants = state.store.grants_of(user.id, kind).await?;
+    let readable = |id: &str| {
+        grants
+            .get(id)
+            .copied()
+            .unwrap_or(auth.default_permission)
+            .allows(Need::Read)
+    };
+    if let Some(Value::Array(items)) = answer.get_mut(list) {
+        items.retain(|item| item.get(key).and_then(Value::as_str).is_some_and(readable));
+    }
+    Ok(())
+}
+
+// ------------------------------------------------------------ users and grants (MLflow's auth API)
+
+fn auth_of(state: &AppState) -> ApiResult<Arc<Auth>> {
+    state.auth.clone().ok_or_else(|| {
+        MlflowError::new(
+            ErrorCode::EndpointNotFound,
+            "Users and permissions need authentication: start the server with --auth",
+        )
+        .into()
+    })
+}
+
+fn current(user: Option<Extension<CurrentUser>>) -> ApiResult<User> {
+    user.map(|Extension(CurrentUser(user))| user)
+        .ok_or_else(|| unauthenticated("You are not authenticated").into())
+}
+
+fn user_json(user: &User) -> Value {
+    json!({"id": user.id, "username": user.username, "is_admin": user.is_admin})
+}
+
+fn empty() -> Response {
+    axum::Json(json!({})).into_response()
+}
+
+pub async fn create_user(State(state): State<AppState>, p: Params) -> ApiResult<Response> {
+    auth_of(&state)?;
+    let username = p.req_str("username")?;
+    let password = p.req_str("password")?;
+    validate_username(&username)?;
+    validate_password(&password)?;
+    let hash = hash_password_blocking(password).await?;
+    let user = state.store.create_user(&username, &hash, false).await?;
+    Ok(axum::Json(json!({"user": user_json(&user)})).into_response())
+}
+
+async fn hash_password_blocking(password: String) -> ApiResult<String> {
+    tokio::task::spawn_blocking(move || hash_password(&password))
+        .await
+        .map_err(|e| ApiError(internal(e.to_string())))?
+        .map_err(ApiError)
+}
+
+pub async fn get_user(State(state): State<AppState>, p: Params) -> ApiResult<Response> {
+    auth_of(&state)?;
+    let user = state.store.get_user(&p.req_str("username")?).await?;
+    Ok(axum::Json(json!({"user": user_json(&user)})).into_response())
+}
+
+pub async fn current_user(
+    State(state): State<AppState>,
+    user: Option<Extension<CurrentUser>>,
+) -> ApiResult<Response> {
+    auth_of(&state)?;
+    let user = current(user)?;
+    Ok(axum::Json(json!({"user": user_json(&user)})).into_response())
+}
+
+pub async fn list_users(State(state): State<AppState>) -> ApiResult<Response> {
+    auth_of(&state)?;
+    let users: Vec<Value> = state
+        .store
+        .list_users()
+        .await?
+        .iter()
+        .map(user_json)
+        .collect();
+    Ok(axum::Json(json!({"users": users})).into_response())
+}
+
+/// An admin sets anyone's password; a user changing their own gives the current one.
+pub async fn update_password(
+    State(state): State<AppState>,
+    caller: Option<Extension<CurrentUser>>,
+    p: Params,
+) -> ApiResult<Response> {
+    let auth = auth_of(&state)?;
+    let caller = current(caller)?;
+    let username = p.req_str("username")?;
+    let password = p.req_str("password")?;
+    validate_password(&password)?;
+    if !caller.is_admin {
+        let given = p.str("current_password")?.unwrap_or_default();
+        let (_, hash) = state
+            .store
+            .user_with_hash(&username)
+            .await?
+            .ok_or_else(|| ApiError(permission_denied()))?;
+        let ok = tokio::task::spawn_blocking(move || verify_password(&hash, &given))
+            .await
+            .unwrap_or(false);
+        if !ok {
+            return Err(MlflowError::invalid("The current password is incorrect").into());
+        }
+    }
+    let hash = hash_password_blocking(password).await?;
+    state.store.set_password_hash(&username, &hash).await?;
+    auth.forget_verified();
+    Ok(empty())
+}
+
+pub async fn update_admin(State(state): State<AppState>, p: Params) -> ApiResult<Response> {
+    let auth = auth_of(&state)?;
+    let username = p.req_str("username")?;
+    let is_admin = p
+        .bool("is_admin")?
+        .ok_or_else(|| ApiError(MlflowError::missing_param("is_admin")))?;
+    state.store.set_admin(&username, is_admin).await?;
+    auth.forget_verified();
+    Ok(empty())
+}
+
+pub async fn delete_user(State(state): State<AppState>, p: Params) -> ApiResult<Response> {
+    let auth = auth_of(&state)?;
+    state.store.delete_user(&p.req_str("username")?).await?;
+    auth.forget_verified();
+    Ok(empty())
+}
+
+pub async fn grant_permission(State(state): State<AppState>, p: Params) -> ApiResult<Response> {
+    auth_of(&state)?;
+    let user = state.store.get_user(&p.req_str("username")?).await?;
+    let kind = resource_type(&p.req_str("resource_type")?)?;
+    let id = p.req_str("resource_id")?;
+    let permission = Permission::parse(&p.req_str("permission")?)?;
+    state.store.grant(kind, &id, user.id, permission).await?;
+    Ok(empty())
+}
+
+pub async fn revoke_permission(State(state): State<AppState>, p: Params) -> ApiResult<Response> {
+    auth_of(&state)?;
+    let user = state.store.get_user(&p.req_str("username")?).await?;
+    let kind = resource_type(&p.req_str("resource_type")?)?;
+    state
+        .store
+        .revoke(kind, &p.req_str("resource_id")?, user.id)
+        .await?;
+    Ok(empty())
+}
+
+/// What a user may do on a resource, resolved as a request would be.
+pub async fn get_permission(State(state): State<AppState>, p: Params) -> ApiResult<Response> {
+    let auth = auth_of(&state)?;
+    let user = state.store.get_user(&p.req_str("username")?).await?;
+    let kind = resource_type(&p.req_str("resource_type")?)?;
+    let permission = permission_of(&state, &auth, &user, kind, &p.req_str("resource_id")?).await?;
+    Ok(axum::Json(json!({
+        "allowed": permission.allows(Need::Read),
+        "permission": permission.as_str(),
+    }))
+    .into_response())
+}
+
+// ------------------------------------------------------------ API tokens
+
+fn token_json(token: &ctflow_store::auth::TokenInfo) -> Value {
+    json!({
+        "id": token.id.to_string(),
+        "name": token.name,
+        "creation_time": token.creation_time,
+        "expiry_time": token.expiry_time,
+    })
+}
+
+/// `POST /api/ctflow/v1/tokens {name, expires_in_days?}`: a token for the caller,
+/// shown once.
+pub async fn create_token(
+    State(state): State<AppState>,
+    caller: Option<Extension<CurrentUser>>,
+    p: Params,
+) -> ApiResult<Response> {
+    auth_of(&state)?;
+    let caller = current(caller)?;
+    let name = p.str("name")?.unwrap_or_else(|| "token".into());
+    if name.len() > 256 {
+        return Err(MlflowError::invalid("Token names may have at most 256 bytes").into());
+    }
+    let expiry = match p.i64("expires_in_days")? {
+        Some(days) if (1..=3650).contains(&days) => Some(ctflow_core::now_ms() + days * 86_400_000),
+        Some(days) => {
+            return Err(MlflowError::invalid(format!(
+                "expires_in_days must be between 1 and 3650, got {days}"
+            ))
+            .into());
+        }
+        None => None,
+    };
+    let (token, hash) = new_token()?;
+    let info = state
+        .store
+        .create_token(caller.id, &name, &hash, expiry)
+        .await?;
+    Ok(axum::Json(json!({"token": token, "token_info": token_json(&info)})).into_response())
+}
+
+pub async fn list_tokens(
+    State(state): State<AppState>,
+    caller: Option<Extension<CurrentUser>>,
+) -> ApiResult<Response> {
+    auth_of(&state)?;
+    let caller = current(caller)?;
+    let tokens: Vec<Value> = state
+        .store
+        .list_tokens(caller.id)
+        .await?
+        .iter()
+        .map(token_json)
+        .collect();
+    Ok(axum::Json(json!({"tokens": tokens})).into_response())
+}
+
+pub async fn delete_token(
+    State(state): State<AppState>,
+    caller: Option<Extension<CurrentUser>>,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    auth_of(&state)?;
+    let caller = current(caller)?;
+    let id: i64 = id
+        .parse()
+        .map_err(|_| ApiError(MlflowError::invalid(format!("Invalid token id '{id}'"))))?;
+    state.store.delete_token(caller.id, id).await?;
+    Ok(StatusCode::OK.into_response())
+}
