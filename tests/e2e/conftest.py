@@ -48,6 +48,18 @@ def stop(proc):
             proc.wait()
 
 
+@pytest.fixture(autouse=True)
+def mlflow_environment_is_restored():
+    """MLflow's environment variables as they were before each test: `mlflow.set_experiment`
+    sets MLFLOW_EXPERIMENT_ID for subprocesses, and the auth tests set credentials; neither
+    may reach a later test's `mlflow run` or `ctflow run`."""
+    before = {k: v for k, v in os.environ.items() if k.startswith("MLFLOW_")}
+    yield
+    for key in [k for k in os.environ if k.startswith("MLFLOW_") and k not in before]:
+        del os.environ[key]
+    os.environ.update(before)
+
+
 @pytest.fixture(scope="session")
 def ctflow_bin():
     path = Path(os.environ.get("CTFLOW_BIN", REPO / "target" / "debug" / "ctflow")).resolve()

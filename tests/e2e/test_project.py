@@ -17,7 +17,9 @@ IRIS = REPO / "examples" / "iris"
 
 def env_for(url):
     venv_bin = os.path.dirname(sys.executable)
-    return dict(os.environ, MLFLOW_TRACKING_URI=url, PATH=f"{venv_bin}:{os.environ['PATH']}")
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME",
+                                                           "MLFLOW_RUN_ID")}
+    return dict(env, MLFLOW_TRACKING_URI=url, PATH=f"{venv_bin}:{os.environ['PATH']}")
 
 
 def ctflow_run(binary, url, *args, timeout=300):

@@ -84,6 +84,17 @@ fn verify_password(hash: &str, password: &str) -> bool {
     })
 }
 
+/// The hash checked for names that have no user. It only has to cost what checking a
+/// real one does: a match signs nobody in, as there is no user to sign in.
+fn unknown_user_hash() -> &'static str {
+    static HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HASH.get_or_init(|| {
+        let mut secret = [0u8; 32];
+        let _ = getrandom::fill(&mut secret);
+        hash_password(&hex::encode(secret)).unwrap_or_default()
+    })
+}
+
 /// A new API token and the SHA-256 the store keeps of it.
 pub fn new_token() -> Result<(String, String), MlflowError> {
     let mut secret = [0u8; 32];
@@ -148,17 +159,16 @@ async fn authenticate(
                         .user_with_hash(&username)
                         .await
                         .map_err(|e| ApiError::from(e).into_response())?;
-                    let checked = match stored {
-                        Some((user, hash)) => {
-                            let ok = tokio::task::spawn_blocking(move || {
-                                verify_password(&hash, &password)
-                            })
-                            .await
-                            .unwrap_or(false);
-                            ok.then_some(user)
-                        }
-                        None => None,
+                    // NB: an unknown name costs one argon2 check too, so the answer's
+                    // timing does not tell which names exist.
+                    let (user, hash) = match stored {
+                        Some((user, hash)) => (Some(user), hash),
+                        None => (None, unknown_user_hash().to_string()),
                     };
+                    let ok = tokio::task::spawn_blocking(move || verify_password(&hash, &password))
+                        .await
+                        .unwrap_or(false);
+                    let checked = user.filter(|_| ok);
                     if let Some(user) = &checked {
                         let mut verified = auth.verified.lock().unwrap_or_else(|e| e.into_inner());
                         verified.retain(|_, (_, at)| at.elapsed() < VERIFIED_FOR);
