@@ -1486,4 +1486,95 @@ mod tests {
         let delays: Vec<u64> = (1..=4).map(|r| policy.delay(r).as_secs()).collect();
         assert_eq!(delays, vec![10, 30, 60, 60]);
     }
+
+    /// YAML-shaped text: nested `key: value` lines drawn from the spec's own vocabulary,
+    /// so the parser gets past syntax into the typed fields and validation.
+    fn yaml_like() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let key = prop::sample::select(vec![
+            "apiVersion",
+            "kind",
+            "metadata",
+            "name",
+            "spec",
+            "project",
+            "uri",
+            "model",
+            "triggers",
+            "schedule",
+            "cron",
+            "timezone",
+            "data",
+            "path",
+            "drift",
+            "gates",
+            "ct",
+            "metrics",
+            "metric",
+            "threshold",
+            "cd",
+            "approval",
+            "approvers",
+            "timeout",
+            "retry",
+            "limit",
+            "backoff",
+            "promotion",
+            "serving",
+            "port",
+            "resources",
+            "gpu",
+            "kubernetes",
+            "podTemplate",
+            "- ",
+            "",
+        ]);
+        let value = prop::sample::select(vec![
+            "",
+            "0",
+            "-1",
+            "1e309",
+            "NaN",
+            "ctflow.dev/v1alpha1",
+            "TrainingPipeline",
+            "\"* * * * *\"",
+            "Mars/Olympus",
+            "manual",
+            "auto",
+            "30s",
+            "-5m",
+            "{}",
+            "[]",
+            "[a, b]",
+            "{ port: 70000 }",
+            "'",
+            "\"",
+            "~",
+            "true",
+            "65535",
+            "..",
+            "|",
+        ]);
+        prop::collection::vec((0usize..4, key, value), 0..24).prop_map(|lines| {
+            lines
+                .into_iter()
+                .map(|(depth, k, v)| format!("{}{k}: {v}\n", "  ".repeat(depth)))
+                .collect()
+        })
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_text_is_a_document_or_field_errors(text in ".{0,300}") {
+            let _ = PipelineDocument::from_yaml(&text);
+            let _ = DurationSpec::parse(&text);
+        }
+
+        #[test]
+        fn yaml_shaped_text_is_a_document_or_field_errors(text in yaml_like()) {
+            if let Err(errors) = PipelineDocument::from_yaml(&text) {
+                proptest::prop_assert!(!errors.is_empty());
+            }
+        }
+    }
 }

@@ -555,4 +555,35 @@ entry_points:
                 .contains(&dir.path().join("local/model").display().to_string())
         );
     }
+
+    proptest::proptest! {
+        /// MLproject text a user may write, right or wrong, is a project or an error,
+        /// never a panic.
+        #[test]
+        fn any_mlproject_text_is_a_project_or_an_error(
+            text in ".{0,300}",
+            shaped in proptest::collection::vec(
+                (
+                    0usize..4,
+                    proptest::sample::select(vec![
+                        "name", "entry_points", "main", "parameters", "command", "type",
+                        "default", "python_env", "conda_env", "docker_env", "image", "- ", "",
+                    ]),
+                    proptest::sample::select(vec![
+                        "", "float", "int", "path", "uri", "string", "\"python t.py {C}\"",
+                        "{C}", "{", "}", "0.5", "[]", "{}", "~", "'", "x.yaml", "../../etc",
+                    ]),
+                ),
+                0..16,
+            ),
+        ) {
+            let dir = std::path::Path::new("/nonexistent-project");
+            let _ = Project::parse(dir, &text);
+            let shaped: String = shaped
+                .into_iter()
+                .map(|(depth, k, v)| format!("{}{k}: {v}\n", "  ".repeat(depth)))
+                .collect();
+            let _ = Project::parse(dir, &shaped);
+        }
+    }
 }

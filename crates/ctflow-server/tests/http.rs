@@ -575,3 +575,94 @@ async fn published_mlflow_file_inclusion_exploits_are_refused() {
         assert_eq!(status, 404, "{uri}");
     }
 }
+
+/// Any JSON a client may send to the main write and search endpoints gets an answer
+/// below 500: the REST decoding turns every wrong shape into MLflow's error JSON.
+#[test]
+fn any_json_body_gets_a_client_error_or_success() {
+    use proptest::prelude::*;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let s = runtime.block_on(server());
+    let (run_id, _) = runtime.block_on(s.run_id());
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::from),
+        any::<i64>().prop_map(Value::from),
+        any::<f64>()
+            .prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+        ".{0,12}".prop_map(Value::from),
+        Just(Value::from(run_id.clone())),
+        Just(Value::from("NaN")),
+    ];
+    let json = leaf.prop_recursive(3, 24, 6, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+            prop::collection::btree_map(
+                prop::sample::select(vec![
+                    "run_id",
+                    "experiment_id",
+                    "experiment_ids",
+                    "metrics",
+                    "params",
+                    "tags",
+                    "key",
+                    "value",
+                    "timestamp",
+                    "step",
+                    "name",
+                    "filter",
+                    "max_results",
+                    "order_by",
+                    "page_token",
+                    "source",
+                    "version",
+                    "artifact_location",
+                ])
+                .prop_map(str::to_string),
+                inner,
+                0..6,
+            )
+            .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    });
+    let endpoints = [
+        "/api/2.0/mlflow/runs/log-batch",
+        "/api/2.0/mlflow/runs/create",
+        "/api/2.0/mlflow/runs/search",
+        "/api/2.0/mlflow/experiments/create",
+        "/api/2.0/mlflow/experiments/search",
+        "/api/2.0/mlflow/model-versions/create",
+        "/api/2.0/mlflow/logged-models/search",
+    ];
+    // CTFLOW_FUZZ_CASES runs longer than the suite's 64 cases per endpoint.
+    let cases = std::env::var("CTFLOW_FUZZ_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(64);
+    let mut runner = proptest::test_runner::TestRunner::new(proptest::test_runner::Config {
+        cases,
+        ..Default::default()
+    });
+    for endpoint in endpoints {
+        runner
+            .run(&json, |body| {
+                let (status, answer) =
+                    runtime.block_on(s.json(Method::POST, endpoint, Some(body.clone())));
+                prop_assert!(
+                    status.as_u16() < 500,
+                    "{endpoint} {body} -> {status} {answer}"
+                );
+                if !status.is_success() {
+                    prop_assert!(
+                        answer["error_code"].is_string(),
+                        "{endpoint} {body} -> {answer}"
+                    );
+                }
+                Ok(())
+            })
+            .unwrap_or_else(|failure| panic!("{failure}"));
+    }
+}
