@@ -3,6 +3,7 @@ MLFLOW_TRACKING_USERNAME/PASSWORD and bearer tokens from MLFLOW_TRACKING_TOKEN; 
 user API (AuthServiceClient); READ/EDIT/MANAGE/NO_PERMISSIONS per experiment and per
 registered model with a READ default; 401 without credentials, 403 PERMISSION_DENIED
 beyond one's permission, for each kind of endpoint; the signed-in user owns what they do."""
+import base64
 import json
 import os
 import subprocess
@@ -96,7 +97,7 @@ def test_requests_without_credentials_get_401(auth_server, method, path, body):
     assert status == 401, answer
     assert answer["error_code"] == "UNAUTHENTICATED"
     assert headers.get("WWW-Authenticate", headers.get("www-authenticate", "")).startswith("Basic")
-    wrong = "Basic " + __import__("base64").b64encode(b"alice:not-her-password").decode()
+    wrong = "Basic " + base64.b64encode(b"alice:not-her-password").decode()
     status, _, answer = raw(auth_server.url, path, method, body, {"Authorization": wrong})
     assert status == 401 and answer["error_code"] == "UNAUTHENTICATED"
     status, _, _ = raw(auth_server.url, path, method, body, {"Authorization": "Bearer ctf_not_a_token"})
@@ -116,7 +117,7 @@ def test_the_signed_in_user_owns_runs_and_ledger_entries(auth_server):
     version = client.create_model_version("alice-model", f"runs:/{run.info.run_id}/model", run.info.run_id)
     client.set_registered_model_alias("alice-model", "champion", version.version)
     status, _, history = raw(auth_server.url, "/api/ctflow/v1/models/alice-model/history",
-                             headers={"Authorization": "Basic " + __import__("base64").b64encode(
+                             headers={"Authorization": "Basic " + base64.b64encode(
                                  b"alice:" + PASSWORDS["alice"].encode()).decode(),
                                  "X-Ctflow-User": "mallory"})
     assert status == 200, history
@@ -179,6 +180,18 @@ def test_permissions_per_experiment_and_model_with_a_read_default(auth_server, t
     denied(lambda: carol.get_run(run.info.run_id))
     denied(lambda: carol.get_registered_model("alice-registered"))
     denied(lambda: carol.search_runs([exp]))
+    # The id is judged as the handler reads it: `0<id>` is the same experiment, and a
+    # query string on a POST is not what the handler acts on.
+    carol_auth = {"Authorization": "Basic " + base64.b64encode(b"carol:" + PASSWORDS["carol"].encode()).decode()}
+    status, _, answer = raw(auth_server.url, f"/api/2.0/mlflow/experiments/get?experiment_id=0{exp}",
+                            headers=carol_auth)
+    assert status == 403 and answer["error_code"] == "PERMISSION_DENIED", answer
+    carol_exp = carol.create_experiment("carol-own")
+    # (without experiment_id in the body the run would go to the default experiment,
+    # where carol may only read)
+    status, _, answer = raw(auth_server.url, f"/api/2.0/mlflow/runs/create?experiment_id={carol_exp}", "POST",
+                            {}, headers=carol_auth)
+    assert status == 403 and answer["error_code"] == "PERMISSION_DENIED", answer
     assert exp not in [e.experiment_id for e in carol.search_experiments(max_results=1000)]
     assert "alice-registered" not in [m.name for m in carol.search_registered_models(max_results=1000)]
 

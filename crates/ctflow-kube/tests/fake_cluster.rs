@@ -73,6 +73,22 @@ impl Harness {
         token
     }
 
+    /// Ends a pending pipeline run as failed, as a failed job would.
+    async fn fail_pending_run(&self, id: &str) {
+        self.store
+            .modify_pipeline_run(
+                id,
+                &[Phase::Pending],
+                |r| {
+                    r.phase = Phase::Failed;
+                    r.decision = Some("the job failed".into());
+                },
+                None,
+            )
+            .await
+            .expect("moved");
+    }
+
     fn pipeline(&self, name: &str) -> Option<Value> {
         self.fake.object("trainingpipelines", NS, name)
     }
@@ -218,18 +234,7 @@ async fn pipeline_runs_show_in_the_status_and_as_events() {
     assert_eq!(triggered["reportingController"], "ctflow-controller");
 
     // The run ends: the phase comes back to Ready and the ending is an Event.
-    h.store
-        .modify_pipeline_run(
-            &run.id,
-            &[Phase::Pending],
-            |r| {
-                r.phase = Phase::Failed;
-                r.decision = Some("the job failed".into());
-            },
-            None,
-        )
-        .await
-        .expect("moved");
+    h.fail_pending_run(&run.id).await;
     eventually("Ready again", async || {
         let object = h.pipeline("iris")?;
         (object["status"]["phase"] == "Ready" && object["status"]["lastRun"]["phase"] == "Failed")
@@ -584,18 +589,7 @@ async fn a_failed_status_write_does_not_repeat_the_events() {
         "the fault hit"
     );
     // The run moves on: only its new history becomes Events, not the trigger again.
-    h.store
-        .modify_pipeline_run(
-            &run.id,
-            &[Phase::Pending],
-            |r| {
-                r.phase = Phase::Failed;
-                r.decision = Some("the job failed".into());
-            },
-            None,
-        )
-        .await
-        .expect("moved");
+    h.fail_pending_run(&run.id).await;
     eventually("the ending seen", async || {
         (h.pipeline("iris")?["status"]["lastRun"]["phase"] == "Failed").then_some(())
     })

@@ -25,7 +25,7 @@ use serde_json::{Value, json};
 use sha2::Digest;
 
 use crate::AppState;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, found};
 use crate::params::{Params, parse_query};
 
 /// How long a checked password is trusted before argon2 checks it again. The mlflow
@@ -143,43 +143,51 @@ async fn authenticate(
             .await
             .map_err(|e| ApiError::from(e).into_response())?,
         Credentials::Basic { username, password } => {
-            let key: [u8; 32] = sha2::Sha256::digest(format!("{username}\0{password}")).into();
-            let cached = auth
-                .verified
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .get(&key)
-                .filter(|(_, at)| at.elapsed() < VERIFIED_FOR)
-                .map(|(user, _)| user.clone());
-            match cached {
-                Some(user) => Some(user),
-                None => {
-                    let stored = state
-                        .store
-                        .user_with_hash(&username)
-                        .await
-                        .map_err(|e| ApiError::from(e).into_response())?;
-                    // NB: an unknown name costs one argon2 check too, so the answer's
-                    // timing does not tell which names exist.
-                    let (user, hash) = match stored {
-                        Some((user, hash)) => (Some(user), hash),
-                        None => (None, unknown_user_hash().to_string()),
-                    };
-                    let ok = tokio::task::spawn_blocking(move || verify_password(&hash, &password))
-                        .await
-                        .unwrap_or(false);
-                    let checked = user.filter(|_| ok);
-                    if let Some(user) = &checked {
-                        let mut verified = auth.verified.lock().unwrap_or_else(|e| e.into_inner());
-                        verified.retain(|_, (_, at)| at.elapsed() < VERIFIED_FOR);
-                        verified.insert(key, (user.clone(), Instant::now()));
-                    }
-                    checked
-                }
-            }
+            check_password(state, auth, &username, password)
+                .await
+                .map_err(|e| e.into_response())?
         }
     };
     found.ok_or_else(|| challenge("Incorrect username, password or token"))
+}
+
+/// The user whose password this is: remembered for `VERIFIED_FOR` after an argon2 check.
+async fn check_password(
+    state: &AppState,
+    auth: &Auth,
+    username: &str,
+    password: String,
+) -> ApiResult<Option<User>> {
+    let key: [u8; 32] = sha2::Sha256::digest(format!("{username}\0{password}")).into();
+    let cached = auth
+        .verified
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&key)
+        .filter(|(_, at)| at.elapsed() < VERIFIED_FOR)
+        .map(|(user, _)| user.clone());
+    if cached.is_some() {
+        return Ok(cached);
+    }
+    let (user, hash) = match state.store.user_with_hash(username).await? {
+        Some((user, hash)) => (Some(user), Some(hash)),
+        None => (None, None),
+    };
+    // NB: an unknown name costs one argon2 check too, so the answer's timing does not
+    // tell which names exist.
+    let ok = tokio::task::spawn_blocking(move || {
+        let hash = hash.as_deref().unwrap_or_else(|| unknown_user_hash());
+        verify_password(hash, &password)
+    })
+    .await
+    .unwrap_or(false);
+    let Some(user) = user.filter(|_| ok) else {
+        return Ok(None);
+    };
+    let mut verified = auth.verified.lock().unwrap_or_else(|e| e.into_inner());
+    verified.retain(|_, (_, at)| at.elapsed() < VERIFIED_FOR);
+    verified.insert(key, (user.clone(), Instant::now()));
+    Ok(Some(user))
 }
 
 /// What `user` holds on a resource: everything for admins, else the grant, else the
@@ -194,11 +202,21 @@ async fn permission_of(
     if user.is_admin {
         return Ok(Permission::Manage);
     }
+    let resource_id = resource_key(resource_type, resource_id);
     Ok(state
         .store
-        .granted(resource_type, resource_id, user.id)
+        .granted(resource_type, &resource_id, user.id)
         .await?
         .unwrap_or(auth.default_permission))
+}
+
+/// How a resource is named in grants: experiment ids as the handlers parse them (`01`
+/// and ` 1` are experiment 1), registered models by name.
+fn resource_key(resource_type: &str, resource_id: &str) -> String {
+    match ctflow_core::ids::parse_experiment_id(resource_id) {
+        Ok(id) if resource_type == EXPERIMENT => id.to_string(),
+        _ => resource_id.to_string(),
+    }
 }
 
 async fn require(
@@ -253,7 +271,8 @@ fn reads_params(rule: Access) -> bool {
 }
 
 /// Reads the parameters as the handler will (query for GET, JSON body otherwise) and
-/// gives the request back whole.
+/// gives the request back whole. A body that is not a JSON object gives no parameters:
+/// the handler refuses it without acting.
 async fn split_params(request: Request) -> Result<(Request, Params), Response> {
     let (parts, body) = request.into_parts();
     let bytes = axum::body::to_bytes(body, MAX_PARAMS_BODY)
@@ -265,12 +284,15 @@ async fn split_params(request: Request) -> Result<(Request, Params), Response> {
             ))
             .into_response()
         })?;
-    let mut params = parse_query(parts.uri.query().unwrap_or(""));
-    if parts.method != Method::GET
-        && let Ok(Value::Object(body)) = serde_json::from_slice::<Value>(&bytes)
-    {
-        params.extend(body);
-    }
+    // NB: exactly what `Params` gives the handler, so both see the same resource.
+    let params = if parts.method == Method::GET || parts.method == Method::HEAD {
+        parse_query(parts.uri.query().unwrap_or(""))
+    } else {
+        match serde_json::from_slice::<Value>(&bytes) {
+            Ok(Value::Object(body)) => body,
+            _ => serde_json::Map::new(),
+        }
+    };
     Ok((
         Request::from_parts(parts, Body::from(bytes)),
         Params(params),
@@ -302,8 +324,8 @@ async fn check(
             let Some(name) = text("experiment_name") else {
                 return Ok(());
             };
-            match state.store.get_experiment_by_name(&name).await {
-                Ok(experiment) => {
+            match found(state.store.get_experiment_by_name(&name).await)? {
+                Some(experiment) => {
                     require(
                         state,
                         auth,
@@ -314,7 +336,7 @@ async fn check(
                     )
                     .await
                 }
-                Err(_) => Ok(()),
+                None => Ok(()),
             }
         }
         Access::Experiments(need) => {
@@ -327,16 +349,16 @@ async fn check(
             let Ok(run_id) = params.run_id() else {
                 return Ok(());
             };
-            match state.store.get_run(&run_id).await {
-                Ok(run) => {
+            match found(state.store.get_run(&run_id).await)? {
+                Some(run) => {
                     require(state, auth, user, EXPERIMENT, &run.info.experiment_id, need).await
                 }
-                Err(_) => Ok(()),
+                None => Ok(()),
             }
         }
         Access::Runs(need) => {
             for run_id in params.str_list("run_ids").unwrap_or_default() {
-                if let Ok(run) = state.store.get_run(&run_id).await {
+                if let Some(run) = found(state.store.get_run(&run_id).await)? {
                     require(state, auth, user, EXPERIMENT, &run.info.experiment_id, need).await?;
                 }
             }
@@ -346,8 +368,8 @@ async fn check(
             let Some(model_id) = segment_after(path, "/logged-models/") else {
                 return Ok(());
             };
-            match state.store.get_logged_model(&model_id).await {
-                Ok(model) => {
+            match found(state.store.get_logged_model(&model_id).await)? {
+                Some(model) => {
                     require(
                         state,
                         auth,
@@ -358,7 +380,7 @@ async fn check(
                     )
                     .await
                 }
-                Err(_) => Ok(()),
+                None => Ok(()),
             }
         }
         Access::RegisteredModel(need) => {
@@ -373,15 +395,12 @@ async fn check(
             }
         }
         Access::Artifact(need) => {
-            let artifact_path = match segment_after(path, "/mlflow-artifacts/artifacts/") {
-                Some(_) => path
-                    .split_once("/mlflow-artifacts/artifacts/")
-                    .map(|(_, rest)| {
-                        percent_encoding::percent_decode_str(rest)
-                            .decode_utf8_lossy()
-                            .into_owned()
-                    })
-                    .unwrap_or_default(),
+            // A download, upload or delete names the path after the route; a listing
+            // gives it as `path`.
+            let artifact_path = match path.split_once("/mlflow-artifacts/artifacts/") {
+                Some((_, rest)) => percent_encoding::percent_decode_str(rest)
+                    .decode_utf8_lossy()
+                    .into_owned(),
                 None => text("path").unwrap_or_default(),
             };
             match artifact_experiment(&artifact_path) {
@@ -401,9 +420,9 @@ async fn check(
             let Some(id) = segment_after(path, "/pipeline-runs/") else {
                 return Ok(());
             };
-            match state.store.get_pipeline_run(&id).await {
-                Ok(run) => check_pipeline(state, auth, user, &run.pipeline, need, params).await,
-                Err(_) => Ok(()),
+            match found(state.store.get_pipeline_run(&id).await)? {
+                Some(run) => check_pipeline(state, auth, user, &run.pipeline, need, params).await,
+                None => Ok(()),
             }
         }
         Access::SelfOrAdmin => {
@@ -440,10 +459,10 @@ async fn check_pipeline(
     params: &Params,
 ) -> ApiResult<()> {
     let mut models = Vec::new();
-    match state.store.get_pipeline(name).await {
-        Ok(record) => models.push(record.document.spec.model.map(|m| m.name)),
-        Err(_) if need == Need::Read => return Ok(()),
-        Err(_) => {}
+    match found(state.store.get_pipeline(name).await)? {
+        Some(record) => models.push(record.document.spec.model.map(|m| m.name)),
+        None if need == Need::Read => return Ok(()),
+        None => {}
     }
     // `PUT /pipelines/{name}` carries the document itself.
     if need == Need::Manage
@@ -744,7 +763,7 @@ pub async fn grant_permission(State(state): State<AppState>, p: Params) -> ApiRe
     auth_of(&state)?;
     let user = state.store.get_user(&p.req_str("username")?).await?;
     let kind = resource_type(&p.req_str("resource_type")?)?;
-    let id = p.req_str("resource_id")?;
+    let id = resource_key(kind, &p.req_str("resource_id")?);
     let permission = Permission::parse(&p.req_str("permission")?)?;
     state.store.grant(kind, &id, user.id, permission).await?;
     Ok(empty())
@@ -754,10 +773,8 @@ pub async fn revoke_permission(State(state): State<AppState>, p: Params) -> ApiR
     auth_of(&state)?;
     let user = state.store.get_user(&p.req_str("username")?).await?;
     let kind = resource_type(&p.req_str("resource_type")?)?;
-    state
-        .store
-        .revoke(kind, &p.req_str("resource_id")?, user.id)
-        .await?;
+    let id = resource_key(kind, &p.req_str("resource_id")?);
+    state.store.revoke(kind, &id, user.id).await?;
     Ok(empty())
 }
 

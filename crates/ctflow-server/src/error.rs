@@ -47,3 +47,14 @@ impl IntoResponse for ApiError {
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+/// A store lookup whose absence is not an error here (`None`); any other failure is.
+pub(crate) fn found<T>(result: ctflow_store::Result<T>) -> ApiResult<Option<T>> {
+    match result {
+        Ok(value) => Ok(Some(value)),
+        Err(ctflow_store::Error::Mlflow(e)) if e.code == ErrorCode::ResourceDoesNotExist => {
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
+    }
+}

@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 
 use crate::AppState;
 use crate::api::JsonResult;
-use crate::error::ApiResult;
+use crate::error::{ApiResult, found};
 use crate::params::Params;
 use crate::registry::Actor;
 
@@ -358,7 +358,7 @@ async fn answer(
         _ => actor.0,
     };
     let run = state.store.get_pipeline_run(&id).await?;
-    if let Ok(pipeline) = state.store.get_pipeline(&run.pipeline).await {
+    if let Some(pipeline) = found(state.store.get_pipeline(&run.pipeline).await)? {
         let approvers = &pipeline.document.spec.gates.cd.approvers;
         if !approvers.is_empty() && !approvers.contains(&user) {
             return Err(MlflowError::new(
