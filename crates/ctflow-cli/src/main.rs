@@ -157,6 +157,50 @@ pub(crate) struct ServerArgs {
     pub(crate) host: IpAddr,
     #[arg(long, short, default_value_t = 5000)]
     pub(crate) port: u16,
+    #[command(flatten)]
+    pub(crate) limits: LimitArgs,
+}
+
+/// What one client may ask of the server; each refusal names its flag.
+#[derive(Args, Debug)]
+pub(crate) struct LimitArgs {
+    /// Largest JSON request body (every API call but artifact uploads): 64MiB, 1GB...
+    #[arg(long, env = "CTFLOW_MAX_REQUEST_BODY", default_value = "64MiB", value_parser = parse_size)]
+    pub(crate) max_request_body: u64,
+    /// Largest single artifact upload through the artifact proxy.
+    #[arg(long, env = "CTFLOW_MAX_ARTIFACT_UPLOAD", default_value = "10GiB", value_parser = parse_size)]
+    pub(crate) max_artifact_upload: u64,
+    /// Most rows in one page of a search or metric history; a request for more gets
+    /// this many and a next_page_token.
+    #[arg(long, env = "CTFLOW_MAX_PAGE_SIZE", default_value_t = 25_000, value_parser = clap::value_parser!(i64).range(1..))]
+    pub(crate) max_page_size: i64,
+    /// Open client connections; more are answered 503 and closed.
+    #[arg(long, env = "CTFLOW_MAX_HTTP_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) max_http_connections: u32,
+    /// How long a client may take to send a request's head (answered 408 after), and
+    /// how long an idle keep-alive connection stays open.
+    #[arg(long, env = "CTFLOW_HEADER_READ_TIMEOUT", default_value = "30s", value_parser = services::parse_duration)]
+    pub(crate) header_read_timeout: std::time::Duration,
+    /// How long a request body may go without a byte arriving (answered 408 after).
+    #[arg(long, env = "CTFLOW_BODY_READ_TIMEOUT", default_value = "60s", value_parser = services::parse_duration)]
+    pub(crate) body_read_timeout: std::time::Duration,
+}
+
+fn parse_size(text: &str) -> Result<u64, String> {
+    ctflow_core::byte_size::parse_byte_size(text)
+}
+
+impl LimitArgs {
+    pub(crate) fn limits(&self) -> ctflow_server::Limits {
+        ctflow_server::Limits {
+            max_request_body: usize::try_from(self.max_request_body).unwrap_or(usize::MAX),
+            max_artifact_upload: self.max_artifact_upload,
+            max_page_size: self.max_page_size,
+            max_connections: self.max_http_connections as usize,
+            header_read_timeout: self.header_read_timeout,
+            body_read_timeout: self.body_read_timeout,
+        }
+    }
 }
 
 /// Access control of `ctflow server`.
@@ -220,6 +264,7 @@ pub(crate) fn server_config(args: &ServerArgs) -> ctflow_server::ServerConfig {
         serve_artifacts: !args.no_serve_artifacts || args.serve_artifacts,
         max_connections: 8,
         auth: None,
+        limits: args.limits.limits(),
     }
 }
 

@@ -524,6 +524,7 @@ pub(crate) async fn watcher(args: WatcherArgs) -> Result<()> {
         serve_artifacts: true,
         max_connections: 8,
         auth: None,
+        limits: ctflow_server::Limits::default(),
     })
     .await
     .context("cannot open the store")?;

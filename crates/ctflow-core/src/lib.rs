@@ -4,6 +4,7 @@
 
 pub mod artifact_path;
 pub mod auth;
+pub mod byte_size;
 pub mod drift;
 pub mod entities;
 pub mod error;

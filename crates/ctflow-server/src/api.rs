@@ -125,7 +125,7 @@ pub async fn search_experiments(State(state): State<AppState>, p: Params) -> Jso
         view: ViewType::parse(p.str("view_type")?.as_deref())?,
         filter: parse_experiment_filter(&p.str("filter")?.unwrap_or_default())?,
         order_by: parse_experiment_order_by(&p.str_list("order_by")?)?,
-        max_results,
+        max_results: state.limits.page(max_results),
         page_token: p.str("page_token")?,
     };
     let (experiments, next) = state.store.search_experiments(&search).await?;
@@ -363,7 +363,7 @@ pub async fn search_runs(State(state): State<AppState>, p: Params) -> JsonResult
         experiment_ids,
         filter: parse_run_filter(&p.str("filter")?.unwrap_or_default())?,
         view: ViewType::parse(p.str("run_view_type")?.as_deref())?,
-        max_results,
+        max_results: state.limits.page(max_results),
         order_by: parse_run_order_by(&p.str_list("order_by")?)?,
         page_token: p.str("page_token")?,
     };
@@ -378,6 +378,9 @@ pub async fn get_metric_history(State(state): State<AppState>, p: Params) -> Jso
     if let Some(max) = max_results {
         validate_max_results(max, i64::MAX)?;
     }
+    // NB: MLflow answers a history without max_results in one page; the client follows
+    // next_page_token, so a page cap keeps a long history from being built whole.
+    let max_results = Some(state.limits.page(max_results.unwrap_or(i64::MAX)));
     let (points, next) = state
         .store
         .get_metric_history(&run_id, &key, max_results, p.str("page_token")?.as_deref())
@@ -529,7 +532,7 @@ pub async fn search_logged_models(State(state): State<AppState>, p: Params) -> J
         experiment_ids,
         filter: parse_logged_model_filter(&p.str("filter")?.unwrap_or_default())?,
         order_by,
-        max_results,
+        max_results: state.limits.page(max_results),
         page_token: p.str("page_token")?,
     };
     let (models, next) = state.store.search_logged_models(&search).await?;

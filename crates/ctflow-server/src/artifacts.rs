@@ -5,17 +5,17 @@
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use ctflow_core::entities::FileInfo;
 use ctflow_core::{ErrorCode, MlflowError};
-use futures::TryStreamExt;
 use serde_json::{Value, json};
 use tokio_util::io::{ReaderStream, StreamReader};
 
 use crate::AppState;
 use crate::api::page;
 use crate::error::{ApiError, ApiResult};
+use crate::limits::{check_upload_length, limit_upload, upload_failure};
 use crate::params::Params;
 
 fn require_serving(state: &AppState) -> ApiResult<()> {
@@ -33,12 +33,15 @@ fn require_serving(state: &AppState) -> ApiResult<()> {
 pub async fn upload(
     State(state): State<AppState>,
     Path(path): Path<String>,
+    headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
     require_serving(&state)?;
-    let stream = body.into_data_stream().map_err(std::io::Error::other);
-    let reader = StreamReader::new(stream);
-    state.artifacts.put(&path, Box::pin(reader)).await?;
+    check_upload_length(&headers, &state.limits)?;
+    let reader = StreamReader::new(limit_upload(body, state.limits.max_artifact_upload));
+    if let Err(error) = state.artifacts.put(&path, Box::pin(reader)).await {
+        return Err(upload_failure(&error, &state.limits).unwrap_or_else(|| error.into()));
+    }
     Ok(StatusCode::OK.into_response())
 }
 

@@ -26,14 +26,12 @@ use sha2::Digest;
 
 use crate::AppState;
 use crate::error::{ApiError, ApiResult, found};
+use crate::limits::{Limits, read_body};
 use crate::params::{Params, parse_query};
 
 /// How long a checked password is trusted before argon2 checks it again. The mlflow
 /// client sends Basic credentials with every request; argon2 is slow on purpose.
 const VERIFIED_FOR: Duration = Duration::from_secs(60);
-
-/// The most JSON a guarded request may carry for its parameters to be read.
-const MAX_PARAMS_BODY: usize = 64 * 1024 * 1024;
 
 /// Access control's state in a server started with `--auth`.
 pub struct Auth {
@@ -114,7 +112,7 @@ fn internal(message: String) -> MlflowError {
 
 /// 401, with the challenge that makes browsers and `requests` offer Basic credentials.
 fn challenge(message: &str) -> Response {
-    let mut response = ApiError(unauthenticated(message)).into_response();
+    let mut response = ApiError::from(unauthenticated(message)).into_response();
     response.headers_mut().insert(
         header::WWW_AUTHENTICATE,
         HeaderValue::from_static("Basic realm=\"ctflow\""),
@@ -273,17 +271,11 @@ fn reads_params(rule: Access) -> bool {
 /// Reads the parameters as the handler will (query for GET, JSON body otherwise) and
 /// gives the request back whole. A body that is not a JSON object gives no parameters:
 /// the handler refuses it without acting.
-async fn split_params(request: Request) -> Result<(Request, Params), Response> {
+async fn split_params(request: Request, limits: &Limits) -> Result<(Request, Params), Response> {
     let (parts, body) = request.into_parts();
-    let bytes = axum::body::to_bytes(body, MAX_PARAMS_BODY)
+    let bytes = read_body(&parts.headers, body, limits)
         .await
-        .map_err(|e| {
-            ApiError(MlflowError::new(
-                ErrorCode::BadRequest,
-                format!("Could not read the request body: {e}"),
-            ))
-            .into_response()
-        })?;
+        .map_err(IntoResponse::into_response)?;
     // NB: exactly what `Params` gives the handler, so both see the same resource.
     let params = if parts.method == Method::GET || parts.method == Method::HEAD {
         parse_query(parts.uri.query().unwrap_or(""))
@@ -510,7 +502,7 @@ pub async fn guard(State(state): State<AppState>, request: Request, next: Next) 
     let method = request.method().as_str().to_string();
     let Some(rule) = route_access(&method, &route) else {
         tracing::error!(route, method, "a route without an access rule was refused");
-        return ApiError(permission_denied()).into_response();
+        return ApiError::from(permission_denied()).into_response();
     };
     if rule == Access::Public {
         return next.run(request).await;
@@ -522,7 +514,7 @@ pub async fn guard(State(state): State<AppState>, request: Request, next: Next) 
     };
     request.extensions_mut().insert(CurrentUser(user.clone()));
     let (request, params) = if reads_params(rule) || is_followed_up(&route) {
-        match split_params(request).await {
+        match split_params(request, &state.limits).await {
             Ok(split) => split,
             Err(response) => return response,
         }
@@ -565,7 +557,7 @@ async fn follow_up(
 ) -> Response {
     let (mut parts, body) = response.into_parts();
     let Ok(bytes) = axum::body::to_bytes(body, usize::MAX).await else {
-        return ApiError(internal("cannot read the response".into())).into_response();
+        return ApiError::from(internal("cannot read the response".into())).into_response();
     };
     let Ok(mut answer) = serde_json::from_slice::<Value>(&bytes) else {
         return Response::from_parts(parts, Body::from(bytes));
@@ -679,8 +671,8 @@ pub async fn create_user(State(state): State<AppState>, p: Params) -> ApiResult<
 async fn hash_password_blocking(password: String) -> ApiResult<String> {
     tokio::task::spawn_blocking(move || hash_password(&password))
         .await
-        .map_err(|e| ApiError(internal(e.to_string())))?
-        .map_err(ApiError)
+        .map_err(|e| ApiError::from(internal(e.to_string())))?
+        .map_err(ApiError::from)
 }
 
 pub async fn get_user(State(state): State<AppState>, p: Params) -> ApiResult<Response> {
@@ -727,7 +719,7 @@ pub async fn update_password(
             .store
             .user_with_hash(&username)
             .await?
-            .ok_or_else(|| ApiError(permission_denied()))?;
+            .ok_or_else(|| ApiError::from(permission_denied()))?;
         let ok = tokio::task::spawn_blocking(move || verify_password(&hash, &given))
             .await
             .unwrap_or(false);
@@ -746,7 +738,7 @@ pub async fn update_admin(State(state): State<AppState>, p: Params) -> ApiResult
     let username = p.req_str("username")?;
     let is_admin = p
         .bool("is_admin")?
-        .ok_or_else(|| ApiError(MlflowError::missing_param("is_admin")))?;
+        .ok_or_else(|| ApiError::from(MlflowError::missing_param("is_admin")))?;
     state.store.set_admin(&username, is_admin).await?;
     auth.forget_verified();
     Ok(empty())
@@ -858,7 +850,7 @@ pub async fn delete_token(
     let caller = current(caller)?;
     let id: i64 = id
         .parse()
-        .map_err(|_| ApiError(MlflowError::invalid(format!("Invalid token id '{id}'"))))?;
+        .map_err(|_| ApiError::from(MlflowError::invalid(format!("Invalid token id '{id}'"))))?;
     state.store.delete_token(caller.id, id).await?;
     Ok(StatusCode::OK.into_response())
 }

@@ -5,21 +5,44 @@ use axum::response::{IntoResponse, Response};
 use ctflow_core::{ErrorCode, MlflowError};
 
 #[derive(Debug)]
-pub struct ApiError(pub MlflowError);
+pub struct ApiError {
+    error: MlflowError,
+    /// Where HTTP has a more exact status than MLflow's table gives the code (a body
+    /// over the size limit is 413, a stalled one 408), that status.
+    status: Option<StatusCode>,
+}
+
+impl ApiError {
+    /// An error answered with `status` instead of the one its code maps to. NB: the
+    /// client only reads `error_code` and `message`; the status decides whether it retries.
+    pub fn with_status(status: StatusCode, error: MlflowError) -> ApiError {
+        ApiError {
+            error,
+            status: Some(status),
+        }
+    }
+
+    pub fn error(&self) -> &MlflowError {
+        &self.error
+    }
+}
 
 impl From<MlflowError> for ApiError {
-    fn from(e: MlflowError) -> Self {
-        ApiError(e)
+    fn from(error: MlflowError) -> Self {
+        ApiError {
+            error,
+            status: None,
+        }
     }
 }
 
 impl From<ctflow_store::Error> for ApiError {
     fn from(e: ctflow_store::Error) -> Self {
         match e {
-            ctflow_store::Error::Mlflow(e) => ApiError(e),
+            ctflow_store::Error::Mlflow(e) => ApiError::from(e),
             other => {
                 tracing::error!(error = %other, kind = other.kind(), "store failure");
-                ApiError(MlflowError::new(
+                ApiError::from(MlflowError::new(
                     ErrorCode::InternalError,
                     other.to_string(),
                 ))
@@ -30,12 +53,14 @@ impl From<ctflow_store::Error> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.0.code.http_status())
-            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let code = self.error.code;
+        let status = self.status.unwrap_or_else(|| {
+            StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+        });
         let body = serde_json::json!({
-            "error_code": self.0.code.as_str(),
-            "message": self.0.message,
-            "error_class": self.0.code.error_class(),
+            "error_code": code.as_str(),
+            "message": self.error.message,
+            "error_class": code.error_class(),
         });
         (
             status,

@@ -7,7 +7,9 @@
 mod api;
 mod artifacts;
 pub mod auth;
+mod connections;
 pub mod error;
+pub mod limits;
 pub mod params;
 mod pipelines;
 mod registry;
@@ -23,7 +25,6 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, patch, post};
-use axum::serve::ListenerExt;
 use ctflow_core::pipeline_run::Phase;
 use ctflow_core::validation::normpath;
 use ctflow_core::{ErrorCode, MlflowError};
@@ -33,6 +34,7 @@ use ctflow_store::object_artifacts::{ObjectStoreArtifacts, ObjectUrl};
 use ctflow_store::{Store, StoreOptions};
 
 use crate::error::{ApiError, ApiResult};
+pub use crate::limits::Limits;
 
 /// Everything `ctflow server` is configured with.
 #[derive(Debug, Clone)]
@@ -47,6 +49,8 @@ pub struct ServerConfig {
     pub max_connections: u32,
     /// `--auth`: users must sign in; what a user holds where no grant says otherwise.
     pub auth: Option<ctflow_core::auth::Permission>,
+    /// What one client may ask of the server.
+    pub limits: Limits,
 }
 
 /// Shared state of every handler.
@@ -65,6 +69,13 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Access control, when the server runs with `--auth`.
     pub auth: Option<Arc<auth::Auth>>,
+    pub limits: Arc<Limits>,
+}
+
+impl axum::extract::FromRef<AppState> for Arc<Limits> {
+    fn from_ref(state: &AppState) -> Arc<Limits> {
+        state.limits.clone()
+    }
 }
 
 /// Opens the store with the latency of its operations recorded in `metrics`.
@@ -138,6 +149,7 @@ impl AppState {
             auth: config
                 .auth
                 .map(|default| Arc::new(auth::Auth::new(default))),
+            limits: Arc::new(config.limits.clone()),
         })
     }
 
@@ -597,7 +609,11 @@ pub fn router(state: AppState) -> Router {
             track_requests,
         ))
         .fallback(unmatched)
-        .layer(DefaultBodyLimit::max(64 * 1024 * 1024))
+        .layer(DefaultBodyLimit::max(state.limits.max_request_body))
+        .layer(middleware::from_fn_with_state(
+            state.limits.clone(),
+            limits::stalled_bodies,
+        ))
         .layer(middleware::from_fn(log_requests))
         .with_state(state)
 }
@@ -609,16 +625,8 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let store = state.store.clone();
-    // NB: without TCP_NODELAY every keep-alive response waits for the client's delayed
-    // ACK (about 40 ms), the stall that dominates MLflow's own per-request latency.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(error) = tcp.set_nodelay(true) {
-            tracing::debug!(%error, "cannot set TCP_NODELAY");
-        }
-    });
-    let result = axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let limits = state.limits.clone();
+    let result = connections::serve(listener, router(state), &limits, shutdown).await;
     store.close().await;
     result
 }

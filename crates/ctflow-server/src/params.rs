@@ -3,14 +3,16 @@
 //! Protobuf JSON rules apply: int64 may come as a number or a decimal string, doubles may
 //! be the strings "NaN" / "Infinity" / "-Infinity", strings must be strings.
 
-use axum::body::Bytes;
-use axum::extract::{FromRequest, Request};
+use std::sync::Arc;
+
+use axum::extract::{FromRef, FromRequest, Request};
 use axum::http::{Method, header};
 use ctflow_core::entities::KeyValue;
 use ctflow_core::{ErrorCode, MlflowError};
 use serde_json::{Map, Value};
 
 use crate::error::ApiError;
+use crate::limits::{Limits, read_body};
 
 #[derive(Debug, Default, Clone)]
 pub struct Params(pub Map<String, Value>);
@@ -54,7 +56,10 @@ pub fn parse_query(raw: &str) -> Map<String, Value> {
     map
 }
 
-impl<S: Send + Sync> FromRequest<S> for Params {
+impl<S: Send + Sync> FromRequest<S> for Params
+where
+    Arc<Limits>: FromRef<S>,
+{
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
@@ -66,29 +71,26 @@ impl<S: Send + Sync> FromRequest<S> for Params {
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(str::to_ascii_lowercase);
-        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
-            ApiError(MlflowError::new(
-                ErrorCode::BadRequest,
-                format!("Could not read the request body: {e}"),
-            ))
-        })?;
+        let limits = Arc::<Limits>::from_ref(state);
+        let (parts, body) = req.into_parts();
+        let bytes = read_body(&parts.headers, body, &limits).await?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(Params::default());
         }
         if let Some(ct) = content_type
             && !ct.starts_with("application/json")
         {
-            return Err(ApiError(MlflowError::invalid(format!(
+            return Err(ApiError::from(MlflowError::invalid(format!(
                 "Bad Request. Content-Type must be 'application/json', got '{ct}'."
             ))));
         }
         match serde_json::from_slice::<Value>(&bytes) {
             Ok(Value::Object(map)) => Ok(Params(map)),
-            Ok(_) => Err(ApiError(MlflowError::new(
+            Ok(_) => Err(ApiError::from(MlflowError::new(
                 ErrorCode::BadRequest,
                 "The request body must be a JSON object.",
             ))),
-            Err(e) => Err(ApiError(MlflowError::invalid(format!(
+            Err(e) => Err(ApiError::from(MlflowError::invalid(format!(
                 "Malformed JSON in the request body: {e}"
             )))),
         }

@@ -12,6 +12,8 @@ use ctflow_core::registry::{
     MAX_MODEL_VERSIONS_SEARCH_RESULTS, MAX_REGISTERED_MODELS_SEARCH_RESULTS, parse_version,
 };
 use ctflow_core::validation::validate_max_results;
+
+use crate::limits::Limits;
 use ctflow_store::{NewModelVersion, RegistrySearch};
 use serde_json::json;
 
@@ -52,6 +54,7 @@ fn version(p: &Params) -> ApiResult<i64> {
 
 fn search(
     p: &Params,
+    limits: &Limits,
     default_max: i64,
     max: i64,
     model_versions: bool,
@@ -71,7 +74,7 @@ fn search(
         } else {
             parse_registered_model_order_by(&order_by)?
         },
-        max_results,
+        max_results: limits.page(max_results),
         page_token: p.str("page_token")?,
     })
 }
@@ -127,7 +130,13 @@ pub async fn delete_registered_model(State(state): State<AppState>, p: Params) -
 }
 
 pub async fn search_registered_models(State(state): State<AppState>, p: Params) -> JsonResult {
-    let request = search(&p, 100, MAX_REGISTERED_MODELS_SEARCH_RESULTS, false)?;
+    let request = search(
+        &p,
+        &state.limits,
+        100,
+        MAX_REGISTERED_MODELS_SEARCH_RESULTS,
+        false,
+    )?;
     let (models, next) = state.store.search_registered_models(&request).await?;
     page("registered_models", models, next)
 }
@@ -238,7 +247,13 @@ pub async fn delete_model_version(
 }
 
 pub async fn search_model_versions(State(state): State<AppState>, p: Params) -> JsonResult {
-    let request = search(&p, 10_000, MAX_MODEL_VERSIONS_SEARCH_RESULTS, true)?;
+    let request = search(
+        &p,
+        &state.limits,
+        10_000,
+        MAX_MODEL_VERSIONS_SEARCH_RESULTS,
+        true,
+    )?;
     let (versions, next) = state.store.search_model_versions(&request).await?;
     page("model_versions", versions, next)
 }

@@ -23,6 +23,7 @@ async fn server() -> TestServer {
         serve_artifacts: true,
         max_connections: 2,
         auth: None,
+        limits: ctflow_server::Limits::default(),
     };
     let state = AppState::open(&config).await.unwrap();
     TestServer {
