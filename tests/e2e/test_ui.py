@@ -4,6 +4,7 @@ and previews artifacts, two runs compare, and a manual CD gate is approved from 
 pipelines page, after which the champion has moved. Screenshots go to
 `target/ui-screenshots/`."""
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -234,3 +235,96 @@ def test_approving_a_manual_gate_from_the_pipelines_page_moves_the_champion(up, 
     assert page.locator('[data-alias="champion"]').inner_text() == f"champion: v{champion.version}"
     assert "champion" in page.locator("#ledger").inner_text()
     shot(page, "model")
+
+
+@pytest.fixture(scope="module")
+def auth_server(ctflow_bin, tmp_path_factory):
+    """A server with --auth: the admin, alice, and an experiment alice may not see."""
+    import subprocess
+
+    from mlflow.server.auth.client import AuthServiceClient
+
+    from conftest import CtflowServer
+
+    workdir = str(tmp_path_factory.mktemp("ui-auth"))
+    uri = f"sqlite:///{workdir}/ctflow.db"
+    created = subprocess.run([ctflow_bin, "users", "create-admin", "--username", "admin", "--password-stdin",
+                              "--backend-store-uri", uri], input="admin-password-1\n", capture_output=True,
+                             text=True, timeout=60)
+    assert created.returncode == 0, created.stderr
+    srv = CtflowServer(ctflow_bin, uri, workdir, extra=["--auth"])
+    admin_env = {"MLFLOW_TRACKING_USERNAME": "admin", "MLFLOW_TRACKING_PASSWORD": "admin-password-1"}
+    saved = {k: os.environ.get(k) for k in admin_env}
+    os.environ.update(admin_env)
+    try:
+        AuthServiceClient(srv.url).create_user("alice", "alice-password-1")
+        client = MlflowClient(srv.url)
+        client.create_experiment("open-to-alice")
+        hidden = client.create_experiment("hidden-from-alice")
+        AuthServiceClient(srv.url).grant_user_permission("alice", "experiment", hidden, "NO_PERMISSIONS")
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    yield srv
+    srv.stop()
+
+
+def test_signing_in_to_the_dashboard_shows_what_the_user_may_read(auth_server, page):
+    visit(page, auth_server.url, "/experiments")
+    form = page.locator("form.signin")
+    expect(form).to_be_visible()
+    # A wrong password is refused on the page, with the server's reason.
+    form.locator("input[name=username]").fill("alice")
+    form.locator("input[name=password]").fill("not-her-password")
+    form.locator("button[type=submit]").click()
+    expect(form.locator("[role=alert]")).to_have_text("Incorrect username or password")
+
+    form.locator("input[name=password]").fill("alice-password-1")
+    form.locator("button[type=submit]").click()
+    expect(page.locator("header .session .user")).to_have_text("alice")
+    table = page.locator("table")
+    expect(table.get_by_text("open-to-alice")).to_be_visible()
+    expect(table.get_by_text("hidden-from-alice")).to_have_count(0)
+    shot(page, "signed-in")
+
+    # The session is an HttpOnly, SameSite=Strict cookie ...
+    cookies = {c["name"]: c for c in page.context.cookies()}
+    session = cookies["ctflow_session"]
+    assert session["httpOnly"] and session["sameSite"] == "Strict"
+    # ... that signs reads, and writes only with the dashboard's header (a cross-site form
+    # cannot send one).
+    reads = page.request.get(f"{auth_server.url}/api/2.0/mlflow/experiments/search?max_results=10")
+    assert reads.status == 200
+    names = [e["name"] for e in reads.json()["experiments"]]
+    assert "open-to-alice" in names and "hidden-from-alice" not in names
+    forged = page.request.post(f"{auth_server.url}/api/2.0/mlflow/experiments/create",
+                               data={"name": "forged"})
+    assert forged.status == 403 and forged.json()["error_code"] == "PERMISSION_DENIED"
+    created = page.request.post(f"{auth_server.url}/api/2.0/mlflow/experiments/create",
+                                data={"name": "alice-from-the-dashboard"},
+                                headers={"X-Ctflow-Dashboard": "1"})
+    assert created.status == 200, created.text()
+    # Without a session a dashboard call gets 401 without the Basic challenge, so the
+    # browser shows this page's form instead of its own prompt.
+    anonymous = page.context.browser.new_context()
+    try:
+        bare = anonymous.request.get(f"{auth_server.url}/api/2.0/mlflow/experiments/search",
+                                     headers={"X-Ctflow-Dashboard": "1"})
+        assert bare.status == 401 and "www-authenticate" not in bare.headers
+    finally:
+        anonymous.close()
+
+    page.locator("header .session button").click()
+    expect(form).to_be_visible()
+    expect(form).to_contain_text("You are signed out.")
+    assert "ctflow_session" not in {c["name"]: c for c in page.context.cookies()} or \
+        not {c["name"]: c for c in page.context.cookies()}["ctflow_session"]["value"]
+    # The signed-out token no longer works, even if a copy was kept.
+    stale = page.request.get(f"{auth_server.url}/api/2.0/mlflow/experiments/search",
+                             headers={"Cookie": f"ctflow_session={session['value']}"})
+    assert stale.status == 401
+    visit(page, auth_server.url, "/experiments")
+    expect(page.locator("form.signin")).to_be_visible()

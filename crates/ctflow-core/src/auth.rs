@@ -271,6 +271,8 @@ pub fn route_access(method: &str, route: &str) -> Option<Access> {
         | "/3.0/mlflow/users/permissions/get" => Grant,
         // ctflow's API.
         "/ctflow/v1/tokens" | "/ctflow/v1/tokens/{id}" => SignedIn,
+        // The dashboard's sign-in, whoami and sign-out check credentials themselves.
+        "/ctflow/v1/session" => Public,
         "/ctflow/v1/experiments/run-counts" => Experiments(Need::Read),
         "/ctflow/v1/models/{name}/history" => RegisteredModel(Need::Read),
         "/ctflow/v1/models/{name}/rollback" => RegisteredModel(Need::Manage),

@@ -409,8 +409,13 @@ impl RetryPolicy {
         let base = self.backoff.0.as_secs_f64();
         let exponent = retry.saturating_sub(1).min(64) as i32;
         let secs = base * self.factor.powi(exponent);
-        let cap = self.max_backoff.0.as_secs_f64();
-        Duration::from_secs_f64(if secs.is_finite() { secs.min(cap) } else { cap })
+        let cap = self.max_backoff.0;
+        // NB: a document is checked (factor >= 1) after it is read; a delay asked of an
+        // unchecked one must not panic either.
+        if !(secs.is_finite() && secs >= 0.0) {
+            return cap;
+        }
+        Duration::try_from_secs_f64(secs).map_or(cap, |delay| delay.min(cap))
     }
 }
 
@@ -689,7 +694,12 @@ impl DurationSpec {
                 other => return Err(format!("'{text}' has an unknown unit '{other}'")),
             };
             rest = &rest[unit_len..];
-            total += Duration::from_secs_f64(number * unit_secs);
+            // NB: found by the pipeline_spec fuzz target: eighty digits of seconds
+            // overflowed Duration and panicked.
+            total = Duration::try_from_secs_f64(number * unit_secs)
+                .ok()
+                .and_then(|part| total.checked_add(part))
+                .ok_or_else(|| format!("'{text}' is too long a duration"))?;
         }
         Ok(DurationSpec(total))
     }
@@ -1462,6 +1472,17 @@ mod tests {
                 "{text}"
             );
         }
+        let eighty_digits = format!("{}0s", "1".repeat(79));
+        assert!(
+            DurationSpec::parse(&eighty_digits)
+                .unwrap_err()
+                .contains("too long")
+        );
+        assert!(
+            DurationSpec::parse("18446744073709551615s18446744073709551615s")
+                .unwrap_err()
+                .contains("too long")
+        );
         for bad in ["", "m", "5x", "5", "1.5.2s"] {
             if bad == "5" {
                 continue;
@@ -1485,6 +1506,18 @@ mod tests {
         };
         let delays: Vec<u64> = (1..=4).map(|r| policy.delay(r).as_secs()).collect();
         assert_eq!(delays, vec![10, 30, 60, 60]);
+        // Unchecked documents: no cap worth the name, a shrinking factor.
+        let huge = RetryPolicy {
+            max_backoff: DurationSpec(Duration::MAX),
+            factor: 1e300,
+            ..policy.clone()
+        };
+        assert_eq!(huge.delay(64), Duration::MAX);
+        let negative = RetryPolicy {
+            factor: -2.0,
+            ..policy
+        };
+        assert_eq!(negative.delay(2), Duration::from_secs(60));
     }
 
     /// YAML-shaped text: nested `key: value` lines drawn from the spec's own vocabulary,
@@ -1564,6 +1597,12 @@ mod tests {
     }
 
     proptest::proptest! {
+        #[test]
+        fn any_digits_are_a_duration_or_an_error(digits in "[0-9]{1,90}", unit in "(ms|s|m|h|d)") {
+            let _ = DurationSpec::parse(&format!("{digits}{unit}"));
+            let _ = DurationSpec::parse(&format!("{digits}{unit}{digits}{unit}"));
+        }
+
         #[test]
         fn any_text_is_a_document_or_field_errors(text in ".{0,300}") {
             let _ = PipelineDocument::from_yaml(&text);

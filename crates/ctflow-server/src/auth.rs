@@ -120,12 +120,54 @@ fn challenge(message: &str) -> Response {
     response
 }
 
+/// The dashboard's session cookie: an API token, HttpOnly and SameSite=Strict.
+const SESSION_COOKIE: &str = "ctflow_session";
+/// How long a dashboard sign-in lasts.
+const SESSION_HOURS: i64 = 12;
+/// The header the dashboard sends with every call. Its 401s come without the Basic
+/// challenge (the dashboard shows its own sign-in page, not the browser's prompt), and a
+/// write signed by the session cookie needs it: a cross-site form cannot set a header.
+const DASHBOARD_HEADER: &str = "x-ctflow-dashboard";
+
+/// The session token in the request's cookies, if any.
+fn session_token(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|cookies| cookies.split(';'))
+        .filter_map(|cookie| cookie.trim().split_once('='))
+        .find(|(name, _)| *name == SESSION_COOKIE)
+        .map(|(_, value)| value.to_string())
+        .filter(|value| !value.is_empty())
+}
+
+fn is_safe(method: &Method) -> bool {
+    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
 async fn authenticate(
     state: &AppState,
     auth: &Auth,
+    method: &Method,
     headers: &HeaderMap,
 ) -> Result<User, Response> {
     let Some(value) = headers.get(header::AUTHORIZATION) else {
+        if let Some(token) = session_token(headers) {
+            if !is_safe(method) && !headers.contains_key(DASHBOARD_HEADER) {
+                return Err(ApiError::from(MlflowError::new(
+                    ErrorCode::PermissionDenied,
+                    "A browser session may only change things through the dashboard",
+                ))
+                .into_response());
+            }
+            let found = state
+                .store
+                .user_by_token(&token_hash(&token))
+                .await
+                .map_err(|e| ApiError::from(e).into_response())?;
+            return found.ok_or_else(|| challenge("Your session has ended: sign in again"));
+        }
         return Err(challenge(
             "You are not authenticated. Please see https://mlflow.org/docs/latest/auth/index.html#authenticating-to-mlflow on how to authenticate.",
         ));
@@ -508,9 +550,14 @@ pub async fn guard(State(state): State<AppState>, request: Request, next: Next) 
         return next.run(request).await;
     }
     let mut request = request;
-    let user = match authenticate(&state, &auth, request.headers()).await {
+    let user = match authenticate(&state, &auth, request.method(), request.headers()).await {
         Ok(user) => user,
-        Err(response) => return response,
+        Err(mut response) => {
+            if request.headers().contains_key(DASHBOARD_HEADER) {
+                response.headers_mut().remove(header::WWW_AUTHENTICATE);
+            }
+            return response;
+        }
     };
     request.extensions_mut().insert(CurrentUser(user.clone()));
     let (request, params) = if reads_params(rule) || is_followed_up(&route) {
@@ -853,4 +900,75 @@ pub async fn delete_token(
         .map_err(|_| ApiError::from(MlflowError::invalid(format!("Invalid token id '{id}'"))))?;
     state.store.delete_token(caller.id, id).await?;
     Ok(StatusCode::OK.into_response())
+}
+
+fn session_cookie(value: &str, max_age_secs: i64, headers: &HeaderMap) -> ApiResult<HeaderValue> {
+    // NB: Secure only where the client reached us over TLS (a proxy says so); a cookie
+    // marked Secure is never sent back over the plain HTTP of a laptop install.
+    let secure = headers
+        .get("x-forwarded-proto")
+        .is_some_and(|proto| proto.as_bytes().eq_ignore_ascii_case(b"https"));
+    HeaderValue::from_str(&format!(
+        "{SESSION_COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age_secs}{}",
+        if secure { "; Secure" } else { "" }
+    ))
+    .map_err(|e| internal(e.to_string()).into())
+}
+
+/// `POST /api/ctflow/v1/session`: the dashboard's sign-in. A right password gets a
+/// session token (an API token named "dashboard session" that expires) in an HttpOnly
+/// cookie.
+pub async fn sign_in(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    p: Params,
+) -> ApiResult<Response> {
+    let auth = auth_of(&state)?;
+    let username = p.req_str("username")?;
+    let password = p.req_str("password")?;
+    let Some(user) = check_password(&state, &auth, &username, password).await? else {
+        return Err(unauthenticated("Incorrect username or password").into());
+    };
+    let (token, hash) = new_token()?;
+    let expiry = ctflow_core::now_ms() + SESSION_HOURS * 3_600_000;
+    state
+        .store
+        .create_token(user.id, "dashboard session", &hash, Some(expiry))
+        .await?;
+    let cookie = session_cookie(&token, SESSION_HOURS * 3600, &headers)?;
+    tracing::info!(user = %user.username, "signed in to the dashboard");
+    Ok((
+        [(header::SET_COOKIE, cookie)],
+        axum::Json(json!({"user": user_json(&user)})),
+    )
+        .into_response())
+}
+
+/// `GET /api/ctflow/v1/session`: whether the server has users, and who this browser is.
+pub async fn session(State(state): State<AppState>, headers: HeaderMap) -> ApiResult<Response> {
+    let Some(auth) = state.auth.clone() else {
+        return Ok(axum::Json(json!({"auth": false})).into_response());
+    };
+    let user = authenticate(&state, &auth, &Method::GET, &headers)
+        .await
+        .ok();
+    Ok(axum::Json(json!({"auth": true, "user": user.as_ref().map(user_json)})).into_response())
+}
+
+/// `DELETE /api/ctflow/v1/session`: signs out (the session token is deleted).
+pub async fn sign_out(State(state): State<AppState>, headers: HeaderMap) -> ApiResult<Response> {
+    auth_of(&state)?;
+    if !headers.contains_key(DASHBOARD_HEADER) {
+        return Err(
+            MlflowError::new(ErrorCode::PermissionDenied, "Sign out from the dashboard").into(),
+        );
+    }
+    if let Some(token) = session_token(&headers) {
+        state
+            .store
+            .delete_token_by_hash(&token_hash(&token))
+            .await?;
+    }
+    let cookie = session_cookie("", 0, &headers)?;
+    Ok(([(header::SET_COOKIE, cookie)], empty()).into_response())
 }

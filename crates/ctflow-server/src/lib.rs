@@ -349,6 +349,28 @@ async fn metrics(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
+/// A handler that panics (a bug) answers 500 in MLflow's error JSON instead of
+/// dropping the connection; the panic is logged.
+async fn catch_panics(request: Request, next: Next) -> Response {
+    use futures::FutureExt;
+    let method = request.method().clone();
+    let path = request.uri().path().to_string();
+    match std::panic::AssertUnwindSafe(next.run(request))
+        .catch_unwind()
+        .await
+    {
+        Ok(response) => response,
+        Err(_) => {
+            tracing::error!(%method, path, "a request handler panicked");
+            ApiError::from(MlflowError::new(
+                ErrorCode::InternalError,
+                "The server failed on this request (a bug; its log has the details)",
+            ))
+            .into_response()
+        }
+    }
+}
+
 async fn log_requests(request: Request, next: Next) -> Response {
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
@@ -579,6 +601,12 @@ fn mlflow_routes() -> Router<AppState> {
             get(auth::list_tokens).post(auth::create_token),
         )
         .route("/ctflow/v1/tokens/{id}", delete(auth::delete_token))
+        .route(
+            "/ctflow/v1/session",
+            get(auth::session)
+                .post(auth::sign_in)
+                .delete(auth::sign_out),
+        )
         .route("/2.0/mlflow-artifacts/artifacts", get(artifacts::list))
         .route(
             "/2.0/mlflow-artifacts/artifacts/{*path}",
@@ -614,6 +642,7 @@ pub fn router(state: AppState) -> Router {
             state.limits.clone(),
             limits::stalled_bodies,
         ))
+        .layer(middleware::from_fn(catch_panics))
         .layer(middleware::from_fn(log_requests))
         .with_state(state)
 }

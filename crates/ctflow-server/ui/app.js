@@ -25,13 +25,21 @@ function h(tag, attrs, ...children) {
   return el;
 }
 
+// Sent with every call: on a server with --auth its 401s then come without the browser's
+// Basic prompt (this page asks instead), and it lets the session cookie sign writes.
+const DASHBOARD_HEADER = { "X-Ctflow-Dashboard": "1" };
+
+// A call the server refused for want of a signed-in user.
+class SignInNeeded extends Error {}
+
 async function api(path, options) {
-  const init = options ? { method: options.method || "POST", headers: { "Content-Type": "application/json" },
-    body: JSON.stringify(options.body || {}) } : {};
+  const init = options ? { method: options.method || "POST", headers: { "Content-Type": "application/json", ...DASHBOARD_HEADER },
+    body: JSON.stringify(options.body || {}) } : { headers: DASHBOARD_HEADER };
   const response = await fetch(path, init);
   const text = await response.text();
   let body = {};
   try { body = text ? JSON.parse(text) : {}; } catch (_) { body = { message: text }; }
+  if (response.status === 401) throw new SignInNeeded(body.message || "Sign in to continue.");
   if (!response.ok) throw new Error(body.message || `${response.status} ${response.statusText}`);
   return body;
 }
@@ -629,6 +637,54 @@ async function waitForAnswer(id) {
 
 // ---- routing -------------------------------------------------------------------------------
 
+// ---- signing in (servers started with --auth) ------------------------------------------
+
+// Shows who is signed in, with a way out, in the header.
+async function showSession() {
+  const slot = document.getElementById("session");
+  const session = await api(`${CTFLOW}/session`);
+  if (!session.auth || !session.user) { slot.replaceChildren(); return; }
+  slot.replaceChildren(
+    h("span", { className: "user" }, session.user.username),
+    h("button", { type: "button", className: "link", onclick: signOut }, "Sign out"));
+}
+
+function signInPage(reason) {
+  setSection("");
+  const message = h("p", { className: "error", role: "alert", hidden: true });
+  const username = h("input", { name: "username", autocomplete: "username", required: true });
+  const password = h("input", { name: "password", type: "password", autocomplete: "current-password", required: true });
+  const form = h("form", { className: "card signin", onsubmit: async (event) => {
+    event.preventDefault();
+    try {
+      await api(`${CTFLOW}/session`, { body: { username: username.value, password: password.value } });
+      await showSession();
+      delete document.body.dataset.ready;
+      await route();
+    } catch (error) {
+      message.textContent = error.message;
+      message.hidden = false;
+      password.select();
+    }
+  } },
+  h("h1", {}, "Sign in"),
+  reason ? h("p", { className: "muted" }, reason) : null,
+  h("label", {}, "Username", username),
+  h("label", {}, "Password", password),
+  message,
+  h("button", { type: "submit" }, "Sign in"));
+  app.replaceChildren(form);
+  username.focus();
+}
+
+async function signOut() {
+  try {
+    await api(`${CTFLOW}/session`, { method: "DELETE" });
+    await showSession();
+    signInPage("You are signed out.");
+  } catch (error) { showError(error); }
+}
+
 async function route() {
   const hash = location.hash.replace(/^#/, "") || "/";
   const [path, search] = hash.split("?");
@@ -649,10 +705,11 @@ async function route() {
     else app.replaceChildren(h("p", { className: "error" }, `No page at #${hash}`));
     document.body.dataset.ready = hash;
   } catch (error) {
-    showError(error);
+    if (error instanceof SignInNeeded) signInPage(error.message);
+    else showError(error);
     document.body.dataset.ready = hash;
   }
 }
 
 window.addEventListener("hashchange", () => { delete document.body.dataset.ready; route(); });
-route();
+showSession().catch(() => { /* the page says so when it loads its data */ }).finally(route);

@@ -235,6 +235,15 @@ impl Store {
         Ok(())
     }
 
+    /// Deletes the token with this hash (a signed-out session); whether one was there.
+    pub async fn delete_token_by_hash(&self, token_hash: &str) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM user_tokens WHERE token_hash = $1")
+            .bind(token_hash)
+            .execute(&self.write)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
     /// Sets (or replaces) `user_id`'s permission on a resource.
     pub async fn grant(
         &self,

@@ -2461,6 +2461,14 @@ async fn users_tokens_and_grants(store: Store) {
     );
     store.delete_token(alice.id, kept.id).await.unwrap();
     assert_eq!(store.user_by_token("h1").await.unwrap(), None);
+    // A dashboard session ends by its token, whoever asks.
+    store
+        .create_token(alice.id, "dashboard session", "h3", None)
+        .await
+        .unwrap();
+    assert!(store.delete_token_by_hash("h3").await.unwrap());
+    assert!(!store.delete_token_by_hash("h3").await.unwrap());
+    assert_eq!(store.user_by_token("h3").await.unwrap(), None);
 
     // Grants: one per user and resource, replaced, renamed, dropped.
     store
