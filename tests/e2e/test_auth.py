@@ -261,3 +261,42 @@ def test_users_are_managed_through_mlflows_auth_client(auth_server):
     as_user("dave", "dave-password-2")
     with pytest.raises(MlflowException):
         MlflowClient(auth_server.url).search_experiments()
+
+
+def test_up_with_auth_runs_its_jobs_under_its_own_token(ctflow_bin, tmp_path):
+    """`ctflow up --auth`: the admin comes from the environment, the embedded workers sign
+    in with a token of their own (as a job's training code does through the mlflow
+    client), and everyone else needs credentials."""
+    from conftest import CtflowUp
+    from test_pipelines import TERMINAL, iris_pipeline, wait_for
+
+    up = CtflowUp(ctflow_bin, tmp_path, extra=["--auth"],
+                  env={"CTFLOW_ADMIN_USERNAME": ADMIN, "CTFLOW_ADMIN_PASSWORD": ADMIN_PASSWORD}).start()
+    admin = {"Authorization": "Basic " + base64.b64encode(f"{ADMIN}:{ADMIN_PASSWORD}".encode()).decode()}
+    try:
+        assert raw(up.url, "/api/ctflow/v1/pipelines")[0] == 401
+        (up.pipelines_dir / "guarded.yaml").write_text(iris_pipeline("guarded", "guarded-model"))
+        wait_for("the pipeline to load",
+                 lambda: raw(up.url, "/api/ctflow/v1/pipelines/guarded", headers=admin)[0] == 200, timeout=30)
+        status, _, triggered = raw(up.url, "/api/ctflow/v1/pipelines/guarded/trigger", "POST",
+                                   {"parameters": {}}, admin)
+        assert status == 200, triggered
+        run_id = triggered["pipeline_run"]["id"]
+
+        def phase():
+            status, _, body = raw(up.url, f"/api/ctflow/v1/pipeline-runs/{run_id}", headers=admin)
+            assert status == 200, body
+            return body["pipeline_run"] if body["pipeline_run"]["phase"] in TERMINAL else None
+
+        done = wait_for("the guarded run", phase, timeout=240)
+        assert done["phase"] == "Succeeded", (done, (tmp_path / "up-1.log").read_text()[-3000:])
+        as_user(ADMIN)
+        client = MlflowClient(up.url)
+        run = client.get_run(done["run_id"])
+        assert run.info.user_id == "ctflow-services"
+        assert client.get_model_version_by_alias("guarded-model", "champion").version == str(done["model_version"])
+        # The service user is an admin no one signs in as: its password was never shown.
+        listed = [u["username"] for u in raw(up.url, "/api/2.0/mlflow/users/list", headers=admin)[2]["users"]]
+        assert "ctflow-services" in listed
+    finally:
+        up.stop()

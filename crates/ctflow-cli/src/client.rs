@@ -13,3 +13,11 @@ pub fn current_user() -> String {
 pub fn connect(tracking_uri: &str) -> Result<TrackingClient> {
     Ok(TrackingClient::new(tracking_uri, &current_user())?)
 }
+
+/// A client signed in with `token` when there is one, else from the environment.
+pub fn connect_as(tracking_uri: &str, token: Option<&str>) -> Result<TrackingClient> {
+    Ok(match token {
+        Some(token) => TrackingClient::with_token(tracking_uri, &current_user(), token)?,
+        None => TrackingClient::new(tracking_uri, &current_user())?,
+    })
+}

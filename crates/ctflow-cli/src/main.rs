@@ -217,6 +217,18 @@ pub(crate) struct AuthArgs {
     pub(crate) auth_default_permission: String,
 }
 
+impl AuthArgs {
+    /// The default permission when `--auth` is on.
+    pub(crate) fn permission(&self) -> Result<Option<ctflow_core::auth::Permission>> {
+        if !self.auth {
+            return Ok(None);
+        }
+        ctflow_core::auth::Permission::parse(&self.auth_default_permission)
+            .map(Some)
+            .map_err(|e| anyhow::anyhow!("--auth-default-permission: {}", e.message))
+    }
+}
+
 fn init_logging() {
     let filter = EnvFilter::try_from_env("CTFLOW_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     tracing_subscriber::fmt()
@@ -270,7 +282,7 @@ pub(crate) fn server_config(args: &ServerArgs) -> ctflow_server::ServerConfig {
 
 /// With `--auth`: creates the admin named by CTFLOW_ADMIN_USERNAME/CTFLOW_ADMIN_PASSWORD
 /// (a Kubernetes Secret's way in) unless that user exists; warns when no user can sign in.
-async fn bootstrap_admin(store: &ctflow_store::Store) -> Result<()> {
+pub(crate) async fn bootstrap_admin(store: &ctflow_store::Store) -> Result<()> {
     let username = std::env::var("CTFLOW_ADMIN_USERNAME")
         .ok()
         .filter(|u| !u.is_empty());
@@ -302,12 +314,7 @@ async fn bootstrap_admin(store: &ctflow_store::Store) -> Result<()> {
 
 async fn run_server(args: ServerArgs, bus: services::BusArgs, auth: AuthArgs) -> Result<()> {
     let mut config = server_config(&args);
-    if auth.auth {
-        config.auth = Some(
-            ctflow_core::auth::Permission::parse(&auth.auth_default_permission)
-                .map_err(|e| anyhow::anyhow!("--auth-default-permission: {}", e.message))?,
-        );
-    }
+    config.auth = auth.permission()?;
     if !auth.auth
         && let Some(warning) = exposure_warning(args.host)
     {

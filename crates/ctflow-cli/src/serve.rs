@@ -250,10 +250,11 @@ struct Running {
 pub async fn supervise(
     store: Store,
     tracking_uri: String,
+    tracking_token: Option<String>,
     interval: Duration,
     shutdown: CancellationToken,
 ) {
-    let client = match crate::client::connect(&tracking_uri) {
+    let client = match crate::client::connect_as(&tracking_uri, tracking_token.as_deref()) {
         Ok(client) => client,
         Err(error) => {
             tracing::error!(%error, "the serving supervisor cannot reach the tracking server");

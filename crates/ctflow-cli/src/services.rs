@@ -460,6 +460,7 @@ pub(crate) async fn worker(args: WorkerArgs) -> Result<()> {
             user: current_user(),
             shutdown_grace: args.shutdown_grace,
             max_starts: args.max_starts,
+            tracking_token: None,
         },
     )?
     .with_metrics(metrics);

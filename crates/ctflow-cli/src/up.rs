@@ -19,7 +19,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::client::current_user;
 use crate::commands::text;
-use crate::{ServerArgs, exposure_warning, server_config, shutdown_signal};
+use crate::{
+    AuthArgs, ServerArgs, bootstrap_admin, exposure_warning, server_config, shutdown_signal,
+};
 
 #[derive(Args, Debug)]
 pub struct UpArgs {
@@ -41,6 +43,8 @@ pub struct UpArgs {
     /// (the CD hand-off: `promotion.serving`).
     #[arg(long, default_value = "5s", value_parser = crate::services::parse_duration)]
     serving_interval: std::time::Duration,
+    #[command(flatten)]
+    auth: AuthArgs,
 }
 
 /// Finds `examples/<name>/pipeline.yaml` from the working directory, else from the
@@ -66,8 +70,11 @@ fn example_file(name: &str) -> Result<PathBuf> {
 }
 
 pub async fn run(args: UpArgs) -> Result<()> {
-    let config = server_config(&args.server);
-    if let Some(warning) = exposure_warning(args.server.host) {
+    let mut config = server_config(&args.server);
+    config.auth = args.auth.permission()?;
+    if config.auth.is_none()
+        && let Some(warning) = exposure_warning(args.server.host)
+    {
         tracing::warn!(host = %args.server.host, "{warning}");
         eprintln!("WARNING: {warning}");
     }
@@ -78,6 +85,14 @@ pub async fn run(args: UpArgs) -> Result<()> {
     let mut state = ctflow_server::AppState::open(&config)
         .await
         .context("cannot open the tracking store")?;
+    // With --auth the embedded workers and serving sign in like any client would.
+    let service_token = match state.auth {
+        Some(_) => {
+            bootstrap_admin(&state.store).await?;
+            Some(crate::users::service_token(&state.store).await?)
+        }
+        None => None,
+    };
     let bus: Arc<dyn Bus> = Arc::new(MemoryBus::new());
     state.bus = Some(bus.clone());
     let store = state.store.clone();
@@ -164,6 +179,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
             // NB: one process: a job stopped with it is retried at the next start.
             shutdown_grace: std::time::Duration::ZERO,
             max_starts: 3,
+            tracking_token: service_token.clone(),
         },
     )?
     .with_metrics(metrics.clone());
@@ -178,6 +194,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
         crate::serve::supervise(
             store.clone(),
             tracking_uri.clone(),
+            service_token.clone(),
             args.serving_interval,
             shutdown.clone(),
         )

@@ -104,3 +104,38 @@ pub async fn create_admin(
         ctflow_server::auth::hash_password(password).map_err(|e| anyhow::anyhow!(e.message))?;
     Ok(store.create_user(username, &hash, true).await?)
 }
+
+/// The user `ctflow up --auth` runs its own jobs and serving as.
+pub(crate) const SERVICE_USER: &str = "ctflow-services";
+const SERVICE_TOKEN_NAME: &str = "ctflow up";
+
+/// A fresh API token for `ctflow up`'s workers and serving supervisor, which call the
+/// server over HTTP like any client. Their user is an admin nobody signs in as (its
+/// password is random and never shown); the tokens of earlier starts are revoked.
+pub(crate) async fn service_token(store: &ctflow_store::Store) -> Result<String> {
+    let user = match store.user_with_hash(SERVICE_USER).await? {
+        Some((user, _)) => user,
+        None => {
+            let (password, _) = ctflow_server::auth::new_token()
+                .map_err(|e| anyhow::anyhow!("cannot make a password: {}", e.message))?;
+            create_admin(store, SERVICE_USER, &password).await?
+        }
+    };
+    for token in store.list_tokens(user.id).await? {
+        if token.name == SERVICE_TOKEN_NAME {
+            store.delete_token(user.id, token.id).await?;
+        }
+    }
+    let (token, hash) = ctflow_server::auth::new_token()
+        .map_err(|e| anyhow::anyhow!("cannot make a token: {}", e.message))?;
+    let month = 30 * 86_400_000;
+    store
+        .create_token(
+            user.id,
+            SERVICE_TOKEN_NAME,
+            &hash,
+            Some(ctflow_core::now_ms() + month),
+        )
+        .await?;
+    Ok(token)
+}

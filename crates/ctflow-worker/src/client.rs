@@ -66,6 +66,20 @@ impl TrackingClient {
     /// client, signs in with `MLFLOW_TRACKING_TOKEN` or `MLFLOW_TRACKING_USERNAME` /
     /// `MLFLOW_TRACKING_PASSWORD` when they are set.
     pub fn new(tracking_uri: &str, user: &str) -> ClientResult<Self> {
+        Self::with_authorization(tracking_uri, user, authorization_from_env())
+    }
+
+    /// A client that signs in with this bearer token instead of the environment's
+    /// credentials.
+    pub fn with_token(tracking_uri: &str, user: &str, token: &str) -> ClientResult<Self> {
+        Self::with_authorization(tracking_uri, user, Some(format!("Bearer {token}")))
+    }
+
+    fn with_authorization(
+        tracking_uri: &str,
+        user: &str,
+        authorization: Option<String>,
+    ) -> ClientResult<Self> {
         let base = tracking_uri.trim_end_matches('/').to_string();
         if !(base.starts_with("http://") || base.starts_with("https://")) {
             return Err(ClientError::NotHttp(tracking_uri.to_string()));
@@ -74,7 +88,7 @@ impl TrackingClient {
         if let Ok(value) = reqwest::header::HeaderValue::from_str(user) {
             headers.insert("x-ctflow-user", value);
         }
-        if let Some(value) = authorization_from_env()
+        if let Some(value) = authorization
             && let Ok(mut value) = reqwest::header::HeaderValue::from_str(&value)
         {
             value.set_sensitive(true);

@@ -42,6 +42,9 @@ pub struct PoolConfig {
     /// How often one attempt may be started by workers that then died (their runs are
     /// tagged `ctflow.worker_lost`); the next delivery records the attempt as failed.
     pub max_starts: u32,
+    /// A token the pool signs in with and hands its jobs as `MLFLOW_TRACKING_TOKEN`
+    /// (`ctflow up --auth`); without one the environment's credentials are used.
+    pub tracking_token: Option<String>,
 }
 
 /// How often processes left by dead workers are looked for.
@@ -222,7 +225,10 @@ impl WorkerPool {
         bus: Arc<dyn Bus>,
         config: PoolConfig,
     ) -> Result<WorkerPool, crate::client::ClientError> {
-        let client = TrackingClient::new(&config.tracking_uri, &config.user)?;
+        let client = match &config.tracking_token {
+            Some(token) => TrackingClient::with_token(&config.tracking_uri, &config.user, token)?,
+            None => TrackingClient::new(&config.tracking_uri, &config.user)?,
+        };
         let gpus = Arc::new(Gpus {
             pool: Mutex::new(GpuPool::new(config.gpus.iter().copied())),
             freed: Notify::new(),
@@ -714,6 +720,13 @@ impl WorkerPool {
         if !gpus.is_empty() || !self.config.gpus.is_empty() {
             let list: Vec<String> = gpus.iter().map(|g| g.to_string()).collect();
             env.push(("CUDA_VISIBLE_DEVICES".into(), list.join(",")));
+        }
+        if let Some(token) = &self.config.tracking_token {
+            // NB: the mlflow client prefers a username and password to a token; blank
+            // ones from the worker's own environment must not win.
+            env.push(("MLFLOW_TRACKING_TOKEN".into(), token.clone()));
+            env.push(("MLFLOW_TRACKING_USERNAME".into(), String::new()));
+            env.push(("MLFLOW_TRACKING_PASSWORD".into(), String::new()));
         }
         // Pipeline-run ids are ASCII hex, so a byte slice is a char slice.
         let id = &job.pipeline_run;
