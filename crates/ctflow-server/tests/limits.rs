@@ -86,11 +86,16 @@ async fn read_all(stream: &mut TcpStream) -> Vec<u8> {
     raw
 }
 
-/// One request on its own connection, closed after the answer.
-async fn exchange(address: std::net::SocketAddr, request: &[u8]) -> Answer {
+/// Bytes sent on a new connection, and all the server sends back until it closes it.
+async fn raw_exchange(address: std::net::SocketAddr, request: &[u8]) -> Vec<u8> {
     let mut stream = TcpStream::connect(address).await.unwrap();
     stream.write_all(request).await.unwrap();
-    parse_answer(&read_all(&mut stream).await)
+    read_all(&mut stream).await
+}
+
+/// One request on its own connection, closed after the answer.
+async fn exchange(address: std::net::SocketAddr, request: &[u8]) -> Answer {
+    parse_answer(&raw_exchange(address, request).await)
 }
 
 fn post(path: &str, body: &str) -> Vec<u8> {
@@ -247,22 +252,10 @@ async fn oversized_artifact_uploads_are_refused_and_leave_the_old_file() {
 #[tokio::test]
 async fn a_stalled_body_is_answered_408() {
     let server = start(small_limits()).await;
-    let mut stream = TcpStream::connect(server.address).await.unwrap();
-    stream
-        .write_all(
-            b"POST /api/2.0/mlflow/experiments/create HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"name\":",
-        )
-        .await
-        .unwrap();
-    let answer = parse_answer(&read_all(&mut stream).await);
+    let answer = exchange(server.address, b"POST /api/2.0/mlflow/experiments/create HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"name\":").await;
     assert_refused(&answer, 408, "BAD_REQUEST", "--body-read-timeout");
 
-    let mut stream = TcpStream::connect(server.address).await.unwrap();
-    stream
-        .write_all(b"PUT /api/2.0/mlflow-artifacts/artifacts/1/r/artifacts/f HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\nabc")
-        .await
-        .unwrap();
-    let answer = parse_answer(&read_all(&mut stream).await);
+    let answer = exchange(server.address, b"PUT /api/2.0/mlflow-artifacts/artifacts/1/r/artifacts/f HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\nabc").await;
     assert_refused(&answer, 408, "BAD_REQUEST", "--body-read-timeout");
     assert!(
         !server
@@ -276,21 +269,15 @@ async fn a_stalled_body_is_answered_408() {
 #[tokio::test]
 async fn a_stalled_request_head_is_answered_408_and_an_idle_connection_closed() {
     let server = start(small_limits()).await;
-    let mut stream = TcpStream::connect(server.address).await.unwrap();
-    stream
-        .write_all(b"GET /api/2.0/mlflow/experiments/search HTTP/1.1\r\nhost: x\r\n")
-        .await
-        .unwrap();
-    let answer = parse_answer(&read_all(&mut stream).await);
+    let answer = exchange(
+        server.address,
+        b"GET /api/2.0/mlflow/experiments/search HTTP/1.1\r\nhost: x\r\n",
+    )
+    .await;
     assert_refused(&answer, 408, "BAD_REQUEST", "--header-read-timeout");
 
     // A keep-alive connection that sends nothing after its answer is closed silently.
-    let mut stream = TcpStream::connect(server.address).await.unwrap();
-    stream
-        .write_all(b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let raw = read_all(&mut stream).await;
+    let raw = raw_exchange(server.address, b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n").await;
     let text = String::from_utf8_lossy(&raw);
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
     assert_eq!(text.matches("HTTP/1.1").count(), 1, "{text}");
