@@ -4,6 +4,9 @@
 //! and a message naming the setting that raises it.
 
 use std::error::Error as StdError;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes, HttpBody};
@@ -14,6 +17,7 @@ use axum::response::Response;
 use ctflow_core::byte_size::format_byte_size;
 use ctflow_core::{ErrorCode, MlflowError};
 use futures::{Stream, StreamExt};
+use http_body::{Frame, SizeHint};
 use std::sync::Arc;
 
 use crate::error::ApiError;
@@ -66,6 +70,52 @@ pub struct BodyStalled(Duration);
 #[error("the upload is larger than the limit")]
 struct UploadTooLarge;
 
+/// A request body that fails with `BodyStalled` once it has waited `timeout` for a
+/// byte. NB: the timer exists only while the body waits, so a body already in the
+/// socket's buffer costs nothing, and the size hint passes through.
+struct StallGuard {
+    inner: Body,
+    timeout: Duration,
+    waiting: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl HttpBody for StallGuard {
+    type Data = Bytes;
+    type Error = Box<dyn StdError + Send + Sync>;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                this.waiting = None;
+                Poll::Ready(frame.map(|result| result.map_err(|error| error.into_inner())))
+            }
+            Poll::Pending => {
+                let timeout = this.timeout;
+                let waiting = this
+                    .waiting
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                if waiting.as_mut().poll(cx).is_ready() {
+                    this.waiting = None;
+                    return Poll::Ready(Some(Err(Box::new(BodyStalled(timeout)))));
+                }
+                Poll::Pending
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 /// Gives every request body an idle timeout: a client that stops sending mid-body is
 /// refused instead of holding its connection and a handler.
 pub(crate) async fn stalled_bodies(
@@ -73,25 +123,18 @@ pub(crate) async fn stalled_bodies(
     request: Request,
     next: Next,
 ) -> Response {
-    if request.body().size_hint().exact() == Some(0) {
+    if request.body().is_end_stream() {
         return next.run(request).await;
     }
-    let (parts, body) = request.into_parts();
     let timeout = limits.body_read_timeout;
-    let chunks = futures::stream::unfold(Some(body.into_data_stream()), move |stream| async move {
-        let mut stream = stream?;
-        match tokio::time::timeout(timeout, stream.next()).await {
-            Ok(Some(Ok(chunk))) => Some((Ok(chunk), Some(stream))),
-            Ok(Some(Err(error))) => Some((Err(error.into_inner()), None)),
-            Ok(None) => None,
-            Err(_) => Some((
-                Err(Box::new(BodyStalled(timeout)) as Box<dyn StdError + Send + Sync>),
-                None,
-            )),
-        }
-    });
-    next.run(Request::from_parts(parts, Body::from_stream(chunks)))
-        .await
+    next.run(request.map(|inner| {
+        Body::new(StallGuard {
+            inner,
+            timeout,
+            waiting: None,
+        })
+    }))
+    .await
 }
 
 fn caused_by<'a, E: StdError + 'static>(error: &'a (dyn StdError + 'static)) -> Option<&'a E> {
