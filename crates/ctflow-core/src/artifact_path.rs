@@ -6,6 +6,9 @@
 
 use crate::{MlflowError, Result};
 
+/// The longest file or folder name an artifact path may hold.
+pub const MAX_NAME_BYTES: usize = 255;
+
 fn invalid_path() -> MlflowError {
     MlflowError::invalid("Invalid path")
 }
@@ -30,6 +33,13 @@ pub fn safe_relative_path(path: &str) -> Result<Vec<String>> {
         .filter(|p| !p.is_empty() && *p != ".")
         .map(str::to_string)
         .collect();
+    // NB: found by the rest_json fuzz target: a longer name reached the file system and
+    // came back as an I/O error (500). 255 bytes is a name's limit on Linux file systems.
+    if parts.iter().any(|part| part.len() > MAX_NAME_BYTES) {
+        return Err(MlflowError::invalid(format!(
+            "Invalid path: a name in it is longer than {MAX_NAME_BYTES} bytes"
+        )));
+    }
     if let Some(first) = parts.first()
         && first.len() >= 2
         && first.as_bytes()[1] == b':'
@@ -52,6 +62,17 @@ fn unsafe_components(path: &str) -> bool {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn names_longer_than_a_file_system_allows_are_refused() {
+        let long = "n".repeat(MAX_NAME_BYTES + 1);
+        assert!(safe_relative_path(&format!("a/{long}/b")).is_err());
+        let longest = "n".repeat(MAX_NAME_BYTES);
+        assert_eq!(
+            safe_relative_path(&format!("a/{longest}")).unwrap(),
+            vec!["a".to_string(), longest]
+        );
+    }
 
     #[test]
     fn accepts_normal_paths() {

@@ -47,6 +47,17 @@ fn invalid_path() -> Error {
     Error::Mlflow(MlflowError::invalid("Invalid path"))
 }
 
+/// A path the local file system cannot hold (too long as a whole) is the client's
+/// mistake, not the server's.
+fn unusable_name(error: Error) -> Error {
+    match error {
+        Error::Io(io) if io.kind() == std::io::ErrorKind::InvalidFilename => Error::Mlflow(
+            MlflowError::invalid("Invalid path: too long for the artifact store's file system"),
+        ),
+        other => other,
+    }
+}
+
 fn no_such_artifact(path: &str) -> Error {
     Error::Mlflow(MlflowError::not_found(format!(
         "No such artifact: '{path}'"
@@ -86,132 +97,148 @@ impl LocalArtifactStore {
 impl ArtifactRepository for LocalArtifactStore {
     fn put<'a>(&'a self, path: &'a str, mut body: ByteReader) -> BoxFuture<'a, Result<u64>> {
         Box::pin(async move {
-            let full = self.resolve(path).await?;
-            if full == self.root {
-                return Err(invalid_path());
+            async move {
+                let full = self.resolve(path).await?;
+                if full == self.root {
+                    return Err(invalid_path());
+                }
+                let parent = full.parent().ok_or_else(invalid_path)?;
+                tokio::fs::create_dir_all(parent).await?;
+                if tokio::fs::metadata(&full).await.is_ok_and(|m| m.is_dir()) {
+                    return Err(Error::Mlflow(MlflowError::invalid(format!(
+                        "Cannot write '{path}': a folder of that name exists"
+                    ))));
+                }
+                // Write beside the target and rename, so a reader never sees half a file and a
+                // failed upload leaves the old content.
+                let tmp = parent.join(format!(
+                    ".{}.upload-{}",
+                    full.file_name()
+                        .and_then(|n| n.to_str())
+                        .unwrap_or("artifact"),
+                    uuid::Uuid::new_v4().simple()
+                ));
+                let result = async {
+                    // NB: every tokio file write is a trip to the blocking pool; a large buffer
+                    // keeps a 100 MB upload to a few hundred of them.
+                    let file = tokio::fs::File::create(&tmp).await?;
+                    let mut writer = tokio::io::BufWriter::with_capacity(1 << 20, file);
+                    let written = tokio::io::copy(&mut body, &mut writer).await?;
+                    writer.flush().await?;
+                    let file = writer.into_inner();
+                    file.sync_all().await?;
+                    drop(file);
+                    tokio::fs::rename(&tmp, &full).await?;
+                    Ok::<u64, std::io::Error>(written)
+                }
+                .await;
+                if result.is_err() {
+                    let _ = tokio::fs::remove_file(&tmp).await;
+                }
+                Ok(result?)
             }
-            let parent = full.parent().ok_or_else(invalid_path)?;
-            tokio::fs::create_dir_all(parent).await?;
-            if tokio::fs::metadata(&full).await.is_ok_and(|m| m.is_dir()) {
-                return Err(Error::Mlflow(MlflowError::invalid(format!(
-                    "Cannot write '{path}': a folder of that name exists"
-                ))));
-            }
-            // Write beside the target and rename, so a reader never sees half a file and a
-            // failed upload leaves the old content.
-            let tmp = parent.join(format!(
-                ".{}.upload-{}",
-                full.file_name()
-                    .and_then(|n| n.to_str())
-                    .unwrap_or("artifact"),
-                uuid::Uuid::new_v4().simple()
-            ));
-            let result = async {
-                // NB: every tokio file write is a trip to the blocking pool; a large buffer
-                // keeps a 100 MB upload to a few hundred of them.
-                let file = tokio::fs::File::create(&tmp).await?;
-                let mut writer = tokio::io::BufWriter::with_capacity(1 << 20, file);
-                let written = tokio::io::copy(&mut body, &mut writer).await?;
-                writer.flush().await?;
-                let file = writer.into_inner();
-                file.sync_all().await?;
-                drop(file);
-                tokio::fs::rename(&tmp, &full).await?;
-                Ok::<u64, std::io::Error>(written)
-            }
-            .await;
-            if result.is_err() {
-                let _ = tokio::fs::remove_file(&tmp).await;
-            }
-            Ok(result?)
+            .await
+            .map_err(unusable_name)
         })
     }
 
     fn get<'a>(&'a self, path: &'a str) -> BoxFuture<'a, Result<ArtifactContent>> {
         Box::pin(async move {
-            let full = self.resolve(path).await?;
-            let meta = match tokio::fs::metadata(&full).await {
-                Ok(meta) => meta,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    return Err(no_such_artifact(path));
+            async move {
+                let full = self.resolve(path).await?;
+                let meta = match tokio::fs::metadata(&full).await {
+                    Ok(meta) => meta,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        return Err(no_such_artifact(path));
+                    }
+                    Err(e) => return Err(e.into()),
+                };
+                if meta.is_dir() {
+                    return Err(Error::Mlflow(MlflowError::invalid(format!(
+                        "'{path}' is a directory, not a file"
+                    ))));
                 }
-                Err(e) => return Err(e.into()),
-            };
-            if meta.is_dir() {
-                return Err(Error::Mlflow(MlflowError::invalid(format!(
-                    "'{path}' is a directory, not a file"
-                ))));
+                let file = tokio::fs::File::open(&full).await?;
+                Ok(ArtifactContent {
+                    reader: Box::pin(file),
+                    len: meta.len(),
+                })
             }
-            let file = tokio::fs::File::open(&full).await?;
-            Ok(ArtifactContent {
-                reader: Box::pin(file),
-                len: meta.len(),
-            })
+            .await
+            .map_err(unusable_name)
         })
     }
 
     fn list<'a>(&'a self, path: &'a str) -> BoxFuture<'a, Result<Vec<FileInfo>>> {
         Box::pin(async move {
-            let full = self.resolve(path).await?;
-            let mut dir = match tokio::fs::read_dir(&full).await {
-                Ok(dir) => dir,
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
-                    ) =>
-                {
-                    return Ok(Vec::new());
-                }
-                Err(e) => return Err(e.into()),
-            };
-            let mut files = Vec::new();
-            while let Some(entry) = dir.next_entry().await? {
-                let Ok(name) = entry.file_name().into_string() else {
-                    continue;
+            async move {
+                let full = self.resolve(path).await?;
+                let mut dir = match tokio::fs::read_dir(&full).await {
+                    Ok(dir) => dir,
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+                        ) =>
+                    {
+                        return Ok(Vec::new());
+                    }
+                    Err(e) => return Err(e.into()),
                 };
-                if name.starts_with('.') && name.contains(".upload-") {
-                    continue;
+                let mut files = Vec::new();
+                while let Some(entry) = dir.next_entry().await? {
+                    let Ok(name) = entry.file_name().into_string() else {
+                        continue;
+                    };
+                    if name.starts_with('.') && name.contains(".upload-") {
+                        continue;
+                    }
+                    let file_type = entry.file_type().await?;
+                    if file_type.is_symlink() {
+                        continue;
+                    }
+                    if file_type.is_dir() {
+                        files.push(FileInfo {
+                            path: name,
+                            is_dir: true,
+                            file_size: None,
+                        });
+                    } else {
+                        let len = entry.metadata().await?.len();
+                        files.push(FileInfo {
+                            path: name,
+                            is_dir: false,
+                            file_size: Some(len as i64),
+                        });
+                    }
                 }
-                let file_type = entry.file_type().await?;
-                if file_type.is_symlink() {
-                    continue;
-                }
-                if file_type.is_dir() {
-                    files.push(FileInfo {
-                        path: name,
-                        is_dir: true,
-                        file_size: None,
-                    });
-                } else {
-                    let len = entry.metadata().await?.len();
-                    files.push(FileInfo {
-                        path: name,
-                        is_dir: false,
-                        file_size: Some(len as i64),
-                    });
-                }
+                files.sort_by(|a, b| a.path.cmp(&b.path));
+                Ok(files)
             }
-            files.sort_by(|a, b| a.path.cmp(&b.path));
-            Ok(files)
+            .await
+            .map_err(unusable_name)
         })
     }
 
     fn delete<'a>(&'a self, path: &'a str) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
-            let full = self.resolve(path).await?;
-            if full == self.root {
-                return Err(invalid_path());
-            }
-            match tokio::fs::metadata(&full).await {
-                Ok(meta) if meta.is_dir() => tokio::fs::remove_dir_all(&full).await?,
-                Ok(_) => tokio::fs::remove_file(&full).await?,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    return Err(no_such_artifact(path));
+            async move {
+                let full = self.resolve(path).await?;
+                if full == self.root {
+                    return Err(invalid_path());
                 }
-                Err(e) => return Err(e.into()),
+                match tokio::fs::metadata(&full).await {
+                    Ok(meta) if meta.is_dir() => tokio::fs::remove_dir_all(&full).await?,
+                    Ok(_) => tokio::fs::remove_file(&full).await?,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        return Err(no_such_artifact(path));
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+                Ok(())
             }
-            Ok(())
+            .await
+            .map_err(unusable_name)
         })
     }
 }
@@ -259,6 +286,26 @@ mod tests {
         assert!(store.list("nowhere").await.unwrap().is_empty());
         store.delete("1/r/artifacts/a").await.unwrap();
         assert!(store.list("1/r/artifacts").await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn paths_too_long_for_the_file_system_are_client_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalArtifactStore::new(dir.path()).unwrap();
+        // Every name fits, the whole does not (Linux's PATH_MAX is 4096).
+        let long = vec!["n".repeat(250); 20].join("/");
+        for error in [
+            store.list(&long).await.err(),
+            store.put(&long, body(b"x")).await.err(),
+            store.get(&long).await.err(),
+        ] {
+            match error {
+                Some(Error::Mlflow(e)) => {
+                    assert_eq!(e.code, ctflow_core::ErrorCode::InvalidParameterValue)
+                }
+                other => panic!("{other:?}"),
+            }
+        }
     }
 
     #[tokio::test]
