@@ -353,15 +353,16 @@ async fn metrics(State(state): State<AppState>) -> Response {
 /// dropping the connection; the panic is logged.
 async fn catch_panics(request: Request, next: Next) -> Response {
     use futures::FutureExt;
+    // NB: clones of shared buffers, not copies: this runs on every request.
     let method = request.method().clone();
-    let path = request.uri().path().to_string();
+    let uri = request.uri().clone();
     match std::panic::AssertUnwindSafe(next.run(request))
         .catch_unwind()
         .await
     {
         Ok(response) => response,
         Err(_) => {
-            tracing::error!(%method, path, "a request handler panicked");
+            tracing::error!(%method, path = uri.path(), "a request handler panicked");
             ApiError::from(MlflowError::new(
                 ErrorCode::InternalError,
                 "The server failed on this request (a bug; its log has the details)",

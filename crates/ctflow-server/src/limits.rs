@@ -161,13 +161,29 @@ fn stalled(stall: &BodyStalled) -> ApiError {
     )
 }
 
-fn body_too_large(limit: u64, setting: &str, what: &str) -> ApiError {
+fn too_large(what: &str, limit: u64, setting: &str) -> ApiError {
     ApiError::with_status(
         StatusCode::PAYLOAD_TOO_LARGE,
         MlflowError::invalid(format!(
             "{what} is larger than this server's limit of {} (ctflow server {setting})",
             format_byte_size(limit)
         )),
+    )
+}
+
+fn request_too_large(limits: &Limits) -> ApiError {
+    too_large(
+        "The request body",
+        limits.max_request_body as u64,
+        "--max-request-body",
+    )
+}
+
+fn upload_too_large(limits: &Limits) -> ApiError {
+    too_large(
+        "The artifact",
+        limits.max_artifact_upload,
+        "--max-artifact-upload",
     )
 }
 
@@ -189,18 +205,14 @@ pub(crate) async fn read_body(
 ) -> Result<Bytes, ApiError> {
     let limit = limits.max_request_body;
     if declared_length(headers).is_some_and(|length| length > limit as u64) {
-        return Err(body_too_large(
-            limit as u64,
-            "--max-request-body",
-            "The request body",
-        ));
+        return Err(request_too_large(limits));
     }
     axum::body::to_bytes(body, limit).await.map_err(|error| {
         if let Some(stall) = caused_by::<BodyStalled>(&error) {
             return stalled(stall);
         }
         if caused_by::<http_body_util::LengthLimitError>(&error).is_some() {
-            return body_too_large(limit as u64, "--max-request-body", "The request body");
+            return request_too_large(limits);
         }
         ApiError::from(MlflowError::new(
             ErrorCode::BadRequest,
@@ -235,23 +247,13 @@ pub(crate) fn upload_failure(error: &ctflow_store::Error, limits: &Limits) -> Op
     if let Some(stall) = caused_by::<BodyStalled>(cause) {
         return Some(stalled(stall));
     }
-    caused_by::<UploadTooLarge>(cause).map(|_| {
-        body_too_large(
-            limits.max_artifact_upload,
-            "--max-artifact-upload",
-            "The artifact",
-        )
-    })
+    caused_by::<UploadTooLarge>(cause).map(|_| upload_too_large(limits))
 }
 
 /// Refuses an upload up front when its declared length is over the limit.
 pub(crate) fn check_upload_length(headers: &HeaderMap, limits: &Limits) -> Result<(), ApiError> {
     if declared_length(headers).is_some_and(|length| length > limits.max_artifact_upload) {
-        return Err(body_too_large(
-            limits.max_artifact_upload,
-            "--max-artifact-upload",
-            "The artifact",
-        ));
+        return Err(upload_too_large(limits));
     }
     Ok(())
 }
