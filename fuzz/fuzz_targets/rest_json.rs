@@ -65,6 +65,7 @@ impl Harness {
                 artifacts_destination: artifacts.display().to_string(),
                 serve_artifacts: true,
                 max_connections: 1,
+                durability: Default::default(),
                 auth: None,
                 limits: Limits::default(),
             }))

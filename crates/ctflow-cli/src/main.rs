@@ -157,6 +157,11 @@ pub(crate) struct ServerArgs {
     pub(crate) host: IpAddr,
     #[arg(long, short, default_value_t = 5000)]
     pub(crate) port: u16,
+    /// When a SQLite commit is answered: full (fsynced first, so a 200 survives a power
+    /// cut) or relaxed (fsynced at checkpoints: faster, and a power cut or OS crash can
+    /// lose the last acknowledged writes; a crash of ctflow alone loses nothing).
+    #[arg(long, env = "CTFLOW_DURABILITY", default_value = "full")]
+    pub(crate) durability: ctflow_store::Durability,
     #[command(flatten)]
     pub(crate) limits: LimitArgs,
 }
@@ -275,6 +280,7 @@ pub(crate) fn server_config(args: &ServerArgs) -> ctflow_server::ServerConfig {
         artifacts_destination: args.artifacts_destination.clone(),
         serve_artifacts: !args.no_serve_artifacts || args.serve_artifacts,
         max_connections: 8,
+        durability: args.durability,
         auth: None,
         limits: args.limits.limits(),
     }

@@ -145,6 +145,7 @@ impl StoreArgs {
             backend_store_uri: self.backend_store_uri.clone(),
             default_artifact_root: "mlflow-artifacts:/".into(),
             max_connections: 2,
+            durability: Default::default(),
         })
         .await
         .with_context(|| format!("cannot open the store {}", self.backend_store_uri))
@@ -206,6 +207,7 @@ pub(crate) async fn controller(args: ControllerArgs) -> Result<()> {
             backend_store_uri: args.store.backend_store_uri.clone(),
             default_artifact_root: "mlflow-artifacts:/".into(),
             max_connections: 8,
+            durability: Default::default(),
         },
         &metrics,
     )
@@ -524,6 +526,7 @@ pub(crate) async fn watcher(args: WatcherArgs) -> Result<()> {
         artifacts_destination: args.artifacts_destination.clone(),
         serve_artifacts: true,
         max_connections: 8,
+        durability: Default::default(),
         auth: None,
         limits: ctflow_server::Limits::default(),
     })

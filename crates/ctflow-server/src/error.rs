@@ -40,6 +40,19 @@ impl From<ctflow_store::Error> for ApiError {
     fn from(e: ctflow_store::Error) -> Self {
         match e {
             ctflow_store::Error::Mlflow(e) => ApiError::from(e),
+            // NB: 503 tells clients to retry later, and the data they sent is not lost
+            // on the server's side: nothing of the failed write was committed.
+            other if other.is_out_of_space() => {
+                tracing::error!(error = %other, "the store is out of space");
+                let what = match other {
+                    ctflow_store::Error::Io(_) => "the artifact store",
+                    _ => "the database",
+                };
+                ApiError::from(MlflowError::new(
+                    ErrorCode::TemporarilyUnavailable,
+                    format!("no space left for {what}; the write was not stored: {other}"),
+                ))
+            }
             other => {
                 tracing::error!(error = %other, kind = other.kind(), "store failure");
                 ApiError::from(MlflowError::new(

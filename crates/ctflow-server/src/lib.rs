@@ -47,6 +47,8 @@ pub struct ServerConfig {
     pub artifacts_destination: String,
     pub serve_artifacts: bool,
     pub max_connections: u32,
+    /// When a committed SQLite write reaches the disk.
+    pub durability: ctflow_store::Durability,
     /// `--auth`: users must sign in; what a user holds where no grant says otherwise.
     pub auth: Option<ctflow_core::auth::Permission>,
     /// What one client may ask of the server.
@@ -102,6 +104,18 @@ enum ArtifactRoot {
     Object(String),
 }
 
+/// Deletes, in the background, what uploads cut off by a crash left behind.
+fn sweep_abandoned_uploads(local: LocalArtifactStore) {
+    tokio::task::spawn_blocking(move || match local.remove_abandoned_uploads() {
+        Ok(removed) => {
+            for path in &removed {
+                tracing::warn!(path = %path.display(), "removed the partial file of an upload cut off by a crash");
+            }
+        }
+        Err(error) => tracing::warn!(%error, "cannot look for partial uploads"),
+    });
+}
+
 impl AppState {
     pub async fn open(config: &ServerConfig) -> Result<AppState, ctflow_store::Error> {
         let (artifacts, artifact_root): (Arc<dyn ArtifactRepository>, ArtifactRoot) =
@@ -121,6 +135,7 @@ impl AppState {
                 }
                 let local = LocalArtifactStore::new(folder)?;
                 let root = local.root().to_path_buf();
+                sweep_abandoned_uploads(local.clone());
                 (Arc::new(local), ArtifactRoot::Local(root))
             };
         let default_artifact_root = match (&config.default_artifact_root, &artifact_root) {
@@ -135,6 +150,7 @@ impl AppState {
                 backend_store_uri: config.backend_store_uri.clone(),
                 default_artifact_root,
                 max_connections: config.max_connections,
+                durability: config.durability,
             },
             &metrics,
         )
@@ -308,11 +324,24 @@ pub fn bus_check(bus: Arc<dyn ctflow_bus::Bus>) -> service::ReadinessCheck {
     })
 }
 
-/// A readiness check that the store answers.
+/// How long a readiness probe waits for a busy writer before taking it as able.
+const WRITE_PROBE_PATIENCE: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// A readiness check that the store answers reads and commits a write.
 pub fn store_check(store: Store) -> service::ReadinessCheck {
     Arc::new(move || {
         let store = store.clone();
-        Box::pin(async move { store.ping().await.map_err(|e| e.to_string()) })
+        Box::pin(async move {
+            store.ping().await.map_err(|e| e.to_string())?;
+            store
+                .check_writable(WRITE_PROBE_PATIENCE)
+                .await
+                .map_err(|e| match e {
+                    ctflow_store::Error::OutOfSpace(_) => e.to_string(),
+                    e if e.is_out_of_space() => format!("no space left for the database: {e}"),
+                    e => format!("cannot write: {e}"),
+                })
+        })
     })
 }
 

@@ -31,6 +31,27 @@ fn bad_value(name: &str, value: &Value) -> MlflowError {
     ))
 }
 
+/// A whole number written as a float (`1e3`, `5.0`) that int64 holds exactly; anything
+/// else (a fraction, `1e30`, 2^63 and beyond) is refused, never clamped.
+fn whole_f64_as_i64(value: Option<f64>) -> Option<i64> {
+    // NB: -2^63 is exact as an f64; 2^63 is the first value past the range.
+    const LIMIT: f64 = 9_223_372_036_854_775_808.0;
+    value
+        .filter(|f| f.fract() == 0.0 && *f >= -LIMIT && *f < LIMIT)
+        .map(|f| f as i64)
+}
+
+/// An int64 field's value that is not one. NB: MLflow's own server answers 200 here and
+/// stores the metric as 0 at time 0 (protobuf's parse stops at the field); ctflow refuses.
+fn int64_error(name: &str, value: &Value) -> MlflowError {
+    let mut error = bad_value(name, value);
+    error.message = format!(
+        "{} It must be a whole number from -9223372036854775808 to 9223372036854775807 (int64).",
+        error.message
+    );
+    error
+}
+
 /// Decodes a form-encoded query string: `+` is a space, repeated keys become lists.
 pub fn parse_query(raw: &str) -> Map<String, Value> {
     let mut map = Map::new();
@@ -136,16 +157,17 @@ impl Params {
     pub fn i64(&self, name: &str) -> Result<Option<i64>, MlflowError> {
         match self.get(name) {
             None => Ok(None),
-            Some(Value::Number(n)) => n
-                .as_i64()
-                .or_else(|| n.as_f64().filter(|f| f.fract() == 0.0).map(|f| f as i64))
-                .map(Some)
-                .ok_or_else(|| bad_value(name, &Value::Number(n.clone()))),
+            Some(Value::Number(n)) => match n.as_i64() {
+                Some(i) => Ok(Some(i)),
+                None => whole_f64_as_i64(n.as_f64())
+                    .map(Some)
+                    .ok_or_else(|| int64_error(name, &Value::Number(n.clone()))),
+            },
             Some(Value::String(s)) => s
                 .trim()
                 .parse::<i64>()
                 .map(Some)
-                .map_err(|_| bad_value(name, &Value::String(s.clone()))),
+                .map_err(|_| int64_error(name, &Value::String(s.clone()))),
             Some(other) => Err(bad_value(name, other)),
         }
     }
@@ -269,6 +291,31 @@ mod tests {
         assert!(p.f64("e").is_err());
         let err = p.str("f").unwrap_err();
         assert!(err.message.starts_with("Invalid value 5 for parameter 'f'"));
+    }
+
+    #[test]
+    fn int64_values_out_of_range_are_refused_not_clamped() {
+        let p = Params(
+            serde_json::from_str(
+                r#"{"big": 1e30, "two64": 18446744073709551616, "two63": 9223372036854775808,
+                    "max": 9223372036854775807, "min": -9223372036854775808, "float_min": -9.223372036854775808e18,
+                    "text": "9223372036854775808", "whole": 5.0, "half": 1.5, "low": -1e19}"#,
+            )
+            .unwrap(),
+        );
+        for name in ["big", "two64", "two63", "text", "half", "low"] {
+            let error = p.i64(name).expect_err(name);
+            assert_eq!(error.code, ErrorCode::InvalidParameterValue, "{name}");
+            assert!(
+                error.message.contains("(int64)"),
+                "{name}: {}",
+                error.message
+            );
+        }
+        assert_eq!(p.i64("max").unwrap(), Some(i64::MAX));
+        assert_eq!(p.i64("min").unwrap(), Some(i64::MIN));
+        assert_eq!(p.i64("float_min").unwrap(), Some(i64::MIN));
+        assert_eq!(p.i64("whole").unwrap(), Some(5));
     }
 
     #[test]

@@ -22,6 +22,7 @@ async fn server() -> TestServer {
         artifacts_destination: artifacts.path().join("root").display().to_string(),
         serve_artifacts: true,
         max_connections: 2,
+        durability: Default::default(),
         auth: None,
         limits: ctflow_server::Limits::default(),
     };

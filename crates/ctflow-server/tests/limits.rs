@@ -4,17 +4,12 @@
 
 use std::time::Duration;
 
-use ctflow_server::{AppState, Limits, ServerConfig};
-use serde_json::Value;
+use ctflow_server::Limits;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-struct Running {
-    address: std::net::SocketAddr,
-    artifacts: tempfile::TempDir,
-    stop: tokio_util::sync::CancellationToken,
-    served: tokio::task::JoinHandle<std::io::Result<()>>,
-}
+mod support;
+use support::*;
 
 fn small_limits() -> Limits {
     Limits {
@@ -25,123 +20,6 @@ fn small_limits() -> Limits {
         header_read_timeout: Duration::from_millis(400),
         body_read_timeout: Duration::from_millis(400),
     }
-}
-
-async fn start(limits: Limits) -> Running {
-    let artifacts = tempfile::tempdir().unwrap();
-    let state = AppState::open(&ServerConfig {
-        backend_store_uri: "sqlite:///:memory:".into(),
-        default_artifact_root: None,
-        artifacts_destination: artifacts.path().join("root").display().to_string(),
-        serve_artifacts: true,
-        max_connections: 2,
-        auth: None,
-        limits,
-    })
-    .await
-    .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    let stop = tokio_util::sync::CancellationToken::new();
-    let cancelled = stop.clone();
-    let served = tokio::spawn(ctflow_server::serve(listener, state, async move {
-        cancelled.cancelled().await
-    }));
-    Running {
-        address,
-        artifacts,
-        stop,
-        served,
-    }
-}
-
-/// A response read to the end of the connection: status and JSON body (Null if none).
-struct Answer {
-    status: u16,
-    body: Value,
-}
-
-fn parse_answer(raw: &[u8]) -> Answer {
-    let text = String::from_utf8_lossy(raw);
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no status line in {text:?}"));
-    // A chunked body's framing is stripped by taking the outermost JSON object.
-    let body = match (body.find('{'), body.rfind('}')) {
-        (Some(start), Some(end)) => serde_json::from_str(&body[start..=end]).unwrap(),
-        _ => Value::Null,
-    };
-    Answer { status, body }
-}
-
-async fn read_all(stream: &mut TcpStream) -> Vec<u8> {
-    let mut raw = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut raw))
-        .await
-        .expect("the server answered within 10s")
-        .unwrap();
-    raw
-}
-
-/// Bytes sent on a new connection, and all the server sends back until it closes it.
-async fn raw_exchange(address: std::net::SocketAddr, request: &[u8]) -> Vec<u8> {
-    let mut stream = TcpStream::connect(address).await.unwrap();
-    stream.write_all(request).await.unwrap();
-    read_all(&mut stream).await
-}
-
-/// One request on its own connection, closed after the answer.
-async fn exchange(address: std::net::SocketAddr, request: &[u8]) -> Answer {
-    parse_answer(&raw_exchange(address, request).await)
-}
-
-fn post(path: &str, body: &str) -> Vec<u8> {
-    format!(
-        "POST {path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .into_bytes()
-}
-
-fn get(path_and_query: &str) -> Vec<u8> {
-    format!("GET {path_and_query} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").into_bytes()
-}
-
-fn chunked(method: &str, path: &str, chunks: &[Vec<u8>]) -> Vec<u8> {
-    let mut request = format!(
-        "{method} {path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n"
-    )
-    .into_bytes();
-    for chunk in chunks {
-        request.extend(format!("{:x}\r\n", chunk.len()).bytes());
-        request.extend(chunk);
-        request.extend(b"\r\n");
-    }
-    request.extend(b"0\r\n\r\n");
-    request
-}
-
-fn assert_refused(answer: &Answer, status: u16, code: &str, names: &str) {
-    assert_eq!(answer.status, status, "{}", answer.body);
-    assert_eq!(answer.body["error_code"], code, "{}", answer.body);
-    let message = answer.body["message"].as_str().unwrap();
-    assert!(message.contains(names), "{message}");
-}
-
-async fn create_experiment(address: std::net::SocketAddr, name: &str) -> String {
-    let answer = exchange(
-        address,
-        &post(
-            "/api/2.0/mlflow/experiments/create",
-            &format!(r#"{{"name":"{name}"}}"#),
-        ),
-    )
-    .await;
-    assert_eq!(answer.status, 200, "{}", answer.body);
-    answer.body["experiment_id"].as_str().unwrap().to_string()
 }
 
 #[tokio::test]

@@ -58,6 +58,20 @@ fn unusable_name(error: Error) -> Error {
     }
 }
 
+/// The name an upload in progress writes to before its rename: `.NAME.upload-<uuid>`.
+fn partial_upload_name(name: &str) -> String {
+    format!(".{name}.upload-{}", uuid::Uuid::new_v4().simple())
+}
+
+/// Whether a file name is an upload's name before its rename. Such files are never
+/// listed, served, written or deleted through the API.
+fn is_partial_upload(name: &str) -> bool {
+    name.starts_with('.')
+        && name
+            .rsplit_once(".upload-")
+            .is_some_and(|(_, id)| id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
 fn no_such_artifact(path: &str) -> Error {
     Error::Mlflow(MlflowError::not_found(format!(
         "No such artifact: '{path}'"
@@ -76,10 +90,53 @@ impl LocalArtifactStore {
         &self.root
     }
 
+    /// Deletes the partial files of uploads whose writer is gone (a process killed
+    /// mid-upload), returning their paths. NB: a writer holds an exclusive lock on its
+    /// partial file until the rename, and the kernel drops it when the process dies, so
+    /// an upload still running in this or another process is left alone.
+    pub fn remove_abandoned_uploads(&self) -> std::io::Result<Vec<PathBuf>> {
+        let mut removed = Vec::new();
+        let mut folders = vec![self.root.clone()];
+        while let Some(folder) = folders.pop() {
+            let entries = match std::fs::read_dir(&folder) {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            for entry in entries {
+                let entry = entry?;
+                let file_type = entry.file_type()?;
+                if file_type.is_dir() {
+                    folders.push(entry.path());
+                    continue;
+                }
+                let abandoned = file_type.is_file()
+                    && entry.file_name().to_str().is_some_and(is_partial_upload);
+                if !abandoned {
+                    continue;
+                }
+                let path = entry.path();
+                let file = match std::fs::File::open(&path) {
+                    Ok(file) => file,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(e),
+                };
+                if file.try_lock().is_ok() {
+                    std::fs::remove_file(&path)?;
+                    removed.push(path);
+                }
+            }
+        }
+        Ok(removed)
+    }
+
     /// Resolves a relative path under the root, refusing traversal and any symbolic link
     /// on the way (the last component included).
     async fn resolve(&self, path: &str) -> Result<PathBuf> {
         let parts = safe_relative_path(path).map_err(Error::Mlflow)?;
+        if parts.iter().any(|part| is_partial_upload(part)) {
+            return Err(no_such_artifact(path));
+        }
         let mut full = self.root.clone();
         for part in parts {
             full.push(part);
@@ -111,17 +168,24 @@ impl ArtifactRepository for LocalArtifactStore {
                 }
                 // Write beside the target and rename, so a reader never sees half a file and a
                 // failed upload leaves the old content.
-                let tmp = parent.join(format!(
-                    ".{}.upload-{}",
+                let tmp = parent.join(partial_upload_name(
                     full.file_name()
                         .and_then(|n| n.to_str())
                         .unwrap_or("artifact"),
-                    uuid::Uuid::new_v4().simple()
                 ));
                 let result = async {
+                    // The lock tells `remove_abandoned_uploads` this upload is alive.
+                    let created = tmp.clone();
+                    let file = tokio::task::spawn_blocking(move || {
+                        let file = std::fs::File::create(&created)?;
+                        file.lock()?;
+                        Ok::<_, std::io::Error>(file)
+                    })
+                    .await
+                    .map_err(std::io::Error::other)??;
+                    let file = tokio::fs::File::from_std(file);
                     // NB: every tokio file write is a trip to the blocking pool; a large buffer
                     // keeps a 100 MB upload to a few hundred of them.
-                    let file = tokio::fs::File::create(&tmp).await?;
                     let mut writer = tokio::io::BufWriter::with_capacity(1 << 20, file);
                     let written = tokio::io::copy(&mut body, &mut writer).await?;
                     writer.flush().await?;
@@ -190,7 +254,7 @@ impl ArtifactRepository for LocalArtifactStore {
                     let Ok(name) = entry.file_name().into_string() else {
                         continue;
                     };
-                    if name.starts_with('.') && name.contains(".upload-") {
+                    if is_partial_upload(&name) {
                         continue;
                     }
                     let file_type = entry.file_type().await?;
@@ -250,6 +314,56 @@ mod tests {
 
     fn body(data: &'static [u8]) -> ByteReader {
         Box::pin(data)
+    }
+
+    #[tokio::test]
+    async fn partial_uploads_are_hidden_and_abandoned_ones_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalArtifactStore::new(dir.path()).unwrap();
+        store.put("1/run/model.pkl", body(b"whole")).await.unwrap();
+        let folder = store.root().join("1/run");
+        // One left by a writer that died, one whose writer (this test) still holds it.
+        let abandoned = format!(".model.pkl.upload-{}", uuid::Uuid::new_v4().simple());
+        let running = format!(".data.csv.upload-{}", uuid::Uuid::new_v4().simple());
+        std::fs::write(folder.join(&abandoned), b"half").unwrap();
+        std::fs::write(folder.join(&running), b"half").unwrap();
+        let held = std::fs::File::open(folder.join(&running)).unwrap();
+        held.lock().unwrap();
+
+        let listed: Vec<String> = store
+            .list("1/run")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|f| f.path)
+            .collect();
+        assert_eq!(listed, ["model.pkl"]);
+        for name in [&abandoned, &running] {
+            let path = format!("1/run/{name}");
+            let error = store.get(&path).await.err().expect("not served");
+            assert!(error.to_string().contains("No such artifact"), "{error}");
+            assert!(store.delete(&path).await.is_err());
+            assert!(store.put(&path, body(b"x")).await.is_err());
+        }
+
+        let removed = store.remove_abandoned_uploads().unwrap();
+        assert_eq!(removed, [folder.join(&abandoned)]);
+        assert!(
+            folder.join(&running).exists(),
+            "an upload in progress is kept"
+        );
+        drop(held);
+        assert_eq!(
+            store.remove_abandoned_uploads().unwrap(),
+            [folder.join(&running)]
+        );
+        // A name that merely looks alike is an ordinary artifact.
+        store
+            .put("1/run/.notes.upload-draft", body(b"mine"))
+            .await
+            .unwrap();
+        assert!(store.remove_abandoned_uploads().unwrap().is_empty());
+        assert_eq!(store.list("1/run").await.unwrap().len(), 2);
     }
 
     #[tokio::test]

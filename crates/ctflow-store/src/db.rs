@@ -9,7 +9,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::pool::PoolConnectionMetadata;
-use sqlx::{AnyConnection, AnyPool, ConnectOptions, Executor};
+use sqlx::{AnyConnection, AnyPool, ConnectOptions, Connection, Executor};
 use tracing::info;
 
 use crate::error::{Error, Result};
@@ -30,6 +30,54 @@ pub struct StoreOptions {
     pub default_artifact_root: String,
     /// Connections in the read pool.
     pub max_connections: u32,
+    /// When a committed write reaches the disk (SQLite; PostgreSQL commits durably).
+    pub durability: Durability,
+}
+
+macro_rules! file_pragmas {
+    ($synchronous:literal) => {
+        concat!(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = ",
+            $synchronous,
+            "; PRAGMA busy_timeout = 30000; PRAGMA case_sensitive_like = ON; \
+             PRAGMA cache_size = -16384; PRAGMA temp_store = MEMORY;"
+        )
+    };
+}
+
+/// When SQLite makes a commit durable.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Durability {
+    /// `synchronous = FULL`: every commit is fsynced before it is acknowledged, so a
+    /// write that got its answer survives a power cut or an OS crash.
+    #[default]
+    Full,
+    /// `synchronous = NORMAL`: commits are fsynced at WAL checkpoints only. A process
+    /// crash loses nothing; a power cut or an OS crash can lose the last commits.
+    Relaxed,
+}
+
+impl Durability {
+    fn file_pragmas(self) -> &'static str {
+        match self {
+            Durability::Full => file_pragmas!("FULL"),
+            Durability::Relaxed => file_pragmas!("NORMAL"),
+        }
+    }
+}
+
+impl std::str::FromStr for Durability {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text.to_ascii_lowercase().as_str() {
+            "full" => Ok(Durability::Full),
+            "relaxed" => Ok(Durability::Relaxed),
+            other => Err(format!(
+                "unknown durability '{other}': use full (every commit fsynced) or relaxed"
+            )),
+        }
+    }
 }
 
 const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
@@ -38,6 +86,7 @@ const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("../migrations/sqlite/0003_pipelines.sql")),
     (4, include_str!("../migrations/sqlite/0004_leases.sql")),
     (5, include_str!("../migrations/sqlite/0005_auth.sql")),
+    (6, include_str!("../migrations/sqlite/0006_write_probe.sql")),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/postgres/0001_tracking.sql")),
@@ -45,29 +94,55 @@ const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("../migrations/postgres/0003_pipelines.sql")),
     (4, include_str!("../migrations/postgres/0004_leases.sql")),
     (5, include_str!("../migrations/postgres/0005_auth.sql")),
+    (
+        6,
+        include_str!("../migrations/postgres/0006_write_probe.sql"),
+    ),
 ];
 
-const FILE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 30000; \
-     PRAGMA case_sensitive_like = ON; PRAGMA cache_size = -16384; PRAGMA temp_store = MEMORY;";
 const MEMORY_PRAGMAS: &str = "PRAGMA busy_timeout = 30000; PRAGMA case_sensitive_like = ON;";
 
-fn file_pragmas(
-    conn: &mut AnyConnection,
-    _meta: PoolConnectionMetadata,
-) -> BoxFuture<'_, Result<(), sqlx::Error>> {
-    Box::pin(async move {
-        conn.execute(FILE_PRAGMAS).await?;
-        Ok(())
-    })
+/// Below this much room on a SQLite database's file system, the store is not ready.
+const MIN_FREE_SPACE: u64 = 1 << 20;
+
+/// SQLite SQLITE_FULL, PostgreSQL disk_full.
+pub(crate) const OUT_OF_SPACE_CODES: [&str; 2] = ["13", "53100"];
+
+/// Runs `pragmas` on every new connection.
+fn run_on_connect(
+    pragmas: &'static str,
+) -> impl for<'c> Fn(
+    &'c mut AnyConnection,
+    PoolConnectionMetadata,
+) -> BoxFuture<'c, Result<(), sqlx::Error>>
++ Clone
++ Send
++ Sync
++ 'static {
+    move |conn, _meta| {
+        Box::pin(async move {
+            conn.execute(pragmas).await?;
+            Ok(())
+        })
+    }
 }
 
-fn memory_pragmas(
+/// A connection handed back to the write pool is reused only outside a transaction.
+/// NB: when SQLite rolls a transaction back on its own (a full disk does), sqlx's
+/// ROLLBACK fails and its transaction depth stays at one, so every later `BEGIN` on that
+/// connection would fail; such a connection is closed and the pool opens a fresh one.
+fn outside_transaction(
     conn: &mut AnyConnection,
     _meta: PoolConnectionMetadata,
-) -> BoxFuture<'_, Result<(), sqlx::Error>> {
+) -> BoxFuture<'_, Result<bool, sqlx::Error>> {
     Box::pin(async move {
-        conn.execute(MEMORY_PRAGMAS).await?;
-        Ok(())
+        // NB: the ping runs after the rollback a dropped transaction queued.
+        conn.ping().await?;
+        let usable = !conn.is_in_transaction();
+        if !usable {
+            tracing::warn!("closing a database connection left inside a transaction");
+        }
+        Ok(usable)
     })
 }
 
@@ -79,6 +154,8 @@ pub struct Store {
     /// queue in-process instead of failing with "database is locked".
     pub(crate) write: AnyPool,
     pub(crate) backend: Backend,
+    /// The SQLite database file (none in memory and on PostgreSQL).
+    database_file: Option<std::path::PathBuf>,
     pub(crate) default_artifact_root: String,
     /// Told how long each timed operation took (the server's metrics).
     observer: Option<OperationObserver>,
@@ -135,9 +212,13 @@ impl Store {
     pub async fn open(options: StoreOptions) -> Result<Store> {
         sqlx::any::install_default_drivers();
         let uri = options.backend_store_uri.trim();
+        let mut database_file = None;
         let (backend, read, write) = if uri.starts_with("sqlite:") {
             let path = sqlite_path(uri)?;
             let memory = path == ":memory:";
+            if !memory {
+                database_file = Some(std::path::PathBuf::from(&path));
+            }
             if !memory
                 && let Some(parent) = Path::new(&path).parent()
                 && !parent.as_os_str().is_empty()
@@ -155,13 +236,19 @@ impl Store {
                 format!("sqlite://{path}?mode=rwc")
             };
             let connect = AnyConnectOptions::from_str(&url)?.disable_statement_logging();
-            let after_connect = if memory { memory_pragmas } else { file_pragmas };
+            let pragmas = if memory {
+                MEMORY_PRAGMAS
+            } else {
+                options.durability.file_pragmas()
+            };
+            let after_connect = run_on_connect(pragmas);
             let write = AnyPoolOptions::new()
                 .max_connections(1)
                 .min_connections(1)
                 .idle_timeout(None)
                 .max_lifetime(None)
-                .after_connect(after_connect)
+                .after_connect(after_connect.clone())
+                .after_release(outside_transaction)
                 .connect_with(connect.clone())
                 .await?;
             let read = AnyPoolOptions::new()
@@ -182,6 +269,7 @@ impl Store {
             let connect = AnyConnectOptions::from_str(&url)?.disable_statement_logging();
             let pool = AnyPoolOptions::new()
                 .max_connections(options.max_connections.max(2))
+                .after_release(outside_transaction)
                 .connect_with(connect)
                 .await?;
             (Backend::Postgres, pool.clone(), pool)
@@ -194,6 +282,7 @@ impl Store {
             read,
             write,
             backend,
+            database_file,
             default_artifact_root: options
                 .default_artifact_root
                 .trim_end_matches('/')
@@ -318,6 +407,45 @@ impl Store {
     pub async fn ping(&self) -> Result<()> {
         sqlx::query("SELECT 1").execute(&self.read).await?;
         Ok(())
+    }
+
+    /// Whether a write commits now (for readiness probes): a SQLite file's file system
+    /// has `MIN_FREE_SPACE` left, and one row of `ctflow_write_probe` is rewritten. A
+    /// writer busy for longer than `patience` is taken as able: a store under load is
+    /// not a broken one.
+    pub async fn check_writable(&self, patience: Duration) -> Result<()> {
+        if let Some(file) = &self.database_file {
+            // NB: a small write can still fit in pages the WAL already holds while every
+            // larger one fails, so the probe alone would call a full disk writable.
+            let folder = match file.parent() {
+                Some(parent) if !parent.as_os_str().is_empty() => parent,
+                _ => Path::new("."),
+            };
+            let stats = rustix::fs::statvfs(folder).map_err(std::io::Error::from)?;
+            let free = stats.f_bavail.saturating_mul(stats.f_frsize);
+            if free < MIN_FREE_SPACE {
+                return Err(Error::OutOfSpace(format!(
+                    "{free} bytes free on the file system of {} (ctflow needs {MIN_FREE_SPACE})",
+                    file.display()
+                )));
+            }
+        }
+        let probe = async {
+            let mut tx = self.begin_write().await?;
+            sqlx::query(
+                "INSERT INTO ctflow_write_probe (id, probed_at) VALUES (1, $1) \
+                 ON CONFLICT (id) DO UPDATE SET probed_at = excluded.probed_at",
+            )
+            .bind(ctflow_core::now_ms())
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(())
+        };
+        match tokio::time::timeout(patience, probe).await {
+            Ok(result) => result,
+            Err(_) => Ok(()),
+        }
     }
 
     /// Closes the pools; on SQLite this checkpoints the WAL.

@@ -13,9 +13,27 @@ pub enum Error {
     Config(String),
     #[error("stored data cannot be read: {0}")]
     Corrupt(String),
+    #[error("no space left for the database: {0}")]
+    OutOfSpace(String),
 }
 
 impl Error {
+    /// The database or the disk under it has no room left (SQLite's SQLITE_FULL,
+    /// PostgreSQL's disk_full, ENOSPC and EDQUOT from the file system).
+    pub fn is_out_of_space(&self) -> bool {
+        match self {
+            Error::Database(sqlx::Error::Database(db)) => db
+                .code()
+                .is_some_and(|code| crate::db::OUT_OF_SPACE_CODES.contains(&code.as_ref())),
+            Error::Io(io) => matches!(
+                io.kind(),
+                std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+            ),
+            Error::OutOfSpace(_) => true,
+            _ => false,
+        }
+    }
+
     /// A short, low-cardinality name for logs and metric labels.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -24,6 +42,7 @@ impl Error {
             Error::Io(_) => "io",
             Error::Config(_) => "config",
             Error::Corrupt(_) => "corrupt",
+            Error::OutOfSpace(_) => "out_of_space",
         }
     }
 }

@@ -20,7 +20,7 @@ mod runs;
 mod search;
 mod sql;
 
-pub use db::{Backend, Store, StoreOptions};
+pub use db::{Backend, Durability, Store, StoreOptions};
 pub use error::{Error, Result};
 pub use experiments::ExperimentSearch;
 pub use leases::LeaseRecord;

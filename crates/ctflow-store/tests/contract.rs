@@ -2325,6 +2325,7 @@ fn options(uri: String) -> StoreOptions {
         backend_store_uri: uri,
         default_artifact_root: "mlflow-artifacts:/".into(),
         max_connections: 4,
+        durability: Default::default(),
     }
 }
 

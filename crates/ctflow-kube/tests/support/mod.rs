@@ -11,6 +11,7 @@ pub async fn sqlite_store(dir: &tempfile::TempDir) -> Store {
         backend_store_uri: format!("sqlite:///{}", dir.path().join("ctflow.db").display()),
         default_artifact_root: dir.path().join("artifacts").display().to_string(),
         max_connections: 4,
+        durability: Default::default(),
     })
     .await
     .expect("the store opens")
