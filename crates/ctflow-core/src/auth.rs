@@ -139,8 +139,11 @@ pub fn validate_password(password: &str) -> Result<(), MlflowError> {
 pub enum Access {
     /// Anyone, signed in or not: health, version, metrics, the dashboard's files.
     Public,
-    /// Any signed-in user; results are the user's own or filtered to what they may read.
+    /// Any signed-in user: the caller's own things, or something the caller creates.
+    /// NB: a route that answers with other users' resources is a `Listing`, never this.
     SignedIn,
+    /// Any signed-in user, who sees only the items they may read one by one.
+    Listing(Listing),
     /// Admins only.
     Admin,
     /// The experiment named by the `experiment_id` parameter.
@@ -162,6 +165,10 @@ pub enum Access {
     /// The registered model a pipeline promotes (`{name}` in the path); admins only for
     /// a pipeline without one.
     Pipeline(Need),
+    /// A new version of the registered model `name` (EDIT there) from sources the caller
+    /// may read: the `run_id` and `model_id` parameters, and the run, logged model or
+    /// registered model its `source` names.
+    NewModelVersion,
     /// The pipeline of the pipeline run `{id}` in the path.
     PipelineRun(Need),
     /// The caller's own user (`username` parameter), or admins for anyone's.
@@ -169,6 +176,26 @@ pub enum Access {
     /// A grant on the resource named by `resource_type`/`resource_id`: its MANAGE
     /// holders, or admins; a user may also look up their own permission.
     Grant,
+}
+
+/// What a listing holds, and so the rule each item is filtered by: the same rule as
+/// the item's own read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listing {
+    /// READ on each experiment.
+    Experiments,
+    /// READ on each registered model.
+    RegisteredModels,
+    /// READ on each version's registered model.
+    ModelVersions,
+    /// READ on each pipeline's registered model (admins for one without a model).
+    Pipelines,
+    /// As `Pipelines`, for each run's pipeline (admins for a deleted pipeline's runs).
+    PipelineRuns,
+    /// As `Pipelines`, for the pipeline each watch event names.
+    WatchEvents,
+    /// READ on each counted experiment.
+    RunCounts,
 }
 
 /// The access rule of a route, by method and route pattern as the router matched it
@@ -196,7 +223,7 @@ pub fn route_access(method: &str, route: &str) -> Option<Access> {
         "/2.0/mlflow/experiments/create" => SignedIn,
         "/2.0/mlflow/experiments/get" => Experiment(Need::Read),
         "/2.0/mlflow/experiments/get-by-name" => ExperimentByName(Need::Read),
-        "/2.0/mlflow/experiments/search" => SignedIn,
+        "/2.0/mlflow/experiments/search" => Listing(self::Listing::Experiments),
         "/2.0/mlflow/experiments/update"
         | "/2.0/mlflow/experiments/set-experiment-tag"
         | "/2.0/mlflow/experiments/delete-experiment-tag" => Experiment(Need::Update),
@@ -231,7 +258,8 @@ pub fn route_access(method: &str, route: &str) -> Option<Access> {
         | "/2.0/mlflow/logged-models/{model_id}/params" => LoggedModel(Need::Update),
         // The registry.
         "/2.0/mlflow/registered-models/create" => SignedIn,
-        "/2.0/mlflow/registered-models/search" | "/2.0/mlflow/model-versions/search" => SignedIn,
+        "/2.0/mlflow/registered-models/search" => Listing(self::Listing::RegisteredModels),
+        "/2.0/mlflow/model-versions/search" => Listing(self::Listing::ModelVersions),
         "/2.0/mlflow/registered-models/get"
         | "/2.0/mlflow/registered-models/get-latest-versions"
         | "/2.0/mlflow/model-versions/get"
@@ -244,11 +272,11 @@ pub fn route_access(method: &str, route: &str) -> Option<Access> {
         | "/2.0/mlflow/registered-models/update"
         | "/2.0/mlflow/registered-models/set-tag"
         | "/2.0/mlflow/registered-models/delete-tag"
-        | "/2.0/mlflow/model-versions/create"
         | "/2.0/mlflow/model-versions/update"
         | "/2.0/mlflow/model-versions/set-tag"
         | "/2.0/mlflow/model-versions/delete-tag"
         | "/2.0/mlflow/model-versions/transition-stage" => RegisteredModel(Need::Update),
+        "/2.0/mlflow/model-versions/create" => NewModelVersion,
         "/2.0/mlflow/registered-models/delete" | "/2.0/mlflow/model-versions/delete" => {
             RegisteredModel(Need::Delete)
         }
@@ -273,10 +301,12 @@ pub fn route_access(method: &str, route: &str) -> Option<Access> {
         "/ctflow/v1/tokens" | "/ctflow/v1/tokens/{id}" => SignedIn,
         // The dashboard's sign-in, whoami and sign-out check credentials themselves.
         "/ctflow/v1/session" => Public,
-        "/ctflow/v1/experiments/run-counts" => Experiments(Need::Read),
+        "/ctflow/v1/experiments/run-counts" => Listing(self::Listing::RunCounts),
         "/ctflow/v1/models/{name}/history" => RegisteredModel(Need::Read),
         "/ctflow/v1/models/{name}/rollback" => RegisteredModel(Need::Manage),
-        "/ctflow/v1/pipelines" | "/ctflow/v1/events" | "/ctflow/v1/pipeline-runs" => SignedIn,
+        "/ctflow/v1/pipelines" => Listing(self::Listing::Pipelines),
+        "/ctflow/v1/pipeline-runs" => Listing(self::Listing::PipelineRuns),
+        "/ctflow/v1/events" => Listing(self::Listing::WatchEvents),
         "/ctflow/v1/pipelines/{name}" => Pipeline(if write { Need::Manage } else { Need::Read }),
         "/ctflow/v1/pipelines/{name}/runs" => Pipeline(Need::Read),
         "/ctflow/v1/pipelines/{name}/trigger" | "/ctflow/v1/pipelines/{name}/drift-events" => {

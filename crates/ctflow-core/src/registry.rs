@@ -212,9 +212,75 @@ pub fn parse_model_uri(uri: &str) -> Result<ModelUri> {
     }
 }
 
+/// What a model version's `source` names by id, whose read access its creator needs.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SourceNames {
+    /// `runs:/<run_id>/...`
+    pub run: Option<String>,
+    /// `models:/m-<id>` (an MLflow 3 logged model).
+    pub logged_model: Option<String>,
+    /// `models:/<name>/<version>` (a version copied from another registered model).
+    pub registered_model: Option<String>,
+}
+
+/// Reads the ids out of a model version source. Other sources (artifact URIs and paths)
+/// name nothing here: the store accepts them only inside the artifacts of the run or
+/// logged model the request names, which the caller must be able to read.
+pub fn source_names(source: &str) -> SourceNames {
+    let mut names = SourceNames::default();
+    if let Some(rest) = source.strip_prefix("runs:/") {
+        names.run = rest
+            .trim_start_matches('/')
+            .split('/')
+            .next()
+            .filter(|id| !id.is_empty())
+            .map(str::to_string);
+    } else if let Some(rest) = source.strip_prefix("models:/") {
+        let rest = rest.trim_start_matches('/');
+        if rest.starts_with("m-") && !rest.contains('/') {
+            names.logged_model = Some(rest.to_string());
+        } else if let Some((name, _)) = rest.split_once('/') {
+            names.registered_model = Some(name.to_string()).filter(|n| !n.is_empty());
+        }
+    }
+    names
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sources_name_the_run_logged_model_or_registered_model_they_come_from() {
+        let run = |id: &str| SourceNames {
+            run: Some(id.into()),
+            ..SourceNames::default()
+        };
+        assert_eq!(source_names("runs:/abc/model"), run("abc"));
+        assert_eq!(source_names("runs:///abc"), run("abc"));
+        assert_eq!(
+            source_names("models:/m-123"),
+            SourceNames {
+                logged_model: Some("m-123".into()),
+                ..SourceNames::default()
+            }
+        );
+        assert_eq!(
+            source_names("models:/other-model/3"),
+            SourceNames {
+                registered_model: Some("other-model".into()),
+                ..SourceNames::default()
+            }
+        );
+        for nothing in [
+            "runs:/",
+            "models:/",
+            "mlflow-artifacts:/1/abc/artifacts/model",
+            "/tmp/x",
+        ] {
+            assert_eq!(source_names(nothing), SourceNames::default(), "{nothing}");
+        }
+    }
 
     #[test]
     fn stages_are_case_insensitive_on_input() {

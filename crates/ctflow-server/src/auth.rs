@@ -304,6 +304,7 @@ fn reads_params(rule: Access) -> bool {
         rule,
         Access::Public
             | Access::SignedIn
+            | Access::Listing(_)
             | Access::Admin
             | Access::LoggedModel(_)
             | Access::PipelineRun(_)
@@ -346,7 +347,37 @@ async fn check(
 ) -> ApiResult<()> {
     let text = |name: &str| params.str(name).ok().flatten().filter(|s| !s.is_empty());
     match rule {
-        Access::Public | Access::SignedIn => Ok(()),
+        // NB: a listing's items are filtered by `Visibility`, each by its own read rule.
+        Access::Public | Access::SignedIn | Access::Listing(_) => Ok(()),
+        Access::NewModelVersion => {
+            if let Some(name) = text("name") {
+                require(state, auth, user, REGISTERED_MODEL, &name, Need::Update).await?;
+            }
+            let named = ctflow_core::registry::source_names(&text("source").unwrap_or_default());
+            for run_id in [text("run_id"), named.run].into_iter().flatten() {
+                if let Some(run) = found(state.store.get_run_info(&run_id).await)? {
+                    require(
+                        state,
+                        auth,
+                        user,
+                        EXPERIMENT,
+                        &run.experiment_id,
+                        Need::Read,
+                    )
+                    .await?;
+                }
+            }
+            for model_id in [text("model_id"), named.logged_model].into_iter().flatten() {
+                if let Some(model) = found(state.store.get_logged_model(&model_id).await)? {
+                    let experiment = &model.info.experiment_id;
+                    require(state, auth, user, EXPERIMENT, experiment, Need::Read).await?;
+                }
+            }
+            if let Some(name) = named.registered_model {
+                require(state, auth, user, REGISTERED_MODEL, &name, Need::Read).await?;
+            }
+            Ok(())
+        }
         Access::Admin if user.is_admin => Ok(()),
         Access::Admin => Err(denied()),
         Access::Experiment(need) => {
@@ -495,7 +526,8 @@ async fn check_pipeline(
     let mut models = Vec::new();
     match found(state.store.get_pipeline(name).await)? {
         Some(record) => models.push(record.document.spec.model.map(|m| m.name)),
-        None if need == Need::Read => return Ok(()),
+        // NB: a deleted pipeline's runs stay readable, by admins, as in its listings.
+        None if need == Need::Read => models.push(None),
         None => {}
     }
     // `PUT /pipelines/{name}` carries the document itself.
@@ -572,11 +604,101 @@ pub async fn guard(State(state): State<AppState>, request: Request, next: Next) 
     if let Err(error) = check(&state, &auth, &user, rule, &route, &path, &params).await {
         return error.into_response();
     }
+    let mut request = request;
+    if let Access::Listing(_) = rule {
+        match Visibility::of(&state, &auth, &user).await {
+            Ok(visibility) => {
+                request.extensions_mut().insert(visibility);
+            }
+            Err(error) => return error.into_response(),
+        }
+    }
+    let visibility = request.extensions().get::<Visibility>().cloned();
     let response = next.run(request).await;
     if !response.status().is_success() || !is_followed_up(&route) {
         return response;
     }
-    follow_up(&state, &auth, &user, &route, &params, response).await
+    follow_up(&state, &user, &route, &params, visibility, response).await
+}
+
+/// What a signed-in user may read, for the listings that answer item by item: the same
+/// rules as each item's own read (`check`).
+#[derive(Clone)]
+pub struct Visibility(Option<Arc<Readable>>);
+
+struct Readable {
+    default: Permission,
+    experiments: HashMap<String, Permission>,
+    registered_models: HashMap<String, Permission>,
+}
+
+impl Readable {
+    fn reads(&self, grants: &HashMap<String, Permission>, id: &str) -> bool {
+        grants
+            .get(id)
+            .copied()
+            .unwrap_or(self.default)
+            .allows(Need::Read)
+    }
+}
+
+impl Visibility {
+    /// A server without `--auth`, or an admin.
+    pub fn everything() -> Visibility {
+        Visibility(None)
+    }
+
+    async fn of(state: &AppState, auth: &Auth, user: &User) -> ApiResult<Visibility> {
+        if user.is_admin {
+            return Ok(Visibility::everything());
+        }
+        Ok(Visibility(Some(Arc::new(Readable {
+            default: auth.default_permission,
+            experiments: state.store.grants_of(user.id, EXPERIMENT).await?,
+            registered_models: state.store.grants_of(user.id, REGISTERED_MODEL).await?,
+        }))))
+    }
+
+    /// The listing's filter in a handler: everything without `--auth`; with it, what
+    /// the guard found (never everything by omission).
+    pub fn of_request(
+        state: &AppState,
+        found: Option<Extension<Visibility>>,
+    ) -> ApiResult<Visibility> {
+        match (&state.auth, found) {
+            (None, _) => Ok(Visibility::everything()),
+            (Some(_), Some(Extension(visibility))) => Ok(visibility),
+            (Some(_), None) => {
+                Err(internal("a listing was reached without its access filter".into()).into())
+            }
+        }
+    }
+
+    pub fn is_everything(&self) -> bool {
+        self.0.is_none()
+    }
+
+    pub fn experiment(&self, id: &str) -> bool {
+        self.0
+            .as_ref()
+            .is_none_or(|r| r.reads(&r.experiments, &resource_key(EXPERIMENT, id)))
+    }
+
+    pub fn registered_model(&self, name: &str) -> bool {
+        self.0
+            .as_ref()
+            .is_none_or(|r| r.reads(&r.registered_models, name))
+    }
+
+    /// A pipeline by the registered model it promotes; one without a model (or a deleted
+    /// one, whose model is unknown) is admins'.
+    pub fn pipeline(&self, model: Option<&str>) -> bool {
+        match (&self.0, model) {
+            (None, _) => true,
+            (Some(_), Some(model)) => self.registered_model(model),
+            (Some(_), None) => false,
+        }
+    }
 }
 
 /// Routes whose successful answer the guard acts on.
@@ -596,10 +718,10 @@ fn is_followed_up(route: &str) -> bool {
 
 async fn follow_up(
     state: &AppState,
-    auth: &Auth,
     user: &User,
     route: &str,
     params: &Params,
+    visibility: Option<Visibility>,
     response: Response,
 ) -> Response {
     let (mut parts, body) = response.into_parts();
@@ -636,8 +758,10 @@ async fn follow_up(
             if let Some(name) = text("name") {
                 state.store.drop_grants(REGISTERED_MODEL, &name).await?;
             }
-        } else if !user.is_admin {
-            filter_search(state, auth, user, route, &mut answer).await?;
+        } else {
+            let visibility = visibility
+                .ok_or_else(|| internal("a search was reached without its access filter".into()))?;
+            filter_search(&visibility, route, &mut answer);
         }
         Ok(())
     }
@@ -649,34 +773,24 @@ async fn follow_up(
     Response::from_parts(parts, Body::from(answer.to_string()))
 }
 
-/// Keeps the search results `user` may read. NB: a page may come back shorter than
+/// Keeps the search results the caller may read. NB: a page may come back shorter than
 /// `max_results`; its `next_page_token` still leads on.
-async fn filter_search(
-    state: &AppState,
-    auth: &Auth,
-    user: &User,
-    route: &str,
-    answer: &mut Value,
-) -> ApiResult<()> {
-    let (kind, list, key) = if route.ends_with("/experiments/search") {
-        (EXPERIMENT, "experiments", "experiment_id")
-    } else if route.ends_with("/registered-models/search") {
-        (REGISTERED_MODEL, "registered_models", "name")
-    } else {
-        (REGISTERED_MODEL, "model_versions", "name")
-    };
-    let grants = state.store.grants_of(user.id, kind).await?;
-    let readable = |id: &str| {
-        grants
-            .get(id)
-            .copied()
-            .unwrap_or(auth.default_permission)
-            .allows(Need::Read)
-    };
+fn filter_search(visibility: &Visibility, route: &str, answer: &mut Value) {
+    let (list, key, readable): (&str, &str, fn(&Visibility, &str) -> bool) =
+        if route.ends_with("/experiments/search") {
+            ("experiments", "experiment_id", Visibility::experiment)
+        } else if route.ends_with("/registered-models/search") {
+            ("registered_models", "name", Visibility::registered_model)
+        } else {
+            ("model_versions", "name", Visibility::registered_model)
+        };
     if let Some(Value::Array(items)) = answer.get_mut(list) {
-        items.retain(|item| item.get(key).and_then(Value::as_str).is_some_and(readable));
+        items.retain(|item| {
+            item.get(key)
+                .and_then(Value::as_str)
+                .is_some_and(|id| readable(visibility, id))
+        });
     }
-    Ok(())
 }
 
 // ------------------------------------------------------------ users and grants (MLflow's auth API)

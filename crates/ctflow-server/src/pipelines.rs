@@ -2,13 +2,13 @@
 //! (manual, CI webhooks, drift events), pipeline runs with their history, approvals and
 //! rollback. Triggers and answers are recorded here and the controller is woken to act.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
-use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::IntoResponse;
+use axum::{Extension, Json};
 use ctflow_core::pipeline::{PipelineDocument, Trigger, next_scheduled_run};
 use ctflow_core::pipeline_run::Phase;
 use ctflow_core::trigger::{DriftEvent, TriggerEvent, verify_signature, webhook_parameters};
@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 
 use crate::AppState;
 use crate::api::JsonResult;
+use crate::auth::Visibility;
 use crate::error::{ApiResult, found};
 use crate::params::Params;
 use crate::registry::Actor;
@@ -39,9 +40,13 @@ fn wake(state: &AppState) {
 /// `GET /api/ctflow/v1/events`: what the data watcher sees, as server-sent events
 /// (`event: data_arrived` or `drift_detected`, the JSON in `data`). Only a server with the
 /// CT engine (`ctflow up`) has them.
-pub async fn events(State(state): State<AppState>) -> ApiResult<axum::response::Response> {
+pub async fn events(
+    State(state): State<AppState>,
+    visibility: Option<Extension<Visibility>>,
+) -> ApiResult<axum::response::Response> {
     use axum::response::sse::{Event, KeepAlive, Sse};
     use futures::StreamExt;
+    let visibility = Visibility::of_request(&state, visibility)?;
     let Some(bus) = &state.bus else {
         return Err(MlflowError::new(
             ErrorCode::NotImplemented,
@@ -49,26 +54,49 @@ pub async fn events(State(state): State<AppState>) -> ApiResult<axum::response::
         )
         .into());
     };
-    let stream = bus.subscribe().map(|event| {
-        let name = match &event {
-            ctflow_bus::WatchEvent::DataArrived { .. } => "data_arrived",
-            ctflow_bus::WatchEvent::DriftDetected { .. } => "drift_detected",
-        };
-        Event::default().event(name).json_data(&event)
-    });
+    let store = state.store.clone();
+    let stream = bus
+        .subscribe()
+        .filter_map(move |event| {
+            let (store, visibility) = (store.clone(), visibility.clone());
+            async move {
+                let pipeline = match &event {
+                    ctflow_bus::WatchEvent::DataArrived { pipeline, .. } => pipeline,
+                    ctflow_bus::WatchEvent::DriftDetected { event, .. } => &event.pipeline,
+                };
+                // NB: the pipeline is read at each event: its model may have changed.
+                let model = match store.get_pipeline(pipeline).await {
+                    Ok(record) => record.document.spec.model.map(|m| m.name),
+                    Err(_) => None,
+                };
+                visibility.pipeline(model.as_deref()).then_some(event)
+            }
+        })
+        .map(|event| {
+            let name = match &event {
+                ctflow_bus::WatchEvent::DataArrived { .. } => "data_arrived",
+                ctflow_bus::WatchEvent::DriftDetected { .. } => "drift_detected",
+            };
+            Event::default().event(name).json_data(&event)
+        });
     Ok(Sse::new(stream)
         .keep_alive(KeepAlive::default())
         .into_response())
 }
 
 /// `GET /api/ctflow/v1/pipelines`: each with `next_run_time` when a schedule will fire.
-pub async fn list(State(state): State<AppState>) -> JsonResult {
+pub async fn list(
+    State(state): State<AppState>,
+    visibility: Option<Extension<Visibility>>,
+) -> JsonResult {
+    let visibility = Visibility::of_request(&state, visibility)?;
     let now = ctflow_core::now_ms();
     let pipelines: Vec<Value> = state
         .store
         .list_pipelines()
         .await?
         .into_iter()
+        .filter(|p| visibility.pipeline(model_of(p)))
         .map(|p| {
             let next = next_scheduled_run(&p.document.spec, now);
             let mut value = json!(p);
@@ -328,13 +356,43 @@ pub async fn runs(
     Ok(Json(json!({ "pipeline_runs": runs })).into_response())
 }
 
-/// `GET /api/ctflow/v1/pipeline-runs`: every pipeline's runs, newest first.
-pub async fn all_runs(State(state): State<AppState>, p: Params) -> JsonResult {
-    let runs = state
+/// `GET /api/ctflow/v1/pipeline-runs`: every pipeline's runs, newest first. NB: with
+/// `--auth` the runs the caller may not read are left out of the page, which can then
+/// hold fewer than `max_results`.
+pub async fn all_runs(
+    State(state): State<AppState>,
+    visibility: Option<Extension<Visibility>>,
+    p: Params,
+) -> JsonResult {
+    let visibility = Visibility::of_request(&state, visibility)?;
+    let mut runs = state
         .store
         .list_pipeline_runs(None, &phases(&p)?, max_results(&p)?)
         .await?;
+    if !visibility.is_everything() {
+        let models: HashMap<String, Option<String>> = state
+            .store
+            .list_pipelines()
+            .await?
+            .into_iter()
+            .map(|p| (p.name.clone(), model_of(&p).map(str::to_string)))
+            .collect();
+        runs.retain(|run| {
+            let model = models.get(&run.pipeline).and_then(Option::as_deref);
+            visibility.pipeline(model)
+        });
+    }
     Ok(Json(json!({ "pipeline_runs": runs })).into_response())
+}
+
+/// The registered model a pipeline promotes.
+fn model_of(pipeline: &ctflow_store::PipelineRecord) -> Option<&str> {
+    pipeline
+        .document
+        .spec
+        .model
+        .as_ref()
+        .map(|m| m.name.as_str())
 }
 
 /// `GET /api/ctflow/v1/pipeline-runs/{id}`: the run and its history.

@@ -303,12 +303,17 @@ pub async fn get_download_uri(State(state): State<AppState>, p: Params) -> JsonR
 
 /// `GET /api/ctflow/v1/experiments/run-counts`: active runs per experiment id, for the
 /// dashboard's experiment list (MLflow's experiment search has no counts).
-pub async fn run_counts(State(state): State<AppState>) -> JsonResult {
+pub async fn run_counts(
+    State(state): State<AppState>,
+    visibility: Option<axum::Extension<crate::auth::Visibility>>,
+) -> JsonResult {
+    let visibility = crate::auth::Visibility::of_request(&state, visibility)?;
     let counts: serde_json::Map<String, serde_json::Value> = state
         .store
         .run_counts()
         .await?
         .into_iter()
+        .filter(|(id, _)| visibility.experiment(&id.to_string()))
         .map(|(id, n)| (id.to_string(), json!(n)))
         .collect();
     Ok(Json(json!({ "counts": counts })).into_response())

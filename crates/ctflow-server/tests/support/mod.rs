@@ -43,6 +43,11 @@ pub fn config(
 /// Serves `config` on a loopback port until `stop` is cancelled.
 pub async fn start_with(config: ServerConfig, artifacts: tempfile::TempDir) -> Running {
     let state = AppState::open(&config).await.unwrap();
+    serve_state(state, artifacts).await
+}
+
+/// Serves an opened state on a loopback port until `stop` is cancelled.
+pub async fn serve_state(state: AppState, artifacts: tempfile::TempDir) -> Running {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let stop = tokio_util::sync::CancellationToken::new();
@@ -104,6 +109,19 @@ pub async fn exchange(address: std::net::SocketAddr, request: &[u8]) -> Answer {
 pub fn post(path: &str, body: &str) -> Vec<u8> {
     format!(
         "POST {path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// A request signed in with HTTP Basic as the mlflow client sends it.
+pub fn signed(method: &str, path: &str, body: Option<&str>, user: &str, password: &str) -> Vec<u8> {
+    use base64::Engine;
+    let credentials =
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    let body = body.unwrap_or("");
+    format!(
+        "{method} {path} HTTP/1.1\r\nhost: x\r\nauthorization: Basic {credentials}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()
     )
     .into_bytes()

@@ -1,0 +1,369 @@
+//! With `--auth --auth-default-permission NO_PERMISSIONS`, every listing and stream shows a
+//! user only what the user may read one by one, and a model version cannot be made from a
+//! run, logged model or registered model its creator cannot read. Over real sockets.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ctflow_core::auth::Permission;
+use ctflow_server::{AppState, Limits};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+mod support;
+use support::*;
+
+const PASSWORD: &str = "a-long-password-1";
+
+struct Site {
+    server: Running,
+    bus: Arc<ctflow_bus::MemoryBus>,
+}
+
+async fn site() -> Site {
+    let artifacts = tempfile::tempdir().unwrap();
+    let mut config = config("sqlite:///:memory:".into(), &artifacts, Limits::default());
+    config.auth = Some(Permission::NoPermissions);
+    let mut state = AppState::open(&config).await.unwrap();
+    let hash = ctflow_server::auth::hash_password(PASSWORD).unwrap();
+    for (name, admin) in [("root", true), ("alice", false), ("bob", false)] {
+        state.store.create_user(name, &hash, admin).await.unwrap();
+    }
+    let bus = Arc::new(ctflow_bus::MemoryBus::new());
+    state.bus = Some(bus.clone());
+    Site {
+        server: serve_state(state, artifacts).await,
+        bus,
+    }
+}
+
+impl Site {
+    async fn call(&self, user: &str, method: &str, path: &str, body: Option<Value>) -> Answer {
+        let body = body.map(|b| b.to_string());
+        exchange(
+            self.server.address,
+            &signed(method, path, body.as_deref(), user, PASSWORD),
+        )
+        .await
+    }
+
+    async fn ok(&self, user: &str, method: &str, path: &str, body: Option<Value>) -> Value {
+        let answer = self.call(user, method, path, body).await;
+        assert_eq!(
+            answer.status, 200,
+            "{user} {method} {path}: {}",
+            answer.body
+        );
+        answer.body
+    }
+
+    /// A user's experiment with one run, a registered model with one version of it, and
+    /// a pipeline promoting that model with one pipeline run.
+    async fn estate(&self, user: &str) -> (String, String) {
+        let experiment = self
+            .ok(
+                user,
+                "POST",
+                "/api/2.0/mlflow/experiments/create",
+                Some(json!({"name": format!("{user}-exp")})),
+            )
+            .await["experiment_id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let run = self
+            .ok(
+                user,
+                "POST",
+                "/api/2.0/mlflow/runs/create",
+                Some(json!({"experiment_id": experiment})),
+            )
+            .await["run"]["info"]["run_id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let model = format!("{user}-model");
+        self.ok(
+            user,
+            "POST",
+            "/api/2.0/mlflow/registered-models/create",
+            Some(json!({"name": model})),
+        )
+        .await;
+        self.ok(
+            user,
+            "POST",
+            "/api/2.0/mlflow/model-versions/create",
+            Some(json!({"name": model, "source": format!("runs:/{run}/model"), "run_id": run})),
+        )
+        .await;
+        let pipeline = format!("{user}-pipeline");
+        let document = json!({
+            "apiVersion": "ctflow.dev/v1alpha1",
+            "kind": "TrainingPipeline",
+            "metadata": {"name": pipeline},
+            "spec": {"project": {"uri": "."}, "model": {"name": model}},
+        });
+        self.ok(
+            user,
+            "PUT",
+            &format!("/api/ctflow/v1/pipelines/{pipeline}"),
+            Some(document),
+        )
+        .await;
+        self.ok(
+            user,
+            "POST",
+            &format!("/api/ctflow/v1/pipelines/{pipeline}/trigger"),
+            Some(json!({})),
+        )
+        .await;
+        (experiment, run)
+    }
+}
+
+fn names(list: &Value, key: &str, field: &str) -> Vec<String> {
+    let mut names: Vec<String> = list[key]
+        .as_array()
+        .unwrap_or_else(|| panic!("{key} in {list}"))
+        .iter()
+        .map(|item| item[field].as_str().unwrap().to_string())
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test]
+async fn listings_show_each_user_only_what_they_may_read() {
+    let site = site().await;
+    let (alice_experiment, _) = site.estate("alice").await;
+    let (bob_experiment, _) = site.estate("bob").await;
+
+    for (user, pipelines) in [
+        ("alice", vec!["alice-pipeline"]),
+        ("bob", vec!["bob-pipeline"]),
+        ("root", vec!["alice-pipeline", "bob-pipeline"]),
+    ] {
+        let listed = site.ok(user, "GET", "/api/ctflow/v1/pipelines", None).await;
+        assert_eq!(names(&listed, "pipelines", "name"), pipelines, "{user}");
+        let runs = site
+            .ok(user, "GET", "/api/ctflow/v1/pipeline-runs", None)
+            .await;
+        assert_eq!(
+            names(&runs, "pipeline_runs", "pipeline"),
+            pipelines,
+            "{user}"
+        );
+        let models = site
+            .ok(
+                user,
+                "GET",
+                "/api/2.0/mlflow/registered-models/search",
+                None,
+            )
+            .await;
+        assert_eq!(
+            names(&models, "registered_models", "name").len(),
+            pipelines.len(),
+            "{user}"
+        );
+    }
+    let counts = site
+        .ok("bob", "GET", "/api/ctflow/v1/experiments/run-counts", None)
+        .await;
+    let counted: Vec<&String> = counts["counts"].as_object().unwrap().keys().collect();
+    assert_eq!(counted, [&bob_experiment], "{counts}");
+    let counts = site
+        .ok("root", "GET", "/api/ctflow/v1/experiments/run-counts", None)
+        .await;
+    assert!(
+        counts["counts"].get(&alice_experiment).is_some(),
+        "{counts}"
+    );
+
+    // The single reads agree with the listings.
+    let single = site
+        .call(
+            "bob",
+            "GET",
+            "/api/ctflow/v1/pipelines/alice-pipeline",
+            None,
+        )
+        .await;
+    assert_refused(&single, 403, "PERMISSION_DENIED", "Permission denied");
+    let runs = site
+        .ok("alice", "GET", "/api/ctflow/v1/pipeline-runs", None)
+        .await;
+    let alice_run = runs["pipeline_runs"][0]["id"].as_str().unwrap().to_string();
+    let single = site
+        .call(
+            "bob",
+            "GET",
+            &format!("/api/ctflow/v1/pipeline-runs/{alice_run}"),
+            None,
+        )
+        .await;
+    assert_eq!(single.status, 403, "{}", single.body);
+
+    // A deleted pipeline's runs are admins' to read, in the listing and one by one.
+    site.ok(
+        "alice",
+        "DELETE",
+        "/api/ctflow/v1/pipelines/alice-pipeline",
+        None,
+    )
+    .await;
+    let runs = site
+        .ok("alice", "GET", "/api/ctflow/v1/pipeline-runs", None)
+        .await;
+    assert!(
+        names(&runs, "pipeline_runs", "pipeline").is_empty(),
+        "{runs}"
+    );
+    let single = site
+        .call(
+            "alice",
+            "GET",
+            &format!("/api/ctflow/v1/pipeline-runs/{alice_run}"),
+            None,
+        )
+        .await;
+    assert_eq!(single.status, 403, "{}", single.body);
+    site.ok(
+        "root",
+        "GET",
+        &format!("/api/ctflow/v1/pipeline-runs/{alice_run}"),
+        None,
+    )
+    .await;
+}
+
+/// Reads server-sent events from `/api/ctflow/v1/events` as `user` until `until` shows up.
+async fn events_seen(site: &Site, user: &str, publish: impl AsyncFnOnce()) -> String {
+    let mut stream = tokio::net::TcpStream::connect(site.server.address)
+        .await
+        .unwrap();
+    stream
+        .write_all(&signed(
+            "GET",
+            "/api/ctflow/v1/events",
+            None,
+            user,
+            PASSWORD,
+        ))
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    let mut buffer = [0u8; 4096];
+    // The head comes once the stream is subscribed.
+    let read = stream.read(&mut buffer).await.unwrap();
+    seen.extend_from_slice(&buffer[..read]);
+    assert!(
+        seen.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&seen)
+    );
+    publish().await;
+    while !String::from_utf8_lossy(&seen).contains("last-event") {
+        match tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buffer)).await {
+            Ok(Ok(read)) if read > 0 => seen.extend_from_slice(&buffer[..read]),
+            other => panic!("the stream ended early: {other:?}"),
+        }
+    }
+    String::from_utf8_lossy(&seen).into_owned()
+}
+
+#[tokio::test]
+async fn the_event_stream_shows_only_readable_pipelines() {
+    use ctflow_bus::Bus;
+    let site = site().await;
+    site.estate("alice").await;
+    site.estate("bob").await;
+    let arrived = |pipeline: &str, file: &str| ctflow_bus::WatchEvent::DataArrived {
+        pipeline: pipeline.into(),
+        trigger_index: 0,
+        files: vec![file.into()],
+        pipeline_run: None,
+    };
+    let publish = async || {
+        site.bus
+            .publish(arrived("alice-pipeline", "alice-secret.csv"))
+            .await
+            .unwrap();
+        site.bus
+            .publish(arrived("bob-pipeline", "last-event.csv"))
+            .await
+            .unwrap();
+    };
+    let bob = events_seen(&site, "bob", publish).await;
+    assert!(!bob.contains("alice-secret"), "{bob}");
+    let root = events_seen(&site, "root", publish).await;
+    assert!(root.contains("alice-secret"), "{root}");
+}
+
+#[tokio::test]
+async fn a_model_version_needs_read_access_to_its_source() {
+    let site = site().await;
+    let (alice_experiment, alice_run) = site.estate("alice").await;
+    let (_, bob_run) = site.estate("bob").await;
+    let create = |source: String, run_id: Option<&str>| {
+        let mut body = json!({"name": "bob-model", "source": source});
+        if let Some(run_id) = run_id {
+            body["run_id"] = json!(run_id);
+        }
+        body
+    };
+    for body in [
+        create(format!("runs:/{alice_run}/model"), Some(&alice_run)),
+        create(
+            format!("mlflow-artifacts:/{alice_experiment}/{alice_run}/artifacts/model"),
+            Some(&alice_run),
+        ),
+        create("models:/alice-model/1".into(), None),
+    ] {
+        let answer = site
+            .call(
+                "bob",
+                "POST",
+                "/api/2.0/mlflow/model-versions/create",
+                Some(body.clone()),
+            )
+            .await;
+        assert_refused(&answer, 403, "PERMISSION_DENIED", "Permission denied");
+    }
+    let versions = site
+        .ok(
+            "root",
+            "GET",
+            "/api/2.0/mlflow/model-versions/search?filter=name%3D%27bob-model%27",
+            None,
+        )
+        .await;
+    assert_eq!(
+        versions["model_versions"].as_array().unwrap().len(),
+        1,
+        "{versions}"
+    );
+    // Bob's own run still makes versions, and alice may grant him READ.
+    site.ok(
+        "bob",
+        "POST",
+        "/api/2.0/mlflow/model-versions/create",
+        Some(create(format!("runs:/{bob_run}/model"), Some(&bob_run))),
+    )
+    .await;
+    site.ok(
+        "alice",
+        "POST",
+        "/api/3.0/mlflow/users/permissions/grant",
+        Some(json!({"username": "bob", "resource_type": "experiment", "resource_id": alice_experiment, "permission": "READ"})),
+    )
+    .await;
+    site.ok(
+        "bob",
+        "POST",
+        "/api/2.0/mlflow/model-versions/create",
+        Some(create(format!("runs:/{alice_run}/model"), Some(&alice_run))),
+    )
+    .await;
+}
