@@ -182,8 +182,16 @@ pub(crate) struct LimitArgs {
     /// Open client connections; more are answered 503 and closed.
     #[arg(long, env = "CTFLOW_MAX_HTTP_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
     pub(crate) max_http_connections: u32,
-    /// How long a client may take to send a request's head (answered 408 after), and
-    /// how long an idle keep-alive connection stays open.
+    /// Open connections from one client address (default: half of
+    /// --max-http-connections), so one client cannot take them all.
+    #[arg(long, env = "CTFLOW_MAX_CONNECTIONS_PER_ADDRESS", value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) max_connections_per_address: Option<u32>,
+    /// How long a connection may stay open with no request under way (a new one that
+    /// sends nothing, a keep-alive one between requests).
+    #[arg(long, env = "CTFLOW_IDLE_CONNECTION_TIMEOUT", default_value = "5s", value_parser = services::parse_duration)]
+    pub(crate) idle_connection_timeout: std::time::Duration,
+    /// How long a client may take to send a request's head once it has begun (answered
+    /// 408 after).
     #[arg(long, env = "CTFLOW_HEADER_READ_TIMEOUT", default_value = "30s", value_parser = services::parse_duration)]
     pub(crate) header_read_timeout: std::time::Duration,
     /// How long a request body may go without a byte arriving (answered 408 after).
@@ -202,6 +210,12 @@ impl LimitArgs {
             max_artifact_upload: self.max_artifact_upload,
             max_page_size: self.max_page_size,
             max_connections: self.max_http_connections as usize,
+            max_connections_per_address: self
+                .max_connections_per_address
+                .map_or((self.max_http_connections as usize).div_ceil(2), |n| {
+                    n as usize
+                }),
+            idle_connection_timeout: self.idle_connection_timeout,
             header_read_timeout: self.header_read_timeout,
             body_read_timeout: self.body_read_timeout,
         }

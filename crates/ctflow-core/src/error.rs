@@ -16,6 +16,7 @@ pub enum ErrorCode {
     InternalError,
     NotImplemented,
     TemporarilyUnavailable,
+    RequestLimitExceeded,
 }
 
 impl ErrorCode {
@@ -31,6 +32,7 @@ impl ErrorCode {
             ErrorCode::InternalError => "INTERNAL_ERROR",
             ErrorCode::NotImplemented => "NOT_IMPLEMENTED",
             ErrorCode::TemporarilyUnavailable => "TEMPORARILY_UNAVAILABLE",
+            ErrorCode::RequestLimitExceeded => "REQUEST_LIMIT_EXCEEDED",
         }
     }
 
@@ -47,6 +49,7 @@ impl ErrorCode {
             ErrorCode::InternalError => 500,
             ErrorCode::NotImplemented => 501,
             ErrorCode::TemporarilyUnavailable => 503,
+            ErrorCode::RequestLimitExceeded => 429,
         }
     }
 

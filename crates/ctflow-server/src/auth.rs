@@ -6,6 +6,7 @@
 //! `ctflow_core::auth::route_access`; a route without one is refused.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -19,12 +20,15 @@ use ctflow_core::auth::{
     Access, Credentials, Need, Permission, parse_authorization, permission_denied, route_access,
     unauthenticated, validate_password, validate_username,
 };
+use ctflow_core::throttle::{Throttle, ThrottlePolicy};
 use ctflow_core::{ErrorCode, MlflowError};
 use ctflow_store::auth::{EXPERIMENT, REGISTERED_MODEL, User};
 use serde_json::{Value, json};
 use sha2::Digest;
+use tokio::sync::Semaphore;
 
 use crate::AppState;
+use crate::connections::ClientAddress;
 use crate::error::{ApiError, ApiResult, found};
 use crate::limits::{Limits, read_body};
 use crate::params::{Params, parse_query};
@@ -33,20 +37,58 @@ use crate::params::{Params, parse_query};
 /// client sends Basic credentials with every request; argon2 is slow on purpose.
 const VERIFIED_FOR: Duration = Duration::from_secs(60);
 
+/// How long a password check waits for a free checker before the request gets 503.
+const CHECK_QUEUE_WAIT: Duration = Duration::from_secs(2);
+
 /// Access control's state in a server started with `--auth`.
 pub struct Auth {
     /// What a user holds on a resource no grant names.
     pub default_permission: Permission,
     /// Recently checked Basic credentials: SHA-256 of user and password -> user.
     verified: Mutex<HashMap<[u8; 32], (User, Instant)>>,
+    passwords: PasswordChecker,
+    /// Failed sign-ins by user name, and by client address.
+    failed_names: Mutex<Throttle<String>>,
+    failed_addresses: Mutex<Throttle<IpAddr>>,
 }
 
 impl Auth {
     pub fn new(default_permission: Permission) -> Auth {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
         Auth {
             default_permission,
             verified: Mutex::new(HashMap::new()),
+            passwords: PasswordChecker::new(cores),
+            failed_names: Mutex::new(Throttle::new(ThrottlePolicy::default())),
+            failed_addresses: Mutex::new(Throttle::new(ThrottlePolicy::default())),
         }
+    }
+
+    /// How long a sign-in as `username` from `address` must still wait, if it must.
+    fn locked_for(&self, username: &str, address: Option<IpAddr>) -> Option<Duration> {
+        let now = Instant::now();
+        let by_name = lock(&self.failed_names).locked_for(&username.to_string(), now);
+        let by_address =
+            address.and_then(|address| lock(&self.failed_addresses).locked_for(&address, now));
+        by_name.max(by_address)
+    }
+
+    fn sign_in_failed(&self, username: &str, address: Option<IpAddr>) {
+        let now = Instant::now();
+        let by_name = lock(&self.failed_names).failed(&username.to_string(), now);
+        let by_address = address.and_then(|a| lock(&self.failed_addresses).failed(&a, now));
+        if let Some(lock) = by_name.max(by_address) {
+            tracing::warn!(
+                username,
+                ?address,
+                ?lock,
+                "repeated failed sign-ins: throttled"
+            );
+        }
+    }
+
+    fn signed_in(&self, username: &str) {
+        lock(&self.failed_names).succeeded(&username.to_string());
     }
 
     fn forget_verified(&self) {
@@ -73,13 +115,119 @@ pub fn hash_password(password: &str) -> Result<String, MlflowError> {
         .map_err(|e| internal(format!("cannot hash the password: {e}")))
 }
 
-fn verify_password(hash: &str, password: &str) -> bool {
-    use argon2::password_hash::{PasswordHash, PasswordVerifier};
-    PasswordHash::new(hash).is_ok_and(|parsed| {
-        argon2::Argon2::default()
-            .verify_password(password.as_bytes(), &parsed)
-            .is_ok()
-    })
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Runs argon2 checks, at most one per core at a time, each in working memory that is
+/// allocated once and reused. NB: argon2 needs 19 MiB per check; unbounded, a flood of
+/// wrong passwords ran hundreds at once and the allocator kept the gigabytes after.
+struct PasswordChecker {
+    permits: Semaphore,
+    memory: Mutex<Vec<Vec<argon2::Block>>>,
+}
+
+/// No checker was free in time.
+struct CheckerBusy;
+
+impl PasswordChecker {
+    fn new(concurrency: usize) -> PasswordChecker {
+        PasswordChecker {
+            permits: Semaphore::new(concurrency.max(1)),
+            memory: Mutex::new(Vec::new()),
+        }
+    }
+
+    async fn verify(&self, hash: String, password: String) -> Result<bool, CheckerBusy> {
+        let permit = tokio::time::timeout(CHECK_QUEUE_WAIT, self.permits.acquire())
+            .await
+            .map_err(|_| CheckerBusy)?
+            .map_err(|_| CheckerBusy)?;
+        let mut memory = lock(&self.memory).pop().unwrap_or_default();
+        let checked = tokio::task::spawn_blocking(move || {
+            let ok = verify_password_in(&hash, &password, &mut memory);
+            (ok, memory)
+        })
+        .await;
+        drop(permit);
+        match checked {
+            Ok((ok, memory)) => {
+                lock(&self.memory).push(memory);
+                Ok(ok)
+            }
+            Err(_) => Ok(false),
+        }
+    }
+
+    /// Hashes a new password under the same bound.
+    async fn hash(&self, password: String) -> ApiResult<String> {
+        let _permit = tokio::time::timeout(CHECK_QUEUE_WAIT, self.permits.acquire())
+            .await
+            .map_err(|_| busy())?
+            .map_err(|_| busy())?;
+        tokio::task::spawn_blocking(move || hash_password(&password))
+            .await
+            .map_err(|e| ApiError::from(internal(format!("password hashing stopped: {e}"))))?
+            .map_err(ApiError::from)
+    }
+}
+
+/// Checks `password` against an argon2 PHC string, computing in `memory` (grown to the
+/// hash's memory cost if smaller). The comparison is constant-time.
+fn verify_password_in(hash: &str, password: &str, memory: &mut Vec<argon2::Block>) -> bool {
+    use argon2::password_hash::{Output, PasswordHash};
+    let Ok(parsed) = PasswordHash::new(hash) else {
+        return false;
+    };
+    let (Some(salt), Some(expected)) = (parsed.salt, parsed.hash) else {
+        return false;
+    };
+    let (Ok(params), Ok(algorithm)) = (
+        argon2::Params::try_from(&parsed),
+        argon2::Algorithm::try_from(parsed.algorithm),
+    ) else {
+        return false;
+    };
+    let Ok(version) = parsed.version.map(argon2::Version::try_from).transpose() else {
+        return false;
+    };
+    let mut salt_bytes = [0u8; 64];
+    let Ok(salt) = salt.decode_b64(&mut salt_bytes) else {
+        return false;
+    };
+    let blocks = params.block_count();
+    if memory.len() < blocks {
+        memory.resize(blocks, argon2::Block::default());
+    }
+    let mut computed = vec![0u8; expected.len()];
+    let hasher = argon2::Argon2::new(algorithm, version.unwrap_or_default(), params);
+    hasher
+        .hash_password_into_with_memory(
+            password.as_bytes(),
+            salt,
+            &mut computed,
+            &mut memory[..blocks],
+        )
+        .is_ok()
+        && Output::new(&computed).is_ok_and(|computed| computed == expected)
+}
+
+/// 503 with `Retry-After`: every password checker was busy.
+fn busy() -> ApiError {
+    ApiError::from(MlflowError::new(
+        ErrorCode::TemporarilyUnavailable,
+        "Too many sign-ins are being checked at once; try again shortly (API tokens are not affected)",
+    ))
+}
+
+/// An error answered with a `Retry-After` of `wait` (rounded up to whole seconds).
+fn with_retry_after(error: ApiError, wait: Duration) -> Response {
+    let mut response = error.into_response();
+    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    if let Ok(value) = HeaderValue::from_str(&seconds.max(1).to_string()) {
+        response.headers_mut().insert(header::RETRY_AFTER, value);
+    }
+    response
 }
 
 /// The hash checked for names that have no user. It only has to cost what checking a
@@ -146,11 +294,14 @@ fn is_safe(method: &Method) -> bool {
     matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
 }
 
+/// Who sent a request: its user, signed in by a bearer token, the dashboard's session
+/// cookie or HTTP Basic (the only way that runs argon2, throttled by `address`).
 async fn authenticate(
     state: &AppState,
     auth: &Auth,
     method: &Method,
     headers: &HeaderMap,
+    address: Option<IpAddr>,
 ) -> Result<User, Response> {
     let Some(value) = headers.get(header::AUTHORIZATION) else {
         if let Some(token) = session_token(headers) {
@@ -183,21 +334,22 @@ async fn authenticate(
             .await
             .map_err(|e| ApiError::from(e).into_response())?,
         Credentials::Basic { username, password } => {
-            check_password(state, auth, &username, password)
-                .await
-                .map_err(|e| e.into_response())?
+            check_password(state, auth, &username, password, address).await?
         }
     };
     found.ok_or_else(|| challenge("Incorrect username, password or token"))
 }
 
 /// The user whose password this is: remembered for `VERIFIED_FOR` after an argon2 check.
+/// Repeated failures for a name or from an address are answered 429 with `Retry-After`
+/// before any check runs; when every checker is busy, 503.
 async fn check_password(
     state: &AppState,
     auth: &Auth,
     username: &str,
     password: String,
-) -> ApiResult<Option<User>> {
+    address: Option<IpAddr>,
+) -> Result<Option<User>, Response> {
     let key: [u8; 32] = sha2::Sha256::digest(format!("{username}\0{password}")).into();
     let cached = auth
         .verified
@@ -209,21 +361,32 @@ async fn check_password(
     if cached.is_some() {
         return Ok(cached);
     }
-    let (user, hash) = match state.store.user_with_hash(username).await? {
-        Some((user, hash)) => (Some(user), Some(hash)),
-        None => (None, None),
+    if let Some(wait) = auth.locked_for(username, address) {
+        let error = MlflowError::new(
+            ErrorCode::RequestLimitExceeded,
+            format!(
+                "Too many failed sign-ins for this user or from this address; try again in {}s (API tokens are not affected)",
+                wait.as_secs().max(1)
+            ),
+        );
+        return Err(with_retry_after(error.into(), wait));
+    }
+    let (user, hash) = match state.store.user_with_hash(username).await {
+        Ok(Some((user, hash))) => (Some(user), hash),
+        Ok(None) => (None, unknown_user_hash().to_string()),
+        Err(error) => return Err(ApiError::from(error).into_response()),
     };
     // NB: an unknown name costs one argon2 check too, so the answer's timing does not
     // tell which names exist.
-    let ok = tokio::task::spawn_blocking(move || {
-        let hash = hash.as_deref().unwrap_or_else(|| unknown_user_hash());
-        verify_password(hash, &password)
-    })
-    .await
-    .unwrap_or(false);
+    let ok = match auth.passwords.verify(hash, password).await {
+        Ok(ok) => ok,
+        Err(CheckerBusy) => return Err(with_retry_after(busy(), Duration::from_secs(1))),
+    };
     let Some(user) = user.filter(|_| ok) else {
+        auth.sign_in_failed(username, address);
         return Ok(None);
     };
+    auth.signed_in(username);
     let mut verified = auth.verified.lock().unwrap_or_else(|e| e.into_inner());
     verified.retain(|_, (_, at)| at.elapsed() < VERIFIED_FOR);
     verified.insert(key, (user.clone(), Instant::now()));
@@ -582,7 +745,12 @@ pub async fn guard(State(state): State<AppState>, request: Request, next: Next) 
         return next.run(request).await;
     }
     let mut request = request;
-    let user = match authenticate(&state, &auth, request.method(), request.headers()).await {
+    let address = request
+        .extensions()
+        .get::<ClientAddress>()
+        .map(|client| client.0.ip());
+    let user = match authenticate(&state, &auth, request.method(), request.headers(), address).await
+    {
         Ok(user) => user,
         Err(mut response) => {
             if request.headers().contains_key(DASHBOARD_HEADER) {
@@ -819,21 +987,14 @@ fn empty() -> Response {
 }
 
 pub async fn create_user(State(state): State<AppState>, p: Params) -> ApiResult<Response> {
-    auth_of(&state)?;
+    let auth = auth_of(&state)?;
     let username = p.req_str("username")?;
     let password = p.req_str("password")?;
     validate_username(&username)?;
     validate_password(&password)?;
-    let hash = hash_password_blocking(password).await?;
+    let hash = auth.passwords.hash(password).await?;
     let user = state.store.create_user(&username, &hash, false).await?;
     Ok(axum::Json(json!({"user": user_json(&user)})).into_response())
-}
-
-async fn hash_password_blocking(password: String) -> ApiResult<String> {
-    tokio::task::spawn_blocking(move || hash_password(&password))
-        .await
-        .map_err(|e| ApiError::from(internal(e.to_string())))?
-        .map_err(ApiError::from)
 }
 
 pub async fn get_user(State(state): State<AppState>, p: Params) -> ApiResult<Response> {
@@ -881,14 +1042,16 @@ pub async fn update_password(
             .user_with_hash(&username)
             .await?
             .ok_or_else(|| ApiError::from(permission_denied()))?;
-        let ok = tokio::task::spawn_blocking(move || verify_password(&hash, &given))
+        let ok = auth
+            .passwords
+            .verify(hash, given)
             .await
-            .unwrap_or(false);
+            .map_err(|CheckerBusy| busy())?;
         if !ok {
             return Err(MlflowError::invalid("The current password is incorrect").into());
         }
     }
-    let hash = hash_password_blocking(password).await?;
+    let hash = auth.passwords.hash(password).await?;
     state.store.set_password_hash(&username, &hash).await?;
     auth.forget_verified();
     Ok(empty())
@@ -1034,14 +1197,18 @@ fn session_cookie(value: &str, max_age_secs: i64, headers: &HeaderMap) -> ApiRes
 /// cookie.
 pub async fn sign_in(
     State(state): State<AppState>,
+    client: Option<Extension<ClientAddress>>,
     headers: HeaderMap,
     p: Params,
 ) -> ApiResult<Response> {
     let auth = auth_of(&state)?;
     let username = p.req_str("username")?;
     let password = p.req_str("password")?;
-    let Some(user) = check_password(&state, &auth, &username, password).await? else {
-        return Err(unauthenticated("Incorrect username or password").into());
+    let address = client.map(|Extension(client)| client.0.ip());
+    let user = match check_password(&state, &auth, &username, password, address).await {
+        Ok(Some(user)) => user,
+        Ok(None) => return Err(unauthenticated("Incorrect username or password").into()),
+        Err(refused) => return Ok(refused),
     };
     let (token, hash) = new_token()?;
     let expiry = ctflow_core::now_ms() + SESSION_HOURS * 3_600_000;
@@ -1063,7 +1230,7 @@ pub async fn session(State(state): State<AppState>, headers: HeaderMap) -> ApiRe
     let Some(auth) = state.auth.clone() else {
         return Ok(axum::Json(json!({"auth": false})).into_response());
     };
-    let user = authenticate(&state, &auth, &Method::GET, &headers)
+    let user = authenticate(&state, &auth, &Method::GET, &headers, None)
         .await
         .ok();
     Ok(axum::Json(json!({"auth": true, "user": user.as_ref().map(user_json)})).into_response())

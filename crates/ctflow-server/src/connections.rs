@@ -1,17 +1,26 @@
-//! The accept loop: HTTP/1.1 connections within `max_connections`, each with a deadline
-//! for its request heads, and a graceful shutdown that lets in-flight requests finish.
+//! The accept loop: HTTP/1.1 connections within `max_connections` (and within one
+//! address's share of them), each closed when idle for `idle_connection_timeout` and
+//! given a deadline for its request heads, health and readiness probes answered even at
+//! the limit, and a graceful shutdown that lets in-flight requests finish.
 //!
 //! NB: axum's own `serve` has no header timeout, so one client trickling a request head
 //! byte by byte (or many opening sockets and sending nothing) would hold connections
-//! forever.
+//! forever; and a probe refused at the limit would have an orchestrator restart a server
+//! that is merely busy.
 
+use std::collections::HashMap;
 use std::io;
+use std::net::IpAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use axum::Router;
+use axum::body::Body;
+use axum::extract::Request;
+use axum::response::{IntoResponse, Response};
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
@@ -20,8 +29,13 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
+use tokio::time::{Instant, Sleep};
 
 use crate::limits::Limits;
+
+/// The address a request came from (a request extension on every served request).
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddress(pub std::net::SocketAddr);
 
 /// A raw HTTP/1.1 error response in MLflow's JSON, for the moments no handler runs.
 fn raw_response(status: &str, code: &str, message: &str) -> Vec<u8> {
@@ -33,32 +47,151 @@ fn raw_response(status: &str, code: &str, message: &str) -> Vec<u8> {
     .into_bytes()
 }
 
-/// A connection over the limit: answered 503 (the mlflow client retries that with
-/// backoff) and closed.
-async fn refuse(mut stream: TcpStream, limit: usize) {
+/// Connections over the limit that may still be probed for health: each gets one
+/// request, read within `AT_LIMIT_HEAD_TIMEOUT`.
+const AT_LIMIT_CONNECTIONS: usize = 64;
+const AT_LIMIT_HEAD_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Why a connection is over the limit, in the words of its 503.
+fn over_limit_message(limits: &Limits, per_address: bool) -> String {
+    if per_address {
+        format!(
+            "This address has {} connections open, its share (ctflow server --max-connections-per-address); try again shortly",
+            limits.max_connections_per_address
+        )
+    } else {
+        format!(
+            "The server has {} connections open, its limit (ctflow server --max-http-connections); try again shortly",
+            limits.max_connections
+        )
+    }
+}
+
+/// A connection over the limit with no room left even for probes: answered 503 (the
+/// mlflow client retries that with backoff) and closed.
+async fn refuse(mut stream: TcpStream, message: String) {
     let response = raw_response(
         "503 Service Unavailable",
         "TEMPORARILY_UNAVAILABLE",
-        &format!(
-            "The server has {limit} connections open, its limit (ctflow server --max-http-connections); try again shortly"
-        ),
+        &message,
     );
     // NB: the request is not read; the client may see the answer or a reset, both say no.
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), async {
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
         stream.write_all(&response).await?;
         stream.shutdown().await
     })
     .await;
 }
 
+/// A connection over the limit: its one request is answered by the server if it is a
+/// health or readiness probe, else 503.
+fn serve_at_limit(
+    stream: TcpStream,
+    app: Router,
+    graceful: &GracefulShutdown,
+    message: String,
+) -> impl Future<Output = ()> + Send + 'static {
+    let service = tower::service_fn(move |request: Request<hyper::body::Incoming>| {
+        let app = app.clone();
+        let message = message.clone();
+        async move {
+            let probe = matches!(request.uri().path(), "/health" | "/ready");
+            if probe {
+                return tower::ServiceExt::oneshot(app, request.map(Body::new)).await;
+            }
+            let error = ctflow_core::MlflowError::new(
+                ctflow_core::ErrorCode::TemporarilyUnavailable,
+                message,
+            );
+            Ok::<Response, std::convert::Infallible>(
+                crate::error::ApiError::from(error).into_response(),
+            )
+        }
+    });
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .keep_alive(false)
+        .header_read_timeout(AT_LIMIT_HEAD_TIMEOUT);
+    let connection = builder.serve_connection(
+        TokioIo::new(stream),
+        hyper_util::service::TowerToHyperService::new(service),
+    );
+    let connection = graceful.watch(connection);
+    async move {
+        let _ = tokio::time::timeout(AT_LIMIT_HEAD_TIMEOUT * 5, connection).await;
+    }
+}
+
+/// What a connection is doing, shared by its stream and its service: requests under way
+/// and when the last one ended. NB: hyper gives an idle keep-alive connection no
+/// deadline of its own short of the header timeout.
+struct Activity {
+    in_flight: AtomicUsize,
+    idle_since: Mutex<Instant>,
+}
+
+impl Activity {
+    fn idle_since(&self) -> Instant {
+        *self.idle_since.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Counts a request as under way until its response body is dropped (sent or abandoned).
+struct InFlight(Arc<Activity>);
+
+impl InFlight {
+    fn start(activity: &Arc<Activity>) -> InFlight {
+        activity.in_flight.fetch_add(1, Ordering::AcqRel);
+        InFlight(activity.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        *self.0.idle_since.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A response body that keeps its request counted as under way while it is sent.
+struct CountedBody {
+    inner: Body,
+    _in_flight: InFlight,
+}
+
+impl http_body::Body for CountedBody {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 /// A TCP stream whose writing half outlives the HTTP connection, so that a request head
 /// cut off by the header timeout can still be answered, and which knows whether a
 /// request has started since the last response (an idle keep-alive connection that
-/// times out is closed without a word).
+/// times out is closed without a word). It ends the connection (as if the client had
+/// closed it) once no request has been under way for `idle_timeout`.
 struct WatchedStream {
     read: OwnedReadHalf,
     write: Arc<Mutex<Option<OwnedWriteHalf>>>,
     request_started: Arc<AtomicBool>,
+    activity: Arc<Activity>,
+    idle_timeout: Duration,
+    idle_timer: Pin<Box<Sleep>>,
 }
 
 impl AsyncRead for WatchedStream {
@@ -71,6 +204,19 @@ impl AsyncRead for WatchedStream {
         let polled = Pin::new(&mut self.read).poll_read(cx, buf);
         if buf.filled().len() > before {
             self.request_started.store(true, Ordering::Relaxed);
+        }
+        let idle = polled.is_pending()
+            && !self.request_started.load(Ordering::Relaxed)
+            && self.activity.in_flight.load(Ordering::Acquire) == 0;
+        if idle {
+            let deadline = self.activity.idle_since() + self.idle_timeout;
+            if self.idle_timer.deadline() != deadline {
+                self.idle_timer.as_mut().reset(deadline);
+            }
+            if self.idle_timer.as_mut().poll(cx).is_ready() {
+                // NB: an end of stream on an idle connection makes hyper close it quietly.
+                return Poll::Ready(Ok(()));
+            }
         }
         polled
     }
@@ -136,12 +282,35 @@ fn serve_connection(
     let (read, write) = stream.into_split();
     let writer = Arc::new(Mutex::new(Some(write)));
     let request_started = Arc::new(AtomicBool::new(false));
+    let activity = Arc::new(Activity {
+        in_flight: AtomicUsize::new(0),
+        idle_since: Mutex::new(Instant::now()),
+    });
     let io = WatchedStream {
         read,
         write: writer.clone(),
         request_started: request_started.clone(),
+        activity: activity.clone(),
+        idle_timeout: limits.idle_connection_timeout,
+        idle_timer: Box::pin(tokio::time::sleep(limits.idle_connection_timeout)),
     };
-    let connection = builder.serve_connection(TokioIo::new(io), TowerToHyperService::new(app));
+    let service = tower::service_fn(move |mut request: Request<hyper::body::Incoming>| {
+        let in_flight = InFlight::start(&activity);
+        if let Some(peer) = peer {
+            request.extensions_mut().insert(ClientAddress(peer));
+        }
+        let answer = tower::ServiceExt::oneshot(app.clone(), request.map(Body::new));
+        async move {
+            let response = answer.await?;
+            Ok::<_, std::convert::Infallible>(response.map(|inner| {
+                Body::new(CountedBody {
+                    inner,
+                    _in_flight: in_flight,
+                })
+            }))
+        }
+    });
+    let connection = builder.serve_connection(TokioIo::new(io), TowerToHyperService::new(service));
     let connection = graceful.watch(connection);
     let timeout = limits.header_read_timeout;
     async move {
@@ -175,11 +344,49 @@ fn serve_connection(
                 timeout.as_secs_f64()
             ),
         );
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), async {
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
             write.write_all(&response).await?;
             write.shutdown().await
         })
         .await;
+    }
+}
+
+/// Open connections per client address.
+#[derive(Default)]
+struct PerAddress(Mutex<HashMap<IpAddr, usize>>);
+
+/// One open connection of an address; its count goes down when dropped.
+struct AddressSlot {
+    counts: Arc<PerAddress>,
+    address: IpAddr,
+}
+
+impl PerAddress {
+    /// A slot for one more connection of `address`, if its share has room.
+    fn take(counts: &Arc<PerAddress>, address: IpAddr, share: usize) -> Option<AddressSlot> {
+        let mut open = counts.0.lock().unwrap_or_else(|e| e.into_inner());
+        let count = open.entry(address).or_insert(0);
+        if *count >= share {
+            return None;
+        }
+        *count += 1;
+        Some(AddressSlot {
+            counts: counts.clone(),
+            address,
+        })
+    }
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut open = self.counts.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = open.get_mut(&self.address) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                open.remove(&self.address);
+            }
+        }
     }
 }
 
@@ -191,6 +398,8 @@ pub(crate) async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
     let open = Arc::new(Semaphore::new(limits.max_connections));
+    let at_limit = Arc::new(Semaphore::new(AT_LIMIT_CONNECTIONS));
+    let per_address = Arc::new(PerAddress::default());
     let graceful = GracefulShutdown::new();
     let mut builder = http1::Builder::new();
     builder
@@ -202,12 +411,12 @@ pub(crate) async fn serve(
             accepted = listener.accept() => accepted,
             () = &mut shutdown => break,
         };
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
             Err(error) => {
                 // NB: EMFILE and friends: back off instead of spinning on the error.
                 tracing::warn!(%error, "cannot accept a connection");
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
         };
@@ -216,18 +425,34 @@ pub(crate) async fn serve(
         if let Err(error) = stream.set_nodelay(true) {
             tracing::debug!(%error, "cannot set TCP_NODELAY");
         }
-        let Ok(permit) = open.clone().try_acquire_owned() else {
-            tracing::warn!(
-                limit = limits.max_connections,
-                "refusing a connection: too many open"
-            );
-            tokio::spawn(refuse(stream, limits.max_connections));
+        let slot = PerAddress::take(&per_address, peer.ip(), limits.max_connections_per_address);
+        let share_used_up = slot.is_none();
+        let permit = match slot {
+            Some(_) => open.clone().try_acquire_owned().ok(),
+            None => None,
+        };
+        let (Some(slot), Some(permit)) = (slot, permit) else {
+            let message = over_limit_message(limits, share_used_up);
+            tracing::warn!(%peer, "over the connection limit: {message}");
+            match at_limit.clone().try_acquire_owned() {
+                Ok(probe_permit) => {
+                    let connection = serve_at_limit(stream, app.clone(), &graceful, message);
+                    tokio::spawn(async move {
+                        connection.await;
+                        drop(probe_permit);
+                    });
+                }
+                Err(_) => {
+                    tokio::spawn(refuse(stream, message));
+                }
+            }
             continue;
         };
         let connection = serve_connection(stream, app.clone(), &builder, &graceful, limits);
         tokio::spawn(async move {
             connection.await;
             drop(permit);
+            drop(slot);
         });
     }
     drop(listener);

@@ -33,6 +33,7 @@ use ctflow_store::artifacts::{ArtifactRepository, LocalArtifactStore};
 use ctflow_store::object_artifacts::{ObjectStoreArtifacts, ObjectUrl};
 use ctflow_store::{Store, StoreOptions};
 
+pub use crate::connections::ClientAddress;
 use crate::error::{ApiError, ApiResult};
 pub use crate::limits::Limits;
 

@@ -31,10 +31,15 @@ pub struct Limits {
     /// Most rows one page of a search or a metric history holds; a larger
     /// `max_results` gets this many and a `next_page_token`.
     pub max_page_size: i64,
-    /// Open client connections; one more is answered 503 and closed.
+    /// Open client connections; one more is answered 503 and closed (but for health
+    /// and readiness probes, which are answered even then).
     pub max_connections: usize,
-    /// How long a client may take to send a request's head, and how long an idle
-    /// keep-alive connection stays open.
+    /// Open connections from one client address (its share of `max_connections`).
+    pub max_connections_per_address: usize,
+    /// How long a connection may stay open without a request under way (a new one that
+    /// has sent nothing, a keep-alive one between requests) before it is closed.
+    pub idle_connection_timeout: Duration,
+    /// How long a client may take to send a request's head once it has begun.
     pub header_read_timeout: Duration,
     /// How long a request body may go without a byte arriving.
     pub body_read_timeout: Duration,
@@ -47,6 +52,8 @@ impl Default for Limits {
             max_artifact_upload: 10 << 30,
             max_page_size: 25_000,
             max_connections: 1024,
+            max_connections_per_address: 512,
+            idle_connection_timeout: Duration::from_secs(5),
             header_read_timeout: Duration::from_secs(30),
             body_read_timeout: Duration::from_secs(60),
         }

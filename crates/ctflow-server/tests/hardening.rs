@@ -197,3 +197,131 @@ async fn out_of_range_integers_are_refused_and_nothing_is_stored() {
     .await;
     assert_eq!(answer.status, 200, "{}", answer.body);
 }
+
+/// A connection from `source` (any 127.0.0.0/8 address is this machine).
+async fn connect_from(source: &str, server: std::net::SocketAddr) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
+    socket.connect(server).await.unwrap()
+}
+
+/// Waits for the server to close `stream`; how long that took.
+async fn closed_after(stream: &mut tokio::net::TcpStream, limit: Duration) -> Duration {
+    use tokio::io::AsyncReadExt;
+    let started = std::time::Instant::now();
+    let mut buffer = [0u8; 512];
+    loop {
+        match tokio::time::timeout(limit, stream.read(&mut buffer)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return started.elapsed(),
+            Ok(Ok(_)) => continue,
+            Err(_) => panic!("still open after {limit:?}"),
+        }
+    }
+}
+
+fn connection_limits() -> Limits {
+    Limits {
+        max_connections: 8,
+        max_connections_per_address: 4,
+        idle_connection_timeout: Duration::from_millis(300),
+        header_read_timeout: Duration::from_secs(20),
+        body_read_timeout: Duration::from_secs(20),
+        ..Limits::default()
+    }
+}
+
+#[tokio::test]
+async fn idle_connections_close_long_before_slow_requests_do() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = start(connection_limits()).await;
+    // A connection that sends nothing goes after the idle timeout, not the header one.
+    let mut silent = tokio::net::TcpStream::connect(server.address)
+        .await
+        .unwrap();
+    let waited = closed_after(&mut silent, Duration::from_secs(5)).await;
+    assert!(waited < Duration::from_secs(3), "{waited:?}");
+
+    // So does a keep-alive connection once its answer is sent.
+    let mut kept = tokio::net::TcpStream::connect(server.address)
+        .await
+        .unwrap();
+    kept.write_all(b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let waited = closed_after(&mut kept, Duration::from_secs(5)).await;
+    assert!(waited < Duration::from_secs(3), "{waited:?}");
+
+    // A request whose head and body trickle in for longer than the idle timeout is a
+    // request under way, not an idle connection: it is answered.
+    let body = r#"{"name":"trickled"}"#;
+    let request = format!(
+        "POST /api/2.0/mlflow/experiments/create HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let mut slow = tokio::net::TcpStream::connect(server.address)
+        .await
+        .unwrap();
+    for piece in request.as_bytes().chunks(request.len() / 6 + 1) {
+        slow.write_all(piece).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), slow.read_to_end(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    let answer = parse_answer(&answer);
+    assert_eq!(answer.status, 200, "{}", answer.body);
+}
+
+#[tokio::test]
+async fn one_address_cannot_take_every_connection() {
+    use tokio::io::AsyncWriteExt;
+    let mut limits = connection_limits();
+    limits.idle_connection_timeout = Duration::from_secs(20);
+    let server = start(limits).await;
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(connect_from("127.0.0.2", server.address).await);
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let search = get("/api/2.0/mlflow/experiments/search?max_results=1");
+    let mut fifth = connect_from("127.0.0.2", server.address).await;
+    fifth.write_all(&search).await.unwrap();
+    let answer = parse_answer(&read_all(&mut fifth).await);
+    assert_refused(
+        &answer,
+        503,
+        "TEMPORARILY_UNAVAILABLE",
+        "--max-connections-per-address",
+    );
+    let mut other = connect_from("127.0.0.1", server.address).await;
+    other.write_all(&search).await.unwrap();
+    let answer = parse_answer(&read_all(&mut other).await);
+    assert_eq!(answer.status, 200, "{}", answer.body);
+}
+
+#[tokio::test]
+async fn probes_are_answered_when_every_connection_is_taken() {
+    use tokio::io::AsyncWriteExt;
+    let mut limits = connection_limits();
+    limits.idle_connection_timeout = Duration::from_secs(20);
+    let server = start(limits).await;
+    let mut held = Vec::new();
+    for source in ["127.0.0.2", "127.0.0.3"] {
+        for _ in 0..4 {
+            held.push(connect_from(source, server.address).await);
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for (path, status) in [
+        ("/health", 200),
+        ("/ready", 200),
+        ("/api/2.0/mlflow/experiments/search?max_results=1", 503),
+    ] {
+        let mut probe = connect_from("127.0.0.4", server.address).await;
+        probe.write_all(&get(path)).await.unwrap();
+        let answer = parse_answer(&read_all(&mut probe).await);
+        assert_eq!(answer.status, status, "{path}: {}", answer.body);
+    }
+}

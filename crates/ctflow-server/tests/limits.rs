@@ -17,6 +17,8 @@ fn small_limits() -> Limits {
         max_artifact_upload: 4096,
         max_page_size: 2,
         max_connections: 2,
+        max_connections_per_address: 2,
+        idle_connection_timeout: Duration::from_secs(1),
         header_read_timeout: Duration::from_millis(400),
         body_read_timeout: Duration::from_millis(400),
     }
@@ -162,9 +164,11 @@ async fn a_stalled_request_head_is_answered_408_and_an_idle_connection_closed() 
 }
 
 #[tokio::test]
-async fn connections_over_the_limit_are_answered_503() {
+async fn connections_over_the_limit_are_answered_503_but_probes_are_answered() {
     let mut limits = small_limits();
     limits.header_read_timeout = Duration::from_secs(30);
+    limits.idle_connection_timeout = Duration::from_secs(30);
+    limits.max_connections_per_address = 10;
     let server = start(limits).await;
     let mut held = Vec::new();
     for _ in 0..2 {
@@ -179,19 +183,25 @@ async fn connections_over_the_limit_are_answered_503() {
         assert!(buffer[..read].starts_with(b"HTTP/1.1 200"));
         held.push(stream);
     }
-    let refused = exchange(server.address, &get("/health")).await;
+    let search = "/api/2.0/mlflow/experiments/search?max_results=1";
+    let refused = exchange(server.address, &get(search)).await;
     assert_refused(
         &refused,
         503,
         "TEMPORARILY_UNAVAILABLE",
         "--max-http-connections",
     );
+    // A liveness or readiness probe is answered by the server even now.
+    for probe in ["/health", "/ready"] {
+        let answer = exchange(server.address, &get(probe)).await;
+        assert_eq!(answer.status, 200, "{probe}: {}", answer.body);
+    }
 
     // A closed connection frees its place.
     drop(held.pop());
     let mut answered = None;
     for _ in 0..100 {
-        let answer = exchange(server.address, &get("/health")).await;
+        let answer = exchange(server.address, &get(search)).await;
         if answer.status == 200 {
             answered = Some(answer.status);
             break;

@@ -1,6 +1,8 @@
-//! With `--auth --auth-default-permission NO_PERMISSIONS`, every listing and stream shows a
-//! user only what the user may read one by one, and a model version cannot be made from a
-//! run, logged model or registered model its creator cannot read. Over real sockets.
+//! `--auth` under attack, over real sockets. With `--auth-default-permission
+//! NO_PERMISSIONS`, every listing and stream shows a user only what the user may read one
+//! by one; a model version cannot be made from a run, logged model or registered model its
+//! creator cannot read; repeated wrong passwords are throttled without locking out token
+//! users.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -366,4 +368,70 @@ async fn a_model_version_needs_read_access_to_its_source() {
         Some(create(format!("runs:/{alice_run}/model"), Some(&alice_run))),
     )
     .await;
+}
+
+fn head_value<'a>(raw: &'a str, name: &str) -> Option<&'a str> {
+    raw.split("\r\n\r\n").next()?.lines().find_map(|line| {
+        let (key, value) = line.split_once(':')?;
+        key.eq_ignore_ascii_case(name).then(|| value.trim())
+    })
+}
+
+#[tokio::test]
+async fn repeated_wrong_passwords_are_throttled_and_tokens_still_work() {
+    let site = site().await;
+    let token = site
+        .ok(
+            "alice",
+            "POST",
+            "/api/ctflow/v1/tokens",
+            Some(json!({"name": "ci"})),
+        )
+        .await["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let by_token = |path: &str| {
+        format!("GET {path} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {token}\r\nconnection: close\r\n\r\n")
+            .into_bytes()
+    };
+    let search = "/api/2.0/mlflow/experiments/search?max_results=5";
+    let mut statuses = Vec::new();
+    let mut retry_after = None;
+    for _ in 0..7 {
+        let raw = raw_exchange(
+            site.server.address,
+            &signed("GET", search, None, "alice", "not-her-password"),
+        )
+        .await;
+        let raw = String::from_utf8_lossy(&raw).into_owned();
+        let answer = parse_answer(raw.as_bytes());
+        statuses.push(answer.status);
+        if answer.status == 429 {
+            assert_eq!(
+                answer.body["error_code"], "REQUEST_LIMIT_EXCEEDED",
+                "{}",
+                answer.body
+            );
+            retry_after = head_value(&raw, "retry-after").map(str::to_string);
+        }
+    }
+    assert_eq!(
+        statuses,
+        [401, 401, 401, 401, 401, 401, 429],
+        "five free failures; the sixth locks"
+    );
+    let seconds: u64 = retry_after.expect("a Retry-After").parse().unwrap();
+    assert!((1..=300).contains(&seconds), "{seconds}");
+    // While locked, no password is checked from this address, for any name; alice, whose
+    // password was checked a moment ago, is still recognised without a new check; the
+    // token is not touched by any of it.
+    let other = site.call("bob", "GET", search, None).await;
+    assert_eq!(other.status, 429, "{}", other.body);
+    let recent = site.call("alice", "GET", search, None).await;
+    assert_eq!(recent.status, 200, "{}", recent.body);
+    for _ in 0..3 {
+        let answer = exchange(site.server.address, &by_token(search)).await;
+        assert_eq!(answer.status, 200, "{}", answer.body);
+    }
 }
