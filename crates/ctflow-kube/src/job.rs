@@ -125,7 +125,9 @@ pub fn job_manifest(ctx: &JobContext<'_>, settings: &JobSettings) -> Result<Job,
         request
             .env
             .iter()
-            .filter(|(k, _)| k.starts_with("CTFLOW_") && k != "CTFLOW_WORKER")
+            .filter(|(k, _)| {
+                k.starts_with("CTFLOW_") && k != "CTFLOW_WORKER" && k != "CTFLOW_INSTALLATION"
+            })
             .cloned(),
     );
     if !request.ci_checks.is_empty() {

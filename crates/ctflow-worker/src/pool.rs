@@ -168,6 +168,8 @@ pub struct WorkerPool {
     metrics: Arc<Metrics>,
     /// Written into each job's environment (see `orphans`).
     identity: String,
+    /// The installation its jobs are marked with (`orphans::installation_id`).
+    installation: String,
     /// Host and pid, the `ctflow.worker` tag of the runs this pool starts.
     name: String,
     /// Runs the jobs' commands elsewhere (a Kubernetes Job); `None`: local processes.
@@ -229,6 +231,7 @@ impl WorkerPool {
             Some(token) => TrackingClient::with_token(&config.tracking_uri, &config.user, token)?,
             None => TrackingClient::new(&config.tracking_uri, &config.user)?,
         };
+        let installation = crate::orphans::installation_id(&config.tracking_uri);
         let gpus = Arc::new(Gpus {
             pool: Mutex::new(GpuPool::new(config.gpus.iter().copied())),
             freed: Notify::new(),
@@ -240,6 +243,7 @@ impl WorkerPool {
             gpus,
             metrics: Arc::new(Metrics::new()),
             identity: crate::orphans::worker_identity(),
+            installation,
             name: worker_name(),
             runner: None,
         })
@@ -268,13 +272,20 @@ impl WorkerPool {
             .set(i64::try_from(count).unwrap_or(i64::MAX));
         {
             let shutdown = shutdown.clone();
+            let installation = this.installation.clone();
             workers.spawn(async move {
                 loop {
-                    let orphans = tokio::task::spawn_blocking(crate::orphans::reap_orphans)
-                        .await
-                        .unwrap_or_default();
+                    let installation = installation.clone();
+                    let orphans = tokio::task::spawn_blocking(move || {
+                        crate::orphans::reap_orphans(&installation)
+                    })
+                    .await
+                    .unwrap_or_default();
                     if !orphans.is_empty() {
-                        tracing::warn!(?orphans, "stopped job processes whose worker died");
+                        tracing::warn!(
+                            stopped = orphans.len(),
+                            "stopped job processes whose worker died"
+                        );
                     }
                     tokio::select! {
                         _ = tokio::time::sleep(REAP_INTERVAL) => {}
@@ -694,6 +705,10 @@ impl WorkerPool {
             (
                 crate::orphans::WORKER_VAR.to_string(),
                 self.identity.clone(),
+            ),
+            (
+                crate::orphans::INSTALLATION_VAR.to_string(),
+                self.installation.clone(),
             ),
         ];
         if let Some(ms) = job.trigger.logical_time {
