@@ -94,11 +94,16 @@ class TempPostgres:
         subprocess.run(_as_postgres([_pg_tool("initdb"), "-D", self.data, "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8"]),
                        check=True, capture_output=True)
         self.port = free_port()
-        opts = (f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={self.dir} "
-                "-c fsync=off -c synchronous_commit=off -c full_page_writes=off")
-        subprocess.run(_as_postgres([_pg_tool("pg_ctl"), "-D", self.data, "-l", os.path.join(self.dir, "log"), "-o", opts, "-w", "start"]),
+        self.opts = (f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={self.dir} "
+                     "-c fsync=off -c synchronous_commit=off -c full_page_writes=off")
+        subprocess.run(_as_postgres([_pg_tool("pg_ctl"), "-D", self.data, "-l", os.path.join(self.dir, "log"), "-o", self.opts, "-w", "start"]),
                        check=True, capture_output=True)
         self.count = 0
+
+    def restart(self):
+        """Stops the server at once (connections are cut) and starts it again."""
+        subprocess.run(_as_postgres([_pg_tool("pg_ctl"), "-D", self.data, "-l", os.path.join(self.dir, "log"), "-o", self.opts,
+                                     "-m", "fast", "-w", "restart"]), check=True, capture_output=True)
 
     def new_database(self):
         self.count += 1

@@ -53,6 +53,13 @@ impl From<ctflow_store::Error> for ApiError {
                     format!("no space left for {what}; the write was not stored: {other}"),
                 ))
             }
+            other if other.is_unavailable() => {
+                tracing::warn!(error = %other, "the database cannot be reached");
+                ApiError::from(MlflowError::new(
+                    ErrorCode::TemporarilyUnavailable,
+                    format!("the database cannot be reached; try again shortly: {other}"),
+                ))
+            }
             other => {
                 tracing::error!(error = %other, kind = other.kind(), "store failure");
                 ApiError::from(MlflowError::new(

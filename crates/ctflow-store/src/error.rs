@@ -34,6 +34,19 @@ impl Error {
         }
     }
 
+    /// The database cannot be reached for now (its connection broke, it is restarting,
+    /// no connection came in time): the same request can succeed later.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            Error::Database(sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut) => true,
+            // PostgreSQL's connection exceptions (class 08) and shutdowns (57P01-57P03).
+            Error::Database(sqlx::Error::Database(db)) => db.code().is_some_and(|code| {
+                code.starts_with("08") || ["57P01", "57P02", "57P03"].contains(&code.as_ref())
+            }),
+            _ => false,
+        }
+    }
+
     /// A short, low-cardinality name for logs and metric labels.
     pub fn kind(&self) -> &'static str {
         match self {
