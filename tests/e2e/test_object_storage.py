@@ -163,6 +163,9 @@ def test_artifacts_live_in_the_bucket_and_the_server_proxies_them(s3_server, s3,
     prefix = f"mlartifacts/{experiment_id}/{run.info.run_id}/artifacts"
     assert keys[f"{prefix}/notes/hello.txt"] == 5
     assert keys[f"{prefix}/model/weights.bin"] == big.stat().st_size
+    # The multipart upload was completed and its record removed: nothing left in progress.
+    assert not any(k.startswith("mlartifacts/.ctflow-uploads/") for k in keys), keys
+    assert bucket.list_multipart_uploads(Bucket=BUCKET).get("Uploads", []) == []
     listed = {(f.path, f.is_dir) for f in client.list_artifacts(run.info.run_id)}
     assert listed == {("notes", True), ("model", True)}
     [weights] = client.list_artifacts(run.info.run_id, "model")

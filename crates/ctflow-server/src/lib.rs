@@ -117,12 +117,35 @@ fn sweep_abandoned_uploads(local: LocalArtifactStore) {
     });
 }
 
+/// How often the object store is swept for uploads cut off by a crash.
+const OBJECT_UPLOAD_SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Aborts, at start and then every hour, the multipart uploads whose writer died.
+fn sweep_abandoned_object_uploads(repository: ObjectStoreArtifacts) {
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(OBJECT_UPLOAD_SWEEP_INTERVAL);
+        loop {
+            ticker.tick().await;
+            let age = ctflow_store::object_artifacts::ABANDONED_UPLOAD_AGE;
+            match repository.abort_abandoned_uploads(age).await {
+                Ok(aborted) => {
+                    for key in &aborted {
+                        tracing::warn!(key, "aborted a multipart upload cut off by a crash");
+                    }
+                }
+                Err(error) => tracing::warn!(%error, "cannot look for abandoned uploads"),
+            }
+        }
+    });
+}
+
 impl AppState {
     pub async fn open(config: &ServerConfig) -> Result<AppState, ctflow_store::Error> {
         let (artifacts, artifact_root): (Arc<dyn ArtifactRepository>, ArtifactRoot) =
             if ObjectUrl::parse(&config.artifacts_destination).is_some() {
                 let repository = ObjectStoreArtifacts::from_url(&config.artifacts_destination)?;
                 let url = repository.url().to_string();
+                sweep_abandoned_object_uploads(repository.clone());
                 (Arc::new(repository), ArtifactRoot::Object(url))
             } else {
                 let destination = &config.artifacts_destination;

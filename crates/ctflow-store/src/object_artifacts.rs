@@ -10,13 +10,16 @@
 //!   `AZURE_STORAGE_ACCOUNT_KEY`, `AZURE_STORAGE_USE_EMULATOR` for Azurite, ...).
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use ctflow_core::MlflowError;
 use ctflow_core::artifact_path::safe_relative_path;
 use ctflow_core::entities::FileInfo;
+use futures::stream::FuturesOrdered;
 use futures::{StreamExt, TryStreamExt};
+use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
+use object_store::{MultipartId, ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
 use tokio::io::AsyncReadExt;
 
 use crate::artifacts::{ArtifactContent, ArtifactRepository, BoxFuture, ByteReader};
@@ -26,10 +29,19 @@ use crate::error::{Error, Result};
 const PART_SIZE: usize = 8 << 20;
 /// Parts uploaded at the same time.
 const PARTS_IN_FLIGHT: usize = 4;
+/// The folder under the prefix where each multipart upload in progress is recorded (its
+/// key and upload id), so one whose writer died can be aborted: the object store keeps
+/// an unfinished upload's parts, and bills them, until someone aborts it. Never listed
+/// or reachable as an artifact.
+const UPLOADS_FOLDER: &str = ".ctflow-uploads";
+/// How often a running upload rewrites its record.
+const UPLOAD_HEARTBEAT: Duration = Duration::from_secs(300);
+/// A record not rewritten for this long belongs to a writer that died.
+pub const ABANDONED_UPLOAD_AGE: Duration = Duration::from_secs(1800);
 
-/// A client for one S3 bucket.
+/// A client for one S3 bucket, typed: it also runs multipart uploads by id.
 #[cfg(feature = "s3")]
-pub fn s3_client(bucket: &str) -> Result<Arc<dyn ObjectStore>> {
+fn s3_store(bucket: &str) -> Result<Arc<object_store::aws::AmazonS3>> {
     use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
     // HTTPS needs a process-wide rustls provider; ring is the one the rest of ctflow
     // uses. Installing fails harmlessly when one is already there.
@@ -48,6 +60,12 @@ pub fn s3_client(bucket: &str) -> Result<Arc<dyn ObjectStore>> {
         .build()
         .map_err(|e| Error::Config(format!("cannot use the bucket '{bucket}': {e}")))?;
     Ok(Arc::new(client))
+}
+
+/// A client for one S3 bucket.
+#[cfg(feature = "s3")]
+pub fn s3_client(bucket: &str) -> Result<Arc<dyn ObjectStore>> {
+    Ok(s3_store(bucket)?)
 }
 
 #[cfg(not(feature = "s3"))]
@@ -152,6 +170,10 @@ fn azure_client(container: &str, _account: Option<&str>) -> Result<Arc<dyn Objec
 #[derive(Clone)]
 pub struct ObjectStoreArtifacts {
     client: Arc<dyn ObjectStore>,
+    /// The same store's multipart uploads by id, where ctflow records them to abort those
+    /// a crash cut off (S3). Without it (Azure, which drops uncommitted blocks itself
+    /// after a week) large objects go up through `WriteMultipart`.
+    uploads: Option<Arc<dyn MultipartStore>>,
     /// The prefix's parts, already checked.
     prefix: Vec<String>,
     url: String,
@@ -179,9 +201,17 @@ impl ObjectStoreArtifacts {
         };
         Ok(ObjectStoreArtifacts {
             client,
+            uploads: None,
             prefix,
             url,
         })
+    }
+
+    /// Runs multipart uploads through `uploads` (the same store as the client), each
+    /// recorded until it completes or is aborted.
+    pub fn with_recorded_uploads(mut self, uploads: Arc<dyn MultipartStore>) -> Self {
+        self.uploads = Some(uploads);
+        self
     }
 
     /// `s3://bucket/prefix`, `az://container/prefix` (or `wasbs://`, `abfss://`).
@@ -191,11 +221,16 @@ impl ObjectStoreArtifacts {
                 "'{url}' is not an object-storage URL (s3://, az://, wasbs://, abfss://)"
             ))
         })?;
-        ObjectStoreArtifacts::new(
-            parsed.client()?,
-            parsed.prefix(),
-            url.trim_end_matches('/').into(),
-        )
+        let url = url.trim_end_matches('/').to_string();
+        match parsed {
+            #[cfg(feature = "s3")]
+            ObjectUrl::S3 { bucket, prefix } => {
+                let store = s3_store(bucket)?;
+                Ok(ObjectStoreArtifacts::new(store.clone(), prefix, url)?
+                    .with_recorded_uploads(store))
+            }
+            _ => ObjectStoreArtifacts::new(parsed.client()?, parsed.prefix(), url),
+        }
     }
 
     /// The URL artifacts are stored under.
@@ -206,12 +241,170 @@ impl ObjectStoreArtifacts {
     /// The object key of a relative artifact path, checked like every other path.
     fn location(&self, path: &str) -> Result<ObjectPath> {
         let parts = safe_relative_path(path).map_err(Error::Mlflow)?;
+        if parts.first().is_some_and(|first| first == UPLOADS_FOLDER) {
+            return Err(no_such_artifact(path));
+        }
         Ok(ObjectPath::from_iter(
             self.prefix
                 .iter()
                 .map(String::as_str)
                 .chain(parts.iter().map(String::as_str)),
         ))
+    }
+
+    /// Where the records of uploads in progress live.
+    fn uploads_folder(&self) -> ObjectPath {
+        ObjectPath::from_iter(
+            self.prefix
+                .iter()
+                .map(String::as_str)
+                .chain(std::iter::once(UPLOADS_FOLDER)),
+        )
+    }
+
+    /// Starts a recorded multipart upload to `location`: its id, and its record's key.
+    async fn begin_upload(
+        &self,
+        uploads: &Arc<dyn MultipartStore>,
+        location: &ObjectPath,
+    ) -> Result<(MultipartId, ObjectPath, PutPayload)> {
+        let id = uploads
+            .create_multipart(location)
+            .await
+            .map_err(store_error)?;
+        let record_key = self
+            .uploads_folder()
+            .join(uuid::Uuid::new_v4().simple().to_string());
+        let record = PutPayload::from(
+            serde_json::json!({"key": location.as_ref(), "upload_id": id}).to_string(),
+        );
+        if let Err(error) = self.client.put(&record_key, record.clone()).await {
+            let _ = uploads.abort_multipart(location, &id).await;
+            return Err(store_error(error));
+        }
+        Ok((id, record_key, record))
+    }
+
+    /// Uploads `first` and the rest of `body` as a recorded multipart upload, at most
+    /// `PARTS_IN_FLIGHT` parts at a time. NB: the object becomes visible only when the
+    /// upload completes, so a reader never sees half of it and a failed upload leaves the
+    /// old one.
+    async fn put_recorded(
+        &self,
+        uploads: &Arc<dyn MultipartStore>,
+        location: &ObjectPath,
+        first: Vec<u8>,
+        body: &mut ByteReader,
+    ) -> Result<u64> {
+        let (id, record_key, record) = self.begin_upload(uploads, location).await?;
+        let mut written = 0u64;
+        let sent: Result<Vec<PartId>> = async {
+            let mut in_flight = FuturesOrdered::new();
+            let mut parts: Vec<PartId> = Vec::new();
+            let mut chunk = first;
+            let mut recorded_at = Instant::now();
+            for index in 0.. {
+                if chunk.is_empty() {
+                    break;
+                }
+                let last = chunk.len() < PART_SIZE;
+                written += chunk.len() as u64;
+                if in_flight.len() >= PARTS_IN_FLIGHT
+                    && let Some(done) = in_flight.next().await
+                {
+                    let done: object_store::Result<PartId> = done;
+                    parts.push(done.map_err(store_error)?);
+                }
+                in_flight.push_back(uploads.put_part(
+                    location,
+                    &id,
+                    index,
+                    PutPayload::from(chunk),
+                ));
+                if recorded_at.elapsed() >= UPLOAD_HEARTBEAT {
+                    // The record's age tells the sweep this writer is alive.
+                    self.client
+                        .put(&record_key, record.clone())
+                        .await
+                        .map_err(store_error)?;
+                    recorded_at = Instant::now();
+                }
+                if last {
+                    break;
+                }
+                chunk = Vec::with_capacity(PART_SIZE);
+                (&mut *body)
+                    .take(PART_SIZE as u64)
+                    .read_to_end(&mut chunk)
+                    .await?;
+            }
+            while let Some(done) = in_flight.next().await {
+                parts.push(done.map_err(store_error)?);
+            }
+            Ok(parts)
+        }
+        .await;
+        let finished = match sent {
+            Ok(parts) => uploads
+                .complete_multipart(location, &id, parts)
+                .await
+                .map(|_| written)
+                .map_err(store_error),
+            Err(error) => Err(error),
+        };
+        if finished.is_err()
+            && let Err(abort) = uploads.abort_multipart(location, &id).await
+        {
+            // NB: the record stays, so the sweep tries again.
+            tracing::warn!(%abort, key = %location, "cannot abort a failed artifact upload");
+            return finished;
+        }
+        if let Err(error) = self.client.delete(&record_key).await {
+            tracing::warn!(%error, key = %record_key, "cannot delete an upload's record");
+        }
+        finished
+    }
+
+    /// Aborts the multipart uploads whose record was not rewritten for `age` (their
+    /// writer died mid-upload) and deletes their records; returns their object keys.
+    pub async fn abort_abandoned_uploads(&self, age: Duration) -> Result<Vec<String>> {
+        let Some(uploads) = &self.uploads else {
+            return Ok(Vec::new());
+        };
+        let folder = self.uploads_folder();
+        let records: Vec<object_store::ObjectMeta> = self
+            .client
+            .list(Some(&folder))
+            .try_collect()
+            .await
+            .map_err(store_error)?;
+        let now = ctflow_core::now_ms();
+        let age_ms = i64::try_from(age.as_millis()).unwrap_or(i64::MAX);
+        let mut aborted = Vec::new();
+        for record in records {
+            if now.saturating_sub(record.last_modified.timestamp_millis()) < age_ms {
+                continue;
+            }
+            let bytes = match self.client.get(&record.location).await {
+                Ok(found) => found.bytes().await.map_err(store_error)?,
+                Err(object_store::Error::NotFound { .. }) => continue,
+                Err(error) => return Err(store_error(error)),
+            };
+            let parsed: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+            if let (Some(key), Some(id)) = (parsed["key"].as_str(), parsed["upload_id"].as_str()) {
+                let key = ObjectPath::from(key);
+                match uploads.abort_multipart(&key, &id.to_string()).await {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                    Err(error) => return Err(store_error(error)),
+                }
+                aborted.push(key.to_string());
+            }
+            match self.client.delete(&record.location).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(error) => return Err(store_error(error)),
+            }
+        }
+        Ok(aborted)
     }
 }
 
@@ -235,6 +428,11 @@ impl ArtifactRepository for ObjectStoreArtifacts {
                     .await
                     .map_err(store_error)?;
                 return Ok(written);
+            }
+            if let Some(uploads) = &self.uploads {
+                return self
+                    .put_recorded(uploads, &location, first, &mut body)
+                    .await;
             }
             // NB: a multipart upload becomes visible only when completed, so a reader
             // never sees half an object and a failed upload leaves the old one.
@@ -302,6 +500,7 @@ impl ArtifactRepository for ObjectStoreArtifacts {
     fn list<'a>(&'a self, path: &'a str) -> BoxFuture<'a, Result<Vec<FileInfo>>> {
         Box::pin(async move {
             let location = self.location(path)?;
+            let at_root = safe_relative_path(path).map_err(Error::Mlflow)?.is_empty();
             let prefix = (!location.as_ref().is_empty()).then_some(&location);
             let listed = self
                 .client
@@ -312,6 +511,7 @@ impl ArtifactRepository for ObjectStoreArtifacts {
                 .common_prefixes
                 .iter()
                 .filter_map(|p| p.filename().map(str::to_string))
+                .filter(|name| !(at_root && name == UPLOADS_FOLDER))
                 .map(|name| FileInfo {
                     path: name,
                     is_dir: true,
@@ -441,10 +641,91 @@ mod tests {
         );
     }
 
+    /// A repository over one in-memory store, with recorded multipart uploads or not.
+    fn in_memory(recorded: bool) -> (ObjectStoreArtifacts, Arc<InMemory>) {
+        let store = Arc::new(InMemory::new());
+        let repo =
+            ObjectStoreArtifacts::new(store.clone(), "p", "s3://b/p".into()).expect("prefix");
+        let repo = match recorded {
+            true => repo.with_recorded_uploads(store.clone()),
+            false => repo,
+        };
+        (repo, store)
+    }
+
+    async fn records(store: &InMemory) -> Vec<ObjectPath> {
+        store
+            .list(Some(&ObjectPath::from("p/.ctflow-uploads")))
+            .map_ok(|meta| meta.location)
+            .try_collect()
+            .await
+            .expect("listed")
+    }
+
     #[tokio::test]
     async fn objects_larger_than_a_part_go_up_in_parts() {
-        let client: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
-        let repo = ObjectStoreArtifacts::new(client, "", "s3://b".into()).expect("root");
+        for recorded in [false, true] {
+            let (repo, store) = in_memory(recorded);
+            large_objects_round_trip(&repo).await;
+            assert!(
+                records(&store).await.is_empty(),
+                "finished uploads leave no record"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn uploads_cut_off_by_a_crash_are_aborted_and_never_shown() {
+        let (repo, store) = in_memory(true);
+        // A writer that died after starting: its upload and record stay behind.
+        let location = ObjectPath::from("p/1/run/artifacts/model.bin");
+        let uploads: Arc<dyn MultipartStore> = store.clone();
+        let (id, _, _) = repo
+            .begin_upload(&uploads, &location)
+            .await
+            .expect("started");
+        uploads
+            .put_part(&location, &id, 0, PutPayload::from(vec![1u8; 16]))
+            .await
+            .expect("a part went up");
+        assert_eq!(records(&store).await.len(), 1);
+
+        // The record is hidden from the artifact API.
+        let root: Vec<String> = repo
+            .list("")
+            .await
+            .expect("list")
+            .into_iter()
+            .map(|f| f.path)
+            .collect();
+        assert!(!root.iter().any(|name| name == UPLOADS_FOLDER), "{root:?}");
+        assert!(repo.get(".ctflow-uploads").await.is_err());
+        assert!(repo.list(".ctflow-uploads").await.is_err());
+        assert!(repo.put(".ctflow-uploads/x", body(b"x")).await.is_err());
+
+        // A recent record may be a live writer's; an old one is aborted.
+        let fresh = repo
+            .abort_abandoned_uploads(Duration::from_secs(3600))
+            .await
+            .expect("swept");
+        assert!(fresh.is_empty());
+        let aborted = repo
+            .abort_abandoned_uploads(Duration::ZERO)
+            .await
+            .expect("swept");
+        assert_eq!(aborted, ["p/1/run/artifacts/model.bin"]);
+        assert!(records(&store).await.is_empty());
+        let gone = uploads
+            .put_part(&location, &id, 1, PutPayload::from(vec![2u8; 16]))
+            .await;
+        assert!(gone.is_err(), "the upload was aborted");
+        assert!(
+            repo.get("1/run/artifacts/model.bin").await.is_err(),
+            "nothing was completed"
+        );
+    }
+
+    async fn large_objects_round_trip(repo: &ObjectStoreArtifacts) {
         let big: Vec<u8> = (0..PART_SIZE * 2 + 12_345)
             .map(|i| (i % 251) as u8)
             .collect();
@@ -455,11 +736,11 @@ mod tests {
                 .expect("put"),
             big.len() as u64
         );
-        assert_eq!(read_all(&repo, "model/weights.bin").await, big);
+        assert_eq!(read_all(repo, "model/weights.bin").await, big);
         // Exactly one part's worth goes up as a multipart upload too.
         let exact: &'static [u8] = Box::leak(vec![7u8; PART_SIZE].into_boxed_slice());
         repo.put("model/exact.bin", body(exact)).await.expect("put");
-        assert_eq!(read_all(&repo, "model/exact.bin").await.len(), PART_SIZE);
+        assert_eq!(read_all(repo, "model/exact.bin").await.len(), PART_SIZE);
     }
 
     #[tokio::test]
