@@ -201,6 +201,15 @@ mod tests {
             .spawn()
             .expect("sleep runs");
         let pid = job.id();
+        // NB: until the child has exec'd, its environment is still this process's.
+        let environ = format!("/proc/{pid}/environ");
+        let started = std::time::Instant::now();
+        while !std::fs::read(&environ)
+            .is_ok_and(|env| variable(&env, INSTALLATION_VAR) == Some(installation.as_str()))
+        {
+            assert!(started.elapsed().as_secs() < 10, "sleep never started");
+            std::thread::yield_now();
+        }
         // Another installation's reaper leaves it alone.
         let other = reap_orphans("http://127.0.0.1:2");
         assert!(other.iter().all(|o| o.pid != pid), "{other:?}");
