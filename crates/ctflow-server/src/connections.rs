@@ -48,8 +48,11 @@ fn raw_response(status: &str, code: &str, message: &str) -> Vec<u8> {
 }
 
 /// Connections over the limit that may still be probed for health: each gets one
-/// request, read within `AT_LIMIT_HEAD_TIMEOUT`.
+/// request, read within `AT_LIMIT_HEAD_TIMEOUT`; one address holds at most
+/// `AT_LIMIT_PER_ADDRESS` of them, so a flood from a few addresses cannot take the room
+/// the probes need.
 const AT_LIMIT_CONNECTIONS: usize = 64;
+const AT_LIMIT_PER_ADDRESS: usize = 2;
 const AT_LIMIT_HEAD_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Why a connection is over the limit, in the words of its 503.
@@ -400,6 +403,7 @@ pub(crate) async fn serve(
     let open = Arc::new(Semaphore::new(limits.max_connections));
     let at_limit = Arc::new(Semaphore::new(AT_LIMIT_CONNECTIONS));
     let per_address = Arc::new(PerAddress::default());
+    let at_limit_per_address = Arc::new(PerAddress::default());
     let graceful = GracefulShutdown::new();
     let mut builder = http1::Builder::new();
     builder
@@ -434,15 +438,22 @@ pub(crate) async fn serve(
         let (Some(slot), Some(permit)) = (slot, permit) else {
             let message = over_limit_message(limits, share_used_up);
             tracing::warn!(%peer, "over the connection limit: {message}");
-            match at_limit.clone().try_acquire_owned() {
-                Ok(probe_permit) => {
+            let probe_slot =
+                PerAddress::take(&at_limit_per_address, peer.ip(), AT_LIMIT_PER_ADDRESS);
+            let probe_permit = match probe_slot {
+                Some(_) => at_limit.clone().try_acquire_owned().ok(),
+                None => None,
+            };
+            match (probe_slot, probe_permit) {
+                (Some(probe_slot), Some(probe_permit)) => {
                     let connection = serve_at_limit(stream, app.clone(), &graceful, message);
                     tokio::spawn(async move {
                         connection.await;
                         drop(probe_permit);
+                        drop(probe_slot);
                     });
                 }
-                Err(_) => {
+                _ => {
                     tokio::spawn(refuse(stream, message));
                 }
             }
