@@ -26,18 +26,9 @@ import threading
 import time
 import urllib.parse
 
+from load_no_loss import rss_kib
+
 SEARCH = "/api/2.0/mlflow/experiments/search?max_results=1"
-
-
-def rss_kib(pid):
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-    except OSError:
-        return None
-    return None
 
 
 def attacker_address(n, addresses):

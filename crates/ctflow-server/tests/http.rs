@@ -4,10 +4,12 @@
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
-use ctflow_server::{AppState, ServerConfig};
+use ctflow_server::AppState;
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tower::ServiceExt;
+
+mod support;
 
 struct TestServer {
     app: Router,
@@ -16,16 +18,11 @@ struct TestServer {
 
 async fn server() -> TestServer {
     let artifacts = tempfile::tempdir().unwrap();
-    let config = ServerConfig {
-        backend_store_uri: "sqlite:///:memory:".into(),
-        default_artifact_root: None,
-        artifacts_destination: artifacts.path().join("root").display().to_string(),
-        serve_artifacts: true,
-        max_connections: 2,
-        durability: Default::default(),
-        auth: None,
-        limits: ctflow_server::Limits::default(),
-    };
+    let config = support::config(
+        "sqlite:///:memory:".into(),
+        &artifacts,
+        ctflow_server::Limits::default(),
+    );
     let state = AppState::open(&config).await.unwrap();
     TestServer {
         app: ctflow_server::router(state),
