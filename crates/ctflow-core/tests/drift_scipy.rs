@@ -2,6 +2,8 @@
 //! wrote. The samples are regenerated here with the same integer generator, so both
 //! sides see identical numbers.
 
+// Test code states its expectations with unwrap, expect and panics.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 use ctflow_core::drift::{
     KsMethod, bin_fractions, category_counts, chi_square, jensen_shannon, ks_2samp, quantile_edges,
     sturges_edges, wasserstein, wasserstein_normed,

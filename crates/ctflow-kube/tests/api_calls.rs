@@ -3,6 +3,8 @@
 //! field manager, Events, finalizer removed only after the cleanup), asserted one by one
 //! against kube's mock service (tower-test).
 
+// Test code states its expectations with unwrap, expect and panics.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 use std::sync::Arc;
 
 use ctflow_bus::{Bus, MemoryBus};

@@ -3,6 +3,8 @@
 //! CI machines; see the fake's crate docs for what it does and does not emulate), with a
 //! real SQLite store and the in-process bus.
 
+// Test code states its expectations with unwrap, expect and panics.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;

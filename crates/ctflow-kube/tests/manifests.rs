@@ -3,6 +3,8 @@
 //! `CTFLOW_UPDATE_MANIFESTS=1 cargo test -p ctflow-kube --test manifests`
 //! (or `ctflow crd > manifests/crd/trainingpipelines.ctflow.dev.yaml`).
 
+// Test code states its expectations with unwrap, expect and panics.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 use std::path::{Path, PathBuf};
 
 use ctflow_kube::{TrainingPipeline, crd_yaml};

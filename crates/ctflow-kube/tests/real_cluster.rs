@@ -9,6 +9,8 @@
 //! apply, finalizer patches, Events and Lease writes. Jobs are not started (that needs
 //! an image with ctflow in it).
 
+// Test code states its expectations with unwrap, expect and panics.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -4,6 +4,8 @@
 //! creator cannot read; repeated wrong passwords are throttled without locking out token
 //! users.
 
+// Test code states its expectations with unwrap, expect and panics.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 use std::sync::Arc;
 use std::time::Duration;
 

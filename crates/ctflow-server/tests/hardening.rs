@@ -1,6 +1,8 @@
 //! Defects found by an operator's probes (a full disk, out-of-range numbers, half-written
 //! uploads, idle connections), each reproduced over real loopback sockets and real files.
 
+// Test code states its expectations with unwrap, expect and panics.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 

@@ -2,6 +2,8 @@
 //! heads and bodies, the connection limit and the page cap, each refused with MLflow's
 //! error JSON and the status HTTP has for it.
 
+// Test code states its expectations with unwrap, expect and panics.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 use std::time::Duration;
 
 use ctflow_server::Limits;

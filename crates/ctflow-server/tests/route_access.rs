@@ -2,6 +2,8 @@
 //! `.route("...")` calls from the source and fails on a path `route_access` does not map,
 //! under both API prefixes and for reads and writes alike.
 
+// Test code states its expectations with unwrap, expect and panics.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 use ctflow_core::auth::{Access, route_access};
 
 /// The routes on which any signed-in user acts without a per-item rule, each because it

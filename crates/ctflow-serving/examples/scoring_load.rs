@@ -6,6 +6,8 @@
 //!
 //!     scoring_load --url http://127.0.0.1:5001 --body-file body.json --clients 32 --seconds 10
 
+// Test code states its expectations with unwrap, expect and panics.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 use std::time::{Duration, Instant};
 
 struct Options {

@@ -1,6 +1,8 @@
 //! The store contract: one list of behaviours, run against SQLite and against a real
 //! PostgreSQL server. Every case gets an empty database.
 
+// Test code states its expectations with unwrap, expect and panics.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod support;
 
 use std::future::Future;

@@ -4,6 +4,8 @@
 //! `cargo bench -p ctflow-watcher --bench drift`; `bench/drift_scipy.py` is the numpy/scipy
 //! side of the comparison.
 
+// Test code states its expectations with unwrap, expect and panics.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 use std::time::Instant;
 
 use ctflow_core::drift::ColumnData;
