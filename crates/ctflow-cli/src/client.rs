@@ -3,7 +3,8 @@
 use anyhow::Result;
 pub use ctflow_worker::client::TrackingClient;
 
-/// Who the CLI acts as, recorded in the registry ledger until authentication exists.
+/// Who the CLI says it is. A server without `--auth` records this name in the registry
+/// ledger; one with `--auth` records the signed-in user instead.
 pub fn current_user() -> String {
     std::env::var("USER")
         .or_else(|_| std::env::var("LOGNAME"))
