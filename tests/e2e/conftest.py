@@ -48,6 +48,28 @@ def stop(proc):
             proc.wait()
 
 
+# What each module's tests need beyond a ctflow binary (see pytest.ini's markers).
+MODULE_LAYERS = {
+    "test_distributed.py": ("nats", "postgres", "slow"),
+    "test_kubernetes.py": ("kubernetes",),
+    "test_manifests.py": ("kubernetes",),
+    "test_ui.py": ("browser",),
+    "test_quickstart.py": ("slow",),
+    "test_load.py": ("slow",),
+}
+
+
+def pytest_collection_modifyitems(items):
+    """Marks every test with the layers it needs, from its module and its fixtures (a test
+    on the backend-parametrised servers needs PostgreSQL in its `postgres` case)."""
+    for item in items:
+        for layer in MODULE_LAYERS.get(item.path.name, ()):
+            item.add_marker(layer)
+        callspec = getattr(item, "callspec", None)
+        if "postgres" in item.fixturenames or (callspec is not None and "postgres" in callspec.id):
+            item.add_marker("postgres")
+
+
 @pytest.fixture(autouse=True)
 def mlflow_environment_is_restored():
     """MLflow's environment variables as they were before each test: `mlflow.set_experiment`

@@ -11,6 +11,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 from conftest import CtflowServer, TempPostgres
 
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "load_no_loss.py"
@@ -71,6 +73,7 @@ def test_an_idle_connection_flood_leaves_the_server_answering(sqlite_server):
     assert report["attack"]["opened"] >= 2000, report
 
 
+@pytest.mark.postgres
 def test_writes_resume_after_postgresql_restarts_under_load(ctflow_bin, tmp_path):
     """16 clients write while PostgreSQL is restarted (its connections cut): requests in
     that moment get 503 TEMPORARILY_UNAVAILABLE (the client retries), never a 500, nothing
