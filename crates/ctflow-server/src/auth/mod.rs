@@ -3,7 +3,9 @@
 //! registered model, a default permission, admins), and MLflow's user and permission API.
 //!
 //! The guard runs on every matched route. Each route's rule comes from
-//! `ctflow_core::auth::route_access`; a route without one is refused.
+//! `ctflow_core::auth::route_access`; a route without one is refused. Here: the guard,
+//! sign-in and the access checks; `passwords` (argon2 and tokens), `users` (MLflow's user
+//! and permission API, API tokens) and `session` (the dashboard's sign-in).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -32,6 +34,20 @@ use crate::connections::ClientAddress;
 use crate::error::{ApiError, ApiResult, found};
 use crate::limits::{Limits, read_body};
 use crate::params::{Params, parse_query};
+
+mod passwords;
+mod session;
+mod users;
+
+use passwords::*;
+pub use passwords::{hash_password, new_token};
+use session::*;
+pub use session::{session, sign_in, sign_out};
+use users::*;
+pub use users::{
+    create_token, create_user, current_user, delete_token, delete_user, get_permission, get_user,
+    grant_permission, list_tokens, list_users, revoke_permission, update_admin, update_password,
+};
 
 /// How long a checked password is trusted before argon2 checks it again. The mlflow
 /// client sends Basic credentials with every request; argon2 is slow on purpose.
@@ -103,157 +119,6 @@ impl Auth {
 #[derive(Debug, Clone)]
 pub struct CurrentUser(pub User);
 
-/// An argon2id hash (PHC string) of `password` with a fresh salt.
-pub fn hash_password(password: &str) -> Result<String, MlflowError> {
-    use argon2::password_hash::{PasswordHasher, SaltString};
-    let mut salt = [0u8; 16];
-    getrandom::fill(&mut salt).map_err(|e| internal(format!("no randomness: {e}")))?;
-    let salt = SaltString::encode_b64(&salt).map_err(|e| internal(e.to_string()))?;
-    argon2::Argon2::default()
-        .hash_password(password.as_bytes(), &salt)
-        .map(|hash| hash.to_string())
-        .map_err(|e| internal(format!("cannot hash the password: {e}")))
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Runs argon2 checks, at most one per core at a time, each in working memory that is
-/// allocated once and reused. NB: argon2 needs 19 MiB per check; unbounded, a flood of
-/// wrong passwords ran hundreds at once and the allocator kept the gigabytes after.
-struct PasswordChecker {
-    permits: Semaphore,
-    memory: Mutex<Vec<Vec<argon2::Block>>>,
-}
-
-/// No checker was free in time.
-struct CheckerBusy;
-
-impl PasswordChecker {
-    fn new(concurrency: usize) -> PasswordChecker {
-        PasswordChecker {
-            permits: Semaphore::new(concurrency.max(1)),
-            memory: Mutex::new(Vec::new()),
-        }
-    }
-
-    async fn verify(&self, hash: String, password: String) -> Result<bool, CheckerBusy> {
-        let permit = tokio::time::timeout(CHECK_QUEUE_WAIT, self.permits.acquire())
-            .await
-            .map_err(|_| CheckerBusy)?
-            .map_err(|_| CheckerBusy)?;
-        let mut memory = lock(&self.memory).pop().unwrap_or_default();
-        let checked = tokio::task::spawn_blocking(move || {
-            let ok = verify_password_in(&hash, &password, &mut memory);
-            (ok, memory)
-        })
-        .await;
-        drop(permit);
-        match checked {
-            Ok((ok, memory)) => {
-                lock(&self.memory).push(memory);
-                Ok(ok)
-            }
-            Err(_) => Ok(false),
-        }
-    }
-
-    /// Hashes a new password under the same bound.
-    async fn hash(&self, password: String) -> ApiResult<String> {
-        let _permit = tokio::time::timeout(CHECK_QUEUE_WAIT, self.permits.acquire())
-            .await
-            .map_err(|_| busy())?
-            .map_err(|_| busy())?;
-        tokio::task::spawn_blocking(move || hash_password(&password))
-            .await
-            .map_err(|e| ApiError::from(internal(format!("password hashing stopped: {e}"))))?
-            .map_err(ApiError::from)
-    }
-}
-
-/// Checks `password` against an argon2 PHC string, computing in `memory` (grown to the
-/// hash's memory cost if smaller). The comparison is constant-time.
-fn verify_password_in(hash: &str, password: &str, memory: &mut Vec<argon2::Block>) -> bool {
-    use argon2::password_hash::{Output, PasswordHash};
-    let Ok(parsed) = PasswordHash::new(hash) else {
-        return false;
-    };
-    let (Some(salt), Some(expected)) = (parsed.salt, parsed.hash) else {
-        return false;
-    };
-    let (Ok(params), Ok(algorithm)) = (
-        argon2::Params::try_from(&parsed),
-        argon2::Algorithm::try_from(parsed.algorithm),
-    ) else {
-        return false;
-    };
-    let Ok(version) = parsed.version.map(argon2::Version::try_from).transpose() else {
-        return false;
-    };
-    let mut salt_bytes = [0u8; 64];
-    let Ok(salt) = salt.decode_b64(&mut salt_bytes) else {
-        return false;
-    };
-    let blocks = params.block_count();
-    if memory.len() < blocks {
-        memory.resize(blocks, argon2::Block::default());
-    }
-    let mut computed = vec![0u8; expected.len()];
-    let hasher = argon2::Argon2::new(algorithm, version.unwrap_or_default(), params);
-    hasher
-        .hash_password_into_with_memory(
-            password.as_bytes(),
-            salt,
-            &mut computed,
-            &mut memory[..blocks],
-        )
-        .is_ok()
-        && Output::new(&computed).is_ok_and(|computed| computed == expected)
-}
-
-/// 503 with `Retry-After`: every password checker was busy.
-fn busy() -> ApiError {
-    ApiError::from(MlflowError::new(
-        ErrorCode::TemporarilyUnavailable,
-        "Too many sign-ins are being checked at once; try again shortly (API tokens are not affected)",
-    ))
-}
-
-/// An error answered with a `Retry-After` of `wait` (rounded up to whole seconds).
-fn with_retry_after(error: ApiError, wait: Duration) -> Response {
-    let mut response = error.into_response();
-    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-    if let Ok(value) = HeaderValue::from_str(&seconds.max(1).to_string()) {
-        response.headers_mut().insert(header::RETRY_AFTER, value);
-    }
-    response
-}
-
-/// The hash checked for names that have no user. It only has to cost what checking a
-/// real one does: a match signs nobody in, as there is no user to sign in.
-fn unknown_user_hash() -> &'static str {
-    static HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    HASH.get_or_init(|| {
-        let mut secret = [0u8; 32];
-        let _ = getrandom::fill(&mut secret);
-        hash_password(&hex::encode(secret)).unwrap_or_default()
-    })
-}
-
-/// A new API token and the SHA-256 the store keeps of it.
-pub fn new_token() -> Result<(String, String), MlflowError> {
-    let mut secret = [0u8; 32];
-    getrandom::fill(&mut secret).map_err(|e| internal(format!("no randomness: {e}")))?;
-    let token = format!("ctf_{}", hex::encode(secret));
-    let hash = token_hash(&token);
-    Ok((token, hash))
-}
-
-fn token_hash(token: &str) -> String {
-    hex::encode(sha2::Sha256::digest(token.as_bytes()))
-}
-
 fn internal(message: String) -> MlflowError {
     MlflowError::new(ErrorCode::InternalError, message)
 }
@@ -268,27 +133,10 @@ fn challenge(message: &str) -> Response {
     response
 }
 
-/// The dashboard's session cookie: an API token, HttpOnly and SameSite=Strict.
-const SESSION_COOKIE: &str = "ctflow_session";
-/// How long a dashboard sign-in lasts.
-const SESSION_HOURS: i64 = 12;
 /// The header the dashboard sends with every call. Its 401s come without the Basic
 /// challenge (the dashboard shows its own sign-in page, not the browser's prompt), and a
 /// write signed by the session cookie needs it: a cross-site form cannot set a header.
 const DASHBOARD_HEADER: &str = "x-ctflow-dashboard";
-
-/// The session token in the request's cookies, if any.
-fn session_token(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|cookies| cookies.split(';'))
-        .filter_map(|cookie| cookie.trim().split_once('='))
-        .find(|(name, _)| *name == SESSION_COOKIE)
-        .map(|(_, value)| value.to_string())
-        .filter(|value| !value.is_empty())
-}
 
 fn is_safe(method: &Method) -> bool {
     matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
@@ -959,297 +807,4 @@ fn filter_search(visibility: &Visibility, route: &str, answer: &mut Value) {
                 .is_some_and(|id| readable(visibility, id))
         });
     }
-}
-
-// ------------------------------------------------------------ users and grants (MLflow's auth API)
-
-fn auth_of(state: &AppState) -> ApiResult<Arc<Auth>> {
-    state.auth.clone().ok_or_else(|| {
-        MlflowError::new(
-            ErrorCode::EndpointNotFound,
-            "Users and permissions need authentication: start the server with --auth",
-        )
-        .into()
-    })
-}
-
-fn current(user: Option<Extension<CurrentUser>>) -> ApiResult<User> {
-    user.map(|Extension(CurrentUser(user))| user)
-        .ok_or_else(|| unauthenticated("You are not authenticated").into())
-}
-
-fn user_json(user: &User) -> Value {
-    json!({"id": user.id, "username": user.username, "is_admin": user.is_admin})
-}
-
-fn empty() -> Response {
-    axum::Json(json!({})).into_response()
-}
-
-pub async fn create_user(State(state): State<AppState>, p: Params) -> ApiResult<Response> {
-    let auth = auth_of(&state)?;
-    let username = p.req_str("username")?;
-    let password = p.req_str("password")?;
-    validate_username(&username)?;
-    validate_password(&password)?;
-    let hash = auth.passwords.hash(password).await?;
-    let user = state.store.create_user(&username, &hash, false).await?;
-    Ok(axum::Json(json!({"user": user_json(&user)})).into_response())
-}
-
-pub async fn get_user(State(state): State<AppState>, p: Params) -> ApiResult<Response> {
-    auth_of(&state)?;
-    let user = state.store.get_user(&p.req_str("username")?).await?;
-    Ok(axum::Json(json!({"user": user_json(&user)})).into_response())
-}
-
-pub async fn current_user(
-    State(state): State<AppState>,
-    user: Option<Extension<CurrentUser>>,
-) -> ApiResult<Response> {
-    auth_of(&state)?;
-    let user = current(user)?;
-    Ok(axum::Json(json!({"user": user_json(&user)})).into_response())
-}
-
-pub async fn list_users(State(state): State<AppState>) -> ApiResult<Response> {
-    auth_of(&state)?;
-    let users: Vec<Value> = state
-        .store
-        .list_users()
-        .await?
-        .iter()
-        .map(user_json)
-        .collect();
-    Ok(axum::Json(json!({"users": users})).into_response())
-}
-
-/// An admin sets anyone's password; a user changing their own gives the current one.
-pub async fn update_password(
-    State(state): State<AppState>,
-    caller: Option<Extension<CurrentUser>>,
-    p: Params,
-) -> ApiResult<Response> {
-    let auth = auth_of(&state)?;
-    let caller = current(caller)?;
-    let username = p.req_str("username")?;
-    let password = p.req_str("password")?;
-    validate_password(&password)?;
-    if !caller.is_admin {
-        let given = p.str("current_password")?.unwrap_or_default();
-        let (_, hash) = state
-            .store
-            .user_with_hash(&username)
-            .await?
-            .ok_or_else(|| ApiError::from(permission_denied()))?;
-        let ok = auth
-            .passwords
-            .verify(hash, given)
-            .await
-            .map_err(|CheckerBusy| busy())?;
-        if !ok {
-            return Err(MlflowError::invalid("The current password is incorrect").into());
-        }
-    }
-    let hash = auth.passwords.hash(password).await?;
-    state.store.set_password_hash(&username, &hash).await?;
-    auth.forget_verified();
-    Ok(empty())
-}
-
-pub async fn update_admin(State(state): State<AppState>, p: Params) -> ApiResult<Response> {
-    let auth = auth_of(&state)?;
-    let username = p.req_str("username")?;
-    let is_admin = p
-        .bool("is_admin")?
-        .ok_or_else(|| ApiError::from(MlflowError::missing_param("is_admin")))?;
-    state.store.set_admin(&username, is_admin).await?;
-    auth.forget_verified();
-    Ok(empty())
-}
-
-pub async fn delete_user(State(state): State<AppState>, p: Params) -> ApiResult<Response> {
-    let auth = auth_of(&state)?;
-    state.store.delete_user(&p.req_str("username")?).await?;
-    auth.forget_verified();
-    Ok(empty())
-}
-
-pub async fn grant_permission(State(state): State<AppState>, p: Params) -> ApiResult<Response> {
-    auth_of(&state)?;
-    let user = state.store.get_user(&p.req_str("username")?).await?;
-    let kind = resource_type(&p.req_str("resource_type")?)?;
-    let id = resource_key(kind, &p.req_str("resource_id")?);
-    let permission = Permission::parse(&p.req_str("permission")?)?;
-    state.store.grant(kind, &id, user.id, permission).await?;
-    Ok(empty())
-}
-
-pub async fn revoke_permission(State(state): State<AppState>, p: Params) -> ApiResult<Response> {
-    auth_of(&state)?;
-    let user = state.store.get_user(&p.req_str("username")?).await?;
-    let kind = resource_type(&p.req_str("resource_type")?)?;
-    let id = resource_key(kind, &p.req_str("resource_id")?);
-    state.store.revoke(kind, &id, user.id).await?;
-    Ok(empty())
-}
-
-/// What a user may do on a resource, resolved as a request would be.
-pub async fn get_permission(State(state): State<AppState>, p: Params) -> ApiResult<Response> {
-    let auth = auth_of(&state)?;
-    let user = state.store.get_user(&p.req_str("username")?).await?;
-    let kind = resource_type(&p.req_str("resource_type")?)?;
-    let permission = permission_of(&state, &auth, &user, kind, &p.req_str("resource_id")?).await?;
-    Ok(axum::Json(json!({
-        "allowed": permission.allows(Need::Read),
-        "permission": permission.as_str(),
-    }))
-    .into_response())
-}
-
-// ------------------------------------------------------------ API tokens
-
-fn token_json(token: &ctflow_store::auth::TokenInfo) -> Value {
-    json!({
-        "id": token.id.to_string(),
-        "name": token.name,
-        "creation_time": token.creation_time,
-        "expiry_time": token.expiry_time,
-    })
-}
-
-/// `POST /api/ctflow/v1/tokens {name, expires_in_days?}`: a token for the caller,
-/// shown once.
-pub async fn create_token(
-    State(state): State<AppState>,
-    caller: Option<Extension<CurrentUser>>,
-    p: Params,
-) -> ApiResult<Response> {
-    auth_of(&state)?;
-    let caller = current(caller)?;
-    let name = p.str("name")?.unwrap_or_else(|| "token".into());
-    if name.len() > 256 {
-        return Err(MlflowError::invalid("Token names may have at most 256 bytes").into());
-    }
-    let expiry = match p.i64("expires_in_days")? {
-        Some(days) if (1..=3650).contains(&days) => Some(ctflow_core::now_ms() + days * 86_400_000),
-        Some(days) => {
-            return Err(MlflowError::invalid(format!(
-                "expires_in_days must be between 1 and 3650, got {days}"
-            ))
-            .into());
-        }
-        None => None,
-    };
-    let (token, hash) = new_token()?;
-    let info = state
-        .store
-        .create_token(caller.id, &name, &hash, expiry)
-        .await?;
-    Ok(axum::Json(json!({"token": token, "token_info": token_json(&info)})).into_response())
-}
-
-pub async fn list_tokens(
-    State(state): State<AppState>,
-    caller: Option<Extension<CurrentUser>>,
-) -> ApiResult<Response> {
-    auth_of(&state)?;
-    let caller = current(caller)?;
-    let tokens: Vec<Value> = state
-        .store
-        .list_tokens(caller.id)
-        .await?
-        .iter()
-        .map(token_json)
-        .collect();
-    Ok(axum::Json(json!({"tokens": tokens})).into_response())
-}
-
-pub async fn delete_token(
-    State(state): State<AppState>,
-    caller: Option<Extension<CurrentUser>>,
-    Path(id): Path<String>,
-) -> ApiResult<Response> {
-    auth_of(&state)?;
-    let caller = current(caller)?;
-    let id: i64 = id
-        .parse()
-        .map_err(|_| ApiError::from(MlflowError::invalid(format!("Invalid token id '{id}'"))))?;
-    state.store.delete_token(caller.id, id).await?;
-    Ok(StatusCode::OK.into_response())
-}
-
-fn session_cookie(value: &str, max_age_secs: i64, headers: &HeaderMap) -> ApiResult<HeaderValue> {
-    // NB: Secure only where the client reached us over TLS (a proxy says so); a cookie
-    // marked Secure is never sent back over the plain HTTP of a laptop install.
-    let secure = headers
-        .get("x-forwarded-proto")
-        .is_some_and(|proto| proto.as_bytes().eq_ignore_ascii_case(b"https"));
-    HeaderValue::from_str(&format!(
-        "{SESSION_COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age_secs}{}",
-        if secure { "; Secure" } else { "" }
-    ))
-    .map_err(|e| internal(e.to_string()).into())
-}
-
-/// `POST /api/ctflow/v1/session`: the dashboard's sign-in. A right password gets a
-/// session token (an API token named "dashboard session" that expires) in an HttpOnly
-/// cookie.
-pub async fn sign_in(
-    State(state): State<AppState>,
-    client: Option<Extension<ClientAddress>>,
-    headers: HeaderMap,
-    p: Params,
-) -> ApiResult<Response> {
-    let auth = auth_of(&state)?;
-    let username = p.req_str("username")?;
-    let password = p.req_str("password")?;
-    let address = client.map(|Extension(client)| client.0.ip());
-    let user = match check_password(&state, &auth, &username, password, address).await {
-        Ok(Some(user)) => user,
-        Ok(None) => return Err(unauthenticated("Incorrect username or password").into()),
-        Err(refused) => return Ok(refused),
-    };
-    let (token, hash) = new_token()?;
-    let expiry = ctflow_core::now_ms() + SESSION_HOURS * 3_600_000;
-    state
-        .store
-        .create_token(user.id, "dashboard session", &hash, Some(expiry))
-        .await?;
-    let cookie = session_cookie(&token, SESSION_HOURS * 3600, &headers)?;
-    tracing::info!(user = %user.username, "signed in to the dashboard");
-    Ok((
-        [(header::SET_COOKIE, cookie)],
-        axum::Json(json!({"user": user_json(&user)})),
-    )
-        .into_response())
-}
-
-/// `GET /api/ctflow/v1/session`: whether the server has users, and who this browser is.
-pub async fn session(State(state): State<AppState>, headers: HeaderMap) -> ApiResult<Response> {
-    let Some(auth) = state.auth.clone() else {
-        return Ok(axum::Json(json!({"auth": false})).into_response());
-    };
-    let user = authenticate(&state, &auth, &Method::GET, &headers, None)
-        .await
-        .ok();
-    Ok(axum::Json(json!({"auth": true, "user": user.as_ref().map(user_json)})).into_response())
-}
-
-/// `DELETE /api/ctflow/v1/session`: signs out (the session token is deleted).
-pub async fn sign_out(State(state): State<AppState>, headers: HeaderMap) -> ApiResult<Response> {
-    auth_of(&state)?;
-    if !headers.contains_key(DASHBOARD_HEADER) {
-        return Err(
-            MlflowError::new(ErrorCode::PermissionDenied, "Sign out from the dashboard").into(),
-        );
-    }
-    if let Some(token) = session_token(&headers) {
-        state
-            .store
-            .delete_token_by_hash(&token_hash(&token))
-            .await?;
-    }
-    let cookie = session_cookie("", 0, &headers)?;
-    Ok(([(header::SET_COOKIE, cookie)], empty()).into_response())
 }
