@@ -136,7 +136,7 @@ struct Activity {
 
 impl Activity {
     fn idle_since(&self) -> Instant {
-        *self.idle_since.lock().unwrap_or_else(|e| e.into_inner())
+        *crate::lock(&self.idle_since)
     }
 }
 
@@ -152,7 +152,7 @@ impl InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        *self.0.idle_since.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+        *crate::lock(&self.0.idle_since) = Instant::now();
         self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
@@ -368,7 +368,7 @@ struct AddressSlot {
 impl PerAddress {
     /// A slot for one more connection of `address`, if its share has room.
     fn take(counts: &Arc<PerAddress>, address: IpAddr, share: usize) -> Option<AddressSlot> {
-        let mut open = counts.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut open = crate::lock(&counts.0);
         let count = open.entry(address).or_insert(0);
         if *count >= share {
             return None;
@@ -383,7 +383,7 @@ impl PerAddress {
 
 impl Drop for AddressSlot {
     fn drop(&mut self) {
-        let mut open = self.counts.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut open = crate::lock(&self.counts.0);
         if let Some(count) = open.get_mut(&self.address) {
             *count = count.saturating_sub(1);
             if *count == 0 {

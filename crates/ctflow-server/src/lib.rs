@@ -117,6 +117,12 @@ fn sweep_abandoned_uploads(local: LocalArtifactStore) {
     });
 }
 
+/// A mutex's guard. NB: a panic elsewhere while it was held leaves plain data behind
+/// (counts, maps), still usable, so a poisoned lock is taken as it is.
+pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// How often the object store is swept for uploads cut off by a crash.
 const OBJECT_UPLOAD_SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(3600);
 

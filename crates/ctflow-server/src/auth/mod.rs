@@ -29,11 +29,11 @@ use serde_json::{Value, json};
 use sha2::Digest;
 use tokio::sync::Semaphore;
 
-use crate::AppState;
 use crate::connections::ClientAddress;
 use crate::error::{ApiError, ApiResult, found};
 use crate::limits::{Limits, read_body};
 use crate::params::{Params, parse_query};
+use crate::{AppState, lock};
 
 mod passwords;
 mod session;
@@ -108,10 +108,7 @@ impl Auth {
     }
 
     fn forget_verified(&self) {
-        self.verified
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
+        lock(&self.verified).clear();
     }
 }
 
@@ -199,10 +196,7 @@ async fn check_password(
     address: Option<IpAddr>,
 ) -> Result<Option<User>, Response> {
     let key: [u8; 32] = sha2::Sha256::digest(format!("{username}\0{password}")).into();
-    let cached = auth
-        .verified
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
+    let cached = lock(&auth.verified)
         .get(&key)
         .filter(|(_, at)| at.elapsed() < VERIFIED_FOR)
         .map(|(user, _)| user.clone());
@@ -235,7 +229,7 @@ async fn check_password(
         return Ok(None);
     };
     auth.signed_in(username);
-    let mut verified = auth.verified.lock().unwrap_or_else(|e| e.into_inner());
+    let mut verified = lock(&auth.verified);
     verified.retain(|_, (_, at)| at.elapsed() < VERIFIED_FOR);
     verified.insert(key, (user.clone(), Instant::now()));
     Ok(Some(user))

@@ -15,10 +15,6 @@ pub fn hash_password(password: &str) -> Result<String, MlflowError> {
         .map_err(|e| internal(format!("cannot hash the password: {e}")))
 }
 
-pub(super) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 /// Runs argon2 checks, at most one per core at a time, each in working memory that is
 /// allocated once and reused. NB: argon2 needs 19 MiB per check; unbounded, a flood of
 /// wrong passwords ran hundreds at once and the allocator kept the gigabytes after.
