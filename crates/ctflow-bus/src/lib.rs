@@ -21,6 +21,7 @@ use futures::stream::BoxStream;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
+pub use ctflow_core::job::{CiResult, JobEvent, JobStatus};
 pub use memory::MemoryBus;
 pub use nats::{NatsBus, NatsConfig};
 
@@ -78,83 +79,6 @@ pub struct Job {
     /// The folder relative paths of the spec resolve against.
     pub base_dir: PathBuf,
     pub trigger: TriggerEvent,
-}
-
-/// One CI check's result.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CiResult {
-    pub name: String,
-    pub command: String,
-    pub exit_code: Option<i32>,
-    pub passed: bool,
-    /// The end of the check's output.
-    pub output_tail: String,
-    pub duration_ms: i64,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum JobStatus {
-    /// Training finished with exit code 0.
-    Succeeded,
-    /// Training (or preparing it) failed; retryable.
-    Failed,
-    /// A blocking CI check failed: training did not run.
-    CiFailed,
-    /// Stopped on the controller's request.
-    Canceled,
-    /// Stopped after the spec's timeout.
-    TimedOut,
-    /// Can never run on this worker pool (e.g. it asks for GPUs the machine lacks).
-    Unschedulable,
-}
-
-impl JobStatus {
-    /// The status as a metric label.
-    pub fn as_label(self) -> &'static str {
-        match self {
-            JobStatus::Succeeded => "succeeded",
-            JobStatus::Failed => "failed",
-            JobStatus::CiFailed => "ci_failed",
-            JobStatus::Canceled => "canceled",
-            JobStatus::TimedOut => "timed_out",
-            JobStatus::Unschedulable => "unschedulable",
-        }
-    }
-}
-
-/// What a worker reports about a job.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum JobEvent {
-    /// The MLflow run exists; training may start.
-    Started {
-        pipeline_run: String,
-        attempt: i64,
-        run_id: String,
-    },
-    /// The training command runs as this process group.
-    Process {
-        pipeline_run: String,
-        attempt: i64,
-        pid: u32,
-    },
-    Finished {
-        pipeline_run: String,
-        attempt: i64,
-        status: JobStatus,
-        run_id: Option<String>,
-        message: String,
-        ci: Vec<CiResult>,
-    },
-}
-
-impl JobEvent {
-    pub fn pipeline_run(&self) -> &str {
-        match self {
-            JobEvent::Started { pipeline_run, .. }
-            | JobEvent::Process { pipeline_run, .. }
-            | JobEvent::Finished { pipeline_run, .. } => pipeline_run,
-        }
-    }
 }
 
 /// What the data watcher saw. The trigger it fired (if any) is recorded in the store

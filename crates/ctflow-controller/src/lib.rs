@@ -9,14 +9,16 @@
 //! Tasks of one controller:
 //! - `loader`: pipeline files from a folder, hot-reloaded;
 //! - `schedules`: cron ticks with catch-up;
-//! - `reconcile`: admission (concurrency policy), job reports, gates, promotion,
-//!   approvals and their timeouts.
+//! - `reconcile`: the executor of the pipeline-run state machine
+//!   (`ctflow_core::engine` decides admission, job reports, gates, promotion, approvals
+//!   and their timeouts, and recovery; this crate reads what a decision needs and applies
+//!   its steps).
 //!
 //! Data and drift triggers are recorded by the watcher (`ctflow-watcher`), which wakes
 //! the controller through the bus.
 #![forbid(unsafe_code)]
 
-mod election;
+mod leadership;
 mod loader;
 mod reconcile;
 mod schedules;
@@ -26,11 +28,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ctflow_bus::Bus;
+use ctflow_metrics::Metrics;
 use ctflow_store::Store;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-pub use election::{Election, run_elected};
+pub use leadership::{
+    Claim, ElectorGone, Leadership, StoreElection, leadership, run_while_leading,
+};
 pub use loader::load_pipeline_file;
 
 #[derive(Debug, thiserror::Error)]
@@ -81,6 +86,7 @@ pub(crate) struct Shared {
     /// Jobs recorded as queued that the bus refused (it was unreachable), sent again at
     /// every reconcile pass; the bus drops a repeat by its message id.
     pub unsent: std::sync::Mutex<std::collections::BTreeMap<String, ctflow_bus::Job>>,
+    pub metrics: Arc<Metrics>,
 }
 
 pub struct Controller {
@@ -88,7 +94,14 @@ pub struct Controller {
 }
 
 impl Controller {
-    pub fn new(store: Store, bus: Arc<dyn Bus>, config: ControllerConfig) -> Controller {
+    /// A controller over `store` and `bus`; it reports reconcile passes, step latencies
+    /// and errors to `metrics`.
+    pub fn new(
+        store: Store,
+        bus: Arc<dyn Bus>,
+        config: ControllerConfig,
+        metrics: Arc<Metrics>,
+    ) -> Controller {
         Controller {
             shared: Arc::new(Shared {
                 store,
@@ -96,6 +109,7 @@ impl Controller {
                 config,
                 reconcile: Notify::new(),
                 unsent: Default::default(),
+                metrics,
             }),
         }
     }
@@ -131,6 +145,32 @@ impl Controller {
         }
         first_error.map_or(Ok(()), Err)
     }
+}
+
+/// Runs the controller whenever `leadership` says this process leads (see
+/// [`run_while_leading`]), until `shutdown`.
+pub async fn run_when_leading(
+    store: Store,
+    bus: Arc<dyn Bus>,
+    config: ControllerConfig,
+    metrics: Arc<Metrics>,
+    leadership: Leadership,
+    shutdown: CancellationToken,
+) {
+    run_while_leading(leadership, shutdown, move |term| {
+        let controller =
+            Controller::new(store.clone(), bus.clone(), config.clone(), metrics.clone());
+        async move {
+            if let Err(error) = controller.load_pipelines().await {
+                tracing::warn!(%error, "cannot load the pipeline folder");
+            }
+            match controller.run(term).await {
+                Ok(()) => {}
+                Err(error) => tracing::error!(%error, "the controller stopped"),
+            }
+        }
+    })
+    .await;
 }
 
 /// Sleeps for `period` unless shut down first; false on shutdown.

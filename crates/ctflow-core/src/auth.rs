@@ -7,22 +7,31 @@ use crate::{ErrorCode, MlflowError};
 /// also deletes and grants.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Permission {
+    /// Nothing, not even reading (a grant that takes a default away).
     NoPermissions,
+    /// Read.
     Read,
+    /// Read and write.
     Edit,
+    /// Read, write, delete and grant.
     Manage,
 }
 
 /// What a request does to a resource.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Need {
+    /// Reads it.
     Read,
+    /// Changes it.
     Update,
+    /// Deletes it.
     Delete,
+    /// Grants on it, or other owner-only changes.
     Manage,
 }
 
 impl Permission {
+    /// Every permission, in the order MLflow lists them in its error message.
     pub const ALL: [Permission; 4] = [
         Permission::Read,
         Permission::Edit,
@@ -30,6 +39,7 @@ impl Permission {
         Permission::NoPermissions,
     ];
 
+    /// MLflow's name for it (`READ`).
     pub fn as_str(self) -> &'static str {
         match self {
             Permission::NoPermissions => "NO_PERMISSIONS",
@@ -39,6 +49,7 @@ impl Permission {
         }
     }
 
+    /// A permission from MLflow's name for it; MLflow's error for any other name.
     pub fn parse(name: &str) -> Result<Permission, MlflowError> {
         Permission::ALL
             .into_iter()
@@ -50,6 +61,7 @@ impl Permission {
             })
     }
 
+    /// Whether holding this permission allows what a request needs.
     pub fn allows(self, need: Need) -> bool {
         match need {
             Need::Read => self >= Permission::Read,
@@ -62,7 +74,14 @@ impl Permission {
 /// What a client presented.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Credentials {
-    Basic { username: String, password: String },
+    /// A user name and password (the mlflow client's `MLFLOW_TRACKING_USERNAME/PASSWORD`).
+    Basic {
+        /// The user name.
+        username: String,
+        /// The password.
+        password: String,
+    },
+    /// An API token (`MLFLOW_TRACKING_TOKEN`).
     Bearer(String),
 }
 
@@ -120,6 +139,7 @@ pub fn validate_username(name: &str) -> Result<(), MlflowError> {
 /// The shortest password accepted.
 pub const MIN_PASSWORD_LENGTH: usize = 12;
 
+/// Refuses a password shorter than [`MIN_PASSWORD_LENGTH`].
 pub fn validate_password(password: &str) -> Result<(), MlflowError> {
     if password.chars().count() < MIN_PASSWORD_LENGTH {
         return Err(MlflowError::invalid(format!(
@@ -309,8 +329,11 @@ pub fn route_access(method: &str, route: &str) -> Option<Access> {
         "/ctflow/v1/events" => Listing(self::Listing::WatchEvents),
         "/ctflow/v1/pipelines/{name}" => Pipeline(if write { Need::Manage } else { Need::Read }),
         "/ctflow/v1/pipelines/{name}/runs" => Pipeline(Need::Read),
-        "/ctflow/v1/pipelines/{name}/trigger" | "/ctflow/v1/pipelines/{name}/drift-events" => {
-            Pipeline(Need::Update)
+        "/ctflow/v1/pipelines/{name}/trigger"
+        | "/ctflow/v1/pipelines/{name}/drift-events"
+        | "/ctflow/v1/pipelines/{name}/data-events" => Pipeline(Need::Update),
+        "/ctflow/v1/pipelines/{name}/triggers/{index}/seen-files" => {
+            Pipeline(if write { Need::Update } else { Need::Read })
         }
         // Signed by the pipeline's webhook secret instead.
         "/ctflow/v1/pipelines/{name}/webhook" => Public,

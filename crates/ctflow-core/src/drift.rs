@@ -23,14 +23,19 @@ pub const KS_EXACT_MAX_N: usize = 10_000;
 /// Zero fractions are replaced by this before PSI takes logarithms.
 pub const PSI_EPSILON: f64 = 0.0001;
 
+/// Samples a test cannot compare.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum DriftError {
+    /// The reference or current sample has no values.
     #[error("the {0} sample is empty")]
     Empty(&'static str),
+    /// A sample holds NaN or an infinity.
     #[error("the {0} sample has a value that is not a finite number")]
     NotFinite(&'static str),
+    /// The z-test compares two categories at most.
     #[error("the z-test needs at most two categories, got {0}")]
     TooManyCategories(usize),
+    /// A numeric test was asked of a categorical column.
     #[error("{0:?} compares numbers; this column is categorical")]
     NeedsNumbers(Method),
 }
@@ -77,17 +82,24 @@ fn count_le(sorted: &[f64], x: f64) -> usize {
     sorted.partition_point(|v| *v <= x)
 }
 
+/// How a KS test's p-value was computed.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum KsMethod {
+    /// The exact distribution of the statistic (small samples, as scipy chooses).
     Exact,
+    /// Its asymptotic (Kolmogorov) distribution.
     Asymptotic,
 }
 
+/// A two-sample Kolmogorov-Smirnov test's result.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct KsTest {
+    /// The largest distance between the two empirical distributions.
     pub statistic: f64,
+    /// The two-sided p-value.
     pub p_value: f64,
+    /// How the p-value was computed.
     pub method: KsMethod,
 }
 
@@ -358,9 +370,12 @@ pub fn category_counts(reference: &[&str], current: &[&str]) -> (Vec<String>, Ve
     (keys, r, c)
 }
 
+/// A chi-square test's result.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct ChiSquare {
+    /// Pearson's statistic.
     pub statistic: f64,
+    /// Its p-value.
     pub p_value: f64,
 }
 
@@ -427,11 +442,17 @@ pub fn z_test(reference_counts: &[f64], current_counts: &[f64]) -> Result<f64, D
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Method {
+    /// Two-sample Kolmogorov-Smirnov (numeric; p-value).
     Ks,
+    /// Pearson's chi-square on the category counts (p-value).
     ChiSquare,
+    /// Two-proportion z-test (two categories; p-value).
     ZTest,
+    /// Wasserstein distance, normed by the reference's standard deviation (numeric).
     Wasserstein,
+    /// Jensen-Shannon distance of the binned distributions.
     JensenShannon,
+    /// Population stability index of the binned distributions.
     Psi,
 }
 
@@ -459,6 +480,7 @@ impl Method {
         }
     }
 
+    /// A method from its name or an alias (`chi2`, `js`, ...).
     pub fn parse(text: &str) -> Result<Method, String> {
         Ok(match text {
             "ks" => Method::Ks,
@@ -479,11 +501,14 @@ impl Method {
 /// A column's values, without nulls (readers count those).
 #[derive(Debug, Clone, PartialEq)]
 pub enum ColumnData {
+    /// Numbers.
     Numeric(Vec<f64>),
+    /// Category labels.
     Categorical(Vec<String>),
 }
 
 impl ColumnData {
+    /// How many values.
     pub fn len(&self) -> usize {
         match self {
             ColumnData::Numeric(v) => v.len(),
@@ -491,6 +516,7 @@ impl ColumnData {
         }
     }
 
+    /// Whether there is no value.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -513,11 +539,16 @@ pub enum Binning {
     Sturges,
 }
 
+/// How one column is judged.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ColumnOptions {
+    /// The test (default: chosen from the column's kind and size, as Evidently does).
     pub method: Option<Method>,
+    /// The threshold (default: the method's).
     pub threshold: Option<f64>,
+    /// Bins for the binned methods.
     pub bins: usize,
+    /// Where the bin edges go.
     pub binning: Binning,
 }
 
@@ -535,16 +566,24 @@ impl Default for ColumnOptions {
 /// One column's verdict, with what it was computed from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ColumnDrift {
+    /// The column's name.
     pub column: String,
+    /// `num` or `cat`.
     pub kind: String,
+    /// The test used.
     pub method: Method,
     /// The test's statistic (for p-value tests) or the distance.
     pub statistic: f64,
+    /// The p-value, for the p-value tests.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub p_value: Option<f64>,
+    /// The threshold it was judged against.
     pub threshold: f64,
+    /// Whether the column drifted.
     pub drifted: bool,
+    /// Values in the reference sample.
     pub reference_rows: usize,
+    /// Values in the current sample.
     pub current_rows: usize,
     /// The bin edges a binned method used, so the score can be reproduced.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -697,6 +736,7 @@ pub fn column_drift(
 )]
 #[serde(rename_all = "snake_case")]
 pub enum Correction {
+    /// Each p-value against the threshold as it is.
     #[default]
     None,
     /// Each p-value against threshold / (number of p-value columns).
@@ -705,14 +745,20 @@ pub enum Correction {
     Fdr,
 }
 
+/// The dataset's verdict.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DatasetDrift {
+    /// Columns that drifted.
     pub drifted_columns: usize,
+    /// Columns judged.
     pub columns: usize,
+    /// `drifted_columns / columns`.
     pub share: f64,
+    /// The share at which the dataset counts as drifted.
     pub drift_share: f64,
     /// Critical columns that drifted (each makes the dataset drift on its own).
     pub critical_drifted: Vec<String>,
+    /// Whether the dataset drifted.
     pub drifted: bool,
 }
 

@@ -6,20 +6,32 @@ use std::fmt;
 /// The `error_code` values ctflow emits, spelled exactly as MLflow's protobuf enum.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorCode {
+    /// A value the request gave is not allowed (400).
     InvalidParameterValue,
+    /// The request cannot be read at all (400).
     BadRequest,
+    /// A name is taken (400, as MLflow answers it).
     ResourceAlreadyExists,
+    /// What the request names does not exist (404).
     ResourceDoesNotExist,
+    /// No such endpoint (404).
     EndpointNotFound,
+    /// Signed in, but not allowed to (403).
     PermissionDenied,
+    /// Not signed in, or with wrong credentials (401).
     Unauthenticated,
+    /// ctflow's fault (500).
     InternalError,
+    /// An MLflow endpoint ctflow does not serve (501).
     NotImplemented,
+    /// Try again later: the database is unreachable or full, or a queue is (503).
     TemporarilyUnavailable,
+    /// Too many attempts; try again after `Retry-After` (429).
     RequestLimitExceeded,
 }
 
 impl ErrorCode {
+    /// The code as MLflow's JSON spells it (`RESOURCE_DOES_NOT_EXIST`).
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorCode::InvalidParameterValue => "INVALID_PARAMETER_VALUE",
@@ -68,26 +80,33 @@ impl ErrorCode {
 /// A user-facing error with MLflow's code and a message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MlflowError {
+    /// What kind of error: decides the HTTP status.
     pub code: ErrorCode,
+    /// What went wrong, for the person who sent the request.
     pub message: String,
 }
 
 impl MlflowError {
+    /// An error with this code and message.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         MlflowError {
             code,
             message: message.into(),
         }
     }
+    /// `INVALID_PARAMETER_VALUE`.
     pub fn invalid(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::InvalidParameterValue, message)
     }
+    /// `RESOURCE_DOES_NOT_EXIST`.
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::ResourceDoesNotExist, message)
     }
+    /// `RESOURCE_ALREADY_EXISTS`.
     pub fn exists(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::ResourceAlreadyExists, message)
     }
+    /// MLflow's message for a required parameter that is missing.
     pub fn missing_param(name: &str) -> Self {
         Self::invalid(format!(
             "Missing value for required parameter '{name}'. See the API docs for more information about request parameters."
@@ -103,4 +122,5 @@ impl fmt::Display for MlflowError {
 
 impl std::error::Error for MlflowError {}
 
+/// A result whose error is MLflow's.
 pub type Result<T, E = MlflowError> = std::result::Result<T, E>;

@@ -7,23 +7,37 @@
 
 use crate::{MlflowError, Result};
 
+/// A comparison operator of the filter grammar.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Comparator {
+    /// `=`
     Eq,
+    /// `!=`
     Ne,
+    /// `>`
     Gt,
+    /// `>=`
     Ge,
+    /// `<`
     Lt,
+    /// `<=`
     Le,
+    /// `LIKE` (SQL pattern, case-sensitive)
     Like,
+    /// `ILIKE` (SQL pattern, case-insensitive)
     ILike,
+    /// `IN (...)`
     In,
+    /// `NOT IN (...)`
     NotIn,
+    /// `IS NULL`
     IsNull,
+    /// `IS NOT NULL`
     IsNotNull,
 }
 
 impl Comparator {
+    /// The operator as written in a filter.
     pub fn as_str(self) -> &'static str {
         match self {
             Comparator::Eq => "=",
@@ -76,11 +90,15 @@ const KEY_VALUE_COMPARATORS: &[Comparator] = &[
 /// A literal on the right-hand side of a clause.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Literal {
+    /// A number.
     Number(f64),
     /// The number as it was written, kept for error messages and string comparisons.
     NumberText(String),
+    /// A quoted string.
     Str(String),
+    /// A parenthesised list of strings (for `IN`).
     List(Vec<String>),
+    /// `NULL`
     Null,
 }
 
@@ -99,50 +117,72 @@ impl Literal {
 /// An identifier as written: `prefix.key`, or a bare `key`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Identifier {
+    /// `metrics`, `params`, `tags`, `attributes`, ... as written, when there is one.
     pub prefix: Option<String>,
+    /// The key (backquotes and quotes removed).
     pub key: String,
 }
 
+/// A parsed clause before a search domain validated it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RawClause {
+    /// What it compares.
     pub identifier: Identifier,
+    /// How.
     pub comparator: Comparator,
+    /// With what.
     pub value: Literal,
 }
 
 /// What a clause or order key refers to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Entity {
+    /// A metric's latest value.
     Metric,
+    /// A param.
     Param,
+    /// A tag.
     Tag,
+    /// A column of the entity itself (`status`, `start_time`, ...).
     Attribute,
+    /// A dataset input (`datasets.name`, `datasets.digest`, ...).
     Dataset,
 }
 
 /// A validated clause of a particular search domain.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Clause {
+    /// What kind of key it compares.
     pub entity: Entity,
     /// The key, with attribute aliases resolved to their canonical column name.
     pub key: String,
+    /// How it compares.
     pub comparator: Comparator,
+    /// With what.
     pub value: Value,
 }
 
 /// A validated right-hand side.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
+    /// A number (metric values, numeric attributes).
     Number(f64),
+    /// A string.
     Str(String),
+    /// A list of strings (for `IN`).
     List(Vec<String>),
+    /// Nothing (for `IS NULL`).
     None,
 }
 
+/// One `ORDER BY` key.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OrderBy {
+    /// What kind of key.
     pub entity: Entity,
+    /// The key.
     pub key: String,
+    /// `ASC` (the default) or `DESC`.
     pub ascending: bool,
 }
 

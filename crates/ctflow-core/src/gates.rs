@@ -12,7 +12,9 @@ use crate::pipeline::{InsufficientData, MetricThreshold};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Verdict {
+    /// Every comparison held.
     Pass,
+    /// A comparison did not hold.
     Fail,
     /// The numbers needed to decide were missing (no metric, NaN, the champion lacks it).
     Inconclusive,
@@ -23,7 +25,9 @@ pub enum Verdict {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum GateAction {
+    /// Go on to the next gate.
     Proceed,
+    /// End the pipeline run here (`GateFailed`).
     Stop,
     /// Wait for a person to approve or reject.
     Pause,
@@ -32,9 +36,11 @@ pub enum GateAction {
 /// One comparison of the CT gate.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Comparison {
+    /// The metric compared.
     pub metric: String,
     /// `threshold`, `min_absolute_change` or `min_relative_change`.
     pub check: String,
+    /// The candidate's value (`None` when it did not log a usable one).
     pub candidate: Option<f64>,
     /// The champion's value, for the change checks.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -43,14 +49,19 @@ pub struct Comparison {
     pub required: Option<f64>,
     /// `>=` or `<=`.
     pub operator: String,
+    /// This comparison's outcome.
     pub verdict: Verdict,
+    /// Why a comparison could not be made, when it could not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
 }
 
+/// The CT gate's outcome and the numbers behind it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CtEvaluation {
+    /// Fail if any comparison failed, else inconclusive if any was, else pass.
     pub verdict: Verdict,
+    /// One per configured check, in the spec's order.
     pub comparisons: Vec<Comparison>,
 }
 

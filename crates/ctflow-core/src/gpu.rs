@@ -2,12 +2,23 @@
 
 use std::collections::BTreeSet;
 
+/// A job this pool can never run.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum GpuError {
+    /// The machine has no GPU at all.
     #[error("the job needs {wanted} GPU(s) but this machine has none")]
-    NoGpus { wanted: u32 },
+    NoGpus {
+        /// GPUs the job asks for.
+        wanted: u32,
+    },
+    /// The machine has fewer GPUs than the job asks for.
     #[error("the job needs {wanted} GPU(s) but this machine has only {total}")]
-    TooFew { wanted: u32, total: u32 },
+    TooFew {
+        /// GPUs the job asks for.
+        wanted: u32,
+        /// GPUs the machine has.
+        total: u32,
+    },
 }
 
 /// The free and busy GPU indices of one worker pool.
@@ -18,6 +29,7 @@ pub struct GpuPool {
 }
 
 impl GpuPool {
+    /// A pool of these GPU indices, all free.
     pub fn new(indices: impl IntoIterator<Item = u32>) -> GpuPool {
         let all: BTreeSet<u32> = indices.into_iter().collect();
         GpuPool {
@@ -26,10 +38,12 @@ impl GpuPool {
         }
     }
 
+    /// How many GPUs the pool has.
     pub fn total(&self) -> u32 {
         self.all.len() as u32
     }
 
+    /// How many are free now.
     pub fn free(&self) -> u32 {
         self.free.len() as u32
     }
@@ -61,6 +75,7 @@ impl GpuPool {
         Ok(Some(taken))
     }
 
+    /// Gives GPUs back to the pool.
     pub fn release(&mut self, gpus: &[u32]) {
         for gpu in gpus {
             if self.all.contains(gpu) {

@@ -3,14 +3,17 @@
 
 use uuid::Uuid;
 
+/// A new MLflow run id: 32 lowercase hex digits.
 pub fn new_run_id() -> String {
     Uuid::new_v4().simple().to_string()
 }
 
+/// A new logged-model id: `m-` and 32 hex digits.
 pub fn new_logged_model_id() -> String {
     format!("m-{}", Uuid::new_v4().simple())
 }
 
+/// A new dataset id: 32 hex digits.
 pub fn new_dataset_id() -> String {
     Uuid::new_v4().simple().to_string()
 }

@@ -1,17 +1,20 @@
 //! ctflow's domain: MLflow-compatible entities, identifiers, validation rules and the
 //! search-filter grammar, the pipeline spec, schedules, gates and concurrency decisions. Pure logic only: no I/O, no async runtime.
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
 
 pub mod artifact_path;
 pub mod auth;
 pub mod byte_size;
 pub mod drift;
+pub mod engine;
 pub mod entities;
 pub mod error;
 pub mod filter;
 pub mod gates;
 pub mod gpu;
 pub mod ids;
+pub mod job;
 pub mod kolmogorov;
 pub mod page_token;
 pub mod pipeline;

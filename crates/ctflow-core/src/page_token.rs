@@ -6,6 +6,7 @@ use base64::engine::general_purpose::STANDARD;
 
 use crate::{MlflowError, Result};
 
+/// The token of the page that starts at `offset`.
 pub fn encode(offset: i64) -> String {
     STANDARD.encode(format!("{{\"offset\": {offset}}}"))
 }

@@ -11,33 +11,46 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
+mod validate;
+
 use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+/// The `apiVersion` of pipeline documents and TrainingPipeline objects.
 pub const API_VERSION: &str = "ctflow.dev/v1alpha1";
+/// The `kind` of pipeline documents.
 pub const KIND: &str = "TrainingPipeline";
 
 /// A pipeline document as written in a file: `apiVersion`, `kind`, `metadata`, `spec`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PipelineDocument {
+    /// Always `ctflow.dev/v1alpha1`.
     pub api_version: String,
+    /// Always `TrainingPipeline`.
     pub kind: String,
+    /// The pipeline's name and labels.
     pub metadata: Metadata,
+    /// What the pipeline does.
     pub spec: TrainingPipelineSpec,
 }
 
+/// A pipeline's name and labels.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Metadata {
+    /// The pipeline's name: a DNS label, unique in the store.
     pub name: String,
+    /// Labels, as on any Kubernetes object.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
 }
 
+/// What a pipeline trains, when, and how its candidates are judged and promoted.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TrainingPipelineSpec {
+    /// The MLflow project that trains the model.
     pub project: ProjectRef,
     /// The MLflow experiment the runs go to (created when missing); default: the
     /// pipeline's name.
@@ -47,19 +60,25 @@ pub struct TrainingPipelineSpec {
     /// trains: no CT/CD gates, no promotion.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<ModelRef>,
+    /// What starts a run: schedules, new data, drift, webhooks (manual triggers always work).
     #[serde(default)]
     pub triggers: Vec<Trigger>,
+    /// What a trigger does while another run of the pipeline is active.
     #[serde(default)]
     pub concurrency_policy: ConcurrencyPolicy,
+    /// How often a failed attempt is tried again.
     #[serde(default)]
     pub retry: RetryPolicy,
     /// The longest a job may run before it is stopped and the pipeline run fails.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<DurationSpec>,
+    /// The CI, CT and CD gates a candidate passes on its way to champion.
     #[serde(default)]
     pub gates: Gates,
+    /// The aliases and stages promotion moves, and where the champion is served.
     #[serde(default)]
     pub promotion: Promotion,
+    /// What a job needs to run (CPU, memory, GPUs).
     #[serde(default)]
     pub resources: Resources,
     /// A suspended pipeline records no new trigger events.
@@ -99,16 +118,19 @@ pub struct KubernetesJob {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Toleration {
+    /// The taint key it tolerates (all keys when empty and `operator: Exists`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
     /// `Equal` or `Exists`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub operator: Option<String>,
+    /// The taint value it tolerates.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value: Option<String>,
     /// `NoSchedule`, `PreferNoSchedule` or `NoExecute`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub effect: Option<String>,
+    /// How long a `NoExecute` taint is tolerated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub toleration_seconds: Option<i64>,
 }
@@ -120,13 +142,16 @@ fn free_form_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     })
 }
 
+/// The MLflow project a pipeline runs, and how.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ProjectRef {
     /// A local folder (relative to the pipeline file) or a git URI.
     pub uri: String,
+    /// The entry point of the MLproject to run.
     #[serde(default = "default_entry_point")]
     pub entry_point: String,
+    /// Parameters passed to the entry point (a trigger's parameters override them).
     #[serde(default)]
     pub parameters: BTreeMap<String, String>,
     /// `local`, `virtualenv`, `uv` or `conda`.
@@ -148,9 +173,11 @@ fn default_env_manager() -> String {
     "local".into()
 }
 
+/// The registered model a pipeline's candidates are versions of.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ModelRef {
+    /// The registered model's name.
     pub name: String,
     /// The run's logged model registered when the training script registered none.
     #[serde(default = "default_logged_model_name")]
@@ -165,13 +192,18 @@ fn default_logged_model_name() -> String {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub enum Trigger {
+    /// Cron ticks in a time zone.
     Schedule(ScheduleTrigger),
+    /// New files under a glob or object prefix.
     Data(DataTrigger),
+    /// A drift check of new data against a reference.
     Drift(Box<DriftTrigger>),
+    /// A signed HTTP call (a GitHub-style webhook).
     Webhook(WebhookTrigger),
 }
 
 impl Trigger {
+    /// The trigger's kind as written (`schedule`, `data`, `drift`, `webhook`).
     pub fn kind(&self) -> &'static str {
         match self {
             Trigger::Schedule(_) => "schedule",
@@ -180,8 +212,19 @@ impl Trigger {
             Trigger::Webhook(_) => "webhook",
         }
     }
+
+    /// The name of the set of files a watched trigger has already seen (`data/0/<path>`,
+    /// `drift/1/<current>`); `None` for the triggers that watch no files.
+    pub fn cursor_key(&self, index: usize) -> Option<String> {
+        match self {
+            Trigger::Data(d) => Some(format!("data/{index}/{}", d.path)),
+            Trigger::Drift(d) => Some(format!("drift/{index}/{}", d.current)),
+            Trigger::Schedule(_) | Trigger::Webhook(_) => None,
+        }
+    }
 }
 
+/// Starts a run on each tick of a cron pattern.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ScheduleTrigger {
@@ -210,6 +253,7 @@ fn default_max_runs() -> u32 {
     10
 }
 
+/// What happens to ticks missed while ctflow was down.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum CatchUp {
@@ -222,6 +266,7 @@ pub enum CatchUp {
     All,
 }
 
+/// Starts a run when new files arrive.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DataTrigger {
@@ -237,6 +282,7 @@ pub struct DataTrigger {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DriftTrigger {
+    /// The data new files are compared with (a path or glob).
     pub reference: String,
     /// A glob of current data files (relative to the pipeline file).
     pub current: String,
@@ -270,6 +316,7 @@ pub struct DriftTrigger {
     /// Columns to treat as categories, or as numbers, whatever they hold.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub categorical: Vec<String>,
+    /// Columns to treat as numeric whatever their values look like.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub numeric: Vec<String>,
     /// Which current rows a check judges: the new files (default), the last N rows, or a
@@ -278,11 +325,14 @@ pub struct DriftTrigger {
     pub window: Option<DriftWindow>,
 }
 
+/// How one column is judged, over the trigger's defaults.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DriftColumn {
+    /// The test for this column.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub method: Option<String>,
+    /// The threshold for this column.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub threshold: Option<f64>,
 }
@@ -293,10 +343,13 @@ pub struct DriftColumn {
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DriftWindow {
+    /// Compare the newest N rows of the current files.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_rows: Option<u64>,
+    /// Compare the rows within `last` of the newest timestamp in this column.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub time_column: Option<String>,
+    /// With `timeColumn`: how far back from the newest timestamp.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last: Option<DurationSpec>,
 }
@@ -352,6 +405,7 @@ pub struct WebhookTrigger {
     pub tags: BTreeMap<String, String>,
 }
 
+/// What a trigger does while another run of the same pipeline is active.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 pub enum ConcurrencyPolicy {
     /// Runs overlap freely.
@@ -365,16 +419,20 @@ pub enum ConcurrencyPolicy {
     Enqueue,
 }
 
+/// Retries of a failed attempt with exponential backoff.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RetryPolicy {
     /// Retries after the first attempt fails.
     #[serde(default)]
     pub limit: u32,
+    /// The wait before the first retry.
     #[serde(default = "default_backoff")]
     pub backoff: DurationSpec,
+    /// What each further wait is multiplied by (at least 1).
     #[serde(default = "default_factor")]
     pub factor: f64,
+    /// The longest wait.
     #[serde(default = "default_max_backoff")]
     pub max_backoff: DurationSpec,
 }
@@ -419,42 +477,55 @@ impl RetryPolicy {
     }
 }
 
+/// The three gates a candidate passes.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Gates {
+    /// Checks that run before training; a failing one stops the run.
     #[serde(default)]
     pub ci: CiGate,
+    /// The candidate's metrics against thresholds and the champion.
     #[serde(default)]
     pub ct: CtGate,
+    /// Who lets the candidate become champion: automatically, or a person.
     #[serde(default)]
     pub cd: CdGate,
 }
 
+/// Checks that run before training.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CiGate {
     /// Commands run in the project folder before training, in order.
     #[serde(default)]
     pub checks: Vec<CiCheck>,
+    /// Record failures without stopping the run (shadow mode).
     #[serde(default)]
     pub dry_run: bool,
 }
 
+/// One CI check: a shell command that must exit 0.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CiCheck {
+    /// Its name in the run's history (default: the command).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// The shell command.
     pub run: String,
 }
 
+/// The CT gate: the candidate's metrics against thresholds and the current champion.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CtGate {
+    /// The comparisons; all must hold.
     #[serde(default)]
     pub metrics: Vec<MetricThreshold>,
+    /// What a missing or non-finite number does to the verdict.
     #[serde(default)]
     pub on_insufficient_data: InsufficientData,
+    /// Record the verdict without acting on it (shadow mode).
     #[serde(default)]
     pub dry_run: bool,
 }
@@ -463,6 +534,7 @@ pub struct CtGate {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MetricThreshold {
+    /// The metric compared (its latest value in the candidate's run).
     pub metric: String,
     /// The candidate must reach this value (>= when greater is better, else <=).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -473,6 +545,7 @@ pub struct MetricThreshold {
     /// The candidate must beat the champion by more than this fraction of its value.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_relative_change: Option<f64>,
+    /// Whether larger is better (default true).
     #[serde(default = "default_true")]
     pub greater_is_better: bool,
 }
@@ -481,6 +554,7 @@ fn default_true() -> bool {
     true
 }
 
+/// What the CT gate does when a number it needs is missing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum InsufficientData {
@@ -493,14 +567,17 @@ pub enum InsufficientData {
     Pause,
 }
 
+/// The CD gate: how a candidate that passed CT becomes champion.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CdGate {
+    /// `auto`: at once; `manual`: after a person approves.
     #[serde(default)]
     pub approval: Approval,
     /// How long a manual approval may wait before the run is rejected.
     #[serde(default = "default_approval_timeout")]
     pub timeout: DurationSpec,
+    /// Record what would have been waited for, and promote anyway.
     #[serde(default)]
     pub dry_run: bool,
     /// Who may approve or reject a promotion; empty: anyone who may manage the model.
@@ -523,19 +600,25 @@ impl Default for CdGate {
     }
 }
 
+/// How the CD gate decides.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum Approval {
+    /// Promote at once.
     #[default]
     Auto,
+    /// Wait for a person to approve or reject.
     Manual,
 }
 
+/// What promotion moves.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Promotion {
+    /// The alias a candidate gets when CT passes (default `challenger`).
     #[serde(default = "default_challenger")]
     pub challenger_alias: String,
+    /// The alias the champion has (default `champion`).
     #[serde(default = "default_champion")]
     pub champion_alias: String,
     /// Also move stages (`Staging`, `Production`, the previous champion `Archived`) for
@@ -556,6 +639,7 @@ pub struct ServingTarget {
     /// The address to listen on (default loopback).
     #[serde(default = "default_serving_host")]
     pub host: String,
+    /// The port to listen on.
     pub port: u16,
     /// Python processes predicting in parallel.
     #[serde(default = "default_serving_workers")]
@@ -640,11 +724,14 @@ impl Default for Promotion {
     }
 }
 
+/// What a job needs to run.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Resources {
+    /// CPU, as Kubernetes writes it (`500m`, `2`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu: Option<String>,
+    /// Memory, as Kubernetes writes it (`2Gi`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory: Option<String>,
     /// Whole GPUs the job needs; a local worker gives it its own through
@@ -659,6 +746,7 @@ pub struct Resources {
 pub struct DurationSpec(pub Duration);
 
 impl DurationSpec {
+    /// A duration from text: `90s`, `5m`, `1h30m`, `2d` or plain seconds.
     pub fn parse(text: &str) -> Result<DurationSpec, String> {
         let text = text.trim();
         if text.is_empty() {
@@ -765,7 +853,9 @@ impl<'de> Deserialize<'de> for DurationSpec {
 /// One thing wrong with a spec, named by its field path (`spec.triggers[0].schedule.cron`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SpecError {
+    /// The field's path (`spec.triggers[0].schedule.cron`).
     pub field: String,
+    /// What is wrong with it.
     pub message: String,
 }
 
@@ -794,6 +884,25 @@ pub fn validate_pipeline_name(name: &str) -> Result<(), String> {
     }
 }
 
+/// A pipeline as stored: its document and where it came from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PipelineRecord {
+    /// The pipeline's name.
+    pub name: String,
+    /// The document as stored.
+    pub document: PipelineDocument,
+    /// `api`, or `file:<path>` for pipelines loaded from a folder.
+    pub source: String,
+    /// The folder relative project and data paths resolve against.
+    pub base_dir: String,
+    /// Grows by one with every change of the document.
+    pub generation: i64,
+    /// When it was first stored (epoch ms).
+    pub creation_time: i64,
+    /// When it last changed (epoch ms).
+    pub last_updated_time: i64,
+}
+
 impl PipelineDocument {
     /// Parses a YAML (or JSON) pipeline document and validates it.
     pub fn from_yaml(text: &str) -> Result<PipelineDocument, Vec<SpecError>> {
@@ -807,6 +916,7 @@ impl PipelineDocument {
         Ok(doc)
     }
 
+    /// Checks the whole document: its kind, version, name and spec.
     pub fn validate(&self) -> Result<(), Vec<SpecError>> {
         let mut errors = Vec::new();
         if self.api_version != API_VERSION {
@@ -840,287 +950,22 @@ impl PipelineDocument {
 
 impl TrainingPipelineSpec {
     /// Checks what serde cannot: cron patterns, zones, globs, bounds, and combinations.
+    /// Every problem is reported, each named by its field path.
     pub fn validate(&self) -> Result<(), Vec<SpecError>> {
-        let mut errors = Vec::new();
-        let mut err = |field: String, message: String| errors.push(SpecError { field, message });
-        if let Some(kubernetes) = &self.kubernetes {
-            if kubernetes
-                .pod_template
-                .as_ref()
-                .is_some_and(|t| !t.is_object())
-            {
-                err(
-                    "spec.kubernetes.podTemplate".into(),
-                    "must be an object (a pod template to merge)".into(),
-                );
-            }
-            for (i, toleration) in kubernetes.tolerations.iter().enumerate() {
-                if let Some(op) = &toleration.operator
-                    && op != "Equal"
-                    && op != "Exists"
-                {
-                    err(
-                        format!("spec.kubernetes.tolerations[{i}].operator"),
-                        format!("must be Equal or Exists, not '{op}'"),
-                    );
-                }
-                if let Some(effect) = &toleration.effect
-                    && !["NoSchedule", "PreferNoSchedule", "NoExecute"].contains(&effect.as_str())
-                {
-                    err(
-                        format!("spec.kubernetes.tolerations[{i}].effect"),
-                        format!(
-                            "must be NoSchedule, PreferNoSchedule or NoExecute, not '{effect}'"
-                        ),
-                    );
-                }
-            }
-        }
-        if self.project.uri.trim().is_empty() {
-            err("spec.project.uri".into(), "must not be empty".into());
-        }
-        if self.project.entry_point.trim().is_empty() {
-            err("spec.project.entryPoint".into(), "must not be empty".into());
-        }
-        if !["local", "virtualenv", "uv", "conda"].contains(&self.project.env_manager.as_str()) {
-            err(
-                "spec.project.envManager".into(),
-                format!(
-                    "'{}' is not one of local, virtualenv, uv, conda",
-                    self.project.env_manager
-                ),
-            );
-        }
-        if let Some(model) = &self.model
-            && model.name.trim().is_empty()
-        {
-            err("spec.model.name".into(), "must not be empty".into());
-        }
+        let mut errors = validate::Errors::default();
+        validate::kubernetes(self, &mut errors);
+        validate::project(self, &mut errors);
         for (i, trigger) in self.triggers.iter().enumerate() {
-            let base = format!("spec.triggers[{i}].{}", trigger.kind());
-            match trigger {
-                Trigger::Schedule(s) => {
-                    if let Err(e) = crate::schedule::Schedule::new(&s.cron, &s.timezone) {
-                        let field = if e.starts_with("unknown time zone") {
-                            "timezone"
-                        } else {
-                            "cron"
-                        };
-                        err(format!("{base}.{field}"), e);
-                    }
-                    if s.max_runs == 0 {
-                        err(format!("{base}.maxRuns"), "must be at least 1".into());
-                    }
-                }
-                Trigger::Data(d) => {
-                    if d.path.trim().is_empty() {
-                        err(format!("{base}.path"), "must not be empty".into());
-                    }
-                }
-                Trigger::Drift(d) => {
-                    if let Err(message) = drift_method(&d.method) {
-                        err(format!("{base}.method"), message);
-                    }
-                    let bad_threshold =
-                        |t: &Option<f64>| t.is_some_and(|t| !t.is_finite() || t < 0.0);
-                    if bad_threshold(&d.threshold) {
-                        err(
-                            format!("{base}.threshold"),
-                            "must be a non-negative number".into(),
-                        );
-                    }
-                    for (column, o) in &d.columns {
-                        if let Some(Err(message)) = o.method.as_deref().map(drift_method) {
-                            err(format!("{base}.columns.{column}.method"), message);
-                        }
-                        if bad_threshold(&o.threshold) {
-                            err(
-                                format!("{base}.columns.{column}.threshold"),
-                                "must be a non-negative number".into(),
-                            );
-                        }
-                    }
-                    if !(d.drift_share > 0.0 && d.drift_share <= 1.0) {
-                        err(
-                            format!("{base}.driftShare"),
-                            "must be more than 0 and at most 1".into(),
-                        );
-                    }
-                    if let Some(w) = &d.window {
-                        match (w.last_rows, &w.time_column, &w.last) {
-                            (Some(0), None, None) => err(
-                                format!("{base}.window.lastRows"),
-                                "must be at least 1".into(),
-                            ),
-                            (Some(_), None, None) => {}
-                            (None, Some(column), Some(last)) => {
-                                if column.trim().is_empty() {
-                                    err(
-                                        format!("{base}.window.timeColumn"),
-                                        "must name a column".into(),
-                                    );
-                                }
-                                if last.0.is_zero() {
-                                    err(
-                                        format!("{base}.window.last"),
-                                        "must be longer than 0s".into(),
-                                    );
-                                }
-                            }
-                            _ => err(
-                                format!("{base}.window"),
-                                "give either lastRows, or timeColumn with last".into(),
-                            ),
-                        }
-                    }
-                    if d.reference.trim().is_empty() {
-                        err(format!("{base}.reference"), "must not be empty".into());
-                    }
-                    if d.current.trim().is_empty() {
-                        err(format!("{base}.current"), "must not be empty".into());
-                    }
-                }
-                Trigger::Webhook(w) => {
-                    if w.secret_env.trim().is_empty() {
-                        err(
-                            format!("{base}.secretEnv"),
-                            "must name an environment variable".into(),
-                        );
-                    }
-                    let pointers = w
-                        .params
-                        .iter()
-                        .map(|p| ("params", p))
-                        .chain(w.tags.iter().map(|t| ("tags", t)));
-                    for (map, (name, pointer)) in pointers {
-                        if !(pointer.is_empty() || pointer.starts_with('/')) {
-                            err(
-                                format!("{base}.{map}.{name}"),
-                                format!(
-                                    "'{pointer}' is not a JSON pointer such as /head_commit/id"
-                                ),
-                            );
-                        }
-                    }
-                }
-            }
-        }
-        if !(self.retry.factor.is_finite() && self.retry.factor >= 1.0) {
-            err("spec.retry.factor".into(), "must be a number >= 1".into());
-        }
-        if self.retry.limit > 100 {
-            err("spec.retry.limit".into(), "must be at most 100".into());
-        }
-        if let Some(timeout) = self.timeout
-            && timeout.0.is_zero()
-        {
-            err("spec.timeout".into(), "must be longer than zero".into());
-        }
-        for (i, check) in self.gates.ci.checks.iter().enumerate() {
-            if check.run.trim().is_empty() {
-                err(
-                    format!("spec.gates.ci.checks[{i}].run"),
-                    "must not be empty".into(),
-                );
-            }
-        }
-        for (i, m) in self.gates.ct.metrics.iter().enumerate() {
-            let base = format!("spec.gates.ct.metrics[{i}]");
-            if m.metric.trim().is_empty() {
-                err(format!("{base}.metric"), "must not be empty".into());
-            }
-            if m.threshold.is_none()
-                && m.min_absolute_change.is_none()
-                && m.min_relative_change.is_none()
-            {
-                err(
-                    base.clone(),
-                    "needs threshold, minAbsoluteChange or minRelativeChange".into(),
-                );
-            }
-            for (field, value) in [
-                ("minAbsoluteChange", m.min_absolute_change),
-                ("minRelativeChange", m.min_relative_change),
-            ] {
-                if let Some(v) = value
-                    && !(v.is_finite() && v >= 0.0)
-                {
-                    err(
-                        format!("{base}.{field}"),
-                        "must be a non-negative number".into(),
-                    );
-                }
-            }
-            if let Some(r) = m.min_relative_change
-                && r > 1.0
-            {
-                err(
-                    format!("{base}.minRelativeChange"),
-                    "must be between 0 and 1, as in MLflow".into(),
-                );
-            }
-            if let Some(t) = m.threshold
-                && !t.is_finite()
-            {
-                err(
-                    format!("{base}.threshold"),
-                    "must be a finite number".into(),
-                );
-            }
-        }
-        if self.model.is_none() {
-            if !self.gates.ct.metrics.is_empty() {
-                err(
-                    "spec.gates.ct".into(),
-                    "judges a model: set spec.model.name".into(),
-                );
-            }
-            if self.gates.cd.approval == Approval::Manual {
-                err(
-                    "spec.gates.cd".into(),
-                    "approves a promotion: set spec.model.name".into(),
-                );
-            }
-        }
-        for (field, alias) in [
-            ("challengerAlias", &self.promotion.challenger_alias),
-            ("championAlias", &self.promotion.champion_alias),
-        ] {
-            if let Err(e) = crate::registry::validate_alias(alias) {
-                err(format!("spec.promotion.{field}"), e.message);
-            }
-        }
-        if self.promotion.challenger_alias == self.promotion.champion_alias {
-            err(
-                "spec.promotion".into(),
-                "the challenger and champion aliases must differ".into(),
+            validate::trigger(
+                &format!("spec.triggers[{i}].{}", trigger.kind()),
+                trigger,
+                &mut errors,
             );
         }
-        for (i, approver) in self.gates.cd.approvers.iter().enumerate() {
-            if let Err(e) = crate::auth::validate_username(approver) {
-                err(format!("spec.gates.cd.approvers[{i}]"), e.message);
-            }
-        }
-        if !self.gates.cd.approvers.is_empty() && self.gates.cd.approval != Approval::Manual {
-            err(
-                "spec.gates.cd.approvers".into(),
-                "name who approves a manual approval: set approval: manual".into(),
-            );
-        }
-        if let Some(serving) = &self.promotion.serving {
-            if self.model.is_none() {
-                err(
-                    "spec.promotion.serving".into(),
-                    "serves the champion: set spec.model.name".into(),
-                );
-            }
-            serving.validate(&mut err);
-        }
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(errors)
-        }
+        validate::retry_and_timeout(self, &mut errors);
+        validate::gates(self, &mut errors);
+        validate::promotion(self, &mut errors);
+        errors.into_result()
     }
 
     /// The experiment the pipeline's runs go to.
@@ -1131,6 +976,7 @@ impl TrainingPipelineSpec {
     }
 }
 
+/// Pipelines for the crate's tests.
 #[cfg(test)]
 pub mod test_support {
     use super::*;

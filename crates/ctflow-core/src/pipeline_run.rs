@@ -5,8 +5,11 @@ use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
-use crate::pipeline::ConcurrencyPolicy;
+use crate::now_ms;
+use crate::pipeline::{ConcurrencyPolicy, TrainingPipelineSpec};
+use crate::trigger::TriggerEvent;
 
 /// Where a pipeline run is. Terminal phases never change again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -37,6 +40,7 @@ pub enum Phase {
     Skipped,
 }
 
+/// Every phase, in the order a run can pass through them, the terminal ones last.
 pub const ALL_PHASES: &[Phase] = &[
     Phase::Pending,
     Phase::Queued,
@@ -63,6 +67,7 @@ pub const UNFINISHED_PHASES: &[Phase] = &[
 ];
 
 impl Phase {
+    /// The phase's name, as the API and the store write it.
     pub fn as_str(self) -> &'static str {
         match self {
             Phase::Pending => "Pending",
@@ -80,6 +85,7 @@ impl Phase {
         }
     }
 
+    /// Whether the run has ended: a terminal phase never changes again.
     pub fn is_terminal(self) -> bool {
         matches!(
             self,
@@ -119,6 +125,7 @@ impl FromStr for Phase {
 /// What to do with the oldest pending run of a pipeline.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Admission {
+    /// Queue its job now.
     Start,
     /// Record it as skipped (`Forbid`).
     Skip,
@@ -140,6 +147,127 @@ pub fn admit(policy: ConcurrencyPolicy, active: &[String]) -> Admission {
         ConcurrencyPolicy::Enqueue => Admission::Wait,
         ConcurrencyPolicy::Replace => Admission::Replace(active.to_vec()),
     }
+}
+
+/// One execution of a pipeline.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PipelineRun {
+    /// Its id (32 hex digits).
+    pub id: String,
+    /// The pipeline it is a run of.
+    pub pipeline: String,
+    /// The event that started it.
+    pub trigger: TriggerEvent,
+    /// Where it is.
+    pub phase: Phase,
+    /// Attempts started so far.
+    pub attempt: i64,
+    /// A retry waits until this time (epoch ms).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<i64>,
+    /// The MLflow run of the latest attempt.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
+    /// The candidate model version.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model_version: Option<i64>,
+    /// Why the run ended the way it did, in a sentence.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decision: Option<String>,
+    /// The process group of the job's command while it runs (a worker's report).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub worker_pid: Option<i64>,
+    /// While it waits for a person: when it is rejected without an answer (epoch ms).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approval_deadline: Option<i64>,
+    /// A person's answer the controller has not acted on yet.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approval: Option<Approval>,
+    /// When it was recorded (epoch ms).
+    pub creation_time: i64,
+    /// When its first attempt was queued.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<i64>,
+    /// When it reached a terminal phase.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub end_time: Option<i64>,
+    /// When it last changed.
+    pub last_updated_time: i64,
+    /// The spec the run was recorded with (later edits of the pipeline do not change it).
+    pub spec: TrainingPipelineSpec,
+    /// A folder on the controller's machine: not shown outside it.
+    #[serde(skip)]
+    pub base_dir: String,
+}
+
+/// One entry of a pipeline run's history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PipelineRunEvent {
+    /// When it happened (epoch ms).
+    pub timestamp: i64,
+    /// `phase`, `attempt`, `gate`, `approval`, `log`.
+    pub kind: String,
+    /// For a gate entry: `ci`, `ct` or `cd`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gate: Option<String>,
+    /// For a gate entry: `pass`, `fail`, `inconclusive` or `waiting`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub result: Option<String>,
+    /// What happened, in a sentence.
+    pub message: String,
+    /// The numbers behind it (a gate's comparisons, CI results), when there are any.
+    #[serde(default, skip_serializing_if = "Value::is_null")]
+    pub detail: Value,
+}
+
+impl PipelineRunEvent {
+    /// An entry of this kind, stamped now.
+    pub fn new(kind: &str, message: impl Into<String>) -> PipelineRunEvent {
+        PipelineRunEvent {
+            timestamp: now_ms(),
+            kind: kind.to_string(),
+            gate: None,
+            result: None,
+            message: message.into(),
+            detail: Value::Null,
+        }
+    }
+
+    /// A gate's entry: its result, a sentence and the numbers behind it.
+    pub fn gate(gate: &str, result: &str, message: impl Into<String>, detail: Value) -> Self {
+        PipelineRunEvent {
+            gate: Some(gate.to_string()),
+            result: Some(result.to_string()),
+            detail,
+            ..PipelineRunEvent::new("gate", message)
+        }
+    }
+}
+
+/// A person's approval or rejection of a waiting pipeline run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Approval {
+    /// Approved, or rejected.
+    pub approved: bool,
+    /// Who answered.
+    pub user: String,
+}
+
+/// An alias/stage move made together with a pipeline run's change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PromotionStep {
+    /// The registered model.
+    pub model: String,
+    /// The version the alias moves to.
+    pub version: i64,
+    /// The alias that moves.
+    pub alias: String,
+    /// The stage to move the version to, archiving others in it.
+    pub stage: Option<String>,
+    /// Who the ledger records the move as.
+    pub user: String,
+    /// The ledger entry's comment (which pipeline run moved it).
+    pub comment: String,
 }
 
 #[cfg(test)]

@@ -1,78 +1,120 @@
 //! The model registry's entities and rules: registered models, versions, stages, aliases,
 //! and the promotion ledger that records every alias move and stage transition.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::entities::KeyValue;
 use crate::{MlflowError, Result};
 
+/// The stages a model version can be in (MLflow's legacy stages).
 pub const STAGES: &[&str] = &["None", "Staging", "Production", "Archived"];
+/// MLflow's limit on a registered model's or version's tag value.
 pub const MAX_REGISTERED_MODEL_TAG_VALUE_LENGTH: usize = 100_000;
+/// MLflow's limit on an alias name.
 pub const MAX_ALIAS_LENGTH: usize = 255;
+/// The largest page a registered-model search returns.
 pub const MAX_REGISTERED_MODELS_SEARCH_RESULTS: i64 = 1000;
+/// The largest page a model-version search returns.
 pub const MAX_MODEL_VERSIONS_SEARCH_RESULTS: i64 = 200_000;
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// An alias of a registered model and the version it points at.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RegisteredModelAlias {
+    /// The alias (`champion`).
     pub alias: String,
+    /// The version number, as a string (MLflow's wire form).
     pub version: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// Read back tolerantly: a field the server leaves out is empty.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct ModelVersion {
+    /// The registered model's name.
     pub name: String,
+    /// The version number, as a string (MLflow's wire form).
     pub version: String,
+    /// When it was created (epoch ms).
     pub creation_timestamp: i64,
+    /// When it last changed (epoch ms).
     pub last_updated_timestamp: i64,
+    /// Its stage (`None`, `Staging`, `Production`, `Archived`).
     pub current_stage: String,
+    /// Its description (empty when none).
     pub description: String,
+    /// Where its files are (`models:/m-...`, `runs:/...`, an artifact URI).
     pub source: String,
+    /// The run that produced it, when there is one.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub run_id: String,
+    /// `READY` once created.
     pub status: String,
+    /// Its tags.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<KeyValue>,
+    /// A link to the run on another server, when given.
     pub run_link: String,
+    /// The aliases that point at it.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub aliases: Vec<String>,
+    /// Who created it.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub user_id: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// Read back tolerantly: a field the server leaves out is empty.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct RegisteredModel {
+    /// Its name.
     pub name: String,
+    /// When it was created (epoch ms).
     pub creation_timestamp: i64,
+    /// When it last changed (epoch ms).
     pub last_updated_timestamp: i64,
+    /// Its description, when it has one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// The latest version in each stage.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub latest_versions: Vec<ModelVersion>,
+    /// Its tags.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<KeyValue>,
+    /// Its aliases.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub aliases: Vec<RegisteredModelAlias>,
 }
 
 /// One entry of the promotion ledger: an alias move, an alias removal or a stage change.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LedgerEntry {
+    /// Its place in the ledger (grows with every entry).
     pub id: i64,
+    /// The registered model.
     pub name: String,
     /// `alias_set`, `alias_deleted`, `stage_transition` or `version_created`.
     pub action: String,
+    /// The alias moved or deleted.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub alias: Option<String>,
+    /// The version the alias pointed at before.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub from_version: Option<String>,
+    /// The version the alias points at now, or the version whose stage changed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub to_version: Option<String>,
+    /// The stage before a transition.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub from_stage: Option<String>,
+    /// The stage after it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub to_stage: Option<String>,
+    /// Who made the change.
     pub user: String,
+    /// When (epoch ms).
     pub timestamp: i64,
+    /// Why, when given (a pipeline run's promotion says which run).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub comment: Option<String>,
 }
@@ -90,6 +132,7 @@ pub fn canonical_stage(stage: &str) -> Result<&'static str> {
         })
 }
 
+/// Refuses an empty registered-model name.
 pub fn validate_model_name(name: &str) -> Result<()> {
     if name.trim().is_empty() {
         return Err(MlflowError::missing_param("name"));
@@ -107,6 +150,7 @@ pub fn validate_model_name(name: &str) -> Result<()> {
     Ok(())
 }
 
+/// A version number from its wire form; MLflow's error when it is not one.
 pub fn parse_version(raw: &str) -> Result<i64> {
     raw.trim()
         .parse::<i64>()
@@ -119,6 +163,7 @@ pub fn parse_version(raw: &str) -> Result<i64> {
         })
 }
 
+/// Refuses an alias MLflow refuses (empty, too long, `latest`, `v<digits>`, bad characters).
 pub fn validate_alias(alias: &str) -> Result<()> {
     if alias.is_empty() {
         return Err(MlflowError::missing_param("alias"));
@@ -158,23 +203,35 @@ pub fn validate_alias(alias: &str) -> Result<()> {
 pub enum ModelUri {
     /// `models:/m-<id>` (any single segment without `@`).
     LoggedModel(String),
+    /// `models:/<name>/<version>`
     Version {
+        /// The registered model.
         name: String,
+        /// The version number.
         version: i64,
     },
+    /// `models:/<name>@<alias>`
     Alias {
+        /// The registered model.
         name: String,
+        /// The alias.
         alias: String,
     },
+    /// `models:/<name>/<stage>`
     Stage {
+        /// The registered model.
         name: String,
+        /// The stage.
         stage: String,
     },
+    /// `models:/<name>/latest`
     Latest {
+        /// The registered model.
         name: String,
     },
 }
 
+/// Reads a `models:/` URI; MLflow's error for anything else.
 pub fn parse_model_uri(uri: &str) -> Result<ModelUri> {
     let bad = || MlflowError::invalid(format!("Not a valid models:/ URI: '{uri}'"));
     let rest = uri.strip_prefix("models:/").ok_or_else(bad)?;

@@ -16,6 +16,7 @@ use crate::pipeline::CatchUp;
 /// `catchUp: skip`, only on-time ticks start.
 pub const ON_TIME_GRACE: Duration = Duration::from_secs(60);
 
+/// A cron pattern in a time zone.
 #[derive(Debug, Clone)]
 pub struct Schedule {
     cron: Cron,
@@ -35,6 +36,8 @@ pub struct TickPlan {
 }
 
 impl Schedule {
+    /// A schedule from a cron pattern (five fields, or six with seconds first) and an IANA
+    /// time zone; the error says which of the two is wrong.
     pub fn new(pattern: &str, timezone: &str) -> Result<Schedule, String> {
         let tz = Tz::from_str(timezone).map_err(|_| {
             format!("unknown time zone '{timezone}': use an IANA name such as UTC or Europe/Berlin")

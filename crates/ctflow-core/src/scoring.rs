@@ -31,12 +31,16 @@ pub enum Signature {
     Tensor(TensorSpec),
 }
 
+/// One column of a column-based signature.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct ColumnSpec {
+    /// MLflow's type name (`double`, `long`, `string`, ...).
     #[serde(rename = "type")]
     pub type_: String,
+    /// The column's name; unnamed columns are matched by position.
     #[serde(default)]
     pub name: Option<String>,
+    /// Whether a request must carry it.
     #[serde(default = "yes")]
     pub required: bool,
 }
@@ -45,20 +49,27 @@ fn yes() -> bool {
     true
 }
 
+/// A tensor-based signature: one array of this dtype and shape.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct TensorSpec {
+    /// numpy's dtype name (`float64`).
     pub dtype: String,
+    /// The shape, -1 for a free dimension.
     pub shape: Vec<i64>,
 }
 
 /// What a served model's `MLmodel` file says.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelInfo {
+    /// The input signature (`Signature::None` when the model has none).
     pub signature: Signature,
     /// `python_function` flavor present: the model can be served.
     pub pyfunc: bool,
+    /// The mlflow version that saved it.
     pub mlflow_version: Option<String>,
+    /// Its logged-model id, when it has one.
     pub model_id: Option<String>,
+    /// The run that logged it.
     pub run_id: Option<String>,
 }
 
@@ -110,6 +121,7 @@ pub struct ScoringError {
     /// `BAD_REQUEST` (the body cannot be read) or `INVALID_PARAMETER_VALUE` (it does not fit
     /// the signature).
     pub code: &'static str,
+    /// What is wrong with the request.
     pub message: String,
 }
 
@@ -133,16 +145,21 @@ pub enum Data {
     /// Rows under column names (`dataframe_split`, `dataframe_records`, records in
     /// `instances`/`inputs`, a dict of columns, CSV).
     Frame {
+        /// The column names.
         columns: Vec<String>,
+        /// The rows, each as long as `columns`.
         rows: Vec<Vec<Value>>,
     },
     /// A (nested) list: `instances`/`inputs` of values or lists.
     Array(Value),
 }
 
+/// A scoring request as read, before it meets the signature.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Request {
+    /// The input data.
     pub data: Data,
+    /// The inference `params`, when given.
     pub params: Option<Map<String, Value>>,
 }
 
@@ -365,12 +382,20 @@ fn split_csv_line(line: &str) -> Vec<String> {
 pub enum Payload {
     /// `pandas.DataFrame(rows, columns=columns)`, each column cast to its pandas dtype.
     Frame {
+        /// The column names.
         columns: Vec<String>,
+        /// The rows, each as long as `columns`.
         rows: Vec<Vec<Value>>,
+        /// Each column's pandas dtype.
         dtypes: BTreeMap<String, String>,
     },
     /// `numpy.array(data, dtype=dtype)`.
-    Array { data: Value, dtype: Option<String> },
+    Array {
+        /// The (nested) list of values.
+        data: Value,
+        /// numpy's dtype, when the signature names one.
+        dtype: Option<String>,
+    },
 }
 
 impl Payload {

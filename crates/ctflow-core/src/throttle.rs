@@ -48,6 +48,7 @@ pub struct Throttle<K> {
 }
 
 impl<K: Eq + Hash + Clone> Throttle<K> {
+    /// A throttle with no failures recorded.
     pub fn new(policy: ThrottlePolicy) -> Throttle<K> {
         Throttle {
             policy,
@@ -96,10 +97,12 @@ impl<K: Eq + Hash + Clone> Throttle<K> {
         self.failures.remove(key);
     }
 
+    /// How many keys have failures recorded.
     pub fn len(&self) -> usize {
         self.failures.len()
     }
 
+    /// Whether no key has failures recorded.
     pub fn is_empty(&self) -> bool {
         self.failures.is_empty()
     }

@@ -13,6 +13,7 @@ pub const KINDS: &[&str] = &["schedule", "data", "drift", "webhook", "manual"];
 /// One trigger event, ready to be recorded.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TriggerEvent {
+    /// The pipeline it starts a run of.
     pub pipeline: String,
     /// One of [`KINDS`].
     pub kind: String,
@@ -39,6 +40,7 @@ pub struct TriggerEvent {
 }
 
 impl TriggerEvent {
+    /// An event with nothing but its pipeline, kind and dedupe key.
     pub fn new(pipeline: &str, kind: &str, dedupe_key: String) -> TriggerEvent {
         TriggerEvent {
             pipeline: pipeline.to_string(),
@@ -87,9 +89,11 @@ pub struct DriftEvent {
     /// The index of the drift trigger in the pipeline spec.
     #[serde(default)]
     pub trigger_index: usize,
+    /// The drift test that judged the data (`ks`, `psi`, ...).
     pub method: String,
     /// The overall statistic (the largest over the features).
     pub statistic: f64,
+    /// The value the statistic crossed.
     pub threshold: f64,
     /// Per-feature statistics.
     #[serde(default)]
@@ -104,6 +108,7 @@ pub struct DriftEvent {
 }
 
 impl DriftEvent {
+    /// Refuses an event that names no snapshot, has non-finite numbers or is no drift.
     pub fn validate(&self) -> Result<(), String> {
         if self.snapshot.trim().is_empty() {
             return Err("a drift event needs the snapshot it judged".into());
@@ -120,6 +125,7 @@ impl DriftEvent {
         Ok(())
     }
 
+    /// The trigger event it records: kind `drift`, deduplicated by trigger and snapshot.
     pub fn into_trigger(self) -> TriggerEvent {
         let key = format!("drift:{}:{}", self.trigger_index, self.snapshot);
         let mut event = TriggerEvent::new(&self.pipeline, "drift", key);

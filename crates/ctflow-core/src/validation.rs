@@ -2,29 +2,49 @@
 
 use crate::{MlflowError, Result};
 
+/// MLflow's limit: the longest metric, param or tag key.
 pub const MAX_ENTITY_KEY_LENGTH: usize = 250;
+/// MLflow's limit: the longest param value.
 pub const MAX_PARAM_VALUE_LENGTH: usize = 6000;
+/// MLflow's limit: the longest run tag value.
 pub const MAX_TAG_VALUE_LENGTH: usize = 8000;
+/// MLflow's limit: the longest experiment name.
 pub const MAX_EXPERIMENT_NAME_LENGTH: usize = 500;
+/// MLflow's limit: the longest experiment tag value.
 pub const MAX_EXPERIMENT_TAG_VALUE_LENGTH: usize = 20000;
+/// MLflow's limit: the most metrics one log-batch request takes.
 pub const MAX_BATCH_METRICS: usize = 1000;
+/// MLflow's limit: the most params, and the most tags, one log-batch request takes.
 pub const MAX_BATCH_PARAMS_TAGS: usize = 100;
+/// MLflow's limit: the most metrics, params and tags together one log-batch request takes.
 pub const MAX_BATCH_TOTAL: usize = 1000;
+/// MLflow's limit: the largest page a run search returns.
 pub const MAX_RUNS_SEARCH_RESULTS: i64 = 50000;
+/// MLflow's limit: the largest page an experiment search returns.
 pub const MAX_EXPERIMENTS_SEARCH_RESULTS: i64 = 50000;
+/// MLflow's limit: the longest dataset name.
 pub const MAX_DATASET_NAME_LENGTH: usize = 500;
+/// MLflow's limit: the longest dataset digest.
 pub const MAX_DATASET_DIGEST_LENGTH: usize = 36;
+/// MLflow's limit: the longest dataset source.
 pub const MAX_DATASET_SOURCE_LENGTH: usize = 65535;
+/// MLflow's limit: the longest dataset schema.
 pub const MAX_DATASET_SCHEMA_LENGTH: usize = 1_048_575;
+/// MLflow's limit: the longest dataset profile.
 pub const MAX_DATASET_PROFILE_LENGTH: usize = 16_777_215;
+/// MLflow's limit: the longest input tag key.
 pub const MAX_INPUT_TAG_KEY_LENGTH: usize = 255;
+/// MLflow's limit: the longest input tag value.
 pub const MAX_INPUT_TAG_VALUE_LENGTH: usize = 500;
 
 /// What a key names, for the wording of errors.
 #[derive(Debug, Clone, Copy)]
 pub enum KeyKind {
+    /// A metric key.
     Metric,
+    /// A param key.
     Param,
+    /// A tag key.
     Tag,
 }
 
@@ -106,6 +126,7 @@ pub fn truncate_chars(value: &str, max: usize) -> &str {
     }
 }
 
+/// Refuses a value longer than `max` characters, naming the field.
 pub fn validate_max_length(field: &str, value: &str, max: usize) -> Result<()> {
     if value.chars().count() > max {
         return Err(MlflowError::invalid(format!(
@@ -115,6 +136,7 @@ pub fn validate_max_length(field: &str, value: &str, max: usize) -> Result<()> {
     Ok(())
 }
 
+/// Refuses an empty or too long experiment name.
 pub fn validate_experiment_name(name: &str) -> Result<()> {
     if name.trim().is_empty() {
         return Err(MlflowError::missing_param("name"));
@@ -125,6 +147,7 @@ pub fn validate_experiment_name(name: &str) -> Result<()> {
 /// Run statuses accepted by runs/update.
 pub const RUN_STATUSES: &[&str] = &["RUNNING", "SCHEDULED", "FINISHED", "FAILED", "KILLED"];
 
+/// Refuses a status runs/update does not take.
 pub fn validate_run_status(status: &str) -> Result<()> {
     if RUN_STATUSES.contains(&status) {
         Ok(())
@@ -136,6 +159,7 @@ pub fn validate_run_status(status: &str) -> Result<()> {
     }
 }
 
+/// Refuses a page size that is not between 1 and `max`.
 pub fn validate_max_results(value: i64, max: i64) -> Result<()> {
     if value <= 0 || value > max {
         return Err(MlflowError::invalid(format!(

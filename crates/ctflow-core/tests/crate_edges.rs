@@ -21,9 +21,24 @@ const FORBIDDEN: &[(&str, &[&str], &str)] = &[
         "workers reach the store through the REST API",
     ),
     (
+        "ctflow-watcher",
+        &["ctflow-store", "sqlx"],
+        "the watcher records through the REST API and the bus: no database credentials",
+    ),
+    (
+        "ctflow-client",
+        &["ctflow-store", "ctflow-server", "ctflow-controller"],
+        "the client is the REST API's other end, over core's entities",
+    ),
+    (
         "ctflow-serving",
         &["ctflow-store"],
         "serving reads models through the REST API",
+    ),
+    (
+        "ctflow-kube",
+        &["ctflow-controller", "ctflow-store"],
+        "the worker's Kubernetes executor links neither the CT engine nor the store",
     ),
     (
         "ctflow-server",

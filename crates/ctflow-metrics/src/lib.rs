@@ -72,6 +72,20 @@ pub struct TriggerLabels {
     pub kind: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ControllerStepLabels {
+    /// `move`, `promote`, `record`, `requeue`, `fail_mlflow_run`.
+    pub step: String,
+    /// The phase a move goes to; empty for the other steps.
+    pub phase: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ControllerErrorLabels {
+    /// `store`, `store_unavailable`, `bus`, `pipeline_file`.
+    pub kind: String,
+}
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn latency_histogram() -> Histogram {
@@ -97,6 +111,9 @@ pub struct Metrics {
     pub drift_checks: Family<DriftCheckLabels, Counter>,
     pub drift_score: Family<ColumnLabels, Gauge<f64, AtomicU64>>,
     pub drift_share: Family<PipelineLabels, Gauge<f64, AtomicU64>>,
+    pub controller_passes: Counter,
+    pub controller_steps: HistogramFamily<ControllerStepLabels>,
+    pub controller_errors: Family<ControllerErrorLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -166,6 +183,25 @@ impl Metrics {
             "The share of drifted columns in the latest drift check",
             drift_share.clone(),
         );
+        let controller_passes = Counter::default();
+        registry.register(
+            "controller_reconcile_passes",
+            "Reconcile passes over the unfinished pipeline runs",
+            controller_passes.clone(),
+        );
+        let controller_steps: HistogramFamily<ControllerStepLabels> =
+            Family::new_with_constructor(latency_histogram);
+        registry.register(
+            "controller_step_duration_seconds",
+            "How long the controller took to apply a decided step, by step and target phase",
+            controller_steps.clone(),
+        );
+        let controller_errors = Family::<ControllerErrorLabels, Counter>::default();
+        registry.register(
+            "controller_errors",
+            "Controller passes, steps and job reports that failed, by kind",
+            controller_errors.clone(),
+        );
         Metrics {
             registry,
             http_requests,
@@ -178,6 +214,9 @@ impl Metrics {
             drift_checks,
             drift_score,
             drift_share,
+            controller_passes,
+            controller_steps,
+            controller_errors,
         }
     }
 
@@ -336,6 +375,20 @@ mod tests {
                 method: "psi".into(),
             })
             .set(0.3);
+        metrics.controller_passes.inc();
+        metrics
+            .controller_steps
+            .get_or_create(&ControllerStepLabels {
+                step: "move".into(),
+                phase: "Queued".into(),
+            })
+            .observe(0.01);
+        metrics
+            .controller_errors
+            .get_or_create(&ControllerErrorLabels {
+                kind: "store".into(),
+            })
+            .inc();
         metrics.encode(&Snapshot {
             pipeline_runs: vec![("p".into(), "Succeeded".into(), 1)],
             gate_decisions: vec![("p".into(), "ct".into(), "pass".into(), 1)],

@@ -20,13 +20,13 @@ mod runs;
 mod search;
 mod sql;
 
+pub use ctflow_core::pipeline::PipelineRecord;
+pub use ctflow_core::pipeline_run::{Approval, PipelineRun, PipelineRunEvent, PromotionStep};
 pub use db::{Backend, Durability, Store, StoreOptions};
 pub use error::{Error, Result};
 pub use experiments::ExperimentSearch;
 pub use leases::LeaseRecord;
 pub use logged_models::{LoggedModelOrder, LoggedModelSearch, NewLoggedModel};
-pub use pipelines::{
-    Approval, CtCounts, PipelineRecord, PipelineRun, PipelineRunEvent, PromotionStep, Recorded,
-};
+pub use pipelines::{CtCounts, Recorded};
 pub use registry::{NewModelVersion, RegistrySearch};
 pub use runs::{BatchMetric, DatasetInputRequest, NewRun, RunSearch, RunUpdate};

@@ -5,8 +5,8 @@
 
 use std::collections::{BTreeSet, HashSet};
 
-use ctflow_core::pipeline::{PipelineDocument, TrainingPipelineSpec};
-use ctflow_core::pipeline_run::Phase;
+use ctflow_core::pipeline::{PipelineDocument, PipelineRecord};
+use ctflow_core::pipeline_run::{Approval, Phase, PipelineRun, PipelineRunEvent, PromotionStep};
 use ctflow_core::registry::validate_alias;
 use ctflow_core::trigger::TriggerEvent;
 use ctflow_core::{MlflowError, now_ms};
@@ -31,131 +31,6 @@ pub struct CtCounts {
 use crate::error::{Error, Result};
 use crate::registry::{tx_set_alias, tx_transition_stage};
 
-/// A pipeline as stored: its document and where it came from.
-#[derive(Debug, Clone, Serialize)]
-pub struct PipelineRecord {
-    pub name: String,
-    pub document: PipelineDocument,
-    /// `api`, or `file:<path>` for pipelines loaded from a folder.
-    pub source: String,
-    /// The folder relative project and data paths resolve against.
-    pub base_dir: String,
-    pub generation: i64,
-    pub creation_time: i64,
-    pub last_updated_time: i64,
-}
-
-/// One execution of a pipeline.
-#[derive(Debug, Clone, Serialize)]
-pub struct PipelineRun {
-    pub id: String,
-    pub pipeline: String,
-    pub trigger: TriggerEvent,
-    pub phase: Phase,
-    /// Attempts started so far.
-    pub attempt: i64,
-    /// A retry waits until this time (epoch ms).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub not_before: Option<i64>,
-    /// The MLflow run of the latest attempt.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub run_id: Option<String>,
-    /// The candidate model version.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub model_version: Option<i64>,
-    /// Why the run ended the way it did, in a sentence.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub decision: Option<String>,
-    /// The process group of the job's command while it runs, so a restarted controller
-    /// can stop an orphan.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub worker_pid: Option<i64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub approval_deadline: Option<i64>,
-    /// A person's answer the controller has not acted on yet.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub approval: Option<Approval>,
-    pub creation_time: i64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub start_time: Option<i64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub end_time: Option<i64>,
-    pub last_updated_time: i64,
-    /// The spec the run was recorded with (later edits of the pipeline do not change it).
-    #[serde(skip)]
-    pub spec: TrainingPipelineSpec,
-    #[serde(skip)]
-    pub base_dir: String,
-}
-
-/// One entry of a pipeline run's history.
-#[derive(Debug, Clone, Serialize)]
-pub struct PipelineRunEvent {
-    pub timestamp: i64,
-    /// `phase`, `attempt`, `gate`, `approval`, `log`.
-    pub kind: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub gate: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub result: Option<String>,
-    pub message: String,
-    #[serde(skip_serializing_if = "Value::is_null")]
-    pub detail: Value,
-}
-
-impl PipelineRunEvent {
-    pub fn new(kind: &str, message: impl Into<String>) -> PipelineRunEvent {
-        PipelineRunEvent {
-            timestamp: now_ms(),
-            kind: kind.to_string(),
-            gate: None,
-            result: None,
-            message: message.into(),
-            detail: Value::Null,
-        }
-    }
-
-    pub fn gate(gate: &str, result: &str, message: impl Into<String>, detail: Value) -> Self {
-        PipelineRunEvent {
-            gate: Some(gate.to_string()),
-            result: Some(result.to_string()),
-            detail,
-            ..PipelineRunEvent::new("gate", message)
-        }
-    }
-}
-
-/// A person's approval or rejection of a waiting pipeline run.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Approval {
-    pub approved: bool,
-    pub user: String,
-}
-
-impl Approval {
-    fn encode(&self) -> String {
-        let verb = if self.approved {
-            "approved"
-        } else {
-            "rejected"
-        };
-        format!("{verb}:{}", self.user)
-    }
-
-    fn decode(text: &str) -> Option<Approval> {
-        let (verb, user) = text.split_once(':')?;
-        let approved = match verb {
-            "approved" => true,
-            "rejected" => false,
-            _ => return None,
-        };
-        Some(Approval {
-            approved,
-            user: user.to_string(),
-        })
-    }
-}
-
 /// What recording a trigger event did.
 #[derive(Debug, Clone)]
 pub enum Recorded {
@@ -165,16 +40,27 @@ pub enum Recorded {
     Duplicate(String),
 }
 
-/// An alias/stage move made together with a pipeline run's change.
-#[derive(Debug, Clone)]
-pub struct PromotionStep {
-    pub model: String,
-    pub version: i64,
-    pub alias: String,
-    /// The stage to move the version to, archiving others in it.
-    pub stage: Option<String>,
-    pub user: String,
-    pub comment: String,
+/// An approval as stored in its column: `approved:<user>` or `rejected:<user>`.
+fn encode_approval(approval: &Approval) -> String {
+    let verb = if approval.approved {
+        "approved"
+    } else {
+        "rejected"
+    };
+    format!("{verb}:{}", approval.user)
+}
+
+fn decode_approval(text: &str) -> Option<Approval> {
+    let (verb, user) = text.split_once(':')?;
+    let approved = match verb {
+        "approved" => true,
+        "rejected" => false,
+        _ => return None,
+    };
+    Some(Approval {
+        approved,
+        user: user.to_string(),
+    })
 }
 
 const RUN_COLUMNS: &str = "id, pipeline, trigger_event, spec, base_dir, phase, attempt, not_before, run_id, \
@@ -209,7 +95,7 @@ fn run_from_row(row: &AnyRow) -> Result<PipelineRun> {
         approval: row
             .try_get::<Option<String>, _>(17)?
             .as_deref()
-            .and_then(Approval::decode),
+            .and_then(decode_approval),
     })
 }
 
@@ -787,7 +673,7 @@ impl Store {
         .bind(run.start_time)
         .bind(run.end_time)
         .bind(run.last_updated_time)
-        .bind(run.approval.as_ref().map(Approval::encode))
+        .bind(run.approval.as_ref().map(encode_approval))
         .bind(id)
         .execute(&mut **tx)
         .await?;
