@@ -299,8 +299,24 @@ pub async fn drift_event(
     Path(name): Path<String>,
     body: Bytes,
 ) -> JsonResult {
-    let mut event: DriftEvent =
+    // The drift event contract, plus what ctflow's own watcher adds: the files it judged
+    // and the tracking run that recorded the check.
+    let mut body: Value =
         serde_json::from_slice(&body).map_err(|e| invalid(format!("Invalid drift event: {e}")))?;
+    let (files, check_run) = match &mut body {
+        Value::Object(map) => (map.remove("files"), map.remove("check_run")),
+        _ => (None, None),
+    };
+    let files = file_list(files)?;
+    let check_run = match check_run {
+        None | Some(Value::Null) => None,
+        Some(Value::String(id)) => Some(id),
+        Some(other) => {
+            return Err(invalid(format!("check_run must be a run id, got {other}")).into());
+        }
+    };
+    let mut event: DriftEvent =
+        serde_json::from_value(body).map_err(|e| invalid(format!("Invalid drift event: {e}")))?;
     event.pipeline = name.clone();
     event.validate().map_err(invalid)?;
     let pipeline = state.store.get_pipeline(&name).await?;
@@ -314,8 +330,132 @@ pub async fn drift_event(
             .into());
         }
     }
-    let outcome = state.store.record_trigger(&event.into_trigger()).await?;
+    let mut trigger = event.into_trigger();
+    trigger.files = files;
+    if let Some(id) = check_run {
+        trigger.tags.insert("drift.check_run".into(), id);
+    }
+    let outcome = state.store.record_trigger(&trigger).await?;
     recorded(&state, outcome)
+}
+
+/// The most files one data event or seen-files request may name.
+const MAX_FILES: usize = 10_000;
+
+fn file_list(value: Option<Value>) -> ApiResult<Vec<String>> {
+    let files: Vec<String> = match value {
+        None | Some(Value::Null) => Vec::new(),
+        Some(value) => serde_json::from_value(value)
+            .map_err(|_| invalid("files must be a list of file names"))?,
+    };
+    if files.len() > MAX_FILES {
+        return Err(invalid(format!("at most {MAX_FILES} files per request")).into());
+    }
+    if files.iter().any(|f| f.trim().is_empty()) {
+        return Err(invalid("a file name must not be empty").into());
+    }
+    Ok(files)
+}
+
+fn trigger_index(text: &str) -> ApiResult<usize> {
+    text.parse()
+        .map_err(|_| invalid(format!("'{text}' is not a trigger index")).into())
+}
+
+/// A pipeline's trigger that watches files, and the name of its set of seen files.
+async fn watched_trigger(
+    state: &AppState,
+    name: &str,
+    index: usize,
+    kind: Option<&str>,
+) -> ApiResult<(Trigger, String)> {
+    let pipeline = state.store.get_pipeline(name).await?;
+    let trigger = pipeline.document.spec.triggers.get(index).cloned();
+    match trigger {
+        Some(trigger) if kind.is_none_or(|k| k == trigger.kind()) => {
+            match trigger.cursor_key(index) {
+                Some(key) => Ok((trigger, key)),
+                None => Err(invalid(format!(
+                    "Trigger {index} of pipeline '{name}' is a {} trigger, which watches no files.",
+                    trigger.kind()
+                ))
+                .into()),
+            }
+        }
+        _ => Err(invalid(format!(
+            "Pipeline '{name}' has no {} trigger at index {index}.",
+            kind.unwrap_or("data or drift")
+        ))
+        .into()),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct DataEventRequest {
+    trigger_index: usize,
+    #[serde(default)]
+    files: Value,
+}
+
+/// `POST /api/ctflow/v1/pipelines/{name}/data-events`: new files of a data trigger, one
+/// pipeline run for the batch (the watcher's report). The files the trigger has seen
+/// before are left out; when none is left, nothing is recorded.
+pub async fn data_event(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> JsonResult {
+    let request: DataEventRequest =
+        serde_json::from_slice(&body).map_err(|e| invalid(format!("Invalid data event: {e}")))?;
+    let files = file_list(Some(request.files))?;
+    if files.is_empty() {
+        return Err(invalid("a data event names at least one file").into());
+    }
+    let index = request.trigger_index;
+    let (_, key) = watched_trigger(&state, &name, index, Some("data")).await?;
+    let event = ctflow_core::trigger::data_event(&name, index, files);
+    match state.store.record_data_trigger(&event, &key).await? {
+        Some(outcome) => recorded(&state, outcome),
+        None => Ok(Json(json!({ "pipeline_run": null, "duplicate": false })).into_response()),
+    }
+}
+
+/// `GET /api/ctflow/v1/pipelines/{name}/triggers/{index}/seen-files`: the files a data
+/// or drift trigger has already seen.
+pub async fn seen_files(
+    State(state): State<AppState>,
+    Path((name, index)): Path<(String, String)>,
+) -> JsonResult {
+    let (_, key) = watched_trigger(&state, &name, trigger_index(&index)?, None).await?;
+    let mut files: Vec<String> = state
+        .store
+        .seen_files(&name, &key)
+        .await?
+        .into_iter()
+        .collect();
+    files.sort();
+    Ok(Json(json!({ "files": files })).into_response())
+}
+
+#[derive(Deserialize)]
+pub struct SeenFilesRequest {
+    #[serde(default)]
+    files: Value,
+}
+
+/// `POST /api/ctflow/v1/pipelines/{name}/triggers/{index}/seen-files`: records files as
+/// seen (a drift check judged them, or gave up on them).
+pub async fn mark_seen(
+    State(state): State<AppState>,
+    Path((name, index)): Path<(String, String)>,
+    body: Bytes,
+) -> JsonResult {
+    let request: SeenFilesRequest =
+        serde_json::from_slice(&body).map_err(|e| invalid(format!("Invalid request: {e}")))?;
+    let files = file_list(Some(request.files))?;
+    let (_, key) = watched_trigger(&state, &name, trigger_index(&index)?, None).await?;
+    state.store.mark_files_seen(&name, &key, &files).await?;
+    Ok(Json(json!({})).into_response())
 }
 
 fn phases(p: &Params) -> ApiResult<Vec<Phase>> {

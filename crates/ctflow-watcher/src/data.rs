@@ -3,11 +3,11 @@
 //! has been quiet for a while, for writers that do neither), and files that settle
 //! within the trigger's debounce window start one run together. At start-up, and
 //! whenever pipelines change, the glob is rescanned, so files that arrived while ctflow
-//! was down are caught. The store keeps every file a trigger has seen: each triggers once.
+//! was down are caught. The server keeps every file a trigger has seen: each triggers once.
 //! A path `s3://bucket/prefix/*.csv` names objects instead; their prefix is listed every
 //! poll interval and each new key triggers once, the same way.
-//! Each batch is recorded as a pipeline run first, then announced on the bus as
-//! `DataArrived` (which wakes the controller).
+//! Each batch is recorded as a pipeline run first (through the server's REST API: the
+//! watcher holds no database credentials), then announced on the bus as `DataArrived`.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -15,10 +15,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ctflow_bus::{Bus, WatchEvent};
+use ctflow_client::TrackingClient;
+use ctflow_client::ct::Recorded;
 use ctflow_core::pipeline::Trigger;
-use ctflow_core::trigger::data_event;
 use ctflow_metrics::{Metrics, TriggerLabels};
-use ctflow_store::{Recorded, Store};
 use notify::event::{AccessKind, AccessMode, ModifyKind, RenameMode};
 use notify::{EventKind, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
@@ -30,7 +30,7 @@ use crate::{Error, Result};
 
 /// Watches the files of every pipeline's `data` triggers.
 pub struct DataWatcher {
-    store: Store,
+    client: TrackingClient,
     bus: Arc<dyn Bus>,
     /// How often the pipelines are re-read for new or changed triggers.
     refresh: Duration,
@@ -41,9 +41,9 @@ pub struct DataWatcher {
 }
 
 impl DataWatcher {
-    pub fn new(store: Store, bus: Arc<dyn Bus>, refresh: Duration) -> DataWatcher {
+    pub fn new(client: TrackingClient, bus: Arc<dyn Bus>, refresh: Duration) -> DataWatcher {
         DataWatcher {
-            store,
+            client,
             bus,
             refresh,
             poll: refresh,
@@ -73,7 +73,6 @@ const FLUSH_EVERY: Duration = Duration::from_millis(25);
 struct Watch {
     pipeline: String,
     index: usize,
-    key: String,
     pattern: glob::Pattern,
     pattern_text: String,
     root: PathBuf,
@@ -85,7 +84,6 @@ struct Watch {
 struct ObjectWatch {
     pipeline: String,
     index: usize,
-    key: String,
     source: DataSource,
 }
 
@@ -124,7 +122,7 @@ async fn build_watches(shared: &DataWatcher) -> Result<Watches> {
     let mut watches = Vec::new();
     let mut object_watches = Vec::new();
     let mut generations = Vec::new();
-    for record in shared.store.list_pipelines().await? {
+    for record in shared.client.pipelines().await? {
         generations.push((record.name.clone(), record.generation));
         if record.document.spec.suspend {
             continue;
@@ -139,7 +137,6 @@ async fn build_watches(shared: &DataWatcher) -> Result<Watches> {
                     Ok(source) => object_watches.push(ObjectWatch {
                         pipeline: record.name.clone(),
                         index,
-                        key: format!("data/{index}/{}", data.path),
                         source,
                     }),
                     Err(error) => {
@@ -161,7 +158,6 @@ async fn build_watches(shared: &DataWatcher) -> Result<Watches> {
             watches.push(Watch {
                 pipeline: record.name.clone(),
                 index,
-                key: format!("data/{index}/{}", data.path),
                 pattern,
                 pattern_text,
                 root,
@@ -174,18 +170,16 @@ async fn build_watches(shared: &DataWatcher) -> Result<Watches> {
 }
 
 /// Records a batch of new files as one pipeline run of trigger `index`, then announces it.
-async fn record(shared: &DataWatcher, target: (&str, usize, &str), files: Vec<String>) {
+async fn record(shared: &DataWatcher, pipeline: &str, index: usize, files: Vec<String>) {
     if files.is_empty() {
         return;
     }
-    let (pipeline, index, key) = target;
     let count = files.len();
-    let event = data_event(pipeline, index, files.clone());
-    let pipeline_run = match shared.store.record_data_trigger(&event, key).await {
+    let pipeline_run = match shared.client.record_data(pipeline, index, &files).await {
         Ok(Some(Recorded::Created(run))) => {
             tracing::info!(
                 pipeline,
-                pipeline_run = run.id,
+                pipeline_run = run,
                 files = count,
                 "new data recorded"
             );
@@ -197,7 +191,7 @@ async fn record(shared: &DataWatcher, target: (&str, usize, &str), files: Vec<St
                     kind: "data".into(),
                 })
                 .inc();
-            Some(run.id)
+            Some(run)
         }
         Ok(Some(Recorded::Duplicate(_))) => None,
         // Every file had been seen already.
@@ -230,7 +224,7 @@ async fn poll(shared: &DataWatcher, watch: &ObjectWatch) {
             return;
         }
     };
-    let seen = match shared.store.seen_files(&watch.pipeline, &watch.key).await {
+    let seen = match shared.client.seen_files(&watch.pipeline, watch.index).await {
         Ok(seen) => seen,
         Err(error) => {
             tracing::warn!(%error, "cannot read the data cursor");
@@ -242,12 +236,12 @@ async fn poll(shared: &DataWatcher, watch: &ObjectWatch) {
         .map(|f| f.name)
         .filter(|name| !seen.contains(name))
         .collect();
-    record(shared, (&watch.pipeline, watch.index, &watch.key), files).await;
+    record(shared, &watch.pipeline, watch.index, files).await;
 }
 
 /// Records every matching file the trigger has not seen yet.
 async fn rescan(shared: &DataWatcher, watch: &Watch) {
-    let seen = match shared.store.seen_files(&watch.pipeline, &watch.key).await {
+    let seen = match shared.client.seen_files(&watch.pipeline, watch.index).await {
         Ok(seen) => seen,
         Err(error) => {
             tracing::warn!(%error, "cannot read the data cursor");
@@ -263,7 +257,7 @@ async fn rescan(shared: &DataWatcher, watch: &Watch) {
             }
         }
     }
-    record(shared, (&watch.pipeline, watch.index, &watch.key), files).await;
+    record(shared, &watch.pipeline, watch.index, files).await;
 }
 
 fn signals_complete(kind: &EventKind) -> bool {
@@ -405,7 +399,7 @@ async fn run(shared: Arc<DataWatcher>, shutdown: CancellationToken) -> Result<()
                 }
                 for (i, files) in batches {
                     if let Some(watch) = watches.get(i) {
-                        record(&shared, (&watch.pipeline, watch.index, &watch.key), files.into_iter().collect()).await;
+                        record(&shared, &watch.pipeline, watch.index, files.into_iter().collect()).await;
                     }
                 }
             }

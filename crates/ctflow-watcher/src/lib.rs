@@ -14,7 +14,7 @@ mod watch;
 pub use data::DataWatcher;
 pub use html::{display_number, render_html};
 pub use report::{DriftOptions, DriftReport, SkippedColumn, compare};
-pub use watch::{ArtifactPath, Watcher, WatcherConfig};
+pub use watch::{Watcher, WatcherConfig};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -34,8 +34,9 @@ pub enum Error {
     Watch(String),
     #[error("{0}")]
     Source(String),
+    /// The server did not take a report or answer a question.
     #[error(transparent)]
-    Store(#[from] ctflow_store::Error),
+    Server(#[from] ctflow_client::ClientError),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -44,8 +44,25 @@ impl ObjectStores {
     }
 }
 
+/// A read client for one bucket, configured from the environment as the AWS tools and
+/// MLflow configure theirs (`AWS_*`; `MLFLOW_S3_ENDPOINT_URL` for S3-compatible servers).
 fn s3_client(bucket: &str) -> Result<Arc<dyn ObjectStore>, Error> {
-    ctflow_store::object_artifacts::s3_client(bucket).map_err(|e| Error::Source(e.to_string()))
+    use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+    // HTTPS needs a process-wide rustls provider (ring, as everywhere in ctflow);
+    // installing one where one is set already changes nothing.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
+    if let Ok(endpoint) = std::env::var("MLFLOW_S3_ENDPOINT_URL") {
+        builder = builder.with_endpoint(endpoint);
+    }
+    let plain_http = builder
+        .get_config_value(&AmazonS3ConfigKey::Endpoint)
+        .is_some_and(|endpoint| endpoint.starts_with("http://"));
+    let client = builder
+        .with_allow_http(plain_http)
+        .build()
+        .map_err(|e| Error::Source(format!("cannot read the bucket '{bucket}': {e}")))?;
+    Ok(Arc::new(client))
 }
 
 /// A glob of data files or objects.

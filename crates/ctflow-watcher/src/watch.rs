@@ -3,7 +3,8 @@
 //! last N rows, or a time span) is compared with the reference, and the check is recorded
 //! as a tracking run in the experiment `<pipeline>-drift` (per-column metrics, the JSON
 //! and HTML reports as artifacts). A dataset drift records a drift trigger event, which
-//! starts a pipeline run, and is then announced on the bus as `DriftDetected`.
+//! starts a pipeline run, and is then announced on the bus as `DriftDetected`. Everything
+//! is recorded through the tracking server's REST API, as a worker records its runs.
 //!
 //! Files are polled (every `interval`), which works the same on local disks and network
 //! mounts. A file counts once it has not changed for `settle`. Fewer current rows than
@@ -14,21 +15,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ctflow_bus::{Bus, WatchEvent};
+use ctflow_client::ct::Recorded;
+use ctflow_client::tracking::{MetricPoint, RunStart};
+use ctflow_client::{ClientError, TrackingClient};
 use ctflow_core::entities::KeyValue;
+use ctflow_core::pipeline::PipelineRecord;
 use ctflow_core::pipeline::{DriftTrigger, Trigger, drift_method};
 use ctflow_core::trigger::DriftEvent;
 use ctflow_metrics::{ColumnLabels, DriftCheckLabels, Metrics, PipelineLabels, TriggerLabels};
-use ctflow_store::artifacts::ArtifactRepository;
-use ctflow_store::{BatchMetric, NewRun, PipelineRecord, Recorded, RunUpdate, Store};
 use sha2::Digest;
 use tokio_util::sync::CancellationToken;
 
 use crate::reader::{RawTable, Table, Typing, Window};
 use crate::source::{DataSource, ObjectStores, read_one};
 use crate::{DriftOptions, DriftReport, compare};
-
-/// Maps a run's artifact URI to a path in the artifact repository, when it lives there.
-pub type ArtifactPath = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
 
 #[derive(Clone)]
 pub struct WatcherConfig {
@@ -49,10 +49,8 @@ impl Default for WatcherConfig {
 }
 
 pub struct Watcher {
-    store: Store,
+    client: TrackingClient,
     bus: Arc<dyn Bus>,
-    artifacts: Arc<dyn ArtifactRepository>,
-    artifact_path: ArtifactPath,
     config: WatcherConfig,
     stores: ObjectStores,
     metrics: Arc<Metrics>,
@@ -175,18 +173,10 @@ async fn prepare(
 }
 
 impl Watcher {
-    pub fn new(
-        store: Store,
-        bus: Arc<dyn Bus>,
-        artifacts: Arc<dyn ArtifactRepository>,
-        artifact_path: ArtifactPath,
-        config: WatcherConfig,
-    ) -> Watcher {
+    pub fn new(client: TrackingClient, bus: Arc<dyn Bus>, config: WatcherConfig) -> Watcher {
         Watcher {
-            store,
+            client,
             bus,
-            artifacts,
-            artifact_path,
             config,
             stores: ObjectStores::default(),
             metrics: Arc::new(Metrics::new()),
@@ -213,8 +203,8 @@ impl Watcher {
     }
 
     /// One pass over every drift trigger.
-    pub async fn check_all(&self) -> Result<(), ctflow_store::Error> {
-        for pipeline in self.store.list_pipelines().await? {
+    pub async fn check_all(&self) -> Result<(), ClientError> {
+        for pipeline in self.client.pipelines().await? {
             if pipeline.document.spec.suspend {
                 continue;
             }
@@ -234,9 +224,8 @@ impl Watcher {
         pipeline: &PipelineRecord,
         index: usize,
         trigger: &DriftTrigger,
-    ) -> Result<(), ctflow_store::Error> {
+    ) -> Result<(), ClientError> {
         let base = Path::new(&pipeline.base_dir);
-        let key = format!("drift/{index}/{}", trigger.current);
         let source = match DataSource::parse(base, &trigger.current, &self.stores) {
             Ok(source) => source,
             Err(error) => {
@@ -251,7 +240,7 @@ impl Watcher {
                 return Ok(());
             }
         };
-        let seen = self.store.seen_files(&pipeline.name, &key).await?;
+        let seen = self.client.seen_files(&pipeline.name, index).await?;
         // A local file counts once it has not changed for `settle`; an object is
         // complete once listed.
         let settle_ms = i64::try_from(self.config.settle.as_millis()).unwrap_or(i64::MAX);
@@ -278,7 +267,7 @@ impl Watcher {
         let prepared = prepare(base, &source, candidates, &window, trigger, &self.stores).await;
         let (reference, current, files) = match prepared {
             Ok(prepared) => prepared,
-            Err(error) => return self.give_up(pipeline, &key, &new, error).await,
+            Err(error) => return self.give_up(pipeline, index, &new, error).await,
         };
         if (current.rows as u64) < trigger.min_rows {
             tracing::debug!(
@@ -291,7 +280,7 @@ impl Watcher {
         }
         let report = match compare(&reference, &current, &options_of(trigger)) {
             Ok(report) => report,
-            Err(error) => return self.give_up(pipeline, &key, &new, error).await,
+            Err(error) => return self.give_up(pipeline, index, &new, error).await,
         };
         let check_run = self
             .record(pipeline, &files, Ok((&report, &reference, &current)))
@@ -318,16 +307,11 @@ impl Watcher {
                 snapshot: format!("sha256:{}", &hex::encode(hasher.finalize())[..32]),
                 detected_at: ctflow_core::now_ms(),
             };
-            let mut trigger_event = event.clone().into_trigger();
-            trigger_event.files = new.clone();
-            trigger_event
-                .tags
-                .insert("drift.check_run".into(), check_run.clone());
-            let pipeline_run = match self.store.record_trigger(&trigger_event).await? {
+            let pipeline_run = match self.client.record_drift(&event, &new, &check_run).await? {
                 Recorded::Created(run) => {
                     tracing::info!(
                         pipeline = pipeline.name,
-                        pipeline_run = run.id,
+                        pipeline_run = run,
                         "drift detected; retraining"
                     );
                     self.metrics
@@ -337,7 +321,7 @@ impl Watcher {
                             kind: "drift".into(),
                         })
                         .inc();
-                    Some(run.id)
+                    Some(run)
                 }
                 Recorded::Duplicate(id) => {
                     tracing::debug!(pipeline_run = id, "drift already recorded");
@@ -356,7 +340,7 @@ impl Watcher {
                 tracing::warn!(%error, pipeline = pipeline.name, "cannot announce the drift");
             }
         }
-        self.store.mark_files_seen(&pipeline.name, &key, &new).await
+        self.client.mark_seen(&pipeline.name, index, &new).await
     }
 
     fn observe(&self, pipeline: &str, report: &DriftReport) {
@@ -395,10 +379,10 @@ impl Watcher {
     async fn give_up(
         &self,
         pipeline: &PipelineRecord,
-        key: &str,
+        index: usize,
         files: &[String],
         error: crate::Error,
-    ) -> Result<(), ctflow_store::Error> {
+    ) -> Result<(), ClientError> {
         self.record(pipeline, files, Err(error.to_string())).await?;
         self.metrics
             .drift_checks
@@ -407,7 +391,7 @@ impl Watcher {
                 result: "error".into(),
             })
             .inc();
-        self.store.mark_files_seen(&pipeline.name, key, files).await
+        self.client.mark_seen(&pipeline.name, index, files).await
     }
 
     /// Records a check as a tracking run in `<pipeline>-drift`; returns its run id.
@@ -416,20 +400,11 @@ impl Watcher {
         pipeline: &PipelineRecord,
         files: &[String],
         report: Result<(&DriftReport, &Table, &Table), String>,
-    ) -> Result<String, ctflow_store::Error> {
-        let experiment = format!("{}-drift", pipeline.name);
-        let experiment_id = match self.store.get_experiment_by_name(&experiment).await {
-            Ok(found) => found.experiment_id,
-            Err(_) => match self.store.create_experiment(&experiment, None, &[]).await {
-                Ok(id) => id,
-                Err(_) => {
-                    self.store
-                        .get_experiment_by_name(&experiment)
-                        .await?
-                        .experiment_id
-                }
-            },
-        };
+    ) -> Result<String, ClientError> {
+        let experiment_id = self
+            .client
+            .experiment_id(&format!("{}-drift", pipeline.name))
+            .await?;
         // The tags go in with the run, so nobody sees a check without its verdict.
         let mut tags = vec![
             KeyValue::new("ctflow.pipeline", &pipeline.name),
@@ -455,27 +430,24 @@ impl Watcher {
         }
         let now = ctflow_core::now_ms();
         let run = self
-            .store
-            .create_run(NewRun {
-                experiment_id: experiment_id.parse().unwrap_or_default(),
-                user_id: self.config.user.clone(),
-                start_time: Some(now),
+            .client
+            .create_run(&RunStart {
+                experiment_id,
                 run_name: Some(format!("drift-check-{now}")),
+                user_id: Some(self.config.user.clone()),
+                start_time: now,
                 tags,
             })
-            .await?;
-        let run_id = run.info.run_id.clone();
+            .await?
+            .info;
         let status = match report {
             Err(_) => "FAILED",
             Ok((report, reference, current)) => {
-                let metric = |key: String, value: f64| BatchMetric {
+                let metric = |key: String, value: f64| MetricPoint {
                     key,
                     value,
                     timestamp: now,
                     step: 0,
-                    model_id: None,
-                    dataset_name: None,
-                    dataset_digest: None,
                 };
                 let mut metrics = vec![
                     metric("drift.share".into(), report.dataset.share),
@@ -496,36 +468,29 @@ impl Watcher {
                         if c.drifted { 1.0 } else { 0.0 },
                     ));
                 }
-                for chunk in metrics.chunks(1000) {
-                    self.store
-                        .log_batch(&run_id, chunk.to_vec(), Vec::new(), Vec::new())
+                self.client.log_metrics(&run.run_id, &metrics).await?;
+                let title = format!("Drift check of {}", pipeline.name);
+                let json = serde_json::to_string_pretty(report).unwrap_or_default();
+                let html = crate::render_html(report, reference, current, &title);
+                for (name, body) in [("drift_report.json", json), ("drift_report.html", html)] {
+                    let stored = self
+                        .client
+                        .put_artifact(&run.artifact_uri, name, body)
                         .await?;
-                }
-                if let Some(root) = (self.artifact_path)(&run.info.artifact_uri) {
-                    let title = format!("Drift check of {}", pipeline.name);
-                    let json = serde_json::to_vec_pretty(report).unwrap_or_default();
-                    let html = crate::render_html(report, reference, current, &title).into_bytes();
-                    for (name, body) in [("drift_report.json", json), ("drift_report.html", html)] {
-                        let reader: ctflow_store::artifacts::ByteReader =
-                            Box::pin(std::io::Cursor::new(body));
-                        self.artifacts
-                            .put(&format!("{root}/{name}"), reader)
-                            .await?;
+                    if !stored {
+                        tracing::warn!(
+                            pipeline = pipeline.name,
+                            artifact_uri = run.artifact_uri,
+                            "the drift report is not stored: the server does not serve this run's artifacts (--serve-artifacts)"
+                        );
                     }
                 }
                 "FINISHED"
             }
         };
-        self.store
-            .update_run(
-                &run_id,
-                RunUpdate {
-                    status: Some(status.into()),
-                    end_time: Some(ctflow_core::now_ms()),
-                    run_name: None,
-                },
-            )
+        self.client
+            .end_run(&run.run_id, status, ctflow_core::now_ms())
             .await?;
-        Ok(run_id)
+        Ok(run.run_id)
     }
 }

@@ -18,7 +18,9 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::client::{ClientError, TrackingClient, text};
+use crate::client::tracking::RunStart;
+use crate::client::{ClientError, TrackingClient};
+use ctflow_core::entities::KeyValue;
 
 /// How long a stopped command gets between SIGTERM and SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(10);
@@ -237,17 +239,7 @@ fn uuid_like() -> String {
     )
 }
 
-/// The default environment cache: $CTFLOW_ENV_DIR, else ~/.cache/ctflow/envs.
-pub fn default_env_cache() -> PathBuf {
-    if let Some(dir) = std::env::var_os("CTFLOW_ENV_DIR") {
-        return PathBuf::from(dir);
-    }
-    let cache = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .unwrap_or_else(std::env::temp_dir);
-    cache.join("ctflow").join("envs")
-}
+pub use ctflow_project::default_env_cache;
 
 /// Builds or reuses the project's environment; returns the folder to put first on PATH.
 async fn prepare_environment(
@@ -327,39 +319,10 @@ async fn experiment_id(
     client: &TrackingClient,
     experiment: &ExperimentRef,
 ) -> Result<String, ClientError> {
-    let name = match experiment {
-        ExperimentRef::Default => return Ok("0".into()),
-        ExperimentRef::Id(id) => return Ok(id.clone()),
-        ExperimentRef::Name(name) => name,
-    };
-    match client
-        .get(
-            "experiments/get-by-name",
-            &[("experiment_name", name.clone())],
-        )
-        .await
-    {
-        Ok(found) => Ok(text(&found["experiment"], "experiment_id")),
-        Err(e) if e.code() == Some("RESOURCE_DOES_NOT_EXIST") => {
-            match client
-                .post("experiments/create", &json!({ "name": name }))
-                .await
-            {
-                Ok(created) => Ok(text(&created, "experiment_id")),
-                // Another run created it in between.
-                Err(e) if e.code() == Some("RESOURCE_ALREADY_EXISTS") => {
-                    let found = client
-                        .get(
-                            "experiments/get-by-name",
-                            &[("experiment_name", name.clone())],
-                        )
-                        .await?;
-                    Ok(text(&found["experiment"], "experiment_id"))
-                }
-                Err(e) => Err(e),
-            }
-        }
-        Err(e) => Err(e),
+    match experiment {
+        ExperimentRef::Default => Ok("0".into()),
+        ExperimentRef::Id(id) => Ok(id.clone()),
+        ExperimentRef::Name(name) => client.experiment_id(name).await,
     }
 }
 
@@ -549,40 +512,34 @@ pub(crate) async fn create_run(
 ) -> Result<(String, String, String), ExecError> {
     let experiment_id = experiment_id(client, &request.experiment).await?;
     let mut tags = vec![
-        json!({"key": "mlflow.user", "value": request.user}),
-        json!({"key": "mlflow.source.name", "value": source_name}),
-        json!({"key": "mlflow.source.type", "value": "PROJECT"}),
-        json!({"key": "mlflow.project.entryPoint", "value": entry_name}),
-        json!({"key": "mlflow.project.backend", "value": request.backend}),
+        KeyValue::new("mlflow.user", &request.user),
+        KeyValue::new("mlflow.source.name", source_name),
+        KeyValue::new("mlflow.source.type", "PROJECT"),
+        KeyValue::new("mlflow.project.entryPoint", entry_name),
+        KeyValue::new("mlflow.project.backend", &request.backend),
     ];
     if request.env_manager != "local" {
-        tags.push(json!({"key": "mlflow.project.env", "value": request.env_manager}));
+        tags.push(KeyValue::new("mlflow.project.env", &request.env_manager));
     }
     if let Some((commit, repo_url)) = git_info {
-        tags.push(json!({"key": "mlflow.source.git.commit", "value": commit}));
+        tags.push(KeyValue::new("mlflow.source.git.commit", commit));
         if let Some(url) = repo_url {
-            tags.push(json!({"key": "mlflow.source.git.repoURL", "value": url}));
+            tags.push(KeyValue::new("mlflow.source.git.repoURL", url));
         }
     }
     for (key, value) in &request.tags {
-        tags.push(json!({"key": key, "value": value}));
+        tags.push(KeyValue::new(key, value));
     }
-    let mut body = json!({
-        "experiment_id": experiment_id,
-        "user_id": request.user,
-        "start_time": ctflow_core::now_ms(),
-        "tags": tags,
-    });
-    if let Some(name) = &request.run_name {
-        body["run_name"] = json!(name);
-    }
-    let run = client.post("runs/create", &body).await?;
-    let info = &run["run"]["info"];
-    Ok((
-        text(info, "run_id"),
-        experiment_id,
-        text(info, "artifact_uri"),
-    ))
+    let run = client
+        .create_run(&RunStart {
+            experiment_id: experiment_id.clone(),
+            run_name: request.run_name.clone(),
+            user_id: Some(request.user.clone()),
+            start_time: ctflow_core::now_ms(),
+            tags,
+        })
+        .await?;
+    Ok((run.info.run_id, experiment_id, run.info.artifact_uri))
 }
 
 /// Runs the project as a tracked run. Errors before the run exists come back as
@@ -605,15 +562,8 @@ pub async fn execute(
 
     let (run_id, experiment_id, artifact_uri) = match &request.run_id {
         Some(run_id) => {
-            let run = client
-                .get("runs/get", &[("run_id", run_id.clone())])
-                .await?;
-            let info = &run["run"]["info"];
-            (
-                run_id.clone(),
-                text(info, "experiment_id"),
-                text(info, "artifact_uri"),
-            )
+            let info = client.get_run(run_id).await?.info;
+            (run_id.clone(), info.experiment_id, info.artifact_uri)
         }
         None => create_run(client, request, &source_name, &entry.name, &git_info).await?,
     };

@@ -2,7 +2,7 @@
 //! CT jobs share it), and the local worker pool of `ctflow up`.
 #![forbid(unsafe_code)]
 
-pub mod client;
+pub use ctflow_client as client;
 pub mod execute;
 mod orphans;
 mod pool;

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use ctflow_bus::{Bus, CiResult, Delivery, Job, JobEvent, JobStatus, Lease};
 use ctflow_core::gpu::{GpuPool, parse_nvidia_smi_indices};
+use ctflow_core::pipeline_run::{Phase, PipelineRun};
 use ctflow_core::schedule::logical_time_text;
 use ctflow_metrics::{JobLabels, Metrics};
 use tokio::sync::Notify;
@@ -117,10 +118,9 @@ async fn settle(lease: &dyn Lease, job: &Job) {
 
 /// Whether the pipeline run still waits for this attempt: a first delivery must find it
 /// queued; a later one (its first worker died or handed it back) may find it running.
-fn wants(run: &serde_json::Value, job: &Job, delivered: u64) -> bool {
-    let phase = run["phase"].as_str().unwrap_or_default();
-    run["attempt"].as_i64() == Some(job.attempt)
-        && (phase == "Queued" || (phase == "Running" && delivered > 1))
+fn wants(run: &PipelineRun, job: &Job, delivered: u64) -> bool {
+    run.attempt == job.attempt
+        && (run.phase == Phase::Queued || (run.phase == Phase::Running && delivered > 1))
 }
 
 /// `<host>-<pid>`: which worker ran a job, as its runs are tagged.
@@ -419,10 +419,9 @@ impl WorkerPool {
     async fn pipeline_run(
         &self,
         job: &Job,
-    ) -> Result<Option<serde_json::Value>, crate::client::ClientError> {
-        let path = format!("/api/ctflow/v1/pipeline-runs/{}", job.pipeline_run);
-        match self.client.get_path(&path, &[]).await {
-            Ok(mut described) => Ok(Some(described["pipeline_run"].take())),
+    ) -> Result<Option<PipelineRun>, crate::client::ClientError> {
+        match self.client.describe_run(&job.pipeline_run).await {
+            Ok(described) => Ok(Some(described.pipeline_run)),
             Err(error) if error.code() == Some("RESOURCE_DOES_NOT_EXIST") => Ok(None),
             Err(error) => Err(error),
         }
@@ -432,7 +431,7 @@ impl WorkerPool {
     async fn decide(
         &self,
         job: &Job,
-        run: &serde_json::Value,
+        run: &PipelineRun,
         delivered: u64,
         exhausted: bool,
         lease: &Arc<dyn Lease>,
@@ -473,12 +472,7 @@ impl WorkerPool {
     /// After a redelivery, what became of the earlier ones: finished with an outcome on
     /// record, or lost with their worker (a run still RUNNING is marked FAILED and tagged
     /// `ctflow.worker_lost`), counting this attempt's runs lost that way.
-    async fn earlier_deliveries(
-        &self,
-        job: &Job,
-        run: &serde_json::Value,
-        delivered: u64,
-    ) -> Earlier {
+    async fn earlier_deliveries(&self, job: &Job, run: &PipelineRun, delivered: u64) -> Earlier {
         match self.try_earlier_deliveries(job, run, delivered).await {
             Ok(earlier) => earlier,
             Err(error) => {
@@ -491,28 +485,22 @@ impl WorkerPool {
     async fn try_earlier_deliveries(
         &self,
         job: &Job,
-        pipeline_run: &serde_json::Value,
+        pipeline_run: &PipelineRun,
         delivered: u64,
     ) -> Result<Earlier, crate::client::ClientError> {
-        let Some(run_id) = pipeline_run["run_id"].as_str() else {
+        let Some(run_id) = pipeline_run.run_id.as_deref() else {
             return Ok(Earlier::Lost(0));
         };
-        let run = self
-            .client
-            .get("runs/get", &[("run_id", run_id.to_string())])
-            .await?;
-        let info = &run["run"]["info"];
+        let run = self.client.get_run(run_id).await?;
         let tag = |key: &str| {
-            run["run"]["data"]["tags"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .find(|t| t["key"] == key)
-                .and_then(|t| t["value"].as_str())
-                .map(str::to_string)
+            run.data
+                .tags
+                .iter()
+                .find(|t| t.key == key)
+                .map(|t| t.value.clone())
         };
         if tag("ctflow.attempt") == Some(job.attempt.to_string()) {
-            if info["status"] == "RUNNING" {
+            if run.info.status == "RUNNING" {
                 self.client
                     .post(
                         "runs/set-tag",
@@ -550,9 +538,7 @@ impl WorkerPool {
                 )));
             }
         }
-        let Some(experiment_id) = info["experiment_id"].as_str() else {
-            return Ok(Earlier::Lost(0));
-        };
+        let experiment_id = &run.info.experiment_id;
         let filter = format!(
             "tags.\"ctflow.pipeline_run\" = '{}' and tags.\"ctflow.attempt\" = '{}' and tags.\"ctflow.worker_lost\" LIKE '%'",
             job.pipeline_run, job.attempt
@@ -898,8 +884,19 @@ mod tests {
 
     #[test]
     fn only_the_current_attempt_is_wanted_and_running_only_on_a_redelivery() {
-        let run =
-            |phase: &str, attempt: i64| serde_json::json!({"phase": phase, "attempt": attempt});
+        let run = |phase: &str, attempt: i64| -> PipelineRun {
+            serde_json::from_value(serde_json::json!({
+                "id": "r",
+                "pipeline": "p",
+                "trigger": {"pipeline": "p", "kind": "manual", "dedupe_key": "k"},
+                "phase": phase,
+                "attempt": attempt,
+                "creation_time": 0,
+                "last_updated_time": 0,
+                "spec": {"project": {"uri": "."}},
+            }))
+            .expect("a pipeline run as the server shows it")
+        };
         assert!(wants(&run("Queued", 1), &job(1), 1));
         assert!(wants(&run("Queued", 1), &job(1), 3));
         // A duplicate first delivery of an attempt some worker already runs.
@@ -910,6 +907,5 @@ mod tests {
         for done in ["Evaluating", "Succeeded", "Canceled", "Failed"] {
             assert!(!wants(&run(done, 1), &job(1), 2), "{done}");
         }
-        assert!(!wants(&serde_json::json!({}), &job(1), 1));
     }
 }

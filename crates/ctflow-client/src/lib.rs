@@ -1,4 +1,15 @@
-//! A small MLflow REST client: what the project runner and the CLI need.
+//! A client of ctflow's REST APIs: MLflow's tracking API and ctflow's own
+//! `/api/ctflow/v1`, for the services that talk to the server instead of the database
+//! (workers, the watcher, the CLI). The untyped calls (`get`, `post`, ...) return the
+//! JSON; the typed ones ([`ct`], [`tracking`]) return ctflow-core's entities.
+#![forbid(unsafe_code)]
+
+pub mod ct;
+pub mod models;
+pub mod tracking;
+
+/// The HTTP method of [`TrackingClient::send_path`].
+pub use reqwest::Method;
 
 use serde_json::Value;
 
@@ -27,6 +38,18 @@ pub enum ClientError {
     },
     #[error("cannot build the HTTP client: {0}")]
     Build(#[source] reqwest::Error),
+    /// A success whose body is not what the endpoint answers.
+    #[error("unexpected answer from {endpoint}: {message}")]
+    Decode { endpoint: String, message: String },
+    /// A model URI that names nothing downloadable.
+    #[error("{0}")]
+    Model(String),
+    #[error("cannot write {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl ClientError {

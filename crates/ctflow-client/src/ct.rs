@@ -1,0 +1,202 @@
+//! ctflow's CT API (`/api/ctflow/v1`), typed: what the watcher records and reads.
+
+use std::collections::BTreeSet;
+
+use ctflow_core::pipeline::PipelineRecord;
+use ctflow_core::pipeline_run::{PipelineRun, PipelineRunEvent};
+use ctflow_core::trigger::DriftEvent;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::{ClientError, ClientResult, TrackingClient};
+
+/// What recording a trigger did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recorded {
+    /// A new pipeline run, with its id.
+    Created(String),
+    /// The same event was recorded before: the id of the run it started.
+    Duplicate(String),
+}
+
+#[derive(Deserialize)]
+struct RecordedBody {
+    pipeline_run: Option<RunRef>,
+    #[serde(default)]
+    duplicate: bool,
+}
+
+#[derive(Deserialize)]
+struct RunRef {
+    id: String,
+}
+
+pub(crate) fn decode<T: serde::de::DeserializeOwned>(path: &str, value: Value) -> ClientResult<T> {
+    serde_json::from_value(value).map_err(|e| ClientError::Decode {
+        endpoint: path.to_string(),
+        message: e.to_string(),
+    })
+}
+
+fn recorded(path: &str, value: Value) -> ClientResult<Option<Recorded>> {
+    let body: RecordedBody = decode(path, value)?;
+    Ok(body.pipeline_run.map(|run| {
+        if body.duplicate {
+            Recorded::Duplicate(run.id)
+        } else {
+            Recorded::Created(run.id)
+        }
+    }))
+}
+
+impl Recorded {
+    /// What a trigger endpoint's answer (`{"pipeline_run": ..., "duplicate": ...}`) says.
+    pub fn from_answer(answer: &Value) -> ClientResult<Recorded> {
+        let endpoint = "trigger";
+        recorded(endpoint, answer.clone())?.ok_or_else(|| ClientError::Decode {
+            endpoint: endpoint.into(),
+            message: "the answer names no pipeline run".into(),
+        })
+    }
+}
+
+/// A name as one path segment: escaped, so a typo cannot reach another endpoint.
+fn segment(name: &str) -> String {
+    percent_encoding::utf8_percent_encode(name, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+fn pipeline_path(pipeline: &str, rest: &str) -> String {
+    format!("/api/ctflow/v1/pipelines/{}{rest}", segment(pipeline))
+}
+
+/// A pipeline run with its history, as `describe` answers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DescribedRun {
+    pub pipeline_run: PipelineRun,
+    #[serde(default)]
+    pub events: Vec<PipelineRunEvent>,
+}
+
+impl TrackingClient {
+    /// A pipeline by name.
+    pub async fn pipeline(&self, name: &str) -> ClientResult<PipelineRecord> {
+        #[derive(Deserialize)]
+        struct Body {
+            pipeline: PipelineRecord,
+        }
+        let path = pipeline_path(name, "");
+        let body: Body = decode(&path, self.get_path(&path, &[]).await?)?;
+        Ok(body.pipeline)
+    }
+
+    /// A pipeline run with its history.
+    pub async fn describe_run(&self, id: &str) -> ClientResult<DescribedRun> {
+        let path = format!("/api/ctflow/v1/pipeline-runs/{}", segment(id));
+        decode(&path, self.get_path(&path, &[]).await?)
+    }
+
+    /// Pipeline runs, newest first: of one pipeline, or of every pipeline the caller may
+    /// read; only those in `phases` when given (`Running,Queued`).
+    pub async fn pipeline_runs(
+        &self,
+        pipeline: Option<&str>,
+        phases: Option<&str>,
+        max_results: i64,
+    ) -> ClientResult<Vec<PipelineRun>> {
+        #[derive(Deserialize)]
+        struct Body {
+            #[serde(default)]
+            pipeline_runs: Vec<PipelineRun>,
+        }
+        let path = match pipeline {
+            Some(name) => pipeline_path(name, "/runs"),
+            None => "/api/ctflow/v1/pipeline-runs".into(),
+        };
+        let mut query = vec![("max_results", max_results.to_string())];
+        if let Some(phases) = phases {
+            query.push(("phase", phases.to_string()));
+        }
+        let body: Body = decode(&path, self.get_path(&path, &query).await?)?;
+        Ok(body.pipeline_runs)
+    }
+
+    /// Every pipeline the caller may read.
+    pub async fn pipelines(&self) -> ClientResult<Vec<PipelineRecord>> {
+        #[derive(Deserialize)]
+        struct Body {
+            #[serde(default)]
+            pipelines: Vec<PipelineRecord>,
+        }
+        let path = "/api/ctflow/v1/pipelines";
+        let body: Body = decode(path, self.get_path(path, &[]).await?)?;
+        Ok(body.pipelines)
+    }
+
+    /// The files trigger `index` of a pipeline has already seen.
+    pub async fn seen_files(&self, pipeline: &str, index: usize) -> ClientResult<BTreeSet<String>> {
+        #[derive(Deserialize)]
+        struct Body {
+            #[serde(default)]
+            files: BTreeSet<String>,
+        }
+        let path = pipeline_path(pipeline, &format!("/triggers/{index}/seen-files"));
+        let body: Body = decode(&path, self.get_path(&path, &[]).await?)?;
+        Ok(body.files)
+    }
+
+    /// Records files as seen by trigger `index` (judged, or given up on).
+    pub async fn mark_seen(
+        &self,
+        pipeline: &str,
+        index: usize,
+        files: &[String],
+    ) -> ClientResult<()> {
+        let path = pipeline_path(pipeline, &format!("/triggers/{index}/seen-files"));
+        self.send_path(reqwest::Method::POST, &path, &json!({ "files": files }))
+            .await
+            .map(|_| ())
+    }
+
+    /// Records new files of data trigger `index` as one pipeline run (and the files as
+    /// seen, in the same transaction). `None` when every file had been seen already.
+    pub async fn record_data(
+        &self,
+        pipeline: &str,
+        index: usize,
+        files: &[String],
+    ) -> ClientResult<Option<Recorded>> {
+        let path = pipeline_path(pipeline, "/data-events");
+        let body = json!({ "trigger_index": index, "files": files });
+        recorded(
+            &path,
+            self.send_path(reqwest::Method::POST, &path, &body).await?,
+        )
+    }
+
+    /// Records a drift trigger event: the files judged and the check run that found the
+    /// drift go with it.
+    pub async fn record_drift(
+        &self,
+        event: &DriftEvent,
+        files: &[String],
+        check_run: &str,
+    ) -> ClientResult<Recorded> {
+        let path = pipeline_path(&event.pipeline, "/drift-events");
+        let mut body = serde_json::to_value(event).map_err(|e| ClientError::Decode {
+            endpoint: path.clone(),
+            message: e.to_string(),
+        })?;
+        if let Value::Object(map) = &mut body {
+            map.insert("files".into(), json!(files));
+            map.insert("check_run".into(), json!(check_run));
+        }
+        recorded(
+            &path,
+            self.send_path(reqwest::Method::POST, &path, &body).await?,
+        )?
+        .ok_or_else(|| ClientError::Decode {
+            endpoint: path,
+            message: "the answer names no pipeline run".into(),
+        })
+    }
+}
