@@ -2,6 +2,7 @@
 
 use anyhow::{Context, Result};
 use clap::Subcommand;
+use ctflow_core::entities::{Experiment, Run};
 use serde_json::{Value, json};
 
 use crate::client::TrackingClient;
@@ -91,6 +92,18 @@ async fn search_all(
     }
 }
 
+/// A listing's items as entities, read from the JSON the server sent (which `--output
+/// json` prints as it is).
+pub(crate) fn typed<T: serde::de::DeserializeOwned>(items: &[Value]) -> Result<Vec<T>> {
+    items
+        .iter()
+        .map(|item| {
+            serde_json::from_value(item.clone())
+                .context("the server's answer is not the entity it should be")
+        })
+        .collect()
+}
+
 pub async fn experiments(command: ExperimentsCommand, args: &ClientArgs) -> Result<()> {
     let client = crate::client::connect(&args.tracking_uri)?;
     match command {
@@ -123,14 +136,14 @@ pub async fn experiments(command: ExperimentsCommand, args: &ClientArgs) -> Resu
             match args.output {
                 OutputFormat::Json => print_json(&Value::Array(experiments))?,
                 OutputFormat::Table => {
-                    let rows: Vec<Vec<String>> = experiments
-                        .iter()
+                    let rows: Vec<Vec<String>> = typed::<Experiment>(&experiments)?
+                        .into_iter()
                         .map(|e| {
                             vec![
-                                text(e, "experiment_id"),
-                                text(e, "name"),
-                                text(e, "lifecycle_stage"),
-                                text(e, "artifact_location"),
+                                e.experiment_id,
+                                e.name,
+                                e.lifecycle_stage,
+                                e.artifact_location,
                             ]
                         })
                         .collect();
@@ -166,15 +179,14 @@ pub async fn runs(command: RunsCommand, args: &ClientArgs) -> Result<()> {
             match args.output {
                 OutputFormat::Json => print_json(&Value::Array(runs))?,
                 OutputFormat::Table => {
-                    let rows: Vec<Vec<String>> = runs
-                        .iter()
+                    let rows: Vec<Vec<String>> = typed::<Run>(&runs)?
+                        .into_iter()
                         .map(|r| {
-                            let info = &r["info"];
                             vec![
-                                text(info, "run_id"),
-                                text(info, "run_name"),
-                                text(info, "status"),
-                                text(info, "start_time"),
+                                r.info.run_id,
+                                r.info.run_name,
+                                r.info.status,
+                                r.info.start_time.to_string(),
                             ]
                         })
                         .collect();

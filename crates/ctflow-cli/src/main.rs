@@ -8,7 +8,6 @@ mod drift;
 mod models;
 mod pipelines;
 mod run;
-mod serve;
 mod services;
 mod up;
 mod users;

@@ -3,15 +3,14 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, anyhow, bail};
-use clap::Subcommand;
-use futures::StreamExt;
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand};
+use ctflow_core::registry::{LedgerEntry, ModelVersion, RegisteredModel};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
-use tokio::io::AsyncWriteExt;
 
 use crate::client::TrackingClient;
-use crate::commands::{print_json, print_table, text};
+use crate::commands::{print_json, print_table, text, typed};
 use crate::{ClientArgs, OutputFormat};
 
 #[derive(Subcommand)]
@@ -55,38 +54,42 @@ pub enum ModelsCommand {
     Download { uri: String, dest: PathBuf },
     /// Serve a model with MLflow's scoring protocol: POST /invocations (dataframe_split,
     /// dataframe_records, instances, inputs as JSON, or CSV), GET /ping, /health, /version.
-    Serve {
-        /// models:/name@alias, models:/name/version, models:/m-<id>, runs:/<run>/path, or
-        /// a local folder holding an MLmodel file.
-        #[arg(short = 'm', long = "model-uri")]
-        model_uri: String,
-        #[arg(long, default_value = "127.0.0.1")]
-        host: std::net::IpAddr,
-        #[arg(short, long, default_value_t = 5000)]
-        port: u16,
-        /// Python processes predicting in parallel, each with the model loaded.
-        #[arg(short, long, default_value_t = 1)]
-        workers: usize,
-        /// `local` (the python3 on PATH) or `virtualenv` / `uv` (the model's
-        /// python_env.yaml, built once and cached under $CTFLOW_ENV_DIR).
-        #[arg(long, default_value = "local")]
-        env_manager: String,
-        /// Serving `models:/name@alias`: how often the alias is looked up; when it moves,
-        /// the new version is loaded and warmed up before it takes traffic.
-        #[arg(long, default_value = "10s", value_parser = crate::services::parse_duration)]
-        follow_interval: std::time::Duration,
-        /// Most concurrent requests a worker answers with one model call (1: none).
-        #[arg(long, default_value_t = 32)]
-        max_batch: usize,
-        /// How long a worker waits for more requests to join a model call (0: it takes
-        /// only those already waiting).
-        #[arg(long, default_value = "0s", value_parser = crate::services::parse_duration)]
-        batch_wait: std::time::Duration,
-        /// Serving `models:/name@alias` before the alias exists: listen at once and answer
-        /// 503 (so a readiness probe holds traffic) until it points at a version.
-        #[arg(long)]
-        wait: bool,
-    },
+    Serve(ServeArgs),
+}
+
+/// `ctflow models serve`.
+#[derive(Args)]
+pub struct ServeArgs {
+    /// models:/name@alias, models:/name/version, models:/m-<id>, runs:/<run>/path, or
+    /// a local folder holding an MLmodel file.
+    #[arg(short = 'm', long = "model-uri")]
+    model_uri: String,
+    #[arg(long, default_value = "127.0.0.1")]
+    host: std::net::IpAddr,
+    #[arg(short, long, default_value_t = 5000)]
+    port: u16,
+    /// Python processes predicting in parallel, each with the model loaded.
+    #[arg(short, long, default_value_t = 1)]
+    workers: usize,
+    /// `local` (the python3 on PATH) or `virtualenv` / `uv` (the model's
+    /// python_env.yaml, built once and cached under $CTFLOW_ENV_DIR).
+    #[arg(long, default_value = "local")]
+    env_manager: String,
+    /// Serving `models:/name@alias`: how often the alias is looked up; when it moves,
+    /// the new version is loaded and warmed up before it takes traffic.
+    #[arg(long, default_value = "10s", value_parser = crate::services::parse_duration)]
+    follow_interval: std::time::Duration,
+    /// Most concurrent requests a worker answers with one model call (1: none).
+    #[arg(long, default_value_t = 32)]
+    max_batch: usize,
+    /// How long a worker waits for more requests to join a model call (0: it takes
+    /// only those already waiting).
+    #[arg(long, default_value = "0s", value_parser = crate::services::parse_duration)]
+    batch_wait: std::time::Duration,
+    /// Serving `models:/name@alias` before the alias exists: listen at once and answer
+    /// 503 (so a readiness probe holds traffic) until it points at a version.
+    #[arg(long)]
+    wait: bool,
 }
 
 #[derive(Subcommand)]
@@ -131,86 +134,8 @@ fn quote(value: &str) -> String {
 pub async fn run(command: ModelsCommand, args: &ClientArgs) -> Result<()> {
     let client = crate::client::connect(&args.tracking_uri)?;
     match command {
-        ModelsCommand::List { filter } => {
-            let models = search_all_get(
-                &client,
-                "registered-models/search",
-                vec![("filter", filter), ("max_results", "1000".into())],
-                "registered_models",
-            )
-            .await?;
-            if args.output == OutputFormat::Json {
-                return print_json(&Value::Array(models));
-            }
-            let rows: Vec<Vec<String>> = models
-                .iter()
-                .map(|m| {
-                    let latest = m["latest_versions"]
-                        .as_array()
-                        .map(|v| {
-                            v.iter()
-                                .filter_map(|v| v["version"].as_str())
-                                .max_by_key(|v| v.parse::<i64>().unwrap_or(0))
-                                .unwrap_or("")
-                                .to_string()
-                        })
-                        .unwrap_or_default();
-                    let aliases = m["aliases"]
-                        .as_array()
-                        .map(|a| {
-                            a.iter()
-                                .map(|a| format!("{}={}", text(a, "alias"), text(a, "version")))
-                                .collect::<Vec<_>>()
-                                .join(",")
-                        })
-                        .unwrap_or_default();
-                    vec![text(m, "name"), latest, aliases, text(m, "description")]
-                })
-                .collect();
-            print_table(&["Name", "Latest Version", "Aliases", "Description"], &rows);
-        }
-        ModelsCommand::Versions { name } => {
-            let versions = search_all_get(
-                &client,
-                "model-versions/search",
-                vec![
-                    ("filter", format!("name = {}", quote(&name))),
-                    ("order_by", "version_number DESC".into()),
-                    ("max_results", "10000".into()),
-                ],
-                "model_versions",
-            )
-            .await?;
-            let model = client
-                .get("registered-models/get", &[("name", name.clone())])
-                .await?;
-            let aliases = model["registered_model"]["aliases"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default();
-            if args.output == OutputFormat::Json {
-                return print_json(&Value::Array(versions));
-            }
-            let rows: Vec<Vec<String>> = versions
-                .iter()
-                .map(|v| {
-                    let version = text(v, "version");
-                    let on_it: Vec<String> = aliases
-                        .iter()
-                        .filter(|a| text(a, "version") == version)
-                        .map(|a| text(a, "alias"))
-                        .collect();
-                    vec![
-                        version,
-                        text(v, "current_stage"),
-                        on_it.join(","),
-                        text(v, "run_id"),
-                        text(v, "source"),
-                    ]
-                })
-                .collect();
-            print_table(&["Version", "Stage", "Aliases", "Run Id", "Source"], &rows);
-        }
+        ModelsCommand::List { filter } => list(&client, filter, args.output).await,
+        ModelsCommand::Versions { name } => versions(&client, name, args.output).await,
         ModelsCommand::Alias {
             command:
                 AliasCommand::Set {
@@ -218,168 +143,309 @@ pub async fn run(command: ModelsCommand, args: &ClientArgs) -> Result<()> {
                     alias,
                     version,
                 },
-        } => {
-            client
-                .post(
-                    "registered-models/alias",
-                    &json!({ "name": name, "alias": alias, "version": version }),
-                )
-                .await?;
-            match args.output {
-                OutputFormat::Json => {
-                    print_json(&json!({ "name": name, "alias": alias, "version": version }))?
-                }
-                OutputFormat::Table => {
-                    println!("Alias '{alias}' of '{name}' now points at version {version}")
-                }
-            }
-        }
+        } => set_alias(&client, name, alias, version, args.output).await,
         ModelsCommand::Alias {
             command: AliasCommand::Delete { name, alias },
-        } => {
-            client
-                .delete(
-                    "registered-models/alias",
-                    &json!({ "name": name, "alias": alias }),
-                )
-                .await?;
-            match args.output {
-                OutputFormat::Json => {
-                    print_json(&json!({ "name": name, "alias": alias, "deleted": true }))?
-                }
-                OutputFormat::Table => println!("Deleted alias '{alias}' of '{name}'"),
-            }
-        }
+        } => delete_alias(&client, name, alias, args.output).await,
         ModelsCommand::Stage {
             name,
             version,
             stage,
             archive_existing,
-        } => {
-            let response = client
-                .post(
-                    "model-versions/transition-stage",
-                    &json!({ "name": name, "version": version, "stage": stage, "archive_existing_versions": archive_existing }),
-                )
-                .await?;
-            match args.output {
-                OutputFormat::Json => print_json(&response["model_version"])?,
-                OutputFormat::Table => println!(
-                    "Version {version} of '{name}' is now in stage {}",
-                    text(&response["model_version"], "current_stage")
-                ),
-            }
-        }
+        } => transition_stage(&client, name, version, stage, archive_existing, args.output).await,
         ModelsCommand::Rollback {
             name,
             alias,
             no_stages,
-        } => {
-            let path = format!(
-                "/api/ctflow/v1/models/{}/rollback",
-                percent_encoding::utf8_percent_encode(&name, percent_encoding::NON_ALPHANUMERIC)
-            );
-            let body = serde_json::json!({ "alias": alias, "stages": !no_stages });
-            let moved = client
-                .send_path(reqwest::Method::POST, &path, &body)
-                .await?;
-            if args.output == OutputFormat::Json {
-                return print_json(&moved);
-            }
-            println!(
-                "{name}@{alias}: version {} -> version {}",
-                text(&moved, "from_version"),
-                text(&moved, "to_version")
-            );
-        }
-        ModelsCommand::History { name } => {
-            let path = format!(
-                "/api/ctflow/v1/models/{}/history",
-                percent_encoding::utf8_percent_encode(&name, percent_encoding::NON_ALPHANUMERIC)
-            );
-            let history = client.get_path(&path, &[]).await?;
-            let entries = history["entries"].as_array().cloned().unwrap_or_default();
-            if args.output == OutputFormat::Json {
-                return print_json(&Value::Array(entries));
-            }
-            let rows: Vec<Vec<String>> = entries
-                .iter()
-                .map(|e| {
-                    let change = match text(e, "action").as_str() {
-                        "alias_set" => format!(
-                            "@{}: {} -> {}",
-                            text(e, "alias"),
-                            or_dash(text(e, "from_version")),
-                            text(e, "to_version")
-                        ),
-                        "alias_deleted" => {
-                            format!("@{}: {} -> -", text(e, "alias"), text(e, "from_version"))
-                        }
-                        "stage_transition" => format!(
-                            "v{}: {} -> {}",
-                            text(e, "to_version"),
-                            text(e, "from_stage"),
-                            text(e, "to_stage")
-                        ),
-                        _ => format!("v{}", text(e, "to_version")),
-                    };
-                    vec![
-                        text(e, "timestamp"),
-                        text(e, "action"),
-                        change,
-                        text(e, "user"),
-                        text(e, "comment"),
-                    ]
-                })
-                .collect();
-            print_table(&["Time (ms)", "Action", "Change", "User", "Comment"], &rows);
-        }
-        ModelsCommand::Serve {
-            model_uri,
-            host,
-            port,
-            workers,
-            env_manager,
-            follow_interval,
-            max_batch,
-            batch_wait,
-            wait,
-        } => {
-            let options = crate::serve::ServeOptions {
-                workers,
-                env_manager,
-                follow_interval,
-                batching: ctflow_serving::Batching {
-                    max_batch: max_batch.max(1),
-                    wait: batch_wait,
-                },
-                metrics: std::sync::Arc::new(ctflow_serving::ServingMetrics::new()),
-            };
-            let listener = tokio::net::TcpListener::bind((host, port))
-                .await
-                .with_context(|| format!("cannot listen on {host}:{port}"))?;
-            println!("Serving {model_uri} on http://{}", listener.local_addr()?);
-            crate::serve::serve(
-                client,
-                &model_uri,
-                listener,
-                options,
-                wait,
-                crate::shutdown_signal(),
-            )
-            .await?
-        }
+        } => rollback(&client, name, alias, no_stages, args.output).await,
+        ModelsCommand::History { name } => history(&client, name, args.output).await,
+        ModelsCommand::Serve(serve_args) => serve(client, serve_args).await,
         ModelsCommand::Download { uri, dest } => {
-            let artifact_uri = resolve_artifact_uri(&client, &uri).await?;
-            let files = download(&client, &artifact_uri, &dest).await?;
-            match args.output {
-                OutputFormat::Json => print_json(
-                    &json!({ "uri": uri, "artifact_uri": artifact_uri, "dest": dest, "files": files }),
-                )?,
-                OutputFormat::Table => {
-                    println!("Downloaded {files} files of {uri} to {}", dest.display())
+            download_model(&client, uri, dest, args.output).await
+        }
+    }
+}
+
+async fn list(client: &TrackingClient, filter: String, output: OutputFormat) -> Result<()> {
+    let models = search_all_get(
+        client,
+        "registered-models/search",
+        vec![("filter", filter), ("max_results", "1000".into())],
+        "registered_models",
+    )
+    .await?;
+    if output == OutputFormat::Json {
+        return print_json(&Value::Array(models));
+    }
+    let rows: Vec<Vec<String>> = typed::<RegisteredModel>(&models)?
+        .into_iter()
+        .map(|m| {
+            let latest = m
+                .latest_versions
+                .iter()
+                .map(|v| v.version.as_str())
+                .max_by_key(|v| v.parse::<i64>().unwrap_or(0))
+                .unwrap_or_default()
+                .to_string();
+            let aliases: Vec<String> = m
+                .aliases
+                .iter()
+                .map(|a| format!("{}={}", a.alias, a.version))
+                .collect();
+            vec![
+                m.name,
+                latest,
+                aliases.join(","),
+                m.description.unwrap_or_default(),
+            ]
+        })
+        .collect();
+    print_table(&["Name", "Latest Version", "Aliases", "Description"], &rows);
+    Ok(())
+}
+
+async fn versions(client: &TrackingClient, name: String, output: OutputFormat) -> Result<()> {
+    let versions = search_all_get(
+        client,
+        "model-versions/search",
+        vec![
+            ("filter", format!("name = {}", quote(&name))),
+            ("order_by", "version_number DESC".into()),
+            ("max_results", "10000".into()),
+        ],
+        "model_versions",
+    )
+    .await?;
+    let model = client
+        .get("registered-models/get", &[("name", name.clone())])
+        .await?;
+    if output == OutputFormat::Json {
+        return print_json(&Value::Array(versions));
+    }
+    let aliases = typed::<RegisteredModel>(std::slice::from_ref(&model["registered_model"]))?
+        .pop()
+        .map(|m| m.aliases)
+        .unwrap_or_default();
+    let rows: Vec<Vec<String>> = typed::<ModelVersion>(&versions)?
+        .into_iter()
+        .map(|v| {
+            let on_it: Vec<&str> = aliases
+                .iter()
+                .filter(|a| a.version == v.version)
+                .map(|a| a.alias.as_str())
+                .collect();
+            vec![
+                v.version.clone(),
+                v.current_stage,
+                on_it.join(","),
+                v.run_id,
+                v.source,
+            ]
+        })
+        .collect();
+    print_table(&["Version", "Stage", "Aliases", "Run Id", "Source"], &rows);
+    Ok(())
+}
+
+async fn set_alias(
+    client: &TrackingClient,
+    name: String,
+    alias: String,
+    version: String,
+    output: OutputFormat,
+) -> Result<()> {
+    client
+        .post(
+            "registered-models/alias",
+            &json!({ "name": name, "alias": alias, "version": version }),
+        )
+        .await?;
+    match output {
+        OutputFormat::Json => {
+            print_json(&json!({ "name": name, "alias": alias, "version": version }))?
+        }
+        OutputFormat::Table => {
+            println!("Alias '{alias}' of '{name}' now points at version {version}")
+        }
+    }
+    Ok(())
+}
+
+async fn delete_alias(
+    client: &TrackingClient,
+    name: String,
+    alias: String,
+    output: OutputFormat,
+) -> Result<()> {
+    client
+        .delete(
+            "registered-models/alias",
+            &json!({ "name": name, "alias": alias }),
+        )
+        .await?;
+    match output {
+        OutputFormat::Json => {
+            print_json(&json!({ "name": name, "alias": alias, "deleted": true }))?
+        }
+        OutputFormat::Table => println!("Deleted alias '{alias}' of '{name}'"),
+    }
+    Ok(())
+}
+
+async fn transition_stage(
+    client: &TrackingClient,
+    name: String,
+    version: String,
+    stage: String,
+    archive_existing: bool,
+    output: OutputFormat,
+) -> Result<()> {
+    let response = client
+        .post(
+            "model-versions/transition-stage",
+            &json!({ "name": name, "version": version, "stage": stage, "archive_existing_versions": archive_existing }),
+        )
+        .await?;
+    match output {
+        OutputFormat::Json => print_json(&response["model_version"])?,
+        OutputFormat::Table => {
+            let moved = typed::<ModelVersion>(std::slice::from_ref(&response["model_version"]))?;
+            println!(
+                "Version {version} of '{name}' is now in stage {}",
+                moved
+                    .first()
+                    .map(|v| v.current_stage.as_str())
+                    .unwrap_or_default()
+            )
+        }
+    }
+    Ok(())
+}
+
+async fn rollback(
+    client: &TrackingClient,
+    name: String,
+    alias: String,
+    no_stages: bool,
+    output: OutputFormat,
+) -> Result<()> {
+    let path = format!(
+        "/api/ctflow/v1/models/{}/rollback",
+        percent_encoding::utf8_percent_encode(&name, percent_encoding::NON_ALPHANUMERIC)
+    );
+    let body = serde_json::json!({ "alias": alias, "stages": !no_stages });
+    let moved = client
+        .send_path(reqwest::Method::POST, &path, &body)
+        .await?;
+    if output == OutputFormat::Json {
+        return print_json(&moved);
+    }
+    println!(
+        "{name}@{alias}: version {} -> version {}",
+        text(&moved, "from_version"),
+        text(&moved, "to_version")
+    );
+    Ok(())
+}
+
+async fn history(client: &TrackingClient, name: String, output: OutputFormat) -> Result<()> {
+    let path = format!(
+        "/api/ctflow/v1/models/{}/history",
+        percent_encoding::utf8_percent_encode(&name, percent_encoding::NON_ALPHANUMERIC)
+    );
+    let history = client.get_path(&path, &[]).await?;
+    let entries = history["entries"].as_array().cloned().unwrap_or_default();
+    if output == OutputFormat::Json {
+        return print_json(&Value::Array(entries));
+    }
+    let rows: Vec<Vec<String>> = typed::<LedgerEntry>(&entries)?
+        .into_iter()
+        .map(|e| {
+            let shown = |value: &Option<String>| value.clone().unwrap_or_default();
+            let change = match e.action.as_str() {
+                "alias_set" => format!(
+                    "@{}: {} -> {}",
+                    shown(&e.alias),
+                    or_dash(shown(&e.from_version)),
+                    shown(&e.to_version)
+                ),
+                "alias_deleted" => {
+                    format!("@{}: {} -> -", shown(&e.alias), shown(&e.from_version))
                 }
-            }
+                "stage_transition" => format!(
+                    "v{}: {} -> {}",
+                    shown(&e.to_version),
+                    shown(&e.from_stage),
+                    shown(&e.to_stage)
+                ),
+                _ => format!("v{}", shown(&e.to_version)),
+            };
+            vec![
+                e.timestamp.to_string(),
+                e.action,
+                change,
+                e.user,
+                e.comment.unwrap_or_default(),
+            ]
+        })
+        .collect();
+    print_table(&["Time (ms)", "Action", "Change", "User", "Comment"], &rows);
+    Ok(())
+}
+
+async fn serve(client: TrackingClient, serve_args: ServeArgs) -> Result<()> {
+    let ServeArgs {
+        model_uri,
+        host,
+        port,
+        workers,
+        env_manager,
+        follow_interval,
+        max_batch,
+        batch_wait,
+        wait,
+    } = serve_args;
+    let options = ctflow_serving::ServeOptions {
+        workers,
+        env_manager,
+        env_cache: ctflow_project::default_env_cache(),
+        follow_interval,
+        batching: ctflow_serving::Batching {
+            max_batch: max_batch.max(1),
+            wait: batch_wait,
+        },
+        metrics: std::sync::Arc::new(ctflow_serving::ServingMetrics::new()),
+    };
+    let listener = tokio::net::TcpListener::bind((host, port))
+        .await
+        .with_context(|| format!("cannot listen on {host}:{port}"))?;
+    println!("Serving {model_uri} on http://{}", listener.local_addr()?);
+    ctflow_serving::serve(
+        client,
+        &model_uri,
+        listener,
+        options,
+        wait,
+        crate::shutdown_signal(),
+    )
+    .await?;
+    Ok(())
+}
+
+async fn download_model(
+    client: &TrackingClient,
+    uri: String,
+    dest: PathBuf,
+    output: OutputFormat,
+) -> Result<()> {
+    let artifact_uri = client.resolve_artifact_uri(&uri).await?;
+    let files = download(client, &artifact_uri, &dest).await?;
+    match output {
+        OutputFormat::Json => print_json(
+            &json!({ "uri": uri, "artifact_uri": artifact_uri, "dest": dest, "files": files }),
+        )?,
+        OutputFormat::Table => {
+            println!("Downloaded {files} files of {uri} to {}", dest.display())
         }
     }
     Ok(())
@@ -389,183 +455,22 @@ fn or_dash(s: String) -> String {
     if s.is_empty() { "-".into() } else { s }
 }
 
-/// Resolves a model URI to the artifact URI holding its files, as the MLflow client does.
-pub(crate) async fn resolve_artifact_uri(client: &TrackingClient, uri: &str) -> Result<String> {
-    if let Some(rest) = uri.strip_prefix("runs:/") {
-        let (run_id, path) = rest
-            .trim_start_matches('/')
-            .split_once('/')
-            .unwrap_or((rest, ""));
-        let run = client
-            .get("runs/get", &[("run_id", run_id.to_string())])
-            .await?;
-        let root = text(&run["run"]["info"], "artifact_uri");
-        return Ok(if path.is_empty() {
-            root
-        } else {
-            format!("{root}/{path}")
-        });
-    }
-    let parsed = ctflow_core::registry::parse_model_uri(uri).map_err(|e| anyhow!(e.message))?;
-    use ctflow_core::registry::ModelUri;
-    let (name, version) = match parsed {
-        ModelUri::LoggedModel(id) => {
-            let model = client
-                .get_path(&format!("/api/2.0/mlflow/logged-models/{id}"), &[])
-                .await?;
-            return Ok(text(&model["model"]["info"], "artifact_uri"));
-        }
-        ModelUri::Version { name, version } => (name, version.to_string()),
-        ModelUri::Alias { name, alias } => {
-            let found = client
-                .get(
-                    "registered-models/alias",
-                    &[("name", name.clone()), ("alias", alias)],
-                )
-                .await?;
-            (name, text(&found["model_version"], "version"))
-        }
-        ModelUri::Stage { name, stage } => {
-            let latest = client
-                .post(
-                    "registered-models/get-latest-versions",
-                    &json!({ "name": name, "stages": [stage] }),
-                )
-                .await?;
-            let version = latest["model_versions"]
-                .as_array()
-                .and_then(|v| v.first())
-                .map(|v| text(v, "version"));
-            (
-                name.clone(),
-                version.ok_or_else(|| anyhow!("no version of '{name}' is in stage {stage}"))?,
-            )
-        }
-        ModelUri::Latest { name } => {
-            let latest = client
-                .post(
-                    "registered-models/get-latest-versions",
-                    &json!({ "name": name }),
-                )
-                .await?;
-            let version = latest["model_versions"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|v| v["version"].as_str()?.parse::<i64>().ok())
-                .max();
-            (
-                name.clone(),
-                version
-                    .ok_or_else(|| anyhow!("'{name}' has no versions"))?
-                    .to_string(),
-            )
-        }
-    };
-    let found = client
-        .get(
-            "model-versions/get-download-uri",
-            &[("name", name), ("version", version)],
-        )
-        .await?;
-    let artifact_uri = text(&found, "artifact_uri");
-    if artifact_uri.starts_with("models:/") || artifact_uri.starts_with("runs:/") {
-        return Box::pin(resolve_artifact_uri(client, &artifact_uri)).await;
-    }
-    Ok(artifact_uri)
-}
-
-/// Lists `mlflow-artifacts` folders recursively and downloads every file under `dest`.
-pub(crate) async fn download(
-    client: &TrackingClient,
-    artifact_uri: &str,
-    dest: &Path,
-) -> Result<usize> {
-    let Some(root) = artifact_uri.strip_prefix("mlflow-artifacts:") else {
-        bail!(
-            "cannot download '{artifact_uri}': only artifacts served by the tracking server (mlflow-artifacts:) are supported"
-        );
-    };
-    let root = root
-        .trim_start_matches('/')
-        .trim_end_matches('/')
-        .to_string();
-    let mut files: Vec<(String, u64)> = Vec::new();
-    let mut pending = vec![String::new()];
-    while let Some(rel) = pending.pop() {
-        let path = if rel.is_empty() {
-            root.clone()
-        } else {
-            format!("{root}/{rel}")
-        };
-        let url = format!("{}/api/2.0/mlflow-artifacts/artifacts", client.base());
-        let listing: Value = client
-            .http()
-            .get(&url)
-            .query(&[("path", path)])
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
-        for entry in listing["files"].as_array().into_iter().flatten() {
-            let name = text(entry, "path");
-            if name.is_empty() || name.contains('/') || name == ".." {
-                bail!("the server listed an unsafe artifact name '{name}'");
-            }
-            let child = if rel.is_empty() {
-                name
-            } else {
-                format!("{rel}/{name}")
-            };
-            if entry["is_dir"].as_bool().unwrap_or(false) {
-                pending.push(child);
-            } else {
-                files.push((child, entry["file_size"].as_u64().unwrap_or(0)));
-            }
-        }
-    }
-    if files.is_empty() {
-        bail!("nothing to download at '{artifact_uri}'");
-    }
-    let total: u64 = files.iter().map(|(_, size)| size).sum();
-    let bar = ProgressBar::new(total);
+/// Downloads every file of an artifact URI under `dest`, with a progress bar.
+async fn download(client: &TrackingClient, artifact_uri: &str, dest: &Path) -> Result<usize> {
+    let files = client.files_to_download(artifact_uri).await?;
+    let bar = ProgressBar::new(files.iter().map(|f| f.size).sum());
     bar.set_style(
         ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {bytes_per_sec} {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
-    for (rel, _) in &files {
-        let target = dest.join(rel);
-        if let Some(parent) = target.parent() {
-            tokio::fs::create_dir_all(parent)
-                .await
-                .with_context(|| format!("cannot create {}", parent.display()))?;
-        }
-        let encoded: Vec<String> = format!("{root}/{rel}")
-            .split('/')
-            .map(|part| {
-                percent_encoding::utf8_percent_encode(part, percent_encoding::NON_ALPHANUMERIC)
-                    .to_string()
-            })
-            .collect();
-        let url = format!(
-            "{}/api/2.0/mlflow-artifacts/artifacts/{}",
-            client.base(),
-            encoded.join("/")
-        );
-        let response = client.http().get(&url).send().await?.error_for_status()?;
-        let mut file = tokio::fs::File::create(&target)
-            .await
-            .with_context(|| format!("cannot write {}", target.display()))?;
-        let mut stream = response.bytes_stream();
-        bar.set_message(rel.clone());
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk?;
-            file.write_all(&chunk).await?;
-            bar.inc(chunk.len() as u64);
-        }
-        file.flush().await?;
-    }
+    client
+        .download_files(artifact_uri, &files, dest, &mut |path, bytes| {
+            if bytes == 0 {
+                bar.set_message(path.to_string());
+            }
+            bar.inc(bytes);
+        })
+        .await?;
     bar.finish_and_clear();
     Ok(files.len())
 }

@@ -6,13 +6,15 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::Subcommand;
-use ctflow_core::pipeline::PipelineDocument;
-use ctflow_core::pipeline_run::Phase;
+use ctflow_client::ct::{DescribedRun, Recorded};
+use ctflow_core::gates::{Comparison, Verdict};
+use ctflow_core::pipeline::{PipelineDocument, PipelineRecord};
+use ctflow_core::pipeline_run::{Phase, PipelineRun};
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::{Value, json};
 
 use crate::client::TrackingClient;
-use crate::commands::{print_json, print_table, text};
+use crate::commands::{print_json, print_table};
 use crate::{ClientArgs, OutputFormat};
 
 #[derive(Subcommand)]
@@ -70,47 +72,46 @@ fn segment(value: &str) -> String {
     utf8_percent_encode(value, NON_ALPHANUMERIC).to_string()
 }
 
-fn time_text(ms: &Value) -> String {
-    ms.as_i64()
-        .map(ctflow_core::schedule::logical_time_text)
+fn time_text(ms: Option<i64>) -> String {
+    ms.map(ctflow_core::schedule::logical_time_text)
         .unwrap_or_else(|| "-".into())
 }
 
-fn duration_text(run: &Value) -> String {
-    match (run["start_time"].as_i64(), run["end_time"].as_i64()) {
+fn or_empty<T: ToString>(value: Option<T>) -> String {
+    value.map(|v| v.to_string()).unwrap_or_default()
+}
+
+fn duration_text(run: &PipelineRun) -> String {
+    match (run.start_time, run.end_time) {
         (Some(start), Some(end)) => format!("{:.1}s", (end - start) as f64 / 1000.0),
         (Some(_), None) => "running".into(),
         _ => "-".into(),
     }
 }
 
-fn trigger_text(run: &Value) -> String {
-    let trigger = &run["trigger"];
-    let kind = text(trigger, "kind");
-    match kind.as_str() {
-        "schedule" => format!("schedule {}", time_text(&trigger["logical_time"])),
-        "data" => format!(
-            "data ({} file(s))",
-            trigger["files"].as_array().map_or(0, Vec::len)
-        ),
-        "manual" => format!("manual by {}", text(trigger, "user")),
-        _ => kind,
+fn trigger_text(run: &PipelineRun) -> String {
+    let trigger = &run.trigger;
+    match trigger.kind.as_str() {
+        "schedule" => format!("schedule {}", time_text(trigger.logical_time)),
+        "data" => format!("data ({} file(s))", trigger.files.len()),
+        "manual" => format!("manual by {}", or_empty(trigger.user.as_deref())),
+        other => other.to_string(),
     }
 }
 
-fn print_runs(runs: &[Value]) {
+fn print_runs(runs: &[PipelineRun]) {
     let rows: Vec<Vec<String>> = runs
         .iter()
         .map(|r| {
             vec![
-                text(r, "id"),
-                text(r, "pipeline"),
+                r.id.clone(),
+                r.pipeline.clone(),
                 trigger_text(r),
-                text(r, "phase"),
-                text(r, "attempt"),
-                text(r, "model_version"),
+                r.phase.to_string(),
+                r.attempt.to_string(),
+                or_empty(r.model_version),
                 duration_text(r),
-                text(r, "decision"),
+                or_empty(r.decision.as_deref()),
             ]
         })
         .collect();
@@ -123,7 +124,11 @@ fn print_runs(runs: &[Value]) {
 }
 
 /// Polls a pipeline run until it ends (or waits for a person), showing its phase.
-pub async fn follow(client: &TrackingClient, id: &str, show_progress: bool) -> Result<Value> {
+pub async fn follow(
+    client: &TrackingClient,
+    id: &str,
+    show_progress: bool,
+) -> Result<DescribedRun> {
     let bar = if show_progress {
         let bar = indicatif::ProgressBar::new_spinner();
         bar.enable_steady_tick(Duration::from_millis(120));
@@ -131,24 +136,19 @@ pub async fn follow(client: &TrackingClient, id: &str, show_progress: bool) -> R
     } else {
         None
     };
-    let path = format!("/api/ctflow/v1/pipeline-runs/{}", segment(id));
     loop {
-        let described = client.get_path(&path, &[]).await?;
-        let run = &described["pipeline_run"];
-        let phase = text(run, "phase");
+        let described = client.describe_run(id).await?;
+        let phase = described.pipeline_run.phase;
         if let Some(bar) = &bar {
-            let last = described["events"]
-                .as_array()
-                .and_then(|e| e.last())
-                .map(|e| text(e, "message"))
+            let last = described
+                .events
+                .last()
+                .map(|e| e.message.as_str())
                 .unwrap_or_default();
             bar.set_message(format!("{phase}: {last}"));
         }
         // Ended, or waiting for a person: either way nothing more happens by itself.
-        let settled = phase
-            .parse::<Phase>()
-            .is_ok_and(|p| p.is_terminal() || matches!(p, Phase::WaitingApproval | Phase::Paused));
-        if settled {
+        if phase.is_terminal() || matches!(phase, Phase::WaitingApproval | Phase::Paused) {
             if let Some(bar) = bar {
                 bar.finish_and_clear();
             }
@@ -158,76 +158,78 @@ pub async fn follow(client: &TrackingClient, id: &str, show_progress: bool) -> R
     }
 }
 
-fn print_described(described: &Value) {
-    let run = &described["pipeline_run"];
-    println!(
-        "Pipeline run {} of {}",
-        text(run, "id"),
-        text(run, "pipeline")
-    );
-    println!("  trigger:   {}", trigger_text(run));
-    let trigger = &run["trigger"];
-    if let Some(files) = trigger["files"].as_array() {
-        for file in files {
-            println!("             {}", file.as_str().unwrap_or_default());
-        }
+/// A number as the server's JSON wrote it (`null` when absent).
+fn number_text(value: Option<f64>) -> String {
+    value.map_or_else(|| "null".into(), |v| Value::from(v).to_string())
+}
+
+fn print_comparisons(detail: &Value) {
+    let comparisons: Vec<Comparison> =
+        serde_json::from_value(detail["comparisons"].clone()).unwrap_or_default();
+    for c in comparisons {
+        let champion = match c.champion {
+            Some(v) => format!(", champion {}", number_text(Some(v))),
+            None => String::new(),
+        };
+        let required = match c.required {
+            Some(v) => format!("required {} {}", c.operator, number_text(Some(v))),
+            None => or_empty(c.note.as_deref()),
+        };
+        let verdict = match c.verdict {
+            Verdict::Pass => "pass",
+            Verdict::Fail => "fail",
+            Verdict::Inconclusive => "inconclusive",
+        };
+        println!(
+            "      {} {}: candidate {}{champion}, {required} -> {verdict}",
+            c.metric,
+            c.check,
+            number_text(c.candidate)
+        );
     }
-    if let Some(params) = trigger["parameters"].as_object().filter(|p| !p.is_empty()) {
-        let list: Vec<String> = params
+}
+
+fn print_described(described: &DescribedRun) {
+    let run = &described.pipeline_run;
+    println!("Pipeline run {} of {}", run.id, run.pipeline);
+    println!("  trigger:   {}", trigger_text(run));
+    for file in &run.trigger.files {
+        println!("             {file}");
+    }
+    if !run.trigger.parameters.is_empty() {
+        let list: Vec<String> = run
+            .trigger
+            .parameters
             .iter()
-            .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+            .map(|(k, v)| format!("{k}={v}"))
             .collect();
         println!("  params:    {}", list.join(" "));
     }
-    println!("  phase:     {}", text(run, "phase"));
-    println!("  attempt:   {}", text(run, "attempt"));
-    if !text(run, "run_id").is_empty() {
-        println!("  MLflow run {}", text(run, "run_id"));
+    println!("  phase:     {}", run.phase);
+    println!("  attempt:   {}", run.attempt);
+    if let Some(run_id) = &run.run_id {
+        println!("  MLflow run {run_id}");
     }
-    if !text(run, "model_version").is_empty() {
-        println!("  candidate: version {}", text(run, "model_version"));
+    if let Some(version) = run.model_version {
+        println!("  candidate: version {version}");
     }
     println!("  duration:  {}", duration_text(run));
-    if !text(run, "decision").is_empty() {
-        println!("  decision:  {}", text(run, "decision"));
+    if let Some(decision) = &run.decision {
+        println!("  decision:  {decision}");
     }
     println!("History:");
-    for event in described["events"].as_array().cloned().unwrap_or_default() {
-        let gate = text(&event, "gate");
-        let label = if gate.is_empty() {
-            text(&event, "kind")
-        } else {
-            format!("gate {gate} [{}]", text(&event, "result"))
+    for event in &described.events {
+        let label = match (&event.gate, &event.result) {
+            (Some(gate), result) => format!("gate {gate} [{}]", or_empty(result.as_deref())),
+            (None, _) => event.kind.clone(),
         };
         println!(
             "  {}  {label}: {}",
-            time_text(&event["timestamp"]),
-            text(&event, "message")
+            time_text(Some(event.timestamp)),
+            event.message
         );
-        if gate == "ct" {
-            for c in event["detail"]["comparisons"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default()
-            {
-                let champion = if c["champion"].is_null() {
-                    String::new()
-                } else {
-                    format!(", champion {}", c["champion"])
-                };
-                let required = if c["required"].is_null() {
-                    text(&c, "note")
-                } else {
-                    format!("required {} {}", text(&c, "operator"), c["required"])
-                };
-                println!(
-                    "      {} {}: candidate {}{champion}, {required} -> {}",
-                    text(&c, "metric"),
-                    text(&c, "check"),
-                    c["candidate"],
-                    text(&c, "verdict")
-                );
-            }
+        if event.gate.as_deref() == Some("ct") {
+            print_comparisons(&event.detail);
         }
     }
 }
@@ -236,179 +238,200 @@ pub async fn run(command: PipelinesCommand, args: &ClientArgs) -> Result<()> {
     let client = crate::client::connect(&args.tracking_uri)?;
     let json_output = args.output == OutputFormat::Json;
     match command {
-        PipelinesCommand::List => {
-            let listed = client.get_path("/api/ctflow/v1/pipelines", &[]).await?;
-            let pipelines = listed["pipelines"].as_array().cloned().unwrap_or_default();
-            if json_output {
-                return print_json(&Value::Array(pipelines));
-            }
-            let rows: Vec<Vec<String>> = pipelines
-                .iter()
-                .map(|p| {
-                    let spec = &p["document"]["spec"];
-                    let triggers: Vec<String> = spec["triggers"]
-                        .as_array()
-                        .map(|t| {
-                            t.iter()
-                                .filter_map(|t| t.as_object()?.keys().next().cloned())
-                                .collect()
-                        })
-                        .unwrap_or_default();
-                    vec![
-                        text(p, "name"),
-                        text(&spec["model"], "name"),
-                        triggers.join(","),
-                        text(spec, "concurrencyPolicy"),
-                        text(p, "source"),
-                        text(p, "generation"),
-                    ]
-                })
-                .collect();
-            print_table(
-                &[
-                    "Name",
-                    "Model",
-                    "Triggers",
-                    "Concurrency",
-                    "Source",
-                    "Generation",
-                ],
-                &rows,
-            );
-        }
-        PipelinesCommand::Apply { file } => {
-            let text_content = std::fs::read_to_string(&file)
-                .with_context(|| format!("cannot read {}", file.display()))?;
-            let document = PipelineDocument::from_yaml(&text_content).map_err(|errors| {
-                let lines: Vec<String> = errors.iter().map(|e| format!("  {e}")).collect();
-                anyhow!(
-                    "{} is not a valid pipeline:\n{}",
-                    file.display(),
-                    lines.join("\n")
-                )
-            })?;
-            let base_dir = std::fs::canonicalize(&file)?
-                .parent()
-                .map(|p| p.display().to_string())
-                .unwrap_or_default();
-            let path = format!(
-                "/api/ctflow/v1/pipelines/{}?base_dir={}",
-                segment(&document.metadata.name),
-                segment(&base_dir)
-            );
-            let stored = client
-                .send_path(
-                    reqwest::Method::PUT,
-                    &path,
-                    &serde_json::to_value(&document)?,
-                )
-                .await?;
-            if json_output {
-                return print_json(&stored);
-            }
-            println!(
-                "pipeline {} applied (generation {})",
-                document.metadata.name,
-                text(&stored["pipeline"], "generation")
-            );
-        }
-        PipelinesCommand::Delete { name } => {
-            client
-                .send_path(
-                    reqwest::Method::DELETE,
-                    &format!("/api/ctflow/v1/pipelines/{}", segment(&name)),
-                    &json!({}),
-                )
-                .await?;
-            if !json_output {
-                println!("pipeline {name} deleted");
-            }
-        }
+        PipelinesCommand::List => list(&client, json_output).await,
+        PipelinesCommand::Apply { file } => apply(&client, file, json_output).await,
+        PipelinesCommand::Delete { name } => delete(&client, name, json_output).await,
         PipelinesCommand::Trigger {
             name,
             params,
             key,
             wait,
-        } => {
-            let parameters: serde_json::Map<String, Value> = params
-                .into_iter()
-                .map(|(k, v)| (k, Value::String(v)))
-                .collect();
-            let mut body = json!({ "parameters": parameters });
-            if let Some(key) = key {
-                body["key"] = json!(key);
-            }
-            let path = format!("/api/ctflow/v1/pipelines/{}/trigger", segment(&name));
-            let recorded = client
-                .send_path(reqwest::Method::POST, &path, &body)
-                .await?;
-            let id = text(&recorded["pipeline_run"], "id");
-            if recorded["duplicate"].as_bool() == Some(true) {
-                eprintln!("this key was used before: pipeline run {id}");
-            }
-            if !wait {
-                if json_output {
-                    return print_json(&recorded);
-                }
-                println!("{id}");
-                return Ok(());
-            }
-            let described = follow(&client, &id, !json_output).await?;
-            if json_output {
-                print_json(&described)?;
-            } else {
-                print_described(&described);
-            }
-            let phase = text(&described["pipeline_run"], "phase");
-            if !["Succeeded", "WaitingApproval", "Paused"].contains(&phase.as_str()) {
-                bail!(
-                    "pipeline run {id} ended {phase}: {}",
-                    text(&described["pipeline_run"], "decision")
-                );
-            }
-        }
+        } => trigger(&client, name, params, key, wait, json_output).await,
         PipelinesCommand::Runs {
             name,
             phase,
             max_results,
-        } => {
-            let path = match &name {
-                Some(name) => format!("/api/ctflow/v1/pipelines/{}/runs", segment(name)),
-                None => "/api/ctflow/v1/pipeline-runs".into(),
-            };
-            let mut query = vec![("max_results", max_results.to_string())];
-            if let Some(phase) = phase {
-                query.push(("phase", phase));
-            }
-            let listed = client.get_path(&path, &query).await?;
-            let runs = listed["pipeline_runs"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default();
-            if json_output {
-                return print_json(&Value::Array(runs));
-            }
-            print_runs(&runs);
-        }
-        PipelinesCommand::Describe { id } => {
-            let described = client
-                .get_path(
-                    &format!("/api/ctflow/v1/pipeline-runs/{}", segment(&id)),
-                    &[],
-                )
-                .await?;
-            if json_output {
-                return print_json(&described);
-            }
-            print_described(&described);
-        }
+        } => runs(&client, name, phase, max_results, json_output).await,
+        PipelinesCommand::Describe { id } => describe(&client, id, json_output).await,
         PipelinesCommand::Approve { id, user, comment } => {
-            answer(&client, &id, "approve", user, comment, json_output).await?;
+            answer(&client, &id, "approve", user, comment, json_output).await
         }
         PipelinesCommand::Reject { id, user, comment } => {
-            answer(&client, &id, "reject", user, comment, json_output).await?;
+            answer(&client, &id, "reject", user, comment, json_output).await
         }
     }
+}
+
+async fn list(client: &TrackingClient, json_output: bool) -> Result<()> {
+    if json_output {
+        // The server's JSON as it is (with each pipeline's next scheduled run).
+        let listed = client.get_path("/api/ctflow/v1/pipelines", &[]).await?;
+        return print_json(&listed["pipelines"]);
+    }
+    let rows: Vec<Vec<String>> = client
+        .pipelines()
+        .await?
+        .into_iter()
+        .map(|p| {
+            let spec = &p.document.spec;
+            let triggers: Vec<&str> = spec.triggers.iter().map(|t| t.kind()).collect();
+            vec![
+                p.name.clone(),
+                or_empty(spec.model.as_ref().map(|m| m.name.as_str())),
+                triggers.join(","),
+                serde_json::to_value(spec.concurrency_policy)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default(),
+                p.source.clone(),
+                p.generation.to_string(),
+            ]
+        })
+        .collect();
+    print_table(
+        &[
+            "Name",
+            "Model",
+            "Triggers",
+            "Concurrency",
+            "Source",
+            "Generation",
+        ],
+        &rows,
+    );
+    Ok(())
+}
+
+async fn apply(client: &TrackingClient, file: PathBuf, json_output: bool) -> Result<()> {
+    let text_content = std::fs::read_to_string(&file)
+        .with_context(|| format!("cannot read {}", file.display()))?;
+    let document = PipelineDocument::from_yaml(&text_content).map_err(|errors| {
+        let lines: Vec<String> = errors.iter().map(|e| format!("  {e}")).collect();
+        anyhow!(
+            "{} is not a valid pipeline:\n{}",
+            file.display(),
+            lines.join("\n")
+        )
+    })?;
+    let base_dir = std::fs::canonicalize(&file)?
+        .parent()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    let path = format!(
+        "/api/ctflow/v1/pipelines/{}?base_dir={}",
+        segment(&document.metadata.name),
+        segment(&base_dir)
+    );
+    let stored = client
+        .send_path(
+            reqwest::Method::PUT,
+            &path,
+            &serde_json::to_value(&document)?,
+        )
+        .await?;
+    if json_output {
+        return print_json(&stored);
+    }
+    let record: PipelineRecord = serde_json::from_value(stored["pipeline"].clone())
+        .context("the server's answer holds no pipeline")?;
+    println!(
+        "pipeline {} applied (generation {})",
+        record.name, record.generation
+    );
+    Ok(())
+}
+
+async fn delete(client: &TrackingClient, name: String, json_output: bool) -> Result<()> {
+    client
+        .send_path(
+            reqwest::Method::DELETE,
+            &format!("/api/ctflow/v1/pipelines/{}", segment(&name)),
+            &json!({}),
+        )
+        .await?;
+    if !json_output {
+        println!("pipeline {name} deleted");
+    }
+    Ok(())
+}
+
+async fn trigger(
+    client: &TrackingClient,
+    name: String,
+    params: Vec<(String, String)>,
+    key: Option<String>,
+    wait: bool,
+    json_output: bool,
+) -> Result<()> {
+    let parameters: serde_json::Map<String, Value> = params
+        .into_iter()
+        .map(|(k, v)| (k, Value::String(v)))
+        .collect();
+    let mut body = json!({ "parameters": parameters });
+    if let Some(key) = key {
+        body["key"] = json!(key);
+    }
+    let path = format!("/api/ctflow/v1/pipelines/{}/trigger", segment(&name));
+    let recorded = client
+        .send_path(reqwest::Method::POST, &path, &body)
+        .await?;
+    let id = match Recorded::from_answer(&recorded)? {
+        Recorded::Created(id) => id,
+        Recorded::Duplicate(id) => {
+            eprintln!("this key was used before: pipeline run {id}");
+            id
+        }
+    };
+    if !wait {
+        if json_output {
+            return print_json(&recorded);
+        }
+        println!("{id}");
+        return Ok(());
+    }
+    let described = follow(client, &id, !json_output).await?;
+    if json_output {
+        print_json(&serde_json::to_value(&described)?)?;
+    } else {
+        print_described(&described);
+    }
+    let run = &described.pipeline_run;
+    if !matches!(
+        run.phase,
+        Phase::Succeeded | Phase::WaitingApproval | Phase::Paused
+    ) {
+        bail!(
+            "pipeline run {id} ended {}: {}",
+            run.phase,
+            or_empty(run.decision.as_deref())
+        );
+    }
+    Ok(())
+}
+
+async fn runs(
+    client: &TrackingClient,
+    name: Option<String>,
+    phase: Option<String>,
+    max_results: i64,
+    json_output: bool,
+) -> Result<()> {
+    let runs = client
+        .pipeline_runs(name.as_deref(), phase.as_deref(), max_results)
+        .await?;
+    if json_output {
+        return print_json(&serde_json::to_value(&runs)?);
+    }
+    print_runs(&runs);
+    Ok(())
+}
+
+async fn describe(client: &TrackingClient, id: String, json_output: bool) -> Result<()> {
+    let described = client.describe_run(&id).await?;
+    if json_output {
+        return print_json(&serde_json::to_value(&described)?);
+    }
+    print_described(&described);
     Ok(())
 }
 

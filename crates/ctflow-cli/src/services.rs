@@ -6,13 +6,12 @@
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use ctflow_bus::{Bus, NatsBus, NatsConfig};
-use ctflow_controller::{ControllerConfig, Election, run_elected};
+use ctflow_controller::{ControllerConfig, StoreElection, leadership};
 use ctflow_metrics::Metrics;
 use ctflow_server::service::{ReadinessCheck, serve_service, service_router};
 use ctflow_server::{bus_check, store_check};
@@ -20,7 +19,7 @@ use ctflow_worker::execute::default_env_cache;
 use ctflow_worker::{PoolConfig, WorkerPool, discover_gpus, worker_name};
 use tokio_util::sync::CancellationToken;
 
-use crate::client::current_user;
+use crate::client::{TrackingClient, current_user};
 use crate::shutdown_signal;
 
 pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -215,8 +214,9 @@ pub(crate) async fn controller(args: ControllerArgs) -> Result<()> {
     .context("cannot open the store")?;
     let bus = args.bus.required("controller").await?;
     let identity = args.id.clone().unwrap_or_else(worker_name);
-    // True while this process leads, by either election (for the readiness check).
-    let leading = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Whether this process leads, by either election: the engine and the readiness check
+    // read this one value.
+    let (claim, leading) = leadership();
     let kube_client = if args.kube.kubernetes {
         Some(
             kube::Client::try_default()
@@ -234,7 +234,7 @@ pub(crate) async fn controller(args: ControllerArgs) -> Result<()> {
             Arc::new({
                 let leading = leading.clone();
                 move || {
-                    let leads = leading.load(Ordering::SeqCst);
+                    let leads = leading.leads();
                     Box::pin(async move {
                         if leads {
                             Ok(())
@@ -246,7 +246,7 @@ pub(crate) async fn controller(args: ControllerArgs) -> Result<()> {
             }),
         ),
     ];
-    let ops = serve_ops("controller", &args.ops, checks, metrics, &shutdown).await?;
+    let ops = serve_ops("controller", &args.ops, checks, metrics.clone(), &shutdown).await?;
     if let Some(dir) = &args.pipelines {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create the pipelines folder {}", dir.display()))?;
@@ -259,7 +259,7 @@ pub(crate) async fn controller(args: ControllerArgs) -> Result<()> {
     };
     let result = match kube_client {
         Some(client) => {
-            let lease = ctflow_kube::LeaseConfig {
+            let lease = ctflow_kube_controller::LeaseConfig {
                 namespace: args
                     .kube
                     .lease_namespace
@@ -275,24 +275,24 @@ pub(crate) async fn controller(args: ControllerArgs) -> Result<()> {
                 namespace = lease.namespace,
                 "controller started on Kubernetes; electing"
             );
-            let (tx, rx) = tokio::sync::watch::channel(false);
             let elector = tokio::spawn(
-                ctflow_kube::Elector::new(client.clone(), lease).run(tx, shutdown.clone()),
+                ctflow_kube_controller::Elector::new(client.clone(), lease)
+                    .run(claim, shutdown.clone()),
             );
             let base_dir = std::env::current_dir()
                 .context("cannot read the working directory")?
                 .display()
                 .to_string();
-            let context = Arc::new(ctflow_kube::Context::new(
+            let context = Arc::new(ctflow_kube_controller::Context::new(
                 client,
                 store.clone(),
                 bus.clone(),
-                ctflow_kube::Settings {
+                ctflow_kube_controller::Settings {
                     namespace: args.kube.watch_namespace.clone(),
                     refresh: {
-                        let default = ctflow_kube::plan::Refresh::default();
+                        let default = ctflow_kube_controller::plan::Refresh::default();
                         let idle = args.kube.status_refresh.max(Duration::from_millis(100));
-                        ctflow_kube::plan::Refresh {
+                        ctflow_kube_controller::plan::Refresh {
                             active: default.active.min(idle),
                             idle,
                         }
@@ -302,12 +302,12 @@ pub(crate) async fn controller(args: ControllerArgs) -> Result<()> {
                     instance: identity,
                 },
             ));
-            ctflow_kube::run_when_leading(
+            ctflow_kube_controller::run_when_leading(
                 context,
                 store.clone(),
                 bus.clone(),
                 config,
-                rx,
+                metrics,
                 leading,
                 shutdown.clone(),
             )
@@ -317,18 +317,21 @@ pub(crate) async fn controller(args: ControllerArgs) -> Result<()> {
             Ok(())
         }
         None => {
-            let mut election = Election::new(identity, args.leader_lease);
-            election.leading = leading;
+            let election = StoreElection::new(identity, args.leader_lease);
             tracing::info!(holder = election.holder, "controller started; electing");
-            run_elected(
+            let elector = tokio::spawn(election.run(store.clone(), claim, shutdown.clone()));
+            ctflow_controller::run_when_leading(
                 store.clone(),
                 bus.clone(),
                 config,
-                election,
+                metrics,
+                leading,
                 shutdown.clone(),
             )
-            .await
-            .map_err(anyhow::Error::from)
+            .await;
+            // NB: the elector hands the lease back on shutdown; wait for it.
+            let _ = elector.await;
+            Ok(())
         }
     };
     shutdown.cancel();
@@ -484,34 +487,42 @@ pub(crate) async fn worker(args: WorkerArgs) -> Result<()> {
     Ok(())
 }
 
-/// The drift watcher over a server state's store and artifact repository.
-pub(crate) fn drift_watcher(
-    state: &ctflow_server::AppState,
-    bus: Arc<dyn Bus>,
-) -> ctflow_watcher::Watcher {
-    let mapping = state.clone();
-    ctflow_watcher::Watcher::new(
-        state.store.clone(),
-        bus,
-        state.artifacts.clone(),
-        Arc::new(move |uri: &str| mapping.repository_path(uri)),
-        ctflow_watcher::WatcherConfig::default(),
-    )
-    .with_metrics(state.metrics.clone())
+/// Ready while the tracking server answers its health check.
+fn tracking_check(client: TrackingClient) -> ReadinessCheck {
+    Arc::new(move || {
+        let client = client.clone();
+        Box::pin(async move {
+            client
+                .get_path("/health", &[])
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        })
+    })
+}
+
+/// The watcher's client of the tracking server: its own user name in the runs it records,
+/// signed in with `token`, else with the environment's credentials as any MLflow client.
+pub(crate) fn watcher_client(tracking_uri: &str, token: Option<&str>) -> Result<TrackingClient> {
+    let user = ctflow_watcher::WatcherConfig::default().user;
+    let client = match token {
+        Some(token) => TrackingClient::with_token(tracking_uri, &user, token)?,
+        None => TrackingClient::new(tracking_uri, &user)?,
+    };
+    Ok(client)
 }
 
 #[derive(Args, Debug)]
 pub(crate) struct WatcherArgs {
-    #[command(flatten)]
-    store: StoreArgs,
-    /// The artifact store drift reports are written to (the server's
-    /// --artifacts-destination: a folder or an object-storage URL).
+    /// The tracking server the watcher records triggers, seen files and drift checks
+    /// with (its REST API: the watcher needs no database credentials). Credentials come
+    /// from MLFLOW_TRACKING_TOKEN or MLFLOW_TRACKING_USERNAME/PASSWORD, as for any client.
     #[arg(
         long,
-        env = "CTFLOW_ARTIFACTS_DESTINATION",
-        default_value = "ctflow-data/artifacts"
+        env = "MLFLOW_TRACKING_URI",
+        default_value = "http://127.0.0.1:5000"
     )]
-    artifacts_destination: String,
+    tracking_uri: String,
     #[command(flatten)]
     bus: BusArgs,
     #[command(flatten)]
@@ -520,34 +531,27 @@ pub(crate) struct WatcherArgs {
 
 pub(crate) async fn watcher(args: WatcherArgs) -> Result<()> {
     let shutdown = on_signal();
-    let state = ctflow_server::AppState::open(&ctflow_server::ServerConfig {
-        backend_store_uri: args.store.backend_store_uri.clone(),
-        default_artifact_root: None,
-        artifacts_destination: args.artifacts_destination.clone(),
-        serve_artifacts: true,
-        max_connections: 8,
-        durability: Default::default(),
-        auth: None,
-        limits: ctflow_server::Limits::default(),
-    })
-    .await
-    .context("cannot open the store")?;
+    let client = watcher_client(&args.tracking_uri, None)?;
     let bus = args.bus.required("watcher").await?;
-    let store = state.store.clone();
-    let metrics = state.metrics.clone();
+    let metrics = Arc::new(Metrics::new());
     let checks: Vec<(&'static str, ReadinessCheck)> = vec![
-        ("store", store_check(store.clone())),
+        ("tracking server", tracking_check(client.clone())),
         ("bus", bus_check(bus.clone())),
     ];
     let ops = serve_ops("watcher", &args.ops, checks, metrics.clone(), &shutdown).await?;
-    let drift = drift_watcher(&state, bus.clone());
+    let drift = ctflow_watcher::Watcher::new(
+        client.clone(),
+        bus.clone(),
+        ctflow_watcher::WatcherConfig::default(),
+    )
+    .with_metrics(metrics.clone());
     let data = ctflow_watcher::DataWatcher::new(
-        store.clone(),
+        client,
         bus.clone(),
         ControllerConfig::default().reload_interval,
     )
     .with_metrics(metrics);
-    tracing::info!("watcher started");
+    tracing::info!(tracking_uri = args.tracking_uri, "watcher started");
     let drift_task = {
         let shutdown = shutdown.clone();
         tokio::spawn(async move { drift.run(shutdown).await })
@@ -557,6 +561,5 @@ pub(crate) async fn watcher(args: WatcherArgs) -> Result<()> {
     let _ = drift_task.await;
     bus.close();
     let _ = ops.await;
-    store.close().await;
     result.map_err(anyhow::Error::from)
 }

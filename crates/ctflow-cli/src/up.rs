@@ -11,14 +11,13 @@ use clap::Args;
 use ctflow_bus::{Bus, MemoryBus};
 use ctflow_controller::{Controller, ControllerConfig, load_pipeline_file};
 use ctflow_core::trigger::TriggerEvent;
-use ctflow_store::Recorded;
+use ctflow_store::{Recorded, Store};
 use ctflow_worker::execute::default_env_cache;
 use ctflow_worker::{PoolConfig, WorkerPool, discover_gpus};
 use futures::FutureExt;
 use tokio_util::sync::CancellationToken;
 
-use crate::client::current_user;
-use crate::commands::text;
+use crate::client::{TrackingClient, current_user};
 use crate::{
     AuthArgs, ServerArgs, bootstrap_admin, exposure_warning, server_config, shutdown_signal,
 };
@@ -96,7 +95,6 @@ pub async fn run(args: UpArgs) -> Result<()> {
     let bus: Arc<dyn Bus> = Arc::new(MemoryBus::new());
     state.bus = Some(bus.clone());
     let store = state.store.clone();
-    let watcher = crate::services::drift_watcher(&state, bus.clone());
     let metrics = state.metrics.clone();
     let host = if addr.ip().is_unspecified() {
         "127.0.0.1".to_string()
@@ -127,45 +125,20 @@ pub async fn run(args: UpArgs) -> Result<()> {
             user: "ctflow".into(),
             ..ControllerConfig::default()
         },
+        metrics.clone(),
     );
     controller.load_pipelines().await?;
     let example = match &args.example {
-        Some(name) => {
-            let file = example_file(name)?;
-            let document = load_pipeline_file(&file)?;
-            let base_dir = file
-                .parent()
-                .map(|p| p.display().to_string())
-                .unwrap_or_default();
-            store
-                .put_pipeline(&document, &format!("file:{}", file.display()), &base_dir)
-                .await?;
-            let model = document.spec.model.as_ref().map(|m| m.name.clone());
-            Some((document.metadata.name, model))
-        }
+        Some(name) => Some(install_example(&store, name).await?),
         None => None,
     };
     {
         let shutdown = shutdown.clone();
         tasks.spawn(async move { controller.run(shutdown).await.map_err(anyhow::Error::from) });
     }
-    {
-        let shutdown = shutdown.clone();
-        tasks.spawn(async move {
-            watcher.run(shutdown).await;
-            Ok(())
-        });
-    }
-    {
-        let shutdown = shutdown.clone();
-        let data = ctflow_watcher::DataWatcher::new(
-            store.clone(),
-            bus.clone(),
-            ControllerConfig::default().reload_interval,
-        )
-        .with_metrics(metrics.clone());
-        tasks.spawn(async move { data.run(shutdown).await.map_err(anyhow::Error::from) });
-    }
+    // The watcher talks to the server as the separate `ctflow watcher` service does.
+    let watcher_client = crate::services::watcher_client(&tracking_uri, service_token.as_deref())?;
+    spawn_watchers(&mut tasks, watcher_client, &bus, &metrics, &shutdown);
     let gpus = discover_gpus();
     let pool = WorkerPool::new(
         bus.clone(),
@@ -191,10 +164,9 @@ pub async fn run(args: UpArgs) -> Result<()> {
         });
     }
     tasks.spawn(
-        crate::serve::supervise(
-            store.clone(),
-            tracking_uri.clone(),
-            service_token.clone(),
+        ctflow_serving::supervise(
+            crate::client::connect_as(&tracking_uri, service_token.as_deref())?,
+            default_env_cache(),
             args.serving_interval,
             shutdown.clone(),
         )
@@ -205,43 +177,108 @@ pub async fn run(args: UpArgs) -> Result<()> {
     println!("  MLflow clients: export MLFLOW_TRACKING_URI={tracking_uri}");
     println!("  pipelines:      ctflow pipelines list --tracking-uri {tracking_uri}");
 
-    if let Some((pipeline, model)) = example {
-        let mut event = TriggerEvent::new(&pipeline, "manual", format!("manual:{}", uuid_key()));
-        event.user = Some(current_user());
-        let id = match store.record_trigger(&event).await? {
-            Recorded::Created(run) => run.id,
-            Recorded::Duplicate(id) => id,
-        };
-        bus.wake_controller();
-        println!(
-            "Running the {pipeline} pipeline once (pipeline run {id}); the first run builds its environment."
-        );
-        let client = crate::client::connect(&tracking_uri)?;
-        let follow = crate::pipelines::follow(&client, &id, true);
-        let described = tokio::select! {
-            described = follow => Some(described?),
-            _ = shutdown_signal() => None,
-        };
-        match described {
-            Some(described) => {
-                let run = &described["pipeline_run"];
-                println!(
-                    "Pipeline run {id}: {} - {}",
-                    text(run, "phase"),
-                    text(run, "decision")
-                );
-                println!("  details: ctflow pipelines describe {id} --tracking-uri {tracking_uri}");
-                if let Some(model) = model {
-                    println!(
-                        "  ledger:  ctflow models history {model} --tracking-uri {tracking_uri}"
-                    );
-                }
-            }
-            None => {
-                shutdown.cancel();
+    if let Some(example) = example {
+        run_example_once(&store, &bus, &tracking_uri, example, &shutdown).await?;
+    }
+    serve_until_stopped(tasks, &bus, &shutdown).await
+}
+
+/// Stores the example pipeline `name` (its file under `examples/`); its name and model.
+async fn install_example(store: &Store, name: &str) -> Result<(String, Option<String>)> {
+    let file = example_file(name)?;
+    let document = load_pipeline_file(&file)?;
+    let base_dir = file
+        .parent()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    store
+        .put_pipeline(&document, &format!("file:{}", file.display()), &base_dir)
+        .await?;
+    let model = document.spec.model.as_ref().map(|m| m.name.clone());
+    Ok((document.metadata.name, model))
+}
+
+/// The drift and data watchers, over the embedded server's REST API.
+fn spawn_watchers(
+    tasks: &mut tokio::task::JoinSet<Result<()>>,
+    client: TrackingClient,
+    bus: &Arc<dyn Bus>,
+    metrics: &Arc<ctflow_metrics::Metrics>,
+    shutdown: &CancellationToken,
+) {
+    let drift = ctflow_watcher::Watcher::new(
+        client.clone(),
+        bus.clone(),
+        ctflow_watcher::WatcherConfig::default(),
+    )
+    .with_metrics(metrics.clone());
+    let stop = shutdown.clone();
+    tasks.spawn(async move {
+        drift.run(stop).await;
+        Ok(())
+    });
+    let data = ctflow_watcher::DataWatcher::new(
+        client,
+        bus.clone(),
+        ControllerConfig::default().reload_interval,
+    )
+    .with_metrics(metrics.clone());
+    let stop = shutdown.clone();
+    tasks.spawn(async move { data.run(stop).await.map_err(anyhow::Error::from) });
+}
+
+/// Triggers the example pipeline once and follows the run to its end (Ctrl-C stops).
+async fn run_example_once(
+    store: &Store,
+    bus: &Arc<dyn Bus>,
+    tracking_uri: &str,
+    (pipeline, model): (String, Option<String>),
+    shutdown: &CancellationToken,
+) -> Result<()> {
+    let mut event = TriggerEvent::new(&pipeline, "manual", format!("manual:{}", uuid_key()));
+    event.user = Some(current_user());
+    let id = match store.record_trigger(&event).await? {
+        Recorded::Created(run) => run.id,
+        Recorded::Duplicate(id) => id,
+    };
+    bus.wake_controller();
+    println!(
+        "Running the {pipeline} pipeline once (pipeline run {id}); the first run builds its environment."
+    );
+    let client = crate::client::connect(tracking_uri)?;
+    let follow = crate::pipelines::follow(&client, &id, true);
+    let described = tokio::select! {
+        described = follow => Some(described?),
+        _ = shutdown_signal() => None,
+    };
+    match described {
+        Some(described) => {
+            let run = &described.pipeline_run;
+            println!(
+                "Pipeline run {id}: {} - {}",
+                run.phase,
+                run.decision.as_deref().unwrap_or_default()
+            );
+            println!("  details: ctflow pipelines describe {id} --tracking-uri {tracking_uri}");
+            if let Some(model) = model {
+                println!("  ledger:  ctflow models history {model} --tracking-uri {tracking_uri}");
             }
         }
+        None => {
+            shutdown.cancel();
+        }
     }
+
+    Ok(())
+}
+
+/// Serves until Ctrl-C (or a task stopped everything); then stops every task and returns
+/// the first error one of them ended with.
+async fn serve_until_stopped(
+    mut tasks: tokio::task::JoinSet<Result<()>>,
+    bus: &Arc<dyn Bus>,
+    shutdown: &CancellationToken,
+) -> Result<()> {
     if !shutdown.is_cancelled() {
         println!("Serving; Ctrl-C stops.");
         tokio::select! {

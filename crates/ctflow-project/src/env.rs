@@ -308,6 +308,18 @@ pub fn prepare_conda(conda_yaml: &Path, cache_dir: &Path) -> Result<PreparedEnv>
     )
 }
 
+/// The default environment cache: $CTFLOW_ENV_DIR, else ~/.cache/ctflow/envs.
+pub fn default_env_cache() -> PathBuf {
+    if let Some(dir) = std::env::var_os("CTFLOW_ENV_DIR") {
+        return PathBuf::from(dir);
+    }
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir);
+    cache.join("ctflow").join("envs")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,7 +11,7 @@ mod quote;
 mod source;
 mod spec;
 
-pub use env::{PreparedEnv, PythonEnvSpec, prepare_conda, prepare_virtualenv};
+pub use env::{PreparedEnv, PythonEnvSpec, default_env_cache, prepare_conda, prepare_virtualenv};
 pub use format::render_template;
 pub use quote::shell_quote;
 pub use source::{Source, parse_source};

@@ -2,10 +2,14 @@
 //! `/health`, `/version`) answered by a Rust front that parses and checks each request
 //! against the model's signature (`ctflow_core::scoring`), and a pool of Python worker
 //! processes, each holding the model loaded with `mlflow.pyfunc.load_model`, that predict.
+//! Served by alias, a new version is loaded beside the serving one and swapped in; and
+//! [`supervise`] keeps one scoring server per pipeline that names a serving target (the
+//! CD hand-off of `ctflow up`).
 #![forbid(unsafe_code)]
 
 pub mod metrics;
 mod pool;
+mod supervisor;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -21,6 +25,7 @@ use serde_json::{Value, json};
 
 pub use metrics::ServingMetrics;
 pub use pool::{Batching, PythonPool};
+pub use supervisor::{ServeError, ServeOptions, serve, supervise};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -1,29 +1,54 @@
-//! Serving models: `ctflow models serve` (one model, by URI) and the CD hand-off of
-//! `ctflow up` (one scoring server per pipeline whose promotion names a serving target,
-//! following that pipeline's champion alias).
+//! Serving a model by URI, following an alias to each new version, and the CD hand-off:
+//! one scoring server per pipeline whose promotion names a serving target, serving that
+//! pipeline's champion. Models and pipelines are read through the tracking server's REST
+//! API (`ctflow-client`), as any client reads them.
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow, bail};
 use axum::serve::ListenerExt;
+use ctflow_client::{ClientError, TrackingClient};
 use ctflow_core::pipeline::ServingTarget;
-use ctflow_store::Store;
+use ctflow_core::registry::{ModelUri, parse_model_uri};
 use tokio_util::sync::CancellationToken;
 
-use crate::client::TrackingClient;
-use crate::commands::text;
-use crate::models::{download, resolve_artifact_uri};
+use crate::{
+    Batching, Generation, PythonPool, Scratch, ServedModel, ServingMetrics, load_model_info,
+    model_python, warm_up,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("{0}")]
+    Config(String),
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error(transparent)]
+    Model(#[from] crate::Error),
+    #[error("{uri} failed its warm-up prediction: {message}")]
+    WarmUp { uri: String, message: String },
+    #[error("cannot listen on {address}: {source}")]
+    Listen {
+        address: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the scoring server stopped: {0}")]
+    Stopped(#[source] std::io::Error),
+}
 
 pub struct ServeOptions {
     pub workers: usize,
     pub env_manager: String,
+    /// Where model environments are built and cached.
+    pub env_cache: PathBuf,
     pub follow_interval: Duration,
-    pub batching: ctflow_serving::Batching,
-    pub metrics: Arc<ctflow_serving::ServingMetrics>,
+    pub batching: Batching,
+    pub metrics: Arc<ServingMetrics>,
 }
 
 /// Answers MLflow's scoring protocol on `listener` until `shutdown`. Served by alias, it
@@ -36,25 +61,27 @@ pub async fn serve(
     options: ServeOptions,
     wait: bool,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<()> {
+) -> Result<(), ServeError> {
     if options.workers == 0 {
-        bail!("--workers must be at least 1");
+        return Err(ServeError::Config("--workers must be at least 1".into()));
     }
-    let alias = match ctflow_core::registry::parse_model_uri(uri) {
-        Ok(ctflow_core::registry::ModelUri::Alias { name, alias }) => Some((name, alias)),
+    let alias = match parse_model_uri(uri) {
+        Ok(ModelUri::Alias { name, alias }) => Some((name, alias)),
         _ => None,
     };
     if wait && alias.is_none() {
-        bail!("--wait follows an alias: serve models:/<name>@<alias>");
+        return Err(ServeError::Config(
+            "--wait follows an alias: serve models:/<name>@<alias>".into(),
+        ));
     }
     let version = match &alias {
-        Some((name, alias)) => match alias_version(&client, name, alias).await {
+        Some((name, alias)) => match client.alias_version(name, alias).await {
             Ok(version) => Some(version),
             Err(error) if wait => {
-                eprintln!("Waiting for {name}@{alias} to point at a version ({error:#})");
+                tracing::info!(%error, model = name, alias, "waiting for the alias to point at a version");
                 None
             }
-            Err(error) => return Err(error),
+            Err(error) => return Err(error.into()),
         },
         None => None,
     };
@@ -65,14 +92,14 @@ pub async fn serve(
     let loaded = match (&alias, &version) {
         (Some(_), None) => None,
         _ => {
-            eprintln!("Loading {uri} in {} worker(s)...", options.workers);
+            tracing::info!(uri, workers = options.workers, "loading the model");
             match load_generation(&client, &source, version.clone(), &options).await {
                 Ok(generation) => Some(generation),
                 // NB: waiting, a version that cannot serve is reported and the next
                 // one the alias points at is tried.
                 Err(error) if wait => {
                     options.metrics.swapped(false);
-                    eprintln!("{source} cannot serve ({error:#}); waiting for the next version");
+                    tracing::warn!(%error, model = source, "cannot serve; waiting for the next version");
                     None
                 }
                 Err(error) => return Err(error),
@@ -81,12 +108,12 @@ pub async fn serve(
     };
     let (served, serving, refused) = match loaded {
         Some(generation) => (
-            ctflow_serving::ServedModel::new(generation, options.metrics.clone()),
+            ServedModel::new(generation, options.metrics.clone()),
             version,
             None,
         ),
         None => (
-            ctflow_serving::ServedModel::waiting(
+            ServedModel::waiting(
                 format!("{uri} points at no version that serves yet"),
                 options.metrics.clone(),
             ),
@@ -111,24 +138,14 @@ pub async fn serve(
             tracing::debug!(%error, "cannot set TCP_NODELAY");
         }
     });
-    let result = axum::serve(listener, ctflow_serving::router(served))
+    let result = axum::serve(listener, crate::router(served))
         .with_graceful_shutdown(shutdown)
         .await
-        .context("the scoring server stopped");
+        .map_err(ServeError::Stopped);
     if let Some(follower) = follower {
         follower.abort();
     }
     result
-}
-
-async fn alias_version(client: &TrackingClient, name: &str, alias: &str) -> Result<String> {
-    let found = client
-        .get(
-            "registered-models/alias",
-            &[("name", name.to_string()), ("alias", alias.to_string())],
-        )
-        .await?;
-    Ok(text(&found["model_version"], "version"))
 }
 
 /// Fetches a model (a local folder is used as it is), starts its workers and checks them
@@ -138,30 +155,33 @@ async fn load_generation(
     uri: &str,
     version: Option<String>,
     options: &ServeOptions,
-) -> Result<ctflow_serving::Generation> {
-    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+) -> Result<Generation, ServeError> {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
     let local = Path::new(uri);
     let (dir, scratch) = if local.join("MLmodel").is_file() {
         (local.to_path_buf(), None)
     } else {
-        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let scratch = std::env::temp_dir().join(format!("ctflow-serve-{}-{n}", std::process::id()));
-        let guard = ctflow_serving::Scratch(scratch.clone());
-        let artifact_uri = resolve_artifact_uri(client, uri).await?;
-        download(client, &artifact_uri, &scratch).await?;
+        let guard = Scratch(scratch.clone());
+        let artifact_uri = client.resolve_artifact_uri(uri).await?;
+        client.download_artifacts(&artifact_uri, &scratch).await?;
         (scratch, Some(guard))
     };
-    let info = ctflow_serving::load_model_info(&dir)?;
-    let cache = ctflow_worker::execute::default_env_cache();
+    let info = load_model_info(&dir)?;
     let python = {
-        let (dir, env_manager) = (dir.clone(), options.env_manager.clone());
-        tokio::task::spawn_blocking(move || {
-            ctflow_serving::model_python(&dir, &env_manager, &cache)
-        })
-        .await
-        .context("the environment builder stopped")??
+        let (dir, env_manager, cache) = (
+            dir.clone(),
+            options.env_manager.clone(),
+            options.env_cache.clone(),
+        );
+        tokio::task::spawn_blocking(move || model_python(&dir, &env_manager, &cache))
+            .await
+            .map_err(|e| {
+                crate::Error::Environment(format!("the environment builder stopped: {e}"))
+            })??
     };
-    let pool = ctflow_serving::PythonPool::start(
+    let pool = PythonPool::start(
         &python,
         &dir,
         options.workers,
@@ -169,15 +189,18 @@ async fn load_generation(
         options.metrics.clone(),
     )
     .await?;
-    let generation = ctflow_serving::Generation {
+    let generation = Generation {
         info,
         pool,
         version,
         scratch,
     };
-    ctflow_serving::warm_up(&generation, &dir)
+    warm_up(&generation, &dir)
         .await
-        .map_err(|e| anyhow!("{uri} failed its warm-up prediction: {e}"))?;
+        .map_err(|message| ServeError::WarmUp {
+            uri: uri.to_string(),
+            message,
+        })?;
     Ok(generation)
 }
 
@@ -195,12 +218,12 @@ async fn follow(
     mut serving: Option<String>,
     mut refused: Option<String>,
     options: ServeOptions,
-    served: Arc<ctflow_serving::ServedModel>,
+    served: Arc<ServedModel>,
 ) {
     let Followed { name, alias } = followed;
     loop {
         tokio::time::sleep(options.follow_interval).await;
-        let version = match alias_version(&client, &name, &alias).await {
+        let version = match client.alias_version(&name, &alias).await {
             Ok(version) => version,
             Err(error) => {
                 if serving.is_some() {
@@ -213,21 +236,28 @@ async fn follow(
             continue;
         }
         let uri = format!("models:/{name}/{version}");
-        eprintln!("{name}@{alias} moved to version {version}: loading it");
+        tracing::info!(
+            model = name,
+            alias,
+            version,
+            "the alias moved: loading the new version"
+        );
         match load_generation(&client, &uri, Some(version.clone()), &options).await {
             Ok(generation) => {
                 served.swap(generation);
                 served.metrics.swapped(true);
-                eprintln!("Now serving {name} version {version} ({name}@{alias})");
+                tracing::info!(model = name, alias, version, "now serving the new version");
                 serving = Some(version);
                 refused = None;
             }
             Err(error) => {
                 served.metrics.swapped(false);
-                tracing::error!(%error, model = name, version, "the new version cannot serve; the old one keeps serving");
-                eprintln!(
-                    "Version {version} of {name} cannot serve ({error:#}); version {} keeps serving",
-                    serving.as_deref().unwrap_or("-")
+                tracing::error!(
+                    %error,
+                    model = name,
+                    version,
+                    serving = serving.as_deref().unwrap_or("-"),
+                    "the new version cannot serve; the old one keeps serving"
                 );
                 refused = Some(version);
             }
@@ -235,37 +265,29 @@ async fn follow(
     }
 }
 
-/// One running scoring server of `ctflow up`.
+/// One running scoring server of the supervisor.
 struct Running {
     model_uri: String,
     target: ServingTarget,
     stop: CancellationToken,
 }
 
-/// The CD hand-off of `ctflow up`: every `interval` it reads the pipelines and keeps one
-/// scoring server per pipeline whose `promotion.serving` names a target, serving
+/// The CD hand-off: every `interval` it reads the pipelines and keeps one scoring server
+/// per pipeline whose `promotion.serving` names a target, serving
 /// `models:/<model>@<champion alias>` (503 until the first champion). A pipeline whose
 /// target changed gets a new server; one that stopped naming a target, or was deleted,
-/// loses its server.
+/// loses its server. Environments are built under `env_cache`.
 pub async fn supervise(
-    store: Store,
-    tracking_uri: String,
-    tracking_token: Option<String>,
+    client: TrackingClient,
+    env_cache: PathBuf,
     interval: Duration,
     shutdown: CancellationToken,
 ) {
-    let client = match crate::client::connect_as(&tracking_uri, tracking_token.as_deref()) {
-        Ok(client) => client,
-        Err(error) => {
-            tracing::error!(%error, "the serving supervisor cannot reach the tracking server");
-            return;
-        }
-    };
     let mut running: HashMap<String, Running> = HashMap::new();
     let mut servers = tokio::task::JoinSet::new();
     loop {
         while servers.try_join_next().is_some() {}
-        match store.list_pipelines().await {
+        match client.pipelines().await {
             Ok(pipelines) => {
                 let wanted: HashMap<String, (String, ServingTarget)> = pipelines
                     .into_iter()
@@ -298,9 +320,12 @@ pub async fn supervise(
                     let stop = shutdown.child_token();
                     servers.spawn(run_target(
                         client.clone(),
-                        pipeline.clone(),
-                        model_uri.clone(),
-                        target.clone(),
+                        Target {
+                            pipeline: pipeline.clone(),
+                            model_uri: model_uri.clone(),
+                            serving: target.clone(),
+                        },
+                        env_cache.clone(),
                         interval,
                         stop.clone(),
                     ));
@@ -325,37 +350,50 @@ pub async fn supervise(
     while servers.join_next().await.is_some() {}
 }
 
+/// What one pipeline serves, and where.
+struct Target {
+    pipeline: String,
+    model_uri: String,
+    serving: ServingTarget,
+}
+
 /// One pipeline's scoring server, until `stop`. A failure (the port is taken, the model
 /// cannot load) is logged and the server stays down until the pipeline's target changes.
 async fn run_target(
     client: TrackingClient,
-    pipeline: String,
-    model_uri: String,
-    target: ServingTarget,
+    target: Target,
+    env_cache: PathBuf,
     follow_interval: Duration,
     stop: CancellationToken,
 ) {
+    let Target {
+        pipeline,
+        model_uri,
+        serving,
+    } = target;
     let served = async {
-        let host: std::net::IpAddr = target
+        let host: std::net::IpAddr = serving
             .host
             .parse()
-            .with_context(|| format!("'{}' is not an IP address", target.host))?;
-        let listener = tokio::net::TcpListener::bind((host, target.port))
+            .map_err(|_| ServeError::Config(format!("'{}' is not an IP address", serving.host)))?;
+        let address = format!("{host}:{}", serving.port);
+        let listener = tokio::net::TcpListener::bind((host, serving.port))
             .await
-            .with_context(|| format!("cannot listen on {host}:{}", target.port))?;
-        println!(
-            "Serving {model_uri} (pipeline {pipeline}) on http://{}",
-            listener.local_addr()?
-        );
+            .map_err(|source| ServeError::Listen {
+                address: address.clone(),
+                source,
+            })?;
+        tracing::info!(pipeline, model = model_uri, %address, "serving the pipeline's champion");
         let options = ServeOptions {
-            workers: target.workers as usize,
-            env_manager: target.env_manager.clone(),
+            workers: serving.workers as usize,
+            env_manager: serving.env_manager.clone(),
+            env_cache,
             follow_interval,
-            batching: ctflow_serving::Batching {
-                max_batch: target.max_batch.max(1) as usize,
+            batching: Batching {
+                max_batch: serving.max_batch.max(1) as usize,
                 wait: Duration::ZERO,
             },
-            metrics: Arc::new(ctflow_serving::ServingMetrics::new()),
+            metrics: Arc::new(ServingMetrics::new()),
         };
         let stopped = stop.clone();
         serve(client, &model_uri, listener, options, true, async move {
@@ -365,11 +403,10 @@ async fn run_target(
     };
     if let Err(error) = served.await {
         tracing::error!(
-            error = format!("{error:#}"),
+            %error,
             pipeline,
             model = model_uri,
             "the pipeline's scoring server stopped"
         );
-        eprintln!("The scoring server of pipeline {pipeline} stopped: {error:#}");
     }
 }
