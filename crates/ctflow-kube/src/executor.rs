@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use ctflow_bus::{Job as CtJob, JobStatus};
-use ctflow_worker::client::{TrackingClient, text};
+use ctflow_worker::client::TrackingClient;
 use ctflow_worker::execute::RunRequest;
 use ctflow_worker::{JobRunner, RunnerReport, TrackedRun};
 use futures::future::BoxFuture;
@@ -152,11 +152,11 @@ impl KubeJobRunner {
         String,
     > {
         let record = client
-            .get_path(&format!("/api/ctflow/v1/pipelines/{pipeline}"), &[])
+            .pipeline(pipeline)
             .await
             .map_err(|e| format!("cannot read the pipeline '{pipeline}': {e}"))?;
-        let source = text(&record["pipeline"], "source");
-        let object = source
+        let object = record
+            .source
             .strip_prefix(SOURCE_PREFIX)
             .and_then(|rest| rest.split_once('/'))
             .map(|(ns, name)| (ns.to_string(), name.to_string()));
@@ -300,19 +300,16 @@ async fn delete(jobs: &Api<Job>, name: &str) {
 
 /// The job's outcome from the Job's verdict and what the run recorded.
 async fn conclude(verdict: Verdict, run: &TrackedRun, client: &TrackingClient) -> Ended {
-    let recorded = client
-        .get("runs/get", &[("run_id", run.run_id.clone())])
-        .await
-        .ok();
+    let recorded = client.get_run(&run.run_id).await.ok();
     let status = recorded
         .as_ref()
-        .map(|r| text(&r["run"]["info"], "status"))
+        .map(|r| r.info.status.clone())
         .unwrap_or_default();
     let ci_failed = recorded.as_ref().is_some_and(|r| {
-        r["run"]["data"]["tags"].as_array().is_some_and(|tags| {
-            tags.iter()
-                .any(|t| t["key"] == "ctflow.ci" && t["value"] == "failed")
-        })
+        r.data
+            .tags
+            .iter()
+            .any(|t| t.key == "ctflow.ci" && t.value == "failed")
     });
     match verdict {
         Verdict::Succeeded if status == "FINISHED" => {
@@ -359,9 +356,9 @@ async fn end_run(
         tracing::warn!(%error, "cannot tag the run with the Job's failure");
     }
     let current = client
-        .get("runs/get", &[("run_id", run.run_id.clone())])
+        .get_run(&run.run_id)
         .await
-        .map(|r| text(&r["run"]["info"], "status"))
+        .map(|r| r.info.status)
         .unwrap_or_default();
     if current != "RUNNING" && current != "SCHEDULED" {
         return;

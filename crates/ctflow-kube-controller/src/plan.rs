@@ -10,7 +10,9 @@ use ctflow_core::pipeline_run::Phase;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::ResourceExt;
 
-use crate::crd::{LastRun, TrainingPipeline, TrainingPipelineStatus, store_name, store_source};
+use ctflow_kube::crd::{
+    LastRun, TrainingPipeline, TrainingPipelineStatus, store_name, store_source,
+};
 
 /// The one condition type the status carries: the pipeline is stored and acts on triggers.
 pub const READY: &str = "Ready";
@@ -382,9 +384,9 @@ fn rfc3339(ms: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::PipelineResourceSpec;
     use chrono::TimeZone;
     use ctflow_core::pipeline::PipelineDocument;
+    use ctflow_kube::crd::PipelineResourceSpec;
 
     const SPEC: &str = r#"
 apiVersion: ctflow.dev/v1alpha1

@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use ctflow_bus::{Bus, MemoryBus};
 use ctflow_kube::TrainingPipeline;
-use ctflow_kube::plan::Refresh;
-use ctflow_kube::reconcile::{self, Context, Settings};
+use ctflow_kube_controller::plan::Refresh;
+use ctflow_kube_controller::reconcile::{self, Context, Settings};
 use ctflow_store::Store;
 use http::{Request, Response};
 use http_body_util::BodyExt;

@@ -6,20 +6,18 @@
 // Test code states its expectations with unwrap, expect and panics.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use ctflow_bus::Bus;
 use ctflow_bus::MemoryBus;
 use ctflow_core::pipeline_run::Phase;
 use ctflow_core::trigger::TriggerEvent;
-use ctflow_kube::plan::Refresh;
-use ctflow_kube::reconcile::{self, Context, Settings};
-use ctflow_kube::{Elector, LeaseConfig};
+use ctflow_kube_controller::plan::Refresh;
+use ctflow_kube_controller::reconcile::{self, Context, Settings};
+use ctflow_kube_controller::{Elector, LeaseConfig};
 use ctflow_kube_fake::FakeApiServer;
 use ctflow_store::{Recorded, Store};
 use serde_json::{Value, json};
-use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 mod support;
@@ -453,15 +451,15 @@ fn lease(identity: &str) -> LeaseConfig {
 #[tokio::test]
 async fn one_replica_leads_and_a_standby_takes_over() {
     let fake = FakeApiServer::new();
-    let (a_tx, mut a_rx) = watch::channel(false);
-    let (b_tx, mut b_rx) = watch::channel(false);
+    let (a_tx, mut a_rx) = ctflow_controller::leadership();
+    let (b_tx, mut b_rx) = ctflow_controller::leadership();
     let a_stop = CancellationToken::new();
     let b_stop = CancellationToken::new();
     let a = tokio::spawn(Elector::new(fake.client(), lease("a")).run(a_tx, a_stop.clone()));
-    a_rx.wait_for(|leading| *leading).await.expect("a leads");
+    a_rx.wait_until(true).await.expect("a leads");
     tokio::spawn(Elector::new(fake.client(), lease("b")).run(b_tx, b_stop.clone()));
     tokio::time::sleep(Duration::from_millis(700)).await;
-    assert!(!*b_rx.borrow(), "b stands by while a renews");
+    assert!(!b_rx.leads(), "b stands by while a renews");
     let held = fake
         .object("leases", NS, "ctflow-controller")
         .expect("the lease");
@@ -470,7 +468,7 @@ async fn one_replica_leads_and_a_standby_takes_over() {
     // a dies without handing the lease back: b takes over once it has expired.
     a.abort();
     let started = tokio::time::Instant::now();
-    tokio::time::timeout(Duration::from_secs(5), b_rx.wait_for(|leading| *leading))
+    tokio::time::timeout(Duration::from_secs(5), b_rx.wait_until(true))
         .await
         .expect("b leads in time")
         .expect("b leads");
@@ -485,20 +483,15 @@ async fn one_replica_leads_and_a_standby_takes_over() {
     assert_eq!(held["spec"]["leaseTransitions"], 1);
 
     // A clean stop hands the lease back at once.
-    let (c_tx, mut c_rx) = watch::channel(false);
+    let (c_tx, mut c_rx) = ctflow_controller::leadership();
     let c_stop = CancellationToken::new();
     tokio::spawn(Elector::new(fake.client(), lease("c")).run(c_tx, c_stop.clone()));
     b_stop.cancel();
-    b_rx.wait_for(|leading| !*leading)
+    b_rx.wait_until(false).await.expect("b stops leading");
+    tokio::time::timeout(Duration::from_millis(800), c_rx.wait_until(true))
         .await
-        .expect("b stops leading");
-    tokio::time::timeout(
-        Duration::from_millis(800),
-        c_rx.wait_for(|leading| *leading),
-    )
-    .await
-    .expect("c leads sooner than a lease period")
-    .expect("c leads");
+        .expect("c leads sooner than a lease period")
+        .expect("c leads");
     c_stop.cancel();
     a_stop.cancel();
 }
@@ -512,23 +505,22 @@ async fn two_controller_replicas_act_only_while_leading() {
     };
     let mut replicas = Vec::new();
     for name in ["replica-a", "replica-b"] {
-        let (tx, rx) = watch::channel(false);
+        let (tx, rx) = ctflow_controller::leadership();
         let stop = CancellationToken::new();
-        let flag = Arc::new(AtomicBool::new(false));
         tokio::spawn(Elector::new(h.fake.client(), lease(name)).run(tx, stop.clone()));
         let bus: Arc<dyn Bus> = h.bus.clone();
-        tokio::spawn(ctflow_kube::run_when_leading(
+        tokio::spawn(ctflow_kube_controller::run_when_leading(
             h.context(name),
             h.store.clone(),
             bus,
             engine.clone(),
+            Arc::new(ctflow_metrics::Metrics::new()),
             rx.clone(),
-            flag.clone(),
             stop.clone(),
         ));
-        replicas.push((name, rx, stop, flag));
+        replicas.push((name, rx, stop));
         if name == "replica-a" {
-            replicas[0].1.wait_for(|l| *l).await.expect("a leads");
+            replicas[0].1.wait_until(true).await.expect("a leads");
         }
     }
     h.apply(iris("0 3 * * *", "0.5"));
@@ -544,12 +536,12 @@ async fn two_controller_replicas_act_only_while_leading() {
         reporters.iter().all(|r| r == "replica-a"),
         "only the leader acts: {reporters:?}"
     );
-    assert!(replicas[0].3.load(std::sync::atomic::Ordering::SeqCst));
-    assert!(!replicas[1].3.load(std::sync::atomic::Ordering::SeqCst));
+    assert!(replicas[0].1.leads());
+    assert!(!replicas[1].1.leads());
 
     // The leader stops; the standby takes over and acts on the next change.
     replicas[0].2.cancel();
-    replicas[1].1.wait_for(|l| *l).await.expect("b leads");
+    replicas[1].1.wait_until(true).await.expect("b leads");
     h.apply(iris("0 3 * * *", "0.2"));
     eventually("the change stored by the new leader", async || {
         let record = h.store.get_pipeline("ml-iris").await.ok()?;

@@ -1,5 +1,5 @@
 //! Against a REAL cluster, opt-in: `CTFLOW_E2E_KUBECONFIG=~/.kube/config cargo test -p
-//! ctflow-kube --test real_cluster -- --ignored`. Our CI machines have no cluster, so this
+//! ctflow-kube-controller --test real_cluster -- --ignored`. Our CI machines have no cluster, so this
 //! is ignored there; asked for without the variable, or with an unreachable cluster, it
 //! fails instead of passing quietly.
 //!
@@ -15,9 +15,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ctflow_bus::{Bus, MemoryBus};
-use ctflow_kube::plan::Refresh;
-use ctflow_kube::reconcile::{self, Context, Settings};
-use ctflow_kube::{Elector, LeaseConfig, TrainingPipeline};
+use ctflow_kube::TrainingPipeline;
+use ctflow_kube_controller::plan::Refresh;
+use ctflow_kube_controller::reconcile::{self, Context, Settings};
+use ctflow_kube_controller::{Elector, LeaseConfig};
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -25,7 +26,6 @@ use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config, CustomResourceExt};
 use serde_json::json;
-use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 mod support;
@@ -84,7 +84,7 @@ async fn the_controller_against_a_real_api_server() {
     let store = support::sqlite_store(&dir).await;
     let bus: Arc<dyn Bus> = Arc::new(MemoryBus::new());
     let stop = CancellationToken::new();
-    let (tx, mut leading) = watch::channel(false);
+    let (tx, mut leading) = ctflow_controller::leadership();
     tokio::spawn(
         Elector::new(
             client.clone(),
@@ -97,7 +97,7 @@ async fn the_controller_against_a_real_api_server() {
         )
         .run(tx, stop.clone()),
     );
-    leading.wait_for(|l| *l).await.expect("this replica leads");
+    leading.wait_until(true).await.expect("this replica leads");
     let context = Arc::new(Context::new(
         client.clone(),
         store.clone(),

@@ -9,12 +9,12 @@
 
 use std::time::Duration;
 
+use ctflow_controller::Claim;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use k8s_openapi::jiff::Timestamp;
 use kube::Api;
 use kube::api::PostParams;
-use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -71,13 +71,13 @@ impl Elector {
         }
     }
 
-    /// Competes for the lease until `shutdown`, publishing `true` on `leading` while this
-    /// replica holds it. A clean stop hands the lease back at once.
-    pub async fn run(mut self, leading: watch::Sender<bool>, shutdown: CancellationToken) {
+    /// Competes for the lease until `shutdown`, recording in `leading` whether this replica
+    /// holds it. A clean stop hands the lease back at once.
+    pub async fn run(mut self, leading: Claim, shutdown: CancellationToken) {
         let mut renewed = Instant::now();
         loop {
             let attempt = self.try_acquire_or_renew().await;
-            let is_leader = *leading.borrow();
+            let is_leader = leading.holds();
             match attempt {
                 Attempt::Holding => {
                     renewed = Instant::now();
@@ -87,7 +87,7 @@ impl Elector {
                             identity = self.config.identity,
                             "this replica leads"
                         );
-                        leading.send_replace(true);
+                        leading.set(true);
                     }
                 }
                 Attempt::HeldByOther if is_leader => {
@@ -95,7 +95,7 @@ impl Elector {
                         lease = self.config.name,
                         "another replica holds the lease; standing by"
                     );
-                    leading.send_replace(false);
+                    leading.set(false);
                 }
                 Attempt::Unknown
                     if is_leader && renewed.elapsed() >= self.config.renew_deadline() =>
@@ -104,7 +104,7 @@ impl Elector {
                         lease = self.config.name,
                         "cannot renew the lease in time; standing by"
                     );
-                    leading.send_replace(false);
+                    leading.set(false);
                 }
                 _ => {}
             }
@@ -113,8 +113,8 @@ impl Elector {
                 _ = shutdown.cancelled() => break,
             }
         }
-        if *leading.borrow() {
-            leading.send_replace(false);
+        if leading.holds() {
+            leading.set(false);
             self.release().await;
         }
     }

@@ -27,10 +27,10 @@ use kube::runtime::{Controller, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use tokio_util::sync::CancellationToken;
 
-use crate::crd::{
+use crate::plan::{self, Action, HistoryEntry, Note, Observed, Refresh, RunView};
+use ctflow_kube::crd::{
     SOURCE_PREFIX, TrainingPipeline, TrainingPipelineStatus, store_name, store_source,
 };
-use crate::plan::{self, Action, HistoryEntry, Note, Observed, Refresh, RunView};
 
 /// Added to every object the controller stores, removed once its cleanup is done.
 pub const FINALIZER: &str = "ctflow.dev/pipeline";
