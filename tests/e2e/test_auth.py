@@ -17,7 +17,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException, RestException
 from mlflow.server.auth.client import AuthServiceClient
 
-from conftest import CtflowServer, backend_uri
+from support import CtflowServer, backend_uri
 
 ADMIN, ADMIN_PASSWORD = "admin", "admin-password-1"
 PASSWORDS = {"alice": "alice-password-1", "bob": "bob-password-12", "carol": "carol-password-1"}
@@ -267,8 +267,8 @@ def test_up_with_auth_runs_its_jobs_under_its_own_token(ctflow_bin, tmp_path):
     """`ctflow up --auth`: the admin comes from the environment, the embedded workers sign
     in with a token of their own (as a job's training code does through the mlflow
     client), and everyone else needs credentials."""
-    from conftest import CtflowUp
-    from test_pipelines import TERMINAL, iris_pipeline, wait_for
+    from support import CtflowUp
+    from support import TERMINAL, iris_pipeline, wait_for
 
     up = CtflowUp(ctflow_bin, tmp_path, extra=["--auth"],
                   env={"CTFLOW_ADMIN_USERNAME": ADMIN, "CTFLOW_ADMIN_PASSWORD": ADMIN_PASSWORD}).start()

@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from conftest import REPO, CtflowServer, free_port, stop
-from test_pipelines import wait_for
+from support import REPO, CtflowServer, free_port, stop, wait_for
 
 AZURITE = REPO / "tests" / "node" / "node_modules" / ".bin" / "azurite-blob"
 ACCOUNT = "devstoreaccount1"

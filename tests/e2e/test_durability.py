@@ -10,14 +10,13 @@ fdatasync on it) in between. That is the mechanism a power cut tests; it does no
 power, so it does not show that the disk honours the flush (a drive's volatile cache, a
 hypervisor that ignores flushes) -- no test on this machine can."""
 import json
-import os
 import shutil
 import subprocess
 import urllib.request
 
 import pytest
 
-from conftest import free_port, stop, wait_healthy
+from support import free_port, stop, wait_healthy
 
 pytestmark = pytest.mark.skipif(shutil.which("strace") is None,
                                 reason="strace is not installed (.ci/run installs it)")

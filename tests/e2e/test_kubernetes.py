@@ -22,9 +22,7 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from conftest import REPO, free_port, stop, wait_healthy
-from test_distributed import NatsServer, Service
-from test_pipelines import IRIS, api, describe, wait_for, wait_phase
+from support import IRIS, REPO, NatsServer, Service, api, describe, free_port, stop, wait_for, wait_healthy, wait_phase
 
 NAMESPACE = "ml"
 FAKE_BIN = Path(os.environ.get("CTFLOW_BIN", REPO / "target" / "debug" / "ctflow")).resolve().parent / "ctflow-kube-fake"
@@ -312,7 +310,7 @@ def test_deleting_a_training_pipeline_cleans_up(cluster):
 
 
 def test_a_spec_change_mid_run_waits_and_deleting_stops_the_running_job(cluster, tmp_path):
-    from test_pipelines import sleeper_project
+    from support import sleeper_project
     project = sleeper_project(tmp_path)
     cluster.apply("sleeper", {"project": {"uri": str(project), "parameters": {"seconds": "300"}, "image": "acme/sleeper:1"}})
     wait_for("stored", lambda: api(cluster.url, "/api/ctflow/v1/pipelines/ml-sleeper")[0] == 200, timeout=60)

@@ -7,13 +7,12 @@ import base64
 import json
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-from conftest import CtflowServer, TempPostgres
+from support import CtflowServer, TempPostgres, scrape, wait_for
 
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "load_no_loss.py"
 
@@ -85,7 +84,9 @@ def test_writes_resume_after_postgresql_restarts_under_load(ctflow_bin, tmp_path
         load = subprocess.Popen([sys.executable, str(BENCH), "--url", srv.url, "--pid", str(srv.proc.pid),
                                  "--clients", "16", "--seconds", "10", "--max-rss-mib", "512",
                                  "--allow-unavailable"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        time.sleep(4)
+        wait_for("the load to be under way",
+                 lambda: sum(v for k, v in scrape(srv.url).items() if k.startswith("ctflow_http_requests_total")) >= 500,
+                 timeout=60)
         pg.restart()
         out, err = load.communicate(timeout=600)
         assert load.returncode == 0, out + err

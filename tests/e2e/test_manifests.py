@@ -54,6 +54,10 @@ def test_overlays_render_and_validate_strictly(overlay):
     controller = deployments["ctflow-controller"]["spec"]["template"]["spec"]
     assert controller["containers"][0]["args"] == ["controller", "--kubernetes"]
     assert controller["serviceAccountName"] == "ctflow-controller"
+    # Workers and the watcher talk to the tracking server only: no database credentials.
+    for name in ["ctflow-worker", "ctflow-watcher"]:
+        env = deployments[name]["spec"]["template"]["spec"]["containers"][0].get("env", [])
+        assert "CTFLOW_BACKEND_STORE_URI" not in {e["name"] for e in env}, name
     namespace = "ctflow-dev" if overlay == "dev" else "ctflow"
     assert all(d["metadata"].get("namespace") == namespace
                for d in documents if d["kind"] not in ("ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition", "Namespace"))

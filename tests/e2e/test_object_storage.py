@@ -13,8 +13,8 @@ import pytest
 from mlflow import MlflowClient
 from moto.server import ThreadedMotoServer
 
-from conftest import CtflowUp, free_port
-from test_pipelines import describe, drift_checks, install, runs_of, sleeper_pipeline, sleeper_project, wait_for, wait_phase
+from support import (CtflowUp, describe, drift_checks, free_port, install, runs_of, sleeper_pipeline,
+                    sleeper_project, wait_for, wait_phase)
 
 BUCKET = "ctflow-data"
 TERMINAL = {"Succeeded", "GateFailed", "Rejected", "Failed", "Canceled", "Skipped"}
@@ -133,7 +133,7 @@ def test_ctflow_drift_reads_objects(ctflow_bin, s3):
 @pytest.fixture(scope="module")
 def s3_server(ctflow_bin, tmp_path_factory, s3):
     """`ctflow server` with its artifacts in the bucket; the client has no cloud credentials."""
-    from conftest import CtflowServer
+    from support import CtflowServer
     endpoint, _ = s3
     env = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_REGION": "us-east-1",
            "MLFLOW_S3_ENDPOINT_URL": endpoint}

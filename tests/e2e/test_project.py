@@ -124,7 +124,8 @@ def test_virtualenv_is_built_once_and_reused(ctflow_bin, sqlite_server, unique, 
     The cache is the session's, so the README test after this one reuses the build."""
     env = env_for(sqlite_server.url)
     env["CTFLOW_ENV_DIR"] = str(iris_env_cache)
-    built_before = any(iris_env_cache.iterdir())
+    before = set(iris_env_cache.iterdir())
+    built_before = bool(before)
     runs = []
     for attempt in range(2):
         out = subprocess.run([ctflow_bin, "run", str(IRIS), "-P", "C=0.05", "--env-manager", "virtualenv",
@@ -139,7 +140,10 @@ def test_virtualenv_is_built_once_and_reused(ctflow_bin, sqlite_server, unique, 
     for run_id in runs:
         run = check_iris_run(client, run_id)
         assert run.data.tags["mlflow.project.env"] == "virtualenv"
-    assert len(list(iris_env_cache.iterdir())) == 1
+    # One environment for the project, whatever else the session's cache holds (the
+    # quickstart's served model builds its own).
+    assert len(set(iris_env_cache.iterdir()) - before) <= 1
+    assert len(list(iris_env_cache.glob("py-*"))) >= 1
 
 
 def git(cwd, *args):

@@ -13,8 +13,7 @@ import mlflow
 from mlflow import MlflowClient
 from sklearn.datasets import load_iris
 
-from conftest import free_port, stop
-from test_pipelines import wait_for
+from support import free_port, stop, wait_for
 
 # examples/iris/pipeline.yaml: promotion.serving.port
 SERVING = "http://127.0.0.1:5001"

@@ -6,19 +6,18 @@ import json
 import os
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import mlflow
-import numpy as np
+import mlflow.artifacts
 import pytest
 from mlflow.models import infer_signature
 from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
 
-from conftest import free_port, stop
-from test_pipelines import wait_for
+from support import free_port, stop, wait_for
 
 
 def post(url, body, content_type="application/json"):
@@ -153,6 +152,25 @@ def test_a_model_that_is_not_there_is_a_clear_error(ctflow_bin, sqlite_server, t
     assert "no-such-model" in done.stderr, done.stderr
 
 
+def test_models_download_fetches_every_file_of_the_version_an_alias_names(ctflow_bin, sqlite_server, iris_models,
+                                                                        tmp_path):
+    env = dict(os.environ, MLFLOW_TRACKING_URI=sqlite_server.url)
+    dest = tmp_path / "downloaded"
+    done = subprocess.run([ctflow_bin, "models", "download", "models:/serve-iris@champion", str(dest),
+                           "--output", "json"], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    on_disk = sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file())
+    assert report["files"] == len(on_disk) and "MLmodel" in on_disk, (report, on_disk)
+    # The same files as the real client downloads (which writes a registered_model_meta
+    # file of its own beside them).
+    theirs = Path(mlflow.artifacts.download_artifacts(
+        artifact_uri="models:/serve-iris@champion", dst_path=str(tmp_path / "mlflow"), tracking_uri=sqlite_server.url))
+    assert sorted(p.relative_to(theirs).as_posix() for p in theirs.rglob("*")
+                  if p.is_file() and p.name != "registered_model_meta") == on_disk
+    assert (dest / "MLmodel").read_bytes() == (theirs / "MLmodel").read_bytes()
+
+
 def test_waiting_for_an_alias_answers_503_until_it_points_at_a_version(ctflow_bin, sqlite_server, iris_models,
                                                                          tmp_path):
     """`--wait` (the chart's Deployment, ctflow up's CD hand-off): the server listens before
@@ -251,7 +269,8 @@ def test_following_the_alias_swaps_versions_without_failing_a_request(ctflow_bin
         client.set_registered_model_alias("serve-iris", "champion", info.registered_model_version)
         new = info.registered_model_version
         wait_for("the new version answering", lambda: versions_of(served.url) == (new, [2]), timeout=120)
-        time.sleep(1)
+        answered = len(results)
+        wait_for("more answers after the swap", lambda: len(results) >= answered + 30, timeout=60)
         # A version that cannot load: reported, and the serving one stays.
         with mlflow.start_run():
             broken = mlflow.pyfunc.log_model(name="broken", python_model=FailsToLoad(),
@@ -260,7 +279,8 @@ def test_following_the_alias_swaps_versions_without_failing_a_request(ctflow_bin
         client.set_registered_model_alias("serve-iris", "champion", broken.registered_model_version)
         wait_for("the failed swap reported", lambda: 'ctflow_serving_swaps_total{result="failed"} 1' in
                  urllib.request.urlopen(served.url + "/metrics").read().decode(), timeout=120)
-        time.sleep(1)
+        answered = len(results)
+        wait_for("more answers after the failed swap", lambda: len(results) >= answered + 30, timeout=60)
     finally:
         stopping.set()
         for t in threads:

@@ -12,8 +12,7 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
-from conftest import REPO, CtflowUp
-from test_pipelines import TERMINAL, install, iris_pipeline, trigger, wait_phase
+from support import REPO, TERMINAL, CtflowUp, install, iris_pipeline, trigger, wait_phase
 
 SHOTS = REPO / "target" / "ui-screenshots"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -244,7 +243,7 @@ def auth_server(ctflow_bin, tmp_path_factory):
 
     from mlflow.server.auth.client import AuthServiceClient
 
-    from conftest import CtflowServer
+    from support import CtflowServer
 
     workdir = str(tmp_path_factory.mktemp("ui-auth"))
     uri = f"sqlite:///{workdir}/ctflow.db"
