@@ -79,6 +79,10 @@ pub struct Job {
     /// The folder relative paths of the spec resolve against.
     pub base_dir: PathBuf,
     pub trigger: TriggerEvent,
+    /// The training data snapshot the job reads (its manifest), when the pipeline names
+    /// its data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<ctflow_core::data::DataSnapshot>,
 }
 
 /// What the data watcher saw. The trigger it fired (if any) is recorded in the store

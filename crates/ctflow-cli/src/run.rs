@@ -139,6 +139,7 @@ pub async fn run(args: RunArgs, client_args: &ClientArgs) -> Result<()> {
         user: crate::client::current_user(),
         tracking_uri: client_args.tracking_uri.clone(),
         backend: "local".into(),
+        data: None,
     };
     let stop = CancellationToken::new();
     let signal = Arc::new(std::sync::Mutex::new(None));

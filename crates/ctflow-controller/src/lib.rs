@@ -87,6 +87,8 @@ pub(crate) struct Shared {
     /// every reconcile pass; the bus drops a repeat by its message id.
     pub unsent: std::sync::Mutex<std::collections::BTreeMap<String, ctflow_bus::Job>>,
     pub metrics: Arc<Metrics>,
+    /// Digests of training data files already read, by path, size, time and inode.
+    pub digests: Arc<ctflow_data::DigestCache>,
 }
 
 pub struct Controller {
@@ -110,6 +112,7 @@ impl Controller {
                 reconcile: Notify::new(),
                 unsent: Default::default(),
                 metrics,
+                digests: Arc::new(ctflow_data::DigestCache::new()),
             }),
         }
     }

@@ -24,14 +24,66 @@ use crate::{Error, Result, Shared};
 /// How often the loop looks even when nothing woke it (retry backoffs, approval timeouts).
 const TICK: Duration = Duration::from_millis(500);
 
-fn job_of(run: &PipelineRun) -> Job {
-    Job {
+/// The job of a run's current attempt, with its training data snapshot.
+async fn job_of(shared: &Shared, run: &PipelineRun) -> Result<Job> {
+    let snapshot = match &run.snapshot_id {
+        Some(id) => Some(shared.store.get_data_snapshot(id).await?),
+        None => None,
+    };
+    Ok(Job {
         pipeline_run: run.id.clone(),
         pipeline: run.pipeline.clone(),
         attempt: run.attempt,
         spec: run.spec.clone(),
         base_dir: run.base_dir.clone().into(),
         trigger: run.trigger.clone(),
+        snapshot,
+    })
+}
+
+/// Takes and records a pending run's training data snapshot, or fails the run with the
+/// reason when there is nothing (readable) to train on.
+async fn take_snapshot(shared: &Shared, id: &str) -> Result<()> {
+    let run = shared.store.get_pipeline_run(id).await?;
+    let (Some(data), None) = (run.spec.data.clone(), &run.snapshot_id) else {
+        return Ok(());
+    };
+    let cache = Arc::clone(&shared.digests);
+    let base_dir = std::path::PathBuf::from(&run.base_dir);
+    let pipeline = run.pipeline.clone();
+    // Digests read whole files: off the async threads.
+    let taken = tokio::task::spawn_blocking(move || {
+        ctflow_data::take(&pipeline, &base_dir, &data, &cache, now_ms())
+    })
+    .await;
+    match taken {
+        Ok(Ok(snapshot)) => {
+            tracing::info!(
+                pipeline_run = id,
+                snapshot = snapshot.id,
+                files = snapshot.files.len(),
+                rows = snapshot.rows,
+                "training data snapshot recorded"
+            );
+            shared.store.record_data_snapshot(id, &snapshot).await?;
+            Ok(())
+        }
+        Ok(Err(error)) => {
+            tracing::warn!(%error, pipeline_run = id, "cannot snapshot the training data");
+            Box::pin(apply(
+                shared,
+                Step::Move(engine::no_snapshot(&run, &error.to_string())),
+            ))
+            .await
+        }
+        Err(join) => {
+            tracing::error!(error = %join, pipeline_run = id, "the snapshot task failed");
+            Box::pin(apply(
+                shared,
+                Step::Move(engine::no_snapshot(&run, "the snapshot task failed")),
+            ))
+            .await
+        }
     }
 }
 
@@ -150,6 +202,7 @@ async fn apply(shared: &Shared, step: Step) -> Result<()> {
         Step::Record { .. } => ("record", ""),
         Step::Requeue { .. } => ("requeue", ""),
         Step::FailMlflowRun { .. } => ("fail_mlflow_run", ""),
+        Step::TakeSnapshot { .. } => ("take_snapshot", ""),
     };
     match step {
         Step::Move(m) => {
@@ -171,7 +224,9 @@ async fn apply(shared: &Shared, step: Step) -> Result<()> {
             match (moved, m.then) {
                 // NB: the run is recorded as Queued before the job exists anywhere else;
                 // if the process dies in between, recovery queues it again.
-                (Some(run), Some(Effect::QueueJob)) => send(shared, job_of(&run)).await,
+                (Some(run), Some(Effect::QueueJob)) => {
+                    send(shared, job_of(shared, &run).await?).await
+                }
                 (Some(run), Some(Effect::StopJob)) => shared.bus.cancel(&run.id).await?,
                 (Some(_), None) => {}
                 (None, _) => tracing::debug!(
@@ -184,8 +239,9 @@ async fn apply(shared: &Shared, step: Step) -> Result<()> {
         Step::Record { run, event } => store.add_pipeline_run_event(&run, &event).await?,
         Step::Requeue { run } => {
             let run = store.get_pipeline_run(&run).await?;
-            send(shared, job_of(&run)).await;
+            send(shared, job_of(shared, &run).await?).await;
         }
+        Step::TakeSnapshot { run } => take_snapshot(shared, &run).await?,
         Step::FailMlflowRun { run_id } => {
             if let Ok(info) = store.get_run_info(&run_id).await
                 && info.status == "RUNNING"

@@ -12,6 +12,7 @@
 //! |---|---|---|---|
 //! | Pending | Queued | [`admit_pending`] | admitted by the concurrency policy, or a retry's backoff is over |
 //! | Pending | Skipped | [`admit_pending`] | `Forbid` and another run is active |
+//! | Pending | Failed | [`no_snapshot`] | the training data snapshot cannot be taken |
 //! | any unfinished | Canceled | [`admit_pending`] | `Replace`: a newer run replaces it |
 //! | Queued, Running | Running | [`on_report`] | the job started (MLflow run) or reported its process |
 //! | Queued, Running | Evaluating | [`on_report`] | training succeeded and the pipeline has a model |
@@ -51,6 +52,7 @@ pub const TRANSITIONS: &[(Phase, Phase)] = &[
     (Phase::Pending, Phase::Queued),
     (Phase::Pending, Phase::Skipped),
     (Phase::Pending, Phase::Canceled),
+    (Phase::Pending, Phase::Failed),
     (Phase::Queued, Phase::Running),
     (Phase::Queued, Phase::Evaluating),
     (Phase::Queued, Phase::Succeeded),
@@ -91,6 +93,12 @@ pub enum Step {
         run: String,
         /// The history entry.
         event: PipelineRunEvent,
+    },
+    /// Records the training data snapshot of a run admitted for its first attempt (the
+    /// pipeline names its data and the run has none yet); comes right before its start.
+    TakeSnapshot {
+        /// The pipeline run's id.
+        run: String,
     },
     /// Queues the run's current attempt again (its job was only in the old process's
     /// memory).
@@ -234,9 +242,15 @@ pub fn holds_slot(run: &PipelineRun) -> bool {
     run.phase.is_active() || (run.phase == Phase::Pending && run.attempt > 0)
 }
 
-fn start(run: &PipelineRun, now: i64) -> Step {
+/// The steps that start a run's next attempt: its data snapshot first when it needs one.
+fn start(run: &PipelineRun, now: i64, steps: &mut Vec<Step>) {
+    if run.spec.data.is_some() && run.snapshot_id.is_none() {
+        steps.push(Step::TakeSnapshot {
+            run: run.id.clone(),
+        });
+    }
     let next = run.attempt + 1;
-    Step::Move(Move {
+    steps.push(Step::Move(Move {
         then: Some(Effect::QueueJob),
         ..Move::new(run, &[Phase::Pending], Phase::Queued)
             .set(Change::Attempt(next))
@@ -244,7 +258,14 @@ fn start(run: &PipelineRun, now: i64) -> Step {
             .set(Change::WorkerPid(None))
             .set(Change::StartTime(now))
             .record(event(now, "attempt", format!("attempt {next} queued")))
-    })
+    }));
+}
+
+/// A run whose training data snapshot could not be taken fails before any attempt: there
+/// is nothing it could train on that would be on record.
+pub fn no_snapshot(run: &PipelineRun, reason: &str) -> Move {
+    Move::new(run, &[Phase::Pending], Phase::Failed)
+        .decide(format!("cannot snapshot the training data: {reason}"))
 }
 
 /// Admission for one pipeline: `runs` are its unfinished runs, oldest first. Retries
@@ -261,7 +282,7 @@ pub fn admit_pending(runs: &[PipelineRun], now: i64) -> Vec<Step> {
         if run.attempt > 0 {
             // A retry keeps its slot; it waits out its backoff and nothing else.
             if run.not_before.is_none_or(|t| t <= now) {
-                steps.push(start(run, now));
+                start(run, now, &mut steps);
             }
             continue;
         }
@@ -272,7 +293,7 @@ pub fn admit_pending(runs: &[PipelineRun], now: i64) -> Vec<Step> {
             .collect();
         match admit(run.spec.concurrency_policy, &others) {
             Admission::Start => {
-                steps.push(start(run, now));
+                start(run, now, &mut steps);
                 holding.push(&run.id);
             }
             Admission::Skip => {
@@ -301,7 +322,7 @@ pub fn admit_pending(runs: &[PipelineRun], now: i64) -> Vec<Step> {
                     }));
                 }
                 holding.retain(|id| !ids.iter().any(|replaced| replaced == id));
-                steps.push(start(run, now));
+                start(run, now, &mut steps);
                 holding.push(&run.id);
             }
         }

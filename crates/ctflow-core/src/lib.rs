@@ -6,6 +6,7 @@
 pub mod artifact_path;
 pub mod auth;
 pub mod byte_size;
+pub mod data;
 pub mod drift;
 pub mod engine;
 pub mod entities;

@@ -60,6 +60,10 @@ pub struct TrainingPipelineSpec {
     /// trains: no CT/CD gates, no promotion.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<ModelRef>,
+    /// The training data: every pipeline run records a snapshot of these files before it
+    /// starts, and its job reads that snapshot's manifest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<crate::data::TrainingData>,
     /// What starts a run: schedules, new data, drift, webhooks (manual triggers always work).
     #[serde(default)]
     pub triggers: Vec<Trigger>,
@@ -955,6 +959,7 @@ impl TrainingPipelineSpec {
         let mut errors = validate::Errors::default();
         validate::kubernetes(self, &mut errors);
         validate::project(self, &mut errors);
+        validate::data(self, &mut errors);
         for (i, trigger) in self.triggers.iter().enumerate() {
             validate::trigger(
                 &format!("spec.triggers[{i}].{}", trigger.kind()),

@@ -198,6 +198,10 @@ pub struct PipelineRun {
     /// A folder on the controller's machine: not shown outside it.
     #[serde(skip)]
     pub base_dir: String,
+    /// The training data snapshot (`crate::data::DataSnapshot`) it trains on, recorded
+    /// before its first attempt when the pipeline names its data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_id: Option<String>,
 }
 
 /// One entry of a pipeline run's history.
@@ -205,7 +209,7 @@ pub struct PipelineRun {
 pub struct PipelineRunEvent {
     /// When it happened (epoch ms).
     pub timestamp: i64,
-    /// `phase`, `attempt`, `gate`, `approval`, `log`.
+    /// `phase`, `attempt`, `data`, `gate`, `approval`, `log`.
     pub kind: String,
     /// For a gate entry: `ci`, `ct` or `cd`.
     #[serde(skip_serializing_if = "Option::is_none")]

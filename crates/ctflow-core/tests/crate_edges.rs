@@ -41,6 +41,11 @@ const FORBIDDEN: &[(&str, &[&str], &str)] = &[
         "the worker's Kubernetes executor links neither the CT engine nor the store",
     ),
     (
+        "ctflow-data",
+        &["ctflow-store", "tokio", "sqlx", "reqwest"],
+        "snapshots are blocking file reads over core's rules: callers choose the thread",
+    ),
+    (
         "ctflow-server",
         &["ctflow-controller"],
         "the server and the controller meet in the store and on the bus",

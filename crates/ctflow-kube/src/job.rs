@@ -492,6 +492,7 @@ mod tests {
             spec,
             base_dir: "/".into(),
             trigger: TriggerEvent::new("ml-iris", "manual", "k".into()),
+            snapshot: None,
         }
     }
 
@@ -524,6 +525,7 @@ mod tests {
             user: "ctflow".into(),
             tracking_uri: "http://ctflow-server:5000".into(),
             backend: "kubernetes".into(),
+            data: None,
         }
     }
 

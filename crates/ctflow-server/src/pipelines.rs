@@ -539,7 +539,11 @@ fn model_of(pipeline: &ctflow_store::PipelineRecord) -> Option<&str> {
 pub async fn describe(State(state): State<AppState>, Path(id): Path<String>) -> JsonResult {
     let run = state.store.get_pipeline_run(&id).await?;
     let events = state.store.pipeline_run_events(&id).await?;
-    Ok(Json(json!({ "pipeline_run": run, "events": events })).into_response())
+    let mut body = json!({ "pipeline_run": run, "events": events });
+    if let Some(snapshot) = &run.snapshot_id {
+        body["data_snapshot"] = json!(state.store.get_data_snapshot(snapshot).await?);
+    }
+    Ok(Json(body).into_response())
 }
 
 async fn answer(

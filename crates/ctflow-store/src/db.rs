@@ -87,6 +87,10 @@ const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
     (4, include_str!("../migrations/sqlite/0004_leases.sql")),
     (5, include_str!("../migrations/sqlite/0005_auth.sql")),
     (6, include_str!("../migrations/sqlite/0006_write_probe.sql")),
+    (
+        7,
+        include_str!("../migrations/sqlite/0007_data_snapshots.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/postgres/0001_tracking.sql")),
@@ -97,6 +101,10 @@ const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     (
         6,
         include_str!("../migrations/postgres/0006_write_probe.sql"),
+    ),
+    (
+        7,
+        include_str!("../migrations/postgres/0007_data_snapshots.sql"),
     ),
 ];
 

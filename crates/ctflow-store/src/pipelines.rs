@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeSet, HashSet};
 
+use ctflow_core::data::DataSnapshot;
 use ctflow_core::pipeline::{PipelineDocument, PipelineRecord};
 use ctflow_core::pipeline_run::{Approval, Phase, PipelineRun, PipelineRunEvent, PromotionStep};
 use ctflow_core::registry::validate_alias;
@@ -64,7 +65,7 @@ fn decode_approval(text: &str) -> Option<Approval> {
 }
 
 const RUN_COLUMNS: &str = "id, pipeline, trigger_event, spec, base_dir, phase, attempt, not_before, run_id, \
-     model_version, decision, worker_pid, approval_deadline, creation_time, start_time, end_time, last_updated_time, approval";
+     model_version, decision, worker_pid, approval_deadline, creation_time, start_time, end_time, last_updated_time, approval, snapshot_id";
 
 fn corrupt(what: &str, e: impl std::fmt::Display) -> Error {
     Error::Corrupt(format!("{what}: {e}"))
@@ -96,6 +97,7 @@ fn run_from_row(row: &AnyRow) -> Result<PipelineRun> {
             .try_get::<Option<String>, _>(17)?
             .as_deref()
             .and_then(decode_approval),
+        snapshot_id: row.try_get(18)?,
     })
 }
 
@@ -202,6 +204,7 @@ async fn insert_run(
         last_updated_time: now,
         spec: serde_json::from_str(spec).map_err(|e| corrupt("pipeline spec", e))?,
         base_dir: base_dir.to_string(),
+        snapshot_id: None,
     }))
 }
 
@@ -689,6 +692,60 @@ impl Store {
             insert_event(tx, id, &PipelineRunEvent::new("phase", message)).await?;
         }
         Ok(Some(run))
+    }
+
+    /// Records the training data snapshot of a pending run that has none yet (the snapshot
+    /// itself once, whoever recorded the same data first). Returns whether the run took it.
+    pub async fn record_data_snapshot(&self, run: &str, snapshot: &DataSnapshot) -> Result<bool> {
+        let _timer = self.timer("record_data_snapshot");
+        let manifest = json_text(snapshot)?;
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO data_snapshots (id, pipeline, manifest, creation_time) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(snapshot.id.as_str())
+        .bind(snapshot.pipeline.as_str())
+        .bind(manifest.as_str())
+        .bind(snapshot.created)
+        .execute(&mut *tx)
+        .await?;
+        let taken = sqlx::query(
+            "UPDATE pipeline_runs SET snapshot_id = $1, last_updated_time = $2 \
+             WHERE id = $3 AND snapshot_id IS NULL AND phase = 'Pending'",
+        )
+        .bind(snapshot.id.as_str())
+        .bind(now_ms())
+        .bind(run)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if taken > 0 {
+            let message = format!(
+                "training data snapshot {}: {} files, {} rows",
+                &snapshot.id[..snapshot.id.len().min(12)],
+                snapshot.files.len(),
+                snapshot.rows
+            );
+            insert_event(&mut tx, run, &PipelineRunEvent::new("data", message)).await?;
+        }
+        tx.commit().await?;
+        Ok(taken > 0)
+    }
+
+    /// A recorded training data snapshot.
+    pub async fn get_data_snapshot(&self, id: &str) -> Result<DataSnapshot> {
+        let row = sqlx::query("SELECT manifest FROM data_snapshots WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.read)
+            .await?
+            .ok_or_else(|| {
+                Error::from(MlflowError::not_found(format!(
+                    "Data snapshot '{id}' does not exist."
+                )))
+            })?;
+        let manifest: String = row.try_get(0)?;
+        serde_json::from_str(&manifest).map_err(|e| corrupt("data snapshot", e))
     }
 
     /// Appends to a pipeline run's history.

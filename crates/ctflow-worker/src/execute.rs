@@ -9,6 +9,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use ctflow_bus::CiResult;
+use ctflow_core::data::{DataSnapshot, MANIFEST_VAR, SNAPSHOT_TAG};
 use ctflow_core::pipeline::CiCheck;
 use ctflow_project::{
     Environment, Project, PythonEnvSpec, Source, parse_source, prepare_conda, prepare_virtualenv,
@@ -39,6 +40,8 @@ pub enum ExecError {
     Client(#[from] ClientError),
     #[error("cannot start the command: {0}")]
     Spawn(#[source] std::io::Error),
+    #[error("{0}")]
+    Data(String),
 }
 
 /// Which experiment a new run goes to.
@@ -83,6 +86,20 @@ pub struct RunRequest {
     pub tracking_uri: String,
     /// `mlflow.project.backend`: `local`, or `kubernetes` for a CT job run as a Job.
     pub backend: String,
+    /// The training data snapshot the command reads, when the pipeline names its data.
+    pub data: Option<TrainingInput>,
+}
+
+/// A training data snapshot as a run's input: its manifest reaches the command (file in
+/// `CTFLOW_DATA_MANIFEST`, optionally a parameter), the run logs it as a dataset input,
+/// and every file is checked against its digest before the command starts.
+#[derive(Debug, Clone)]
+pub struct TrainingInput {
+    pub snapshot: DataSnapshot,
+    /// The dataset's name in MLflow.
+    pub dataset_name: String,
+    /// The project parameter that gets the manifest's path.
+    pub parameter: Option<String>,
 }
 
 /// One line of what a run prints.
@@ -120,6 +137,8 @@ pub struct RunReport {
     pub ci: Vec<CiResult>,
     /// A blocking CI check failed, so the command did not run.
     pub ci_failed: bool,
+    /// A training data file differs from its snapshot, so the command did not run: why.
+    pub data_changed: Option<String>,
     pub command: String,
 }
 
@@ -147,6 +166,33 @@ impl Drop for Checkout {
         if let Some(dir) = &self.0 {
             let _ = std::fs::remove_dir_all(dir);
         }
+    }
+}
+
+/// A manifest file written for one run, removed when the run ends.
+struct ManifestFile(PathBuf);
+
+impl ManifestFile {
+    fn write(snapshot: &DataSnapshot) -> Result<ManifestFile, ExecError> {
+        let dir = std::env::temp_dir().join("ctflow-manifests");
+        let path = dir.join(format!("{}-{}.json", snapshot.digest(), uuid_like()));
+        let text = serde_json::to_vec_pretty(snapshot)
+            .map_err(|e| ExecError::Data(format!("cannot write the data manifest: {e}")))?;
+        std::fs::create_dir_all(&dir)
+            .and_then(|_| std::fs::write(&path, text))
+            .map_err(|e| {
+                ExecError::Data(format!(
+                    "cannot write the data manifest {}: {e}",
+                    path.display()
+                ))
+            })?;
+        Ok(ManifestFile(path))
+    }
+}
+
+impl Drop for ManifestFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
     }
 }
 
@@ -556,7 +602,17 @@ pub async fn execute(
     let (project_dir, source_name, git_info) = resolve_source(request, &mut checkout)?;
     let project = Project::load(&project_dir)?;
     let entry = project.entry_point(&request.entry_point)?;
-    let rendered = entry.render(&request.params, &request.base_dir)?;
+    let manifest = match &request.data {
+        Some(data) => Some(ManifestFile::write(&data.snapshot)?),
+        None => None,
+    };
+    let mut params = request.params.clone();
+    if let (Some(data), Some(manifest)) = (&request.data, &manifest)
+        && let Some(parameter) = &data.parameter
+    {
+        params.insert(parameter.clone(), manifest.0.to_string_lossy().to_string());
+    }
+    let rendered = entry.render(&params, &request.base_dir)?;
     let env_bin =
         prepare_environment(&project, &request.env_manager, &request.env_cache, observer).await?;
 
@@ -589,6 +645,13 @@ pub async fn execute(
         ),
         ("MLFLOW_EXPERIMENT_ID".to_string(), experiment_id.clone()),
     ];
+    if let (Some(data), Some(manifest)) = (&request.data, &manifest) {
+        vars.push((
+            MANIFEST_VAR.to_string(),
+            manifest.0.to_string_lossy().to_string(),
+        ));
+        log_training_input(client, &run_id, data).await?;
+    }
     vars.extend(request.env.iter().cloned());
     let command_env = CommandEnv {
         dir: &project.dir,
@@ -651,8 +714,40 @@ pub async fn execute(
             .await?;
     }
 
+    let mut data_changed = None;
+    if let Some(data) = request
+        .data
+        .as_ref()
+        .filter(|_| stopped.is_none() && !ci_failed)
+    {
+        let snapshot = data.snapshot.clone();
+        let checked = tokio::task::spawn_blocking(move || ctflow_data::verify(&snapshot))
+            .await
+            .map_err(|e| ExecError::Data(format!("the data check failed: {e}")))?;
+        match checked {
+            Ok(()) => {
+                let note = format!(
+                    "=== Training data: snapshot {} ({} files, {} rows) checked ===",
+                    data.snapshot.digest(),
+                    data.snapshot.files.len(),
+                    data.snapshot.rows
+                );
+                observer.line(Line::Note(note.clone()));
+                log.push_str(&note);
+                log.push('\n');
+            }
+            Err(error) => {
+                let note = format!("=== Training data: {error}; not training ===");
+                observer.line(Line::Note(note.clone()));
+                log.push_str(&note);
+                log.push('\n');
+                data_changed = Some(error.to_string());
+            }
+        }
+    }
+
     let mut exit_code = None;
-    if stopped.is_none() && !ci_failed {
+    if stopped.is_none() && !ci_failed && data_changed.is_none() {
         tracing::info!(
             run_id,
             command = rendered.command,
@@ -707,8 +802,34 @@ pub async fn execute(
         stopped,
         ci,
         ci_failed,
+        data_changed,
         command: rendered.command,
     })
+}
+
+/// Logs a training snapshot on the run the MLflow way (a dataset input with context
+/// `training`) and tags the run with the snapshot's id.
+async fn log_training_input(
+    client: &TrackingClient,
+    run_id: &str,
+    data: &TrainingInput,
+) -> Result<(), ExecError> {
+    client
+        .post(
+            "runs/log-inputs",
+            &json!({
+                "run_id": run_id,
+                "datasets": [data.snapshot.dataset_input(&data.dataset_name, "training")],
+            }),
+        )
+        .await?;
+    client
+        .post(
+            "runs/set-tag",
+            &json!({"run_id": run_id, "key": SNAPSHOT_TAG, "value": data.snapshot.id}),
+        )
+        .await?;
+    Ok(())
 }
 
 #[cfg(test)]

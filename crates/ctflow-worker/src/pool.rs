@@ -22,7 +22,9 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::client::TrackingClient;
-use crate::execute::{ExperimentRef, Line, Observer, RunRequest, StopReason, create_run, execute};
+use crate::execute::{
+    ExperimentRef, Line, Observer, RunRequest, StopReason, TrainingInput, create_run, execute,
+};
 use crate::runner::{JobRunner, TrackedRun};
 
 #[derive(Debug, Clone)]
@@ -758,6 +760,11 @@ impl WorkerPool {
                 .as_ref()
                 .map_or("local", |r| r.backend())
                 .to_string(),
+            data: job.snapshot.clone().map(|snapshot| TrainingInput {
+                snapshot,
+                dataset_name: format!("{}-training", job.pipeline),
+                parameter: spec.data.as_ref().and_then(|d| d.parameter.clone()),
+            }),
         }
     }
 
@@ -786,6 +793,10 @@ impl WorkerPool {
         {
             Ok(report) => {
                 let (status, message) = match (report.stopped, report.ci_failed, report.exit_code) {
+                    _ if report.data_changed.is_some() && report.stopped.is_none() => (
+                        JobStatus::Failed,
+                        report.data_changed.clone().unwrap_or_default(),
+                    ),
                     (Some(StopReason::Canceled), _, _) => {
                         (JobStatus::Canceled, "stopped on request".to_string())
                     }
@@ -879,6 +890,7 @@ mod tests {
                 .expect("valid spec"),
             base_dir: ".".into(),
             trigger: ctflow_core::trigger::TriggerEvent::new("p", "manual", "k".into()),
+            snapshot: None,
         }
     }
 

@@ -53,6 +53,7 @@ fn run(id: &str, phase: Phase, attempt: i64, spec: TrainingPipelineSpec) -> Pipe
         last_updated_time: 0,
         spec,
         base_dir: ".".into(),
+        snapshot_id: None,
     }
 }
 
@@ -893,10 +894,41 @@ fn the_table_has_no_exit_from_the_end() {
 #[test]
 fn the_table_is_what_the_docs_count() {
     // docs/architecture.md shows this table; a new transition updates both.
-    assert_eq!(TRANSITIONS.len(), 30);
+    assert_eq!(TRANSITIONS.len(), 31);
     let distinct: BTreeSet<(&str, &str)> = TRANSITIONS
         .iter()
         .map(|(a, b)| (a.as_str(), b.as_str()))
         .collect();
     assert_eq!(distinct.len(), TRANSITIONS.len());
+}
+
+#[test]
+fn a_run_with_training_data_is_snapshotted_once_before_its_first_attempt() {
+    let with_data = spec(json!({"data": {"paths": ["data/*.csv"]}}));
+    let fresh = run("r", Phase::Pending, 0, with_data.clone());
+    let steps = admit_pending(std::slice::from_ref(&fresh), NOW);
+    assert_eq!(
+        steps.first(),
+        Some(&Step::TakeSnapshot { run: "r".into() }),
+        "{steps:#?}"
+    );
+    assert_eq!(only_move(&steps).to, Phase::Queued);
+
+    // A retry trains on the snapshot its first attempt recorded.
+    let mut retry = run("r", Phase::Pending, 1, with_data.clone());
+    retry.snapshot_id = Some("abc".into());
+    let steps = admit_pending(std::slice::from_ref(&retry), NOW);
+    assert!(!steps.iter().any(|s| matches!(s, Step::TakeSnapshot { .. })));
+
+    // Without `spec.data` there is nothing to snapshot.
+    let plain = run("p", Phase::Pending, 0, policy("Allow"));
+    let steps = admit_pending(std::slice::from_ref(&plain), NOW);
+    assert!(!steps.iter().any(|s| matches!(s, Step::TakeSnapshot { .. })));
+
+    let failed = applied(fresh.clone(), &no_snapshot(&fresh, "no training data"));
+    assert_eq!(failed.phase, Phase::Failed);
+    assert_eq!(
+        failed.decision.as_deref(),
+        Some("cannot snapshot the training data: no training data")
+    );
 }

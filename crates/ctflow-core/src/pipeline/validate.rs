@@ -86,6 +86,36 @@ pub(super) fn project(spec: &TrainingPipelineSpec, errors: &mut Errors) {
     }
 }
 
+/// The training data.
+pub(super) fn data(spec: &TrainingPipelineSpec, errors: &mut Errors) {
+    let Some(data) = &spec.data else {
+        return;
+    };
+    if data.paths.is_empty() {
+        errors.add("spec.data.paths", "must name at least one file or glob");
+    }
+    for (i, path) in data.paths.iter().enumerate() {
+        if path.trim().is_empty() {
+            errors.add(format!("spec.data.paths[{i}]"), "must not be empty");
+        } else if let Err(e) = glob::Pattern::new(path) {
+            errors.add(
+                format!("spec.data.paths[{i}]"),
+                format!("is not a glob: {e}"),
+            );
+        }
+    }
+    if let Some(window) = &data.window {
+        for (field, message) in window.problems() {
+            errors.add(format!("spec.data.window.{field}"), message);
+        }
+    }
+    if let Some(parameter) = &data.parameter
+        && parameter.trim().is_empty()
+    {
+        errors.add("spec.data.parameter", "must name a parameter");
+    }
+}
+
 /// One trigger; `base` is its field path (`spec.triggers[0].schedule`).
 pub(super) fn trigger(base: &str, trigger: &Trigger, errors: &mut Errors) {
     match trigger {

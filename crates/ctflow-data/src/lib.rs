@@ -1,0 +1,439 @@
+//! Training data snapshots on a file system: lists the files a pipeline's `spec.data`
+//! names, digests them, counts CSV rows and reads their schema, lets the windowing rules
+//! of `ctflow_core::data` choose, and checks before training that nothing changed since.
+//!
+//! Digesting is the expensive part. A [`DigestCache`] keeps each file's digest, rows and
+//! schema keyed by path, size, modification time and inode, so a snapshot re-reads only
+//! the files that are new or were rewritten; verification always re-reads.
+#![forbid(unsafe_code)]
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::UNIX_EPOCH;
+
+use ctflow_core::data::{
+    Column, DataSnapshot, FileFacts, SnapshotFile, TrainingData, changed_file, choose, infer_kind,
+    merge_schemas,
+};
+use sha2::Digest;
+
+/// How much of a file's start is kept for its header and type inference.
+const HEAD_BYTES: usize = 64 * 1024;
+/// Rows sampled for type inference.
+const SAMPLE_ROWS: usize = 200;
+
+/// Why a snapshot could not be taken, or no longer holds.
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    /// No file matches the pipeline's data paths.
+    #[error("no training data: nothing matches {0}")]
+    NoFiles(String),
+    /// A path is not a glob.
+    #[error("'{pattern}' is not a glob: {message}")]
+    Pattern {
+        /// The pattern as written.
+        pattern: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// A file could not be read.
+    #[error("cannot read training data file {path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file differs from its snapshot (or is gone).
+    #[error("{0}")]
+    Changed(String),
+}
+
+/// What reading a whole file found.
+#[derive(Debug, Clone, PartialEq)]
+struct Content {
+    sha256: String,
+    rows: Option<u64>,
+    schema: Vec<Column>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Identity {
+    size: u64,
+    modified_ns: u128,
+    inode: u64,
+}
+
+/// Digests, rows and schemas of files already read, keyed by path and identity.
+#[derive(Debug, Default)]
+pub struct DigestCache {
+    entries: Mutex<HashMap<PathBuf, (Identity, Content)>>,
+}
+
+impl DigestCache {
+    /// An empty cache.
+    pub fn new() -> DigestCache {
+        DigestCache::default()
+    }
+
+    fn get(&self, path: &Path, identity: &Identity) -> Option<Content> {
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries
+            .get(path)
+            .filter(|(known, _)| known == identity)
+            .map(|(_, read)| read.clone())
+    }
+
+    fn put(&self, path: PathBuf, identity: Identity, read: Content) {
+        self.entries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(path, (identity, read));
+    }
+}
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> DataError + '_ {
+    move |source| DataError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+fn identity(meta: &std::fs::Metadata) -> Identity {
+    #[cfg(unix)]
+    let inode = std::os::unix::fs::MetadataExt::ino(meta);
+    #[cfg(not(unix))]
+    let inode = 0;
+    Identity {
+        size: meta.len(),
+        modified_ns: meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_nanos()),
+        inode,
+    }
+}
+
+fn delimiter(path: &Path) -> Option<u8> {
+    match path.extension().and_then(|e| e.to_str()) {
+        Some(ext) if ext.eq_ignore_ascii_case("csv") => Some(b','),
+        Some(ext) if ext.eq_ignore_ascii_case("tsv") => Some(b'\t'),
+        _ => None,
+    }
+}
+
+/// The header's columns with types inferred from the sampled rows. Quoted fields with
+/// delimiters inside are not split correctly; the schema is a description, not a parser.
+fn schema_of(head: &[u8], delimiter: u8) -> Vec<Column> {
+    let text = String::from_utf8_lossy(head);
+    let mut lines = text.lines();
+    let Some(header) = lines.next() else {
+        return Vec::new();
+    };
+    let sep = char::from(delimiter);
+    let names: Vec<String> = header
+        .split(sep)
+        .map(|n| n.trim().trim_matches('"').to_string())
+        .collect();
+    // The last line of a cut head may be incomplete.
+    let complete = if head.len() == HEAD_BYTES {
+        text.lines().count().saturating_sub(2)
+    } else {
+        usize::MAX
+    };
+    let rows: Vec<Vec<&str>> = lines
+        .take(complete.min(SAMPLE_ROWS))
+        .map(|line| {
+            line.split(sep)
+                .map(|v| v.trim().trim_matches('"'))
+                .collect()
+        })
+        .collect();
+    names
+        .into_iter()
+        .enumerate()
+        .map(|(i, name)| Column {
+            name,
+            kind: infer_kind(rows.iter().filter_map(|r| r.get(i).copied())).to_string(),
+        })
+        .collect()
+}
+
+/// Reads a file once: its SHA-256, and for CSV/TSV its data rows and schema.
+fn read_file(path: &Path) -> Result<Content, DataError> {
+    let mut file = File::open(path).map_err(io_error(path))?;
+    let mut hasher = sha2::Sha256::new();
+    let mut buffer = vec![0u8; 1 << 20];
+    let mut head = Vec::new();
+    let mut newlines = 0u64;
+    let mut last = None;
+    loop {
+        let n = file.read(&mut buffer).map_err(io_error(path))?;
+        if n == 0 {
+            break;
+        }
+        let chunk = &buffer[..n];
+        hasher.update(chunk);
+        newlines += chunk.iter().filter(|b| **b == b'\n').count() as u64;
+        last = chunk.last().copied();
+        if head.len() < HEAD_BYTES {
+            let take = (HEAD_BYTES - head.len()).min(n);
+            head.extend_from_slice(&chunk[..take]);
+        }
+    }
+    let sha256 = hex::encode(hasher.finalize());
+    let Some(delimiter) = delimiter(path) else {
+        return Ok(Content {
+            sha256,
+            rows: None,
+            schema: Vec::new(),
+        });
+    };
+    let lines = newlines + u64::from(last.is_some_and(|b| b != b'\n'));
+    Ok(Content {
+        sha256,
+        rows: Some(lines.saturating_sub(1)),
+        schema: schema_of(&head, delimiter),
+    })
+}
+
+/// The SHA-256 of a file's content, hex.
+pub fn digest(path: &Path) -> Result<String, DataError> {
+    Ok(read_file(path)?.sha256)
+}
+
+fn epoch_ms(identity: &Identity) -> i64 {
+    i64::try_from(identity.modified_ns / 1_000_000).unwrap_or(i64::MAX)
+}
+
+/// The files matching the data paths (relative ones resolved against `base_dir`).
+fn matches(base_dir: &Path, data: &TrainingData) -> Result<Vec<(String, PathBuf)>, DataError> {
+    let mut found = Vec::new();
+    for pattern in &data.paths {
+        let absolute = if Path::new(pattern).is_absolute() {
+            PathBuf::from(pattern)
+        } else {
+            base_dir.join(pattern)
+        };
+        let text = absolute.to_string_lossy().to_string();
+        let paths = glob::glob(&text).map_err(|e| DataError::Pattern {
+            pattern: pattern.clone(),
+            message: e.to_string(),
+        })?;
+        for path in paths.flatten() {
+            if !path.is_file() {
+                continue;
+            }
+            let shown = path
+                .strip_prefix(base_dir)
+                .map_or_else(|_| path.clone(), Path::to_path_buf)
+                .to_string_lossy()
+                .to_string();
+            found.push((shown, path));
+        }
+    }
+    found.sort();
+    found.dedup();
+    Ok(found)
+}
+
+/// Records a snapshot of a pipeline's training data as it is now.
+pub fn take(
+    pipeline: &str,
+    base_dir: &Path,
+    data: &TrainingData,
+    cache: &DigestCache,
+    now: i64,
+) -> Result<DataSnapshot, DataError> {
+    let found = matches(base_dir, data)?;
+    if found.is_empty() {
+        return Err(DataError::NoFiles(data.paths.join(", ")));
+    }
+    let mut read = HashMap::new();
+    let mut facts = Vec::new();
+    for (shown, path) in found {
+        let meta = std::fs::metadata(&path).map_err(io_error(&path))?;
+        let identity = identity(&meta);
+        let content = match cache.get(&path, &identity) {
+            Some(content) => content,
+            None => {
+                let content = read_file(&path)?;
+                cache.put(path.clone(), identity.clone(), content.clone());
+                content
+            }
+        };
+        facts.push(FileFacts {
+            path: shown.clone(),
+            size: identity.size,
+            modified: epoch_ms(&identity),
+            rows: content.rows,
+        });
+        read.insert(shown, (path, content));
+    }
+    let chosen = choose(facts, data.window.as_ref());
+    let mut schemas = Vec::new();
+    let mut files = Vec::new();
+    for c in chosen {
+        let Some((path, content)) = read.remove(&c.file.path) else {
+            continue;
+        };
+        if !content.schema.is_empty() {
+            schemas.push(content.schema.clone());
+        }
+        files.push(SnapshotFile {
+            path: c.file.path,
+            uri: path.to_string_lossy().to_string(),
+            size: c.file.size,
+            modified: c.file.modified,
+            sha256: content.sha256,
+            rows: content.rows,
+            skip_rows: c.skip_rows,
+        });
+    }
+    Ok(DataSnapshot::new(
+        pipeline,
+        files,
+        merge_schemas(&schemas),
+        data.window.clone(),
+        now,
+    ))
+}
+
+/// Checks every file of a snapshot against its recorded digest, reading each in full.
+/// Files outside the local file system (object-store URIs) are not checked here.
+pub fn verify(snapshot: &DataSnapshot) -> Result<(), DataError> {
+    for file in &snapshot.files {
+        if file.uri.contains("://") {
+            continue;
+        }
+        let path = Path::new(&file.uri);
+        let actual = match read_file(path) {
+            Ok(read) => Some(read.sha256),
+            Err(DataError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                None
+            }
+            Err(other) => return Err(other),
+        };
+        if let Some(reason) = changed_file(file, actual.as_deref()) {
+            return Err(DataError::Changed(reason));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use ctflow_core::data::DataWindow;
+
+    use super::*;
+
+    fn data(paths: &[&str]) -> TrainingData {
+        TrainingData {
+            paths: paths.iter().map(|p| p.to_string()).collect(),
+            window: None,
+            parameter: None,
+        }
+    }
+
+    #[test]
+    fn a_snapshot_lists_digests_rows_and_schema() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("base.csv"), "a,b,label\n1,2.5,x\n3,4,y\n").expect("write");
+        std::fs::create_dir(dir.path().join("incoming")).expect("mkdir");
+        std::fs::write(dir.path().join("incoming/new.csv"), "a,b,label\n5,6,z").expect("write");
+        std::fs::write(dir.path().join("incoming/notes.txt"), "ignored").expect("write");
+        let cache = DigestCache::new();
+        let snapshot = take(
+            "p",
+            dir.path(),
+            &data(&["base.csv", "incoming/*.csv"]),
+            &cache,
+            7,
+        )
+        .expect("snapshot");
+        let paths: Vec<&str> = snapshot.files.iter().map(|f| f.path.as_str()).collect();
+        assert_eq!(paths.len(), 2);
+        assert!(paths.contains(&"base.csv") && paths.contains(&"incoming/new.csv"));
+        assert_eq!(snapshot.rows, 3);
+        let kinds: Vec<(&str, &str)> = snapshot
+            .schema
+            .iter()
+            .map(|c| (c.name.as_str(), c.kind.as_str()))
+            .collect();
+        assert_eq!(kinds, [("a", "long"), ("b", "double"), ("label", "string")]);
+        let expected = hex::encode(sha2::Sha256::digest(b"a,b,label\n5,6,z"));
+        let new = snapshot
+            .files
+            .iter()
+            .find(|f| f.path == "incoming/new.csv")
+            .expect("the new file");
+        assert_eq!(new.sha256, expected);
+        verify(&snapshot).expect("nothing changed");
+
+        // Same data, same id; a rewritten file is read again and changes it.
+        let again = take(
+            "p",
+            dir.path(),
+            &data(&["base.csv", "incoming/*.csv"]),
+            &cache,
+            8,
+        )
+        .expect("snapshot");
+        assert_eq!(again.id, snapshot.id);
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(dir.path().join("incoming/new.csv"))
+            .expect("open");
+        file.write_all(b"\n7,8,w\n").expect("append");
+        drop(file);
+        let error = verify(&snapshot).expect_err("the file changed");
+        assert!(
+            error
+                .to_string()
+                .contains("incoming/new.csv changed after the snapshot"),
+            "{error}"
+        );
+        let changed = take(
+            "p",
+            dir.path(),
+            &data(&["base.csv", "incoming/*.csv"]),
+            &cache,
+            9,
+        )
+        .expect("snapshot");
+        assert_ne!(changed.id, snapshot.id);
+        assert_eq!(changed.rows, 4);
+
+        std::fs::remove_file(dir.path().join("base.csv")).expect("remove");
+        assert!(verify(&changed).is_err_and(|e| e.to_string().contains("base.csv")));
+    }
+
+    #[test]
+    fn nothing_to_train_on_is_an_error() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let error =
+            take("p", dir.path(), &data(&["*.csv"]), &DigestCache::new(), 1).expect_err("no files");
+        assert!(matches!(error, DataError::NoFiles(_)));
+    }
+
+    #[test]
+    fn windows_apply_to_the_files_found() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("a.csv"), "x\n1\n2\n3\n").expect("write");
+        let mut spec = data(&["*.csv"]);
+        spec.window = Some(DataWindow {
+            last_rows: Some(2),
+            ..DataWindow::default()
+        });
+        let snapshot = take("p", dir.path(), &spec, &DigestCache::new(), 1).expect("snapshot");
+        assert_eq!(snapshot.files[0].skip_rows, 1);
+        assert_eq!(snapshot.rows, 2);
+    }
+}

@@ -1,0 +1,120 @@
+"""Training data lineage end to end: a pipeline that names its data (`spec.data`) records
+a snapshot of those files before each run, the iris project trains on exactly the files
+of its manifest (so the model changes with the data), the MLflow run carries the snapshot
+as a dataset input the real client reads, and a file changed after the snapshot fails the
+job with the reason instead of training on something else."""
+import hashlib
+import json
+import shutil
+
+import pytest
+from mlflow import MlflowClient
+
+from support import IRIS, TERMINAL, CtflowUp, describe, install, iris_pipeline, runs_of, trigger, wait_for, wait_phase
+
+
+@pytest.fixture(scope="module")
+def up(ctflow_bin, tmp_path_factory):
+    instance = CtflowUp(ctflow_bin, tmp_path_factory.mktemp("ctflow-up")).start()
+    yield instance
+    instance.stop()
+
+
+def data_folder(root):
+    data = root / "data"
+    (data / "incoming").mkdir(parents=True)
+    shutil.copy(IRIS / "data" / "iris.csv", data / "iris.csv")
+    return data
+
+
+def iris_rows(first, count):
+    lines = (IRIS / "data" / "iris.csv").read_text().splitlines()
+    return "\n".join([lines[0]] + lines[1 + first:1 + first + count]) + "\n"
+
+
+def test_training_reads_its_snapshot_and_the_run_records_it(up, tmp_path):
+    data = data_folder(tmp_path)
+    install(up, "iris-lineage", iris_pipeline("iris-lineage", "iris-lineage-model", f"""
+  data:
+    paths: [{data}/iris.csv, {data}/incoming/*.csv]
+  triggers:
+    - data: {{ path: {data}/incoming/*.csv }}
+"""))
+    first = trigger(up, "iris-lineage")["pipeline_run"]
+    run = wait_phase(up, first["id"], TERMINAL)
+    assert run["phase"] == "Succeeded", describe(up, first["id"])
+    described = describe(up, first["id"])
+    snapshot = described["data_snapshot"]
+    assert run["snapshot_id"] == snapshot["id"]
+    assert [f["path"] for f in snapshot["files"]] == [str(data / "iris.csv")]
+    assert snapshot["rows"] == 150
+    assert [c["name"] for c in snapshot["schema"]] == [
+        "sepal_length", "sepal_width", "petal_length", "petal_width", "species"]
+    assert any(e["kind"] == "data" and "150 rows" in e["message"] for e in described["events"])
+
+    client = MlflowClient(up.url)
+    mlflow_run = client.get_run(run["run_id"])
+    assert mlflow_run.data.metrics["training_rows"] == 150
+    assert mlflow_run.data.tags["ctflow.data.snapshot"] == snapshot["id"]
+    inputs = mlflow_run.inputs.dataset_inputs
+    assert len(inputs) == 1
+    dataset = inputs[0].dataset
+    assert dataset.name == "iris-lineage-training" and dataset.digest == snapshot["id"][:16]
+    assert {t.key: t.value for t in inputs[0].tags}["mlflow.data.context"] == "training"
+    assert json.loads(dataset.profile)["num_rows"] == 150
+    assert json.loads(dataset.schema)["mlflow_colspec"][0] == {"type": "double", "name": "sepal_length",
+                                                              "required": True}
+    assert json.loads(dataset.source)["files"] == [str(data / "iris.csv")]
+
+    # A new batch arrives (written, then renamed into place): the run it starts trains on
+    # the base data plus the batch, and its snapshot holds the batch's digest.
+    batch = iris_rows(50, 30)
+    tmp = data / "incoming" / ".batch1.tmp"
+    tmp.write_text(batch)
+    tmp.rename(data / "incoming" / "batch1.csv")
+    second = wait_for("the new batch's run",
+                      lambda: (lambda r: r[0] if len(r) == 2 else None)(runs_of(up, "iris-lineage")), timeout=30)
+    run = wait_phase(up, second["id"], TERMINAL)
+    assert run["phase"] in ("Succeeded", "GateFailed"), describe(up, second["id"])
+    snapshot = describe(up, second["id"])["data_snapshot"]
+    assert snapshot["rows"] == 180
+    new = [f for f in snapshot["files"] if f["path"].endswith("batch1.csv")]
+    assert len(new) == 1 and new[0]["sha256"] == hashlib.sha256(batch.encode()).hexdigest() and new[0]["rows"] == 30
+    assert client.get_run(run["run_id"]).data.metrics["training_rows"] == 180
+
+
+def test_a_file_changed_after_the_snapshot_fails_the_job_with_the_reason(up, tmp_path):
+    data = data_folder(tmp_path)
+    # The CI check runs after the snapshot and before training: it rewrites a data file.
+    install(up, "iris-changed", iris_pipeline("iris-changed", "iris-changed-model", f"""
+  data:
+    paths: [{data}/*.csv]
+""", gates=f"""
+  gates:
+    ci:
+      checks:
+        - name: tamper
+          run: "echo 5.0,3.0,1.0,0.2,0 >> {data}/iris.csv"
+    ct:
+      metrics: [ {{ metric: accuracy, threshold: 0.9 }} ]
+"""))
+    started = trigger(up, "iris-changed")["pipeline_run"]
+    run = wait_phase(up, started["id"], TERMINAL)
+    assert run["phase"] == "Failed", describe(up, started["id"])
+    assert "iris.csv changed after the snapshot" in run["decision"], run["decision"]
+    mlflow_run = MlflowClient(up.url).get_run(run["run_id"])
+    assert mlflow_run.info.status == "FAILED"
+    assert "training_rows" not in mlflow_run.data.metrics
+
+
+def test_no_training_data_fails_the_run_before_any_attempt(up, tmp_path):
+    empty = tmp_path / "nothing"
+    empty.mkdir()
+    install(up, "iris-nodata", iris_pipeline("iris-nodata", "iris-nodata-model", f"""
+  data:
+    paths: [{empty}/*.csv]
+"""))
+    started = trigger(up, "iris-nodata")["pipeline_run"]
+    run = wait_phase(up, started["id"], TERMINAL, timeout=30)
+    assert run["phase"] == "Failed" and run["attempt"] == 0, run
+    assert run["decision"].startswith("cannot snapshot the training data: no training data"), run["decision"]
