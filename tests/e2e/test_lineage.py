@@ -5,7 +5,9 @@ as a dataset input the real client reads, and a file changed after the snapshot 
 job with the reason instead of training on something else."""
 import hashlib
 import json
+import os
 import shutil
+import subprocess
 
 import pytest
 from mlflow import MlflowClient
@@ -32,7 +34,7 @@ def iris_rows(first, count):
     return "\n".join([lines[0]] + lines[1 + first:1 + first + count]) + "\n"
 
 
-def test_training_reads_its_snapshot_and_the_run_records_it(up, tmp_path):
+def test_training_reads_its_snapshot_and_the_run_records_it(up, ctflow_bin, tmp_path):
     data = data_folder(tmp_path)
     install(up, "iris-lineage", iris_pipeline("iris-lineage", "iris-lineage-model", f"""
   data:
@@ -81,6 +83,31 @@ def test_training_reads_its_snapshot_and_the_run_records_it(up, tmp_path):
     new = [f for f in snapshot["files"] if f["path"].endswith("batch1.csv")]
     assert len(new) == 1 and new[0]["sha256"] == hashlib.sha256(batch.encode()).hexdigest() and new[0]["rows"] == 30
     assert client.get_run(run["run_id"]).data.metrics["training_rows"] == 180
+
+    # `ctflow models lineage` walks version <- run <- snapshot <- trigger <- code.
+    env = dict(os.environ, MLFLOW_TRACKING_URI=up.url)
+    assert run["model_version"], run  # the candidate is registered, whatever the gates said
+    target = f"iris-lineage-model/{run['model_version']}"
+    out = subprocess.run([ctflow_bin, "models", "lineage", target, "--output", "json"],
+                         env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    lineage = json.loads(out.stdout)
+    assert lineage["run"]["run_id"] == run["run_id"] and lineage["run"]["params"]["C"] == "0.5"
+    assert lineage["data"]["id"] == snapshot["id"]
+    assert new[0]["sha256"] in [f["sha256"] for f in lineage["data"]["files"]]
+    assert lineage["trigger"]["kind"] == "data" and lineage["trigger"]["files"] == [str(data / "incoming" / "batch1.csv")]
+    assert lineage["pipeline_run"]["id"] == second["id"]
+    assert lineage["code"]["entry_point"] == "main" and lineage["code"]["source"]
+    assert f"models:/{target}" in lineage["model"]["uris"]
+    text = subprocess.run([ctflow_bin, "models", "lineage", target], env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert text.returncode == 0, text.stderr
+    assert f"<- data  snapshot {snapshot['id']} (2 files, 180 rows)" in text.stdout, text.stdout
+    assert "batch1.csv  sha256 " + new[0]["sha256"][:16] in text.stdout, text.stdout
+    assert "<- trigger data (new files: " in text.stdout and "<- code  " in text.stdout, text.stdout
+    missing = subprocess.run([ctflow_bin, "models", "lineage", "iris-lineage-model@nope"], env=env,
+                             capture_output=True, text=True, timeout=60)
+    assert missing.returncode != 0 and "has no alias 'nope'" in missing.stderr, missing.stderr
 
 
 def test_a_file_changed_after_the_snapshot_fails_the_job_with_the_reason(up, tmp_path):

@@ -5,6 +5,7 @@ mod client;
 mod commands;
 mod config;
 mod drift;
+mod lineage;
 mod models;
 mod pipelines;
 mod run;

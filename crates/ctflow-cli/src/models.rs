@@ -39,6 +39,13 @@ pub enum ModelsCommand {
     },
     /// The promotion ledger: every alias move and stage transition of a model.
     History { name: String },
+    /// Where a version came from: its run, the data snapshot it trained on (files,
+    /// digests, rows), the trigger, the code and the parameters. NAME alone means
+    /// NAME@champion.
+    Lineage {
+        /// NAME, NAME/VERSION or NAME@ALIAS.
+        model: String,
+    },
     /// Move `champion` (or another alias) back to its previous version, per the ledger.
     Rollback {
         name: String,
@@ -159,6 +166,7 @@ pub async fn run(command: ModelsCommand, args: &ClientArgs) -> Result<()> {
             no_stages,
         } => rollback(&client, name, alias, no_stages, args.output).await,
         ModelsCommand::History { name } => history(&client, name, args.output).await,
+        ModelsCommand::Lineage { model } => crate::lineage::run(&client, &model, args.output).await,
         ModelsCommand::Serve(serve_args) => serve(client, serve_args).await,
         ModelsCommand::Download { uri, dest } => {
             download_model(&client, uri, dest, args.output).await
