@@ -105,6 +105,12 @@ def test_training_reads_its_snapshot_and_the_run_records_it(up, ctflow_bin, tmp_
     assert f"<- data  snapshot {snapshot['id']} (2 files, 180 rows)" in text.stdout, text.stdout
     assert "batch1.csv  sha256 " + new[0]["sha256"][:16] in text.stdout, text.stdout
     assert "<- trigger data (new files: " in text.stdout and "<- code  " in text.stdout, text.stdout
+    described = subprocess.run([ctflow_bin, "pipelines", "describe", second["id"]], env=env, capture_output=True,
+                               text=True, timeout=60)
+    assert f"data:      snapshot {snapshot['id']} (2 files, 180 rows)" in described.stdout, described.stdout
+    described = subprocess.run([ctflow_bin, "pipelines", "describe", second["id"], "--output", "json"], env=env,
+                               capture_output=True, text=True, timeout=60)
+    assert json.loads(described.stdout)["data_snapshot"]["id"] == snapshot["id"], described.stdout
     missing = subprocess.run([ctflow_bin, "models", "lineage", "iris-lineage-model@nope"], env=env,
                              capture_output=True, text=True, timeout=60)
     assert missing.returncode != 0 and "has no alias 'nope'" in missing.stderr, missing.stderr

@@ -108,19 +108,18 @@ async fn lineage(client: &TrackingClient, target: &str) -> Result<Value> {
     });
     out["datasets"] = json!(run.inputs.dataset_inputs);
     if let Some(pipeline_run) = tag(&run, "ctflow.pipeline_run") {
-        let path = format!("/api/ctflow/v1/pipeline-runs/{pipeline_run}");
-        let described = client.get_path(&path, &[]).await?;
-        let run = &described["pipeline_run"];
+        let described = client.describe_run(pipeline_run).await?;
+        let run = &described.pipeline_run;
         out["pipeline_run"] = json!({
-            "id": run["id"],
-            "pipeline": run["pipeline"],
-            "phase": run["phase"],
-            "decision": run["decision"],
-            "project": run["spec"]["project"],
+            "id": run.id,
+            "pipeline": run.pipeline,
+            "phase": run.phase,
+            "decision": run.decision,
+            "project": run.spec.project,
         });
-        out["trigger"] = run["trigger"].clone();
-        if let Some(snapshot) = described.get("data_snapshot") {
-            out["data"] = snapshot.clone();
+        out["trigger"] = json!(run.trigger);
+        if let Some(snapshot) = &described.data_snapshot {
+            out["data"] = json!(snapshot);
         }
     }
     Ok(out)

@@ -205,6 +205,14 @@ fn print_described(described: &DescribedRun) {
             .collect();
         println!("  params:    {}", list.join(" "));
     }
+    if let Some(snapshot) = &described.data_snapshot {
+        println!(
+            "  data:      snapshot {} ({} files, {} rows)",
+            snapshot.id,
+            snapshot.files.len(),
+            snapshot.rows
+        );
+    }
     println!("  phase:     {}", run.phase);
     println!("  attempt:   {}", run.attempt);
     if let Some(run_id) = &run.run_id {

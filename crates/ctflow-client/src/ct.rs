@@ -2,6 +2,7 @@
 
 use std::collections::BTreeSet;
 
+use ctflow_core::data::DataSnapshot;
 use ctflow_core::pipeline::PipelineRecord;
 use ctflow_core::pipeline_run::{PipelineRun, PipelineRunEvent};
 use ctflow_core::trigger::DriftEvent;
@@ -75,6 +76,9 @@ pub struct DescribedRun {
     pub pipeline_run: PipelineRun,
     #[serde(default)]
     pub events: Vec<PipelineRunEvent>,
+    /// The training data snapshot the run trains on, when its pipeline names its data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_snapshot: Option<DataSnapshot>,
 }
 
 impl TrackingClient {

@@ -56,7 +56,7 @@ async fn take_snapshot(shared: &Shared, id: &str) -> Result<()> {
         ctflow_data::take(&pipeline, &base_dir, &data, &cache, now_ms())
     })
     .await;
-    match taken {
+    let reason = match taken {
         Ok(Ok(snapshot)) => {
             tracing::info!(
                 pipeline_run = id,
@@ -66,25 +66,21 @@ async fn take_snapshot(shared: &Shared, id: &str) -> Result<()> {
                 "training data snapshot recorded"
             );
             shared.store.record_data_snapshot(id, &snapshot).await?;
-            Ok(())
+            return Ok(());
         }
-        Ok(Err(error)) => {
-            tracing::warn!(%error, pipeline_run = id, "cannot snapshot the training data");
-            Box::pin(apply(
-                shared,
-                Step::Move(engine::no_snapshot(&run, &error.to_string())),
-            ))
-            .await
-        }
-        Err(join) => {
-            tracing::error!(error = %join, pipeline_run = id, "the snapshot task failed");
-            Box::pin(apply(
-                shared,
-                Step::Move(engine::no_snapshot(&run, "the snapshot task failed")),
-            ))
-            .await
-        }
-    }
+        Ok(Err(error)) => error.to_string(),
+        Err(join) => format!("the snapshot task failed: {join}"),
+    };
+    tracing::warn!(
+        reason,
+        pipeline_run = id,
+        "cannot snapshot the training data"
+    );
+    Box::pin(apply(
+        shared,
+        Step::Move(engine::no_snapshot(&run, &reason)),
+    ))
+    .await
 }
 
 fn error_kind(error: &Error) -> &'static str {

@@ -202,11 +202,6 @@ fn read_file(path: &Path) -> Result<Content, DataError> {
     })
 }
 
-/// The SHA-256 of a file's content, hex.
-pub fn digest(path: &Path) -> Result<String, DataError> {
-    Ok(read_file(path)?.sha256)
-}
-
 fn epoch_ms(identity: &Identity) -> i64 {
     i64::try_from(identity.modified_ns / 1_000_000).unwrap_or(i64::MAX)
 }
