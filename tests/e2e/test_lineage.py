@@ -8,11 +8,13 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 
 import pytest
 from mlflow import MlflowClient
 
-from support import IRIS, TERMINAL, CtflowUp, describe, install, iris_pipeline, runs_of, trigger, wait_for, wait_phase
+from support import (IRIS, TERMINAL, CtflowUp, api, champion_version, describe, drift_checks, install, iris_pipeline,
+                     runs_of, trigger, wait_for, wait_phase)
 
 
 @pytest.fixture(scope="module")
@@ -151,3 +153,101 @@ def test_no_training_data_fails_the_run_before_any_attempt(up, tmp_path):
     run = wait_phase(up, started["id"], TERMINAL, timeout=30)
     assert run["phase"] == "Failed" and run["attempt"] == 0, run
     assert run["decision"].startswith("cannot snapshot the training data: no training data"), run["decision"]
+
+
+def drop(folder, name, *generator_args):
+    """Writes a batch made by the example's make_drifted.py into `folder` (renamed into
+    place, as the script does), and returns its bytes."""
+    out = folder / name
+    subprocess.run([sys.executable, str(IRIS / "make_drifted.py"), "--out", str(out), *generator_args],
+                   check=True, capture_output=True, timeout=60)
+    return out.read_bytes()
+
+
+def test_a_champion_reference_follows_promotions_and_rollback(up, tmp_path):
+    """`reference: champion`: each drift check compares the new batch with the champion's
+    training snapshot, so once a model trained on a shifted distribution is champion, more
+    of that distribution no longer drifts (no retrain storm) while a third one does; a
+    rollback moves the reference back with the alias."""
+    data = data_folder(tmp_path)
+    incoming = data / "incoming"
+    install(up, "iris-follow", iris_pipeline("iris-follow", "iris-follow-model", f"""
+  data:
+    paths: [{data}/iris.csv, {incoming}/*.csv]
+    window: {{ lastRows: 300 }}
+  triggers:
+    - drift:
+        reference: champion
+        current: {incoming}/*.csv
+        features: [sepal_length, sepal_width, petal_length, petal_width]
+""", gates="""
+  gates:
+    ct:
+      metrics: [ { metric: accuracy, threshold: 0.8 } ]
+"""))
+    client = MlflowClient(up.url)
+
+    def snapshot_of(pipeline_run):
+        return describe(up, pipeline_run["id"])["data_snapshot"]
+
+    def next_check(count):
+        checks = wait_for(f"drift check {count}",
+                          lambda: (lambda c: c if len(c) >= count else None)(drift_checks(client, "iris-follow")),
+                          timeout=60)
+        return checks[count - 1]
+
+    def drift_run(count):
+        """The pipeline run of the count-th drift event, once it has ended."""
+        def started():
+            runs = [r for r in runs_of(up, "iris-follow") if r["trigger"]["kind"] == "drift"]
+            return runs[-count] if len(runs) >= count else None  # newest first
+        return wait_phase(up, wait_for(f"drift run {count}", started, timeout=60)["id"], TERMINAL)
+
+    # Before a champion exists, arrived files are not judged.
+    first = wait_phase(up, trigger(up, "iris-follow")["pipeline_run"]["id"], TERMINAL)
+    assert first["phase"] == "Succeeded", describe(up, first["id"])
+    v1 = snapshot_of(first)
+    assert champion_version(up.url, "iris-follow-model") == "1"
+
+    # A shifted distribution drifts against what v1 learned, and the retrain learns it.
+    shifted = drop(incoming, "shifted-1.csv", "--seed", "1")
+    check = next_check(1)
+    tags = check.data.tags
+    assert tags["ctflow.drift.dataset_drift"] == "true", tags
+    assert tags["ctflow.drift.reference"] == "champion"
+    assert (tags["ctflow.drift.reference_snapshot"], tags["ctflow.drift.reference_version"]) == (v1["id"], "1")
+    inputs = {{t.key: t.value for t in i.tags}["mlflow.data.context"]: i.dataset for i in check.inputs.dataset_inputs}
+    assert set(inputs) == {"reference", "current"}
+    assert inputs["reference"].digest == v1["id"][:16] and json.loads(inputs["reference"].profile)["num_rows"] == 150
+    assert json.loads(inputs["current"].profile)["num_rows"] == 300
+    retrain = drift_run(1)
+    assert retrain["phase"] == "Succeeded", describe(up, retrain["id"])
+    v2 = snapshot_of(retrain)
+    assert [f["sha256"] for f in v2["files"]] == [hashlib.sha256(shifted).hexdigest()]
+    assert champion_version(up.url, "iris-follow-model") == "2"
+    reference = describe(up, retrain["id"])["pipeline_run"]["trigger"]["detail"]["reference"]
+    assert reference == f"iris-follow-model version 1 (champion), training snapshot {v1['id'][:16]}", reference
+
+    # More of the same distribution: compared with v2's data, no drift, no retrain.
+    drop(incoming, "shifted-2.csv", "--seed", "2")
+    check = next_check(2)
+    assert check.data.tags["ctflow.drift.dataset_drift"] == "false", check.data.metrics
+    assert check.data.tags["ctflow.drift.reference_snapshot"] == v2["id"]
+    assert len([r for r in runs_of(up, "iris-follow") if r["trigger"]["kind"] == "drift"]) == 1
+
+    # A third distribution drifts again; its retrain makes v3 the champion.
+    drop(incoming, "third-1.csv", "--seed", "3", "--shift", "2.5")
+    check = next_check(3)
+    assert check.data.tags["ctflow.drift.dataset_drift"] == "true"
+    assert check.data.tags["ctflow.drift.reference_version"] == "2"
+    assert drift_run(2)["phase"] == "Succeeded"
+    assert champion_version(up.url, "iris-follow-model") == "3"
+
+    # Rolled back to v2, the reference is v2's data again: the third distribution drifts.
+    status, body = api(up.url, "/api/ctflow/v1/models/iris-follow-model/rollback", {})
+    assert status == 200 and body["to_version"] == "2", body
+    drop(incoming, "third-2.csv", "--seed", "4", "--shift", "2.5")
+    check = next_check(4)
+    assert check.data.tags["ctflow.drift.dataset_drift"] == "true"
+    assert (check.data.tags["ctflow.drift.reference_version"], check.data.tags["ctflow.drift.reference_snapshot"]) \
+        == ("2", v2["id"])

@@ -209,13 +209,19 @@ fn print_text(lineage: &Value) -> Result<()> {
             .unwrap_or_default();
         let detail = match kind {
             "data" => format!("new files: {}", files.join(", ")),
-            "drift" => format!(
-                "{} statistic {} over threshold {} on {} rows",
-                trigger["detail"]["method"].as_str().unwrap_or_default(),
-                trigger["detail"]["statistic"],
-                trigger["detail"]["threshold"],
-                trigger["detail"]["rows"]
-            ),
+            "drift" => {
+                let mut text = format!(
+                    "{} statistic {} over threshold {} on {} rows",
+                    trigger["detail"]["method"].as_str().unwrap_or_default(),
+                    trigger["detail"]["statistic"],
+                    trigger["detail"]["threshold"],
+                    trigger["detail"]["rows"]
+                );
+                if let Some(reference) = trigger["detail"]["reference"].as_str() {
+                    text.push_str(&format!(" against {reference}"));
+                }
+                text
+            }
             "manual" => format!(
                 "by {}",
                 trigger["user"].as_str().unwrap_or("an unnamed user")

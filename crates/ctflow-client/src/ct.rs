@@ -81,7 +81,34 @@ pub struct DescribedRun {
     pub data_snapshot: Option<DataSnapshot>,
 }
 
+/// The training snapshot of a pipeline model's champion: the reference of
+/// `reference: champion` drift triggers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChampionSnapshot {
+    pub model: String,
+    pub alias: String,
+    pub version: String,
+    pub run_id: String,
+    pub snapshot: DataSnapshot,
+}
+
 impl TrackingClient {
+    /// The champion's training snapshot; `None` while the model has no champion, or its
+    /// champion was not trained on a recorded snapshot.
+    pub async fn champion_snapshot(
+        &self,
+        pipeline: &str,
+    ) -> ClientResult<Option<ChampionSnapshot>> {
+        let path = pipeline_path(pipeline, "/champion-snapshot");
+        match self.get_path(&path, &[]).await {
+            Ok(body) => decode(&path, body).map(Some),
+            Err(ClientError::Api {
+                status: 404, code, ..
+            }) if code == "RESOURCE_DOES_NOT_EXIST" => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
     /// A pipeline by name.
     pub async fn pipeline(&self, name: &str) -> ClientResult<PipelineRecord> {
         #[derive(Deserialize)]

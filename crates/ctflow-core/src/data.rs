@@ -280,16 +280,6 @@ impl DataSnapshot {
         &self.id[..self.id.len().min(16)]
     }
 
-    /// The schema as MLflow writes a dataset's schema (`mlflow_colspec`).
-    pub fn mlflow_schema(&self) -> Value {
-        let columns: Vec<Value> = self
-            .schema
-            .iter()
-            .map(|c| json!({"type": c.kind, "name": c.name, "required": true}))
-            .collect();
-        json!({ "mlflow_colspec": columns })
-    }
-
     /// The snapshot as one MLflow dataset input (`runs/log-inputs`), with its
     /// `mlflow.data.context` tag (`training`, `reference`, `current`, `evaluation`).
     pub fn dataset_input(&self, name: &str, context: &str) -> Value {
@@ -303,18 +293,42 @@ impl DataSnapshot {
             "num_bytes": self.files.iter().map(|f| f.size).sum::<u64>(),
             "snapshot": self.id,
         });
-        json!({
-            "tags": [{"key": "mlflow.data.context", "value": context}],
-            "dataset": {
-                "name": name,
-                "digest": self.digest(),
-                "source_type": "ctflow",
-                "source": source.to_string(),
-                "schema": self.mlflow_schema().to_string(),
-                "profile": profile.to_string(),
-            }
-        })
+        dataset_input(
+            name,
+            context,
+            self.digest(),
+            &source,
+            &self.schema,
+            &profile,
+        )
     }
+}
+
+/// One MLflow dataset input (`runs/log-inputs`): `digest` is cut to MLflow's 36-character
+/// column, `source`, `schema` and `profile` are JSON text as MLflow stores them.
+pub fn dataset_input(
+    name: &str,
+    context: &str,
+    digest: &str,
+    source: &Value,
+    schema: &[Column],
+    profile: &Value,
+) -> Value {
+    let columns: Vec<Value> = schema
+        .iter()
+        .map(|c| json!({"type": c.kind, "name": c.name, "required": true}))
+        .collect();
+    json!({
+        "tags": [{"key": "mlflow.data.context", "value": context}],
+        "dataset": {
+            "name": name,
+            "digest": &digest[..digest.len().min(16)],
+            "source_type": "ctflow",
+            "source": source.to_string(),
+            "schema": json!({ "mlflow_colspec": columns }).to_string(),
+            "profile": profile.to_string(),
+        }
+    })
 }
 
 /// Why a file no longer matches its snapshot, in a sentence.

@@ -281,12 +281,17 @@ pub struct DataTrigger {
     pub debounce: Option<DurationSpec>,
 }
 
+/// The `reference` of a drift trigger that compares with what the champion learned from.
+pub const CHAMPION_REFERENCE: &str = "champion";
+
 /// A drift test on watched data. The drift watcher compares the current data with the
 /// reference and reports a drift event (`crate::trigger::DriftEvent`) when the dataset drifts.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DriftTrigger {
-    /// The data new files are compared with (a path or glob).
+    /// The data new files are compared with: a path or glob, or `champion` for the
+    /// training snapshot of the model's current champion (it follows promotions and
+    /// rollbacks; a file literally named `champion` is `./champion`).
     pub reference: String,
     /// A glob of current data files (relative to the pipeline file).
     pub current: String,
@@ -327,6 +332,13 @@ pub struct DriftTrigger {
     /// time span on a timestamp column.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub window: Option<DriftWindow>,
+}
+
+impl DriftTrigger {
+    /// Whether the reference is the champion's training snapshot rather than a file.
+    pub fn references_champion(&self) -> bool {
+        self.reference.trim() == CHAMPION_REFERENCE
+    }
 }
 
 /// How one column is judged, over the trigger's defaults.
@@ -962,6 +974,7 @@ impl TrainingPipelineSpec {
         validate::data(self, &mut errors);
         for (i, trigger) in self.triggers.iter().enumerate() {
             validate::trigger(
+                self,
                 &format!("spec.triggers[{i}].{}", trigger.kind()),
                 trigger,
                 &mut errors,
@@ -1274,6 +1287,27 @@ mod tests {
         assert_eq!(
             drift(json!({"window": {"lastRows": 0}})),
             vec!["spec.triggers[0].drift.window.lastRows"]
+        );
+    }
+
+    #[test]
+    fn a_champion_reference_needs_the_training_data_it_stands_for() {
+        let mut spec = pipeline();
+        spec.triggers = vec![Trigger::Drift(Box::new(
+            serde_json::from_value(json!({"reference": "champion", "current": "in/*.csv"}))
+                .expect("a drift trigger"),
+        ))];
+        assert_eq!(fields(&spec), vec!["spec.triggers[0].drift.reference"]);
+        spec.data = Some(
+            serde_json::from_value(json!({"paths": ["base.csv", "in/*.csv"]}))
+                .expect("training data"),
+        );
+        assert!(fields(&spec).is_empty());
+        spec.model = None;
+        assert!(
+            fields(&spec).contains(&"spec.triggers[0].drift.reference".to_string()),
+            "{:?}",
+            fields(&spec)
         );
     }
 

@@ -105,6 +105,10 @@ pub struct DriftEvent {
     pub snapshot: String,
     /// Epoch ms.
     pub detected_at: i64,
+    /// What the data was compared with: the reference file, or the champion version and
+    /// the training snapshot it learned from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
 }
 
 impl DriftEvent {
@@ -254,6 +258,7 @@ mod tests {
             rows: 600,
             snapshot: "sha256:ab".into(),
             detected_at: 1,
+            reference: Some("ref.csv".into()),
         };
         assert!(event.validate().is_ok());
         let trigger = event.clone().into_trigger();

@@ -626,6 +626,10 @@ fn mlflow_routes() -> Router<AppState> {
             "/ctflow/v1/pipelines/{name}/triggers/{index}/seen-files",
             get(pipelines::seen_files).post(pipelines::mark_seen),
         )
+        .route(
+            "/ctflow/v1/pipelines/{name}/champion-snapshot",
+            get(pipelines::champion_snapshot),
+        )
         .route("/ctflow/v1/pipelines/{name}/runs", get(pipelines::runs))
         .route("/ctflow/v1/pipeline-runs", get(pipelines::all_runs))
         .route("/ctflow/v1/pipeline-runs/{id}", get(pipelines::describe))

@@ -458,6 +458,53 @@ pub async fn mark_seen(
     Ok(Json(json!({})).into_response())
 }
 
+/// `GET /api/ctflow/v1/pipelines/{name}/champion-snapshot`: the training snapshot of the
+/// pipeline model's current champion, the reference of `reference: champion` drift
+/// triggers. 404 when the model has no champion, or its run recorded no snapshot.
+pub async fn champion_snapshot(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> JsonResult {
+    let pipeline = state.store.get_pipeline(&name).await?;
+    let spec = &pipeline.document.spec;
+    let Some(model) = spec.model.as_ref().map(|m| m.name.clone()) else {
+        return Err(invalid(format!("Pipeline '{name}' names no model (spec.model).")).into());
+    };
+    let alias = spec.promotion.champion_alias.clone();
+    let Some(version) = found(state.store.get_model_version_by_alias(&model, &alias).await)? else {
+        return Err(
+            MlflowError::not_found(format!("Model '{model}' has no '{alias}' yet.")).into(),
+        );
+    };
+    let tagged = if version.run_id.is_empty() {
+        None
+    } else {
+        found(state.store.get_run(&version.run_id).await)?.and_then(|run| {
+            run.data
+                .tags
+                .into_iter()
+                .find(|t| t.key == ctflow_core::data::SNAPSHOT_TAG)
+                .map(|t| t.value)
+        })
+    };
+    let Some(snapshot_id) = tagged else {
+        return Err(MlflowError::not_found(format!(
+            "Version {} of model '{model}' ('{alias}') was not trained on a recorded data snapshot.",
+            version.version
+        ))
+        .into());
+    };
+    let snapshot = state.store.get_data_snapshot(&snapshot_id).await?;
+    Ok(Json(json!({
+        "model": model,
+        "alias": alias,
+        "version": version.version,
+        "run_id": version.run_id,
+        "snapshot": snapshot,
+    }))
+    .into_response())
+}
+
 fn phases(p: &Params) -> ApiResult<Vec<Phase>> {
     let mut out = Vec::new();
     for text in p.str_list("phase")? {

@@ -126,6 +126,7 @@ async fn a_drift_event_carries_its_files_and_check_run() {
         rows: 100,
         snapshot: "sha256:0123456789abcdef0123456789abcdef".into(),
         detected_at: 1,
+        reference: Some("champion v1 (snapshot 0123)".into()),
     };
     let files = names(&["/data/current/1.csv"]);
     let Recorded::Created(run) = client

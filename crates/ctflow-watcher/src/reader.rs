@@ -151,6 +151,58 @@ impl RawTable {
         Ok(())
     }
 
+    /// SHA-256 (hex) of the column names and every value, row by row: two tables with
+    /// the same content have the same digest, whatever files they came from.
+    pub fn digest(&self) -> String {
+        use sha2::Digest;
+        let mut hasher = sha2::Sha256::new();
+        for name in &self.names {
+            hasher.update(name.as_bytes());
+            hasher.update([0u8]);
+        }
+        for row in 0..self.rows {
+            for values in &self.values {
+                match values {
+                    Values::Numbers(v) => match v.get(row).copied().flatten() {
+                        Some(x) => hasher.update(x.to_string().as_bytes()),
+                        None => hasher.update([1u8]),
+                    },
+                    Values::Texts { values, .. } => match values.get(row) {
+                        Some(Some(text)) => hasher.update(text.as_bytes()),
+                        _ => hasher.update([1u8]),
+                    },
+                }
+                hasher.update([0u8]);
+            }
+        }
+        hex::encode(hasher.finalize())
+    }
+
+    /// The columns with MLflow's column-spec types, as a training snapshot records them.
+    pub fn schema(&self) -> Vec<ctflow_core::data::Column> {
+        self.names
+            .iter()
+            .zip(&self.values)
+            .map(|(name, values)| {
+                let kind = match values {
+                    Values::Numbers(_) => "double",
+                    Values::Texts { values, .. } => ctflow_core::data::infer_kind(
+                        values.iter().take(10_000).flatten().map(String::as_str),
+                    ),
+                };
+                ctflow_core::data::Column {
+                    name: name.clone(),
+                    kind: kind.to_string(),
+                }
+            })
+            .collect()
+    }
+
+    /// Leaves out the first `rows` rows (what a training snapshot's window cut).
+    pub fn skip_first(&mut self, rows: usize) {
+        self.keep_last(self.rows.saturating_sub(rows));
+    }
+
     /// Keeps the last `rows` rows.
     pub fn keep_last(&mut self, rows: usize) {
         if rows >= self.rows {

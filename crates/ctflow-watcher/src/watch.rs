@@ -15,12 +15,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ctflow_bus::{Bus, WatchEvent};
-use ctflow_client::ct::Recorded;
+use ctflow_client::ct::{ChampionSnapshot, Recorded};
 use ctflow_client::tracking::{MetricPoint, RunStart};
 use ctflow_client::{ClientError, TrackingClient};
+use ctflow_core::data::DataSnapshot;
 use ctflow_core::entities::KeyValue;
 use ctflow_core::pipeline::PipelineRecord;
-use ctflow_core::pipeline::{DriftTrigger, Trigger, drift_method};
+use ctflow_core::pipeline::{CHAMPION_REFERENCE, DriftTrigger, Trigger, drift_method};
 use ctflow_core::trigger::DriftEvent;
 use ctflow_metrics::{ColumnLabels, DriftCheckLabels, Metrics, PipelineLabels, TriggerLabels};
 use sha2::Digest;
@@ -112,16 +113,112 @@ fn options_of(trigger: &DriftTrigger) -> DriftOptions {
     }
 }
 
-/// Reads the reference and the current files, applies the window and types both;
-/// returns them with the files that contributed rows.
+/// What a check compares the current data with.
+enum ReferenceSource {
+    /// A file (or glob) the trigger names.
+    File(String),
+    /// The training snapshot of the model's champion (`reference: champion`).
+    Champion(Box<ChampionSnapshot>),
+}
+
+impl ReferenceSource {
+    /// How the check run and the drift event name it.
+    fn label(&self) -> String {
+        match self {
+            ReferenceSource::File(path) => path.clone(),
+            ReferenceSource::Champion(c) => format!(
+                "{} version {} ({}), training snapshot {}",
+                c.model,
+                c.version,
+                c.alias,
+                c.snapshot.digest()
+            ),
+        }
+    }
+
+    /// The check run's tags that say what it compared with.
+    fn tags(&self) -> Vec<KeyValue> {
+        match self {
+            ReferenceSource::File(path) => vec![KeyValue::new("ctflow.drift.reference", path)],
+            ReferenceSource::Champion(c) => vec![
+                KeyValue::new("ctflow.drift.reference", CHAMPION_REFERENCE),
+                KeyValue::new("ctflow.drift.reference_snapshot", &c.snapshot.id),
+                KeyValue::new("ctflow.drift.reference_version", &c.version),
+                KeyValue::new("ctflow.drift.reference_run", &c.run_id),
+            ],
+        }
+    }
+
+    async fn read(&self, base: &Path, stores: &ObjectStores) -> Result<RawTable, crate::Error> {
+        match self {
+            ReferenceSource::File(path) => read_one(base, path, stores).await,
+            ReferenceSource::Champion(c) => read_snapshot(&c.snapshot, stores).await,
+        }
+    }
+}
+
+/// Reads the files of a training snapshot as its manifest describes them (the rows a
+/// window cut are left out). A local file whose size or modification time differs from
+/// the record is refused: it is no longer what the champion learned from.
+async fn read_snapshot(
+    snapshot: &DataSnapshot,
+    stores: &ObjectStores,
+) -> Result<RawTable, crate::Error> {
+    let mut table: Option<RawTable> = None;
+    for file in &snapshot.files {
+        if !file.uri.contains("://") {
+            let facts = std::fs::metadata(&file.uri).map_err(|e| crate::Error::Read {
+                path: file.uri.clone(),
+                message: format!("the champion's training file is unreadable: {e}"),
+            })?;
+            let modified = facts
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .and_then(|d| i64::try_from(d.as_millis()).ok());
+            if facts.len() != file.size || modified != Some(file.modified) {
+                return Err(crate::Error::Read {
+                    path: file.uri.clone(),
+                    message: format!(
+                        "the champion's training file changed after its snapshot {} (size {} was recorded, {} is there now)",
+                        snapshot.digest(),
+                        file.size,
+                        facts.len()
+                    ),
+                });
+            }
+        }
+        let mut part = read_one(Path::new("/"), &file.uri, stores).await?;
+        part.skip_first(usize::try_from(file.skip_rows).unwrap_or(usize::MAX));
+        match &mut table {
+            None => table = Some(part),
+            Some(table) => table.append(part)?,
+        }
+    }
+    table.ok_or_else(|| {
+        crate::Error::Options("the champion's training snapshot has no files".into())
+    })
+}
+
+/// The data of one check, typed, with the MLflow dataset inputs that record it.
+struct Prepared {
+    reference: Table,
+    current: Table,
+    /// The current files that contributed rows.
+    files: Vec<String>,
+    datasets: Vec<serde_json::Value>,
+}
+
+/// Reads the reference and the current files, applies the window and types both.
 async fn prepare(
-    base: &Path,
+    pipeline: &PipelineRecord,
     source: &DataSource,
     candidates: &[String],
     window: &Window,
     trigger: &DriftTrigger,
+    reference_source: &ReferenceSource,
     stores: &ObjectStores,
-) -> Result<(Table, Table, Vec<String>), crate::Error> {
+) -> Result<Prepared, crate::Error> {
     let typing = Typing {
         categorical: trigger.categorical.iter().cloned().collect(),
         numeric: trigger.numeric.iter().cloned().collect(),
@@ -149,7 +246,10 @@ async fn prepare(
         current.append(table)?;
     }
     window.apply(&mut current)?;
-    let mut reference = read_one(base, &trigger.reference, stores).await?;
+    let mut reference = reference_source
+        .read(Path::new(&pipeline.base_dir), stores)
+        .await?;
+    let pipeline = &pipeline.name;
     if let Window::Time { column, .. } = window {
         reference.drop_column(column);
     }
@@ -161,15 +261,51 @@ async fn prepare(
             }
         }
     }
+    let reference_dataset = match reference_source {
+        ReferenceSource::Champion(c) => c
+            .snapshot
+            .dataset_input(&format!("{pipeline}-reference"), "reference"),
+        ReferenceSource::File(path) => table_dataset(
+            &format!("{pipeline}-reference"),
+            "reference",
+            &reference,
+            std::slice::from_ref(path),
+        ),
+    };
+    let datasets = vec![
+        reference_dataset,
+        table_dataset(&format!("{pipeline}-current"), "current", &current, &files),
+    ];
     let typed = |raw: RawTable, path: String| {
         raw.into_table(&typing)
             .map_err(|message| crate::Error::Read { path, message })
     };
-    Ok((
-        typed(reference, trigger.reference.clone())?,
-        typed(current, files.join(", "))?,
+    Ok(Prepared {
+        reference: typed(reference, reference_source.label())?,
+        current: typed(current, files.join(", "))?,
         files,
-    ))
+        datasets,
+    })
+}
+
+/// Data read for a check as an MLflow dataset input: its digest is over the rows as
+/// compared (after the window).
+fn table_dataset(
+    name: &str,
+    context: &str,
+    table: &RawTable,
+    files: &[String],
+) -> serde_json::Value {
+    let source = serde_json::json!({ "files": files });
+    let profile = serde_json::json!({ "num_rows": table.rows, "num_files": files.len() });
+    ctflow_core::data::dataset_input(
+        name,
+        context,
+        &table.digest(),
+        &source,
+        &table.schema(),
+        &profile,
+    )
 }
 
 impl Watcher {
@@ -257,6 +393,22 @@ impl Watcher {
         if new.is_empty() {
             return Ok(());
         }
+        let reference_source = if trigger.references_champion() {
+            match self.client.champion_snapshot(&pipeline.name).await? {
+                Some(champion) => ReferenceSource::Champion(Box::new(champion)),
+                None => {
+                    // Nothing has been learned yet: these files are the first model's data.
+                    tracing::info!(
+                        pipeline = pipeline.name,
+                        files = new.len(),
+                        "no champion trained on a recorded snapshot yet; new files are not judged"
+                    );
+                    return self.client.mark_seen(&pipeline.name, index, &new).await;
+                }
+            }
+        } else {
+            ReferenceSource::File(trigger.reference.clone())
+        };
         let window = window_of(trigger);
         // A window looks at every file the glob matches; otherwise only the new ones.
         let candidates = if window == Window::All {
@@ -264,10 +416,28 @@ impl Watcher {
         } else {
             &settled
         };
-        let prepared = prepare(base, &source, candidates, &window, trigger, &self.stores).await;
-        let (reference, current, files) = match prepared {
+        let prepared = prepare(
+            pipeline,
+            &source,
+            candidates,
+            &window,
+            trigger,
+            &reference_source,
+            &self.stores,
+        )
+        .await;
+        let Prepared {
+            reference,
+            current,
+            files,
+            datasets,
+        } = match prepared {
             Ok(prepared) => prepared,
-            Err(error) => return self.give_up(pipeline, index, &new, error).await,
+            Err(error) => {
+                return self
+                    .give_up(pipeline, index, &new, &reference_source, error)
+                    .await;
+            }
         };
         if (current.rows as u64) < trigger.min_rows {
             tracing::debug!(
@@ -280,10 +450,20 @@ impl Watcher {
         }
         let report = match compare(&reference, &current, &options_of(trigger)) {
             Ok(report) => report,
-            Err(error) => return self.give_up(pipeline, index, &new, error).await,
+            Err(error) => {
+                return self
+                    .give_up(pipeline, index, &new, &reference_source, error)
+                    .await;
+            }
         };
         let check_run = self
-            .record(pipeline, &files, Ok((&report, &reference, &current)))
+            .record(
+                pipeline,
+                &files,
+                &reference_source,
+                &datasets,
+                Ok((&report, &reference, &current)),
+            )
             .await?;
         self.observe(&pipeline.name, &report);
         if report.dataset.drifted {
@@ -306,6 +486,7 @@ impl Watcher {
                 rows: current.rows as u64,
                 snapshot: format!("sha256:{}", &hex::encode(hasher.finalize())[..32]),
                 detected_at: ctflow_core::now_ms(),
+                reference: Some(reference_source.label()),
             };
             let pipeline_run = match self.client.record_drift(&event, &new, &check_run).await? {
                 Recorded::Created(run) => {
@@ -381,9 +562,11 @@ impl Watcher {
         pipeline: &PipelineRecord,
         index: usize,
         files: &[String],
+        reference: &ReferenceSource,
         error: crate::Error,
     ) -> Result<(), ClientError> {
-        self.record(pipeline, files, Err(error.to_string())).await?;
+        self.record(pipeline, files, reference, &[], Err(error.to_string()))
+            .await?;
         self.metrics
             .drift_checks
             .get_or_create(&DriftCheckLabels {
@@ -394,11 +577,15 @@ impl Watcher {
         self.client.mark_seen(&pipeline.name, index, files).await
     }
 
-    /// Records a check as a tracking run in `<pipeline>-drift`; returns its run id.
+    /// Records a check as a tracking run in `<pipeline>-drift`, with what it compared
+    /// (tags, and the reference and current data as MLflow dataset inputs); returns its
+    /// run id.
     async fn record(
         &self,
         pipeline: &PipelineRecord,
         files: &[String],
+        reference: &ReferenceSource,
+        datasets: &[serde_json::Value],
         report: Result<(&DriftReport, &Table, &Table), String>,
     ) -> Result<String, ClientError> {
         let experiment_id = self
@@ -414,6 +601,7 @@ impl Watcher {
             ),
             KeyValue::new("mlflow.user", &self.config.user),
         ];
+        tags.extend(reference.tags());
         match &report {
             Err(message) => tags.push(KeyValue::new(
                 "ctflow.drift.error",
@@ -440,6 +628,14 @@ impl Watcher {
             })
             .await?
             .info;
+        if !datasets.is_empty() {
+            self.client
+                .post(
+                    "runs/log-inputs",
+                    &serde_json::json!({ "run_id": run.run_id, "datasets": datasets }),
+                )
+                .await?;
+        }
         let status = match report {
             Err(_) => "FAILED",
             Ok((report, reference, current)) => {

@@ -117,7 +117,12 @@ pub(super) fn data(spec: &TrainingPipelineSpec, errors: &mut Errors) {
 }
 
 /// One trigger; `base` is its field path (`spec.triggers[0].schedule`).
-pub(super) fn trigger(base: &str, trigger: &Trigger, errors: &mut Errors) {
+pub(super) fn trigger(
+    spec: &TrainingPipelineSpec,
+    base: &str,
+    trigger: &Trigger,
+    errors: &mut Errors,
+) {
     match trigger {
         Trigger::Schedule(s) => {
             if let Err(e) = crate::schedule::Schedule::new(&s.cron, &s.timezone) {
@@ -137,12 +142,12 @@ pub(super) fn trigger(base: &str, trigger: &Trigger, errors: &mut Errors) {
                 errors.add(format!("{base}.path"), "must not be empty");
             }
         }
-        Trigger::Drift(d) => drift(base, d, errors),
+        Trigger::Drift(d) => drift(spec, base, d, errors),
         Trigger::Webhook(w) => webhook(base, w, errors),
     }
 }
 
-fn drift(base: &str, d: &DriftTrigger, errors: &mut Errors) {
+fn drift(spec: &TrainingPipelineSpec, base: &str, d: &DriftTrigger, errors: &mut Errors) {
     if let Err(message) = drift_method(&d.method) {
         errors.add(format!("{base}.method"), message);
     }
@@ -189,6 +194,12 @@ fn drift(base: &str, d: &DriftTrigger, errors: &mut Errors) {
     }
     if d.reference.trim().is_empty() {
         errors.add(format!("{base}.reference"), "must not be empty");
+    }
+    if d.references_champion() && (spec.data.is_none() || spec.model.is_none()) {
+        errors.add(
+            format!("{base}.reference"),
+            "`champion` compares with the champion's training snapshot: the pipeline needs spec.model and spec.data",
+        );
     }
     if d.current.trim().is_empty() {
         errors.add(format!("{base}.current"), "must not be empty");
