@@ -251,3 +251,65 @@ def test_a_champion_reference_follows_promotions_and_rollback(up, tmp_path):
     assert check.data.tags["ctflow.drift.dataset_drift"] == "true"
     assert (check.data.tags["ctflow.drift.reference_version"], check.data.tags["ctflow.drift.reference_snapshot"]) \
         == ("2", v2["id"])
+
+
+def test_rerun_reproduces_a_run_and_diff_shows_what_changed(up, ctflow_bin, tmp_path):
+    """`ctflow pipelines rerun` trains again on the original's snapshot and parameters
+    (new files since are not in it) and reproduces its metric; `ctflow models diff` shows
+    the data, parameter and metric changes between two versions; a rerun whose data
+    changed is refused with the reason."""
+    data = data_folder(tmp_path)
+    install(up, "iris-rerun", iris_pipeline("iris-rerun", "iris-rerun-model", f"""
+  data:
+    paths: [{data}/iris.csv, {data}/incoming/*.csv]
+""", gates="""
+  gates:
+    ct:
+      metrics: [ { metric: accuracy, threshold: 0.5 } ]
+"""))
+    env = dict(os.environ, MLFLOW_TRACKING_URI=up.url)
+    client = MlflowClient(up.url)
+
+    def ctflow(*args):
+        return subprocess.run([ctflow_bin, *args], env=env, capture_output=True, text=True, timeout=300)
+
+    first = wait_phase(up, trigger(up, "iris-rerun", params={"C": "0.05"})["pipeline_run"]["id"], TERMINAL)
+    assert first["phase"] == "Succeeded", describe(up, first["id"])
+    (data / "incoming" / "batch.csv").write_text(iris_rows(0, 40))
+    second = wait_phase(up, trigger(up, "iris-rerun")["pipeline_run"]["id"], TERMINAL)
+    assert second["phase"] == "Succeeded", describe(up, second["id"])
+
+    out = ctflow("pipelines", "rerun", first["id"], "--wait", "--output", "json")
+    assert out.returncode == 0, out.stderr
+    rerun = json.loads(out.stdout)["pipeline_run"]
+    assert rerun["phase"] == "Succeeded" and rerun["snapshot_id"] == first["snapshot_id"], rerun
+    assert rerun["trigger"]["kind"] == "rerun" and rerun["trigger"]["detail"]["rerun_of"] == first["id"]
+    original, again = client.get_run(first["run_id"]), client.get_run(rerun["run_id"])
+    assert again.data.params["C"] == "0.05"
+    assert again.data.metrics["training_rows"] == original.data.metrics["training_rows"] == 150
+    assert again.data.metrics["accuracy"] == original.data.metrics["accuracy"]
+
+    out = ctflow("models", "diff", "iris-rerun-model", "1", "2", "--output", "json")
+    assert out.returncode == 0, out.stderr
+    diff = json.loads(out.stdout)
+    assert diff["data"]["same"] is False and diff["data"]["unchanged"] == 1
+    assert [f["path"] for f in diff["data"]["added"]] == [str(data / "incoming" / "batch.csv")]
+    assert diff["data"]["added"][0]["rows"] == 40
+    assert diff["params"] == [{"name": "C", "a": "0.05", "b": "0.5"}]
+    rows = next(m for m in diff["metrics"] if m["name"] == "training_rows")
+    assert (rows["a"], rows["b"], rows["change"]) == (150, 190, 40)
+    out = ctflow("models", "diff", "iris-rerun-model", "1", f"@champion")
+    assert out.returncode == 0, out.stderr
+    assert "iris-rerun-model: version 1 -> version 3" in out.stdout, out.stdout
+    assert "(the same data)" in out.stdout and "params   no differences" in out.stdout, out.stdout
+    out = ctflow("models", "diff", "iris-rerun-model", "1", "2")
+    assert f"  + {data / 'incoming' / 'batch.csv'}  sha256 " in out.stdout, out.stdout
+    assert "params   C: 0.05 -> 0.5" in out.stdout, out.stdout
+
+    # The base file changes: the first run's snapshot can no longer be trained on.
+    with open(data / "iris.csv", "a") as f:
+        f.write("5.0,3.0,1.0,0.2,0\n")
+    out = ctflow("pipelines", "rerun", first["id"])
+    assert out.returncode != 0
+    assert "cannot train on the recorded data snapshot again" in out.stderr, out.stderr
+    assert "iris.csv changed after the snapshot" in out.stderr, out.stderr

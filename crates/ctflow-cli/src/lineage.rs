@@ -42,7 +42,7 @@ fn tag<'a>(run: &'a Run, key: &str) -> Option<&'a str> {
 }
 
 /// The lineage of one model version, as JSON (the `--output json` form).
-async fn lineage(client: &TrackingClient, target: &str) -> Result<Value> {
+pub(crate) async fn lineage(client: &TrackingClient, target: &str) -> Result<Value> {
     let (name, which) = parse_target(target)?;
     let version = match which {
         Which::Version(version) => version,

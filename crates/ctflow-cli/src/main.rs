@@ -4,6 +4,7 @@
 mod client;
 mod commands;
 mod config;
+mod diff;
 mod drift;
 mod lineage;
 mod models;

@@ -46,6 +46,9 @@ pub enum ModelsCommand {
         /// NAME, NAME/VERSION or NAME@ALIAS.
         model: String,
     },
+    /// What changed between two versions: training data (file by file), parameters,
+    /// code and metrics. A and B are version numbers or @ALIAS.
+    Diff { name: String, a: String, b: String },
     /// Move `champion` (or another alias) back to its previous version, per the ledger.
     Rollback {
         name: String,
@@ -167,6 +170,9 @@ pub async fn run(command: ModelsCommand, args: &ClientArgs) -> Result<()> {
         } => rollback(&client, name, alias, no_stages, args.output).await,
         ModelsCommand::History { name } => history(&client, name, args.output).await,
         ModelsCommand::Lineage { model } => crate::lineage::run(&client, &model, args.output).await,
+        ModelsCommand::Diff { name, a, b } => {
+            crate::diff::run(&client, &name, &a, &b, args.output).await
+        }
         ModelsCommand::Serve(serve_args) => serve(client, serve_args).await,
         ModelsCommand::Download { uri, dest } => {
             download_model(&client, uri, dest, args.output).await

@@ -38,6 +38,15 @@ pub enum PipelinesCommand {
         #[arg(long)]
         wait: bool,
     },
+    /// Run an earlier pipeline run again: the same spec, parameters and training data
+    /// snapshot (and commit, for a git project). Refused when a file of the snapshot is
+    /// gone or changed.
+    Rerun {
+        id: String,
+        /// Wait until the new run ends and print its decision.
+        #[arg(long)]
+        wait: bool,
+    },
     /// List pipeline runs, newest first (of one pipeline, or all).
     Runs {
         name: Option<String>,
@@ -95,6 +104,10 @@ fn trigger_text(run: &PipelineRun) -> String {
         "schedule" => format!("schedule {}", time_text(trigger.logical_time)),
         "data" => format!("data ({} file(s))", trigger.files.len()),
         "manual" => format!("manual by {}", or_empty(trigger.user.as_deref())),
+        "rerun" => format!(
+            "rerun of {}",
+            trigger.detail["rerun_of"].as_str().unwrap_or_default()
+        ),
         other => other.to_string(),
     }
 }
@@ -255,6 +268,7 @@ pub async fn run(command: PipelinesCommand, args: &ClientArgs) -> Result<()> {
             key,
             wait,
         } => trigger(&client, name, params, key, wait, json_output).await,
+        PipelinesCommand::Rerun { id, wait } => rerun(&client, id, wait, json_output).await,
         PipelinesCommand::Runs {
             name,
             phase,
@@ -410,6 +424,61 @@ async fn trigger(
     ) {
         bail!(
             "pipeline run {id} ended {}: {}",
+            run.phase,
+            or_empty(run.decision.as_deref())
+        );
+    }
+    Ok(())
+}
+
+/// How long a rerun waits to see its snapshot checked before it reports the run as
+/// recorded (the controller admits within a reconcile pass; a busy pipeline queues it).
+const RERUN_ADMISSION_WAIT: Duration = Duration::from_secs(15);
+
+async fn rerun(client: &TrackingClient, id: String, wait: bool, json_output: bool) -> Result<()> {
+    let path = format!("/api/ctflow/v1/pipeline-runs/{}/rerun", segment(&id));
+    let recorded = client
+        .send_path(reqwest::Method::POST, &path, &json!({}))
+        .await?;
+    let new_id = match Recorded::from_answer(&recorded)? {
+        Recorded::Created(new_id) | Recorded::Duplicate(new_id) => new_id,
+    };
+    let described = if wait {
+        follow(client, &new_id, !json_output).await?
+    } else {
+        // The controller checks the snapshot's files before admitting the run: wait
+        // for that verdict, so a changed file is refused here.
+        let deadline = tokio::time::Instant::now() + RERUN_ADMISSION_WAIT;
+        loop {
+            let described = client.describe_run(&new_id).await?;
+            let run = &described.pipeline_run;
+            if run.phase != Phase::Pending
+                || run.attempt > 0
+                || tokio::time::Instant::now() >= deadline
+            {
+                break described;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    let run = &described.pipeline_run;
+    let refused = run.phase == Phase::Failed && run.attempt == 0;
+    if json_output {
+        print_json(&serde_json::to_value(&described)?)?;
+    } else if wait {
+        print_described(&described);
+    } else if !refused {
+        println!("{new_id}  rerun of {id}: {}", run.phase);
+    }
+    if refused
+        || (wait
+            && !matches!(
+                run.phase,
+                Phase::Succeeded | Phase::WaitingApproval | Phase::Paused
+            ))
+    {
+        bail!(
+            "rerun {new_id} of pipeline run {id} ended {}: {}",
             run.phase,
             or_empty(run.decision.as_deref())
         );

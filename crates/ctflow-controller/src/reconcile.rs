@@ -45,36 +45,53 @@ async fn job_of(shared: &Shared, run: &PipelineRun) -> Result<Job> {
 /// reason when there is nothing (readable) to train on.
 async fn take_snapshot(shared: &Shared, id: &str) -> Result<()> {
     let run = shared.store.get_pipeline_run(id).await?;
-    let (Some(data), None) = (run.spec.data.clone(), &run.snapshot_id) else {
+    let Some(data) = run.spec.data.clone() else {
         return Ok(());
     };
-    let cache = Arc::clone(&shared.digests);
-    let base_dir = std::path::PathBuf::from(&run.base_dir);
-    let pipeline = run.pipeline.clone();
-    // Digests read whole files: off the async threads.
-    let taken = tokio::task::spawn_blocking(move || {
-        ctflow_data::take(&pipeline, &base_dir, &data, &cache, now_ms())
-    })
-    .await;
-    let reason = match taken {
-        Ok(Ok(snapshot)) => {
-            tracing::info!(
-                pipeline_run = id,
-                snapshot = snapshot.id,
-                files = snapshot.files.len(),
-                rows = snapshot.rows,
-                "training data snapshot recorded"
-            );
-            shared.store.record_data_snapshot(id, &snapshot).await?;
-            return Ok(());
+    let reason = match &run.snapshot_id {
+        None => {
+            let cache = Arc::clone(&shared.digests);
+            let base_dir = std::path::PathBuf::from(&run.base_dir);
+            let pipeline = run.pipeline.clone();
+            // Digests read whole files: off the async threads.
+            let taken = tokio::task::spawn_blocking(move || {
+                ctflow_data::take(&pipeline, &base_dir, &data, &cache, now_ms())
+            })
+            .await;
+            match taken {
+                Ok(Ok(snapshot)) => {
+                    tracing::info!(
+                        pipeline_run = id,
+                        snapshot = snapshot.id,
+                        files = snapshot.files.len(),
+                        rows = snapshot.rows,
+                        "training data snapshot recorded"
+                    );
+                    shared.store.record_data_snapshot(id, &snapshot).await?;
+                    return Ok(());
+                }
+                Ok(Err(error)) => error.to_string(),
+                Err(join) => format!("the snapshot task failed: {join}"),
+            }
         }
-        Ok(Err(error)) => error.to_string(),
-        Err(join) => format!("the snapshot task failed: {join}"),
+        // A run that starts with a snapshot (a rerun) trains on it only if every file is
+        // still what was recorded.
+        Some(snapshot_id) if run.attempt == 0 => {
+            let snapshot = shared.store.get_data_snapshot(snapshot_id).await?;
+            let verified =
+                tokio::task::spawn_blocking(move || ctflow_data::verify(&snapshot)).await;
+            match verified {
+                Ok(Ok(())) => return Ok(()),
+                Ok(Err(error)) => error.to_string(),
+                Err(join) => format!("the verification task failed: {join}"),
+            }
+        }
+        Some(_) => return Ok(()),
     };
     tracing::warn!(
         reason,
         pipeline_run = id,
-        "cannot snapshot the training data"
+        "the training data cannot be recorded or no longer matches its snapshot"
     );
     Box::pin(apply(
         shared,

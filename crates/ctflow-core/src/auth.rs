@@ -328,7 +328,9 @@ pub fn route_access(method: &str, route: &str) -> Option<Access> {
         "/ctflow/v1/pipeline-runs" => Listing(self::Listing::PipelineRuns),
         "/ctflow/v1/events" => Listing(self::Listing::WatchEvents),
         "/ctflow/v1/pipelines/{name}" => Pipeline(if write { Need::Manage } else { Need::Read }),
-        "/ctflow/v1/pipelines/{name}/runs" => Pipeline(Need::Read),
+        "/ctflow/v1/pipelines/{name}/runs" | "/ctflow/v1/pipelines/{name}/champion-snapshot" => {
+            Pipeline(Need::Read)
+        }
         "/ctflow/v1/pipelines/{name}/trigger"
         | "/ctflow/v1/pipelines/{name}/drift-events"
         | "/ctflow/v1/pipelines/{name}/data-events" => Pipeline(Need::Update),
@@ -338,6 +340,7 @@ pub fn route_access(method: &str, route: &str) -> Option<Access> {
         // Signed by the pipeline's webhook secret instead.
         "/ctflow/v1/pipelines/{name}/webhook" => Public,
         "/ctflow/v1/pipeline-runs/{id}" => PipelineRun(Need::Read),
+        "/ctflow/v1/pipeline-runs/{id}/rerun" => PipelineRun(Need::Update),
         "/ctflow/v1/pipeline-runs/{id}/approve" | "/ctflow/v1/pipeline-runs/{id}/reject" => {
             PipelineRun(Need::Manage)
         }

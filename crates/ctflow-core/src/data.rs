@@ -331,6 +331,47 @@ pub fn dataset_input(
     })
 }
 
+/// How the files of two snapshots differ, by the path the pipeline names them with.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct SnapshotDiff {
+    /// In the second snapshot only.
+    pub added: Vec<SnapshotFile>,
+    /// In the first snapshot only.
+    pub removed: Vec<SnapshotFile>,
+    /// In both, with another digest or another window cut: (first, second).
+    pub changed: Vec<(SnapshotFile, SnapshotFile)>,
+    /// In both, the same.
+    pub unchanged: usize,
+}
+
+impl SnapshotDiff {
+    /// Whether both snapshots hold the same data.
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.removed.is_empty() && self.changed.is_empty()
+    }
+}
+
+/// The file-by-file difference from snapshot `a` to snapshot `b`.
+pub fn diff_snapshots(a: &DataSnapshot, b: &DataSnapshot) -> SnapshotDiff {
+    let mut diff = SnapshotDiff::default();
+    for file in &b.files {
+        match a.files.iter().find(|f| f.path == file.path) {
+            None => diff.added.push(file.clone()),
+            Some(old) if old.sha256 != file.sha256 || old.skip_rows != file.skip_rows => {
+                diff.changed.push((old.clone(), file.clone()));
+            }
+            Some(_) => diff.unchanged += 1,
+        }
+    }
+    diff.removed = a
+        .files
+        .iter()
+        .filter(|f| !b.files.iter().any(|n| n.path == f.path))
+        .cloned()
+        .collect();
+    diff
+}
+
 /// Why a file no longer matches its snapshot, in a sentence.
 pub fn changed_file(file: &SnapshotFile, actual: Option<&str>) -> Option<String> {
     match actual {
@@ -503,6 +544,55 @@ mod tests {
         assert_ne!(a.id, c.id);
         assert_ne!(a.id, d.id);
         assert_eq!(d.rows, 7);
+    }
+
+    #[test]
+    fn a_diff_names_added_removed_and_changed_files_by_path() {
+        let a = DataSnapshot::new(
+            "p",
+            vec![
+                snapshot_file("base", "b1", 0),
+                snapshot_file("old", "o1", 0),
+                snapshot_file("cut", "c1", 0),
+            ],
+            vec![],
+            None,
+            1,
+        );
+        let b = DataSnapshot::new(
+            "p",
+            vec![
+                snapshot_file("base", "b1", 0),
+                snapshot_file("cut", "c1", 4),
+                snapshot_file("new", "n1", 0),
+            ],
+            vec![],
+            None,
+            2,
+        );
+        let diff = diff_snapshots(&a, &b);
+        assert_eq!(
+            diff.added
+                .iter()
+                .map(|f| f.path.as_str())
+                .collect::<Vec<_>>(),
+            ["new"]
+        );
+        assert_eq!(
+            diff.removed
+                .iter()
+                .map(|f| f.path.as_str())
+                .collect::<Vec<_>>(),
+            ["old"]
+        );
+        assert_eq!(diff.changed.len(), 1);
+        assert_eq!(
+            (diff.changed[0].0.skip_rows, diff.changed[0].1.skip_rows),
+            (0, 4)
+        );
+        assert_eq!(diff.unchanged, 1);
+        assert!(!diff.is_empty());
+        assert!(diff_snapshots(&a, &a).is_empty());
     }
 
     #[test]

@@ -94,8 +94,9 @@ pub enum Step {
         /// The history entry.
         event: PipelineRunEvent,
     },
-    /// Records the training data snapshot of a run admitted for its first attempt (the
-    /// pipeline names its data and the run has none yet); comes right before its start.
+    /// Before a run's first attempt, when its pipeline names its data: records the
+    /// training data snapshot, or, for a run that starts with one (a rerun), checks that
+    /// every file of it is unchanged. Comes right before the start.
     TakeSnapshot {
         /// The pipeline run's id.
         run: String,
@@ -244,7 +245,7 @@ pub fn holds_slot(run: &PipelineRun) -> bool {
 
 /// The steps that start a run's next attempt: its data snapshot first when it needs one.
 fn start(run: &PipelineRun, now: i64, steps: &mut Vec<Step>) {
-    if run.spec.data.is_some() && run.snapshot_id.is_none() {
+    if run.spec.data.is_some() && (run.snapshot_id.is_none() || run.attempt == 0) {
         steps.push(Step::TakeSnapshot {
             run: run.id.clone(),
         });
@@ -261,11 +262,16 @@ fn start(run: &PipelineRun, now: i64, steps: &mut Vec<Step>) {
     }));
 }
 
-/// A run whose training data snapshot could not be taken fails before any attempt: there
-/// is nothing it could train on that would be on record.
+/// A run whose training data snapshot could not be taken, or whose recorded snapshot no
+/// longer matches its files, fails before any attempt: there is nothing it could train on
+/// that would be on record.
 pub fn no_snapshot(run: &PipelineRun, reason: &str) -> Move {
-    Move::new(run, &[Phase::Pending], Phase::Failed)
-        .decide(format!("cannot snapshot the training data: {reason}"))
+    let decision = if run.snapshot_id.is_some() {
+        format!("cannot train on the recorded data snapshot again: {reason}")
+    } else {
+        format!("cannot snapshot the training data: {reason}")
+    };
+    Move::new(run, &[Phase::Pending], Phase::Failed).decide(decision)
 }
 
 /// Admission for one pipeline: `runs` are its unfinished runs, oldest first. Retries

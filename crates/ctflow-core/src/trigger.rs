@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// The kinds of trigger, as recorded on a pipeline run.
-pub const KINDS: &[&str] = &["schedule", "data", "drift", "webhook", "manual"];
+pub const KINDS: &[&str] = &["schedule", "data", "drift", "webhook", "manual", "rerun"];
 
 /// One trigger event, ready to be recorded.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -634,6 +634,10 @@ fn mlflow_routes() -> Router<AppState> {
         .route("/ctflow/v1/pipeline-runs", get(pipelines::all_runs))
         .route("/ctflow/v1/pipeline-runs/{id}", get(pipelines::describe))
         .route(
+            "/ctflow/v1/pipeline-runs/{id}/rerun",
+            post(pipelines::rerun),
+        )
+        .route(
             "/ctflow/v1/pipeline-runs/{id}/approve",
             post(pipelines::approve),
         )

@@ -654,6 +654,60 @@ async fn answer(
     Ok(Json(json!({ "pipeline_run": run })).into_response())
 }
 
+/// `POST /api/ctflow/v1/pipeline-runs/{id}/rerun`: a new run with the same spec,
+/// parameters, training data snapshot and (for a git project) commit as run `id`. The
+/// controller checks the snapshot's files before the first attempt: a file gone or
+/// changed fails the rerun with the reason.
+pub async fn rerun(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    actor: Actor,
+) -> JsonResult {
+    let original = state.store.get_pipeline_run(&id).await?;
+    // The pipeline must still exist: the controller admits runs per pipeline.
+    state.store.get_pipeline(&original.pipeline).await?;
+    if original.spec.data.is_some() && original.snapshot_id.is_none() {
+        return Err(invalid(format!(
+            "Pipeline run '{id}' has no recorded training data snapshot ({}): there is nothing to rerun it on.",
+            original.decision.as_deref().unwrap_or("it ended before one was taken")
+        ))
+        .into());
+    }
+    let mut spec = original.spec.clone();
+    let commit = match &original.run_id {
+        Some(run_id) => found(state.store.get_run(run_id).await)?.and_then(|run| {
+            run.data
+                .tags
+                .into_iter()
+                .find(|t| t.key == "mlflow.source.git.commit")
+                .map(|t| t.value)
+        }),
+        None => None,
+    };
+    // A remote project is fetched at a version: pin the commit the original trained with.
+    // A local folder runs as it is now; the commit is kept for comparison.
+    let remote = spec.project.uri.contains("://") || spec.project.uri.starts_with("git@");
+    if remote && let Some(commit) = &commit {
+        spec.project.version = Some(commit.clone());
+    }
+    let mut event = TriggerEvent::new(
+        &original.pipeline,
+        "rerun",
+        format!("rerun:{id}:{}", uuid::Uuid::now_v7().simple()),
+    );
+    event.parameters = original.trigger.parameters.clone();
+    event.user = Some(actor.0);
+    event.detail = json!({
+        "rerun_of": id,
+        "snapshot": original.snapshot_id,
+        "git_commit": commit,
+        "version_pinned": remote && commit.is_some(),
+    });
+    let run = state.store.record_rerun(&original, &event, &spec).await?;
+    wake(&state);
+    Ok(Json(json!({ "pipeline_run": run, "duplicate": false })).into_response())
+}
+
 /// `POST /api/ctflow/v1/pipeline-runs/{id}/approve` with `user` and `comment`.
 pub async fn approve(
     State(state): State<AppState>,

@@ -6,7 +6,7 @@
 use std::collections::{BTreeSet, HashSet};
 
 use ctflow_core::data::DataSnapshot;
-use ctflow_core::pipeline::{PipelineDocument, PipelineRecord};
+use ctflow_core::pipeline::{PipelineDocument, PipelineRecord, TrainingPipelineSpec};
 use ctflow_core::pipeline_run::{Approval, Phase, PipelineRun, PipelineRunEvent, PromotionStep};
 use ctflow_core::registry::validate_alias;
 use ctflow_core::trigger::TriggerEvent;
@@ -367,6 +367,37 @@ impl Store {
         .fetch_optional(&mut **tx)
         .await?;
         Ok(id.unwrap_or_default())
+    }
+
+    /// Records a rerun of `original`: a pending run with `spec` (the original's, its code
+    /// version pinned where it can be) and the original's training snapshot, in one
+    /// transaction. The controller verifies the snapshot's files before the first attempt.
+    pub async fn record_rerun(
+        &self,
+        original: &PipelineRun,
+        event: &TriggerEvent,
+        spec: &TrainingPipelineSpec,
+    ) -> Result<PipelineRun> {
+        let _timer = self.timer("record_rerun");
+        let spec = json_text(spec)?;
+        let mut tx = self.begin_write().await?;
+        let Some(mut run) = insert_run(&mut tx, event, &spec, &original.base_dir).await? else {
+            return Err(MlflowError::invalid(format!(
+                "A rerun of pipeline run '{}' was recorded with the same key already.",
+                original.id
+            ))
+            .into());
+        };
+        if let Some(snapshot) = &original.snapshot_id {
+            sqlx::query("UPDATE pipeline_runs SET snapshot_id = $1 WHERE id = $2")
+                .bind(snapshot.as_str())
+                .bind(run.id.as_str())
+                .execute(&mut *tx)
+                .await?;
+            run.snapshot_id = Some(snapshot.clone());
+        }
+        tx.commit().await?;
+        Ok(run)
     }
 
     /// Records schedule ticks and moves the trigger's cursor, in one transaction.
