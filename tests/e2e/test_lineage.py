@@ -313,3 +313,65 @@ def test_rerun_reproduces_a_run_and_diff_shows_what_changed(up, ctflow_bin, tmp_
     assert out.returncode != 0
     assert "cannot train on the recorded data snapshot again" in out.stderr, out.stderr
     assert "iris.csv changed after the snapshot" in out.stderr, out.stderr
+
+
+def gate_comparisons(up, pipeline_run_id):
+    events = describe(up, pipeline_run_id)["events"]
+    gate = [e for e in events if isinstance(e.get("detail"), dict) and "comparisons" in e["detail"]]
+    assert gate, events
+    return gate[-1]["detail"]
+
+
+@pytest.mark.parametrize("against, phase", [(None, "Succeeded"), ("training", "GateFailed")])
+def test_the_gate_compares_candidate_and_champion_on_the_same_data(up, tmp_path, against, phase):
+    """The champion scored 1.0 on its own easy test split long ago; the candidate, trained
+    on a shifted batch, scores less on its harder one. On the same data (the evaluation
+    step scores both on the candidate's snapshot) the candidate is far better, and that
+    decides; `against: training` keeps the stale comparison, which fails it."""
+    name = f"iris-fair-{against or 'same'}"
+    data = data_folder(tmp_path)
+    choice = f", against: {against}" if against else ""
+    install(up, name, iris_pipeline(name, f"{name}-model", f"""
+  data:
+    paths: [{data}/iris.csv, {data}/incoming/*.csv]
+    window: {{ lastRows: 300 }}
+""", gates=f"""
+  gates:
+    ct:
+      evaluation: {{ entryPoint: evaluate }}
+      metrics:
+        - {{ metric: accuracy, threshold: 0.9 }}
+        - {{ metric: accuracy, minAbsoluteChange: 0.0{choice} }}
+"""))
+    client = MlflowClient(up.url)
+    first = wait_phase(up, trigger(up, name)["pipeline_run"]["id"], TERMINAL)
+    assert first["phase"] == "Succeeded", describe(up, first["id"])
+    stale_champion = client.get_run(first["run_id"]).data.metrics["accuracy"]
+
+    shutil.copy(IRIS / "samples" / "drifted.csv", data / "incoming" / "drifted.csv")
+    second = wait_phase(up, trigger(up, name)["pipeline_run"]["id"], TERMINAL)
+    assert second["phase"] == phase, describe(up, second["id"])
+    candidate_training = client.get_run(second["run_id"]).data.metrics["accuracy"]
+    assert candidate_training < stale_champion  # the stale comparison says "worse"
+
+    detail = gate_comparisons(up, second["id"])
+    change = next(c for c in detail["comparisons"] if c["check"] == "min_absolute_change")
+    if against:
+        assert change["basis"] == "training runs" and change["verdict"] == "fail", change
+        assert (change["candidate"], change["champion"]) == (candidate_training, stale_champion)
+        return
+    snapshot = describe(up, second["id"])["data_snapshot"]
+    assert detail["sameData"] == snapshot["id"]
+    assert change["basis"] == f"same data {snapshot['id'][:16]}" and change["verdict"] == "pass", change
+    assert change["champion"] < change["candidate"], change  # the old model on today's data
+    tags = client.get_run(second["run_id"]).data.tags
+    assert tags["ctflow.evaluation.champion_version"] == "1"
+    for role in ("candidate", "champion"):
+        scored = client.get_run(tags[f"ctflow.evaluation.{role}_run"])
+        assert scored.data.tags["ctflow.evaluation.role"] == role
+        assert scored.data.tags["ctflow.evaluation.of"] == second["run_id"]
+        assert scored.data.metrics["accuracy"] == change[role]
+        inputs = scored.inputs.dataset_inputs
+        assert [({t.key: t.value for t in i.tags}["mlflow.data.context"], i.dataset.digest) for i in inputs] == [
+            ("evaluation", snapshot["id"][:16])]
+    assert champion_version(up.url, f"{name}-model") == "2"

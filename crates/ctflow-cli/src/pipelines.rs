@@ -193,8 +193,9 @@ fn print_comparisons(detail: &Value) {
             Verdict::Fail => "fail",
             Verdict::Inconclusive => "inconclusive",
         };
+        let basis = c.basis.map(|b| format!(" [{b}]")).unwrap_or_default();
         println!(
-            "      {} {}: candidate {}{champion}, {required} -> {verdict}",
+            "      {} {}{basis}: candidate {}{champion}, {required} -> {verdict}",
             c.metric,
             c.check,
             number_text(c.candidate)

@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 
 use ctflow_bus::{Job, JobEvent};
 use ctflow_core::engine::{self, Champion, Effect, Evaluation, GateInputs, Step};
+use ctflow_core::gates::SameData;
 use ctflow_core::now_ms;
+use ctflow_core::pipeline::evaluation_tags;
 use ctflow_core::pipeline_run::{Phase, UNFINISHED_PHASES};
 use ctflow_metrics::{ControllerErrorLabels, ControllerStepLabels};
 use ctflow_store::{NewModelVersion, PipelineRun, RunUpdate};
@@ -387,6 +389,71 @@ async fn current_champion(shared: &Shared, model: &str, alias: &str) -> Result<O
     }))
 }
 
+/// What the gate's evaluation step measured for this candidate and the champion, read
+/// from the tags the worker set on the training run; `None` when the gate has no
+/// evaluation step.
+async fn same_data(
+    shared: &Shared,
+    run: &PipelineRun,
+    run_id: &str,
+    champion: Option<&Champion>,
+) -> Result<Option<SameData>> {
+    if run.spec.gates.ct.evaluation.is_none() {
+        return Ok(None);
+    }
+    let training = shared.store.get_run(run_id).await?;
+    let tag = |key: &str| {
+        training
+            .data
+            .tags
+            .iter()
+            .find(|t| t.key == key)
+            .map(|t| t.value.clone())
+    };
+    let snapshot = tag(evaluation_tags::SNAPSHOT).unwrap_or_default();
+    let Some(candidate_run) = tag(evaluation_tags::CANDIDATE_RUN) else {
+        return Ok(Some(SameData {
+            snapshot,
+            candidate: HashMap::new(),
+            champion: None,
+            champion_note: Some("the evaluation step did not run for this candidate".into()),
+        }));
+    };
+    let candidate = shared.store.run_latest_metrics(&candidate_run).await?;
+    let scored = tag(evaluation_tags::CHAMPION_VERSION).and_then(|v| v.parse::<i64>().ok());
+    let (champion_metrics, champion_note) = match (
+        champion,
+        scored,
+        tag(evaluation_tags::CHAMPION_RUN),
+    ) {
+        (Some(now), Some(version), Some(champion_run)) if now.version == version => (
+            Some(shared.store.run_latest_metrics(&champion_run).await?),
+            None,
+        ),
+        (Some(now), Some(version), _) => (
+            None,
+            Some(format!(
+                "champion version {} was not scored on the evaluation data (version {version} was)",
+                now.version
+            )),
+        ),
+        (Some(now), None, _) => (
+            None,
+            Some(format!(
+                "champion version {} became champion after the candidate was evaluated",
+                now.version
+            )),
+        ),
+        (None, _, _) => (None, None),
+    };
+    Ok(Some(SameData {
+        snapshot,
+        candidate,
+        champion: champion_metrics,
+        champion_note,
+    }))
+}
+
 async fn evaluate(shared: &Shared, run: &PipelineRun) -> Result<()> {
     let (model, logged_model, run_id) = match engine::begin_evaluation(run) {
         Evaluation::Decided(m) => return apply(shared, Step::Move(*m)).await,
@@ -402,11 +469,13 @@ async fn evaluate(shared: &Shared, run: &PipelineRun) -> Result<()> {
         return apply(shared, Step::Move(engine::no_candidate(run, &run_id))).await;
     };
     let champion = current_champion(shared, &model, &run.spec.promotion.champion_alias).await?;
+    let same_data = same_data(shared, run, &run_id, champion.as_ref()).await?;
     let inputs = GateInputs {
         version,
         metrics: shared.store.run_latest_metrics(&run_id).await?,
         run_id,
         champion,
+        same_data,
     };
     let steps = engine::judge(run, &inputs, &shared.config.user, now_ms());
     apply_all(shared, steps).await

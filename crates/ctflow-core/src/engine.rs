@@ -35,7 +35,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::gates::{Comparison, GateAction, Verdict, action_for, evaluate_ct};
+use crate::gates::{Comparison, GateAction, SameData, Verdict, action_for, evaluate_ct_with};
 use crate::job::{CiResult, JobEvent, JobStatus};
 use crate::pipeline::{Approval as ApprovalMode, DurationSpec};
 use crate::pipeline_run::{
@@ -541,6 +541,8 @@ pub struct GateInputs {
     pub metrics: HashMap<String, f64>,
     /// The model's champion, if it has one.
     pub champion: Option<Champion>,
+    /// Both models scored on the same data, when the gate has an evaluation step.
+    pub same_data: Option<SameData>,
 }
 
 fn describe_failure(comparisons: &[Comparison]) -> String {
@@ -581,7 +583,12 @@ pub fn judge(run: &PipelineRun, inputs: &GateInputs, user: &str, now: i64) -> Ve
         )];
     }
     let ct = &run.spec.gates.ct;
-    let evaluation = evaluate_ct(&ct.metrics, &inputs.metrics, champion.map(|c| &c.metrics));
+    let evaluation = evaluate_ct_with(
+        &ct.metrics,
+        &inputs.metrics,
+        champion.map(|c| &c.metrics),
+        inputs.same_data.as_ref(),
+    );
     let action = action_for(evaluation.verdict, ct.on_insufficient_data, ct.dry_run);
     let verdict = match evaluation.verdict {
         Verdict::Pass => "pass",
@@ -610,6 +617,7 @@ pub fn judge(run: &PipelineRun, inputs: &GateInputs, user: &str, now: i64) -> Ve
             "candidate": {"version": version, "run_id": inputs.run_id},
             "champion": champion.map(|c| json!({"version": c.version, "run_id": c.run_id})),
             "comparisons": evaluation.comparisons,
+            "sameData": inputs.same_data.as_ref().map(|s| &s.snapshot),
             "onInsufficientData": ct.on_insufficient_data,
             "dryRun": ct.dry_run,
         }),

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::pipeline::{InsufficientData, MetricThreshold};
+use crate::pipeline::{Against, InsufficientData, MetricThreshold};
 
 /// A gate's three-way result.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,6 +54,24 @@ pub struct Comparison {
     /// Why a comparison could not be made, when it could not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// For a change check, whose numbers it compared: `training runs` (each model's own
+    /// training run, on its own data) or `same data <snapshot>` (both scored by the
+    /// evaluation step on one snapshot).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub basis: Option<String>,
+}
+
+/// The candidate and the champion scored by the evaluation step on the same data.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SameData {
+    /// The evaluation snapshot's id.
+    pub snapshot: String,
+    /// The candidate's evaluation metrics.
+    pub candidate: HashMap<String, f64>,
+    /// The champion's, when the champion now is the version that was scored.
+    pub champion: Option<HashMap<String, f64>>,
+    /// Why the champion has no same-data numbers, when it has none.
+    pub champion_note: Option<String>,
 }
 
 /// The CT gate's outcome and the numbers behind it.
@@ -75,6 +93,18 @@ pub fn evaluate_ct(
     thresholds: &[MetricThreshold],
     candidate: &HashMap<String, f64>,
     champion: Option<&HashMap<String, f64>>,
+) -> CtEvaluation {
+    evaluate_ct_with(thresholds, candidate, champion, None)
+}
+
+/// Evaluates the CT gate where the pipeline's evaluation step scored both models on the
+/// same data: thresholds hold the candidate's training run to its bound; change checks
+/// compare the same-data numbers (unless a check says `against: training`).
+pub fn evaluate_ct_with(
+    thresholds: &[MetricThreshold],
+    candidate: &HashMap<String, f64>,
+    champion: Option<&HashMap<String, f64>>,
+    same_data: Option<&SameData>,
 ) -> CtEvaluation {
     let mut comparisons = Vec::new();
     for t in thresholds {
@@ -114,8 +144,10 @@ pub fn evaluate_ct(
                 operator: operator.into(),
                 verdict,
                 note,
+                basis: None,
             });
         }
+        let on_same_data = same_data.filter(|_| t.against != Some(Against::Training));
         let changes = [
             ("min_absolute_change", t.min_absolute_change),
             ("min_relative_change", t.min_relative_change),
@@ -131,11 +163,39 @@ pub fn evaluate_ct(
                 operator: operator.into(),
                 verdict: Verdict::Pass,
                 note: None,
+                basis: Some("training runs".into()),
             };
             let Some(champion) = champion else {
                 comparison.note = Some("no champion yet: skipped".into());
                 comparisons.push(comparison);
                 continue;
+            };
+            let (value, champion) = match on_same_data {
+                None => (value, champion),
+                Some(same) => {
+                    let short = &same.snapshot[..same.snapshot.len().min(16)];
+                    comparison.basis = Some(format!("same data {short}"));
+                    let value = usable(same.candidate.get(&t.metric).copied());
+                    comparison.candidate = value;
+                    let Some(champion) = &same.champion else {
+                        comparison.verdict = Verdict::Inconclusive;
+                        comparison.note = Some(same.champion_note.clone().unwrap_or_else(|| {
+                            "the champion was not scored on the evaluation data".into()
+                        }));
+                        comparisons.push(comparison);
+                        continue;
+                    };
+                    if value.is_none() {
+                        comparison.verdict = Verdict::Inconclusive;
+                        comparison.note = Some(format!(
+                            "the candidate's evaluation logged no finite metric '{}'",
+                            t.metric
+                        ));
+                        comparisons.push(comparison);
+                        continue;
+                    }
+                    (value, champion)
+                }
             };
             let base = usable(champion.get(&t.metric).copied());
             comparison.champion = base;
@@ -225,7 +285,49 @@ mod tests {
             min_absolute_change: abs,
             min_relative_change: rel,
             greater_is_better: greater,
+            against: None,
         }
+    }
+
+    #[test]
+    fn same_data_numbers_decide_where_stale_training_numbers_disagree() {
+        // The champion's training run scored 1.0 on its old, easy data; on today's data
+        // it scores 0.4 and the candidate 0.95.
+        let gate = [threshold("acc", Some(0.9), Some(0.0), None, true)];
+        let training = metrics(&[("acc", 0.95)]);
+        let champion_training = metrics(&[("acc", 1.0)]);
+        let stale = evaluate_ct(&gate, &training, Some(&champion_training));
+        assert_eq!(stale.verdict, Verdict::Fail);
+        let same = SameData {
+            snapshot: "0123456789abcdef0123".into(),
+            candidate: metrics(&[("acc", 0.95)]),
+            champion: Some(metrics(&[("acc", 0.4)])),
+            champion_note: None,
+        };
+        let fair = evaluate_ct_with(&gate, &training, Some(&champion_training), Some(&same));
+        assert_eq!(fair.verdict, Verdict::Pass);
+        let change = &fair.comparisons[1];
+        assert_eq!((change.candidate, change.champion), (Some(0.95), Some(0.4)));
+        assert_eq!(change.basis.as_deref(), Some("same data 0123456789abcdef"));
+        assert_eq!(fair.comparisons[0].basis, None);
+        // `against: training` keeps the old comparison.
+        let mut old = gate.clone();
+        old[0].against = Some(Against::Training);
+        let kept = evaluate_ct_with(&old, &training, Some(&champion_training), Some(&same));
+        assert_eq!(kept.verdict, Verdict::Fail);
+        assert_eq!(kept.comparisons[1].basis.as_deref(), Some("training runs"));
+        // A champion that was not scored cannot be compared on the same data.
+        let unscored = SameData {
+            champion: None,
+            champion_note: Some("champion version 4 was not scored".into()),
+            ..same
+        };
+        let open = evaluate_ct_with(&gate, &training, Some(&champion_training), Some(&unscored));
+        assert_eq!(open.verdict, Verdict::Inconclusive);
+        assert_eq!(
+            open.comparisons[1].note.as_deref(),
+            Some("champion version 4 was not scored")
+        );
     }
 
     #[test]

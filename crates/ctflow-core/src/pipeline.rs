@@ -544,6 +544,9 @@ pub struct CtGate {
     /// Record the verdict without acting on it (shadow mode).
     #[serde(default)]
     pub dry_run: bool,
+    /// Score the candidate and the champion on the same data before comparing them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evaluation: Option<Evaluation>,
 }
 
 /// MLflow's `MetricThreshold`: an absolute bound, and changes relative to the champion.
@@ -564,6 +567,57 @@ pub struct MetricThreshold {
     /// Whether larger is better (default true).
     #[serde(default = "default_true")]
     pub greater_is_better: bool,
+    /// Whose numbers the change checks compare: `sameData` (both models scored on one
+    /// snapshot by the gate's evaluation step; the default when the gate has one) or
+    /// `training` (each model's own training run, on its own data).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub against: Option<Against>,
+}
+
+/// The numbers a change check compares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum Against {
+    /// The candidate and the champion scored on the same evaluation snapshot.
+    SameData,
+    /// Each model's training run metrics.
+    Training,
+}
+
+/// The CT gate's evaluation step: after training, ctflow runs this entry point once for
+/// the candidate and once for the champion, each with the run's data snapshot as its
+/// manifest and the model's URI as a parameter; both log their metrics to runs of their
+/// own, and the change checks compare those.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Evaluation {
+    /// The MLproject entry point that scores a model.
+    #[serde(default = "default_evaluate_entry")]
+    pub entry_point: String,
+    /// The entry point's parameter that gets the model URI.
+    #[serde(default = "default_model_uri_parameter")]
+    pub model_parameter: String,
+}
+
+/// Tags the worker sets on a training run once the evaluation step scored both models;
+/// the controller's CT gate reads them.
+pub mod evaluation_tags {
+    /// The MLflow run that scored the candidate.
+    pub const CANDIDATE_RUN: &str = "ctflow.evaluation.candidate_run";
+    /// The MLflow run that scored the champion (absent when there was none).
+    pub const CHAMPION_RUN: &str = "ctflow.evaluation.champion_run";
+    /// The champion version that was scored.
+    pub const CHAMPION_VERSION: &str = "ctflow.evaluation.champion_version";
+    /// The data snapshot both were scored on.
+    pub const SNAPSHOT: &str = "ctflow.evaluation.snapshot";
+}
+
+fn default_evaluate_entry() -> String {
+    "evaluate".into()
+}
+
+fn default_model_uri_parameter() -> String {
+    "model_uri".into()
 }
 
 fn default_true() -> bool {
@@ -1186,6 +1240,7 @@ mod tests {
             min_absolute_change: None,
             min_relative_change: Some(-1.0),
             greater_is_better: true,
+            against: Some(Against::SameData),
         });
         spec.promotion.challenger_alias = "champion".into();
         assert_eq!(
@@ -1196,6 +1251,7 @@ mod tests {
                 "spec.triggers[0].schedule.maxRuns",
                 "spec.triggers[1].schedule.timezone",
                 "spec.gates.ct.metrics[0].minRelativeChange",
+                "spec.gates.ct.metrics[0].against",
                 "spec.promotion",
             ]
         );

@@ -98,6 +98,8 @@ pub struct TrainingInput {
     pub snapshot: DataSnapshot,
     /// The dataset's name in MLflow.
     pub dataset_name: String,
+    /// Its `mlflow.data.context`: `training`, or `evaluation` for the gate's scoring runs.
+    pub context: String,
     /// The project parameter that gets the manifest's path.
     pub parameter: Option<String>,
 }
@@ -807,8 +809,8 @@ pub async fn execute(
     })
 }
 
-/// Logs a training snapshot on the run the MLflow way (a dataset input with context
-/// `training`) and tags the run with the snapshot's id.
+/// Logs a data snapshot on the run the MLflow way (a dataset input with its context) and
+/// tags the run with the snapshot's id.
 async fn log_training_input(
     client: &TrackingClient,
     run_id: &str,
@@ -819,7 +821,7 @@ async fn log_training_input(
             "runs/log-inputs",
             &json!({
                 "run_id": run_id,
-                "datasets": [data.snapshot.dataset_input(&data.dataset_name, "training")],
+                "datasets": [data.snapshot.dataset_input(&data.dataset_name, &data.context)],
             }),
         )
         .await?;

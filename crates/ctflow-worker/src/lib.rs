@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub use ctflow_client as client;
+mod evaluate;
 pub mod execute;
 mod orphans;
 mod pool;

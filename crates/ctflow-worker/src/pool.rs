@@ -763,6 +763,7 @@ impl WorkerPool {
             data: job.snapshot.clone().map(|snapshot| TrainingInput {
                 snapshot,
                 dataset_name: format!("{}-training", job.pipeline),
+                context: "training".into(),
                 parameter: spec.data.as_ref().and_then(|d| d.parameter.clone()),
             }),
         }
@@ -788,6 +789,7 @@ impl WorkerPool {
             job: job.clone(),
             log: Mutex::new(log),
         };
+        let stop_for_evaluation = stop.clone();
         let (status, run_id, message, ci) = match execute(&self.client, &request, &observer, stop)
             .await
         {
@@ -833,6 +835,25 @@ impl WorkerPool {
                 (status, Some(report.run_id), message, report.ci)
             }
             Err(error) => (JobStatus::Failed, None, error.to_string(), Vec::new()),
+        };
+        // The gate's evaluation step: both models scored on this run's data.
+        let (status, message) = match (&status, &run_id) {
+            (JobStatus::Succeeded, Some(training_run)) => {
+                match crate::evaluate::evaluate_candidate(
+                    &self.client,
+                    job,
+                    &request,
+                    training_run,
+                    &observer,
+                    stop_for_evaluation,
+                )
+                .await
+                {
+                    Ok(()) => (status, message),
+                    Err(reason) => (JobStatus::Failed, format!("evaluation failed: {reason}")),
+                }
+            }
+            _ => (status, message),
         };
         observer.line(Line::Note(format!("=== {status:?}: {message} ===")));
         finished(job, status, run_id, message, ci)

@@ -117,6 +117,7 @@ fn inputs(accuracy: Option<f64>, champion: Option<(i64, f64)>) -> GateInputs {
             run_id: "champion-run".into(),
             metrics: HashMap::from([("accuracy".to_string(), accuracy)]),
         }),
+        same_data: None,
     }
 }
 

@@ -245,6 +245,25 @@ pub(super) fn retry_and_timeout(spec: &TrainingPipelineSpec, errors: &mut Errors
 /// The CI checks, the CT gate's metrics, the CD gate's approvers, and the gates that need
 /// a model.
 pub(super) fn gates(spec: &TrainingPipelineSpec, errors: &mut Errors) {
+    if let Some(evaluation) = &spec.gates.ct.evaluation {
+        if spec.data.is_none() {
+            errors.add(
+                "spec.gates.ct.evaluation",
+                "scores both models on the run's data snapshot: the pipeline needs spec.data",
+            );
+        }
+        for (field, value) in [
+            ("entryPoint", &evaluation.entry_point),
+            ("modelParameter", &evaluation.model_parameter),
+        ] {
+            if value.trim().is_empty() {
+                errors.add(
+                    format!("spec.gates.ct.evaluation.{field}"),
+                    "must not be empty",
+                );
+            }
+        }
+    }
     for (i, check) in spec.gates.ci.checks.iter().enumerate() {
         if check.run.trim().is_empty() {
             errors.add(
@@ -276,6 +295,12 @@ pub(super) fn gates(spec: &TrainingPipelineSpec, errors: &mut Errors) {
             {
                 errors.add(format!("{base}.{field}"), "must be a non-negative number");
             }
+        }
+        if m.against == Some(super::Against::SameData) && spec.gates.ct.evaluation.is_none() {
+            errors.add(
+                format!("{base}.against"),
+                "sameData needs spec.gates.ct.evaluation (the step that scores both models)",
+            );
         }
         if let Some(r) = m.min_relative_change
             && r > 1.0
