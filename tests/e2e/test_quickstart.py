@@ -1,9 +1,15 @@
 """The README's run command: `ctflow up --example iris` installs the iris pipeline, builds
 its environment from python_env.yaml, trains, judges the candidate and makes it the
 champion, from a fresh data folder; then serves the champion (the CD hand-off) from the
-model's own environment (--env-manager virtualenv), answering as the model does."""
+model's own environment (--env-manager virtualenv), answering as the model does. Then the
+README's walk-through of the loop: the shipped drifted sample dropped into incoming/
+drifts against the champion's data, the retrain learns it and, scored on the same data,
+beats the old champion, which serving leaves for the new one; a second batch of the same
+distribution does not drift."""
+import hashlib
 import json
 import os
+import shutil
 import subprocess
 import time
 import urllib.error
@@ -13,7 +19,7 @@ import mlflow
 from mlflow import MlflowClient
 from sklearn.datasets import load_iris
 
-from support import free_port, stop, wait_for
+from support import IRIS, drift_checks, free_port, stop, wait_for
 
 # examples/iris/pipeline.yaml: promotion.serving.port
 SERVING = "http://127.0.0.1:5001"
@@ -27,7 +33,24 @@ def served():
         return False
 
 
+INCOMING = IRIS / "data" / "incoming"
+
+
+def served_version():
+    """The registered version that answers a scoring request."""
+    request = urllib.request.Request(SERVING + "/invocations", data=json.dumps({"inputs": [[5.1, 3.5, 1.4, 0.2]]}).encode(),
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as r:
+            return r.headers["ctflow-model-version"]
+    except (urllib.error.HTTPError, OSError):
+        return None
+
+
 def test_up_example_iris_shows_the_whole_loop(ctflow_bin, tmp_path, iris_env_cache):
+    # The example's incoming folder is the user's: it starts empty here and is left so.
+    dropped = [INCOMING / "drifted.csv", INCOMING / "drifted-more.csv"]
+    assert not any(f.exists() for f in dropped), "examples/iris/data/incoming has files from an earlier run"
     port = free_port()
     env = dict(os.environ, CTFLOW_ENV_DIR=str(iris_env_cache), CTFLOW_LOG="warn")
     proc = subprocess.Popen([ctflow_bin, "up", "--example", "iris", "--port", str(port)], cwd=tmp_path, env=env,
@@ -66,6 +89,43 @@ def test_up_example_iris_shows_the_whole_loop(ctflow_bin, tmp_path, iris_env_cac
         mlflow.set_tracking_uri(f"http://127.0.0.1:{port}")
         expected = mlflow.pyfunc.load_model("models:/iris-classifier@champion").predict(X)
         assert predictions == expected.tolist()
+
+        # The README's walk-through: a shifted batch arrives.
+        cli_env = dict(os.environ, MLFLOW_TRACKING_URI=f"http://127.0.0.1:{port}")
+        shutil.copy(IRIS / "samples" / "drifted.csv", dropped[0])
+        check = wait_for("the drift check of the first batch",
+                         lambda: (lambda c: c[0] if c else None)(drift_checks(client, "iris")), timeout=120)
+        assert check.data.tags["ctflow.drift.dataset_drift"] == "true", check.data.metrics
+        assert check.data.tags["ctflow.drift.reference_version"] == "1"
+        wait_for("version 2 to become the champion",
+                 lambda: client.get_model_version_by_alias("iris-classifier", "champion").version == "2",
+                 timeout=600, interval=1)
+        out = subprocess.run([ctflow_bin, "models", "lineage", "iris-classifier@champion", "--output", "json"],
+                             env=cli_env, capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        lineage = json.loads(out.stdout)
+        digest = hashlib.sha256(dropped[0].read_bytes()).hexdigest()
+        assert [f["sha256"] for f in lineage["data"]["files"]] == [digest], lineage["data"]
+        # Judged on the same data: the old champion on today's measurements is worse.
+        tags = client.get_run(lineage["run"]["run_id"]).data.tags
+        scored = {role: client.get_run(tags[f"ctflow.evaluation.{role}_run"]).data.metrics["accuracy"]
+                  for role in ("candidate", "champion")}
+        assert scored["champion"] < scored["candidate"], scored
+        wait_for("serving to move to version 2", lambda: served_version() == "2", timeout=600, interval=0.5)
+
+        # More of the same distribution: checked against version 2's data, no drift.
+        shutil.copy(IRIS / "samples" / "drifted-more.csv", dropped[1])
+        second = wait_for("the drift check of the second batch",
+                          lambda: (lambda c: c[1] if len(c) > 1 else None)(drift_checks(client, "iris")), timeout=120)
+        assert second.data.tags["ctflow.drift.dataset_drift"] == "false", second.data.metrics
+        # (The data trigger retrains on this batch too; its version may already lead.)
+        assert second.data.tags["ctflow.drift.reference_version"] != "1"
+        runs = json.loads(subprocess.run([ctflow_bin, "pipelines", "runs", "iris", "--output", "json"], env=cli_env,
+                                         capture_output=True, text=True, timeout=60).stdout)
+        drift_runs = [r for r in runs if r["trigger"]["kind"] == "drift"]
+        assert all(r["trigger"]["files"] != [str(dropped[1])] for r in drift_runs), drift_runs
     finally:
         stop(proc)
+        for f in dropped:
+            f.unlink(missing_ok=True)
     assert proc.returncode == 0, "".join(lines) + proc.stdout.read()
