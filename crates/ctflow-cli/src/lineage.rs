@@ -5,7 +5,6 @@
 
 use anyhow::{Context, Result, bail};
 use ctflow_core::data::DataSnapshot;
-use ctflow_core::entities::Run;
 use ctflow_core::registry::ModelVersion;
 use serde_json::{Value, json};
 
@@ -31,14 +30,6 @@ fn parse_target(target: &str) -> Result<(String, Which)> {
         bail!("give a model as NAME, NAME/VERSION or NAME@ALIAS (got '{target}')");
     }
     Ok((name.to_string(), which))
-}
-
-fn tag<'a>(run: &'a Run, key: &str) -> Option<&'a str> {
-    run.data
-        .tags
-        .iter()
-        .find(|t| t.key == key)
-        .map(|t| t.value.as_str())
 }
 
 /// The lineage of one model version, as JSON (the `--output json` form).
@@ -101,13 +92,13 @@ pub(crate) async fn lineage(client: &TrackingClient, target: &str) -> Result<Val
         "metrics": metrics,
     });
     out["code"] = json!({
-        "source": tag(&run, "mlflow.source.name"),
-        "entry_point": tag(&run, "mlflow.project.entryPoint"),
-        "git_commit": tag(&run, "mlflow.source.git.commit"),
-        "git_repo": tag(&run, "mlflow.source.git.repoURL"),
+        "source": run.tag("mlflow.source.name"),
+        "entry_point": run.tag("mlflow.project.entryPoint"),
+        "git_commit": run.tag("mlflow.source.git.commit"),
+        "git_repo": run.tag("mlflow.source.git.repoURL"),
     });
     out["datasets"] = json!(run.inputs.dataset_inputs);
-    if let Some(pipeline_run) = tag(&run, "ctflow.pipeline_run") {
+    if let Some(pipeline_run) = run.tag("ctflow.pipeline_run") {
         let described = client.describe_run(pipeline_run).await?;
         let run = &described.pipeline_run;
         out["pipeline_run"] = json!({

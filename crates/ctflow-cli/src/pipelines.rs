@@ -136,6 +136,14 @@ fn print_runs(runs: &[PipelineRun]) {
     );
 }
 
+/// A run followed with `--wait` succeeded, or passed its gates and waits for a person.
+fn ended_well(phase: Phase) -> bool {
+    matches!(
+        phase,
+        Phase::Succeeded | Phase::WaitingApproval | Phase::Paused
+    )
+}
+
 /// Polls a pipeline run until it ends (or waits for a person), showing its phase.
 pub async fn follow(
     client: &TrackingClient,
@@ -419,10 +427,7 @@ async fn trigger(
         print_described(&described);
     }
     let run = &described.pipeline_run;
-    if !matches!(
-        run.phase,
-        Phase::Succeeded | Phase::WaitingApproval | Phase::Paused
-    ) {
+    if !ended_well(run.phase) {
         bail!(
             "pipeline run {id} ended {}: {}",
             run.phase,
@@ -471,13 +476,7 @@ async fn rerun(client: &TrackingClient, id: String, wait: bool, json_output: boo
     } else if !refused {
         println!("{new_id}  rerun of {id}: {}", run.phase);
     }
-    if refused
-        || (wait
-            && !matches!(
-                run.phase,
-                Phase::Succeeded | Phase::WaitingApproval | Phase::Paused
-            ))
-    {
+    if refused || (wait && !ended_well(run.phase)) {
         bail!(
             "rerun {new_id} of pipeline run {id} ended {}: {}",
             run.phase,

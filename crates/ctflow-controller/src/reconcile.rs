@@ -402,14 +402,7 @@ async fn same_data(
         return Ok(None);
     }
     let training = shared.store.get_run(run_id).await?;
-    let tag = |key: &str| {
-        training
-            .data
-            .tags
-            .iter()
-            .find(|t| t.key == key)
-            .map(|t| t.value.clone())
-    };
+    let tag = |key: &str| training.tag(key).map(str::to_string);
     let snapshot = tag(evaluation_tags::SNAPSHOT).unwrap_or_default();
     let Some(candidate_run) = tag(evaluation_tags::CANDIDATE_RUN) else {
         return Ok(Some(SameData {

@@ -245,6 +245,17 @@ pub struct Run {
     pub outputs: Option<RunOutputs>,
 }
 
+impl Run {
+    /// The value of tag `key`, when the run has it.
+    pub fn tag(&self, key: &str) -> Option<&str> {
+        self.data
+            .tags
+            .iter()
+            .find(|t| t.key == key)
+            .map(|t| t.value.as_str())
+    }
+}
+
 /// A logged model's identity and state.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct LoggedModelInfo {

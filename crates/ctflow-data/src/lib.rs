@@ -299,6 +299,28 @@ pub fn take(
     ))
 }
 
+/// Checks every local file of a snapshot against its recorded size and modification time,
+/// without reading it: the cheap check for a reader about to read the files anyway.
+pub fn check_recorded_facts(snapshot: &DataSnapshot) -> Result<(), DataError> {
+    for file in snapshot.files.iter().filter(|f| !f.uri.contains("://")) {
+        let path = Path::new(&file.uri);
+        let meta = std::fs::metadata(path).map_err(io_error(path))?;
+        let now = identity(&meta);
+        if now.size != file.size || epoch_ms(&now) != file.modified {
+            return Err(DataError::Changed(format!(
+                "data file {} changed after snapshot {}: size {} and time {} were recorded, {} and {} are there now",
+                file.path,
+                snapshot.digest(),
+                file.size,
+                file.modified,
+                now.size,
+                epoch_ms(&now)
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Checks every file of a snapshot against its recorded digest, reading each in full.
 /// Files outside the local file system (object-store URIs) are not checked here.
 pub fn verify(snapshot: &DataSnapshot) -> Result<(), DataError> {
@@ -371,6 +393,7 @@ mod tests {
             .expect("the new file");
         assert_eq!(new.sha256, expected);
         verify(&snapshot).expect("nothing changed");
+        check_recorded_facts(&snapshot).expect("nothing changed");
 
         // Same data, same id; a rewritten file is read again and changes it.
         let again = take(
@@ -388,6 +411,13 @@ mod tests {
             .expect("open");
         file.write_all(b"\n7,8,w\n").expect("append");
         drop(file);
+        let quick = check_recorded_facts(&snapshot).expect_err("the size changed");
+        assert!(
+            quick
+                .to_string()
+                .contains("data file incoming/new.csv changed after snapshot"),
+            "{quick}"
+        );
         let error = verify(&snapshot).expect_err("the file changed");
         assert!(
             error
@@ -408,6 +438,7 @@ mod tests {
 
         std::fs::remove_file(dir.path().join("base.csv")).expect("remove");
         assert!(verify(&changed).is_err_and(|e| e.to_string().contains("base.csv")));
+        assert!(check_recorded_facts(&changed).is_err_and(|e| e.to_string().contains("base.csv")));
     }
 
     #[test]

@@ -305,12 +305,9 @@ async fn conclude(verdict: Verdict, run: &TrackedRun, client: &TrackingClient) -
         .as_ref()
         .map(|r| r.info.status.clone())
         .unwrap_or_default();
-    let ci_failed = recorded.as_ref().is_some_and(|r| {
-        r.data
-            .tags
-            .iter()
-            .any(|t| t.key == "ctflow.ci" && t.value == "failed")
-    });
+    let ci_failed = recorded
+        .as_ref()
+        .is_some_and(|r| r.tag("ctflow.ci") == Some("failed"));
     match verdict {
         Verdict::Succeeded if status == "FINISHED" => {
             (JobStatus::Succeeded, "training finished".into(), None)

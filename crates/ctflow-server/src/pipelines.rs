@@ -479,13 +479,8 @@ pub async fn champion_snapshot(
     let tagged = if version.run_id.is_empty() {
         None
     } else {
-        found(state.store.get_run(&version.run_id).await)?.and_then(|run| {
-            run.data
-                .tags
-                .into_iter()
-                .find(|t| t.key == ctflow_core::data::SNAPSHOT_TAG)
-                .map(|t| t.value)
-        })
+        found(state.store.get_run(&version.run_id).await)?
+            .and_then(|run| run.tag(ctflow_core::data::SNAPSHOT_TAG).map(str::to_string))
     };
     let Some(snapshot_id) = tagged else {
         return Err(MlflowError::not_found(format!(
@@ -675,13 +670,8 @@ pub async fn rerun(
     }
     let mut spec = original.spec.clone();
     let commit = match &original.run_id {
-        Some(run_id) => found(state.store.get_run(run_id).await)?.and_then(|run| {
-            run.data
-                .tags
-                .into_iter()
-                .find(|t| t.key == "mlflow.source.git.commit")
-                .map(|t| t.value)
-        }),
+        Some(run_id) => found(state.store.get_run(run_id).await)?
+            .and_then(|run| run.tag("mlflow.source.git.commit").map(str::to_string)),
         None => None,
     };
     // A remote project is fetched at a version: pin the commit the original trained with.

@@ -164,30 +164,12 @@ async fn read_snapshot(
     snapshot: &DataSnapshot,
     stores: &ObjectStores,
 ) -> Result<RawTable, crate::Error> {
+    ctflow_data::check_recorded_facts(snapshot).map_err(|e| crate::Error::Read {
+        path: format!("the champion's training data ({})", snapshot.digest()),
+        message: e.to_string(),
+    })?;
     let mut table: Option<RawTable> = None;
     for file in &snapshot.files {
-        if !file.uri.contains("://") {
-            let facts = std::fs::metadata(&file.uri).map_err(|e| crate::Error::Read {
-                path: file.uri.clone(),
-                message: format!("the champion's training file is unreadable: {e}"),
-            })?;
-            let modified = facts
-                .modified()
-                .ok()
-                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                .and_then(|d| i64::try_from(d.as_millis()).ok());
-            if facts.len() != file.size || modified != Some(file.modified) {
-                return Err(crate::Error::Read {
-                    path: file.uri.clone(),
-                    message: format!(
-                        "the champion's training file changed after its snapshot {} (size {} was recorded, {} is there now)",
-                        snapshot.digest(),
-                        file.size,
-                        facts.len()
-                    ),
-                });
-            }
-        }
         let mut part = read_one(Path::new("/"), &file.uri, stores).await?;
         part.skip_first(usize::try_from(file.skip_rows).unwrap_or(usize::MAX));
         match &mut table {

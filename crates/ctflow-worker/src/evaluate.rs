@@ -35,50 +35,63 @@ async fn candidate_uri(
     ))
 }
 
-/// Scores one model: the evaluate entry point in a run of its own. Returns the run id.
-#[allow(clippy::too_many_arguments)]
-async fn score(
-    client: &TrackingClient,
-    training: &RunRequest,
-    evaluation: &Evaluation,
-    training_run: &str,
-    role: &str,
-    uri: &str,
-    observer: &dyn Observer,
-    stop: CancellationToken,
-) -> Result<String, String> {
-    let mut request = training.clone();
-    request.entry_point = evaluation.entry_point.clone();
-    request.params = BTreeMap::from([(evaluation.model_parameter.clone(), uri.to_string())]);
-    request.run_name = training
-        .run_name
-        .as_ref()
-        .map(|name| format!("{name}-evaluate-{role}"));
-    request.run_id = None;
-    request.ci_checks = Vec::new();
-    request.tags.extend([
-        ("ctflow.evaluation.of".to_string(), training_run.to_string()),
-        ("ctflow.evaluation.role".to_string(), role.to_string()),
-        ("ctflow.evaluation.model_uri".to_string(), uri.to_string()),
-    ]);
-    if let Some(data) = &mut request.data {
-        data.dataset_name = data.dataset_name.replace("-training", "-evaluation");
-        data.context = "evaluation".into();
-    }
-    observer.line(Line::Note(format!("=== evaluating the {role}: {uri} ===")));
-    let report = execute(client, &request, observer, stop)
-        .await
-        .map_err(|e| format!("the {role} evaluation could not start: {e}"))?;
-    if let Some(changed) = report.data_changed {
-        return Err(changed);
-    }
-    match (report.stopped, report.exit_code) {
-        (None, Some(0)) => Ok(report.run_id),
-        (Some(reason), _) => Err(format!("the {role} evaluation was stopped ({reason:?})")),
-        (None, code) => Err(format!(
-            "the {role} evaluation ({uri}) exited with {}",
-            code.map_or("a signal".to_string(), |c| c.to_string())
-        )),
+/// One training run's evaluation: what every scoring run shares.
+struct Scoring<'a> {
+    client: &'a TrackingClient,
+    job: &'a Job,
+    evaluation: &'a Evaluation,
+    training: &'a RunRequest,
+    training_run: &'a str,
+    observer: &'a dyn Observer,
+}
+
+impl Scoring<'_> {
+    /// Scores one model: the evaluate entry point in a run of its own. Returns the run id.
+    async fn score(
+        &self,
+        role: &str,
+        uri: &str,
+        stop: CancellationToken,
+    ) -> Result<String, String> {
+        let mut request = self.training.clone();
+        request.entry_point = self.evaluation.entry_point.clone();
+        request.params =
+            BTreeMap::from([(self.evaluation.model_parameter.clone(), uri.to_string())]);
+        request.run_name = self
+            .training
+            .run_name
+            .as_ref()
+            .map(|name| format!("{name}-evaluate-{role}"));
+        request.run_id = None;
+        request.ci_checks = Vec::new();
+        request.tags.extend([
+            (
+                "ctflow.evaluation.of".to_string(),
+                self.training_run.to_string(),
+            ),
+            ("ctflow.evaluation.role".to_string(), role.to_string()),
+            ("ctflow.evaluation.model_uri".to_string(), uri.to_string()),
+        ]);
+        if let Some(data) = &mut request.data {
+            data.dataset_name = format!("{}-evaluation", self.job.pipeline);
+            data.context = "evaluation".into();
+        }
+        self.observer
+            .line(Line::Note(format!("=== evaluating the {role}: {uri} ===")));
+        let report = execute(self.client, &request, self.observer, stop)
+            .await
+            .map_err(|e| format!("the {role} evaluation could not start: {e}"))?;
+        if let Some(changed) = report.data_changed {
+            return Err(changed);
+        }
+        match (report.stopped, report.exit_code) {
+            (None, Some(0)) => Ok(report.run_id),
+            (Some(reason), _) => Err(format!("the {role} evaluation was stopped ({reason:?})")),
+            (None, code) => Err(format!(
+                "the {role} evaluation ({uri}) exited with {}",
+                code.map_or("a signal".to_string(), |c| c.to_string())
+            )),
+        }
     }
 }
 
@@ -105,32 +118,20 @@ pub(crate) async fn evaluate_candidate(
         Err(ClientError::Api { status: 404, .. }) => None,
         Err(error) => return Err(error.to_string()),
     };
-    let mut tags = vec![(evaluation_tags::SNAPSHOT, data.snapshot.id.clone())];
-    let run = score(
+    let scoring = Scoring {
         client,
-        training,
+        job,
         evaluation,
+        training,
         training_run,
-        "candidate",
-        &candidate,
         observer,
-        stop.clone(),
-    )
-    .await?;
+    };
+    let mut tags = vec![(evaluation_tags::SNAPSHOT, data.snapshot.id.clone())];
+    let run = scoring.score("candidate", &candidate, stop.clone()).await?;
     tags.push((evaluation_tags::CANDIDATE_RUN, run));
     if let Some(version) = champion {
         let uri = format!("models:/{}/{version}", model.name);
-        let run = score(
-            client,
-            training,
-            evaluation,
-            training_run,
-            "champion",
-            &uri,
-            observer,
-            stop,
-        )
-        .await?;
+        let run = scoring.score("champion", &uri, stop).await?;
         tags.push((evaluation_tags::CHAMPION_RUN, run));
         tags.push((evaluation_tags::CHAMPION_VERSION, version));
     }

@@ -494,14 +494,7 @@ impl WorkerPool {
             return Ok(Earlier::Lost(0));
         };
         let run = self.client.get_run(run_id).await?;
-        let tag = |key: &str| {
-            run.data
-                .tags
-                .iter()
-                .find(|t| t.key == key)
-                .map(|t| t.value.clone())
-        };
-        if tag("ctflow.attempt") == Some(job.attempt.to_string()) {
+        if run.tag("ctflow.attempt") == Some(job.attempt.to_string().as_str()) {
             if run.info.status == "RUNNING" {
                 self.client
                     .post(
@@ -528,8 +521,9 @@ impl WorkerPool {
                     run_id,
                     "marked the run of a dead worker FAILED"
                 );
-            } else if let Some(outcome) = tag(OUTCOME_TAG)
-                .and_then(|text| serde_json::from_str::<RecordedOutcome>(&text).ok())
+            } else if let Some(outcome) = run
+                .tag(OUTCOME_TAG)
+                .and_then(|text| serde_json::from_str::<RecordedOutcome>(text).ok())
             {
                 return Ok(Earlier::Finished(finished(
                     job,
