@@ -6,6 +6,7 @@
 #![no_main]
 
 use std::cell::RefCell;
+use std::mem::ManuallyDrop;
 
 use axum::Router;
 use axum::body::Body;
@@ -119,7 +120,12 @@ impl Harness {
 }
 
 thread_local! {
-    static HARNESS: RefCell<Option<Harness>> = const { RefCell::new(None) };
+    // Never dropped: at process exit the thread-locals are torn down in no fixed order,
+    // and a runtime dropped after tokio's own context is gone makes a background store
+    // task's pooled connection panic in its destructor ("requires a Tokio context"): a
+    // crash with no input behind it. The process's exit frees everything anyway.
+    static HARNESS: ManuallyDrop<RefCell<Option<Harness>>> =
+        const { ManuallyDrop::new(RefCell::new(None)) };
 }
 
 fn percent_encode_query(text: &str) -> String {
