@@ -270,3 +270,42 @@ def test_the_watcher_service_turns_new_files_into_runs(cluster, tmp_path):
     assert run["trigger"]["kind"] == "data"
     final = wait_phase(cluster, run["id"], TERMINAL, timeout=60)
     assert final["phase"] == "Succeeded", final
+
+
+def test_the_manifest_reaches_workers_that_have_no_database(cluster, tmp_path):
+    """Workers talk only to the server and the bus. A small snapshot travels inside the job;
+    one of 1,500 files is too big for a NATS message beside the job (over 256 KiB), so it
+    travels by id and the worker reads it from the server: both train on exactly their
+    snapshot's files."""
+    import json
+    import shutil
+    from support import IRIS
+    data = tmp_path / "data"
+    (data / "incoming").mkdir(parents=True)
+    shutil.copy(IRIS / "data" / "iris.csv", data / "iris.csv")
+    cluster.install("manifest", iris_pipeline("manifest", "manifest-model", f"""
+  data:
+    paths: [{data}/iris.csv, {data}/incoming/*.csv]
+""", gates="  gates: { ct: { metrics: [ { metric: accuracy, threshold: 0.5 } ] } }"))
+    client = MlflowClient(cluster.url)
+
+    def trained(key):
+        run = wait_phase(cluster, trigger(cluster, "manifest", key), TERMINAL, timeout=180)
+        assert run["phase"] == "Succeeded", run["decision"]
+        status, described = api(cluster.url, f"/api/ctflow/v1/pipeline-runs/{run['id']}")
+        assert status == 200, described
+        snapshot = described["data_snapshot"]
+        mlflow_run = client.get_run(run["run_id"])
+        assert mlflow_run.data.metrics["training_rows"] == snapshot["rows"]
+        assert [i.dataset.digest for i in mlflow_run.inputs.dataset_inputs] == [snapshot["id"][:16]]
+        return snapshot
+
+    small = trained("small")
+    assert small["rows"] == 150 and len(json.dumps(small)) < 256 * 1024
+
+    rows = (IRIS / "data" / "iris.csv").read_text().splitlines()
+    for i in range(1500):
+        (data / "incoming" / f"batch-{i:04d}.csv").write_text(f"{rows[0]}\n{rows[1 + i % 150]}\n")
+    big = trained("big")
+    assert big["rows"] == 1650 and len(big["files"]) == 1501
+    assert len(json.dumps(big)) > 256 * 1024, "the snapshot must be too big to travel inline"

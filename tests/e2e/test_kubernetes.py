@@ -343,3 +343,58 @@ def test_a_spec_change_mid_run_waits_and_deleting_stops_the_running_job(cluster,
     run = wait_for("the run ended", lambda: (lambda r: r if r.info.status != "RUNNING" else None)(
         MlflowClient(cluster.url).get_run(running["run_id"])), timeout=30)
     assert run.info.status == "KILLED"
+
+
+def test_a_job_trains_on_its_data_snapshot_and_evaluates_on_it_in_the_pod(cluster, tmp_path):
+    """The pipeline names its data and a same-data evaluation step: the Job's pod (`ctflow
+    run --pipeline-run`) reads the snapshot from the server (no manifest inside the pod
+    spec), trains on exactly those files, and scores candidate and champion on them in the
+    image before the gate decides."""
+    import shutil
+    data = tmp_path / "data"
+    (data / "incoming").mkdir(parents=True)
+    shutil.copy(IRIS / "data" / "iris.csv", data / "iris.csv")
+    spec = dict(IRIS_SPEC, experiment="k8s-data", model={"name": "k8s-data-model"},
+                data={"paths": [str(data / "iris.csv"), str(data / "incoming" / "*.csv")],
+                      "window": {"lastRows": 300}},
+                gates={"ct": {"evaluation": {"entryPoint": "evaluate"},
+                              "metrics": [{"metric": "accuracy", "threshold": 0.9},
+                                          {"metric": "accuracy", "minAbsoluteChange": 0.0}]}})
+    cluster.apply("data", spec)
+    wait_for("stored", lambda: api(cluster.url, "/api/ctflow/v1/pipelines/ml-data")[0] == 200, timeout=60)
+    client = MlflowClient(cluster.url)
+
+    def train():
+        code, out = api(cluster.url, "/api/ctflow/v1/pipelines/ml-data/trigger", {"parameters": {}})
+        assert code == 200, out
+        run_id = out["pipeline_run"]["id"]
+        finished = wait_phase(cluster, run_id, {"Succeeded", "Failed", "GateFailed"}, timeout=300)
+        assert finished["phase"] == "Succeeded", describe(cluster, run_id)
+        return finished, describe(cluster, run_id)["data_snapshot"]
+
+    first, snapshot = train()
+    assert snapshot["rows"] == 150
+    ran = next(r for r in cluster.kubelet.ran if r["job"] == f"ctflow-{first['id']}-1")
+    at = ran["command"].index("--pipeline-run")
+    assert ran["command"][at + 1] == first["id"]
+    assert not any(snapshot["id"] in value for value in ran["env"].values())
+    run = client.get_run(first["run_id"])
+    assert run.data.metrics["training_rows"] == 150
+    assert run.data.tags["ctflow.data.snapshot"] == snapshot["id"]
+    assert [i.dataset.digest for i in run.inputs.dataset_inputs] == [snapshot["id"][:16]]
+    assert "ctflow.evaluation.candidate_run" in run.data.tags  # no champion yet: the candidate alone
+
+    shutil.copy(IRIS / "samples" / "drifted.csv", data / "incoming" / "drifted.csv")
+    second, snapshot = train()
+    assert snapshot["rows"] == 300 and any(f["path"].endswith("drifted.csv") for f in snapshot["files"])
+    tags = client.get_run(second["run_id"]).data.tags
+    assert tags["ctflow.evaluation.snapshot"] == snapshot["id"]
+    assert tags["ctflow.evaluation.champion_version"] == "1"
+    for role in ("candidate", "champion"):
+        scored = client.get_run(tags[f"ctflow.evaluation.{role}_run"])
+        assert scored.data.tags["ctflow.evaluation.of"] == second["run_id"]
+        assert [i.dataset.digest for i in scored.inputs.dataset_inputs] == [snapshot["id"][:16]]
+    gate = [e for e in describe(cluster, second["id"])["events"]
+            if isinstance(e.get("detail"), dict) and "comparisons" in e["detail"]][-1]["detail"]
+    assert gate["sameData"] == snapshot["id"], gate
+    assert client.get_model_version_by_alias("k8s-data-model", "champion").version == "2"

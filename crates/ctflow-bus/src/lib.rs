@@ -79,11 +79,20 @@ pub struct Job {
     /// The folder relative paths of the spec resolve against.
     pub base_dir: PathBuf,
     pub trigger: TriggerEvent,
-    /// The training data snapshot the job reads (its manifest), when the pipeline names
-    /// its data.
+    /// The id of the training data snapshot the job reads, when the pipeline names its
+    /// data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_id: Option<String>,
+    /// That snapshot (its manifest), when it fits in a bus message beside the rest of the
+    /// job; a worker reads a bigger one from the server by the pipeline run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot: Option<ctflow_core::data::DataSnapshot>,
 }
+
+/// Above this many bytes of JSON a snapshot travels by id, not inside the job: NATS
+/// refuses messages over its `max_payload` (1 MiB by default) and a snapshot of thousands
+/// of files is bigger than that.
+pub const INLINE_SNAPSHOT_BYTES: usize = 256 * 1024;
 
 /// What the data watcher saw. The trigger it fired (if any) is recorded in the store
 /// before the event is published, so an event lost in transit loses nothing: the

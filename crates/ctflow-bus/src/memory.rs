@@ -210,6 +210,7 @@ mod tests {
                 .expect("valid spec"),
             base_dir: ".".into(),
             trigger: TriggerEvent::new("p", "manual", "k".into()),
+            snapshot_id: None,
             snapshot: None,
         }
     }

@@ -122,6 +122,7 @@ fn job(id: &str, attempt: i64) -> Job {
             .expect("valid spec"),
         base_dir: ".".into(),
         trigger: TriggerEvent::new("p", "manual", "k".into()),
+        snapshot_id: None,
         snapshot: None,
     }
 }

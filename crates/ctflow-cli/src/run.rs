@@ -6,8 +6,11 @@ use std::sync::Arc;
 
 use anyhow::{Result, anyhow, bail};
 use clap::Args;
+use ctflow_bus::Job;
+use ctflow_worker::client::TrackingClient;
+use ctflow_worker::evaluate_candidate;
 use ctflow_worker::execute::{
-    ExperimentRef, Line, Observer, RunRequest, default_env_cache, execute,
+    ExperimentRef, Line, Observer, RunRequest, TrainingInput, default_env_cache, execute,
 };
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -56,6 +59,12 @@ pub struct RunArgs {
     /// by their spec under $CTFLOW_ENV_DIR (default ~/.cache/ctflow/envs).
     #[arg(long, default_value = "local")]
     pub env_manager: String,
+    /// The CT pipeline run this run trains for (a Kubernetes Job's pod passes it): its
+    /// recorded data snapshot is checked, handed to the command as CTFLOW_DATA_MANIFEST
+    /// and logged as the run's training dataset, and after training the pipeline's
+    /// evaluation step scores the candidate and the champion on it.
+    #[arg(long, value_name = "ID")]
+    pub pipeline_run: Option<String>,
 }
 
 /// The CI checks of `--ci-checks`.
@@ -141,6 +150,10 @@ pub async fn run(args: RunArgs, client_args: &ClientArgs) -> Result<()> {
         backend: "local".into(),
         data: None,
     };
+    let (request, pipeline_job) = match &args.pipeline_run {
+        Some(id) => for_pipeline_run(&client, request, id).await?,
+        None => (request, None),
+    };
     let stop = CancellationToken::new();
     let signal = Arc::new(std::sync::Mutex::new(None));
     let watcher = {
@@ -154,9 +167,17 @@ pub async fn run(args: RunArgs, client_args: &ClientArgs) -> Result<()> {
     let observer = Terminal {
         json_output: client_args.output == OutputFormat::Json,
     };
-    let report = execute(&client, &request, &observer, stop)
+    let report = execute(&client, &request, &observer, stop.clone())
         .await
         .map_err(|e| anyhow!("{}: {e}", args.uri))?;
+    let evaluation = match (&pipeline_job, report.status) {
+        (Some(job), "FINISHED") => {
+            evaluate_candidate(&client, job, &request, &report.run_id, &observer, stop)
+                .await
+                .err()
+        }
+        _ => None,
+    };
     watcher.abort();
     let run_id = &report.run_id;
     match client_args.output {
@@ -166,8 +187,17 @@ pub async fn run(args: RunArgs, client_args: &ClientArgs) -> Result<()> {
         }))?,
         OutputFormat::Table => eprintln!("=== Run {run_id} {} ===", report.status),
     }
+    if let Some(changed) = &report.data_changed {
+        bail!("run {run_id} did not train: {changed}");
+    }
+    if report.ci_failed {
+        bail!("run {run_id} stopped: a CI check failed");
+    }
     match report.status {
-        "FINISHED" => Ok(()),
+        "FINISHED" => match evaluation {
+            Some(reason) => bail!("run {run_id} trained, but its evaluation failed: {reason}"),
+            None => Ok(()),
+        },
         "KILLED" => {
             let by = signal
                 .lock()
@@ -182,4 +212,43 @@ pub async fn run(args: RunArgs, client_args: &ClientArgs) -> Result<()> {
                 .map_or("a signal".to_string(), |c| c.to_string())
         ),
     }
+}
+
+/// The request of a run that trains for a CT pipeline run: its data snapshot as the
+/// training input (bound to the pipeline's parameter, if it names one), and the job the
+/// evaluation step needs, both from the server's record of the pipeline run.
+async fn for_pipeline_run(
+    client: &TrackingClient,
+    mut request: RunRequest,
+    id: &str,
+) -> Result<(RunRequest, Option<Job>)> {
+    let described = client
+        .describe_run(id)
+        .await
+        .map_err(|e| anyhow!("pipeline run {id}: {e}"))?;
+    let run = described.pipeline_run;
+    let data = &run.spec.data;
+    if let (Some(wanted), None) = (&run.snapshot_id, &described.data_snapshot) {
+        bail!("pipeline run {id} trains on data snapshot {wanted}, which the server does not have");
+    }
+    request.data = described
+        .data_snapshot
+        .clone()
+        .map(|snapshot| TrainingInput {
+            snapshot,
+            dataset_name: format!("{}-training", run.pipeline),
+            context: "training".into(),
+            parameter: data.as_ref().and_then(|d| d.parameter.clone()),
+        });
+    let job = Job {
+        pipeline_run: run.id.clone(),
+        pipeline: run.pipeline.clone(),
+        attempt: run.attempt,
+        spec: run.spec.clone(),
+        base_dir: run.base_dir.clone().into(),
+        trigger: run.trigger.clone(),
+        snapshot_id: run.snapshot_id.clone(),
+        snapshot: described.data_snapshot,
+    };
+    Ok((request, Some(job)))
 }

@@ -26,12 +26,17 @@ use crate::{Error, Result, Shared};
 /// How often the loop looks even when nothing woke it (retry backoffs, approval timeouts).
 const TICK: Duration = Duration::from_millis(500);
 
-/// The job of a run's current attempt, with its training data snapshot.
+/// The job of a run's current attempt, with its training data snapshot inside when that
+/// fits in a bus message (else the worker reads it from the server by its id).
 async fn job_of(shared: &Shared, run: &PipelineRun) -> Result<Job> {
     let snapshot = match &run.snapshot_id {
         Some(id) => Some(shared.store.get_data_snapshot(id).await?),
         None => None,
     };
+    let snapshot = snapshot.filter(|snapshot| {
+        serde_json::to_vec(snapshot)
+            .is_ok_and(|json| json.len() <= ctflow_bus::INLINE_SNAPSHOT_BYTES)
+    });
     Ok(Job {
         pipeline_run: run.id.clone(),
         pipeline: run.pipeline.clone(),
@@ -39,6 +44,7 @@ async fn job_of(shared: &Shared, run: &PipelineRun) -> Result<Job> {
         spec: run.spec.clone(),
         base_dir: run.base_dir.clone().into(),
         trigger: run.trigger.clone(),
+        snapshot_id: run.snapshot_id.clone(),
         snapshot,
     })
 }

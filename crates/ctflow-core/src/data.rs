@@ -282,11 +282,27 @@ impl DataSnapshot {
 
     /// The snapshot as one MLflow dataset input (`runs/log-inputs`), with its
     /// `mlflow.data.context` tag (`training`, `reference`, `current`, `evaluation`).
+    /// The source names the files while they fit in MLflow's 65,535-character column;
+    /// past that it counts the rest (`files_omitted`), which the snapshot itself lists.
     pub fn dataset_input(&self, name: &str, context: &str) -> Value {
-        let source = json!({
+        let mut listed = Vec::new();
+        let mut length = 0;
+        for file in &self.files {
+            // The quoted URI, its comma, and room for escapes of a few odd characters.
+            length += file.uri.len() + 8;
+            if length > SOURCE_FILES_BUDGET {
+                break;
+            }
+            listed.push(&file.uri);
+        }
+        let mut source = json!({
             "uri": format!("ctflow-snapshot:{}", self.id),
-            "files": self.files.iter().map(|f| &f.uri).collect::<Vec<_>>(),
+            "files": listed,
         });
+        let omitted = self.files.len() - listed.len();
+        if omitted > 0 {
+            source["files_omitted"] = json!(omitted);
+        }
         let profile = json!({
             "num_rows": self.rows,
             "num_files": self.files.len(),
@@ -303,6 +319,10 @@ impl DataSnapshot {
         )
     }
 }
+
+/// How many characters of a dataset input's source the file list may take: MLflow's
+/// `source` column holds 65,535, and the rest of the source is short.
+const SOURCE_FILES_BUDGET: usize = 60_000;
 
 /// One MLflow dataset input (`runs/log-inputs`): `digest` is cut to MLflow's 36-character
 /// column, `source`, `schema` and `profile` are JSON text as MLflow stores them.
@@ -616,6 +636,31 @@ mod tests {
         let schema: Value =
             serde_json::from_str(input["dataset"]["schema"].as_str().unwrap_or("")).unwrap();
         assert_eq!(schema["mlflow_colspec"][0]["name"], "x");
+    }
+
+    #[test]
+    fn a_dataset_source_stays_inside_mlflows_column_and_counts_what_it_leaves_out() {
+        let files: Vec<SnapshotFile> = (0..3000)
+            .map(|i| snapshot_file(&format!("/data/incoming/batch-{i:05}.csv"), "aa", 0))
+            .collect();
+        let snapshot = DataSnapshot::new("p", files, Vec::new(), None, 1);
+        let input = snapshot.dataset_input("p-training", "training");
+        let text = input["dataset"]["source"].as_str().unwrap_or_default();
+        assert!(text.len() <= 65_535, "{}", text.len());
+        let source: Value = serde_json::from_str(text).unwrap();
+        let listed = source["files"].as_array().map_or(0, Vec::len);
+        assert!(listed > 1000, "{listed}");
+        assert_eq!(source["files_omitted"], 3000 - listed);
+        assert_eq!(source["uri"], format!("ctflow-snapshot:{}", snapshot.id));
+
+        let small = DataSnapshot::new("p", vec![snapshot_file("a", "aa", 0)], Vec::new(), None, 1);
+        let source: Value = serde_json::from_str(
+            small.dataset_input("p", "training")["dataset"]["source"]
+                .as_str()
+                .unwrap_or_default(),
+        )
+        .unwrap();
+        assert_eq!(source.get("files_omitted"), None);
     }
 
     #[test]

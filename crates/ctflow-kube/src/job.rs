@@ -109,6 +109,11 @@ pub fn job_manifest(ctx: &JobContext<'_>, settings: &JobSettings) -> Result<Job,
     if let Some(version) = &request.version {
         args.extend(["--version".into(), version.clone()]);
     }
+    // NB: the snapshot's manifest can be far bigger than a pod spec may hold, so the pod
+    // reads it from the server, which also lets it run the evaluation step in the image.
+    if ctx.job.snapshot_id.is_some() {
+        args.extend(["--pipeline-run".into(), ctx.job.pipeline_run.clone()]);
+    }
     for (key, value) in &request.params {
         args.extend(["-P".into(), format!("{key}={value}")]);
     }
@@ -492,6 +497,7 @@ mod tests {
             spec,
             base_dir: "/".into(),
             trigger: TriggerEvent::new("ml-iris", "manual", "k".into()),
+            snapshot_id: None,
             snapshot: None,
         }
     }
@@ -645,6 +651,44 @@ mod tests {
             container["resources"]["limits"],
             json!({"nvidia.com/gpu": "1"})
         );
+    }
+
+    #[test]
+    fn a_job_with_training_data_reads_its_snapshot_through_its_pipeline_run() {
+        let mut job = ct_job(json!({"project": {"uri": "/opt/iris", "image": "acme/iris:1"}}));
+        let request = request(&job);
+        let run = run();
+        let manifest = |job: &CtJob| {
+            let built = job_manifest(
+                &JobContext {
+                    job,
+                    request: &request,
+                    run: &run,
+                    namespace: "ml",
+                    owner: None,
+                },
+                &JobSettings::default(),
+            )
+            .expect("a Job");
+            serde_json::to_value(built).expect("serialises")["spec"]["template"]["spec"]
+                ["containers"][0]["args"]
+                .clone()
+        };
+        let args = manifest(&job);
+        assert!(!args.to_string().contains("--pipeline-run"), "{args}");
+        job.snapshot_id = Some("f00d".into());
+        let args = manifest(&job);
+        let args: Vec<&str> = args
+            .as_array()
+            .expect("args")
+            .iter()
+            .filter_map(|a| a.as_str())
+            .collect();
+        let at = args
+            .iter()
+            .position(|a| *a == "--pipeline-run")
+            .expect("the flag");
+        assert_eq!(args[at + 1], job.pipeline_run);
     }
 
     #[test]

@@ -96,8 +96,10 @@ impl Scoring<'_> {
 }
 
 /// Runs the evaluation step of `job` for its training run, when the pipeline has one;
-/// an error says why the job cannot be judged on the same data.
-pub(crate) async fn evaluate_candidate(
+/// an error says why the job cannot be judged on the same data. The worker calls it after
+/// a local training command; `ctflow run --pipeline-run` in a Kubernetes Job's pod after
+/// its own (so the models are scored in the pipeline's image).
+pub async fn evaluate_candidate(
     client: &TrackingClient,
     job: &Job,
     training: &RunRequest,

@@ -9,6 +9,7 @@ mod orphans;
 mod pool;
 pub mod runner;
 
+pub use evaluate::evaluate_candidate;
 pub use orphans::reap_orphans;
 pub use pool::{PoolConfig, WorkerPool, discover_gpus, worker_name};
 pub use runner::{JobRunner, RunnerReport, TrackedRun};
