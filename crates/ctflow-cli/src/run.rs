@@ -239,6 +239,7 @@ async fn for_pipeline_run(
             dataset_name: format!("{}-training", run.pipeline),
             context: "training".into(),
             parameter: data.as_ref().and_then(|d| d.parameter.clone()),
+            full_check: true,
         });
     let job = Job {
         pipeline_run: run.id.clone(),

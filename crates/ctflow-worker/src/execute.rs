@@ -102,6 +102,9 @@ pub struct TrainingInput {
     pub context: String,
     /// The project parameter that gets the manifest's path.
     pub parameter: Option<String>,
+    /// Every file's digest is checked (a full read) when true; only the recorded size and
+    /// time when false, for the evaluation runs that follow a full check in the same job.
+    pub full_check: bool,
 }
 
 /// One line of what a run prints.
@@ -723,7 +726,14 @@ pub async fn execute(
         .filter(|_| stopped.is_none() && !ci_failed)
     {
         let snapshot = data.snapshot.clone();
-        let checked = tokio::task::spawn_blocking(move || ctflow_data::verify(&snapshot))
+        let full = data.full_check;
+        let checked = tokio::task::spawn_blocking(move || {
+            if full {
+                ctflow_data::verify(&snapshot)
+            } else {
+                ctflow_data::check_recorded_facts(&snapshot)
+            }
+        })
             .await
             .map_err(|e| ExecError::Data(format!("the data check failed: {e}")))?;
         match checked {

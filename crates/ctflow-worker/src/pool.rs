@@ -803,6 +803,7 @@ impl WorkerPool {
                 dataset_name: format!("{}-training", job.pipeline),
                 context: "training".into(),
                 parameter: spec.data.as_ref().and_then(|d| d.parameter.clone()),
+                full_check: true,
             }),
         }
     }
