@@ -236,6 +236,66 @@ def test_approving_a_manual_gate_from_the_pipelines_page_moves_the_champion(up, 
     shot(page, "model")
 
 
+def test_a_model_version_page_shows_its_lineage_signature_and_uris(up, page, tmp_path):
+    """MLflow's own link (#/models/NAME/versions/N) opens the version: its models:/ URIs,
+    the chain version <- run <- data snapshot <- trigger <- code as `ctflow models lineage`
+    prints it, the signature's input schema, the input example and the MLmodel file."""
+    from support import IRIS
+    data = tmp_path / "data"
+    data.mkdir()
+    shutil.copy(IRIS / "data" / "iris.csv", data / "iris.csv")
+    install(up, "ui-lineage", iris_pipeline("ui-lineage", "ui-lineage-model", f"""
+  data:
+    paths: [{data}/*.csv]
+""", gates="  gates: { ct: { metrics: [ { metric: accuracy, threshold: 0.5 } ] } }"))
+    run_id = trigger(up, "ui-lineage")["pipeline_run"]["id"]
+    run = wait_phase(up, run_id, TERMINAL)
+    assert run["phase"] == "Succeeded", run
+    client = MlflowClient(up.url)
+    client.update_model_version("ui-lineage-model", "1", description="the first iris model")
+    snapshot = client.get_run(run["run_id"]).data.tags["ctflow.data.snapshot"]
+
+    visit(page, up.url, "/models/ui-lineage-model")
+    page.click('#versions a[href="#/models/ui-lineage-model/versions/1"]')
+    page.wait_for_selector('body[data-ready="/models/ui-lineage-model/versions/1"]')
+    uris = page.locator("#model-uris").inner_text()
+    assert "models:/ui-lineage-model/1" in uris and "models:/ui-lineage-model@champion" in uris, uris
+    source = client.get_model_version("ui-lineage-model", "1").source
+    assert f"models:/{source.split('/')[-1]}" in uris  # the logged model, by its id
+    assert page.locator("#version-info a[href^='#/logged-models/m-']").count() == 1
+    assert page.locator("#version-description").inner_text() == "the first iris model"
+    assert page.locator('h1 [data-alias="champion"]').count() == 1
+    data_step = page.locator("#lineage-data").inner_text()
+    assert f"snapshot {snapshot} (1 files, 150 rows)" in data_step and "iris.csv" in data_step, data_step
+    assert "manual" in page.locator("#lineage-trigger").inner_text()
+    assert run_id[:12] in page.locator("#lineage-trigger").inner_text()
+    code = page.locator("#lineage-code").inner_text()
+    assert "entry point main" in code and "C=0.5" in code, code
+    # The example logs its features as a float64 matrix: a tensor signature.
+    inputs = page.locator("#signature-inputs tbody tr").all_inner_texts()
+    assert inputs == ["(unnamed)\ttensor float64 [-1,4]\tyes"], inputs
+    assert page.locator("#signature-outputs tbody tr").count() == 1
+    example = json.loads(page.locator("#input-example").inner_text())
+    assert len(example) == 5 and len(example[0]) == 4, example
+    assert "flavors:" in page.locator("#mlmodel").inner_text()
+    shot(page, "model-version")
+
+    # A version registered by hand, from a run with no data snapshot and no pipeline.
+    import mlflow
+    from sklearn.linear_model import LogisticRegression
+    mlflow.set_tracking_uri(up.url)
+    try:
+        with mlflow.start_run() as plain:
+            fitted = LogisticRegression().fit([[0.0], [1.0], [2.0], [3.0]], [0, 0, 1, 1])
+            mlflow.sklearn.log_model(fitted, name="model", registered_model_name="ui-plain-model")
+    finally:
+        mlflow.set_tracking_uri(None)
+    visit(page, up.url, "/models/ui-plain-model/versions/1")
+    assert page.locator("#lineage li").count() == 3  # run, data (not recorded), code
+    assert "not recorded" in page.locator("#lineage-data").inner_text()
+    assert plain.info.run_id in page.locator("#version-info").inner_text()
+
+
 @pytest.fixture(scope="module")
 def auth_server(ctflow_bin, tmp_path_factory):
     """A server with --auth: the admin, alice, and an experiment alice may not see."""

@@ -255,10 +255,14 @@ async function runsPage(experimentId) {
 
 // ---- one run ------------------------------------------------------------------------------
 
-function artifactUrl(run, path) {
-  const uri = run.info.artifact_uri || "";
+function artifactUrl(run, path) { return artifactUrlAt(run.info.artifact_uri, path); }
+
+// The proxied download URL of `path` under an artifact URI; null when the artifacts are
+// not served through this server (an s3:// location the browser cannot read).
+function artifactUrlAt(uri, path) {
+  uri = uri || "";
   if (uri.startsWith("mlflow-artifacts:/")) {
-    const rest = uri.slice("mlflow-artifacts:/".length).replace(/^\/+/, "");
+    const rest = uri.slice("mlflow-artifacts:/".length).replace(/^\/+/, "").replace(/\/+$/, "");
     return `/api/2.0/mlflow-artifacts/artifacts/${rest}/${path.split("/").map(encodeURIComponent).join("/")}`;
   }
   return null;
@@ -490,11 +494,12 @@ async function modelPage(name) {
   const entries = (history.entries || []).slice().reverse();
   app.replaceChildren(
     h("h1", {}, name),
+    model.description ? h("p", { id: "model-description" }, model.description) : "",
     h("div", { className: "toolbar" }, (model.aliases || []).map(a => h("span", { className: "badge", "data-alias": a.alias }, `${a.alias}: v${a.version}`)), rollback),
     h("h2", {}, "Versions"),
     h("table", { id: "versions" }, h("thead", {}, h("tr", {}, h("th", {}, "Version"), h("th", {}, "Aliases"), h("th", {}, "Stage"), h("th", {}, "Run"), h("th", {}, "Created"))),
       h("tbody", {}, versions.sort((a, b) => Number(b.version) - Number(a.version)).map(v => h("tr", {},
-        h("td", {}, `v${v.version}`),
+        h("td", {}, h("a", { href: `#/models/${encodeURIComponent(name)}/versions/${v.version}` }, `v${v.version}`)),
         h("td", {}, (model.aliases || []).filter(a => String(a.version) === String(v.version)).map(a => a.alias).join(", ")),
         h("td", {}, v.current_stage),
         h("td", {}, v.run_id ? h("a", { href: `#/runs/${v.run_id}` }, v.run_id.slice(0, 12)) : ""),
@@ -503,6 +508,107 @@ async function modelPage(name) {
     entries.length ? h("table", { id: "ledger" }, h("thead", {}, h("tr", {}, h("th", {}, "When"), h("th", {}, "Action"), h("th", {}, "Detail"), h("th", {}, "Who"))),
       h("tbody", {}, entries.map(e => h("tr", {}, h("td", {}, when(e.timestamp)), h("td", {}, e.action), h("td", {}, ledgerDetail(e)), h("td", {}, e.user || "")))))
       : h("p", { className: "muted" }, "no entries"));
+}
+
+// The signature of an MLmodel file: MLflow writes each part as a single-quoted YAML
+// string holding JSON (`  inputs: '[{"type": "double", "name": "x", ...}]'`).
+function signatureOf(mlmodel) {
+  const out = {};
+  for (const part of ["inputs", "outputs", "params"]) {
+    const found = mlmodel.match(new RegExp(`^  ${part}: '(.*)'$`, "m"));
+    if (found) { try { out[part] = JSON.parse(found[1].replace(/''/g, "'")); } catch (_) { /* not shown */ } }
+  }
+  return out;
+}
+
+function schemaTable(columns, id) {
+  return h("table", { id }, h("thead", {}, h("tr", {}, h("th", {}, "Name"), h("th", {}, "Type"), h("th", {}, "Required"))),
+    h("tbody", {}, columns.map(c => h("tr", {}, h("td", {}, c.name || "(unnamed)"),
+      h("td", {}, c.type === "tensor" && c["tensor-spec"] ? `tensor ${c["tensor-spec"].dtype} ${JSON.stringify(c["tensor-spec"].shape)}` : c.type),
+      h("td", {}, c.required === false ? "no" : "yes")))));
+}
+
+async function artifactText(uri, path) {
+  const url = artifactUrlAt(uri, path);
+  if (!url) return null;
+  const response = await fetch(url, { headers: DASHBOARD_HEADER });
+  return response.ok ? response.text() : null;
+}
+
+function triggerText(trigger) {
+  const detail = trigger.detail || {};
+  if (trigger.kind === "data") return `new files: ${(trigger.files || []).join(", ")}`;
+  if (trigger.kind === "drift") return `${detail.method || "drift"} statistic ${number(detail.statistic)} over threshold ${number(detail.threshold)} on ${detail.rows} rows${detail.reference ? ` against ${detail.reference}` : ""}`;
+  if (trigger.kind === "manual") return `by ${trigger.user || "an unnamed user"}`;
+  return trigger.dedupe_key || "";
+}
+
+// A model version (MLflow's #/models/<name>/versions/<n>): its models:/ URIs, where it came
+// from (run <- data snapshot <- trigger <- code and parameters, as `ctflow models lineage`
+// prints it), its signature, input example and MLmodel file.
+async function modelVersionPage(name, version) {
+  setSection("models");
+  const mv = (await api(`${MLFLOW}/model-versions/get?${query({ name, version })}`)).model_version;
+  const aliases = mv.aliases || [];
+  // MLflow 3 registers a logged model as `models:/m-<id>`; the version names it no other way.
+  const modelId = mv.model_id || (/^models:\/(m-[0-9a-f]+)$/.exec(mv.source || "") || [])[1];
+  const uris = [`models:/${name}/${version}`, ...aliases.map(a => `models:/${name}@${a}`), modelId ? `models:/${modelId}` : null].filter(Boolean);
+  const run = mv.run_id ? await api(`${MLFLOW}/runs/get?${query({ run_id: mv.run_id })}`).then(b => b.run).catch(() => null) : null;
+  const tags = run ? tagMap(run.data.tags) : {};
+  const pipelineRunId = tags["ctflow.pipeline_run"];
+  const described = pipelineRunId ? await api(`${CTFLOW}/pipeline-runs/${encodeURIComponent(pipelineRunId)}`).catch(() => null) : null;
+  const download = await api(`${MLFLOW}/model-versions/get-download-uri?${query({ name, version })}`).catch(() => ({}));
+  const mlmodel = await artifactText(download.artifact_uri, "MLmodel").catch(() => null);
+  const signature = mlmodel ? signatureOf(mlmodel) : {};
+  const examplePath = mlmodel && (mlmodel.match(/^saved_input_example_info:\n(?:\s+.*\n)*?\s+artifact_path: (\S+)$/m) || [])[1];
+  const example = examplePath ? await artifactText(download.artifact_uri, examplePath).catch(() => null) : null;
+
+  const chain = h("ol", { className: "lineage", id: "lineage" });
+  if (run) {
+    chain.append(h("li", {}, h("strong", {}, "run "), h("a", { href: `#/experiments/${run.info.experiment_id}/runs/${run.info.run_id}` }, run.info.run_name || run.info.run_id), " ", badge(run.info.status),
+      (run.data.metrics || []).length ? h("div", { className: "muted" }, (run.data.metrics || []).map(m => `${m.key} = ${number(m.value)}`).join(" · ")) : null));
+    const snapshot = described && described.data_snapshot;
+    if (snapshot) {
+      chain.append(h("li", { id: "lineage-data" }, h("strong", {}, "data "), `snapshot ${snapshot.id} (${snapshot.files.length} files, ${snapshot.rows} rows)`,
+        h("table", { id: "snapshot-files" }, h("thead", {}, h("tr", {}, h("th", {}, "File"), h("th", {}, "SHA-256"), h("th", {}, "Rows"), h("th", {}, "Size"))),
+          h("tbody", {}, snapshot.files.slice(0, 200).map(f => h("tr", {}, h("td", {}, f.path), h("td", {}, h("code", {}, f.sha256.slice(0, 16))),
+            h("td", {}, f.rows === undefined || f.rows === null ? "" : String(f.rows - (f.skip_rows || 0))), h("td", {}, `${f.size} B`))))),
+        snapshot.files.length > 200 ? h("p", { className: "muted" }, `${snapshot.files.length - 200} more files`) : null));
+    } else {
+      const inputs = (run.inputs && run.inputs.dataset_inputs) || [];
+      chain.append(h("li", { id: "lineage-data" }, h("strong", {}, "data "), inputs.length ? inputs.map(i => `${i.dataset.name} (digest ${i.dataset.digest})`).join(", ") : h("span", { className: "muted" }, "not recorded")));
+    }
+    if (described) {
+      const pr = described.pipeline_run;
+      chain.append(h("li", { id: "lineage-trigger" }, h("strong", {}, "trigger "), `${pr.trigger.kind} (${triggerText(pr.trigger)}) · pipeline `,
+        h("a", { href: `#/pipelines/${encodeURIComponent(pr.pipeline)}` }, pr.pipeline), " run ", h("a", { href: `#/pipeline-runs/${pr.id}` }, pr.id.slice(0, 12))));
+    }
+    chain.append(h("li", { id: "lineage-code" }, h("strong", {}, "code "), `${tags["mlflow.source.name"] || "-"} entry point ${tags["mlflow.project.entryPoint"] || "-"}`,
+      tags["mlflow.source.git.commit"] ? ` at commit ${tags["mlflow.source.git.commit"]}` : "",
+      (run.data.params || []).length ? h("div", { className: "muted" }, "parameters ", (run.data.params || []).map(p => `${p.key}=${p.value}`).join(" ")) : null));
+  } else {
+    chain.append(h("li", {}, h("span", { className: "muted" }, `no run: registered from ${mv.source}`)));
+  }
+
+  app.replaceChildren(...[
+    h("div", { className: "muted" }, h("a", { href: `#/models/${encodeURIComponent(name)}` }, `← ${name}`)),
+    h("h1", {}, `${name} v${version} `, badge(mv.status || ""), " ", mv.current_stage && mv.current_stage !== "None" ? badge(mv.current_stage) : null,
+      aliases.map(a => h("span", { className: "badge", "data-alias": a }, `@${a}`))),
+    mv.description ? h("p", { id: "version-description" }, mv.description) : null,
+    h("table", { className: "kv card", id: "version-info" }, h("tbody", {},
+      h("tr", {}, h("td", {}, "Created"), h("td", {}, when(mv.creation_timestamp))),
+      h("tr", {}, h("td", {}, "Source"), h("td", {}, mv.source || "")),
+      mv.run_id ? h("tr", {}, h("td", {}, "Source run"), h("td", {}, h("a", { href: `#/runs/${mv.run_id}` }, mv.run_id))) : null,
+      modelId ? h("tr", {}, h("td", {}, "Logged model"), h("td", {}, h("a", { href: `#/logged-models/${modelId}` }, modelId))) : null)),
+    h("h2", {}, "URIs"), h("ul", { id: "model-uris" }, uris.map(u => h("li", {}, h("code", {}, u)))),
+    h("h2", {}, "Lineage"), chain,
+    h("h2", {}, "Signature"), signature.inputs
+      ? h("div", { id: "signature" }, h("h3", {}, "Inputs"), schemaTable(signature.inputs, "signature-inputs"),
+        signature.outputs ? [h("h3", {}, "Outputs"), schemaTable(signature.outputs, "signature-outputs")] : null)
+      : h("p", { className: "muted", id: "signature" }, mlmodel ? "The model was logged without a signature." : "The MLmodel file is not readable through this server."),
+    ...(example ? [h("h2", {}, "Input example"), h("pre", { className: "preview", id: "input-example" }, example.slice(0, 20000))] : []),
+    h("h2", {}, "Tags"), kvTable((mv.tags || []).map(t => [t.key, t.value]), "version-tags"),
+    ...(mlmodel ? [h("h2", {}, "MLmodel"), h("pre", { className: "preview", id: "mlmodel" }, mlmodel)] : [])].filter(Boolean));
 }
 
 function ledgerDetail(e) {
@@ -698,6 +804,7 @@ async function route() {
     else if (parts[0] === "compare") await comparePage((params.get("runs") || "").split(",").filter(Boolean));
     else if (parts[0] === "logged-models" && parts[1]) await loggedModelPage(parts[1]);
     else if (parts[0] === "models" && parts.length === 1) await modelsPage();
+    else if (parts[0] === "models" && parts[2] === "versions" && parts[3]) await modelVersionPage(parts[1], parts[3]);
     else if (parts[0] === "models") await modelPage(parts[1]);
     else if (parts[0] === "pipelines" && parts.length === 1) await pipelinesPage();
     else if (parts[0] === "pipelines") await pipelinePage(parts[1]);
