@@ -436,7 +436,13 @@ mod tests {
     fn newlines_are_counted_across_block_edges() {
         for length in [0usize, 1, 254, 255, 256, 1000, 70_000] {
             let text: Vec<u8> = (0..length)
-                .map(|i| if i % 3 == 0 || i % 254 == 0 { b'\n' } else { b'x' })
+                .map(|i| {
+                    if i % 3 == 0 || i % 254 == 0 {
+                        b'\n'
+                    } else {
+                        b'x'
+                    }
+                })
                 .collect();
             let naive = text.iter().filter(|b| **b == b'\n').count() as u64;
             assert_eq!(count_newlines(&text), naive, "{length} bytes");
@@ -447,7 +453,10 @@ mod tests {
     #[test]
     fn parallel_work_keeps_the_item_order() {
         let items: Vec<u32> = (0..1000).collect();
-        assert_eq!(in_parallel(&items, |i| i * 2), (0..1000).map(|i| i * 2).collect::<Vec<_>>());
+        assert_eq!(
+            in_parallel(&items, |i| i * 2),
+            (0..1000).map(|i| i * 2).collect::<Vec<_>>()
+        );
         assert!(in_parallel(&Vec::<u32>::new(), |i| *i).is_empty());
     }
 
@@ -455,9 +464,11 @@ mod tests {
     fn verification_names_the_first_changed_file_in_snapshot_order() {
         let dir = tempfile::tempdir().expect("temp dir");
         for i in 0..20 {
-            std::fs::write(dir.path().join(format!("f{i:02}.csv")), format!("a\n{i}\n")).expect("write");
+            std::fs::write(dir.path().join(format!("f{i:02}.csv")), format!("a\n{i}\n"))
+                .expect("write");
         }
-        let snapshot = take("p", dir.path(), &data(&["*.csv"]), &DigestCache::new(), 1).expect("snapshot");
+        let snapshot =
+            take("p", dir.path(), &data(&["*.csv"]), &DigestCache::new(), 1).expect("snapshot");
         verify(&snapshot).expect("nothing changed");
         std::fs::write(dir.path().join("f15.csv"), "a\nchanged\n").expect("write");
         std::fs::remove_file(dir.path().join("f07.csv")).expect("remove");

@@ -734,8 +734,8 @@ pub async fn execute(
                 ctflow_data::check_recorded_facts(&snapshot)
             }
         })
-            .await
-            .map_err(|e| ExecError::Data(format!("the data check failed: {e}")))?;
+        .await
+        .map_err(|e| ExecError::Data(format!("the data check failed: {e}")))?;
         match checked {
             Ok(()) => {
                 let note = format!(

@@ -370,13 +370,9 @@ impl WorkerPool {
                     )
                     .await
                 }
-                Err(why) => Outcome::Report(finished(
-                    &job,
-                    JobStatus::Failed,
-                    None,
-                    why,
-                    Vec::new(),
-                )),
+                Err(why) => {
+                    Outcome::Report(finished(&job, JobStatus::Failed, None, why, Vec::new()))
+                }
             },
             Ok(None) => Outcome::Drop,
             Err(error) => Outcome::HandBack(format!("cannot ask the server about it: {error}")),
