@@ -285,7 +285,8 @@ def test_a_model_version_page_shows_its_lineage_signature_and_uris(up, page, tmp
     from sklearn.linear_model import LogisticRegression
     mlflow.set_tracking_uri(up.url)
     try:
-        with mlflow.start_run() as plain:
+        # NB: an experiment of its own; another module may have left mlflow's active one set.
+        with mlflow.start_run(experiment_id=client.create_experiment("ui-plain")) as plain:
             fitted = LogisticRegression().fit([[0.0], [1.0], [2.0], [3.0]], [0, 0, 1, 1])
             mlflow.sklearn.log_model(fitted, name="model", registered_model_name="ui-plain-model")
     finally:

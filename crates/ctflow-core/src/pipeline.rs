@@ -1368,6 +1368,16 @@ mod tests {
     }
 
     #[test]
+    fn training_data_on_object_storage_is_refused_by_name() {
+        let mut spec = pipeline();
+        spec.data = Some(
+            serde_json::from_value(json!({"paths": ["base.csv", "s3://bucket/in/*.csv"]}))
+                .expect("training data"),
+        );
+        assert_eq!(fields(&spec), vec!["spec.data.paths[1]"]);
+    }
+
+    #[test]
     fn gates_need_a_model() {
         let mut spec = pipeline();
         spec.model = None;

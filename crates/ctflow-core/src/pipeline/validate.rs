@@ -97,6 +97,15 @@ pub(super) fn data(spec: &TrainingPipelineSpec, errors: &mut Errors) {
     for (i, path) in data.paths.iter().enumerate() {
         if path.trim().is_empty() {
             errors.add(format!("spec.data.paths[{i}]"), "must not be empty");
+        } else if path.contains("://") {
+            // NB: snapshots digest local files only; an object-store glob would match
+            // nothing and fail every run with "no training data" instead of saying why.
+            errors.add(
+                format!("spec.data.paths[{i}]"),
+                "object storage is not supported as training data yet: name local paths \
+                 (on Kubernetes, a volume mounted at the same path in the controller and \
+                 the Job's pod)",
+            );
         } else if let Err(e) = glob::Pattern::new(path) {
             errors.add(
                 format!("spec.data.paths[{i}]"),
