@@ -80,7 +80,13 @@ function tagMap(tags) {
 
 function badge(text) { return h("span", { className: `badge ${text}` }, text); }
 
-function showError(error) { app.replaceChildren(h("p", { className: "error", role: "alert" }, String(error.message || error))); }
+// Puts `nodes` on the page; nested lists are flattened and null, undefined and false left
+// out (replaceChildren itself would print them as text).
+function show(...nodes) {
+  app.replaceChildren(...nodes.flat(Infinity).filter(n => n !== null && n !== undefined && n !== false));
+}
+
+function showError(error) { show(h("p", { className: "error", role: "alert" }, String(error.message || error))); }
 
 function setSection(name) {
   for (const a of document.querySelectorAll("header nav a")) a.classList.toggle("active", a.dataset.section === name);
@@ -148,7 +154,7 @@ async function experimentsPage() {
     for (const cell of list.querySelectorAll("td.runs")) cell.textContent = String(counts[cell.dataset.experiment] || 0);
   };
   search.addEventListener("input", () => load().catch(showError));
-  app.replaceChildren(h("h1", {}, "Experiments"), h("div", { className: "toolbar" }, search), list);
+  show(h("h1", {}, "Experiments"), h("div", { className: "toolbar" }, search), list);
   await load();
 }
 
@@ -249,7 +255,7 @@ async function runsPage(experimentId) {
     next.addEventListener("click", () => { runsState.page += 1; load().catch(showError); });
     pager.replaceChildren(prev, h("span", { className: "muted" }, `page ${runsState.page + 1} · ${runs.length} runs`), next);
   };
-  app.replaceChildren(h("h1", {}, experiment.name), h("div", { className: "toolbar" }, filter, chooser, compare), table, pager);
+  show(h("h1", {}, experiment.name), h("div", { className: "toolbar" }, filter, chooser, compare), table, pager);
   await load();
 }
 
@@ -307,7 +313,7 @@ async function runPage(experimentId, runId) {
   const charts = h("div", { className: "grid", id: "metric-charts" });
   const preview = h("div", { id: "artifact-preview" }, h("p", { className: "muted" }, "Pick a file to preview it."));
   const tree = h("div", { id: "artifacts" });
-  app.replaceChildren(
+  show(
     h("div", { className: "muted" }, h("a", { href: `#/experiments/${experimentId}` }, "← runs")),
     h("h1", {}, run.info.run_name || run.info.run_id, " ", badge(run.info.status)),
     h("table", { className: "kv card" }, h("tbody", {},
@@ -395,7 +401,7 @@ async function comparePage(ids) {
     return h("tr", { className: differs ? "differs" : "" }, h("td", {}, `${kind.slice(0, -1)}: ${key}`), values.map(v => h("td", { className: kind === "metrics" ? "num" : "" }, v)));
   });
   const charts = h("div", { className: "grid", id: "compare-charts" });
-  app.replaceChildren(
+  show(
     h("h1", {}, `Comparing ${runs.length} runs`),
     h("h2", {}, "Parameters and metrics"),
     h("div", { className: "scroll" }, h("table", { id: "diff" },
@@ -475,7 +481,7 @@ async function modelsPage() {
     h("td", {}, (m.aliases || []).map(a => `${a.alias} → v${a.version}`).join(", ")),
     h("td", {}, (m.latest_versions || []).map(v => `v${v.version} ${v.current_stage}`).join(", ")),
     h("td", {}, when(m.last_updated_timestamp))));
-  app.replaceChildren(h("h1", {}, "Registered models"), rows.length
+  show(h("h1", {}, "Registered models"), rows.length
     ? h("table", { id: "models" }, h("thead", {}, h("tr", {}, h("th", {}, "Name"), h("th", {}, "Aliases"), h("th", {}, "Latest versions"), h("th", {}, "Updated"))), h("tbody", {}, rows))
     : h("p", { className: "muted" }, "No registered models yet."));
 }
@@ -492,9 +498,9 @@ async function modelPage(name) {
     try { await api(`${CTFLOW}/models/${encodeURIComponent(name)}/rollback`, { body: {} }); await modelPage(name); } catch (e) { showError(e); }
   });
   const entries = (history.entries || []).slice().reverse();
-  app.replaceChildren(
+  show(
     h("h1", {}, name),
-    model.description ? h("p", { id: "model-description" }, model.description) : "",
+    model.description ? h("p", { id: "model-description" }, model.description) : null,
     h("div", { className: "toolbar" }, (model.aliases || []).map(a => h("span", { className: "badge", "data-alias": a.alias }, `${a.alias}: v${a.version}`)), rollback),
     h("h2", {}, "Versions"),
     h("table", { id: "versions" }, h("thead", {}, h("tr", {}, h("th", {}, "Version"), h("th", {}, "Aliases"), h("th", {}, "Stage"), h("th", {}, "Run"), h("th", {}, "Created"))),
@@ -590,7 +596,7 @@ async function modelVersionPage(name, version) {
     chain.append(h("li", {}, h("span", { className: "muted" }, `no run: registered from ${mv.source}`)));
   }
 
-  app.replaceChildren(...[
+  show(
     h("div", { className: "muted" }, h("a", { href: `#/models/${encodeURIComponent(name)}` }, `← ${name}`)),
     h("h1", {}, `${name} v${version} `, badge(mv.status || ""), " ", mv.current_stage && mv.current_stage !== "None" ? badge(mv.current_stage) : null,
       aliases.map(a => h("span", { className: "badge", "data-alias": a }, `@${a}`))),
@@ -606,9 +612,9 @@ async function modelVersionPage(name, version) {
       ? h("div", { id: "signature" }, h("h3", {}, "Inputs"), schemaTable(signature.inputs, "signature-inputs"),
         signature.outputs ? [h("h3", {}, "Outputs"), schemaTable(signature.outputs, "signature-outputs")] : null)
       : h("p", { className: "muted", id: "signature" }, mlmodel ? "The model was logged without a signature." : "The MLmodel file is not readable through this server."),
-    ...(example ? [h("h2", {}, "Input example"), h("pre", { className: "preview", id: "input-example" }, example.slice(0, 20000))] : []),
+    example ? [h("h2", {}, "Input example"), h("pre", { className: "preview", id: "input-example" }, example.slice(0, 20000))] : null,
     h("h2", {}, "Tags"), kvTable((mv.tags || []).map(t => [t.key, t.value]), "version-tags"),
-    ...(mlmodel ? [h("h2", {}, "MLmodel"), h("pre", { className: "preview", id: "mlmodel" }, mlmodel)] : [])].filter(Boolean));
+    mlmodel ? [h("h2", {}, "MLmodel"), h("pre", { className: "preview", id: "mlmodel" }, mlmodel)] : null);
 }
 
 function ledgerDetail(e) {
@@ -623,7 +629,7 @@ async function loggedModelPage(id) {
   const model = (await api(`${MLFLOW}/logged-models/${encodeURIComponent(id)}`)).model;
   const info = model.info || {};
   const data = model.data || {};
-  app.replaceChildren(
+  show(
     h("h1", {}, info.name || id, " ", badge(info.status || "")),
     h("table", { className: "kv card", id: "logged-model" }, h("tbody", {},
       h("tr", {}, h("td", {}, "Model ID"), h("td", {}, info.model_id || id)),
@@ -656,7 +662,7 @@ async function pipelinesPage() {
   const body = await api(`${CTFLOW}/pipelines`);
   const pipelines = body.pipelines || [];
   const latest = await Promise.all(pipelines.map(p => api(`${CTFLOW}/pipelines/${encodeURIComponent(p.name)}/runs?max_results=1`).then(b => (b.pipeline_runs || [])[0]).catch(() => null)));
-  app.replaceChildren(h("h1", {}, "Pipelines"), pipelines.length ? h("table", { id: "pipelines" },
+  show(h("h1", {}, "Pipelines"), pipelines.length ? h("table", { id: "pipelines" },
     h("thead", {}, h("tr", {}, h("th", {}, "Pipeline"), h("th", {}, "Triggers"), h("th", {}, "Model"), h("th", {}, "Latest run"), h("th", {}, "Next scheduled"), h("th", {}, "State"))),
     h("tbody", {}, pipelines.map((p, i) => {
       const spec = p.document.spec;
@@ -674,7 +680,7 @@ async function pipelinesPage() {
 async function pipelinePage(name) {
   setSection("pipelines");
   const body = await api(`${CTFLOW}/pipelines/${encodeURIComponent(name)}/runs?max_results=200`);
-  app.replaceChildren(h("h1", {}, name), h("table", { id: "pipeline-runs" },
+  show(h("h1", {}, name), h("table", { id: "pipeline-runs" },
     h("thead", {}, h("tr", {}, h("th", {}, "Pipeline run"), h("th", {}, "Trigger"), h("th", {}, "Phase"), h("th", {}, "Decision"), h("th", {}, "Created"), h("th", {}, "Duration"))),
     h("tbody", {}, (body.pipeline_runs || []).map(r => h("tr", { "data-pipeline-run": r.id },
       h("td", {}, h("a", { href: `#/pipeline-runs/${r.id}` }, r.id.slice(0, 12))),
@@ -699,7 +705,7 @@ async function pipelineRunPage(id) {
   };
   const checkRun = run.trigger.tags && run.trigger.tags["drift.check_run"];
   const gates = (body.events || []).filter(e => e.kind === "gate");
-  app.replaceChildren(
+  show(
     h("div", { className: "muted" }, h("a", { href: `#/pipelines/${encodeURIComponent(run.pipeline)}` }, `← ${run.pipeline}`)),
     h("h1", {}, `Pipeline run ${run.id.slice(0, 12)} `, badge(run.phase)),
     waiting ? h("div", { className: "toolbar card", id: "approval" }, h("strong", {}, "Waiting for a decision: "), comment,
@@ -779,7 +785,7 @@ function signInPage(reason) {
   h("label", {}, "Password", password),
   message,
   h("button", { type: "submit" }, "Sign in"));
-  app.replaceChildren(form);
+  show(form);
   username.focus();
 }
 
@@ -809,7 +815,7 @@ async function route() {
     else if (parts[0] === "pipelines" && parts.length === 1) await pipelinesPage();
     else if (parts[0] === "pipelines") await pipelinePage(parts[1]);
     else if (parts[0] === "pipeline-runs") await pipelineRunPage(parts[1]);
-    else app.replaceChildren(h("p", { className: "error" }, `No page at #${hash}`));
+    else show(h("p", { className: "error" }, `No page at #${hash}`));
     document.body.dataset.ready = hash;
   } catch (error) {
     if (error instanceof SignInNeeded) signInPage(error.message);
