@@ -303,8 +303,108 @@ pub fn source_names(source: &str) -> SourceNames {
     names
 }
 
+/// The logged-model tag that lists the registered versions made from it.
+pub const MODEL_VERSIONS_TAG: &str = "mlflow.modelVersions";
+
+/// The `mlflow.modelVersions` value after registering `name`/`version`: the list so far
+/// with the new entry appended, written as MLflow's server writes it (Python's
+/// `json.dumps`: `", "` and `": "` separators, non-ASCII escaped). NB: MLflow's client
+/// then appends the same version once more, as a string; MLflow's own server keeps both,
+/// and so does ctflow.
+pub fn model_versions_tag(current: Option<&str>, name: &str, version: i64) -> String {
+    let mut list: Vec<serde_json::Value> = current
+        .and_then(|c| serde_json::from_str(c).ok())
+        .unwrap_or_default();
+    list.push(serde_json::json!({ "name": name, "version": version }));
+    python_json(&serde_json::Value::Array(list))
+}
+
+/// JSON as Python's `json.dumps` writes it by default.
+fn python_json(value: &serde_json::Value) -> String {
+    use serde::Serialize as _;
+    let mut out = Vec::new();
+    let mut serializer = serde_json::Serializer::with_formatter(&mut out, PythonFormatter);
+    // NB: writing a Value into memory cannot fail.
+    if value.serialize(&mut serializer).is_err() {
+        return value.to_string();
+    }
+    String::from_utf8(out).unwrap_or_else(|_| value.to_string())
+}
+
+/// `json.dumps`'s defaults: `", "` between items, `": "` after keys, `ensure_ascii`.
+struct PythonFormatter;
+
+impl serde_json::ser::Formatter for PythonFormatter {
+    fn begin_array_value<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        if first {
+            Ok(())
+        } else {
+            writer.write_all(b", ")
+        }
+    }
+
+    fn begin_object_key<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        if first {
+            Ok(())
+        } else {
+            writer.write_all(b", ")
+        }
+    }
+
+    fn begin_object_value<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+    ) -> std::io::Result<()> {
+        writer.write_all(b": ")
+    }
+
+    fn write_string_fragment<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+        fragment: &str,
+    ) -> std::io::Result<()> {
+        for c in fragment.chars() {
+            if c.is_ascii() {
+                writer.write_all(&[c as u8])?;
+            } else {
+                let mut units = [0u16; 2];
+                for unit in c.encode_utf16(&mut units) {
+                    write!(writer, "\\u{unit:04x}")?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn the_model_versions_tag_is_written_as_mlflows_server_writes_it() {
+        // The value MLflow 3.17's server wrote in the recorded quickstart session.
+        assert_eq!(
+            model_versions_tag(None, "tracking-quickstart", 1),
+            r#"[{"name": "tracking-quickstart", "version": 1}]"#
+        );
+        let after_client = r#"[{"name": "m", "version": 1}, {"name": "m", "version": "1"}]"#;
+        assert_eq!(
+            model_versions_tag(Some(after_client), "m", 2),
+            r#"[{"name": "m", "version": 1}, {"name": "m", "version": "1"}, {"name": "m", "version": 2}]"#
+        );
+        assert_eq!(
+            model_versions_tag(Some("not json"), "café 🚀", 3),
+            r#"[{"name": "caf\u00e9 \ud83d\ude80", "version": 3}]"#
+        );
+    }
     use super::*;
 
     #[test]

@@ -1171,11 +1171,7 @@ async fn link_version_to_logged_model(
     .bind(model_id)
     .fetch_optional(&mut **tx)
     .await?;
-    let mut list: Vec<serde_json::Value> = current
-        .and_then(|c| serde_json::from_str(&c).ok())
-        .unwrap_or_default();
-    list.push(serde_json::json!({ "name": name, "version": version }));
-    let value = serde_json::Value::Array(list).to_string();
+    let value = ctflow_core::registry::model_versions_tag(current.as_deref(), name, version);
     sqlx::query(
         "INSERT INTO logged_model_tags (model_id, key, value) VALUES ($1, 'mlflow.modelVersions', $2) \
          ON CONFLICT (model_id, key) DO UPDATE SET value = excluded.value",
