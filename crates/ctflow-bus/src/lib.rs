@@ -89,6 +89,55 @@ pub struct Job {
     pub snapshot: Option<ctflow_core::data::DataSnapshot>,
 }
 
+impl Job {
+    /// The job of `run`'s current attempt. `snapshot` is the run's data snapshot when the
+    /// job should carry it; a job without it names it by id and is completed with
+    /// [`Job::complete_snapshot`].
+    pub fn for_run(
+        run: &ctflow_core::pipeline_run::PipelineRun,
+        snapshot: Option<ctflow_core::data::DataSnapshot>,
+    ) -> Job {
+        Job {
+            pipeline_run: run.id.clone(),
+            pipeline: run.pipeline.clone(),
+            attempt: run.attempt,
+            spec: run.spec.clone(),
+            base_dir: run.base_dir.clone().into(),
+            trigger: run.trigger.clone(),
+            snapshot_id: run.snapshot_id.clone(),
+            snapshot,
+        }
+    }
+
+    /// Completes a job whose data snapshot did not travel with it from the server's
+    /// record of its pipeline run; a snapshot the server does not have (or a different
+    /// one) is an error, so the job fails rather than train on something else.
+    pub fn complete_snapshot(
+        &mut self,
+        recorded: Option<ctflow_core::data::DataSnapshot>,
+    ) -> std::result::Result<(), String> {
+        let Some(id) = &self.snapshot_id else {
+            return Ok(());
+        };
+        if self.snapshot.is_some() {
+            return Ok(());
+        }
+        match recorded {
+            Some(snapshot) if &snapshot.id == id => {
+                self.snapshot = Some(snapshot);
+                Ok(())
+            }
+            Some(other) => Err(format!(
+                "the job trains on data snapshot {id}, but its pipeline run records {}",
+                other.id
+            )),
+            None => Err(format!(
+                "the job trains on data snapshot {id}, which the server does not have"
+            )),
+        }
+    }
+}
+
 /// Above this many bytes of JSON a snapshot travels by id, not inside the job: NATS
 /// refuses messages over its `max_payload` (1 MiB by default) and a snapshot of thousands
 /// of files is bigger than that.
@@ -174,4 +223,67 @@ pub trait Bus: Send + Sync + 'static {
     /// After `close`: hands back any job that reached this process after its takers
     /// stopped waiting, so another worker gets it now rather than when its lease ends.
     fn drain(&self) -> BoxFuture<'_, ()>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ctflow_core::data::DataSnapshot;
+
+    fn job() -> Job {
+        Job {
+            pipeline_run: "r".into(),
+            pipeline: "p".into(),
+            attempt: 1,
+            spec: serde_json::from_value(serde_json::json!({"project": {"uri": "."}}))
+                .expect("valid spec"),
+            base_dir: ".".into(),
+            trigger: TriggerEvent::new("p", "manual", "k".into()),
+            snapshot_id: None,
+            snapshot: None,
+        }
+    }
+
+    fn snapshot(id: &str) -> DataSnapshot {
+        DataSnapshot {
+            version: 1,
+            id: id.into(),
+            pipeline: "p".into(),
+            created: 0,
+            files: Vec::new(),
+            rows: 0,
+            schema: Vec::new(),
+            window: None,
+        }
+    }
+
+    #[test]
+    fn a_snapshot_left_out_of_the_job_comes_from_the_pipeline_run_or_fails_it() {
+        let mut small = job();
+        small.snapshot_id = Some("a".into());
+        small.snapshot = Some(snapshot("a"));
+        assert_eq!(small.complete_snapshot(None), Ok(()));
+        assert_eq!(small.snapshot, Some(snapshot("a")));
+
+        let mut big = job();
+        big.snapshot_id = Some("a".into());
+        assert_eq!(big.complete_snapshot(Some(snapshot("a"))), Ok(()));
+        assert_eq!(big.snapshot, Some(snapshot("a")));
+
+        let mut other = job();
+        other.snapshot_id = Some("a".into());
+        let why = other
+            .complete_snapshot(Some(snapshot("b")))
+            .expect_err("a different one");
+        assert!(why.contains("records b"), "{why}");
+        let why = other
+            .complete_snapshot(None)
+            .expect_err("none on the server");
+        assert!(why.contains("does not have"), "{why}");
+        assert_eq!(other.snapshot, None);
+
+        let mut none = job();
+        assert_eq!(none.complete_snapshot(Some(snapshot("a"))), Ok(()));
+        assert_eq!(none.snapshot, None, "a job without data gets none");
+    }
 }

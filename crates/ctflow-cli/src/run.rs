@@ -128,6 +128,10 @@ pub async fn run(args: RunArgs, client_args: &ClientArgs) -> Result<()> {
         (None, Some(name)) => ExperimentRef::Name(name.clone()),
         (None, None) => ExperimentRef::Default,
     };
+    let pipeline_job = match &args.pipeline_run {
+        Some(id) => Some(pipeline_job(&client, id).await?),
+        None => None,
+    };
     let request = RunRequest {
         uri: args.uri.clone(),
         base_dir: std::env::current_dir()?,
@@ -148,11 +152,7 @@ pub async fn run(args: RunArgs, client_args: &ClientArgs) -> Result<()> {
         user: crate::client::current_user(),
         tracking_uri: client_args.tracking_uri.clone(),
         backend: "local".into(),
-        data: None,
-    };
-    let (request, pipeline_job) = match &args.pipeline_run {
-        Some(id) => for_pipeline_run(&client, request, id).await?,
-        None => (request, None),
+        data: pipeline_job.as_ref().and_then(TrainingInput::of_job),
     };
     let stop = CancellationToken::new();
     let signal = Arc::new(std::sync::Mutex::new(None));
@@ -214,42 +214,15 @@ pub async fn run(args: RunArgs, client_args: &ClientArgs) -> Result<()> {
     }
 }
 
-/// The request of a run that trains for a CT pipeline run: its data snapshot as the
-/// training input (bound to the pipeline's parameter, if it names one), and the job the
-/// evaluation step needs, both from the server's record of the pipeline run.
-async fn for_pipeline_run(
-    client: &TrackingClient,
-    mut request: RunRequest,
-    id: &str,
-) -> Result<(RunRequest, Option<Job>)> {
+/// The job a run trains for when it works for a CT pipeline run, from the server's record
+/// of that run, with its data snapshot (the training input and the evaluation's data).
+async fn pipeline_job(client: &TrackingClient, id: &str) -> Result<Job> {
     let described = client
         .describe_run(id)
         .await
         .map_err(|e| anyhow!("pipeline run {id}: {e}"))?;
-    let run = described.pipeline_run;
-    let data = &run.spec.data;
-    if let (Some(wanted), None) = (&run.snapshot_id, &described.data_snapshot) {
-        bail!("pipeline run {id} trains on data snapshot {wanted}, which the server does not have");
-    }
-    request.data = described
-        .data_snapshot
-        .clone()
-        .map(|snapshot| TrainingInput {
-            snapshot,
-            dataset_name: format!("{}-training", run.pipeline),
-            context: "training".into(),
-            parameter: data.as_ref().and_then(|d| d.parameter.clone()),
-            full_check: true,
-        });
-    let job = Job {
-        pipeline_run: run.id.clone(),
-        pipeline: run.pipeline.clone(),
-        attempt: run.attempt,
-        spec: run.spec.clone(),
-        base_dir: run.base_dir.clone().into(),
-        trigger: run.trigger.clone(),
-        snapshot_id: run.snapshot_id.clone(),
-        snapshot: described.data_snapshot,
-    };
-    Ok((request, Some(job)))
+    let mut job = Job::for_run(&described.pipeline_run, None);
+    job.complete_snapshot(described.data_snapshot)
+        .map_err(|why| anyhow!("pipeline run {id}: {why}"))?;
+    Ok(job)
 }

@@ -37,16 +37,7 @@ async fn job_of(shared: &Shared, run: &PipelineRun) -> Result<Job> {
         serde_json::to_vec(snapshot)
             .is_ok_and(|json| json.len() <= ctflow_bus::INLINE_SNAPSHOT_BYTES)
     });
-    Ok(Job {
-        pipeline_run: run.id.clone(),
-        pipeline: run.pipeline.clone(),
-        attempt: run.attempt,
-        spec: run.spec.clone(),
-        base_dir: run.base_dir.clone().into(),
-        trigger: run.trigger.clone(),
-        snapshot_id: run.snapshot_id.clone(),
-        snapshot,
-    })
+    Ok(Job::for_run(run, snapshot))
 }
 
 /// Takes and records a pending run's training data snapshot, or fails the run with the

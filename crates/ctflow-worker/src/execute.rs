@@ -107,6 +107,21 @@ pub struct TrainingInput {
     pub full_check: bool,
 }
 
+impl TrainingInput {
+    /// The training input of a CT job: its data snapshot as the `<pipeline>-training`
+    /// dataset, bound to the parameter the pipeline names.
+    pub fn of_job(job: &ctflow_bus::Job) -> Option<TrainingInput> {
+        let snapshot = job.snapshot.clone()?;
+        Some(TrainingInput {
+            snapshot,
+            dataset_name: format!("{}-training", job.pipeline),
+            context: "training".into(),
+            parameter: job.spec.data.as_ref().and_then(|d| d.parameter.clone()),
+            full_check: true,
+        })
+    }
+}
+
 /// One line of what a run prints.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Line {

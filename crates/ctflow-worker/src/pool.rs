@@ -15,7 +15,6 @@ use std::time::Duration;
 
 use ctflow_bus::{Bus, CiResult, Delivery, Job, JobEvent, JobStatus, Lease};
 use ctflow_client::ct::DescribedRun;
-use ctflow_core::data::DataSnapshot;
 use ctflow_core::gpu::{GpuPool, parse_nvidia_smi_indices};
 use ctflow_core::pipeline_run::{Phase, PipelineRun};
 use ctflow_core::schedule::logical_time_text;
@@ -117,31 +116,6 @@ async fn settle(lease: &dyn Lease, job: &Job) {
                 return;
             }
         }
-    }
-}
-
-/// Completes a job whose data snapshot was too big to travel with it, from the server's
-/// record of its pipeline run; a snapshot the server does not have (or a different one)
-/// fails the job rather than training on something else.
-fn with_snapshot(job: &mut Job, recorded: Option<DataSnapshot>) -> Result<(), String> {
-    let Some(id) = &job.snapshot_id else {
-        return Ok(());
-    };
-    if job.snapshot.is_some() {
-        return Ok(());
-    }
-    match recorded {
-        Some(snapshot) if &snapshot.id == id => {
-            job.snapshot = Some(snapshot);
-            Ok(())
-        }
-        Some(other) => Err(format!(
-            "the job trains on data snapshot {id}, but its pipeline run records {}",
-            other.id
-        )),
-        None => Err(format!(
-            "the job trains on data snapshot {id}, which the server does not have"
-        )),
     }
 }
 
@@ -350,15 +324,14 @@ impl WorkerPool {
     /// Runs one delivery and settles it.
     async fn take(&self, delivery: Delivery<Job>, shutdown: &CancellationToken) {
         let Delivery {
-            item: job,
+            item: mut job,
             delivered,
             exhausted,
             lease,
         } = delivery;
         let lease: Arc<dyn Lease> = Arc::from(lease);
-        let mut job = job;
         let outcome = match self.pipeline_run(&job).await {
-            Ok(Some(described)) => match with_snapshot(&mut job, described.data_snapshot) {
+            Ok(Some(described)) => match job.complete_snapshot(described.data_snapshot) {
                 Ok(()) => {
                     self.decide(
                         &job,
@@ -794,13 +767,7 @@ impl WorkerPool {
                 .as_ref()
                 .map_or("local", |r| r.backend())
                 .to_string(),
-            data: job.snapshot.clone().map(|snapshot| TrainingInput {
-                snapshot,
-                dataset_name: format!("{}-training", job.pipeline),
-                context: "training".into(),
-                parameter: spec.data.as_ref().and_then(|d| d.parameter.clone()),
-                full_check: true,
-            }),
+            data: TrainingInput::of_job(job),
         }
     }
 
@@ -949,45 +916,6 @@ mod tests {
             snapshot_id: None,
             snapshot: None,
         }
-    }
-
-    fn snapshot(id: &str) -> DataSnapshot {
-        DataSnapshot {
-            version: 1,
-            id: id.into(),
-            pipeline: "p".into(),
-            created: 0,
-            files: Vec::new(),
-            rows: 0,
-            schema: Vec::new(),
-            window: None,
-        }
-    }
-
-    #[test]
-    fn a_snapshot_left_out_of_the_job_comes_from_the_pipeline_run_or_fails_it() {
-        let mut small = job(1);
-        small.snapshot_id = Some("a".into());
-        small.snapshot = Some(snapshot("a"));
-        assert_eq!(with_snapshot(&mut small, None), Ok(()));
-        assert_eq!(small.snapshot, Some(snapshot("a")));
-
-        let mut big = job(1);
-        big.snapshot_id = Some("a".into());
-        assert_eq!(with_snapshot(&mut big, Some(snapshot("a"))), Ok(()));
-        assert_eq!(big.snapshot, Some(snapshot("a")));
-
-        let mut other = job(1);
-        other.snapshot_id = Some("a".into());
-        let why = with_snapshot(&mut other, Some(snapshot("b"))).expect_err("a different one");
-        assert!(why.contains("records b"), "{why}");
-        let why = with_snapshot(&mut other, None).expect_err("none on the server");
-        assert!(why.contains("does not have"), "{why}");
-        assert_eq!(other.snapshot, None);
-
-        let mut none = job(1);
-        assert_eq!(with_snapshot(&mut none, Some(snapshot("a"))), Ok(()));
-        assert_eq!(none.snapshot, None, "a job without data gets none");
     }
 
     #[test]
