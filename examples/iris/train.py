@@ -3,9 +3,12 @@ regularisation strength; the run logs its parameters, the test accuracy and the 
 
 It trains on the data ctflow recorded for the pipeline run: the manifest named by
 CTFLOW_DATA_MANIFEST lists every file (with its digest, rows and the leading rows a window
-leaves out). Run by hand, without a manifest, it trains on the shipped data/iris.csv."""
+leaves out). Run by hand, without a manifest, it trains on the shipped data/iris.csv.
+Files on S3-compatible object storage (`s3://` URIs) are read with boto3, configured as
+MLflow configures it (AWS_* variables, MLFLOW_S3_ENDPOINT_URL)."""
 import argparse
 import csv
+import io
 import json
 import os
 from pathlib import Path
@@ -29,13 +32,24 @@ def training_files():
         return [(HERE / "data" / "iris.csv", 0)]
     with open(manifest) as f:
         snapshot = json.load(f)
-    return [(Path(file["uri"]), file.get("skip_rows", 0)) for file in snapshot["files"]]
+    return [(file["uri"], file.get("skip_rows", 0)) for file in snapshot["files"]]
+
+
+def open_text(uri):
+    if not str(uri).startswith("s3://"):
+        return open(uri, newline="")
+    import boto3  # only needed for data on object storage
+
+    bucket, _, key = str(uri)[len("s3://"):].partition("/")
+    s3 = boto3.client("s3", endpoint_url=os.environ.get("MLFLOW_S3_ENDPOINT_URL"))
+    body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    return io.StringIO(body.decode("utf-8"), newline="")
 
 
 def load(files):
     X, y = [], []
-    for path, skip in files:
-        with open(path, newline="") as f:
+    for uri, skip in files:
+        with open_text(uri) as f:
             for i, row in enumerate(csv.DictReader(f)):
                 if i < skip:
                     continue

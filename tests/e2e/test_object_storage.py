@@ -1,10 +1,14 @@
 """Data on S3-compatible object storage: `data` and `drift` triggers on `s3://` prefixes are
 polled, each new object triggers once, and the drift check reads the reference and the
-current objects from the bucket. The server is moto's S3 server on loopback; boto3 writes
-the objects, as a data pipeline would."""
+current objects from the bucket; training data (`spec.data`) on `s3://` globs is snapshotted
+by streaming the objects, and the iris project trains on exactly the objects of its manifest.
+The server is moto's S3 server on loopback; boto3 writes the objects, as a data pipeline
+would."""
+import hashlib
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import boto3
@@ -13,8 +17,8 @@ import pytest
 from mlflow import MlflowClient
 from moto.server import ThreadedMotoServer
 
-from support import (CtflowUp, describe, drift_checks, free_port, install, runs_of, sleeper_pipeline,
-                    sleeper_project, wait_for, wait_phase)
+from support import (IRIS, CtflowUp, describe, drift_checks, free_port, install, iris_pipeline, runs_of,
+                     sleeper_pipeline, sleeper_project, trigger, wait_for, wait_phase)
 
 BUCKET = "ctflow-data"
 TERMINAL = {"Succeeded", "GateFailed", "Rejected", "Failed", "Canceled", "Skipped"}
@@ -34,11 +38,15 @@ def s3():
 
 
 @pytest.fixture(scope="module")
-def up(ctflow_bin, tmp_path_factory, s3):
+def s3_env(s3):
     endpoint, _ = s3
-    env = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_REGION": "us-east-1",
-           "MLFLOW_S3_ENDPOINT_URL": endpoint}
-    instance = CtflowUp(ctflow_bin, tmp_path_factory.mktemp("ctflow-up-s3"), env=env).start()
+    return {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_REGION": "us-east-1",
+            "MLFLOW_S3_ENDPOINT_URL": endpoint}
+
+
+@pytest.fixture(scope="module")
+def up(ctflow_bin, tmp_path_factory, s3_env):
+    instance = CtflowUp(ctflow_bin, tmp_path_factory.mktemp("ctflow-up-s3"), env=s3_env).start()
     yield instance
     instance.stop()
 
@@ -89,6 +97,82 @@ def test_object_prefixes_trigger_and_feed_drift_checks(up, s3, tmp_path):
     assert check.data.tags["ctflow.drift.dataset_drift"] == "true"
     report = json.loads(open(client.download_artifacts(check.info.run_id, "drift_report.json", str(tmp_path))).read())
     assert report["dataset"]["drifted"] is True and report["reference_rows"] == 2000
+
+
+def iris_rows(first, count):
+    lines = (IRIS / "data" / "iris.csv").read_text().splitlines()
+    return "\n".join([lines[0]] + lines[1 + first:1 + first + count]) + "\n"
+
+
+def test_training_data_on_object_storage_is_snapshotted_and_trained_on(up, s3):
+    _, bucket = s3
+    base = (IRIS / "data" / "iris.csv").read_bytes()
+    bucket.put_object(Bucket=BUCKET, Key="training/iris.csv", Body=base)
+    # Not matched: `*` stays within one folder, and the extension differs.
+    bucket.put_object(Bucket=BUCKET, Key="training/incoming/old/x.csv", Body=b"ignored")
+    bucket.put_object(Bucket=BUCKET, Key="training/incoming/notes.txt", Body=b"ignored")
+    install(up, "iris-s3", iris_pipeline("iris-s3", "iris-s3-model", f"""
+  data:
+    paths: [s3://{BUCKET}/training/iris.csv, "s3://{BUCKET}/training/incoming/*.csv"]
+  triggers:
+    - data: {{ path: "s3://{BUCKET}/training/incoming/*.csv" }}
+"""))
+    first = trigger(up, "iris-s3")["pipeline_run"]
+    run = wait_phase(up, first["id"], TERMINAL)
+    assert run["phase"] == "Succeeded", describe(up, first["id"])
+    snapshot = describe(up, first["id"])["data_snapshot"]
+    [only] = snapshot["files"]
+    head = bucket.head_object(Bucket=BUCKET, Key="training/iris.csv")
+    assert only["uri"] == only["path"] == f"s3://{BUCKET}/training/iris.csv"
+    assert only["sha256"] == hashlib.sha256(base).hexdigest() and only["size"] == len(base)
+    assert only["rows"] == 150 and only["e_tag"] == head["ETag"]
+    assert snapshot["rows"] == 150 and snapshot["schema"][0]["name"] == "sepal_length"
+    client = MlflowClient(up.url)
+    mlflow_run = client.get_run(run["run_id"])
+    assert mlflow_run.data.metrics["training_rows"] == 150
+    [dataset] = mlflow_run.inputs.dataset_inputs
+    assert json.loads(dataset.dataset.source)["files"] == [f"s3://{BUCKET}/training/iris.csv"]
+
+    # A batch lands under the prefix: its run trains on the base object plus the batch.
+    batch = iris_rows(50, 30).encode()
+    bucket.put_object(Bucket=BUCKET, Key="training/incoming/batch1.csv", Body=batch)
+    second = wait_for("the batch's run",
+                      lambda: (lambda r: r[0] if len(r) == 2 else None)(runs_of(up, "iris-s3")), timeout=30)
+    assert second["trigger"]["kind"] == "data"
+    run = wait_phase(up, second["id"], TERMINAL)
+    assert run["phase"] in ("Succeeded", "GateFailed"), describe(up, second["id"])
+    snapshot = describe(up, second["id"])["data_snapshot"]
+    # Oldest first, as the window reads them.
+    assert [f["path"] for f in snapshot["files"]] == [
+        f"s3://{BUCKET}/training/iris.csv", f"s3://{BUCKET}/training/incoming/batch1.csv"]
+    assert snapshot["files"][1]["sha256"] == hashlib.sha256(batch).hexdigest()
+    assert snapshot["rows"] == 180
+    assert client.get_run(run["run_id"]).data.metrics["training_rows"] == 180
+
+
+def test_an_object_rewritten_after_the_snapshot_fails_the_job(up, s3, s3_env):
+    _, bucket = s3
+    bucket.put_object(Bucket=BUCKET, Key="tampered/iris.csv", Body=(IRIS / "data" / "iris.csv").read_bytes())
+    # The CI check runs after the snapshot and before training: it rewrites the object.
+    rewrite = (f"import boto3; boto3.client('s3', endpoint_url='{s3_env['MLFLOW_S3_ENDPOINT_URL']}')"
+               f".put_object(Bucket='{BUCKET}', Key='tampered/iris.csv', Body=b'changed')")
+    install(up, "iris-s3-changed", iris_pipeline("iris-s3-changed", "iris-s3-changed-model", f"""
+  data:
+    paths: [s3://{BUCKET}/tampered/iris.csv]
+""", gates=f"""
+  gates:
+    ci:
+      checks:
+        - name: tamper
+          run: {json.dumps(f'{sys.executable} -c "{rewrite}"')}
+    ct:
+      metrics: [ {{ metric: accuracy, threshold: 0.9 }} ]
+"""))
+    started = trigger(up, "iris-s3-changed")["pipeline_run"]
+    run = wait_phase(up, started["id"], TERMINAL)
+    assert run["phase"] == "Failed", describe(up, started["id"])
+    assert f"s3://{BUCKET}/tampered/iris.csv changed after the snapshot" in run["decision"], run["decision"]
+    assert "training_rows" not in MlflowClient(up.url).get_run(run["run_id"]).data.metrics
 
 
 def test_an_unreadable_object_is_a_failed_check_not_a_crash(up, s3):

@@ -88,7 +88,7 @@ pub(crate) struct Shared {
     pub unsent: std::sync::Mutex<std::collections::BTreeMap<String, ctflow_bus::Job>>,
     pub metrics: Arc<Metrics>,
     /// Digests of training data files already read, by path, size, time and inode.
-    pub digests: Arc<ctflow_data::DigestCache>,
+    pub digests: ctflow_data::DigestCache,
 }
 
 pub struct Controller {
@@ -112,7 +112,7 @@ impl Controller {
                 reconcile: Notify::new(),
                 unsent: Default::default(),
                 metrics,
-                digests: Arc::new(ctflow_data::DigestCache::new()),
+                digests: ctflow_data::DigestCache::new(),
             }),
         }
     }

@@ -49,16 +49,11 @@ async fn take_snapshot(shared: &Shared, id: &str) -> Result<()> {
     };
     let reason = match &run.snapshot_id {
         None => {
-            let cache = Arc::clone(&shared.digests);
-            let base_dir = std::path::PathBuf::from(&run.base_dir);
-            let pipeline = run.pipeline.clone();
-            // Digests read whole files: off the async threads.
-            let taken = tokio::task::spawn_blocking(move || {
-                ctflow_data::take(&pipeline, &base_dir, &data, &cache, now_ms())
-            })
-            .await;
+            let base_dir = std::path::Path::new(&run.base_dir);
+            let taken =
+                ctflow_data::take(&run.pipeline, base_dir, &data, &shared.digests, now_ms()).await;
             match taken {
-                Ok(Ok(snapshot)) => {
+                Ok(snapshot) => {
                     tracing::info!(
                         pipeline_run = id,
                         snapshot = snapshot.id,
@@ -69,20 +64,16 @@ async fn take_snapshot(shared: &Shared, id: &str) -> Result<()> {
                     shared.store.record_data_snapshot(id, &snapshot).await?;
                     return Ok(());
                 }
-                Ok(Err(error)) => error.to_string(),
-                Err(join) => format!("the snapshot task failed: {join}"),
+                Err(error) => error.to_string(),
             }
         }
         // A run that starts with a snapshot (a rerun) trains on it only if every file is
         // still what was recorded.
         Some(snapshot_id) if run.attempt == 0 => {
             let snapshot = shared.store.get_data_snapshot(snapshot_id).await?;
-            let verified =
-                tokio::task::spawn_blocking(move || ctflow_data::verify(&snapshot)).await;
-            match verified {
-                Ok(Ok(())) => return Ok(()),
-                Ok(Err(error)) => error.to_string(),
-                Err(join) => format!("the verification task failed: {join}"),
+            match ctflow_data::verify(&snapshot, shared.digests.stores()).await {
+                Ok(()) => return Ok(()),
+                Err(error) => error.to_string(),
             }
         }
         Some(_) => return Ok(()),

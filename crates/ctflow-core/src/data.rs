@@ -208,6 +208,10 @@ pub struct SnapshotFile {
     /// Leading data rows the window leaves out.
     #[serde(default)]
     pub skip_rows: u64,
+    /// An object's entity tag as the store listed it: object stores report modification
+    /// times to the second, so a rewrite is told by its tag.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub e_tag: Option<String>,
 }
 
 impl SnapshotFile {
@@ -551,6 +555,7 @@ mod tests {
             sha256: sha.into(),
             rows: Some(10),
             skip_rows,
+            e_tag: None,
         }
     }
 

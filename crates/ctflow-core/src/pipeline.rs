@@ -1368,13 +1368,23 @@ mod tests {
     }
 
     #[test]
-    fn training_data_on_object_storage_is_refused_by_name() {
+    fn training_data_is_on_paths_or_s3_and_other_stores_are_refused_by_name() {
         let mut spec = pipeline();
         spec.data = Some(
-            serde_json::from_value(json!({"paths": ["base.csv", "s3://bucket/in/*.csv"]}))
-                .expect("training data"),
+            serde_json::from_value(json!({"paths": [
+                "base.csv", "s3://bucket/in/*.csv", "gs://bucket/in/*.csv", "s3:///in/*.csv",
+                "s3://bucket/[in"
+            ]}))
+            .expect("training data"),
         );
-        assert_eq!(fields(&spec), vec!["spec.data.paths[1]"]);
+        assert_eq!(
+            fields(&spec),
+            vec![
+                "spec.data.paths[2]",
+                "spec.data.paths[3]",
+                "spec.data.paths[4]"
+            ]
+        );
     }
 
     #[test]

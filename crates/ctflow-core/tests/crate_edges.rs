@@ -42,8 +42,8 @@ const FORBIDDEN: &[(&str, &[&str], &str)] = &[
     ),
     (
         "ctflow-data",
-        &["ctflow-store", "tokio", "sqlx", "reqwest"],
-        "snapshots are blocking file reads over core's rules: callers choose the thread",
+        &["ctflow-store", "sqlx", "ctflow-client", "ctflow-bus"],
+        "snapshots read data files and objects over core's rules; what they record is the caller's to store",
     ),
     (
         "ctflow-server",

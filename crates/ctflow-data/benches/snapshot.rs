@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use ctflow_core::data::TrainingData;
-use ctflow_data::{DigestCache, check_recorded_facts, take, verify};
+use ctflow_data::{DigestCache, ObjectStores, check_recorded_facts, take, verify};
 
 fn env_number(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -81,6 +81,11 @@ fn read_everything(dir: &Path) -> u64 {
 }
 
 fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let stores = ObjectStores::default();
     let files = env_number("SNAPSHOT_FILES", 10_000);
     let mib = env_number("SNAPSHOT_FILE_MIB", 1);
     let (root, _keep) = match std::env::var("SNAPSHOT_DIR") {
@@ -114,30 +119,38 @@ fn main() {
     drop_page_cache();
     let cache = DigestCache::new();
     let started = Instant::now();
-    let first = take("bench", &root, &spec, &cache, 1).unwrap();
+    let first = runtime
+        .block_on(take("bench", &root, &spec, &cache, 1))
+        .unwrap();
     let first_snapshot = seconds(started);
     assert_eq!(first.files.len(), files);
 
     let started = Instant::now();
-    let unchanged = take("bench", &root, &spec, &cache, 2).unwrap();
+    let unchanged = runtime
+        .block_on(take("bench", &root, &spec, &cache, 2))
+        .unwrap();
     let unchanged_snapshot = seconds(started);
     assert_eq!(unchanged.id, first.id);
 
     let arrived = data_dir.join(format!("part-{files:05}.csv"));
     write_file(&arrived, files, mib << 20);
     let started = Instant::now();
-    let next = take("bench", &root, &spec, &cache, 3).unwrap();
+    let next = runtime
+        .block_on(take("bench", &root, &spec, &cache, 3))
+        .unwrap();
     let one_new_file = seconds(started);
     assert_eq!(next.files.len(), files + 1);
     std::fs::remove_file(&arrived).unwrap();
 
     let started = Instant::now();
-    check_recorded_facts(&first).unwrap();
+    runtime
+        .block_on(check_recorded_facts(&first, &stores))
+        .unwrap();
     let stat_check = seconds(started);
 
     drop_page_cache();
     let started = Instant::now();
-    verify(&first).unwrap();
+    runtime.block_on(verify(&first, &stores)).unwrap();
     let full_verify = seconds(started);
 
     let report = serde_json::json!({

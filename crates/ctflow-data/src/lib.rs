@@ -1,24 +1,32 @@
-//! Training data snapshots on a file system: lists the files a pipeline's `spec.data`
-//! names, digests them, counts CSV rows and reads their schema, lets the windowing rules
-//! of `ctflow_core::data` choose, and checks before training that nothing changed since.
+//! Training data snapshots: lists the files and objects a pipeline's `spec.data` names
+//! (local globs, `s3://bucket/prefix/*.csv` globs), digests them, counts CSV rows and reads
+//! their schema, lets the windowing rules of `ctflow_core::data` choose, and checks before
+//! training that nothing changed since.
 //!
 //! Digesting is the expensive part. A [`DigestCache`] keeps each file's digest, rows and
-//! schema keyed by path, size, modification time and inode, so a snapshot re-reads only
-//! the files that are new or were rewritten; verification always re-reads.
+//! schema keyed by path, size, modification time and inode (an object's by URL, size,
+//! time and entity tag), so a snapshot re-reads only what is new or was rewritten;
+//! verification always re-reads. Local files are read on blocking threads, one per core;
+//! objects are streamed, several at once.
 #![forbid(unsafe_code)]
+
+mod objects;
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::UNIX_EPOCH;
+
+pub use objects::{ObjectGlob, ObjectStores, split_s3};
 
 use ctflow_core::data::{
     Column, DataSnapshot, FileFacts, SnapshotFile, TrainingData, changed_file, choose, infer_kind,
     merge_schemas,
 };
+use futures::{StreamExt, TryStreamExt};
 use sha2::Digest;
 
 /// How much of a file's start is kept for its header and type inference.
@@ -52,11 +60,27 @@ pub enum DataError {
     /// A file differs from its snapshot (or is gone).
     #[error("{0}")]
     Changed(String),
+    /// Object storage could not be listed or read.
+    #[error("cannot read training data at {location}: {message}")]
+    Store {
+        /// The bucket, prefix or object.
+        location: String,
+        /// What the store said.
+        message: String,
+    },
+    /// The blocking task reading local files did not finish.
+    #[error("the training data task failed: {0}")]
+    Task(String),
+}
+
+/// Whether a data path names object storage rather than the local file system.
+fn is_remote(path: &str) -> bool {
+    path.contains("://")
 }
 
 /// What reading a whole file found.
 #[derive(Debug, Clone, PartialEq)]
-struct Content {
+pub(crate) struct Content {
     sha256: String,
     rows: Option<u64>,
     schema: Vec<Column>,
@@ -69,16 +93,24 @@ struct Identity {
     inode: u64,
 }
 
-/// Digests, rows and schemas of files already read, keyed by path and identity.
-#[derive(Debug, Default)]
+/// Digests, rows and schemas of files and objects already read, keyed by location and
+/// identity, and the object-store clients that read them. Clones share all of it.
+#[derive(Debug, Default, Clone)]
 pub struct DigestCache {
-    entries: Mutex<HashMap<PathBuf, (Identity, Content)>>,
+    entries: Arc<Mutex<HashMap<PathBuf, (Identity, Content)>>>,
+    objects: Arc<objects::ObjectCache>,
+    stores: ObjectStores,
 }
 
 impl DigestCache {
     /// An empty cache.
     pub fn new() -> DigestCache {
         DigestCache::default()
+    }
+
+    /// The object-store clients, for readers of the same data.
+    pub fn stores(&self) -> &ObjectStores {
+        &self.stores
     }
 
     fn get(&self, path: &Path, identity: &Identity) -> Option<Content> {
@@ -120,7 +152,7 @@ fn identity(meta: &std::fs::Metadata) -> Identity {
     }
 }
 
-fn delimiter(path: &Path) -> Option<u8> {
+pub(crate) fn delimiter(path: &Path) -> Option<u8> {
     match path.extension().and_then(|e| e.to_str()) {
         Some(ext) if ext.eq_ignore_ascii_case("csv") => Some(b','),
         Some(ext) if ext.eq_ignore_ascii_case("tsv") => Some(b'\t'),
@@ -219,52 +251,79 @@ fn in_parallel<T: Sync, R: Send>(items: &[T], work: impl Fn(&T) -> R + Sync) -> 
     done.into_iter().map(|(_, result)| result).collect()
 }
 
+/// One pass over a file's bytes: its SHA-256, its newlines and its first bytes.
+pub(crate) struct Digester {
+    hasher: sha2::Sha256,
+    head: Vec<u8>,
+    newlines: u64,
+    last: Option<u8>,
+}
+
+impl Digester {
+    pub(crate) fn new() -> Digester {
+        Digester {
+            hasher: sha2::Sha256::new(),
+            head: Vec::new(),
+            newlines: 0,
+            last: None,
+        }
+    }
+
+    pub(crate) fn update(&mut self, chunk: &[u8]) {
+        let Some(&last) = chunk.last() else {
+            return;
+        };
+        self.hasher.update(chunk);
+        self.newlines += count_newlines(chunk);
+        self.last = Some(last);
+        if self.head.len() < HEAD_BYTES {
+            let take = (HEAD_BYTES - self.head.len()).min(chunk.len());
+            self.head.extend_from_slice(&chunk[..take]);
+        }
+    }
+
+    /// The digest, and for CSV/TSV (a `delimiter`) the data rows and schema.
+    pub(crate) fn finish(self, delimiter: Option<u8>) -> Content {
+        let sha256 = hex::encode(self.hasher.finalize());
+        let Some(delimiter) = delimiter else {
+            return Content {
+                sha256,
+                rows: None,
+                schema: Vec::new(),
+            };
+        };
+        let lines = self.newlines + u64::from(self.last.is_some_and(|b| b != b'\n'));
+        Content {
+            sha256,
+            rows: Some(lines.saturating_sub(1)),
+            schema: schema_of(&self.head, delimiter),
+        }
+    }
+}
+
 /// Reads a file once: its SHA-256, and for CSV/TSV its data rows and schema.
 fn read_file(path: &Path) -> Result<Content, DataError> {
     let mut file = File::open(path).map_err(io_error(path))?;
-    let mut hasher = sha2::Sha256::new();
     let mut buffer = vec![0u8; 1 << 20];
-    let mut head = Vec::new();
-    let mut newlines = 0u64;
-    let mut last = None;
+    let mut digester = Digester::new();
     loop {
         let n = file.read(&mut buffer).map_err(io_error(path))?;
         if n == 0 {
             break;
         }
-        let chunk = &buffer[..n];
-        hasher.update(chunk);
-        newlines += count_newlines(chunk);
-        last = chunk.last().copied();
-        if head.len() < HEAD_BYTES {
-            let take = (HEAD_BYTES - head.len()).min(n);
-            head.extend_from_slice(&chunk[..take]);
-        }
+        digester.update(&buffer[..n]);
     }
-    let sha256 = hex::encode(hasher.finalize());
-    let Some(delimiter) = delimiter(path) else {
-        return Ok(Content {
-            sha256,
-            rows: None,
-            schema: Vec::new(),
-        });
-    };
-    let lines = newlines + u64::from(last.is_some_and(|b| b != b'\n'));
-    Ok(Content {
-        sha256,
-        rows: Some(lines.saturating_sub(1)),
-        schema: schema_of(&head, delimiter),
-    })
+    Ok(digester.finish(delimiter(path)))
 }
 
 fn epoch_ms(identity: &Identity) -> i64 {
     i64::try_from(identity.modified_ns / 1_000_000).unwrap_or(i64::MAX)
 }
 
-/// The files matching the data paths (relative ones resolved against `base_dir`).
-fn matches(base_dir: &Path, data: &TrainingData) -> Result<Vec<(String, PathBuf)>, DataError> {
+/// The local files matching the patterns (relative ones resolved against `base_dir`).
+fn matches(base_dir: &Path, patterns: &[String]) -> Result<Vec<(String, PathBuf)>, DataError> {
     let mut found = Vec::new();
-    for pattern in &data.paths {
+    for pattern in patterns {
         let absolute = if Path::new(pattern).is_absolute() {
             PathBuf::from(pattern)
         } else {
@@ -292,20 +351,25 @@ fn matches(base_dir: &Path, data: &TrainingData) -> Result<Vec<(String, PathBuf)
     Ok(found)
 }
 
-/// Records a snapshot of a pipeline's training data as it is now.
-pub fn take(
-    pipeline: &str,
+/// One file or object a snapshot may hold, read (or known from the cache).
+pub(crate) struct Found {
+    pub(crate) path: String,
+    pub(crate) uri: String,
+    pub(crate) size: u64,
+    pub(crate) modified: i64,
+    pub(crate) e_tag: Option<String>,
+    pub(crate) content: Content,
+}
+
+/// The local files the patterns match, digested on one thread per core (or taken from
+/// the cache). Blocking: it reads whole files.
+fn local_files(
     base_dir: &Path,
-    data: &TrainingData,
+    patterns: &[String],
     cache: &DigestCache,
-    now: i64,
-) -> Result<DataSnapshot, DataError> {
-    let found = matches(base_dir, data)?;
-    if found.is_empty() {
-        return Err(DataError::NoFiles(data.paths.join(", ")));
-    }
-    let mut known = Vec::with_capacity(found.len());
-    for (shown, path) in found {
+) -> Result<Vec<Found>, DataError> {
+    let mut known = Vec::new();
+    for (shown, path) in matches(base_dir, patterns)? {
         let meta = std::fs::metadata(&path).map_err(io_error(&path))?;
         let identity = identity(&meta);
         let cached = cache.get(&path, &identity);
@@ -317,8 +381,7 @@ pub fn take(
         .map(|(_, path, _, _)| path)
         .collect();
     let mut fresh = in_parallel(&unread, |path| read_file(path)).into_iter();
-    let mut read = HashMap::new();
-    let mut facts = Vec::new();
+    let mut found = Vec::with_capacity(known.len());
     for (shown, path, identity, cached) in known {
         let content = match cached {
             Some(content) => content,
@@ -331,32 +394,74 @@ pub fn take(
                 content
             }
         };
-        facts.push(FileFacts {
-            path: shown.clone(),
+        found.push(Found {
+            path: shown,
+            uri: path.to_string_lossy().to_string(),
             size: identity.size,
             modified: epoch_ms(&identity),
-            rows: content.rows,
+            e_tag: None,
+            content,
         });
-        read.insert(shown, (path, content));
     }
+    Ok(found)
+}
+
+/// Records a snapshot of a pipeline's training data as it is now: local files (relative
+/// paths resolved against `base_dir`) and objects under `s3://` globs.
+pub async fn take(
+    pipeline: &str,
+    base_dir: &Path,
+    data: &TrainingData,
+    cache: &DigestCache,
+    now: i64,
+) -> Result<DataSnapshot, DataError> {
+    let (remote, local): (Vec<String>, Vec<String>) =
+        data.paths.iter().cloned().partition(|p| is_remote(p));
+    let mut found = Vec::new();
+    if !local.is_empty() {
+        let (base_dir, shared) = (base_dir.to_path_buf(), cache.clone());
+        // Digests read whole files: off the async threads.
+        found = tokio::task::spawn_blocking(move || local_files(&base_dir, &local, &shared))
+            .await
+            .map_err(|e| DataError::Task(e.to_string()))??;
+    }
+    for pattern in &remote {
+        found.extend(objects::found(pattern, &cache.stores, Arc::clone(&cache.objects)).await?);
+    }
+    found.sort_by(|a, b| a.path.cmp(&b.path));
+    found.dedup_by(|a, b| a.path == b.path);
+    if found.is_empty() {
+        return Err(DataError::NoFiles(data.paths.join(", ")));
+    }
+    let facts = found
+        .iter()
+        .map(|f| FileFacts {
+            path: f.path.clone(),
+            size: f.size,
+            modified: f.modified,
+            rows: f.content.rows,
+        })
+        .collect();
+    let mut read: HashMap<String, Found> = found.into_iter().map(|f| (f.path.clone(), f)).collect();
     let chosen = choose(facts, data.window.as_ref());
     let mut schemas = Vec::new();
     let mut files = Vec::new();
     for c in chosen {
-        let Some((path, content)) = read.remove(&c.file.path) else {
+        let Some(found) = read.remove(&c.file.path) else {
             continue;
         };
-        if !content.schema.is_empty() {
-            schemas.push(content.schema.clone());
+        if !found.content.schema.is_empty() {
+            schemas.push(found.content.schema);
         }
         files.push(SnapshotFile {
             path: c.file.path,
-            uri: path.to_string_lossy().to_string(),
+            uri: found.uri,
             size: c.file.size,
             modified: c.file.modified,
-            sha256: content.sha256,
-            rows: content.rows,
+            sha256: found.content.sha256,
+            rows: found.content.rows,
             skip_rows: c.skip_rows,
+            e_tag: found.e_tag,
         });
     }
     Ok(DataSnapshot::new(
@@ -368,52 +473,112 @@ pub fn take(
     ))
 }
 
-/// Checks every local file of a snapshot against its recorded size and modification time,
-/// without reading it: the cheap check for a reader about to read the files anyway.
-pub fn check_recorded_facts(snapshot: &DataSnapshot) -> Result<(), DataError> {
-    for file in snapshot.files.iter().filter(|f| !f.uri.contains("://")) {
+fn recorded_facts_changed(
+    snapshot: &DataSnapshot,
+    file: &SnapshotFile,
+    recorded: &str,
+    now: &str,
+) -> DataError {
+    DataError::Changed(format!(
+        "data file {} changed after snapshot {}: {recorded} were recorded, {now} are there now",
+        file.path,
+        snapshot.digest(),
+    ))
+}
+
+/// Checks every file of a snapshot against its recorded size and modification time (an
+/// object's size and entity tag) without reading it: the cheap check for a reader about
+/// to read the files anyway.
+pub async fn check_recorded_facts(
+    snapshot: &DataSnapshot,
+    stores: &ObjectStores,
+) -> Result<(), DataError> {
+    for file in &snapshot.files {
+        if is_remote(&file.uri) {
+            let Some((size, e_tag)) = objects::identity_now(stores, &file.uri).await? else {
+                return Err(DataError::Changed(
+                    changed_file(file, None).unwrap_or_default(),
+                ));
+            };
+            let tag_changed = file.e_tag.is_some() && e_tag != file.e_tag;
+            if size != file.size || tag_changed {
+                let tag = |t: &Option<String>| t.clone().unwrap_or_else(|| "none".into());
+                return Err(recorded_facts_changed(
+                    snapshot,
+                    file,
+                    &format!("size {} and entity tag {}", file.size, tag(&file.e_tag)),
+                    &format!("{size} and {}", tag(&e_tag)),
+                ));
+            }
+            continue;
+        }
         let path = Path::new(&file.uri);
         let meta = std::fs::metadata(path).map_err(io_error(path))?;
         let now = identity(&meta);
         if now.size != file.size || epoch_ms(&now) != file.modified {
-            return Err(DataError::Changed(format!(
-                "data file {} changed after snapshot {}: size {} and time {} were recorded, {} and {} are there now",
-                file.path,
-                snapshot.digest(),
-                file.size,
-                file.modified,
-                now.size,
-                epoch_ms(&now)
-            )));
+            return Err(recorded_facts_changed(
+                snapshot,
+                file,
+                &format!("size {} and time {}", file.size, file.modified),
+                &format!("{} and {}", now.size, epoch_ms(&now)),
+            ));
         }
     }
     Ok(())
 }
 
-/// Checks every file of a snapshot against its recorded digest, reading each in full.
-/// Files outside the local file system (object-store URIs) are not checked here.
-pub fn verify(snapshot: &DataSnapshot) -> Result<(), DataError> {
-    let local: Vec<&SnapshotFile> = snapshot
+/// Digests every local file of a snapshot again, one thread per core; `None` where a
+/// file is gone. Blocking.
+fn local_digests(files: &[SnapshotFile]) -> Result<Vec<Option<String>>, DataError> {
+    in_parallel(files, |file| match read_file(Path::new(&file.uri)) {
+        Ok(read) => Ok(Some(read.sha256)),
+        Err(DataError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            Ok(None)
+        }
+        Err(other) => Err(other),
+    })
+    .into_iter()
+    .collect()
+}
+
+/// Checks every file and object of a snapshot against its recorded digest, reading each
+/// in full. The error names the first changed file in the snapshot's order.
+pub async fn verify(snapshot: &DataSnapshot, stores: &ObjectStores) -> Result<(), DataError> {
+    let (remote, local): (Vec<SnapshotFile>, Vec<SnapshotFile>) = snapshot
         .files
         .iter()
-        .filter(|f| !f.uri.contains("://"))
+        .cloned()
+        .partition(|f| is_remote(&f.uri));
+    let local_now = {
+        let local = local.clone();
+        tokio::task::spawn_blocking(move || local_digests(&local))
+    };
+    // Owned futures: a stream of futures borrowing from a closure's argument is not Send
+    // for every lifetime, which the worker's spawned tasks need.
+    let uris: Vec<String> = remote.iter().map(|file| file.uri.clone()).collect();
+    let remote_now: Vec<Option<String>> = futures::stream::iter(uris.into_iter().map(|uri| {
+        let stores = stores.clone();
+        async move { objects::digest_now(&stores, &uri).await }
+    }))
+    .buffered(objects::PARALLEL_READS)
+    .try_collect()
+    .await?;
+    let local_now = local_now
+        .await
+        .map_err(|e| DataError::Task(e.to_string()))??;
+    let now: HashMap<&str, Option<String>> = local
+        .iter()
+        .zip(local_now)
+        .chain(remote.iter().zip(remote_now))
+        .map(|(file, digest)| (file.uri.as_str(), digest))
         .collect();
-    let checked = in_parallel(&local, |file| {
-        let path = Path::new(&file.uri);
-        let actual = match read_file(path) {
-            Ok(read) => Some(read.sha256),
-            Err(DataError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
-                None
-            }
-            Err(other) => return Err(other),
-        };
-        match changed_file(file, actual.as_deref()) {
-            Some(reason) => Err(DataError::Changed(reason)),
-            None => Ok(()),
+    for file in &snapshot.files {
+        let actual = now.get(file.uri.as_str()).cloned().flatten();
+        if let Some(reason) = changed_file(file, actual.as_deref()) {
+            return Err(DataError::Changed(reason));
         }
-    });
-    // The first problem in the snapshot's order, whichever thread saw it first.
-    checked.into_iter().collect()
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -460,24 +625,30 @@ mod tests {
         assert!(in_parallel(&Vec::<u32>::new(), |i| *i).is_empty());
     }
 
-    #[test]
-    fn verification_names_the_first_changed_file_in_snapshot_order() {
+    #[tokio::test]
+    async fn verification_names_the_first_changed_file_in_snapshot_order() {
         let dir = tempfile::tempdir().expect("temp dir");
         for i in 0..20 {
             std::fs::write(dir.path().join(format!("f{i:02}.csv")), format!("a\n{i}\n"))
                 .expect("write");
         }
-        let snapshot =
-            take("p", dir.path(), &data(&["*.csv"]), &DigestCache::new(), 1).expect("snapshot");
-        verify(&snapshot).expect("nothing changed");
+        let snapshot = take("p", dir.path(), &data(&["*.csv"]), &DigestCache::new(), 1)
+            .await
+            .expect("snapshot");
+        verify(&snapshot, &ObjectStores::default())
+            .await
+            .expect("nothing changed");
         std::fs::write(dir.path().join("f15.csv"), "a\nchanged\n").expect("write");
         std::fs::remove_file(dir.path().join("f07.csv")).expect("remove");
-        let error = verify(&snapshot).expect_err("changed").to_string();
+        let error = verify(&snapshot, &ObjectStores::default())
+            .await
+            .expect_err("changed")
+            .to_string();
         assert!(error.contains("f07.csv"), "{error}");
     }
 
-    #[test]
-    fn a_snapshot_lists_digests_rows_and_schema() {
+    #[tokio::test]
+    async fn a_snapshot_lists_digests_rows_and_schema() {
         let dir = tempfile::tempdir().expect("temp dir");
         std::fs::write(dir.path().join("base.csv"), "a,b,label\n1,2.5,x\n3,4,y\n").expect("write");
         std::fs::create_dir(dir.path().join("incoming")).expect("mkdir");
@@ -491,6 +662,7 @@ mod tests {
             &cache,
             7,
         )
+        .await
         .expect("snapshot");
         let paths: Vec<&str> = snapshot.files.iter().map(|f| f.path.as_str()).collect();
         assert_eq!(paths.len(), 2);
@@ -509,8 +681,12 @@ mod tests {
             .find(|f| f.path == "incoming/new.csv")
             .expect("the new file");
         assert_eq!(new.sha256, expected);
-        verify(&snapshot).expect("nothing changed");
-        check_recorded_facts(&snapshot).expect("nothing changed");
+        verify(&snapshot, &ObjectStores::default())
+            .await
+            .expect("nothing changed");
+        check_recorded_facts(&snapshot, &ObjectStores::default())
+            .await
+            .expect("nothing changed");
 
         // Same data, same id; a rewritten file is read again and changes it.
         let again = take(
@@ -520,6 +696,7 @@ mod tests {
             &cache,
             8,
         )
+        .await
         .expect("snapshot");
         assert_eq!(again.id, snapshot.id);
         let mut file = std::fs::OpenOptions::new()
@@ -528,14 +705,18 @@ mod tests {
             .expect("open");
         file.write_all(b"\n7,8,w\n").expect("append");
         drop(file);
-        let quick = check_recorded_facts(&snapshot).expect_err("the size changed");
+        let quick = check_recorded_facts(&snapshot, &ObjectStores::default())
+            .await
+            .expect_err("the size changed");
         assert!(
             quick
                 .to_string()
                 .contains("data file incoming/new.csv changed after snapshot"),
             "{quick}"
         );
-        let error = verify(&snapshot).expect_err("the file changed");
+        let error = verify(&snapshot, &ObjectStores::default())
+            .await
+            .expect_err("the file changed");
         assert!(
             error
                 .to_string()
@@ -549,25 +730,35 @@ mod tests {
             &cache,
             9,
         )
+        .await
         .expect("snapshot");
         assert_ne!(changed.id, snapshot.id);
         assert_eq!(changed.rows, 4);
 
         std::fs::remove_file(dir.path().join("base.csv")).expect("remove");
-        assert!(verify(&changed).is_err_and(|e| e.to_string().contains("base.csv")));
-        assert!(check_recorded_facts(&changed).is_err_and(|e| e.to_string().contains("base.csv")));
+        assert!(
+            verify(&changed, &ObjectStores::default())
+                .await
+                .is_err_and(|e| e.to_string().contains("base.csv"))
+        );
+        assert!(
+            check_recorded_facts(&changed, &ObjectStores::default())
+                .await
+                .is_err_and(|e| e.to_string().contains("base.csv"))
+        );
     }
 
-    #[test]
-    fn nothing_to_train_on_is_an_error() {
+    #[tokio::test]
+    async fn nothing_to_train_on_is_an_error() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let error =
-            take("p", dir.path(), &data(&["*.csv"]), &DigestCache::new(), 1).expect_err("no files");
+        let error = take("p", dir.path(), &data(&["*.csv"]), &DigestCache::new(), 1)
+            .await
+            .expect_err("no files");
         assert!(matches!(error, DataError::NoFiles(_)));
     }
 
-    #[test]
-    fn windows_apply_to_the_files_found() {
+    #[tokio::test]
+    async fn windows_apply_to_the_files_found() {
         let dir = tempfile::tempdir().expect("temp dir");
         std::fs::write(dir.path().join("a.csv"), "x\n1\n2\n3\n").expect("write");
         let mut spec = data(&["*.csv"]);
@@ -575,7 +766,9 @@ mod tests {
             last_rows: Some(2),
             ..DataWindow::default()
         });
-        let snapshot = take("p", dir.path(), &spec, &DigestCache::new(), 1).expect("snapshot");
+        let snapshot = take("p", dir.path(), &spec, &DigestCache::new(), 1)
+            .await
+            .expect("snapshot");
         assert_eq!(snapshot.files[0].skip_rows, 1);
         assert_eq!(snapshot.rows, 2);
     }

@@ -164,10 +164,12 @@ async fn read_snapshot(
     snapshot: &DataSnapshot,
     stores: &ObjectStores,
 ) -> Result<RawTable, crate::Error> {
-    ctflow_data::check_recorded_facts(snapshot).map_err(|e| crate::Error::Read {
-        path: format!("the champion's training data ({})", snapshot.digest()),
-        message: e.to_string(),
-    })?;
+    ctflow_data::check_recorded_facts(snapshot, stores)
+        .await
+        .map_err(|e| crate::Error::Read {
+            path: format!("the champion's training data ({})", snapshot.digest()),
+            message: e.to_string(),
+        })?;
     let mut table: Option<RawTable> = None;
     for file in &snapshot.files {
         let mut part = read_one(Path::new("/"), &file.uri, stores).await?;

@@ -740,17 +740,12 @@ pub async fn execute(
         .as_ref()
         .filter(|_| stopped.is_none() && !ci_failed)
     {
-        let snapshot = data.snapshot.clone();
-        let full = data.full_check;
-        let checked = tokio::task::spawn_blocking(move || {
-            if full {
-                ctflow_data::verify(&snapshot)
-            } else {
-                ctflow_data::check_recorded_facts(&snapshot)
-            }
-        })
-        .await
-        .map_err(|e| ExecError::Data(format!("the data check failed: {e}")))?;
+        let stores = ctflow_data::ObjectStores::default();
+        let checked = if data.full_check {
+            ctflow_data::verify(&data.snapshot, &stores).await
+        } else {
+            ctflow_data::check_recorded_facts(&data.snapshot, &stores).await
+        };
         match checked {
             Ok(()) => {
                 let note = format!(

@@ -86,6 +86,13 @@ pub(super) fn project(spec: &TrainingPipelineSpec, errors: &mut Errors) {
     }
 }
 
+/// `s3://bucket/...`: the only object storage training data can be on.
+fn is_s3_glob(path: &str) -> bool {
+    path.strip_prefix("s3://")
+        .and_then(|rest| rest.split('/').next())
+        .is_some_and(|bucket| !bucket.is_empty())
+}
+
 /// The training data.
 pub(super) fn data(spec: &TrainingPipelineSpec, errors: &mut Errors) {
     let Some(data) = &spec.data else {
@@ -97,14 +104,10 @@ pub(super) fn data(spec: &TrainingPipelineSpec, errors: &mut Errors) {
     for (i, path) in data.paths.iter().enumerate() {
         if path.trim().is_empty() {
             errors.add(format!("spec.data.paths[{i}]"), "must not be empty");
-        } else if path.contains("://") {
-            // NB: snapshots digest local files only; an object-store glob would match
-            // nothing and fail every run with "no training data" instead of saying why.
+        } else if path.contains("://") && !is_s3_glob(path) {
             errors.add(
                 format!("spec.data.paths[{i}]"),
-                "object storage is not supported as training data yet: name local paths \
-                 (on Kubernetes, a volume mounted at the same path in the controller and \
-                 the Job's pod)",
+                "names object storage ctflow cannot read: use a path or s3://bucket/prefix",
             );
         } else if let Err(e) = glob::Pattern::new(path) {
             errors.add(
