@@ -157,11 +157,16 @@ def test_chart_values_validate_and_bad_values_are_refused(tmp_path):
         "serving env manager": lambda v: v["serving"].update(
             models=[{"name": "iris", "model": "iris-classifier", "envManager": "conda"}]),
         "serving name": lambda v: v["serving"].update(models=[{"name": "Iris_1", "model": "iris-classifier"}]),
+        "log without a claim": lambda v: v["serving"].update(
+            models=[{"name": "iris", "model": "iris-classifier", "log": {"rollRows": 10}}]),
+        "log retention": lambda v: v["serving"].update(
+            models=[{"name": "iris", "model": "iris-classifier", "log": {"claimName": "logs", "retention": "a week"}}]),
     }
     served = json.loads(json.dumps(values))
     served["serving"]["models"] = [{"name": "iris", "model": "iris-classifier", "alias": "champion", "replicas": 2,
                                     "workers": 2, "envManager": "virtualenv", "maxBatch": 16,
-                                    "resources": {"requests": {"cpu": "1", "memory": "2Gi"}}}]
+                                    "resources": {"requests": {"cpu": "1", "memory": "2Gi"}},
+                                    "log": {"claimName": "inference-logs", "rollRows": 5000, "retention": "7d"}}]
     path = tmp_path / "serving.yaml"
     path.write_text(yaml.safe_dump(served))
     done = check_jsonschema(schema, path)

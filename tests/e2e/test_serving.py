@@ -298,3 +298,72 @@ def test_following_the_alias_swaps_versions_without_failing_a_request(ctflow_bin
     for versions in per_thread:
         if new in versions:
             assert all(v == new for v in versions[versions.index(new):]), versions
+
+
+def post_with_id(url, body, request_id=None):
+    headers = {"Content-Type": "application/json"}
+    if request_id:
+        headers["x-request-id"] = request_id
+    req = urllib.request.Request(url + "/invocations", data=json.dumps(body).encode(), headers=headers)
+    with urllib.request.urlopen(req, timeout=60) as r:
+        return r.headers["x-request-id"], json.loads(r.read())["predictions"]
+
+
+def test_the_inference_log_records_every_scored_row_as_parquet(ctflow_bin, sqlite_server, iris_models, tmp_path):
+    import pandas as pd
+    X, model = iris_models
+    log_dir = tmp_path / "inference-log"
+    served = Served(ctflow_bin, sqlite_server.url, "models:/serve-iris@champion", str(tmp_path), workers=1,
+                    extra=["--log", str(log_dir)])
+    try:
+        mine, predictions = post_with_id(served.url, {"dataframe_split": X.head(3).to_dict(orient="split")},
+                                         request_id="client-42")
+        assert mine == "client-42" and predictions == model.predict(X.head(3)).tolist()
+        made, _ = post_with_id(served.url, {"dataframe_records": X.iloc[3:5].to_dict(orient="records")})
+        assert len(made) == 32 and made != mine
+        # A refused request is answered with an id, and not logged: nothing was scored.
+        status, _ = post(served.url, {"dataframe_records": [{"nope": 1}]})
+        assert status == 400
+        # Nothing is visible while the file is open: readers see only finished files.
+        assert list(log_dir.glob("*.parquet")) == []
+    finally:
+        served.stop()
+    [finished] = list(log_dir.glob("*.parquet"))
+    assert not [p for p in log_dir.iterdir() if p.name.startswith(".")]
+    rows = pd.read_parquet(finished)
+    assert len(rows) == 5
+    assert rows["ctflow_request_id"].tolist() == ["client-42"] * 3 + [made] * 2
+    assert set(rows["ctflow_model"]) == {"serve-iris"} and set(rows["ctflow_version"]) == {"1"}
+    assert rows["ctflow_prediction"].tolist() == model.predict(X.head(5)).tolist()
+    assert list(rows.columns[6:]) == list(X.columns)
+    assert rows[list(X.columns)].values.tolist() == X.head(5).values.tolist()
+    assert (rows["ctflow_latency_ms"] > 0).all()
+    assert str(rows["ctflow_timestamp"].dtype).startswith("datetime64")
+
+
+def test_the_inference_log_survives_kill_9_without_a_half_written_file(ctflow_bin, sqlite_server, iris_models,
+                                                                      tmp_path):
+    import signal
+    import pandas as pd
+    X, _ = iris_models
+    log_dir = tmp_path / "inference-log"
+    served = Served(ctflow_bin, sqlite_server.url, "models:/serve-iris@champion", str(tmp_path), workers=1,
+                    extra=["--log", str(log_dir), "--log-roll-rows", "4"])
+    body = {"dataframe_records": X.head(1).to_dict(orient="records")}
+    for i in range(10):
+        post_with_id(served.url, body, request_id=f"r{i}")
+    # Rows 1-8 are in two finished files; rows 9-10 are in the open one when the process dies.
+    wait_for("two finished files", lambda: len(list(log_dir.glob("*.parquet"))) == 2, timeout=30)
+    os.killpg(served.proc.pid, signal.SIGKILL)
+    served.proc.wait()
+    served.log.close()
+    finished = sorted(log_dir.glob("*.parquet"))
+    ids = [i for f in finished for i in pd.read_parquet(f)["ctflow_request_id"]]
+    assert ids == [f"r{i}" for i in range(8)]
+    # The open file was hidden and is removed by the next server on the folder.
+    assert [p.name for p in log_dir.iterdir() if p.name.endswith(".parquet.writing")]
+    again = Served(ctflow_bin, sqlite_server.url, "models:/serve-iris@champion", str(tmp_path), workers=1,
+                   extra=["--log", str(log_dir)])
+    again.stop()
+    assert not [p for p in log_dir.iterdir() if p.name.startswith(".")]
+    assert sorted(log_dir.glob("*.parquet")) == finished

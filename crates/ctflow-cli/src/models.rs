@@ -100,6 +100,19 @@ pub struct ServeArgs {
     /// 503 (so a readiness probe holds traffic) until it points at a version.
     #[arg(long)]
     wait: bool,
+    /// Log every scored row (request id, time, model version, inputs, prediction,
+    /// latency) as Parquet files in this folder.
+    #[arg(long, value_name = "DIR")]
+    log: Option<PathBuf>,
+    /// Finish a log file once it holds this many rows.
+    #[arg(long, default_value_t = 100_000, requires = "log")]
+    log_roll_rows: usize,
+    /// Finish a log file once its first row is this old.
+    #[arg(long, default_value = "60s", value_parser = crate::services::parse_duration, requires = "log")]
+    log_roll_interval: std::time::Duration,
+    /// Delete log files older than this (kept when not given).
+    #[arg(long, value_parser = crate::services::parse_duration, requires = "log")]
+    log_retention: Option<std::time::Duration>,
 }
 
 #[derive(Subcommand)]
@@ -418,7 +431,21 @@ async fn serve(client: TrackingClient, serve_args: ServeArgs) -> Result<()> {
         max_batch,
         batch_wait,
         wait,
+        log,
+        log_roll_rows,
+        log_roll_interval,
+        log_retention,
     } = serve_args;
+    if log_roll_rows == 0 {
+        anyhow::bail!("--log-roll-rows must be at least 1");
+    }
+    let log = log.map(|dir| {
+        let mut options = ctflow_serving::LogOptions::new(dir);
+        options.roll_rows = log_roll_rows;
+        options.roll_interval = log_roll_interval.max(std::time::Duration::from_millis(100));
+        options.retention = log_retention;
+        options
+    });
     let options = ctflow_serving::ServeOptions {
         workers,
         env_manager,
@@ -429,6 +456,7 @@ async fn serve(client: TrackingClient, serve_args: ServeArgs) -> Result<()> {
             wait: batch_wait,
         },
         metrics: std::sync::Arc::new(ctflow_serving::ServingMetrics::new()),
+        log,
     };
     let listener = tokio::net::TcpListener::bind((host, port))
         .await

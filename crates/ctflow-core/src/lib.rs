@@ -15,6 +15,7 @@ pub mod filter;
 pub mod gates;
 pub mod gpu;
 pub mod ids;
+pub mod inference;
 pub mod job;
 pub mod kolmogorov;
 pub mod page_token;

@@ -720,6 +720,34 @@ pub struct ServingTarget {
     /// Most concurrent requests a worker answers with one model call.
     #[serde(default = "default_serving_max_batch")]
     pub max_batch: u32,
+    /// Where every scored row is logged (`ctflow models serve --log`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log: Option<ServingLog>,
+}
+
+/// The inference log of a scoring server: Parquet files in a folder.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ServingLog {
+    /// The folder (relative to the pipeline's folder).
+    pub path: String,
+    /// A file is finished once it holds this many rows.
+    #[serde(default = "default_log_roll_rows")]
+    pub roll_rows: u32,
+    /// A file is finished once its first row is this old.
+    #[serde(default = "default_log_roll_interval")]
+    pub roll_interval: DurationSpec,
+    /// Files older than this are deleted (kept when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<DurationSpec>,
+}
+
+fn default_log_roll_rows() -> u32 {
+    100_000
+}
+
+fn default_log_roll_interval() -> DurationSpec {
+    DurationSpec(Duration::from_secs(60))
 }
 
 fn default_serving_host() -> String {
@@ -771,6 +799,32 @@ impl ServingTarget {
                 "spec.promotion.serving.maxBatch".into(),
                 "must be at least 1".into(),
             );
+        }
+        if let Some(log) = &self.log {
+            if log.path.trim().is_empty() {
+                err(
+                    "spec.promotion.serving.log.path".into(),
+                    "must name a folder".into(),
+                );
+            } else if log.path.contains("://") {
+                err(
+                    "spec.promotion.serving.log.path".into(),
+                    "must be a folder: object storage is not supported for the inference log yet"
+                        .into(),
+                );
+            }
+            if log.roll_rows == 0 {
+                err(
+                    "spec.promotion.serving.log.rollRows".into(),
+                    "must be at least 1".into(),
+                );
+            }
+            if log.roll_interval.0 < Duration::from_secs(1) {
+                err(
+                    "spec.promotion.serving.log.rollInterval".into(),
+                    "must be at least 1s".into(),
+                );
+            }
         }
     }
 }
@@ -1117,6 +1171,12 @@ mod tests {
             workers: MAX_SERVING_WORKERS + 1,
             env_manager: "conda".into(),
             max_batch: 0,
+            log: Some(ServingLog {
+                path: "s3://bucket/log".into(),
+                roll_rows: 0,
+                roll_interval: DurationSpec(Duration::from_millis(10)),
+                retention: None,
+            }),
         });
         assert_eq!(
             fields(&spec),
@@ -1127,7 +1187,15 @@ mod tests {
                 "spec.promotion.serving.workers",
                 "spec.promotion.serving.envManager",
                 "spec.promotion.serving.maxBatch",
+                "spec.promotion.serving.log.path",
+                "spec.promotion.serving.log.rollRows",
+                "spec.promotion.serving.log.rollInterval",
             ]
+        );
+        let log: ServingLog = serde_json::from_value(json!({"path": "served"})).expect("a log");
+        assert_eq!(
+            (log.roll_rows, log.roll_interval.0, log.retention),
+            (100_000, Duration::from_secs(60), None)
         );
         let unknown = serde_json::from_value::<TrainingPipelineSpec>(json!({
             "project": {"uri": "."},

@@ -7,6 +7,7 @@
 //! CD hand-off of `ctflow up`).
 #![forbid(unsafe_code)]
 
+pub mod inference_log;
 pub mod metrics;
 mod pool;
 mod supervisor;
@@ -20,12 +21,14 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use ctflow_core::scoring::{self, ModelInfo, ScoringError};
+use ctflow_core::inference::{REQUEST_ID_HEADER, ScoredRequest, valid_request_id};
+use ctflow_core::scoring::{self, ModelInfo, Payload, ScoringError};
 use serde_json::{Value, json};
 
+pub use inference_log::{InferenceLog, LogError, LogOptions};
 pub use metrics::ServingMetrics;
 pub use pool::{Batching, PythonPool};
-pub use supervisor::{ServeError, ServeOptions, serve, supervise};
+pub use supervisor::{ServeError, ServeOptions, log_options, serve, supervise};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -112,6 +115,8 @@ pub struct ServedModel {
     /// What an empty server tells its callers it waits for.
     waiting_for: String,
     pub metrics: Arc<ServingMetrics>,
+    /// Where scored rows are logged, with the model name they are logged under.
+    log: Option<(Arc<InferenceLog>, String)>,
 }
 
 impl ServedModel {
@@ -121,7 +126,14 @@ impl ServedModel {
             current: std::sync::RwLock::new(Some(Arc::new(generation))),
             waiting_for: String::new(),
             metrics,
+            log: None,
         }
+    }
+
+    /// Logs every scored row to `log` under the model name `model`.
+    pub fn with_log(mut self, log: Arc<InferenceLog>, model: String) -> ServedModel {
+        self.log = Some((log, model));
+        self
     }
 
     /// A server with nothing loaded yet; `waiting_for` says what it waits for.
@@ -130,6 +142,7 @@ impl ServedModel {
             current: std::sync::RwLock::new(None),
             waiting_for,
             metrics,
+            log: None,
         }
     }
 
@@ -221,33 +234,69 @@ fn error(status: StatusCode, code: &str, message: &str) -> Response {
 /// The header naming the registered model version that answered.
 pub const VERSION_HEADER: &str = "ctflow-model-version";
 
+/// The client's request id when it sent a usable one, else a new one.
+fn request_id(headers: &HeaderMap) -> String {
+    headers
+        .get(REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|id| valid_request_id(id))
+        .map_or_else(ctflow_core::ids::new_run_id, str::to_string)
+}
+
 async fn invocations(
     State(model): State<Arc<ServedModel>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     let started = std::time::Instant::now();
-    let Some(generation) = model.current() else {
-        model
-            .metrics
-            .observe(metrics::Outcome::Unavailable, started.elapsed());
-        return model.not_loaded();
+    let arrived_ms = ctflow_core::now_ms();
+    let request_id = request_id(&headers);
+    let mut response = match model.current() {
+        None => {
+            model
+                .metrics
+                .observe(metrics::Outcome::Unavailable, started.elapsed());
+            model.not_loaded()
+        }
+        Some(generation) => {
+            let keep = model.log.is_some();
+            let (outcome, mut response, scored) = answer(&generation, &headers, &body, keep).await;
+            let took = started.elapsed();
+            model.metrics.observe(outcome, took);
+            if let (Some((log, name)), Some((payload, predictions))) = (&model.log, scored) {
+                log.record(ScoredRequest::new(
+                    request_id.clone(),
+                    arrived_ms,
+                    name.clone(),
+                    generation.version.clone(),
+                    took.as_secs_f64() * 1000.0,
+                    payload,
+                    &predictions,
+                ));
+            }
+            if let Some(version) = &generation.version
+                && let Ok(value) = header::HeaderValue::from_str(version)
+            {
+                response.headers_mut().insert(VERSION_HEADER, value);
+            }
+            response
+        }
     };
-    let (outcome, mut response) = answer(&generation, &headers, &body).await;
-    model.metrics.observe(outcome, started.elapsed());
-    if let Some(version) = &generation.version
-        && let Ok(value) = header::HeaderValue::from_str(version)
-    {
-        response.headers_mut().insert(VERSION_HEADER, value);
+    if let Ok(value) = header::HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert(REQUEST_ID_HEADER, value);
     }
     response
 }
+
+/// What a scored request leaves for the log: the model's input and its answer.
+type Scored = Option<(Payload, Value)>;
 
 async fn answer(
     generation: &Generation,
     headers: &HeaderMap,
     body: &Bytes,
-) -> (metrics::Outcome, Response) {
+    keep: bool,
+) -> (metrics::Outcome, Response, Scored) {
     use metrics::Outcome;
     let content_type = headers
         .get(header::CONTENT_TYPE)
@@ -272,6 +321,7 @@ async fn answer(
                     ),
                 )
                     .into_response(),
+                None,
             );
         }
     };
@@ -279,6 +329,7 @@ async fn answer(
         (
             Outcome::Refused,
             error(StatusCode::BAD_REQUEST, e.code, &e.message),
+            None,
         )
     };
     let request = match parsed {
@@ -296,10 +347,14 @@ async fn answer(
         .predict(payload.to_json(request.params.as_ref()), key)
         .await
     {
-        Ok(Prediction::Predictions(predictions)) => (
-            Outcome::Ok,
-            axum::Json(json!({ "predictions": predictions })).into_response(),
-        ),
+        Ok(Prediction::Predictions(predictions)) => {
+            let kept = keep.then(|| predictions.clone());
+            (
+                Outcome::Ok,
+                axum::Json(json!({ "predictions": predictions })).into_response(),
+                kept.map(|predictions| (payload, predictions)),
+            )
+        }
         Ok(Prediction::Failed(message)) => (
             Outcome::Failed,
             error(
@@ -307,6 +362,7 @@ async fn answer(
                 "BAD_REQUEST",
                 &format!("Encountered an unexpected error while evaluating the model: {message}"),
             ),
+            None,
         ),
         Err(message) => (
             Outcome::Unavailable,
@@ -315,6 +371,7 @@ async fn answer(
                 "TEMPORARILY_UNAVAILABLE",
                 &message,
             ),
+            None,
         ),
     }
 }

@@ -48,6 +48,11 @@ struct SwapLabels {
     result: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LogLabels {
+    result: &'static str,
+}
+
 pub struct ServingMetrics {
     registry: Registry,
     requests: Family<OutcomeLabels, Counter>,
@@ -55,6 +60,8 @@ pub struct ServingMetrics {
     version: Gauge<i64, AtomicI64>,
     swaps: Family<SwapLabels, Counter>,
     batch: Histogram,
+    log_rows: Family<LogLabels, Counter>,
+    log_files: Counter,
 }
 
 impl Default for ServingMetrics {
@@ -93,6 +100,18 @@ impl ServingMetrics {
             "Requests answered by one model call",
             batch.clone(),
         );
+        let log_rows = Family::<LogLabels, Counter>::default();
+        registry.register(
+            "log_rows",
+            "Scored rows for the inference log: written, dropped (the writer fell behind) or failed (it could not write)",
+            log_rows.clone(),
+        );
+        let log_files = Counter::default();
+        registry.register(
+            "log_files",
+            "Inference log files finished and renamed into place",
+            log_files.clone(),
+        );
         ServingMetrics {
             registry,
             requests,
@@ -100,6 +119,8 @@ impl ServingMetrics {
             version,
             swaps,
             batch,
+            log_rows,
+            log_files,
         }
     }
 
@@ -127,6 +148,28 @@ impl ServingMetrics {
 
     pub fn batched(&self, requests: usize) {
         self.batch.observe(requests as f64);
+    }
+
+    fn log_rows(&self, result: &'static str, rows: usize) {
+        self.log_rows
+            .get_or_create(&LogLabels { result })
+            .inc_by(u64::try_from(rows).unwrap_or(u64::MAX));
+    }
+
+    pub fn log_written(&self, rows: usize) {
+        self.log_rows("written", rows);
+    }
+
+    pub fn log_dropped(&self, rows: usize) {
+        self.log_rows("dropped", rows);
+    }
+
+    pub fn log_failed(&self, rows: usize) {
+        self.log_rows("failed", rows);
+    }
+
+    pub fn log_file_written(&self) {
+        self.log_files.inc();
     }
 
     pub fn encode(&self) -> Result<String, String> {

@@ -12,13 +12,13 @@ use std::time::Duration;
 
 use axum::serve::ListenerExt;
 use ctflow_client::{ClientError, TrackingClient};
-use ctflow_core::pipeline::ServingTarget;
+use ctflow_core::pipeline::{ServingLog, ServingTarget};
 use ctflow_core::registry::{ModelUri, parse_model_uri};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    Batching, Generation, PythonPool, Scratch, ServedModel, ServingMetrics, load_model_info,
-    model_python, warm_up,
+    Batching, Generation, InferenceLog, LogOptions, PythonPool, Scratch, ServedModel,
+    ServingMetrics, load_model_info, model_python, warm_up,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +39,8 @@ pub enum ServeError {
     },
     #[error("the scoring server stopped: {0}")]
     Stopped(#[source] std::io::Error),
+    #[error(transparent)]
+    Log(#[from] crate::LogError),
 }
 
 pub struct ServeOptions {
@@ -49,6 +51,26 @@ pub struct ServeOptions {
     pub follow_interval: Duration,
     pub batching: Batching,
     pub metrics: Arc<ServingMetrics>,
+    /// Where every scored row is logged, when anywhere.
+    pub log: Option<LogOptions>,
+}
+
+/// The inference log options of a pipeline's serving target, its folder resolved against
+/// the pipeline's folder.
+pub fn log_options(log: &ServingLog, base_dir: &Path) -> LogOptions {
+    let mut options = LogOptions::new(base_dir.join(&log.path));
+    options.roll_rows = log.roll_rows as usize;
+    options.roll_interval = log.roll_interval.0;
+    options.retention = log.retention.map(|r| r.0);
+    options
+}
+
+/// The name a served model's rows are logged under: the registered model's, else the URI.
+fn logged_model_name(uri: &str) -> String {
+    match parse_model_uri(uri) {
+        Ok(ModelUri::Alias { name, .. } | ModelUri::Version { name, .. }) => name,
+        _ => uri.to_string(),
+    }
 }
 
 /// Answers MLflow's scoring protocol on `listener` until `shutdown`. Served by alias, it
@@ -121,6 +143,17 @@ pub async fn serve(
             version,
         ),
     };
+    let log = match &options.log {
+        Some(log_options) => Some(Arc::new(InferenceLog::start(
+            log_options.clone(),
+            options.metrics.clone(),
+        )?)),
+        None => None,
+    };
+    let served = match &log {
+        Some(log) => served.with_log(Arc::clone(log), logged_model_name(uri)),
+        None => served,
+    };
     let served = Arc::new(served);
     let follower = alias.map(|(name, alias)| {
         tokio::spawn(follow(
@@ -144,6 +177,12 @@ pub async fn serve(
         .map_err(ServeError::Stopped);
     if let Some(follower) = follower {
         follower.abort();
+    }
+    if let Some(log) = log {
+        // Finishes the open file: the rows of a clean stop are all kept.
+        tokio::task::spawn_blocking(move || log.close())
+            .await
+            .map_err(|e| ServeError::Config(format!("the inference log did not close: {e}")))?;
     }
     result
 }
@@ -289,18 +328,18 @@ pub async fn supervise(
         while servers.try_join_next().is_some() {}
         match client.pipelines().await {
             Ok(pipelines) => {
-                let wanted: HashMap<String, (String, ServingTarget)> = pipelines
+                let wanted: HashMap<String, (String, ServingTarget, PathBuf)> = pipelines
                     .into_iter()
                     .filter_map(|record| {
                         let spec = record.document.spec;
                         let target = spec.promotion.serving?;
                         let model = spec.model?.name;
                         let uri = format!("models:/{model}@{}", spec.promotion.champion_alias);
-                        Some((record.name, (uri, target)))
+                        Some((record.name, (uri, target, PathBuf::from(record.base_dir))))
                     })
                     .collect();
                 running.retain(|pipeline, server| {
-                    let keep = wanted.get(pipeline).is_some_and(|(uri, target)| {
+                    let keep = wanted.get(pipeline).is_some_and(|(uri, target, _)| {
                         *uri == server.model_uri && *target == server.target
                     });
                     if !keep {
@@ -313,7 +352,7 @@ pub async fn supervise(
                     }
                     keep
                 });
-                for (pipeline, (model_uri, target)) in wanted {
+                for (pipeline, (model_uri, target, base_dir)) in wanted {
                     if running.contains_key(&pipeline) {
                         continue;
                     }
@@ -324,6 +363,7 @@ pub async fn supervise(
                             pipeline: pipeline.clone(),
                             model_uri: model_uri.clone(),
                             serving: target.clone(),
+                            base_dir,
                         },
                         env_cache.clone(),
                         interval,
@@ -355,6 +395,8 @@ struct Target {
     pipeline: String,
     model_uri: String,
     serving: ServingTarget,
+    /// The pipeline's folder, which a relative log path resolves against.
+    base_dir: PathBuf,
 }
 
 /// One pipeline's scoring server, until `stop`. A failure (the port is taken, the model
@@ -370,6 +412,7 @@ async fn run_target(
         pipeline,
         model_uri,
         serving,
+        base_dir,
     } = target;
     let served = async {
         let host: std::net::IpAddr = serving
@@ -394,6 +437,7 @@ async fn run_target(
                 wait: Duration::ZERO,
             },
             metrics: Arc::new(ServingMetrics::new()),
+            log: serving.log.as_ref().map(|log| log_options(log, &base_dir)),
         };
         let stopped = stop.clone();
         serve(client, &model_uri, listener, options, true, async move {
