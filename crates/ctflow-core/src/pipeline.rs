@@ -293,8 +293,10 @@ pub struct DriftTrigger {
     /// training snapshot of the model's current champion (it follows promotions and
     /// rollbacks; a file literally named `champion` is `./champion`).
     pub reference: String,
-    /// A glob of current data files (relative to the pipeline file).
-    pub current: String,
+    /// The current data: a glob of files (relative to the pipeline file, or `s3://`), or
+    /// `{ served: <pipeline or model> }` for what a served model was sent (its inference
+    /// log).
+    pub current: DriftCurrent,
     /// `auto` (Evidently's choice per column) or one method for every column: `ks`,
     /// `chisquare`, `z`, `wasserstein`, `jensenshannon`, `psi`.
     #[serde(default = "default_drift_method")]
@@ -334,7 +336,61 @@ pub struct DriftTrigger {
     pub window: Option<DriftWindow>,
 }
 
+/// Where a drift trigger's current data comes from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum DriftCurrent {
+    /// A path or glob (relative to the pipeline file), or an `s3://bucket/prefix` glob.
+    Files(String),
+    /// The inference log of a served model.
+    Served(ServedCurrent),
+}
+
+/// The inference log a drift trigger reads: the `promotion.serving.log` of a pipeline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ServedCurrent {
+    /// The pipeline whose serving target logs, by its name or its model's name.
+    pub served: String,
+}
+
+// NB: a Kubernetes structural schema cannot say "a string or an object"; the field is
+// left open to the API server and checked by the spec validation (reported by field).
+impl JsonSchema for DriftCurrent {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "DriftCurrent".into()
+    }
+
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "The current data: a glob of files (relative to the pipeline file, or s3://bucket/prefix), or { served: <pipeline or model> } for a served model's inference log.",
+            "x-kubernetes-preserve-unknown-fields": true,
+        })
+    }
+}
+
+impl fmt::Display for DriftCurrent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DriftCurrent::Files(glob) => f.write_str(glob),
+            DriftCurrent::Served(s) => write!(f, "served:{}", s.served),
+        }
+    }
+}
+
 impl DriftTrigger {
+    /// The pipeline or model whose inference log is the current data, if it is.
+    pub fn served(&self) -> Option<&str> {
+        match &self.current {
+            DriftCurrent::Served(s) => Some(&s.served),
+            DriftCurrent::Files(_) => None,
+        }
+    }
+
     /// Whether the reference is the champion's training snapshot rather than a file.
     pub fn references_champion(&self) -> bool {
         self.reference.trim() == CHAMPION_REFERENCE
@@ -1377,6 +1433,27 @@ mod tests {
         };
         // Evidently's defaults need nothing else.
         assert!(drift(json!({})).is_empty());
+        // The current data can be a served model's inference log.
+        assert!(drift(json!({"current": {"served": "iris"}})).is_empty());
+        assert_eq!(
+            drift(json!({"current": {"served": " "}})),
+            vec!["spec.triggers[0].drift.current.served"]
+        );
+        assert_eq!(
+            drift(json!({"current": ""})),
+            vec!["spec.triggers[0].drift.current"]
+        );
+        let served: DriftTrigger =
+            serde_json::from_value(json!({"reference": "champion", "current": {"served": "iris"}}))
+                .expect("a served trigger");
+        assert_eq!(served.served(), Some("iris"));
+        assert_eq!(served.current.to_string(), "served:iris");
+        assert!(
+            serde_json::from_value::<DriftTrigger>(
+                json!({"reference": "r.csv", "current": {"served": "iris", "extra": 1}})
+            )
+            .is_err()
+        );
         assert!(
             drift(
                 json!({"method": "ks", "threshold": 0.01, "window": {"lastRows": 500},

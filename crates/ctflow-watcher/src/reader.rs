@@ -466,6 +466,14 @@ fn read_parquet<T: parquet::file::reader::ChunkReader + 'static>(
                         (cast.is_valid(k) && !cast.value(k).is_nan()).then(|| cast.value(k))
                     }));
                 }
+                Values::Texts { values: texts, .. }
+                    if matches!(field.data_type(), DataType::Timestamp(..)) =>
+                {
+                    texts.extend(
+                        timestamp_texts(column, field.data_type())
+                            .map_err(|e| file_error(format!("column '{}': {e}", field.name())))?,
+                    );
+                }
                 Values::Texts { values: texts, .. } => {
                     let cast = arrow_cast::cast(column, &DataType::Utf8).map_err(|e| {
                         file_error(format!(
@@ -495,6 +503,37 @@ fn read_parquet<T: parquet::file::reader::ChunkReader + 'static>(
             .collect(),
         values,
     })
+}
+
+/// A timestamp column as RFC 3339 texts in UTC. Arrow's own text cast needs a time zone
+/// database for named zones (`UTC`, as pandas and ctflow's inference log write them);
+/// the stored values are UTC instants whatever the zone, so they are formatted directly.
+fn timestamp_texts(
+    column: &arrow_array::ArrayRef,
+    data_type: &arrow_schema::DataType,
+) -> Result<Vec<Option<String>>, String> {
+    use arrow_array::Array;
+    use arrow_array::cast::AsArray;
+    use arrow_schema::{DataType, TimeUnit};
+    let DataType::Timestamp(unit, _) = data_type else {
+        return Err(format!("{data_type} is not a timestamp"));
+    };
+    let raw = arrow_cast::cast(column, &DataType::Int64).map_err(|e| e.to_string())?;
+    let raw = raw.as_primitive::<arrow_array::types::Int64Type>();
+    let to_ms = |v: i64| match unit {
+        TimeUnit::Second => v.saturating_mul(1000),
+        TimeUnit::Millisecond => v,
+        TimeUnit::Microsecond => v.div_euclid(1000),
+        TimeUnit::Nanosecond => v.div_euclid(1_000_000),
+    };
+    Ok((0..raw.len())
+        .map(|k| {
+            raw.is_valid(k)
+                .then(|| chrono::DateTime::from_timestamp_millis(to_ms(raw.value(k))))
+                .flatten()
+                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        })
+        .collect())
 }
 
 /// Reads a CSV file with a header row.
@@ -621,6 +660,27 @@ mod tests {
             forced.column("code").expect("code").data,
             ColumnData::Categorical(_)
         ));
+    }
+
+    #[test]
+    fn parquet_timestamps_with_a_named_zone_read_as_utc_instants() {
+        use std::sync::Arc;
+
+        use arrow_array::{ArrayRef, RecordBatch, TimestampMillisecondArray};
+        let stamps = TimestampMillisecondArray::from(vec![Some(1_700_000_000_123), None])
+            .with_timezone("UTC");
+        let batch =
+            RecordBatch::try_from_iter([("at", Arc::new(stamps) as ArrayRef)]).expect("a batch");
+        let mut bytes = Vec::new();
+        let mut writer =
+            parquet::arrow::ArrowWriter::try_new(&mut bytes, batch.schema(), None).expect("writer");
+        writer.write(&batch).expect("written");
+        writer.close().expect("closed");
+        let table = read_raw_bytes(bytes.into(), "log.parquet").expect("readable");
+        assert_eq!(
+            table.timestamps("at").expect("timestamps"),
+            vec![Some(1_700_000_000_123), None]
+        );
     }
 
     #[test]

@@ -21,7 +21,9 @@ use ctflow_client::{ClientError, TrackingClient};
 use ctflow_core::data::DataSnapshot;
 use ctflow_core::entities::KeyValue;
 use ctflow_core::pipeline::PipelineRecord;
-use ctflow_core::pipeline::{CHAMPION_REFERENCE, DriftTrigger, Trigger, drift_method};
+use ctflow_core::pipeline::{
+    CHAMPION_REFERENCE, DriftCurrent, DriftTrigger, Trigger, drift_method,
+};
 use ctflow_core::trigger::DriftEvent;
 use ctflow_metrics::{ColumnLabels, DriftCheckLabels, Metrics, PipelineLabels, TriggerLabels};
 use sha2::Digest;
@@ -184,6 +186,23 @@ async fn read_snapshot(
     })
 }
 
+/// The finished files of the inference log of the pipeline named `served` (or serving the
+/// model of that name).
+fn served_log_glob(pipelines: &[PipelineRecord], served: &str) -> Option<String> {
+    pipelines.iter().find_map(|p| {
+        let spec = &p.document.spec;
+        let named = p.name == served || spec.model.as_ref().is_some_and(|m| m.name == served);
+        let log = spec.promotion.serving.as_ref()?.log.as_ref()?;
+        named.then(|| {
+            Path::new(&p.base_dir)
+                .join(&log.path)
+                .join("*.parquet")
+                .to_string_lossy()
+                .to_string()
+        })
+    })
+}
+
 /// The data of one check, typed, with the MLflow dataset inputs that record it.
 struct Prepared {
     reference: Table,
@@ -233,6 +252,19 @@ async fn prepare(
     let mut reference = reference_source
         .read(Path::new(&pipeline.base_dir), stores)
         .await?;
+    if trigger.served().is_some() {
+        // An inference log holds the model's inputs beside the request's own columns, and
+        // the reference (training data) holds labels the requests do not: what the model
+        // was sent is compared with what it learned from, column by column.
+        for name in ctflow_core::inference::LOG_COLUMNS {
+            current.drop_column(name);
+        }
+        for name in reference.names().to_vec() {
+            if !current.names().contains(&name) {
+                reference.drop_column(&name);
+            }
+        }
+    }
     let pipeline = &pipeline.name;
     if let Window::Time { column, .. } = window {
         reference.drop_column(column);
@@ -324,13 +356,14 @@ impl Watcher {
 
     /// One pass over every drift trigger.
     pub async fn check_all(&self) -> Result<(), ClientError> {
-        for pipeline in self.client.pipelines().await? {
+        let pipelines = self.client.pipelines().await?;
+        for pipeline in &pipelines {
             if pipeline.document.spec.suspend {
                 continue;
             }
             for (index, trigger) in pipeline.document.spec.triggers.iter().enumerate() {
                 if let Trigger::Drift(drift) = trigger
-                    && let Err(error) = self.check(&pipeline, index, drift).await
+                    && let Err(error) = self.check(pipeline, &pipelines, index, drift).await
                 {
                     tracing::warn!(pipeline = pipeline.name, trigger = index, %error, "drift check failed");
                 }
@@ -342,11 +375,26 @@ impl Watcher {
     async fn check(
         &self,
         pipeline: &PipelineRecord,
+        pipelines: &[PipelineRecord],
         index: usize,
         trigger: &DriftTrigger,
     ) -> Result<(), ClientError> {
         let base = Path::new(&pipeline.base_dir);
-        let source = match DataSource::parse(base, &trigger.current, &self.stores) {
+        let current = match &trigger.current {
+            DriftCurrent::Files(glob) => glob.clone(),
+            DriftCurrent::Served(served) => match served_log_glob(pipelines, &served.served) {
+                Some(glob) => glob,
+                None => {
+                    tracing::warn!(
+                        pipeline = pipeline.name,
+                        served = served.served,
+                        "drift trigger skipped: no pipeline of that name (or model) has promotion.serving.log"
+                    );
+                    return Ok(());
+                }
+            },
+        };
+        let source = match DataSource::parse(base, &current, &self.stores) {
             Ok(source) => source,
             Err(error) => {
                 tracing::warn!(pipeline = pipeline.name, %error, "drift trigger skipped");
@@ -374,6 +422,14 @@ impl Watcher {
             .filter(|f| !seen.contains(*f))
             .cloned()
             .collect();
+        tracing::debug!(
+            pipeline = pipeline.name,
+            trigger = index,
+            current,
+            settled = settled.len(),
+            new = new.len(),
+            "current data listed"
+        );
         if new.is_empty() {
             return Ok(());
         }
@@ -549,6 +605,7 @@ impl Watcher {
         reference: &ReferenceSource,
         error: crate::Error,
     ) -> Result<(), ClientError> {
+        tracing::warn!(pipeline = pipeline.name, trigger = index, %error, "drift check failed; recorded as a failed check run");
         self.record(pipeline, files, reference, &[], Err(error.to_string()))
             .await?;
         self.metrics
@@ -672,5 +729,43 @@ impl Watcher {
             .end_run(&run.run_id, status, ctflow_core::now_ms())
             .await?;
         Ok(run.run_id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ctflow_core::pipeline::PipelineDocument;
+
+    use super::*;
+
+    fn record(name: &str, spec: &str) -> PipelineRecord {
+        let yaml = format!(
+            "apiVersion: ctflow.dev/v1alpha1\nkind: TrainingPipeline\nmetadata: {{ name: {name} }}\nspec:\n{spec}"
+        );
+        PipelineRecord {
+            name: name.into(),
+            document: PipelineDocument::from_yaml(&yaml).expect("a pipeline"),
+            source: "api".into(),
+            base_dir: format!("/pipelines/{name}"),
+            generation: 1,
+            creation_time: 0,
+            last_updated_time: 0,
+        }
+    }
+
+    #[test]
+    fn a_served_current_is_the_finished_files_of_that_pipelines_log() {
+        let pipelines = [
+            record("plain", "  project: { uri: . }\n"),
+            record(
+                "iris",
+                "  project: { uri: . }\n  model: { name: iris-classifier }\n  promotion:\n    serving: { port: 5001, log: { path: served } }\n",
+            ),
+        ];
+        let glob = Some("/pipelines/iris/served/*.parquet".to_string());
+        assert_eq!(served_log_glob(&pipelines, "iris"), glob);
+        assert_eq!(served_log_glob(&pipelines, "iris-classifier"), glob);
+        assert_eq!(served_log_glob(&pipelines, "plain"), None);
+        assert_eq!(served_log_glob(&pipelines, "nothing"), None);
     }
 }

@@ -2,7 +2,8 @@
 //! adds what it finds to [`Errors`], named by field path, so one pass reports everything.
 
 use super::{
-    Approval, DriftTrigger, SpecError, TrainingPipelineSpec, Trigger, WebhookTrigger, drift_method,
+    Approval, DriftCurrent, DriftTrigger, SpecError, TrainingPipelineSpec, Trigger, WebhookTrigger,
+    drift_method,
 };
 
 /// The problems found so far.
@@ -213,8 +214,17 @@ fn drift(spec: &TrainingPipelineSpec, base: &str, d: &DriftTrigger, errors: &mut
             "`champion` compares with the champion's training snapshot: the pipeline needs spec.model and spec.data",
         );
     }
-    if d.current.trim().is_empty() {
-        errors.add(format!("{base}.current"), "must not be empty");
+    match &d.current {
+        DriftCurrent::Files(glob) if glob.trim().is_empty() => {
+            errors.add(format!("{base}.current"), "must not be empty");
+        }
+        DriftCurrent::Served(s) if s.served.trim().is_empty() => {
+            errors.add(
+                format!("{base}.current.served"),
+                "must name a pipeline (or its model) whose promotion.serving has a log",
+            );
+        }
+        _ => {}
     }
 }
 
