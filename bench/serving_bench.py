@@ -9,8 +9,13 @@ scoring_load.rs (one thread of async clients), so they take little of the two co
 servers share with them. Both servers run with their defaults except the worker count,
 which is the same for both (`--workers`).
 
-    cargo build --release -p ctflow-cli -p ctflow-serving --examples
+    cargo build --release -p ctflow-cli && cargo build --release -p ctflow-serving --examples
     python bench/serving_bench.py --ctflow target/release/ctflow --seconds 10
+
+The cost of the inference log (issue 21): ctflow without and with `--log`, alternating,
+in the same session; each log row also records what the log wrote and dropped:
+
+    python bench/serving_bench.py --servers ctflow,ctflow-log --rounds 2
 
 Writes one JSON line per (server, clients) to bench/results/<date>/serving.jsonl."""
 import argparse
@@ -77,10 +82,24 @@ def start(kind, ctflow, model_dir, workers, logdir):
                "--env-manager", "local", "-p", str(port), "-w", str(workers)]
     else:
         cmd = [ctflow, "models", "serve", "-m", model_dir, "-p", str(port), "--workers", str(workers)]
+        if kind == "ctflow-log":
+            cmd += ["--log", os.path.join(logdir, f"inference-log-{port}")]
     log = open(os.path.join(logdir, f"{kind}.log"), "wb")
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     wait_ready(f"http://127.0.0.1:{port}", proc)
     return port, proc
+
+
+def log_rows(port):
+    """What the inference log wrote and dropped so far (0s without a log)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    counts = {"written": 0, "dropped": 0}
+    for line in text.splitlines():
+        for result in counts:
+            if line.startswith(f'ctflow_serving_log_rows_total{{result="{result}"}}'):
+                counts[result] = int(float(line.split()[-1]))
+    return counts
 
 
 def stop(proc):
@@ -101,6 +120,9 @@ def main():
     parser.add_argument("--clients", default="1,8,32")
     parser.add_argument("--fresh", action="store_true",
                         help="a new connection per request (default: one kept-alive connection per client)")
+    parser.add_argument("--servers", default="mlflow,ctflow",
+                        help="mlflow, ctflow and ctflow-log (ctflow with --log), in this order")
+    parser.add_argument("--rounds", type=int, default=1, help="how many times the servers take turns")
     parser.add_argument("--out", default=str(REPO / "bench" / "results" / time.strftime("%Y-%m-%d") / "serving.jsonl"))
     args = parser.parse_args()
     work = tempfile.mkdtemp(prefix="serving-bench-")
@@ -111,7 +133,8 @@ def main():
         json.dump({"dataframe_split": X.iloc[[7]].to_dict(orient="split")}, f)
     rows = []
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    for kind in ("mlflow", "ctflow"):
+    servers = args.servers.split(",")
+    for kind in servers * args.rounds:
         port, proc = start(kind, args.ctflow, model_dir, args.workers, work)
         try:
             for clients in [int(c) for c in args.clients.split(",")]:
@@ -119,19 +142,23 @@ def main():
                        "connections": "fresh" if args.fresh else "keep-alive",
                        "loadgen": "scoring_load",
                        **measure(args.loadgen, port, body_file, clients, args.warmup, args.seconds, args.fresh)}
+                if kind.startswith("ctflow"):
+                    row["log_rows"] = log_rows(port)
                 rows.append(row)
                 print(json.dumps(row), flush=True)
                 with open(args.out, "a") as f:
                     f.write(json.dumps(row) + "\n")
         finally:
             stop(proc)
-    print("\n| clients | mlflow req/s | ctflow req/s | ratio | mlflow p50 / p99 ms | ctflow p50 / p99 ms |")
+    base, other = servers[0], servers[-1]
+    print(f"\n| clients | {base} req/s | {other} req/s | ratio | {base} p50 / p99 ms | {other} p50 / p99 ms |")
     print("|---|---|---|---|---|---|")
-    for clients in [int(c) for c in args.clients.split(",")]:
-        m = next(r for r in rows if r["server"] == "mlflow" and r["clients"] == clients)
-        c = next(r for r in rows if r["server"] == "ctflow" and r["clients"] == clients)
-        print(f"| {clients} | {m['rps']:.0f} | {c['rps']:.0f} | {c['rps'] / m['rps']:.2f}x | "
-              f"{m['p50_ms']:.1f} / {m['p99_ms']:.1f} | {c['p50_ms']:.1f} / {c['p99_ms']:.1f} |")
+    for round_ in range(args.rounds):
+        for clients in [int(c) for c in args.clients.split(",")]:
+            m = [r for r in rows if r["server"] == base and r["clients"] == clients][round_]
+            c = [r for r in rows if r["server"] == other and r["clients"] == clients][round_]
+            print(f"| {clients} | {m['rps']:.0f} | {c['rps']:.0f} | {c['rps'] / m['rps']:.2f}x | "
+                  f"{m['p50_ms']:.1f} / {m['p99_ms']:.1f} | {c['p50_ms']:.1f} / {c['p99_ms']:.1f} |")
     shutil.rmtree(work, ignore_errors=True)
 
 

@@ -81,6 +81,9 @@ pub struct InferenceLog {
     writer: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
+/// The most requests one pass of the writer takes from the queue.
+const MAX_REQUESTS_PER_PASS: usize = 4096;
+
 /// Files are named `<first row's time, ms>-<writer>-<sequence>.parquet`: they sort by
 /// time, and several servers (each a random writer id) can share a folder.
 const SUFFIX: &str = ".parquet";
@@ -229,12 +232,25 @@ impl Writer {
             };
             match receiver.recv_timeout(wait) {
                 Ok(Message::Rows(scored)) => {
-                    let rows = scored.rows.len();
-                    if let Err(message) = self.write(scored) {
-                        self.metrics.log_failed(rows);
-                        tracing::error!(dir = %self.options.dir.display(), message, "cannot write to the inference log");
+                    // Whatever else is waiting goes into the same batches: one Parquet
+                    // write per many requests, not one per request.
+                    let mut waiting = vec![scored];
+                    let mut closing = false;
+                    while waiting.len() < MAX_REQUESTS_PER_PASS {
+                        match receiver.try_recv() {
+                            Ok(Message::Rows(more)) => waiting.push(more),
+                            Ok(Message::Close) => {
+                                closing = true;
+                                break;
+                            }
+                            Err(_) => break,
+                        }
                     }
-                    self.queued.fetch_sub(rows, Ordering::AcqRel);
+                    self.write_all(waiting);
+                    if closing {
+                        self.roll();
+                        return;
+                    }
                 }
                 Ok(Message::Close) | Err(RecvTimeoutError::Disconnected) => {
                     self.roll();
@@ -253,24 +269,60 @@ impl Writer {
         }
     }
 
-    fn write(&mut self, scored: ScoredRequest) -> Result<(), String> {
+    /// Writes requests in arrival order, as few batches as their layouts and the files'
+    /// row limits allow.
+    fn write_all(&mut self, requests: Vec<ScoredRequest>) {
+        let mut rest = &requests[..];
+        while let Some(first) = rest.first() {
+            let room = self
+                .open
+                .as_ref()
+                .filter(|open| open.layout == first.layout)
+                .map_or(self.options.roll_rows, |open| {
+                    self.options.roll_rows.saturating_sub(open.rows)
+                });
+            // Requests of the first one's layout, while they fit the file (at least one).
+            let mut take = 1;
+            let mut rows = first.rows.len();
+            while let Some(next) = rest.get(take)
+                && next.layout == first.layout
+                && rows + next.rows.len() <= room
+            {
+                rows += next.rows.len();
+                take += 1;
+            }
+            let (group, later) = rest.split_at(take);
+            if let Err(message) = self.write(group) {
+                self.metrics.log_failed(rows);
+                tracing::error!(dir = %self.options.dir.display(), message, "cannot write to the inference log");
+            }
+            self.queued.fetch_sub(rows, Ordering::AcqRel);
+            rest = later;
+        }
+    }
+
+    /// Writes requests of one layout as one batch.
+    fn write(&mut self, group: &[ScoredRequest]) -> Result<(), String> {
+        let Some(first) = group.first() else {
+            return Ok(());
+        };
         if self
             .open
             .as_ref()
-            .is_some_and(|open| open.layout != scored.layout)
+            .is_some_and(|open| open.layout != first.layout)
         {
             self.roll();
         }
         if self.open.is_none() {
-            self.open = Some(self.open_file(&scored)?);
+            self.open = Some(self.open_file(first)?);
         }
         let Some(open) = self.open.as_mut() else {
             return Err("no file is open".into());
         };
-        let batch = to_batch(&open.schema, &scored)?;
+        let batch = to_batch(&open.schema, group)?;
         open.writer.write(&batch).map_err(|e| e.to_string())?;
-        open.rows += scored.rows.len();
-        self.metrics.log_written(scored.rows.len());
+        open.rows += batch.num_rows();
+        self.metrics.log_written(batch.num_rows());
         if open.rows >= self.options.roll_rows {
             self.roll();
         }
@@ -286,12 +338,7 @@ impl Writer {
         let temporary = self.options.dir.join(format!(".{name}{IN_PROGRESS}"));
         let file = File::create(&temporary).map_err(|e| e.to_string())?;
         let schema = schema_of(&first.layout);
-        let properties = parquet::file::properties::WriterProperties::builder()
-            .set_compression(parquet::basic::Compression::ZSTD(
-                parquet::basic::ZstdLevel::default(),
-            ))
-            .build();
-        let writer = ArrowWriter::try_new(file, Arc::clone(&schema), Some(properties))
+        let writer = ArrowWriter::try_new(file, Arc::clone(&schema), Some(writer_properties()))
             .map_err(|e| e.to_string())?;
         Ok(OpenFile {
             layout: first.layout.clone(),
@@ -404,6 +451,33 @@ fn data_type(kind: ColumnKind) -> DataType {
     }
 }
 
+/// Writes requests to one Parquet file as the log lays them out, in batches of 4096
+/// requests, with no queue, thread or renaming: the baseline the log's benchmark
+/// measures the writer thread against.
+pub fn write_plain(path: &Path, requests: &[ScoredRequest]) -> Result<(), String> {
+    let Some(first) = requests.first() else {
+        return Ok(());
+    };
+    let schema = schema_of(&first.layout);
+    let file = File::create(path).map_err(|e| e.to_string())?;
+    let mut writer = ArrowWriter::try_new(file, Arc::clone(&schema), Some(writer_properties()))
+        .map_err(|e| e.to_string())?;
+    for chunk in requests.chunks(MAX_REQUESTS_PER_PASS) {
+        writer
+            .write(&to_batch(&schema, chunk)?)
+            .map_err(|e| e.to_string())?;
+    }
+    writer.close().map(|_| ()).map_err(|e| e.to_string())
+}
+
+fn writer_properties() -> parquet::file::properties::WriterProperties {
+    parquet::file::properties::WriterProperties::builder()
+        .set_compression(parquet::basic::Compression::ZSTD(
+            parquet::basic::ZstdLevel::default(),
+        ))
+        .build()
+}
+
 /// An input's column name: its own, unless a log column has it (then `input_` + it).
 fn input_column_name(name: &str) -> String {
     if ctflow_core::inference::LOG_COLUMNS.contains(&name) {
@@ -470,38 +544,44 @@ fn column(kind: ColumnKind, values: impl Iterator<Item = Option<Value>>) -> Arra
     }
 }
 
-fn to_batch(schema: &SchemaRef, scored: &ScoredRequest) -> Result<RecordBatch, String> {
-    let rows = scored.rows.len();
-    let text = |value: &str| {
-        let mut builder = StringBuilder::new();
-        for _ in 0..rows {
-            builder.append_value(value);
-        }
-        Arc::new(builder.finish()) as ArrayRef
+/// Requests of one layout as one record batch, a row per scored row.
+fn to_batch(schema: &SchemaRef, group: &[ScoredRequest]) -> Result<RecordBatch, String> {
+    let Some(first) = group.first() else {
+        return Ok(RecordBatch::new_empty(Arc::clone(schema)));
     };
+    let mut ids = StringBuilder::new();
     let mut timestamps = TimestampMillisecondBuilder::new().with_timezone("UTC");
-    let mut latencies = Float64Builder::new();
+    let mut models = StringBuilder::new();
     let mut versions = StringBuilder::new();
-    for _ in 0..rows {
-        timestamps.append_value(scored.timestamp_ms);
-        latencies.append_value(scored.latency_ms);
-        versions.append_option(scored.version.as_deref());
+    let mut latencies = Float64Builder::new();
+    for scored in group {
+        for _ in 0..scored.rows.len() {
+            ids.append_value(&scored.request_id);
+            timestamps.append_value(scored.timestamp_ms);
+            models.append_value(&scored.model);
+            versions.append_option(scored.version.as_deref());
+            latencies.append_value(scored.latency_ms);
+        }
     }
     let mut columns: Vec<ArrayRef> = vec![
-        text(&scored.request_id),
+        Arc::new(ids.finish()),
         Arc::new(timestamps.finish()),
-        text(&scored.model),
+        Arc::new(models.finish()),
         Arc::new(versions.finish()),
         Arc::new(latencies.finish()),
         column(
-            scored.layout.prediction,
-            scored.predictions.iter().cloned().map(Some),
+            first.layout.prediction,
+            group
+                .iter()
+                .flat_map(|s| s.predictions.iter().cloned().map(Some)),
         ),
     ];
-    for (i, (_, kind)) in scored.layout.inputs.iter().enumerate() {
+    for (i, (_, kind)) in first.layout.inputs.iter().enumerate() {
         columns.push(column(
             *kind,
-            scored.rows.iter().map(|row| row.get(i).cloned()),
+            group
+                .iter()
+                .flat_map(|s| s.rows.iter().map(move |row| row.get(i).cloned())),
         ));
     }
     RecordBatch::try_new(Arc::clone(schema), columns).map_err(|e| e.to_string())
