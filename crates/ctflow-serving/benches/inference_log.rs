@@ -30,7 +30,12 @@ fn requests(count: usize) -> Vec<ScoredRequest> {
             let x = (i % 97) as f64 / 10.0;
             let payload = Payload::Frame {
                 columns: columns.clone(),
-                rows: vec![vec![json!(x), json!(x + 1.0), json!(x + 2.0), json!(x + 3.0)]],
+                rows: vec![vec![
+                    json!(x),
+                    json!(x + 1.0),
+                    json!(x + 2.0),
+                    json!(x + 3.0),
+                ]],
                 dtypes: std::collections::BTreeMap::clone(&dtypes),
             };
             ScoredRequest::new(
