@@ -310,10 +310,11 @@ def post_with_id(url, body, request_id=None):
 
 
 def test_the_inference_log_records_every_scored_row_as_parquet(ctflow_bin, sqlite_server, iris_models, tmp_path):
+    # Version 1 by number: earlier tests of this module move @champion.
     import pandas as pd
     X, model = iris_models
     log_dir = tmp_path / "inference-log"
-    served = Served(ctflow_bin, sqlite_server.url, "models:/serve-iris@champion", str(tmp_path), workers=1,
+    served = Served(ctflow_bin, sqlite_server.url, "models:/serve-iris/1", str(tmp_path), workers=1,
                     extra=["--log", str(log_dir)])
     try:
         mine, predictions = post_with_id(served.url, {"dataframe_split": X.head(3).to_dict(orient="split")},
@@ -347,7 +348,7 @@ def test_the_inference_log_survives_kill_9_without_a_half_written_file(ctflow_bi
     import pandas as pd
     X, _ = iris_models
     log_dir = tmp_path / "inference-log"
-    served = Served(ctflow_bin, sqlite_server.url, "models:/serve-iris@champion", str(tmp_path), workers=1,
+    served = Served(ctflow_bin, sqlite_server.url, "models:/serve-iris/1", str(tmp_path), workers=1,
                     extra=["--log", str(log_dir), "--log-roll-rows", "4"])
     body = {"dataframe_records": X.head(1).to_dict(orient="records")}
     for i in range(10):
@@ -362,7 +363,7 @@ def test_the_inference_log_survives_kill_9_without_a_half_written_file(ctflow_bi
     assert ids == [f"r{i}" for i in range(8)]
     # The open file was hidden and is removed by the next server on the folder.
     assert [p.name for p in log_dir.iterdir() if p.name.endswith(".parquet.writing")]
-    again = Served(ctflow_bin, sqlite_server.url, "models:/serve-iris@champion", str(tmp_path), workers=1,
+    again = Served(ctflow_bin, sqlite_server.url, "models:/serve-iris/1", str(tmp_path), workers=1,
                    extra=["--log", str(log_dir)])
     again.stop()
     assert not [p for p in log_dir.iterdir() if p.name.startswith(".")]

@@ -105,7 +105,11 @@ pub async fn serve(
             }
             Err(error) => return Err(error.into()),
         },
-        None => None,
+        // A version named outright is the version that answers (its header, its log rows).
+        None => match parse_model_uri(uri) {
+            Ok(ModelUri::Version { version, .. }) => Some(version.to_string()),
+            _ => None,
+        },
     };
     let source = match (&alias, &version) {
         (Some((name, _)), Some(version)) => format!("models:/{name}/{version}"),
