@@ -73,7 +73,7 @@ enum Message {
 
 /// The handle requests log through; cheap to share.
 pub struct InferenceLog {
-    sender: std::sync::Mutex<Sender<Message>>,
+    sender: Sender<Message>,
     queued: Arc<AtomicUsize>,
     capacity: usize,
     metrics: Arc<ServingMetrics>,
@@ -120,7 +120,7 @@ impl InferenceLog {
             .map_err(io_error)?;
         tracing::info!(dir = %options.dir.display(), "inference log open");
         Ok(InferenceLog {
-            sender: std::sync::Mutex::new(sender),
+            sender,
             queued,
             capacity: options.queue_rows,
             metrics,
@@ -134,13 +134,8 @@ impl InferenceLog {
     pub fn record(&self, scored: ScoredRequest) {
         let rows = scored.rows.len();
         let before = self.queued.fetch_add(rows, Ordering::AcqRel);
-        let sent = before + rows <= self.capacity
-            && self
-                .sender
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .send(Message::Rows(scored))
-                .is_ok();
+        let sent =
+            before + rows <= self.capacity && self.sender.send(Message::Rows(scored)).is_ok();
         if !sent {
             self.queued.fetch_sub(rows, Ordering::AcqRel);
             self.metrics.log_dropped(rows);
@@ -163,11 +158,7 @@ impl InferenceLog {
 
     /// Writes what is queued, closes the open file and stops the writer.
     pub fn close(&self) {
-        let _ = self
-            .sender
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .send(Message::Close);
+        let _ = self.sender.send(Message::Close);
         let thread = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(thread) = thread
             && thread.join().is_err()

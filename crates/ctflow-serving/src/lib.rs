@@ -28,7 +28,7 @@ use serde_json::{Value, json};
 pub use inference_log::{InferenceLog, LogError, LogOptions};
 pub use metrics::ServingMetrics;
 pub use pool::{Batching, PythonPool};
-pub use supervisor::{ServeError, ServeOptions, log_options, serve, supervise};
+pub use supervisor::{ServeError, ServeOptions, serve, supervise};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -57,7 +57,7 @@ pub struct ServeOptions {
 
 /// The inference log options of a pipeline's serving target, its folder resolved against
 /// the pipeline's folder.
-pub fn log_options(log: &ServingLog, base_dir: &Path) -> LogOptions {
+fn log_options(log: &ServingLog, base_dir: &Path) -> LogOptions {
     let mut options = LogOptions::new(base_dir.join(&log.path));
     options.roll_rows = log.roll_rows as usize;
     options.roll_interval = log.roll_interval.0;
