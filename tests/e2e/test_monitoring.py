@@ -5,7 +5,9 @@ snapshot, `reference: champion`): live inputs like the training data do not drif
 ones do and retrain. The project trains on a pandas frame, so the served model has named
 input columns, as the log and the comparison need."""
 import json
+import os
 import shutil
+import subprocess
 import urllib.request
 
 import pandas as pd
@@ -123,3 +125,135 @@ spec:
     report = json.loads(open(client.download_artifacts(shifted.info.run_id, "drift_report.json",
                                                        str(tmp_path))).read())
     assert sorted(c["column"] for c in report["columns"]) == sorted(FEATURES), report["columns"]
+
+
+def metric_history(client, run_id, key):
+    return [m.value for m in sorted(client.get_metric_history(run_id, key), key=lambda m: (m.step, m.timestamp))]
+
+
+def send_feedback(ctflow_bin, up, model, path):
+    out = subprocess.run([ctflow_bin, "feedback", "send", "-m", model, str(path), "--output", "json"],
+                         env=dict(os.environ, MLFLOW_TRACKING_URI=up.url), capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def test_wrong_labels_lower_live_accuracy_and_retrain(up, tmp_path, ctflow_bin):
+    """Ground truth comes back: labels sent with `ctflow feedback send` are joined to the
+    logged predictions by request id, live accuracy per served version is logged on a
+    monitoring run and exported on /metrics, and when it falls under the performance
+    trigger's threshold the pipeline retrains."""
+    data = tmp_path / "data"
+    data.mkdir()
+    shutil.copy(IRIS / "data" / "iris.csv", data / "iris.csv")
+    served_dir = tmp_path / "served"
+    port = free_port()
+    model = "iris-feedback-model"
+    install(up, "iris-feedback", f"""
+apiVersion: ctflow.dev/v1alpha1
+kind: TrainingPipeline
+metadata: {{ name: iris-feedback }}
+spec:
+  project: {{ uri: {frame_project(tmp_path)}, envManager: local }}
+  experiment: iris-feedback
+  model: {{ name: {model} }}
+  concurrencyPolicy: Enqueue
+  data:
+    paths: [{data}/iris.csv]
+  triggers:
+    - performance: {{ metric: accuracy, below: 0.9, window: 1h, minLabels: 20 }}
+  monitoring: {{ metrics: [accuracy, f1], window: 1h, interval: 1s }}
+  gates:
+    ct:
+      metrics: [ {{ metric: accuracy, threshold: 0.8 }} ]
+  promotion:
+    serving: {{ port: {port}, envManager: local, log: {{ path: {served_dir}, rollInterval: 1s }} }}
+""")
+    first = wait_phase(up, trigger(up, "iris-feedback")["pipeline_run"]["id"], TERMINAL)
+    assert first["phase"] == "Succeeded", describe(up, first["id"])
+    url = f"http://127.0.0.1:{port}"
+
+    def serving():
+        try:
+            with urllib.request.urlopen(url + "/ping", timeout=2) as r:
+                return r.status == 200
+        except OSError:
+            return False
+
+    wait_for("the champion served", serving, timeout=180)
+
+    # Traffic: 30 single-row requests with the client's own ids, one request of two rows.
+    iris = pd.read_csv(data / "iris.csv")[FEATURES].iloc[::4].reset_index(drop=True)
+    predictions = {}
+    for i in range(30):
+        frame = iris.iloc[[i]]
+        body = json.dumps({"dataframe_split": frame.to_dict(orient="split")}).encode()
+        request = urllib.request.Request(url + "/invocations", data=body, headers={
+            "Content-Type": "application/json", "x-request-id": f"fb-{i}"})
+        with urllib.request.urlopen(request, timeout=60) as r:
+            assert r.headers["x-request-id"] == f"fb-{i}"
+            assert r.headers["ctflow-model-version"] == "1"
+            predictions[(f"fb-{i}", 0)] = json.loads(r.read())["predictions"][0]
+    body = json.dumps({"dataframe_split": iris.iloc[[30, 31]].to_dict(orient="split")}).encode()
+    request = urllib.request.Request(url + "/invocations", data=body, headers={
+        "Content-Type": "application/json", "x-request-id": "fb-pair"})
+    with urllib.request.urlopen(request, timeout=60) as r:
+        pair = json.loads(r.read())["predictions"]
+    predictions[("fb-pair", 0)], predictions[("fb-pair", 1)] = pair
+    wait_for("every scored row in finished log files",
+             lambda: sum(len(pd.read_parquet(f)) for f in served_dir.glob("*.parquet")) == 32, timeout=60)
+
+    # The true labels, plus two for requests nobody made.
+    right = tmp_path / "right.csv"
+    right.write_text("request_id,row,label\n" + "".join(f"{rid},{row},{p}\n" for (rid, row), p in predictions.items())
+                     + "fb-unknown-1,0,1\nfb-unknown-2,0,2\n")
+    assert send_feedback(ctflow_bin, up, model, right) == {
+        "model": model, "sent": 34, "stored": 34, "unchanged": 0, "replaced": 0}
+    client = MlflowClient(up.url)
+
+    def monitoring_run():
+        runs = client.search_runs([client.get_experiment_by_name("iris-feedback-monitoring").experiment_id],
+                                  "tags.`ctflow.monitoring.version` = '1'") \
+            if client.get_experiment_by_name("iris-feedback-monitoring") else []
+        return runs[0] if runs and runs[0].data.metrics.get("live_labelled") == 32 else None
+
+    live = wait_for("live metrics of version 1", monitoring_run, timeout=60)
+    assert live.data.metrics["live_accuracy"] == 1.0 and live.data.metrics["live_f1"] == 1.0, live.data.metrics
+    assert live.data.metrics["live_predictions"] == 32 and live.data.metrics["feedback_unmatched"] == 2
+    assert live.data.tags["ctflow.monitoring.model"] == model
+    exposition = urllib.request.urlopen(up.url + "/metrics", timeout=10).read().decode()
+    assert 'ctflow_live_metric{pipeline="iris-feedback",version="1",metric="accuracy"} 1.0' in exposition
+    assert 'ctflow_feedback_unmatched_labels{pipeline="iris-feedback"} 2' in exposition
+    # Sending the same labels again changes nothing (the README's command, as a person runs it).
+    again = subprocess.run([ctflow_bin, "feedback", "send", "-m", model, str(right)],
+                           env=dict(os.environ, MLFLOW_TRACKING_URI=up.url), capture_output=True, text=True,
+                           timeout=60)
+    assert again.stdout == f"34 labels for {model}: 0 new, 34 unchanged, 0 replaced\n", again.stderr
+    # A label for a request that is no request id at all is refused, with its line; nothing is sent.
+    bad = tmp_path / "bad.csv"
+    bad.write_text("request_id,label\nfb-0,2\nfb 1,0\n")
+    refused = subprocess.run([ctflow_bin, "feedback", "send", "-m", model, str(bad)],
+                             env=dict(os.environ, MLFLOW_TRACKING_URI=up.url), capture_output=True, text=True,
+                             timeout=60)
+    assert refused.returncode != 0 and "line 3: request_id" in refused.stderr, refused.stderr
+    assert not [r for r in runs_of(up, "iris-feedback") if r["trigger"]["kind"] == "performance"]
+
+    # Then the world disagrees with every prediction: live accuracy falls, the pipeline retrains.
+    wrong = tmp_path / "wrong.csv"
+    wrong.write_text("request_id,row,label\n" + "".join(f"{rid},{row},{(int(p) + 1) % 3}\n"
+                                                         for (rid, row), p in predictions.items()))
+    assert send_feedback(ctflow_bin, up, model, wrong)["replaced"] == 32
+    retrain = wait_for("the performance retrain",
+                       lambda: [r for r in runs_of(up, "iris-feedback") if r["trigger"]["kind"] == "performance"],
+                       timeout=60)
+    assert len(retrain) == 1, retrain
+    detail = retrain[0]["trigger"]["detail"]
+    assert (detail["metric"], detail["value"], detail["version"], detail["labels"], detail["below"]) == \
+        ("accuracy", 0.0, "1", 32, 0.9), detail
+    assert retrain[0]["trigger"]["tags"]["performance.monitoring_run"] == live.info.run_id
+    assert metric_history(client, live.info.run_id, "live_accuracy")[-1] == 0.0
+    # The retrain learns, is judged and promoted like any other run.
+    done = wait_phase(up, retrain[0]["id"], TERMINAL)
+    assert done["phase"] == "Succeeded", describe(up, done["id"])
+    assert champion_version(up.url, model) == "2"

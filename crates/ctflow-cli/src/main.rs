@@ -6,6 +6,7 @@ mod commands;
 mod config;
 mod diff;
 mod drift;
+mod feedback;
 mod lineage;
 mod models;
 mod pipelines;
@@ -111,6 +112,13 @@ enum Command {
     },
     /// Compare current data with a reference, column by column; exits 3 on dataset drift.
     Drift(drift::DriftArgs),
+    /// Ground-truth labels for served predictions (live metrics, performance triggers).
+    Feedback {
+        #[command(subcommand)]
+        command: feedback::FeedbackCommand,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Users of a server started with --auth: the first admin, API tokens.
     Users {
         #[command(subcommand)]
@@ -410,6 +418,7 @@ fn run(cli: Cli) -> Result<()> {
             }
             Command::Runs { command, client } => commands::runs(command, &client).await,
             Command::Models { command, client } => models::run(command, &client).await,
+            Command::Feedback { command, client } => feedback::run(command, &client).await,
             Command::Users { command } => users::run(command).await,
             Command::Run { run, client } => run::run(run, &client).await,
             Command::Up(args) => up::run(args).await,

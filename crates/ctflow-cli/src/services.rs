@@ -545,6 +545,7 @@ pub(crate) async fn watcher(args: WatcherArgs) -> Result<()> {
         ctflow_watcher::WatcherConfig::default(),
     )
     .with_metrics(metrics.clone());
+    let monitor = ctflow_watcher::Monitor::new(client.clone(), metrics.clone());
     let data = ctflow_watcher::DataWatcher::new(
         client,
         bus.clone(),
@@ -556,9 +557,14 @@ pub(crate) async fn watcher(args: WatcherArgs) -> Result<()> {
         let shutdown = shutdown.clone();
         tokio::spawn(async move { drift.run(shutdown).await })
     };
+    let monitor_task = {
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move { monitor.run(shutdown).await })
+    };
     let result = data.run(shutdown.clone()).await;
     shutdown.cancel();
     let _ = drift_task.await;
+    let _ = monitor_task.await;
     bus.close();
     let _ = ops.await;
     result.map_err(anyhow::Error::from)

@@ -217,6 +217,12 @@ fn spawn_watchers(
         drift.run(stop).await;
         Ok(())
     });
+    let monitor = ctflow_watcher::Monitor::new(client.clone(), metrics.clone());
+    let stop = shutdown.clone();
+    tasks.spawn(async move {
+        monitor.run(stop).await;
+        Ok(())
+    });
     let data = ctflow_watcher::DataWatcher::new(
         client,
         bus.clone(),

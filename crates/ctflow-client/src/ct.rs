@@ -231,3 +231,116 @@ impl TrackingClient {
         })
     }
 }
+
+/// One ground-truth label for a served row.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FeedbackLabel {
+    /// The request id the serving answered with (`x-request-id`).
+    pub request_id: String,
+    /// The row of the request (0 for single-row requests).
+    #[serde(default)]
+    pub row: u32,
+    /// The true outcome: a number, a bool or text.
+    pub label: Value,
+}
+
+/// A stored label, with when it arrived.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct ReceivedLabel {
+    /// Arrival order.
+    pub seq: i64,
+    /// The request id.
+    pub request_id: String,
+    /// The row of the request.
+    pub row: u32,
+    /// The label.
+    pub label: Value,
+    /// When it arrived, epoch ms.
+    pub received_time: i64,
+}
+
+/// What sending labels did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FeedbackOutcome {
+    /// New labels.
+    pub stored: u64,
+    /// Labels sent before, unchanged.
+    pub unchanged: u64,
+    /// Labels that replaced a different one.
+    pub replaced: u64,
+}
+
+#[derive(Deserialize)]
+struct LabelPage {
+    labels: Vec<ReceivedLabel>,
+    #[serde(default)]
+    next_after: Option<i64>,
+}
+
+fn model_path(model: &str, rest: &str) -> String {
+    format!("/api/ctflow/v1/models/{}{rest}", segment(model))
+}
+
+impl TrackingClient {
+    /// Sends labels for a model's served predictions (at most 10,000 per call).
+    pub async fn send_feedback(
+        &self,
+        model: &str,
+        labels: &[FeedbackLabel],
+    ) -> ClientResult<FeedbackOutcome> {
+        let path = model_path(model, "/feedback");
+        let body = json!({ "labels": labels });
+        decode(
+            &path,
+            self.send_path(reqwest::Method::POST, &path, &body).await?,
+        )
+    }
+
+    /// Every label of a model that arrived at or after `received_after` (epoch ms).
+    pub async fn feedback_since(
+        &self,
+        model: &str,
+        received_after: i64,
+    ) -> ClientResult<Vec<ReceivedLabel>> {
+        let path = model_path(model, "/feedback");
+        let mut labels = Vec::new();
+        let mut after = 0i64;
+        loop {
+            let query = [
+                ("received_after", received_after.to_string()),
+                ("after", after.to_string()),
+                ("max_results", "10000".to_string()),
+            ];
+            let page: LabelPage = decode(&path, self.get_path(&path, &query).await?)?;
+            labels.extend(page.labels);
+            match page.next_after {
+                Some(next) if next > after => after = next,
+                _ => return Ok(labels),
+            }
+        }
+    }
+
+    /// Records that live quality crossed a performance trigger's threshold.
+    pub async fn record_performance(
+        &self,
+        event: &ctflow_core::monitoring::PerformanceEvent,
+        monitoring_run: Option<&str>,
+    ) -> ClientResult<Recorded> {
+        let path = pipeline_path(&event.pipeline, "/performance-events");
+        let mut body = serde_json::to_value(event).map_err(|e| ClientError::Decode {
+            endpoint: path.clone(),
+            message: e.to_string(),
+        })?;
+        if let (Value::Object(map), Some(run)) = (&mut body, monitoring_run) {
+            map.insert("monitoring_run".into(), json!(run));
+        }
+        recorded(
+            &path,
+            self.send_path(reqwest::Method::POST, &path, &body).await?,
+        )?
+        .ok_or_else(|| ClientError::Decode {
+            endpoint: path,
+            message: "the answer names no pipeline run".into(),
+        })
+    }
+}

@@ -323,6 +323,9 @@ pub fn route_access(method: &str, route: &str) -> Option<Access> {
         "/ctflow/v1/session" => Public,
         "/ctflow/v1/experiments/run-counts" => Listing(self::Listing::RunCounts),
         "/ctflow/v1/models/{name}/history" => RegisteredModel(Need::Read),
+        "/ctflow/v1/models/{name}/feedback" => {
+            RegisteredModel(if write { Need::Update } else { Need::Read })
+        }
         "/ctflow/v1/models/{name}/rollback" => RegisteredModel(Need::Manage),
         "/ctflow/v1/pipelines" => Listing(self::Listing::Pipelines),
         "/ctflow/v1/pipeline-runs" => Listing(self::Listing::PipelineRuns),
@@ -333,6 +336,7 @@ pub fn route_access(method: &str, route: &str) -> Option<Access> {
         }
         "/ctflow/v1/pipelines/{name}/trigger"
         | "/ctflow/v1/pipelines/{name}/drift-events"
+        | "/ctflow/v1/pipelines/{name}/performance-events"
         | "/ctflow/v1/pipelines/{name}/data-events" => Pipeline(Need::Update),
         "/ctflow/v1/pipelines/{name}/triggers/{index}/seen-files" => {
             Pipeline(if write { Need::Update } else { Need::Read })

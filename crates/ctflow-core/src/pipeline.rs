@@ -88,6 +88,9 @@ pub struct TrainingPipelineSpec {
     /// A suspended pipeline records no new trigger events.
     #[serde(default)]
     pub suspend: bool,
+    /// Live metrics of the served champion (needs `promotion.serving.log`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monitoring: Option<Monitoring>,
     /// How a job runs as a Kubernetes Job (workers started with `--executor kubernetes`);
     /// local workers ignore it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -204,6 +207,9 @@ pub enum Trigger {
     Drift(Box<DriftTrigger>),
     /// A signed HTTP call (a GitHub-style webhook).
     Webhook(WebhookTrigger),
+    /// Live quality of the served champion, from feedback labels joined to the
+    /// pipeline's inference log, crossed a threshold.
+    Performance(PerformanceTrigger),
 }
 
 impl Trigger {
@@ -214,6 +220,7 @@ impl Trigger {
             Trigger::Data(_) => "data",
             Trigger::Drift(_) => "drift",
             Trigger::Webhook(_) => "webhook",
+            Trigger::Performance(_) => "performance",
         }
     }
 
@@ -223,9 +230,60 @@ impl Trigger {
         match self {
             Trigger::Data(d) => Some(format!("data/{index}/{}", d.path)),
             Trigger::Drift(d) => Some(format!("drift/{index}/{}", d.current)),
-            Trigger::Schedule(_) | Trigger::Webhook(_) => None,
+            Trigger::Schedule(_) | Trigger::Webhook(_) | Trigger::Performance(_) => None,
         }
     }
+}
+
+/// Retrains when the champion's live quality falls: with at least `minLabels` labelled
+/// predictions made within `window`, `metric` below `below` (or above `above`, for
+/// error metrics). Judged by the watcher's monitor from the pipeline's own inference log
+/// (`promotion.serving.log`) and the feedback labels sent for the model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PerformanceTrigger {
+    /// A live metric: accuracy, f1, rmse or mae.
+    pub metric: String,
+    /// Retrain when the metric falls below this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub below: Option<f64>,
+    /// Retrain when the metric rises above this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub above: Option<f64>,
+    /// Predictions made within this span of now count.
+    #[serde(default = "default_performance_window")]
+    pub window: DurationSpec,
+    /// Fewer labelled predictions in the window decide nothing.
+    #[serde(default = "default_min_labels")]
+    pub min_labels: u32,
+}
+
+fn default_performance_window() -> DurationSpec {
+    DurationSpec(Duration::from_secs(3600))
+}
+
+fn default_min_labels() -> u32 {
+    100
+}
+
+/// Live metrics of the served model, computed from the pipeline's inference log and the
+/// feedback labels sent for its model, logged per served version as MLflow metrics on a
+/// monitoring run (experiment `<pipeline>-monitoring`) and exported on `/metrics`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Monitoring {
+    /// The live metrics: accuracy, f1, rmse, mae.
+    pub metrics: Vec<String>,
+    /// Predictions made within this span of now count.
+    #[serde(default = "default_performance_window")]
+    pub window: DurationSpec,
+    /// How often the metrics (and performance triggers) are computed.
+    #[serde(default = "default_monitoring_interval")]
+    pub interval: DurationSpec,
+}
+
+fn default_monitoring_interval() -> DurationSpec {
+    DurationSpec(Duration::from_secs(30))
 }
 
 /// Starts a run on each tick of a cron pattern.
@@ -1147,6 +1205,7 @@ impl TrainingPipelineSpec {
         validate::retry_and_timeout(self, &mut errors);
         validate::gates(self, &mut errors);
         validate::promotion(self, &mut errors);
+        validate::monitoring(self, &mut errors);
         errors.into_result()
     }
 
@@ -1416,6 +1475,64 @@ mod tests {
             .expect("the README shows a pipeline");
         let document = PipelineDocument::from_yaml(block).expect("the README's pipeline is valid");
         assert_eq!(document.spec.triggers.len(), 4);
+    }
+
+    #[test]
+    fn performance_triggers_and_monitoring_need_the_served_log() {
+        let with_log = |spec: &mut TrainingPipelineSpec| {
+            spec.model = Some(serde_json::from_value(json!({"name": "iris"})).expect("model"));
+            spec.promotion.serving = Some(
+                serde_json::from_value(json!({"port": 5001, "log": {"path": "served"}}))
+                    .expect("serving"),
+            );
+        };
+        let check = |trigger: serde_json::Value, log: bool| {
+            let mut spec = pipeline();
+            if log {
+                with_log(&mut spec);
+            }
+            spec.triggers = vec![Trigger::Performance(
+                serde_json::from_value(trigger).expect("a performance trigger"),
+            )];
+            fields(&spec)
+        };
+        let trigger = json!({"metric": "accuracy", "below": 0.9, "window": "1h", "minLabels": 200});
+        assert!(check(trigger.clone(), true).is_empty());
+        assert_eq!(check(trigger, false), vec!["spec.triggers[0].performance"]);
+        assert_eq!(
+            check(json!({"metric": "auc", "below": 0.9, "minLabels": 0}), true),
+            vec![
+                "spec.triggers[0].performance.metric",
+                "spec.triggers[0].performance.minLabels"
+            ]
+        );
+        assert_eq!(
+            check(json!({"metric": "mae", "below": 0.1, "above": 0.5}), true),
+            vec!["spec.triggers[0].performance"]
+        );
+        let parsed: PerformanceTrigger =
+            serde_json::from_value(json!({"metric": "rmse", "above": 2.5})).expect("defaults");
+        assert_eq!(parsed.min_labels, 100);
+        assert_eq!(parsed.window.0, Duration::from_secs(3600));
+
+        let mut spec = pipeline();
+        spec.monitoring = Some(
+            serde_json::from_value(json!({"metrics": ["accuracy", "f2"], "interval": "0s"}))
+                .expect("monitoring"),
+        );
+        assert_eq!(
+            fields(&spec),
+            vec![
+                "spec.monitoring.metrics[1]",
+                "spec.monitoring.interval",
+                "spec.monitoring"
+            ]
+        );
+        with_log(&mut spec);
+        spec.monitoring = Some(
+            serde_json::from_value(json!({"metrics": ["accuracy", "F1"]})).expect("monitoring"),
+        );
+        assert!(fields(&spec).is_empty());
     }
 
     #[test]

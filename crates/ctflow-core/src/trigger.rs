@@ -8,7 +8,15 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// The kinds of trigger, as recorded on a pipeline run.
-pub const KINDS: &[&str] = &["schedule", "data", "drift", "webhook", "manual", "rerun"];
+pub const KINDS: &[&str] = &[
+    "schedule",
+    "data",
+    "drift",
+    "webhook",
+    "performance",
+    "manual",
+    "rerun",
+];
 
 /// One trigger event, ready to be recorded.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

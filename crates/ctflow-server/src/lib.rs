@@ -9,6 +9,7 @@ mod artifacts;
 pub mod auth;
 mod connections;
 pub mod error;
+mod feedback;
 pub mod limits;
 pub mod params;
 mod pipelines;
@@ -598,6 +599,10 @@ fn mlflow_routes() -> Router<AppState> {
             "/ctflow/v1/models/{name}/history",
             get(registry::model_history),
         )
+        .route(
+            "/ctflow/v1/models/{name}/feedback",
+            get(feedback::list).post(feedback::send),
+        )
         .route("/ctflow/v1/pipelines", get(pipelines::list))
         .route("/ctflow/v1/events", get(pipelines::events))
         .route(
@@ -617,6 +622,10 @@ fn mlflow_routes() -> Router<AppState> {
         .route(
             "/ctflow/v1/pipelines/{name}/drift-events",
             post(pipelines::drift_event),
+        )
+        .route(
+            "/ctflow/v1/pipelines/{name}/performance-events",
+            post(pipelines::performance_event),
         )
         .route(
             "/ctflow/v1/pipelines/{name}/data-events",

@@ -9,6 +9,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::IntoResponse;
 use axum::{Extension, Json};
+use ctflow_core::monitoring::PerformanceEvent;
 use ctflow_core::pipeline::{PipelineDocument, Trigger, next_scheduled_run};
 use ctflow_core::pipeline_run::Phase;
 use ctflow_core::trigger::{DriftEvent, TriggerEvent, verify_signature, webhook_parameters};
@@ -335,6 +336,60 @@ pub async fn drift_event(
     if let Some(id) = check_run {
         trigger.tags.insert("drift.check_run".into(), id);
     }
+    let outcome = state.store.record_trigger(&trigger).await?;
+    recorded(&state, outcome)
+}
+
+/// `POST /api/ctflow/v1/pipelines/{name}/performance-events`: live quality of the served
+/// champion crossed a performance trigger's threshold (sent by the monitor). One run per
+/// trigger, version and window-long stretch of time (`PerformanceEvent::dedupe_key`).
+pub async fn performance_event(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> JsonResult {
+    let mut body: Value = serde_json::from_slice(&body)
+        .map_err(|e| invalid(format!("Invalid performance event: {e}")))?;
+    let monitoring_run = match &mut body {
+        Value::Object(map) => map.remove("monitoring_run"),
+        _ => None,
+    };
+    let monitoring_run = match monitoring_run {
+        None | Some(Value::Null) => None,
+        Some(Value::String(id)) => Some(id),
+        Some(other) => {
+            return Err(invalid(format!("monitoring_run must be a run id, got {other}")).into());
+        }
+    };
+    let mut event: PerformanceEvent = serde_json::from_value(body)
+        .map_err(|e| invalid(format!("Invalid performance event: {e}")))?;
+    event.pipeline = name.clone();
+    event.validate().map_err(invalid)?;
+    let pipeline = state.store.get_pipeline(&name).await?;
+    match pipeline.document.spec.triggers.get(event.trigger_index) {
+        Some(Trigger::Performance(_)) => {}
+        _ => {
+            return Err(invalid(format!(
+                "Pipeline '{name}' has no performance trigger at index {}.",
+                event.trigger_index
+            ))
+            .into());
+        }
+    }
+    let mut trigger = TriggerEvent::new(&name, "performance", event.dedupe_key());
+    trigger
+        .tags
+        .insert("performance.metric".into(), event.metric.clone());
+    trigger
+        .tags
+        .insert("performance.value".into(), event.value.to_string());
+    trigger
+        .tags
+        .insert("performance.version".into(), event.version.clone());
+    if let Some(id) = monitoring_run {
+        trigger.tags.insert("performance.monitoring_run".into(), id);
+    }
+    trigger.detail = serde_json::to_value(&event).unwrap_or(Value::Null);
     let outcome = state.store.record_trigger(&trigger).await?;
     recorded(&state, outcome)
 }

@@ -178,3 +178,43 @@ impl ServingMetrics {
         Ok(text)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_family_is_on_the_grafana_dashboard_and_nothing_else_of_serving() {
+        let metrics = ServingMetrics::new();
+        metrics.observe(Outcome::Ok, Duration::from_millis(2));
+        metrics.set_version(Some("3"));
+        metrics.swapped(true);
+        metrics.batched(4);
+        metrics.log_written(1);
+        metrics.log_file_written();
+        let text = metrics.encode().expect("encodes");
+        let declared: std::collections::BTreeSet<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split_whitespace().next())
+            .collect();
+        let dashboard = include_str!("../../../charts/ctflow/dashboards/ctflow.json");
+        let mut used = std::collections::BTreeSet::new();
+        for (at, _) in dashboard.match_indices("ctflow_serving_") {
+            let tail = &dashboard[at..];
+            let end = tail
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(tail.len());
+            let name = &tail[..end];
+            let base = ["_bucket", "_sum", "_count", "_total"]
+                .iter()
+                .find_map(|suffix| name.strip_suffix(suffix))
+                .unwrap_or(name);
+            used.insert(base);
+        }
+        let missing: Vec<&&str> = used.difference(&declared).collect();
+        assert!(missing.is_empty(), "the dashboard queries {missing:?}");
+        let unused: Vec<&&str> = declared.difference(&used).collect();
+        assert!(unused.is_empty(), "not on the dashboard: {unused:?}");
+    }
+}

@@ -91,6 +91,7 @@ const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
         7,
         include_str!("../migrations/sqlite/0007_data_snapshots.sql"),
     ),
+    (8, include_str!("../migrations/sqlite/0008_feedback.sql")),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/postgres/0001_tracking.sql")),
@@ -106,6 +107,7 @@ const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
         7,
         include_str!("../migrations/postgres/0007_data_snapshots.sql"),
     ),
+    (8, include_str!("../migrations/postgres/0008_feedback.sql")),
 ];
 
 const MEMORY_PRAGMAS: &str = "PRAGMA busy_timeout = 30000; PRAGMA case_sensitive_like = ON;";

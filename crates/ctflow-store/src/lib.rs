@@ -11,6 +11,7 @@ pub mod auth;
 mod db;
 mod error;
 mod experiments;
+mod feedback;
 mod leases;
 mod logged_models;
 pub mod object_artifacts;
@@ -25,6 +26,7 @@ pub use ctflow_core::pipeline_run::{Approval, PipelineRun, PipelineRunEvent, Pro
 pub use db::{Backend, Durability, Store, StoreOptions};
 pub use error::{Error, Result};
 pub use experiments::ExperimentSearch;
+pub use feedback::{FeedbackOutcome, NewLabel, StoredLabel};
 pub use leases::LeaseRecord;
 pub use logged_models::{LoggedModelOrder, LoggedModelSearch, NewLoggedModel};
 pub use pipelines::{CtCounts, Recorded};

@@ -201,7 +201,7 @@ impl Store {
         self.get_registered_model(name).await
     }
 
-    async fn require_registered_model(&self, name: &str) -> Result<()> {
+    pub(crate) async fn require_registered_model(&self, name: &str) -> Result<()> {
         let found: Option<String> =
             sqlx::query_scalar("SELECT name FROM registered_models WHERE name = $1")
                 .bind(name)
@@ -349,6 +349,7 @@ impl Store {
             "model_version_tags",
             "registered_model_aliases",
             "registry_ledger",
+            "feedback_labels",
         ] {
             sqlx::query(AssertSqlSafe(format!(
                 "UPDATE {table} SET name = $1 WHERE name = $2"
@@ -378,6 +379,7 @@ impl Store {
             "model_versions",
             "model_version_tags",
             "registered_model_aliases",
+            "feedback_labels",
         ] {
             sqlx::query(AssertSqlSafe(format!(
                 "DELETE FROM {table} WHERE name = $1"

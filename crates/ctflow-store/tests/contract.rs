@@ -26,6 +26,7 @@ use ctflow_store::{
     BatchMetric, DatasetInputRequest, Error, ExperimentSearch, LoggedModelSearch, NewLoggedModel,
     NewRun, RunSearch, RunUpdate, Store, StoreOptions,
 };
+use ctflow_store::{FeedbackOutcome, NewLabel};
 use ctflow_store::{NewModelVersion, RegistrySearch};
 
 type Case = fn(Store) -> Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -60,6 +61,7 @@ const CASES: &[(&str, Case)] = cases![
     rollback_follows_the_ledger,
     leases_have_one_holder,
     users_tokens_and_grants,
+    feedback_labels_are_idempotent,
 ];
 
 fn code(err: Error) -> ErrorCode {
@@ -2538,4 +2540,95 @@ async fn users_tokens_and_grants(store: Store) {
             .is_empty()
     );
     assert_eq!(store.count_users().await.unwrap(), 1);
+}
+
+async fn feedback_labels_are_idempotent(store: Store) {
+    let label = |id: &str, row: u32, value: serde_json::Value| NewLabel {
+        request_id: id.into(),
+        row,
+        label: value,
+    };
+    assert_eq!(
+        code(
+            store
+                .put_feedback("nobody", &[label("a", 0, 1.into())], 10)
+                .await
+                .unwrap_err()
+        ),
+        ErrorCode::ResourceDoesNotExist
+    );
+    store
+        .create_registered_model("iris", &[], None)
+        .await
+        .unwrap();
+    let first = vec![
+        label("a", 0, 1.into()),
+        label("a", 1, "setosa".into()),
+        label("b", 0, true.into()),
+    ];
+    let outcome = store.put_feedback("iris", &first, 10).await.unwrap();
+    assert_eq!(
+        outcome,
+        FeedbackOutcome {
+            stored: 3,
+            unchanged: 0,
+            replaced: 0
+        }
+    );
+    // The same labels again change nothing; a different one replaces.
+    let again = vec![label("a", 0, 1.into()), label("a", 1, "virginica".into())];
+    let outcome = store.put_feedback("iris", &again, 20).await.unwrap();
+    assert_eq!(
+        outcome,
+        FeedbackOutcome {
+            stored: 0,
+            unchanged: 1,
+            replaced: 1
+        }
+    );
+    let all = store.list_feedback("iris", 0, 0, 100).await.unwrap();
+    let seen: Vec<(&str, u32, &serde_json::Value, i64)> = all
+        .iter()
+        .map(|l| (l.request_id.as_str(), l.row, &l.label, l.received_time))
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            ("a", 0, &serde_json::json!(1), 10),
+            ("a", 1, &serde_json::json!("virginica"), 20),
+            ("b", 0, &serde_json::json!(true), 10),
+        ]
+    );
+    // Paging by arrival order, and only what arrived since a time.
+    let page = store.list_feedback("iris", 0, all[0].seq, 1).await.unwrap();
+    assert_eq!(page.len(), 1);
+    assert_eq!(page[0].request_id, "a");
+    assert_eq!(page[0].row, 1);
+    let recent = store.list_feedback("iris", 15, 0, 100).await.unwrap();
+    assert_eq!(recent.len(), 1);
+    // The labels follow a rename and go with a deleted model.
+    store
+        .rename_registered_model("iris", "iris-2")
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .list_feedback("iris-2", 0, 0, 100)
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
+    store.delete_registered_model("iris-2").await.unwrap();
+    store
+        .create_registered_model("iris-2", &[], None)
+        .await
+        .unwrap();
+    assert!(
+        store
+            .list_feedback("iris-2", 0, 0, 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }

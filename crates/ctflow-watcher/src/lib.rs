@@ -6,6 +6,7 @@
 
 mod data;
 mod html;
+mod monitor;
 pub mod reader;
 mod report;
 pub mod source;
@@ -13,6 +14,7 @@ mod watch;
 
 pub use data::DataWatcher;
 pub use html::{display_number, render_html};
+pub use monitor::{Monitor, read_log_file};
 pub use report::{DriftOptions, DriftReport, SkippedColumn, compare};
 pub use watch::{Watcher, WatcherConfig};
 

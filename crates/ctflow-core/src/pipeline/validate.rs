@@ -2,9 +2,10 @@
 //! adds what it finds to [`Errors`], named by field path, so one pass reports everything.
 
 use super::{
-    Approval, DriftCurrent, DriftTrigger, SpecError, TrainingPipelineSpec, Trigger, WebhookTrigger,
-    drift_method,
+    Approval, DriftCurrent, DriftTrigger, PerformanceTrigger, SpecError, TrainingPipelineSpec,
+    Trigger, WebhookTrigger, drift_method,
 };
+use crate::monitoring::LiveMetric;
 
 /// The problems found so far.
 #[derive(Debug, Default)]
@@ -157,6 +158,73 @@ pub(super) fn trigger(
         }
         Trigger::Drift(d) => drift(spec, base, d, errors),
         Trigger::Webhook(w) => webhook(base, w, errors),
+        Trigger::Performance(p) => performance(spec, base, p, errors),
+    }
+}
+
+/// Whether the pipeline's champion is served with an inference log, which live metrics
+/// are computed from.
+fn logs_serving(spec: &TrainingPipelineSpec) -> bool {
+    spec.model.is_some()
+        && spec
+            .promotion
+            .serving
+            .as_ref()
+            .is_some_and(|s| s.log.is_some())
+}
+
+const NEEDS_LOG: &str = "live metrics come from the served champion's inference log: the pipeline needs spec.model and spec.promotion.serving.log";
+
+fn performance(
+    spec: &TrainingPipelineSpec,
+    base: &str,
+    p: &PerformanceTrigger,
+    errors: &mut Errors,
+) {
+    if let Err(message) = LiveMetric::parse(&p.metric) {
+        errors.add(format!("{base}.metric"), message);
+    }
+    match (p.below, p.above) {
+        (Some(_), Some(_)) | (None, None) => {
+            errors.add(base.to_string(), "give one of below or above")
+        }
+        (Some(t), None) | (None, Some(t)) if !t.is_finite() => {
+            let field = if p.below.is_some() { "below" } else { "above" };
+            errors.add(format!("{base}.{field}"), "must be a number");
+        }
+        _ => {}
+    }
+    if p.window.0.is_zero() {
+        errors.add(format!("{base}.window"), "must be longer than 0s");
+    }
+    if p.min_labels == 0 {
+        errors.add(format!("{base}.minLabels"), "must be at least 1");
+    }
+    if !logs_serving(spec) {
+        errors.add(base.to_string(), NEEDS_LOG);
+    }
+}
+
+pub(super) fn monitoring(spec: &TrainingPipelineSpec, errors: &mut Errors) {
+    let Some(monitoring) = &spec.monitoring else {
+        return;
+    };
+    if monitoring.metrics.is_empty() {
+        errors.add("spec.monitoring.metrics", "name at least one live metric");
+    }
+    for (i, metric) in monitoring.metrics.iter().enumerate() {
+        if let Err(message) = LiveMetric::parse(metric) {
+            errors.add(format!("spec.monitoring.metrics[{i}]"), message);
+        }
+    }
+    if monitoring.window.0.is_zero() {
+        errors.add("spec.monitoring.window", "must be longer than 0s");
+    }
+    if monitoring.interval.0 < std::time::Duration::from_secs(1) {
+        errors.add("spec.monitoring.interval", "must be at least 1s");
+    }
+    if !logs_serving(spec) {
+        errors.add("spec.monitoring", NEEDS_LOG);
     }
 }
 

@@ -1,0 +1,612 @@
+//! Live quality of served models: for every pipeline with `monitoring` or a `performance`
+//! trigger, the finished files of its inference log are joined with the feedback labels
+//! sent for its model (`ctflow_core::monitoring`), the live metrics are logged per served
+//! version on a monitoring run (experiment `<pipeline>-monitoring`) and exported on
+//! `/metrics`, and a performance trigger whose threshold the champion crossed records a
+//! performance event, which starts a pipeline run.
+//!
+//! Log files are immutable once finished, so each is read once (four columns) and kept
+//! while it exists: memory follows the log's retention. Labels are read afresh each pass,
+//! those that arrived within the longest window (a label always comes after its
+//! prediction, so older ones cannot belong to a prediction in the window).
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ctflow_client::tracking::{MetricPoint, RunStart};
+use ctflow_client::{ClientError, TrackingClient};
+use ctflow_core::entities::KeyValue;
+use ctflow_core::inference::{PREDICTION, REQUEST_ID, TIMESTAMP, VERSION};
+use ctflow_core::monitoring::{
+    Joined, Label, LiveMetric, LoggedPrediction, Outcome, PerformanceEvent, PerformanceVerdict,
+    join, judge_performance,
+};
+use ctflow_core::pipeline::{PipelineRecord, Trigger};
+use ctflow_metrics::{LiveMetricLabels, Metrics, PipelineLabels, TriggerLabels, VersionLabels};
+use tokio_util::sync::CancellationToken;
+
+/// How often the monitor looks whether a pipeline is due.
+const TICK: Duration = Duration::from_secs(1);
+/// A pipeline with performance triggers and no `monitoring` is judged this often.
+const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
+
+/// What one finished log file holds, read once.
+struct LogFile {
+    size: u64,
+    predictions: Arc<Vec<LoggedPrediction>>,
+}
+
+pub struct Monitor {
+    client: TrackingClient,
+    metrics: Arc<Metrics>,
+    user: String,
+    files: HashMap<PathBuf, LogFile>,
+    due: HashMap<String, Instant>,
+    /// (pipeline, version) -> the monitoring run.
+    runs: HashMap<(String, String), String>,
+    /// Per pipeline, the versions its gauges were last set for.
+    exported: HashMap<String, BTreeSet<String>>,
+}
+
+fn log_dir(pipeline: &PipelineRecord) -> Option<PathBuf> {
+    let log = pipeline
+        .document
+        .spec
+        .promotion
+        .serving
+        .as_ref()?
+        .log
+        .as_ref()?;
+    Some(Path::new(&pipeline.base_dir).join(&log.path))
+}
+
+fn is_monitored(pipeline: &PipelineRecord) -> bool {
+    let spec = &pipeline.document.spec;
+    spec.monitoring.is_some()
+        || spec
+            .triggers
+            .iter()
+            .any(|t| matches!(t, Trigger::Performance(_)))
+}
+
+fn millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// The predictions of one finished log file: request id, the row's place in its request,
+/// version, time and prediction. A request's rows are written together, in order.
+pub fn read_log_file(path: &Path) -> Result<Vec<LoggedPrediction>, String> {
+    use arrow_array::Array;
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::{Float64Type, Int64Type, TimestampMillisecondType};
+    use arrow_schema::DataType;
+
+    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let builder = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        .map_err(|e| e.to_string())?;
+    let mask = parquet::arrow::ProjectionMask::columns(
+        builder.parquet_schema(),
+        [REQUEST_ID, TIMESTAMP, VERSION, PREDICTION],
+    );
+    let reader = builder
+        .with_projection(mask)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let mut predictions = Vec::new();
+    let mut previous: Option<String> = None;
+    let mut row = 0u32;
+    for batch in reader {
+        let batch = batch.map_err(|e| e.to_string())?;
+        let column = |name: &str| {
+            batch
+                .column_by_name(name)
+                .ok_or_else(|| format!("no column {name}: not an inference log file"))
+        };
+        let ids = column(REQUEST_ID)?
+            .as_string_opt::<i32>()
+            .ok_or("ctflow_request_id is not text")?;
+        let times = column(TIMESTAMP)?
+            .as_primitive_opt::<TimestampMillisecondType>()
+            .ok_or("ctflow_timestamp is not a millisecond timestamp")?;
+        let versions = column(VERSION)?
+            .as_string_opt::<i32>()
+            .ok_or("ctflow_version is not text")?;
+        let values = column(PREDICTION)?;
+        for i in 0..batch.num_rows() {
+            let id = ids.value(i);
+            if previous.as_deref() == Some(id) {
+                row += 1;
+            } else {
+                row = 0;
+                previous = Some(id.to_string());
+            }
+            if values.is_null(i) {
+                continue;
+            }
+            let prediction = match values.data_type() {
+                DataType::Float64 => Outcome::Number(values.as_primitive::<Float64Type>().value(i)),
+                DataType::Int64 => {
+                    Outcome::Number(values.as_primitive::<Int64Type>().value(i) as f64)
+                }
+                DataType::Boolean => {
+                    Outcome::Number(f64::from(u8::from(values.as_boolean().value(i))))
+                }
+                DataType::Utf8 => Outcome::from_text(values.as_string::<i32>().value(i)),
+                other => return Err(format!("ctflow_prediction has an unexpected type {other}")),
+            };
+            predictions.push(LoggedPrediction {
+                request_id: id.to_string(),
+                row,
+                version: if versions.is_null(i) {
+                    String::new()
+                } else {
+                    versions.value(i).to_string()
+                },
+                timestamp_ms: times.value(i),
+                prediction,
+            });
+        }
+    }
+    Ok(predictions)
+}
+
+impl Monitor {
+    pub fn new(client: TrackingClient, metrics: Arc<Metrics>) -> Monitor {
+        Monitor {
+            client,
+            metrics,
+            user: "ctflow-monitor".into(),
+            files: HashMap::new(),
+            due: HashMap::new(),
+            runs: HashMap::new(),
+            exported: HashMap::new(),
+        }
+    }
+
+    /// Observes until `shutdown`.
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        loop {
+            if let Err(error) = self.pass().await {
+                tracing::warn!(%error, "the monitor cannot read the pipelines; retrying");
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(TICK) => {}
+                _ = shutdown.cancelled() => return,
+            }
+        }
+    }
+
+    /// Observes every monitored pipeline that is due.
+    pub async fn pass(&mut self) -> Result<(), ClientError> {
+        let pipelines = self.client.pipelines().await?;
+        let now = Instant::now();
+        for pipeline in &pipelines {
+            if pipeline.document.spec.suspend || !is_monitored(pipeline) {
+                continue;
+            }
+            if self.due.get(&pipeline.name).is_some_and(|due| *due > now) {
+                continue;
+            }
+            let interval = pipeline
+                .document
+                .spec
+                .monitoring
+                .as_ref()
+                .map_or(DEFAULT_INTERVAL, |m| m.interval.0);
+            self.due.insert(pipeline.name.clone(), now + interval);
+            if let Err(error) = self.observe(pipeline).await {
+                tracing::warn!(pipeline = pipeline.name, %error, "live metrics failed");
+            }
+        }
+        self.due
+            .retain(|name, _| pipelines.iter().any(|p| &p.name == name));
+        Ok(())
+    }
+
+    /// Reads the log files of a folder that are new or changed, forgets deleted ones,
+    /// and returns what every finished file holds.
+    async fn predictions(&mut self, dir: &Path) -> Vec<Arc<Vec<LoggedPrediction>>> {
+        let mut present: Vec<(PathBuf, u64)> = Vec::new();
+        if let Ok(mut entries) = tokio::fs::read_dir(dir).await {
+            while let Ok(Some(entry)) = entries.next_entry().await {
+                let name = entry.file_name().to_string_lossy().to_string();
+                // Hidden files are still being written.
+                if name.starts_with('.') || !name.ends_with(".parquet") {
+                    continue;
+                }
+                if let Ok(meta) = entry.metadata().await {
+                    present.push((entry.path(), meta.len()));
+                }
+            }
+        }
+        self.files
+            .retain(|path, _| path.parent() != Some(dir) || present.iter().any(|(p, _)| p == path));
+        let mut out = Vec::with_capacity(present.len());
+        for (path, size) in present {
+            if let Some(file) = self.files.get(&path).filter(|f| f.size == size) {
+                out.push(Arc::clone(&file.predictions));
+                continue;
+            }
+            let reading = path.clone();
+            let read = tokio::task::spawn_blocking(move || read_log_file(&reading)).await;
+            match read {
+                Ok(Ok(predictions)) => {
+                    let predictions = Arc::new(predictions);
+                    out.push(Arc::clone(&predictions));
+                    self.files.insert(path, LogFile { size, predictions });
+                }
+                Ok(Err(message)) => {
+                    tracing::warn!(file = %path.display(), message, "cannot read an inference log file")
+                }
+                Err(e) => tracing::warn!(file = %path.display(), error = %e, "log reader failed"),
+            }
+        }
+        out
+    }
+
+    async fn observe(&mut self, pipeline: &PipelineRecord) -> Result<(), crate::Error> {
+        let spec = &pipeline.document.spec;
+        let (Some(model), Some(dir)) = (spec.model.as_ref(), log_dir(pipeline)) else {
+            return Ok(());
+        };
+        let files = self.predictions(&dir).await;
+        let predictions = || files.iter().flat_map(|f| f.iter());
+        let longest = spec
+            .triggers
+            .iter()
+            .filter_map(|t| match t {
+                Trigger::Performance(p) => Some(p.window.0),
+                _ => None,
+            })
+            .chain(spec.monitoring.as_ref().map(|m| m.window.0))
+            .max()
+            .unwrap_or_default();
+        let now = ctflow_core::now_ms();
+        let labels: Vec<Label> = self
+            .client
+            .feedback_since(&model.name, now.saturating_sub(millis(longest)))
+            .await?
+            .into_iter()
+            .map(|l| Label {
+                request_id: l.request_id,
+                row: l.row,
+                label: Outcome::from_json(&l.label),
+            })
+            .collect();
+
+        if let Some(monitoring) = &spec.monitoring {
+            let joined = join(
+                predictions(),
+                &labels,
+                now - millis(monitoring.window.0),
+                now,
+            );
+            let metrics: Vec<LiveMetric> = monitoring
+                .metrics
+                .iter()
+                .filter_map(|m| LiveMetric::parse(m).ok())
+                .collect();
+            self.export(&pipeline.name, &metrics, &joined);
+            self.log_live_metrics(pipeline, &metrics, &joined, now)
+                .await?;
+        }
+
+        for (index, trigger) in spec.triggers.iter().enumerate() {
+            let Trigger::Performance(trigger) = trigger else {
+                continue;
+            };
+            let Ok(metric) = LiveMetric::parse(&trigger.metric) else {
+                continue;
+            };
+            let champion = match self
+                .client
+                .alias_version(&model.name, &spec.promotion.champion_alias)
+                .await
+            {
+                Ok(version) => version,
+                // No champion yet: nothing is served to judge.
+                Err(ClientError::Api { status: 404, .. }) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            let window = millis(trigger.window.0);
+            let joined = join(predictions(), &labels, now - window, now);
+            let pairs = joined.pairs.get(&champion).map_or(&[][..], |p| &p[..]);
+            let verdict = judge_performance(
+                metric,
+                trigger.below,
+                trigger.above,
+                u64::from(trigger.min_labels),
+                pairs,
+            );
+            let PerformanceVerdict::Degraded { value } = verdict else {
+                tracing::debug!(
+                    pipeline = pipeline.name,
+                    trigger = index,
+                    ?verdict,
+                    "live quality holds"
+                );
+                continue;
+            };
+            let event = PerformanceEvent {
+                pipeline: pipeline.name.clone(),
+                trigger_index: index,
+                metric: metric.as_str().into(),
+                value,
+                below: trigger.below,
+                above: trigger.above,
+                version: champion.clone(),
+                labels: pairs.len() as u64,
+                window_ms: window,
+                detected_at: now,
+            };
+            let run = self
+                .runs
+                .get(&(pipeline.name.clone(), champion.clone()))
+                .cloned();
+            match self
+                .client
+                .record_performance(&event, run.as_deref())
+                .await?
+            {
+                ctflow_client::ct::Recorded::Created(id) => {
+                    self.metrics
+                        .triggers
+                        .get_or_create(&TriggerLabels {
+                            pipeline: pipeline.name.clone(),
+                            kind: "performance".into(),
+                        })
+                        .inc();
+                    tracing::info!(
+                        pipeline = pipeline.name,
+                        pipeline_run = id,
+                        version = champion,
+                        metric = metric.as_str(),
+                        value,
+                        labels = pairs.len(),
+                        "live quality fell: retraining"
+                    );
+                }
+                ctflow_client::ct::Recorded::Duplicate(_) => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Sets the gauges of one pipeline, and removes those of versions gone from the window.
+    fn export(&mut self, pipeline: &str, metrics: &[LiveMetric], joined: &Joined) {
+        let versions: BTreeSet<String> = joined
+            .predictions
+            .keys()
+            .filter(|v| !v.is_empty())
+            .cloned()
+            .collect();
+        let before = self.exported.insert(pipeline.to_string(), versions.clone());
+        for gone in before.iter().flatten().filter(|v| !versions.contains(*v)) {
+            let labels = VersionLabels {
+                pipeline: pipeline.into(),
+                version: gone.clone(),
+            };
+            self.metrics.live_labelled.remove(&labels);
+            self.metrics.live_predictions.remove(&labels);
+            for metric in metrics {
+                self.metrics.live_metric.remove(&LiveMetricLabels {
+                    pipeline: pipeline.into(),
+                    version: gone.clone(),
+                    metric: metric.as_str().into(),
+                });
+            }
+        }
+        for version in &versions {
+            let labels = VersionLabels {
+                pipeline: pipeline.into(),
+                version: version.clone(),
+            };
+            let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+            self.metrics
+                .live_labelled
+                .get_or_create(&labels)
+                .set(count(joined.labelled(version)));
+            self.metrics
+                .live_predictions
+                .get_or_create(&labels)
+                .set(count(joined.predictions.get(version).copied().unwrap_or(0)));
+            let pairs = joined.pairs.get(version).map_or(&[][..], |p| &p[..]);
+            for metric in metrics {
+                let labels = LiveMetricLabels {
+                    pipeline: pipeline.into(),
+                    version: version.clone(),
+                    metric: metric.as_str().into(),
+                };
+                match metric.score(pairs) {
+                    Some(value) => {
+                        self.metrics.live_metric.get_or_create(&labels).set(value);
+                    }
+                    None => {
+                        self.metrics.live_metric.remove(&labels);
+                    }
+                }
+            }
+        }
+        self.metrics
+            .feedback_unmatched
+            .get_or_create(&PipelineLabels {
+                pipeline: pipeline.into(),
+            })
+            .set(i64::try_from(joined.unmatched).unwrap_or(i64::MAX));
+    }
+
+    /// Logs the window's numbers on each served version's monitoring run.
+    async fn log_live_metrics(
+        &mut self,
+        pipeline: &PipelineRecord,
+        metrics: &[LiveMetric],
+        joined: &Joined,
+        now: i64,
+    ) -> Result<(), ClientError> {
+        let versions: Vec<&String> = joined
+            .predictions
+            .keys()
+            .filter(|v| !v.is_empty())
+            .collect();
+        for version in versions {
+            let run = self.monitoring_run(pipeline, version).await?;
+            let point = |key: String, value: f64| MetricPoint {
+                key,
+                value,
+                timestamp: now,
+                step: now / 1000,
+            };
+            let pairs = joined.pairs.get(version).map_or(&[][..], |p| &p[..]);
+            let mut points = vec![
+                point(
+                    "live_predictions".into(),
+                    joined.predictions.get(version).copied().unwrap_or(0) as f64,
+                ),
+                point("live_labelled".into(), pairs.len() as f64),
+                point("feedback_unmatched".into(), joined.unmatched as f64),
+            ];
+            for metric in metrics {
+                if let Some(value) = metric.score(pairs) {
+                    points.push(point(format!("live_{}", metric.as_str()), value));
+                }
+            }
+            self.client.log_metrics(&run, &points).await?;
+        }
+        Ok(())
+    }
+
+    /// The monitoring run of a served version: found by its tags after a restart, else
+    /// created (it stays RUNNING while the version is watched).
+    async fn monitoring_run(
+        &mut self,
+        pipeline: &PipelineRecord,
+        version: &str,
+    ) -> Result<String, ClientError> {
+        let key = (pipeline.name.clone(), version.to_string());
+        if let Some(run) = self.runs.get(&key) {
+            return Ok(run.clone());
+        }
+        let experiment_id = self
+            .client
+            .experiment_id(&format!("{}-monitoring", pipeline.name))
+            .await?;
+        let found = self
+            .client
+            .post(
+                "runs/search",
+                &serde_json::json!({
+                    "experiment_ids": [experiment_id],
+                    "filter": format!(
+                        "tags.`ctflow.monitoring.version` = '{version}' and tags.`ctflow.pipeline` = '{}'",
+                        pipeline.name
+                    ),
+                    "max_results": 1,
+                }),
+            )
+            .await?;
+        let existing = found
+            .pointer("/runs/0/info/run_id")
+            .and_then(|v| v.as_str())
+            .map(str::to_string);
+        let run = match existing {
+            Some(run) => run,
+            None => {
+                let model = pipeline
+                    .document
+                    .spec
+                    .model
+                    .as_ref()
+                    .map(|m| m.name.clone())
+                    .unwrap_or_default();
+                self.client
+                    .create_run(&RunStart {
+                        experiment_id,
+                        run_name: Some(format!("live-{model}-v{version}")),
+                        user_id: Some(self.user.clone()),
+                        start_time: ctflow_core::now_ms(),
+                        tags: vec![
+                            KeyValue::new("ctflow.pipeline", &pipeline.name),
+                            KeyValue::new("ctflow.monitoring.model", &model),
+                            KeyValue::new("ctflow.monitoring.version", version),
+                            KeyValue::new("mlflow.user", &self.user),
+                        ],
+                    })
+                    .await?
+                    .info
+                    .run_id
+            }
+        };
+        self.runs.insert(key, run.clone());
+        Ok(run)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_log_file_reads_back_with_row_numbers() {
+        // Written by the serving crate's writer in its own tests; here a file made with
+        // the same schema through arrow directly.
+        use arrow_array::{
+            Float64Array, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray,
+        };
+        use arrow_schema::{DataType, Field, Schema, TimeUnit};
+        let schema = Arc::new(Schema::new(vec![
+            Field::new(REQUEST_ID, DataType::Utf8, false),
+            Field::new(
+                TIMESTAMP,
+                DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+                false,
+            ),
+            Field::new("ctflow_model", DataType::Utf8, false),
+            Field::new(VERSION, DataType::Utf8, true),
+            Field::new("ctflow_latency_ms", DataType::Float64, false),
+            Field::new(PREDICTION, DataType::Int64, true),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(StringArray::from(vec!["a", "a", "b"])),
+                Arc::new(TimestampMillisecondArray::from(vec![5, 5, 7]).with_timezone("UTC")),
+                Arc::new(StringArray::from(vec!["m", "m", "m"])),
+                Arc::new(StringArray::from(vec![Some("1"), Some("1"), None])),
+                Arc::new(Float64Array::from(vec![1.0, 1.0, 2.0])),
+                Arc::new(Int64Array::from(vec![Some(2), None, Some(0)])),
+            ],
+        )
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.parquet");
+        let mut writer = parquet::arrow::ArrowWriter::try_new(
+            std::fs::File::create(&path).unwrap(),
+            schema,
+            None,
+        )
+        .unwrap();
+        writer.write(&batch).unwrap();
+        writer.close().unwrap();
+        let read = read_log_file(&path).unwrap();
+        let seen: Vec<(&str, u32, &str, i64, Option<f64>)> = read
+            .iter()
+            .map(|p| {
+                (
+                    p.request_id.as_str(),
+                    p.row,
+                    p.version.as_str(),
+                    p.timestamp_ms,
+                    p.prediction.number(),
+                )
+            })
+            .collect();
+        // The null prediction of row 1 is left out; b starts again at row 0.
+        assert_eq!(
+            seen,
+            vec![("a", 0, "1", 5, Some(2.0)), ("b", 0, "", 7, Some(0.0))]
+        );
+        assert!(read_log_file(&dir.path().join("missing.parquet")).is_err());
+    }
+}
