@@ -4,6 +4,7 @@ two controllers electing one leader, three workers and a watcher. Workers and co
 are killed with SIGKILL mid-job, NATS is restarted during a trigger burst, and the store
 is checked afterwards: every job ran to completion exactly once, nothing was promoted
 twice, no MLflow run was left RUNNING."""
+import json
 import os
 import subprocess
 import threading
@@ -11,6 +12,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
@@ -309,3 +311,65 @@ def test_the_manifest_reaches_workers_that_have_no_database(cluster, tmp_path):
     big = trained("big")
     assert big["rows"] == 1650 and len(big["files"]) == 1501
     assert len(json.dumps(big)) > 256 * 1024, "the snapshot must be too big to travel inline"
+
+
+def test_the_inference_log_and_feedback_retrain_through_the_services(cluster, ctflow_bin, tmp_path):
+    """Issue 21 on the NATS + PostgreSQL layout: `ctflow models serve --log` beside the
+    services (as the chart runs it), labels through the server into PostgreSQL, the watcher
+    service's monitor joins them to the log and records the performance trigger, and the
+    controller, woken over NATS, runs the retrain on a worker."""
+    log_dir = tmp_path / "served"
+    cluster.install("live-dist", iris_pipeline("live-dist", "live-dist-model", gates="", extra_spec=f"""
+  triggers:
+    - performance: {{ metric: accuracy, below: 0.5, window: 1h, minLabels: 10 }}
+  monitoring: {{ metrics: [accuracy], window: 1h, interval: 1s }}
+  promotion:
+    serving: {{ port: 1, log: {{ path: {log_dir} }} }}
+"""))
+    first = wait_phase(cluster, trigger(cluster, "live-dist", "live-dist-1"), TERMINAL, timeout=180)
+    assert first["phase"] == "Succeeded", first
+    port = free_port()
+    env = dict(os.environ, MLFLOW_TRACKING_URI=cluster.url)
+    serve_log = open(tmp_path / "serve.log", "wb")
+    serving = subprocess.Popen(
+        [ctflow_bin, "models", "serve", "-m", "models:/live-dist-model@champion", "--port", str(port),
+         "--wait", "--log", str(log_dir), "--log-roll-interval", "1s"],
+        env=env, stdout=serve_log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+
+        def ping():
+            assert serving.poll() is None, open(serve_log.name).read()
+            try:
+                with urllib.request.urlopen(url + "/ping", timeout=2) as r:
+                    return r.status == 200
+            except OSError:
+                return False
+
+        wait_for("the champion served", ping, timeout=180)
+        predictions = {}
+        for i in range(12):
+            body = json.dumps({"inputs": [[5.0 + i / 10, 3.0, 1.5 + i / 4, 0.2 + i / 8]]}).encode()
+            request = urllib.request.Request(url + "/invocations", data=body, headers={
+                "Content-Type": "application/json", "x-request-id": f"dist-{i}"})
+            with urllib.request.urlopen(request, timeout=60) as r:
+                predictions[f"dist-{i}"] = json.loads(r.read())["predictions"][0]
+        wait_for("the scored rows in finished files", lambda: sum(
+            len(pd.read_parquet(f)) for f in log_dir.glob("*.parquet")) == 12, timeout=60)
+    finally:
+        stop(serving)
+        serve_log.close()
+    labels = tmp_path / "labels.csv"
+    labels.write_text("request_id,label\n" + "".join(f"{rid},{(int(p) + 1) % 3}\n" for rid, p in predictions.items()))
+    sent = subprocess.run([ctflow_bin, "feedback", "send", "-m", "live-dist-model", str(labels), "--output", "json"],
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert sent.returncode == 0, sent.stderr
+    assert json.loads(sent.stdout)["stored"] == 12
+    retrain = wait_for("the performance retrain", lambda: [
+        r for r in runs_of(cluster, "live-dist") if r["trigger"]["kind"] == "performance"], timeout=60)
+    assert retrain[0]["trigger"]["detail"]["labels"] == 12 and retrain[0]["trigger"]["detail"]["value"] == 0.0
+    done = wait_phase(cluster, retrain[0]["id"], TERMINAL, timeout=180)
+    assert done["phase"] == "Succeeded", done
+    client = MlflowClient(cluster.url)
+    live = client.search_runs([client.get_experiment_by_name("live-dist-monitoring").experiment_id])
+    assert [r.data.metrics["live_accuracy"] for r in live] == [0.0]
