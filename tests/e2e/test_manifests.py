@@ -159,6 +159,10 @@ def test_chart_values_validate_and_bad_values_are_refused(tmp_path):
         "serving name": lambda v: v["serving"].update(models=[{"name": "Iris_1", "model": "iris-classifier"}]),
         "log without a claim": lambda v: v["serving"].update(
             models=[{"name": "iris", "model": "iris-classifier", "log": {"rollRows": 10}}]),
+        "log claim and destination": lambda v: v["serving"].update(
+            models=[{"name": "iris", "model": "iris-classifier", "log": {"claimName": "logs", "destination": "s3://b/l"}}]),
+        "log destination scheme": lambda v: v["serving"].update(
+            models=[{"name": "iris", "model": "iris-classifier", "log": {"destination": "gs://b/l"}}]),
         "log retention": lambda v: v["serving"].update(
             models=[{"name": "iris", "model": "iris-classifier", "log": {"claimName": "logs", "retention": "a week"}}]),
     }
@@ -169,6 +173,12 @@ def test_chart_values_validate_and_bad_values_are_refused(tmp_path):
                                     "log": {"claimName": "inference-logs", "rollRows": 5000, "retention": "7d"}}]
     path = tmp_path / "serving.yaml"
     path.write_text(yaml.safe_dump(served))
+    done = check_jsonschema(schema, path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    uploaded = json.loads(json.dumps(values))
+    uploaded["serving"]["models"] = [{"name": "iris", "model": "iris-classifier",
+                                      "log": {"destination": "s3://logs/iris", "rollInterval": "5m"}}]
+    path.write_text(yaml.safe_dump(uploaded))
     done = check_jsonschema(schema, path)
     assert done.returncode == 0, done.stdout + done.stderr
     for name, spoil in cases.items():

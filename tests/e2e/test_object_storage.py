@@ -275,3 +275,73 @@ def test_artifacts_live_in_the_bucket_and_the_server_proxies_them(s3_server, s3,
         assert r.status == 200
     remaining = [o["Key"] for o in bucket.list_objects_v2(Bucket=BUCKET, Prefix=prefix)["Contents"]]
     assert remaining == [f"{prefix}/model/weights.bin"]
+
+
+def test_the_inference_log_goes_to_object_storage_and_live_metrics_read_it(up, s3, ctflow_bin, tmp_path):
+    """`promotion.serving.log.path: s3://...`: each finished file is uploaded whole (an
+    object appears complete or not at all) and leaves the local spool; the monitor reads
+    the objects and joins labels to them."""
+    import hashlib as _hashlib
+    import io
+    import tempfile
+    import urllib.request
+
+    import pandas as pd
+
+    _, bucket = s3
+    destination = f"s3://{BUCKET}/inference/iris-logged"
+    port = free_port()
+    install(up, "iris-logged", iris_pipeline("iris-logged", "iris-logged-model", f"""
+  monitoring: {{ metrics: [accuracy], window: 1h, interval: 1s }}
+  promotion:
+    serving: {{ port: {port}, envManager: local, log: {{ path: "{destination}", rollInterval: 1s }} }}
+"""))
+    first = wait_phase(up, trigger(up, "iris-logged")["pipeline_run"]["id"], TERMINAL)
+    assert first["phase"] == "Succeeded", describe(up, first["id"])
+    url = f"http://127.0.0.1:{port}"
+
+    def serving():
+        try:
+            with urllib.request.urlopen(url + "/ping", timeout=2) as r:
+                return r.status == 200
+        except OSError:
+            return False
+
+    wait_for("the champion served", serving, timeout=180)
+    predictions = {}
+    for i in range(6):
+        body = json.dumps({"inputs": [[5.0 + i / 5, 3.0, 1.4 + i / 2, 0.2 + i / 4]]}).encode()
+        request = urllib.request.Request(url + "/invocations", data=body, headers={
+            "Content-Type": "application/json", "x-request-id": f"s3-{i}"})
+        with urllib.request.urlopen(request, timeout=60) as r:
+            predictions[f"s3-{i}"] = json.loads(r.read())["predictions"][0]
+
+    def uploaded():
+        listed = bucket.list_objects_v2(Bucket=BUCKET, Prefix="inference/iris-logged/").get("Contents", [])
+        frames = [pd.read_parquet(io.BytesIO(bucket.get_object(Bucket=BUCKET, Key=o["Key"])["Body"].read()))
+                  for o in listed if o["Key"].endswith(".parquet")]
+        rows = pd.concat(frames).to_dict("records") if frames else []
+        return rows if len(rows) == 6 else None
+
+    rows = wait_for("the log's objects", uploaded, timeout=60)
+    assert sorted(r["ctflow_request_id"] for r in rows) == sorted(predictions)
+    assert {(r["ctflow_model"], r["ctflow_version"]) for r in rows} == {("iris-logged-model", "1")}
+    # Uploaded files leave the local spool; nothing half-written was ever listed.
+    spool = Path(tempfile.gettempdir()) / "ctflow-inference-log" / _hashlib.sha256(destination.encode()).hexdigest()[:16]
+    assert spool.is_dir() and not list(spool.glob("*.parquet"))
+
+    labels = tmp_path / "labels.csv"
+    labels.write_text("request_id,label\n" + "".join(f"{rid},{int(p)}\n" for rid, p in predictions.items()))
+    env = {**os.environ, "MLFLOW_TRACKING_URI": up.url}
+    sent = subprocess.run([ctflow_bin, "feedback", "send", "-m", "iris-logged-model", str(labels)],
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert sent.returncode == 0, sent.stderr
+    client = MlflowClient(up.url)
+
+    def live():
+        experiment = client.get_experiment_by_name("iris-logged-monitoring")
+        runs = client.search_runs([experiment.experiment_id]) if experiment else []
+        return runs[0] if runs and runs[0].data.metrics.get("live_labelled") == 6 else None
+
+    run = wait_for("live metrics from the objects", live, timeout=60)
+    assert run.data.metrics["live_accuracy"] == 1.0 and run.data.metrics["feedback_unmatched"] == 0

@@ -101,9 +101,10 @@ pub struct ServeArgs {
     #[arg(long)]
     wait: bool,
     /// Log every scored row (request id, time, model version, inputs, prediction,
-    /// latency) as Parquet files in this folder.
-    #[arg(long, value_name = "DIR")]
-    log: Option<PathBuf>,
+    /// latency) as Parquet files in this folder, or under an object-store prefix
+    /// (s3://bucket/prefix: each file is finished in a local spool folder, then uploaded).
+    #[arg(long, value_name = "DIR|s3://BUCKET/PREFIX")]
+    log: Option<String>,
     /// Finish a log file once it holds this many rows.
     #[arg(long, default_value_t = 100_000, requires = "log")]
     log_roll_rows: usize,
@@ -439,8 +440,17 @@ async fn serve(client: TrackingClient, serve_args: ServeArgs) -> Result<()> {
     if log_roll_rows == 0 {
         anyhow::bail!("--log-roll-rows must be at least 1");
     }
-    let log = log.map(|dir| {
-        let mut options = ctflow_serving::LogOptions::new(dir);
+    if let Some(destination) = log.as_deref()
+        && destination.contains("://")
+        && (destination
+            .strip_prefix("s3://")
+            .is_none_or(|rest| rest.starts_with('/') || rest.is_empty())
+            || destination.contains(['*', '?', '[']))
+    {
+        anyhow::bail!("--log {destination}: use a folder or s3://bucket/prefix");
+    }
+    let log = log.map(|destination| {
+        let mut options = ctflow_serving::LogOptions::for_destination(&destination);
         options.roll_rows = log_roll_rows;
         options.roll_interval = log_roll_interval.max(std::time::Duration::from_millis(100));
         options.retention = log_retention;

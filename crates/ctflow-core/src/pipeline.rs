@@ -843,7 +843,8 @@ pub struct ServingTarget {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ServingLog {
-    /// The folder (relative to the pipeline's folder).
+    /// The folder (relative to the pipeline's folder), or an object-store prefix
+    /// (`s3://bucket/prefix`) the finished files are uploaded to.
     pub path: String,
     /// A file is finished once it holds this many rows.
     #[serde(default = "default_log_roll_rows")]
@@ -921,11 +922,19 @@ impl ServingTarget {
                     "must name a folder".into(),
                 );
             } else if log.path.contains("://") {
-                err(
-                    "spec.promotion.serving.log.path".into(),
-                    "must be a folder: object storage is not supported for the inference log yet"
-                        .into(),
-                );
+                let bucket = log
+                    .path
+                    .strip_prefix("s3://")
+                    .map(|rest| rest.split('/').next().unwrap_or(""));
+                if bucket.is_none_or(|b| b.is_empty()) || log.path.contains(['*', '?', '[']) {
+                    err(
+                        "spec.promotion.serving.log.path".into(),
+                        format!(
+                            "'{}' is neither a folder nor an object-store prefix (s3://bucket/prefix)",
+                            log.path
+                        ),
+                    );
+                }
             }
             if log.roll_rows == 0 {
                 err(
@@ -1287,7 +1296,7 @@ mod tests {
             env_manager: "conda".into(),
             max_batch: 0,
             log: Some(ServingLog {
-                path: "s3://bucket/log".into(),
+                path: "gs://bucket/log".into(),
                 roll_rows: 0,
                 roll_interval: DurationSpec(Duration::from_millis(10)),
                 retention: None,
@@ -1306,6 +1315,24 @@ mod tests {
                 "spec.promotion.serving.log.rollRows",
                 "spec.promotion.serving.log.rollInterval",
             ]
+        );
+        // An object-store prefix is a destination too; a glob or another scheme is not.
+        let log_at = |path: &str| {
+            let mut spec = pipeline();
+            spec.promotion.serving = Some(
+                serde_json::from_value(json!({"port": 5001, "log": {"path": path}}))
+                    .expect("serving"),
+            );
+            fields(&spec)
+        };
+        assert!(log_at("s3://logs/iris").is_empty());
+        assert_eq!(
+            log_at("s3:///iris"),
+            vec!["spec.promotion.serving.log.path"]
+        );
+        assert_eq!(
+            log_at("s3://logs/*"),
+            vec!["spec.promotion.serving.log.path"]
         );
         let log: ServingLog = serde_json::from_value(json!({"path": "served"})).expect("a log");
         assert_eq!(

@@ -43,6 +43,9 @@ pub struct LogOptions {
     pub retention: Option<Duration>,
     /// Rows waiting for the writer at most; more are dropped.
     pub queue_rows: usize,
+    /// An object-store prefix (`s3://bucket/prefix`) finished files are uploaded to;
+    /// `dir` is then the local spool they are finished in.
+    pub upload: Option<String>,
 }
 
 impl LogOptions {
@@ -55,6 +58,19 @@ impl LogOptions {
             roll_interval: Duration::from_secs(60),
             retention: None,
             queue_rows: 100_000,
+            upload: None,
+        }
+    }
+
+    /// The options for a destination: a folder, or an object-store prefix whose files
+    /// are finished in a local spool folder first (`log_upload::spool_for`).
+    pub fn for_destination(destination: &str) -> LogOptions {
+        if destination.contains("://") {
+            let mut options = LogOptions::new(crate::log_upload::spool_for(destination));
+            options.upload = Some(destination.to_string());
+            options
+        } else {
+            LogOptions::new(PathBuf::from(destination))
         }
     }
 }
@@ -86,7 +102,7 @@ const MAX_REQUESTS_PER_PASS: usize = 4096;
 
 /// Files are named `<first row's time, ms>-<writer>-<sequence>.parquet`: they sort by
 /// time, and several servers (each a random writer id) can share a folder.
-const SUFFIX: &str = ".parquet";
+pub(crate) const SUFFIX: &str = ".parquet";
 /// The open file is `.<name>.writing`: hidden, and matched by no `*.parquet` glob.
 const IN_PROGRESS: &str = ".writing";
 
@@ -417,7 +433,7 @@ impl Writer {
 }
 
 /// The first row's time of a finished log file, from its name.
-fn log_file_time(name: &str) -> Option<i64> {
+pub(crate) fn log_file_time(name: &str) -> Option<i64> {
     let stem = name.strip_suffix(SUFFIX)?;
     let (time, _) = stem.split_once('-')?;
     time.parse().ok()

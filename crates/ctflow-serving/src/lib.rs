@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod inference_log;
+mod log_upload;
 pub mod metrics;
 mod pool;
 mod supervisor;
@@ -26,6 +27,7 @@ use ctflow_core::scoring::{self, ModelInfo, Payload, ScoringError};
 use serde_json::{Value, json};
 
 pub use inference_log::{InferenceLog, LogError, LogOptions};
+pub use log_upload::spool_for;
 pub use metrics::ServingMetrics;
 pub use pool::{Batching, PythonPool};
 pub use supervisor::{ServeError, ServeOptions, serve, supervise};

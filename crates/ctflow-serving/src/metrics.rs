@@ -53,6 +53,11 @@ struct LogLabels {
     result: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UploadLabels {
+    result: &'static str,
+}
+
 pub struct ServingMetrics {
     registry: Registry,
     requests: Family<OutcomeLabels, Counter>,
@@ -62,6 +67,7 @@ pub struct ServingMetrics {
     batch: Histogram,
     log_rows: Family<LogLabels, Counter>,
     log_files: Counter,
+    log_uploads: Family<UploadLabels, Counter>,
 }
 
 impl Default for ServingMetrics {
@@ -112,6 +118,12 @@ impl ServingMetrics {
             "Inference log files finished and renamed into place",
             log_files.clone(),
         );
+        let log_uploads = Family::<UploadLabels, Counter>::default();
+        registry.register(
+            "log_uploads",
+            "Inference log files uploaded to object storage: ok, or failed (kept and tried again)",
+            log_uploads.clone(),
+        );
         ServingMetrics {
             registry,
             requests,
@@ -121,6 +133,7 @@ impl ServingMetrics {
             batch,
             log_rows,
             log_files,
+            log_uploads,
         }
     }
 
@@ -172,6 +185,14 @@ impl ServingMetrics {
         self.log_files.inc();
     }
 
+    pub fn log_uploaded(&self, ok: bool) {
+        self.log_uploads
+            .get_or_create(&UploadLabels {
+                result: if ok { "ok" } else { "failed" },
+            })
+            .inc();
+    }
+
     pub fn encode(&self) -> Result<String, String> {
         let mut text = String::new();
         encode(&mut text, &self.registry).map_err(|e| e.to_string())?;
@@ -192,6 +213,7 @@ mod tests {
         metrics.batched(4);
         metrics.log_written(1);
         metrics.log_file_written();
+        metrics.log_uploaded(true);
         let text = metrics.encode().expect("encodes");
         let declared: std::collections::BTreeSet<&str> = text
             .lines()

@@ -58,7 +58,11 @@ pub struct ServeOptions {
 /// The inference log options of a pipeline's serving target, its folder resolved against
 /// the pipeline's folder.
 fn log_options(log: &ServingLog, base_dir: &Path) -> LogOptions {
-    let mut options = LogOptions::new(base_dir.join(&log.path));
+    let mut options = if log.path.contains("://") {
+        LogOptions::for_destination(&log.path)
+    } else {
+        LogOptions::new(base_dir.join(&log.path))
+    };
     options.roll_rows = log.roll_rows as usize;
     options.roll_interval = log.roll_interval.0;
     options.retention = log.retention.map(|r| r.0);
@@ -154,6 +158,25 @@ pub async fn serve(
         )?)),
         None => None,
     };
+    let uploader = match &options.log {
+        Some(LogOptions {
+            dir,
+            upload: Some(destination),
+            retention,
+            roll_interval,
+            ..
+        }) => Some(
+            crate::log_upload::Uploader::start(
+                dir,
+                destination,
+                *retention,
+                *roll_interval,
+                options.metrics.clone(),
+            )
+            .map_err(ServeError::Config)?,
+        ),
+        _ => None,
+    };
     let served = match &log {
         Some(log) => served.with_log(Arc::clone(log), logged_model_name(uri)),
         None => served,
@@ -187,6 +210,9 @@ pub async fn serve(
         tokio::task::spawn_blocking(move || log.close())
             .await
             .map_err(|e| ServeError::Config(format!("the inference log did not close: {e}")))?;
+    }
+    if let Some(uploader) = uploader {
+        uploader.finish().await;
     }
     result
 }

@@ -42,7 +42,9 @@ pub struct Monitor {
     client: TrackingClient,
     metrics: Arc<Metrics>,
     user: String,
-    files: HashMap<PathBuf, LogFile>,
+    /// Finished files by path or object URL.
+    files: HashMap<String, LogFile>,
+    stores: crate::source::ObjectStores,
     due: HashMap<String, Instant>,
     /// (pipeline, version) -> the monitoring run.
     runs: HashMap<(String, String), String>,
@@ -50,7 +52,8 @@ pub struct Monitor {
     exported: HashMap<String, BTreeSet<String>>,
 }
 
-fn log_dir(pipeline: &PipelineRecord) -> Option<PathBuf> {
+/// Where a pipeline's inference log lies: a folder, or an object-store prefix.
+fn log_location(pipeline: &PipelineRecord) -> Option<String> {
     let log = pipeline
         .document
         .spec
@@ -59,7 +62,16 @@ fn log_dir(pipeline: &PipelineRecord) -> Option<PathBuf> {
         .as_ref()?
         .log
         .as_ref()?;
-    Some(Path::new(&pipeline.base_dir).join(&log.path))
+    if log.path.contains("://") {
+        Some(log.path.trim_end_matches('/').to_string())
+    } else {
+        Some(
+            Path::new(&pipeline.base_dir)
+                .join(&log.path)
+                .to_string_lossy()
+                .to_string(),
+        )
+    }
 }
 
 fn is_monitored(pipeline: &PipelineRecord) -> bool {
@@ -78,12 +90,18 @@ fn millis(duration: Duration) -> i64 {
 /// The predictions of one finished log file: request id, the row's place in its request,
 /// version, time and prediction. A request's rows are written together, in order.
 pub fn read_log_file(path: &Path) -> Result<Vec<LoggedPrediction>, String> {
+    read_log(std::fs::File::open(path).map_err(|e| e.to_string())?)
+}
+
+/// [`read_log_file`] of a file's bytes however they were read (an object's body).
+pub fn read_log<R: parquet::file::reader::ChunkReader + 'static>(
+    file: R,
+) -> Result<Vec<LoggedPrediction>, String> {
     use arrow_array::Array;
     use arrow_array::cast::AsArray;
     use arrow_array::types::{Float64Type, Int64Type, TimestampMillisecondType};
     use arrow_schema::DataType;
 
-    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
     let builder = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
         .map_err(|e| e.to_string())?;
     let mask = parquet::arrow::ProjectionMask::columns(
@@ -152,6 +170,23 @@ pub fn read_log_file(path: &Path) -> Result<Vec<LoggedPrediction>, String> {
     Ok(predictions)
 }
 
+/// The finished log files of a folder, as (path, size); hidden files are still written.
+async fn listed_files(dir: &Path) -> Vec<(String, u64)> {
+    let mut present = Vec::new();
+    if let Ok(mut entries) = tokio::fs::read_dir(dir).await {
+        while let Ok(Some(entry)) = entries.next_entry().await {
+            let name = entry.file_name().to_string_lossy().to_string();
+            if name.starts_with('.') || !name.ends_with(".parquet") {
+                continue;
+            }
+            if let Ok(meta) = entry.metadata().await {
+                present.push((entry.path().to_string_lossy().to_string(), meta.len()));
+            }
+        }
+    }
+    present
+}
+
 impl Monitor {
     pub fn new(client: TrackingClient, metrics: Arc<Metrics>) -> Monitor {
         Monitor {
@@ -159,6 +194,7 @@ impl Monitor {
             metrics,
             user: "ctflow-monitor".into(),
             files: HashMap::new(),
+            stores: crate::source::ObjectStores::default(),
             due: HashMap::new(),
             runs: HashMap::new(),
             exported: HashMap::new(),
@@ -205,53 +241,97 @@ impl Monitor {
         Ok(())
     }
 
-    /// Reads the log files of a folder that are new or changed, forgets deleted ones,
-    /// and returns what every finished file holds.
-    async fn predictions(&mut self, dir: &Path) -> Vec<Arc<Vec<LoggedPrediction>>> {
-        let mut present: Vec<(PathBuf, u64)> = Vec::new();
-        if let Ok(mut entries) = tokio::fs::read_dir(dir).await {
-            while let Ok(Some(entry)) = entries.next_entry().await {
-                let name = entry.file_name().to_string_lossy().to_string();
-                // Hidden files are still being written.
-                if name.starts_with('.') || !name.ends_with(".parquet") {
-                    continue;
-                }
-                if let Ok(meta) = entry.metadata().await {
-                    present.push((entry.path(), meta.len()));
-                }
-            }
-        }
+    /// Reads the finished log files of a location (folder or object prefix) that are new
+    /// or changed, forgets deleted ones, and returns what every finished file holds.
+    async fn predictions(&mut self, location: &str) -> Vec<Arc<Vec<LoggedPrediction>>> {
+        let objects = location.contains("://");
+        let present = if objects {
+            self.listed_objects(location).await
+        } else {
+            listed_files(Path::new(location)).await
+        };
+        let root = format!("{location}/");
         self.files
-            .retain(|path, _| path.parent() != Some(dir) || present.iter().any(|(p, _)| p == path));
+            .retain(|key, _| !key.starts_with(&root) || present.iter().any(|(p, _)| p == key));
         let mut out = Vec::with_capacity(present.len());
-        for (path, size) in present {
-            if let Some(file) = self.files.get(&path).filter(|f| f.size == size) {
+        for (key, size) in present {
+            if let Some(file) = self.files.get(&key).filter(|f| f.size == size) {
                 out.push(Arc::clone(&file.predictions));
                 continue;
             }
-            let reading = path.clone();
-            let read = tokio::task::spawn_blocking(move || read_log_file(&reading)).await;
+            let read = if objects {
+                self.read_object(&key).await
+            } else {
+                let path = PathBuf::from(&key);
+                tokio::task::spawn_blocking(move || read_log_file(&path))
+                    .await
+                    .unwrap_or_else(|e| Err(e.to_string()))
+            };
             match read {
-                Ok(Ok(predictions)) => {
+                Ok(predictions) => {
                     let predictions = Arc::new(predictions);
                     out.push(Arc::clone(&predictions));
-                    self.files.insert(path, LogFile { size, predictions });
+                    self.files.insert(key, LogFile { size, predictions });
                 }
-                Ok(Err(message)) => {
-                    tracing::warn!(file = %path.display(), message, "cannot read an inference log file")
+                Err(message) => {
+                    tracing::warn!(file = key, message, "cannot read an inference log file")
                 }
-                Err(e) => tracing::warn!(file = %path.display(), error = %e, "log reader failed"),
             }
         }
         out
     }
 
+    /// The finished log objects under an `s3://bucket/prefix`, as (URL, size).
+    async fn listed_objects(&self, location: &str) -> Vec<(String, u64)> {
+        let listed = async {
+            let glob = ctflow_data::ObjectGlob::parse(&format!("{location}/*.parquet"))
+                .map_err(|e| e.to_string())?;
+            let client = self
+                .stores
+                .client(&glob.bucket)
+                .map_err(|e| e.to_string())?;
+            let objects = glob
+                .list(client.as_ref())
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok::<_, String>(
+                objects
+                    .into_iter()
+                    .map(|o| (format!("s3://{}/{}", glob.bucket, o.location), o.size))
+                    .collect(),
+            )
+        };
+        match listed.await {
+            Ok(objects) => objects,
+            Err(message) => {
+                tracing::warn!(location, message, "cannot list the inference log");
+                Vec::new()
+            }
+        }
+    }
+
+    async fn read_object(&self, url: &str) -> Result<Vec<LoggedPrediction>, String> {
+        use object_store::ObjectStoreExt;
+        let (bucket, key) = ctflow_data::split_s3(url).ok_or("not an s3:// URL")?;
+        let client = self.stores.client(bucket).map_err(|e| e.to_string())?;
+        let body = client
+            .get(&object_store::path::Path::from(key))
+            .await
+            .map_err(|e| e.to_string())?
+            .bytes()
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::task::spawn_blocking(move || read_log(body))
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()))
+    }
+
     async fn observe(&mut self, pipeline: &PipelineRecord) -> Result<(), crate::Error> {
         let spec = &pipeline.document.spec;
-        let (Some(model), Some(dir)) = (spec.model.as_ref(), log_dir(pipeline)) else {
+        let (Some(model), Some(location)) = (spec.model.as_ref(), log_location(pipeline)) else {
             return Ok(());
         };
-        let files = self.predictions(&dir).await;
+        let files = self.predictions(&location).await;
         let predictions = || files.iter().flat_map(|f| f.iter());
         let longest = spec
             .triggers

@@ -194,11 +194,15 @@ fn served_log_glob(pipelines: &[PipelineRecord], served: &str) -> Option<String>
         let named = p.name == served || spec.model.as_ref().is_some_and(|m| m.name == served);
         let log = spec.promotion.serving.as_ref()?.log.as_ref()?;
         named.then(|| {
-            Path::new(&p.base_dir)
-                .join(&log.path)
-                .join("*.parquet")
-                .to_string_lossy()
-                .to_string()
+            if log.path.contains("://") {
+                format!("{}/*.parquet", log.path.trim_end_matches('/'))
+            } else {
+                Path::new(&p.base_dir)
+                    .join(&log.path)
+                    .join("*.parquet")
+                    .to_string_lossy()
+                    .to_string()
+            }
         })
     })
 }
@@ -767,5 +771,13 @@ mod tests {
         assert_eq!(served_log_glob(&pipelines, "iris-classifier"), glob);
         assert_eq!(served_log_glob(&pipelines, "plain"), None);
         assert_eq!(served_log_glob(&pipelines, "nothing"), None);
+        let uploaded = [record(
+            "up",
+            "  project: { uri: . }\n  model: { name: up-model }\n  promotion:\n    serving: { port: 5001, log: { path: \"s3://logs/iris/\" } }\n",
+        )];
+        assert_eq!(
+            served_log_glob(&uploaded, "up"),
+            Some("s3://logs/iris/*.parquet".to_string())
+        );
     }
 }
