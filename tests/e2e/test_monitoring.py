@@ -221,6 +221,9 @@ spec:
     live = wait_for("live metrics of version 1", monitoring_run, timeout=60)
     assert live.data.metrics["live_accuracy"] == 1.0 and live.data.metrics["live_f1"] == 1.0, live.data.metrics
     assert live.data.metrics["live_predictions"] == 32 and live.data.metrics["feedback_unmatched"] == 2
+    # Traffic and latency come from the log: 31 requests (one of two rows).
+    assert live.data.metrics["live_requests"] == 31
+    assert 0 < live.data.metrics["live_latency_p50_ms"] <= live.data.metrics["live_latency_p99_ms"]
     assert live.data.tags["ctflow.monitoring.model"] == model
     exposition = urllib.request.urlopen(up.url + "/metrics", timeout=10).read().decode()
     assert 'ctflow_live_metric{pipeline="iris-feedback",version="1",metric="accuracy"} 1.0' in exposition

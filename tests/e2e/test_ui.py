@@ -390,3 +390,60 @@ def test_signing_in_to_the_dashboard_shows_what_the_user_may_read(auth_server, p
     assert stale.status == 401
     visit(page, auth_server.url, "/experiments")
     expect(page.locator("form.signin")).to_be_visible()
+
+
+def test_the_live_view_shows_what_the_served_model_sees(up, page, tmp_path):
+    """A served pipeline's live view: the monitor's numbers per version (live metrics,
+    traffic, latency, labels), charted over time, the drift checks of its served inputs and
+    the retrains live quality started. The numbers here are recorded through MLflow's API
+    as the monitor records them (the monitor itself is tested in test_monitoring.py)."""
+    import time
+
+    from support import api, free_port, sleeper_pipeline, sleeper_project
+
+    log = tmp_path / "served"
+    install(up, "live-ui", sleeper_pipeline("live-ui", sleeper_project(tmp_path), seconds=0.1, extra_spec=f"""
+  model: {{ name: live-ui-model }}
+  triggers:
+    - performance: {{ metric: accuracy, below: 0.9, window: 1h, minLabels: 10 }}
+    - drift: {{ reference: ref.csv, current: {{ served: live-ui }} }}
+  monitoring: {{ metrics: [accuracy, f1], window: 1h, interval: 1m }}
+  promotion:
+    serving: {{ port: {free_port()}, log: {{ path: {log} }} }}
+"""))
+    client = MlflowClient(up.url)
+    now = int(time.time() * 1000)
+    monitoring = client.create_experiment("live-ui-monitoring")
+    for version, accuracy in [("1", [0.97, 0.95, 0.6]), ("2", [0.93, 0.94, 0.96])]:
+        run = client.create_run(monitoring, run_name=f"live-live-ui-model-v{version}", tags={
+            "ctflow.pipeline": "live-ui", "ctflow.monitoring.model": "live-ui-model",
+            "ctflow.monitoring.version": version})
+        for i, value in enumerate(accuracy):
+            t = now - (len(accuracy) - i) * 60_000
+            for key, v in [("live_accuracy", value), ("live_f1", value - 0.01), ("live_requests", 100 + i),
+                           ("live_labelled", 40 + i), ("live_latency_p50_ms", 3.5), ("live_latency_p99_ms", 12.25),
+                           ("feedback_unmatched", 2)]:
+                client.log_metric(run.info.run_id, key, v, timestamp=t, step=t // 1000)
+    drift = client.create_experiment("live-ui-drift")
+    for shifted in (False, True):
+        run = client.create_run(drift, tags={"ctflow.drift.dataset_drift": "true" if shifted else "false"})
+        client.log_metric(run.info.run_id, "drift.share", 0.75 if shifted else 0.0)
+        client.set_terminated(run.info.run_id)
+    status, recorded = api(up.url, "/api/ctflow/v1/pipelines/live-ui/performance-events", {
+        "triggerIndex": 0, "metric": "accuracy", "value": 0.6, "below": 0.9, "version": "1", "labels": 42,
+        "windowMs": 3_600_000, "detectedAt": now})
+    assert status == 200, recorded
+
+    visit(page, up.url, "/pipelines/live-ui")
+    page.click("#live-link")
+    page.wait_for_selector('body[data-ready="/pipelines/live-ui/live"]')
+    expect(page.locator('#live-versions tr[data-version="1"] td[data-metric="accuracy"]')).to_have_text("0.6")
+    expect(page.locator('#live-versions tr[data-version="2"] td[data-metric="f1"]')).to_have_text("0.95")
+    assert "12.25" in page.locator('#live-versions tr[data-version="2"]').inner_text()
+    page.wait_for_selector('#live-charts [data-chart="live_accuracy"] canvas')
+    page.wait_for_selector('#live-charts [data-chart="live_latency_p99_ms"] canvas')
+    page.wait_for_selector('#live-charts [data-chart="drift share of served inputs"] canvas')
+    assert page.locator("#live-drift .badge.drift").count() == 1
+    assert "accuracy = 0.6 on v1 (42 labels)" in page.locator("#live-retrains").inner_text()
+    assert "performance: accuracy below 0.9 over 1h (min 10 labels)" in page.locator("#live-serving").inner_text()
+    shot(page, "live-view")

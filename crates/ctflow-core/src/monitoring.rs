@@ -230,6 +230,8 @@ pub struct LoggedPrediction {
     pub timestamp_ms: i64,
     /// What the model predicted.
     pub prediction: Outcome,
+    /// The request's time from arrival to answer, ms (the same for each of its rows).
+    pub latency_ms: f64,
 }
 
 /// One ground-truth label.
@@ -252,6 +254,8 @@ pub struct Joined {
     pub predictions: BTreeMap<String, u64>,
     /// Labels whose request row is in no prediction given (in or out of the window).
     pub unmatched: u64,
+    /// Per version: the latency of every request (its first row) made in the window, ms.
+    pub latencies: BTreeMap<String, Vec<f64>>,
 }
 
 impl Joined {
@@ -282,6 +286,13 @@ pub fn join<'a>(
                     .predictions
                     .entry(prediction.version.clone())
                     .or_default() += 1;
+                if prediction.row == 0 {
+                    joined
+                        .latencies
+                        .entry(prediction.version.clone())
+                        .or_default()
+                        .push(prediction.latency_ms);
+                }
             }
         }
     }
@@ -302,6 +313,22 @@ pub fn join<'a>(
         }
     }
     joined
+}
+
+/// The `q`-th percentile (0 to 100) of `values`, interpolated linearly between the two
+/// nearest ranks as numpy's default does; `None` for no values. NaNs are left out.
+pub fn percentile(values: &[f64], q: f64) -> Option<f64> {
+    let mut sorted: Vec<f64> = values.iter().copied().filter(|v| !v.is_nan()).collect();
+    if sorted.is_empty() {
+        return None;
+    }
+    sorted.sort_by(f64::total_cmp);
+    let rank = (q.clamp(0.0, 100.0) / 100.0) * (sorted.len() - 1) as f64;
+    let below = rank.floor() as usize;
+    let above = (rank.ceil() as usize).min(sorted.len() - 1);
+    let low = sorted[below];
+    let high = sorted[above];
+    Some(low + (high - low) * (rank - below as f64))
 }
 
 /// What a performance trigger concludes from one version's live numbers.
@@ -427,7 +454,21 @@ mod tests {
             version: version.into(),
             timestamp_ms: t,
             prediction: n(p),
+            latency_ms: t as f64 / 10.0,
         }
+    }
+
+    #[test]
+    fn percentiles_interpolate_as_numpy() {
+        // numpy.percentile([1, 2, 3, 4], [50, 99, 0, 100]) = 2.5, 3.97, 1, 4.
+        let values = [4.0, 1.0, 3.0, 2.0];
+        assert_eq!(percentile(&values, 50.0), Some(2.5));
+        let p99 = percentile(&values, 99.0).expect("values");
+        assert!((p99 - 3.97).abs() < 1e-12, "{p99}");
+        assert_eq!(percentile(&values, 0.0), Some(1.0));
+        assert_eq!(percentile(&values, 100.0), Some(4.0));
+        assert_eq!(percentile(&[], 50.0), None);
+        assert_eq!(percentile(&[f64::NAN, 7.0], 50.0), Some(7.0));
     }
 
     fn label(id: &str, row: u32, l: f64) -> Label {
@@ -517,6 +558,9 @@ mod tests {
         assert_eq!(joined.pairs["2"], vec![(n(2.0), n(2.0))]);
         assert_eq!(joined.predictions["1"], 2);
         assert_eq!(joined.predictions["2"], 1);
+        // One latency per request in the window (its first row).
+        assert_eq!(joined.latencies["1"], vec![10.0]);
+        assert_eq!(joined.latencies["2"], vec![20.0]);
         assert_eq!(LiveMetric::Accuracy.score(&joined.pairs["1"]), Some(0.5));
     }
 
@@ -597,6 +641,21 @@ mod tests {
                 let value = metric.score(&pairs).expect("pairs");
                 prop_assert!((0.0..=1.0).contains(&value), "{metric:?} {value}");
             }
+        }
+
+        #[test]
+        fn percentiles_grow_with_q_and_stay_within_the_values(
+            values in proptest::collection::vec(-1e6f64..1e6, 1..50),
+            a in 0.0f64..100.0,
+            b in 0.0f64..100.0,
+        ) {
+            let (low, high) = if a <= b { (a, b) } else { (b, a) };
+            let p_low = percentile(&values, low).expect("values");
+            let p_high = percentile(&values, high).expect("values");
+            prop_assert!(p_low <= p_high + 1e-9);
+            let min = values.iter().copied().fold(f64::INFINITY, f64::min);
+            let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            prop_assert!(p_low >= min - 1e-9 && p_high <= max + 1e-9);
         }
 
         #[test]

@@ -653,7 +653,8 @@ function triggerSummary(t) {
   const [kind, spec] = Object.entries(t)[0] || ["?", {}];
   if (kind === "schedule") return `schedule ${spec.cron} (${spec.timezone || "UTC"})`;
   if (kind === "data") return `data ${spec.path}`;
-  if (kind === "drift") return `drift ${spec.current}`;
+  if (kind === "drift") return `drift ${spec.current && spec.current.served ? `served:${spec.current.served}` : spec.current}`;
+  if (kind === "performance") return `performance: ${spec.metric} ${spec.below !== undefined ? `below ${spec.below}` : `above ${spec.above}`} over ${spec.window} (min ${spec.minLabels} labels)`;
   return kind;
 }
 
@@ -679,8 +680,12 @@ async function pipelinesPage() {
 
 async function pipelinePage(name) {
   setSection("pipelines");
-  const body = await api(`${CTFLOW}/pipelines/${encodeURIComponent(name)}/runs?max_results=200`);
-  show(h("h1", {}, name), h("table", { id: "pipeline-runs" },
+  const [body, pipeline] = await Promise.all([
+    api(`${CTFLOW}/pipelines/${encodeURIComponent(name)}/runs?max_results=200`),
+    api(`${CTFLOW}/pipelines/${encodeURIComponent(name)}`).then(b => b.pipeline).catch(() => null)]);
+  const logged = pipeline && servingLog(pipeline.document.spec);
+  show(h("h1", {}, name), logged ? h("p", {}, h("a", { id: "live-link", href: `#/pipelines/${encodeURIComponent(name)}/live` }, "Live view of the served model →")) : null,
+    h("table", { id: "pipeline-runs" },
     h("thead", {}, h("tr", {}, h("th", {}, "Pipeline run"), h("th", {}, "Trigger"), h("th", {}, "Phase"), h("th", {}, "Decision"), h("th", {}, "Created"), h("th", {}, "Duration"))),
     h("tbody", {}, (body.pipeline_runs || []).map(r => h("tr", { "data-pipeline-run": r.id },
       h("td", {}, h("a", { href: `#/pipeline-runs/${r.id}` }, r.id.slice(0, 12))),
@@ -689,6 +694,98 @@ async function pipelinePage(name) {
       h("td", {}, r.decision || ""),
       h("td", {}, when(r.creation_time)),
       h("td", {}, duration(r.start_time, r.end_time)))))));
+}
+
+function servingLog(spec) {
+  return spec.promotion && spec.promotion.serving && spec.promotion.serving.log ? spec.promotion.serving : null;
+}
+
+// Runs of an experiment (by name), oldest first; none when it does not exist yet.
+async function runsOfExperiment(name, filter) {
+  let experiment;
+  try {
+    experiment = (await api(`${MLFLOW}/experiments/get-by-name?${query({ experiment_name: name })}`)).experiment;
+  } catch (_) { return []; }
+  const body = await api(`${MLFLOW}/runs/search`, { body: {
+    experiment_ids: [experiment.experiment_id], filter: filter || "", max_results: 1000, order_by: ["attributes.start_time ASC"] } });
+  return body.runs || [];
+}
+
+// A chart over wall-clock time: x in epoch seconds, one series per label.
+function timeChart(title, histories) {
+  const { steps, series } = alignSeries(histories);
+  const box = h("div", { className: "card chart", "data-chart": title });
+  box.append(h("div", {}, h("strong", {}, title)));
+  const holder = h("div");
+  box.append(holder);
+  const opts = {
+    width: 440, height: 220, scales: { x: { time: true } }, axes: [{}, {}],
+    series: [{ label: "time" }, ...series.map((one, i) => ({ label: one.label, stroke: PALETTE[i % PALETTE.length], width: 1.5, spanGaps: true }))],
+  };
+  requestAnimationFrame(() => new uPlot(opts, [steps, ...series.map(one => one.values)], holder));
+  return box;
+}
+
+// What the served model sees: the monitor's numbers per served version (from the log and
+// the feedback labels), the drift checks of the served inputs, and the retrains they
+// started. Errors and dropped log rows are counted by the scoring server itself.
+async function livePage(name) {
+  setSection("pipelines");
+  const pipeline = (await api(`${CTFLOW}/pipelines/${encodeURIComponent(name)}`)).pipeline;
+  const spec = pipeline.document.spec;
+  const serving = servingLog(spec);
+  const model = spec.model ? spec.model.name : "";
+  const metrics = spec.monitoring ? spec.monitoring.metrics.map(m => m.toLowerCase()) : [];
+  const versions = await runsOfExperiment(`${name}-monitoring`);
+  const byVersion = versions.map(r => ({ run: r, version: tagMap(r.data.tags)["ctflow.monitoring.version"] || "?" }));
+  const keys = [...metrics.map(m => `live_${m}`), "live_requests", "live_latency_p50_ms", "live_latency_p99_ms", "live_labelled", "feedback_unmatched"];
+  const histories = {};
+  await Promise.all(byVersion.flatMap(v => keys.map(async key => {
+    const points = await metricHistory(v.run.info.run_id, key);
+    (histories[key] = histories[key] || []).push({ label: `v${v.version}`, points });
+  })));
+  const latest = (run, key) => { const m = (run.data.metrics || []).find(x => x.key === key); return m ? m.value : undefined; };
+  // Drift checks of the served inputs: drift triggers (of any pipeline) whose current is this one's log.
+  const all = (await api(`${CTFLOW}/pipelines`)).pipelines || [];
+  const watching = all.filter(p => (p.document.spec.triggers || []).some(t => t.drift && t.drift.current && t.drift.current.served
+    && (t.drift.current.served === name || t.drift.current.served === model)));
+  const checks = (await Promise.all(watching.map(p => runsOfExperiment(`${p.name}-drift`)))).flat();
+  const retrains = ((await api(`${CTFLOW}/pipelines/${encodeURIComponent(name)}/runs?max_results=200`)).pipeline_runs || [])
+    .filter(r => r.trigger.kind === "performance" || (r.trigger.kind === "drift" && watching.length));
+  const shareHistory = checks.map(r => ({ step: Math.round(Number(r.info.start_time) / 1000), value: latest(r, "drift.share") }))
+    .filter(p => p.value !== undefined);
+  show(
+    h("div", { className: "muted" }, h("a", { href: `#/pipelines/${encodeURIComponent(name)}` }, `← ${name}`)),
+    h("h1", {}, `Live: ${model || name}`),
+    h("table", { className: "kv card", id: "live-serving" }, h("tbody", {},
+      h("tr", {}, h("td", {}, "Served at"), h("td", {}, serving ? `http://${serving.host}:${serving.port} (${model}@${spec.promotion.championAlias})` : "")),
+      h("tr", {}, h("td", {}, "Inference log"), h("td", {}, serving ? serving.log.path : "")),
+      h("tr", {}, h("td", {}, "Live metrics"), h("td", {}, spec.monitoring ? `${metrics.join(", ")} over ${spec.monitoring.window}, every ${spec.monitoring.interval}` : "none (spec.monitoring)")),
+      h("tr", {}, h("td", {}, "Performance triggers"), h("td", {}, (spec.triggers || []).filter(t => t.performance).map(triggerSummary).join("; ") || "none")),
+      h("tr", {}, h("td", {}, "Errors, dropped log rows"), h("td", { className: "muted" }, "counted by the scoring server: ctflow_serving_requests_total and ctflow_serving_log_rows_total on its /metrics (and the Grafana dashboard)")))),
+    h("h2", {}, "Served versions"),
+    byVersion.length ? h("table", { id: "live-versions" }, h("thead", {}, h("tr", {}, ["Version", "Requests", "Labelled", ...metrics, "p50 ms", "p99 ms", "Unmatched labels", "Monitoring run"].map(t => h("th", {}, t)))),
+      h("tbody", {}, byVersion.map(v => h("tr", { "data-version": v.version }, h("td", {}, `v${v.version}`),
+        h("td", { className: "num" }, number(latest(v.run, "live_requests"))), h("td", { className: "num" }, number(latest(v.run, "live_labelled"))),
+        metrics.map(m => h("td", { className: "num", "data-metric": m }, number(latest(v.run, `live_${m}`)))),
+        h("td", { className: "num" }, number(latest(v.run, "live_latency_p50_ms"))), h("td", { className: "num" }, number(latest(v.run, "live_latency_p99_ms"))),
+        h("td", { className: "num" }, number(latest(v.run, "feedback_unmatched"))),
+        h("td", {}, h("a", { href: `#/runs/${v.run.info.run_id}` }, v.run.info.run_id.slice(0, 12)))))))
+      : h("p", { className: "muted" }, "No live numbers yet: they appear once the served champion's log has finished files."),
+    h("div", { className: "grid", id: "live-charts" },
+      keys.filter(k => (histories[k] || []).some(x => x.points.length)).map(k => timeChart(k, histories[k])),
+      shareHistory.length ? timeChart("drift share of served inputs", [{ label: "drift.share", points: shareHistory }]) : null),
+    h("h2", {}, "Drift of served inputs"),
+    checks.length ? h("table", { id: "live-drift" }, h("tbody", {}, checks.slice(-20).reverse().map(r => h("tr", {},
+      h("td", {}, when(r.info.start_time)), h("td", {}, badge(tagMap(r.data.tags)["ctflow.drift.dataset_drift"] === "true" ? "drift" : "ok")),
+      h("td", { className: "num" }, number(latest(r, "drift.share"))), h("td", {}, h("a", { href: `#/runs/${r.info.run_id}` }, "report"))))))
+      : h("p", { className: "muted" }, "No drift trigger watches this log (a drift trigger with current: { served: ... })."),
+    h("h2", {}, "Retrains started by live traffic"),
+    retrains.length ? h("table", { id: "live-retrains" }, h("tbody", {}, retrains.map(r => h("tr", {},
+      h("td", {}, h("a", { href: `#/pipeline-runs/${r.id}` }, r.id.slice(0, 12))), h("td", {}, r.trigger.kind),
+      h("td", {}, r.trigger.detail && r.trigger.detail.metric ? `${r.trigger.detail.metric} = ${number(r.trigger.detail.value)} on v${r.trigger.detail.version} (${r.trigger.detail.labels} labels)` : ""),
+      h("td", {}, badge(r.phase)), h("td", {}, when(r.creation_time))))))
+      : h("p", { className: "muted" }, "none"));
 }
 
 async function pipelineRunPage(id) {
@@ -813,6 +910,7 @@ async function route() {
     else if (parts[0] === "models" && parts[2] === "versions" && parts[3]) await modelVersionPage(parts[1], parts[3]);
     else if (parts[0] === "models") await modelPage(parts[1]);
     else if (parts[0] === "pipelines" && parts.length === 1) await pipelinesPage();
+    else if (parts[0] === "pipelines" && parts[2] === "live") await livePage(parts[1]);
     else if (parts[0] === "pipelines") await pipelinePage(parts[1]);
     else if (parts[0] === "pipeline-runs") await pipelineRunPage(parts[1]);
     else show(h("p", { className: "error" }, `No page at #${hash}`));

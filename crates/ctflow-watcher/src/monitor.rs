@@ -18,10 +18,10 @@ use std::time::{Duration, Instant};
 use ctflow_client::tracking::{MetricPoint, RunStart};
 use ctflow_client::{ClientError, TrackingClient};
 use ctflow_core::entities::KeyValue;
-use ctflow_core::inference::{PREDICTION, REQUEST_ID, TIMESTAMP, VERSION};
+use ctflow_core::inference::{LATENCY_MS, PREDICTION, REQUEST_ID, TIMESTAMP, VERSION};
 use ctflow_core::monitoring::{
     Joined, Label, LiveMetric, LoggedPrediction, Outcome, PerformanceEvent, PerformanceVerdict,
-    join, judge_performance,
+    join, judge_performance, percentile,
 };
 use ctflow_core::pipeline::{PipelineRecord, Trigger};
 use ctflow_metrics::{LiveMetricLabels, Metrics, PipelineLabels, TriggerLabels, VersionLabels};
@@ -106,7 +106,7 @@ pub fn read_log<R: parquet::file::reader::ChunkReader + 'static>(
         .map_err(|e| e.to_string())?;
     let mask = parquet::arrow::ProjectionMask::columns(
         builder.parquet_schema(),
-        [REQUEST_ID, TIMESTAMP, VERSION, PREDICTION],
+        [REQUEST_ID, TIMESTAMP, VERSION, LATENCY_MS, PREDICTION],
     );
     let reader = builder
         .with_projection(mask)
@@ -131,6 +131,9 @@ pub fn read_log<R: parquet::file::reader::ChunkReader + 'static>(
         let versions = column(VERSION)?
             .as_string_opt::<i32>()
             .ok_or("ctflow_version is not text")?;
+        let latencies = column(LATENCY_MS)?
+            .as_primitive_opt::<Float64Type>()
+            .ok_or("ctflow_latency_ms is not a double")?;
         let values = column(PREDICTION)?;
         for i in 0..batch.num_rows() {
             let id = ids.value(i);
@@ -164,6 +167,7 @@ pub fn read_log<R: parquet::file::reader::ChunkReader + 'static>(
                 },
                 timestamp_ms: times.value(i),
                 prediction,
+                latency_ms: latencies.value(i),
             });
         }
     }
@@ -547,6 +551,13 @@ impl Monitor {
                 point("live_labelled".into(), pairs.len() as f64),
                 point("feedback_unmatched".into(), joined.unmatched as f64),
             ];
+            let latencies = joined.latencies.get(version).map_or(&[][..], |l| &l[..]);
+            points.push(point("live_requests".into(), latencies.len() as f64));
+            for (key, q) in [("live_latency_p50_ms", 50.0), ("live_latency_p99_ms", 99.0)] {
+                if let Some(value) = percentile(latencies, q) {
+                    points.push(point(key.into(), value));
+                }
+            }
             for metric in metrics {
                 if let Some(value) = metric.score(pairs) {
                     points.push(point(format!("live_{}", metric.as_str()), value));
