@@ -68,3 +68,52 @@ def test_server_defaults_from_a_fresh_directory(ctflow_bin, tmp_path):
         stop(proc)
     assert (tmp_path / "ctflow-data" / "ctflow.db").exists()
     assert (tmp_path / "ctflow-data" / "artifacts").is_dir()
+
+
+def test_logs_carry_no_colour_codes_in_files_and_json_on_request(ctflow_bin, tmp_path):
+    """Logs written to a file have no ANSI colour codes; `--log-format json` (or
+    CTFLOW_LOG_FORMAT=json) writes one JSON object per line for log collectors."""
+    from support import free_port, stop, wait_healthy
+
+    def logs_of(extra, env):
+        port = free_port()
+        path = tmp_path / f"server-{port}.log"
+        with open(path, "wb") as log:
+            proc = subprocess.Popen([ctflow_bin, "server", "--port", str(port), *extra], cwd=tmp_path,
+                                    stdout=subprocess.DEVNULL, stderr=log, start_new_session=True,
+                                    env={**os.environ, **env})
+            try:
+                wait_healthy(f"http://127.0.0.1:{port}", proc, timeout=30)
+            finally:
+                stop(proc)
+        return path.read_text()
+
+    text = logs_of([], {})
+    assert "INFO" in text and "\x1b[" not in text, text
+    for extra, env in [(["--log-format", "json"], {}), ([], {"CTFLOW_LOG_FORMAT": "json"})]:
+        lines = [line for line in logs_of(extra, env).splitlines() if line.strip()]
+        assert lines, "the server logged nothing"
+        records = [json.loads(line) for line in lines]
+        assert all(r["level"] in ("INFO", "WARN", "ERROR", "DEBUG") and "fields" in r for r in records), records
+        assert any("listening" in json.dumps(r).lower() for r in records), records
+    bad = subprocess.run([ctflow_bin, "--log-format", "xml", "crd"], capture_output=True, text=True, timeout=30)
+    assert bad.returncode != 0 and "possible values: text, json" in bad.stderr, bad.stderr
+
+
+def test_an_unreachable_server_and_a_missing_pipeline_say_what_to_do(ctflow_bin, sqlite_server):
+    from support import free_port
+
+    port = free_port()
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}"}
+    done = subprocess.run([ctflow_bin, "experiments", "list"], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert done.stderr.strip() == (
+        f"Error: cannot reach the tracking server at http://127.0.0.1:{port} (Connection refused): is it running? "
+        "Start one with `ctflow server` (or `ctflow up`), or point --tracking-uri / MLFLOW_TRACKING_URI at yours"), \
+        done.stderr
+    env = {**os.environ, "MLFLOW_TRACKING_URI": sqlite_server.url}
+    done = subprocess.run([ctflow_bin, "pipelines", "trigger", "no-such-pipeline"], env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode != 0
+    assert done.stderr.strip() == (f"Error: there is no pipeline 'no-such-pipeline' on {sqlite_server.url}; "
+                                   "`ctflow pipelines list` shows the pipelines there are"), done.stderr

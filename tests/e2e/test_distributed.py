@@ -7,6 +7,7 @@ twice, no MLflow run was left RUNNING."""
 import json
 import os
 import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -330,6 +331,8 @@ def test_the_inference_log_and_feedback_retrain_through_the_services(cluster, ct
     assert first["phase"] == "Succeeded", first
     port = free_port()
     env = dict(os.environ, MLFLOW_TRACKING_URI=cluster.url)
+    # envManager local: the model's workers run on this suite's Python.
+    env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
     serve_log = open(tmp_path / "serve.log", "wb")
     serving = subprocess.Popen(
         [ctflow_bin, "models", "serve", "-m", "models:/live-dist-model@champion", "--port", str(port),

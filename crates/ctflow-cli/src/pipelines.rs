@@ -403,9 +403,15 @@ async fn trigger(
         body["key"] = json!(key);
     }
     let path = format!("/api/ctflow/v1/pipelines/{}/trigger", segment(&name));
-    let recorded = client
-        .send_path(reqwest::Method::POST, &path, &body)
-        .await?;
+    let recorded = match client.send_path(reqwest::Method::POST, &path, &body).await {
+        Err(ctflow_client::ClientError::Api { status: 404, .. }) => {
+            anyhow::bail!(
+                "there is no pipeline '{name}' on {}; `ctflow pipelines list` shows the pipelines there are",
+                client.base()
+            )
+        }
+        answer => answer?,
+    };
     let id = match Recorded::from_answer(&recorded)? {
         Recorded::Created(id) => id,
         Recorded::Duplicate(id) => {

@@ -17,12 +17,12 @@ use serde_json::Value;
 pub enum ClientError {
     #[error("tracking URI '{0}' is not an http(s) URL; set --tracking-uri or MLFLOW_TRACKING_URI")]
     NotHttp(String),
-    #[error("cannot reach the tracking server at {base}: {source}")]
-    Unreachable {
-        base: String,
-        #[source]
-        source: reqwest::Error,
-    },
+    /// The server did not answer. The message ends with what to do; the cause is its
+    /// innermost reason (`Connection refused`), said once.
+    #[error(
+        "cannot reach the tracking server at {base} ({reason}): is it running? Start one with `ctflow server` (or `ctflow up`), or point --tracking-uri / MLFLOW_TRACKING_URI at yours"
+    )]
+    Unreachable { base: String, reason: String },
     /// MLflow's error JSON: `error_code`, the HTTP status and `message`.
     #[error("{code} {status}: {message}")]
     Api {
@@ -83,6 +83,21 @@ pub struct TrackingClient {
     http: reqwest::Client,
 }
 
+/// The last cause of an error chain (`Connection refused`, `operation timed out`): the
+/// outer layers of a reqwest error repeat the URL and "error sending request".
+fn innermost_reason(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut inner = error;
+    while let Some(next) = inner.source() {
+        inner = next;
+    }
+    let text = inner.to_string();
+    // The OS error's code adds nothing for a person.
+    match text.split_once(" (os error") {
+        Some((reason, _)) => reason.to_string(),
+        None => text,
+    }
+}
+
 impl TrackingClient {
     /// A client that tells the server who acts (`X-Ctflow-User`, recorded in the
     /// registry ledger when the server does not authenticate) and, like the mlflow
@@ -135,10 +150,10 @@ impl TrackingClient {
         &self.http
     }
 
-    fn unreachable(&self, source: reqwest::Error) -> ClientError {
+    fn unreachable(&self, error: reqwest::Error) -> ClientError {
         ClientError::Unreachable {
             base: self.base.clone(),
-            source,
+            reason: innermost_reason(&error),
         }
     }
 
