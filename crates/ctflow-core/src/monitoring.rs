@@ -5,7 +5,7 @@
 //! for single-row requests). Labels arrive long after their predictions, so a window is
 //! always about when the prediction was made, never when its label came.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -275,28 +275,26 @@ pub fn join<'a>(
     from_ms: i64,
     to_ms: i64,
 ) -> Joined {
-    let mut by_row: HashMap<(&str, u32), &LoggedPrediction> = HashMap::new();
+    let predictions = predictions.into_iter();
+    let mut by_row: HashMap<(&str, u32), &LoggedPrediction> =
+        HashMap::with_capacity(predictions.size_hint().0);
     let mut joined = Joined::default();
+    let mut counts: Vec<(String, u64)> = Vec::new();
+    let mut latencies: Vec<(String, Vec<f64>)> = Vec::new();
+    let mut pairs: Vec<(String, Vec<(Outcome, Outcome)>)> = Vec::new();
     for prediction in predictions {
         let key = (prediction.request_id.as_str(), prediction.row);
         if let std::collections::hash_map::Entry::Vacant(slot) = by_row.entry(key) {
             slot.insert(prediction);
             if (from_ms..=to_ms).contains(&prediction.timestamp_ms) {
-                *joined
-                    .predictions
-                    .entry(prediction.version.clone())
-                    .or_default() += 1;
+                *per_version(&mut counts, &prediction.version) += 1;
                 if prediction.row == 0 {
-                    joined
-                        .latencies
-                        .entry(prediction.version.clone())
-                        .or_default()
-                        .push(prediction.latency_ms);
+                    per_version(&mut latencies, &prediction.version).push(prediction.latency_ms);
                 }
             }
         }
     }
-    let mut seen: BTreeSet<(&str, u32)> = BTreeSet::new();
+    let mut seen: HashSet<(&str, u32)> = HashSet::with_capacity(labels.len());
     for label in labels {
         let key = (label.request_id.as_str(), label.row);
         if !seen.insert(key) {
@@ -304,15 +302,30 @@ pub fn join<'a>(
         }
         match by_row.get(&key) {
             None => joined.unmatched += 1,
-            Some(prediction) if (from_ms..=to_ms).contains(&prediction.timestamp_ms) => joined
-                .pairs
-                .entry(prediction.version.clone())
-                .or_default()
-                .push((prediction.prediction.clone(), label.label.clone())),
+            Some(prediction) if (from_ms..=to_ms).contains(&prediction.timestamp_ms) => {
+                per_version(&mut pairs, &prediction.version)
+                    .push((prediction.prediction.clone(), label.label.clone()));
+            }
             Some(_) => {}
         }
     }
+    joined.predictions = counts.into_iter().collect();
+    joined.latencies = latencies.into_iter().collect();
+    joined.pairs = pairs.into_iter().collect();
     joined
+}
+
+/// A version's entry, without allocating its name again once it has one (a pass sees
+/// the same few versions a million times).
+fn per_version<'m, T: Default>(entries: &'m mut Vec<(String, T)>, version: &str) -> &'m mut T {
+    let at = match entries.iter().position(|(v, _)| v == version) {
+        Some(at) => at,
+        None => {
+            entries.push((version.to_string(), T::default()));
+            entries.len() - 1
+        }
+    };
+    &mut entries[at].1
 }
 
 /// The `q`-th percentile (0 to 100) of `values`, interpolated linearly between the two

@@ -232,7 +232,17 @@ impl Store {
             if !memory
                 && let Some(parent) = Path::new(&path).parent()
                 && !parent.as_os_str().is_empty()
+                && !parent.exists()
             {
+                // As MLflow does, a database is not made in a folder that is not there,
+                // except below the working folder (the default `ctflow-data/`): a typo
+                // in an absolute path must not create a tree of folders.
+                if Path::new(&path).is_absolute() {
+                    return Err(Error::Config(format!(
+                        "the folder {} of the database {path} does not exist: create it first (a relative path's folder is created below the working folder)",
+                        parent.display()
+                    )));
+                }
                 std::fs::create_dir_all(parent)?;
             }
             // A named shared-cache database keeps every pooled connection on the same

@@ -2367,6 +2367,23 @@ async fn sqlite_writes_survive_a_reopen() {
     assert_eq!(reopened.get_run(&id).await.unwrap().data.metrics.len(), 1);
 }
 
+#[tokio::test]
+async fn a_database_in_a_missing_absolute_folder_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("typo").join("deeper");
+    let uri = format!("sqlite:///{}/ctflow.db", missing.display());
+    let Err(error) = Store::open(options(uri)).await else {
+        panic!("a database in a folder that is not there was opened");
+    };
+    assert!(
+        error
+            .to_string()
+            .contains("does not exist: create it first"),
+        "{error}"
+    );
+    assert!(!dir.path().join("typo").exists(), "no folder is made");
+}
+
 /// Separate processes on one SQLite file (here: two stores, each with its own writer):
 /// read-then-write transactions must wait for the other writer, not fail with
 /// SQLITE_BUSY_SNAPSHOT.
