@@ -117,3 +117,44 @@ def test_an_unreachable_server_and_a_missing_pipeline_say_what_to_do(ctflow_bin,
     assert done.returncode != 0
     assert done.stderr.strip() == (f"Error: there is no pipeline 'no-such-pipeline' on {sqlite_server.url}; "
                                    "`ctflow pipelines list` shows the pipelines there are"), done.stderr
+
+
+def test_up_logs_each_pipeline_once_and_a_broken_file_plainly(ctflow_bin, tmp_path):
+    """At start `ctflow up` loads each pipeline file once (one `pipeline loaded` line), and a
+    file that never loaded is reported as such, its error on the same line."""
+    import time
+
+    from support import CtflowUp, wait_for
+
+    workdir = tmp_path / "up"
+    pipelines = workdir / "pipelines"
+    pipelines.mkdir(parents=True)
+    (pipelines / "good.yaml").write_text(
+        "apiVersion: ctflow.dev/v1alpha1\nkind: TrainingPipeline\nmetadata: { name: good }\n"
+        "spec:\n  project: { uri: ., envManager: local }\n")
+    (pipelines / "broken.yaml").write_text(
+        "apiVersion: ctflow.dev/v1alpha1\nkind: TrainingPipeline\nmetadata: { name: broken }\n"
+        "spec:\n  project: { uri: . }\n  retry: { limit: many }\n")
+    up = CtflowUp(ctflow_bin, workdir, pipelines_dir=pipelines).start()
+    try:
+        wait_for("the good pipeline", lambda: "pipeline loaded" in up.log_path.read_text(), timeout=30)
+        time.sleep(3)  # two more scans of the folder
+    finally:
+        up.stop()
+    lines = up.log_path.read_text().splitlines()
+    assert sum("pipeline loaded" in line for line in lines) == 1, lines
+    broken = [line for line in lines if "broken.yaml" in line]
+    assert broken and all("nothing is loaded from it until it is fixed" in line for line in broken), broken
+    assert not any("keeps its previous definition" in line for line in lines), lines
+
+
+def test_a_drift_method_that_does_not_fit_a_column_is_said_once(ctflow_bin, tmp_path):
+    (tmp_path / "ref.csv").write_text("kind\n" + "a\nb\n" * 50)
+    (tmp_path / "cur.csv").write_text("kind\n" + "a\nb\n" * 50)
+    done = subprocess.run([ctflow_bin, "drift", "--reference", str(tmp_path / "ref.csv"), "--current",
+                           str(tmp_path / "cur.csv"), "--method", "ks"], capture_output=True, text=True, timeout=60)
+    assert done.returncode not in (0, 3), done.stdout
+    [line] = [line for line in done.stderr.splitlines() if line.strip()]
+    assert line.startswith("Error: column 'kind': "), line
+    reason = line.removeprefix("Error: column 'kind': ")
+    assert reason and line.count(reason) == 1, line

@@ -44,12 +44,9 @@ pub enum ClientError {
     /// A model URI that names nothing downloadable.
     #[error("{0}")]
     Model(String),
-    #[error("cannot write {path}: {source}")]
-    Io {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
+    /// The cause is in the message (and not in the error chain, so it is said once).
+    #[error("cannot write {path}: {cause}")]
+    Io { path: String, cause: std::io::Error },
 }
 
 impl ClientError {

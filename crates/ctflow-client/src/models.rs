@@ -219,9 +219,9 @@ impl TrackingClient {
         progress: &mut (dyn FnMut(u64) + Send),
     ) -> ClientResult<()> {
         let root = Self::proxied_root(artifact_uri)?;
-        let io = |source: std::io::Error| ClientError::Io {
+        let io = |cause: std::io::Error| ClientError::Io {
             path: target.display().to_string(),
-            source,
+            cause,
         };
         if let Some(parent) = target.parent() {
             tokio::fs::create_dir_all(parent).await.map_err(io)?;

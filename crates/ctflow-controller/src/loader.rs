@@ -22,7 +22,18 @@ pub fn load_pipeline_file(path: &Path) -> Result<PipelineDocument> {
     };
     let text = std::fs::read_to_string(path).map_err(|e| file_error(e.to_string()))?;
     PipelineDocument::from_yaml(&text).map_err(|errors| {
-        let lines: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+        // One log line: a parser's multi-line snippet is folded into it.
+        let lines: Vec<String> = errors
+            .iter()
+            .map(|e| {
+                e.to_string()
+                    .lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .collect();
         file_error(lines.join("; "))
     })
 }
@@ -79,16 +90,26 @@ impl Loader {
                 continue;
             }
             self.fingerprints.insert(path.clone(), *fingerprint);
+            let source = format!("{FILE_SOURCE}{}", path.display());
             let document = match load_pipeline_file(path) {
                 Ok(document) => document,
                 Err(error) => {
-                    tracing::warn!(%error, "pipeline file skipped; the pipeline keeps its previous definition");
+                    let loaded_before = store
+                        .list_pipelines()
+                        .await?
+                        .into_iter()
+                        .any(|p| p.source == source);
+                    if loaded_before {
+                        tracing::warn!(%error, "pipeline file skipped; the pipeline keeps its previous definition");
+                    } else {
+                        tracing::warn!(%error, "pipeline file skipped; nothing is loaded from it until it is fixed");
+                    }
                     continue;
                 }
             };
-            let source = format!("{FILE_SOURCE}{}", path.display());
             let name = document.metadata.name.clone();
-            if let Ok(existing) = store.get_pipeline(&name).await
+            let existing = store.get_pipeline(&name).await.ok();
+            if let Some(existing) = &existing
                 && existing.source != source
                 && existing
                     .source
@@ -101,6 +122,14 @@ impl Loader {
             }
             let base_dir = path.parent().unwrap_or(&dir).display().to_string();
             match store.put_pipeline(&document, &source, &base_dir).await {
+                // Another scanner of the same folder (or a restart) stored this already.
+                Ok(record)
+                    if existing.as_ref().is_some_and(|e| {
+                        e.generation == record.generation && e.source == source
+                    }) =>
+                {
+                    tracing::debug!(pipeline = name, file = %path.display(), "pipeline unchanged")
+                }
                 Ok(record) => {
                     tracing::info!(pipeline = name, generation = record.generation, file = %path.display(), "pipeline loaded")
                 }

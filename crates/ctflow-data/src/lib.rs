@@ -49,13 +49,12 @@ pub enum DataError {
         message: String,
     },
     /// A file could not be read.
-    #[error("cannot read training data file {path}: {source}")]
+    #[error("cannot read training data file {path}: {cause}")]
     Io {
         /// The file.
         path: String,
-        /// The cause.
-        #[source]
-        source: std::io::Error,
+        /// The cause, in the message (and not in the error chain, so it is said once).
+        cause: std::io::Error,
     },
     /// A file differs from its snapshot (or is gone).
     #[error("{0}")]
@@ -130,9 +129,9 @@ impl DigestCache {
 }
 
 fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> DataError + '_ {
-    move |source| DataError::Io {
+    move |cause| DataError::Io {
         path: path.display().to_string(),
-        source,
+        cause,
     }
 }
 
@@ -388,7 +387,7 @@ fn local_files(
             None => {
                 let content = fresh.next().ok_or_else(|| DataError::Io {
                     path: path.display().to_string(),
-                    source: std::io::Error::other("the file was not read"),
+                    cause: std::io::Error::other("the file was not read"),
                 })??;
                 cache.put(path.clone(), identity.clone(), content.clone());
                 content
@@ -532,7 +531,7 @@ pub async fn check_recorded_facts(
 fn local_digests(files: &[SnapshotFile]) -> Result<Vec<Option<String>>, DataError> {
     in_parallel(files, |file| match read_file(Path::new(&file.uri)) {
         Ok(read) => Ok(Some(read.sha256)),
-        Err(DataError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+        Err(DataError::Io { cause, .. }) if cause.kind() == std::io::ErrorKind::NotFound => {
             Ok(None)
         }
         Err(other) => Err(other),

@@ -31,11 +31,11 @@ pub enum ServeError {
     Model(#[from] crate::Error),
     #[error("{uri} failed its warm-up prediction: {message}")]
     WarmUp { uri: String, message: String },
-    #[error("cannot listen on {address}: {source}")]
+    /// The cause is in the message (and not in the error chain, so it is said once).
+    #[error("cannot listen on {address}: {cause}")]
     Listen {
         address: String,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("the scoring server stopped: {0}")]
     Stopped(#[source] std::io::Error),
@@ -452,9 +452,9 @@ async fn run_target(
         let address = format!("{host}:{}", serving.port);
         let listener = tokio::net::TcpListener::bind((host, serving.port))
             .await
-            .map_err(|source| ServeError::Listen {
+            .map_err(|cause| ServeError::Listen {
                 address: address.clone(),
-                source,
+                cause,
             })?;
         tracing::info!(pipeline, model = model_uri, %address, "serving the pipeline's champion");
         let options = ServeOptions {

@@ -24,11 +24,12 @@ pub enum Error {
     Read { path: String, message: String },
     #[error("the reference and current data have different columns: {0}")]
     Schema(String),
-    #[error("column '{column}': {source}")]
+    /// The cause is in the message, and kept out of the error chain so that the CLI's
+    /// `Error: ...` line says it once.
+    #[error("column '{column}': {cause}")]
     Column {
         column: String,
-        #[source]
-        source: ctflow_core::drift::DriftError,
+        cause: ctflow_core::drift::DriftError,
     },
     #[error("{0}")]
     Options(String),

@@ -348,10 +348,17 @@ impl Monitor {
             .max()
             .unwrap_or_default();
         let now = ctflow_core::now_ms();
-        let labels: Vec<Label> = self
+        let received = match self
             .client
             .feedback_since(&model.name, now.saturating_sub(millis(longest)))
-            .await?
+            .await
+        {
+            Ok(received) => received,
+            // The model is not registered yet (nothing trained): no labels either.
+            Err(ClientError::Api { status: 404, .. }) => Vec::new(),
+            Err(e) => return Err(e.into()),
+        };
+        let labels: Vec<Label> = received
             .into_iter()
             .map(|l| Label {
                 request_id: l.request_id,

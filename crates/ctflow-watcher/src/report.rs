@@ -187,9 +187,9 @@ fn judge_in_parallel(jobs: &[Job<'_>]) -> Result<Vec<ColumnDrift>> {
     let judge = |part: &[Job<'_>]| -> Result<Vec<ColumnDrift>> {
         part.iter()
             .map(|(name, r, c, options)| {
-                column_drift(name, r, c, options).map_err(|source| Error::Column {
+                column_drift(name, r, c, options).map_err(|cause| Error::Column {
                     column: name.to_string(),
-                    source,
+                    cause,
                 })
             })
             .collect()
