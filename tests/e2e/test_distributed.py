@@ -18,7 +18,7 @@ import pytest
 from mlflow import MlflowClient
 
 from support import (TERMINAL, NatsServer, Service, api, free_port, iris_pipeline, runs_of, sleeper_pipeline,
-                     sleeper_project, stop, wait_for, wait_healthy, wait_phase)
+                     sleeper_project, stop, wait_for, wait_healthy, wait_phase, wait_serving)
 
 JOB_LEASE = "3s"
 LEADER_LEASE = "3s"
@@ -341,15 +341,7 @@ def test_the_inference_log_and_feedback_retrain_through_the_services(cluster, ct
     try:
         url = f"http://127.0.0.1:{port}"
 
-        def ping():
-            assert serving.poll() is None, open(serve_log.name).read()
-            try:
-                with urllib.request.urlopen(url + "/ping", timeout=2) as r:
-                    return r.status == 200
-            except OSError:
-                return False
-
-        wait_for("the champion served", ping, timeout=180)
+        wait_serving(url, serving, serve_log.name)
         predictions = {}
         for i in range(12):
             body = json.dumps({"inputs": [[5.0 + i / 10, 3.0, 1.5 + i / 4, 0.2 + i / 8]]}).encode()

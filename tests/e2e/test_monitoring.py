@@ -15,7 +15,7 @@ import pytest
 from mlflow import MlflowClient
 
 from support import (IRIS, TERMINAL, CtflowUp, champion_version, describe, drift_checks, free_port, install,
-                     runs_of, trigger, wait_for, wait_phase)
+                     runs_of, trigger, wait_for, wait_phase, wait_serving)
 
 FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
 
@@ -91,14 +91,7 @@ spec:
     assert champion_version(up.url, "iris-live-model") == "1"
     url = f"http://127.0.0.1:{port}"
 
-    def serving():
-        try:
-            with urllib.request.urlopen(url + "/ping", timeout=2) as r:
-                return r.status == 200
-        except OSError:
-            return False
-
-    wait_for("the champion served", serving, timeout=180)
+    wait_serving(url)
     client = MlflowClient(up.url)
     iris = pd.read_csv(data / "iris.csv")[FEATURES]
 
@@ -174,14 +167,7 @@ spec:
     assert first["phase"] == "Succeeded", describe(up, first["id"])
     url = f"http://127.0.0.1:{port}"
 
-    def serving():
-        try:
-            with urllib.request.urlopen(url + "/ping", timeout=2) as r:
-                return r.status == 200
-        except OSError:
-            return False
-
-    wait_for("the champion served", serving, timeout=180)
+    wait_serving(url)
 
     # Traffic: 30 single-row requests with the client's own ids, one request of two rows.
     iris = pd.read_csv(data / "iris.csv")[FEATURES].iloc[::4].reset_index(drop=True)

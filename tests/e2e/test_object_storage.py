@@ -18,7 +18,7 @@ from mlflow import MlflowClient
 from moto.server import ThreadedMotoServer
 
 from support import (IRIS, CtflowUp, describe, drift_checks, free_port, install, iris_pipeline, runs_of,
-                     sleeper_pipeline, sleeper_project, trigger, wait_for, wait_phase)
+                     sleeper_pipeline, sleeper_project, trigger, wait_for, wait_phase, wait_serving)
 
 BUCKET = "ctflow-data"
 TERMINAL = {"Succeeded", "GateFailed", "Rejected", "Failed", "Canceled", "Skipped"}
@@ -300,14 +300,7 @@ def test_the_inference_log_goes_to_object_storage_and_live_metrics_read_it(up, s
     assert first["phase"] == "Succeeded", describe(up, first["id"])
     url = f"http://127.0.0.1:{port}"
 
-    def serving():
-        try:
-            with urllib.request.urlopen(url + "/ping", timeout=2) as r:
-                return r.status == 200
-        except OSError:
-            return False
-
-    wait_for("the champion served", serving, timeout=180)
+    wait_serving(url)
     predictions = {}
     for i in range(6):
         body = json.dumps({"inputs": [[5.0 + i / 5, 3.0, 1.4 + i / 2, 0.2 + i / 4]]}).encode()

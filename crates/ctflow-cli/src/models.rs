@@ -440,14 +440,9 @@ async fn serve(client: TrackingClient, serve_args: ServeArgs) -> Result<()> {
     if log_roll_rows == 0 {
         anyhow::bail!("--log-roll-rows must be at least 1");
     }
-    if let Some(destination) = log.as_deref()
-        && destination.contains("://")
-        && (destination
-            .strip_prefix("s3://")
-            .is_none_or(|rest| rest.starts_with('/') || rest.is_empty())
-            || destination.contains(['*', '?', '[']))
-    {
-        anyhow::bail!("--log {destination}: use a folder or s3://bucket/prefix");
+    if let Some(destination) = log.as_deref() {
+        ctflow_core::inference::check_log_destination(destination)
+            .map_err(|message| anyhow::anyhow!("--log: {message}"))?;
     }
     let log = log.map(|destination| {
         let mut options = ctflow_serving::LogOptions::for_destination(&destination);

@@ -213,13 +213,24 @@ impl TrackingClient {
         check_run: &str,
     ) -> ClientResult<Recorded> {
         let path = pipeline_path(&event.pipeline, "/drift-events");
+        let extra = [("files", json!(files)), ("check_run", json!(check_run))];
+        self.record_event(path, event, extra).await
+    }
+
+    /// Posts a trigger event (the event's fields and `extra` beside them) and returns the
+    /// pipeline run it started, or the one it was a duplicate of.
+    async fn record_event(
+        &self,
+        path: String,
+        event: &impl Serialize,
+        extra: impl IntoIterator<Item = (&str, Value)>,
+    ) -> ClientResult<Recorded> {
         let mut body = serde_json::to_value(event).map_err(|e| ClientError::Decode {
             endpoint: path.clone(),
             message: e.to_string(),
         })?;
         if let Value::Object(map) = &mut body {
-            map.insert("files".into(), json!(files));
-            map.insert("check_run".into(), json!(check_run));
+            map.extend(extra.into_iter().map(|(k, v)| (k.to_string(), v)));
         }
         recorded(
             &path,
@@ -327,20 +338,7 @@ impl TrackingClient {
         monitoring_run: Option<&str>,
     ) -> ClientResult<Recorded> {
         let path = pipeline_path(&event.pipeline, "/performance-events");
-        let mut body = serde_json::to_value(event).map_err(|e| ClientError::Decode {
-            endpoint: path.clone(),
-            message: e.to_string(),
-        })?;
-        if let (Value::Object(map), Some(run)) = (&mut body, monitoring_run) {
-            map.insert("monitoring_run".into(), json!(run));
-        }
-        recorded(
-            &path,
-            self.send_path(reqwest::Method::POST, &path, &body).await?,
-        )?
-        .ok_or_else(|| ClientError::Decode {
-            endpoint: path,
-            message: "the answer names no pipeline run".into(),
-        })
+        let extra = monitoring_run.map(|run| ("monitoring_run", json!(run)));
+        self.record_event(path, event, extra).await
     }
 }

@@ -37,6 +37,23 @@ pub fn valid_request_id(id: &str) -> bool {
     (1..=128).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_graphic())
 }
 
+/// Checks where an inference log goes: a folder (anything without a scheme), or an
+/// object-store prefix `s3://bucket/prefix` without wildcards.
+pub fn check_log_destination(destination: &str) -> Result<(), String> {
+    if !destination.contains("://") {
+        return Ok(());
+    }
+    let bucket = destination
+        .strip_prefix("s3://")
+        .map(|rest| rest.split('/').next().unwrap_or(""));
+    if bucket.is_none_or(str::is_empty) || destination.contains(['*', '?', '[']) {
+        return Err(format!(
+            "'{destination}' is neither a folder nor an object-store prefix (s3://bucket/prefix)"
+        ));
+    }
+    Ok(())
+}
+
 /// How a log column is stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ColumnKind {

@@ -6,6 +6,7 @@
 //! always about when the prediction was made, never when its label came.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -224,8 +225,9 @@ pub struct LoggedPrediction {
     pub request_id: String,
     /// The row's place in its request.
     pub row: u32,
-    /// The model version that answered (empty when it was not served from the registry).
-    pub version: String,
+    /// The model version that answered (empty when it was not served from the registry);
+    /// shared, since a log holds a handful of versions for a million rows.
+    pub version: Arc<str>,
     /// When the request arrived, epoch ms.
     pub timestamp_ms: i64,
     /// What the model predicted.
@@ -438,6 +440,25 @@ impl PerformanceEvent {
         Ok(())
     }
 
+    /// The trigger event it records: kind `performance`, the numbers in its detail and
+    /// tags (with the monitoring run that logged them, when given).
+    pub fn into_trigger(self, monitoring_run: Option<String>) -> crate::trigger::TriggerEvent {
+        let mut trigger =
+            crate::trigger::TriggerEvent::new(&self.pipeline, "performance", self.dedupe_key());
+        trigger.tags.extend([
+            ("performance.metric".to_string(), self.metric.clone()),
+            ("performance.value".to_string(), self.value.to_string()),
+            ("performance.version".to_string(), self.version.clone()),
+        ]);
+        if let Some(run) = monitoring_run {
+            trigger
+                .tags
+                .insert("performance.monitoring_run".into(), run);
+        }
+        trigger.detail = serde_json::to_value(&self).unwrap_or(Value::Null);
+        trigger
+    }
+
     /// The dedupe key: one run per trigger, version and window-long stretch of time, so
     /// quality that stays low retrains at most once per window while the same version
     /// serves.
@@ -621,6 +642,13 @@ mod tests {
         };
         assert!(event.validate().is_ok());
         assert_eq!(event.dedupe_key(), "performance:1:3:2");
+        let trigger = event.clone().into_trigger(Some("run-7".into()));
+        assert_eq!(
+            (trigger.kind.as_str(), trigger.dedupe_key.as_str()),
+            ("performance", "performance:1:3:2")
+        );
+        assert_eq!(trigger.tags["performance.monitoring_run"], "run-7");
+        assert_eq!(trigger.detail["value"], json!(0.4));
         let later = PerformanceEvent {
             detected_at: 7_200_000 + 3_599_999,
             ..event.clone()

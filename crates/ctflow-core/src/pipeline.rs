@@ -921,20 +921,8 @@ impl ServingTarget {
                     "spec.promotion.serving.log.path".into(),
                     "must name a folder".into(),
                 );
-            } else if log.path.contains("://") {
-                let bucket = log
-                    .path
-                    .strip_prefix("s3://")
-                    .map(|rest| rest.split('/').next().unwrap_or(""));
-                if bucket.is_none_or(|b| b.is_empty()) || log.path.contains(['*', '?', '[']) {
-                    err(
-                        "spec.promotion.serving.log.path".into(),
-                        format!(
-                            "'{}' is neither a folder nor an object-store prefix (s3://bucket/prefix)",
-                            log.path
-                        ),
-                    );
-                }
+            } else if let Err(message) = crate::inference::check_log_destination(&log.path) {
+                err("spec.promotion.serving.log.path".into(), message);
             }
             if log.roll_rows == 0 {
                 err(

@@ -376,20 +376,7 @@ pub async fn performance_event(
             .into());
         }
     }
-    let mut trigger = TriggerEvent::new(&name, "performance", event.dedupe_key());
-    trigger
-        .tags
-        .insert("performance.metric".into(), event.metric.clone());
-    trigger
-        .tags
-        .insert("performance.value".into(), event.value.to_string());
-    trigger
-        .tags
-        .insert("performance.version".into(), event.version.clone());
-    if let Some(id) = monitoring_run {
-        trigger.tags.insert("performance.monitoring_run".into(), id);
-    }
-    trigger.detail = serde_json::to_value(&event).unwrap_or(Value::Null);
+    let trigger = event.into_trigger(monitoring_run);
     let outcome = state.store.record_trigger(&trigger).await?;
     recorded(&state, outcome)
 }

@@ -731,7 +731,10 @@ function timeChart(title, histories) {
 // started. Errors and dropped log rows are counted by the scoring server itself.
 async function livePage(name) {
   setSection("pipelines");
-  const pipeline = (await api(`${CTFLOW}/pipelines/${encodeURIComponent(name)}`)).pipeline;
+  // Every pipeline is read once: this one, and those whose drift triggers watch its log.
+  const all = (await api(`${CTFLOW}/pipelines`)).pipelines || [];
+  const pipeline = all.find(p => p.name === name);
+  if (!pipeline) throw new Error(`No pipeline named '${name}'.`);
   const spec = pipeline.document.spec;
   const serving = servingLog(spec);
   const model = spec.model ? spec.model.name : "";
@@ -746,7 +749,6 @@ async function livePage(name) {
   })));
   const latest = (run, key) => { const m = (run.data.metrics || []).find(x => x.key === key); return m ? m.value : undefined; };
   // Drift checks of the served inputs: drift triggers (of any pipeline) whose current is this one's log.
-  const all = (await api(`${CTFLOW}/pipelines`)).pipelines || [];
   const watching = all.filter(p => (p.document.spec.triggers || []).some(t => t.drift && t.drift.current && t.drift.current.served
     && (t.drift.current.served === name || t.drift.current.served === model)));
   const checks = (await Promise.all(watching.map(p => runsOfExperiment(`${p.name}-drift`)))).flat();

@@ -23,7 +23,7 @@ use ctflow_core::monitoring::{
     Joined, Label, LiveMetric, LoggedPrediction, Outcome, PerformanceEvent, PerformanceVerdict,
     join, judge_performance, percentile,
 };
-use ctflow_core::pipeline::{PipelineRecord, Trigger};
+use ctflow_core::pipeline::{PerformanceTrigger, PipelineRecord, Trigger};
 use ctflow_metrics::{LiveMetricLabels, Metrics, PipelineLabels, TriggerLabels, VersionLabels};
 use tokio_util::sync::CancellationToken;
 
@@ -112,8 +112,11 @@ pub fn read_log<R: parquet::file::reader::ChunkReader + 'static>(
         .with_projection(mask)
         .build()
         .map_err(|e| e.to_string())?;
-    let mut predictions = Vec::new();
-    let mut previous: Option<String> = None;
+    let mut predictions: Vec<LoggedPrediction> = Vec::new();
+    // The last request of the previous batch, to number rows across a batch boundary.
+    let mut carried: Option<String> = None;
+    // Versions are a handful per file: one shared copy each.
+    let mut known_versions: Vec<Arc<str>> = Vec::new();
     let mut row = 0u32;
     for batch in reader {
         let batch = batch.map_err(|e| e.to_string())?;
@@ -137,12 +140,12 @@ pub fn read_log<R: parquet::file::reader::ChunkReader + 'static>(
         let values = column(PREDICTION)?;
         for i in 0..batch.num_rows() {
             let id = ids.value(i);
-            if previous.as_deref() == Some(id) {
-                row += 1;
+            let same_request = if i == 0 {
+                carried.as_deref() == Some(id)
             } else {
-                row = 0;
-                previous = Some(id.to_string());
-            }
+                ids.value(i - 1) == id
+            };
+            row = if same_request { row + 1 } else { 0 };
             if values.is_null(i) {
                 continue;
             }
@@ -160,18 +163,33 @@ pub fn read_log<R: parquet::file::reader::ChunkReader + 'static>(
             predictions.push(LoggedPrediction {
                 request_id: id.to_string(),
                 row,
-                version: if versions.is_null(i) {
-                    String::new()
-                } else {
-                    versions.value(i).to_string()
-                },
+                version: shared_version(
+                    &mut known_versions,
+                    if versions.is_valid(i) {
+                        versions.value(i)
+                    } else {
+                        ""
+                    },
+                ),
                 timestamp_ms: times.value(i),
                 prediction,
                 latency_ms: latencies.value(i),
             });
         }
+        if let Some(last) = batch.num_rows().checked_sub(1) {
+            carried = Some(ids.value(last).to_string());
+        }
     }
     Ok(predictions)
+}
+
+fn shared_version(known: &mut Vec<Arc<str>>, version: &str) -> Arc<str> {
+    if let Some(found) = known.iter().find(|v| &***v == version) {
+        return Arc::clone(found);
+    }
+    let new: Arc<str> = Arc::from(version);
+    known.push(Arc::clone(&new));
+    new
 }
 
 /// The finished log files of a folder, as (path, size); hidden files are still written.
@@ -367,42 +385,54 @@ impl Monitor {
             })
             .collect();
 
+        // One join per window length: the monitoring window and the triggers' are
+        // usually the same.
+        let mut joins: HashMap<i64, Joined> = HashMap::new();
         if let Some(monitoring) = &spec.monitoring {
-            let joined = join(
-                predictions(),
-                &labels,
-                now - millis(monitoring.window.0),
-                now,
-            );
+            let window = millis(monitoring.window.0);
+            let joined = joins
+                .entry(window)
+                .or_insert_with(|| join(predictions(), &labels, now - window, now));
             let metrics: Vec<LiveMetric> = monitoring
                 .metrics
                 .iter()
                 .filter_map(|m| LiveMetric::parse(m).ok())
                 .collect();
-            self.export(&pipeline.name, &metrics, &joined);
-            self.log_live_metrics(pipeline, &metrics, &joined, now)
+            self.export(&pipeline.name, &metrics, joined);
+            self.log_live_metrics(pipeline, &metrics, joined, now)
                 .await?;
         }
 
-        for (index, trigger) in spec.triggers.iter().enumerate() {
-            let Trigger::Performance(trigger) = trigger else {
-                continue;
-            };
+        let performance: Vec<(usize, &PerformanceTrigger)> = spec
+            .triggers
+            .iter()
+            .enumerate()
+            .filter_map(|(i, t)| match t {
+                Trigger::Performance(p) => Some((i, p)),
+                _ => None,
+            })
+            .collect();
+        if performance.is_empty() {
+            return Ok(());
+        }
+        let champion = match self
+            .client
+            .alias_version(&model.name, &spec.promotion.champion_alias)
+            .await
+        {
+            Ok(version) => version,
+            // No champion yet: nothing is served to judge.
+            Err(ClientError::Api { status: 404, .. }) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        for (index, trigger) in performance {
             let Ok(metric) = LiveMetric::parse(&trigger.metric) else {
                 continue;
             };
-            let champion = match self
-                .client
-                .alias_version(&model.name, &spec.promotion.champion_alias)
-                .await
-            {
-                Ok(version) => version,
-                // No champion yet: nothing is served to judge.
-                Err(ClientError::Api { status: 404, .. }) => continue,
-                Err(e) => return Err(e.into()),
-            };
             let window = millis(trigger.window.0);
-            let joined = join(predictions(), &labels, now - window, now);
+            let joined = joins
+                .entry(window)
+                .or_insert_with(|| join(predictions(), &labels, now - window, now));
             let pairs = joined.pairs.get(&champion).map_or(&[][..], |p| &p[..]);
             let verdict = judge_performance(
                 metric,
@@ -694,7 +724,7 @@ mod tests {
                 (
                     p.request_id.as_str(),
                     p.row,
-                    p.version.as_str(),
+                    &*p.version,
                     p.timestamp_ms,
                     p.prediction.number(),
                 )

@@ -65,6 +65,23 @@ def wait_for(what, predicate, timeout=180, interval=0.2):
     raise AssertionError(f"timed out waiting for {what}; last value: {last!r}")
 
 
+def wait_serving(url, proc=None, log=None, timeout=180):
+    """Waits until a scoring server at `url` answers /ping with 200 (a served model is
+    loaded); fails at once with its log when its process `proc` died."""
+    import urllib.request
+
+    def ping():
+        if proc is not None:
+            assert proc.poll() is None, open(log).read() if log else "the scoring server exited"
+        try:
+            with urllib.request.urlopen(url + "/ping", timeout=2) as r:
+                return r.status == 200
+        except OSError:
+            return False
+
+    wait_for("the model served", ping, timeout=timeout)
+
+
 def _pg_tool(name):
     for d in PG_BIN_DIRS:
         p = Path(d) / name
