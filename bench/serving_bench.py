@@ -17,6 +17,13 @@ in the same session; each log row also records what the log wrote and dropped:
 
     python bench/serving_bench.py --servers ctflow,ctflow-log --rounds 2
 
+The cost of a shadow (the CD gate's `shadow`): `ctflow-shadow` serves the same model as
+the registry's champion from a `ctflow up` in which a pipeline run is `Shadowing` (a
+challenger trained on the same data, and a gate that never completes during the
+measurement), so every answered request is also mirrored to the challenger:
+
+    python bench/serving_bench.py --servers ctflow,ctflow-log,ctflow-shadow --rounds 2
+
 Writes one JSON line per (server, clients) to bench/results/<date>/serving.jsonl."""
 import argparse
 import json
@@ -51,6 +58,104 @@ def save_model(folder):
     return X
 
 
+TRAIN = """
+import mlflow
+from mlflow.models import infer_signature
+from sklearn.datasets import load_iris
+from sklearn.linear_model import LogisticRegression
+X, y = load_iris(return_X_y=True, as_frame=True)
+model = LogisticRegression(max_iter=500).fit(X, y)
+with mlflow.start_run():
+    mlflow.log_metric("accuracy", model.score(X, y))
+    mlflow.sklearn.log_model(model, name="model", signature=infer_signature(X, model.predict(X)))
+"""
+
+PIPELINE = """
+apiVersion: ctflow.dev/v1alpha1
+kind: TrainingPipeline
+metadata: {{ name: bench-shadow }}
+spec:
+  project: {{ uri: {project}, envManager: local }}
+  model: {{ name: bench-shadow }}
+  gates:
+    cd:
+      shadow: {{ requests: 1000000000, timeout: 1d }}
+"""
+
+
+def api(url, path, body=None):
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url + path, data=data, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as r:
+        return json.loads(r.read())
+
+
+def wait_until(what, predicate, timeout=600):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise RuntimeError(f"timed out waiting for {what}")
+
+
+class ShadowingUp:
+    """`ctflow up` with a pipeline whose second run shadows the first's champion."""
+
+    def __init__(self, ctflow, work, env):
+        self.work = Path(work) / "up"
+        project = self.work / "project"
+        project.mkdir(parents=True)
+        (project / "MLproject").write_text("name: bench\nentry_points:\n  main:\n    command: python train.py\n")
+        (project / "train.py").write_text(TRAIN)
+        pipelines = self.work / "pipelines"
+        pipelines.mkdir()
+        (pipelines / "bench-shadow.yaml").write_text(PIPELINE.format(project=project))
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = open(self.work / "up.log", "wb")
+        self.proc = subprocess.Popen(
+            [ctflow, "up", "--port", str(self.port), "--backend-store-uri", f"sqlite:///{self.work}/ctflow.db",
+             "--artifacts-destination", str(self.work / "artifacts"), "--logs-dir", str(self.work / "logs"),
+             "--pipelines", str(pipelines), "--workers", "1"],
+            cwd=self.work, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        wait_until("ctflow up", lambda: self._healthy())
+        wait_until("the pipeline", lambda: any(p["name"] == "bench-shadow"
+                                               for p in api(self.url, "/api/ctflow/v1/pipelines")["pipelines"]))
+        first = self.trigger("champion")
+        wait_until("the champion", lambda: self.phase(first) == "Succeeded")
+        self.run = self.trigger("challenger")
+        wait_until("the shadowing run", lambda: self.phase(self.run) == "Shadowing")
+
+    def _healthy(self):
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"ctflow up exited with {self.proc.returncode}")
+        try:
+            with urllib.request.urlopen(self.url + "/health", timeout=2):
+                return True
+        except OSError:
+            return False
+
+    def trigger(self, key):
+        return api(self.url, "/api/ctflow/v1/pipelines/bench-shadow/trigger", {"key": key})["pipeline_run"]["id"]
+
+    def phase(self, run):
+        phase = api(self.url, f"/api/ctflow/v1/pipeline-runs/{run}")["pipeline_run"]["phase"]
+        if phase not in ("Pending", "Queued", "Running", "Evaluating", "Shadowing", "Succeeded"):
+            raise RuntimeError(f"pipeline run {run} is {phase}")
+        return phase
+
+    def replicas(self):
+        """The scoring servers that reported on the shadow (each once its challenger loaded)."""
+        shadow = api(self.url, f"/api/ctflow/v1/pipeline-runs/{self.run}")["pipeline_run"].get("shadow") or {}
+        return set(shadow.get("replicas") or {})
+
+    def stop(self):
+        stop(self.proc)
+        self.log.close()
+
+
 def wait_ready(url, proc, timeout=300):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -73,11 +178,21 @@ def measure(loadgen, port, body_file, clients, warmup, seconds, fresh):
     return json.loads(done.stdout)
 
 
-def start(kind, ctflow, model_dir, workers, logdir):
-    port = free_port()
+def python_env():
     env = dict(os.environ)
     env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
-    if kind == "mlflow":
+    return env
+
+
+def start(kind, ctflow, model_dir, workers, logdir, up=None):
+    port = free_port()
+    env = python_env()
+    reported = up.replicas() if up is not None else set()
+    if kind == "ctflow-shadow":
+        env["MLFLOW_TRACKING_URI"] = up.url
+        cmd = [ctflow, "models", "serve", "-m", "models:/bench-shadow@champion", "-p", str(port),
+               "--workers", str(workers), "--follow-interval", "1s"]
+    elif kind == "mlflow":
         cmd = [os.path.join(os.path.dirname(sys.executable), "mlflow"), "models", "serve", "-m", model_dir,
                "--env-manager", "local", "-p", str(port), "-w", str(workers)]
     else:
@@ -87,19 +202,27 @@ def start(kind, ctflow, model_dir, workers, logdir):
     log = open(os.path.join(logdir, f"{kind}.log"), "wb")
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     wait_ready(f"http://127.0.0.1:{port}", proc)
+    if up is not None:
+        # The challenger loads once the server sees the shadowing run; it reports at once.
+        wait_until("the challenger to load", lambda: up.replicas() - reported)
     return port, proc
+
+
+def counted(port, family, results):
+    """A serving counter family's totals by result so far (0s when absent)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    counts = {result: 0 for result in results}
+    for line in text.splitlines():
+        for result in counts:
+            if line.startswith(f'{family}{{result="{result}"}}'):
+                counts[result] = int(float(line.split()[-1]))
+    return counts
 
 
 def log_rows(port):
     """What the inference log wrote and dropped so far (0s without a log)."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
-        text = r.read().decode()
-    counts = {"written": 0, "dropped": 0}
-    for line in text.splitlines():
-        for result in counts:
-            if line.startswith(f'ctflow_serving_log_rows_total{{result="{result}"}}'):
-                counts[result] = int(float(line.split()[-1]))
-    return counts
+    return counted(port, "ctflow_serving_log_rows_total", ["written", "dropped"])
 
 
 def stop(proc):
@@ -121,7 +244,8 @@ def main():
     parser.add_argument("--fresh", action="store_true",
                         help="a new connection per request (default: one kept-alive connection per client)")
     parser.add_argument("--servers", default="mlflow,ctflow",
-                        help="mlflow, ctflow and ctflow-log (ctflow with --log), in this order")
+                        help="mlflow, ctflow, ctflow-log (ctflow with --log) and ctflow-shadow (ctflow "
+                             "mirroring to a shadowing challenger), the first one the baseline")
     parser.add_argument("--rounds", type=int, default=1, help="how many times the servers take turns")
     parser.add_argument("--out", default=str(REPO / "bench" / "results" / time.strftime("%Y-%m-%d") / "serving.jsonl"))
     args = parser.parse_args()
@@ -134,8 +258,10 @@ def main():
     rows = []
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     servers = args.servers.split(",")
+    up = ShadowingUp(args.ctflow, work, python_env()) if "ctflow-shadow" in servers else None
     for kind in servers * args.rounds:
-        port, proc = start(kind, args.ctflow, model_dir, args.workers, work)
+        port, proc = start(kind, args.ctflow, model_dir, args.workers, work,
+                           up if kind == "ctflow-shadow" else None)
         try:
             for clients in [int(c) for c in args.clients.split(",")]:
                 row = {"server": kind, "workers": args.workers, "seconds": args.seconds,
@@ -144,21 +270,27 @@ def main():
                        **measure(args.loadgen, port, body_file, clients, args.warmup, args.seconds, args.fresh)}
                 if kind.startswith("ctflow"):
                     row["log_rows"] = log_rows(port)
+                if kind == "ctflow-shadow":
+                    row["shadow_copies"] = counted(port, "ctflow_serving_shadow_copies_total",
+                                                   ["compared", "failed", "dropped"])
                 rows.append(row)
                 print(json.dumps(row), flush=True)
                 with open(args.out, "a") as f:
                     f.write(json.dumps(row) + "\n")
         finally:
             stop(proc)
-    base, other = servers[0], servers[-1]
-    print(f"\n| clients | {base} req/s | {other} req/s | ratio | {base} p50 / p99 ms | {other} p50 / p99 ms |")
-    print("|---|---|---|---|---|---|")
-    for round_ in range(args.rounds):
-        for clients in [int(c) for c in args.clients.split(",")]:
-            m = [r for r in rows if r["server"] == base and r["clients"] == clients][round_]
-            c = [r for r in rows if r["server"] == other and r["clients"] == clients][round_]
-            print(f"| {clients} | {m['rps']:.0f} | {c['rps']:.0f} | {c['rps'] / m['rps']:.2f}x | "
-                  f"{m['p50_ms']:.1f} / {m['p99_ms']:.1f} | {c['p50_ms']:.1f} / {c['p99_ms']:.1f} |")
+    if up is not None:
+        up.stop()
+    base = servers[0]
+    for other in servers[1:]:
+        print(f"\n| clients | {base} req/s | {other} req/s | ratio | {base} p50 / p99 ms | {other} p50 / p99 ms |")
+        print("|---|---|---|---|---|---|")
+        for round_ in range(args.rounds):
+            for clients in [int(c) for c in args.clients.split(",")]:
+                m = [r for r in rows if r["server"] == base and r["clients"] == clients][round_]
+                c = [r for r in rows if r["server"] == other and r["clients"] == clients][round_]
+                print(f"| {clients} | {m['rps']:.0f} | {c['rps']:.0f} | {c['rps'] / m['rps']:.2f}x | "
+                      f"{m['p50_ms']:.1f} / {m['p99_ms']:.1f} | {c['p50_ms']:.1f} / {c['p99_ms']:.1f} |")
     shutil.rmtree(work, ignore_errors=True)
 
 

@@ -246,3 +246,159 @@ spec:
     done = wait_phase(up, retrain[0]["id"], TERMINAL)
     assert done["phase"] == "Succeeded", describe(up, done["id"])
     assert champion_version(up.url, model) == "2"
+
+
+SHADOW_TRAIN = TRAIN.replace(
+    'X, y = frame[FEATURES], frame["species"].astype(int)',
+    'X, y = frame[FEATURES], (frame["species"].astype(int) + int(float(os.environ["FLIP"]))) % 3')
+
+
+def shadow_project(root):
+    """The frame project with a `flip` parameter: flip=1 learns every class shifted by one,
+    a model as accurate on its own labels as the champion but disagreeing with it."""
+    project = root / "shadow-project"
+    project.mkdir()
+    (project / "MLproject").write_text(
+        "name: shadow\nentry_points:\n  main:\n    parameters:\n      flip: {type: float, default: 0}\n"
+        "    command: \"FLIP={flip} python train.py\"\n")
+    (project / "train.py").write_text(SHADOW_TRAIN)
+    return project
+
+
+class LoadGenerator:
+    """Single-row requests to the served model, one after another, until stopped; keeps
+    the version that answered each."""
+
+    def __init__(self, url, frame):
+        import threading
+        self.url, self.frame = url, frame
+        self.versions, self.failures = [], []
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self):
+        i = 0
+        while not self.done.is_set():
+            row = self.frame.iloc[[i % len(self.frame)]]
+            body = json.dumps({"dataframe_split": row.to_dict(orient="split")}).encode()
+            request = urllib.request.Request(self.url + "/invocations", data=body,
+                                             headers={"Content-Type": "application/json"})
+            try:
+                with urllib.request.urlopen(request, timeout=30) as r:
+                    self.versions.append(r.headers["ctflow-model-version"])
+            except Exception as error:  # noqa: BLE001 - a failed request is what the test checks
+                self.failures.append(repr(error))
+            i += 1
+            self.done.wait(0.02)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.done.set()
+        self.thread.join(timeout=30)
+
+
+def shadow_gate_event(up, run_id):
+    events = describe(up, run_id)["events"]
+    return [e for e in events if e.get("gate") == "cd" and e.get("result") != "waiting"
+            and "shadow" in e.get("detail", {})][-1]
+
+
+def dashboard_text(url, hash_path, selectors):
+    """The text of `selectors` on a dashboard page, in a real headless Chromium."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=shutil.which("chromium") or "/usr/bin/chromium",
+                                    args=["--headless", "--no-sandbox", "--disable-gpu"])
+        try:
+            page = browser.new_page()
+            page.goto(f"{url}/#{hash_path}")
+            page.wait_for_selector(f'body[data-ready="{hash_path}"]')
+            return {selector: page.inner_text(selector) for selector in selectors}
+        finally:
+            browser.close()
+
+
+def test_a_challenger_proves_itself_on_mirrored_traffic(up, tmp_path):
+    """The shadow gate: after CT passes, the challenger answers a copy of the champion's live
+    traffic (the champion alone answers callers); one that agrees is promoted with the
+    numbers recorded, one that disagrees fails the CD gate with them."""
+    data = tmp_path / "data"
+    data.mkdir()
+    shutil.copy(IRIS / "data" / "iris.csv", data / "iris.csv")
+    port = free_port()
+    model = "iris-shadow-model"
+    install(up, "iris-shadow", f"""
+apiVersion: ctflow.dev/v1alpha1
+kind: TrainingPipeline
+metadata: {{ name: iris-shadow }}
+spec:
+  project: {{ uri: {shadow_project(tmp_path)}, envManager: local }}
+  experiment: iris-shadow
+  model: {{ name: {model} }}
+  concurrencyPolicy: Enqueue
+  data:
+    paths: [{data}/iris.csv]
+  gates:
+    ct:
+      metrics: [ {{ metric: accuracy, threshold: 0.8 }} ]
+    cd:
+      shadow: {{ requests: 30, minAgreement: 0.9, maxLatencyRatio: 20, maxErrors: 0, timeout: 3m }}
+  promotion:
+    serving: {{ port: {port}, envManager: local }}
+""")
+    first = wait_phase(up, trigger(up, "iris-shadow")["pipeline_run"]["id"], TERMINAL)
+    assert first["phase"] == "Succeeded", describe(up, first["id"])
+    assert "shadow" not in first, "no champion yet: nothing to shadow"
+    url = f"http://127.0.0.1:{port}"
+    wait_serving(url)
+    iris = pd.read_csv(data / "iris.csv")[FEATURES]
+
+    with LoadGenerator(url, iris) as load:
+        # The same data again: a challenger that agrees with the champion on every row.
+        agreeing = trigger(up, "iris-shadow", key="agreeing")["pipeline_run"]["id"]
+        done = wait_phase(up, agreeing, TERMINAL)
+        assert done["phase"] == "Succeeded", describe(up, agreeing)
+        history = [e["message"] for e in describe(up, agreeing)["events"]]
+        assert "Evaluating -> Shadowing" in history, "\n".join(history)
+        assert "Shadowing -> Succeeded: version 2 is the champion (was version 1)" in history, "\n".join(history)
+        event = shadow_gate_event(up, agreeing)
+        summary = event["detail"]["shadow"]["summary"]
+        assert event["result"] == "pass" and summary["requests"] >= 30, event
+        assert summary["agreement"] == 1.0 and summary["errors"] == 0, summary
+        assert summary["latency_ratio"] > 0, summary
+        assert done["shadow"]["champion"] == 1 and len(done["shadow"]["replicas"]) == 1, done["shadow"]
+        assert champion_version(up.url, model) == "2"
+        # Every caller was answered by the champion of the moment, never by the shadow.
+        assert not load.failures, load.failures[:3]
+        assert set(load.versions) <= {"1", "2"}, set(load.versions)
+        wait_for("the new champion to serve", lambda: load.versions and load.versions[-1] == "2", timeout=60)
+        shadowed_answers = len(load.versions)
+
+        # flip=1: as accurate on its own labels, so CT passes, but it disagrees on every row.
+        disagreeing = trigger(up, "iris-shadow", params={"flip": "1"}, key="disagreeing")["pipeline_run"]["id"]
+        done = wait_phase(up, disagreeing, TERMINAL)
+        assert done["phase"] == "GateFailed", describe(up, disagreeing)
+        assert done["decision"].startswith("CD gate: shadow failed: agreement "), done["decision"]
+        assert "needs >= 90.0%" in done["decision"], done["decision"]
+        event = shadow_gate_event(up, disagreeing)
+        checks = {c["criterion"]: c for c in event["detail"]["shadow"]["checks"]}
+        assert checks["agreement"]["verdict"] == "fail" and checks["agreement"]["value"] < 0.1, checks
+        assert checks["errors"]["verdict"] == "pass", checks
+        assert champion_version(up.url, model) == "2", "a failed shadow never moves the champion"
+        assert len(load.versions) > shadowed_answers and not load.failures, load.failures[:3]
+        assert set(load.versions[shadowed_answers:]) <= {"2"}
+
+    # The numbers are on the pipeline run's page, as the gate judged them.
+    shown = dashboard_text(up.url, f"/pipeline-runs/{disagreeing}", ["#shadow-agreement", "#shadow-requests", "#gates"])
+    assert "needs ≥ 90.0%" in shown["#shadow-agreement"], shown
+    assert "of 30" in shown["#shadow-requests"], shown
+    assert "agreement:" in shown["#gates"] and "shadow failed" in shown["#gates"], shown
+
+    # The scoring server counted what it mirrored.
+    exposition = urllib.request.urlopen(url + "/metrics", timeout=10).read().decode()
+    assert 'ctflow_serving_shadow_copies_total{result="compared"}' in exposition, exposition
+    assert 'ctflow_serving_shadow_rows_total{result="disagreed"}' in exposition

@@ -462,6 +462,7 @@ async fn serve(client: TrackingClient, serve_args: ServeArgs) -> Result<()> {
         },
         metrics: std::sync::Arc::new(ctflow_serving::ServingMetrics::new()),
         log,
+        priority: ctflow_serving::Priority::Normal,
     };
     let listener = tokio::net::TcpListener::bind((host, port))
         .await

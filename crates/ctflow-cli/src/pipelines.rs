@@ -166,7 +166,14 @@ pub async fn follow(
                 .last()
                 .map(|e| e.message.as_str())
                 .unwrap_or_default();
-            bar.set_message(format!("{phase}: {last}"));
+            let shadow = described.pipeline_run.shadow.as_ref().map(|s| s.summary());
+            match (phase, shadow) {
+                (Phase::Shadowing, Some(shadow)) => bar.set_message(format!(
+                    "{phase}: {} requests compared with the champion, {} errors",
+                    shadow.requests, shadow.errors
+                )),
+                _ => bar.set_message(format!("{phase}: {last}")),
+            }
         }
         // Ended, or waiting for a person: either way nothing more happens by itself.
         if phase.is_terminal() || matches!(phase, Phase::WaitingApproval | Phase::Paused) {

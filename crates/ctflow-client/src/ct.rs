@@ -341,4 +341,28 @@ impl TrackingClient {
         let extra = monitoring_run.map(|run| ("monitoring_run", json!(run)));
         self.record_event(path, event, extra).await
     }
+
+    /// Reports a serving replica's shadow numbers on a shadowing pipeline run. `false`
+    /// when the run no longer shadows (its gate decided, or it was canceled).
+    pub async fn record_shadow(
+        &self,
+        pipeline_run: &str,
+        replica: &str,
+        tally: &ctflow_core::shadow::ShadowTally,
+    ) -> ClientResult<bool> {
+        #[derive(Deserialize)]
+        struct Body {
+            recorded: bool,
+        }
+        let path = format!(
+            "/api/ctflow/v1/pipeline-runs/{}/shadow",
+            segment(pipeline_run)
+        );
+        let body = json!({ "replica": replica, "tally": tally });
+        let answer: Body = decode(
+            &path,
+            self.send_path(reqwest::Method::POST, &path, &body).await?,
+        )?;
+        Ok(answer.recorded)
+    }
 }

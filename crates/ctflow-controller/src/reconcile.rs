@@ -181,6 +181,7 @@ pub(crate) async fn reconcile_once(shared: &Shared) -> Result<()> {
                     }
                 }
                 Phase::WaitingApproval | Phase::Paused => answer(shared, run, now).await?,
+                Phase::Shadowing => shadow(shared, run, now).await?,
                 _ => {}
             }
         }
@@ -472,6 +473,18 @@ async fn answer(shared: &Shared, run: &PipelineRun, now: i64) -> Result<()> {
         Some(m) => apply(shared, Step::Move(m)).await,
         None => Ok(()),
     }
+}
+
+/// Judges a shadowing run on the numbers the serving replicas recorded on it.
+async fn shadow(shared: &Shared, run: &PipelineRun, now: i64) -> Result<()> {
+    let champion = match &run.spec.model {
+        Some(model) => champion_of(shared, &model.name, &run.spec.promotion.champion_alias)
+            .await
+            .map(|(v, _)| v),
+        None => None,
+    };
+    let steps = engine::shadow(run, champion, &shared.config.user, now);
+    apply_all(shared, steps).await
 }
 
 /// Resumes unfinished pipeline runs after a start. The processes of a job whose

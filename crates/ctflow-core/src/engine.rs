@@ -24,7 +24,11 @@
 //! | Evaluating | Succeeded | [`begin_evaluation`], [`judge`] | no model; the candidate already is the champion; CT passed and CD is automatic |
 //! | Evaluating | GateFailed | [`begin_evaluation`], [`no_candidate`], [`judge`] | no MLflow run; no candidate version; CT failed (or inconclusive with `fail`) |
 //! | Evaluating | Paused | [`judge`] | CT inconclusive with `onInsufficientData: pause` |
+//! | Evaluating, Paused | Shadowing | [`judge`], [`answer`] | CT passed (or a person let a paused run go on), the CD gate has a shadow and the model a champion |
 //! | Evaluating, Paused | WaitingApproval | [`judge`], [`answer`] | CT passed (or a person let a paused run go on) and CD approval is manual |
+//! | Shadowing | Succeeded | [`shadow`] | the shadow passed (or was inconclusive with `pass`) and CD is automatic |
+//! | Shadowing | WaitingApproval | [`shadow`] | the shadow passed and CD approval is manual, or it was inconclusive with `pause` |
+//! | Shadowing | GateFailed | [`shadow`] | the shadow failed (or was inconclusive with `fail`) |
 //! | Paused | Succeeded | [`answer`] | a person let it go on and CD is automatic |
 //! | WaitingApproval | Succeeded | [`answer`] | approved: the champion alias moves |
 //! | WaitingApproval, Paused | Rejected | [`answer`] | rejected, or no answer before the deadline |
@@ -41,6 +45,7 @@ use crate::pipeline::{Approval as ApprovalMode, DurationSpec};
 use crate::pipeline_run::{
     Admission, Phase, PipelineRun, PipelineRunEvent, PromotionStep, UNFINISHED_PHASES, admit,
 };
+use crate::shadow::{ShadowCheck, ShadowJudgement, ShadowProgress, ShadowSummary, judge_shadow};
 
 /// The phases of a job that a worker has (or is about to have).
 const LIVE: [Phase; 2] = [Phase::Queued, Phase::Running];
@@ -71,6 +76,12 @@ pub const TRANSITIONS: &[(Phase, Phase)] = &[
     (Phase::Evaluating, Phase::Paused),
     (Phase::Evaluating, Phase::WaitingApproval),
     (Phase::Evaluating, Phase::Canceled),
+    (Phase::Evaluating, Phase::Shadowing),
+    (Phase::Paused, Phase::Shadowing),
+    (Phase::Shadowing, Phase::Succeeded),
+    (Phase::Shadowing, Phase::WaitingApproval),
+    (Phase::Shadowing, Phase::GateFailed),
+    (Phase::Shadowing, Phase::Canceled),
     (Phase::Paused, Phase::WaitingApproval),
     (Phase::Paused, Phase::Succeeded),
     (Phase::Paused, Phase::Rejected),
@@ -154,6 +165,14 @@ pub enum Change {
     ClearApproval,
     /// The start time, unless the run already has one.
     StartTime(i64),
+    /// Begins a shadow comparison at this time (epoch ms) against this champion version,
+    /// with no replica's numbers yet.
+    StartShadow {
+        /// When it began.
+        started: i64,
+        /// The champion it shadows.
+        champion: i64,
+    },
 }
 
 /// What follows a move that happened.
@@ -207,6 +226,13 @@ impl Move {
                 Change::ClearApproval => run.approval = None,
                 Change::StartTime(at) => {
                     run.start_time.get_or_insert(*at);
+                }
+                Change::StartShadow { started, champion } => {
+                    run.shadow = Some(ShadowProgress {
+                        started: *started,
+                        champion: Some(*champion),
+                        replicas: Default::default(),
+                    });
                 }
             }
         }
@@ -681,8 +707,9 @@ fn promotion(
     }
 }
 
-/// After CT passed: the candidate becomes the challenger, then the champion at once
-/// (`cd.approval: auto`, or a manual approval in dry run) or after a person approves.
+/// After CT passed: the candidate becomes the challenger; with a shadow in the CD gate and
+/// a champion to shadow, it answers mirrored traffic first (see [`shadow`]); else the CD
+/// decision follows at once.
 fn after_ct(
     run: &PipelineRun,
     from: &[Phase],
@@ -692,16 +719,58 @@ fn after_ct(
     now: i64,
 ) -> Option<Move> {
     let model = run.spec.model.as_ref()?;
-    let aliases = &run.spec.promotion;
     let cd = &run.spec.gates.cd;
     let challenger = promotion(
         run,
         &model.name,
         version,
-        &aliases.challenger_alias,
+        &run.spec.promotion.challenger_alias,
         "Staging",
         user,
     );
+    if let (Some(shadow), Some(champion), false) = (&cd.shadow, previous, cd.dry_run) {
+        let shadowing = gate_event(
+            now,
+            "cd",
+            "waiting",
+            format!(
+                "version {version} is the challenger; shadowing champion version {champion} on \
+                 live traffic ({} requests, timeout {})",
+                shadow.requests, shadow.timeout
+            ),
+            json!({"shadow": shadow, "champion": champion}),
+        );
+        let deadline = now.saturating_add(millis(shadow.timeout.0));
+        let mut mv = Move::new(run, from, Phase::Shadowing)
+            .set(Change::ModelVersion(version))
+            .set(Change::ApprovalDeadline(deadline))
+            .set(Change::ClearApproval)
+            .set(Change::StartShadow {
+                started: now,
+                champion,
+            })
+            .record(shadowing);
+        mv.promotions = vec![challenger];
+        return Some(mv);
+    }
+    cd_decision(run, from, version, previous, Some(challenger), user, now)
+}
+
+/// The CD gate's approval step: the champion at once (`cd.approval: auto`, or a manual
+/// approval in dry run) or after a person approves. `challenger` is set when the
+/// candidate is not the challenger yet.
+fn cd_decision(
+    run: &PipelineRun,
+    from: &[Phase],
+    version: i64,
+    previous: Option<i64>,
+    challenger: Option<PromotionStep>,
+    user: &str,
+    now: i64,
+) -> Option<Move> {
+    let model = run.spec.model.as_ref()?;
+    let aliases = &run.spec.promotion;
+    let cd = &run.spec.gates.cd;
     if cd.approval == ApprovalMode::Manual && !cd.dry_run {
         let deadline = now.saturating_add(millis(cd.timeout.0));
         let waiting = gate_event(
@@ -716,7 +785,7 @@ fn after_ct(
         );
         let mut mv =
             wait_for_person(run, from, Phase::WaitingApproval, version, deadline).record(waiting);
-        mv.promotions = vec![challenger];
+        mv.promotions = challenger.into_iter().collect();
         return Some(mv);
     }
     let champion = promotion(
@@ -748,8 +817,156 @@ fn after_ct(
         .decide(decision)
         .set(Change::ClearApproval)
         .record(passed);
-    mv.promotions = vec![challenger, champion];
+    mv.promotions = challenger.into_iter().chain([champion]).collect();
     Some(mv)
+}
+
+fn percent(share: f64) -> String {
+    format!("{:.1}%", share * 100.0)
+}
+
+/// A shadow verdict in a sentence: the numbers for a pass, what fell short otherwise.
+fn describe_shadow(
+    verdict: Verdict,
+    checks: &[ShadowCheck],
+    summary: &ShadowSummary,
+    wanted: u64,
+) -> String {
+    let compared = format!(
+        "{} requests ({} rows) compared, {} errors, {} dropped",
+        summary.requests, summary.rows, summary.errors, summary.dropped
+    );
+    let shown = |c: &ShadowCheck| {
+        let value = c.value.map_or("nothing measured".to_string(), |v| {
+            match c.criterion.as_str() {
+                "agreement" => percent(v),
+                "errors" => format!("{v:.0}"),
+                _ => format!("{v:.2}"),
+            }
+        });
+        let required = if c.criterion == "agreement" {
+            percent(c.required)
+        } else {
+            format!("{}", c.required)
+        };
+        format!("{} {value}, needs {} {required}", c.criterion, c.operator)
+    };
+    match verdict {
+        Verdict::Pass => {
+            let numbers: Vec<String> = checks.iter().map(shown).collect();
+            format!("shadow passed: {compared}; {}", numbers.join("; "))
+        }
+        Verdict::Fail => {
+            let failed: Vec<String> = checks
+                .iter()
+                .filter(|c| c.verdict == Verdict::Fail)
+                .map(shown)
+                .collect();
+            format!("shadow failed: {}; {compared}", failed.join("; "))
+        }
+        Verdict::Inconclusive if summary.requests < wanted => {
+            let why = summary
+                .load_error
+                .as_ref()
+                .map(|e| format!(" (the challenger did not load: {e})"))
+                .unwrap_or_default();
+            format!(
+                "shadow inconclusive: {} of {wanted} requests compared before the timeout{why}; {compared}",
+                summary.requests
+            )
+        }
+        Verdict::Inconclusive => {
+            let missing: Vec<String> = checks
+                .iter()
+                .filter(|c| c.verdict == Verdict::Inconclusive)
+                .map(shown)
+                .collect();
+            format!("shadow inconclusive: {}; {compared}", missing.join("; "))
+        }
+    }
+}
+
+/// The shadow gate on a shadowing run, from the serving replicas' numbers recorded on it
+/// and the clock: nothing while it waits for traffic; else the verdict, recorded with its
+/// numbers, and what follows it (the CD decision, a stop, or a person when the data was
+/// insufficient with `pause`). `champion` is the model's champion version now.
+pub fn shadow(run: &PipelineRun, champion: Option<i64>, user: &str, now: i64) -> Vec<Step> {
+    let from = [Phase::Shadowing];
+    if run.phase != Phase::Shadowing {
+        return Vec::new();
+    }
+    let Some(version) = run.model_version else {
+        return vec![Step::Move(
+            Move::new(run, &from, Phase::GateFailed).decide("the shadowing run has no candidate"),
+        )];
+    };
+    let cd = &run.spec.gates.cd;
+    let Some(gate) = &cd.shadow else {
+        // The spec a run keeps never changes, so this is a run recorded by another version.
+        return cd_decision(run, &from, version, champion, None, user, now)
+            .map(Step::Move)
+            .into_iter()
+            .collect();
+    };
+    let progress = run.shadow.clone().unwrap_or_else(|| ShadowProgress {
+        started: run.last_updated_time,
+        ..ShadowProgress::default()
+    });
+    let ShadowJudgement::Decided {
+        verdict,
+        checks,
+        summary,
+    } = judge_shadow(gate, &progress, now)
+    else {
+        return Vec::new();
+    };
+    let message = describe_shadow(verdict, &checks, &summary, gate.requests);
+    let result = match verdict {
+        Verdict::Pass => "pass",
+        Verdict::Fail => "fail",
+        Verdict::Inconclusive => "inconclusive",
+    };
+    let recorded = gate_event(
+        now,
+        "cd",
+        result,
+        message.clone(),
+        json!({
+            "shadow": {
+                "candidate": version,
+                "champion": progress.champion,
+                "summary": summary,
+                "checks": checks,
+                "replicas": progress.replicas,
+                "started": progress.started,
+                "onInsufficientData": gate.on_insufficient_data,
+            }
+        }),
+    );
+    match action_for(verdict, gate.on_insufficient_data, false) {
+        GateAction::Stop => vec![Step::Move(
+            Move::new(run, &from, Phase::GateFailed)
+                .decide(format!("CD gate: {message}"))
+                .record(recorded),
+        )],
+        GateAction::Pause => {
+            let deadline = now.saturating_add(millis(cd.timeout.0));
+            vec![Step::Move(
+                wait_for_person(run, &from, Phase::WaitingApproval, version, deadline)
+                    .record(recorded),
+            )]
+        }
+        GateAction::Proceed => {
+            let mut steps = vec![Step::Record {
+                run: run.id.clone(),
+                event: recorded,
+            }];
+            steps.extend(
+                cd_decision(run, &from, version, champion, None, user, now).map(Step::Move),
+            );
+            steps
+        }
+    }
 }
 
 /// Whether [`answer`] needs the model's current champion: the `(model, alias)` to look up.

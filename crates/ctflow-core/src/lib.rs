@@ -25,6 +25,7 @@ pub mod pipeline_run;
 pub mod registry;
 pub mod schedule;
 pub mod scoring;
+pub mod shadow;
 pub mod throttle;
 pub mod trigger;
 pub mod validation;

@@ -767,6 +767,50 @@ pub struct CdGate {
     /// Who may approve or reject a promotion; empty: anyone who may manage the model.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub approvers: Vec<String>,
+    /// Before promotion, the challenger answers a mirrored copy of live traffic beside the
+    /// champion, and these criteria judge the two on it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<ShadowGate>,
+}
+
+/// The shadow part of the CD gate: the challenger predicts on a copy of the champion's
+/// traffic (the champion alone answers) until `requests` requests (and `duration`, when
+/// set) have been compared, then the criteria decide. Too little traffic before `timeout`
+/// is insufficient data, handled by `onInsufficientData`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ShadowGate {
+    /// Mirrored requests both models must have answered before the gate decides.
+    #[serde(default = "default_shadow_requests")]
+    pub requests: u64,
+    /// The least time the shadow runs, whatever the traffic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration: Option<DurationSpec>,
+    /// How long the shadow may wait for its traffic before the data counts as insufficient.
+    #[serde(default = "default_shadow_timeout")]
+    pub timeout: DurationSpec,
+    /// The least share of rows (0 to 1) on which the challenger predicts what the champion
+    /// predicted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_agreement: Option<f64>,
+    /// The most the challenger's p99 latency may be, as a multiple of the champion's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_latency_ratio: Option<f64>,
+    /// The most mirrored requests the challenger may fail on (a model error, no answer).
+    #[serde(default)]
+    pub max_errors: u64,
+    /// What too little traffic before the timeout does: `fail` (default), `pass` (promote
+    /// anyway) or `pause` (a person decides, with the numbers so far).
+    #[serde(default)]
+    pub on_insufficient_data: InsufficientData,
+}
+
+fn default_shadow_requests() -> u64 {
+    100
+}
+
+fn default_shadow_timeout() -> DurationSpec {
+    DurationSpec(Duration::from_secs(3600))
 }
 
 fn default_approval_timeout() -> DurationSpec {
@@ -780,6 +824,7 @@ impl Default for CdGate {
             timeout: default_approval_timeout(),
             dry_run: false,
             approvers: Vec::new(),
+            shadow: None,
         }
     }
 }
@@ -1255,6 +1300,39 @@ mod tests {
         spec.gates.cd.approval = Approval::Manual;
         spec.gates.cd.approvers.pop();
         assert!(spec.validate().is_ok());
+    }
+
+    #[test]
+    fn a_shadow_gate_takes_defaults_and_is_checked_by_field() {
+        let mut spec: TrainingPipelineSpec = serde_json::from_value(json!({
+            "project": {"uri": "."},
+            "model": {"name": "m"},
+            "gates": {"cd": {"shadow": {"minAgreement": 0.95}}},
+        }))
+        .expect("parses");
+        let shadow = spec.gates.cd.shadow.clone().expect("a shadow");
+        assert_eq!((shadow.requests, shadow.max_errors), (100, 0));
+        assert_eq!(shadow.timeout.0, Duration::from_secs(3600));
+        assert_eq!(shadow.on_insufficient_data, InsufficientData::Fail);
+        assert!(spec.validate().is_ok());
+        spec.gates.cd.shadow = Some(ShadowGate {
+            requests: 0,
+            min_agreement: Some(1.5),
+            max_latency_ratio: Some(0.0),
+            duration: Some(DurationSpec(Duration::from_secs(7200))),
+            ..shadow
+        });
+        spec.model = None;
+        assert_eq!(
+            fields(&spec),
+            vec![
+                "spec.gates.cd.shadow",
+                "spec.gates.cd.shadow.requests",
+                "spec.gates.cd.shadow.minAgreement",
+                "spec.gates.cd.shadow.maxLatencyRatio",
+                "spec.gates.cd.shadow.duration",
+            ]
+        );
     }
 
     #[test]

@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use crate::now_ms;
 use crate::pipeline::{ConcurrencyPolicy, TrainingPipelineSpec};
+use crate::shadow::ShadowProgress;
 use crate::trigger::TriggerEvent;
 
 /// Where a pipeline run is. Terminal phases never change again.
@@ -22,6 +23,8 @@ pub enum Phase {
     Running,
     /// The controller evaluates the CT gate and registers the candidate.
     Evaluating,
+    /// CD gate: the challenger answers a mirrored copy of the champion's live traffic.
+    Shadowing,
     /// CD gate: waiting for a person to approve or reject.
     WaitingApproval,
     /// A gate had insufficient data with `onInsufficientData: pause`.
@@ -46,6 +49,7 @@ pub const ALL_PHASES: &[Phase] = &[
     Phase::Queued,
     Phase::Running,
     Phase::Evaluating,
+    Phase::Shadowing,
     Phase::WaitingApproval,
     Phase::Paused,
     Phase::Succeeded,
@@ -62,6 +66,7 @@ pub const UNFINISHED_PHASES: &[Phase] = &[
     Phase::Queued,
     Phase::Running,
     Phase::Evaluating,
+    Phase::Shadowing,
     Phase::WaitingApproval,
     Phase::Paused,
 ];
@@ -74,6 +79,7 @@ impl Phase {
             Phase::Queued => "Queued",
             Phase::Running => "Running",
             Phase::Evaluating => "Evaluating",
+            Phase::Shadowing => "Shadowing",
             Phase::WaitingApproval => "WaitingApproval",
             Phase::Paused => "Paused",
             Phase::Succeeded => "Succeeded",
@@ -180,6 +186,9 @@ pub struct PipelineRun {
     /// While it waits for a person: when it is rejected without an answer (epoch ms).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub approval_deadline: Option<i64>,
+    /// The shadow comparison with the champion, once the run has shadowed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<ShadowProgress>,
     /// A person's answer the controller has not acted on yet.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub approval: Option<Approval>,

@@ -208,6 +208,7 @@ pub fn plan(
         match observed.latest_run.as_ref().map(|r| r.phase) {
             Some(Phase::WaitingApproval) => "WaitingApproval",
             Some(Phase::Paused) => "Paused",
+            Some(Phase::Shadowing) => "Shadowing",
             Some(p) if !p.is_terminal() => "Running",
             _ if object.spec.pipeline.suspend => "Suspended",
             _ => "Ready",

@@ -50,7 +50,7 @@ pub struct PipelineResourceSpec {
 #[serde(rename_all = "camelCase")]
 pub struct TrainingPipelineStatus {
     /// `Ready` (waiting for a trigger), `Running` (a pipeline run is in progress),
-    /// `WaitingApproval`, `Suspended`, `Invalid` (the spec was refused) or `Terminating`.
+    /// `WaitingApproval`, `Shadowing`, `Suspended`, `Invalid` (the spec was refused) or `Terminating`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<String>,
     /// The `metadata.generation` this status describes.

@@ -647,6 +647,10 @@ fn mlflow_routes() -> Router<AppState> {
             post(pipelines::rerun),
         )
         .route(
+            "/ctflow/v1/pipeline-runs/{id}/shadow",
+            post(pipelines::shadow_report),
+        )
+        .route(
             "/ctflow/v1/pipeline-runs/{id}/approve",
             post(pipelines::approve),
         )

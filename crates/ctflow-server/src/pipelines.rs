@@ -12,6 +12,7 @@ use axum::{Extension, Json};
 use ctflow_core::monitoring::PerformanceEvent;
 use ctflow_core::pipeline::{PipelineDocument, Trigger, next_scheduled_run};
 use ctflow_core::pipeline_run::Phase;
+use ctflow_core::shadow::ShadowTally;
 use ctflow_core::trigger::{DriftEvent, TriggerEvent, verify_signature, webhook_parameters};
 use ctflow_core::{ErrorCode, MlflowError};
 use ctflow_store::{Approval, PipelineRunEvent, Recorded};
@@ -689,6 +690,53 @@ async fn answer(
     };
     wake(&state);
     Ok(Json(json!({ "pipeline_run": run })).into_response())
+}
+
+/// The longest name a serving replica reports under.
+const MAX_REPLICA_NAME: usize = 256;
+
+/// `POST /api/ctflow/v1/pipeline-runs/{id}/shadow`: a serving replica's running totals of
+/// the shadow comparison (`{"replica": name, "tally": {...}}`), kept on the run while it
+/// shadows; the controller judges them. A run that no longer shadows keeps nothing and
+/// says so (`recorded: false`, with its phase), which tells the replica to stop mirroring.
+pub async fn shadow_report(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> JsonResult {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Report {
+        replica: String,
+        tally: ShadowTally,
+    }
+    let report: Report = serde_json::from_slice(&body)
+        .map_err(|e| invalid(format!("Invalid shadow report: {e}")))?;
+    let replica = report.replica.trim();
+    if replica.is_empty()
+        || replica.len() > MAX_REPLICA_NAME
+        || replica.chars().any(char::is_control)
+    {
+        return Err(invalid(format!(
+            "replica must name the serving replica in 1 to {MAX_REPLICA_NAME} printable characters"
+        ))
+        .into());
+    }
+    report.tally.validate().map_err(invalid)?;
+    match state
+        .store
+        .record_shadow(&id, replica, report.tally)
+        .await?
+    {
+        Some(run) => {
+            wake(&state);
+            Ok(Json(json!({ "recorded": true, "phase": run.phase })).into_response())
+        }
+        None => {
+            let run = state.store.get_pipeline_run(&id).await?;
+            Ok(Json(json!({ "recorded": false, "phase": run.phase })).into_response())
+        }
+    }
 }
 
 /// `POST /api/ctflow/v1/pipeline-runs/{id}/rerun`: a new run with the same spec,

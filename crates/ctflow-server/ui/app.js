@@ -752,7 +752,9 @@ async function livePage(name) {
   const watching = all.filter(p => (p.document.spec.triggers || []).some(t => t.drift && t.drift.current && t.drift.current.served
     && (t.drift.current.served === name || t.drift.current.served === model)));
   const checks = (await Promise.all(watching.map(p => runsOfExperiment(`${p.name}-drift`)))).flat();
-  const retrains = ((await api(`${CTFLOW}/pipelines/${encodeURIComponent(name)}/runs?max_results=200`)).pipeline_runs || [])
+  const pipelineRuns = (await api(`${CTFLOW}/pipelines/${encodeURIComponent(name)}/runs?max_results=200`)).pipeline_runs || [];
+  const shadowing = pipelineRuns.filter(r => r.phase === "Shadowing");
+  const retrains = pipelineRuns
     .filter(r => r.trigger.kind === "performance" || (r.trigger.kind === "drift" && watching.length));
   const shareHistory = checks.map(r => ({ step: Math.round(Number(r.info.start_time) / 1000), value: latest(r, "drift.share") }))
     .filter(p => p.value !== undefined);
@@ -777,6 +779,8 @@ async function livePage(name) {
     h("div", { className: "grid", id: "live-charts" },
       keys.filter(k => (histories[k] || []).some(x => x.points.length)).map(k => timeChart(k, histories[k])),
       shareHistory.length ? timeChart("drift share of served inputs", [{ label: "drift.share", points: shareHistory }]) : null),
+    shadowing.length ? h("h2", {}, "Shadow comparison running") : null,
+    shadowing.map(r => h("div", {}, h("a", { href: `#/pipeline-runs/${r.id}` }, `pipeline run ${r.id.slice(0, 12)}`), shadowTable(r))),
     h("h2", {}, "Drift of served inputs"),
     checks.length ? h("table", { id: "live-drift" }, h("tbody", {}, checks.slice(-20).reverse().map(r => h("tr", {},
       h("td", {}, when(r.info.start_time)), h("td", {}, badge(tagMap(r.data.tags)["ctflow.drift.dataset_drift"] === "true" ? "drift" : "ok")),
@@ -818,6 +822,8 @@ async function pipelineRunPage(id) {
       run.model_version ? h("tr", {}, h("td", {}, "Candidate"), h("td", {}, `version ${run.model_version}`)) : null,
       h("tr", {}, h("td", {}, "Decision"), h("td", {}, run.decision || "")),
       checkRun ? h("tr", {}, h("td", {}, "Drift check"), h("td", {}, h("a", { href: `#/runs/${checkRun}` }, "drift report"))) : null)),
+    run.shadow ? h("h2", {}, "Shadow comparison with the champion") : null,
+    run.shadow ? shadowTable(run) : null,
     h("h2", {}, "Gates"),
     gates.length ? h("table", { id: "gates" }, h("thead", {}, h("tr", {}, h("th", {}, "Gate"), h("th", {}, "Result"), h("th", {}, "Why"), h("th", {}, "Numbers"))),
       h("tbody", {}, gates.map(g => h("tr", {}, h("td", {}, g.gate || ""), h("td", {}, badge(g.result || "")), h("td", {}, g.message),
@@ -827,9 +833,40 @@ async function pipelineRunPage(id) {
     h("table", { id: "history" }, h("tbody", {}, (body.events || []).map(e => h("tr", {}, h("td", {}, when(e.timestamp)), h("td", {}, e.kind), h("td", {}, e.message))))));
 }
 
+// The shadow's numbers so far, added up over the serving replicas as the gate adds them,
+// with each replica's own line.
+function shadowTable(run) {
+  const shadow = run.shadow;
+  const gate = ((run.spec.gates || {}).cd || {}).shadow || {};
+  const replicas = Object.entries(shadow.replicas || {});
+  const sum = key => replicas.reduce((total, [, t]) => total + (t[key] || 0), 0);
+  const rows = sum("rows"), agreed = sum("agreed_rows");
+  const ratios = replicas.filter(([, t]) => t.requests > 0 && t.champion_p99_ms !== undefined && t.challenger_p99_ms !== undefined)
+    .map(([, t]) => t.challenger_p99_ms / Math.max(t.champion_p99_ms, 0.1));
+  const percent = v => v === undefined ? "" : `${(v * 100).toFixed(1)}%`;
+  const loadError = replicas.map(([, t]) => t.load_error).find(Boolean);
+  return h("div", { className: "card", id: "shadow" },
+    h("table", { className: "kv" }, h("tbody", {},
+      h("tr", {}, h("td", {}, "Challenger"), h("td", {}, `version ${run.model_version || "?"} against champion version ${shadow.champion || "?"}, since ${when(shadow.started)}`)),
+      h("tr", {}, h("td", {}, "Compared requests"), h("td", { id: "shadow-requests" }, `${sum("requests")} of ${gate.requests || "?"} (${rows} rows)`)),
+      h("tr", {}, h("td", {}, "Agreement"), h("td", { id: "shadow-agreement" }, `${rows ? percent(agreed / rows) : "none yet"}${gate.minAgreement !== undefined ? ` (needs ≥ ${percent(gate.minAgreement)})` : ""}`)),
+      h("tr", {}, h("td", {}, "p99 latency ratio"), h("td", {}, `${ratios.length ? Math.max(...ratios).toFixed(2) : "none yet"}${gate.maxLatencyRatio !== undefined ? ` (needs ≤ ${gate.maxLatencyRatio})` : ""}`)),
+      h("tr", {}, h("td", {}, "Challenger errors"), h("td", { id: "shadow-errors" }, `${sum("errors")} (at most ${gate.maxErrors || 0})${loadError ? `: ${loadError}` : ""}`)),
+      h("tr", {}, h("td", {}, "Copies dropped"), h("td", {}, String(sum("dropped")))))),
+    replicas.length ? h("table", { id: "shadow-replicas" }, h("thead", {}, h("tr", {}, ["Replica", "Requests", "Rows agreed", "Errors", "Dropped", "Champion p50/p99 ms", "Challenger p50/p99 ms"].map(t => h("th", {}, t)))),
+      h("tbody", {}, replicas.map(([name, t]) => h("tr", {}, h("td", {}, name), h("td", { className: "num" }, String(t.requests)),
+        h("td", { className: "num" }, `${t.agreed_rows}/${t.rows}`), h("td", { className: "num" }, String(t.errors)), h("td", { className: "num" }, String(t.dropped)),
+        h("td", { className: "num" }, `${number(t.champion_p50_ms)} / ${number(t.champion_p99_ms)}`),
+        h("td", { className: "num" }, `${number(t.challenger_p50_ms)} / ${number(t.challenger_p99_ms)}`)))))
+      : h("p", { className: "muted" }, "No serving replica has reported yet: the champion's scoring server mirrors its traffic once it sees the run shadowing."));
+}
+
 // A gate's numbers: each comparison on a line, anything else as compact JSON.
 function gateNumbers(detail) {
   if (!detail) return "";
+  const checks = detail.shadow && detail.shadow.checks;
+  if (checks) return h("ul", { className: "comparisons" }, checks.map(c => h("li", {},
+    `${c.criterion}: ${number(c.value)} ${c.operator} ${number(c.required)} `, badge(c.verdict || ""))));
   const comparisons = detail.comparisons || [];
   if (!comparisons.length) return h("code", {}, JSON.stringify(detail));
   return h("ul", { className: "comparisons" }, comparisons.map(c => h("li", {},

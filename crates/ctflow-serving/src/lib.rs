@@ -11,6 +11,7 @@ pub mod inference_log;
 mod log_upload;
 pub mod metrics;
 mod pool;
+mod shadow;
 mod supervisor;
 
 use std::path::{Path, PathBuf};
@@ -29,7 +30,7 @@ use serde_json::{Value, json};
 pub use inference_log::{InferenceLog, LogError, LogOptions};
 pub use log_upload::spool_for;
 pub use metrics::ServingMetrics;
-pub use pool::{Batching, PythonPool};
+pub use pool::{Batching, Priority, PythonPool};
 pub use supervisor::{ServeError, ServeOptions, serve, supervise};
 
 #[derive(Debug, thiserror::Error)]
@@ -119,6 +120,8 @@ pub struct ServedModel {
     pub metrics: Arc<ServingMetrics>,
     /// Where scored rows are logged, with the model name they are logged under.
     log: Option<(Arc<InferenceLog>, String)>,
+    /// The challenger a copy of each answered request goes to, while one shadows.
+    shadow: std::sync::RwLock<Option<Arc<shadow::Shadow>>>,
 }
 
 impl ServedModel {
@@ -129,6 +132,7 @@ impl ServedModel {
             waiting_for: String::new(),
             metrics,
             log: None,
+            shadow: std::sync::RwLock::new(None),
         }
     }
 
@@ -145,6 +149,7 @@ impl ServedModel {
             waiting_for,
             metrics,
             log: None,
+            shadow: std::sync::RwLock::new(None),
         }
     }
 
@@ -153,6 +158,24 @@ impl ServedModel {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// The registered version answering now, when served from the registry.
+    pub fn serving_version(&self) -> Option<String> {
+        self.current().and_then(|g| g.version.clone())
+    }
+
+    fn shadow(&self) -> Option<Arc<shadow::Shadow>> {
+        self.shadow
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Starts mirroring to a challenger, or stops (`None`; its workers stop when the last
+    /// copy in flight is answered).
+    fn set_shadow(&self, shadow: Option<Arc<shadow::Shadow>>) {
+        *self.shadow.write().unwrap_or_else(|e| e.into_inner()) = shadow;
     }
 
     /// Moves new requests to `generation`; requests in flight finish on the old one, whose
@@ -261,10 +284,18 @@ async fn invocations(
             model.not_loaded()
         }
         Some(generation) => {
-            let keep = model.log.is_some();
+            let shadow = model.shadow();
+            let keep = model.log.is_some() || shadow.is_some();
             let (outcome, mut response, scored) = answer(&generation, &headers, &body, keep).await;
             let took = started.elapsed();
             model.metrics.observe(outcome, took);
+            if let (Some(shadow), Some((_, predictions))) = (&shadow, &scored) {
+                let content_type = headers
+                    .get(header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default();
+                shadow.offer(body.clone(), &mime_of(content_type), predictions, took);
+            }
             if let (Some((log, name)), Some((payload, predictions))) = (&model.log, scored) {
                 log.record(ScoredRequest::new(
                     request_id.clone(),
@@ -290,6 +321,16 @@ async fn invocations(
     response
 }
 
+/// A content type without its parameters, lower case.
+fn mime_of(content_type: &str) -> String {
+    content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase()
+}
+
 /// What a scored request leaves for the log: the model's input and its answer.
 type Scored = Option<(Payload, Value)>;
 
@@ -304,12 +345,7 @@ async fn answer(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
-    let mime = content_type
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase();
+    let mime = mime_of(content_type);
     let parsed = match mime.as_str() {
         "application/json" => scoring::parse_json(body),
         "text/csv" => scoring::parse_csv(body),

@@ -68,6 +68,8 @@ pub struct ServingMetrics {
     log_rows: Family<LogLabels, Counter>,
     log_files: Counter,
     log_uploads: Family<UploadLabels, Counter>,
+    shadow_copies: Family<UploadLabels, Counter>,
+    shadow_rows: Family<UploadLabels, Counter>,
 }
 
 impl Default for ServingMetrics {
@@ -124,6 +126,18 @@ impl ServingMetrics {
             "Inference log files uploaded to object storage: ok, or failed (kept and tried again)",
             log_uploads.clone(),
         );
+        let shadow_copies = Family::<UploadLabels, Counter>::default();
+        registry.register(
+            "shadow_copies",
+            "Requests copied to a shadowing challenger: compared, failed (the challenger refused, raised or did not answer) or dropped (its queue was full)",
+            shadow_copies.clone(),
+        );
+        let shadow_rows = Family::<UploadLabels, Counter>::default();
+        registry.register(
+            "shadow_rows",
+            "Rows the shadowing challenger agreed or disagreed on with the champion",
+            shadow_rows.clone(),
+        );
         ServingMetrics {
             registry,
             requests,
@@ -134,7 +148,38 @@ impl ServingMetrics {
             log_rows,
             log_files,
             log_uploads,
+            shadow_copies,
+            shadow_rows,
         }
+    }
+
+    /// A copy the challenger answered, with its rows and how many it agreed on.
+    pub fn shadow_compared(&self, rows: u64, agreed: u64) {
+        self.shadow_copies
+            .get_or_create(&UploadLabels { result: "compared" })
+            .inc();
+        self.shadow_rows
+            .get_or_create(&UploadLabels { result: "agreed" })
+            .inc_by(agreed);
+        self.shadow_rows
+            .get_or_create(&UploadLabels {
+                result: "disagreed",
+            })
+            .inc_by(rows.saturating_sub(agreed));
+    }
+
+    /// A copy the challenger failed on.
+    pub fn shadow_failed(&self) {
+        self.shadow_copies
+            .get_or_create(&UploadLabels { result: "failed" })
+            .inc();
+    }
+
+    /// A copy dropped by a full queue.
+    pub fn shadow_dropped(&self) {
+        self.shadow_copies
+            .get_or_create(&UploadLabels { result: "dropped" })
+            .inc();
     }
 
     pub fn observe(&self, outcome: Outcome, took: Duration) {
@@ -214,6 +259,8 @@ mod tests {
         metrics.log_written(1);
         metrics.log_file_written();
         metrics.log_uploaded(true);
+        metrics.shadow_compared(2, 1);
+        metrics.shadow_dropped();
         let text = metrics.encode().expect("encodes");
         let declared: std::collections::BTreeSet<&str> = text
             .lines()

@@ -32,6 +32,26 @@ struct Queued {
     reply: oneshot::Sender<Answer>,
 }
 
+/// How much of the CPU the workers claim.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Priority {
+    /// As the server itself.
+    #[default]
+    Normal,
+    /// Behind everything else on the machine (Linux's `SCHED_IDLE`, else nice 19): a
+    /// shadowing challenger takes only the CPU the champion leaves.
+    Background,
+}
+
+impl Priority {
+    fn as_str(self) -> &'static str {
+        match self {
+            Priority::Normal => "normal",
+            Priority::Background => "background",
+        }
+    }
+}
+
 /// How requests are grouped into model calls.
 #[derive(Debug, Clone, Copy)]
 pub struct Batching {
@@ -66,6 +86,7 @@ struct Worker {
     index: usize,
     python: PathBuf,
     model_dir: PathBuf,
+    priority: Priority,
     batching: Batching,
     metrics: Arc<ServingMetrics>,
 }
@@ -77,18 +98,20 @@ impl PythonPool {
         model_dir: &Path,
         workers: usize,
         batching: Batching,
+        priority: Priority,
         metrics: Arc<ServingMetrics>,
     ) -> Result<PythonPool> {
         let (queue, requests) = mpsc::channel::<Queued>(QUEUE);
         let requests = Arc::new(Mutex::new(requests));
         let mut mlflow_version = String::new();
         for index in 0..workers.max(1) {
-            let (process, version) = spawn(python, model_dir).await?;
+            let (process, version) = spawn(python, model_dir, priority).await?;
             mlflow_version = version;
             let worker = Worker {
                 index,
                 python: python.to_path_buf(),
                 model_dir: model_dir.to_path_buf(),
+                priority,
                 batching,
                 metrics: metrics.clone(),
             };
@@ -123,12 +146,13 @@ impl PythonPool {
     }
 }
 
-async fn spawn(python: &Path, model_dir: &Path) -> Result<(Process, String)> {
+async fn spawn(python: &Path, model_dir: &Path, priority: Priority) -> Result<(Process, String)> {
     let mut child = Command::new(python)
         .arg("-c")
         .arg(WORKER_SCRIPT)
         .arg(model_dir)
         .env("PYTHONUNBUFFERED", "1")
+        .env("CTFLOW_WORKER_PRIORITY", priority.as_str())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -229,7 +253,7 @@ impl Worker {
 
     async fn respawn(&self) -> Process {
         loop {
-            match spawn(&self.python, &self.model_dir).await {
+            match spawn(&self.python, &self.model_dir, self.priority).await {
                 Ok((fresh, _)) => return fresh,
                 Err(error) => {
                     tracing::error!(worker = self.index, %error, "cannot start a model worker; retrying");

@@ -17,7 +17,7 @@ use ctflow_core::registry::{ModelUri, parse_model_uri};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    Batching, Generation, InferenceLog, LogOptions, PythonPool, Scratch, ServedModel,
+    Batching, Generation, InferenceLog, LogOptions, Priority, PythonPool, Scratch, ServedModel,
     ServingMetrics, load_model_info, model_python, warm_up,
 };
 
@@ -43,6 +43,7 @@ pub enum ServeError {
     Log(#[from] crate::LogError),
 }
 
+#[derive(Clone)]
 pub struct ServeOptions {
     pub workers: usize,
     pub env_manager: String,
@@ -53,6 +54,8 @@ pub struct ServeOptions {
     pub metrics: Arc<ServingMetrics>,
     /// Where every scored row is logged, when anywhere.
     pub log: Option<LogOptions>,
+    /// The CPU priority of the model's workers.
+    pub priority: Priority,
 }
 
 /// The inference log options of a pipeline's serving target, its folder resolved against
@@ -182,6 +185,15 @@ pub async fn serve(
         None => served,
     };
     let served = Arc::new(served);
+    let shadow = alias.as_ref().map(|(name, alias)| {
+        tokio::spawn(crate::shadow::keep_shadowing(
+            client.clone(),
+            name.clone(),
+            alias.clone(),
+            options.clone(),
+            served.clone(),
+        ))
+    });
     let follower = alias.map(|(name, alias)| {
         tokio::spawn(follow(
             client,
@@ -205,6 +217,9 @@ pub async fn serve(
     if let Some(follower) = follower {
         follower.abort();
     }
+    if let Some(shadow) = shadow {
+        shadow.abort();
+    }
     if let Some(log) = log {
         // Finishes the open file: the rows of a clean stop are all kept.
         tokio::task::spawn_blocking(move || log.close())
@@ -219,7 +234,7 @@ pub async fn serve(
 
 /// Fetches a model (a local folder is used as it is), starts its workers and checks them
 /// with one warm-up prediction.
-async fn load_generation(
+pub(crate) async fn load_generation(
     client: &TrackingClient,
     uri: &str,
     version: Option<String>,
@@ -255,6 +270,7 @@ async fn load_generation(
         &dir,
         options.workers,
         options.batching,
+        options.priority,
         options.metrics.clone(),
     )
     .await?;
@@ -468,6 +484,7 @@ async fn run_target(
             },
             metrics: Arc::new(ServingMetrics::new()),
             log: serving.log.as_ref().map(|log| log_options(log, &base_dir)),
+            priority: Priority::Normal,
         };
         let stopped = stop.clone();
         serve(client, &model_uri, listener, options, true, async move {

@@ -92,6 +92,7 @@ const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
         include_str!("../migrations/sqlite/0007_data_snapshots.sql"),
     ),
     (8, include_str!("../migrations/sqlite/0008_feedback.sql")),
+    (9, include_str!("../migrations/sqlite/0009_shadow.sql")),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/postgres/0001_tracking.sql")),
@@ -108,6 +109,7 @@ const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
         include_str!("../migrations/postgres/0007_data_snapshots.sql"),
     ),
     (8, include_str!("../migrations/postgres/0008_feedback.sql")),
+    (9, include_str!("../migrations/postgres/0009_shadow.sql")),
 ];
 
 const MEMORY_PRAGMAS: &str = "PRAGMA busy_timeout = 30000; PRAGMA case_sensitive_like = ON;";

@@ -9,6 +9,7 @@ use ctflow_core::data::DataSnapshot;
 use ctflow_core::pipeline::{PipelineDocument, PipelineRecord, TrainingPipelineSpec};
 use ctflow_core::pipeline_run::{Approval, Phase, PipelineRun, PipelineRunEvent, PromotionStep};
 use ctflow_core::registry::validate_alias;
+use ctflow_core::shadow::{ShadowProgress, ShadowTally};
 use ctflow_core::trigger::TriggerEvent;
 use ctflow_core::{MlflowError, now_ms};
 use serde::Serialize;
@@ -65,7 +66,7 @@ fn decode_approval(text: &str) -> Option<Approval> {
 }
 
 const RUN_COLUMNS: &str = "id, pipeline, trigger_event, spec, base_dir, phase, attempt, not_before, run_id, \
-     model_version, decision, worker_pid, approval_deadline, creation_time, start_time, end_time, last_updated_time, approval, snapshot_id";
+     model_version, decision, worker_pid, approval_deadline, creation_time, start_time, end_time, last_updated_time, approval, snapshot_id, shadow";
 
 fn corrupt(what: &str, e: impl std::fmt::Display) -> Error {
     Error::Corrupt(format!("{what}: {e}"))
@@ -98,6 +99,10 @@ fn run_from_row(row: &AnyRow) -> Result<PipelineRun> {
             .as_deref()
             .and_then(decode_approval),
         snapshot_id: row.try_get(18)?,
+        shadow: row
+            .try_get::<Option<String>, _>(19)?
+            .map(|text| serde_json::from_str(&text).map_err(|e| corrupt("shadow", e)))
+            .transpose()?,
     })
 }
 
@@ -197,6 +202,7 @@ async fn insert_run(
         decision: None,
         worker_pid: None,
         approval_deadline: None,
+        shadow: None,
         approval: None,
         creation_time: now,
         start_time: None,
@@ -646,6 +652,45 @@ impl Store {
         rows.iter().map(run_from_row).collect()
     }
 
+    /// Records a serving replica's shadow numbers on a shadowing run: its latest report
+    /// replaces its earlier one. `None` when the run no longer shadows (the gate decided,
+    /// or it was canceled), which tells the replica to stop.
+    pub async fn record_shadow(
+        &self,
+        id: &str,
+        replica: &str,
+        mut tally: ShadowTally,
+    ) -> Result<Option<PipelineRun>> {
+        /// Replicas kept per run; a restarted pod reports under a new name, so the ones
+        /// that went quiet longest make room.
+        const MAX_REPLICAS: usize = 256;
+        tally.updated = now_ms();
+        self.modify_pipeline_run(
+            id,
+            &[Phase::Shadowing],
+            |run| {
+                let started = run.last_updated_time;
+                let progress = run.shadow.get_or_insert_with(|| ShadowProgress {
+                    started,
+                    ..ShadowProgress::default()
+                });
+                if !progress.replicas.contains_key(replica)
+                    && progress.replicas.len() >= MAX_REPLICAS
+                    && let Some(quietest) = progress
+                        .replicas
+                        .iter()
+                        .min_by_key(|(_, t)| t.updated)
+                        .map(|(name, _)| name.clone())
+                {
+                    progress.replicas.remove(&quietest);
+                }
+                progress.replicas.insert(replica.to_string(), tally);
+            },
+            None,
+        )
+        .await
+    }
+
     /// Changes a pipeline run if it is in one of `from`: `change` edits the row, `event`
     /// goes to its history, both in one transaction. Returns the run as changed, or
     /// `None` when the run had moved on (another actor won).
@@ -694,7 +739,7 @@ impl Store {
         sqlx::query(
             "UPDATE pipeline_runs SET phase = $1, attempt = $2, not_before = $3, run_id = $4, model_version = $5, \
              decision = $6, worker_pid = $7, approval_deadline = $8, start_time = $9, end_time = $10, \
-             last_updated_time = $11, approval = $12 WHERE id = $13",
+             last_updated_time = $11, approval = $12, shadow = $13 WHERE id = $14",
         )
         .bind(run.phase.as_str())
         .bind(run.attempt)
@@ -708,6 +753,7 @@ impl Store {
         .bind(run.end_time)
         .bind(run.last_updated_time)
         .bind(run.approval.as_ref().map(encode_approval))
+        .bind(run.shadow.as_ref().map(json_text).transpose()?)
         .bind(id)
         .execute(&mut **tx)
         .await?;

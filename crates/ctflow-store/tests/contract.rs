@@ -62,6 +62,7 @@ const CASES: &[(&str, Case)] = cases![
     leases_have_one_holder,
     users_tokens_and_grants,
     feedback_labels_are_idempotent,
+    shadow_numbers_are_kept_per_replica_while_shadowing,
 ];
 
 fn code(err: Error) -> ErrorCode {
@@ -2648,4 +2649,89 @@ async fn feedback_labels_are_idempotent(store: Store) {
             .unwrap()
             .is_empty()
     );
+}
+
+async fn shadow_numbers_are_kept_per_replica_while_shadowing(store: Store) {
+    use ctflow_core::shadow::{ShadowProgress, ShadowTally};
+    store
+        .put_pipeline(&pipeline_document("p", serde_json::json!({})), "api", "/")
+        .await
+        .unwrap();
+    let Recorded::Created(run) = store
+        .record_trigger(&TriggerEvent::new("p", "manual", "shadow".into()))
+        .await
+        .unwrap()
+    else {
+        panic!("created")
+    };
+    let tally = |requests: u64| ShadowTally {
+        requests,
+        rows: requests,
+        agreed_rows: requests,
+        champion_p99_ms: Some(2.5),
+        ..ShadowTally::default()
+    };
+    // Not shadowing yet: nothing is recorded.
+    assert!(
+        store
+            .record_shadow(&run.id, "pod-a", tally(1))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    store
+        .modify_pipeline_run(
+            &run.id,
+            &[Phase::Pending],
+            |r| {
+                r.phase = Phase::Shadowing;
+                r.shadow = Some(ShadowProgress {
+                    started: 7,
+                    champion: Some(1),
+                    ..ShadowProgress::default()
+                });
+            },
+            None,
+        )
+        .await
+        .unwrap()
+        .expect("moved");
+    for (replica, requests) in [("pod-a", 5), ("pod-b", 3), ("pod-a", 9)] {
+        store
+            .record_shadow(&run.id, replica, tally(requests))
+            .await
+            .unwrap()
+            .expect("shadowing");
+    }
+    let read = store.get_pipeline_run(&run.id).await.unwrap();
+    let progress = read.shadow.expect("shadow numbers");
+    assert_eq!((progress.started, progress.champion), (7, Some(1)));
+    assert_eq!(progress.replicas.len(), 2);
+    assert_eq!(
+        progress.replicas["pod-a"].requests, 9,
+        "the latest report wins"
+    );
+    assert_eq!(progress.replicas["pod-a"].champion_p99_ms, Some(2.5));
+    assert!(progress.replicas["pod-b"].updated > 0);
+    assert_eq!(progress.summary().requests, 12);
+    // Once the gate decided, a late report changes nothing.
+    store
+        .modify_pipeline_run(
+            &run.id,
+            &[Phase::Shadowing],
+            |r| r.phase = Phase::GateFailed,
+            None,
+        )
+        .await
+        .unwrap()
+        .expect("moved");
+    assert!(
+        store
+            .record_shadow(&run.id, "pod-a", tally(100))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let read = store.get_pipeline_run(&run.id).await.unwrap();
+    assert_eq!(read.shadow.map(|s| s.replicas["pod-a"].requests), Some(9));
 }

@@ -46,6 +46,7 @@ fn run(id: &str, phase: Phase, attempt: i64, spec: TrainingPipelineSpec) -> Pipe
         decision: None,
         worker_pid: None,
         approval_deadline: None,
+        shadow: None,
         approval: None,
         creation_time: 0,
         start_time: None,
@@ -831,14 +832,19 @@ proptest! {
     fn a_run_lives_by_the_table(
         limit in 0u32..3,
         manual in any::<bool>(),
+        shadowed in any::<bool>(),
         insufficient in proptest::sample::select(vec!["fail", "pass", "pause"]),
-        events in proptest::collection::vec((0u8..8, any::<bool>(), proptest::option::of(0.0f64..1.0)), 1..40),
+        events in proptest::collection::vec((0u8..9, any::<bool>(), proptest::option::of(0.0f64..1.0)), 1..40),
     ) {
+        let mut cd = json!({"approval": if manual { "manual" } else { "auto" }, "timeout": "10s"});
+        if shadowed {
+            cd["shadow"] = json!({"requests": 10, "minAgreement": 0.9, "timeout": "5s", "onInsufficientData": insufficient});
+        }
         let spec = spec(json!({
             "retry": {"limit": limit, "backoff": "1s"},
             "gates": {
                 "ct": {"metrics": [{"metric": "accuracy", "threshold": 0.5}], "onInsufficientData": insufficient},
-                "cd": {"approval": if manual { "manual" } else { "auto" }, "timeout": "10s"},
+                "cd": cd,
             },
         }));
         let mut current = run("r", Phase::Pending, 0, spec);
@@ -862,6 +868,18 @@ proptest! {
                 }
                 5 => recover(&current, flag, now),
                 6 => { now += 20_000; answer(&current, None, USER, now).map(Step::Move).into_iter().collect() }
+                7 => {
+                    if let Some(progress) = current.shadow.as_mut() {
+                        let agreed = accuracy.map_or(0, |a| (a * 20.0) as u64);
+                        progress.replicas.insert("pod".into(), crate::shadow::ShadowTally {
+                            requests: if flag { 20 } else { 3 },
+                            rows: 20,
+                            agreed_rows: agreed,
+                            ..Default::default()
+                        });
+                    }
+                    shadow(&current, Some(1), USER, now)
+                }
                 _ => on_report(&current, &finished(attempt, JobStatus::CiFailed), now),
             };
             for m in moves(&steps) {
@@ -895,7 +913,7 @@ fn the_table_has_no_exit_from_the_end() {
 #[test]
 fn the_table_is_what_the_docs_count() {
     // docs/architecture.md shows this table; a new transition updates both.
-    assert_eq!(TRANSITIONS.len(), 31);
+    assert_eq!(TRANSITIONS.len(), 37);
     let distinct: BTreeSet<(&str, &str)> = TRANSITIONS
         .iter()
         .map(|(a, b)| (a.as_str(), b.as_str()))
@@ -932,4 +950,155 @@ fn a_run_with_training_data_is_snapshotted_once_before_its_first_attempt() {
         failed.decision.as_deref(),
         Some("cannot snapshot the training data: no training data")
     );
+}
+
+// ---- the shadow gate ----
+
+fn shadowing_spec(extra: serde_json::Value) -> TrainingPipelineSpec {
+    let mut shadow =
+        json!({"requests": 10, "minAgreement": 0.9, "maxLatencyRatio": 2.0, "timeout": "1m"});
+    if let (Some(shadow), Some(extra)) = (shadow.as_object_mut(), extra.as_object()) {
+        for (key, value) in extra {
+            shadow.insert(key.clone(), value.clone());
+        }
+    }
+    spec(json!({"gates": {
+        "ct": {"metrics": [{"metric": "accuracy", "threshold": 0.8}]},
+        "cd": {"shadow": shadow},
+    }}))
+}
+
+fn shadowing(spec: TrainingPipelineSpec, requests: u64, agreed: u64, errors: u64) -> PipelineRun {
+    let mut observed = run("r", Phase::Shadowing, 1, spec);
+    observed.model_version = Some(2);
+    let mut progress = ShadowProgress {
+        started: NOW,
+        champion: Some(1),
+        ..ShadowProgress::default()
+    };
+    progress.replicas.insert(
+        "pod-a".into(),
+        crate::shadow::ShadowTally {
+            requests,
+            rows: requests,
+            agreed_rows: agreed,
+            errors,
+            champion_p99_ms: Some(4.0),
+            challenger_p99_ms: Some(5.0),
+            ..Default::default()
+        },
+    );
+    observed.shadow = Some(progress);
+    observed
+}
+
+#[test]
+fn a_candidate_that_passed_ct_shadows_the_champion_first() {
+    let observed = run("r", Phase::Evaluating, 1, shadowing_spec(json!({})));
+    let steps = judge(&observed, &inputs(Some(0.9), Some((1, 0.85))), USER, NOW);
+    let m = only_move(&steps);
+    assert_eq!(m.to, Phase::Shadowing);
+    let aliases: Vec<&str> = m.promotions.iter().map(|p| p.alias.as_str()).collect();
+    assert_eq!(aliases, ["challenger"], "the champion does not move yet");
+    assert!(m.changes.contains(&Change::StartShadow {
+        started: NOW,
+        champion: 1
+    }));
+    assert!(m.changes.contains(&Change::ApprovalDeadline(NOW + 60_000)));
+    let shadowed = applied(observed.clone(), m);
+    assert_eq!(shadowed.shadow.as_ref().map(|s| s.started), Some(NOW));
+    // With no champion there is nothing to shadow: promoted at once.
+    let steps = judge(&observed, &inputs(Some(0.9), None), USER, NOW);
+    assert_eq!(only_move(&steps).to, Phase::Succeeded);
+    // A dry-run CD gate does not shadow.
+    let mut dry = observed;
+    dry.spec.gates.cd.dry_run = true;
+    let steps = judge(&dry, &inputs(Some(0.9), Some((1, 0.85))), USER, NOW);
+    assert_eq!(only_move(&steps).to, Phase::Succeeded);
+}
+
+#[test]
+fn the_shadow_waits_for_traffic_then_promotes_with_its_numbers() {
+    let quiet = shadowing(shadowing_spec(json!({})), 5, 5, 0);
+    assert!(shadow(&quiet, Some(1), USER, NOW + 1_000).is_empty());
+    let agreeing = shadowing(shadowing_spec(json!({})), 10, 10, 0);
+    let steps = shadow(&agreeing, Some(1), USER, NOW + 1_000);
+    let Step::Record { event, .. } = &steps[0] else {
+        panic!("the verdict is recorded first: {steps:#?}");
+    };
+    assert_eq!(event.gate.as_deref(), Some("cd"));
+    assert_eq!(event.result.as_deref(), Some("pass"));
+    assert_eq!(event.detail["shadow"]["summary"]["agreement"], 1.0);
+    assert_eq!(event.detail["shadow"]["summary"]["latency_ratio"], 1.25);
+    let m = only_move(&steps);
+    assert_eq!(m.to, Phase::Succeeded);
+    let aliases: Vec<&str> = m.promotions.iter().map(|p| p.alias.as_str()).collect();
+    assert_eq!(
+        aliases,
+        ["champion"],
+        "the challenger alias was set when shadowing began"
+    );
+    assert_eq!(
+        decision(m),
+        Some("version 2 is the champion (was version 1)")
+    );
+    // With a manual CD, a person approves after the shadow passed.
+    let manual = shadowing(
+        spec(json!({"gates": {"cd": {"approval": "manual", "shadow": {"requests": 10}}}})),
+        10,
+        1,
+        0,
+    );
+    let steps = shadow(&manual, Some(1), USER, NOW + 1_000);
+    assert_eq!(only_move(&steps).to, Phase::WaitingApproval);
+}
+
+#[test]
+fn a_disagreeing_challenger_fails_the_gate_with_the_numbers() {
+    let disagreeing = shadowing(shadowing_spec(json!({})), 10, 4, 0);
+    let steps = shadow(&disagreeing, Some(1), USER, NOW + 1_000);
+    let m = only_move(&steps);
+    assert_eq!(m.to, Phase::GateFailed);
+    assert!(m.promotions.is_empty());
+    let text = decision(m).unwrap_or_default();
+    assert!(
+        text.starts_with("CD gate: shadow failed: agreement 40.0%, needs >= 90.0%"),
+        "{text}"
+    );
+    let event = m.event.as_ref().map(|e| &e.detail["shadow"]["checks"][0]);
+    assert_eq!(event.map(|c| c["verdict"].clone()), Some(json!("fail")));
+    // Errors fail it before the sample is complete.
+    let erring = shadowing(shadowing_spec(json!({})), 2, 2, 1);
+    let steps = shadow(&erring, Some(1), USER, NOW + 1_000);
+    assert_eq!(only_move(&steps).to, Phase::GateFailed);
+}
+
+#[test]
+fn too_little_traffic_follows_the_insufficient_data_rule() {
+    let at_timeout = NOW + 60_000;
+    for (rule, phase) in [
+        ("fail", Phase::GateFailed),
+        ("pass", Phase::Succeeded),
+        ("pause", Phase::WaitingApproval),
+    ] {
+        let quiet = shadowing(shadowing_spec(json!({"onInsufficientData": rule})), 3, 3, 0);
+        let steps = shadow(&quiet, Some(1), USER, at_timeout);
+        let m = only_move(&steps);
+        assert_eq!(m.to, phase, "{rule}");
+        let recorded = steps
+            .iter()
+            .find_map(|s| match s {
+                Step::Record { event, .. } => Some(event),
+                Step::Move(m) => m.event.as_ref().filter(|e| e.gate.is_some()),
+                _ => None,
+            })
+            .map(|e| (e.result.clone(), e.message.clone()));
+        let (result, message) = recorded.unwrap_or_default();
+        assert_eq!(result.as_deref(), Some("inconclusive"), "{rule}");
+        assert!(
+            message
+                .starts_with("shadow inconclusive: 3 of 10 requests compared before the timeout"),
+            "{message}"
+        );
+    }
 }

@@ -2,8 +2,8 @@
 //! adds what it finds to [`Errors`], named by field path, so one pass reports everything.
 
 use super::{
-    Approval, DriftCurrent, DriftTrigger, PerformanceTrigger, SpecError, TrainingPipelineSpec,
-    Trigger, WebhookTrigger, drift_method,
+    Approval, DriftCurrent, DriftTrigger, PerformanceTrigger, ShadowGate, SpecError,
+    TrainingPipelineSpec, Trigger, WebhookTrigger, drift_method,
 };
 use crate::monitoring::LiveMetric;
 
@@ -445,6 +445,9 @@ pub(super) fn promotion(spec: &TrainingPipelineSpec, errors: &mut Errors) {
             "name who approves a manual approval: set approval: manual",
         );
     }
+    if let Some(shadow) = &cd.shadow {
+        shadow_gate(spec, shadow, errors);
+    }
     if let Some(serving) = &promotion.serving {
         if spec.model.is_none() {
             errors.add(
@@ -453,5 +456,44 @@ pub(super) fn promotion(spec: &TrainingPipelineSpec, errors: &mut Errors) {
             );
         }
         serving.validate(&mut |field, message| errors.add(field, message));
+    }
+}
+
+/// The shadow criteria: at least one request, criteria in range, a timeout the minimum
+/// duration fits in.
+fn shadow_gate(spec: &TrainingPipelineSpec, shadow: &ShadowGate, errors: &mut Errors) {
+    let base = "spec.gates.cd.shadow";
+    if spec.model.is_none() {
+        errors.add(base, "shadows the champion: set spec.model.name");
+    }
+    if shadow.requests == 0 {
+        errors.add(format!("{base}.requests"), "must be at least 1");
+    }
+    if let Some(agreement) = shadow.min_agreement
+        && !(0.0..=1.0).contains(&agreement)
+    {
+        errors.add(format!("{base}.minAgreement"), "must be between 0 and 1");
+    }
+    if let Some(ratio) = shadow.max_latency_ratio
+        && !(ratio.is_finite() && ratio > 0.0)
+    {
+        errors.add(
+            format!("{base}.maxLatencyRatio"),
+            "must be a positive number (1.5: at most 1.5 times the champion's p99)",
+        );
+    }
+    if shadow.timeout.0.is_zero() {
+        errors.add(format!("{base}.timeout"), "must be longer than zero");
+    }
+    if let Some(duration) = shadow.duration
+        && duration.0 >= shadow.timeout.0
+    {
+        errors.add(
+            format!("{base}.duration"),
+            format!(
+                "must be shorter than the timeout ({}): the shadow could never finish",
+                shadow.timeout
+            ),
+        );
     }
 }
