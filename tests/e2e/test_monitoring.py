@@ -83,6 +83,8 @@ spec:
   gates:
     ct:
       metrics: [ {{ metric: accuracy, threshold: 0.8 }} ]
+    cd:
+      shadow: {{ requests: 20, minAgreement: 0.9, timeout: 3m }}
   promotion:
     serving: {{ port: {port}, envManager: local, log: {{ path: {served_dir}, rollInterval: 1s }} }}
 """)
@@ -118,6 +120,16 @@ spec:
     report = json.loads(open(client.download_artifacts(shifted.info.run_id, "drift_report.json",
                                                        str(tmp_path))).read())
     assert sorted(c["column"] for c in report["columns"]) == sorted(FEATURES), report["columns"]
+
+    # The retrain passes CT, then proves itself on live traffic beside the champion before
+    # it is promoted: production goes on sending rows while it shadows.
+    with LoadGenerator(url, iris) as load:
+        done = wait_phase(up, drift_runs[0]["id"], TERMINAL)
+    assert done["phase"] == "Succeeded", describe(up, done["id"])
+    assert "Evaluating -> Shadowing" in [e["message"] for e in describe(up, done["id"])["events"]]
+    assert shadow_gate_event(up, done["id"])["detail"]["shadow"]["summary"]["agreement"] == 1.0
+    assert champion_version(up.url, "iris-live-model") == "2"
+    assert not load.failures, load.failures[:3]
 
 
 def metric_history(client, run_id, key):
