@@ -2,6 +2,7 @@
 import json
 import os
 import subprocess
+import time
 import urllib.request
 
 import pytest
@@ -40,6 +41,23 @@ def test_experiments_and_runs_commands(ctflow_bin, tracking_url, unique):
     runs = ctflow(ctflow_bin, "runs", "list", "--experiment-id", exp_id, "--output", "json", uri=tracking_url)
     assert runs.returncode == 0, runs.stderr
     assert [r["info"]["run_id"] for r in json.loads(runs.stdout)] == [run.info.run_id]
+    # Filtered and ordered as MLflow's search; the table prints times as ISO 8601 in UTC.
+    other = client.create_run(exp_id, run_name="cli-other")
+    client.log_metric(other.info.run_id, "m", 0.5)
+    low_first = ctflow(ctflow_bin, "runs", "list", "--experiment-id", exp_id, "--order-by", "metrics.m ASC",
+                       "--output", "json", uri=tracking_url)
+    assert low_first.returncode == 0, low_first.stderr
+    assert [r["info"]["run_name"] for r in json.loads(low_first.stdout)] == ["cli-other", "cli-run"]
+    high = ctflow(ctflow_bin, "runs", "list", "--experiment-id", exp_id, "--filter", "metrics.m > 1", uri=tracking_url)
+    assert high.returncode == 0, high.stderr
+    assert "cli-run" in high.stdout and "cli-other" not in high.stdout, high.stdout
+    assert "Start Time (UTC)" in high.stdout
+    started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(run.info.start_time / 1000))
+    assert started in high.stdout, high.stdout
+    bad = ctflow(ctflow_bin, "runs", "list", "--experiment-id", exp_id, "--filter", "metrics.m >", uri=tracking_url)
+    assert bad.returncode != 0 and "INVALID_PARAMETER_VALUE" in bad.stderr, bad.stderr
+    client.delete_run(other.info.run_id)
+
     described = ctflow(ctflow_bin, "runs", "describe", "--run-id", run.info.run_id, uri=tracking_url)
     assert described.returncode == 0, described.stderr
     body = json.loads(described.stdout)

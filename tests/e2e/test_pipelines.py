@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -62,6 +63,8 @@ def test_new_data_retrains_and_promotes_then_a_worse_candidate_is_held(up, tmp_p
     run = wait_phase(up, worse["id"], TERMINAL)
     assert run["phase"] == "GateFailed", describe(up, worse["id"])
     assert "accuracy" in run["decision"] and "needs >= 0.9" in run["decision"]
+    # Numbers in a decision read as the dashboard shows them: six significant digits.
+    assert not re.search(r"\d\.\d{7,}", run["decision"]), run["decision"]
     assert champion_version(up.url, "iris-data-model") == champion_before
     ct = [e for e in describe(up, worse["id"])["events"] if e.get("gate") == "ct"][0]
     assert ct["result"] == "fail"

@@ -222,7 +222,11 @@ def test_approving_a_manual_gate_from_the_pipelines_page_moves_the_champion(up, 
     page.wait_for_selector(f'#pipeline-runs tr[data-pipeline-run="{run_id}"]')
     page.click(f'#pipeline-runs tr[data-pipeline-run="{run_id}"] a')
     page.wait_for_selector("#approve")
-    assert "pass" in page.locator("#gates").inner_text()
+    gates = page.locator("#gates").inner_text()
+    assert "pass" in gates
+    # The CD gate's wait in words, its deadline as a time, not JSON with epoch milliseconds.
+    assert "approval manual" in gates and "rejected without an answer at" in gates, gates
+    assert '"deadline"' not in gates and "{" not in gates, gates
     shot(page, "pipeline-run-waiting")
     page.fill('input[aria-label="comment"]', "looks good")
     page.click("#approve")

@@ -27,18 +27,34 @@ pub enum ExperimentsCommand {
 
 #[derive(Subcommand)]
 pub enum RunsCommand {
-    /// List the runs of an experiment, newest first.
+    /// List the runs of an experiment, newest first (or as --order-by says).
     List {
+        /// The experiment whose runs are listed (`ctflow experiments list` shows the ids).
         #[arg(long)]
         experiment_id: String,
+        /// Which runs: active_only, deleted_only or all.
         #[arg(long, default_value = "active_only")]
         view: String,
+        /// Only the runs this search filter matches, in MLflow's grammar:
+        /// "metrics.accuracy > 0.9 and params.C = '0.5'".
+        #[arg(long)]
+        filter: Option<String>,
+        /// Sort by this key, in MLflow's grammar ("metrics.accuracy DESC",
+        /// "attributes.start_time"); repeat it for ties.
+        #[arg(long = "order-by")]
+        order_by: Vec<String>,
     },
     /// Print one run as JSON.
     Describe {
         #[arg(long)]
         run_id: String,
     },
+}
+
+/// A time as every table prints it: ISO 8601 in UTC, to the second (`-` for none).
+pub(crate) fn time_text(ms: Option<i64>) -> String {
+    ms.map(ctflow_core::schedule::logical_time_text)
+        .unwrap_or_else(|| "-".into())
 }
 
 pub(crate) fn print_json(value: &Value) -> Result<()> {
@@ -169,12 +185,20 @@ pub async fn runs(command: RunsCommand, args: &ClientArgs) -> Result<()> {
         RunsCommand::List {
             experiment_id,
             view,
+            filter,
+            order_by,
         } => {
-            let body = json!({
+            let mut body = json!({
                 "experiment_ids": [experiment_id],
                 "max_results": 1000,
                 "run_view_type": view.to_ascii_uppercase(),
             });
+            if let Some(filter) = filter {
+                body["filter"] = json!(filter);
+            }
+            if !order_by.is_empty() {
+                body["order_by"] = json!(order_by);
+            }
             let runs = search_all(&client, "runs/search", body, "runs").await?;
             match args.output {
                 OutputFormat::Json => print_json(&Value::Array(runs))?,
@@ -186,11 +210,11 @@ pub async fn runs(command: RunsCommand, args: &ClientArgs) -> Result<()> {
                                 r.info.run_id,
                                 r.info.run_name,
                                 r.info.status,
-                                r.info.start_time.to_string(),
+                                time_text(Some(r.info.start_time)),
                             ]
                         })
                         .collect();
-                    print_table(&["Run Id", "Name", "Status", "Start Time"], &rows);
+                    print_table(&["Run Id", "Name", "Status", "Start Time (UTC)"], &rows);
                 }
             }
         }

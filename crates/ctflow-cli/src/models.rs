@@ -409,7 +409,7 @@ async fn history(client: &TrackingClient, name: String, output: OutputFormat) ->
                 _ => format!("v{}", shown(&e.to_version)),
             };
             vec![
-                e.timestamp.to_string(),
+                crate::commands::time_text(Some(e.timestamp)),
                 e.action,
                 change,
                 e.user,
@@ -417,7 +417,10 @@ async fn history(client: &TrackingClient, name: String, output: OutputFormat) ->
             ]
         })
         .collect();
-    print_table(&["Time (ms)", "Action", "Change", "User", "Comment"], &rows);
+    print_table(
+        &["Time (UTC)", "Action", "Change", "User", "Comment"],
+        &rows,
+    );
     Ok(())
 }
 

@@ -14,7 +14,7 @@ use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::{Value, json};
 
 use crate::client::TrackingClient;
-use crate::commands::{print_json, print_table};
+use crate::commands::{print_json, print_table, time_text};
 use crate::{ClientArgs, OutputFormat};
 
 #[derive(Subcommand)]
@@ -79,11 +79,6 @@ pub enum PipelinesCommand {
 
 fn segment(value: &str) -> String {
     utf8_percent_encode(value, NON_ALPHANUMERIC).to_string()
-}
-
-fn time_text(ms: Option<i64>) -> String {
-    ms.map(ctflow_core::schedule::logical_time_text)
-        .unwrap_or_else(|| "-".into())
 }
 
 fn or_empty<T: ToString>(value: Option<T>) -> String {
@@ -188,7 +183,7 @@ pub async fn follow(
 
 /// A number as the server's JSON wrote it (`null` when absent).
 fn number_text(value: Option<f64>) -> String {
-    value.map_or_else(|| "null".into(), |v| Value::from(v).to_string())
+    value.map_or_else(|| "missing".into(), ctflow_core::gates::number_text)
 }
 
 fn print_comparisons(detail: &Value) {

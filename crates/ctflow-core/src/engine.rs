@@ -39,7 +39,9 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::gates::{Comparison, GateAction, SameData, Verdict, action_for, evaluate_ct_with};
+use crate::gates::{
+    Comparison, GateAction, SameData, Verdict, action_for, evaluate_ct_with, number_text,
+};
 use crate::job::{CiResult, JobEvent, JobStatus};
 use crate::pipeline::{Approval as ApprovalMode, DurationSpec};
 use crate::pipeline_run::{
@@ -576,13 +578,14 @@ fn describe_failure(comparisons: &[Comparison]) -> String {
         .iter()
         .filter(|c| c.verdict != Verdict::Pass)
         .map(|c| {
-            let value = c
-                .candidate
-                .map_or("missing".to_string(), |v| format!("{v}"));
+            let value = c.candidate.map_or("missing".to_string(), number_text);
             match (c.verdict, c.required) {
                 (Verdict::Fail, Some(required)) => format!(
-                    "{} = {value}, needs {} {required} ({})",
-                    c.metric, c.operator, c.check
+                    "{} = {value}, needs {} {} ({})",
+                    c.metric,
+                    c.operator,
+                    number_text(required),
+                    c.check
                 ),
                 _ => format!(
                     "{}: {}",
@@ -841,13 +844,13 @@ fn describe_shadow(
             match c.criterion.as_str() {
                 "agreement" => percent(v),
                 "errors" => format!("{v:.0}"),
-                _ => format!("{v:.2}"),
+                _ => number_text(v),
             }
         });
         let required = if c.criterion == "agreement" {
             percent(c.required)
         } else {
-            format!("{}", c.required)
+            number_text(c.required)
         };
         format!("{} {value}, needs {} {required}", c.criterion, c.operator)
     };

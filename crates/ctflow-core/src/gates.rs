@@ -263,10 +263,56 @@ pub fn action_for(
     }
 }
 
+/// A number as decisions print it: six significant digits without trailing zeros
+/// (`0.933333`, `0.9`, `1234.57`), exponent form outside 0.001 to 100,000, as the
+/// dashboard shows numbers.
+pub fn number_text(value: f64) -> String {
+    if !value.is_finite() {
+        return value.to_string();
+    }
+    if value == 0.0 {
+        return "0".into();
+    }
+    let magnitude = value.abs();
+    if !(1e-3..1e5).contains(&magnitude) {
+        return format!("{value:.4e}");
+    }
+    let decimals = (5 - magnitude.log10().floor() as i32).max(0) as usize;
+    let text = format!("{value:.decimals$}");
+    if text.contains('.') {
+        text.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        text
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn numbers_print_with_six_significant_digits() {
+        for (value, text) in [
+            (0.933_333_333_333_333_3, "0.933333"),
+            (0.8, "0.8"),
+            (1.0, "1"),
+            (1234.5678, "1234.57"),
+            (-0.05, "-0.05"),
+            (0.0, "0"),
+            (123_456.0, "1.2346e5"),
+        ] {
+            assert_eq!(number_text(value), text, "{value}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn printed_numbers_read_back_close(value in -1e5f64..1e5) {
+            let back: f64 = number_text(value).parse().expect("a number");
+            prop_assert!((back - value).abs() <= value.abs() * 1e-4 + 1e-12, "{} -> {}", value, back);
+        }
+    }
 
     fn metrics(pairs: &[(&str, f64)]) -> HashMap<String, f64> {
         pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect()

@@ -861,9 +861,25 @@ function shadowTable(run) {
       : h("p", { className: "muted" }, "No serving replica has reported yet: the champion's scoring server mirrors its traffic once it sees the run shadowing."));
 }
 
-// A gate's numbers: each comparison on a line, anything else as compact JSON.
+// A gate's numbers: each comparison, CI check or shadow criterion on a line, the CD
+// gate's approval and deadline in words; anything else as compact JSON.
 function gateNumbers(detail) {
   if (!detail) return "";
+  if (Array.isArray(detail.checks)) return h("ul", { className: "comparisons" }, detail.checks.map(c => h("li", {},
+    `${c.name}: ${c.exit_code === null || c.exit_code === undefined ? "stopped" : `exit ${c.exit_code}`} in ${(Number(c.duration_ms || 0) / 1000).toFixed(1)}s `,
+    badge(c.passed ? "pass" : "fail"))), detail.dryRun ? h("li", {}, "dry run: not blocking") : null);
+  if (detail.shadow && !detail.shadow.checks) {
+    const g = detail.shadow;
+    const criteria = [g.minAgreement !== undefined ? `agreement ≥ ${number(g.minAgreement * 100)}%` : null,
+      g.maxLatencyRatio !== undefined ? `p99 latency ≤ ${g.maxLatencyRatio}× the champion's` : null,
+      `errors ≤ ${g.maxErrors || 0}`].filter(Boolean);
+    return h("ul", { className: "comparisons" }, h("li", {}, `shadowing champion version ${detail.champion}`),
+      h("li", {}, `decides after ${g.requests} compared requests${g.duration ? ` and ${g.duration}` : ""}; timeout ${g.timeout}`),
+      h("li", {}, criteria.join(", ")));
+  }
+  if (detail.approval !== undefined) return h("ul", { className: "comparisons" },
+    h("li", {}, `approval ${detail.approval}${detail.dryRun ? " (dry run)" : ""}`),
+    detail.deadline ? h("li", {}, `rejected without an answer at ${when(detail.deadline)} UTC`) : null);
   const checks = detail.shadow && detail.shadow.checks;
   if (checks) return h("ul", { className: "comparisons" }, checks.map(c => h("li", {},
     `${c.criterion}: ${number(c.value)} ${c.operator} ${number(c.required)} `, badge(c.verdict || ""))));
