@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from support import (IRIS, TERMINAL, CtflowUp, champion_version, describe, drift_checks, free_port, install,
+from support import (IRIS, TERMINAL, CtflowUp, api, champion_version, describe, drift_checks, free_port, install,
                      runs_of, trigger, wait_for, wait_phase, wait_serving)
 
 FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
@@ -285,6 +285,7 @@ class LoadGenerator:
         import threading
         self.url, self.frame = url, frame
         self.versions, self.failures = [], []
+        self.answers = {}  # request id (the server's) -> the prediction
         self.done = threading.Event()
         self.thread = threading.Thread(target=self.run, daemon=True)
 
@@ -298,6 +299,7 @@ class LoadGenerator:
             try:
                 with urllib.request.urlopen(request, timeout=30) as r:
                     self.versions.append(r.headers["ctflow-model-version"])
+                    self.answers[r.headers["x-request-id"]] = json.loads(r.read())["predictions"][0]
             except Exception as error:  # noqa: BLE001 - a failed request is what the test checks
                 self.failures.append(repr(error))
             i += 1
@@ -414,3 +416,67 @@ spec:
     exposition = urllib.request.urlopen(url + "/metrics", timeout=10).read().decode()
     assert 'ctflow_serving_shadow_copies_total{result="compared"}' in exposition, exposition
     assert 'ctflow_serving_shadow_rows_total{result="disagreed"}' in exposition
+
+
+def test_labels_for_mirrored_requests_judge_both_models_live(up, tmp_path):
+    """The shadow gate's live metrics: labels sent for requests while the challenger
+    shadows score both models on the same rows. Here the world agrees with the challenger
+    and not with the champion, so the challenger is promoted though it disagrees with the
+    champion on every row."""
+    data = tmp_path / "data"
+    data.mkdir()
+    shutil.copy(IRIS / "data" / "iris.csv", data / "iris.csv")
+    port = free_port()
+    model = "iris-shadow-live-model"
+    install(up, "iris-shadow-live", f"""
+apiVersion: ctflow.dev/v1alpha1
+kind: TrainingPipeline
+metadata: {{ name: iris-shadow-live }}
+spec:
+  project: {{ uri: {shadow_project(tmp_path)}, envManager: local }}
+  experiment: iris-shadow-live
+  model: {{ name: {model} }}
+  concurrencyPolicy: Enqueue
+  data:
+    paths: [{data}/iris.csv]
+  gates:
+    ct:
+      metrics: [ {{ metric: accuracy, threshold: 0.8 }} ]
+    cd:
+      shadow:
+        requests: 10
+        timeout: 3m
+        metrics: [ {{ metric: accuracy, minLabels: 20, maxDrop: 0.0 }} ]
+  promotion:
+    serving: {{ port: {port}, envManager: local }}
+""")
+    first = wait_phase(up, trigger(up, "iris-shadow-live")["pipeline_run"]["id"], TERMINAL)
+    assert first["phase"] == "Succeeded", describe(up, first["id"])
+    url = f"http://127.0.0.1:{port}"
+    wait_serving(url)
+    iris = pd.read_csv(data / "iris.csv")[FEATURES]
+
+    with LoadGenerator(url, iris) as load:
+        flipped = trigger(up, "iris-shadow-live", params={"flip": "1"}, key="flipped")["pipeline_run"]["id"]
+        wait_phase(up, flipped, {"Shadowing"} | TERMINAL)
+
+        def labelled_until_decided():
+            # The truth is one class on from what the champion said: the champion is wrong
+            # on every row, the flipped challenger right.
+            labels = [{"request_id": rid, "row": 0, "label": (int(p) + 1) % 3}
+                      for rid, p in list(load.answers.items())]
+            status, body = api(up.url, f"/api/ctflow/v1/models/{model}/feedback", {"labels": labels[-10000:]})
+            assert status == 200, body
+            run = describe(up, flipped)["pipeline_run"]
+            return run if run["phase"] in TERMINAL else None
+
+        done = wait_for("the shadow's live verdict", labelled_until_decided, timeout=180, interval=1)
+    assert done["phase"] == "Succeeded", describe(up, flipped)
+    event = shadow_gate_event(up, flipped)
+    live = {c["metric"]: c for c in event["detail"]["shadow"]["live"]}["accuracy"]
+    assert live["labelled"] >= 20 and live["challenger"] == 1.0 and live["champion"] == 0.0, live
+    checks = {c["criterion"]: c for c in event["detail"]["shadow"]["checks"]}
+    assert checks["live_accuracy"]["verdict"] == "pass", checks
+    assert event["detail"]["shadow"]["summary"]["agreement"] < 0.1
+    assert champion_version(up.url, model) == "2"
+    assert not load.failures, load.failures[:3]

@@ -342,13 +342,15 @@ impl TrackingClient {
         self.record_event(path, event, extra).await
     }
 
-    /// Reports a serving replica's shadow numbers on a shadowing pipeline run. `false`
-    /// when the run no longer shadows (its gate decided, or it was canceled).
+    /// Reports a serving replica's shadow numbers on a shadowing pipeline run, with the
+    /// mirrored rows it kept for live metrics (at most 10,000). `false` when the run no
+    /// longer shadows (its gate decided, or it was canceled).
     pub async fn record_shadow(
         &self,
         pipeline_run: &str,
         replica: &str,
         tally: &ctflow_core::shadow::ShadowTally,
+        predictions: &[ctflow_core::shadow::ShadowPrediction],
     ) -> ClientResult<bool> {
         #[derive(Deserialize)]
         struct Body {
@@ -358,7 +360,7 @@ impl TrackingClient {
             "/api/ctflow/v1/pipeline-runs/{}/shadow",
             segment(pipeline_run)
         );
-        let body = json!({ "replica": replica, "tally": tally });
+        let body = json!({ "replica": replica, "tally": tally, "predictions": predictions });
         let answer: Body = decode(
             &path,
             self.send_path(reqwest::Method::POST, &path, &body).await?,

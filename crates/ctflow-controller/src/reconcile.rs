@@ -14,9 +14,11 @@ use std::time::{Duration, Instant};
 use ctflow_bus::{Job, JobEvent};
 use ctflow_core::engine::{self, Champion, Effect, Evaluation, GateInputs, Step};
 use ctflow_core::gates::SameData;
+use ctflow_core::monitoring::{LiveMetric, Outcome};
 use ctflow_core::now_ms;
 use ctflow_core::pipeline::evaluation_tags;
 use ctflow_core::pipeline_run::{Phase, UNFINISHED_PHASES};
+use ctflow_core::shadow::{LiveComparison, compare_live};
 use ctflow_metrics::{ControllerErrorLabels, ControllerStepLabels};
 use ctflow_store::{NewModelVersion, PipelineRun, RunUpdate};
 use tokio_util::sync::CancellationToken;
@@ -181,7 +183,12 @@ pub(crate) async fn reconcile_once(shared: &Shared) -> Result<()> {
                     }
                 }
                 Phase::WaitingApproval | Phase::Paused => answer(shared, run, now).await?,
-                Phase::Shadowing => shadow(shared, run, now).await?,
+                Phase::Shadowing => {
+                    if let Err(error) = shadow(shared, run, now).await {
+                        count_error(shared, &error);
+                        tracing::warn!(%error, pipeline_run = run.id, "cannot judge the shadow yet; will retry");
+                    }
+                }
                 _ => {}
             }
         }
@@ -483,8 +490,46 @@ async fn shadow(shared: &Shared, run: &PipelineRun, now: i64) -> Result<()> {
             .map(|(v, _)| v),
         None => None,
     };
-    let steps = engine::shadow(run, champion, &shared.config.user, now);
+    let live = live_comparisons(shared, run).await?;
+    let steps = engine::shadow(run, champion, &live, &shared.config.user, now);
     apply_all(shared, steps).await
+}
+
+/// The shadow gate's live metrics: both models scored on the mirrored rows that have a
+/// label (sent since the shadow began).
+async fn live_comparisons(shared: &Shared, run: &PipelineRun) -> Result<Vec<LiveComparison>> {
+    let (Some(gate), Some(model)) = (&run.spec.gates.cd.shadow, &run.spec.model) else {
+        return Ok(Vec::new());
+    };
+    if gate.metrics.is_empty() {
+        return Ok(Vec::new());
+    }
+    let predictions = shared.store.shadow_predictions(&run.id).await?;
+    let since = run.shadow.as_ref().map_or(0, |s| s.started);
+    let mut labels = HashMap::new();
+    let mut after = 0;
+    loop {
+        let page = shared
+            .store
+            .list_feedback(&model.name, since, after, 10_000)
+            .await?;
+        let Some(last) = page.last().map(|l| l.seq) else {
+            break;
+        };
+        for label in page {
+            labels.insert(
+                (label.request_id, label.row),
+                Outcome::from_json(&label.label),
+            );
+        }
+        after = last;
+    }
+    Ok(gate
+        .metrics
+        .iter()
+        .filter_map(|m| LiveMetric::parse(&m.metric).ok())
+        .map(|metric| compare_live(metric, &predictions, &labels))
+        .collect())
 }
 
 /// Resumes unfinished pipeline runs after a start. The processes of a job whose

@@ -47,7 +47,9 @@ use crate::pipeline::{Approval as ApprovalMode, DurationSpec};
 use crate::pipeline_run::{
     Admission, Phase, PipelineRun, PipelineRunEvent, PromotionStep, UNFINISHED_PHASES, admit,
 };
-use crate::shadow::{ShadowCheck, ShadowJudgement, ShadowProgress, ShadowSummary, judge_shadow};
+use crate::shadow::{
+    LiveComparison, ShadowCheck, ShadowJudgement, ShadowProgress, ShadowSummary, judge_shadow,
+};
 
 /// The phases of a job that a worker has (or is about to have).
 const LIVE: [Phase; 2] = [Phase::Queued, Phase::Running];
@@ -847,12 +849,23 @@ fn describe_shadow(
                 _ => number_text(v),
             }
         });
-        let required = if c.criterion == "agreement" {
-            percent(c.required)
-        } else {
-            number_text(c.required)
-        };
-        format!("{} {value}, needs {} {required}", c.criterion, c.operator)
+        match c.required {
+            Some(required) if c.criterion == "agreement" => {
+                format!(
+                    "{} {value}, needs {} {}",
+                    c.criterion,
+                    c.operator,
+                    percent(required)
+                )
+            }
+            Some(required) => format!(
+                "{} {value}, needs {} {}",
+                c.criterion,
+                c.operator,
+                number_text(required)
+            ),
+            None => format!("{} {value} ({})", c.criterion, c.operator),
+        }
     };
     match verdict {
         Verdict::Pass => {
@@ -892,8 +905,16 @@ fn describe_shadow(
 /// The shadow gate on a shadowing run, from the serving replicas' numbers recorded on it
 /// and the clock: nothing while it waits for traffic; else the verdict, recorded with its
 /// numbers, and what follows it (the CD decision, a stop, or a person when the data was
-/// insufficient with `pause`). `champion` is the model's champion version now.
-pub fn shadow(run: &PipelineRun, champion: Option<i64>, user: &str, now: i64) -> Vec<Step> {
+/// insufficient with `pause`). `champion` is the model's champion version now; `live`, the
+/// gate's live metrics of both models on the labelled mirrored rows (see
+/// [`crate::shadow::compare_live`]).
+pub fn shadow(
+    run: &PipelineRun,
+    champion: Option<i64>,
+    live: &[LiveComparison],
+    user: &str,
+    now: i64,
+) -> Vec<Step> {
     let from = [Phase::Shadowing];
     if run.phase != Phase::Shadowing {
         return Vec::new();
@@ -919,7 +940,7 @@ pub fn shadow(run: &PipelineRun, champion: Option<i64>, user: &str, now: i64) ->
         verdict,
         checks,
         summary,
-    } = judge_shadow(gate, &progress, now)
+    } = judge_shadow(gate, &progress, live, now)
     else {
         return Vec::new();
     };
@@ -940,6 +961,7 @@ pub fn shadow(run: &PipelineRun, champion: Option<i64>, user: &str, now: i64) ->
                 "champion": progress.champion,
                 "summary": summary,
                 "checks": checks,
+                "live": live,
                 "replicas": progress.replicas,
                 "started": progress.started,
                 "onInsufficientData": gate.on_insufficient_data,

@@ -803,6 +803,29 @@ pub struct ShadowGate {
     /// anyway) or `pause` (a person decides, with the numbers so far).
     #[serde(default)]
     pub on_insufficient_data: InsufficientData,
+    /// Live metrics from ground truth: labels sent for mirrored requests score both models
+    /// on the same rows, and the challenger may be at most `maxDrop` worse.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub metrics: Vec<ShadowMetric>,
+}
+
+/// A live metric of the shadow gate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ShadowMetric {
+    /// `accuracy`, `f1`, `rmse` or `mae`.
+    pub metric: String,
+    /// Labelled rows both models answered before the metric counts.
+    #[serde(default = "default_shadow_min_labels")]
+    pub min_labels: u64,
+    /// How much worse than the champion's the challenger's value may be (lower for
+    /// accuracy and f1, higher for rmse and mae).
+    #[serde(default)]
+    pub max_drop: f64,
+}
+
+fn default_shadow_min_labels() -> u64 {
+    50
 }
 
 fn default_shadow_requests() -> u64 {
@@ -1320,6 +1343,11 @@ mod tests {
             min_agreement: Some(1.5),
             max_latency_ratio: Some(0.0),
             duration: Some(DurationSpec(Duration::from_secs(7200))),
+            metrics: vec![ShadowMetric {
+                metric: "auc".into(),
+                min_labels: 0,
+                max_drop: -0.1,
+            }],
             ..shadow
         });
         spec.model = None;
@@ -1330,6 +1358,9 @@ mod tests {
                 "spec.gates.cd.shadow.requests",
                 "spec.gates.cd.shadow.minAgreement",
                 "spec.gates.cd.shadow.maxLatencyRatio",
+                "spec.gates.cd.shadow.metrics[0].metric",
+                "spec.gates.cd.shadow.metrics[0].minLabels",
+                "spec.gates.cd.shadow.metrics[0].maxDrop",
                 "spec.gates.cd.shadow.duration",
             ]
         );

@@ -5,13 +5,13 @@
 //! Each replica reports its own running totals (a later report replaces the earlier one),
 //! so a report that is lost or repeated changes nothing; the gate sums the latest of each.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::gates::Verdict;
-use crate::monitoring::Outcome;
+use crate::monitoring::{LiveMetric, Outcome};
 use crate::pipeline::ShadowGate;
 
 /// One serving replica's numbers since it began mirroring to the challenger.
@@ -151,6 +151,82 @@ impl ShadowProgress {
     }
 }
 
+/// Both models' answers for one row of a mirrored request, kept so that labels sent for
+/// the request later score both on the same row.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShadowPrediction {
+    /// The request id (the one the inference log and feedback use).
+    pub request_id: String,
+    /// The row of the request.
+    pub row: u32,
+    /// The champion's prediction.
+    pub champion: Value,
+    /// The challenger's prediction.
+    pub challenger: Value,
+}
+
+/// The rows of one mirrored request both models answered: a list is one row per item
+/// (rows only one model answered are left out); anything else is row 0.
+pub fn prediction_rows(
+    request_id: &str,
+    champion: &Value,
+    challenger: &Value,
+) -> Vec<ShadowPrediction> {
+    let row = |row: usize, champion: &Value, challenger: &Value| ShadowPrediction {
+        request_id: request_id.to_string(),
+        row: u32::try_from(row).unwrap_or(u32::MAX),
+        champion: champion.clone(),
+        challenger: challenger.clone(),
+    };
+    match (champion, challenger) {
+        (Value::Array(a), Value::Array(b)) => a
+            .iter()
+            .zip(b)
+            .enumerate()
+            .map(|(i, (x, y))| row(i, x, y))
+            .collect(),
+        (a, b) => vec![row(0, a, b)],
+    }
+}
+
+/// A live metric of both models on the labelled rows both answered.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LiveComparison {
+    /// The metric's name.
+    pub metric: String,
+    /// Rows with a label.
+    pub labelled: u64,
+    /// The champion's value on them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub champion: Option<f64>,
+    /// The challenger's value on the same rows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub challenger: Option<f64>,
+}
+
+/// Scores both models on the rows of `predictions` that have a label in `labels` (by
+/// request id and row).
+pub fn compare_live(
+    metric: LiveMetric,
+    predictions: &[ShadowPrediction],
+    labels: &HashMap<(String, u32), Outcome>,
+) -> LiveComparison {
+    let mut champion = Vec::new();
+    let mut challenger = Vec::new();
+    for p in predictions {
+        if let Some(label) = labels.get(&(p.request_id.clone(), p.row)) {
+            champion.push((Outcome::from_json(&p.champion), label.clone()));
+            challenger.push((Outcome::from_json(&p.challenger), label.clone()));
+        }
+    }
+    LiveComparison {
+        metric: metric.as_str().to_string(),
+        labelled: champion.len() as u64,
+        champion: metric.score(&champion),
+        challenger: metric.score(&challenger),
+    }
+}
+
 /// One criterion of the shadow gate with the number it was judged on.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ShadowCheck {
@@ -158,8 +234,9 @@ pub struct ShadowCheck {
     pub criterion: String,
     /// The measured value (`None` when nothing was measured).
     pub value: Option<f64>,
-    /// The bound it had to meet.
-    pub required: f64,
+    /// The bound it had to meet (`None` when there was none to compute: a live metric
+    /// without enough labels, or the champion scored nothing).
+    pub required: Option<f64>,
     /// `>=` or `<=`.
     pub operator: String,
     /// This criterion's outcome.
@@ -183,12 +260,15 @@ pub enum ShadowJudgement {
     },
 }
 
-fn check(criterion: &str, value: Option<f64>, required: f64, at_least: bool) -> ShadowCheck {
-    let verdict = match value {
-        None => Verdict::Inconclusive,
-        Some(v) if v.is_nan() => Verdict::Inconclusive,
-        Some(v) if (at_least && v >= required) || (!at_least && v <= required) => Verdict::Pass,
-        Some(_) => Verdict::Fail,
+fn check(
+    criterion: &str,
+    value: Option<f64>,
+    required: Option<f64>,
+    at_least: bool,
+) -> ShadowCheck {
+    let verdict = match (value, required) {
+        (None, _) | (_, None) => Verdict::Inconclusive,
+        (Some(v), Some(required)) => judged(v, required, at_least),
     };
     ShadowCheck {
         criterion: criterion.to_string(),
@@ -199,24 +279,76 @@ fn check(criterion: &str, value: Option<f64>, required: f64, at_least: bool) -> 
     }
 }
 
+fn judged(value: f64, required: f64, at_least: bool) -> Verdict {
+    match value {
+        v if v.is_nan() => Verdict::Inconclusive,
+        v if (at_least && v >= required) || (!at_least && v <= required) => Verdict::Pass,
+        _ => Verdict::Fail,
+    }
+}
+
 /// The shadow gate on the replicas' reports at `now` (epoch ms). More errors than allowed
 /// fail it at once; otherwise it waits for `requests` compared requests (and `duration`)
 /// and then judges every criterion; at the timeout with less, it is inconclusive.
-pub fn judge_shadow(gate: &ShadowGate, progress: &ShadowProgress, now: i64) -> ShadowJudgement {
+pub fn judge_shadow(
+    gate: &ShadowGate,
+    progress: &ShadowProgress,
+    live: &[LiveComparison],
+    now: i64,
+) -> ShadowJudgement {
     let summary = progress.summary();
     let millis = |d: std::time::Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
     let errors = check(
         "errors",
         Some(summary.errors as f64),
-        gate.max_errors as f64,
+        Some(gate.max_errors as f64),
         false,
     );
     let mut checks = Vec::new();
     if let Some(min) = gate.min_agreement {
-        checks.push(check("agreement", summary.agreement, min, true));
+        checks.push(check("agreement", summary.agreement, Some(min), true));
     }
     if let Some(max) = gate.max_latency_ratio {
-        checks.push(check("latency_ratio", summary.latency_ratio, max, false));
+        checks.push(check(
+            "latency_ratio",
+            summary.latency_ratio,
+            Some(max),
+            false,
+        ));
+    }
+    let mut labels_missing = false;
+    for wanted in &gate.metrics {
+        let Ok(metric) = LiveMetric::parse(&wanted.metric) else {
+            continue;
+        };
+        let measured = live.iter().find(|l| l.metric == metric.as_str());
+        let labelled = measured.map_or(0, |l| l.labelled);
+        let criterion = format!("live_{}", metric.as_str());
+        if labelled < wanted.min_labels {
+            labels_missing = true;
+            checks.push(ShadowCheck {
+                criterion,
+                value: measured.and_then(|l| l.challenger),
+                required: None,
+                operator: format!("needs {} labelled rows, has {labelled}", wanted.min_labels),
+                verdict: Verdict::Inconclusive,
+            });
+            continue;
+        }
+        let champion = measured.and_then(|l| l.champion);
+        let bound = champion.map(|c| {
+            if metric.higher_is_better() {
+                c - wanted.max_drop
+            } else {
+                c + wanted.max_drop
+            }
+        });
+        checks.push(check(
+            &criterion,
+            measured.and_then(|l| l.challenger),
+            bound,
+            metric.higher_is_better(),
+        ));
     }
     let too_many_errors = errors.verdict == Verdict::Fail;
     checks.push(errors);
@@ -229,7 +361,7 @@ pub fn judge_shadow(gate: &ShadowGate, progress: &ShadowProgress, now: i64) -> S
     }
     let elapsed = now.saturating_sub(progress.started);
     let long_enough = gate.duration.is_none_or(|d| elapsed >= millis(d.0));
-    if summary.requests < gate.requests || !long_enough {
+    if summary.requests < gate.requests || !long_enough || labels_missing {
         if elapsed < millis(gate.timeout.0) {
             return ShadowJudgement::Waiting;
         }
@@ -288,6 +420,7 @@ mod tests {
             max_latency_ratio: Some(2.0),
             max_errors: 0,
             on_insufficient_data: InsufficientData::Fail,
+            metrics: Vec::new(),
         }
     }
 
@@ -341,16 +474,16 @@ mod tests {
         let now = 2_000;
         let partial = progress(&[tally(50, 50, 50, 0)]);
         assert_eq!(
-            judge_shadow(&gate(), &partial, now),
+            judge_shadow(&gate(), &partial, &[], now),
             ShadowJudgement::Waiting
         );
         let agreeing = progress(&[tally(100, 100, 95, 0)]);
         assert_eq!(
-            verdict(&judge_shadow(&gate(), &agreeing, now)),
+            verdict(&judge_shadow(&gate(), &agreeing, &[], now)),
             Some(Verdict::Pass)
         );
         let disagreeing = progress(&[tally(100, 100, 50, 0)]);
-        let judged = judge_shadow(&gate(), &disagreeing, now);
+        let judged = judge_shadow(&gate(), &disagreeing, &[], now);
         let ShadowJudgement::Decided {
             verdict, checks, ..
         } = judged
@@ -368,21 +501,21 @@ mod tests {
     fn errors_fail_at_once_and_too_little_traffic_is_inconclusive_at_the_timeout() {
         let failing = progress(&[tally(3, 3, 3, 1)]);
         assert_eq!(
-            verdict(&judge_shadow(&gate(), &failing, 2_000)),
+            verdict(&judge_shadow(&gate(), &failing, &[], 2_000)),
             Some(Verdict::Fail)
         );
         let quiet = progress(&[tally(3, 3, 3, 0)]);
         assert_eq!(
-            judge_shadow(&gate(), &quiet, 1_000 + 59_999),
+            judge_shadow(&gate(), &quiet, &[], 1_000 + 59_999),
             ShadowJudgement::Waiting
         );
         assert_eq!(
-            verdict(&judge_shadow(&gate(), &quiet, 1_000 + 60_000)),
+            verdict(&judge_shadow(&gate(), &quiet, &[], 1_000 + 60_000)),
             Some(Verdict::Inconclusive)
         );
         let nobody = progress(&[]);
         assert_eq!(
-            verdict(&judge_shadow(&gate(), &nobody, 1_000 + 60_000)),
+            verdict(&judge_shadow(&gate(), &nobody, &[], 1_000 + 60_000)),
             Some(Verdict::Inconclusive)
         );
     }
@@ -393,12 +526,80 @@ mod tests {
         with_duration.duration = Some(DurationSpec(Duration::from_secs(10)));
         let enough = progress(&[tally(500, 500, 500, 0)]);
         assert_eq!(
-            judge_shadow(&with_duration, &enough, 1_000 + 9_000),
+            judge_shadow(&with_duration, &enough, &[], 1_000 + 9_000),
             ShadowJudgement::Waiting
         );
         assert_eq!(
-            verdict(&judge_shadow(&with_duration, &enough, 1_000 + 10_000)),
+            verdict(&judge_shadow(&with_duration, &enough, &[], 1_000 + 10_000)),
             Some(Verdict::Pass)
+        );
+    }
+
+    #[test]
+    fn labels_score_both_models_on_the_same_rows() {
+        let mut predictions = prediction_rows("a", &json!([0, 1]), &json!([1, 1]));
+        predictions.extend(prediction_rows("b", &json!(2), &json!(2)));
+        predictions.extend(prediction_rows("c", &json!([0]), &json!([0])));
+        assert_eq!(predictions.len(), 4);
+        // Labels for a's two rows and b; c has none; one label is for no mirrored row.
+        let labels: HashMap<(String, u32), Outcome> = [
+            (("a".to_string(), 0), Outcome::Number(1.0)),
+            (("a".to_string(), 1), Outcome::Number(1.0)),
+            (("b".to_string(), 0), Outcome::Number(2.0)),
+            (("z".to_string(), 0), Outcome::Number(0.0)),
+        ]
+        .into();
+        let live = compare_live(LiveMetric::Accuracy, &predictions, &labels);
+        assert_eq!(live.labelled, 3);
+        assert_eq!(live.challenger, Some(1.0));
+        assert!((live.champion.unwrap_or_default() - 2.0 / 3.0).abs() < 1e-12);
+
+        let mut g = gate();
+        g.min_agreement = None;
+        g.requests = 1;
+        g.metrics = vec![crate::pipeline::ShadowMetric {
+            metric: "accuracy".into(),
+            min_labels: 3,
+            max_drop: 0.0,
+        }];
+        let traffic = progress(&[tally(3, 4, 2, 0)]);
+        assert_eq!(
+            verdict(&judge_shadow(
+                &g,
+                &traffic,
+                std::slice::from_ref(&live),
+                2_000
+            )),
+            Some(Verdict::Pass),
+            "better than the champion where it disagrees"
+        );
+        let worse = LiveComparison {
+            challenger: Some(0.5),
+            ..live.clone()
+        };
+        let ShadowJudgement::Decided {
+            verdict: worse_verdict,
+            checks,
+            ..
+        } = judge_shadow(&g, &traffic, &[worse], 2_000)
+        else {
+            panic!("decided");
+        };
+        assert_eq!(worse_verdict, Verdict::Fail);
+        let accuracy = checks.iter().find(|c| c.criterion == "live_accuracy");
+        assert_eq!(accuracy.map(|c| c.verdict), Some(Verdict::Fail));
+        // Too few labels: it waits for them, and at the timeout it is inconclusive.
+        let few = LiveComparison {
+            labelled: 2,
+            ..live
+        };
+        assert_eq!(
+            judge_shadow(&g, &traffic, std::slice::from_ref(&few), 2_000),
+            ShadowJudgement::Waiting
+        );
+        assert_eq!(
+            verdict(&judge_shadow(&g, &traffic, &[few], 1_000 + 60_000)),
+            Some(Verdict::Inconclusive)
         );
     }
 
@@ -447,7 +648,7 @@ mod tests {
             }
             let mut g = gate();
             g.max_errors = max_errors;
-            let judged = verdict(&judge_shadow(&g, &progress, now));
+            let judged = verdict(&judge_shadow(&g, &progress, &[], now));
             if summary.errors > max_errors {
                 prop_assert_eq!(judged, Some(Verdict::Fail));
             }

@@ -9,10 +9,11 @@ use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::IntoResponse;
 use axum::{Extension, Json};
+use ctflow_core::inference::valid_request_id;
 use ctflow_core::monitoring::PerformanceEvent;
 use ctflow_core::pipeline::{PipelineDocument, Trigger, next_scheduled_run};
 use ctflow_core::pipeline_run::Phase;
-use ctflow_core::shadow::ShadowTally;
+use ctflow_core::shadow::{ShadowPrediction, ShadowTally};
 use ctflow_core::trigger::{DriftEvent, TriggerEvent, verify_signature, webhook_parameters};
 use ctflow_core::{ErrorCode, MlflowError};
 use ctflow_store::{Approval, PipelineRunEvent, Recorded};
@@ -694,6 +695,8 @@ async fn answer(
 
 /// The longest name a serving replica reports under.
 const MAX_REPLICA_NAME: usize = 256;
+/// The most mirrored rows one shadow report may carry.
+const MAX_SHADOW_PREDICTIONS: usize = 10_000;
 
 /// `POST /api/ctflow/v1/pipeline-runs/{id}/shadow`: a serving replica's running totals of
 /// the shadow comparison (`{"replica": name, "tally": {...}}`), kept on the run while it
@@ -709,6 +712,8 @@ pub async fn shadow_report(
     struct Report {
         replica: String,
         tally: ShadowTally,
+        #[serde(default)]
+        predictions: Vec<ShadowPrediction>,
     }
     let report: Report = serde_json::from_slice(&body)
         .map_err(|e| invalid(format!("Invalid shadow report: {e}")))?;
@@ -723,9 +728,26 @@ pub async fn shadow_report(
         .into());
     }
     report.tally.validate().map_err(invalid)?;
+    if report.predictions.len() > MAX_SHADOW_PREDICTIONS {
+        return Err(invalid(format!(
+            "at most {MAX_SHADOW_PREDICTIONS} predictions per shadow report"
+        ))
+        .into());
+    }
+    if let Some(bad) = report
+        .predictions
+        .iter()
+        .find(|p| !valid_request_id(&p.request_id))
+    {
+        return Err(invalid(format!(
+            "'{}' is not a request id: 1 to 128 visible ASCII characters",
+            bad.request_id
+        ))
+        .into());
+    }
     match state
         .store
-        .record_shadow(&id, replica, report.tally)
+        .record_shadow(&id, replica, report.tally, &report.predictions)
         .await?
     {
         Some(run) => {

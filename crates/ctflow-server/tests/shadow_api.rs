@@ -100,19 +100,19 @@ async fn each_replica_keeps_its_latest_numbers_on_a_shadowing_run() {
     let (_running, client, id) = with_run(Phase::Shadowing).await;
     assert!(
         client
-            .record_shadow(&id, "pod-a:1", &tally(4))
+            .record_shadow(&id, "pod-a:1", &tally(4), &[])
             .await
             .unwrap()
     );
     assert!(
         client
-            .record_shadow(&id, "pod-b:1", &tally(2))
+            .record_shadow(&id, "pod-b:1", &tally(2), &[])
             .await
             .unwrap()
     );
     assert!(
         client
-            .record_shadow(&id, "pod-a:1", &tally(7))
+            .record_shadow(&id, "pod-a:1", &tally(7), &[])
             .await
             .unwrap()
     );
@@ -124,11 +124,37 @@ async fn each_replica_keeps_its_latest_numbers_on_a_shadowing_run() {
 }
 
 #[tokio::test]
+async fn mirrored_rows_are_kept_for_labels_once_each() {
+    let (_running, client, id) = with_run(Phase::Shadowing).await;
+    let rows = ctflow_core::shadow::prediction_rows("req-7", &json!([0, 1]), &json!([1, 1]));
+    for _ in 0..2 {
+        assert!(
+            client
+                .record_shadow(&id, "pod", &tally(1), &rows)
+                .await
+                .unwrap()
+        );
+    }
+    let too_many: Vec<_> = (0..10_001)
+        .map(|i| ctflow_core::shadow::ShadowPrediction {
+            request_id: format!("r{i}"),
+            row: 0,
+            champion: json!(0),
+            challenger: json!(0),
+        })
+        .collect();
+    let (code, status, message) =
+        refused(client.record_shadow(&id, "pod", &tally(1), &too_many).await);
+    assert_eq!((code.as_str(), status), ("INVALID_PARAMETER_VALUE", 400));
+    assert!(message.contains("at most 10000 predictions"), "{message}");
+}
+
+#[tokio::test]
 async fn a_run_that_no_longer_shadows_keeps_nothing_and_says_so() {
     let (_running, client, id) = with_run(Phase::GateFailed).await;
     assert!(
         !client
-            .record_shadow(&id, "pod-a:1", &tally(4))
+            .record_shadow(&id, "pod-a:1", &tally(4), &[])
             .await
             .unwrap()
     );
@@ -136,7 +162,7 @@ async fn a_run_that_no_longer_shadows_keeps_nothing_and_says_so() {
     assert!(described.pipeline_run.shadow.unwrap().replicas.is_empty());
     let (code, status, _) = refused(
         client
-            .record_shadow("0123456789abcdef", "pod", &tally(1))
+            .record_shadow("0123456789abcdef", "pod", &tally(1), &[])
             .await,
     );
     assert_eq!((code.as_str(), status), ("RESOURCE_DOES_NOT_EXIST", 404));

@@ -294,7 +294,13 @@ async fn invocations(
                     .get(header::CONTENT_TYPE)
                     .and_then(|v| v.to_str().ok())
                     .unwrap_or_default();
-                shadow.offer(body.clone(), &mime_of(content_type), predictions, took);
+                shadow.offer(
+                    &request_id,
+                    body.clone(),
+                    &mime_of(content_type),
+                    predictions,
+                    took,
+                );
             }
             if let (Some((log, name)), Some((payload, predictions))) = (&model.log, scored) {
                 log.record(ScoredRequest::new(

@@ -16,7 +16,7 @@ use ctflow_client::TrackingClient;
 use ctflow_core::monitoring::percentile;
 use ctflow_core::pipeline_run::Phase;
 use ctflow_core::scoring;
-use ctflow_core::shadow::{ShadowTally, compare_predictions};
+use ctflow_core::shadow::{ShadowPrediction, ShadowTally, compare_predictions, prediction_rows};
 use serde_json::Value;
 use tokio::sync::{Semaphore, mpsc};
 
@@ -29,9 +29,14 @@ const QUEUE: usize = 1024;
 const LATENCIES: usize = 20_000;
 /// How often the running totals are reported.
 const REPORT_EVERY: Duration = Duration::from_secs(1);
+/// Mirrored rows kept for live metrics per shadow (the rest are compared, not kept).
+const MAX_KEPT_ROWS: u64 = 100_000;
+/// Kept rows sent with one report.
+const ROWS_PER_REPORT: usize = 10_000;
 
 /// A request the champion answered, copied for the challenger.
 struct Mirrored {
+    request_id: String,
     body: Bytes,
     content_type: String,
     champion: Value,
@@ -51,6 +56,10 @@ struct Counts {
     load_error: Option<String>,
     /// Bumped on every change, so an unchanged tally is not sent again.
     changes: u64,
+    /// Rows kept for live metrics and not reported yet.
+    unsent: Vec<ShadowPrediction>,
+    /// Rows kept so far.
+    kept: u64,
 }
 
 fn keep_latest(values: &mut VecDeque<f64>, value: f64) {
@@ -101,12 +110,14 @@ impl Shadow {
     /// Offers a copy of an answered request; never waits. A full queue drops it.
     pub(crate) fn offer(
         &self,
+        request_id: &str,
         body: Bytes,
         content_type: &str,
         champion: &Value,
         champion_took: Duration,
     ) {
         let copy = Mirrored {
+            request_id: request_id.to_string(),
             body,
             content_type: content_type.to_string(),
             champion: champion.clone(),
@@ -122,6 +133,7 @@ impl Shadow {
 
     fn start(
         run: String,
+        keep_rows: bool,
         generation: Generation,
         concurrency: usize,
         metrics: Arc<ServingMetrics>,
@@ -134,6 +146,7 @@ impl Shadow {
             Tallies {
                 counts: counts.clone(),
                 metrics: metrics.clone(),
+                keep_rows,
             },
             concurrency.max(1),
         ));
@@ -153,6 +166,7 @@ impl Shadow {
 struct Tallies {
     counts: Arc<Mutex<Counts>>,
     metrics: Arc<ServingMetrics>,
+    keep_rows: bool,
 }
 
 async fn answer_copies(
@@ -181,6 +195,13 @@ async fn answer_copies(
             }
             let mut counts = tallies.counts.lock().unwrap_or_else(|e| e.into_inner());
             counts.changes += 1;
+            if let (true, Some(predictions)) = (tallies.keep_rows, &answer)
+                && counts.kept < MAX_KEPT_ROWS
+            {
+                let rows = prediction_rows(&copy.request_id, &copy.champion, predictions);
+                counts.kept += rows.len() as u64;
+                counts.unsent.extend(rows);
+            }
             match compared {
                 Some((rows, agreed)) => {
                     counts.requests += 1;
@@ -234,6 +255,7 @@ fn replica_name() -> String {
 struct Wanted {
     run: String,
     version: i64,
+    keep_rows: bool,
 }
 
 /// The newest shadowing run that challenges the champion this server follows.
@@ -254,6 +276,13 @@ async fn shadowing_run(
         .find_map(|run| {
             Some(Wanted {
                 version: run.model_version?,
+                keep_rows: run
+                    .spec
+                    .gates
+                    .cd
+                    .shadow
+                    .as_ref()
+                    .is_some_and(|g| !g.metrics.is_empty()),
                 run: run.id,
             })
         }))
@@ -287,20 +316,7 @@ pub(crate) async fn keep_shadowing(
             _ = lookup.tick() => {}
             _ = report.tick() => {
                 if let Some(shadow) = served.shadow() {
-                    let (tally, changes) = {
-                        let counts = shadow.counts.lock().unwrap_or_else(|e| e.into_inner());
-                        (counts.tally(served.serving_version()), counts.changes)
-                    };
-                    if changes != reported {
-                        match client.record_shadow(&shadow.run, &replica, &tally).await {
-                            Ok(true) => reported = changes,
-                            Ok(false) => {
-                                tracing::info!(pipeline_run = shadow.run, "the shadow ended; the challenger stops");
-                                served.set_shadow(None);
-                            }
-                            Err(error) => tracing::warn!(%error, pipeline_run = shadow.run, "cannot report the shadow's numbers"),
-                        }
-                    }
+                    reported = send_report(&client, &shadow, &served, &replica, reported).await;
                 }
                 continue;
             }
@@ -321,7 +337,11 @@ pub(crate) async fn keep_shadowing(
             }
             Some(wanted) if Some(&wanted.run) == current.as_ref() => {}
             Some(wanted) if Some(&wanted.run) == refused.as_ref() => {}
-            Some(Wanted { run, version }) => {
+            Some(Wanted {
+                run,
+                version,
+                keep_rows,
+            }) => {
                 let uri = format!("models:/{model}/{version}");
                 tracing::info!(
                     pipeline_run = run,
@@ -332,6 +352,7 @@ pub(crate) async fn keep_shadowing(
                     Ok(generation) => {
                         served.set_shadow(Some(Arc::new(Shadow::start(
                             run,
+                            keep_rows,
                             generation,
                             options.workers * 2,
                             served.metrics.clone(),
@@ -349,6 +370,49 @@ pub(crate) async fn keep_shadowing(
     }
 }
 
+/// Sends a shadow's totals and the rows it kept since the last report, unless nothing
+/// changed since `reported`; returns what is reported now. Rows that could not be sent
+/// are kept for the next report.
+async fn send_report(
+    client: &TrackingClient,
+    shadow: &Shadow,
+    served: &ServedModel,
+    replica: &str,
+    reported: u64,
+) -> u64 {
+    let (tally, changes, rows) = {
+        let mut counts = shadow.counts.lock().unwrap_or_else(|e| e.into_inner());
+        let take = counts.unsent.len().min(ROWS_PER_REPORT);
+        let rows: Vec<ShadowPrediction> = counts.unsent.drain(..take).collect();
+        (counts.tally(served.serving_version()), counts.changes, rows)
+    };
+    if changes == reported && rows.is_empty() {
+        return reported;
+    }
+    match client
+        .record_shadow(&shadow.run, replica, &tally, &rows)
+        .await
+    {
+        Ok(true) => changes,
+        Ok(false) => {
+            tracing::info!(
+                pipeline_run = shadow.run,
+                "the shadow ended; the challenger stops"
+            );
+            served.set_shadow(None);
+            changes
+        }
+        Err(error) => {
+            tracing::warn!(%error, pipeline_run = shadow.run, "cannot report the shadow's numbers");
+            let mut counts = shadow.counts.lock().unwrap_or_else(|e| e.into_inner());
+            let newer = std::mem::take(&mut counts.unsent);
+            counts.unsent = rows;
+            counts.unsent.extend(newer);
+            reported
+        }
+    }
+}
+
 /// A challenger that cannot load fails every copy: reported as one error, with the reason.
 async fn report_load_error(client: &TrackingClient, run: &str, replica: &str, error: &ServeError) {
     let tally = ShadowTally {
@@ -356,7 +420,7 @@ async fn report_load_error(client: &TrackingClient, run: &str, replica: &str, er
         load_error: Some(error.to_string()),
         ..ShadowTally::default()
     };
-    if let Err(error) = client.record_shadow(run, replica, &tally).await {
+    if let Err(error) = client.record_shadow(run, replica, &tally, &[]).await {
         tracing::warn!(%error, pipeline_run = run, "cannot report the challenger's load error");
     }
 }

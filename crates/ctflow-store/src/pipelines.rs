@@ -9,7 +9,7 @@ use ctflow_core::data::DataSnapshot;
 use ctflow_core::pipeline::{PipelineDocument, PipelineRecord, TrainingPipelineSpec};
 use ctflow_core::pipeline_run::{Approval, Phase, PipelineRun, PipelineRunEvent, PromotionStep};
 use ctflow_core::registry::validate_alias;
-use ctflow_core::shadow::{ShadowProgress, ShadowTally};
+use ctflow_core::shadow::{ShadowPrediction, ShadowProgress, ShadowTally};
 use ctflow_core::trigger::TriggerEvent;
 use ctflow_core::{MlflowError, now_ms};
 use serde::Serialize;
@@ -652,43 +652,92 @@ impl Store {
         rows.iter().map(run_from_row).collect()
     }
 
-    /// Records a serving replica's shadow numbers on a shadowing run: its latest report
-    /// replaces its earlier one. `None` when the run no longer shadows (the gate decided,
-    /// or it was canceled), which tells the replica to stop.
+    /// Records a serving replica's shadow numbers on a shadowing run (its latest report
+    /// replaces its earlier one) and the mirrored rows it kept for live metrics (a row
+    /// already kept is kept as it was), in one transaction. `None` when the run no longer
+    /// shadows (the gate decided, or it was canceled), which tells the replica to stop.
     pub async fn record_shadow(
         &self,
         id: &str,
         replica: &str,
         mut tally: ShadowTally,
+        predictions: &[ShadowPrediction],
     ) -> Result<Option<PipelineRun>> {
         /// Replicas kept per run; a restarted pod reports under a new name, so the ones
         /// that went quiet longest make room.
         const MAX_REPLICAS: usize = 256;
+        let _timer = self.timer("record_shadow");
         tally.updated = now_ms();
-        self.modify_pipeline_run(
-            id,
-            &[Phase::Shadowing],
-            |run| {
-                let started = run.last_updated_time;
-                let progress = run.shadow.get_or_insert_with(|| ShadowProgress {
-                    started,
-                    ..ShadowProgress::default()
-                });
-                if !progress.replicas.contains_key(replica)
-                    && progress.replicas.len() >= MAX_REPLICAS
-                    && let Some(quietest) = progress
-                        .replicas
-                        .iter()
-                        .min_by_key(|(_, t)| t.updated)
-                        .map(|(name, _)| name.clone())
-                {
-                    progress.replicas.remove(&quietest);
-                }
-                progress.replicas.insert(replica.to_string(), tally);
-            },
-            None,
+        let mut tx = self.begin_write().await?;
+        let changed = self
+            .tx_modify_run(
+                &mut tx,
+                id,
+                &[Phase::Shadowing],
+                |run| {
+                    let started = run.last_updated_time;
+                    let progress = run.shadow.get_or_insert_with(|| ShadowProgress {
+                        started,
+                        ..ShadowProgress::default()
+                    });
+                    if !progress.replicas.contains_key(replica)
+                        && progress.replicas.len() >= MAX_REPLICAS
+                        && let Some(quietest) = progress
+                            .replicas
+                            .iter()
+                            .min_by_key(|(_, t)| t.updated)
+                            .map(|(name, _)| name.clone())
+                    {
+                        progress.replicas.remove(&quietest);
+                    }
+                    progress.replicas.insert(replica.to_string(), tally);
+                },
+                None,
+            )
+            .await?;
+        if changed.is_none() {
+            return Ok(None);
+        }
+        for p in predictions {
+            sqlx::query(
+                "INSERT INTO shadow_predictions (pipeline_run, request_id, row_index, champion, challenger) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (pipeline_run, request_id, row_index) DO NOTHING",
+            )
+            .bind(id)
+            .bind(p.request_id.as_str())
+            .bind(i64::from(p.row))
+            .bind(json_text(&p.champion)?)
+            .bind(json_text(&p.challenger)?)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(changed)
+    }
+
+    /// The mirrored rows a run's shadow kept, both models' answers each.
+    pub async fn shadow_predictions(&self, id: &str) -> Result<Vec<ShadowPrediction>> {
+        let rows = sqlx::query(
+            "SELECT request_id, row_index, champion, challenger FROM shadow_predictions \
+             WHERE pipeline_run = $1 ORDER BY request_id, row_index",
         )
-        .await
+        .bind(id)
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let champion: String = row.try_get(2)?;
+                let challenger: String = row.try_get(3)?;
+                Ok(ShadowPrediction {
+                    request_id: row.try_get(0)?,
+                    row: u32::try_from(row.try_get::<i64, _>(1)?).unwrap_or(u32::MAX),
+                    champion: serde_json::from_str(&champion)
+                        .map_err(|e| corrupt("shadow prediction", e))?,
+                    challenger: serde_json::from_str(&challenger)
+                        .map_err(|e| corrupt("shadow prediction", e))?,
+                })
+            })
+            .collect()
     }
 
     /// Changes a pipeline run if it is in one of `from`: `change` edits the row, `event`

@@ -2674,7 +2674,7 @@ async fn shadow_numbers_are_kept_per_replica_while_shadowing(store: Store) {
     // Not shadowing yet: nothing is recorded.
     assert!(
         store
-            .record_shadow(&run.id, "pod-a", tally(1))
+            .record_shadow(&run.id, "pod-a", tally(1), &[])
             .await
             .unwrap()
             .is_none()
@@ -2696,9 +2696,14 @@ async fn shadow_numbers_are_kept_per_replica_while_shadowing(store: Store) {
         .await
         .unwrap()
         .expect("moved");
+    let kept = ctflow_core::shadow::prediction_rows(
+        "req-1",
+        &serde_json::json!([0, 1]),
+        &serde_json::json!([0, 2]),
+    );
     for (replica, requests) in [("pod-a", 5), ("pod-b", 3), ("pod-a", 9)] {
         store
-            .record_shadow(&run.id, replica, tally(requests))
+            .record_shadow(&run.id, replica, tally(requests), &kept)
             .await
             .unwrap()
             .expect("shadowing");
@@ -2714,6 +2719,8 @@ async fn shadow_numbers_are_kept_per_replica_while_shadowing(store: Store) {
     assert_eq!(progress.replicas["pod-a"].champion_p99_ms, Some(2.5));
     assert!(progress.replicas["pod-b"].updated > 0);
     assert_eq!(progress.summary().requests, 12);
+    // Rows sent again are kept once.
+    assert_eq!(store.shadow_predictions(&run.id).await.unwrap(), kept);
     // Once the gate decided, a late report changes nothing.
     store
         .modify_pipeline_run(
@@ -2727,7 +2734,7 @@ async fn shadow_numbers_are_kept_per_replica_while_shadowing(store: Store) {
         .expect("moved");
     assert!(
         store
-            .record_shadow(&run.id, "pod-a", tally(100))
+            .record_shadow(&run.id, "pod-a", tally(100), &kept)
             .await
             .unwrap()
             .is_none()

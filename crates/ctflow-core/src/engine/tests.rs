@@ -878,7 +878,7 @@ proptest! {
                             ..Default::default()
                         });
                     }
-                    shadow(&current, Some(1), USER, now)
+                    shadow(&current, Some(1), &[], USER, now)
                 }
                 _ => on_report(&current, &finished(attempt, JobStatus::CiFailed), now),
             };
@@ -1020,9 +1020,9 @@ fn a_candidate_that_passed_ct_shadows_the_champion_first() {
 #[test]
 fn the_shadow_waits_for_traffic_then_promotes_with_its_numbers() {
     let quiet = shadowing(shadowing_spec(json!({})), 5, 5, 0);
-    assert!(shadow(&quiet, Some(1), USER, NOW + 1_000).is_empty());
+    assert!(shadow(&quiet, Some(1), &[], USER, NOW + 1_000).is_empty());
     let agreeing = shadowing(shadowing_spec(json!({})), 10, 10, 0);
-    let steps = shadow(&agreeing, Some(1), USER, NOW + 1_000);
+    let steps = shadow(&agreeing, Some(1), &[], USER, NOW + 1_000);
     let Step::Record { event, .. } = &steps[0] else {
         panic!("the verdict is recorded first: {steps:#?}");
     };
@@ -1049,14 +1049,14 @@ fn the_shadow_waits_for_traffic_then_promotes_with_its_numbers() {
         1,
         0,
     );
-    let steps = shadow(&manual, Some(1), USER, NOW + 1_000);
+    let steps = shadow(&manual, Some(1), &[], USER, NOW + 1_000);
     assert_eq!(only_move(&steps).to, Phase::WaitingApproval);
 }
 
 #[test]
 fn a_disagreeing_challenger_fails_the_gate_with_the_numbers() {
     let disagreeing = shadowing(shadowing_spec(json!({})), 10, 4, 0);
-    let steps = shadow(&disagreeing, Some(1), USER, NOW + 1_000);
+    let steps = shadow(&disagreeing, Some(1), &[], USER, NOW + 1_000);
     let m = only_move(&steps);
     assert_eq!(m.to, Phase::GateFailed);
     assert!(m.promotions.is_empty());
@@ -1069,7 +1069,7 @@ fn a_disagreeing_challenger_fails_the_gate_with_the_numbers() {
     assert_eq!(event.map(|c| c["verdict"].clone()), Some(json!("fail")));
     // Errors fail it before the sample is complete.
     let erring = shadowing(shadowing_spec(json!({})), 2, 2, 1);
-    let steps = shadow(&erring, Some(1), USER, NOW + 1_000);
+    let steps = shadow(&erring, Some(1), &[], USER, NOW + 1_000);
     assert_eq!(only_move(&steps).to, Phase::GateFailed);
 }
 
@@ -1082,7 +1082,7 @@ fn too_little_traffic_follows_the_insufficient_data_rule() {
         ("pause", Phase::WaitingApproval),
     ] {
         let quiet = shadowing(shadowing_spec(json!({"onInsufficientData": rule})), 3, 3, 0);
-        let steps = shadow(&quiet, Some(1), USER, at_timeout);
+        let steps = shadow(&quiet, Some(1), &[], USER, at_timeout);
         let m = only_move(&steps);
         assert_eq!(m.to, phase, "{rule}");
         let recorded = steps

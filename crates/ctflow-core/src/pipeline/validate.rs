@@ -482,6 +482,23 @@ fn shadow_gate(spec: &TrainingPipelineSpec, shadow: &ShadowGate, errors: &mut Er
             "must be a positive number (1.5: at most 1.5 times the champion's p99)",
         );
     }
+    for (i, metric) in shadow.metrics.iter().enumerate() {
+        if let Err(e) = LiveMetric::parse(&metric.metric) {
+            errors.add(format!("{base}.metrics[{i}].metric"), e);
+        }
+        if metric.min_labels == 0 {
+            errors.add(
+                format!("{base}.metrics[{i}].minLabels"),
+                "must be at least 1",
+            );
+        }
+        if !(metric.max_drop.is_finite() && metric.max_drop >= 0.0) {
+            errors.add(
+                format!("{base}.metrics[{i}].maxDrop"),
+                "must be a number of at least 0",
+            );
+        }
+    }
     if shadow.timeout.0.is_zero() {
         errors.add(format!("{base}.timeout"), "must be longer than zero");
     }
