@@ -137,6 +137,38 @@ def test_an_unreachable_server_and_a_missing_pipeline_say_what_to_do(ctflow_bin,
                                    "`ctflow pipelines list` shows the pipelines there are"), done.stderr
 
 
+def test_a_pipeline_file_that_does_not_fit_names_the_field_and_what_was_meant(ctflow_bin, sqlite_server, tmp_path):
+    """`pipelines apply` says which field is wrong and how, once: the form a value takes,
+    the unit a duration needs, and the field or value a misspelt one probably was."""
+    env = {**os.environ, "MLFLOW_TRACKING_URI": sqlite_server.url}
+
+    def apply(spec):
+        path = tmp_path / "pipeline.yaml"
+        path.write_text("apiVersion: ctflow.dev/v1alpha1\nkind: TrainingPipeline\nmetadata: { name: cli-bad }\n"
+                        f"spec:\n  project: {{ uri: . }}\n{spec}")
+        done = subprocess.run([ctflow_bin, "pipelines", "apply", str(path)], env=env, capture_output=True, text=True,
+                              timeout=60)
+        assert done.returncode != 0
+        first, *rest = done.stderr.strip().splitlines()
+        assert first == f"Error: {path} is not a valid pipeline:", done.stderr
+        return [line.strip() for line in rest]
+
+    assert apply("  retry: { limit: -1 }\n") == ["spec.retry.limit: must be a whole number, 0 or more; got integer -1"]
+    assert apply("  timeout: 1 hour\n") == [
+        "spec.timeout: '1 hour' has an unknown unit ' hour': use ms, s, m, h or d, as in 30s, 5m or 1h30m"]
+    [misspelt] = apply("  gates:\n    ct:\n      metrics: [ { metric: accuracy, threshhold: 0.9 } ]\n")
+    assert misspelt.startswith("spec.gates.ct.metrics[0].threshhold: unknown field 'threshhold': "
+                               "did you mean 'threshold'? (valid: metric, "), misspelt
+    [policy] = apply("  concurrencyPolicy: forbid\n")
+    assert policy.startswith("spec.concurrencyPolicy: unknown value 'forbid': did you mean 'Forbid'?"), policy
+    # Checks past typing report every problem at once, each by its field.
+    assert apply("  model: { name: m }\n  triggers: [ { schedule: { cron: 'not cron' } } ]\n"
+                 "  gates: { cd: { approvers: [alice] } }\n") == [
+        "spec.triggers[0].schedule.cron: 'not cron' has 2 fields: a cron pattern has 5 (minute hour day month "
+        "weekday), or 6 with seconds first",
+        "spec.gates.cd.approvers: name who approves a manual approval: set approval: manual"]
+
+
 def test_up_logs_each_pipeline_once_and_a_broken_file_plainly(ctflow_bin, tmp_path):
     """At start `ctflow up` loads each pipeline file once (one `pipeline loaded` line), and a
     file that never loaded is reported as such, its error on the same line."""

@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
+mod explain;
 mod validate;
 
 use schemars::JsonSchema;
@@ -1082,7 +1083,11 @@ impl DurationSpec {
                 "m" => 60.0,
                 "h" => 3600.0,
                 "d" => 86400.0,
-                other => return Err(format!("'{text}' has an unknown unit '{other}'")),
+                other => {
+                    return Err(format!(
+                        "'{text}' has an unknown unit '{other}': use ms, s, m, h or d, as in 30s, 5m or 1h30m"
+                    ));
+                }
             };
             rest = &rest[unit_len..];
             // NB: found by the pipeline_spec fuzz target: eighty digits of seconds
@@ -1209,14 +1214,33 @@ pub struct PipelineRecord {
 impl PipelineDocument {
     /// Parses a YAML (or JSON) pipeline document and validates it.
     pub fn from_yaml(text: &str) -> Result<PipelineDocument, Vec<SpecError>> {
-        let doc: PipelineDocument = serde_saphyr::from_str(text).map_err(|e| {
+        // NB: read as a tree first, then typed with the path of the field that does not
+        // fit, so a type error names its field instead of the whole document.
+        let tree: serde_json::Value = serde_saphyr::from_str(text).map_err(|e| {
             vec![SpecError {
-                field: "(document)".into(),
+                field: "(YAML)".into(),
                 message: e.to_string(),
             }]
         })?;
+        let doc = PipelineDocument::typed(tree).map_err(|e| vec![e])?;
         doc.validate()?;
         Ok(doc)
+    }
+
+    /// Types a document read as a tree (YAML or JSON), without validating it: a field
+    /// that does not fit is named by its path, with the form it takes or the name meant.
+    pub fn typed(tree: serde_json::Value) -> Result<PipelineDocument, SpecError> {
+        serde_path_to_error::deserialize(tree).map_err(|e| {
+            let field = e.path().to_string();
+            SpecError {
+                field: if field == "." {
+                    "(document)".into()
+                } else {
+                    field
+                },
+                message: explain::type_error(&e.inner().to_string()),
+            }
+        })
     }
 
     /// Checks the whole document: its kind, version, name and spec.
@@ -1323,6 +1347,42 @@ mod tests {
         spec.gates.cd.approval = Approval::Manual;
         spec.gates.cd.approvers.pop();
         assert!(spec.validate().is_ok());
+    }
+
+    #[test]
+    fn type_errors_name_their_field_and_the_form_it_takes() {
+        let document = |spec: &str| {
+            format!(
+                "apiVersion: ctflow.dev/v1alpha1\nkind: TrainingPipeline\nmetadata: {{ name: p }}\nspec:\n  project: {{ uri: . }}\n{spec}"
+            )
+        };
+        let first = |spec: &str| {
+            let errors = PipelineDocument::from_yaml(&document(spec)).expect_err("refused");
+            (errors[0].field.clone(), errors[0].message.clone())
+        };
+        assert_eq!(
+            first("  retry: { limit: -1 }\n"),
+            (
+                "spec.retry.limit".to_string(),
+                "must be a whole number, 0 or more; got integer -1".to_string()
+            )
+        );
+        let (field, message) =
+            first("  gates:\n    ct:\n      metrics: [ { metric: accuracy, threshhold: 0.9 } ]\n");
+        assert_eq!(field, "spec.gates.ct.metrics[0].threshhold");
+        assert!(
+            message.starts_with("unknown field 'threshhold': did you mean 'threshold'?"),
+            "{message}"
+        );
+        let (field, message) = first("  concurrencyPolicy: Forbidd\n");
+        assert_eq!(field, "spec.concurrencyPolicy");
+        assert!(message.contains("did you mean 'Forbid'?"), "{message}");
+        let (field, message) = first("  timeout: 1 hour\n");
+        assert_eq!(field, "spec.timeout");
+        assert!(message.contains("use ms, s, m, h or d"), "{message}");
+        let (field, _) = first("  triggers: [ { schedule: { cron: 5 } } ]\n");
+        assert!(field.starts_with("spec.triggers[0]"), "{field}");
+        assert_eq!(first("  project: [\n").0, "(YAML)");
     }
 
     #[test]

@@ -134,7 +134,9 @@ pub async fn put(
     Query(query): Query<PutQuery>,
     body: Bytes,
 ) -> JsonResult {
-    let document: PipelineDocument = serde_json::from_slice(&body)
+    let tree: Value = serde_json::from_slice(&body)
+        .map_err(|e| invalid(format!("Invalid pipeline document: {e}")))?;
+    let document = PipelineDocument::typed(tree)
         .map_err(|e| invalid(format!("Invalid pipeline document: {e}")))?;
     if document.metadata.name != name {
         return Err(invalid(format!(

@@ -238,3 +238,33 @@ async fn a_performance_event_starts_one_run_per_version_and_window() {
         assert!(message.contains(expected), "{message}");
     }
 }
+
+#[tokio::test]
+async fn a_pipeline_document_that_does_not_fit_names_its_field() {
+    let (_running, client) = started().await;
+    let document = json!({
+        "apiVersion": "ctflow.dev/v1alpha1",
+        "kind": "TrainingPipeline",
+        "metadata": {"name": "bad"},
+        "spec": {
+            "project": {"uri": "."},
+            "gates": {"ct": {"metrics": [{"metric": "accuracy", "treshold": 0.9}]}},
+        },
+    });
+    let (code, status, message) = refused(
+        client
+            .send_path(
+                ctflow_client::Method::PUT,
+                "/api/ctflow/v1/pipelines/bad?base_dir=/data",
+                &document,
+            )
+            .await,
+    );
+    assert_eq!((code.as_str(), status), ("INVALID_PARAMETER_VALUE", 400));
+    assert!(
+        message.starts_with(
+            "Invalid pipeline document: spec.gates.ct.metrics[0].treshold: unknown field 'treshold': did you mean 'threshold'?"
+        ),
+        "{message}"
+    );
+}
