@@ -18,7 +18,7 @@ use ctflow_core::monitoring::{LiveMetric, Outcome};
 use ctflow_core::now_ms;
 use ctflow_core::pipeline::evaluation_tags;
 use ctflow_core::pipeline_run::{Phase, UNFINISHED_PHASES};
-use ctflow_core::shadow::{LiveComparison, compare_live};
+use ctflow_core::shadow::{LiveComparison, compare_live, live_metrics_needed};
 use ctflow_metrics::{ControllerErrorLabels, ControllerStepLabels};
 use ctflow_store::{NewModelVersion, PipelineRun, RunUpdate};
 use tokio_util::sync::CancellationToken;
@@ -490,22 +490,29 @@ async fn shadow(shared: &Shared, run: &PipelineRun, now: i64) -> Result<()> {
             .map(|(v, _)| v),
         None => None,
     };
-    let live = live_comparisons(shared, run).await?;
+    let live = live_comparisons(shared, run, now).await?;
     let steps = engine::shadow(run, champion, &live, &shared.config.user, now);
     apply_all(shared, steps).await
 }
 
 /// The shadow gate's live metrics: both models scored on the mirrored rows that have a
-/// label (sent since the shadow began).
-async fn live_comparisons(shared: &Shared, run: &PipelineRun) -> Result<Vec<LiveComparison>> {
-    let (Some(gate), Some(model)) = (&run.spec.gates.cd.shadow, &run.spec.model) else {
+/// label (sent since the shadow began). Read only once they can decide something: the
+/// rows and labels are the largest reads of a pass.
+async fn live_comparisons(
+    shared: &Shared,
+    run: &PipelineRun,
+    now: i64,
+) -> Result<Vec<LiveComparison>> {
+    let (Some(gate), Some(model), Some(progress)) =
+        (&run.spec.gates.cd.shadow, &run.spec.model, &run.shadow)
+    else {
         return Ok(Vec::new());
     };
-    if gate.metrics.is_empty() {
+    if !live_metrics_needed(gate, progress, now) {
         return Ok(Vec::new());
     }
     let predictions = shared.store.shadow_predictions(&run.id).await?;
-    let since = run.shadow.as_ref().map_or(0, |s| s.started);
+    let since = progress.started;
     let mut labels = HashMap::new();
     let mut after = 0;
     loop {

@@ -287,6 +287,25 @@ fn judged(value: f64, required: f64, at_least: bool) -> Verdict {
     }
 }
 
+fn millis(d: std::time::Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Whether the traffic part of the sample is in: `requests` compared and `duration` over.
+fn traffic_complete(gate: &ShadowGate, summary: &ShadowSummary, elapsed: i64) -> bool {
+    summary.requests >= gate.requests && gate.duration.is_none_or(|d| elapsed >= millis(d.0))
+}
+
+/// Whether the gate's live metrics can change its verdict now: it names some, and the
+/// traffic part of the sample is in or the timeout has passed. Before that the verdict
+/// waits whatever the labels say, so scoring them can wait too.
+pub fn live_metrics_needed(gate: &ShadowGate, progress: &ShadowProgress, now: i64) -> bool {
+    let elapsed = now.saturating_sub(progress.started);
+    !gate.metrics.is_empty()
+        && (traffic_complete(gate, &progress.summary(), elapsed)
+            || elapsed >= millis(gate.timeout.0))
+}
+
 /// The shadow gate on the replicas' reports at `now` (epoch ms). More errors than allowed
 /// fail it at once; otherwise it waits for `requests` compared requests (and `duration`)
 /// and then judges every criterion; at the timeout with less, it is inconclusive.
@@ -297,7 +316,6 @@ pub fn judge_shadow(
     now: i64,
 ) -> ShadowJudgement {
     let summary = progress.summary();
-    let millis = |d: std::time::Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
     let errors = check(
         "errors",
         Some(summary.errors as f64),
@@ -360,8 +378,7 @@ pub fn judge_shadow(
         };
     }
     let elapsed = now.saturating_sub(progress.started);
-    let long_enough = gate.duration.is_none_or(|d| elapsed >= millis(d.0));
-    if summary.requests < gate.requests || !long_enough || labels_missing {
+    if !traffic_complete(gate, &summary, elapsed) || labels_missing {
         if elapsed < millis(gate.timeout.0) {
             return ShadowJudgement::Waiting;
         }
@@ -588,6 +605,17 @@ mod tests {
         assert_eq!(worse_verdict, Verdict::Fail);
         let accuracy = checks.iter().find(|c| c.criterion == "live_accuracy");
         assert_eq!(accuracy.map(|c| c.verdict), Some(Verdict::Fail));
+        assert!(live_metrics_needed(&g, &traffic, 2_000));
+        assert!(!live_metrics_needed(
+            &g,
+            &progress(&[tally(0, 0, 0, 0)]),
+            2_000
+        ));
+        assert!(live_metrics_needed(&g, &progress(&[]), 1_000 + 60_000));
+        assert!(
+            !live_metrics_needed(&gate(), &traffic, 2_000),
+            "no live metrics named"
+        );
         // Too few labels: it waits for them, and at the timeout it is inconclusive.
         let few = LiveComparison {
             labelled: 2,

@@ -53,7 +53,6 @@ struct Counts {
     dropped: u64,
     champion_ms: VecDeque<f64>,
     challenger_ms: VecDeque<f64>,
-    load_error: Option<String>,
     /// Bumped on every change, so an unchanged tally is not sent again.
     changes: u64,
     /// Rows kept for live metrics and not reported yet.
@@ -84,7 +83,7 @@ impl Counts {
             challenger_p50_ms: percentile(&challenger, 50.0),
             challenger_p99_ms: percentile(&challenger, 99.0),
             champion_version,
-            load_error: self.load_error.clone(),
+            load_error: None,
             updated: 0,
         }
     }
@@ -160,7 +159,6 @@ impl Shadow {
     }
 }
 
-/// The challenger answers the copies, at most `concurrency` at a time.
 /// Where the shadow's outcomes are counted: its totals and the server's `/metrics`.
 #[derive(Clone)]
 struct Tallies {
@@ -169,6 +167,7 @@ struct Tallies {
     keep_rows: bool,
 }
 
+/// The challenger answers the copies, at most `concurrency` at a time.
 async fn answer_copies(
     generation: Arc<Generation>,
     mut copies: mpsc::Receiver<Mirrored>,
@@ -186,31 +185,24 @@ async fn answer_copies(
             let started = Instant::now();
             let answer = challenger_answer(&generation, &copy).await;
             let took_ms = started.elapsed().as_secs_f64() * 1000.0;
-            let compared = answer
-                .as_ref()
-                .map(|predictions| compare_predictions(&copy.champion, predictions));
-            match compared {
-                Some((rows, agreed)) => tallies.metrics.shadow_compared(rows, agreed),
-                None => tallies.metrics.shadow_failed(),
-            }
             let mut counts = tallies.counts.lock().unwrap_or_else(|e| e.into_inner());
             counts.changes += 1;
-            if let (true, Some(predictions)) = (tallies.keep_rows, &answer)
-                && counts.kept < MAX_KEPT_ROWS
-            {
-                let rows = prediction_rows(&copy.request_id, &copy.champion, predictions);
-                counts.kept += rows.len() as u64;
-                counts.unsent.extend(rows);
-            }
-            match compared {
-                Some((rows, agreed)) => {
-                    counts.requests += 1;
-                    counts.rows += rows;
-                    counts.agreed_rows += agreed;
-                    keep_latest(&mut counts.champion_ms, copy.champion_ms);
-                    keep_latest(&mut counts.challenger_ms, took_ms);
-                }
-                None => counts.errors += 1,
+            let Some(predictions) = answer else {
+                tallies.metrics.shadow_failed();
+                counts.errors += 1;
+                return;
+            };
+            let (rows, agreed) = compare_predictions(&copy.champion, &predictions);
+            tallies.metrics.shadow_compared(rows, agreed);
+            counts.requests += 1;
+            counts.rows += rows;
+            counts.agreed_rows += agreed;
+            keep_latest(&mut counts.champion_ms, copy.champion_ms);
+            keep_latest(&mut counts.challenger_ms, took_ms);
+            if tallies.keep_rows && counts.kept < MAX_KEPT_ROWS {
+                let kept = prediction_rows(&copy.request_id, &copy.champion, &predictions);
+                counts.kept += kept.len() as u64;
+                counts.unsent.extend(kept);
             }
         });
     }
