@@ -149,6 +149,59 @@ def test_registry_flows(client, unique):
         client.get_registered_model(name + "-renamed")
 
 
+def test_mlflow_ui_routes_and_source_rules(client, server, unique):
+    """What MLflow 3.17's own server accepts (issue 24): version copies by alias and prompts
+    through the real client, and the routes MLflow's UI calls, on SQLite and PostgreSQL."""
+    import requests
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    run_id, info = _logged_model(unique)
+    name = unique + "-copies"
+    client.create_registered_model(name)
+    client.create_model_version(name, f"runs:/{run_id}/model", run_id=run_id)
+    client.set_registered_model_alias(name, "champion", "1")
+    copy = client.copy_model_version(f"models:/{name}@champion", name + "-prod")
+    assert copy.source == f"models:/{name}/1" and copy.run_id == run_id
+    assert client.get_model_version(name + "-prod", "1").source == f"models:/{name}/1"
+    # An object-store source needs no run; a runs:/ source must name the request's run.
+    assert client.create_model_version(name, "s3://bucket/models/m").version == "2"
+    with pytest.raises(MlflowException) as e:
+        client.create_model_version(name, f"runs:/{run_id}/model", run_id="another")
+    assert "run_id request parameter" in e.value.message
+    prompt = mlflow.genai.register_prompt(unique + "-prompt", "Hello {{name}}")
+    assert mlflow.genai.load_prompt(f"prompts:/{unique}-prompt/{prompt.version}").format(name="x") == "Hello x"
+
+    base = server.url
+    api = f"{base}/ajax-api/2.0/mlflow"
+    for step in range(3):
+        client.log_metric(run_id, "loss", 1.0 / (step + 1), timestamp=10 + step, step=step)
+    history = requests.get(f"{api}/metrics/get-history-bulk", params={"run_id": [run_id], "metric_key": "loss"}).json()
+    assert [m["step"] for m in history["metrics"]] == [0, 1, 2]
+    assert {m["run_id"] for m in history["metrics"]} == {run_id}
+
+    client.log_inputs(run_id, [DatasetInput(Dataset("iris", "d1", "local", "{}"), [InputTag("mlflow.data.context", "training")])])
+    experiment_id = client.get_run(run_id).info.experiment_id
+    summaries = requests.post(f"{api}/experiments/search-datasets", json={"experiment_ids": [experiment_id]}).json()
+    assert summaries["dataset_summaries"] == [{"experiment_id": experiment_id, "name": "iris", "digest": "d1", "context": "training"}]
+
+    uploaded = requests.post(f"{api}/upload-artifact", params={"run_uuid": run_id, "path": "notes/hello.txt"}, data="hello world")
+    assert uploaded.status_code == 200, uploaded.text
+    fetched = requests.get(f"{base}/get-artifact", params={"run_uuid": run_id, "path": "notes/hello.txt"})
+    assert fetched.status_code == 200 and fetched.text == "hello world"
+    assert "notes/hello.txt" in [f.path for f in client.list_artifacts(run_id, "notes")]
+    escaped = requests.get(f"{base}/get-artifact", params={"run_uuid": run_id, "path": "../../etc/passwd"})
+    assert escaped.status_code == 400 and escaped.json()["message"] == "Invalid path"
+    mlmodel = requests.get(f"{base}/model-versions/get-artifact", params={"name": name, "version": "1", "path": "MLmodel"})
+    assert mlmodel.status_code == 200 and "flavors" in mlmodel.text
+    listed = requests.get(f"{api}/logged-models/{info.model_id}/artifacts/directories").json()
+    assert "MLmodel" in [f["path"] for f in listed["files"]]
+    model_file = requests.get(f"{api}/logged-models/{info.model_id}/artifacts/files", params={"artifact_file_path": "MLmodel"})
+    assert model_file.status_code == 200 and info.model_id in model_file.text
+
+    version = requests.get(f"{base}/version")
+    assert version.text == "3.17.2" and version.headers["x-ctflow-version"]
+
+
 def ctflow(binary, *args, uri, user="e2e-user"):
     env = dict(os.environ, MLFLOW_TRACKING_URI=uri, USER=user)
     return subprocess.run([binary, *args], env=env, capture_output=True, text=True, timeout=120)

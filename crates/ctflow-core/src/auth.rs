@@ -264,7 +264,11 @@ pub fn route_access(method: &str, route: &str) -> Option<Access> {
         | "/2.0/mlflow/runs/outputs" => Run(Need::Update),
         "/2.0/mlflow/runs/delete" | "/2.0/mlflow/runs/restore" => Run(Need::Delete),
         "/2.0/mlflow/runs/search" => Experiments(Need::Read),
-        "/2.0/mlflow/metrics/get-history-bulk-interval" => Runs(Need::Read),
+        "/2.0/mlflow/metrics/get-history-bulk-interval"
+        | "/2.0/mlflow/metrics/get-history-bulk" => Runs(Need::Read),
+        "/get-artifact" => Run(Need::Read),
+        "/2.0/mlflow/upload-artifact" => Run(Need::Update),
+        "/2.0/mlflow/experiments/search-datasets" => Experiments(Need::Read),
         // Logged models.
         "/2.0/mlflow/logged-models" => Experiment(Need::Update),
         "/2.0/mlflow/logged-models/search" => Experiments(Need::Read),
@@ -276,6 +280,8 @@ pub fn route_access(method: &str, route: &str) -> Option<Access> {
         "/2.0/mlflow/logged-models/{model_id}/tags"
         | "/2.0/mlflow/logged-models/{model_id}/tags/{key}"
         | "/2.0/mlflow/logged-models/{model_id}/params" => LoggedModel(Need::Update),
+        "/2.0/mlflow/logged-models/{model_id}/artifacts/files"
+        | "/2.0/mlflow/logged-models/{model_id}/artifacts/directories" => LoggedModel(Need::Read),
         // The registry.
         "/2.0/mlflow/registered-models/create" => SignedIn,
         "/2.0/mlflow/registered-models/search" => Listing(self::Listing::RegisteredModels),
@@ -283,7 +289,9 @@ pub fn route_access(method: &str, route: &str) -> Option<Access> {
         "/2.0/mlflow/registered-models/get"
         | "/2.0/mlflow/registered-models/get-latest-versions"
         | "/2.0/mlflow/model-versions/get"
-        | "/2.0/mlflow/model-versions/get-download-uri" => RegisteredModel(Need::Read),
+        | "/2.0/mlflow/model-versions/get-download-uri"
+        | "/model-versions/get-artifact"
+        | "//model-versions/get-artifact" => RegisteredModel(Need::Read),
         "/2.0/mlflow/registered-models/alias" => RegisteredModel(match method {
             "GET" => Need::Read,
             _ => Need::Update,

@@ -18,6 +18,7 @@ pub mod ids;
 pub mod inference;
 pub mod job;
 pub mod kolmogorov;
+pub mod model_source;
 pub mod monitoring;
 pub mod page_token;
 pub mod pipeline;

@@ -23,7 +23,7 @@ use serde::ser::SerializeMap;
 use serde_json::{Value, json};
 
 use crate::AppState;
-use crate::error::ApiResult;
+use crate::error::{ApiError, ApiResult};
 use crate::params::Params;
 
 pub(crate) type JsonResult = ApiResult<Response>;
@@ -93,10 +93,11 @@ fn experiment_id(p: &Params, name: &str) -> ApiResult<i64> {
 
 pub async fn create_experiment(State(state): State<AppState>, p: Params) -> JsonResult {
     let name = p.req_str("name")?;
-    let location = p.str("artifact_location")?.filter(|l| !l.is_empty());
-    if let Some(location) = &location {
-        state.check_artifact_location(location)?;
-    }
+    let location = p
+        .str("artifact_location")?
+        .filter(|l| !l.is_empty())
+        .map(|l| state.check_artifact_location(&l))
+        .transpose()?;
     let tags = p.key_values("tags")?;
     let id = state
         .store
@@ -291,7 +292,21 @@ pub async fn log_batch(State(state): State<AppState>, p: Params) -> JsonResult {
     let metrics = p
         .objects("metrics")?
         .iter()
-        .map(batch_metric)
+        .enumerate()
+        .map(|(index, metric)| {
+            // MLflow names a field of a list item by its place: `metrics[0].timestamp`.
+            batch_metric(metric).map_err(|e| {
+                let inner = e.error();
+                ApiError::from(MlflowError::new(
+                    inner.code,
+                    inner.message.replacen(
+                        "parameter '",
+                        &format!("parameter 'metrics[{index}]."),
+                        1,
+                    ),
+                ))
+            })
+        })
         .collect::<ApiResult<Vec<_>>>()?;
     let params = p.key_values("params")?;
     let tags = p.key_values("tags")?;
@@ -388,6 +403,81 @@ pub async fn get_metric_history(State(state): State<AppState>, p: Params) -> Jso
     page("metrics", points, next)
 }
 
+/// `GET /ajax-api/2.0/mlflow/metrics/get-history-bulk` (MLflow's UI): one metric's whole
+/// history for up to 100 runs, ordered by run id, then timestamp, step and value; runs
+/// that do not exist contribute nothing.
+pub async fn get_metric_history_bulk(State(state): State<AppState>, p: Params) -> JsonResult {
+    const MAX_HISTORY_RESULTS: i64 = 25_000;
+    const MAX_RUN_IDS: usize = 100;
+    let mut run_ids = p.str_list("run_id")?;
+    if run_ids.is_empty() {
+        return Err(MlflowError::invalid(
+            "GetMetricHistoryBulk request must specify at least one run_id.",
+        )
+        .into());
+    }
+    if run_ids.len() > MAX_RUN_IDS {
+        return Err(MlflowError::invalid(format!(
+            "GetMetricHistoryBulk request cannot specify more than {MAX_RUN_IDS} run_ids. Received {} run_ids.",
+            run_ids.len()
+        ))
+        .into());
+    }
+    let Some(key) = p.str("metric_key")? else {
+        return Err(MlflowError::invalid(
+            "GetMetricHistoryBulk request must specify a metric_key.",
+        )
+        .into());
+    };
+    let max_results = p
+        .i64("max_results")?
+        .unwrap_or(MAX_HISTORY_RESULTS)
+        .clamp(0, MAX_HISTORY_RESULTS);
+    run_ids.sort_unstable();
+    run_ids.dedup();
+    let mut metrics: Vec<Metric> = Vec::new();
+    for run_id in run_ids {
+        let remaining = max_results - metrics.len() as i64;
+        if remaining <= 0 {
+            break;
+        }
+        let mut points = match state
+            .store
+            .get_metric_history(&run_id, &key, None, None)
+            .await
+        {
+            Ok((points, _)) => points,
+            Err(ctflow_store::Error::Mlflow(e))
+                if e.code == ctflow_core::ErrorCode::ResourceDoesNotExist =>
+            {
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        points.sort_by(|a, b| {
+            (a.timestamp, a.step)
+                .cmp(&(b.timestamp, b.step))
+                .then(a.value.total_cmp(&b.value))
+        });
+        metrics.extend(
+            points
+                .into_iter()
+                .take(remaining as usize)
+                .map(|point| Metric {
+                    key: point.key,
+                    value: point.value,
+                    timestamp: point.timestamp,
+                    step: point.step,
+                    dataset_name: None,
+                    dataset_digest: None,
+                    model_id: None,
+                    run_id: Some(run_id.clone()),
+                }),
+        );
+    }
+    page("metrics", metrics, None)
+}
+
 pub async fn get_metric_history_bulk_interval(
     State(state): State<AppState>,
     p: Params,
@@ -404,16 +494,28 @@ pub async fn get_metric_history_bulk_interval(
     }
     let key = p.req_str("metric_key")?;
     let max_results = p.i64("max_results")?.unwrap_or(320);
-    validate_max_results(max_results, 2500)?;
+    if !(1..=2500).contains(&max_results) {
+        return Err(MlflowError::invalid("max_results must be between 1 and 2500.").into());
+    }
+    let (start_step, end_step) = (p.i64("start_step")?, p.i64("end_step")?);
+    match (start_step, end_step) {
+        (Some(start), Some(end)) if start > end => {
+            return Err(MlflowError::invalid(format!(
+                "end_step must be greater than start_step. Found start_step={start} and end_step={end}."
+            ))
+            .into());
+        }
+        (Some(_), None) | (None, Some(_)) => {
+            return Err(MlflowError::invalid(
+                "If either start step or end step are specified, both must be specified.",
+            )
+            .into());
+        }
+        _ => {}
+    }
     let points = state
         .store
-        .get_metric_history_bulk_interval(
-            &run_ids,
-            &key,
-            p.i64("start_step")?,
-            p.i64("end_step")?,
-            max_results,
-        )
+        .get_metric_history_bulk_interval(&run_ids, &key, start_step, end_step, max_results)
         .await?;
     let metrics: Vec<Metric> = points
         .into_iter()
@@ -429,6 +531,35 @@ pub async fn get_metric_history_bulk_interval(
         })
         .collect();
     page("metrics", metrics, None)
+}
+
+/// `POST /ajax-api/2.0/mlflow/experiments/search-datasets` (MLflow's UI): the datasets the
+/// experiments' runs used, with the context each was used in.
+pub async fn search_datasets(State(state): State<AppState>, p: Params) -> JsonResult {
+    const MAX_EXPERIMENT_IDS: usize = 20;
+    let raw = p.str_list("experiment_ids")?;
+    if raw.is_empty() {
+        return Err(MlflowError::invalid(
+            "SearchDatasets request must specify at least one experiment_id.",
+        )
+        .into());
+    }
+    if raw.len() > MAX_EXPERIMENT_IDS {
+        return Err(MlflowError::invalid(format!(
+            "SearchDatasets request cannot specify more than {MAX_EXPERIMENT_IDS} experiment_ids. Received {} experiment_ids.",
+            raw.len()
+        ))
+        .into());
+    }
+    let ids = raw
+        .iter()
+        .map(|id| parse_experiment_id(id))
+        .collect::<ctflow_core::Result<Vec<i64>>>()?;
+    let summaries = state.store.search_dataset_summaries(&ids).await?;
+    if summaries.is_empty() {
+        return empty();
+    }
+    Ok(Json(json!({ "dataset_summaries": summaries })).into_response())
 }
 
 // -------------------------------------------------------------- logged models
@@ -528,9 +659,25 @@ pub async fn search_logged_models(State(state): State<AppState>, p: Params) -> J
             ))
         })
         .collect::<ApiResult<Vec<_>>>()?;
+    let datasets = p
+        .objects("datasets")?
+        .iter()
+        .map(|d| {
+            let name = d
+                .str("dataset_name")?
+                .filter(|n| !n.is_empty())
+                .ok_or_else(|| {
+                    MlflowError::invalid(
+                        "`dataset_name` in the `datasets` clause must be specified.",
+                    )
+                })?;
+            Ok((name, d.str("dataset_digest")?))
+        })
+        .collect::<ApiResult<Vec<_>>>()?;
     let search = LoggedModelSearch {
         experiment_ids,
         filter: parse_logged_model_filter(&p.str("filter")?.unwrap_or_default())?,
+        datasets,
         order_by,
         max_results: state.limits.page(max_results),
         page_token: p.str("page_token")?,
@@ -556,5 +703,7 @@ pub async fn server_info(State(state): State<AppState>) -> Json<Value> {
         "artifact_serving_enabled": state.serve_artifacts,
         "artifacts_presigned_only": false,
         "tracking_auth": "",
+        "mlflow_version": crate::MLFLOW_API_LEVEL,
+        "ctflow_version": env!("CARGO_PKG_VERSION"),
     }))
 }

@@ -9,7 +9,9 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use ctflow_core::entities::FileInfo;
 use ctflow_core::{ErrorCode, MlflowError};
+use ctflow_store::artifacts::ArtifactRepository;
 use serde_json::{Value, json};
+use std::sync::Arc;
 use tokio_util::io::{ReaderStream, StreamReader};
 
 use crate::AppState;
@@ -67,7 +69,12 @@ pub async fn download(
     Path(path): Path<String>,
 ) -> ApiResult<Response> {
     require_serving(&state)?;
-    let content = state.artifacts.get(&path).await?;
+    serve_file(state.artifacts.as_ref(), &path).await
+}
+
+/// One file of a repository as a download: its type by extension, never sniffed.
+async fn serve_file(repository: &dyn ArtifactRepository, path: &str) -> ApiResult<Response> {
+    let content = repository.get(path).await?;
     let file_name = path
         .rsplit('/')
         .next()
@@ -75,7 +82,7 @@ pub async fn download(
         .replace('"', "");
     Ok((
         [
-            (header::CONTENT_TYPE, content_type_for(&path).to_string()),
+            (header::CONTENT_TYPE, content_type_for(path).to_string()),
             (header::CONTENT_LENGTH, content.len.to_string()),
             (
                 header::CONTENT_DISPOSITION,
@@ -113,20 +120,15 @@ pub async fn list_run_artifacts(
     let rel = p.str("path")?.unwrap_or_default();
     let rel = rel.trim_end_matches('/').to_string();
     ctflow_core::artifact_path::safe_relative_path(&rel).map_err(ApiError::from)?;
-    let Some(base) = state.repository_path(&run.artifact_uri) else {
+    let Some((repository, base)) = state.locate(&run.artifact_uri) else {
         return Err(MlflowError::invalid(format!(
             "The artifacts of this run live at '{}', which this server does not serve.",
             run.artifact_uri
         ))
         .into());
     };
-    let dir = if rel.is_empty() {
-        base
-    } else {
-        format!("{base}/{rel}")
-    };
-    let files: Vec<FileInfo> = state
-        .artifacts
+    let dir = join(&base, &rel);
+    let files: Vec<FileInfo> = repository
         .list(&dir)
         .await?
         .into_iter()
@@ -144,4 +146,161 @@ pub async fn list_run_artifacts(
         body["files"] = serde_json::to_value(files).map_err(crate::api::internal)?;
     }
     Ok(Json(body))
+}
+
+fn join(base: &str, relative: &str) -> String {
+    match (base.is_empty(), relative.is_empty()) {
+        (_, true) => base.to_string(),
+        (true, false) => relative.to_string(),
+        (false, false) => format!("{base}/{relative}"),
+    }
+}
+
+/// The repository and path of `relative` under a run's or model's artifact URI, refusing
+/// a relative path that climbs and a location this server does not serve.
+fn located(
+    state: &AppState,
+    root_uri: &str,
+    relative: &str,
+) -> ApiResult<(Arc<dyn ArtifactRepository>, String)> {
+    let parts = ctflow_core::artifact_path::safe_relative_path(relative).map_err(ApiError::from)?;
+    let Some((repository, base)) = state.locate(root_uri) else {
+        return Err(MlflowError::invalid(format!(
+            "The artifacts at '{root_uri}' are not stored where this server serves them."
+        ))
+        .into());
+    };
+    Ok((repository, join(&base, &parts.join("/"))))
+}
+
+/// A model version's files: its storage location, with `runs:/<id>/<name>/<path>` read as
+/// MLflow 3 reads it: under the run's logged model of that name when there is one (where
+/// `log_model` puts the files), else under the run's own artifacts.
+async fn version_root(state: &AppState, name: &str, version: &str) -> ApiResult<String> {
+    let version = ctflow_core::registry::parse_version(version)?;
+    let location = state
+        .store
+        .get_model_version_download_uri(name, version)
+        .await?;
+    let Some(rest) = location.strip_prefix("runs:/") else {
+        return Ok(location);
+    };
+    let rest = rest.trim_start_matches('/');
+    let (run_id, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let (first, below) = path.split_once('/').unwrap_or((path, ""));
+    if !first.is_empty()
+        && let Some(model_id) = state.store.logged_model_of_run(run_id, first).await?
+    {
+        let model = state.store.get_logged_model(&model_id).await?;
+        return Ok(join(model.info.artifact_uri.trim_end_matches('/'), below));
+    }
+    let run = state.store.get_run_info(run_id).await?;
+    Ok(join(run.artifact_uri.trim_end_matches('/'), path))
+}
+
+/// `GET /get-artifact?run_id=&path=` (also `run_uuid`; MLflow's UI): one file of a run.
+pub async fn get_run_artifact(State(state): State<AppState>, p: Params) -> ApiResult<Response> {
+    let run_id = match p.str("run_id")?.filter(|r| !r.is_empty()) {
+        Some(run_id) => run_id,
+        None => p.req_str("run_uuid")?,
+    };
+    let relative = p.req_str("path")?;
+    ctflow_core::artifact_path::safe_relative_path(&relative).map_err(ApiError::from)?;
+    let run = state.store.get_run_info(&run_id).await?;
+    let (repository, path) = located(&state, &run.artifact_uri, &relative)?;
+    serve_file(repository.as_ref(), &path).await
+}
+
+/// `GET /model-versions/get-artifact?name=&version=&path=` (MLflow's UI).
+pub async fn get_model_version_artifact(
+    State(state): State<AppState>,
+    p: Params,
+) -> ApiResult<Response> {
+    let name = p.req_str("name")?;
+    let version = p.req_str("version")?;
+    let relative = p.req_str("path")?;
+    ctflow_core::artifact_path::safe_relative_path(&relative).map_err(ApiError::from)?;
+    let root = version_root(&state, &name, &version).await?;
+    let (repository, path) = located(&state, &root, &relative)?;
+    serve_file(repository.as_ref(), &path).await
+}
+
+/// `POST /ajax-api/2.0/mlflow/upload-artifact?run_uuid=&path=` (MLflow's UI): the request
+/// body becomes that file of the run.
+pub async fn upload_run_artifact(
+    State(state): State<AppState>,
+    axum::extract::Query(query): axum::extract::Query<std::collections::HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
+    let run_id = query
+        .get("run_uuid")
+        .filter(|r| !r.is_empty())
+        .ok_or_else(|| MlflowError::invalid("Request must specify run_uuid."))?;
+    let relative = query
+        .get("path")
+        .filter(|p| !p.is_empty())
+        .ok_or_else(|| MlflowError::invalid("Request must specify path."))?;
+    ctflow_core::artifact_path::safe_relative_path(relative).map_err(ApiError::from)?;
+    check_upload_length(&headers, &state.limits)?;
+    let data = axum::body::to_bytes(body, state.limits.max_artifact_upload as usize)
+        .await
+        .map_err(|_| {
+            MlflowError::invalid(format!(
+                "The file is larger than this server accepts ({} bytes).",
+                state.limits.max_artifact_upload
+            ))
+        })?;
+    if data.is_empty() {
+        return Err(MlflowError::invalid("Request must specify data.").into());
+    }
+    let run = state.store.get_run_info(run_id).await?;
+    let (repository, path) = located(&state, &run.artifact_uri, relative)?;
+    let reader = std::io::Cursor::new(data);
+    repository.put(&path, Box::pin(reader)).await?;
+    Ok(Json(json!({})).into_response())
+}
+
+/// `GET /ajax-api/2.0/mlflow/logged-models/{id}/artifacts/files?artifact_file_path=`.
+pub async fn get_logged_model_artifact(
+    State(state): State<AppState>,
+    Path(model_id): Path<String>,
+    p: Params,
+) -> ApiResult<Response> {
+    let relative = p.req_str("artifact_file_path")?;
+    ctflow_core::artifact_path::safe_relative_path(&relative).map_err(ApiError::from)?;
+    let model = state.store.get_logged_model(&model_id).await?;
+    let (repository, path) = located(&state, &model.info.artifact_uri, &relative)?;
+    serve_file(repository.as_ref(), &path).await
+}
+
+/// `GET /ajax-api/2.0/mlflow/logged-models/{id}/artifacts/directories?artifact_directory_path=`:
+/// one folder of a logged model, paths relative to the model's root.
+pub async fn list_logged_model_artifacts(
+    State(state): State<AppState>,
+    Path(model_id): Path<String>,
+    p: Params,
+) -> ApiResult<Response> {
+    let relative = p.str("artifact_directory_path")?.unwrap_or_default();
+    let relative = relative.trim_end_matches('/').to_string();
+    let model = state.store.get_logged_model(&model_id).await?;
+    let (repository, dir) = located(&state, &model.info.artifact_uri, &relative)?;
+    let files: Vec<FileInfo> = repository
+        .list(&dir)
+        .await?
+        .into_iter()
+        .map(|f| FileInfo {
+            path: if relative.is_empty() {
+                f.path
+            } else {
+                format!("{relative}/{}", f.path)
+            },
+            ..f
+        })
+        .collect();
+    let mut body = json!({ "root_uri": model.info.artifact_uri });
+    if !files.is_empty() {
+        body["files"] = serde_json::to_value(files).map_err(crate::api::internal)?;
+    }
+    Ok(Json(body).into_response())
 }

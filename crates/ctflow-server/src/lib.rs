@@ -17,7 +17,7 @@ mod registry;
 pub mod service;
 mod ui;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -66,6 +66,10 @@ pub struct AppState {
     /// Where the artifact repository lives: the canonical folder of a local one, or the
     /// URL of an object store.
     artifact_root: ArtifactRoot,
+    /// The operator's `--default-artifact-root`, when it is a local folder outside the
+    /// artifacts destination: runs created under it keep their files there (MLflow's
+    /// layout without the proxy), and the UI's artifact routes read them from it.
+    default_root: Option<(PathBuf, Arc<dyn ArtifactRepository>)>,
     /// Where recorded triggers and approvals wake the controller (absent when no
     /// controller shares this process; it then finds them on its next pass).
     pub bus: Option<Arc<dyn ctflow_bus::Bus>>,
@@ -104,6 +108,20 @@ pub async fn open_store(
 enum ArtifactRoot {
     Local(PathBuf),
     Object(String),
+}
+
+/// The absolute folder a local artifact URI (`/x`, `file:///x`) names; `None` for a
+/// relative path or any other URI.
+fn local_folder(uri: &str) -> Option<PathBuf> {
+    let path = uri
+        .strip_prefix("file://")
+        .or_else(|| uri.strip_prefix("file:"))
+        .unwrap_or(uri);
+    let path = percent_encoding::percent_decode_str(path)
+        .decode_utf8()
+        .ok()?;
+    (path.starts_with('/') && !uri.contains('?') && !uri.contains('#'))
+        .then(|| PathBuf::from(path.as_ref()))
 }
 
 /// Deletes, in the background, what uploads cut off by a crash left behind.
@@ -175,6 +193,21 @@ impl AppState {
             (None, ArtifactRoot::Local(root)) => root.display().to_string(),
             (None, ArtifactRoot::Object(url)) => url.clone(),
         };
+        let default_root = match (&config.default_artifact_root, &artifact_root) {
+            (Some(configured), ArtifactRoot::Local(destination)) => {
+                local_folder(configured).filter(|folder| !folder.starts_with(destination))
+            }
+            (Some(configured), ArtifactRoot::Object(_)) => local_folder(configured),
+            (None, _) => None,
+        };
+        let default_root = match default_root {
+            Some(folder) => {
+                let local = LocalArtifactStore::new(&folder)?;
+                let root = local.root().to_path_buf();
+                Some((root, Arc::new(local) as Arc<dyn ArtifactRepository>))
+            }
+            None => None,
+        };
         let metrics = Arc::new(Metrics::new());
         let store = open_store(
             StoreOptions {
@@ -191,6 +224,7 @@ impl AppState {
             artifacts,
             serve_artifacts: config.serve_artifacts,
             artifact_root,
+            default_root,
             bus: None,
             metrics,
             auth: config
@@ -200,38 +234,44 @@ impl AppState {
         })
     }
 
-    /// Maps an artifact URI to a path inside the local repository, if it lives there.
-    pub fn repository_path(&self, uri: &str) -> Option<String> {
-        if let Some(rest) = uri.strip_prefix("mlflow-artifacts:") {
-            let rest = rest.trim_start_matches('/');
-            return ctflow_core::artifact_path::safe_relative_path(rest)
+    /// The repository holding an artifact URI the server serves, and the path in it:
+    /// `mlflow-artifacts:` URIs and what lies under the artifacts destination, or under a
+    /// local `--default-artifact-root`. `None` for anything else (the server reads and
+    /// writes nowhere else).
+    pub fn locate(&self, uri: &str) -> Option<(Arc<dyn ArtifactRepository>, String)> {
+        let relative = |rest: &str| {
+            ctflow_core::artifact_path::safe_relative_path(rest)
                 .ok()
-                .map(|p| p.join("/"));
+                .map(|p| p.join("/"))
+        };
+        if let Some(rest) = uri.strip_prefix("mlflow-artifacts:") {
+            return relative(rest.trim_start_matches('/')).map(|p| (self.artifacts.clone(), p));
         }
-        match &self.artifact_root {
-            ArtifactRoot::Object(url) => {
-                let rest = uri.strip_prefix(url.as_str())?.strip_prefix('/')?;
-                ctflow_core::artifact_path::safe_relative_path(rest)
-                    .ok()
-                    .map(|p| p.join("/"))
-            }
-            ArtifactRoot::Local(root) => {
-                let local = uri.strip_prefix("file://").unwrap_or(uri);
-                if !local.starts_with('/') {
-                    return None;
-                }
-                let normalized = normpath(local);
-                Path::new(&normalized)
-                    .strip_prefix(root)
-                    .ok()
-                    .map(|rel| rel.to_string_lossy().into_owned())
-            }
+        if let ArtifactRoot::Object(url) = &self.artifact_root
+            && let Some(rest) = uri
+                .strip_prefix(url.as_str())
+                .and_then(|r| r.strip_prefix('/'))
+        {
+            return relative(rest).map(|p| (self.artifacts.clone(), p));
         }
+        let local = PathBuf::from(normpath(&local_folder(uri)?.to_string_lossy()));
+        if let ArtifactRoot::Local(root) = &self.artifact_root
+            && let Ok(rest) = local.strip_prefix(root)
+        {
+            return Some((self.artifacts.clone(), rest.to_string_lossy().into_owned()));
+        }
+        let (root, repository) = self.default_root.as_ref()?;
+        let rest = local.strip_prefix(root).ok()?;
+        Some((repository.clone(), rest.to_string_lossy().into_owned()))
     }
 
-    /// An experiment's `artifact_location` may not point the server outside its artifact
-    /// root, and may not smuggle `#`, `?` or encoded traversal (the CVE-2023-6909 family).
-    pub fn check_artifact_location(&self, location: &str) -> ApiResult<()> {
+    /// An experiment's `artifact_location`, checked and as it is stored. It may not smuggle
+    /// `#`, `?` or encoded traversal (the CVE-2023-6909 family). A relative local path is
+    /// resolved against the server's working directory, as MLflow does. NB: the server itself only ever reads or writes artifacts under its own
+    /// artifact root and a local `--default-artifact-root` ([`AppState::locate`]); a location
+    /// elsewhere on its disk is one
+    /// that clients write to directly, and that the server refuses to serve.
+    pub fn check_artifact_location(&self, location: &str) -> ApiResult<String> {
         let bad = |why: &str| -> ApiError {
             MlflowError::invalid(format!("Invalid artifact_location '{location}': {why}")).into()
         };
@@ -246,33 +286,13 @@ impl AppState {
         if decoded.contains('\0') || path_part.split(['/', '\\']).any(|seg| seg == "..") {
             return Err(bad("path traversal is not allowed"));
         }
-        if location.starts_with("mlflow-artifacts:") {
-            return Ok(());
+        if location.contains(':') || location.starts_with('/') {
+            return Ok(location.to_string());
         }
-        let is_local = location.starts_with("file:") || !location.contains(':');
-        if is_local {
-            let local = location
-                .strip_prefix("file://")
-                .or_else(|| location.strip_prefix("file:"))
-                .unwrap_or(location);
-            let absolute = if local.starts_with('/') {
-                PathBuf::from(normpath(local))
-            } else {
-                std::env::current_dir()
-                    .map_err(|e| bad(&e.to_string()))?
-                    .join(normpath(local))
-            };
-            let inside = match &self.artifact_root {
-                ArtifactRoot::Local(root) => absolute.starts_with(root),
-                ArtifactRoot::Object(_) => false,
-            };
-            if !inside {
-                return Err(bad(
-                    "local artifact locations must be inside the server's artifact root",
-                ));
-            }
-        }
-        Ok(())
+        let absolute = std::env::current_dir()
+            .map_err(|e| bad(&e.to_string()))?
+            .join(normpath(location));
+        Ok(absolute.display().to_string())
     }
 }
 
@@ -445,6 +465,10 @@ fn mlflow_routes() -> Router<AppState> {
     use api::*;
     Router::new()
         .route("/2.0/mlflow/experiments/create", post(create_experiment))
+        .route(
+            "/2.0/mlflow/experiments/search-datasets",
+            post(search_datasets),
+        )
         .route("/2.0/mlflow/experiments/get", get(get_experiment))
         .route(
             "/2.0/mlflow/experiments/get-by-name",
@@ -482,6 +506,10 @@ fn mlflow_routes() -> Router<AppState> {
         .route("/2.0/mlflow/runs/log-inputs", post(log_inputs))
         .route("/2.0/mlflow/runs/outputs", post(log_outputs))
         .route("/2.0/mlflow/metrics/get-history", get(get_metric_history))
+        .route(
+            "/2.0/mlflow/metrics/get-history-bulk",
+            get(get_metric_history_bulk),
+        )
         .route(
             "/2.0/mlflow/metrics/get-history-bulk-interval",
             get(get_metric_history_bulk_interval),
@@ -696,6 +724,18 @@ fn mlflow_routes() -> Router<AppState> {
                 .post(auth::sign_in)
                 .delete(auth::sign_out),
         )
+        .route(
+            "/2.0/mlflow/upload-artifact",
+            post(artifacts::upload_run_artifact),
+        )
+        .route(
+            "/2.0/mlflow/logged-models/{model_id}/artifacts/files",
+            get(artifacts::get_logged_model_artifact),
+        )
+        .route(
+            "/2.0/mlflow/logged-models/{model_id}/artifacts/directories",
+            get(artifacts::list_logged_model_artifacts),
+        )
         .route("/2.0/mlflow-artifacts/artifacts", get(artifacts::list))
         .route(
             "/2.0/mlflow-artifacts/artifacts/{*path}",
@@ -703,6 +743,22 @@ fn mlflow_routes() -> Router<AppState> {
                 .put(artifacts::upload)
                 .delete(artifacts::delete),
         )
+}
+
+/// The MLflow release whose REST API this server implements: `/version` answers it, since
+/// MLflow's clients switch features on by the server's version (span logging needs
+/// 3.4). ctflow's own version rides along in [`CTFLOW_VERSION_HEADER`] and `server-info`.
+pub const MLFLOW_API_LEVEL: &str = "3.17.2";
+
+/// The response header that carries ctflow's own version.
+pub const CTFLOW_VERSION_HEADER: &str = "x-ctflow-version";
+
+async fn version() -> Response {
+    (
+        [(CTFLOW_VERSION_HEADER, env!("CARGO_PKG_VERSION"))],
+        MLFLOW_API_LEVEL,
+    )
+        .into_response()
 }
 
 /// The whole HTTP application.
@@ -713,7 +769,17 @@ pub fn router(state: AppState) -> Router {
         .nest("/ajax-api", api)
         .route("/health", get(|| async { "OK" }))
         .route("/ready", get(ready))
-        .route("/version", get(|| async { env!("CARGO_PKG_VERSION") }))
+        .route("/version", get(version))
+        .route("/get-artifact", get(artifacts::get_run_artifact))
+        .route(
+            "/model-versions/get-artifact",
+            get(artifacts::get_model_version_artifact),
+        )
+        // NB: MLflow's Flask app merges repeated slashes; its UI and tests send this form.
+        .route(
+            "//model-versions/get-artifact",
+            get(artifacts::get_model_version_artifact),
+        )
         .route("/metrics", get(metrics))
         .route("/", get(ui::index))
         .route("/static/app.js", get(ui::app_js))

@@ -420,3 +420,50 @@ async fn repeated_wrong_passwords_are_throttled_and_tokens_still_work() {
         assert_eq!(answer.status, 200, "{}", answer.body);
     }
 }
+
+#[tokio::test]
+async fn the_mlflow_ui_routes_check_the_run_they_name() {
+    let site = site().await;
+    let (alice_experiment, alice_run) = site.estate("alice").await;
+    let upload = |user: &'static str, run: String| {
+        let address = site.server.address;
+        async move {
+            exchange(
+                address,
+                &signed(
+                    "POST",
+                    &format!("/ajax-api/2.0/mlflow/upload-artifact?run_uuid={run}&path=note.txt"),
+                    Some("hello"),
+                    user,
+                    PASSWORD,
+                ),
+            )
+            .await
+        }
+    };
+    // The run is named in the query and the file is the body: the guard still finds it.
+    assert_refused(
+        &upload("bob", alice_run.clone()).await,
+        403,
+        "PERMISSION_DENIED",
+        "Permission denied",
+    );
+    let answer = upload("alice", alice_run.clone()).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    for path in [
+        format!("/get-artifact?run_id={alice_run}&path=note.txt"),
+        format!("/ajax-api/2.0/mlflow/metrics/get-history-bulk?run_id={alice_run}&metric_key=m"),
+    ] {
+        assert_eq!(site.status_of("bob", &path).await, 403, "{path}");
+        assert_eq!(site.status_of("alice", &path).await, 200, "{path}");
+    }
+    let answer = site
+        .call(
+            "bob",
+            "POST",
+            "/ajax-api/2.0/mlflow/experiments/search-datasets",
+            Some(json!({"experiment_ids": [alice_experiment]})),
+        )
+        .await;
+    assert_refused(&answer, 403, "PERMISSION_DENIED", "Permission denied");
+}

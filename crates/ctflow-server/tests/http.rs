@@ -340,8 +340,6 @@ async fn artifact_paths_never_leave_the_root() {
 async fn experiment_artifact_locations_cannot_point_outside() {
     let s = server().await;
     for location in [
-        "file:///etc",
-        "/etc/passwd",
         "../outside",
         "mlflow-artifacts:/../x",
         "mlflow-artifacts:/x#/../../etc",
@@ -402,6 +400,51 @@ async fn experiment_artifact_locations_cannot_point_outside() {
         )
         .await;
     assert_error(status, &body, 400, "INVALID_PARAMETER_VALUE");
+    // A local location outside the artifact root is MLflow's to accept (a relative one
+    // resolved against the server's working directory), but the server never reads or
+    // writes there: its runs' artifacts are not served.
+    let cwd = std::env::current_dir().unwrap();
+    for (name, location, stored) in [
+        ("etc", "file:///etc".to_string(), "file:///etc".to_string()),
+        (
+            "relative",
+            "my_location".to_string(),
+            cwd.join("my_location").display().to_string(),
+        ),
+    ] {
+        let (status, body) = s
+            .json(
+                Method::POST,
+                "/api/2.0/mlflow/experiments/create",
+                Some(json!({"name": name, "artifact_location": location})),
+            )
+            .await;
+        assert_eq!(status, 200, "{location}: {body}");
+        let exp = body["experiment_id"].as_str().unwrap().to_string();
+        let (_, body) = s
+            .json(
+                Method::GET,
+                &format!("/api/2.0/mlflow/experiments/get?experiment_id={exp}"),
+                None,
+            )
+            .await;
+        assert_eq!(body["experiment"]["artifact_location"], stored.as_str());
+        let (_, body) = s
+            .json(
+                Method::POST,
+                "/api/2.0/mlflow/runs/create",
+                Some(json!({"experiment_id": exp})),
+            )
+            .await;
+        let run_id = body["run"]["info"]["run_id"].as_str().unwrap().to_string();
+        for path in [
+            format!("/api/2.0/mlflow/artifacts/list?run_id={run_id}"),
+            format!("/get-artifact?run_id={run_id}&path=passwd"),
+        ] {
+            let (status, body) = s.json(Method::GET, &path, None).await;
+            assert_error(status, &body, 400, "INVALID_PARAMETER_VALUE");
+        }
+    }
 }
 
 #[tokio::test]
@@ -565,15 +608,28 @@ async fn published_mlflow_file_inclusion_exploits_are_refused() {
         assert_ne!(status, 200, "{path}: {body}");
         assert!(!body.to_string().contains("passwd"), "{body}");
     }
-    // MLflow issue #7166 and CVE-2023-1177 read files through Flask routes that serve
-    // paths; ctflow serves files only through the checked artifact proxy.
-    for uri in [
-        "/get-artifact?path=../../../../etc/passwd&run_uuid=x",
-        "/model-versions/get-artifact?path=passwd&name=poc&version=1",
-        "/ajax-api/2.0/mlflow/get-trace-artifact?request_id=x",
+    // MLflow issue #7166 and CVE-2023-1177 read files through the UI's routes that serve
+    // paths; ctflow's check the path first and read only under the artifact root.
+    for (uri, expected) in [
+        ("/get-artifact?path=../../../../etc/passwd&run_uuid=x", 400),
+        (
+            "/model-versions/get-artifact?path=../../etc/passwd&name=poc&version=1",
+            400,
+        ),
+        (
+            "/model-versions/get-artifact?path=passwd&name=poc&version=1",
+            404,
+        ),
+        (
+            &format!("/get-artifact?path=passwd&run_uuid={dbfs_run}"),
+            400,
+        ),
+        ("/ajax-api/2.0/mlflow/get-trace-artifact?request_id=x", 404),
     ] {
-        let (status, _) = s.send(Method::GET, uri, Body::empty(), None).await;
-        assert_eq!(status, 404, "{uri}");
+        let (status, body) = s.send(Method::GET, uri, Body::empty(), None).await;
+        let body = String::from_utf8_lossy(&body);
+        assert_eq!(status, expected, "{uri}: {body}");
+        assert!(!body.contains("root:"), "{body}");
     }
 }
 

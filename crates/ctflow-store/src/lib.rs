@@ -31,4 +31,4 @@ pub use leases::LeaseRecord;
 pub use logged_models::{LoggedModelOrder, LoggedModelSearch, NewLoggedModel};
 pub use pipelines::{CtCounts, Recorded};
 pub use registry::{NewModelVersion, RegistrySearch};
-pub use runs::{BatchMetric, DatasetInputRequest, NewRun, RunSearch, RunUpdate};
+pub use runs::{BatchMetric, DatasetInputRequest, DatasetSummary, NewRun, RunSearch, RunUpdate};

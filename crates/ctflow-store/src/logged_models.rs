@@ -40,6 +40,9 @@ pub struct LoggedModelOrder {
 pub struct LoggedModelSearch {
     pub experiment_ids: Vec<i64>,
     pub filter: Vec<Clause>,
+    /// Only models with metrics on one of these datasets (name, and digest when given);
+    /// a metric clause then counts only those datasets' metrics.
+    pub datasets: Vec<(String, Option<String>)>,
     pub order_by: Vec<LoggedModelOrder>,
     pub max_results: i64,
     pub page_token: Option<String>,
@@ -344,8 +347,16 @@ impl Store {
             format!("m.experiment_id IN ({})", experiments.join(", ")),
             "m.lifecycle_stage = 'active'".to_string(),
         ];
+        let datasets = dataset_condition(&mut sql, &search.datasets);
         for clause in &search.filter {
-            conditions.push(model_condition(&mut sql, clause));
+            conditions.push(model_condition(&mut sql, clause, datasets.as_deref()));
+        }
+        if let Some(datasets) = &datasets
+            && !search.filter.iter().any(|c| c.entity == Entity::Metric)
+        {
+            conditions.push(format!(
+                "EXISTS (SELECT 1 FROM logged_model_metrics x WHERE x.model_id = m.model_id AND ({datasets}))"
+            ));
         }
         let limit = sql.int_arg(search.max_results.saturating_add(1));
         let off = sql.int_arg(offset);
@@ -383,7 +394,28 @@ async fn upsert_model_tag(
     Ok(())
 }
 
-fn model_condition(sql: &mut Sql, clause: &Clause) -> String {
+/// `(x.dataset_name = .. AND x.dataset_digest = ..) OR ...` over `logged_model_metrics x`.
+fn dataset_condition(sql: &mut Sql, datasets: &[(String, Option<String>)]) -> Option<String> {
+    if datasets.is_empty() {
+        return None;
+    }
+    let terms: Vec<String> = datasets
+        .iter()
+        .map(|(name, digest)| {
+            let name = sql.text_arg(name.clone());
+            match digest {
+                Some(digest) => {
+                    let digest = sql.text_arg(digest.clone());
+                    format!("(x.dataset_name = {name} AND x.dataset_digest = {digest})")
+                }
+                None => format!("x.dataset_name = {name}"),
+            }
+        })
+        .collect();
+    Some(terms.join(" OR "))
+}
+
+fn model_condition(sql: &mut Sql, clause: &Clause, datasets: Option<&str>) -> String {
     match clause.entity {
         Entity::Metric => {
             let key = sql.text_arg(clause.key.clone());
@@ -391,8 +423,9 @@ fn model_condition(sql: &mut Sql, clause: &Clause) -> String {
                 return "1 = 0".into();
             };
             let v = sql.arg(Arg::Float(n));
+            let on_datasets = datasets.map(|d| format!(" AND ({d})")).unwrap_or_default();
             format!(
-                "EXISTS (SELECT 1 FROM logged_model_metrics x WHERE x.model_id = m.model_id AND x.key = {key} AND x.is_nan = 0 AND x.value {} {v})",
+                "EXISTS (SELECT 1 FROM logged_model_metrics x WHERE x.model_id = m.model_id AND x.key = {key} AND x.is_nan = 0 AND x.value {} {v}{on_datasets})",
                 numeric_op(clause.comparator)
             )
         }

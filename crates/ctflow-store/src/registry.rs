@@ -6,9 +6,13 @@ use std::collections::HashMap;
 
 use ctflow_core::entities::KeyValue;
 use ctflow_core::filter::{Clause, Comparator, Entity, OrderBy, PROMPT_TAG, Value};
+use ctflow_core::model_source::{
+    SourceCheck, SourceRequest, check_source, local_not_contained, local_path_within,
+    not_identified, uri_within,
+};
 use ctflow_core::registry::{
-    LedgerEntry, MAX_REGISTERED_MODEL_TAG_VALUE_LENGTH, ModelVersion, RegisteredModel,
-    RegisteredModelAlias, canonical_stage, validate_alias, validate_model_name,
+    LedgerEntry, MAX_REGISTERED_MODEL_TAG_VALUE_LENGTH, ModelUri, ModelVersion, RegisteredModel,
+    RegisteredModelAlias, canonical_stage, parse_model_uri, validate_alias, validate_model_name,
 };
 use ctflow_core::validation::{KeyKind, validate_key, validate_max_length};
 use ctflow_core::{MlflowError, now_ms, page_token};
@@ -33,6 +37,14 @@ pub struct NewModelVersion {
     pub user: String,
 }
 
+/// A version's source once checked: what is stored and the lineage it carries.
+struct ResolvedSource {
+    source: String,
+    storage_location: String,
+    run_id: String,
+    model_id: Option<String>,
+}
+
 /// A registry search request (registered models or versions).
 #[derive(Debug, Clone)]
 pub struct RegistrySearch {
@@ -49,13 +61,6 @@ fn model_not_found(name: &str) -> Error {
 fn version_not_found(name: &str, version: i64) -> Error {
     MlflowError::not_found(format!(
         "Model Version (name={name}, version={version}) not found"
-    ))
-    .into()
-}
-
-fn invalid_source(source: &str) -> Error {
-    MlflowError::invalid(format!(
-        "Invalid model version source: '{source}'. The run_id request parameter must identify the resource that contains the source."
     ))
     .into()
 }
@@ -78,51 +83,6 @@ fn version_from_row(row: &AnyRow) -> Result<ModelVersion> {
         tags: Vec::new(),
         aliases: Vec::new(),
     })
-}
-
-/// True when `inner` names `outer` itself or something below it.
-fn is_within(inner: &str, outer: &str) -> bool {
-    let outer = outer.trim_end_matches('/');
-    inner == outer
-        || inner
-            .strip_prefix(outer)
-            .is_some_and(|rest| rest.starts_with('/'))
-}
-
-fn source_is_suspicious(source: &str) -> bool {
-    let decoded = percent_encoding_decode(source);
-    source.contains('#')
-        || source.contains('?')
-        || source.contains('\0')
-        || decoded.split(['/', '\\']).any(|part| part == "..")
-}
-
-fn percent_encoding_decode(s: &str) -> String {
-    // Decoded twice, so that `%252e%252e` is caught as well as `%2e%2e`.
-    let once = percent_decode(s);
-    percent_decode(&once)
-}
-
-fn percent_decode(s: &str) -> String {
-    fn hex(b: u8) -> Option<u8> {
-        (b as char).to_digit(16).map(|d| d as u8)
-    }
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && i + 2 < bytes.len()
-            && let (Some(hi), Some(lo)) = (hex(bytes[i + 1]), hex(bytes[i + 2]))
-        {
-            out.push(hi * 16 + lo);
-            i += 3;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 async fn ledger_write(tx: &mut Transaction<'_, Any>, entry: &LedgerEntry) -> Result<()> {
@@ -469,95 +429,188 @@ impl Store {
 
     // ------------------------------------------------------------- versions
 
-    /// Resolves and checks a version's source; returns (storage location, run id, model id).
-    async fn resolve_source(
+    /// Checks a version's source against MLflow's rules (`ctflow_core::model_source`) and
+    /// finishes the checks that need the database.
+    async fn resolve_source(&self, new: &NewModelVersion) -> Result<ResolvedSource> {
+        let source = new.source.as_str();
+        let run_id = new.run_id.as_deref().filter(|r| !r.is_empty());
+        let model_id = new.model_id.as_deref().filter(|m| !m.is_empty());
+        let prompt = new
+            .tags
+            .iter()
+            .rev()
+            .find(|t| t.key == PROMPT_TAG)
+            .is_some_and(|t| t.value.eq_ignore_ascii_case("true"));
+        let check = check_source(SourceRequest {
+            source,
+            run_id,
+            model_id,
+            prompt,
+        })?;
+        let plain = |storage: String| ResolvedSource {
+            source: source.to_string(),
+            storage_location: storage,
+            run_id: run_id.unwrap_or_default().to_string(),
+            model_id: model_id.map(str::to_string),
+        };
+        match check {
+            SourceCheck::Accepted => {
+                if let (Some(id), Ok(ModelUri::LoggedModel(_))) =
+                    (model_id, parse_model_uri(source))
+                {
+                    let model = self
+                        .get_logged_model(id)
+                        .await
+                        .map_err(|_| not_identified(source, "model_id"))?;
+                    let mut resolved = plain(model.info.artifact_uri);
+                    if resolved.run_id.is_empty() {
+                        resolved.run_id = model.info.source_run_id;
+                    }
+                    return Ok(resolved);
+                }
+                Ok(plain(source.to_string()))
+            }
+            SourceCheck::LocalInRun { run_id: run, path } => {
+                let info = self
+                    .get_run_info(&run)
+                    .await
+                    .map_err(|_| not_identified(source, "run_id"))?;
+                if !local_path_within(&path, &info.artifact_uri) {
+                    return Err(local_not_contained(source, "run_id").into());
+                }
+                Ok(plain(source.to_string()))
+            }
+            SourceCheck::ArtifactsInRun { run_id: run } => {
+                let info = self
+                    .get_run_info(&run)
+                    .await
+                    .map_err(|_| not_identified(source, "run_id"))?;
+                if !uri_within(source, &info.artifact_uri) {
+                    return Err(not_identified(source, "run_id").into());
+                }
+                Ok(plain(source.to_string()))
+            }
+            SourceCheck::LocalInModel { model_id: id, path } => {
+                let model = self
+                    .get_logged_model(&id)
+                    .await
+                    .map_err(|_| not_identified(source, "model_id"))?;
+                if !local_path_within(&path, &model.info.artifact_uri) {
+                    return Err(local_not_contained(source, "model_id").into());
+                }
+                let mut resolved = plain(source.to_string());
+                if resolved.run_id.is_empty() {
+                    resolved.run_id = model.info.source_run_id;
+                }
+                Ok(resolved)
+            }
+            SourceCheck::ArtifactsInModel { model_id: id } => {
+                let model = self
+                    .get_logged_model(&id)
+                    .await
+                    .map_err(|_| not_identified(source, "model_id"))?;
+                if !uri_within(source, &model.info.artifact_uri) {
+                    return Err(not_identified(source, "model_id").into());
+                }
+                let mut resolved = plain(source.to_string());
+                if resolved.run_id.is_empty() {
+                    resolved.run_id = model.info.source_run_id;
+                }
+                Ok(resolved)
+            }
+            SourceCheck::RegisteredVersion(uri) => {
+                self.resolve_registered_source(new, source, &uri).await
+            }
+        }
+    }
+
+    /// `models:/<name>/<version|stage|latest>` and `models:/<name>@<alias>`: the new version
+    /// copies that one; its run and logged model carry over unless the request names
+    /// them, and then they must match.
+    async fn resolve_registered_source(
         &self,
         new: &NewModelVersion,
-    ) -> Result<(String, String, Option<String>)> {
-        let source = new.source.as_str();
-        if source.is_empty() {
-            return Err(MlflowError::missing_param("source").into());
+        source: &str,
+        uri: &ModelUri,
+    ) -> Result<ResolvedSource> {
+        let name = match uri {
+            ModelUri::Version { name, .. }
+            | ModelUri::Alias { name, .. }
+            | ModelUri::Stage { name, .. }
+            | ModelUri::Latest { name } => name.as_str(),
+            ModelUri::LoggedModel(_) => return Err(not_identified(source, "model_id").into()),
+        };
+        let model = self.get_registered_model(name).await?;
+        if model
+            .tags
+            .iter()
+            .any(|t| t.key == PROMPT_TAG && t.value.eq_ignore_ascii_case("true"))
+        {
+            return Err(MlflowError::invalid(format!(
+                "Invalid model version source: '{source}'. Prompt versions cannot be used as model version sources."
+            ))
+            .into());
         }
-        if source_is_suspicious(source) {
-            return Err(invalid_source(source));
-        }
-        let run_id = new.run_id.clone().filter(|r| !r.is_empty());
-        let model_id = new.model_id.clone().filter(|m| !m.is_empty());
-        if let Some(rest) = source.strip_prefix("models:/") {
-            let rest = rest.trim_start_matches('/');
-            if let Some(id) = rest
-                .strip_prefix("m-")
-                .map(|_| rest)
-                .filter(|r| !r.contains('/'))
-            {
-                if model_id.as_deref().is_some_and(|m| m != id) {
-                    return Err(invalid_source(source));
-                }
-                let model = self
-                    .get_logged_model(id)
-                    .await
-                    .map_err(|_| invalid_source(source))?;
-                let run = run_id.unwrap_or(model.info.source_run_id.clone());
-                return Ok((model.info.artifact_uri, run, Some(id.to_string())));
+        let version = match uri {
+            ModelUri::Version { version, .. } => *version,
+            ModelUri::Alias { alias, .. } => ctflow_core::registry::parse_version(
+                &self.get_model_version_by_alias(name, alias).await?.version,
+            )?,
+            ModelUri::Stage { stage, .. } => {
+                let latest = self
+                    .get_latest_versions(name, std::slice::from_ref(stage))
+                    .await?;
+                let found = latest.first().ok_or_else(|| {
+                    MlflowError::not_found(format!(
+                        "No versions of model with name '{name}' and stage '{stage}' found"
+                    ))
+                })?;
+                ctflow_core::registry::parse_version(&found.version)?
             }
-            if let Some((name, version)) = rest.split_once('/') {
-                let version = ctflow_core::registry::parse_version(version)?;
-                let location: Option<(String, String)> = sqlx::query(
-                    "SELECT storage_location, run_id FROM model_versions WHERE name = $1 AND version = $2 AND deleted = 0",
-                )
-                .bind(name)
-                .bind(version)
-                .fetch_optional(&self.read)
-                .await?
-                .map(|r| Ok::<_, Error>((r.try_get(0)?, r.try_get(1)?)))
-                .transpose()?;
-                let (location, source_run) =
-                    location.ok_or_else(|| version_not_found(name, version))?;
-                if run_id.as_deref().is_some_and(|r| r != source_run) {
-                    return Err(invalid_source(source));
-                }
-                return Ok((location, source_run, model_id));
-            }
-            return Err(invalid_source(source));
+            _ => sqlx::query_scalar::<_, Option<i64>>(
+                "SELECT MAX(version) FROM model_versions WHERE name = $1 AND deleted = 0",
+            )
+            .bind(name)
+            .fetch_one(&self.read)
+            .await?
+            .ok_or_else(|| {
+                MlflowError::not_found(format!("No versions of model with name '{name}' found"))
+            })?,
+        };
+        let row = sqlx::query(
+            "SELECT storage_location, run_id, model_id FROM model_versions WHERE name = $1 AND version = $2 AND deleted = 0",
+        )
+        .bind(name)
+        .bind(version)
+        .fetch_optional(&self.read)
+        .await?
+        .ok_or_else(|| version_not_found(name, version))?;
+        let storage_location: String = row.try_get(0)?;
+        let source_run: Option<String> = row.try_get(1)?;
+        let source_model: Option<String> = row.try_get(2)?;
+        let source_run = source_run.unwrap_or_default();
+        let source_model = source_model.filter(|m| !m.is_empty());
+        let mismatch = new.run_id.as_deref().is_some_and(|r| r != source_run)
+            || new
+                .model_id
+                .as_deref()
+                .is_some_and(|m| m != source_model.as_deref().unwrap_or_default());
+        if mismatch {
+            return Err(MlflowError::invalid(format!(
+                "Invalid model version source: '{source}'. The run_id and model_id request parameters must match the referenced model version."
+            ))
+            .into());
         }
-        if let Some(rest) = source.strip_prefix("runs:/") {
-            let source_run = rest
-                .trim_start_matches('/')
-                .split('/')
-                .next()
-                .unwrap_or_default();
-            if run_id.as_deref() != Some(source_run) {
-                return Err(invalid_source(source));
-            }
-            self.get_run_info(source_run)
-                .await
-                .map_err(|_| invalid_source(source))?;
-            return Ok((source.to_string(), source_run.to_string(), model_id));
-        }
-        // Any other URI or path must lie inside the run's or the logged model's artifacts.
-        if let Some(model) = &model_id {
-            let model_info = self
-                .get_logged_model(model)
-                .await
-                .map_err(|_| invalid_source(source))?;
-            if is_within(source, &model_info.info.artifact_uri) {
-                return Ok((
-                    source.to_string(),
-                    run_id.unwrap_or(model_info.info.source_run_id),
-                    model_id,
-                ));
-            }
-        }
-        if let Some(run) = &run_id {
-            let info = self
-                .get_run_info(run)
-                .await
-                .map_err(|_| invalid_source(source))?;
-            if is_within(source, &info.artifact_uri) {
-                return Ok((source.to_string(), run.clone(), model_id));
-            }
-        }
-        Err(invalid_source(source))
+        Ok(ResolvedSource {
+            source: format!("models:/{name}/{version}"),
+            storage_location,
+            run_id: new.run_id.clone().unwrap_or(source_run),
+            model_id: new
+                .model_id
+                .clone()
+                .filter(|m| !m.is_empty())
+                .or(source_model),
+        })
     }
 
     pub async fn create_model_version(&self, new: NewModelVersion) -> Result<ModelVersion> {
@@ -567,7 +620,12 @@ impl Store {
             validate_max_length("value", &tag.value, MAX_REGISTERED_MODEL_TAG_VALUE_LENGTH)?;
         }
         self.require_registered_model(&new.name).await?;
-        let (storage_location, run_id, model_id) = self.resolve_source(&new).await?;
+        let ResolvedSource {
+            source,
+            storage_location,
+            run_id,
+            model_id,
+        } = self.resolve_source(&new).await?;
         let now = now_ms();
         let mut tx = self.begin_write().await?;
         // NB: the UPDATE takes the registered model's row lock on PostgreSQL, so concurrent
@@ -590,7 +648,7 @@ impl Store {
         .bind(now)
         .bind(new.description.clone().unwrap_or_default())
         .bind(new.user.as_str())
-        .bind(new.source.as_str())
+        .bind(source.as_str())
         .bind(storage_location.as_str())
         .bind(run_id.as_str())
         .bind(new.run_link.clone().unwrap_or_default())
@@ -602,7 +660,7 @@ impl Store {
         }
         let mut record = entry(&new.name, "version_created", &new.user);
         record.to_version = Some(version.to_string());
-        record.comment = Some(new.source.clone());
+        record.comment = Some(source.clone());
         ledger_write(&mut tx, &record).await?;
         if let Some(model_id) = &model_id {
             link_version_to_logged_model(&mut tx, model_id, &new.name, version).await?;
@@ -1217,42 +1275,5 @@ fn registry_condition(
             exists
         }
         _ => string_condition(sql, name_column, clause.comparator, &clause.value),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sources_with_tricks_are_suspicious() {
-        for s in [
-            "file:///etc/#x",
-            "runs:/a/b?c",
-            "mlflow-artifacts:/1/../../etc",
-            "mlflow-artifacts:/1/%2e%2e/x",
-            "s3://b/%252e%252e/x",
-        ] {
-            assert!(source_is_suspicious(s), "{s}");
-        }
-        assert!(!source_is_suspicious(
-            "mlflow-artifacts:/1/abc/artifacts/model"
-        ));
-    }
-
-    #[test]
-    fn containment_is_by_path_segment() {
-        assert!(is_within(
-            "mlflow-artifacts:/1/r/artifacts/model",
-            "mlflow-artifacts:/1/r/artifacts"
-        ));
-        assert!(is_within(
-            "mlflow-artifacts:/1/r/artifacts",
-            "mlflow-artifacts:/1/r/artifacts/"
-        ));
-        assert!(!is_within(
-            "mlflow-artifacts:/1/r/artifacts2",
-            "mlflow-artifacts:/1/r/artifacts"
-        ));
     }
 }

@@ -53,6 +53,17 @@ pub struct BatchMetric {
     pub dataset_digest: Option<String>,
 }
 
+/// A dataset used in an experiment and the context a run gave it (`mlflow.data.context`),
+/// as MLflow's UI lists them.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DatasetSummary {
+    pub experiment_id: String,
+    pub name: String,
+    pub digest: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub context: Option<String>,
+}
+
 /// One dataset of a log-inputs request.
 #[derive(Debug, Clone)]
 pub struct DatasetInputRequest {
@@ -621,6 +632,39 @@ impl Store {
         Ok(())
     }
 
+    /// The distinct (experiment, dataset, context) triples of the experiments' runs' inputs,
+    /// at most 1,000 (MLflow's cap).
+    pub async fn search_dataset_summaries(
+        &self,
+        experiment_ids: &[i64],
+    ) -> Result<Vec<DatasetSummary>> {
+        if experiment_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut sql = Sql::in_order(self.backend);
+        let ids: Vec<String> = experiment_ids.iter().map(|id| sql.int_arg(*id)).collect();
+        sql.push(&format!(
+            "SELECT DISTINCT d.experiment_id, d.name, d.digest, t.value FROM datasets d \
+             JOIN run_inputs i ON i.dataset_uuid = d.dataset_uuid \
+             LEFT JOIN run_input_tags t ON t.input_uuid = i.input_uuid AND t.key = 'mlflow.data.context' \
+             WHERE d.experiment_id IN ({}) ORDER BY d.experiment_id, d.name, d.digest, t.value LIMIT 1000",
+            ids.join(", ")
+        ));
+        sql.query()
+            .fetch_all(&self.read)
+            .await?
+            .iter()
+            .map(|row| {
+                Ok(DatasetSummary {
+                    experiment_id: row.try_get::<i64, _>(0)?.to_string(),
+                    name: row.try_get(1)?,
+                    digest: row.try_get(2)?,
+                    context: row.try_get(3)?,
+                })
+            })
+            .collect()
+    }
+
     pub async fn log_inputs(
         &self,
         run_id: &str,
@@ -909,43 +953,50 @@ impl Store {
                     .cmp(&(b[1], b[0]))
                     .then(f64::from_bits(a[2] as u64).total_cmp(&f64::from_bits(b[2] as u64)))
             });
-            let points: Vec<MetricPoint> = rows
-                .into_iter()
-                .map(|[timestamp, step, bits]| MetricPoint {
-                    key: key.to_string(),
-                    value: f64::from_bits(bits as u64),
-                    timestamp,
-                    step,
-                })
-                .collect();
-            let mut steps: Vec<i64> = points.iter().map(|p| p.step).collect();
-            steps.dedup();
-            let chosen: HashSet<i64> = sample_evenly(&steps, max_results.max(1) as usize)
-                .into_iter()
-                .collect();
             out.extend(
-                points
+                sample_rows(&rows, max_results.max(1) as usize)
                     .into_iter()
-                    .filter(|p| chosen.contains(&p.step))
-                    .map(|p| (run_id.clone(), p)),
+                    .map(|[timestamp, step, bits]| {
+                        (
+                            run_id.clone(),
+                            MetricPoint {
+                                key: key.to_string(),
+                                value: f64::from_bits(bits as u64),
+                                timestamp,
+                                step,
+                            },
+                        )
+                    }),
             );
         }
         Ok(out)
     }
 }
 
-/// Picks `n` items spread evenly over a sorted list, always keeping the first and last.
-pub(crate) fn sample_evenly(items: &[i64], n: usize) -> Vec<i64> {
-    if items.len() <= n {
-        return items.to_vec();
+/// MLflow 3.17's sampling of a long history: the ordered rows cut into `n` buckets as SQL's
+/// `NTILE(n)` cuts them (the first `len % n` buckets one row longer), the first row of each
+/// bucket kept, and the very last row kept too, in place of the last pick when that would
+/// make more than `n`.
+pub(crate) fn sample_rows<T: Copy + PartialEq>(rows: &[T], n: usize) -> Vec<T> {
+    if rows.len() <= n {
+        return rows.to_vec();
     }
-    if n == 1 {
-        return vec![items[0]];
+    let (base, longer) = (rows.len() / n, rows.len() % n);
+    let mut picked = Vec::with_capacity(n);
+    let mut start = 0;
+    for bucket in 0..n {
+        picked.push(rows[start]);
+        start += base + usize::from(bucket < longer);
     }
-    let last = items.len() - 1;
-    let mut out: Vec<i64> = (0..n).map(|i| items[i * last / (n - 1)]).collect();
-    out.dedup();
-    out
+    if let Some(&last) = rows.last()
+        && picked.last() != Some(&last)
+    {
+        if picked.len() >= n {
+            picked.pop();
+        }
+        picked.push(last);
+    }
+    picked
 }
 
 async fn upsert_tags(
@@ -1185,10 +1236,15 @@ mod tests {
     }
 
     #[test]
-    fn even_sampling_keeps_the_ends() {
-        let steps: Vec<i64> = (0..100).collect();
-        let picked = sample_evenly(&steps, 5);
-        assert_eq!(picked, vec![0, 24, 49, 74, 99]);
-        assert_eq!(sample_evenly(&[1, 2], 5), vec![1, 2]);
+    fn sampling_cuts_rows_as_ntile_and_keeps_the_last() {
+        let steps: Vec<i64> = (0..10).collect();
+        // MLflow 3.17 on ten steps, five results: buckets of two, the last replaces step 8.
+        assert_eq!(sample_rows(&steps, 5), vec![0, 2, 4, 6, 9]);
+        let steps: Vec<i64> = (0..20).collect();
+        assert_eq!(sample_rows(&steps, 5), vec![0, 4, 8, 12, 19]);
+        let steps: Vec<i64> = (0..7).collect();
+        assert_eq!(sample_rows(&steps, 3), vec![0, 3, 6]);
+        assert_eq!(sample_rows(&[1, 2], 5), vec![1, 2]);
+        assert_eq!(sample_rows(&[1, 2, 3], 1), vec![3]);
     }
 }

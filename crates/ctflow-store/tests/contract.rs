@@ -23,8 +23,8 @@ use ctflow_core::pipeline_run::Phase;
 use ctflow_core::trigger::TriggerEvent;
 use ctflow_store::{Approval, PipelineRunEvent, PromotionStep, Recorded};
 use ctflow_store::{
-    BatchMetric, DatasetInputRequest, Error, ExperimentSearch, LoggedModelSearch, NewLoggedModel,
-    NewRun, RunSearch, RunUpdate, Store, StoreOptions,
+    BatchMetric, DatasetInputRequest, DatasetSummary, Error, ExperimentSearch, LoggedModelSearch,
+    NewLoggedModel, NewRun, RunSearch, RunUpdate, Store, StoreOptions,
 };
 use ctflow_store::{FeedbackOutcome, NewLabel};
 use ctflow_store::{NewModelVersion, RegistrySearch};
@@ -672,9 +672,11 @@ async fn metrics_history_and_latest(store: Store) {
         .get_metric_history_bulk_interval(std::slice::from_ref(&id), "curve", None, None, 5)
         .await
         .unwrap();
+    // MLflow 3.17's sampling: five NTILE buckets of twenty rows, the first of each, the
+    // last row in place of the last pick.
     assert_eq!(
         sampled.iter().map(|(_, p)| p.step).collect::<Vec<_>>(),
-        [0, 24, 49, 74, 99]
+        [0, 20, 40, 60, 99]
     );
     let ranged = store
         .get_metric_history_bulk_interval(&[id], "curve", Some(10), Some(12), 320)
@@ -950,10 +952,53 @@ async fn inputs_and_outputs(store: Store) {
         )
         .await
         .unwrap();
-    let run = store.get_run(&id).await.unwrap();
-    assert_eq!(run.inputs.dataset_inputs.len(), 1);
+    // MLflow's UI lists an experiment's datasets with the context they were used in; one
+    // without a context tag lists with none.
+    let untagged = DatasetInputRequest {
+        dataset: Dataset {
+            name: "holdout".into(),
+            digest: "def".into(),
+            source_type: "local".into(),
+            source: "{}".into(),
+            schema: None,
+            profile: None,
+        },
+        tags: vec![],
+    };
+    store.log_inputs(&id, vec![untagged], vec![]).await.unwrap();
     assert_eq!(
-        run.inputs.dataset_inputs[0].tags,
+        store.search_dataset_summaries(&[0, 42]).await.unwrap(),
+        vec![
+            DatasetSummary {
+                experiment_id: "0".into(),
+                name: "holdout".into(),
+                digest: "def".into(),
+                context: None,
+            },
+            DatasetSummary {
+                experiment_id: "0".into(),
+                name: "iris".into(),
+                digest: "abc123".into(),
+                context: Some("train".into()),
+            },
+        ]
+    );
+    assert!(
+        store
+            .search_dataset_summaries(&[42])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let run = store.get_run(&id).await.unwrap();
+    assert_eq!(run.inputs.dataset_inputs.len(), 2);
+    assert_eq!(
+        run.inputs
+            .dataset_inputs
+            .iter()
+            .find(|input| input.dataset.name == "iris")
+            .unwrap()
+            .tags,
         vec![KeyValue::new("mlflow.data.context", "train")]
     );
     assert_eq!(
@@ -1027,10 +1072,48 @@ async fn logged_models(store: Store) {
     let search = |filter: &str| LoggedModelSearch {
         experiment_ids: vec![0],
         filter: parse_logged_model_filter(filter).unwrap(),
+        datasets: vec![],
         order_by: vec![],
         max_results: 10,
         page_token: None,
     };
+    // `datasets` keeps the models with metrics on one of them (by name, and digest when
+    // given); a metric clause then counts only those datasets' metrics.
+    let mut on_eval = metric("loss", 0.2, 6, 0);
+    on_eval.model_id = Some(id.clone());
+    on_eval.dataset_name = Some("eval".into());
+    on_eval.dataset_digest = Some("d1".into());
+    store
+        .log_batch(&run, vec![on_eval], vec![], vec![])
+        .await
+        .unwrap();
+    let on = |filter: &str, datasets: Vec<(&str, Option<&str>)>| {
+        let mut request = search(filter);
+        request.datasets = datasets
+            .into_iter()
+            .map(|(n, d)| (n.to_string(), d.map(str::to_string)))
+            .collect();
+        request
+    };
+    for (filter, datasets, found) in [
+        ("", vec![("eval", Some("d1"))], 1),
+        ("", vec![("eval", None)], 1),
+        ("", vec![("eval", Some("d2"))], 0),
+        ("", vec![("train", None), ("eval", None)], 1),
+        ("metrics.loss < 1", vec![("eval", None)], 1),
+        ("metrics.accuracy > 0.9", vec![("eval", None)], 0),
+    ] {
+        assert_eq!(
+            store
+                .search_logged_models(&on(filter, datasets.clone()))
+                .await
+                .unwrap()
+                .0
+                .len(),
+            found,
+            "{filter} {datasets:?}"
+        );
+    }
     assert_eq!(
         store
             .search_logged_models(&search("name = 'iris_model'"))
@@ -1336,6 +1419,34 @@ async fn model_version_sources(store: Store) {
         ),
         ErrorCode::ResourceDoesNotExist
     );
+    // MLflow 3.17's boundary: a `runs:/` source only has to name the request's run (which
+    // it does not look up), object-store URIs need no run, and `models:/<name>@<alias>`
+    // copies the version the alias points at, stored as `models:/<name>/<version>`.
+    let accepted = store
+        .create_model_version(version("runs:/ghost/model".into(), Some("ghost"), None))
+        .await
+        .unwrap();
+    assert_eq!(accepted.run_id, "ghost");
+    let accepted = store
+        .create_model_version(version("s3://bucket/models/m".into(), None, None))
+        .await
+        .unwrap();
+    assert_eq!(accepted.source, "s3://bucket/models/m");
+    store
+        .set_registered_model_alias("m", "champion", 1, "")
+        .await
+        .unwrap();
+    let copied = store
+        .create_model_version(version("models:/m@champion".into(), None, None))
+        .await
+        .unwrap();
+    assert_eq!(copied.source, "models:/m/1");
+    assert_eq!(copied.run_id, rid);
+    let mismatch = store
+        .create_model_version(version("models:/m@champion".into(), Some("other"), None))
+        .await
+        .unwrap_err();
+    assert_eq!(code(mismatch), ErrorCode::InvalidParameterValue);
 }
 
 async fn aliases_stages_and_ledger(store: Store) {

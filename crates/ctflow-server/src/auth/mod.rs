@@ -328,10 +328,13 @@ async fn split_params(request: Request, limits: &Limits) -> Result<(Request, Par
     let params = if parts.method == Method::GET || parts.method == Method::HEAD {
         parse_query(parts.uri.query().unwrap_or(""))
     } else {
-        match serde_json::from_slice::<Value>(&bytes) {
-            Ok(Value::Object(body)) => body,
-            _ => serde_json::Map::new(),
+        // NB: the query first, the JSON body over it: `upload-artifact` names its run in
+        // the query and sends the file as the body.
+        let mut params = parse_query(parts.uri.query().unwrap_or(""));
+        if let Ok(Value::Object(body)) = serde_json::from_slice::<Value>(&bytes) {
+            params.extend(body);
         }
+        params
     };
     Ok((
         Request::from_parts(parts, Body::from(bytes)),
@@ -427,7 +430,10 @@ async fn check(
             }
         }
         Access::Runs(need) => {
-            for run_id in params.str_list("run_ids").unwrap_or_default() {
+            // NB: `get-history-bulk` names its runs `run_id`, repeated.
+            let mut run_ids = params.str_list("run_ids").unwrap_or_default();
+            run_ids.extend(params.str_list("run_id").unwrap_or_default());
+            for run_id in run_ids {
                 if let Some(run) = found(state.store.get_run(&run_id).await)? {
                     require(state, auth, user, EXPERIMENT, &run.info.experiment_id, need).await?;
                 }
