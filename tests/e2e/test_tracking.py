@@ -162,6 +162,10 @@ def test_error_cases_use_mlflow_codes(client, unique):
     metrics = client.get_run(run.info.run_id).data.metrics
     assert metrics["nan"] != metrics["nan"]
     assert metrics["inf"] == 1.7976931348623157e308
+    # As MLflow's SQL store: a NaN satisfies `!=` and no other comparison.
+    experiment_ids = [run.info.experiment_id]
+    assert run.info.run_id in [r.info.run_id for r in client.search_runs(experiment_ids, "metrics.nan != 1")]
+    assert run.info.run_id not in [r.info.run_id for r in client.search_runs(experiment_ids, "metrics.nan < 1")]
 
     with pytest.raises(RestException) as e:
         client.delete_tag(run.info.run_id, "missing")

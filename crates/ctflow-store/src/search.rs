@@ -60,10 +60,15 @@ fn run_narrowing(sql: &mut Sql, index: usize, clause: &Clause) -> Narrowing {
                 return Narrowing::Where("1 = 0".into());
             };
             let v = sql.arg(Arg::Float(n));
-            Narrowing::Join(format!(
-                " JOIN {table} {alias} ON {on} AND {alias}.is_nan = 0 AND {alias}.value {} {v}",
-                numeric_op(cmp)
-            ))
+            // NaN is stored as 0 with is_nan set; as in IEEE (and MLflow's SQL store) a NaN
+            // satisfies `!=` and no other comparison.
+            let compared = format!("{alias}.value {} {v}", numeric_op(cmp));
+            let condition = if cmp == Comparator::Ne {
+                format!("({alias}.is_nan = 1 OR {compared})")
+            } else {
+                format!("{alias}.is_nan = 0 AND {compared}")
+            };
+            Narrowing::Join(format!(" JOIN {table} {alias} ON {on} AND {condition}"))
         }
         (_, Comparator::IsNull) => Narrowing::Where(format!(
             "NOT EXISTS (SELECT 1 FROM {table} {alias} WHERE {on})"

@@ -878,6 +878,19 @@ async fn run_search_order_and_pages(store: Store) {
         names(&store, &run_search(exp, "", &[], 100, None)).await,
         ["e", "d", "c", "b", "a"]
     );
+    // A NaN metric satisfies `!=` and no other comparison (MLflow's SQL store; IEEE).
+    for (filter, found) in [
+        ("metrics.m != 0.5", vec!["e", "d", "c"]),
+        ("metrics.m < 0.2", vec!["e"]),
+        ("metrics.m = 0", vec![]),
+        ("metrics.m >= 0", vec!["e", "d", "a"]),
+    ] {
+        assert_eq!(
+            names(&store, &run_search(exp, filter, &[], 100, None)).await,
+            found,
+            "{filter}"
+        );
+    }
     assert_eq!(
         names(
             &store,
