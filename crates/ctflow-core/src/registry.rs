@@ -292,12 +292,16 @@ pub fn source_names(source: &str) -> SourceNames {
             .next()
             .filter(|id| !id.is_empty())
             .map(str::to_string);
-    } else if let Some(rest) = source.strip_prefix("models:/") {
-        let rest = rest.trim_start_matches('/');
-        if rest.starts_with("m-") && !rest.contains('/') {
-            names.logged_model = Some(rest.to_string());
-        } else if let Some((name, _)) = rest.split_once('/') {
-            names.registered_model = Some(name.to_string()).filter(|n| !n.is_empty());
+    } else if source.starts_with("models:/") {
+        match parse_model_uri(source) {
+            Ok(ModelUri::LoggedModel(id)) => names.logged_model = Some(id),
+            Ok(
+                ModelUri::Version { name, .. }
+                | ModelUri::Alias { name, .. }
+                | ModelUri::Stage { name, .. }
+                | ModelUri::Latest { name },
+            ) => names.registered_model = Some(name),
+            Err(_) => {}
         }
     }
     names
@@ -423,13 +427,22 @@ mod tests {
                 ..SourceNames::default()
             }
         );
-        assert_eq!(
-            source_names("models:/other-model/3"),
-            SourceNames {
-                registered_model: Some("other-model".into()),
-                ..SourceNames::default()
-            }
-        );
+        // Every form that copies a registered version names its model, aliases included.
+        for copy in [
+            "models:/other-model/3",
+            "models:/other-model@champion",
+            "models:/other-model/Production",
+            "models:/other-model/latest",
+        ] {
+            assert_eq!(
+                source_names(copy),
+                SourceNames {
+                    registered_model: Some("other-model".into()),
+                    ..SourceNames::default()
+                },
+                "{copy}"
+            );
+        }
         for nothing in [
             "runs:/",
             "models:/",

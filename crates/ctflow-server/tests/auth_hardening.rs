@@ -307,6 +307,8 @@ async fn a_model_version_needs_read_access_to_its_source() {
             Some(&alice_run),
         ),
         create("models:/alice-model/1".into(), None),
+        create("models:/alice-model@champion".into(), None),
+        create("models:/alice-model/latest".into(), None),
     ] {
         let answer = site
             .call(

@@ -325,16 +325,18 @@ async fn split_params(request: Request, limits: &Limits) -> Result<(Request, Par
         .await
         .map_err(IntoResponse::into_response)?;
     // NB: exactly what `Params` gives the handler, so both see the same resource.
-    let params = if parts.method == Method::GET || parts.method == Method::HEAD {
+    // NB: `upload-artifact` names its run in the query and sends the file as the body; every
+    // other write reads its body only, so only there may the query name the resource.
+    let query_names_resource = parts.method == Method::GET
+        || parts.method == Method::HEAD
+        || parts.uri.path().ends_with("/2.0/mlflow/upload-artifact");
+    let params = if query_names_resource {
         parse_query(parts.uri.query().unwrap_or(""))
     } else {
-        // NB: the query first, the JSON body over it: `upload-artifact` names its run in
-        // the query and sends the file as the body.
-        let mut params = parse_query(parts.uri.query().unwrap_or(""));
-        if let Ok(Value::Object(body)) = serde_json::from_slice::<Value>(&bytes) {
-            params.extend(body);
+        match serde_json::from_slice::<Value>(&bytes) {
+            Ok(Value::Object(body)) => body,
+            _ => serde_json::Map::new(),
         }
-        params
     };
     Ok((
         Request::from_parts(parts, Body::from(bytes)),
