@@ -198,6 +198,20 @@ def test_mlflow_ui_routes_and_source_rules(client, server, unique):
     model_file = requests.get(f"{api}/logged-models/{info.model_id}/artifacts/files", params={"artifact_file_path": "MLmodel"})
     assert model_file.status_code == 200 and info.model_id in model_file.text
 
+    graphql = requests.post(f"{base}/graphql", json={"query": f"""
+        query run @component(name: "e2e") {{
+            mlflowGetRun(input: {{runId: "{run_id}"}}) {{
+                run {{ info {{ status startTime }} experiment {{ experimentId }} modelVersions {{ name version }}
+                      data {{ metrics {{ key value step }} }} }}
+            }}
+        }}"""}).json()
+    assert graphql["errors"] is None, graphql
+    run = graphql["data"]["mlflowGetRun"]["run"]
+    assert run["experiment"]["experimentId"] == experiment_id
+    assert {"name": name, "version": "1"} in run["modelVersions"]
+    assert {"key": "loss", "value": 1.0 / 3, "step": "2"} in run["data"]["metrics"]
+    assert isinstance(run["info"]["startTime"], str)
+
     version = requests.get(f"{base}/version")
     assert version.text == "3.17.2" and version.headers["x-ctflow-version"]
 

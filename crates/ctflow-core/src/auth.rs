@@ -267,6 +267,8 @@ pub fn route_access(method: &str, route: &str) -> Option<Access> {
         "/2.0/mlflow/metrics/get-history-bulk-interval"
         | "/2.0/mlflow/metrics/get-history-bulk" => Runs(Need::Read),
         "/get-artifact" => Run(Need::Read),
+        // Each GraphQL resolver checks what it reads against the user's readable set.
+        "/graphql" => Listing(self::Listing::Experiments),
         "/2.0/mlflow/upload-artifact" => Run(Need::Update),
         "/2.0/mlflow/experiments/search-datasets" => Experiments(Need::Read),
         // Logged models.

@@ -10,6 +10,7 @@ pub mod auth;
 mod connections;
 pub mod error;
 mod feedback;
+mod graphql;
 pub mod limits;
 pub mod params;
 mod pipelines;
@@ -771,6 +772,7 @@ pub fn router(state: AppState) -> Router {
         .route("/ready", get(ready))
         .route("/version", get(version))
         .route("/get-artifact", get(artifacts::get_run_artifact))
+        .route("/graphql", get(graphql::handle).post(graphql::handle))
         .route(
             "/model-versions/get-artifact",
             get(artifacts::get_model_version_artifact),

@@ -469,3 +469,64 @@ async fn the_mlflow_ui_routes_check_the_run_they_name() {
         .await;
     assert_refused(&answer, 403, "PERMISSION_DENIED", "Permission denied");
 }
+
+#[tokio::test]
+async fn graphql_answers_only_what_the_user_may_read() {
+    let site = site().await;
+    let (alice_experiment, alice_run) = site.estate("alice").await;
+    let (_, bob_run) = site.estate("bob").await;
+    let query = |body: String| json!({ "query": body });
+    let get_run = |run: &str| {
+        query(format!(
+            "query q {{ mlflowGetRun(input: {{runId: \"{run}\"}}) {{ run {{ info {{ runId }} modelVersions {{ name }} }} }} }}"
+        ))
+    };
+    let answer = site
+        .ok("bob", "POST", "/graphql", Some(get_run(&alice_run)))
+        .await;
+    assert!(answer["data"]["mlflowGetRun"].is_null(), "{answer}");
+    assert!(
+        answer["errors"][0]
+            .as_str()
+            .unwrap()
+            .contains("Permission denied"),
+        "{answer}"
+    );
+    let answer = site
+        .ok("bob", "POST", "/graphql", Some(get_run(&bob_run)))
+        .await;
+    assert_eq!(answer["errors"], Value::Null, "{answer}");
+    assert_eq!(
+        answer["data"]["mlflowGetRun"]["run"]["info"]["runId"],
+        bob_run.as_str()
+    );
+    assert_eq!(
+        answer["data"]["mlflowGetRun"]["run"]["modelVersions"][0]["name"],
+        "bob-model"
+    );
+    let search = query(format!(
+        "mutation m {{ mlflowSearchRuns(input: {{experimentIds: [\"{alice_experiment}\"]}}) {{ runs {{ info {{ runId }} }} }} }}"
+    ));
+    let answer = site
+        .ok("bob", "POST", "/graphql", Some(search.clone()))
+        .await;
+    assert!(answer["data"]["mlflowSearchRuns"].is_null(), "{answer}");
+    let answer = site.ok("alice", "POST", "/graphql", Some(search)).await;
+    assert_eq!(
+        answer["data"]["mlflowSearchRuns"]["runs"][0]["info"]["runId"],
+        alice_run.as_str()
+    );
+    let versions = query(
+        "query q { mlflowSearchModelVersions(input: {filter: \"\"}) { modelVersions { name } } }"
+            .into(),
+    );
+    let answer = site.ok("bob", "POST", "/graphql", Some(versions)).await;
+    assert_eq!(
+        names(
+            &answer["data"]["mlflowSearchModelVersions"],
+            "modelVersions",
+            "name"
+        ),
+        ["bob-model"]
+    );
+}
