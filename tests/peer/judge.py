@@ -10,43 +10,13 @@ reason: a surface still to build (issue 24) or a deliberate difference
 not pending, and when a pending test now passes (so the list only ever shrinks).
 """
 
-import json
 import sys
-from collections import defaultdict
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-
-
-def load(path):
-    """Each test's outcome from the harness' phase lines, as harness/summarize.py reads them:
-    failed if its call failed; error if setup or teardown failed; skipped; passed."""
-    phases = defaultdict(dict)
-    if Path(path).exists():
-        for line in open(path):
-            record = json.loads(line)
-            phases[record["nodeid"]][record["when"]] = record
-    outcomes = {}
-    for nodeid, phase in phases.items():
-        call, setup, teardown = phase.get("call"), phase.get("setup"), phase.get("teardown")
-        if call and call["outcome"] == "failed":
-            outcomes[nodeid] = ("failed", call["message"])
-        elif setup and setup["outcome"] == "failed":
-            outcomes[nodeid] = ("error", "setup: " + setup["message"])
-        elif teardown and teardown["outcome"] == "failed":
-            outcomes[nodeid] = ("error", "teardown: " + teardown["message"])
-        elif any(p["outcome"] == "skipped" for p in phase.values()):
-            outcomes[nodeid] = ("skipped", "")
-        elif call and call["outcome"] == "passed":
-            outcomes[nodeid] = ("passed", "")
-        else:
-            outcomes[nodeid] = ("missing", "no call phase reported")
-    return outcomes
-
-
-def first_line(message, limit):
-    lines = (message or "").strip().splitlines()
-    return (lines[0] if lines else "")[:limit]
+sys.path.insert(0, str(HERE / "harness"))
+# Each test's outcome as the harness' comparison reads it.
+from summarize import first_line, load  # noqa: E402
 
 
 def read_list(path):

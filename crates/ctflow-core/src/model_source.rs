@@ -66,6 +66,28 @@ pub enum SourceCheck {
     RegisteredVersion(ModelUri),
 }
 
+impl SourceCheck {
+    /// For a check that waits on a run's or logged model's artifact location: the source
+    /// must lie inside `root_uri`, or MLflow's error. Every other check passes.
+    pub fn require_within(&self, source: &str, root_uri: &str) -> Result<()> {
+        match self {
+            SourceCheck::LocalInRun { path, .. } if !local_path_within(path, root_uri) => {
+                Err(local_not_contained(source, "run_id"))
+            }
+            SourceCheck::LocalInModel { path, .. } if !local_path_within(path, root_uri) => {
+                Err(local_not_contained(source, "model_id"))
+            }
+            SourceCheck::ArtifactsInRun { .. } if !uri_within(source, root_uri) => {
+                Err(not_identified(source, "run_id"))
+            }
+            SourceCheck::ArtifactsInModel { .. } if !uri_within(source, root_uri) => {
+                Err(not_identified(source, "model_id"))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
 /// The request fields that decide which rules apply.
 #[derive(Debug, Clone, Copy)]
 pub struct SourceRequest<'a> {
@@ -87,7 +109,7 @@ pub fn not_identified(source: &str, id_field: &str) -> MlflowError {
 }
 
 /// MLflow's error for a local path outside the named run's or model's artifacts.
-pub fn local_not_contained(source: &str, id_field: &str) -> MlflowError {
+fn local_not_contained(source: &str, id_field: &str) -> MlflowError {
     let owner = if id_field == "model_id" {
         "the artifact directory of the run specified by the model_id"
     } else {
@@ -191,7 +213,7 @@ fn is_local(source: &str) -> Result<bool> {
 }
 
 /// A local source as an absolute, lexically normalised path; `None` for a relative one.
-pub fn local_path(source: &str) -> Option<String> {
+fn local_path(source: &str) -> Option<String> {
     let parts = split_uri(source);
     let raw = if parts.scheme == "file" {
         decode_fully(parts.path, false)
@@ -220,7 +242,7 @@ fn normalise_absolute(path: &str) -> Option<String> {
 
 /// True when the local `path` (normalised) is `root_uri`'s directory or inside it;
 /// false when the root is not local.
-pub fn local_path_within(path: &str, root_uri: &str) -> bool {
+fn local_path_within(path: &str, root_uri: &str) -> bool {
     if !matches!(is_local(root_uri), Ok(true)) {
         return false;
     }
@@ -247,7 +269,7 @@ fn uri_path_parts(uri: &str) -> (String, String, Vec<String>) {
 
 /// True when `source` lies under `root`: same scheme and authority, and `root`'s path
 /// segments (decoded) begin `source`'s.
-pub fn uri_within(source: &str, root: &str) -> bool {
+fn uri_within(source: &str, root: &str) -> bool {
     let (source_scheme, source_authority, source_parts) = uri_path_parts(source);
     let (root_scheme, root_authority, root_parts) = uri_path_parts(root);
     source_scheme == root_scheme
@@ -570,6 +592,36 @@ mod tests {
             Ok(SourceCheck::RegisteredVersion(ModelUri::Alias { .. }))
         ));
         assert!(refused(check("models://other/name/1", None, None)).contains("active model"));
+    }
+
+    #[test]
+    fn waiting_checks_require_the_owners_location() {
+        let local = check("/art/1/r/model", Some("r"), None).unwrap();
+        assert!(
+            local
+                .require_within("/art/1/r/model", "file:///art/1/r")
+                .is_ok()
+        );
+        assert!(
+            local
+                .require_within("/art/1/r/model", "file:///art/1/other")
+                .unwrap_err()
+                .message
+                .contains("To use a local path")
+        );
+        let proxied = check("mlflow-artifacts:/1/r/artifacts/m", None, Some("m-1")).unwrap();
+        assert!(
+            proxied
+                .require_within("mlflow-artifacts:/1/r/artifacts/m", "mlflow-artifacts:/1/x")
+                .unwrap_err()
+                .message
+                .contains("model_id request parameter")
+        );
+        assert!(
+            SourceCheck::Accepted
+                .require_within("s3://b/x", "file:///elsewhere")
+                .is_ok()
+        );
     }
 
     #[test]

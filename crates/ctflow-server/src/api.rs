@@ -403,6 +403,20 @@ pub async fn get_metric_history(State(state): State<AppState>, p: Params) -> Jso
     page("metrics", points, next)
 }
 
+/// A history point as MLflow's `MetricWithRunId`.
+fn metric_of_run(run_id: String, point: ctflow_core::entities::MetricPoint) -> Metric {
+    Metric {
+        key: point.key,
+        value: point.value,
+        timestamp: point.timestamp,
+        step: point.step,
+        dataset_name: None,
+        dataset_digest: None,
+        model_id: None,
+        run_id: Some(run_id),
+    }
+}
+
 /// `GET /ajax-api/2.0/mlflow/metrics/get-history-bulk` (MLflow's UI): one metric's whole
 /// history for up to 100 runs, ordered by run id, then timestamp, step and value; runs
 /// that do not exist contribute nothing.
@@ -441,9 +455,11 @@ pub async fn get_metric_history_bulk(State(state): State<AppState>, p: Params) -
         if remaining <= 0 {
             break;
         }
-        let mut points = match state
+        // NB: the store answers in MLflow's order (timestamp, step, value) and stops at the
+        // limit, so a long history is not read whole for a capped answer.
+        let points = match state
             .store
-            .get_metric_history(&run_id, &key, None, None)
+            .get_metric_history(&run_id, &key, Some(remaining), None)
             .await
         {
             Ok((points, _)) => points,
@@ -454,25 +470,10 @@ pub async fn get_metric_history_bulk(State(state): State<AppState>, p: Params) -
             }
             Err(e) => return Err(e.into()),
         };
-        points.sort_by(|a, b| {
-            (a.timestamp, a.step)
-                .cmp(&(b.timestamp, b.step))
-                .then(a.value.total_cmp(&b.value))
-        });
         metrics.extend(
             points
                 .into_iter()
-                .take(remaining as usize)
-                .map(|point| Metric {
-                    key: point.key,
-                    value: point.value,
-                    timestamp: point.timestamp,
-                    step: point.step,
-                    dataset_name: None,
-                    dataset_digest: None,
-                    model_id: None,
-                    run_id: Some(run_id.clone()),
-                }),
+                .map(|point| metric_of_run(run_id.clone(), point)),
         );
     }
     page("metrics", metrics, None)
@@ -519,16 +520,7 @@ pub async fn get_metric_history_bulk_interval(
         .await?;
     let metrics: Vec<Metric> = points
         .into_iter()
-        .map(|(run_id, point)| Metric {
-            key: point.key,
-            value: point.value,
-            timestamp: point.timestamp,
-            step: point.step,
-            dataset_name: None,
-            dataset_digest: None,
-            model_id: None,
-            run_id: Some(run_id),
-        })
+        .map(|(run_id, point)| metric_of_run(run_id, point))
         .collect();
     page("metrics", metrics, None)
 }

@@ -156,14 +156,19 @@ fn join(base: &str, relative: &str) -> String {
     }
 }
 
-/// The repository and path of `relative` under a run's or model's artifact URI, refusing
-/// a relative path that climbs and a location this server does not serve.
+/// A request's relative artifact path, its parts once checked (`Invalid path` for one that
+/// climbs). NB: checked before any lookup, so a bad path is a 400 whatever it names.
+fn relative_parts(relative: &str) -> ApiResult<Vec<String>> {
+    Ok(ctflow_core::artifact_path::safe_relative_path(relative)?)
+}
+
+/// The repository and path of checked `parts` under a run's or model's artifact URI,
+/// refusing a location this server does not serve.
 fn located(
     state: &AppState,
     root_uri: &str,
-    relative: &str,
+    parts: &[String],
 ) -> ApiResult<(Arc<dyn ArtifactRepository>, String)> {
-    let parts = ctflow_core::artifact_path::safe_relative_path(relative).map_err(ApiError::from)?;
     let Some((repository, base)) = state.locate(root_uri) else {
         return Err(MlflowError::invalid(format!(
             "The artifacts at '{root_uri}' are not stored where this server serves them."
@@ -205,9 +210,9 @@ pub async fn get_run_artifact(State(state): State<AppState>, p: Params) -> ApiRe
         None => p.req_str("run_uuid")?,
     };
     let relative = p.req_str("path")?;
-    ctflow_core::artifact_path::safe_relative_path(&relative).map_err(ApiError::from)?;
+    let parts = relative_parts(&relative)?;
     let run = state.store.get_run_info(&run_id).await?;
-    let (repository, path) = located(&state, &run.artifact_uri, &relative)?;
+    let (repository, path) = located(&state, &run.artifact_uri, &parts)?;
     serve_file(repository.as_ref(), &path).await
 }
 
@@ -219,9 +224,9 @@ pub async fn get_model_version_artifact(
     let name = p.req_str("name")?;
     let version = p.req_str("version")?;
     let relative = p.req_str("path")?;
-    ctflow_core::artifact_path::safe_relative_path(&relative).map_err(ApiError::from)?;
+    let parts = relative_parts(&relative)?;
     let root = version_root(&state, &name, &version).await?;
-    let (repository, path) = located(&state, &root, &relative)?;
+    let (repository, path) = located(&state, &root, &parts)?;
     serve_file(repository.as_ref(), &path).await
 }
 
@@ -241,7 +246,7 @@ pub async fn upload_run_artifact(
         .get("path")
         .filter(|p| !p.is_empty())
         .ok_or_else(|| MlflowError::invalid("Request must specify path."))?;
-    ctflow_core::artifact_path::safe_relative_path(relative).map_err(ApiError::from)?;
+    let parts = relative_parts(relative)?;
     check_upload_length(&headers, &state.limits)?;
     let data = axum::body::to_bytes(body, state.limits.max_artifact_upload as usize)
         .await
@@ -255,7 +260,7 @@ pub async fn upload_run_artifact(
         return Err(MlflowError::invalid("Request must specify data.").into());
     }
     let run = state.store.get_run_info(run_id).await?;
-    let (repository, path) = located(&state, &run.artifact_uri, relative)?;
+    let (repository, path) = located(&state, &run.artifact_uri, &parts)?;
     let reader = std::io::Cursor::new(data);
     repository.put(&path, Box::pin(reader)).await?;
     Ok(Json(json!({})).into_response())
@@ -268,9 +273,9 @@ pub async fn get_logged_model_artifact(
     p: Params,
 ) -> ApiResult<Response> {
     let relative = p.req_str("artifact_file_path")?;
-    ctflow_core::artifact_path::safe_relative_path(&relative).map_err(ApiError::from)?;
+    let parts = relative_parts(&relative)?;
     let model = state.store.get_logged_model(&model_id).await?;
-    let (repository, path) = located(&state, &model.info.artifact_uri, &relative)?;
+    let (repository, path) = located(&state, &model.info.artifact_uri, &parts)?;
     serve_file(repository.as_ref(), &path).await
 }
 
@@ -283,8 +288,9 @@ pub async fn list_logged_model_artifacts(
 ) -> ApiResult<Response> {
     let relative = p.str("artifact_directory_path")?.unwrap_or_default();
     let relative = relative.trim_end_matches('/').to_string();
+    let parts = relative_parts(&relative)?;
     let model = state.store.get_logged_model(&model_id).await?;
-    let (repository, dir) = located(&state, &model.info.artifact_uri, &relative)?;
+    let (repository, dir) = located(&state, &model.info.artifact_uri, &parts)?;
     let files: Vec<FileInfo> = repository
         .list(&dir)
         .await?

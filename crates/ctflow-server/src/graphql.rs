@@ -6,8 +6,8 @@
 //! errors and results are the REST API's; what GraphQL adds is field selection. Objects
 //! are the REST answer's JSON; a field reads its snake_case key, and a field the answer
 //! leaves out reads as protobuf's default (`""`, `"0"`, `false`, `[]`), as in MLflow,
-//! whose resolvers read protobuf messages. Access under `--auth` is checked per resolver
-//! with the request's [`Visibility`].
+//! whose resolvers read protobuf messages. Under `--auth` each resolver's REST call passes
+//! the same access rule the guard applies to that route, and searches are filtered alike.
 
 use std::sync::LazyLock;
 
@@ -23,10 +23,12 @@ use axum::Extension;
 use axum::body::to_bytes;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
+use ctflow_core::auth::{Access, route_access};
+use ctflow_core::{ErrorCode, MlflowError};
 use serde_json::{Map, Value, json};
 
 use crate::AppState;
-use crate::auth::Visibility;
+use crate::auth::{CurrentUser, Visibility, check_call, filter_listing};
 use crate::error::ApiResult;
 use crate::params::Params;
 
@@ -48,16 +50,20 @@ fn limit_from_env(name: &str) -> usize {
 pub async fn handle(
     State(state): State<AppState>,
     visibility: Option<Extension<Visibility>>,
+    user: Option<Extension<CurrentUser>>,
     p: Params,
 ) -> ApiResult<Response> {
     let query = p.req_str("query")?;
     let operation = p.str("operationName")?;
     let variables = p.get("variables").cloned().unwrap_or(Value::Null);
-    let visibility = Visibility::of_request(&state, visibility)?;
+    let caller = Caller {
+        user: user.map(|Extension(CurrentUser(user))| user),
+        visibility: Visibility::of_request(&state, visibility)?,
+    };
     let mut request = async_graphql::Request::new(query)
         .variables(Variables::from_json(variables))
         .data(state)
-        .data(visibility);
+        .data(caller);
     if let Some(operation) = operation {
         request = request.operation_name(operation);
     }
@@ -71,7 +77,13 @@ pub async fn handle(
     let mut document = document.clone();
     drop_component_directives(&mut document);
     request.set_parsed_query(document);
-    let response = SCHEMA.execute(request).await;
+    let schema = SCHEMA.as_ref().map_err(|error| {
+        MlflowError::new(
+            ErrorCode::InternalError,
+            format!("the GraphQL schema does not build: {error}"),
+        )
+    })?;
+    let response = schema.execute(request).await;
     let errors = response.errors.into_iter().map(|e| e.message).collect();
     Ok(answer(
         response.data.into_json().unwrap_or(Value::Null),
@@ -349,39 +361,50 @@ fn input_params(ctx: &ResolverContext<'_>) -> Params {
 
 /// A REST handler's answer as JSON, or its error message as the field's error.
 async fn rest(response: ApiResult<Response>) -> async_graphql::Result<Value> {
-    let response = response.map_err(|e| async_graphql::Error::new(e.error().message.clone()))?;
+    let response = response.map_err(api_error)?;
     let body = to_bytes(response.into_body(), usize::MAX)
         .await
         .map_err(|e| async_graphql::Error::new(e.to_string()))?;
     serde_json::from_slice(&body).map_err(|e| async_graphql::Error::new(e.to_string()))
 }
 
-fn permission_denied() -> async_graphql::Error {
-    async_graphql::Error::new(ctflow_core::auth::permission_denied().message)
+/// Who asks: the signed-in user (under `--auth`) and what the user may read.
+struct Caller {
+    user: Option<ctflow_store::auth::User>,
+    visibility: Visibility,
 }
 
-fn require_experiments<'a>(
-    visibility: &Visibility,
-    ids: impl IntoIterator<Item = &'a str>,
-) -> async_graphql::Result<()> {
-    ids.into_iter()
-        .all(|id| visibility.experiment(id))
-        .then_some(())
-        .ok_or_else(permission_denied)
+fn api_error(error: crate::error::ApiError) -> async_graphql::Error {
+    async_graphql::Error::new(error.error().message.clone())
 }
 
-async fn experiment_of_run(state: &AppState, run_id: &str) -> async_graphql::Result<String> {
-    state
-        .store
-        .get_run_info(run_id)
+/// One REST call on the caller's behalf: the access rule of `method route` (the guard's
+/// own, [`check_call`]), then the route's handler, its answer as JSON. A search answer
+/// keeps only what the caller may read, as the guard's listings do.
+async fn call<F, Fut>(
+    ctx: &ResolverContext<'_>,
+    method: &str,
+    route: &str,
+    params: Params,
+    handler: F,
+) -> async_graphql::Result<Value>
+where
+    F: FnOnce(State<AppState>, Params) -> Fut,
+    Fut: std::future::Future<Output = ApiResult<Response>>,
+{
+    let state = ctx.data::<AppState>()?;
+    let caller = ctx.data::<Caller>()?;
+    check_call(state, caller.user.as_ref(), method, route, &params)
         .await
-        .map(|info| info.experiment_id)
-        .map_err(|e| {
-            async_graphql::Error::new(crate::error::ApiError::from(e).error().message.clone())
-        })
+        .map_err(api_error)?;
+    let mut answer = rest(handler(State(state.clone()), params).await).await?;
+    if let Some(Access::Listing(_)) = route_access(method, route) {
+        filter_listing(&caller.visibility, route, &mut answer);
+    }
+    Ok(answer)
 }
 
-/// A root field: its answer type, the REST handler behind it, and the access it needs.
+/// A root field: its answer type and input type, and the REST route that answers it.
 fn root(
     name: &'static str,
     answer_type: &'static str,
@@ -392,135 +415,125 @@ fn root(
         .argument(InputValue::new("input", TypeRef::named(input_type)))
 }
 
-fn state_and_visibility<'a>(
-    ctx: &ResolverContext<'a>,
-) -> async_graphql::Result<(&'a AppState, &'a Visibility)> {
-    Ok((ctx.data::<AppState>()?, ctx.data::<Visibility>()?))
+/// A root field's resolver: its `input` as the REST call's parameters.
+fn through<'a, F, Fut>(
+    ctx: ResolverContext<'a>,
+    method: &'static str,
+    route: &'static str,
+    handler: F,
+) -> FieldFuture<'a>
+where
+    F: FnOnce(State<AppState>, Params) -> Fut + Send + 'a,
+    Fut: std::future::Future<Output = ApiResult<Response>> + Send + 'a,
+{
+    FieldFuture::new(async move {
+        let params = input_params(&ctx);
+        let answer = call(&ctx, method, route, params, handler).await?;
+        Ok(Some(FieldValue::owned_any(answer)))
+    })
 }
 
 fn get_experiment(ctx: ResolverContext<'_>) -> FieldFuture<'_> {
-    FieldFuture::new(async move {
-        let (state, visibility) = state_and_visibility(&ctx)?;
-        let p = input_params(&ctx);
-        let id = p.str("experiment_id").ok().flatten().unwrap_or_default();
-        require_experiments(visibility, [id.as_str()])?;
-        let answer = rest(crate::api::get_experiment(State(state.clone()), p).await).await?;
-        Ok(Some(FieldValue::owned_any(answer)))
-    })
+    through(
+        ctx,
+        "GET",
+        "/api/2.0/mlflow/experiments/get",
+        crate::api::get_experiment,
+    )
 }
 
 fn get_run(ctx: ResolverContext<'_>) -> FieldFuture<'_> {
-    FieldFuture::new(async move {
-        let (state, visibility) = state_and_visibility(&ctx)?;
-        let p = input_params(&ctx);
-        let answer = rest(crate::api::get_run(State(state.clone()), p).await).await?;
-        let experiment = answer["run"]["info"]["experiment_id"]
-            .as_str()
-            .unwrap_or_default();
-        require_experiments(visibility, [experiment])?;
-        Ok(Some(FieldValue::owned_any(answer)))
-    })
+    through(ctx, "GET", "/api/2.0/mlflow/runs/get", crate::api::get_run)
 }
 
 fn search_runs(ctx: ResolverContext<'_>) -> FieldFuture<'_> {
-    FieldFuture::new(async move {
-        let (state, visibility) = state_and_visibility(&ctx)?;
-        let p = input_params(&ctx);
-        let ids = p.str_list("experiment_ids").unwrap_or_default();
-        require_experiments(visibility, ids.iter().map(String::as_str))?;
-        let answer = rest(crate::api::search_runs(State(state.clone()), p).await).await?;
-        Ok(Some(FieldValue::owned_any(answer)))
-    })
+    through(
+        ctx,
+        "POST",
+        "/api/2.0/mlflow/runs/search",
+        crate::api::search_runs,
+    )
 }
 
 fn search_datasets(ctx: ResolverContext<'_>) -> FieldFuture<'_> {
-    FieldFuture::new(async move {
-        let (state, visibility) = state_and_visibility(&ctx)?;
-        let p = input_params(&ctx);
-        let ids = p.str_list("experiment_ids").unwrap_or_default();
-        require_experiments(visibility, ids.iter().map(String::as_str))?;
-        let answer = rest(crate::api::search_datasets(State(state.clone()), p).await).await?;
-        Ok(Some(FieldValue::owned_any(answer)))
-    })
+    through(
+        ctx,
+        "POST",
+        "/api/2.0/mlflow/experiments/search-datasets",
+        crate::api::search_datasets,
+    )
 }
 
 fn metric_history(ctx: ResolverContext<'_>) -> FieldFuture<'_> {
-    FieldFuture::new(async move {
-        let (state, visibility) = state_and_visibility(&ctx)?;
-        let p = input_params(&ctx);
-        for run_id in p.str_list("run_ids").unwrap_or_default() {
-            if let Ok(experiment) = experiment_of_run(state, &run_id).await {
-                require_experiments(visibility, [experiment.as_str()])?;
-            }
-        }
-        let answer =
-            rest(crate::api::get_metric_history_bulk_interval(State(state.clone()), p).await)
-                .await?;
-        Ok(Some(FieldValue::owned_any(answer)))
-    })
+    through(
+        ctx,
+        "GET",
+        "/api/2.0/mlflow/metrics/get-history-bulk-interval",
+        crate::api::get_metric_history_bulk_interval,
+    )
 }
 
 fn list_artifacts(ctx: ResolverContext<'_>) -> FieldFuture<'_> {
-    FieldFuture::new(async move {
-        let (state, visibility) = state_and_visibility(&ctx)?;
-        let p = input_params(&ctx);
-        if let Ok(run_id) = p.run_id() {
-            let experiment = experiment_of_run(state, &run_id).await?;
-            require_experiments(visibility, [experiment.as_str()])?;
-        }
-        let listed = crate::artifacts::list_run_artifacts(State(state.clone()), p)
-            .await
-            .map(IntoResponse::into_response);
-        Ok(Some(FieldValue::owned_any(rest(listed).await?)))
-    })
+    through(
+        ctx,
+        "GET",
+        "/api/2.0/mlflow/artifacts/list",
+        |state, params| async move {
+            crate::artifacts::list_run_artifacts(state, params)
+                .await
+                .map(IntoResponse::into_response)
+        },
+    )
 }
 
 fn search_model_versions(ctx: ResolverContext<'_>) -> FieldFuture<'_> {
-    FieldFuture::new(async move {
-        let (state, visibility) = state_and_visibility(&ctx)?;
-        let p = input_params(&ctx);
-        let mut answer =
-            rest(crate::registry::search_model_versions(State(state.clone()), p).await).await?;
-        keep_readable_versions(visibility, &mut answer["model_versions"]);
-        Ok(Some(FieldValue::owned_any(answer)))
-    })
+    through(
+        ctx,
+        "GET",
+        "/api/2.0/mlflow/model-versions/search",
+        crate::registry::search_model_versions,
+    )
 }
 
-fn keep_readable_versions(visibility: &Visibility, versions: &mut Value) {
-    if let Value::Array(items) = versions {
-        items.retain(|v| visibility.registered_model(v["name"].as_str().unwrap_or_default()));
-    }
-}
-
-/// `MlflowRunExtension.experiment`: the run's experiment (readable with the run).
+/// `MlflowRunExtension.experiment`: the run's experiment.
 fn run_experiment(ctx: ResolverContext<'_>) -> FieldFuture<'_> {
     FieldFuture::new(async move {
-        let state = ctx.data::<AppState>()?;
-        let id = parent_json(&ctx)?["info"]["experiment_id"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        let p = Params(Map::from_iter([("experiment_id".to_string(), json!(id))]));
-        let answer = rest(crate::api::get_experiment(State(state.clone()), p).await).await?;
-        Ok(Some(FieldValue::owned_any(answer["experiment"].clone())))
+        let id = parent_json(&ctx)?["info"]["experiment_id"].clone();
+        let params = Params(Map::from_iter([("experiment_id".to_string(), id)]));
+        let answer = call(
+            &ctx,
+            "GET",
+            "/api/2.0/mlflow/experiments/get",
+            params,
+            crate::api::get_experiment,
+        )
+        .await?;
+        Ok(Some(field_value(
+            answer.get("experiment"),
+            Kind::One("MlflowExperiment"),
+        )))
     })
 }
 
 /// `MlflowRunExtension.modelVersions`: the versions registered from the run.
 fn run_model_versions(ctx: ResolverContext<'_>) -> FieldFuture<'_> {
     FieldFuture::new(async move {
-        let (state, visibility) = state_and_visibility(&ctx)?;
         let run_id = parent_json(&ctx)?["info"]["run_id"]
             .as_str()
             .unwrap_or_default()
             .to_string();
-        let p = Params(Map::from_iter([(
+        let params = Params(Map::from_iter([(
             "filter".to_string(),
             json!(format!("run_id='{run_id}'")),
         )]));
-        let mut answer =
-            rest(crate::registry::search_model_versions(State(state.clone()), p).await).await?;
-        keep_readable_versions(visibility, &mut answer["model_versions"]);
+        let answer = call(
+            &ctx,
+            "GET",
+            "/api/2.0/mlflow/model-versions/search",
+            params,
+            crate::registry::search_model_versions,
+        )
+        .await?;
         Ok(Some(field_value(
             answer.get("model_versions"),
             Kind::Many("MlflowModelVersion"),
@@ -886,17 +899,10 @@ fn build_schema() -> Result<Schema, async_graphql::dynamic::SchemaError> {
 }
 
 /// Built once: the schema is fixed.
-static SCHEMA: LazyLock<Schema> = LazyLock::new(|| match build_schema() {
-    Ok(schema) => schema,
-    // NB: the schema is a constant of this file; the unit test below builds it, so a
-    // mistake in it fails the build's tests, not a user's request.
-    Err(error) => unreachable_schema(error),
-});
-
-#[allow(clippy::panic)]
-fn unreachable_schema(error: async_graphql::dynamic::SchemaError) -> Schema {
-    panic!("MLflow's GraphQL schema does not build: {error}")
-}
+/// Built once: the schema is fixed. NB: it is a constant of this file, and the unit test
+/// below builds it, so a mistake in it fails the tests rather than a user's request.
+static SCHEMA: LazyLock<Result<Schema, String>> =
+    LazyLock::new(|| build_schema().map_err(|e| e.to_string()));
 
 #[cfg(test)]
 mod tests {

@@ -6,10 +6,7 @@ use std::collections::HashMap;
 
 use ctflow_core::entities::KeyValue;
 use ctflow_core::filter::{Clause, Comparator, Entity, OrderBy, PROMPT_TAG, Value};
-use ctflow_core::model_source::{
-    SourceCheck, SourceRequest, check_source, local_not_contained, local_path_within,
-    not_identified, uri_within,
-};
+use ctflow_core::model_source::{SourceCheck, SourceRequest, check_source, not_identified};
 use ctflow_core::registry::{
     LedgerEntry, MAX_REGISTERED_MODEL_TAG_VALUE_LENGTH, ModelUri, ModelVersion, RegisteredModel,
     RegisteredModelAlias, canonical_stage, parse_model_uri, validate_alias, validate_model_name,
@@ -447,79 +444,47 @@ impl Store {
             model_id,
             prompt,
         })?;
-        let plain = |storage: String| ResolvedSource {
+        // The run defaults to the logged model's, when the source comes from one.
+        let resolved = |storage: String, model_run: Option<String>| ResolvedSource {
             source: source.to_string(),
             storage_location: storage,
-            run_id: run_id.unwrap_or_default().to_string(),
+            run_id: run_id.map(str::to_string).or(model_run).unwrap_or_default(),
             model_id: model_id.map(str::to_string),
         };
-        match check {
-            SourceCheck::Accepted => {
-                if let (Some(id), Ok(ModelUri::LoggedModel(_))) =
-                    (model_id, parse_model_uri(source))
-                {
+        match &check {
+            SourceCheck::Accepted => match (model_id, parse_model_uri(source)) {
+                (Some(id), Ok(ModelUri::LoggedModel(_))) => {
                     let model = self
                         .get_logged_model(id)
                         .await
                         .map_err(|_| not_identified(source, "model_id"))?;
-                    let mut resolved = plain(model.info.artifact_uri);
-                    if resolved.run_id.is_empty() {
-                        resolved.run_id = model.info.source_run_id;
-                    }
-                    return Ok(resolved);
+                    Ok(resolved(
+                        model.info.artifact_uri,
+                        Some(model.info.source_run_id),
+                    ))
                 }
-                Ok(plain(source.to_string()))
-            }
-            SourceCheck::LocalInRun { run_id: run, path } => {
+                _ => Ok(resolved(source.to_string(), None)),
+            },
+            SourceCheck::LocalInRun { run_id: run, .. }
+            | SourceCheck::ArtifactsInRun { run_id: run } => {
                 let info = self
-                    .get_run_info(&run)
+                    .get_run_info(run)
                     .await
                     .map_err(|_| not_identified(source, "run_id"))?;
-                if !local_path_within(&path, &info.artifact_uri) {
-                    return Err(local_not_contained(source, "run_id").into());
-                }
-                Ok(plain(source.to_string()))
+                check.require_within(source, &info.artifact_uri)?;
+                Ok(resolved(source.to_string(), None))
             }
-            SourceCheck::ArtifactsInRun { run_id: run } => {
-                let info = self
-                    .get_run_info(&run)
-                    .await
-                    .map_err(|_| not_identified(source, "run_id"))?;
-                if !uri_within(source, &info.artifact_uri) {
-                    return Err(not_identified(source, "run_id").into());
-                }
-                Ok(plain(source.to_string()))
-            }
-            SourceCheck::LocalInModel { model_id: id, path } => {
+            SourceCheck::LocalInModel { model_id: id, .. }
+            | SourceCheck::ArtifactsInModel { model_id: id } => {
                 let model = self
-                    .get_logged_model(&id)
+                    .get_logged_model(id)
                     .await
                     .map_err(|_| not_identified(source, "model_id"))?;
-                if !local_path_within(&path, &model.info.artifact_uri) {
-                    return Err(local_not_contained(source, "model_id").into());
-                }
-                let mut resolved = plain(source.to_string());
-                if resolved.run_id.is_empty() {
-                    resolved.run_id = model.info.source_run_id;
-                }
-                Ok(resolved)
-            }
-            SourceCheck::ArtifactsInModel { model_id: id } => {
-                let model = self
-                    .get_logged_model(&id)
-                    .await
-                    .map_err(|_| not_identified(source, "model_id"))?;
-                if !uri_within(source, &model.info.artifact_uri) {
-                    return Err(not_identified(source, "model_id").into());
-                }
-                let mut resolved = plain(source.to_string());
-                if resolved.run_id.is_empty() {
-                    resolved.run_id = model.info.source_run_id;
-                }
-                Ok(resolved)
+                check.require_within(source, &model.info.artifact_uri)?;
+                Ok(resolved(source.to_string(), Some(model.info.source_run_id)))
             }
             SourceCheck::RegisteredVersion(uri) => {
-                self.resolve_registered_source(new, source, &uri).await
+                self.resolve_registered_source(new, source, uri).await
             }
         }
     }

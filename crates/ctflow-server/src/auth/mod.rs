@@ -344,6 +344,31 @@ async fn split_params(request: Request, limits: &Limits) -> Result<(Request, Par
     ))
 }
 
+/// Checks that `user` may make the REST call `method route` with `params`: the rule the
+/// guard applies to that route. GraphQL's resolvers answer through REST handlers and ask
+/// here, so both APIs grant exactly the same. Without `--auth` everything is allowed.
+pub async fn check_call(
+    state: &AppState,
+    user: Option<&User>,
+    method: &str,
+    route: &str,
+    params: &Params,
+) -> ApiResult<()> {
+    let Some(auth) = state.auth.as_deref() else {
+        return Ok(());
+    };
+    let (Some(user), Some(rule)) = (user, route_access(method, route)) else {
+        return Err(denied());
+    };
+    check(state, auth, user, rule, route, route, params).await
+}
+
+/// Keeps the items of a search answer (`route`'s) that the caller may read, as the guard
+/// does for the REST listings.
+pub fn filter_listing(visibility: &Visibility, route: &str, answer: &mut Value) {
+    filter_search(visibility, route, answer);
+}
+
 /// Checks `rule` for `user`. A resource that does not exist passes: the handler answers
 /// 404 without acting.
 async fn check(
