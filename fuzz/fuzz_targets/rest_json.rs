@@ -39,6 +39,14 @@ const ENDPOINTS: &[(&str, &str)] = &[
     ("GET", "/api/2.0/mlflow/artifacts/list"),
     ("PUT", "/api/ctflow/v1/pipelines/fuzz"),
     ("POST", "/api/ctflow/v1/pipelines/fuzz/trigger"),
+    ("POST", "/api/3.0/mlflow/traces"),
+    ("POST", "/api/3.0/mlflow/traces/search"),
+    ("POST", "/api/3.0/mlflow/traces/delete-traces"),
+    ("POST", "/api/3.0/mlflow/traces/metrics"),
+    ("POST", "/api/3.0/mlflow/traces/calculate-filter-correlation"),
+    ("GET", "/api/3.0/mlflow/traces/get"),
+    ("POST", "/api/2.0/mlflow/traces"),
+    ("POST", "/api/2.0/mlflow/traces/link-to-run"),
 ];
 
 /// A fresh store every this many inputs, so a long run's memory stays bounded.

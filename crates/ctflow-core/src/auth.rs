@@ -178,6 +178,17 @@ pub enum Access {
     Runs(Need),
     /// The experiment of the logged model in the `{model_id}` path segment.
     LoggedModel(Need),
+    /// The experiment of the trace in the `{trace_id}` / `{request_id}` path segment, else
+    /// the `trace_id` or `request_id` parameter.
+    Trace(Need),
+    /// The experiments of every trace in the `trace_ids` parameter; with a `run_id`
+    /// parameter, also EDIT on that run's experiment (linking traces to it).
+    Traces(Need),
+    /// Every experiment in `locations[].mlflow_experiment.experiment_id`.
+    TraceLocations(Need),
+    /// A trace's report (`StartTraceV3`): the experiment in
+    /// `trace.trace_info.trace_location.mlflow_experiment.experiment_id`.
+    NewTrace,
     /// The registered model named by the `name` parameter (or `{name}` in the path).
     RegisteredModel(Need),
     /// The experiment whose id is the first segment of a proxied artifact path.
@@ -267,6 +278,33 @@ pub fn route_access(method: &str, route: &str) -> Option<Access> {
         "/2.0/mlflow/metrics/get-history-bulk-interval"
         | "/2.0/mlflow/metrics/get-history-bulk" => Runs(Need::Read),
         "/get-artifact" => Run(Need::Read),
+        // Traces. OTLP's experiment travels in the `x-mlflow-experiment-id` header, which
+        // the guard reads as `experiment_id`.
+        "/v1/traces" => Experiment(Need::Update),
+        "/3.0/mlflow/traces" => NewTrace,
+        "/2.0/mlflow/traces" if write => Experiment(Need::Update),
+        "/2.0/mlflow/traces" => Experiments(Need::Read),
+        "/3.0/mlflow/traces/search" => TraceLocations(Need::Read),
+        "/3.0/mlflow/traces/metrics" | "/3.0/mlflow/traces/calculate-filter-correlation" => {
+            Experiments(Need::Read)
+        }
+        "/3.0/mlflow/traces/batchGet" | "/3.0/mlflow/traces/batchGetInfos" => Traces(Need::Read),
+        "/2.0/mlflow/traces/link-to-run" => Traces(Need::Read),
+        "/2.0/mlflow/traces/delete-traces" | "/3.0/mlflow/traces/delete-traces" => {
+            Experiment(Need::Delete)
+        }
+        "/3.0/mlflow/traces/{trace_id}"
+        | "/3.0/mlflow/traces/get"
+        | "/2.0/mlflow/traces/{request_id}/info"
+        | "/2.0/mlflow/get-trace-artifact"
+        | "/3.0/mlflow/get-trace-artifact" => Trace(Need::Read),
+        "/2.0/mlflow/traces/{request_id}"
+        | "/2.0/mlflow/traces/{request_id}/tags"
+        | "/3.0/mlflow/traces/{trace_id}/tags"
+        | "/3.0/mlflow/traces/{trace_id}/assessments" => Trace(Need::Update),
+        "/3.0/mlflow/traces/{trace_id}/assessments/{assessment_id}" => {
+            Trace(if write { Need::Update } else { Need::Read })
+        }
         // Each GraphQL resolver checks what it reads against the user's readable set.
         "/graphql" => Listing(self::Listing::Experiments),
         "/2.0/mlflow/upload-artifact" => Run(Need::Update),

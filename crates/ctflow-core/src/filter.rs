@@ -1183,3 +1183,236 @@ mod tests {
         }
     }
 }
+
+// ---------------------------------------------------------------- traces
+
+/// What a `traces/search` clause compares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TraceKey {
+    /// `trace.status`: the trace's state name.
+    Status,
+    /// `trace.timestamp_ms`: when the request arrived, epoch ms.
+    RequestTime,
+    /// `trace.execution_time_ms`.
+    ExecutionTime,
+    /// `trace.end_time_ms`: request time plus execution time.
+    EndTime,
+    /// `trace.request_id` / `trace_id`.
+    TraceId,
+    /// `trace.client_request_id`.
+    ClientRequestId,
+    /// `trace.name`: the `mlflow.traceName` tag.
+    Name,
+    /// `trace.run_id`: the run the trace was made in or linked to.
+    RunId,
+    /// `trace.text`: anything in the trace's spans (LIKE only).
+    Text,
+    /// `tags.<key>`.
+    Tag(String),
+    /// `metadata.<key>` (also `request_metadata.`).
+    Metadata(String),
+    /// `span.name`: some span of the trace has this name.
+    SpanName,
+    /// `span.type`: some span of the trace has this type.
+    SpanType,
+}
+
+impl TraceKey {
+    /// Whether the key compares numbers.
+    pub fn is_numeric(&self) -> bool {
+        matches!(
+            self,
+            TraceKey::RequestTime | TraceKey::ExecutionTime | TraceKey::EndTime
+        )
+    }
+}
+
+/// A validated `traces/search` clause.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TraceClause {
+    /// What it compares.
+    pub key: TraceKey,
+    /// How.
+    pub comparator: Comparator,
+    /// With what.
+    pub value: Value,
+}
+
+const TRACE_ATTRIBUTES: &str = "'{'status', 'timestamp_ms', 'client_request_id', 'run_id', 'end_time_ms', 'execution_time_ms', 'timestamp', 'request_id', 'execution_time', 'text', 'end_time', 'name'}'";
+
+fn trace_attribute(key: &str) -> Result<TraceKey> {
+    Ok(match key {
+        "status" | "state" => TraceKey::Status,
+        "timestamp" | "timestamp_ms" | "request_time" => TraceKey::RequestTime,
+        "execution_time" | "execution_time_ms" | "execution_duration" => TraceKey::ExecutionTime,
+        "end_time" | "end_time_ms" => TraceKey::EndTime,
+        "request_id" | "trace_id" => TraceKey::TraceId,
+        "client_request_id" => TraceKey::ClientRequestId,
+        "name" => TraceKey::Name,
+        "run_id" => TraceKey::RunId,
+        "text" => TraceKey::Text,
+        other => {
+            return Err(invalid(format!(
+                "Invalid attribute key '{other}' specified. Valid keys are {TRACE_ATTRIBUTES}"
+            )));
+        }
+    })
+}
+
+/// Parses and validates a `traces/search` filter (MLflow 3's trace search grammar:
+/// `trace.` / `attribute.` keys, `tags.`, `metadata.`, `span.name`, `span.type`).
+pub fn parse_trace_filter(filter: &str) -> Result<Vec<TraceClause>> {
+    parse_raw(filter)?
+        .into_iter()
+        .map(|raw| {
+            let prefix = raw
+                .identifier
+                .prefix
+                .as_deref()
+                .map(str::to_ascii_lowercase);
+            let name = raw.identifier.key.clone();
+            let key = match prefix.as_deref() {
+                None | Some("trace" | "attribute" | "attributes" | "attr") => {
+                    trace_attribute(&name)?
+                }
+                Some("tag" | "tags") => TraceKey::Tag(name),
+                Some("metadata" | "request_metadata") => TraceKey::Metadata(name),
+                Some("span") => match name.as_str() {
+                    "name" => TraceKey::SpanName,
+                    "type" => TraceKey::SpanType,
+                    other => {
+                        return Err(invalid(format!(
+                            "Invalid span key '{other}' specified. Valid keys are 'name', 'type'"
+                        )));
+                    }
+                },
+                Some(other) => {
+                    return Err(invalid(format!(
+                        "Invalid entity type '{other}'. Valid values are ['trace', 'attribute', 'tag', 'metadata', 'span']"
+                    )));
+                }
+            };
+            let cmp = raw.comparator;
+            let value = if key.is_numeric() {
+                check_comparator(cmp, NUMERIC_COMPARATORS, "numeric attributes")?;
+                numeric_value(&raw.value, "numeric attribute")?
+            } else if key == TraceKey::Text {
+                check_comparator(cmp, &[Comparator::Like, Comparator::ILike], "text")?;
+                string_value(&raw.value, cmp, "text")?
+            } else if matches!(key, TraceKey::Tag(_) | TraceKey::Metadata(_)) {
+                check_comparator(cmp, KEY_VALUE_COMPARATORS, "tags and metadata")?;
+                string_value(&raw.value, cmp, "tag or metadata")?
+            } else {
+                check_comparator(cmp, STRING_OR_SET_COMPARATORS, "string attributes")?;
+                string_value(&raw.value, cmp, "attribute")?
+            };
+            Ok(TraceClause {
+                key,
+                comparator: cmp,
+                value,
+            })
+        })
+        .collect()
+}
+
+/// Parses `traces/search` order_by entries: trace attributes (`timestamp_ms`,
+/// `execution_time_ms`, `status`, `name`, `request_id`, `end_time_ms`), optionally with the
+/// `trace.` / `attribute.` prefix. Returns the keys with their direction.
+pub fn parse_trace_order_by(order_by: &[String]) -> Result<Vec<(TraceKey, bool)>> {
+    let mut list: Vec<(TraceKey, bool)> = Vec::new();
+    for raw in order_by.iter().filter(|s| !s.trim().is_empty()) {
+        let (identifier, ascending) = parse_order_clause(raw)?;
+        match identifier
+            .prefix
+            .as_deref()
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
+            None | Some("trace" | "attribute" | "attributes" | "attr") => {}
+            Some(other) => {
+                return Err(invalid(format!(
+                    "Invalid order_by clause '{raw}': traces can be ordered by their attributes, not '{other}'"
+                )));
+            }
+        }
+        let key = trace_attribute(&identifier.key)?;
+        if matches!(
+            key,
+            TraceKey::Text | TraceKey::RunId | TraceKey::ClientRequestId
+        ) {
+            return Err(invalid(format!(
+                "Invalid order_by clause '{raw}': traces cannot be ordered by '{}'",
+                identifier.key
+            )));
+        }
+        if list.iter().any(|(k, _)| *k == key) {
+            return Err(invalid(format!(
+                "`order_by` contains duplicate fields: {}",
+                identifier.key
+            )));
+        }
+        list.push((key, ascending));
+    }
+    Ok(list)
+}
+
+#[cfg(test)]
+mod trace_filter_tests {
+    use super::*;
+
+    #[test]
+    fn trace_filters_name_attributes_tags_metadata_and_text() {
+        let clauses = parse_trace_filter(
+            "trace.status = 'OK' and tags.env = 'prod' AND metadata.`mlflow.user` != 'x' \
+             and timestamp_ms > 5 and attribute.run_id = 'r1' and trace.text LIKE '%a%'",
+        )
+        .expect("valid");
+        let keys: Vec<TraceKey> = clauses.iter().map(|c| c.key.clone()).collect();
+        assert_eq!(
+            keys,
+            vec![
+                TraceKey::Status,
+                TraceKey::Tag("env".into()),
+                TraceKey::Metadata("mlflow.user".into()),
+                TraceKey::RequestTime,
+                TraceKey::RunId,
+                TraceKey::Text
+            ]
+        );
+        assert_eq!(clauses[3].value, Value::Number(5.0));
+    }
+
+    #[test]
+    fn unknown_entities_keys_and_comparators_are_invalid() {
+        for bad in [
+            "invalid.filter = 'test'",
+            "bogus = 1",
+            "trace.text = 'x'",
+            "timestamp_ms = 'soon'",
+            "span.color = 'red'",
+        ] {
+            let error = parse_trace_filter(bad).expect_err(bad);
+            assert!(
+                error.message.starts_with("Invalid"),
+                "{bad}: {}",
+                error.message
+            );
+        }
+    }
+
+    #[test]
+    fn trace_order_keys_resolve_their_aliases() {
+        let order =
+            parse_trace_order_by(&["timestamp ASC".into(), "trace.execution_time DESC".into()])
+                .expect("valid");
+        assert_eq!(
+            order,
+            vec![
+                (TraceKey::RequestTime, true),
+                (TraceKey::ExecutionTime, false)
+            ]
+        );
+        assert!(parse_trace_order_by(&["tags.x".into()]).is_err());
+        assert!(parse_trace_order_by(&["timestamp".into(), "timestamp_ms DESC".into()]).is_err());
+    }
+}

@@ -28,6 +28,7 @@ pub mod schedule;
 pub mod scoring;
 pub mod shadow;
 pub mod throttle;
+pub mod traces;
 pub mod trigger;
 pub mod validation;
 

@@ -16,6 +16,7 @@ pub mod params;
 mod pipelines;
 mod registry;
 pub mod service;
+mod traces;
 mod ui;
 
 use std::path::PathBuf;
@@ -737,6 +738,73 @@ fn mlflow_routes() -> Router<AppState> {
             "/2.0/mlflow/logged-models/{model_id}/artifacts/directories",
             get(artifacts::list_logged_model_artifacts),
         )
+        .route("/3.0/mlflow/traces", post(traces::start_trace))
+        .route("/3.0/mlflow/traces/get", get(traces::get_trace))
+        .route("/3.0/mlflow/traces/batchGet", get(traces::batch_get_traces))
+        .route(
+            "/3.0/mlflow/traces/batchGetInfos",
+            post(traces::batch_get_trace_infos),
+        )
+        .route("/3.0/mlflow/traces/search", post(traces::search_traces))
+        .route(
+            "/3.0/mlflow/traces/metrics",
+            post(traces::query_trace_metrics),
+        )
+        .route(
+            "/3.0/mlflow/traces/calculate-filter-correlation",
+            post(traces::calculate_filter_correlation),
+        )
+        .route(
+            "/3.0/mlflow/traces/delete-traces",
+            post(traces::delete_traces),
+        )
+        .route("/3.0/mlflow/traces/{trace_id}", get(traces::get_trace_info))
+        .route(
+            "/3.0/mlflow/traces/{trace_id}/tags",
+            patch(traces::set_trace_tag).delete(traces::delete_trace_tag),
+        )
+        .route(
+            "/3.0/mlflow/traces/{trace_id}/assessments",
+            post(traces::create_assessment),
+        )
+        .route(
+            "/3.0/mlflow/traces/{trace_id}/assessments/{assessment_id}",
+            get(traces::get_assessment)
+                .patch(traces::update_assessment)
+                .delete(traces::delete_assessment),
+        )
+        .route(
+            "/2.0/mlflow/traces",
+            get(traces::search_traces_v2).post(traces::start_trace_v2),
+        )
+        .route(
+            "/2.0/mlflow/traces/delete-traces",
+            post(traces::delete_traces),
+        )
+        .route(
+            "/2.0/mlflow/traces/link-to-run",
+            post(traces::link_traces_to_run),
+        )
+        .route(
+            "/2.0/mlflow/traces/{request_id}",
+            patch(traces::end_trace_v2),
+        )
+        .route(
+            "/2.0/mlflow/traces/{request_id}/info",
+            get(traces::get_trace_info_v2),
+        )
+        .route(
+            "/2.0/mlflow/traces/{request_id}/tags",
+            patch(traces::set_trace_tag).delete(traces::delete_trace_tag),
+        )
+        .route(
+            "/2.0/mlflow/get-trace-artifact",
+            get(traces::get_trace_artifact),
+        )
+        .route(
+            "/3.0/mlflow/get-trace-artifact",
+            get(traces::get_trace_artifact),
+        )
         .route("/2.0/mlflow-artifacts/artifacts", get(artifacts::list))
         .route(
             "/2.0/mlflow-artifacts/artifacts/{*path}",
@@ -771,6 +839,7 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(|| async { "OK" }))
         .route("/ready", get(ready))
         .route("/version", get(version))
+        .route("/v1/traces", post(traces::export_spans))
         .route("/get-artifact", get(artifacts::get_run_artifact))
         .route("/graphql", get(graphql::handle).post(graphql::handle))
         .route(

@@ -530,3 +530,106 @@ async fn graphql_answers_only_what_the_user_may_read() {
         ["bob-model"]
     );
 }
+
+/// An OTLP/JSON export of one root span of trace `trace_hex` to `experiment`, signed in.
+fn span_export(experiment: &str, trace_hex: &str, user: &str) -> Vec<u8> {
+    use base64::Engine;
+    let body = json!({"resourceSpans": [{"scopeSpans": [{"spans": [{
+        "traceId": trace_hex, "spanId": "0102030405060708", "name": "root",
+        "startTimeUnixNano": "1700000000000000000", "endTimeUnixNano": "1700000001000000000",
+        "status": {"code": 1}
+    }]}]}]})
+    .to_string();
+    let credentials =
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{PASSWORD}"));
+    format!(
+        "POST /v1/traces HTTP/1.1\r\nhost: x\r\nauthorization: Basic {credentials}\r\n\
+         content-type: application/json\r\nx-mlflow-experiment-id: {experiment}\r\n\
+         content-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+#[tokio::test]
+async fn traces_are_read_and_written_with_their_experiments_permissions() {
+    let site = site().await;
+    let (alice_experiment, _) = site.estate("alice").await;
+    let (bob_experiment, _) = site.estate("bob").await;
+    let trace_hex = "00112233445566778899aabbccddeeff";
+    let trace = format!("tr-{trace_hex}");
+    // Spans go to the experiment in the export's header: only its writers may send them.
+    let refused = exchange(
+        site.server.address,
+        &span_export(&alice_experiment, trace_hex, "bob"),
+    )
+    .await;
+    assert_refused(&refused, 403, "PERMISSION_DENIED", "Permission denied");
+    let sent = exchange(
+        site.server.address,
+        &span_export(&alice_experiment, trace_hex, "alice"),
+    )
+    .await;
+    assert_eq!(sent.status, 200, "{}", sent.body);
+    // Nor may bob file spans of alice's trace under his own experiment.
+    let moved = exchange(
+        site.server.address,
+        &span_export(&bob_experiment, trace_hex, "bob"),
+    )
+    .await;
+    assert_eq!(moved.status, 400, "{}", moved.body);
+
+    for path in [
+        format!("/api/3.0/mlflow/traces/{trace}"),
+        format!("/api/3.0/mlflow/traces/get?trace_id={trace}&allow_partial=true"),
+        format!("/api/3.0/mlflow/traces/batchGet?trace_ids={trace}"),
+        format!("/api/2.0/mlflow/traces/{trace}/info"),
+        format!("/ajax-api/2.0/mlflow/get-trace-artifact?request_id={trace}"),
+        format!("/api/2.0/mlflow/traces?experiment_ids={alice_experiment}"),
+    ] {
+        assert_eq!(site.status_of("bob", &path).await, 403, "{path}");
+        assert_eq!(site.status_of("alice", &path).await, 200, "{path}");
+    }
+    let search = json!({"locations": [{"type": "MLFLOW_EXPERIMENT",
+        "mlflow_experiment": {"experiment_id": alice_experiment}}]});
+    for (method, path, body) in [
+        (
+            "POST",
+            "/api/3.0/mlflow/traces/search".to_string(),
+            search.clone(),
+        ),
+        (
+            "PATCH",
+            format!("/api/2.0/mlflow/traces/{trace}/tags"),
+            json!({"key": "k", "value": "v"}),
+        ),
+        (
+            "POST",
+            format!("/api/3.0/mlflow/traces/{trace}/assessments"),
+            json!({"assessment": {"assessment_name": "q", "feedback": {"value": 1}}}),
+        ),
+        (
+            "POST",
+            "/api/3.0/mlflow/traces".to_string(),
+            json!({"trace": {"trace_info": {"trace_id": "tr-ffff",
+                "trace_location": {"type": "MLFLOW_EXPERIMENT",
+                    "mlflow_experiment": {"experiment_id": alice_experiment}},
+                "request_time": "2026-01-01T00:00:00Z", "state": "OK"}}}),
+        ),
+        (
+            "POST",
+            "/api/2.0/mlflow/traces/delete-traces".to_string(),
+            json!({"experiment_id": alice_experiment, "request_ids": [trace]}),
+        ),
+    ] {
+        let answer = site.call("bob", method, &path, Some(body.clone())).await;
+        assert_refused(&answer, 403, "PERMISSION_DENIED", "Permission denied");
+        site.ok("alice", method, &path, Some(body)).await;
+    }
+    // The delete went through: the trace is gone for alice as well.
+    assert_eq!(
+        site.status_of("alice", &format!("/api/3.0/mlflow/traces/{trace}"))
+            .await,
+        404
+    );
+}

@@ -20,6 +20,7 @@ mod registry;
 mod runs;
 mod search;
 mod sql;
+mod traces;
 
 pub use ctflow_core::pipeline::PipelineRecord;
 pub use ctflow_core::pipeline_run::{Approval, PipelineRun, PipelineRunEvent, PromotionStep};
@@ -32,3 +33,4 @@ pub use logged_models::{LoggedModelOrder, LoggedModelSearch, NewLoggedModel};
 pub use pipelines::{CtCounts, Recorded};
 pub use registry::{NewModelVersion, RegistrySearch};
 pub use runs::{BatchMetric, DatasetInputRequest, DatasetSummary, NewRun, RunSearch, RunUpdate};
+pub use traces::{SERVER_OWNED_TRACE_TAGS, TraceDeletion, TraceGroup, TraceSearch};

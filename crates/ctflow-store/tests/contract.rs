@@ -18,8 +18,10 @@ use ctflow_core::filter::{
     parse_model_version_filter, parse_model_version_order_by, parse_registered_model_filter,
     parse_registered_model_order_by,
 };
+use ctflow_core::filter::{parse_trace_filter, parse_trace_order_by};
 use ctflow_core::pipeline::PipelineDocument;
 use ctflow_core::pipeline_run::Phase;
+use ctflow_core::traces::{SpanRecord, TraceInfo, TraceState};
 use ctflow_core::trigger::TriggerEvent;
 use ctflow_store::{Approval, PipelineRunEvent, PromotionStep, Recorded};
 use ctflow_store::{
@@ -28,6 +30,7 @@ use ctflow_store::{
 };
 use ctflow_store::{FeedbackOutcome, NewLabel};
 use ctflow_store::{NewModelVersion, RegistrySearch};
+use ctflow_store::{TraceDeletion, TraceSearch};
 
 type Case = fn(Store) -> Pin<Box<dyn Future<Output = ()> + Send>>;
 
@@ -63,6 +66,7 @@ const CASES: &[(&str, Case)] = cases![
     users_tokens_and_grants,
     feedback_labels_are_idempotent,
     shadow_numbers_are_kept_per_replica_while_shadowing,
+    traces_spans_and_assessments,
 ];
 
 fn code(err: Error) -> ErrorCode {
@@ -2431,6 +2435,350 @@ async fn leases_have_one_holder(store: Store) {
         .filter(|r| matches!(r, Ok(Some(_))))
         .count();
     assert_eq!(won, 1);
+}
+
+fn otlp_span(trace: u8, span: u8, parent: Option<u8>, start_ms: u64, end_ms: u64) -> SpanRecord {
+    use ctflow_core::traces::otlp::{IncomingSpan, StatusCode};
+    use ctflow_core::traces::value::AttrValue;
+    SpanRecord::from_otlp(&IncomingSpan {
+        trace_id: vec![trace; 16],
+        span_id: vec![span; 8],
+        parent_span_id: parent.map(|p| vec![p; 8]).unwrap_or_default(),
+        name: format!("span-{span}"),
+        start_time_unix_nano: start_ms * 1_000_000,
+        end_time_unix_nano: end_ms * 1_000_000,
+        attributes: vec![
+            (
+                "mlflow.spanInputs".into(),
+                AttrValue::Map(vec![("q".into(), AttrValue::Int(i64::from(span)))]),
+            ),
+            ("note".into(), AttrValue::Str(format!("needle-{trace}"))),
+        ],
+        events: Vec::new(),
+        links: Vec::new(),
+        status: if span == 9 {
+            StatusCode::Error
+        } else {
+            StatusCode::Ok
+        },
+        status_message: String::new(),
+    })
+}
+
+fn report(
+    trace_id: &str,
+    experiment_id: i64,
+    request_time: i64,
+    tags: &[(&str, &str)],
+) -> TraceInfo {
+    TraceInfo {
+        trace_id: trace_id.into(),
+        experiment_id,
+        request_time,
+        execution_duration: Some(40),
+        state: TraceState::Ok,
+        client_request_id: None,
+        request_preview: None,
+        response_preview: Some("reported".into()),
+        metadata: [(
+            "mlflow.trace.sizeStats".to_string(),
+            r#"{"num_spans": 2}"#.to_string(),
+        )]
+        .into(),
+        tags: tags
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        assessments: Vec::new(),
+    }
+}
+
+async fn traces_spans_and_assessments(store: Store) {
+    let exp: i64 = store
+        .create_experiment("traces", None, &[])
+        .await
+        .unwrap()
+        .parse()
+        .unwrap();
+    let other: i64 = store
+        .create_experiment("other", None, &[])
+        .await
+        .unwrap()
+        .parse()
+        .unwrap();
+    let first = format!("tr-{}", "01".repeat(16));
+    let second = format!("tr-{}", "02".repeat(16));
+
+    // Spans first: the record follows from them, then the report overwrites its times.
+    store
+        .log_spans(exp, &[otlp_span(1, 1, None, 1_000, 1_100)])
+        .await
+        .unwrap();
+    let info = store.get_trace_info(&first).await.unwrap();
+    assert_eq!(
+        (info.request_time, info.execution_duration),
+        (1_000, Some(100))
+    );
+    assert_eq!(info.state, TraceState::Ok);
+    assert_eq!(info.request_preview.as_deref(), Some(r#"{"q": 1}"#));
+    assert_eq!(info.tags["mlflow.trace.spansLocation"], "TRACKING_STORE");
+    assert_eq!(
+        info.tags["mlflow.artifactLocation"],
+        format!("mlflow-artifacts:/{exp}/traces/{first}/artifacts")
+    );
+    let reported = store
+        .start_trace(&report(&first, exp, 990, &[("env", "prod")]))
+        .await
+        .unwrap();
+    assert_eq!(
+        (reported.request_time, reported.execution_duration),
+        (990, Some(40))
+    );
+    assert_eq!(reported.request_preview.as_deref(), Some(r#"{"q": 1}"#));
+    assert_eq!(reported.metadata["mlflow.trace.infoFinalized"], "true");
+    // A late child span does not move a reported trace's times.
+    store
+        .log_spans(exp, &[otlp_span(1, 2, Some(1), 1_050, 5_000)])
+        .await
+        .unwrap();
+    let info = store.get_trace_info(&first).await.unwrap();
+    assert_eq!(
+        (info.request_time, info.execution_duration),
+        (990, Some(40))
+    );
+    let spans = store
+        .trace_spans(std::slice::from_ref(&first))
+        .await
+        .unwrap();
+    assert_eq!(spans[&first].len(), 2);
+    assert!(
+        spans[&first][0].contains("\"name\":\"span-1\""),
+        "root first: {}",
+        spans[&first][0]
+    );
+
+    // The report first, spans after; an error root span; a trace in another experiment.
+    store
+        .start_trace(&report(&second, exp, 2_000, &[("env", "dev")]))
+        .await
+        .unwrap();
+    store
+        .log_spans(exp, &[otlp_span(2, 9, None, 2_000, 2_010)])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_trace_info(&second).await.unwrap().state,
+        TraceState::Ok
+    );
+    assert_eq!(
+        code(
+            store
+                .log_spans(other, &[otlp_span(2, 3, Some(9), 2_001, 2_002)])
+                .await
+                .unwrap_err()
+        ),
+        ErrorCode::InvalidParameterValue
+    );
+    assert_eq!(
+        code(
+            store
+                .start_trace(&report(&second, other, 2_000, &[]))
+                .await
+                .unwrap_err()
+        ),
+        ErrorCode::InvalidParameterValue
+    );
+
+    let search = |filter: &str, order: &[&str], max: i64, token: Option<String>| TraceSearch {
+        experiment_ids: vec![exp],
+        filter: parse_trace_filter(filter).unwrap(),
+        order_by: parse_trace_order_by(&order.iter().map(|o| o.to_string()).collect::<Vec<_>>())
+            .unwrap(),
+        max_results: max,
+        page_token: token,
+    };
+    let ids = async |s: TraceSearch| -> (Vec<String>, Option<String>) {
+        let (infos, next) = store.search_traces(&s).await.unwrap();
+        (infos.into_iter().map(|i| i.trace_id).collect(), next)
+    };
+    assert_eq!(
+        ids(search("", &[], 10, None)).await.0,
+        vec![second.clone(), first.clone()]
+    );
+    assert_eq!(
+        ids(search("tags.env = 'prod'", &[], 10, None)).await.0,
+        vec![first.clone()]
+    );
+    assert_eq!(
+        ids(search("trace.text LIKE '%needle-2%'", &[], 10, None))
+            .await
+            .0,
+        vec![second.clone()]
+    );
+    assert_eq!(
+        ids(search("span.name = 'span-2'", &[], 10, None)).await.0,
+        vec![first.clone()]
+    );
+    assert_eq!(
+        ids(search("timestamp_ms > 1000", &[], 10, None)).await.0,
+        vec![second.clone()]
+    );
+    assert_eq!(
+        ids(search(
+            "metadata.`mlflow.trace.infoFinalized` = 'true'",
+            &[],
+            10,
+            None
+        ))
+        .await
+        .0
+        .len(),
+        2
+    );
+    let (page, next) = ids(search("", &["timestamp ASC"], 1, None)).await;
+    assert_eq!(page, vec![first.clone()]);
+    assert_eq!(
+        ids(search("", &["timestamp ASC"], 1, next)).await,
+        (vec![second.clone()], None)
+    );
+    assert_eq!(
+        store
+            .count_traces(&[exp], &parse_trace_filter("tags.env != 'prod'").unwrap())
+            .await
+            .unwrap(),
+        1
+    );
+
+    // Links to runs, found by `run_id`.
+    let run = new_run(&store, exp, "r").await;
+    store
+        .link_traces_to_run(std::slice::from_ref(&second), &run)
+        .await
+        .unwrap();
+    store
+        .link_traces_to_run(std::slice::from_ref(&second), &run)
+        .await
+        .unwrap();
+    assert_eq!(
+        ids(search(&format!("run_id = '{run}'"), &[], 10, None))
+            .await
+            .0,
+        vec![second.clone()]
+    );
+
+    // Tags: the server's own cannot be moved.
+    store.set_trace_tag(&first, "k", "v").await.unwrap();
+    store.delete_trace_tag(&first, "k").await.unwrap();
+    assert_eq!(
+        code(store.delete_trace_tag(&first, "k").await.unwrap_err()),
+        ErrorCode::ResourceDoesNotExist
+    );
+    assert_eq!(
+        code(
+            store
+                .set_trace_tag(&first, "mlflow.artifactLocation", "/etc")
+                .await
+                .unwrap_err()
+        ),
+        ErrorCode::InvalidParameterValue
+    );
+
+    // Assessments: an override makes the original invalid until the override goes.
+    let fields = |name: &str, extra: serde_json::Value| {
+        let mut value = serde_json::json!({"assessment_name": name, "feedback": {"value": 4}});
+        value
+            .as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        ctflow_core::traces::validate_new_assessment(&value).unwrap()
+    };
+    let original = store
+        .create_assessment(&first, fields("quality", serde_json::json!({})))
+        .await
+        .unwrap();
+    let original_id = original["assessment_id"].as_str().unwrap().to_string();
+    let correction = store
+        .create_assessment(
+            &first,
+            fields("quality", serde_json::json!({"overrides": original_id})),
+        )
+        .await
+        .unwrap();
+    let correction_id = correction["assessment_id"].as_str().unwrap().to_string();
+    assert_eq!(
+        store.get_assessment(&first, &original_id).await.unwrap()["valid"],
+        false
+    );
+    let updated = store
+        .update_assessment(
+            &first,
+            &correction_id,
+            &serde_json::json!({"rationale": "why"}),
+            "rationale",
+        )
+        .await
+        .unwrap();
+    assert_eq!(updated["rationale"], "why");
+    store
+        .delete_assessment(&first, &correction_id)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_assessment(&first, &original_id).await.unwrap()["valid"],
+        true
+    );
+    assert_eq!(
+        code(
+            store
+                .get_assessment(&first, &correction_id)
+                .await
+                .unwrap_err()
+        ),
+        ErrorCode::ResourceDoesNotExist
+    );
+    assert_eq!(
+        store
+            .get_trace_info(&first)
+            .await
+            .unwrap()
+            .assessments
+            .len(),
+        1
+    );
+
+    // Deletes take everything of the trace with them; the oldest go first.
+    assert_eq!(
+        store
+            .delete_traces(
+                exp,
+                &TraceDeletion::Before {
+                    max_timestamp_ms: i64::MAX,
+                    max_traces: Some(1)
+                }
+            )
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        code(store.get_trace_info(&first).await.unwrap_err()),
+        ErrorCode::ResourceDoesNotExist
+    );
+    assert!(
+        store
+            .trace_spans(std::slice::from_ref(&first))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store
+            .delete_traces(exp, &TraceDeletion::Ids(vec![second.clone()]))
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(ids(search("", &[], 10, None)).await.0, Vec::<String>::new());
 }
 
 async fn run_all(mut open: impl AsyncFnMut(&str) -> Store) {

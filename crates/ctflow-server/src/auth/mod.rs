@@ -486,6 +486,57 @@ async fn check(
                 None => Ok(()),
             }
         }
+        Access::Trace(need) => {
+            let trace_id = if route.contains("{trace_id}") || route.contains("{request_id}") {
+                segment_after(path, "/mlflow/traces/")
+            } else {
+                text("trace_id").or_else(|| text("request_id"))
+            };
+            match trace_id {
+                Some(id) => require_trace(state, auth, user, &id, need).await,
+                None => Ok(()),
+            }
+        }
+        Access::Traces(need) => {
+            for id in params.str_list("trace_ids").unwrap_or_default() {
+                require_trace(state, auth, user, &id, need).await?;
+            }
+            if let Some(run_id) = text("run_id")
+                && let Some(run) = found(state.store.get_run(&run_id).await)?
+            {
+                let experiment = &run.info.experiment_id;
+                require(state, auth, user, EXPERIMENT, experiment, Need::Update).await?;
+            }
+            Ok(())
+        }
+        Access::TraceLocations(need) => {
+            let locations = params.objects("locations").unwrap_or_default();
+            for location in locations {
+                let id = location
+                    .object("mlflow_experiment")
+                    .ok()
+                    .flatten()
+                    .and_then(|e| e.str("experiment_id").ok().flatten());
+                if let Some(id) = id {
+                    require(state, auth, user, EXPERIMENT, &id, need).await?;
+                }
+            }
+            Ok(())
+        }
+        Access::NewTrace => {
+            let experiment = params
+                .object("trace")
+                .ok()
+                .flatten()
+                .and_then(|t| t.object("trace_info").ok().flatten())
+                .and_then(|i| i.object("trace_location").ok().flatten())
+                .and_then(|l| l.object("mlflow_experiment").ok().flatten())
+                .and_then(|e| e.str("experiment_id").ok().flatten());
+            match experiment {
+                Some(id) => require(state, auth, user, EXPERIMENT, &id, Need::Update).await,
+                None => Ok(()),
+            }
+        }
         Access::RegisteredModel(need) => {
             let name = if route.contains("/ctflow/v1/models/") {
                 segment_after(path, "/ctflow/v1/models/")
@@ -589,6 +640,24 @@ async fn check_pipeline(
     Ok(())
 }
 
+/// `need` on the experiment of trace `trace_id`; a trace that does not exist passes (the
+/// handler answers 404 without acting).
+async fn require_trace(
+    state: &AppState,
+    auth: &Auth,
+    user: &User,
+    trace_id: &str,
+    need: Need,
+) -> ApiResult<()> {
+    match found(state.store.get_trace_info(trace_id).await)? {
+        Some(info) => {
+            let experiment = info.experiment_id.to_string();
+            require(state, auth, user, EXPERIMENT, &experiment, need).await
+        }
+        None => Ok(()),
+    }
+}
+
 fn resource_type(name: &str) -> ApiResult<&'static str> {
     match name {
         EXPERIMENT => Ok(EXPERIMENT),
@@ -599,6 +668,11 @@ fn resource_type(name: &str) -> ApiResult<&'static str> {
         .into()),
     }
 }
+
+/// The route OTLP exporters send spans to.
+const OTLP_TRACES_ROUTE: &str = "/v1/traces";
+/// The header that names the experiment of an OTLP export.
+pub const EXPERIMENT_ID_HEADER: &str = "x-mlflow-experiment-id";
 
 /// The guard: authenticates, checks the route's rule, and afterwards grants MANAGE on
 /// what the user created and filters search results to what the user may read.
@@ -642,6 +716,20 @@ pub async fn guard(State(state): State<AppState>, request: Request, next: Next) 
         }
     } else {
         (request, Params::default())
+    };
+    // NB: an OTLP export names its experiment in a header; its body is protobuf.
+    let params = if route == OTLP_TRACES_ROUTE {
+        let mut only = serde_json::Map::new();
+        if let Some(id) = request
+            .headers()
+            .get(EXPERIMENT_ID_HEADER)
+            .and_then(|v| v.to_str().ok())
+        {
+            only.insert("experiment_id".into(), Value::String(id.to_string()));
+        }
+        Params(only)
+    } else {
+        params
     };
     let path = request.uri().path().to_string();
     if let Err(error) = check(&state, &auth, &user, rule, &route, &path, &params).await {
