@@ -186,6 +186,8 @@ pub enum Access {
     Traces(Need),
     /// Every experiment in `locations[].mlflow_experiment.experiment_id`.
     TraceLocations(Need),
+    /// The experiment of the issue in the `{issue_id}` path segment.
+    Issue(Need),
     /// A trace's report (`StartTraceV3`): the experiment in
     /// `trace.trace_info.trace_location.mlflow_experiment.experiment_id`.
     NewTrace,
@@ -227,6 +229,8 @@ pub enum Listing {
     WatchEvents,
     /// READ on each counted experiment.
     RunCounts,
+    /// READ on each issue's experiment.
+    Issues,
 }
 
 /// The access rule of a route, by method and route pattern as the router matched it
@@ -278,6 +282,10 @@ pub fn route_access(method: &str, route: &str) -> Option<Access> {
         "/2.0/mlflow/metrics/get-history-bulk-interval"
         | "/2.0/mlflow/metrics/get-history-bulk" => Runs(Need::Read),
         "/get-artifact" => Run(Need::Read),
+        // Issues.
+        "/3.0/mlflow/issues" => Experiment(Need::Update),
+        "/3.0/mlflow/issues/search" => Listing(self::Listing::Issues),
+        "/3.0/mlflow/issues/{issue_id}" => Issue(if write { Need::Update } else { Need::Read }),
         // Traces. OTLP's experiment travels in the `x-mlflow-experiment-id` header, which
         // the guard reads as `experiment_id`.
         "/v1/traces" => Experiment(Need::Update),

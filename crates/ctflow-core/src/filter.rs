@@ -1184,6 +1184,34 @@ mod tests {
     }
 }
 
+// ---------------------------------------------------------------- issues
+
+/// Parses and validates an `issues/search` filter: `status` and `source_run_id`, compared
+/// as strings (MLflow 3.17 supports these two).
+pub fn parse_issue_filter(filter: &str) -> Result<Vec<Clause>> {
+    parse_raw(filter)?
+        .into_iter()
+        .map(|raw| {
+            let key = raw.identifier.key.clone();
+            if raw.identifier.prefix.is_some()
+                || !matches!(key.as_str(), "status" | "source_run_id")
+            {
+                return Err(invalid(format!(
+                    "Invalid filter field '{key}'. Supported fields: {{'status', 'source_run_id'}}"
+                )));
+            }
+            check_comparator(raw.comparator, STRING_OR_SET_COMPARATORS, "issue fields")?;
+            let value = string_value(&raw.value, raw.comparator, "issue field")?;
+            Ok(Clause {
+                entity: Entity::Attribute,
+                key,
+                comparator: raw.comparator,
+                value,
+            })
+        })
+        .collect()
+}
+
 // ---------------------------------------------------------------- traces
 
 /// What a `traces/search` clause compares.
@@ -1392,11 +1420,22 @@ mod trace_filter_tests {
             "span.color = 'red'",
         ] {
             let error = parse_trace_filter(bad).expect_err(bad);
+            let message = &error.message;
             assert!(
-                error.message.starts_with("Invalid"),
-                "{bad}: {}",
-                error.message
+                message.starts_with("Invalid") || message.starts_with("Expected"),
+                "{bad}: {message}"
             );
+        }
+    }
+
+    #[test]
+    fn issue_filters_take_status_and_source_run_only() {
+        let clauses =
+            parse_issue_filter("status = 'resolved' AND source_run_id != 'r1'").expect("valid");
+        assert_eq!(clauses.len(), 2);
+        assert_eq!(clauses[1].comparator, Comparator::Ne);
+        for bad in ["name = 'x'", "tags.status = 'x'", "status > 'a'"] {
+            assert!(parse_issue_filter(bad).is_err(), "{bad}");
         }
     }
 

@@ -11,6 +11,7 @@ mod connections;
 pub mod error;
 mod feedback;
 mod graphql;
+mod issues;
 pub mod limits;
 pub mod params;
 mod pipelines;
@@ -737,6 +738,12 @@ fn mlflow_routes() -> Router<AppState> {
         .route(
             "/2.0/mlflow/logged-models/{model_id}/artifacts/directories",
             get(artifacts::list_logged_model_artifacts),
+        )
+        .route("/3.0/mlflow/issues", post(issues::create_issue))
+        .route("/3.0/mlflow/issues/search", post(issues::search_issues))
+        .route(
+            "/3.0/mlflow/issues/{issue_id}",
+            get(issues::get_issue).patch(issues::update_issue),
         )
         .route("/3.0/mlflow/traces", post(traces::start_trace))
         .route("/3.0/mlflow/traces/get", get(traces::get_trace))

@@ -633,3 +633,60 @@ async fn traces_are_read_and_written_with_their_experiments_permissions() {
         404
     );
 }
+
+#[tokio::test]
+async fn issues_follow_their_experiments_permissions() {
+    let site = site().await;
+    let (alice_experiment, _) = site.estate("alice").await;
+    let (bob_experiment, _) = site.estate("bob").await;
+    let new_issue = |experiment: &str| json!({"experiment_id": experiment, "name": "slow", "description": "p99 too high"});
+    let refused = site
+        .call(
+            "bob",
+            "POST",
+            "/api/3.0/mlflow/issues",
+            Some(new_issue(&alice_experiment)),
+        )
+        .await;
+    assert_refused(&refused, 403, "PERMISSION_DENIED", "Permission denied");
+    let alice_issue = site
+        .ok(
+            "alice",
+            "POST",
+            "/api/3.0/mlflow/issues",
+            Some(new_issue(&alice_experiment)),
+        )
+        .await["issue"]["issue_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    site.ok(
+        "bob",
+        "POST",
+        "/api/3.0/mlflow/issues",
+        Some(new_issue(&bob_experiment)),
+    )
+    .await;
+    let path = format!("/api/3.0/mlflow/issues/{alice_issue}");
+    assert_eq!(site.status_of("bob", &path).await, 403);
+    assert_eq!(site.status_of("alice", &path).await, 200);
+    let update = json!({"issue_id": alice_issue, "status": "resolved"});
+    let refused = site.call("bob", "PATCH", &path, Some(update.clone())).await;
+    assert_refused(&refused, 403, "PERMISSION_DENIED", "Permission denied");
+    site.ok("alice", "PATCH", &path, Some(update)).await;
+    // A search over every experiment shows each user their own issues only.
+    for (user, experiment) in [("alice", &alice_experiment), ("bob", &bob_experiment)] {
+        let found = site
+            .ok(
+                user,
+                "POST",
+                "/api/3.0/mlflow/issues/search",
+                Some(json!({})),
+            )
+            .await;
+        assert_eq!(
+            names(&found, "issues", "experiment_id"),
+            vec![experiment.clone()]
+        );
+    }
+}

@@ -497,6 +497,17 @@ async fn check(
                 None => Ok(()),
             }
         }
+        Access::Issue(need) => {
+            let Some(issue_id) = segment_after(path, "/mlflow/issues/") else {
+                return Ok(());
+            };
+            match found(state.store.get_issue(&issue_id).await)? {
+                Some(issue) => {
+                    require(state, auth, user, EXPERIMENT, &issue.experiment_id, need).await
+                }
+                None => Ok(()),
+            }
+        }
         Access::Traces(need) => {
             for id in params.str_list("trace_ids").unwrap_or_default() {
                 require_trace(state, auth, user, &id, need).await?;
@@ -842,6 +853,7 @@ fn is_followed_up(route: &str) -> bool {
         "/2.0/mlflow/experiments/search",
         "/2.0/mlflow/registered-models/search",
         "/2.0/mlflow/model-versions/search",
+        "/3.0/mlflow/issues/search",
     ]
     .iter()
     .any(|r| route.ends_with(r))
@@ -910,6 +922,8 @@ fn filter_search(visibility: &Visibility, route: &str, answer: &mut Value) {
     let (list, key, readable): (&str, &str, fn(&Visibility, &str) -> bool) =
         if route.ends_with("/experiments/search") {
             ("experiments", "experiment_id", Visibility::experiment)
+        } else if route.ends_with("/issues/search") {
+            ("issues", "experiment_id", Visibility::experiment)
         } else if route.ends_with("/registered-models/search") {
             ("registered_models", "name", Visibility::registered_model)
         } else {
