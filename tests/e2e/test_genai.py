@@ -53,3 +53,29 @@ def test_issues_from_the_real_client(client, unique):
         json={"experiment_id": exp_id, "name": "x", "description": "y", "status": "open"},
     )
     assert bad.status_code == 400 and "pending" in bad.json()["message"]
+
+
+def test_scorer_registry_from_the_real_client(client, unique):
+    """Registered judges: versions per name, the latest listed, deletes by version or all."""
+    import json
+
+    store = client._tracking_client.store
+    exp_id = client.create_experiment(unique)
+    first = store.register_scorer(exp_id, "relevance", json.dumps({"name": "relevance", "v": 1}))
+    assert first.scorer_version == 1
+    second = store.register_scorer(exp_id, "relevance", json.dumps({"name": "relevance", "v": 2}))
+    assert second.scorer_version == 2 and second.scorer_id == first.scorer_id
+    store.register_scorer(exp_id, "safety", json.dumps({"name": "safety"}))
+
+    latest = {s.scorer_name: s.scorer_version for s in store.list_scorers(exp_id)}
+    assert latest == {"relevance": 2, "safety": 1}
+    assert [s.scorer_version for s in store.list_scorer_versions(exp_id, "relevance")] == [1, 2]
+    assert json.loads(store.get_scorer(exp_id, "relevance", version=1)._serialized_scorer)["v"] == 1
+
+    store.delete_scorer(exp_id, "relevance", version=1)
+    assert [s.scorer_version for s in store.list_scorer_versions(exp_id, "relevance")] == [2]
+    assert store.register_scorer(exp_id, "relevance", "{}").scorer_version == 3
+    store.delete_scorer(exp_id, "relevance")
+    assert [s.scorer_name for s in store.list_scorers(exp_id)] == ["safety"]
+    with pytest.raises(MlflowException, match="not found"):
+        store.get_scorer(exp_id, "relevance")

@@ -282,6 +282,12 @@ pub fn route_access(method: &str, route: &str) -> Option<Access> {
         "/2.0/mlflow/metrics/get-history-bulk-interval"
         | "/2.0/mlflow/metrics/get-history-bulk" => Runs(Need::Read),
         "/get-artifact" => Run(Need::Read),
+        // Scorers.
+        "/3.0/mlflow/scorers/register" => Experiment(Need::Update),
+        "/3.0/mlflow/scorers/delete" => Experiment(Need::Delete),
+        "/3.0/mlflow/scorers/list" | "/3.0/mlflow/scorers/versions" | "/3.0/mlflow/scorers/get" => {
+            Experiment(Need::Read)
+        }
         // Issues.
         "/3.0/mlflow/issues" => Experiment(Need::Update),
         "/3.0/mlflow/issues/search" => Listing(self::Listing::Issues),

@@ -16,6 +16,7 @@ pub mod limits;
 pub mod params;
 mod pipelines;
 mod registry;
+mod scorers;
 pub mod service;
 mod traces;
 mod ui;
@@ -739,6 +740,17 @@ fn mlflow_routes() -> Router<AppState> {
             "/2.0/mlflow/logged-models/{model_id}/artifacts/directories",
             get(artifacts::list_logged_model_artifacts),
         )
+        .route(
+            "/3.0/mlflow/scorers/register",
+            post(scorers::register_scorer),
+        )
+        .route("/3.0/mlflow/scorers/list", get(scorers::list_scorers))
+        .route(
+            "/3.0/mlflow/scorers/versions",
+            get(scorers::list_scorer_versions),
+        )
+        .route("/3.0/mlflow/scorers/get", get(scorers::get_scorer))
+        .route("/3.0/mlflow/scorers/delete", delete(scorers::delete_scorer))
         .route("/3.0/mlflow/issues", post(issues::create_issue))
         .route("/3.0/mlflow/issues/search", post(issues::search_issues))
         .route(

@@ -95,6 +95,7 @@ const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
     (9, include_str!("../migrations/sqlite/0009_shadow.sql")),
     (10, include_str!("../migrations/sqlite/0010_traces.sql")),
     (11, include_str!("../migrations/sqlite/0011_issues.sql")),
+    (12, include_str!("../migrations/sqlite/0012_scorers.sql")),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/postgres/0001_tracking.sql")),
@@ -114,6 +115,7 @@ const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     (9, include_str!("../migrations/postgres/0009_shadow.sql")),
     (10, include_str!("../migrations/postgres/0010_traces.sql")),
     (11, include_str!("../migrations/postgres/0011_issues.sql")),
+    (12, include_str!("../migrations/postgres/0012_scorers.sql")),
 ];
 
 const MEMORY_PRAGMAS: &str = "PRAGMA busy_timeout = 30000; PRAGMA case_sensitive_like = ON;";

@@ -1,0 +1,68 @@
+//! MLflow 3's scorer registry: `/api/3.0/mlflow/scorers/{register,list,versions,get,delete}`.
+
+use axum::extract::State;
+use ctflow_core::ids::parse_experiment_id;
+use serde_json::json;
+
+use crate::AppState;
+use crate::api::{JsonResult, page, wrap};
+use crate::params::Params;
+
+fn experiment(p: &Params) -> Result<i64, ctflow_core::MlflowError> {
+    parse_experiment_id(&p.req_str("experiment_id")?)
+}
+
+/// `POST /api/3.0/mlflow/scorers/register`: a new version of the named scorer.
+pub async fn register_scorer(State(state): State<AppState>, p: Params) -> JsonResult {
+    let experiment_id = experiment(&p)?;
+    let name = p.req_str("name")?;
+    let serialized = p.req_str("serialized_scorer")?;
+    let version = state
+        .store
+        .register_scorer(experiment_id, &name, &serialized)
+        .await?;
+    let body = json!({
+        "version": version.scorer_version,
+        "scorer_id": version.scorer_id,
+        "experiment_id": experiment_id.to_string(),
+        "name": version.scorer_name,
+        "serialized_scorer": version.serialized_scorer,
+        "creation_time": version.creation_time,
+    });
+    serde_json::to_vec(&body)
+        .map(crate::api::json_bytes)
+        .map_err(crate::api::internal)
+}
+
+/// `GET /api/3.0/mlflow/scorers/list`: each scorer's latest version.
+pub async fn list_scorers(State(state): State<AppState>, p: Params) -> JsonResult {
+    let scorers = state.store.list_scorers(experiment(&p)?).await?;
+    page("scorers", scorers, None)
+}
+
+/// `GET /api/3.0/mlflow/scorers/versions`: every version of one scorer.
+pub async fn list_scorer_versions(State(state): State<AppState>, p: Params) -> JsonResult {
+    let versions = state
+        .store
+        .list_scorer_versions(experiment(&p)?, &p.req_str("name")?)
+        .await?;
+    page("scorers", versions, None)
+}
+
+/// `GET /api/3.0/mlflow/scorers/get`: one version (the latest without `version`).
+pub async fn get_scorer(State(state): State<AppState>, p: Params) -> JsonResult {
+    let scorer = state
+        .store
+        .get_scorer(experiment(&p)?, &p.req_str("name")?, p.i64("version")?)
+        .await?;
+    wrap("scorer", scorer)
+}
+
+/// `DELETE /api/3.0/mlflow/scorers/delete`: one version, or the whole scorer.
+pub async fn delete_scorer(State(state): State<AppState>, p: Params) -> JsonResult {
+    state
+        .store
+        .delete_scorer(experiment(&p)?, &p.req_str("name")?, p.i64("version")?)
+        .await?;
+    Ok(crate::api::json_bytes(b"{}".to_vec()))
+}
