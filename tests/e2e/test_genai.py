@@ -79,3 +79,43 @@ def test_scorer_registry_from_the_real_client(client, unique):
     assert [s.scorer_name for s in store.list_scorers(exp_id)] == ["safety"]
     with pytest.raises(MlflowException, match="not found"):
         store.get_scorer(exp_id, "relevance")
+
+
+def test_evaluation_datasets_from_the_real_client(client, unique):
+    """`mlflow.genai.datasets`: a dataset in two experiments, records merged by their inputs,
+    read back as a DataFrame, searched, unlinked and deleted."""
+    import mlflow
+    from mlflow.genai.datasets import create_dataset, delete_dataset, get_dataset, search_datasets
+
+    first = client.create_experiment(unique)
+    second = client.create_experiment(f"{unique}-b")
+    dataset = create_dataset(name=f"qa-{unique}", experiment_id=[first, second], tags={"team": "ml"})
+    assert sorted(dataset.experiment_ids) == sorted([first, second])
+    dataset.merge_records([
+        {"inputs": {"question": "What is ctflow?"}, "expectations": {"answer": "CT for MLflow"}},
+        {"inputs": {"question": "What is MLflow?"}, "expectations": {"answer": "a platform"},
+         "tags": {"difficulty": "easy"}},
+    ])
+    # The same inputs again: merged into the stored record, not added.
+    dataset.merge_records([
+        {"inputs": {"question": "What is MLflow?"}, "expectations": {"answer": "an ML platform"}},
+    ])
+    loaded = get_dataset(dataset_id=dataset.dataset_id)
+    frame = loaded.to_df()
+    assert len(frame) == 2
+    by_question = {row["inputs"]["question"]: row for _, row in frame.iterrows()}
+    assert by_question["What is MLflow?"]["expectations"] == {"answer": "an ML platform"}
+    assert by_question["What is MLflow?"]["tags"]["difficulty"] == "easy"
+    assert loaded.profile and '"num_records": 2' in loaded.profile
+    assert '"question": "string"' in loaded.schema
+
+    found = search_datasets(experiment_ids=[second], filter_string="tags.team = 'ml'")
+    assert [d.dataset_id for d in found] == [dataset.dataset_id]
+    assert list(search_datasets(experiment_ids=[second], filter_string="tags.team = 'web'")) == []
+
+    client.remove_dataset_from_experiments(dataset.dataset_id, [second])
+    assert list(search_datasets(experiment_ids=[second])) == []
+    delete_dataset(dataset_id=dataset.dataset_id)
+    with pytest.raises(MlflowException, match="not found"):
+        client.get_dataset(dataset.dataset_id)
+    mlflow.set_tracking_uri(client.tracking_uri)

@@ -186,6 +186,10 @@ pub enum Access {
     Traces(Need),
     /// Every experiment in `locations[].mlflow_experiment.experiment_id`.
     TraceLocations(Need),
+    /// The evaluation dataset in the `{dataset_id}` path segment: the need on every
+    /// experiment it is linked to (admins only for one linked to none), and EDIT on each
+    /// experiment in the `experiment_ids` parameter (linking it there).
+    Dataset(Need),
     /// The experiment of the issue in the `{issue_id}` path segment.
     Issue(Need),
     /// A trace's report (`StartTraceV3`): the experiment in
@@ -231,6 +235,8 @@ pub enum Listing {
     RunCounts,
     /// READ on each issue's experiment.
     Issues,
+    /// READ on every experiment of each dataset (admins for a dataset in none).
+    Datasets,
 }
 
 /// The access rule of a route, by method and route pattern as the router matched it
@@ -282,6 +288,22 @@ pub fn route_access(method: &str, route: &str) -> Option<Access> {
         "/2.0/mlflow/metrics/get-history-bulk-interval"
         | "/2.0/mlflow/metrics/get-history-bulk" => Runs(Need::Read),
         "/get-artifact" => Run(Need::Read),
+        // Evaluation datasets.
+        "/3.0/mlflow/datasets/create" => Experiments(Need::Update),
+        "/3.0/mlflow/datasets/search" => Listing(self::Listing::Datasets),
+        "/3.0/mlflow/datasets/{dataset_id}" => Dataset(match method {
+            "GET" => Need::Read,
+            "DELETE" => Need::Delete,
+            _ => Need::Update,
+        }),
+        "/3.0/mlflow/datasets/{dataset_id}/records"
+        | "/3.0/mlflow/datasets/{dataset_id}/experiment-ids" => {
+            Dataset(if write { Need::Update } else { Need::Read })
+        }
+        "/3.0/mlflow/datasets/{dataset_id}/tags"
+        | "/3.0/mlflow/datasets/{dataset_id}/tags/{key}"
+        | "/3.0/mlflow/datasets/{dataset_id}/add-experiments"
+        | "/3.0/mlflow/datasets/{dataset_id}/remove-experiments" => Dataset(Need::Update),
         // Scorers.
         "/3.0/mlflow/scorers/register" => Experiment(Need::Update),
         "/3.0/mlflow/scorers/delete" => Experiment(Need::Delete),

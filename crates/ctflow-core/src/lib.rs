@@ -11,6 +11,7 @@ pub mod drift;
 pub mod engine;
 pub mod entities;
 pub mod error;
+pub mod eval_datasets;
 pub mod filter;
 pub mod gates;
 pub mod gpu;

@@ -8,6 +8,7 @@ mod api;
 mod artifacts;
 pub mod auth;
 mod connections;
+mod datasets;
 pub mod error;
 mod feedback;
 mod graphql;
@@ -739,6 +740,44 @@ fn mlflow_routes() -> Router<AppState> {
         .route(
             "/2.0/mlflow/logged-models/{model_id}/artifacts/directories",
             get(artifacts::list_logged_model_artifacts),
+        )
+        .route(
+            "/3.0/mlflow/datasets/create",
+            post(datasets::create_dataset),
+        )
+        .route(
+            "/3.0/mlflow/datasets/search",
+            post(datasets::search_datasets),
+        )
+        .route(
+            "/3.0/mlflow/datasets/{dataset_id}",
+            get(datasets::get_dataset).delete(datasets::delete_dataset),
+        )
+        .route(
+            "/3.0/mlflow/datasets/{dataset_id}/tags",
+            patch(datasets::set_dataset_tags),
+        )
+        .route(
+            "/3.0/mlflow/datasets/{dataset_id}/tags/{key}",
+            delete(datasets::delete_dataset_tag),
+        )
+        .route(
+            "/3.0/mlflow/datasets/{dataset_id}/records",
+            get(datasets::get_records)
+                .post(datasets::upsert_records)
+                .delete(datasets::delete_records),
+        )
+        .route(
+            "/3.0/mlflow/datasets/{dataset_id}/experiment-ids",
+            get(datasets::dataset_experiment_ids),
+        )
+        .route(
+            "/3.0/mlflow/datasets/{dataset_id}/add-experiments",
+            post(datasets::add_dataset_to_experiments),
+        )
+        .route(
+            "/3.0/mlflow/datasets/{dataset_id}/remove-experiments",
+            post(datasets::remove_dataset_from_experiments),
         )
         .route(
             "/3.0/mlflow/scorers/register",

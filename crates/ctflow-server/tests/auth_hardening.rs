@@ -690,3 +690,84 @@ async fn issues_follow_their_experiments_permissions() {
         );
     }
 }
+
+#[tokio::test]
+async fn evaluation_datasets_follow_every_experiment_they_are_in() {
+    let site = site().await;
+    let (alice_experiment, _) = site.estate("alice").await;
+    let (bob_experiment, _) = site.estate("bob").await;
+    let create = |experiments: Vec<&String>| json!({"name": "qa", "experiment_ids": experiments, "tags": "{\"team\": \"ml\"}"});
+    // A dataset goes only into experiments its creator may edit.
+    let refused = site
+        .call(
+            "bob",
+            "POST",
+            "/api/3.0/mlflow/datasets/create",
+            Some(create(vec![&alice_experiment])),
+        )
+        .await;
+    assert_refused(&refused, 403, "PERMISSION_DENIED", "Permission denied");
+    let alice_dataset = site
+        .ok(
+            "alice",
+            "POST",
+            "/api/3.0/mlflow/datasets/create",
+            Some(create(vec![&alice_experiment])),
+        )
+        .await["dataset"]["dataset_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let path = format!("/api/3.0/mlflow/datasets/{alice_dataset}");
+    assert_eq!(site.status_of("bob", &path).await, 403);
+    assert_eq!(site.status_of("bob", &format!("{path}/records")).await, 403);
+    assert_eq!(
+        site.status_of("alice", &format!("{path}/records")).await,
+        200
+    );
+    let records = json!({"records": "[{\"inputs\": {\"q\": 1}}]"});
+    let refused = site
+        .call(
+            "bob",
+            "POST",
+            &format!("{path}/records"),
+            Some(records.clone()),
+        )
+        .await;
+    assert_refused(&refused, 403, "PERMISSION_DENIED", "Permission denied");
+    site.ok("alice", "POST", &format!("{path}/records"), Some(records))
+        .await;
+    // Linking it into bob's experiment needs EDIT there as well.
+    let link = json!({"experiment_ids": [bob_experiment]});
+    let refused = site
+        .call(
+            "alice",
+            "POST",
+            &format!("{path}/add-experiments"),
+            Some(link.clone()),
+        )
+        .await;
+    assert_refused(&refused, 403, "PERMISSION_DENIED", "Permission denied");
+    // Searches list what the caller may read in every experiment of the dataset.
+    let bob_found = site
+        .ok(
+            "bob",
+            "POST",
+            "/api/3.0/mlflow/datasets/search",
+            Some(json!({})),
+        )
+        .await;
+    assert!(bob_found.get("datasets").is_none(), "{bob_found}");
+    let alice_found = site
+        .ok(
+            "alice",
+            "POST",
+            "/api/3.0/mlflow/datasets/search",
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(
+        names(&alice_found, "datasets", "dataset_id"),
+        vec![alice_dataset]
+    );
+}

@@ -96,6 +96,10 @@ const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
     (10, include_str!("../migrations/sqlite/0010_traces.sql")),
     (11, include_str!("../migrations/sqlite/0011_issues.sql")),
     (12, include_str!("../migrations/sqlite/0012_scorers.sql")),
+    (
+        13,
+        include_str!("../migrations/sqlite/0013_evaluation_datasets.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/postgres/0001_tracking.sql")),
@@ -116,6 +120,10 @@ const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     (10, include_str!("../migrations/postgres/0010_traces.sql")),
     (11, include_str!("../migrations/postgres/0011_issues.sql")),
     (12, include_str!("../migrations/postgres/0012_scorers.sql")),
+    (
+        13,
+        include_str!("../migrations/postgres/0013_evaluation_datasets.sql"),
+    ),
 ];
 
 const MEMORY_PRAGMAS: &str = "PRAGMA busy_timeout = 30000; PRAGMA case_sensitive_like = ON;";

@@ -497,6 +497,23 @@ async fn check(
                 None => Ok(()),
             }
         }
+        Access::Dataset(need) => {
+            let Some(dataset_id) = segment_after(path, "/mlflow/datasets/") else {
+                return Ok(());
+            };
+            if let Some(linked) = found(state.store.dataset_experiment_ids(&dataset_id).await)? {
+                if linked.is_empty() && !user.is_admin {
+                    return Err(denied());
+                }
+                for id in linked {
+                    require(state, auth, user, EXPERIMENT, &id.to_string(), need).await?;
+                }
+            }
+            for id in params.str_list("experiment_ids").unwrap_or_default() {
+                require(state, auth, user, EXPERIMENT, &id, Need::Update).await?;
+            }
+            Ok(())
+        }
         Access::Issue(need) => {
             let Some(issue_id) = segment_after(path, "/mlflow/issues/") else {
                 return Ok(());
