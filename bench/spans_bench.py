@@ -8,10 +8,11 @@ export to `POST /v1/traces` (header x-mlflow-experiment-id), then the trace's re
   spans_1      OTLP exports of 1 span each (a span at a time, as a simple span processor)
   spans_50     OTLP exports of a 50-span trace each (as a batch span processor)
   reports      StartTraceV3 records for those traces
-  search       POST traces/search, 100 traces a page, over what was ingested (p50 latency)
-  get_trace    GET traces/get of one 50-span trace (p50 latency)
+  search       POST traces/search, the first 100 of CORPUS reported 10-span traces in
+               their own experiment, plain and with a tag filter (p50 latency)
+  get_trace    GET traces/get of one of those traces with its spans (p50 latency)
 
-Usage: .venv/bin/python bench/spans_bench.py  (env: CLIENTS=4, SECONDS=10, CTFLOW_BENCH_BIN,
+Usage: .venv/bin/python bench/spans_bench.py  (env: CLIENTS=4, SECONDS=10, CORPUS=1000, CTFLOW_BENCH_BIN,
 SERVERS=ctflow,mlflow). Prints one JSON line per server and scenario, and the ratio of
 ctflow's throughput to MLflow's when both ran.
 """
@@ -37,6 +38,7 @@ MLFLOW = str(Path(sys.executable).parent / "mlflow")
 CLIENTS = int(os.environ.get("CLIENTS", "4"))
 SECONDS = float(os.environ.get("SECONDS", "10"))
 SERVERS = os.environ.get("SERVERS", "ctflow,mlflow").split(",")
+CORPUS = int(os.environ.get("CORPUS", "1000"))
 
 
 def free_port():
@@ -221,11 +223,26 @@ def bench(name):
         results["spans_1"] = timed(port, one_span)
         results["spans_50"] = timed(port, fifty_spans)
         results["reports"] = timed(port, reports)
-        search = {"locations": [{"type": "MLFLOW_EXPERIMENT", "mlflow_experiment": {"experiment_id": experiment}}],
-                  "max_results": 100, "filter": "tags.env = 'bench'"}
-        results["search_ms"] = latency(port, "POST", "/api/3.0/mlflow/traces/search", search)
+
+        # Reads over the same corpus on both servers: CORPUS traces of 10 spans, reported.
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        corpus = json.loads(call(conn, "POST", "/api/2.0/mlflow/experiments/create",
+                                 {"name": "corpus"}))["experiment_id"]
+        corpus_headers = {"Content-Type": "application/x-protobuf", "x-mlflow-experiment-id": corpus}
+        corpus_ids = []
+        for _ in range(CORPUS):
+            body, trace_id = export(ids.next(), 10, 0)
+            call(conn, "POST", "/v1/traces", body, corpus_headers)
+            call(conn, "POST", "/api/3.0/mlflow/traces", report(trace_id, corpus, 10))
+            corpus_ids.append(trace_id)
+        location = [{"type": "MLFLOW_EXPERIMENT", "mlflow_experiment": {"experiment_id": corpus}}]
+        results["search_ms"] = latency(port, "POST", "/api/3.0/mlflow/traces/search",
+                                       {"locations": location, "max_results": 100})
+        results["search_tag_ms"] = latency(port, "POST", "/api/3.0/mlflow/traces/search",
+                                           {"locations": location, "max_results": 100,
+                                            "filter": "tags.env = 'bench'"})
         results["get_trace_ms"] = latency(
-            port, "GET", f"/api/3.0/mlflow/traces/get?trace_id={traces_50[0]}&allow_partial=true")
+            port, "GET", f"/api/3.0/mlflow/traces/get?trace_id={corpus_ids[0]}")
         results["traces"] = ids.n
     finally:
         stop(proc)

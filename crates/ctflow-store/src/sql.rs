@@ -13,6 +13,7 @@ pub(crate) enum Arg {
     Float(f64),
     Text(String),
     NullText,
+    NullInt,
 }
 
 #[derive(Debug, Default)]
@@ -92,6 +93,7 @@ pub(crate) fn bind_all<'q>(
             Arg::Float(v) => query.bind(*v),
             Arg::Text(v) => query.bind(v.as_str()),
             Arg::NullText => query.bind(Option::<String>::None),
+            Arg::NullInt => query.bind(Option::<i64>::None),
         };
     }
     query

@@ -23,7 +23,7 @@ use sqlx::Row;
 use crate::Store;
 use crate::error::Result;
 use crate::experiments::{numeric_op, string_condition};
-use crate::sql::{Arg, Sql, cut_page};
+use crate::sql::{Arg, Sql, bind_all, cut_page, values_groups};
 
 /// A `traces/search` request, validated.
 #[derive(Debug, Clone, Default)]
@@ -151,6 +151,9 @@ fn order_term(key: &TraceKey, ascending: bool) -> String {
         key => format!("{} {dir}", attribute_column(key)),
     }
 }
+
+/// Spans per INSERT: 9 parameters each, well under SQLite's 32,766.
+const SPANS_PER_STATEMENT: usize = 200;
 
 /// Rows of `(trace_id, key, value)` grouped by trace.
 type KeyValues = HashMap<String, BTreeMap<String, String>>;
@@ -445,29 +448,53 @@ impl Store {
                 )],
             )
             .await?;
-            for span in trace_spans {
-                sqlx::query(
-                    "INSERT INTO spans (trace_id, span_id, parent_span_id, name, span_type, status, \
-                     start_time_ns, end_time_ns, content) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
-                     ON CONFLICT (trace_id, span_id) DO UPDATE SET parent_span_id = excluded.parent_span_id, \
-                     name = excluded.name, span_type = excluded.span_type, status = excluded.status, \
-                     start_time_ns = excluded.start_time_ns, end_time_ns = excluded.end_time_ns, \
-                     content = excluded.content",
-                )
-                .bind(trace_id)
-                .bind(span.span_id.as_str())
-                .bind(span.parent_span_id.as_deref())
-                .bind(span.name.as_str())
-                .bind(span.span_type.as_deref())
-                .bind(span.status.proto_name())
-                .bind(span.start_time_ns)
-                .bind(span.end_time_ns)
-                .bind(span.content.as_str())
-                .execute(&mut *tx)
-                .await?;
-            }
+            Self::upsert_spans(&mut tx, self.backend(), &trace_spans).await?;
         }
         tx.commit().await?;
+        Ok(())
+    }
+
+    /// Writes spans in multi-row statements (a span sent again replaces its row).
+    async fn upsert_spans(
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        backend: crate::Backend,
+        spans: &[&SpanRecord],
+    ) -> Result<()> {
+        // NB: one statement may not name a row twice (PostgreSQL refuses): the last copy of
+        // a span in the batch wins.
+        let mut unique: Vec<&SpanRecord> = Vec::with_capacity(spans.len());
+        for span in spans.iter().rev() {
+            if !unique.iter().any(|s| s.span_id == span.span_id) {
+                unique.push(span);
+            }
+        }
+        unique.reverse();
+        for chunk in unique.chunks(SPANS_PER_STATEMENT) {
+            let text = format!(
+                "INSERT INTO spans (trace_id, span_id, parent_span_id, name, span_type, status, \
+                 start_time_ns, end_time_ns, content) VALUES {} \
+                 ON CONFLICT (trace_id, span_id) DO UPDATE SET parent_span_id = excluded.parent_span_id, \
+                 name = excluded.name, span_type = excluded.span_type, status = excluded.status, \
+                 start_time_ns = excluded.start_time_ns, end_time_ns = excluded.end_time_ns, \
+                 content = excluded.content",
+                values_groups(backend, chunk.len(), 9, 1)
+            );
+            let mut args = Vec::with_capacity(chunk.len() * 9);
+            for span in chunk {
+                args.push(Arg::Text(span.trace_id.clone()));
+                args.push(Arg::Text(span.span_id.clone()));
+                args.push(span.parent_span_id.clone().map_or(Arg::NullText, Arg::Text));
+                args.push(Arg::Text(span.name.clone()));
+                args.push(span.span_type.clone().map_or(Arg::NullText, Arg::Text));
+                args.push(Arg::Text(span.status.proto_name().to_string()));
+                args.push(Arg::Int(span.start_time_ns));
+                args.push(span.end_time_ns.map_or(Arg::NullInt, Arg::Int));
+                args.push(Arg::Text(span.content.clone()));
+            }
+            bind_all(sqlx::query(sqlx::AssertSqlSafe(text)), &args)
+                .execute(&mut **tx)
+                .await?;
+        }
         Ok(())
     }
 
