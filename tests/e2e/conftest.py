@@ -11,6 +11,10 @@ import pytest
 
 from support import REPO, CtflowServer, TempPostgres, backend_uri, free_port, stop, wait_healthy
 
+# The AI gateway's secrets passphrase of the backend-parametrised servers (the SQLite-only
+# server runs without one).
+GATEWAY_PASSPHRASE = "e2e gateway passphrase, thirty-two characters or more"
+
 # What each module's tests need beyond a ctflow binary (see pytest.ini's markers).
 MODULE_LAYERS = {
     "test_distributed.py": ("nats", "postgres", "slow"),
@@ -65,7 +69,7 @@ def server(request, ctflow_bin, tmp_path_factory):
     """A ctflow server per backend, shared by the tests of the session."""
     workdir = str(tmp_path_factory.mktemp(f"ctflow-{request.param}"))
     uri = backend_uri(request, workdir)
-    srv = CtflowServer(ctflow_bin, uri, workdir)
+    srv = CtflowServer(ctflow_bin, uri, workdir, env={"MLFLOW_CRYPTO_KEK_PASSPHRASE": GATEWAY_PASSPHRASE})
     yield srv
     srv.stop()
 

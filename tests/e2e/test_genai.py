@@ -1,5 +1,8 @@
 """MLflow 3's GenAI records with the real `mlflow` client against ctflow on SQLite and
-PostgreSQL: issues (the client's REST store calls, as `mlflow.genai` makes them)."""
+PostgreSQL: issues, the scorer registry, evaluation datasets (`mlflow.genai.datasets`) and
+the AI gateway's secrets (sealed at rest), through the client's own REST store calls."""
+import os
+
 import pytest
 import requests
 from mlflow.entities.issue import IssueSeverity, IssueStatus
@@ -119,3 +122,52 @@ def test_evaluation_datasets_from_the_real_client(client, unique):
     with pytest.raises(MlflowException, match="not found"):
         client.get_dataset(dataset.dataset_id)
     mlflow.set_tracking_uri(client.tracking_uri)
+
+
+def test_gateway_secrets_are_sealed_at_rest(client, server):
+    """Provider keys through the real client: only masked forms come back, and the database
+    holds no value in the clear (SQLite and PostgreSQL)."""
+    import subprocess
+
+    from support.processes import _pg_tool
+
+    store = client._tracking_client.store
+    value = "sk-live-e2e-0123456789abcdef"
+    secret = store.create_gateway_secret(
+        secret_name=f"openai-{id(client)}", secret_value={"api_key": value}, provider="openai"
+    )
+    assert secret.masked_values == {"api_key": "sk-...cdef"}
+    assert store.get_secret_info(secret.secret_id).masked_values == {"api_key": "sk-...cdef"}
+    rotated = store.update_gateway_secret(
+        secret_id=secret.secret_id, secret_value={"api_key": "sk-rotated-99998888"}
+    )
+    assert rotated.masked_values == {"api_key": "sk-...8888"}
+    assert any(s.secret_id == secret.secret_id for s in store.list_secret_infos(provider="openai"))
+    with pytest.raises(MlflowException, match="already exists"):
+        store.create_gateway_secret(secret_name=secret.secret_name, secret_value={"api_key": "x" * 10})
+
+    # At rest: no trace of either value in the database.
+    if server.backend_uri.startswith("sqlite"):
+        db = server.backend_uri.removeprefix("sqlite:///")
+        files = [f for f in (db, db + "-wal") if os.path.exists(f)]
+        dump = "".join(open(f, "rb").read().decode("latin-1") for f in files)
+    else:
+        dump = subprocess.run(
+            [_pg_tool("pg_dump"), "--data-only", "--table=gateway_secrets", server.backend_uri],
+            capture_output=True, text=True, check=True,
+        ).stdout
+    assert "sk-...8888" in dump
+    assert value not in dump and "sk-rotated-99998888" not in dump
+    store.delete_gateway_secret(secret.secret_id)
+    with pytest.raises(MlflowException, match="not found"):
+        store.get_secret_info(secret.secret_id)
+
+
+def test_a_server_without_a_passphrase_keeps_no_secrets(sqlite_server):
+    from mlflow import MlflowClient
+
+    store = MlflowClient(sqlite_server.url)._tracking_client.store
+    config = requests.get(f"{sqlite_server.url}/ajax-api/3.0/mlflow/gateway/secrets/config").json()
+    assert config == {"secrets_available": False, "using_default_passphrase": False}
+    with pytest.raises(MlflowException, match="MLFLOW_CRYPTO_KEK_PASSPHRASE"):
+        store.create_gateway_secret(secret_name="k", secret_value={"api_key": "sk-0123456789"})

@@ -288,6 +288,13 @@ pub fn route_access(method: &str, route: &str) -> Option<Access> {
         "/2.0/mlflow/metrics/get-history-bulk-interval"
         | "/2.0/mlflow/metrics/get-history-bulk" => Runs(Need::Read),
         "/get-artifact" => Run(Need::Read),
+        // The AI gateway's secrets: server-wide credentials, for admins.
+        "/3.0/mlflow/gateway/secrets/create"
+        | "/3.0/mlflow/gateway/secrets/get"
+        | "/3.0/mlflow/gateway/secrets/update"
+        | "/3.0/mlflow/gateway/secrets/delete"
+        | "/3.0/mlflow/gateway/secrets/list" => Admin,
+        "/3.0/mlflow/gateway/secrets/config" => SignedIn,
         // Evaluation datasets.
         "/3.0/mlflow/datasets/create" => Experiments(Need::Update),
         "/3.0/mlflow/datasets/search" => Listing(self::Listing::Datasets),

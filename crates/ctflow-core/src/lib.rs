@@ -27,6 +27,7 @@ pub mod pipeline_run;
 pub mod registry;
 pub mod schedule;
 pub mod scoring;
+pub mod secrets;
 pub mod shadow;
 pub mod throttle;
 pub mod traces;

@@ -11,6 +11,7 @@ mod connections;
 mod datasets;
 pub mod error;
 mod feedback;
+pub mod gateway;
 mod graphql;
 mod issues;
 pub mod limits;
@@ -83,6 +84,8 @@ pub struct AppState {
     /// Access control, when the server runs with `--auth`.
     pub auth: Option<Arc<auth::Auth>>,
     pub limits: Arc<Limits>,
+    /// The AI gateway's key for sealing secrets.
+    pub secrets: Arc<gateway::SecretKeys>,
 }
 
 impl axum::extract::FromRef<AppState> for Arc<Limits> {
@@ -236,6 +239,7 @@ impl AppState {
                 .auth
                 .map(|default| Arc::new(auth::Auth::new(default))),
             limits: Arc::new(config.limits.clone()),
+            secrets: gateway::keys(),
         })
     }
 
@@ -740,6 +744,27 @@ fn mlflow_routes() -> Router<AppState> {
         .route(
             "/2.0/mlflow/logged-models/{model_id}/artifacts/directories",
             get(artifacts::list_logged_model_artifacts),
+        )
+        .route(
+            "/3.0/mlflow/gateway/secrets/create",
+            post(gateway::create_secret),
+        )
+        .route("/3.0/mlflow/gateway/secrets/get", get(gateway::get_secret))
+        .route(
+            "/3.0/mlflow/gateway/secrets/update",
+            post(gateway::update_secret),
+        )
+        .route(
+            "/3.0/mlflow/gateway/secrets/delete",
+            delete(gateway::delete_secret),
+        )
+        .route(
+            "/3.0/mlflow/gateway/secrets/list",
+            get(gateway::list_secrets),
+        )
+        .route(
+            "/3.0/mlflow/gateway/secrets/config",
+            get(gateway::secrets_config),
         )
         .route(
             "/3.0/mlflow/datasets/create",

@@ -100,6 +100,10 @@ const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
         13,
         include_str!("../migrations/sqlite/0013_evaluation_datasets.sql"),
     ),
+    (
+        14,
+        include_str!("../migrations/sqlite/0014_gateway_secrets.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/postgres/0001_tracking.sql")),
@@ -123,6 +127,10 @@ const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     (
         13,
         include_str!("../migrations/postgres/0013_evaluation_datasets.sql"),
+    ),
+    (
+        14,
+        include_str!("../migrations/postgres/0014_gateway_secrets.sql"),
     ),
 ];
 

@@ -136,6 +136,7 @@ class CtflowServer:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.workdir = workdir
+        self.backend_uri = backend_uri
         self.log = open(os.path.join(workdir, "server.log"), "wb")
         self.proc = subprocess.Popen(
             [binary, "server", "--port", str(self.port), "--backend-store-uri", backend_uri,
