@@ -11,6 +11,8 @@ use ctflow_core::auth::{Access, route_access};
 /// answers with many items must be a `Listing`, whose items are filtered one by one.
 const OWN_OR_NEW: &[&str] = &[
     "/3.0/mlflow/server-info",
+    // Whether this server can keep secrets: a fact about the server, like server-info.
+    "/3.0/mlflow/gateway/secrets/config",
     "/2.0/mlflow/experiments/create",
     "/2.0/mlflow/registered-models/create",
     "/2.0/mlflow/users/current",
