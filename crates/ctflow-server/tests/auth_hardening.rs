@@ -771,3 +771,38 @@ async fn evaluation_datasets_follow_every_experiment_they_are_in() {
         vec![alice_dataset]
     );
 }
+
+#[tokio::test]
+async fn gateway_secrets_are_for_admins() {
+    let site = site().await;
+    for path in [
+        "/api/3.0/mlflow/gateway/secrets/list",
+        "/api/3.0/mlflow/gateway/secrets/get?secret_id=s-1",
+    ] {
+        assert_eq!(site.status_of("alice", path).await, 403, "{path}");
+    }
+    let refused = site
+        .call(
+            "alice",
+            "POST",
+            "/api/3.0/mlflow/gateway/secrets/create",
+            Some(json!({"secret_name": "k", "secret_value": {"api_key": "sk-0123456789"}})),
+        )
+        .await;
+    assert_refused(&refused, 403, "PERMISSION_DENIED", "Permission denied");
+    assert_eq!(
+        site.status_of("root", "/api/3.0/mlflow/gateway/secrets/list")
+            .await,
+        200
+    );
+    // Whether the server keeps secrets is no secret.
+    let config = site
+        .ok(
+            "alice",
+            "GET",
+            "/ajax-api/3.0/mlflow/gateway/secrets/config",
+            None,
+        )
+        .await;
+    assert_eq!(config["using_default_passphrase"], false);
+}
