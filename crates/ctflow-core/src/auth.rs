@@ -294,7 +294,15 @@ pub fn route_access(method: &str, route: &str) -> Option<Access> {
         | "/3.0/mlflow/gateway/secrets/update"
         | "/3.0/mlflow/gateway/secrets/delete"
         | "/3.0/mlflow/gateway/secrets/list" => Admin,
-        "/3.0/mlflow/gateway/secrets/config" => SignedIn,
+        "/3.0/mlflow/gateway/secrets/config"
+        | "/3.0/mlflow/gateway/supported-providers"
+        | "/3.0/mlflow/gateway/provider-config" => SignedIn,
+        // Gateway endpoints and model definitions: server-wide, for admins.
+        route if route.starts_with("/3.0/mlflow/gateway/model-definitions/")
+            || route.starts_with("/3.0/mlflow/gateway/endpoints/") =>
+        {
+            Admin
+        }
         // Evaluation datasets.
         "/3.0/mlflow/datasets/create" => Experiments(Need::Update),
         "/3.0/mlflow/datasets/search" => Listing(self::Listing::Datasets),

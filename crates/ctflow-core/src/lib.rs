@@ -13,6 +13,7 @@ pub mod entities;
 pub mod error;
 pub mod eval_datasets;
 pub mod filter;
+pub mod gateway_catalog;
 pub mod gates;
 pub mod gpu;
 pub mod ids;

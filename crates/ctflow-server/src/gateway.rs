@@ -186,3 +186,269 @@ pub async fn secrets_config(State(state): State<AppState>) -> JsonResult {
 pub fn keys() -> Arc<SecretKeys> {
     Arc::new(SecretKeys::default())
 }
+
+// ---------------------------------------------------------------- models and endpoints
+
+fn required_text(p: &Params, name: &str) -> ApiResult<String> {
+    let value = p.req_str(name)?;
+    if value.trim().is_empty() {
+        return Err(MlflowError::missing_param(name).into());
+    }
+    Ok(value)
+}
+
+/// `POST /api/3.0/mlflow/gateway/model-definitions/create`.
+pub async fn create_model_definition(
+    State(state): State<AppState>,
+    user: Option<axum::Extension<crate::auth::CurrentUser>>,
+    p: Params,
+) -> JsonResult {
+    let definition = state
+        .store
+        .create_model_definition(
+            &required_text(&p, "name")?,
+            &required_text(&p, "secret_id")?,
+            &required_text(&p, "provider")?,
+            &required_text(&p, "model_name")?,
+            user_name(&user).as_deref(),
+        )
+        .await?;
+    wrap("model_definition", definition)
+}
+
+/// `GET /api/3.0/mlflow/gateway/model-definitions/get`.
+pub async fn get_model_definition(State(state): State<AppState>, p: Params) -> JsonResult {
+    let id = p.req_str("model_definition_id")?;
+    wrap("model_definition", state.store.get_model_definition(&id).await?)
+}
+
+/// `GET /api/3.0/mlflow/gateway/model-definitions/list`.
+pub async fn list_model_definitions(State(state): State<AppState>) -> JsonResult {
+    page("model_definitions", state.store.list_model_definitions().await?, None)
+}
+
+/// `POST /api/3.0/mlflow/gateway/model-definitions/update`.
+pub async fn update_model_definition(
+    State(state): State<AppState>,
+    user: Option<axum::Extension<crate::auth::CurrentUser>>,
+    p: Params,
+) -> JsonResult {
+    let id = p.req_str("model_definition_id")?;
+    let text = |name: &str| -> ApiResult<Option<String>> {
+        Ok(p.str(name)?.filter(|v| !v.trim().is_empty()))
+    };
+    let definition = state
+        .store
+        .update_model_definition(
+            &id,
+            text("name")?.as_deref(),
+            text("secret_id")?.as_deref(),
+            text("provider")?.as_deref(),
+            text("model_name")?.as_deref(),
+            user_name(&user).as_deref(),
+        )
+        .await?;
+    wrap("model_definition", definition)
+}
+
+/// `DELETE /api/3.0/mlflow/gateway/model-definitions/delete`: only one no endpoint uses.
+pub async fn delete_model_definition(State(state): State<AppState>, p: Params) -> JsonResult {
+    state
+        .store
+        .delete_model_definition(&p.req_str("model_definition_id")?)
+        .await?;
+    Ok(crate::api::json_bytes(b"{}".to_vec()))
+}
+
+const LINKAGE_TYPES: &[&str] = &["PRIMARY", "FALLBACK"];
+const ROUTING_STRATEGIES: &[&str] = &["REQUEST_BASED_TRAFFIC_SPLIT"];
+const FALLBACK_STRATEGIES: &[&str] = &["SEQUENTIAL"];
+
+fn one_of(value: &str, allowed: &[&str], field: &str) -> ApiResult<()> {
+    if allowed.contains(&value) {
+        Ok(())
+    } else {
+        Err(MlflowError::invalid(format!(
+            "Invalid {field} '{value}': expected one of {allowed:?}"
+        ))
+        .into())
+    }
+}
+
+fn model_config(p: &Params) -> ApiResult<ctflow_store::ModelConfig> {
+    let linkage = p.str("linkage_type")?.unwrap_or_else(|| "PRIMARY".into());
+    one_of(&linkage, LINKAGE_TYPES, "linkage_type")?;
+    let weight = p.f64("weight")?.unwrap_or(1.0);
+    if !weight.is_finite() || weight < 0.0 {
+        return Err(MlflowError::invalid(format!(
+            "Invalid weight {weight}: a model's share of traffic is a number of 0 or more"
+        ))
+        .into());
+    }
+    Ok(ctflow_store::ModelConfig {
+        model_definition_id: required_text(p, "model_definition_id")?,
+        linkage_type: linkage,
+        weight,
+        fallback_order: p.i64("fallback_order")?,
+    })
+}
+
+fn endpoint_spec(
+    p: &Params,
+    user: &Option<axum::Extension<crate::auth::CurrentUser>>,
+) -> ApiResult<ctflow_store::EndpointSpec> {
+    let configs = match p.get("model_configs") {
+        None | Some(Value::Null) => None,
+        Some(_) => Some(
+            p.objects("model_configs")?
+                .iter()
+                .map(model_config)
+                .collect::<ApiResult<Vec<_>>>()?,
+        ),
+    };
+    let routing = p.str("routing_strategy")?.filter(|v| !v.is_empty());
+    if let Some(routing) = &routing {
+        one_of(routing, ROUTING_STRATEGIES, "routing_strategy")?;
+    }
+    let fallback = match p.object("fallback_config")? {
+        Some(config) => {
+            if let Some(strategy) = config.str("strategy")? {
+                one_of(&strategy, FALLBACK_STRATEGIES, "fallback_config.strategy")?;
+            }
+            if config.i64("max_attempts")?.is_some_and(|n| n < 1) {
+                return Err(MlflowError::invalid(
+                    "Invalid fallback_config.max_attempts: at least 1",
+                )
+                .into());
+            }
+            Some(Value::Object(config.0))
+        }
+        None => None,
+    };
+    Ok(ctflow_store::EndpointSpec {
+        name: p.str("name")?,
+        model_configs: configs,
+        routing_strategy: routing,
+        fallback_config: fallback,
+        usage_tracking: p.bool("usage_tracking")?,
+        user: user_name(user),
+    })
+}
+
+/// `POST /api/3.0/mlflow/gateway/endpoints/create`.
+pub async fn create_endpoint(
+    State(state): State<AppState>,
+    user: Option<axum::Extension<crate::auth::CurrentUser>>,
+    p: Params,
+) -> JsonResult {
+    let spec = endpoint_spec(&p, &user)?;
+    wrap("endpoint", state.store.create_endpoint(&spec).await?)
+}
+
+/// `GET /api/3.0/mlflow/gateway/endpoints/get`.
+pub async fn get_endpoint(State(state): State<AppState>, p: Params) -> JsonResult {
+    wrap("endpoint", state.store.get_endpoint(&p.req_str("endpoint_id")?).await?)
+}
+
+/// `GET /api/3.0/mlflow/gateway/endpoints/list`.
+pub async fn list_endpoints(State(state): State<AppState>) -> JsonResult {
+    page("endpoints", state.store.list_endpoints().await?, None)
+}
+
+/// `POST /api/3.0/mlflow/gateway/endpoints/update`.
+pub async fn update_endpoint(
+    State(state): State<AppState>,
+    user: Option<axum::Extension<crate::auth::CurrentUser>>,
+    p: Params,
+) -> JsonResult {
+    let id = p.req_str("endpoint_id")?;
+    let spec = endpoint_spec(&p, &user)?;
+    wrap("endpoint", state.store.update_endpoint(&id, &spec).await?)
+}
+
+/// `DELETE /api/3.0/mlflow/gateway/endpoints/delete`.
+pub async fn delete_endpoint(State(state): State<AppState>, p: Params) -> JsonResult {
+    state.store.delete_endpoint(&p.req_str("endpoint_id")?).await?;
+    Ok(crate::api::json_bytes(b"{}".to_vec()))
+}
+
+/// `POST /api/3.0/mlflow/gateway/endpoints/models/attach`.
+pub async fn attach_model(State(state): State<AppState>, p: Params) -> JsonResult {
+    let endpoint_id = p.req_str("endpoint_id")?;
+    let config = p
+        .object("model_config")?
+        .ok_or_else(|| MlflowError::missing_param("model_config"))?;
+    let mapping = state
+        .store
+        .attach_model(&endpoint_id, &model_config(&config)?)
+        .await?;
+    wrap("mapping", mapping)
+}
+
+/// `POST /api/3.0/mlflow/gateway/endpoints/models/detach`.
+pub async fn detach_model(State(state): State<AppState>, p: Params) -> JsonResult {
+    state
+        .store
+        .detach_model(&p.req_str("endpoint_id")?, &p.req_str("model_definition_id")?)
+        .await?;
+    Ok(crate::api::json_bytes(b"{}".to_vec()))
+}
+
+/// `POST /api/3.0/mlflow/gateway/endpoints/bindings/create`.
+pub async fn create_binding(State(state): State<AppState>, p: Params) -> JsonResult {
+    let binding = state
+        .store
+        .create_binding(
+            &p.req_str("endpoint_id")?,
+            &required_text(&p, "resource_type")?,
+            &required_text(&p, "resource_id")?,
+        )
+        .await?;
+    wrap("binding", binding)
+}
+
+/// `GET /api/3.0/mlflow/gateway/endpoints/bindings/list`.
+pub async fn list_bindings(State(state): State<AppState>, p: Params) -> JsonResult {
+    let text = |name: &str| -> ApiResult<Option<String>> { Ok(p.str(name)?.filter(|v| !v.is_empty())) };
+    let bindings = state
+        .store
+        .list_bindings(
+            text("endpoint_id")?.as_deref(),
+            text("resource_type")?.as_deref(),
+            text("resource_id")?.as_deref(),
+        )
+        .await?;
+    page("bindings", bindings, None)
+}
+
+/// `DELETE /api/3.0/mlflow/gateway/endpoints/bindings/delete`.
+pub async fn delete_binding(State(state): State<AppState>, p: Params) -> JsonResult {
+    state
+        .store
+        .delete_binding(
+            &p.req_str("endpoint_id")?,
+            &p.req_str("resource_type")?,
+            &p.req_str("resource_id")?,
+        )
+        .await?;
+    Ok(crate::api::json_bytes(b"{}".to_vec()))
+}
+
+/// `GET /ajax-api/3.0/mlflow/gateway/supported-providers`.
+pub async fn supported_providers() -> JsonResult {
+    let body = json!({ "providers": ctflow_core::gateway_catalog::PROVIDERS });
+    serde_json::to_vec(&body)
+        .map(crate::api::json_bytes)
+        .map_err(crate::api::internal)
+}
+
+/// `GET /ajax-api/3.0/mlflow/gateway/provider-config?provider=`.
+pub async fn provider_config(p: Params) -> JsonResult {
+    let provider = p
+        .str("provider")?
+        .filter(|v| !v.trim().is_empty())
+        .ok_or_else(|| MlflowError::invalid("Provider parameter is required"))?;
+    serde_json::to_vec(&ctflow_core::gateway_catalog::provider_config(&provider))
+        .map(crate::api::json_bytes)
+        .map_err(crate::api::internal)
+}

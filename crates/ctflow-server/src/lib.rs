@@ -746,6 +746,71 @@ fn mlflow_routes() -> Router<AppState> {
             get(artifacts::list_logged_model_artifacts),
         )
         .route(
+            "/3.0/mlflow/gateway/model-definitions/create",
+            post(gateway::create_model_definition),
+        )
+        .route(
+            "/3.0/mlflow/gateway/model-definitions/get",
+            get(gateway::get_model_definition),
+        )
+        .route(
+            "/3.0/mlflow/gateway/model-definitions/list",
+            get(gateway::list_model_definitions),
+        )
+        .route(
+            "/3.0/mlflow/gateway/model-definitions/update",
+            post(gateway::update_model_definition),
+        )
+        .route(
+            "/3.0/mlflow/gateway/model-definitions/delete",
+            delete(gateway::delete_model_definition),
+        )
+        .route(
+            "/3.0/mlflow/gateway/endpoints/create",
+            post(gateway::create_endpoint),
+        )
+        .route("/3.0/mlflow/gateway/endpoints/get", get(gateway::get_endpoint))
+        .route(
+            "/3.0/mlflow/gateway/endpoints/list",
+            get(gateway::list_endpoints),
+        )
+        .route(
+            "/3.0/mlflow/gateway/endpoints/update",
+            post(gateway::update_endpoint),
+        )
+        .route(
+            "/3.0/mlflow/gateway/endpoints/delete",
+            delete(gateway::delete_endpoint),
+        )
+        .route(
+            "/3.0/mlflow/gateway/endpoints/models/attach",
+            post(gateway::attach_model),
+        )
+        .route(
+            "/3.0/mlflow/gateway/endpoints/models/detach",
+            post(gateway::detach_model),
+        )
+        .route(
+            "/3.0/mlflow/gateway/endpoints/bindings/create",
+            post(gateway::create_binding),
+        )
+        .route(
+            "/3.0/mlflow/gateway/endpoints/bindings/list",
+            get(gateway::list_bindings),
+        )
+        .route(
+            "/3.0/mlflow/gateway/endpoints/bindings/delete",
+            delete(gateway::delete_binding),
+        )
+        .route(
+            "/3.0/mlflow/gateway/supported-providers",
+            get(gateway::supported_providers),
+        )
+        .route(
+            "/3.0/mlflow/gateway/provider-config",
+            get(gateway::provider_config),
+        )
+        .route(
             "/3.0/mlflow/gateway/secrets/create",
             post(gateway::create_secret),
         )

@@ -13,6 +13,9 @@ const OWN_OR_NEW: &[&str] = &[
     "/3.0/mlflow/server-info",
     // Whether this server can keep secrets: a fact about the server, like server-info.
     "/3.0/mlflow/gateway/secrets/config",
+    // The provider catalog: the same for everyone.
+    "/3.0/mlflow/gateway/supported-providers",
+    "/3.0/mlflow/gateway/provider-config",
     "/2.0/mlflow/experiments/create",
     "/2.0/mlflow/registered-models/create",
     "/2.0/mlflow/users/current",

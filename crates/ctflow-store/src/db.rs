@@ -104,6 +104,10 @@ const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
         14,
         include_str!("../migrations/sqlite/0014_gateway_secrets.sql"),
     ),
+    (
+        15,
+        include_str!("../migrations/sqlite/0015_gateway_endpoints.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/postgres/0001_tracking.sql")),
@@ -131,6 +135,10 @@ const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     (
         14,
         include_str!("../migrations/postgres/0014_gateway_secrets.sql"),
+    ),
+    (
+        15,
+        include_str!("../migrations/postgres/0015_gateway_endpoints.sql"),
     ),
 ];
 

@@ -33,7 +33,10 @@ pub use error::{Error, Result};
 pub use eval_datasets::{EvaluationDataset, UpsertCounts, python_json};
 pub use experiments::ExperimentSearch;
 pub use feedback::{FeedbackOutcome, NewLabel, StoredLabel};
-pub use gateway::{NewSecret, SecretInfo};
+pub use gateway::{
+    Endpoint, EndpointBinding, EndpointSpec, ModelConfig, ModelDefinition, ModelMapping, NewSecret,
+    SecretInfo,
+};
 pub use issues::{ISSUE_SEVERITIES, ISSUE_STATUSES, Issue, IssueUpdate, NewIssue};
 pub use leases::LeaseRecord;
 pub use logged_models::{LoggedModelOrder, LoggedModelSearch, NewLoggedModel};
