@@ -171,3 +171,127 @@ def test_a_server_without_a_passphrase_keeps_no_secrets(sqlite_server):
     assert config == {"secrets_available": False, "using_default_passphrase": False}
     with pytest.raises(MlflowException, match="MLFLOW_CRYPTO_KEK_PASSPHRASE"):
         store.create_gateway_secret(secret_name="k", secret_value={"api_key": "sk-0123456789"})
+
+
+def test_gateway_endpoints_from_the_real_client(client, unique):
+    """Model definitions and endpoints through the client's store calls: models in their
+    order, fallbacks, usage tracking into a `gateway/<name>` experiment, bindings, and a
+    deleted secret leaving its model definitions without one."""
+    from mlflow.entities import (
+        FallbackConfig,
+        FallbackStrategy,
+        GatewayEndpointModelConfig,
+        GatewayModelLinkageType,
+        GatewayResourceType,
+        RoutingStrategy,
+    )
+
+    store = client._tracking_client.store
+    secret = store.create_gateway_secret(
+        secret_name=f"gw-{unique}", secret_value={"api_key": "sk-gateway-0000"}, provider="openai"
+    )
+    primary = store.create_gateway_model_definition(
+        name=f"primary-{unique}", secret_id=secret.secret_id, provider="openai", model_name="gpt-4o"
+    )
+    fallback = store.create_gateway_model_definition(
+        name=f"fallback-{unique}", secret_id=secret.secret_id, provider="openai", model_name="gpt-4o-mini"
+    )
+    endpoint = store.create_gateway_endpoint(
+        name=f"chat-{unique}",
+        model_configs=[
+            GatewayEndpointModelConfig(model_definition_id=primary.model_definition_id,
+                                       linkage_type=GatewayModelLinkageType.PRIMARY, weight=1.0),
+            GatewayEndpointModelConfig(model_definition_id=fallback.model_definition_id,
+                                       linkage_type=GatewayModelLinkageType.FALLBACK, weight=1.0,
+                                       fallback_order=0),
+        ],
+        routing_strategy=RoutingStrategy.REQUEST_BASED_TRAFFIC_SPLIT,
+        fallback_config=FallbackConfig(strategy=FallbackStrategy.SEQUENTIAL, max_attempts=2),
+        usage_tracking=True,
+    )
+    assert [m.model_definition.model_name for m in endpoint.model_mappings] == ["gpt-4o", "gpt-4o-mini"]
+    assert client.get_experiment(endpoint.experiment_id).name == f"gateway/chat-{unique}"
+    fetched = store.get_gateway_endpoint(endpoint.endpoint_id)
+    assert fetched.fallback_config.max_attempts == 2
+
+    binding = store.create_endpoint_binding(
+        endpoint_id=endpoint.endpoint_id, resource_type=GatewayResourceType.SCORER, resource_id="job-1"
+    )
+    assert [b.resource_id for b in store.list_endpoint_bindings(endpoint_id=endpoint.endpoint_id)] == ["job-1"]
+    store.delete_endpoint_binding(endpoint_id=binding.endpoint_id,
+                                  resource_type=binding.resource_type.value, resource_id="job-1")
+
+    with pytest.raises(MlflowException, match="in use by endpoints"):
+        store.delete_gateway_model_definition(primary.model_definition_id)
+    store.detach_model_from_endpoint(endpoint_id=endpoint.endpoint_id,
+                                     model_definition_id=fallback.model_definition_id)
+    store.delete_gateway_model_definition(fallback.model_definition_id)
+    store.delete_gateway_secret(secret.secret_id)
+    orphan = store.get_gateway_endpoint(endpoint.endpoint_id).model_mappings[0].model_definition
+    assert orphan.secret_id is None and orphan.secret_name is None
+    store.delete_gateway_endpoint(endpoint.endpoint_id)
+    assert all(e.endpoint_id != endpoint.endpoint_id for e in store.list_gateway_endpoints())
+
+
+def test_prompt_lab_runs_and_the_deployments_proxy(client, unique, ctflow_bin, tmp_path):
+    """The UI's prompt lab records a finished run with its table; the gateway proxy forwards
+    to the deployments server in MLFLOW_DEPLOYMENTS_TARGET. No MLflow deployments server
+    with an LLM behind it can run here: a loopback HTTP server stands in for it."""
+    import http.server
+    import json
+    import threading
+
+    from support import CtflowServer
+
+    exp_id = client.create_experiment(unique)
+    response = requests.post(
+        f"{client.tracking_uri}/ajax-api/2.0/mlflow/runs/create-promptlab-run",
+        json={"experiment_id": exp_id, "run_name": "attempt-1", "prompt_template": "Hi {{ name }}",
+              "prompt_parameters": [{"key": "name", "value": "Ada"}], "model_route": "chat",
+              "model_parameters": [{"key": "temperature", "value": 0.2}], "model_input": "Hi Ada",
+              "model_output": "Hello!", "mlflow_version": "3.17.2"},
+    )
+    assert response.status_code == 200, response.text
+    run = client.get_run(response.json()["run"]["info"]["run_id"])
+    assert run.info.status == "FINISHED" and run.info.run_name == "attempt-1"
+    assert run.data.params == {"temperature": "0.2", "model_route": "chat", "prompt_template": "Hi {{ name }}"}
+    assert run.data.tags["mlflow.runSourceType"] == "PROMPT_ENGINEERING"
+    table = json.loads(client.download_artifacts(run.info.run_id, "eval_results_table.json", str(tmp_path))
+                       and open(tmp_path / "eval_results_table.json").read())
+    assert table == {"columns": ["name", "prompt", "output"], "data": [["Ada", "Hi Ada", "Hello!"]]}
+
+    seen = []
+
+    class Deployments(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            seen.append((self.path, body))
+            answer = json.dumps({"choices": [{"message": {"content": "pong"}}]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(answer)))
+            self.end_headers()
+            self.wfile.write(answer)
+
+        def log_message(self, *args):
+            pass
+
+    target = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Deployments)
+    threading.Thread(target=target.serve_forever, daemon=True).start()
+    workdir = tmp_path / "proxy"
+    workdir.mkdir()
+    proxied = CtflowServer(ctflow_bin, f"sqlite:///{workdir}/ctflow.db", str(workdir),
+                           env={"MLFLOW_DEPLOYMENTS_TARGET": f"http://127.0.0.1:{target.server_port}"})
+    try:
+        answer = requests.post(f"{proxied.url}/ajax-api/2.0/mlflow/gateway-proxy",
+                               json={"gateway_path": "gateway/chat/invocations",
+                                     "json_data": {"messages": [{"role": "user", "content": "ping"}]}})
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["choices"][0]["message"]["content"] == "pong"
+        assert seen == [("/gateway/chat/invocations", {"messages": [{"role": "user", "content": "ping"}]})]
+        refused = requests.post(f"{proxied.url}/ajax-api/2.0/mlflow/gateway-proxy",
+                                json={"gateway_path": "gateway/../invocations"})
+        assert refused.status_code == 400
+    finally:
+        proxied.stop()
+        target.shutdown()

@@ -272,7 +272,9 @@ pub fn route_access(method: &str, route: &str) -> Option<Access> {
             Experiment(Need::Delete)
         }
         // Runs.
-        "/2.0/mlflow/runs/create" => Experiment(Need::Update),
+        "/2.0/mlflow/runs/create" | "/2.0/mlflow/runs/create-promptlab-run" => {
+            Experiment(Need::Update)
+        }
         "/2.0/mlflow/runs/get" | "/2.0/mlflow/metrics/get-history" => Run(Need::Read),
         "/2.0/mlflow/artifacts/list" => Run(Need::Read),
         "/2.0/mlflow/runs/update"
@@ -296,10 +298,12 @@ pub fn route_access(method: &str, route: &str) -> Option<Access> {
         | "/3.0/mlflow/gateway/secrets/list" => Admin,
         "/3.0/mlflow/gateway/secrets/config"
         | "/3.0/mlflow/gateway/supported-providers"
-        | "/3.0/mlflow/gateway/provider-config" => SignedIn,
+        | "/3.0/mlflow/gateway/provider-config"
+        | "/2.0/mlflow/gateway-proxy" => SignedIn,
         // Gateway endpoints and model definitions: server-wide, for admins.
-        route if route.starts_with("/3.0/mlflow/gateway/model-definitions/")
-            || route.starts_with("/3.0/mlflow/gateway/endpoints/") =>
+        route
+            if route.starts_with("/3.0/mlflow/gateway/model-definitions/")
+                || route.starts_with("/3.0/mlflow/gateway/endpoints/") =>
         {
             Admin
         }

@@ -46,7 +46,8 @@ fn display(provider: &str) -> String {
 
 /// How `provider` authenticates: `{"auth_modes": [...], "default_mode": ...}`.
 pub fn provider_config(provider: &str) -> Value {
-    let aws_region = |required: bool, description: &str| field("aws_region_name", description, required);
+    let aws_region =
+        |required: bool, description: &str| field("aws_region_name", description, required);
     match provider {
         "bedrock" | "sagemaker" => json!({
             "auth_modes": [
@@ -123,7 +124,10 @@ mod tests {
         assert!(PROVIDERS.contains(&"openai"));
         let openai = provider_config("openai");
         assert_eq!(openai["default_mode"], "api_key");
-        assert_eq!(openai["auth_modes"][0]["secret_fields"][0]["name"], "api_key");
+        assert_eq!(
+            openai["auth_modes"][0]["secret_fields"][0]["name"],
+            "api_key"
+        );
         let bedrock = provider_config("bedrock");
         let modes: Vec<&str> = bedrock["auth_modes"]
             .as_array()
@@ -131,9 +135,15 @@ mod tests {
             .iter()
             .filter_map(|m| m["mode"].as_str())
             .collect();
-        assert_eq!(modes, ["api_key", "access_keys", "iam_role", "default_chain"]);
+        assert_eq!(
+            modes,
+            ["api_key", "access_keys", "iam_role", "default_chain"]
+        );
         let unknown = provider_config("zz");
-        assert_eq!(unknown["auth_modes"][0]["config_fields"][0]["name"], "api_base");
+        assert_eq!(
+            unknown["auth_modes"][0]["config_fields"][0]["name"],
+            "api_base"
+        );
         assert_eq!(unknown["auth_modes"][0]["description"], "Use Zz API Key");
     }
 }

@@ -219,12 +219,19 @@ pub async fn create_model_definition(
 /// `GET /api/3.0/mlflow/gateway/model-definitions/get`.
 pub async fn get_model_definition(State(state): State<AppState>, p: Params) -> JsonResult {
     let id = p.req_str("model_definition_id")?;
-    wrap("model_definition", state.store.get_model_definition(&id).await?)
+    wrap(
+        "model_definition",
+        state.store.get_model_definition(&id).await?,
+    )
 }
 
 /// `GET /api/3.0/mlflow/gateway/model-definitions/list`.
 pub async fn list_model_definitions(State(state): State<AppState>) -> JsonResult {
-    page("model_definitions", state.store.list_model_definitions().await?, None)
+    page(
+        "model_definitions",
+        state.store.list_model_definitions().await?,
+        None,
+    )
 }
 
 /// `POST /api/3.0/mlflow/gateway/model-definitions/update`.
@@ -347,7 +354,10 @@ pub async fn create_endpoint(
 
 /// `GET /api/3.0/mlflow/gateway/endpoints/get`.
 pub async fn get_endpoint(State(state): State<AppState>, p: Params) -> JsonResult {
-    wrap("endpoint", state.store.get_endpoint(&p.req_str("endpoint_id")?).await?)
+    wrap(
+        "endpoint",
+        state.store.get_endpoint(&p.req_str("endpoint_id")?).await?,
+    )
 }
 
 /// `GET /api/3.0/mlflow/gateway/endpoints/list`.
@@ -368,7 +378,10 @@ pub async fn update_endpoint(
 
 /// `DELETE /api/3.0/mlflow/gateway/endpoints/delete`.
 pub async fn delete_endpoint(State(state): State<AppState>, p: Params) -> JsonResult {
-    state.store.delete_endpoint(&p.req_str("endpoint_id")?).await?;
+    state
+        .store
+        .delete_endpoint(&p.req_str("endpoint_id")?)
+        .await?;
     Ok(crate::api::json_bytes(b"{}".to_vec()))
 }
 
@@ -389,7 +402,10 @@ pub async fn attach_model(State(state): State<AppState>, p: Params) -> JsonResul
 pub async fn detach_model(State(state): State<AppState>, p: Params) -> JsonResult {
     state
         .store
-        .detach_model(&p.req_str("endpoint_id")?, &p.req_str("model_definition_id")?)
+        .detach_model(
+            &p.req_str("endpoint_id")?,
+            &p.req_str("model_definition_id")?,
+        )
         .await?;
     Ok(crate::api::json_bytes(b"{}".to_vec()))
 }
@@ -409,7 +425,8 @@ pub async fn create_binding(State(state): State<AppState>, p: Params) -> JsonRes
 
 /// `GET /api/3.0/mlflow/gateway/endpoints/bindings/list`.
 pub async fn list_bindings(State(state): State<AppState>, p: Params) -> JsonResult {
-    let text = |name: &str| -> ApiResult<Option<String>> { Ok(p.str(name)?.filter(|v| !v.is_empty())) };
+    let text =
+        |name: &str| -> ApiResult<Option<String>> { Ok(p.str(name)?.filter(|v| !v.is_empty())) };
     let bindings = state
         .store
         .list_bindings(
@@ -451,4 +468,127 @@ pub async fn provider_config(p: Params) -> JsonResult {
     serde_json::to_vec(&ctflow_core::gateway_catalog::provider_config(&provider))
         .map(crate::api::json_bytes)
         .map_err(crate::api::internal)
+}
+
+// ---------------------------------------------------------------- the deployments proxy
+
+/// The environment variable naming the deployments server the UI's gateway calls go to.
+pub const DEPLOYMENTS_TARGET_ENV: &str = "MLFLOW_DEPLOYMENTS_TARGET";
+
+/// MLflow's rule for what the proxy forwards: `GET api/2.0/endpoints`, `POST
+/// gateway/<endpoint>/invocations`. ctflow also keeps the endpoint name to one plain path
+/// segment, so the proxy reaches nothing else on the target.
+fn check_gateway_path(method: &str, path: Option<&str>) -> ApiResult<String> {
+    let path = path.filter(|p| !p.is_empty()).ok_or_else(|| {
+        MlflowError::invalid("Deployments proxy request must specify a gateway_path.")
+    })?;
+    let trimmed = path.trim_matches('/');
+    let valid = match method {
+        "GET" => trimmed == "api/2.0/endpoints",
+        _ => match trimmed.split('/').collect::<Vec<_>>().as_slice() {
+            ["gateway", name, "invocations"] => {
+                !name.is_empty()
+                    && *name != "."
+                    && *name != ".."
+                    && name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            }
+            _ => false,
+        },
+    };
+    if valid {
+        Ok(trimmed.to_string())
+    } else {
+        Err(
+            MlflowError::invalid(format!("Invalid gateway_path: {path} for method: {method}"))
+                .into(),
+        )
+    }
+}
+
+/// `GET|POST /ajax-api/2.0/mlflow/gateway-proxy`: the UI's calls to the deployments server
+/// in `MLFLOW_DEPLOYMENTS_TARGET` (an empty endpoint list without one, as MLflow answers).
+pub async fn gateway_proxy(method: axum::http::Method, p: Params) -> JsonResult {
+    let Some(target) = std::env::var(DEPLOYMENTS_TARGET_ENV)
+        .ok()
+        .filter(|t| !t.trim().is_empty())
+    else {
+        return Ok(crate::api::json_bytes(br#"{"endpoints": []}"#.to_vec()));
+    };
+    let path = check_gateway_path(method.as_str(), p.str("gateway_path")?.as_deref())?;
+    let url = format!("{}/{path}", target.trim_end_matches('/'));
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(120))
+        .build()
+        .map_err(|e| {
+            MlflowError::new(
+                ErrorCode::InternalError,
+                format!("Cannot make an HTTP client: {e}"),
+            )
+        })?;
+    let request = if method == axum::http::Method::GET {
+        client.get(&url)
+    } else {
+        client
+            .post(&url)
+            .json(p.get("json_data").unwrap_or(&Value::Null))
+    };
+    let unavailable = |e: reqwest::Error| {
+        MlflowError::new(
+            ErrorCode::TemporarilyUnavailable,
+            format!("Deployments proxy request to {DEPLOYMENTS_TARGET_ENV} failed: {e}"),
+        )
+    };
+    let response = request.send().await.map_err(unavailable)?;
+    let status = response.status();
+    let body = response.bytes().await.map_err(unavailable)?;
+    if status.is_success() {
+        serde_json::from_slice::<Value>(&body).map_err(|e| {
+            MlflowError::new(
+                ErrorCode::TemporarilyUnavailable,
+                format!("The deployments server's answer is not JSON: {e}"),
+            )
+        })?;
+        return Ok(crate::api::json_bytes(body.to_vec()));
+    }
+    let code = if status.is_client_error() {
+        ErrorCode::InvalidParameterValue
+    } else {
+        ErrorCode::TemporarilyUnavailable
+    };
+    Err(MlflowError::new(
+        code,
+        format!(
+            "Deployments proxy request failed with error code {}. Error message: {}",
+            status.as_u16(),
+            String::from_utf8_lossy(&body)
+        ),
+    )
+    .into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_proxy_forwards_only_mlflows_two_paths() {
+        assert!(check_gateway_path("GET", Some("/api/2.0/endpoints/")).is_ok());
+        assert!(check_gateway_path("POST", Some("gateway/chat-1/invocations")).is_ok());
+        for (method, path) in [
+            ("GET", "hello/world"),
+            ("POST", "foo/bar"),
+            ("POST", "gateway/../invocations"),
+            ("POST", "gateway/a?b/invocations"),
+            ("POST", "gateway/a/b/invocations"),
+        ] {
+            assert!(
+                check_gateway_path(method, Some(path)).is_err(),
+                "{method} {path}"
+            );
+        }
+        assert!(check_gateway_path("POST", None).is_err());
+    }
 }

@@ -17,6 +17,7 @@ mod issues;
 pub mod limits;
 pub mod params;
 mod pipelines;
+mod promptlab;
 mod registry;
 mod scorers;
 pub mod service;
@@ -746,6 +747,14 @@ fn mlflow_routes() -> Router<AppState> {
             get(artifacts::list_logged_model_artifacts),
         )
         .route(
+            "/2.0/mlflow/gateway-proxy",
+            get(gateway::gateway_proxy).post(gateway::gateway_proxy),
+        )
+        .route(
+            "/2.0/mlflow/runs/create-promptlab-run",
+            post(promptlab::create_promptlab_run),
+        )
+        .route(
             "/3.0/mlflow/gateway/model-definitions/create",
             post(gateway::create_model_definition),
         )
@@ -769,7 +778,10 @@ fn mlflow_routes() -> Router<AppState> {
             "/3.0/mlflow/gateway/endpoints/create",
             post(gateway::create_endpoint),
         )
-        .route("/3.0/mlflow/gateway/endpoints/get", get(gateway::get_endpoint))
+        .route(
+            "/3.0/mlflow/gateway/endpoints/get",
+            get(gateway::get_endpoint),
+        )
         .route(
             "/3.0/mlflow/gateway/endpoints/list",
             get(gateway::list_endpoints),

@@ -16,6 +16,8 @@ const OWN_OR_NEW: &[&str] = &[
     // The provider catalog: the same for everyone.
     "/3.0/mlflow/gateway/supported-providers",
     "/3.0/mlflow/gateway/provider-config",
+    // The UI's calls to the operator's deployments server: no resource of this server.
+    "/2.0/mlflow/gateway-proxy",
     "/2.0/mlflow/experiments/create",
     "/2.0/mlflow/registered-models/create",
     "/2.0/mlflow/users/current",

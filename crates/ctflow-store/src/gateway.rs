@@ -460,10 +460,11 @@ impl Store {
             )
             .into());
         }
-        let deleted = sqlx::query("DELETE FROM gateway_model_definitions WHERE model_definition_id = $1")
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+        let deleted =
+            sqlx::query("DELETE FROM gateway_model_definitions WHERE model_definition_id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
         if deleted.rows_affected() == 0 {
             return Err(definition_not_found(id).into());
         }
@@ -550,9 +551,10 @@ impl Store {
             .ok_or_else(|| MlflowError::missing_param("name"))?;
         let configs = spec.model_configs.clone().unwrap_or_default();
         if configs.is_empty() {
-            return Err(
-                MlflowError::invalid("Endpoint must have at least one model configuration").into(),
-            );
+            return Err(MlflowError::invalid(
+                "Endpoint must have at least one model configuration",
+            )
+            .into());
         }
         let tracking = spec.usage_tracking.unwrap_or(false);
         let experiment_id = if tracking {
@@ -593,7 +595,9 @@ impl Store {
         let name = format!("gateway/{endpoint_name}");
         match self.get_experiment_by_name(&name).await {
             Ok(experiment) => Ok(experiment.experiment_id.parse().unwrap_or(0)),
-            Err(crate::Error::Mlflow(e)) if e.code == ctflow_core::ErrorCode::ResourceDoesNotExist => {
+            Err(crate::Error::Mlflow(e))
+                if e.code == ctflow_core::ErrorCode::ResourceDoesNotExist =>
+            {
                 let id = self.create_experiment(&name, None, &[]).await?;
                 Ok(id.parse().unwrap_or(0))
             }
@@ -724,7 +728,11 @@ impl Store {
     }
 
     /// Attaches one more model to an endpoint.
-    pub async fn attach_model(&self, endpoint_id: &str, config: &ModelConfig) -> Result<ModelMapping> {
+    pub async fn attach_model(
+        &self,
+        endpoint_id: &str,
+        config: &ModelConfig,
+    ) -> Result<ModelMapping> {
         self.get_endpoint(endpoint_id).await?;
         let mut tx = self.begin_write().await?;
         let mapping_id =
