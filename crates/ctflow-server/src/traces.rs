@@ -151,26 +151,35 @@ pub async fn get_trace_info(
 pub async fn get_trace(State(state): State<AppState>, p: Params) -> JsonResult {
     let trace_id = p.req_str("trace_id")?;
     let allow_partial = p.bool("allow_partial")?.unwrap_or(false);
-    let info = state.store.get_trace_info(&trace_id).await?;
-    let spans = state
-        .store
-        .trace_spans(std::slice::from_ref(&trace_id))
-        .await?
-        .remove(&trace_id)
-        .unwrap_or_default();
-    if !allow_partial {
-        let complete = match info.expected_span_count() {
-            Some(expected) => spans.len() as u64 >= expected,
-            None => !spans.is_empty() || !in_tracking_store(&info),
-        };
-        if !complete {
-            return Err(MlflowError::not_found(format!(
-                "Trace with ID {trace_id} is not fully exported yet, please try again later."
-            ))
-            .into());
+    // NB: a trace's last spans may still be on their way when a client reads it right after
+    // its report; as MLflow's server, wait for them a little (1 s, then 2 s) before saying so.
+    let mut waits = [1, 2].into_iter();
+    loop {
+        let info = state.store.get_trace_info(&trace_id).await?;
+        let spans = state
+            .store
+            .trace_spans(std::slice::from_ref(&trace_id))
+            .await?
+            .remove(&trace_id)
+            .unwrap_or_default();
+        let complete = allow_partial
+            || match info.expected_span_count() {
+                Some(expected) => spans.len() as u64 >= expected,
+                None => !spans.is_empty() || !in_tracking_store(&info),
+            };
+        if complete {
+            return to_body(&json!({"trace": trace_json(&info, &spans)}));
+        }
+        match waits.next() {
+            Some(seconds) => tokio::time::sleep(std::time::Duration::from_secs(seconds)).await,
+            None => {
+                return Err(MlflowError::not_found(format!(
+                    "Trace with ID {trace_id} is not fully exported yet, please try again later."
+                ))
+                .into());
+            }
         }
     }
-    to_body(&json!({"trace": trace_json(&info, &spans)}))
 }
 
 fn in_tracking_store(info: &TraceInfo) -> bool {

@@ -723,3 +723,189 @@ fn any_json_body_gets_a_client_error_or_success() {
             .unwrap_or_else(|failure| panic!("{failure}"));
     }
 }
+
+/// An OTLP/JSON export of `spans` spans of trace `trace_hex` (the first one the root).
+fn otlp_json(trace_hex: &str, spans: u8) -> String {
+    let spans: Vec<Value> = (1..=spans)
+        .map(|i| {
+            let mut span = json!({
+                "traceId": trace_hex, "spanId": format!("{i:016x}"), "name": format!("s{i}"),
+                "startTimeUnixNano": "1700000000000000000", "endTimeUnixNano": "1700000000100000000",
+                "status": {"code": 1}
+            });
+            if i > 1 {
+                span["parentSpanId"] = json!(format!("{:016x}", 1));
+            }
+            span
+        })
+        .collect();
+    json!({"resourceSpans": [{"scopeSpans": [{"spans": spans}]}]}).to_string()
+}
+
+#[tokio::test]
+async fn trace_routes_refuse_bad_input_with_mlflows_errors() {
+    let s = server().await;
+    let export = |body: String, experiment: Option<&str>, content_type: &str| {
+        let mut request = Request::builder()
+            .method(Method::POST)
+            .uri("/v1/traces")
+            .header("content-type", content_type.to_string());
+        if let Some(id) = experiment {
+            request = request.header("x-mlflow-experiment-id", id);
+        }
+        let app = s.app.clone();
+        async move {
+            let response = app
+                .oneshot(request.body(Body::from(body)).unwrap())
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            let bytes = response.into_body().collect().await.unwrap().to_bytes();
+            (
+                status,
+                serde_json::from_slice::<Value>(&bytes).unwrap_or(Value::Null),
+            )
+        }
+    };
+    let trace_hex = "0123456789abcdef0123456789abcdef";
+    let (status, body) = export(otlp_json(trace_hex, 1), None, "application/json").await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("x-mlflow-experiment-id")
+    );
+    let (status, _) = export(otlp_json(trace_hex, 1), Some("424242"), "application/json").await;
+    assert_eq!(status, 404);
+    let (status, body) = export("\u{ff}garbage".into(), Some("0"), "application/x-protobuf").await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error_code"], "INVALID_PARAMETER_VALUE");
+    let (status, body) = export(otlp_json(trace_hex, 1), Some("0"), "application/json").await;
+    assert_eq!(status, 200, "{body}");
+
+    // The client's report says two spans; one arrived: not whole yet (after MLflow's waits).
+    let report = |trace_id: &str, state: &str, time: &str| {
+        json!({"trace": {"trace_info": {"trace_id": trace_id,
+            "trace_location": {"type": "MLFLOW_EXPERIMENT", "mlflow_experiment": {"experiment_id": "0"}},
+            "request_time": time, "execution_duration": "0.100s", "state": state,
+            "trace_metadata": {"mlflow.trace.sizeStats": "{\"num_spans\": 2}"}}}})
+    };
+    let trace_id = format!("tr-{trace_hex}");
+    let (status, body) = s
+        .json(
+            Method::POST,
+            "/api/3.0/mlflow/traces",
+            Some(report(&trace_id, "OK", "2023-11-14T22:13:20Z")),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let get = format!("/api/3.0/mlflow/traces/get?trace_id={trace_id}");
+    let (status, body) = s.json(Method::GET, &get, None).await;
+    assert_error(status, &body, 404, "RESOURCE_DOES_NOT_EXIST");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("not fully exported")
+    );
+    let (status, body) = s
+        .json(Method::GET, &format!("{get}&allow_partial=true"), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["trace"]["spans"].as_array().unwrap().len(), 1);
+
+    for (method, uri, payload, code) in [
+        (
+            "POST",
+            "/api/3.0/mlflow/traces",
+            json!({}),
+            "INVALID_PARAMETER_VALUE",
+        ),
+        (
+            "POST",
+            "/api/3.0/mlflow/traces",
+            report("tr-a/../b", "OK", "2023-11-14T22:13:20Z"),
+            "INVALID_PARAMETER_VALUE",
+        ),
+        (
+            "POST",
+            "/api/3.0/mlflow/traces",
+            report("tr-x", "DONE", "2023-11-14T22:13:20Z"),
+            "INVALID_PARAMETER_VALUE",
+        ),
+        (
+            "POST",
+            "/api/3.0/mlflow/traces",
+            report("tr-x", "OK", "yesterday"),
+            "INVALID_PARAMETER_VALUE",
+        ),
+        (
+            "POST",
+            "/api/3.0/mlflow/traces/search",
+            json!({"locations": [{"mlflow_experiment": {"experiment_id": "0"}}], "max_results": 501}),
+            "INVALID_PARAMETER_VALUE",
+        ),
+        (
+            "POST",
+            "/api/3.0/mlflow/traces/search",
+            json!({"locations": [{"mlflow_experiment": {"experiment_id": "0"}}], "filter": "feedback.x = 'y'"}),
+            "INVALID_PARAMETER_VALUE",
+        ),
+        (
+            "POST",
+            "/api/2.0/mlflow/traces/delete-traces",
+            json!({"experiment_id": "0"}),
+            "INVALID_PARAMETER_VALUE",
+        ),
+        (
+            "POST",
+            "/api/2.0/mlflow/traces/delete-traces",
+            json!({"experiment_id": "0", "max_timestamp_millis": 1, "request_ids": ["a"]}),
+            "INVALID_PARAMETER_VALUE",
+        ),
+        (
+            "PATCH",
+            "/api/2.0/mlflow/traces/tr-missing/tags",
+            json!({"key": "k", "value": "v"}),
+            "RESOURCE_DOES_NOT_EXIST",
+        ),
+        (
+            "POST",
+            "/api/3.0/mlflow/traces/tr-missing/assessments",
+            json!({"assessment": {"assessment_name": "q", "feedback": {"value": 1}}}),
+            "RESOURCE_DOES_NOT_EXIST",
+        ),
+        (
+            "POST",
+            &format!("/api/3.0/mlflow/traces/{trace_id}/assessments"),
+            json!({"assessment": {"assessment_name": "q"}}),
+            "INVALID_PARAMETER_VALUE",
+        ),
+        (
+            "POST",
+            "/api/3.0/mlflow/traces/calculate-filter-correlation",
+            json!({"experiment_ids": ["0"], "filter_string1": "invalid.filter = 'x'", "filter_string2": "status = 'OK'"}),
+            "INVALID_PARAMETER_VALUE",
+        ),
+        (
+            "POST",
+            "/api/3.0/mlflow/traces/metrics",
+            json!({"experiment_ids": ["0"], "view_type": "SPANS", "metric_name": "trace_count"}),
+            "INVALID_PARAMETER_VALUE",
+        ),
+    ] {
+        let method = Method::from_bytes(method.as_bytes()).unwrap();
+        let (status, body) = s.json(method, uri, Some(payload)).await;
+        let expected = if code == "RESOURCE_DOES_NOT_EXIST" {
+            404
+        } else {
+            400
+        };
+        assert_error(status, &body, expected, code);
+    }
+    let (status, body) = s
+        .json(Method::GET, "/ajax-api/2.0/mlflow/get-trace-artifact", None)
+        .await;
+    assert_error(status, &body, 400, "BAD_REQUEST");
+}
