@@ -6,7 +6,10 @@ use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::MlflowError;
-use crate::filter::{Comparator, Literal, parse_raw};
+use crate::filter::{
+    Comparator, NUMERIC_COMPARATORS, STRING_COMPARATORS, Value as FilterValue, check_comparator,
+    numeric_value, parse_order_clause, parse_raw, string_value,
+};
 
 /// The tag that names who made a dataset or record.
 pub const USER_TAG: &str = "mlflow.user";
@@ -199,85 +202,54 @@ pub struct DatasetClause {
     pub key: DatasetKey,
     /// How.
     pub comparator: Comparator,
-    /// With what (text, or a number as text for times).
-    pub value: String,
+    /// With what: a number for times, else a string.
+    pub value: FilterValue,
 }
 
 const DATASET_KEYS: &str =
     "{'last_updated_by', 'created_by', 'created_time', 'last_update_time', 'name'}";
 
-fn dataset_attribute(key: &str) -> Option<DatasetKey> {
-    Some(match key {
+fn dataset_attribute(key: &str) -> Result<DatasetKey, MlflowError> {
+    Ok(match key {
         "name" => DatasetKey::Text("name"),
         "created_by" => DatasetKey::Text("created_by"),
         "last_updated_by" => DatasetKey::Text("last_updated_by"),
         "created_time" => DatasetKey::Time("created_time"),
         "last_update_time" => DatasetKey::Time("last_update_time"),
-        _ => return None,
+        other => {
+            return Err(MlflowError::invalid(format!(
+                "Invalid attribute key '{other}' specified. Valid keys are: {DATASET_KEYS}"
+            )));
+        }
     })
 }
 
-/// Parses a `datasets/search` filter.
+/// Parses a `datasets/search` filter: `name`, `created_by`, `last_updated_by`,
+/// `created_time`, `last_update_time` and `tags.<key>`.
 pub fn parse_dataset_filter(filter: &str) -> Result<Vec<DatasetClause>, MlflowError> {
     parse_raw(filter)?
         .into_iter()
         .map(|raw| {
             let key = match raw.identifier.prefix.as_deref() {
                 Some("tags" | "tag") => DatasetKey::Tag(raw.identifier.key.clone()),
-                None | Some("attributes" | "attribute") => dataset_attribute(&raw.identifier.key)
-                    .ok_or_else(|| {
-                    MlflowError::invalid(format!(
-                        "Invalid attribute key '{}' specified. Valid keys are: {DATASET_KEYS}",
-                        raw.identifier.key
-                    ))
-                })?,
+                None | Some("attributes" | "attribute") => dataset_attribute(&raw.identifier.key)?,
                 Some(other) => {
                     return Err(MlflowError::invalid(format!(
                         "Invalid entity type '{other}'. Valid values are ['attributes', 'tags']"
                     )));
                 }
             };
-            let allowed: &[Comparator] = match key {
-                DatasetKey::Time(_) => &[
-                    Comparator::Eq,
-                    Comparator::Ne,
-                    Comparator::Gt,
-                    Comparator::Ge,
-                    Comparator::Lt,
-                    Comparator::Le,
-                ],
-                _ => &[
-                    Comparator::Eq,
-                    Comparator::Ne,
-                    Comparator::Like,
-                    Comparator::ILike,
-                ],
-            };
-            if !allowed.contains(&raw.comparator) {
-                return Err(MlflowError::invalid(format!(
-                    "Invalid comparator '{}' for dataset search",
-                    raw.comparator.as_str()
-                )));
-            }
-            let value = match (&key, &raw.value) {
-                (DatasetKey::Time(_), Literal::Number(n)) => format!("{}", *n as i64),
-                (DatasetKey::Time(_), _) => {
-                    return Err(MlflowError::invalid(format!(
-                        "Expected a number for '{}'",
-                        raw.identifier.key
-                    )));
-                }
-                (_, Literal::Str(s)) => s.clone(),
-                _ => {
-                    return Err(MlflowError::invalid(format!(
-                        "Expected a quoted string for '{}'",
-                        raw.identifier.key
-                    )));
-                }
+            let cmp = raw.comparator;
+            let value = if matches!(key, DatasetKey::Time(_)) {
+                check_comparator(cmp, NUMERIC_COMPARATORS, "numeric attributes")?;
+                numeric_value(&raw.value, "numeric attribute")?
+            } else {
+                check_comparator(cmp, STRING_COMPARATORS, "dataset fields")?;
+                string_value(&raw.value, cmp, "dataset field")?
             };
             Ok(DatasetClause {
                 key,
-                comparator: raw.comparator,
+                comparator: cmp,
                 value,
             })
         })
@@ -293,23 +265,14 @@ pub fn parse_dataset_order_by(
         .iter()
         .filter(|s| !s.trim().is_empty())
         .map(|raw| {
-            let mut words = raw.split_whitespace();
-            let column = match words.next().unwrap_or("") {
-                "name" => "name",
-                "created_time" => "created_time",
-                "last_update_time" => "last_update_time",
-                other => {
+            let (identifier, ascending) = parse_order_clause(raw)?;
+            let column = match (identifier.prefix.as_deref(), identifier.key.as_str()) {
+                (None | Some("attributes" | "attribute"), "name") => "name",
+                (None | Some("attributes" | "attribute"), "created_time") => "created_time",
+                (None | Some("attributes" | "attribute"), "last_update_time") => "last_update_time",
+                _ => {
                     return Err(MlflowError::invalid(format!(
-                        "Invalid order_by field '{other}': use name, created_time or last_update_time"
-                    )));
-                }
-            };
-            let ascending = match words.next().map(str::to_ascii_uppercase).as_deref() {
-                None | Some("ASC") => true,
-                Some("DESC") => false,
-                Some(other) => {
-                    return Err(MlflowError::invalid(format!(
-                        "Invalid order_by direction '{other}' in '{raw}'"
+                        "Invalid order_by clause '{raw}': use name, created_time or last_update_time"
                     )));
                 }
             };
@@ -372,7 +335,7 @@ mod tests {
             parse_dataset_filter("tags.team = 'ml' and created_time > 5 and name LIKE 'a%'")
                 .expect("valid");
         assert_eq!(clauses[0].key, DatasetKey::Tag("team".into()));
-        assert_eq!(clauses[1].value, "5");
+        assert_eq!(clauses[1].value, FilterValue::Number(5.0));
         assert!(
             parse_dataset_filter("bogus = 'x'")
                 .expect_err("bogus")

@@ -56,7 +56,7 @@ impl Comparator {
     }
 }
 
-const NUMERIC_COMPARATORS: &[Comparator] = &[
+pub(crate) const NUMERIC_COMPARATORS: &[Comparator] = &[
     Comparator::Eq,
     Comparator::Ne,
     Comparator::Gt,
@@ -64,7 +64,7 @@ const NUMERIC_COMPARATORS: &[Comparator] = &[
     Comparator::Lt,
     Comparator::Le,
 ];
-const STRING_COMPARATORS: &[Comparator] = &[
+pub(crate) const STRING_COMPARATORS: &[Comparator] = &[
     Comparator::Eq,
     Comparator::Ne,
     Comparator::Like,
@@ -471,7 +471,7 @@ pub fn parse_raw(filter: &str) -> Result<Vec<RawClause>> {
     Ok(clauses)
 }
 
-fn check_comparator(cmp: Comparator, allowed: &[Comparator], what: &str) -> Result<()> {
+pub(crate) fn check_comparator(cmp: Comparator, allowed: &[Comparator], what: &str) -> Result<()> {
     if allowed.contains(&cmp) {
         return Ok(());
     }
@@ -482,7 +482,7 @@ fn check_comparator(cmp: Comparator, allowed: &[Comparator], what: &str) -> Resu
     )))
 }
 
-fn numeric_value(lit: &Literal, what: &str) -> Result<Value> {
+pub(crate) fn numeric_value(lit: &Literal, what: &str) -> Result<Value> {
     match lit {
         Literal::Number(n) => Ok(Value::Number(*n)),
         Literal::Str(s) | Literal::NumberText(s) => Err(invalid(format!(
@@ -495,7 +495,7 @@ fn numeric_value(lit: &Literal, what: &str) -> Result<Value> {
     }
 }
 
-fn string_value(lit: &Literal, cmp: Comparator, what: &str) -> Result<Value> {
+pub(crate) fn string_value(lit: &Literal, cmp: Comparator, what: &str) -> Result<Value> {
     match (lit, cmp) {
         (Literal::Null, Comparator::IsNull | Comparator::IsNotNull) => Ok(Value::None),
         (Literal::List(items), Comparator::In | Comparator::NotIn) => {
@@ -866,7 +866,7 @@ pub fn parse_model_version_order_by(order_by: &[String]) -> Result<Vec<OrderBy>>
     )
 }
 
-fn parse_order_clause(raw: &str) -> Result<(Identifier, bool)> {
+pub(crate) fn parse_order_clause(raw: &str) -> Result<(Identifier, bool)> {
     let mut parser = Parser::new(raw);
     let bad = || {
         invalid(format!(

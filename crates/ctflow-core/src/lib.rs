@@ -25,6 +25,7 @@ pub mod monitoring;
 pub mod page_token;
 pub mod pipeline;
 pub mod pipeline_run;
+pub mod pyjson;
 pub mod registry;
 pub mod schedule;
 pub mod scoring;

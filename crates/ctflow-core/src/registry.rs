@@ -320,74 +320,7 @@ pub fn model_versions_tag(current: Option<&str>, name: &str, version: i64) -> St
         .and_then(|c| serde_json::from_str(c).ok())
         .unwrap_or_default();
     list.push(serde_json::json!({ "name": name, "version": version }));
-    python_json(&serde_json::Value::Array(list))
-}
-
-/// JSON as Python's `json.dumps` writes it by default.
-fn python_json(value: &serde_json::Value) -> String {
-    use serde::Serialize as _;
-    let mut out = Vec::new();
-    let mut serializer = serde_json::Serializer::with_formatter(&mut out, PythonFormatter);
-    // NB: writing a Value into memory cannot fail.
-    if value.serialize(&mut serializer).is_err() {
-        return value.to_string();
-    }
-    String::from_utf8(out).unwrap_or_else(|_| value.to_string())
-}
-
-/// `", "` before every item of a list or an object but the first.
-fn item_separator<W: ?Sized + std::io::Write>(writer: &mut W, first: bool) -> std::io::Result<()> {
-    if first {
-        Ok(())
-    } else {
-        writer.write_all(b", ")
-    }
-}
-
-/// `json.dumps`'s defaults: `", "` between items, `": "` after keys, `ensure_ascii`.
-struct PythonFormatter;
-
-impl serde_json::ser::Formatter for PythonFormatter {
-    fn begin_array_value<W: ?Sized + std::io::Write>(
-        &mut self,
-        writer: &mut W,
-        first: bool,
-    ) -> std::io::Result<()> {
-        item_separator(writer, first)
-    }
-
-    fn begin_object_key<W: ?Sized + std::io::Write>(
-        &mut self,
-        writer: &mut W,
-        first: bool,
-    ) -> std::io::Result<()> {
-        item_separator(writer, first)
-    }
-
-    fn begin_object_value<W: ?Sized + std::io::Write>(
-        &mut self,
-        writer: &mut W,
-    ) -> std::io::Result<()> {
-        writer.write_all(b": ")
-    }
-
-    fn write_string_fragment<W: ?Sized + std::io::Write>(
-        &mut self,
-        writer: &mut W,
-        fragment: &str,
-    ) -> std::io::Result<()> {
-        for c in fragment.chars() {
-            if c.is_ascii() {
-                writer.write_all(&[c as u8])?;
-            } else {
-                let mut units = [0u16; 2];
-                for unit in c.encode_utf16(&mut units) {
-                    write!(writer, "\\u{unit:04x}")?;
-                }
-            }
-        }
-        Ok(())
-    }
+    crate::pyjson::dumps(&serde_json::Value::Array(list))
 }
 
 #[cfg(test)]

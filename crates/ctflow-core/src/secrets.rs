@@ -121,7 +121,8 @@ pub fn seal(
     })
 }
 
-/// Opens a sealed secret (for the gateway's calls to providers).
+/// Opens a sealed secret: the counterpart of [`seal`] (ctflow's gateway makes no provider
+/// calls yet, so only the tests open secrets).
 pub fn open(
     kek: &Kek,
     secret_id: &str,

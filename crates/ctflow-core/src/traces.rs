@@ -614,7 +614,7 @@ fn serialize_expectation(expectation: &mut Value) {
         return;
     };
     if value.is_object() || value.is_array() {
-        let text = AttrValue::from_json(value).to_python_json();
+        let text = crate::pyjson::dumps(value);
         *expectation = json!({
             "serialized_value": {"serialization_format": "JSON_FORMAT", "value": text}
         });

@@ -28,7 +28,8 @@ use crate::params::Params;
 
 pub(crate) type JsonResult = ApiResult<Response>;
 
-fn empty() -> JsonResult {
+/// `{}`.
+pub(crate) fn empty() -> JsonResult {
     Ok(json_bytes(b"{}".to_vec()))
 }
 
@@ -39,7 +40,7 @@ pub(crate) fn json_bytes(body: Vec<u8>) -> Response {
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
-fn to_json<T: Serialize>(value: &T) -> JsonResult {
+pub(crate) fn to_json<T: Serialize>(value: &T) -> JsonResult {
     serde_json::to_vec(value).map(json_bytes).map_err(internal)
 }
 

@@ -164,7 +164,7 @@ fn relative_parts(relative: &str) -> ApiResult<Vec<String>> {
 
 /// The repository and path of checked `parts` under a run's or model's artifact URI,
 /// refusing a location this server does not serve.
-fn located(
+pub(crate) fn located(
     state: &AppState,
     root_uri: &str,
     parts: &[String],

@@ -5,11 +5,10 @@ use axum::Extension;
 use axum::extract::{Path, State};
 use ctflow_core::MlflowError;
 use ctflow_core::eval_datasets::{parse_dataset_filter, parse_dataset_order_by, parse_records};
-use ctflow_core::ids::parse_experiment_id;
 use serde_json::{Map, Value, json};
 
 use crate::AppState;
-use crate::api::{JsonResult, json_bytes};
+use crate::api::{JsonResult, empty, to_json};
 use crate::auth::Visibility;
 use crate::error::ApiResult;
 use crate::params::Params;
@@ -18,19 +17,6 @@ use crate::params::Params;
 const DEFAULT_DATASETS_PER_PAGE: i64 = 1000;
 /// A records page's size when it names none.
 const DEFAULT_RECORDS_PER_PAGE: i64 = 1000;
-
-fn body(value: &Value) -> JsonResult {
-    serde_json::to_vec(value)
-        .map(json_bytes)
-        .map_err(crate::api::internal)
-}
-
-fn experiment_ids(p: &Params) -> ApiResult<Vec<i64>> {
-    p.str_list("experiment_ids")?
-        .iter()
-        .map(|id| Ok(parse_experiment_id(id)?))
-        .collect()
-}
 
 /// `tags` as MLflow's client sends them (a JSON map as text), or as a map.
 fn tags(p: &Params) -> ApiResult<Map<String, Value>> {
@@ -50,24 +36,24 @@ fn tags(p: &Params) -> ApiResult<Map<String, Value>> {
 
 /// `POST /api/3.0/mlflow/datasets/create`.
 pub async fn create_dataset(State(state): State<AppState>, p: Params) -> JsonResult {
-    let ids = experiment_ids(&p)?;
+    let ids = p.experiment_ids("experiment_ids")?;
     let dataset = state
         .store
         .create_dataset(&p.req_str("name")?, tags(&p)?, &ids)
         .await?;
-    body(&json!({ "dataset": dataset.to_json(Some(&ids)) }))
+    to_json(&json!({ "dataset": dataset.to_json(Some(&ids)) }))
 }
 
 /// `GET /api/3.0/mlflow/datasets/{dataset_id}`.
 pub async fn get_dataset(State(state): State<AppState>, Path(id): Path<String>) -> JsonResult {
     let dataset = state.store.get_dataset(&id).await?;
-    body(&json!({ "dataset": dataset.to_json(None) }))
+    to_json(&json!({ "dataset": dataset.to_json(None) }))
 }
 
 /// `DELETE /api/3.0/mlflow/datasets/{dataset_id}`.
 pub async fn delete_dataset(State(state): State<AppState>, Path(id): Path<String>) -> JsonResult {
     state.store.delete_dataset(&id).await?;
-    body(&json!({}))
+    empty()
 }
 
 /// `POST /api/3.0/mlflow/datasets/search`. Under `--auth`, a dataset is listed when the
@@ -91,30 +77,32 @@ pub async fn search_datasets(
     let (datasets, next) = state
         .store
         .search_datasets(
-            &experiment_ids(&p)?,
+            &p.experiment_ids("experiment_ids")?,
             &filter,
             &order,
             state.limits.page(max_results),
             token.as_deref(),
         )
         .await?;
-    let mut listed = Vec::with_capacity(datasets.len());
-    for dataset in datasets {
-        if !visibility.is_everything() {
-            let linked = state
-                .store
-                .dataset_experiment_ids(&dataset.dataset_id)
-                .await?;
-            let readable = !linked.is_empty()
-                && linked
+    let links = if visibility.is_everything() {
+        Default::default()
+    } else {
+        let ids: Vec<String> = datasets.iter().map(|d| d.dataset_id.clone()).collect();
+        state.store.datasets_experiments(&ids).await?
+    };
+    let readable = |id: &str| {
+        visibility.is_everything()
+            || links.get(id).is_some_and(|linked| {
+                linked
                     .iter()
-                    .all(|id| visibility.experiment(&id.to_string()));
-            if !readable {
-                continue;
-            }
-        }
-        listed.push(dataset.to_json(None));
-    }
+                    .all(|experiment| visibility.experiment(&experiment.to_string()))
+            })
+    };
+    let listed: Vec<Value> = datasets
+        .iter()
+        .filter(|d| readable(&d.dataset_id))
+        .map(|d| d.to_json(None))
+        .collect();
     let mut answer = Map::new();
     if !listed.is_empty() {
         answer.insert("datasets".into(), Value::Array(listed));
@@ -122,7 +110,7 @@ pub async fn search_datasets(
     if let Some(next) = next {
         answer.insert("next_page_token".into(), json!(next));
     }
-    body(&Value::Object(answer))
+    to_json(&Value::Object(answer))
 }
 
 /// `PATCH /api/3.0/mlflow/datasets/{dataset_id}/tags`: merged into the dataset's tags.
@@ -132,7 +120,7 @@ pub async fn set_dataset_tags(
     p: Params,
 ) -> JsonResult {
     state.store.set_dataset_tags(&id, tags(&p)?).await?;
-    body(&json!({}))
+    empty()
 }
 
 /// `DELETE /api/3.0/mlflow/datasets/{dataset_id}/tags/{key}`.
@@ -141,7 +129,7 @@ pub async fn delete_dataset_tag(
     Path((id, key)): Path<(String, String)>,
 ) -> JsonResult {
     state.store.delete_dataset_tag(&id, &key).await?;
-    body(&json!({}))
+    empty()
 }
 
 /// `GET /api/3.0/mlflow/datasets/{dataset_id}/experiment-ids`.
@@ -156,7 +144,7 @@ pub async fn dataset_experiment_ids(
         .iter()
         .map(i64::to_string)
         .collect();
-    body(&if ids.is_empty() {
+    to_json(&if ids.is_empty() {
         json!({})
     } else {
         json!({ "experiment_ids": ids })
@@ -171,9 +159,9 @@ pub async fn add_dataset_to_experiments(
 ) -> JsonResult {
     let dataset = state
         .store
-        .link_dataset_experiments(&id, &experiment_ids(&p)?, true)
+        .link_dataset_experiments(&id, &p.experiment_ids("experiment_ids")?, true)
         .await?;
-    body(&json!({ "dataset": dataset.to_json(None) }))
+    to_json(&json!({ "dataset": dataset.to_json(None) }))
 }
 
 /// `POST /api/3.0/mlflow/datasets/{dataset_id}/remove-experiments`.
@@ -184,9 +172,9 @@ pub async fn remove_dataset_from_experiments(
 ) -> JsonResult {
     let dataset = state
         .store
-        .link_dataset_experiments(&id, &experiment_ids(&p)?, false)
+        .link_dataset_experiments(&id, &p.experiment_ids("experiment_ids")?, false)
         .await?;
-    body(&json!({ "dataset": dataset.to_json(None) }))
+    to_json(&json!({ "dataset": dataset.to_json(None) }))
 }
 
 /// `POST /api/3.0/mlflow/datasets/{dataset_id}/records`: `records` is a JSON list as text.
@@ -197,7 +185,7 @@ pub async fn upsert_records(
 ) -> JsonResult {
     let records = parse_records(&p.req_str("records")?)?;
     let counts = state.store.upsert_dataset_records(&id, &records).await?;
-    body(&json!({"inserted_count": counts.inserted, "updated_count": counts.updated}))
+    to_json(&json!({"inserted_count": counts.inserted, "updated_count": counts.updated}))
 }
 
 /// `GET /api/3.0/mlflow/datasets/{dataset_id}/records`: a page, as JSON text.
@@ -218,11 +206,11 @@ pub async fn get_records(
         .store
         .dataset_records(&id, state.limits.page(max_results), token.as_deref())
         .await?;
-    let mut answer = json!({ "records": ctflow_store::python_json(&Value::Array(records)) });
+    let mut answer = json!({ "records": ctflow_core::pyjson::dumps(&Value::Array(records)) });
     if let Some(next) = next {
         answer["next_page_token"] = json!(next);
     }
-    body(&answer)
+    to_json(&answer)
 }
 
 /// `DELETE /api/3.0/mlflow/datasets/{dataset_id}/records`.
@@ -233,5 +221,5 @@ pub async fn delete_records(
 ) -> JsonResult {
     let ids = p.str_list("dataset_record_ids")?;
     let deleted = state.store.delete_dataset_records(&id, &ids).await?;
-    body(&json!({ "deleted_count": deleted }))
+    to_json(&json!({ "deleted_count": deleted }))
 }

@@ -5,7 +5,6 @@
 //! put in an error message: only their masked forms leave the server.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use axum::extract::State;
 use ctflow_core::secrets::{Kek, PASSPHRASE_ENV, masked, seal};
@@ -139,7 +138,7 @@ pub async fn update_secret(
 ) -> JsonResult {
     let secret_id = p.req_str("secret_id")?;
     let value = secret_value(&p)?;
-    let name = state.store.secret_name(&secret_id).await?;
+    let name = state.store.get_secret(&secret_id).await?.secret_name;
     let kek = state.secrets.kek().await?;
     let sealed = seal(&kek, &secret_id, &name, &value)?;
     let info = state
@@ -158,7 +157,7 @@ pub async fn update_secret(
 /// `DELETE /api/3.0/mlflow/gateway/secrets/delete`.
 pub async fn delete_secret(State(state): State<AppState>, p: Params) -> JsonResult {
     state.store.delete_secret(&p.req_str("secret_id")?).await?;
-    Ok(crate::api::json_bytes(b"{}".to_vec()))
+    crate::api::empty()
 }
 
 /// `GET /api/3.0/mlflow/gateway/secrets/list` (optionally of one `provider`).
@@ -177,14 +176,7 @@ pub async fn secrets_config(State(state): State<AppState>) -> JsonResult {
         "secrets_available": state.secrets.available(),
         "using_default_passphrase": false,
     });
-    serde_json::to_vec(&body)
-        .map(crate::api::json_bytes)
-        .map_err(crate::api::internal)
-}
-
-/// A shared handle for [`AppState`].
-pub fn keys() -> Arc<SecretKeys> {
-    Arc::new(SecretKeys::default())
+    crate::api::to_json(&body)
 }
 
 // ---------------------------------------------------------------- models and endpoints
@@ -264,7 +256,7 @@ pub async fn delete_model_definition(State(state): State<AppState>, p: Params) -
         .store
         .delete_model_definition(&p.req_str("model_definition_id")?)
         .await?;
-    Ok(crate::api::json_bytes(b"{}".to_vec()))
+    crate::api::empty()
 }
 
 const LINKAGE_TYPES: &[&str] = &["PRIMARY", "FALLBACK"];
@@ -382,7 +374,7 @@ pub async fn delete_endpoint(State(state): State<AppState>, p: Params) -> JsonRe
         .store
         .delete_endpoint(&p.req_str("endpoint_id")?)
         .await?;
-    Ok(crate::api::json_bytes(b"{}".to_vec()))
+    crate::api::empty()
 }
 
 /// `POST /api/3.0/mlflow/gateway/endpoints/models/attach`.
@@ -407,7 +399,7 @@ pub async fn detach_model(State(state): State<AppState>, p: Params) -> JsonResul
             &p.req_str("model_definition_id")?,
         )
         .await?;
-    Ok(crate::api::json_bytes(b"{}".to_vec()))
+    crate::api::empty()
 }
 
 /// `POST /api/3.0/mlflow/gateway/endpoints/bindings/create`.
@@ -448,15 +440,13 @@ pub async fn delete_binding(State(state): State<AppState>, p: Params) -> JsonRes
             &p.req_str("resource_id")?,
         )
         .await?;
-    Ok(crate::api::json_bytes(b"{}".to_vec()))
+    crate::api::empty()
 }
 
 /// `GET /ajax-api/3.0/mlflow/gateway/supported-providers`.
 pub async fn supported_providers() -> JsonResult {
     let body = json!({ "providers": ctflow_core::gateway_catalog::PROVIDERS });
-    serde_json::to_vec(&body)
-        .map(crate::api::json_bytes)
-        .map_err(crate::api::internal)
+    crate::api::to_json(&body)
 }
 
 /// `GET /ajax-api/3.0/mlflow/gateway/provider-config?provider=`.
@@ -465,9 +455,7 @@ pub async fn provider_config(p: Params) -> JsonResult {
         .str("provider")?
         .filter(|v| !v.trim().is_empty())
         .ok_or_else(|| MlflowError::invalid("Provider parameter is required"))?;
-    serde_json::to_vec(&ctflow_core::gateway_catalog::provider_config(&provider))
-        .map(crate::api::json_bytes)
-        .map_err(crate::api::internal)
+    crate::api::to_json(&ctflow_core::gateway_catalog::provider_config(&provider))
 }
 
 // ---------------------------------------------------------------- the deployments proxy

@@ -90,7 +90,5 @@ pub async fn search_issues(State(state): State<AppState>, p: Params) -> JsonResu
         )
         .await?;
     let body = json!({"issues": issues, "next_page_token": next.unwrap_or_default()});
-    serde_json::to_vec(&body)
-        .map(crate::api::json_bytes)
-        .map_err(crate::api::internal)
+    crate::api::to_json(&body)
 }

@@ -210,6 +210,14 @@ impl Params {
         }
     }
 
+    /// A repeated experiment id field (`experiment_ids`), each parsed.
+    pub fn experiment_ids(&self, name: &str) -> Result<Vec<i64>, MlflowError> {
+        self.str_list(name)?
+            .iter()
+            .map(|id| ctflow_core::ids::parse_experiment_id(id))
+            .collect()
+    }
+
     /// A repeated message field, as a list of nested parameter maps.
     pub fn objects(&self, name: &str) -> Result<Vec<Params>, MlflowError> {
         match self.get(name) {

@@ -115,18 +115,12 @@ pub async fn create_promptlab_run(State(state): State<AppState>, p: Params) -> J
                 ],
             )
             .await?;
-        let (repository, base) = state.locate(&run.info.artifact_uri).ok_or_else(|| {
-            MlflowError::invalid(format!(
-                "The run's artifacts at '{}' are not stored where this server serves them.",
-                run.info.artifact_uri
-            ))
-        })?;
-        let path = if base.is_empty() {
-            "eval_results_table.json".to_string()
-        } else {
-            format!("{}/eval_results_table.json", base.trim_end_matches('/'))
-        };
-        let bytes = ctflow_store::python_json(&table).into_bytes();
+        let (repository, path) = crate::artifacts::located(
+            &state,
+            &run.info.artifact_uri,
+            &["eval_results_table.json".to_string()],
+        )?;
+        let bytes = ctflow_core::pyjson::dumps(&table).into_bytes();
         repository
             .put(&path, Box::pin(std::io::Cursor::new(bytes)))
             .await?;

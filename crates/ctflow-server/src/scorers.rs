@@ -29,9 +29,7 @@ pub async fn register_scorer(State(state): State<AppState>, p: Params) -> JsonRe
         "serialized_scorer": version.serialized_scorer,
         "creation_time": version.creation_time,
     });
-    serde_json::to_vec(&body)
-        .map(crate::api::json_bytes)
-        .map_err(crate::api::internal)
+    crate::api::to_json(&body)
 }
 
 /// `GET /api/3.0/mlflow/scorers/list`: each scorer's latest version.
@@ -64,5 +62,5 @@ pub async fn delete_scorer(State(state): State<AppState>, p: Params) -> JsonResu
         .store
         .delete_scorer(experiment(&p)?, &p.req_str("name")?, p.i64("version")?)
         .await?;
-    Ok(crate::api::json_bytes(b"{}".to_vec()))
+    crate::api::empty()
 }

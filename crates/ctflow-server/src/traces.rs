@@ -21,7 +21,7 @@ use serde_json::{Map, Value, json};
 use tokio::io::AsyncReadExt;
 
 use crate::AppState;
-use crate::api::{JsonResult, json_bytes, page};
+use crate::api::{JsonResult, empty, page, to_json};
 use crate::auth::EXPERIMENT_ID_HEADER;
 use crate::error::ApiResult;
 use crate::params::Params;
@@ -30,19 +30,6 @@ use crate::params::Params;
 const MAX_TRACES_PER_PAGE: i64 = 500;
 /// The page size when a search names none.
 const DEFAULT_TRACES_PER_PAGE: i64 = 100;
-
-fn to_body(value: &Value) -> JsonResult {
-    serde_json::to_vec(value)
-        .map(json_bytes)
-        .map_err(crate::api::internal)
-}
-
-fn experiment_ids(p: &Params) -> ApiResult<Vec<i64>> {
-    p.str_list("experiment_ids")?
-        .iter()
-        .map(|id| Ok(parse_experiment_id(id)?))
-        .collect()
-}
 
 fn string_map(p: &Params, name: &str) -> ApiResult<BTreeMap<String, String>> {
     match p.get(name) {
@@ -133,7 +120,7 @@ pub async fn start_trace(State(state): State<AppState>, p: Params) -> JsonResult
         assessments,
     };
     let stored = state.store.start_trace(&record).await?;
-    to_body(&json!({"trace": {"trace_info": stored.to_v3_json()}}))
+    to_json(&json!({"trace": {"trace_info": stored.to_v3_json()}}))
 }
 
 /// `GET /api/3.0/mlflow/traces/{trace_id}` (`GetTraceInfoV3`).
@@ -142,7 +129,7 @@ pub async fn get_trace_info(
     Path(trace_id): Path<String>,
 ) -> JsonResult {
     let info = state.store.get_trace_info(&trace_id).await?;
-    to_body(&json!({"trace": {"trace_info": info.to_v3_json()}}))
+    to_json(&json!({"trace": {"trace_info": info.to_v3_json()}}))
 }
 
 /// `GET /api/3.0/mlflow/traces/get` (`GetTrace`): a trace with its spans. Without
@@ -168,7 +155,7 @@ pub async fn get_trace(State(state): State<AppState>, p: Params) -> JsonResult {
                 None => !spans.is_empty() || !in_tracking_store(&info),
             };
         if complete {
-            return to_body(&json!({"trace": trace_json(&info, &spans)}));
+            return to_json(&json!({"trace": trace_json(&info, &spans)}));
         }
         match waits.next() {
             Some(seconds) => tokio::time::sleep(std::time::Duration::from_secs(seconds)).await,
@@ -192,7 +179,7 @@ pub async fn batch_get_traces(State(state): State<AppState>, p: Params) -> JsonR
     let ids = p.str_list("trace_ids")?;
     let mut infos = state.store.trace_infos(&ids).await?;
     if p.get("experiment_ids").is_some() {
-        let allowed = experiment_ids(&p)?;
+        let allowed = p.experiment_ids("experiment_ids")?;
         infos.retain(|info| allowed.contains(&info.experiment_id));
     }
     let mut spans = state.store.trace_spans(&ids).await?;
@@ -208,7 +195,7 @@ pub async fn batch_get_trace_infos(State(state): State<AppState>, p: Params) -> 
     let ids = p.str_list("trace_ids")?;
     let mut infos = state.store.trace_infos(&ids).await?;
     if p.get("experiment_ids").is_some() {
-        let allowed = experiment_ids(&p)?;
+        let allowed = p.experiment_ids("experiment_ids")?;
         infos.retain(|info| allowed.contains(&info.experiment_id));
     }
     let infos: Vec<Value> = infos.iter().map(TraceInfo::to_v3_json).collect();
@@ -284,7 +271,7 @@ pub async fn delete_traces(State(state): State<AppState>, p: Params) -> JsonResu
         }
     };
     let deleted = state.store.delete_traces(experiment_id, &which).await?;
-    to_body(&json!({ "traces_deleted": deleted }))
+    to_json(&json!({ "traces_deleted": deleted }))
 }
 
 /// `PATCH /api/{2,3}.0/mlflow/traces/{trace_id}/tags`.
@@ -296,7 +283,7 @@ pub async fn set_trace_tag(
     let key = p.req_str("key")?;
     let value = p.str("value")?.unwrap_or_default();
     state.store.set_trace_tag(&trace_id, &key, &value).await?;
-    to_body(&json!({}))
+    empty()
 }
 
 /// `DELETE /api/{2,3}.0/mlflow/traces/{trace_id}/tags`.
@@ -307,7 +294,7 @@ pub async fn delete_trace_tag(
 ) -> JsonResult {
     let key = p.req_str("key")?;
     state.store.delete_trace_tag(&trace_id, &key).await?;
-    to_body(&json!({}))
+    empty()
 }
 
 /// `POST /api/2.0/mlflow/traces/link-to-run` (at most 100 traces at a time, as MLflow).
@@ -322,12 +309,12 @@ pub async fn link_traces_to_run(State(state): State<AppState>, p: Params) -> Jso
     }
     let run_id = p.req_str("run_id")?;
     state.store.link_traces_to_run(&ids, &run_id).await?;
-    to_body(&json!({}))
+    empty()
 }
 
 /// `POST /api/3.0/mlflow/traces/calculate-filter-correlation`: NPMI of two filters.
 pub async fn calculate_filter_correlation(State(state): State<AppState>, p: Params) -> JsonResult {
-    let experiments = experiment_ids(&p)?;
+    let experiments = p.experiment_ids("experiment_ids")?;
     let base = p.str("base_filter")?.filter(|b| !b.trim().is_empty());
     let combined = |filter: String| match &base {
         Some(base) => format!("{base} and {filter}"),
@@ -344,7 +331,7 @@ pub async fn calculate_filter_correlation(State(state): State<AppState>, p: Para
     let second_count = store.count_traces(&experiments, &second).await?;
     let joint = store.count_traces(&experiments, &both).await?;
     let result = npmi(joint, first_count, second_count, total);
-    to_body(&json!({
+    to_json(&json!({
         "npmi": float_json(result.npmi),
         "npmi_smoothed": float_json(result.smoothed),
         "filter1_count": first_count,
@@ -358,7 +345,7 @@ pub async fn calculate_filter_correlation(State(state): State<AppState>, p: Para
 /// `trace_count` (COUNT) and `latency` (COUNT, SUM, AVG, MIN, MAX, in ms), by
 /// `trace_status` or `trace_name`, over an optional time range.
 pub async fn query_trace_metrics(State(state): State<AppState>, p: Params) -> JsonResult {
-    let experiments = experiment_ids(&p)?;
+    let experiments = p.experiment_ids("experiment_ids")?;
     let view = p.str("view_type")?.unwrap_or_else(|| "TRACES".into());
     if view != "TRACES" {
         return Err(MlflowError::invalid(format!(
@@ -458,7 +445,7 @@ pub async fn create_assessment(
         .ok_or_else(|| MlflowError::missing_param("assessment"))?;
     let fields = validate_new_assessment(assessment)?;
     let created = state.store.create_assessment(&trace_id, fields).await?;
-    to_body(&json!({ "assessment": created }))
+    to_json(&json!({ "assessment": created }))
 }
 
 /// `GET /api/3.0/mlflow/traces/{trace_id}/assessments/{assessment_id}`.
@@ -470,7 +457,7 @@ pub async fn get_assessment(
         .store
         .get_assessment(&trace_id, &assessment_id)
         .await?;
-    to_body(&json!({ "assessment": assessment }))
+    to_json(&json!({ "assessment": assessment }))
 }
 
 /// `PATCH /api/3.0/mlflow/traces/{trace_id}/assessments/{assessment_id}`: the fields the
@@ -488,7 +475,7 @@ pub async fn update_assessment(
         .store
         .update_assessment(&trace_id, &assessment_id, update, &mask)
         .await?;
-    to_body(&json!({ "assessment": updated }))
+    to_json(&json!({ "assessment": updated }))
 }
 
 /// `DELETE /api/3.0/mlflow/traces/{trace_id}/assessments/{assessment_id}`.
@@ -500,7 +487,7 @@ pub async fn delete_assessment(
         .store
         .delete_assessment(&trace_id, &assessment_id)
         .await?;
-    to_body(&json!({}))
+    empty()
 }
 
 // ---------------------------------------------------------------- v2
@@ -518,7 +505,7 @@ pub async fn start_trace_v2(State(state): State<AppState>, p: Params) -> JsonRes
             &pairs(&p, "tags")?,
         )
         .await?;
-    to_body(&json!({ "trace_info": info.to_v2_json() }))
+    to_json(&json!({ "trace_info": info.to_v2_json() }))
 }
 
 /// `PATCH /api/2.0/mlflow/traces/{request_id}` (`EndTrace`, v2).
@@ -539,7 +526,7 @@ pub async fn end_trace_v2(
             &pairs(&p, "tags")?,
         )
         .await?;
-    to_body(&json!({ "trace_info": info.to_v2_json() }))
+    to_json(&json!({ "trace_info": info.to_v2_json() }))
 }
 
 /// `GET /api/2.0/mlflow/traces/{request_id}/info` (`GetTraceInfo`, v2).
@@ -548,12 +535,12 @@ pub async fn get_trace_info_v2(
     Path(request_id): Path<String>,
 ) -> JsonResult {
     let info = state.store.get_trace_info(&request_id).await?;
-    to_body(&json!({ "trace_info": info.to_v2_json() }))
+    to_json(&json!({ "trace_info": info.to_v2_json() }))
 }
 
 /// `GET /api/2.0/mlflow/traces` (`SearchTraces`, v2).
 pub async fn search_traces_v2(State(state): State<AppState>, p: Params) -> JsonResult {
-    let search = search_request(experiment_ids(&p)?, &p, &state)?;
+    let search = search_request(p.experiment_ids("experiment_ids")?, &p, &state)?;
     let (infos, next) = state.store.search_traces(&search).await?;
     let infos: Vec<Value> = infos.iter().map(TraceInfo::to_v2_json).collect();
     page("traces", infos, next)
@@ -684,23 +671,18 @@ pub async fn get_trace_artifact(State(state): State<AppState>, p: Params) -> Api
 }
 
 async fn read_uploaded_spans(state: &AppState, info: &TraceInfo) -> ApiResult<Vec<u8>> {
-    let not_found = || {
-        MlflowError::not_found(format!(
-            "Trace data for trace '{}' not found.",
-            info.trace_id
-        ))
-    };
     let location = info
         .tags
         .get(ctflow_core::traces::ARTIFACT_LOCATION_TAG)
-        .ok_or_else(not_found)?;
-    let (repository, base) = state.locate(location).ok_or_else(not_found)?;
-    let path = if base.is_empty() {
-        "traces.json".to_string()
-    } else {
-        format!("{}/traces.json", base.trim_end_matches('/'))
-    };
-    let mut content = repository.get(&path).await.map_err(|_| not_found())?;
+        .ok_or_else(|| {
+            MlflowError::not_found(format!(
+                "Trace data for trace '{}' not found.",
+                info.trace_id
+            ))
+        })?;
+    let (repository, path) =
+        crate::artifacts::located(state, location, &["traces.json".to_string()])?;
+    let mut content = repository.get(&path).await?;
     let mut bytes = Vec::with_capacity(usize::try_from(content.len).unwrap_or(0));
     content.reader.read_to_end(&mut bytes).await.map_err(|e| {
         MlflowError::new(

@@ -6,14 +6,13 @@ use ctflow_core::eval_datasets::{
     DatasetClause, DatasetKey, RecordUpsert, USER_TAG, digest, inputs_hash, merge_record,
     update_schema,
 };
-use ctflow_core::filter::Value as FilterValue;
 use ctflow_core::page_token;
 use serde_json::{Map, Value, json};
 use sqlx::Row;
 
 use crate::Store;
 use crate::error::Result;
-use crate::experiments::{numeric_op, string_condition};
+use crate::experiments::string_condition;
 use crate::sql::{Sql, cut_page};
 
 /// An evaluation dataset with MLflow's JSON shape.
@@ -49,7 +48,9 @@ impl EvaluationDataset {
         map.insert("name".into(), json!(self.name));
         map.insert(
             "tags".into(),
-            json!(python_json(&Value::Object(self.tags.clone()))),
+            json!(ctflow_core::pyjson::dumps(&Value::Object(
+                self.tags.clone()
+            ))),
         );
         if let Some(schema) = &self.schema {
             map.insert("schema".into(), json!(schema));
@@ -83,12 +84,6 @@ pub struct UpsertCounts {
     pub updated: u64,
 }
 
-/// JSON text as MLflow's Python server writes it (`", "` and `": "` separators): the
-/// dataset's tags, schema, profile and records travel as such text inside the JSON.
-pub fn python_json(value: &Value) -> String {
-    ctflow_core::traces::value::AttrValue::from_json(value).to_python_json()
-}
-
 fn dataset_not_found(id: &str) -> MlflowError {
     MlflowError::not_found(format!("Evaluation dataset with id '{id}' not found"))
 }
@@ -119,26 +114,16 @@ fn dataset_from_row(row: &sqlx::any::AnyRow) -> Result<EvaluationDataset> {
 
 fn dataset_condition(sql: &mut Sql, clause: &DatasetClause) -> String {
     match &clause.key {
-        DatasetKey::Text(column) => string_condition(
+        DatasetKey::Text(column) | DatasetKey::Time(column) => string_condition(
             sql,
             &format!("d.{column}"),
             clause.comparator,
-            &FilterValue::Str(clause.value.clone()),
+            &clause.value,
         ),
-        DatasetKey::Time(column) => {
-            let n: i64 = clause.value.parse().unwrap_or(0);
-            let p = sql.int_arg(n);
-            format!("d.{column} {} {p}", numeric_op(clause.comparator))
-        }
         DatasetKey::Tag(key) => {
-            // Tags are one JSON map per dataset: compare the value the map holds.
+            // Tags are one JSON map per dataset; their index table has a row per tag.
             let k = sql.text_arg(key.clone());
-            let cond = string_condition(
-                sql,
-                "t.value",
-                clause.comparator,
-                &FilterValue::Str(clause.value.clone()),
-            );
+            let cond = string_condition(sql, "t.value", clause.comparator, &clause.value);
             format!(
                 "EXISTS (SELECT 1 FROM evaluation_dataset_tag_index t WHERE t.dataset_id = d.dataset_id AND t.key = {k} AND {cond})"
             )
@@ -259,6 +244,29 @@ impl Store {
         .bind(dataset_id)
         .fetch_all(&self.read)
         .await?)
+    }
+
+    /// The experiments each of these datasets is linked to (datasets in none are absent).
+    pub async fn datasets_experiments(
+        &self,
+        dataset_ids: &[String],
+    ) -> Result<std::collections::HashMap<String, Vec<i64>>> {
+        let mut links: std::collections::HashMap<String, Vec<i64>> = Default::default();
+        if dataset_ids.is_empty() {
+            return Ok(links);
+        }
+        let mut sql = Sql::in_order(self.backend());
+        let list = sql.text_list(dataset_ids.iter().cloned());
+        sql.text = format!(
+            "SELECT dataset_id, experiment_id FROM evaluation_dataset_experiments WHERE dataset_id IN {list}"
+        );
+        for row in sql.query().fetch_all(&self.read).await? {
+            links
+                .entry(row.try_get(0)?)
+                .or_default()
+                .push(row.try_get(1)?);
+        }
+        Ok(links)
     }
 
     /// Deletes a dataset with its records and links.
@@ -488,14 +496,16 @@ impl Store {
                 }
             }
         }
-        let schema = update_schema(dataset.schema.as_deref(), records).map(|s| python_json(&s));
+        let schema = update_schema(dataset.schema.as_deref(), records)
+            .map(|s| ctflow_core::pyjson::dumps(&s));
         let total: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM evaluation_dataset_records WHERE dataset_id = $1",
         )
         .bind(dataset_id)
         .fetch_one(&mut *tx)
         .await?;
-        let profile = (total > 0).then(|| python_json(&json!({"num_records": total})));
+        let profile =
+            (total > 0).then(|| ctflow_core::pyjson::dumps(&json!({"num_records": total})));
         sqlx::query(
             "UPDATE evaluation_datasets SET dataset_schema = COALESCE($1, dataset_schema), profile = $2 \
              WHERE dataset_id = $3",

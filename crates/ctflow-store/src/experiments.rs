@@ -189,15 +189,23 @@ impl Store {
             .ok_or_else(|| not_found(id))
     }
 
-    pub(crate) async fn require_active_experiment(&self, id: i64) -> Result<()> {
-        let stage = self.experiment_stage(id).await?;
+    /// Checks that an experiment exists and is active; returns its artifact location.
+    pub(crate) async fn require_active_experiment(&self, id: i64) -> Result<String> {
+        let row = sqlx::query(
+            "SELECT lifecycle_stage, artifact_location FROM experiments WHERE experiment_id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.read)
+        .await?
+        .ok_or_else(|| not_found(id))?;
+        let stage: String = row.try_get(0)?;
         if stage != LIFECYCLE_ACTIVE {
             return Err(MlflowError::invalid(format!(
                 "The experiment {id} must be in the 'active' state. Current state is {stage}."
             ))
             .into());
         }
-        Ok(())
+        Ok(row.try_get(1)?)
     }
 
     pub async fn search_experiments(

@@ -133,28 +133,6 @@ impl Store {
         info_from_row(&row)
     }
 
-    /// A secret's name, for sealing a new value bound to it.
-    pub async fn secret_name(&self, secret_id: &str) -> Result<String> {
-        Ok(self.get_secret(secret_id).await?.secret_name)
-    }
-
-    /// The sealed value of a secret (for the gateway's calls to providers).
-    pub async fn sealed_secret(&self, secret_id: &str) -> Result<Sealed> {
-        let row = sqlx::query(
-            "SELECT wrapped_key, ciphertext, kek_version FROM gateway_secrets WHERE secret_id = $1",
-        )
-        .bind(secret_id)
-        .fetch_optional(&self.read)
-        .await?
-        .ok_or_else(|| secret_not_found(secret_id))?;
-        let version: i64 = row.try_get(2)?;
-        Ok(Sealed {
-            wrapped_key: row.try_get(0)?,
-            ciphertext: row.try_get(1)?,
-            kek_version: u32::try_from(version).unwrap_or(0),
-        })
-    }
-
     /// Replaces a secret's value (and its auth settings when given).
     pub async fn update_secret(
         &self,
@@ -556,6 +534,17 @@ impl Store {
             )
             .into());
         }
+        // NB: before the usage experiment is made, so that a taken name leaves none behind.
+        let taken: Option<String> =
+            sqlx::query_scalar("SELECT endpoint_id FROM gateway_endpoints WHERE name = $1")
+                .bind(name)
+                .fetch_optional(&self.read)
+                .await?;
+        if taken.is_some() {
+            return Err(
+                MlflowError::exists(format!("Endpoint with name '{name}' already exists")).into(),
+            );
+        }
         let tracking = spec.usage_tracking.unwrap_or(false);
         let experiment_id = if tracking {
             Some(self.usage_experiment(name).await?)
@@ -594,12 +583,14 @@ impl Store {
     async fn usage_experiment(&self, endpoint_name: &str) -> Result<i64> {
         let name = format!("gateway/{endpoint_name}");
         match self.get_experiment_by_name(&name).await {
-            Ok(experiment) => Ok(experiment.experiment_id.parse().unwrap_or(0)),
+            Ok(experiment) => Ok(ctflow_core::ids::parse_experiment_id(
+                &experiment.experiment_id,
+            )?),
             Err(crate::Error::Mlflow(e))
                 if e.code == ctflow_core::ErrorCode::ResourceDoesNotExist =>
             {
                 let id = self.create_experiment(&name, None, &[]).await?;
-                Ok(id.parse().unwrap_or(0))
+                Ok(ctflow_core::ids::parse_experiment_id(&id)?)
             }
             Err(other) => Err(other),
         }

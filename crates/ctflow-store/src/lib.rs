@@ -30,7 +30,7 @@ pub use ctflow_core::pipeline::PipelineRecord;
 pub use ctflow_core::pipeline_run::{Approval, PipelineRun, PipelineRunEvent, PromotionStep};
 pub use db::{Backend, Durability, Store, StoreOptions};
 pub use error::{Error, Result};
-pub use eval_datasets::{EvaluationDataset, UpsertCounts, python_json};
+pub use eval_datasets::{EvaluationDataset, UpsertCounts};
 pub use experiments::ExperimentSearch;
 pub use feedback::{FeedbackOutcome, NewLabel, StoredLabel};
 pub use gateway::{

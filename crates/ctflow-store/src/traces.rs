@@ -204,8 +204,7 @@ impl Store {
     /// record, or overwrites the one its spans created. The server sets the artifact
     /// location and marks the record final.
     pub async fn start_trace(&self, info: &TraceInfo) -> Result<TraceInfo> {
-        let experiment = self.get_experiment(info.experiment_id).await?;
-        self.require_active_experiment(info.experiment_id).await?;
+        let experiment_location = self.require_active_experiment(info.experiment_id).await?;
         let mut tags: Vec<(String, String)> = info
             .tags
             .iter()
@@ -214,7 +213,7 @@ impl Store {
             .collect();
         tags.push((
             ARTIFACT_LOCATION_TAG.to_string(),
-            Self::trace_artifact_location(&experiment.artifact_location, &info.trace_id),
+            Self::trace_artifact_location(&experiment_location, &info.trace_id),
         ));
         let mut metadata: Vec<(String, String)> = info
             .metadata
@@ -268,8 +267,7 @@ impl Store {
         metadata: &[(String, String)],
         tags: &[(String, String)],
     ) -> Result<TraceInfo> {
-        let experiment = self.get_experiment(experiment_id).await?;
-        self.require_active_experiment(experiment_id).await?;
+        let experiment_location = self.require_active_experiment(experiment_id).await?;
         let trace_id = uuid::Uuid::new_v4().simple().to_string();
         let mut tags: Vec<(String, String)> = tags
             .iter()
@@ -278,7 +276,7 @@ impl Store {
             .collect();
         tags.push((
             ARTIFACT_LOCATION_TAG.to_string(),
-            Self::trace_artifact_location(&experiment.artifact_location, &trace_id),
+            Self::trace_artifact_location(&experiment_location, &trace_id),
         ));
         let mut tx = self.begin_write().await?;
         sqlx::query(
@@ -335,8 +333,7 @@ impl Store {
             return Ok(());
         }
         let _timer = self.timer("log_spans");
-        let experiment = self.get_experiment(experiment_id).await?;
-        self.require_active_experiment(experiment_id).await?;
+        let experiment_location = self.require_active_experiment(experiment_id).await?;
         let mut by_trace: BTreeMap<&str, Vec<&SpanRecord>> = BTreeMap::new();
         for span in spans {
             by_trace
@@ -379,8 +376,7 @@ impl Store {
                     .bind(root_state.unwrap_or(TraceState::InProgress).as_str())
                     .execute(&mut *tx)
                     .await?;
-                    let location =
-                        Self::trace_artifact_location(&experiment.artifact_location, trace_id);
+                    let location = Self::trace_artifact_location(&experiment_location, trace_id);
                     Self::upsert_key_values(
                         &mut tx,
                         "trace_tags",

@@ -42,7 +42,7 @@ impl AttrValue {
             AttrValue::Null => out.push_str("null"),
             AttrValue::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
             AttrValue::Int(i) => out.push_str(&i.to_string()),
-            AttrValue::Double(f) => out.push_str(&python_float(*f)),
+            AttrValue::Double(f) => out.push_str(&crate::pyjson::python_float(*f)),
             AttrValue::Str(s) => push_json_string(out, s),
             AttrValue::Bytes(b) => push_json_string(out, &STANDARD.encode(b)),
             AttrValue::Array(items) => {
@@ -188,74 +188,9 @@ fn push_json_string(out: &mut String, s: &str) {
     }
 }
 
-/// A float as Python's `repr` writes it: the shortest digits that read back the same,
-/// in positional form for exponents -4..16, else `1e-05`, `1.5e+16`.
-pub fn python_float(f: f64) -> String {
-    if f.is_nan() {
-        return "NaN".into();
-    }
-    if f.is_infinite() {
-        return if f > 0.0 { "Infinity" } else { "-Infinity" }.into();
-    }
-    // `{:e}` gives the shortest round-trip digits: "-1.2345e-7", "1e16", "0e0".
-    let scientific = format!("{f:e}");
-    let (mantissa, exponent) = scientific.split_once('e').unwrap_or((&scientific, "0"));
-    let exponent: i32 = exponent.parse().unwrap_or(0);
-    let (sign, mantissa) = match mantissa.strip_prefix('-') {
-        Some(rest) => ("-", rest),
-        None => ("", mantissa),
-    };
-    let digits: String = mantissa.chars().filter(|c| *c != '.').collect();
-    if (-4..16).contains(&exponent) {
-        let point = exponent + 1;
-        if point <= 0 {
-            format!(
-                "{sign}0.{}{digits}",
-                "0".repeat(point.unsigned_abs() as usize)
-            )
-        } else {
-            let point = point as usize;
-            if digits.len() <= point {
-                format!("{sign}{digits}{}.0", "0".repeat(point - digits.len()))
-            } else {
-                format!("{sign}{}.{}", &digits[..point], &digits[point..])
-            }
-        }
-    } else {
-        let mantissa = if digits.len() > 1 {
-            format!("{}.{}", &digits[..1], &digits[1..])
-        } else {
-            digits
-        };
-        let exp_sign = if exponent < 0 { '-' } else { '+' };
-        format!("{sign}{mantissa}e{exp_sign}{:02}", exponent.unsigned_abs())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn floats_read_as_python_repr_writes_them() {
-        for (f, text) in [
-            (1.0, "1.0"),
-            (0.5, "0.5"),
-            (-2.25, "-2.25"),
-            (0.0001, "0.0001"),
-            (0.00001, "1e-05"),
-            (1e16, "1e+16"),
-            (1.5e16, "1.5e+16"),
-            (123456789012345.6, "123456789012345.6"),
-            (0.1 + 0.2, "0.30000000000000004"),
-            (0.0, "0.0"),
-            (-0.0, "-0.0"),
-            (1e-300, "1e-300"),
-            (f64::NAN, "NaN"),
-        ] {
-            assert_eq!(python_float(f), text, "{f}");
-        }
-    }
 
     #[test]
     fn maps_dump_in_order_with_python_separators() {
