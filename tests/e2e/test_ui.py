@@ -102,7 +102,7 @@ def experiment(up, tmp_path_factory):
 
 def column(page, key):
     """The values of a runs-table column, top to bottom."""
-    header = page.locator("#runs thead th")
+    header = page.locator("#runs thead tr:last-child th")
     names = [header.nth(i).get_attribute("data-column") for i in range(header.count())]
     index = names.index(key) + 1
     return page.locator(f"#runs tbody tr td:nth-child({index})").all_inner_texts()
@@ -214,7 +214,7 @@ def test_approving_a_manual_gate_from_the_pipelines_page_moves_the_champion(up, 
 """))
     visit(page, up.url, "/pipelines")
     nightly = page.locator('#pipelines tr[data-pipeline="ui-nightly"] td.next-run').inner_text()
-    assert nightly.endswith("03:00:00"), nightly
+    assert nightly.endswith("03:00:00 UTC"), nightly
     row = page.locator('#pipelines tr[data-pipeline="ui-iris"]')
     assert "WaitingApproval" in row.inner_text()
     shot(page, "pipelines")
@@ -451,3 +451,190 @@ def test_the_live_view_shows_what_the_served_model_sees(up, page, tmp_path):
     assert "accuracy = 0.6 on v1 (42 labels)" in page.locator("#live-retrains").inner_text()
     assert "performance: accuracy below 0.9 over 1h (min 10 labels)" in page.locator("#live-serving").inner_text()
     shot(page, "live-view")
+
+
+# A report whose script would mark the dashboard (and itself) if it ever ran.
+HOSTILE_REPORT = """<!doctype html><html><body>
+<p id="visible">report body</p><p id="ran"></p>
+<script>
+document.getElementById("ran").textContent = "script ran";
+try { parent.document.body.dataset.pwned = "1"; } catch (e) {}
+</script></body></html>"""
+
+
+@pytest.fixture(scope="module")
+def family(up, tmp_path_factory):
+    """A parent run with a nested child that has a description, a dataset, a one-value
+    metric, a series, an HTML report and a model folder registered as a version; and a
+    failed run beside them."""
+    import pandas as pd
+
+    files = tmp_path_factory.mktemp("family")
+    (files / "report.html").write_text(HOSTILE_REPORT)
+    model = files / "model"
+    model.mkdir()
+    (model / "MLmodel").write_text("flavors: {}\n")
+    (model / "weights.bin").write_bytes(bytes(range(256)) * 4)
+    mlflow.set_tracking_uri(up.url)
+    client = MlflowClient(up.url)
+    experiment_id = client.create_experiment("ui-family")
+    try:
+        with mlflow.start_run(experiment_id=experiment_id, run_name="sweep") as parent:
+            mlflow.set_tag("team", "vision")
+            with mlflow.start_run(experiment_id=experiment_id, run_name="trial-1", nested=True) as child:
+                mlflow.set_tag("mlflow.note.content", "Trained on the November snapshot.")
+                mlflow.set_tag("team", "vision")
+                frame = pd.DataFrame({"x": [1.0, 2.0, 3.0], "y": [0, 1, 0]})
+                mlflow.log_input(mlflow.data.from_pandas(frame, name="iris-train"), context="training")
+                mlflow.log_metric("test_auc", 0.91)
+                for step in range(6):
+                    mlflow.log_metric("loss", 1.0 / (step + 1), step=step)
+                mlflow.log_artifact(str(files / "report.html"))
+                mlflow.log_artifacts(str(model), artifact_path="model")
+        with mlflow.start_run(experiment_id=experiment_id, run_name="broken") as failed:
+            mlflow.log_metric("test_auc", 0.4)
+        client.set_terminated(failed.info.run_id, status="FAILED")
+    finally:
+        mlflow.set_tracking_uri(None)
+    client.create_registered_model("ui-family-model")
+    client.create_model_version("ui-family-model", f"runs:/{child.info.run_id}/model", run_id=child.info.run_id)
+    return {"experiment": experiment_id, "parent": parent.info.run_id, "child": child.info.run_id,
+            "failed": failed.info.run_id, "model": model}
+
+
+def test_a_run_page_tables_values_charts_series_and_shows_where_the_run_came_from(up, family, page, tmp_path):
+    visit(page, up.url, f"/experiments/{family['experiment']}/runs/{family['child']}")
+    # A metric logged once is a row of the values table, not a one-dot chart.
+    expect(page.locator('#metric-table tr[data-metric="test_auc"] td:nth-child(2)')).to_have_text("0.91")
+    assert page.locator('#metric-charts [data-chart="test_auc"]').count() == 0
+    page.wait_for_selector('#metric-charts [data-chart="loss"] canvas')
+    expect(page.locator("#run-description")).to_have_text("Trained on the November snapshot.")
+    expect(page.locator("#parent-run a")).to_have_text("sweep")
+    expect(page.locator("#run-datasets")).to_contain_text("iris-train")
+    expect(page.locator("#run-datasets")).to_contain_text("training")
+    expect(page.locator("#run-versions a")).to_have_text("ui-family-model v1")
+    assert page.locator("#run-info").inner_text().count("UTC") >= 1
+    # Smoothing, the x axis and the log scale redraw the charts; the legend stays in its card.
+    page.fill('input[aria-label="smoothing"]', "0.6")
+    page.dispatch_event('input[aria-label="smoothing"]', "change")
+    expect(page.locator('#metric-charts [data-chart="loss"] .u-legend')).to_contain_text("smoothed 0.6")
+    page.select_option('select[aria-label="x axis"]', "relative")
+    expect(page.locator('#metric-charts [data-chart="loss"] .u-axis').first).to_be_visible()
+    expect(page.locator('#metric-charts [data-chart="loss"] .u-legend')).to_contain_text("seconds")
+    page.check('input[aria-label="log scale"]')
+    page.wait_for_selector('#metric-charts [data-chart="loss"] canvas')
+    card = page.locator('#metric-charts [data-chart="loss"]').bounding_box()
+    legend = page.locator('#metric-charts [data-chart="loss"] .u-legend').bounding_box()
+    assert legend["x"] + legend["width"] <= card["x"] + card["width"] + 1, (legend, card)
+    shot(page, "run-page-values-and-series")
+
+    # The HTML report renders in a sandboxed frame, and its script runs neither there nor
+    # against the dashboard.
+    page.click('li[data-path="report.html"] .name')
+    frame = page.locator("iframe.report")
+    expect(frame).to_have_attribute("sandbox", "")
+    expect(page.frame_locator("iframe.report").locator("#visible")).to_have_text("report body")
+    expect(page.frame_locator("iframe.report").locator("#ran")).to_have_text("")
+    assert page.locator("body").get_attribute("data-pwned") is None
+    expect(page.locator('li[data-path="report.html"]')).to_have_class("file selected")
+    shot(page, "run-page-html-report")
+
+    # Folders open and close; a file and a whole folder download.
+    page.click('li[data-path="model"] .name')
+    expect(page.locator('li[data-path="model/weights.bin"]')).to_be_visible()
+    page.click('li[data-path="model"] .name')
+    expect(page.locator('li[data-path="model/weights.bin"]')).to_have_count(0)
+    with page.expect_download() as download:
+        page.click('a[aria-label="download report.html"]')
+    saved = tmp_path / "report.html"
+    download.value.save_as(saved)
+    assert saved.read_text() == HOSTILE_REPORT
+    with page.expect_download() as download:
+        page.click('button[aria-label="download model"]')
+    assert download.value.suggested_filename == "model.zip"
+    archive = tmp_path / "model.zip"
+    download.value.save_as(archive)
+    import zipfile
+
+    with zipfile.ZipFile(archive) as z:
+        assert z.testzip() is None  # every member's CRC checks out
+        assert sorted(z.namelist()) == ["model/MLmodel", "model/weights.bin"]
+        assert z.read("model/weights.bin") == (family["model"] / "weights.bin").read_bytes()
+
+
+def test_the_runs_table_shows_status_groups_nesting_and_keeps_its_view_in_the_address(up, family, page):
+    experiment_id = family["experiment"]
+    visit(page, up.url, f"/experiments/{experiment_id}")
+    expect(page.locator(f'#runs tr[data-run="{family["failed"]}"] .badge')).to_have_text("FAILED")
+    assert page.locator('#runs th[data-group="Metrics"]').count() == 1
+    assert page.locator('#runs th[data-group="Tags"]').count() == 1
+    # The child is folded under its parent until opened.
+    expect(page.locator(f'#runs tr[data-run="{family["child"]}"]')).to_have_count(0)
+    page.click('#runs button.expander')
+    child = page.locator(f'#runs tr[data-run="{family["child"]}"]')
+    expect(child).to_have_attribute("data-depth", "1")
+    # Registered versions by name, datasets by name.
+    expect(child).to_contain_text("ui-family-model v1")
+    expect(child).to_contain_text("iris-train")
+    expect(page.locator("#runs-count")).to_have_text("runs 1-3 of 3")
+    # Any tag can be a column; the choice, the filter and the order go into the address.
+    page.click("details.columns summary")
+    page.check('details.columns input[data-column="tags:team"]')
+    expect(page.locator('#runs th[data-column="tags:team"]')).to_have_count(1)
+    page.click('th[data-column="metrics:test_auc"]')
+    page.wait_for_selector('th.sorted-desc[data-column="metrics:test_auc"]')
+    page.fill('input[aria-label="Filter runs"]', "metrics.test_auc > 0.5")
+    page.press('input[aria-label="Filter runs"]', "Enter")
+    expect(page.locator("#runs-count")).to_have_text("runs 1-1 of 1 matching the filter")
+    page.select_option("#chart-metric", "test_auc")
+    page.wait_for_selector('[data-chart="runs:test_auc"] canvas')
+    address = page.url
+    assert "filter=metrics.test_auc" in address and "order=metrics%3Adesc%3Atest_auc" in address, address
+    assert "tags%3Ateam" in address and "chart=test_auc" in address, address
+    shot(page, "runs-table-view")
+
+    # The same address in a new page shows the same view.
+    page.goto("about:blank")
+    page.goto(address)
+    expect(page.locator("#runs-count")).to_have_text("runs 1-1 of 1 matching the filter")
+    expect(page.locator('input[aria-label="Filter runs"]')).to_have_value("metrics.test_auc > 0.5")
+    expect(page.locator('#runs th[data-column="tags:team"]')).to_have_count(1)
+    expect(page.locator('th.sorted-desc[data-column="metrics:test_auc"]')).to_have_count(1)
+    page.wait_for_selector('[data-chart="runs:test_auc"] canvas')
+
+
+def test_mlflows_compare_link_opens_the_comparison(up, experiment, page):
+    from urllib.parse import quote
+
+    experiment_id, accuracy = experiment
+    ids = list(accuracy)[:6]
+    link = f"/compare-runs?runs={quote(json.dumps(ids))}&experiments={quote(json.dumps([experiment_id]))}"
+    page.goto(f"{up.url}/#{link}")
+    page.wait_for_selector("#compare-charts canvas")
+    expect(page.locator("h1")).to_have_text("Comparing 6 runs")
+    # Only the rows that differ, on request.
+    same = page.locator("#diff tbody tr.same")
+    page.check("#only-differences")
+    for i in range(same.count()):
+        expect(same.nth(i)).to_be_hidden()
+    expect(page.locator("#diff tbody tr.differs").first).to_be_visible()
+    # Each scatter point is its run, by colour and name.
+    page.wait_for_selector('[data-chart="scatter"] canvas')
+    legend = page.locator('[data-chart="scatter"] .u-legend').inner_text()
+    assert all(name in legend for name in [f"run-{i:02d}" for i in range(6)]), legend
+    # Parallel coordinates fit the page.
+    box = page.locator('[data-chart="parallel"]').bounding_box()
+    assert box["x"] + box["width"] <= 1400, box
+    shot(page, "compare-mlflow-link")
+
+
+def test_the_dashboard_follows_the_systems_dark_mode(up, browser):
+    context = browser.new_context(viewport={"width": 1400, "height": 900}, color_scheme="dark")
+    page = context.new_page()
+    try:
+        visit(page, up.url, "/experiments")
+        expect(page.locator("body")).to_have_css("background-color", "rgb(15, 20, 32)")
+        expect(page.locator("#loading")).to_be_hidden()
+        shot(page, "experiments-dark")
+    finally:
+        context.close()

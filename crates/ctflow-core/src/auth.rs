@@ -425,6 +425,7 @@ pub fn route_access(method: &str, route: &str) -> Option<Access> {
         // The dashboard's sign-in, whoami and sign-out check credentials themselves.
         "/ctflow/v1/session" => Public,
         "/ctflow/v1/experiments/run-counts" => Listing(self::Listing::RunCounts),
+        "/ctflow/v1/runs/count" => Experiments(Need::Read),
         "/ctflow/v1/models/{name}/history" => RegisteredModel(Need::Read),
         "/ctflow/v1/models/{name}/feedback" => {
             RegisteredModel(if write { Need::Update } else { Need::Read })

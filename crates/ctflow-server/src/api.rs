@@ -370,21 +370,39 @@ pub async fn search_runs(State(state): State<AppState>, p: Params) -> JsonResult
         ))
         .into());
     }
+    let search = RunSearch {
+        max_results: state.limits.page(max_results),
+        order_by: parse_run_order_by(&p.str_list("order_by")?)?,
+        page_token: p.str("page_token")?,
+        ..matching_runs(&p)?
+    };
+    let (runs, next) = state.store.search_runs(&search).await?;
+    page("runs", runs, next)
+}
+
+/// The runs a runs/search request asks for: its experiments, filter and view.
+fn matching_runs(p: &Params) -> ApiResult<RunSearch> {
     let experiment_ids = p
         .str_list("experiment_ids")?
         .iter()
         .map(|id| parse_experiment_id(id))
         .collect::<Result<Vec<_>, _>>()?;
-    let search = RunSearch {
+    Ok(RunSearch {
         experiment_ids,
         filter: parse_run_filter(&p.str("filter")?.unwrap_or_default())?,
         view: ViewType::parse(p.str("run_view_type")?.as_deref())?,
-        max_results: state.limits.page(max_results),
-        order_by: parse_run_order_by(&p.str_list("order_by")?)?,
-        page_token: p.str("page_token")?,
-    };
-    let (runs, next) = state.store.search_runs(&search).await?;
-    page("runs", runs, next)
+        max_results: 0,
+        order_by: Vec::new(),
+        page_token: None,
+    })
+}
+
+/// `POST /api/ctflow/v1/runs/count`: how many runs a runs/search request (`experiment_ids`,
+/// `filter`, `run_view_type`) matches in all, for the dashboard's pager. MLflow's search
+/// has no total.
+pub async fn count_runs(State(state): State<AppState>, p: Params) -> JsonResult {
+    let count = state.store.count_runs(&matching_runs(&p)?).await?;
+    Ok(Json(json!({ "count": count })).into_response())
 }
 
 pub async fn get_metric_history(State(state): State<AppState>, p: Params) -> JsonResult {

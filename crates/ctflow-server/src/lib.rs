@@ -633,6 +633,7 @@ fn mlflow_routes() -> Router<AppState> {
             "/ctflow/v1/experiments/run-counts",
             get(registry::run_counts),
         )
+        .route("/ctflow/v1/runs/count", post(api::count_runs))
         .route(
             "/ctflow/v1/models/{name}/history",
             get(registry::model_history),

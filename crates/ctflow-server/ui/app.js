@@ -50,10 +50,13 @@ function query(params) {
   return q.toString();
 }
 
+// Every time on the dashboard is UTC and says so, as the CLI prints them.
+const TIME_ZONE_LABEL = "UTC";
+
 function when(ms) {
   if (!ms) return "";
   const d = new Date(Number(ms));
-  return d.toISOString().replace("T", " ").slice(0, 19);
+  return `${d.toISOString().replace("T", " ").slice(0, 19)} ${TIME_ZONE_LABEL}`;
 }
 
 function duration(start, end) {
@@ -160,71 +163,147 @@ async function experimentsPage() {
 
 // ---- runs table ---------------------------------------------------------------------------
 
-const runsState = { experiment: null, filter: "", order: null, tokens: [""], page: 0, selected: new Set() };
+// The runs table's filter, order and columns live in the page's address
+// (#/experiments/<id>?filter=...&order=metrics:accuracy:desc&columns=[...]), so a view can
+// be shared; the columns chosen last are also remembered per experiment.
+const runsState = { experiment: null, tokens: [""], page: 0, selected: new Set(), expanded: new Set() };
 
 function orderClause(column) {
   if (column.kind === "attr") return `attributes.${column.key}`;
   return `${column.kind}.\`${column.key}\``;
 }
 
-function hiddenColumns(experimentId) {
-  try { return new Set(JSON.parse(localStorage.getItem(`ctflow.hidden.${experimentId}`) || "[]")); } catch (_) { return new Set(); }
+function columnChoices(experimentId, params) {
+  const fromUrl = params.get("columns");
+  if (fromUrl) { try { return JSON.parse(fromUrl); } catch (_) { /* the remembered ones */ } }
+  try { return JSON.parse(localStorage.getItem(`ctflow.columns.${experimentId}`) || "{}"); } catch (_) { return {}; }
 }
 
-function saveHidden(experimentId, hidden) { localStorage.setItem(`ctflow.hidden.${experimentId}`, JSON.stringify([...hidden])); }
+function runsAddress(experimentId, view) {
+  const q = new URLSearchParams();
+  if (view.filter) q.set("filter", view.filter);
+  if (view.order) q.set("order", `${view.order.kind}:${view.order.desc ? "desc" : "asc"}:${view.order.key}`);
+  if (Object.keys(view.columns).length) q.set("columns", JSON.stringify(view.columns));
+  if (view.chart) q.set("chart", view.chart);
+  const text = q.toString();
+  return `#/experiments/${experimentId}${text ? `?${text}` : ""}`;
+}
 
-async function runsPage(experimentId) {
+function parseOrder(text) {
+  const found = /^(attr|metrics|params|tags):(asc|desc):(.+)$/s.exec(text || "");
+  return found ? { kind: found[1], desc: found[2] === "desc", key: found[3] } : null;
+}
+
+// Nested runs under their parents (collapsed until opened), in the order the page came.
+function runTree(runs) {
+  const ids = new Set(runs.map(r => r.info.run_id));
+  const parentOf = r => { const p = tagMap(r.data.tags)["mlflow.parentRunId"]; return p && ids.has(p) && p !== r.info.run_id ? p : null; };
+  const children = new Map();
+  for (const r of runs) {
+    const parent = parentOf(r);
+    if (parent) { if (!children.has(parent)) children.set(parent, []); children.get(parent).push(r); }
+  }
+  const out = [];
+  const visit = (r, depth, seen) => {
+    if (seen.has(r.info.run_id)) return;
+    seen.add(r.info.run_id);
+    const kids = children.get(r.info.run_id) || [];
+    out.push({ run: r, depth, children: kids.length, parent: parentOf(r) });
+    if (runsState.expanded.has(r.info.run_id)) for (const k of kids) visit(k, depth + 1, seen);
+  };
+  const seen = new Set();
+  for (const r of runs) if (!parentOf(r)) visit(r, 0, seen);
+  return out;
+}
+
+async function runsPage(experimentId, params) {
   setSection("experiments");
-  if (runsState.experiment !== experimentId) Object.assign(runsState, { experiment: experimentId, filter: "", order: null, tokens: [""], page: 0, selected: new Set() });
+  if (runsState.experiment !== experimentId) Object.assign(runsState, { experiment: experimentId, tokens: [""], page: 0, selected: new Set(), expanded: new Set() });
+  const view = { filter: params.get("filter") || "", order: parseOrder(params.get("order")), columns: columnChoices(experimentId, params), chart: params.get("chart") || "" };
   const experiment = (await api(`${MLFLOW}/experiments/get?${query({ experiment_id: experimentId })}`)).experiment;
-  const filter = h("input", { type: "search", value: runsState.filter, placeholder: "metrics.accuracy > 0.9 and params.C = '0.5'", "aria-label": "Filter runs" });
+  const filter = h("input", { type: "search", value: view.filter, placeholder: "metrics.accuracy > 0.9 and params.C = '0.5'", "aria-label": "Filter runs" });
   const table = h("div", { className: "scroll" });
+  const chartBox = h("div", { id: "runs-chart" });
   const pager = h("div", { className: "toolbar" });
   const compare = h("button", { className: "primary", id: "compare", disabled: true }, "Compare");
   const chooser = h("details", { className: "columns" }, h("summary", {}, "Columns"));
+  const chartPicker = h("select", { "aria-label": "Chart a metric across runs", id: "chart-metric" });
+  const keepAddress = () => history.replaceState(null, "", runsAddress(experimentId, view));
   compare.addEventListener("click", () => { location.hash = `#/compare?runs=${[...runsState.selected].join(",")}`; });
-  filter.addEventListener("keydown", e => { if (e.key === "Enter") { runsState.filter = filter.value.trim(); runsState.tokens = [""]; runsState.page = 0; load().catch(err => table.replaceChildren(h("p", { className: "error", role: "alert" }, err.message))); } });
+  const reload = () => load().catch(err => table.replaceChildren(h("p", { className: "error", role: "alert" }, err.message)));
+  filter.addEventListener("keydown", e => {
+    if (e.key !== "Enter") return;
+    view.filter = filter.value.trim(); runsState.tokens = [""]; runsState.page = 0;
+    keepAddress(); reload();
+  });
+  chartPicker.addEventListener("change", () => { view.chart = chartPicker.value; keepAddress(); reload(); });
 
   const load = async () => {
-    const body = await api(`${MLFLOW}/runs/search`, { body: {
-      experiment_ids: [experimentId], filter: runsState.filter, max_results: 100,
-      order_by: runsState.order ? [`${orderClause(runsState.order)} ${runsState.order.desc ? "DESC" : "ASC"}`] : ["attributes.start_time DESC"],
-      page_token: runsState.tokens[runsState.page] } });
+    const request = { experiment_ids: [experimentId], filter: view.filter };
+    const [body, counted] = await Promise.all([
+      api(`${MLFLOW}/runs/search`, { body: { ...request, max_results: 100,
+        order_by: view.order ? [`${orderClause(view.order)} ${view.order.desc ? "DESC" : "ASC"}`] : ["attributes.start_time DESC"],
+        page_token: runsState.tokens[runsState.page] } }),
+      api(`${CTFLOW}/runs/count`, { body: request })]);
     const runs = body.runs || [];
     if (body.next_page_token) runsState.tokens[runsState.page + 1] = body.next_page_token;
+    const runIds = runs.map(r => `'${r.info.run_id}'`);
+    const versions = runIds.length
+      ? ((await api(`${MLFLOW}/model-versions/search?${query({ filter: `run_id IN (${runIds.join(",")})`, max_results: 1000 })}`).catch(() => ({}))).model_versions || [])
+      : [];
+    const versionsOf = new Map();
+    for (const v of versions) { if (!versionsOf.has(v.run_id)) versionsOf.set(v.run_id, []); versionsOf.get(v.run_id).push(v); }
     const metricKeys = [...new Set(runs.flatMap(r => (r.data.metrics || []).map(m => m.key)))].sort();
     const paramKeys = [...new Set(runs.flatMap(r => (r.data.params || []).map(p => p.key)))].sort();
+    const tagKeys = [...new Set(runs.flatMap(r => (r.data.tags || []).map(t => t.key)))]
+      .filter(k => !k.startsWith("mlflow.log-model") && k !== "mlflow.runName" && k !== "mlflow.note.content").sort();
+    const defaultTags = new Set(["mlflow.source.name", "mlflow.user"]);
     const columns = [
-      { kind: "attr", key: "run_name", label: "Run Name" },
-      { kind: "attr", key: "start_time", label: "Created" },
-      { kind: "duration", key: "duration", label: "Duration" },
-      { kind: "tags", key: "mlflow.source.name", label: "Source" },
-      { kind: "tags", key: "mlflow.user", label: "User" },
-      ...metricKeys.map(k => ({ kind: "metrics", key: k, label: k })),
-      ...paramKeys.map(k => ({ kind: "params", key: k, label: k })),
-      { kind: "models", key: "models", label: "Models" },
+      { group: "Run", kind: "attr", key: "run_name", label: "Run Name" },
+      { group: "Run", kind: "attr", key: "status", label: "Status" },
+      { group: "Run", kind: "attr", key: "start_time", label: "Created" },
+      { group: "Run", kind: "duration", key: "duration", label: "Duration" },
+      { group: "Run", kind: "datasets", key: "datasets", label: "Dataset" },
+      { group: "Run", kind: "models", key: "models", label: "Models" },
+      ...metricKeys.map(k => ({ group: "Metrics", kind: "metrics", key: k, label: k })),
+      ...paramKeys.map(k => ({ group: "Parameters", kind: "params", key: k, label: k })),
+      ...tagKeys.map(k => ({ group: "Tags", kind: "tags", key: k, label: k === "mlflow.source.name" ? "Source" : k === "mlflow.user" ? "User" : k, hidden: !defaultTags.has(k) })),
     ];
-    const hidden = hiddenColumns(experimentId);
-    chooser.replaceChildren(h("summary", {}, "Columns"), h("div", {}, columns.map(c => {
-      const id = `${c.kind}:${c.key}`;
-      const box = h("input", { type: "checkbox", checked: !hidden.has(id) });
-      box.addEventListener("change", () => { box.checked ? hidden.delete(id) : hidden.add(id); saveHidden(experimentId, hidden); load().catch(showError); });
-      return h("label", { style: "display:block" }, box, ` ${c.kind === "metrics" || c.kind === "params" ? c.kind.slice(0, -1) + ": " : ""}${c.label}`);
+    const isShown = c => { const id = `${c.kind}:${c.key}`; return id in view.columns ? view.columns[id] : !c.hidden; };
+    chooser.replaceChildren(h("summary", {}, "Columns"), h("div", {}, ["Run", "Metrics", "Parameters", "Tags"].map(group => {
+      const members = columns.filter(c => c.group === group);
+      if (!members.length) return null;
+      return h("fieldset", {}, h("legend", {}, group), members.map(c => {
+        const id = `${c.kind}:${c.key}`;
+        const box = h("input", { type: "checkbox", checked: isShown(c), "data-column": id });
+        box.addEventListener("change", () => {
+          view.columns[id] = box.checked;
+          localStorage.setItem(`ctflow.columns.${experimentId}`, JSON.stringify(view.columns));
+          keepAddress(); reload();
+        });
+        return h("label", { style: "display:block" }, box, ` ${c.label}`);
+      }));
     })));
-    const shown = columns.filter(c => !hidden.has(`${c.kind}:${c.key}`));
+    const shown = columns.filter(isShown);
+    const groups = [];
+    for (const c of shown) {
+      if (groups.length && groups[groups.length - 1].name === c.group) groups[groups.length - 1].span += 1;
+      else groups.push({ name: c.group, span: 1 });
+    }
+    const groupRow = h("tr", { className: "groups" }, h("th", {}, ""), groups.map(g => h("th", { colspan: String(g.span), "data-group": g.name }, g.name === "Run" ? "" : g.name)));
     const header = h("tr", {}, h("th", {}, ""), shown.map(c => {
-      const sortable = c.kind !== "duration" && c.kind !== "models";
-      const sorted = runsState.order && runsState.order.kind === c.kind && runsState.order.key === c.key;
-      const th = h("th", { className: `${sortable ? "sortable" : ""} ${sorted ? (runsState.order.desc ? "sorted-desc" : "sorted-asc") : ""}`,
+      const sortable = !["duration", "models", "datasets"].includes(c.kind);
+      const sorted = view.order && view.order.kind === c.kind && view.order.key === c.key;
+      const th = h("th", { className: `${sortable ? "sortable" : ""} ${sorted ? (view.order.desc ? "sorted-desc" : "sorted-asc") : ""}`,
         "data-column": `${c.kind}:${c.key}` }, c.label);
       if (sortable) th.addEventListener("click", () => {
-        runsState.order = { kind: c.kind, key: c.key, desc: sorted ? !runsState.order.desc : true };
+        view.order = { kind: c.kind, key: c.key, desc: sorted ? !view.order.desc : true };
         runsState.tokens = [""]; runsState.page = 0;
-        load().catch(showError);
+        keepAddress(); reload();
       });
       return th;
     }));
-    const rows = runs.map(r => {
+    const rows = runTree(runs).map(({ run: r, depth, children }) => {
       const tags = tagMap(r.data.tags);
       const metrics = Object.fromEntries((r.data.metrics || []).map(m => [m.key, m.value]));
       const params = Object.fromEntries((r.data.params || []).map(p => [p.key, p.value]));
@@ -233,30 +312,66 @@ async function runsPage(experimentId) {
         box.checked ? runsState.selected.add(r.info.run_id) : runsState.selected.delete(r.info.run_id);
         compare.disabled = runsState.selected.size < 2;
       });
+      const nameCell = () => {
+        const open = runsState.expanded.has(r.info.run_id);
+        const toggle = children ? h("button", { className: "expander", "aria-label": `${open ? "hide" : "show"} the ${children} child runs of ${r.info.run_name}`, "aria-expanded": String(open) }, open ? "▾" : "▸") : null;
+        if (toggle) toggle.addEventListener("click", () => { open ? runsState.expanded.delete(r.info.run_id) : runsState.expanded.add(r.info.run_id); reload(); });
+        return h("td", { style: `padding-left:${8 + 18 * depth}px` }, toggle, " ", h("a", { href: `#/experiments/${experimentId}/runs/${r.info.run_id}` }, r.info.run_name || r.info.run_id),
+          children ? h("span", { className: "muted" }, ` (${children})`) : null);
+      };
       const cell = c => {
         switch (c.kind) {
-          case "attr": return c.key === "run_name"
-            ? h("td", {}, h("a", { href: `#/experiments/${experimentId}/runs/${r.info.run_id}` }, r.info.run_name || r.info.run_id))
-            : h("td", {}, when(r.info.start_time));
+          case "attr":
+            if (c.key === "run_name") return nameCell();
+            if (c.key === "status") return h("td", {}, badge(r.info.status));
+            return h("td", {}, when(r.info.start_time));
           case "duration": return h("td", {}, duration(r.info.start_time, r.info.end_time));
+          case "datasets": return h("td", {}, ((r.inputs && r.inputs.dataset_inputs) || []).map(d => `${d.dataset.name} (${d.dataset.digest})`).join(", "));
           case "tags": return h("td", {}, tags[c.key] || "");
           case "metrics": return h("td", { className: "num" }, number(metrics[c.key]));
           case "params": return h("td", {}, params[c.key] ?? "");
-          default: return h("td", {}, ((r.outputs && r.outputs.model_outputs) || []).map(m => m.model_id).join(", "));
+          default: {
+            const registered = versionsOf.get(r.info.run_id) || [];
+            if (registered.length) return h("td", {}, registered.flatMap((v, i) => [i ? ", " : "", h("a", { href: `#/models/${encodeURIComponent(v.name)}/versions/${v.version}` }, `${v.name} v${v.version}`)]));
+            return h("td", {}, ((r.outputs && r.outputs.model_outputs) || []).flatMap((m, i) => [i ? ", " : "", h("a", { href: `#/logged-models/${m.model_id}` }, m.model_id)]));
+          }
         }
       };
-      return h("tr", { "data-run": r.info.run_id }, h("td", {}, box), shown.map(cell));
+      return h("tr", { "data-run": r.info.run_id, "data-depth": String(depth) }, h("td", {}, box), shown.map(cell));
     });
-    table.replaceChildren(h("table", { id: "runs" }, h("thead", {}, header), h("tbody", {}, rows)));
+    table.replaceChildren(h("table", { id: "runs" }, h("thead", {}, groupRow, header), h("tbody", {}, rows)));
     compare.disabled = runsState.selected.size < 2;
+    chartPicker.replaceChildren(h("option", { value: "" }, "no chart"), ...metricKeys.map(k => h("option", { value: k, selected: k === view.chart }, k)));
+    chartBox.replaceChildren(view.chart && metricKeys.includes(view.chart) ? runsBarChart(runs, view.chart) : "");
     const prev = h("button", { disabled: runsState.page === 0 }, "Previous");
     const next = h("button", { disabled: !body.next_page_token, id: "next-page" }, "Next");
-    prev.addEventListener("click", () => { runsState.page -= 1; load().catch(showError); });
-    next.addEventListener("click", () => { runsState.page += 1; load().catch(showError); });
-    pager.replaceChildren(prev, h("span", { className: "muted" }, `page ${runsState.page + 1} · ${runs.length} runs`), next);
+    prev.addEventListener("click", () => { runsState.page -= 1; reload(); });
+    next.addEventListener("click", () => { runsState.page += 1; reload(); });
+    const first = runsState.page * 100;
+    const total = counted.count || 0;
+    pager.replaceChildren(prev, h("span", { className: "muted", id: "runs-count" },
+      runs.length ? `runs ${first + 1}-${first + runs.length} of ${total}${view.filter ? " matching the filter" : ""}` : `0 of ${total} runs`), next);
   };
-  show(h("h1", {}, experiment.name), h("div", { className: "toolbar" }, filter, chooser, compare), table, pager);
+  show(h("h1", {}, experiment.name), h("div", { className: "toolbar" }, filter, chooser, compare, h("label", {}, "chart ", chartPicker)), chartBox, table, pager);
   await load();
+}
+
+// One metric across the runs on the page: a bar per run, named by the run.
+function runsBarChart(runs, key) {
+  const points = runs.map(r => ({ name: r.info.run_name || r.info.run_id.slice(0, 8), value: ((r.data.metrics || []).find(m => m.key === key) || {}).value }))
+    .filter(p => p.value !== undefined && Number.isFinite(Number(p.value)));
+  if (!points.length) return h("p", { className: "muted" }, `no run on this page has ${key}`);
+  const holder = h("div", { className: "card chart", "data-chart": `runs:${key}` }, h("strong", {}, `${key} by run`));
+  const xs = points.map((_, i) => i);
+  const opts = {
+    width: Math.min(Math.max(440, 40 * points.length), availableWidth()), height: 260,
+    scales: { x: { time: false, range: [-0.5, points.length - 0.5] } },
+    axes: [{ values: (u, ticks) => ticks.map(t => (Number.isInteger(t) && points[t] ? points[t].name : "")), splits: () => xs, rotate: -35,
+      size: 20 + 6 * Math.min(24, Math.max(...points.map(p => p.name.length))) }, { label: key }],
+    series: [{ label: "run" }, { label: key, stroke: PALETTE[0], fill: "rgba(20,99,214,0.25)", paths: uPlot.paths.bars({ size: [0.6, 40] }) }],
+  };
+  requestAnimationFrame(() => new uPlot(opts, [xs, points.map(p => Number(p.value))], holder));
+  return holder;
 }
 
 // ---- one run ------------------------------------------------------------------------------
@@ -274,34 +389,185 @@ function artifactUrlAt(uri, path) {
   return null;
 }
 
+// The artifact tree: folders open and close, the previewed file is highlighted, and each
+// file and folder has a download button (a folder downloads as a zip of its files).
 async function artifactTree(run, path, preview) {
   const body = await api(`${MLFLOW}/artifacts/list?${query({ run_id: run.info.run_id, path })}`);
   const list = h("ul", { className: "tree" });
   for (const f of body.files || []) {
     const name = f.path.split("/").pop();
-    const item = h("li", { "data-path": f.path }, f.is_dir ? `▸ ${name}/` : `${name}`, f.is_dir ? "" : h("span", { className: "muted" }, ` ${f.file_size || 0} B`));
-    item.addEventListener("click", async e => {
+    const label = h("span", { className: "name" }, f.is_dir ? `▸ ${name}/` : name);
+    const download = f.is_dir
+      ? h("button", { className: "download", title: `Download ${name}/ as a zip`, "aria-label": `download ${f.path}` }, "⤓")
+      : h("a", { className: "download", href: artifactUrl(run, f.path) || undefined, download: name, title: `Download ${name}`, "aria-label": `download ${f.path}` }, "⤓");
+    const item = h("li", { "data-path": f.path, className: f.is_dir ? "dir" : "file" },
+      h("div", { className: "row" }, label, f.is_dir ? "" : h("span", { className: "muted" }, ` ${f.file_size || 0} B`), download));
+    download.addEventListener("click", async e => {
+      e.stopPropagation();
+      if (!f.is_dir) return;
+      download.disabled = true;
+      try { await downloadFolder(run, f.path); } catch (error) { showError(error); } finally { download.disabled = false; }
+    });
+    item.firstChild.addEventListener("click", async e => {
       e.stopPropagation();
       if (f.is_dir) {
-        if (item.querySelector("ul")) item.querySelector("ul").remove();
-        else item.append(await artifactTree(run, f.path, preview));
-      } else preview(f.path);
+        const open = item.querySelector("ul");
+        if (open) { open.remove(); label.textContent = `▸ ${name}/`; item.classList.remove("open"); }
+        else { item.append(await artifactTree(run, f.path, preview)); label.textContent = `▾ ${name}/`; item.classList.add("open"); }
+      } else {
+        for (const el of document.querySelectorAll("#artifacts li.selected")) el.classList.remove("selected");
+        item.classList.add("selected");
+        preview(f.path);
+      }
     });
     list.append(item);
   }
   return list;
 }
 
+// Every file below `path`, listed depth first.
+async function artifactFiles(run, path) {
+  const body = await api(`${MLFLOW}/artifacts/list?${query({ run_id: run.info.run_id, path })}`);
+  const out = [];
+  for (const f of body.files || []) {
+    if (f.is_dir) out.push(...await artifactFiles(run, f.path));
+    else out.push(f.path);
+  }
+  return out;
+}
+
+async function downloadFolder(run, path) {
+  const files = await artifactFiles(run, path);
+  const prefix = path.includes("/") ? path.slice(0, path.lastIndexOf("/") + 1) : "";
+  const entries = [];
+  for (const file of files) {
+    const url = artifactUrl(run, file);
+    if (!url) throw new Error(`The artifacts live at ${run.info.artifact_uri}; ctflow downloads proxied artifacts only.`);
+    const response = await fetch(url, { headers: DASHBOARD_HEADER });
+    if (!response.ok) throw new Error(`${file}: ${response.status} ${response.statusText}`);
+    entries.push({ name: file.slice(prefix.length), data: new Uint8Array(await response.arrayBuffer()) });
+  }
+  const blob = zipStored(entries);
+  const link = h("a", { href: URL.createObjectURL(blob), download: `${path.split("/").pop()}.zip` });
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(link.href), 60000);
+}
+
+// A zip archive of `entries` ({name, data: Uint8Array}) without compression: artifacts are
+// mostly compressed already (pickles, parquet, images), and storing keeps this small.
+function zipStored(entries) {
+  const encoder = new TextEncoder();
+  const parts = [];
+  const central = [];
+  let offset = 0;
+  for (const entry of entries) {
+    const name = encoder.encode(entry.name);
+    const crc = crc32(entry.data);
+    const local = new DataView(new ArrayBuffer(30));
+    local.setUint32(0, 0x04034b50, true); local.setUint16(4, 20, true); local.setUint16(6, 0x0800, true);
+    local.setUint32(14, crc, true); local.setUint32(18, entry.data.length, true); local.setUint32(22, entry.data.length, true);
+    local.setUint16(26, name.length, true);
+    parts.push(local, name, entry.data);
+    const header = new DataView(new ArrayBuffer(46));
+    header.setUint32(0, 0x02014b50, true); header.setUint16(4, 20, true); header.setUint16(6, 20, true); header.setUint16(8, 0x0800, true);
+    header.setUint32(16, crc, true); header.setUint32(20, entry.data.length, true); header.setUint32(24, entry.data.length, true);
+    header.setUint16(28, name.length, true); header.setUint32(42, offset, true);
+    central.push(header, name);
+    offset += 30 + name.length + entry.data.length;
+  }
+  const centralSize = central.reduce((n, p) => n + p.byteLength, 0);
+  const end = new DataView(new ArrayBuffer(22));
+  end.setUint32(0, 0x06054b50, true); end.setUint16(8, entries.length, true); end.setUint16(10, entries.length, true);
+  end.setUint32(12, centralSize, true); end.setUint32(16, offset, true);
+  return new Blob([...parts, ...central, end], { type: "application/zip" });
+}
+
+const CRC_TABLE = (() => {
+  const table = new Uint32Array(256);
+  for (let n = 0; n < 256; n++) {
+    let c = n;
+    for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+    table[n] = c >>> 0;
+  }
+  return table;
+})();
+
+function crc32(bytes) {
+  let c = 0xffffffff;
+  for (let i = 0; i < bytes.length; i++) c = CRC_TABLE[(c ^ bytes[i]) & 0xff] ^ (c >>> 8);
+  return (c ^ 0xffffffff) >>> 0;
+}
+
+// HTML artifacts render in a sandboxed frame from their text (srcdoc, no allow-scripts):
+// the server sends them as attachments, and a report's script must never run with the
+// dashboard's origin.
 async function previewArtifact(run, path, into) {
   const url = artifactUrl(run, path);
   if (!url) { into.replaceChildren(h("p", { className: "muted" }, `The artifacts live at ${run.info.artifact_uri}; ctflow previews proxied artifacts only.`)); return; }
   const lower = path.toLowerCase();
-  if (/\.(png|jpe?g|gif|svg|webp)$/.test(lower)) { into.replaceChildren(h("img", { src: url, alt: path, style: "max-width:100%" })); return; }
-  if (lower.endsWith(".html")) { into.replaceChildren(h("iframe", { className: "report", src: url, sandbox: "", title: path })); return; }
-  const response = await fetch(url);
+  const heading = h("div", { className: "toolbar" }, h("strong", {}, path), h("a", { href: url, download: path.split("/").pop(), className: "download" }, "Download"));
+  if (/\.(png|jpe?g|gif|svg|webp)$/.test(lower)) { into.replaceChildren(heading, h("img", { src: url, alt: path, style: "max-width:100%" })); return; }
+  into.replaceChildren(heading, h("p", { className: "muted loading" }, "Loading…"));
+  const response = await fetch(url, { headers: DASHBOARD_HEADER });
+  if (!response.ok) throw new Error(`${path}: ${response.status} ${response.statusText}`);
   let text = await response.text();
+  if (/\.html?$/.test(lower)) {
+    const frame = h("iframe", { className: "report", sandbox: "", title: path, referrerpolicy: "no-referrer" });
+    frame.srcdoc = text;
+    into.replaceChildren(heading, frame);
+    return;
+  }
   if (lower.endsWith(".json")) { try { text = JSON.stringify(JSON.parse(text), null, 2); } catch (_) { /* shown as is */ } }
-  into.replaceChildren(h("div", { className: "muted" }, path), h("pre", { className: "preview" }, text.slice(0, 200000)));
+  into.replaceChildren(heading, h("pre", { className: "preview" }, text.slice(0, 200000)));
+}
+
+// Exponential moving average, as MLflow's chart smoothing: weight 0 leaves the series as is.
+function smooth(values, weight) {
+  if (!weight) return values;
+  let last = null;
+  return values.map(v => {
+    if (v === null || !Number.isFinite(v)) return v;
+    last = last === null ? v : last * weight + (1 - weight) * v;
+    return last;
+  });
+}
+
+// A run's metric series under the chosen x axis (step, wall time, seconds since the run
+// started), smoothing and scale; every chart shares one hover.
+function runMetricChart(key, points, settings, runStart) {
+  const sorted = points.slice().sort((a, b) => settings.x === "step"
+    ? Number(a.step || 0) - Number(b.step || 0) || Number(a.timestamp) - Number(b.timestamp)
+    : Number(a.timestamp) - Number(b.timestamp));
+  const xOf = p => settings.x === "step" ? Number(p.step || 0)
+    : settings.x === "wall" ? Number(p.timestamp) / 1000 : (Number(p.timestamp) - runStart) / 1000;
+  const xs = sorted.map(xOf);
+  const raw = sorted.map(p => Number(p.value));
+  const positive = raw.every(v => v > 0);
+  const box = h("div", { className: "card chart", "data-chart": key });
+  box.append(h("div", {}, h("strong", {}, key), h("span", { className: "muted" }, ` latest ${number(raw[raw.length - 1])}`),
+    settings.log && !positive ? h("span", { className: "muted" }, " (values ≤ 0: linear scale)") : null));
+  const holder = h("div");
+  box.append(holder);
+  const series = [{ label: settings.x === "step" ? "step" : settings.x === "wall" ? "time" : "seconds" }];
+  const data = [xs];
+  if (settings.smoothing > 0) {
+    series.push({ label: "raw", stroke: "rgba(20,99,214,0.25)", width: 1 });
+    data.push(raw);
+  }
+  series.push({ label: settings.smoothing > 0 ? `smoothed ${settings.smoothing}` : key, stroke: PALETTE[0], width: 1.5, spanGaps: true });
+  data.push(smooth(raw, settings.smoothing));
+  const opts = {
+    width: 440, height: 220,
+    cursor: { sync: { key: "run-metrics", setSeries: false } },
+    scales: { x: { time: settings.x === "wall" }, y: settings.log && positive ? { distr: 3 } : {} },
+    tzDate: ts => uPlot.tzDate(new Date(ts * 1e3), "Etc/UTC"),
+    axes: [{ label: settings.x === "step" ? "step" : settings.x === "wall" ? `time (${TIME_ZONE_LABEL})` : "seconds since start" }, {}],
+    series,
+  };
+  requestAnimationFrame(() => new uPlot(opts, data, holder));
+  return box;
 }
 
 async function runPage(experimentId, runId) {
@@ -310,47 +576,81 @@ async function runPage(experimentId, runId) {
   const tags = tagMap(run.data.tags);
   const metrics = run.data.metrics || [];
   const params = run.data.params || [];
+  const datasets = (run.inputs && run.inputs.dataset_inputs) || [];
+  const versions = (await api(`${MLFLOW}/model-versions/search?${query({ filter: `run_id='${runId}'`, max_results: 200 })}`).catch(() => ({}))).model_versions || [];
+  const parentId = tags["mlflow.parentRunId"];
+  const parent = parentId ? await api(`${MLFLOW}/runs/get?${query({ run_id: parentId })}`).then(b => b.run).catch(() => null) : null;
+  const listing = await api(`${MLFLOW}/artifacts/list?${query({ run_id: runId })}`).catch(() => ({}));
+  const hasDrift = (listing.files || []).some(f => f.path === "drift_report.json");
+  const values = h("div", { id: "metric-values" });
   const charts = h("div", { className: "grid", id: "metric-charts" });
   const preview = h("div", { id: "artifact-preview" }, h("p", { className: "muted" }, "Pick a file to preview it."));
   const tree = h("div", { id: "artifacts" });
+  const drift = h("div", { id: "drift-section" });
+  const description = tags["mlflow.note.content"];
   show(
     h("div", { className: "muted" }, h("a", { href: `#/experiments/${experimentId}` }, "← runs")),
     h("h1", {}, run.info.run_name || run.info.run_id, " ", badge(run.info.status)),
-    h("table", { className: "kv card" }, h("tbody", {},
+    description ? h("p", { id: "run-description", className: "description" }, description) : null,
+    h("table", { className: "kv card", id: "run-info" }, h("tbody", {},
       h("tr", {}, h("td", {}, "Run ID"), h("td", {}, run.info.run_id)),
       h("tr", {}, h("td", {}, "Created"), h("td", {}, when(run.info.start_time))),
       h("tr", {}, h("td", {}, "Duration"), h("td", {}, duration(run.info.start_time, run.info.end_time))),
       h("tr", {}, h("td", {}, "User"), h("td", {}, tags["mlflow.user"] || "")),
       h("tr", {}, h("td", {}, "Source"), h("td", {}, tags["mlflow.source.name"] || "")),
+      parentId ? h("tr", { id: "parent-run" }, h("td", {}, "Parent run"), h("td", {}, h("a", { href: `#/experiments/${parent ? parent.info.experiment_id : experimentId}/runs/${parentId}` }, parent ? parent.info.run_name || parentId : parentId))) : null,
+      datasets.length ? h("tr", { id: "run-datasets" }, h("td", {}, "Datasets"), h("td", {}, datasets.map(d => {
+        const context = (d.tags || []).find(t => t.key === "mlflow.data.context");
+        return h("div", {}, h("strong", {}, d.dataset.name), ` (${d.dataset.digest})`, context ? ` · ${context.value}` : "", d.dataset.source_type ? h("span", { className: "muted" }, ` · ${d.dataset.source_type}`) : null);
+      }))) : null,
+      versions.length ? h("tr", { id: "run-versions" }, h("td", {}, "Registered models"), h("td", {}, versions.map(v =>
+        h("div", {}, h("a", { href: `#/models/${encodeURIComponent(v.name)}/versions/${v.version}` }, `${v.name} v${v.version}`))))) : null,
       tags["ctflow.pipeline_run"] ? h("tr", {}, h("td", {}, "Pipeline run"), h("td", {}, h("a", { href: `#/pipeline-runs/${tags["ctflow.pipeline_run"]}` }, tags["ctflow.pipeline_run"]))) : null)),
-    h("h2", {}, "Metrics"), charts,
+    drift,
+    h("h2", {}, "Metrics"), values, charts,
     h("h2", {}, "Parameters"), kvTable(params.map(p => [p.key, p.value]), "params"),
-    h("h2", {}, "Tags"), kvTable(Object.entries(tags).filter(([k]) => !k.startsWith("mlflow.log-model")), "tags"),
+    h("h2", {}, "Tags"), kvTable(Object.entries(tags).filter(([k]) => !k.startsWith("mlflow.log-model") && k !== "mlflow.note.content"), "tags"),
     h("h2", {}, "Logged models"), h("div", { id: "logged-models" }, ((run.outputs && run.outputs.model_outputs) || []).length
       ? h("ul", {}, run.outputs.model_outputs.map(m => h("li", {}, h("a", { href: `#/logged-models/${m.model_id}` }, m.model_id), m.step ? ` (step ${m.step})` : "")))
       : h("p", { className: "muted" }, "none")),
     h("h2", {}, "Artifacts"), h("div", { className: "split" }, tree, preview));
-  for (const m of metrics) {
-    const points = await metricHistory(runId, m.key);
-    const { steps, series } = alignSeries([{ label: m.key, points }]);
-    charts.append(h("div", {}, lineChart(`${m.key} (latest ${number(m.value)})`, steps, series)));
+  if (hasDrift) await driftSection(run, drift);
+  // A metric logged once is a value, not a curve: those go in a table, series get charts.
+  const histories = [];
+  for (const m of metrics) histories.push({ key: m.key, latest: m, points: await metricHistory(runId, m.key) });
+  const single = histories.filter(x => x.points.length <= 1);
+  const series = histories.filter(x => x.points.length > 1);
+  if (single.length) {
+    values.append(h("table", { id: "metric-table" }, h("thead", {}, h("tr", {}, h("th", {}, "Metric"), h("th", {}, "Value"), h("th", {}, "Step"), h("th", {}, `Logged (${TIME_ZONE_LABEL})`))),
+      h("tbody", {}, single.map(x => h("tr", { "data-metric": x.key }, h("td", {}, x.key), h("td", { className: "num" }, number(x.latest.value)),
+        h("td", { className: "num" }, String(x.latest.step || 0)), h("td", {}, when(x.latest.timestamp)))))));
   }
-  if (!metrics.length) charts.append(h("p", { className: "muted" }, "no metrics"));
-  tree.append(await artifactTree(run, "", path => previewArtifact(run, path, preview).catch(showError)));
-  await driftSection(run);
+  if (series.length) {
+    const settings = { x: "step", smoothing: 0, log: false };
+    const xAxis = h("select", { "aria-label": "x axis" }, h("option", { value: "step" }, "step"), h("option", { value: "wall" }, "wall time"), h("option", { value: "relative" }, "relative time"));
+    const smoothing = h("input", { type: "range", min: "0", max: "0.99", step: "0.01", value: "0", "aria-label": "smoothing" });
+    const log = h("input", { type: "checkbox", "aria-label": "log scale" });
+    const draw = () => charts.replaceChildren(...series.map(x => runMetricChart(x.key, x.points, settings, Number(run.info.start_time))));
+    xAxis.addEventListener("change", () => { settings.x = xAxis.value; draw(); });
+    smoothing.addEventListener("change", () => { settings.smoothing = Number(smoothing.value); draw(); });
+    log.addEventListener("change", () => { settings.log = log.checked; draw(); });
+    values.append(h("div", { className: "toolbar", id: "chart-controls" }, "x axis ", xAxis, h("label", {}, " smoothing ", smoothing), h("label", {}, log, " log scale")));
+    draw();
+  }
+  if (!metrics.length) values.append(h("p", { className: "muted" }, "no metrics"));
+  tree.append(await artifactTree(run, "", path => previewArtifact(run, path, preview)
+    .catch(error => preview.replaceChildren(h("p", { className: "error", role: "alert" }, String(error.message || error))))));
 }
 
 // A drift check's report (drift_report.json, written by the watcher or `ctflow drift`):
 // each column's statistic against its threshold, charted and tabled.
-async function driftSection(run) {
-  const listing = await api(`${MLFLOW}/artifacts/list?${query({ run_id: run.info.run_id })}`);
-  if (!(listing.files || []).some(f => f.path === "drift_report.json")) return;
+async function driftSection(run, into) {
   const url = artifactUrl(run, "drift_report.json");
   if (!url) return;
   const report = await (await fetch(url)).json();
   const columns = report.columns || [];
   const section = h("div", { id: "drift" });
-  app.append(h("h2", {}, "Drift ", badge(report.dataset && report.dataset.drifted ? "drift" : "ok"),
+  into.append(h("h2", {}, "Drift ", badge(report.dataset && report.dataset.drifted ? "drift" : "ok"),
     h("span", { className: "muted" }, ` ${report.dataset ? report.dataset.drifted_columns : 0} of ${columns.length} columns drifted`)), section);
   if (!columns.length) return;
   // Scores as a share of their threshold: at 1 or above a distance drifts; a p-value
@@ -363,7 +663,9 @@ async function driftSection(run) {
   const opts = {
     width: Math.max(420, Math.min(900, 120 + 60 * columns.length)), height: 240,
     scales: { x: { time: false, range: [-0.5, columns.length - 0.5] }, y: { distr: 3 } },
-    axes: [{ values: (u, ticks) => ticks.map(t => (Number.isInteger(t) && columns[t] ? columns[t].column : "")), splits: () => xs },
+    // Column names slant so that long ones do not run into each other.
+    axes: [{ values: (u, ticks) => ticks.map(t => (Number.isInteger(t) && columns[t] ? columns[t].column : "")), splits: () => xs,
+      rotate: -35, size: 20 + 6 * Math.min(24, Math.max(...columns.map(c => c.column.length))) },
       { label: "score / threshold (log)" }],
     series: [{ label: "column" },
       { label: "score / threshold", stroke: PALETTE[0], fill: "rgba(20,99,214,0.25)", paths: uPlot.paths.bars({ size: [0.6, 60] }) },
@@ -385,7 +687,17 @@ function kvTable(pairs, id) {
 
 // ---- compare -------------------------------------------------------------------------------
 
+// MLflow's compare link carries the run ids as a JSON list (`?runs=["a","b"]`).
+function mlflowRunList(text) {
+  try {
+    const ids = JSON.parse(text || "[]");
+    if (Array.isArray(ids)) return ids.map(String).filter(Boolean);
+  } catch (_) { /* a plain comma-separated list, as ctflow's own link */ }
+  return (text || "").split(",").map(s => s.trim()).filter(Boolean);
+}
+
 async function comparePage(ids) {
+  if (ids.length < 2) throw new Error("Pick at least two runs to compare.");
   setSection("experiments");
   const runs = await Promise.all(ids.map(id => api(`${MLFLOW}/runs/get?${query({ run_id: id })}`).then(b => b.run)));
   const label = r => r.info.run_name || r.info.run_id.slice(0, 8);
@@ -398,12 +710,17 @@ async function comparePage(ids) {
   const diffRows = [...paramKeys.map(k => ["params", k]), ...metricKeys.map(k => ["metrics", k])].map(([kind, key]) => {
     const values = runs.map(r => value(r, kind, key));
     const differs = new Set(values).size > 1;
-    return h("tr", { className: differs ? "differs" : "" }, h("td", {}, `${kind.slice(0, -1)}: ${key}`), values.map(v => h("td", { className: kind === "metrics" ? "num" : "" }, v)));
+    return h("tr", { className: differs ? "differs" : "same" }, h("td", {}, `${kind.slice(0, -1)}: ${key}`), values.map(v => h("td", { className: kind === "metrics" ? "num" : "" }, v)));
   });
   const charts = h("div", { className: "grid", id: "compare-charts" });
+  const onlyDifferences = h("input", { type: "checkbox", id: "only-differences" });
+  onlyDifferences.addEventListener("change", () => {
+    for (const row of diffRows) row.hidden = onlyDifferences.checked && row.classList.contains("same");
+  });
   show(
     h("h1", {}, `Comparing ${runs.length} runs`),
     h("h2", {}, "Parameters and metrics"),
+    h("div", { className: "toolbar" }, h("label", {}, onlyDifferences, " show only differences")),
     h("div", { className: "scroll" }, h("table", { id: "diff" },
       h("thead", {}, h("tr", {}, h("th", {}, ""), runs.map(r => h("th", {}, h("a", { href: `#/experiments/${r.info.experiment_id}/runs/${r.info.run_id}` }, label(r)))))),
       h("tbody", {}, diffRows))),
@@ -417,6 +734,9 @@ async function comparePage(ids) {
   }
 }
 
+// The room a wide chart may take: the page's width less its margins.
+function availableWidth() { return Math.max(440, app.clientWidth - 48); }
+
 // One point per run: any numeric parameter or metric against another.
 function scatterPicker(runs, metricKeys, paramKeys) {
   const options = [...metricKeys.map(k => `metrics:${k}`), ...paramKeys.map(k => `params:${k}`)];
@@ -426,13 +746,18 @@ function scatterPicker(runs, metricKeys, paramKeys) {
   const out = h("div");
   const draw = () => {
     const read = (r, o) => { const [kind, key] = o.split(/:(.*)/s); const f = (r.data[kind] || []).find(x => x.key === key); return f ? Number(f.value) : NaN; };
-    const points = runs.map(r => [read(r, xs.value), read(r, ys.value)]).filter(([x, y]) => Number.isFinite(x) && Number.isFinite(y)).sort((a, b) => a[0] - b[0]);
+    // Each run is its own series, so its point has the run's colour and name (legend, hover).
+    const points = runs.map((r, i) => ({ run: r, colour: PALETTE[i % PALETTE.length], x: read(r, xs.value), y: read(r, ys.value) }))
+      .filter(p => Number.isFinite(p.x) && Number.isFinite(p.y));
     if (!points.length) { out.replaceChildren(h("p", { className: "muted" }, "no numeric values")); return; }
-    const holder = h("div", { className: "card", "data-chart": "scatter" });
+    const holder = h("div", { className: "card chart", "data-chart": "scatter" });
     out.replaceChildren(holder);
+    const xValues = [...new Set(points.map(p => p.x))].sort((a, b) => a - b);
+    const data = [xValues, ...points.map(p => xValues.map(x => (x === p.x ? p.y : null)))];
     const opts = { width: 440, height: 260, scales: { x: { time: false } }, axes: [{ label: xs.value }, { label: ys.value }],
-      series: [{ label: xs.value }, { label: ys.value, stroke: PALETTE[0], width: 0, points: { show: true, size: 8 } }] };
-    requestAnimationFrame(() => new uPlot(opts, [points.map(p => p[0]), points.map(p => p[1])], holder));
+      series: [{ label: xs.value }, ...points.map(p => ({ label: p.run.info.run_name || p.run.info.run_id.slice(0, 8), stroke: p.colour, fill: p.colour, width: 0,
+        points: { show: true, size: 9, fill: p.colour, stroke: p.colour } }))] };
+    requestAnimationFrame(() => new uPlot(opts, data, holder));
   };
   xs.addEventListener("change", draw); ys.addEventListener("change", draw);
   requestAnimationFrame(draw);
@@ -450,7 +775,7 @@ function parallelCoordinates(runs, paramKeys, metricKeys) {
     })
     .filter(a => a.values.some(Number.isFinite));
   if (axes.length < 2) return h("p", { className: "muted" }, "fewer than two numeric columns");
-  const holder = h("div", { className: "card", "data-chart": "parallel" });
+  const holder = h("div", { className: "card chart", "data-chart": "parallel" });
   const xs = axes.map((_, i) => i);
   const scaled = runs.map((_, r) => axes.map(a => {
     const v = a.values[r];
@@ -459,7 +784,7 @@ function parallelCoordinates(runs, paramKeys, metricKeys) {
   }));
   const label = (r) => r.info.run_name || r.info.run_id.slice(0, 8);
   const opts = {
-    width: Math.max(440, 220 * axes.length), height: 280,
+    width: Math.min(Math.max(440, 160 * axes.length), availableWidth()), height: 280,
     scales: { x: { time: false, range: [-0.2, axes.length - 0.8] }, y: { range: [0, 1] } },
     axes: [{ values: (u, ticks) => ticks.map(t => {
       const a = axes[t];
@@ -879,7 +1204,7 @@ function gateNumbers(detail) {
   }
   if (detail.approval !== undefined) return h("ul", { className: "comparisons" },
     h("li", {}, `approval ${detail.approval}${detail.dryRun ? " (dry run)" : ""}`),
-    detail.deadline ? h("li", {}, `rejected without an answer at ${when(detail.deadline)} UTC`) : null);
+    detail.deadline ? h("li", {}, `rejected without an answer at ${when(detail.deadline)}`) : null);
   const checks = detail.shadow && detail.shadow.checks;
   if (checks) return h("ul", { className: "comparisons" }, checks.map(c => h("li", {},
     `${c.criterion}: ${number(c.value)} ${c.operator} ${number(c.required)} `, badge(c.verdict || ""))));
@@ -954,12 +1279,14 @@ async function route() {
   const [path, search] = hash.split("?");
   const parts = path.split("/").filter(Boolean).map(decodeURIComponent);
   const params = new URLSearchParams(search || "");
+  document.body.classList.add("loading");
   try {
     if (parts.length === 0 || (parts[0] === "experiments" && parts.length === 1)) await experimentsPage();
-    else if (parts[0] === "experiments" && parts.length === 2) await runsPage(parts[1]);
+    else if (parts[0] === "experiments" && parts.length === 2) await runsPage(parts[1], params);
     else if (parts[0] === "experiments" && parts[2] === "runs" && parts[3]) await runPage(parts[1], parts[3]);
     else if (parts[0] === "runs" && parts[1]) await runRedirect(parts[1]);
     else if (parts[0] === "compare") await comparePage((params.get("runs") || "").split(",").filter(Boolean));
+    else if (parts[0] === "compare-runs") await comparePage(mlflowRunList(params.get("runs")));
     else if (parts[0] === "logged-models" && parts[1]) await loggedModelPage(parts[1]);
     else if (parts[0] === "models" && parts.length === 1) await modelsPage();
     else if (parts[0] === "models" && parts[2] === "versions" && parts[3]) await modelVersionPage(parts[1], parts[3]);
@@ -974,6 +1301,8 @@ async function route() {
     if (error instanceof SignInNeeded) signInPage(error.message);
     else showError(error);
     document.body.dataset.ready = hash;
+  } finally {
+    document.body.classList.remove("loading");
   }
 }
 

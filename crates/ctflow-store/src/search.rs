@@ -143,7 +143,47 @@ fn order_terms(
     }
 }
 
+/// The joins and WHERE conditions that pick the runs a search matches (its experiments,
+/// view and filter), for both the page and the count.
+fn matching_runs(sql: &mut Sql, search: &RunSearch) -> (String, Vec<String>) {
+    let experiment_list: Vec<String> = search
+        .experiment_ids
+        .iter()
+        .map(|id| sql.int_arg(*id))
+        .collect();
+    let stages = sql.text_list(search.view.stages().iter().copied());
+    let mut conditions = vec![
+        format!("r.experiment_id IN ({})", experiment_list.join(", ")),
+        format!("r.lifecycle_stage IN {stages}"),
+    ];
+    let mut filter_joins = String::new();
+    for (i, clause) in search.filter.iter().enumerate() {
+        match run_narrowing(sql, i, clause) {
+            Narrowing::Join(join) => filter_joins.push_str(&join),
+            Narrowing::Where(condition) => conditions.push(condition),
+        }
+    }
+    (filter_joins, conditions)
+}
+
 impl Store {
+    /// How many runs a search matches in all (its order, page and size aside): what the
+    /// dashboard's pager counts.
+    pub async fn count_runs(&self, search: &RunSearch) -> Result<i64> {
+        let _timer = self.timer("count_runs");
+        if search.experiment_ids.is_empty() {
+            return Ok(0);
+        }
+        let mut sql = Sql::new("");
+        let (filter_joins, conditions) = matching_runs(&mut sql, search);
+        sql.text = format!(
+            "SELECT COUNT(*) FROM runs r{filter_joins} WHERE {}",
+            conditions.join(" AND ")
+        );
+        let row = sql.query().fetch_one(&self.read).await?;
+        Ok(row.try_get(0)?)
+    }
+
     pub async fn search_runs(&self, search: &RunSearch) -> Result<(Vec<Run>, Option<String>)> {
         let _timer = self.timer("search_runs");
         let offset = page_token::decode(search.page_token.as_deref())?;
@@ -165,23 +205,7 @@ impl Store {
         }
         terms.push("r.run_uuid ASC".into());
 
-        let experiment_list: Vec<String> = search
-            .experiment_ids
-            .iter()
-            .map(|id| sql.int_arg(*id))
-            .collect();
-        let stages = sql.text_list(search.view.stages().iter().copied());
-        let mut conditions = vec![
-            format!("r.experiment_id IN ({})", experiment_list.join(", ")),
-            format!("r.lifecycle_stage IN {stages}"),
-        ];
-        let mut filter_joins = String::new();
-        for (i, clause) in search.filter.iter().enumerate() {
-            match run_narrowing(&mut sql, i, clause) {
-                Narrowing::Join(join) => filter_joins.push_str(&join),
-                Narrowing::Where(condition) => conditions.push(condition),
-            }
-        }
+        let (filter_joins, conditions) = matching_runs(&mut sql, search);
         let limit = sql.int_arg(search.max_results.saturating_add(1));
         let off = sql.int_arg(offset);
         sql.text = format!(

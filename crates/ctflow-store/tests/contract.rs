@@ -839,6 +839,24 @@ async fn run_search_filters(store: Store) {
         .await,
         ["r0", "r3"]
     );
+    // The count matches what the pages hold in all, whatever the page size.
+    for filter in [
+        "",
+        "metrics.accuracy > 0.5",
+        "tags.group = 'even'",
+        "params.C = 'none'",
+    ] {
+        let all = names(&store, &q(filter)).await.len() as i64;
+        let small = run_search(exp, filter, &[], 1, None);
+        assert_eq!(store.count_runs(&small).await.unwrap(), all, "{filter}");
+    }
+    assert_eq!(
+        store
+            .count_runs(&run_search(exp + 1000, "", &[], 1, None))
+            .await
+            .unwrap(),
+        0
+    );
 }
 
 async fn run_search_order_and_pages(store: Store) {
