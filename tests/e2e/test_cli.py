@@ -137,6 +137,32 @@ def test_an_unreachable_server_and_a_missing_pipeline_say_what_to_do(ctflow_bin,
                                    "`ctflow pipelines list` shows the pipelines there are"), done.stderr
 
 
+def test_a_trigger_on_a_server_without_a_controller_says_the_run_will_wait(ctflow_bin, tmp_path):
+    """A bare `ctflow server` runs no controller: `pipelines trigger` records the run and says
+    that it waits in Pending until one starts, and how to start one."""
+    from support import CtflowServer
+
+    server = CtflowServer(ctflow_bin, f"sqlite:///{tmp_path}/ctflow.db", str(tmp_path))
+    try:
+        env = {**os.environ, "MLFLOW_TRACKING_URI": server.url}
+        path = tmp_path / "pipeline.yaml"
+        path.write_text("apiVersion: ctflow.dev/v1alpha1\nkind: TrainingPipeline\nmetadata: { name: idle }\n"
+                        "spec:\n  project: { uri: . }\n")
+        applied = subprocess.run([ctflow_bin, "pipelines", "apply", str(path)], env=env, capture_output=True,
+                                 text=True, timeout=60)
+        assert applied.returncode == 0, applied.stderr
+        done = subprocess.run([ctflow_bin, "pipelines", "trigger", "idle"], env=env, capture_output=True, text=True,
+                              timeout=60)
+        assert done.returncode == 0, done.stderr
+        run_id = done.stdout.strip()
+        assert done.stderr.strip() == (
+            f"no controller is running against {server.url}: pipeline run {run_id} waits in Pending until one "
+            "starts (`ctflow up` runs one with the server; beside `ctflow server`, run `ctflow controller` and "
+            "`ctflow worker`)"), done.stderr
+    finally:
+        server.stop()
+
+
 def test_a_pipeline_file_that_does_not_fit_names_the_field_and_what_was_meant(ctflow_bin, sqlite_server, tmp_path):
     """`pipelines apply` says which field is wrong and how, once: the form a value takes,
     the unit a duration needs, and the field or value a misspelt one probably was."""

@@ -12,7 +12,7 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
-from support import REPO, TERMINAL, CtflowUp, install, iris_pipeline, trigger, wait_phase
+from support import REPO, TERMINAL, CtflowServer, CtflowUp, install, iris_pipeline, trigger, wait_phase
 
 SHOTS = REPO / "target" / "ui-screenshots"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -213,6 +213,8 @@ def test_approving_a_manual_gate_from_the_pipelines_page_moves_the_champion(up, 
     - schedule: { cron: "0 3 * * *", timezone: UTC }
 """))
     visit(page, up.url, "/pipelines")
+    # ctflow up runs its controller: no hint that none runs.
+    expect(page.locator("#no-controller")).to_have_count(0)
     nightly = page.locator('#pipelines tr[data-pipeline="ui-nightly"] td.next-run').inner_text()
     assert nightly.endswith("03:00:00 UTC"), nightly
     row = page.locator('#pipelines tr[data-pipeline="ui-iris"]')
@@ -638,3 +640,43 @@ def test_the_dashboard_follows_the_systems_dark_mode(up, browser):
         shot(page, "experiments-dark")
     finally:
         context.close()
+
+
+def test_a_bare_server_says_no_controller_runs_and_pipelines_show_their_spec_and_trigger(ctflow_bin, tmp_path, page):
+    """`ctflow server` alone runs no controller: the pipelines pages say so (a triggered run
+    would otherwise sit in Pending without a word). Each pipeline has a Trigger button and its
+    spec as YAML, which reads back as the stored document."""
+    import yaml
+
+    from support.ct import api
+
+    server = CtflowServer(ctflow_bin, f"sqlite:///{tmp_path}/ctflow.db", str(tmp_path))
+    try:
+        document = {"apiVersion": "ctflow.dev/v1alpha1", "kind": "TrainingPipeline", "metadata": {"name": "bare"},
+                    "spec": {"project": {"uri": "/nowhere", "parameters": {"C": "0.5", "note": "yes: no"}},
+                             "triggers": [{"schedule": {"cron": "*/5 * * * *", "timezone": "Europe/Paris"}}],
+                             "model": {"name": "bare-model"}}}
+        status, body = api(server.url, "/api/ctflow/v1/pipelines/bare", document, method="PUT")
+        assert status == 200, body
+        stored = api(server.url, "/api/ctflow/v1/pipelines/bare")[1]["pipeline"]["document"]
+
+        visit(page, server.url, "/pipelines")
+        expect(page.locator("#no-controller")).to_contain_text("No controller is running")
+        expect(page.locator('#pipelines tr[data-pipeline="bare"]')).to_contain_text("Europe/Paris")
+        page.on("dialog", lambda dialog: dialog.accept())
+        page.click('#pipelines button[aria-label="trigger bare"]')
+        page.wait_for_selector('body[data-ready^="/pipeline-runs/"]')
+        expect(page.locator("h1 .badge")).to_have_text("Pending")
+        expect(page.locator("#no-controller")).to_contain_text("ctflow up")
+        shot(page, "pipeline-run-no-controller")
+        runs = api(server.url, "/api/ctflow/v1/pipelines/bare/runs")[1]["pipeline_runs"]
+        assert [r["trigger"]["kind"] for r in runs] == ["manual"], runs
+
+        visit(page, server.url, "/pipelines/bare")
+        page.click("#pipeline-spec summary")
+        spec_text = page.locator("#pipeline-spec pre").inner_text()
+        assert yaml.safe_load(spec_text) == stored, spec_text
+        expect(page.locator("#pipeline-triggers")).to_contain_text("schedule */5 * * * * (Europe/Paris)")
+        shot(page, "pipeline-spec")
+    finally:
+        server.stop()

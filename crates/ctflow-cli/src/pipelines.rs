@@ -421,6 +421,14 @@ async fn trigger(
             id
         }
     };
+    if recorded["controller_running"] == Value::Bool(false) {
+        eprintln!(
+            "no controller is running against {}: pipeline run {id} waits in Pending until one \
+             starts (`ctflow up` runs one with the server; beside `ctflow server`, run `ctflow \
+             controller` and `ctflow worker`)",
+            client.base()
+        );
+    }
     if !wait {
         if json_output {
             return print_json(&recorded);

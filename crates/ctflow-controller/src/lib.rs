@@ -20,6 +20,7 @@
 
 mod leadership;
 mod loader;
+mod presence;
 mod reconcile;
 mod schedules;
 
@@ -131,6 +132,7 @@ impl Controller {
         tasks.spawn(schedules::run(shared.clone(), shutdown.clone()));
         tasks.spawn(reconcile::run_events(shared.clone(), shutdown.clone()));
         tasks.spawn(reconcile::run(shared.clone(), shutdown.clone()));
+        tasks.spawn(presence::run(shared.store.clone(), shutdown.clone()));
         let mut first_error = None;
         while let Some(done) = tasks.join_next().await {
             match done {

@@ -109,14 +109,35 @@ pub async fn list(
             value
         })
         .collect();
-    Ok(Json(json!({ "pipelines": pipelines })).into_response())
+    let controller_running = controller_running(&state).await?;
+    Ok(
+        Json(json!({ "pipelines": pipelines, "controller_running": controller_running }))
+            .into_response(),
+    )
+}
+
+/// Whether any CT engine (`ctflow up`, `ctflow controller`, the Kubernetes controller)
+/// reports itself running against this store: a bare `ctflow server` has none, and its
+/// triggered runs wait until one starts.
+async fn controller_running(state: &AppState) -> ApiResult<bool> {
+    Ok(!state
+        .store
+        .present(ctflow_store::CONTROLLER_ROLE)
+        .await?
+        .is_empty())
 }
 
 /// `GET /api/ctflow/v1/pipelines/{name}`: the pipeline and its latest runs.
 pub async fn get(State(state): State<AppState>, Path(name): Path<String>) -> JsonResult {
     let pipeline = state.store.get_pipeline(&name).await?;
     let runs = state.store.list_pipeline_runs(Some(&name), &[], 10).await?;
-    Ok(Json(json!({ "pipeline": pipeline, "pipeline_runs": runs })).into_response())
+    let controller_running = controller_running(&state).await?;
+    Ok(Json(json!({
+        "pipeline": pipeline,
+        "pipeline_runs": runs,
+        "controller_running": controller_running,
+    }))
+    .into_response())
 }
 
 #[derive(Debug, Deserialize)]
@@ -169,14 +190,16 @@ pub async fn delete(State(state): State<AppState>, Path(name): Path<String>) -> 
 }
 
 fn recorded(state: &AppState, outcome: Recorded) -> JsonResult {
+    Ok(Json(recorded_body(state, outcome)).into_response())
+}
+
+fn recorded_body(state: &AppState, outcome: Recorded) -> Value {
     match outcome {
         Recorded::Created(run) => {
             wake(state);
-            Ok(Json(json!({ "pipeline_run": run, "duplicate": false })).into_response())
+            json!({ "pipeline_run": run, "duplicate": false })
         }
-        Recorded::Duplicate(id) => {
-            Ok(Json(json!({ "pipeline_run": { "id": id }, "duplicate": true })).into_response())
-        }
+        Recorded::Duplicate(id) => json!({ "pipeline_run": { "id": id }, "duplicate": true }),
     }
 }
 
@@ -222,7 +245,10 @@ pub async fn trigger(
     event.parameters = string_map(&p, "parameters")?;
     event.user = Some(actor.0);
     let outcome = state.store.record_trigger(&event).await?;
-    recorded(&state, outcome)
+    let mut body = recorded_body(&state, outcome);
+    // The caller learns at once when nothing will pick the run up.
+    body["controller_running"] = json!(controller_running(&state).await?);
+    Ok(Json(body).into_response())
 }
 
 /// `POST /api/ctflow/v1/pipelines/{name}/webhook`: what a CI system sends after tests
@@ -627,7 +653,9 @@ fn model_of(pipeline: &ctflow_store::PipelineRecord) -> Option<&str> {
 pub async fn describe(State(state): State<AppState>, Path(id): Path<String>) -> JsonResult {
     let run = state.store.get_pipeline_run(&id).await?;
     let events = state.store.pipeline_run_events(&id).await?;
-    let mut body = json!({ "pipeline_run": run, "events": events });
+    let controller_running = controller_running(&state).await?;
+    let mut body =
+        json!({ "pipeline_run": run, "events": events, "controller_running": controller_running });
     if let Some(snapshot) = &run.snapshot_id {
         body["data_snapshot"] = json!(state.store.get_data_snapshot(snapshot).await?);
     }

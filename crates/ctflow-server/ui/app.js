@@ -988,8 +988,8 @@ async function pipelinesPage() {
   const body = await api(`${CTFLOW}/pipelines`);
   const pipelines = body.pipelines || [];
   const latest = await Promise.all(pipelines.map(p => api(`${CTFLOW}/pipelines/${encodeURIComponent(p.name)}/runs?max_results=1`).then(b => (b.pipeline_runs || [])[0]).catch(() => null)));
-  show(h("h1", {}, "Pipelines"), pipelines.length ? h("table", { id: "pipelines" },
-    h("thead", {}, h("tr", {}, h("th", {}, "Pipeline"), h("th", {}, "Triggers"), h("th", {}, "Model"), h("th", {}, "Latest run"), h("th", {}, "Next scheduled"), h("th", {}, "State"))),
+  show(h("h1", {}, "Pipelines"), noControllerHint(body.controller_running), pipelines.length ? h("table", { id: "pipelines" },
+    h("thead", {}, h("tr", {}, h("th", {}, "Pipeline"), h("th", {}, "Triggers"), h("th", {}, "Model"), h("th", {}, "Latest run"), h("th", {}, "Next scheduled"), h("th", {}, "State"), h("th", {}, ""))),
     h("tbody", {}, pipelines.map((p, i) => {
       const spec = p.document.spec;
       const run = latest[i];
@@ -999,17 +999,81 @@ async function pipelinesPage() {
         h("td", {}, spec.model ? h("a", { href: `#/models/${encodeURIComponent(spec.model.name)}` }, spec.model.name) : ""),
         h("td", {}, run ? h("span", {}, badge(run.phase), " ", h("a", { href: `#/pipeline-runs/${run.id}` }, when(run.creation_time))) : "never"),
         h("td", { className: "next-run" }, p.next_run_time ? when(p.next_run_time) : ""),
-        h("td", {}, spec.suspend ? "suspended" : "active"));
+        h("td", {}, spec.suspend ? "suspended" : "active"),
+        h("td", {}, triggerButton(p.name)));
     }))) : h("p", { className: "muted" }, "No pipelines. Put TrainingPipeline files in `ctflow up --pipelines DIR`."));
+}
+
+// Said where runs would otherwise sit in Pending without a word: nothing acts on them
+// until a controller runs against this store.
+function noControllerHint(running) {
+  if (running !== false) return null;
+  return h("p", { className: "error", id: "no-controller", role: "status" },
+    "No controller is running against this server, so triggered pipeline runs wait in Pending. ",
+    "Start one: `ctflow up` runs the server with its controller and workers, or run `ctflow controller` (and `ctflow worker`) beside `ctflow server`.");
+}
+
+// Starts a manual run of `name` and opens it.
+function triggerButton(name) {
+  const button = h("button", { className: "primary trigger", "data-pipeline": name, "aria-label": `trigger ${name}` }, "Trigger");
+  button.addEventListener("click", async () => {
+    if (!confirm(`Start a run of pipeline ${name} now?`)) return;
+    button.disabled = true;
+    try {
+      const body = await api(`${CTFLOW}/pipelines/${encodeURIComponent(name)}/trigger`, { body: {} });
+      location.hash = `#/pipeline-runs/${body.pipeline_run.id}`;
+    } catch (error) { showError(error); } finally { button.disabled = false; }
+  });
+  return button;
+}
+
+// A pipeline document as YAML (what `ctflow pipelines apply` takes): block style, strings
+// quoted only where YAML would read them as something else.
+function toYaml(value, indent) {
+  const pad = "  ".repeat(indent || 0);
+  const scalar = v => {
+    if (v === null || v === undefined) return "null";
+    if (typeof v === "number" || typeof v === "boolean") return String(v);
+    const text = String(v);
+    const plain = /^[A-Za-z0-9_./][A-Za-z0-9_ ./@*:-]*$/.test(text) && !/: |\s$/.test(text)
+      && !/^(true|false|null|yes|no|on|off|~|-?[0-9.]+(e[+-]?[0-9]+)?)$/i.test(text);
+    return plain ? text : JSON.stringify(text);
+  };
+  if (Array.isArray(value)) {
+    if (!value.length) return "[]";
+    return value.map(item => {
+      if (item !== null && typeof item === "object" && Object.keys(item).length) {
+        const inner = toYaml(item, (indent || 0) + 1).replace(/^ +/, "");
+        return `${pad}- ${inner}`;
+      }
+      return `${pad}- ${toYaml(item, 0)}`;
+    }).join("\n");
+  }
+  if (value !== null && typeof value === "object") {
+    const entries = Object.entries(value).filter(([, v]) => v !== undefined);
+    if (!entries.length) return "{}";
+    return entries.map(([k, v]) => {
+      if (v !== null && typeof v === "object" && (Array.isArray(v) ? v.length : Object.keys(v).length)) {
+        return `${pad}${scalar(k)}:\n${toYaml(v, (indent || 0) + (Array.isArray(v) ? 0 : 1))}`;
+      }
+      return `${pad}${scalar(k)}: ${toYaml(v, 0)}`;
+    }).join("\n");
+  }
+  return scalar(value);
 }
 
 async function pipelinePage(name) {
   setSection("pipelines");
-  const [body, pipeline] = await Promise.all([
+  const [body, described] = await Promise.all([
     api(`${CTFLOW}/pipelines/${encodeURIComponent(name)}/runs?max_results=200`),
-    api(`${CTFLOW}/pipelines/${encodeURIComponent(name)}`).then(b => b.pipeline).catch(() => null)]);
+    api(`${CTFLOW}/pipelines/${encodeURIComponent(name)}`).catch(() => null)]);
+  const pipeline = described && described.pipeline;
   const logged = pipeline && servingLog(pipeline.document.spec);
-  show(h("h1", {}, name), logged ? h("p", {}, h("a", { id: "live-link", href: `#/pipelines/${encodeURIComponent(name)}/live` }, "Live view of the served model →")) : null,
+  const spec = pipeline ? h("details", { id: "pipeline-spec" }, h("summary", {}, "Spec"), h("pre", { className: "preview" }, toYaml(pipeline.document))) : null;
+  show(h("h1", {}, name, " ", triggerButton(name)), noControllerHint(described && described.controller_running),
+    logged ? h("p", {}, h("a", { id: "live-link", href: `#/pipelines/${encodeURIComponent(name)}/live` }, "Live view of the served model →")) : null,
+    pipeline ? h("p", { className: "muted", id: "pipeline-triggers" }, (pipeline.document.spec.triggers || []).map(triggerSummary).join("; ")) : null,
+    spec,
     h("table", { id: "pipeline-runs" },
     h("thead", {}, h("tr", {}, h("th", {}, "Pipeline run"), h("th", {}, "Trigger"), h("th", {}, "Phase"), h("th", {}, "Decision"), h("th", {}, "Created"), h("th", {}, "Duration"))),
     h("tbody", {}, (body.pipeline_runs || []).map(r => h("tr", { "data-pipeline-run": r.id },
@@ -1136,6 +1200,7 @@ async function pipelineRunPage(id) {
   show(
     h("div", { className: "muted" }, h("a", { href: `#/pipelines/${encodeURIComponent(run.pipeline)}` }, `← ${run.pipeline}`)),
     h("h1", {}, `Pipeline run ${run.id.slice(0, 12)} `, badge(run.phase)),
+    run.phase === "Pending" ? noControllerHint(body.controller_running) : null,
     waiting ? h("div", { className: "toolbar card", id: "approval" }, h("strong", {}, "Waiting for a decision: "), comment,
       h("button", { className: "primary", id: "approve", onclick: answer(true) }, "Approve"),
       h("button", { className: "danger", id: "reject", onclick: answer(false) }, "Reject")) : null,

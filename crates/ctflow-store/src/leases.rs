@@ -13,6 +13,9 @@ use ctflow_core::now_ms;
 use crate::Store;
 use crate::error::Result;
 
+/// The role every CT engine reports its presence under (`Store::report_presence`).
+pub const CONTROLLER_ROLE: &str = "controller";
+
 /// Who holds a lease, as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LeaseRecord {
@@ -67,6 +70,33 @@ impl Store {
         Ok(())
     }
 
+    /// Records that `holder` is running as a `role` (a controller) until `ttl` from now: a
+    /// lease of its own per holder, renewed while it runs and ended when it stops, so that
+    /// the dashboard can say when nothing will pick a pipeline run up.
+    pub async fn report_presence(&self, role: &str, holder: &str, ttl: Duration) -> Result<()> {
+        self.acquire_lease(&presence_lease(role, holder), holder, ttl)
+            .await?;
+        Ok(())
+    }
+
+    /// Ends `holder`'s presence as a `role` now.
+    pub async fn end_presence(&self, role: &str, holder: &str) -> Result<()> {
+        self.release_lease(&presence_lease(role, holder), holder)
+            .await
+    }
+
+    /// The holders present as a `role` now.
+    pub async fn present(&self, role: &str) -> Result<Vec<String>> {
+        let holders: Vec<String> = sqlx::query_scalar(
+            "SELECT holder FROM leases WHERE name LIKE $1 AND expires_at > $2 ORDER BY holder",
+        )
+        .bind(format!("presence/{role}/%"))
+        .bind(now_ms())
+        .fetch_all(&self.read)
+        .await?;
+        Ok(holders)
+    }
+
     pub async fn lease(&self, name: &str) -> Result<Option<LeaseRecord>> {
         let row: Option<(String, i64, i64, i64)> = sqlx::query_as(
             "SELECT holder, expires_at, generation, acquired_at FROM leases WHERE name = $1",
@@ -83,4 +113,8 @@ impl Store {
             },
         ))
     }
+}
+
+fn presence_lease(role: &str, holder: &str) -> String {
+    format!("presence/{role}/{holder}")
 }

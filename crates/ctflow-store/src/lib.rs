@@ -38,7 +38,7 @@ pub use gateway::{
     SecretInfo,
 };
 pub use issues::{ISSUE_SEVERITIES, ISSUE_STATUSES, Issue, IssueUpdate, NewIssue};
-pub use leases::LeaseRecord;
+pub use leases::{CONTROLLER_ROLE, LeaseRecord};
 pub use logged_models::{LoggedModelOrder, LoggedModelSearch, NewLoggedModel};
 pub use pipelines::{CtCounts, Recorded};
 pub use registry::{NewModelVersion, RegistrySearch};

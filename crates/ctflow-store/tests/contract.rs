@@ -63,6 +63,7 @@ const CASES: &[(&str, Case)] = cases![
     promotion_is_all_or_nothing,
     rollback_follows_the_ledger,
     leases_have_one_holder,
+    controllers_report_their_presence,
     users_tokens_and_grants,
     feedback_labels_are_idempotent,
     shadow_numbers_are_kept_per_replica_while_shadowing,
@@ -2369,6 +2370,47 @@ async fn rollback_follows_the_ledger(store: Store) {
         (last.user.as_str(), last.comment.as_deref()),
         ("ops", Some("rollback of champion from version 2"))
     );
+}
+
+async fn controllers_report_their_presence(store: Store) {
+    use ctflow_store::CONTROLLER_ROLE;
+    use std::time::Duration;
+    assert!(store.present(CONTROLLER_ROLE).await.expect("db").is_empty());
+    let long = Duration::from_secs(60);
+    for holder in ["host-2", "host-1"] {
+        store
+            .report_presence(CONTROLLER_ROLE, holder, long)
+            .await
+            .expect("db");
+    }
+    // Renewing is no second presence; the election's own lease is not a presence.
+    store
+        .report_presence(CONTROLLER_ROLE, "host-1", long)
+        .await
+        .expect("db");
+    store
+        .acquire_lease(CONTROLLER_ROLE, "host-3", long)
+        .await
+        .expect("db");
+    assert_eq!(
+        store.present(CONTROLLER_ROLE).await.expect("db"),
+        ["host-1", "host-2"]
+    );
+    store
+        .end_presence(CONTROLLER_ROLE, "host-2")
+        .await
+        .expect("db");
+    assert_eq!(
+        store.present(CONTROLLER_ROLE).await.expect("db"),
+        ["host-1"]
+    );
+    // A presence that ran out (a controller that died) is no longer counted.
+    store
+        .report_presence("watcher", "w", Duration::from_millis(1))
+        .await
+        .expect("db");
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert!(store.present("watcher").await.expect("db").is_empty());
 }
 
 async fn leases_have_one_holder(store: Store) {
