@@ -179,6 +179,8 @@ def test_a_drift_report_is_charted_per_column(up, ctflow_bin, page, tmp_path):
     page.wait_for_selector('#drift [data-chart="drift-columns"] canvas')
     expect(page.locator('#drift-columns tr[data-column="x"] .badge')).to_have_text("drift")
     expect(page.locator('#drift-columns tr[data-column="y"] .badge')).to_have_text("ok")
+    # The report comes first on its run, above the metrics.
+    assert page.locator("#drift").bounding_box()["y"] < page.locator("#metric-values").bounding_box()["y"]
     shot(page, "drift-report")
 
 
