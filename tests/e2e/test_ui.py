@@ -263,9 +263,14 @@ def test_a_model_version_page_shows_its_lineage_signature_and_uris(up, page, tmp
     assert run["phase"] == "Succeeded", run
     client = MlflowClient(up.url)
     client.update_model_version("ui-lineage-model", "1", description="the first iris model")
+    client.set_registered_model_tag("ui-lineage-model", "owner", "ml-team")
+    client.set_model_version_tag("ui-lineage-model", "1", "validated", "yes")
     snapshot = client.get_run(run["run_id"]).data.tags["ctflow.data.snapshot"]
 
     visit(page, up.url, "/models/ui-lineage-model")
+    expect(page.locator("#model-tags")).to_contain_text("ml-team")
+    expect(page.locator("#versions tbody tr").first).to_contain_text("the first iris model")
+    expect(page.locator("#versions tbody tr").first).to_contain_text("validated=yes")
     page.click('#versions a[href="#/models/ui-lineage-model/versions/1"]')
     page.wait_for_selector('body[data-ready="/models/ui-lineage-model/versions/1"]')
     uris = page.locator("#model-uris").inner_text()
@@ -274,6 +279,7 @@ def test_a_model_version_page_shows_its_lineage_signature_and_uris(up, page, tmp
     assert f"models:/{source.split('/')[-1]}" in uris  # the logged model, by its id
     assert page.locator("#version-info a[href^='#/logged-models/m-']").count() == 1
     assert page.locator("#version-description").inner_text() == "the first iris model"
+    expect(page.locator("#version-tags")).to_contain_text("validated")
     assert page.locator('h1 [data-alias="champion"]').count() == 1
     data_step = page.locator("#lineage-data").inner_text()
     assert f"snapshot {snapshot} (1 files, 150 rows)" in data_step and "iris.csv" in data_step, data_step
