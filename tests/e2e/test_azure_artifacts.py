@@ -1,5 +1,5 @@
 """Artifacts on Azure Blob Storage: `ctflow server --artifacts-destination az://container/prefix`
-against Azurite (Microsoft's emulator, from npm, installed by .ci/run into tests/node). The
+against Azurite (Microsoft's emulator, from npm, installed by scripts/setup into tests/node). The
 mlflow client only talks to the server; azure-storage-blob reads the container directly."""
 import os
 import subprocess
@@ -22,7 +22,7 @@ CONTAINER = "mlflow"
 @pytest.fixture(scope="module")
 def azurite(tmp_path_factory):
     if not AZURITE.exists():
-        raise RuntimeError(f"{AZURITE} is missing: .ci/run installs it (npm ci in tests/node)")
+        raise RuntimeError(f"{AZURITE} is missing: scripts/setup installs it (npm ci in tests/node)")
     workdir = tmp_path_factory.mktemp("azurite")
     port = free_port()
     log = open(workdir / "azurite.log", "wb")

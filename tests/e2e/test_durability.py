@@ -19,7 +19,7 @@ import pytest
 from support import free_port, stop, wait_healthy
 
 pytestmark = pytest.mark.skipif(shutil.which("strace") is None,
-                                reason="strace is not installed (.ci/run installs it)")
+                                reason="strace is not installed (scripts/setup installs it)")
 
 
 def post(url, path, body):

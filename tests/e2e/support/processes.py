@@ -89,7 +89,7 @@ def _pg_tool(name):
             return str(p)
     found = shutil.which(name)
     if not found:
-        raise RuntimeError(f"PostgreSQL tool {name} not found; .ci/run installs PostgreSQL")
+        raise RuntimeError(f"PostgreSQL tool {name} not found; scripts/setup installs PostgreSQL")
     return found
 
 
