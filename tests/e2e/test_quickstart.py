@@ -129,3 +129,38 @@ def test_up_example_iris_shows_the_whole_loop(ctflow_bin, tmp_path, iris_env_cac
         for f in dropped:
             f.unlink(missing_ok=True)
     assert proc.returncode == 0, "".join(lines) + proc.stdout.read()
+
+
+def test_up_example_with_files_already_waiting_follows_the_run_that_started(ctflow_bin, tmp_path, iris_env_cache):
+    """A data folder that already holds files starts a data run when `up` starts; the
+    example's run-once then follows whichever run got going (saying so), never reporting a
+    skip of its own."""
+    waiting = INCOMING / "waiting.csv"
+    assert not waiting.exists(), "examples/iris/data/incoming has files from an earlier run"
+    shutil.copy(IRIS / "data" / "iris.csv", waiting)
+    port = free_port()
+    env = dict(os.environ, CTFLOW_ENV_DIR=str(iris_env_cache), CTFLOW_LOG="warn")
+    proc = subprocess.Popen([ctflow_bin, "up", "--example", "iris", "--port", str(port)],
+                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    lines = []
+    try:
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if line.startswith("Pipeline run ") and " - " in line:
+                break
+        output = "".join(lines)
+        summary = [l for l in lines if l.startswith("Pipeline run ") and " - " in l]
+        assert summary and ": Succeeded - " in summary[0], output
+        assert "Skipped" not in output, output
+        followed = [l for l in lines if "is already under way for iris" in l]
+        if followed:
+            assert "started by the 1 file(s) already in its data folder" in followed[0], output
+            assert followed[0].split()[2] in summary[0], output
+    finally:
+        stop(proc)
+        waiting.unlink(missing_ok=True)

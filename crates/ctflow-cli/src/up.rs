@@ -10,8 +10,9 @@ use anyhow::{Context, Result, anyhow, bail};
 use clap::Args;
 use ctflow_bus::{Bus, MemoryBus};
 use ctflow_controller::{Controller, ControllerConfig, load_pipeline_file};
+use ctflow_core::pipeline_run::Phase;
 use ctflow_core::trigger::TriggerEvent;
-use ctflow_store::{Recorded, Store};
+use ctflow_store::{PipelineRun, Recorded, Store};
 use ctflow_worker::execute::default_env_cache;
 use ctflow_worker::{PoolConfig, WorkerPool, discover_gpus};
 use futures::FutureExt;
@@ -241,21 +242,47 @@ async fn run_example_once(
     (pipeline, model): (String, Option<String>),
     shutdown: &CancellationToken,
 ) -> Result<()> {
-    let mut event = TriggerEvent::new(&pipeline, "manual", format!("manual:{}", uuid_key()));
-    event.user = Some(current_user());
-    let id = match store.record_trigger(&event).await? {
-        Recorded::Created(run) => run.id,
-        Recorded::Duplicate(id) => id,
-    };
-    bus.wake_controller();
-    println!(
-        "Running the {pipeline} pipeline once (pipeline run {id}); the first run builds its environment."
-    );
     let client = crate::client::connect(tracking_uri)?;
-    let follow = crate::pipelines::follow(&client, &id, true);
-    let described = tokio::select! {
-        described = follow => Some(described?),
-        _ = shutdown_signal() => None,
+    // NB: files already in the pipeline's data folder start a data run when the controller
+    // rescans it at start-up; that run is the one to watch, whichever was recorded first.
+    let id = match active_run(store, &pipeline, None).await? {
+        Some(run) => {
+            println!("{}", already_under_way(&pipeline, &run));
+            run.id
+        }
+        None => {
+            let mut event =
+                TriggerEvent::new(&pipeline, "manual", format!("manual:{}", uuid_key()));
+            event.user = Some(current_user());
+            let id = match store.record_trigger(&event).await? {
+                Recorded::Created(run) => run.id,
+                Recorded::Duplicate(id) => id,
+            };
+            bus.wake_controller();
+            println!(
+                "Running the {pipeline} pipeline once (pipeline run {id}); the first run builds its environment."
+            );
+            id
+        }
+    };
+    let mut id = id;
+    let described = loop {
+        let follow = crate::pipelines::follow(&client, &id, true);
+        let described = tokio::select! {
+            described = follow => Some(described?),
+            _ = shutdown_signal() => None,
+        };
+        let Some(described) = described else {
+            break None;
+        };
+        if described.pipeline_run.phase == Phase::Skipped
+            && let Some(run) = active_run(store, &pipeline, Some(&id)).await?
+        {
+            println!("{}", already_under_way(&pipeline, &run));
+            id = run.id;
+            continue;
+        }
+        break Some(described);
     };
     match described {
         Some(described) => {
@@ -301,6 +328,32 @@ async fn serve_until_stopped(
         }
     }
     first_error.map_or(Ok(()), Err)
+}
+
+/// The newest run of `pipeline` still under way, other than `except`.
+async fn active_run(
+    store: &Store,
+    pipeline: &str,
+    except: Option<&str>,
+) -> Result<Option<PipelineRun>> {
+    let runs = store.list_pipeline_runs(Some(pipeline), &[], 20).await?;
+    Ok(runs
+        .into_iter()
+        .find(|run| !run.phase.is_terminal() && Some(run.id.as_str()) != except))
+}
+
+fn already_under_way(pipeline: &str, run: &PipelineRun) -> String {
+    let cause = match run.trigger.kind.as_str() {
+        "data" => format!(
+            "started by the {} file(s) already in its data folder",
+            run.trigger.files.len()
+        ),
+        kind => format!("a {kind} run"),
+    };
+    format!(
+        "Pipeline run {} ({cause}) is already under way for {pipeline}: following it rather than starting another.",
+        run.id
+    )
 }
 
 fn uuid_key() -> String {
