@@ -4,7 +4,7 @@
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY . .
-RUN cargo build --release -p ctflow-cli
+RUN cargo build --profile dist -p ctflow-cli
 
 FROM debian:bookworm-slim
 RUN apt-get update \
@@ -14,7 +14,7 @@ RUN apt-get update \
 RUN python3 -m venv /opt/venv \
  && /opt/venv/bin/pip install --no-cache-dir mlflow==3.17.2 scikit-learn
 ENV PATH=/opt/venv/bin:$PATH
-COPY --from=build /src/target/release/ctflow /usr/local/bin/ctflow
+COPY --from=build /src/target/dist/ctflow /usr/local/bin/ctflow
 COPY examples /opt/ctflow/examples
 WORKDIR /var/lib/ctflow
 ENTRYPOINT ["ctflow"]

@@ -9,7 +9,7 @@
              and for the iris project.
 
 Usage: python bench/ct_bench.py [latency|schedule|overhead ...] (default: all)
-Env: CTFLOW_BENCH_BIN (default target/release/ctflow), LATENCY_FILES (30), LATENCY_DEBOUNCE, SCHEDULE_PIPELINES
+Env: CTFLOW_BENCH_BIN (default target/dist/ctflow), LATENCY_FILES (30), LATENCY_DEBOUNCE, SCHEDULE_PIPELINES
 (1000), SCHEDULE_MINUTES (3), OVERHEAD_RUNS (5). Prints a JSON summary per benchmark.
 """
 import json
@@ -26,7 +26,7 @@ import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-BIN = os.environ.get("CTFLOW_BENCH_BIN", str(REPO / "target" / "release" / "ctflow"))
+BIN = os.environ.get("CTFLOW_BENCH_BIN", str(REPO / "target" / "dist" / "ctflow"))
 PYTHON_BIN = os.path.dirname(sys.executable)
 TERMINAL = {"Succeeded", "GateFailed", "Rejected", "Failed", "Canceled", "Skipped"}
 
@@ -229,7 +229,7 @@ def bench_overhead(root):
 
 def main():
     if not Path(BIN).exists():
-        sys.exit(f"{BIN} does not exist: cargo build --release -p ctflow-cli")
+        sys.exit(f"{BIN} does not exist: cargo build --profile dist -p ctflow-cli")
     chosen = sys.argv[1:] or ["latency", "overhead", "schedule"]
     for name in chosen:
         root = Path(tempfile.mkdtemp(prefix=f"ctflow-bench-{name}-"))

@@ -9,7 +9,7 @@ created by the worker) for triggers sent one at a time, and dispatch throughput:
 of N triggers, from the first request to the last pipeline run Succeeded.
 
 Usage: python bench/dispatch_bench.py [memory|nats ...] (default: both)
-Env: CTFLOW_BENCH_BIN (default target/release/ctflow), NATS_SERVER (default: the venv's),
+Env: CTFLOW_BENCH_BIN (default target/dist/ctflow), NATS_SERVER (default: the venv's),
 SINGLE_RUNS (30), BURST (200). Prints one JSON line per bus.
 """
 import json

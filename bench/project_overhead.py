@@ -3,7 +3,7 @@
 `ctflow run` and `mlflow run` (both --env-manager local) against `python train.py`, on the
 same project (examples/iris), the same ctflow tracking server, the same machine.
 
-    .venv/bin/python bench/project_overhead.py --ctflow target/release/ctflow --reps 5
+    .venv/bin/python bench/project_overhead.py --ctflow target/dist/ctflow --reps 5
 """
 import argparse
 import json
@@ -24,7 +24,7 @@ IRIS = REPO / "examples" / "iris"
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--ctflow", default=str(REPO / "target" / "release" / "ctflow"))
+    ap.add_argument("--ctflow", default=str(REPO / "target" / "dist" / "ctflow"))
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--out")
     args = ap.parse_args()

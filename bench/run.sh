@@ -17,8 +17,8 @@ search_runs=${SEARCH_RUNS:-10000}
 reps=${REPS:-3}
 scenarios=${SCENARIOS:-create_run,log_metric,log_batch,get_history,search,artifacts,registry}
 mkdir -p "$out"
-bin=${CTFLOW_BENCH_BIN:-$repo/target/release/ctflow}
-[ -n "${CTFLOW_BENCH_BIN:-}" ] || cargo build --release -p ctflow-cli --manifest-path "$repo/Cargo.toml"
+bin=${CTFLOW_BENCH_BIN:-$repo/target/dist/ctflow}
+[ -n "${CTFLOW_BENCH_BIN:-}" ] || cargo build --profile dist -p ctflow-cli --manifest-path "$repo/Cargo.toml"
 
 free_port() { "$py" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 

@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_EACH="${1:-60}"
 OUT="${2:-bench/results/floods.jsonl}"
-BIN="${CTFLOW_BIN:-target/release/ctflow}"
+BIN="${CTFLOW_BIN:-target/dist/ctflow}"
 PYTHON="${CTFLOW_TEST_PYTHON:-.venv/bin/python}"
 
 start_server() { # dir port [flags...]

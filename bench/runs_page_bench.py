@@ -32,7 +32,7 @@ import uuid
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-BIN = os.environ.get("CTFLOW_BENCH_BIN", str(REPO / "target" / "release" / "ctflow"))
+BIN = os.environ.get("CTFLOW_BENCH_BIN", str(REPO / "target" / "dist" / "ctflow"))
 MLFLOW = str(Path(sys.executable).parent / "mlflow")
 RUNS = int(os.environ.get("RUNS", "100000"))
 REPS = int(os.environ.get("REPS", "20"))

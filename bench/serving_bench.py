@@ -9,8 +9,8 @@ scoring_load.rs (one thread of async clients), so they take little of the two co
 servers share with them. Both servers run with their defaults except the worker count,
 which is the same for both (`--workers`).
 
-    cargo build --release -p ctflow-cli && cargo build --release -p ctflow-serving --examples
-    python bench/serving_bench.py --ctflow target/release/ctflow --seconds 10
+    cargo build --profile dist -p ctflow-cli && cargo build --profile dist -p ctflow-serving --examples
+    python bench/serving_bench.py --ctflow target/dist/ctflow --seconds 10
 
 The cost of the inference log (issue 21): ctflow without and with `--log`, alternating,
 in the same session; each log row also records what the log wrote and dropped:
@@ -235,8 +235,8 @@ def stop(proc):
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--ctflow", default=str(REPO / "target" / "release" / "ctflow"))
-    parser.add_argument("--loadgen", default=str(REPO / "target" / "release" / "examples" / "scoring_load"))
+    parser.add_argument("--ctflow", default=str(REPO / "target" / "dist" / "ctflow"))
+    parser.add_argument("--loadgen", default=str(REPO / "target" / "dist" / "examples" / "scoring_load"))
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--warmup", type=float, default=2)
     parser.add_argument("--workers", type=int, default=2)

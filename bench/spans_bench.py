@@ -33,7 +33,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
 REPO = Path(__file__).resolve().parents[1]
-BIN = os.environ.get("CTFLOW_BENCH_BIN", str(REPO / "target" / "release" / "ctflow"))
+BIN = os.environ.get("CTFLOW_BENCH_BIN", str(REPO / "target" / "dist" / "ctflow"))
 MLFLOW = str(Path(sys.executable).parent / "mlflow")
 CLIENTS = int(os.environ.get("CLIENTS", "4"))
 SECONDS = float(os.environ.get("SECONDS", "10"))

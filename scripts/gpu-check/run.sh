@@ -2,7 +2,7 @@
 # The GPU check of the local worker pool: ctflow up on a GPU machine, a resources.gpu: 1
 # pipeline trains with PyTorch on the GPU the pool hands out (CUDA_VISIBLE_DEVICES), its
 # metrics reach the server, and a pipeline asking for more GPUs than the machine has fails with the reason.
-# Put a release `ctflow` binary beside this script; results go to $OUT (default /tmp/gpu-check).
+# Put a dist-profile `ctflow` binary (cargo build --profile dist) beside this script; results go to $OUT (default /tmp/gpu-check).
 set -u
 OUT=${OUT:-/tmp/gpu-check}; mkdir -p "$OUT"
 cd "$(dirname "$0")"
