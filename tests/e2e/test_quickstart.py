@@ -19,7 +19,7 @@ import mlflow
 from mlflow import MlflowClient
 from sklearn.datasets import load_iris
 
-from support import IRIS, drift_checks, free_port, stop, wait_for
+from support import IRIS, REPO, drift_checks, free_port, stop, wait_for
 
 # examples/iris/pipeline.yaml: promotion.serving.port
 SERVING = "http://127.0.0.1:5001"
@@ -164,3 +164,18 @@ def test_up_example_with_files_already_waiting_follows_the_run_that_started(ctfl
     finally:
         stop(proc)
         waiting.unlink(missing_ok=True)
+
+
+def test_the_readme_run_command_names_one_binary():
+    """`cargo run --release -- up --example iris` must find the one binary to run (a second
+    binary in the workspace once made cargo refuse). The debug build stands in for the
+    release one here (the suite has built it; a release build is measured in
+    docs/benchmarks.md, too slow for the suite)."""
+    readme = (REPO / "README.md").read_text()
+    block = readme.split("## Quick start", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
+    first = block.strip().splitlines()[0].split("#")[0].strip()
+    assert first == "cargo run --release -- up --example iris", first
+    done = subprocess.run(["cargo", "run", "--quiet", "--", "--version"], cwd=REPO, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("ctflow "), done.stdout
