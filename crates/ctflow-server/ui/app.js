@@ -1111,8 +1111,9 @@ function timeChart(title, histories) {
   const holder = h("div");
   box.append(holder);
   const opts = {
-    width: 440, height: 220, scales: { x: { time: true } }, axes: [{}, {}],
-    series: [{ label: "time" }, ...series.map((one, i) => ({ label: one.label, stroke: PALETTE[i % PALETTE.length], width: 1.5, spanGaps: true }))],
+    width: 440, height: 220, scales: { x: { time: true } }, axes: [{ label: `time (${TIME_ZONE_LABEL})` }, {}],
+    tzDate: ts => uPlot.tzDate(new Date(ts * 1e3), "Etc/UTC"),
+    series: [{ label: `time (${TIME_ZONE_LABEL})` }, ...series.map((one, i) => ({ label: one.label, stroke: PALETTE[i % PALETTE.length], width: 1.5, spanGaps: true }))],
   };
   requestAnimationFrame(() => new uPlot(opts, [steps, ...series.map(one => one.values)], holder));
   return box;
