@@ -16,7 +16,7 @@ use ctflow_metrics::Metrics;
 use ctflow_server::service::{ReadinessCheck, serve_service, service_router};
 use ctflow_server::{bus_check, store_check};
 use ctflow_worker::execute::default_env_cache;
-use ctflow_worker::{PoolConfig, WorkerPool, discover_gpus, worker_name};
+use ctflow_worker::{PoolConfig, WorkerPool, discover_gpus};
 use tokio_util::sync::CancellationToken;
 
 use crate::client::{TrackingClient, current_user};
@@ -213,7 +213,7 @@ pub(crate) async fn controller(args: ControllerArgs) -> Result<()> {
     .await
     .context("cannot open the store")?;
     let bus = args.bus.required("controller").await?;
-    let identity = args.id.clone().unwrap_or_else(worker_name);
+    let identity = args.id.clone().unwrap_or_else(ctflow_core::process_name);
     // Whether this process leads, by either election: the engine and the readiness check
     // read this one value.
     let (claim, leading) = leadership();

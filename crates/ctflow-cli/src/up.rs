@@ -245,7 +245,7 @@ async fn run_example_once(
     let client = crate::client::connect(tracking_uri)?;
     // NB: files already in the pipeline's data folder start a data run when the controller
     // rescans it at start-up; that run is the one to watch, whichever was recorded first.
-    let id = match active_run(store, &pipeline, None).await? {
+    let mut id = match active_run(store, &pipeline, None).await? {
         Some(run) => {
             println!("{}", already_under_way(&pipeline, &run));
             run.id
@@ -265,7 +265,6 @@ async fn run_example_once(
             id
         }
     };
-    let mut id = id;
     let described = loop {
         let follow = crate::pipelines::follow(&client, &id, true);
         let described = tokio::select! {

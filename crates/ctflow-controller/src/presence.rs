@@ -14,18 +14,10 @@ use crate::pause;
 /// gone at most this long after it died.
 const PRESENCE_TTL: Duration = Duration::from_secs(30);
 
-/// This process, as the presence lease names it.
-fn holder() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "host".into());
-    format!("{host}-{}", std::process::id())
-}
-
 /// Reports this controller present until `shutdown`, then ends the report. A failed report is
 /// logged and retried: presence is advice for people, never a reason to stop the engine.
 pub(crate) async fn run(store: Store, shutdown: CancellationToken) -> Result<()> {
-    let holder = holder();
+    let holder = ctflow_core::process_name();
     loop {
         if let Err(error) = store
             .report_presence(CONTROLLER_ROLE, &holder, PRESENCE_TTL)

@@ -38,6 +38,15 @@ pub mod validation;
 
 pub use error::{ErrorCode, MlflowError, Result};
 
+/// `<host>-<pid>`: this process, as workers tag the runs they ran and services name
+/// themselves in leases.
+pub fn process_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "host".into());
+    format!("{host}-{}", std::process::id())
+}
+
 /// Milliseconds since the Unix epoch, the unit of every MLflow timestamp.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()

@@ -157,11 +157,7 @@ pub async fn add_dataset_to_experiments(
     Path(id): Path<String>,
     p: Params,
 ) -> JsonResult {
-    let dataset = state
-        .store
-        .link_dataset_experiments(&id, &p.experiment_ids("experiment_ids")?, true)
-        .await?;
-    to_json(&json!({ "dataset": dataset.to_json(None) }))
+    link_experiments(&state, &id, &p, true).await
 }
 
 /// `POST /api/3.0/mlflow/datasets/{dataset_id}/remove-experiments`.
@@ -170,9 +166,13 @@ pub async fn remove_dataset_from_experiments(
     Path(id): Path<String>,
     p: Params,
 ) -> JsonResult {
+    link_experiments(&state, &id, &p, false).await
+}
+
+async fn link_experiments(state: &AppState, id: &str, p: &Params, linked: bool) -> JsonResult {
     let dataset = state
         .store
-        .link_dataset_experiments(&id, &p.experiment_ids("experiment_ids")?, false)
+        .link_dataset_experiments(id, &p.experiment_ids("experiment_ids")?, linked)
         .await?;
     to_json(&json!({ "dataset": dataset.to_json(None) }))
 }

@@ -208,7 +208,7 @@ function runTree(runs) {
     if (seen.has(r.info.run_id)) return;
     seen.add(r.info.run_id);
     const kids = children.get(r.info.run_id) || [];
-    out.push({ run: r, depth, children: kids.length, parent: parentOf(r) });
+    out.push({ run: r, depth, children: kids.length });
     if (runsState.expanded.has(r.info.run_id)) for (const k of kids) visit(k, depth + 1, seen);
   };
   const seen = new Set();
@@ -220,6 +220,9 @@ async function runsPage(experimentId, params) {
   setSection("experiments");
   if (runsState.experiment !== experimentId) Object.assign(runsState, { experiment: experimentId, tokens: [""], page: 0, selected: new Set(), expanded: new Set() });
   const view = { filter: params.get("filter") || "", order: parseOrder(params.get("order")), columns: columnChoices(experimentId, params), chart: params.get("chart") || "" };
+  // Page tokens belong to one filter and order: another view starts at its first page.
+  const firstPage = () => Object.assign(runsState, { searched: JSON.stringify([view.filter, view.order]), tokens: [""], page: 0 });
+  if (runsState.searched !== JSON.stringify([view.filter, view.order])) firstPage();
   const experiment = (await api(`${MLFLOW}/experiments/get?${query({ experiment_id: experimentId })}`)).experiment;
   const filter = h("input", { type: "search", value: view.filter, placeholder: "metrics.accuracy > 0.9 and params.C = '0.5'", "aria-label": "Filter runs" });
   const table = h("div", { className: "scroll" });
@@ -233,7 +236,7 @@ async function runsPage(experimentId, params) {
   const reload = () => load().catch(err => table.replaceChildren(h("p", { className: "error", role: "alert" }, err.message)));
   filter.addEventListener("keydown", e => {
     if (e.key !== "Enter") return;
-    view.filter = filter.value.trim(); runsState.tokens = [""]; runsState.page = 0;
+    view.filter = filter.value.trim(); firstPage();
     keepAddress(); reload();
   });
   chartPicker.addEventListener("change", () => { view.chart = chartPicker.value; keepAddress(); reload(); });
@@ -298,7 +301,7 @@ async function runsPage(experimentId, params) {
         "data-column": `${c.kind}:${c.key}` }, c.label);
       if (sortable) th.addEventListener("click", () => {
         view.order = { kind: c.kind, key: c.key, desc: sorted ? !view.order.desc : true };
-        runsState.tokens = [""]; runsState.page = 0;
+        firstPage();
         keepAddress(); reload();
       });
       return th;
@@ -391,8 +394,8 @@ function artifactUrlAt(uri, path) {
 
 // The artifact tree: folders open and close, the previewed file is highlighted, and each
 // file and folder has a download button (a folder downloads as a zip of its files).
-async function artifactTree(run, path, preview) {
-  const body = await api(`${MLFLOW}/artifacts/list?${query({ run_id: run.info.run_id, path })}`);
+async function artifactTree(run, path, preview, listed) {
+  const body = listed || await api(`${MLFLOW}/artifacts/list?${query({ run_id: run.info.run_id, path })}`);
   const list = h("ul", { className: "tree" });
   for (const f of body.files || []) {
     const name = f.path.split("/").pop();
@@ -577,10 +580,13 @@ async function runPage(experimentId, runId) {
   const metrics = run.data.metrics || [];
   const params = run.data.params || [];
   const datasets = (run.inputs && run.inputs.dataset_inputs) || [];
-  const versions = (await api(`${MLFLOW}/model-versions/search?${query({ filter: `run_id='${runId}'`, max_results: 200 })}`).catch(() => ({}))).model_versions || [];
   const parentId = tags["mlflow.parentRunId"];
-  const parent = parentId ? await api(`${MLFLOW}/runs/get?${query({ run_id: parentId })}`).then(b => b.run).catch(() => null) : null;
-  const listing = await api(`${MLFLOW}/artifacts/list?${query({ run_id: runId })}`).catch(() => ({}));
+  const [found, parent, listing, histories] = await Promise.all([
+    api(`${MLFLOW}/model-versions/search?${query({ filter: `run_id='${runId}'`, max_results: 200 })}`).catch(() => ({})),
+    parentId ? api(`${MLFLOW}/runs/get?${query({ run_id: parentId })}`).then(b => b.run).catch(() => null) : null,
+    api(`${MLFLOW}/artifacts/list?${query({ run_id: runId })}`),
+    Promise.all(metrics.map(async m => ({ key: m.key, latest: m, points: await metricHistory(runId, m.key) })))]);
+  const versions = found.model_versions || [];
   const hasDrift = (listing.files || []).some(f => f.path === "drift_report.json");
   const values = h("div", { id: "metric-values" });
   const charts = h("div", { className: "grid", id: "metric-charts" });
@@ -616,8 +622,6 @@ async function runPage(experimentId, runId) {
     h("h2", {}, "Artifacts"), h("div", { className: "split" }, tree, preview));
   if (hasDrift) await driftSection(run, drift);
   // A metric logged once is a value, not a curve: those go in a table, series get charts.
-  const histories = [];
-  for (const m of metrics) histories.push({ key: m.key, latest: m, points: await metricHistory(runId, m.key) });
   const single = histories.filter(x => x.points.length <= 1);
   const series = histories.filter(x => x.points.length > 1);
   if (single.length) {
@@ -639,7 +643,7 @@ async function runPage(experimentId, runId) {
   }
   if (!metrics.length) values.append(h("p", { className: "muted" }, "no metrics"));
   tree.append(await artifactTree(run, "", path => previewArtifact(run, path, preview)
-    .catch(error => preview.replaceChildren(h("p", { className: "error", role: "alert" }, String(error.message || error))))));
+    .catch(error => preview.replaceChildren(h("p", { className: "error", role: "alert" }, String(error.message || error)))), listing));
 }
 
 // A drift check's report (drift_report.json, written by the watcher or `ctflow drift`):

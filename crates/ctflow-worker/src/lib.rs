@@ -11,5 +11,5 @@ pub mod runner;
 
 pub use evaluate::evaluate_candidate;
 pub use orphans::reap_orphans;
-pub use pool::{PoolConfig, WorkerPool, discover_gpus, worker_name};
+pub use pool::{PoolConfig, WorkerPool, discover_gpus};
 pub use runner::{JobRunner, RunnerReport, TrackedRun};

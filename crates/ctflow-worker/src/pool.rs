@@ -126,14 +126,6 @@ fn wants(run: &PipelineRun, job: &Job, delivered: u64) -> bool {
         && (run.phase == Phase::Queued || (run.phase == Phase::Running && delivered > 1))
 }
 
-/// `<host>-<pid>`: which worker ran a job, as its runs are tagged.
-pub fn worker_name() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "host".into());
-    format!("{host}-{}", std::process::id())
-}
-
 fn finished(
     job: &Job,
     status: JobStatus,
@@ -247,7 +239,7 @@ impl WorkerPool {
             metrics: Arc::new(Metrics::new()),
             identity: crate::orphans::worker_identity(),
             installation,
-            name: worker_name(),
+            name: ctflow_core::process_name(),
             runner: None,
         })
     }
