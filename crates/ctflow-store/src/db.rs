@@ -13,6 +13,7 @@ use sqlx::{AnyConnection, AnyPool, ConnectOptions, Connection, Executor};
 use tracing::info;
 
 use crate::error::{Error, Result};
+use crate::group_commit::GroupCommitter;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -40,7 +41,8 @@ macro_rules! file_pragmas {
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = ",
             $synchronous,
             "; PRAGMA busy_timeout = 30000; PRAGMA case_sensitive_like = ON; \
-             PRAGMA cache_size = -16384; PRAGMA temp_store = MEMORY;"
+             PRAGMA cache_size = -16384; PRAGMA temp_store = MEMORY; \
+             PRAGMA journal_size_limit = 67108864;"
         )
     };
 }
@@ -108,6 +110,10 @@ const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
         15,
         include_str!("../migrations/sqlite/0015_gateway_endpoints.sql"),
     ),
+    (
+        16,
+        include_str!("../migrations/sqlite/0016_metric_points.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/postgres/0001_tracking.sql")),
@@ -140,7 +146,34 @@ const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
         15,
         include_str!("../migrations/postgres/0015_gateway_endpoints.sql"),
     ),
+    (
+        16,
+        include_str!("../migrations/postgres/0016_metric_points.sql"),
+    ),
 ];
+
+/// A WAL file past this size is checkpointed with RESTART (see `keep_the_wal_short`).
+const WAL_RESTART_BYTES: u64 = 256 << 20;
+
+/// The WAL file beside a SQLite database file.
+fn wal_file(database: &Path) -> std::path::PathBuf {
+    let mut name = database.as_os_str().to_owned();
+    name.push("-wal");
+    std::path::PathBuf::from(name)
+}
+
+/// ANALYZE of the tables run search plans over, in full. NB: `analysis_limit` reads only
+/// the first entries of each index, and the first entries of `latest_metrics (key,
+/// value)` are one key's smallest values: the planner then took `m > 0.5` for a rare
+/// condition and started a search from it instead of from a parameter equality (2-3x the
+/// time at 10k runs). The metric points, the largest table by far, are not analysed: no
+/// search reads them.
+const ANALYZE_SEARCH_TABLES: &str = "PRAGMA analysis_limit = 0; ANALYZE runs; ANALYZE latest_metrics; ANALYZE params; ANALYZE tags;";
+
+/// Statistics are refreshed each time the runs double, up to this many runs; past it the
+/// proportions they describe no longer change enough to move a plan, and a full analysis
+/// would hold the writer for longer.
+const ANALYZE_UNTIL_RUNS: i64 = 250_000;
 
 const MEMORY_PRAGMAS: &str = "PRAGMA busy_timeout = 30000; PRAGMA case_sensitive_like = ON;";
 
@@ -195,6 +228,8 @@ pub struct Store {
     /// NB: on SQLite every write goes through this single-connection pool, so writers
     /// queue in-process instead of failing with "database is locked".
     pub(crate) write: AnyPool,
+    /// Run logging (metrics, params, tags) goes through here: see `group_commit`.
+    pub(crate) run_writes: GroupCommitter,
     pub(crate) backend: Backend,
     /// The SQLite database file (none in memory and on PostgreSQL).
     database_file: Option<std::path::PathBuf>,
@@ -330,9 +365,16 @@ impl Store {
                 "unsupported backend store URI '{uri}': use sqlite:///path or postgresql://..."
             )));
         };
+        // NB: SQLite has one writer; PostgreSQL takes as many as half the pool.
+        let writers = match backend {
+            Backend::Sqlite => 1,
+            Backend::Postgres => (options.max_connections / 2).max(1) as usize,
+        };
+        let run_writes = GroupCommitter::start(write.clone(), backend, writers);
         let store = Store {
             read,
             write,
+            run_writes,
             backend,
             database_file,
             default_artifact_root: options
@@ -345,6 +387,9 @@ impl Store {
         store.ensure_default_experiment().await?;
         if store.backend == Backend::Sqlite {
             store.keep_statistics_fresh();
+            if let Some(file) = &store.database_file {
+                store.keep_the_wal_short(wal_file(file));
+            }
         }
         Ok(store)
     }
@@ -402,9 +447,10 @@ impl Store {
 
     /// SQLite's planner needs `sqlite_stat1` to pick the selective index in a search (for
     /// `params.p = 'x' and metrics.m > 0.5` the params index first); only ANALYZE writes it.
-    /// Every two seconds, when the number of runs has doubled since the last analysis,
-    /// this re-analyses with a sampling limit, which takes milliseconds. PostgreSQL's
-    /// autovacuum does the same on its own.
+    /// Every two seconds, when the number of runs has doubled since the last analysis
+    /// (up to `ANALYZE_UNTIL_RUNS`), this re-analyses the search tables: a doubling
+    /// schedule keeps the cost per run constant. PostgreSQL's autovacuum does the same on
+    /// its own.
     fn keep_statistics_fresh(&self) {
         let pool = self.write.clone();
         tokio::spawn(async move {
@@ -427,14 +473,60 @@ impl Store {
                             continue;
                         }
                     };
-                if runs >= 100 && runs >= analyzed_at.saturating_mul(2) {
-                    match pool.execute("PRAGMA analysis_limit = 1000; ANALYZE;").await {
+                if runs >= 100
+                    && runs >= analyzed_at.saturating_mul(2)
+                    && analyzed_at < ANALYZE_UNTIL_RUNS
+                {
+                    match pool.execute(ANALYZE_SEARCH_TABLES).await {
                         Ok(_) => {
                             tracing::debug!(runs, "refreshed SQLite statistics");
                             analyzed_at = runs;
                         }
                         Err(error) => tracing::warn!(%error, "ANALYZE failed"),
                     }
+                }
+            }
+        });
+    }
+
+    /// Re-analyses the tables now (SQLite; PostgreSQL's autovacuum does its own), as the
+    /// background refresh does when the runs table has doubled.
+    pub async fn refresh_statistics(&self) -> Result<()> {
+        if self.backend == Backend::Sqlite {
+            self.write.execute(ANALYZE_SEARCH_TABLES).await?;
+        }
+        Ok(())
+    }
+
+    /// WAL checkpoint starvation: SQLite's automatic checkpoint (every 1000 pages, run by
+    /// the committing writer) copies the WAL back into the database but can only start
+    /// the WAL over when no reader still uses an older snapshot. ctflow's reads are single
+    /// statements, so this nearly always happens on its own; should a steady stream of
+    /// overlapping reads keep it from happening, the WAL would grow without end. Every
+    /// ten seconds, a WAL grown past `WAL_RESTART_BYTES` is checkpointed with RESTART,
+    /// which waits (busy timeout) for the readers of old snapshots to finish and starts
+    /// the WAL over; `journal_size_limit` then truncates the file.
+    fn keep_the_wal_short(&self, wal: std::path::PathBuf) {
+        let pool = self.write.clone();
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(Duration::from_secs(10));
+            loop {
+                ticker.tick().await;
+                if pool.is_closed() {
+                    break;
+                }
+                let size = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+                if size < WAL_RESTART_BYTES {
+                    continue;
+                }
+                match sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(RESTART)")
+                    .fetch_one(&pool)
+                    .await
+                {
+                    Ok((busy, frames, copied)) => {
+                        tracing::info!(size, busy, frames, copied, "restarted a long WAL")
+                    }
+                    Err(error) => tracing::warn!(%error, size, "WAL checkpoint failed"),
                 }
             }
         });

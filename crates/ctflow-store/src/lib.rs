@@ -14,6 +14,7 @@ mod eval_datasets;
 mod experiments;
 mod feedback;
 mod gateway;
+mod group_commit;
 mod issues;
 mod leases;
 mod logged_models;

@@ -152,11 +152,42 @@ fn validate_tag(tag: &KeyValue) -> Result<()> {
     Ok(())
 }
 
-/// Rows per multi-row INSERT: big enough to amortise the round trip, small enough that
-/// the prepared statement is reused for every full chunk.
-const METRIC_CHUNK: usize = 250;
+/// Rows per multi-row INSERT: one statement for a full log-batch (five integers a point,
+/// well under either engine's limit on bound parameters), reused while it is cached.
+const METRIC_CHUNK: usize = 1000;
 
-enum ParamStyle {
+/// What one request logs to one run, validated; written by the group committer.
+pub(crate) struct RunWrite {
+    pub(crate) run_id: String,
+    pub(crate) metrics: Vec<BatchMetric>,
+    pub(crate) params: Vec<KeyValue>,
+    pub(crate) tags: Vec<KeyValue>,
+    pub(crate) param_style: ParamStyle,
+}
+
+/// Writes `write` inside `tx`: all of it, or an error and (with the transaction or
+/// savepoint rolled back by the caller) none of it.
+pub(crate) async fn apply_run_write(
+    tx: &mut Transaction<'_, Any>,
+    backend: Backend,
+    write: &RunWrite,
+) -> Result<()> {
+    let run_id = write.run_id.as_str();
+    require_active_run(tx, run_id).await?;
+    if !write.params.is_empty() {
+        insert_params(tx, backend, run_id, &write.params, write.param_style).await?;
+    }
+    if !write.metrics.is_empty() {
+        insert_metrics(tx, backend, run_id, &write.metrics).await?;
+    }
+    if !write.tags.is_empty() {
+        upsert_tags(tx, backend, run_id, &write.tags).await?;
+    }
+    Ok(())
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum ParamStyle {
     Single,
     Batch,
 }
@@ -270,13 +301,34 @@ impl Store {
         let text = |v: &serde_json::Value| v.as_str().map(str::to_string);
         let int = |v: &serde_json::Value| v.as_i64();
 
-        let infos = self
-            .json_rows(
+        // NB: the page's tables are read at once, each on its own pooled connection (and
+        // sqlx worker thread), instead of one after the other.
+        let mut inputs_sql = Sql::in_order(self.backend);
+        let list = in_list(&mut inputs_sql);
+        inputs_sql.push(&format!(
+            "SELECT ri.run_uuid, ri.input_uuid, d.name, d.digest, d.source_type, d.source, d.schema, d.profile \
+             FROM run_inputs ri JOIN datasets d ON d.dataset_uuid = ri.dataset_uuid WHERE ri.run_uuid IN {list} ORDER BY d.name"
+        ));
+        let mut outputs_sql = Sql::in_order(self.backend);
+        let list = in_list(&mut outputs_sql);
+        let second_list = in_list(&mut outputs_sql);
+        outputs_sql.push(&format!("SELECT run_uuid, model_id, step, 0 FROM run_outputs WHERE run_uuid IN {list} UNION ALL SELECT run_uuid, model_id, 0, 1 FROM run_model_inputs WHERE run_uuid IN {second_list} ORDER BY 2"));
+        let (infos, latest, params, tags, input_rows, output_rows) = futures::try_join!(
+            self.json_rows(
                 "r.run_uuid, r.name, r.experiment_id, r.user_id, r.status, r.start_time, r.end_time, r.artifact_uri, r.lifecycle_stage",
                 "runs r WHERE r.run_uuid IN",
                 run_ids,
-            )
-            .await?;
+            ),
+            self.json_rows(
+                "run_uuid, key, timestamp, step, value_bits",
+                "latest_metrics WHERE run_uuid IN",
+                run_ids,
+            ),
+            self.json_rows("run_uuid, key, value", "params WHERE run_uuid IN", run_ids),
+            self.json_rows("run_uuid, key, value", "tags WHERE run_uuid IN", run_ids),
+            async { Ok::<_, Error>(inputs_sql.query().fetch_all(&self.read).await?) },
+            async { Ok::<_, Error>(outputs_sql.query().fetch_all(&self.read).await?) },
+        )?;
         let mut runs: HashMap<String, Run> = HashMap::with_capacity(infos.len());
         for row in infos {
             let [id, name, exp, user, status, start, end, uri, stage] = row.as_slice() else {
@@ -309,13 +361,6 @@ impl Store {
             return Ok(Vec::new());
         }
 
-        let latest = self
-            .json_rows(
-                "run_uuid, key, timestamp, step, value_bits",
-                "latest_metrics WHERE run_uuid IN",
-                run_ids,
-            )
-            .await?;
         for row in latest {
             let [id, key, timestamp, step, bits] = row.as_slice() else {
                 return Err(corrupt("metric"));
@@ -329,14 +374,8 @@ impl Store {
                 });
             }
         }
-        for (table, is_params) in [
-            ("params WHERE run_uuid IN", true),
-            ("tags WHERE run_uuid IN", false),
-        ] {
-            for row in self
-                .json_rows("run_uuid, key, value", table, run_ids)
-                .await?
-            {
+        for (rows, is_params) in [(params, true), (tags, false)] {
+            for row in rows {
                 let [id, key, value] = row.as_slice() else {
                     return Err(corrupt("param or tag"));
                 };
@@ -354,14 +393,8 @@ impl Store {
             }
         }
 
-        let mut sql = Sql::in_order(self.backend);
-        let list = in_list(&mut sql);
-        sql.push(&format!(
-            "SELECT ri.run_uuid, ri.input_uuid, d.name, d.digest, d.source_type, d.source, d.schema, d.profile \
-             FROM run_inputs ri JOIN datasets d ON d.dataset_uuid = ri.dataset_uuid WHERE ri.run_uuid IN {list} ORDER BY d.name"
-        ));
         let mut input_ids: Vec<(String, String)> = Vec::new();
-        for row in sql.query().fetch_all(&self.read).await? {
+        for row in input_rows {
             let id: String = row.try_get(0)?;
             if let Some(run) = runs.get_mut(&id) {
                 input_ids.push((id.clone(), row.try_get(1)?));
@@ -404,11 +437,7 @@ impl Store {
             }
         }
 
-        let mut sql = Sql::in_order(self.backend);
-        let list = in_list(&mut sql);
-        let second_list = in_list(&mut sql);
-        sql.push(&format!("SELECT run_uuid, model_id, step, 0 FROM run_outputs WHERE run_uuid IN {list} UNION ALL SELECT run_uuid, model_id, 0, 1 FROM run_model_inputs WHERE run_uuid IN {second_list} ORDER BY 2"));
-        for row in sql.query().fetch_all(&self.read).await? {
+        for row in output_rows {
             let id: String = row.try_get(0)?;
             if let Some(run) = runs.get_mut(&id) {
                 let model_id: String = row.try_get(1)?;
@@ -522,11 +551,15 @@ impl Store {
     pub async fn log_param(&self, run_id: &str, key: &str, value: &str) -> Result<()> {
         validate_key(key, KeyKind::Param)?;
         let param = KeyValue::new(key, truncate_chars(value, MAX_PARAM_VALUE_LENGTH));
-        let mut tx = self.begin_write().await?;
-        require_active_run(&mut tx, run_id).await?;
-        insert_params(&mut tx, self.backend, run_id, &[param], ParamStyle::Single).await?;
-        tx.commit().await?;
-        Ok(())
+        self.run_writes
+            .submit(RunWrite {
+                run_id: run_id.to_string(),
+                metrics: Vec::new(),
+                params: vec![param],
+                tags: Vec::new(),
+                param_style: ParamStyle::Single,
+            })
+            .await
     }
 
     pub async fn set_tag(&self, run_id: &str, key: &str, value: &str) -> Result<()> {
@@ -588,8 +621,12 @@ impl Store {
             ))
             .into());
         }
+        // NB: a batch repeats a few keys many times; each is checked once.
+        let mut checked: HashSet<&str> = HashSet::new();
         for m in &metrics {
-            validate_key(&m.key, KeyKind::Metric)?;
+            if checked.insert(m.key.as_str()) {
+                validate_key(&m.key, KeyKind::Metric)?;
+            }
         }
         let mut seen = HashSet::new();
         let mut duplicates = Vec::new();
@@ -617,19 +654,15 @@ impl Store {
             .map(|t| KeyValue::new(t.key, truncate_chars(&t.value, MAX_TAG_VALUE_LENGTH)))
             .collect();
 
-        let mut tx = self.begin_write().await?;
-        require_active_run(&mut tx, run_id).await?;
-        if !params.is_empty() {
-            insert_params(&mut tx, self.backend, run_id, &params, ParamStyle::Batch).await?;
-        }
-        if !metrics.is_empty() {
-            insert_metrics(&mut tx, self.backend, run_id, &metrics).await?;
-        }
-        if !tags.is_empty() {
-            upsert_tags(&mut tx, self.backend, run_id, &tags).await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        self.run_writes
+            .submit(RunWrite {
+                run_id: run_id.to_string(),
+                metrics,
+                params,
+                tags,
+                param_style: ParamStyle::Batch,
+            })
+            .await
     }
 
     /// The distinct (experiment, dataset, context) triples of the experiments' runs' inputs,
@@ -824,95 +857,138 @@ impl Store {
         let offset = page_token::decode(token)?;
         self.get_run_info(run_id).await?;
         let limit = max_results.map(|m| m.saturating_add(1)).unwrap_or(i64::MAX);
-        let mut points = match self.backend {
-            Backend::Sqlite => {
-                self.metric_history_aggregated(run_id, key, limit, offset)
-                    .await?
-            }
-            Backend::Postgres => self.metric_history_rows(run_id, key, limit, offset).await?,
-        };
+        let mut points = self.metric_history(run_id, key, limit, offset).await?;
         let next = max_results.and_then(|max| cut_page(&mut points, max, offset));
         Ok((points, next))
     }
 
     /// NB: sqlx's SQLite driver hands over every row through a channel from its worker
     /// thread, several microseconds a row; a 100k-point history is therefore read as one
-    /// aggregated row of exact integers (the value's IEEE bits) and split here.
-    async fn metric_history_aggregated(
+    /// row of aggregated columns (exact integers: the value travels as its order key) and
+    /// split here. A series whose steps ascend (see migration 16) is read in key order,
+    /// which is then history order, without a sort.
+    async fn metric_history(
         &self,
         run_id: &str,
         key: &str,
         limit: i64,
         offset: i64,
     ) -> Result<Vec<MetricPoint>> {
-        let packed: Option<String> = sqlx::query_scalar(
-            "SELECT group_concat(timestamp || ',' || step || ',' || value_bits, ';') \
-             FROM (SELECT timestamp, step, value, value_bits FROM metrics WHERE run_uuid = $1 AND key = $2 \
-             ORDER BY timestamp, step, value LIMIT $3 OFFSET $4)",
-        )
-        .bind(run_id)
-        .bind(key)
-        .bind(limit)
-        .bind(offset)
-        .fetch_one(&self.read)
-        .await?;
-        let Some(packed) = packed else {
+        let Some((series_id, steps_ascend)) = self.series_of(run_id, key).await? else {
             return Ok(Vec::new());
         };
-        let corrupt = || Error::Corrupt(format!("metric history for run {run_id}, key {key}"));
-        packed
-            .split(';')
-            .map(|point| {
-                let mut fields = point.splitn(3, ',').map(str::parse::<i64>);
-                let (Some(Ok(timestamp)), Some(Ok(step)), Some(Ok(bits))) =
-                    (fields.next(), fields.next(), fields.next())
-                else {
-                    return Err(corrupt());
-                };
-                Ok(MetricPoint {
-                    key: key.to_string(),
-                    value: f64::from_bits(bits as u64),
-                    timestamp,
-                    step,
-                })
+        let order = if steps_ascend {
+            PointOrder::Key
+        } else {
+            PointOrder::History
+        };
+        let points = self
+            .series_points(series_id, order, Steps::All, limit, offset)
+            .await?;
+        Ok(points
+            .into_iter()
+            .map(|(timestamp, step, value_key, is_nan)| MetricPoint {
+                key: key.to_string(),
+                value: value_from_key(value_key, is_nan),
+                timestamp,
+                step,
             })
-            .collect::<Result<Vec<_>>>()
-            .map(|mut points| {
-                // The page was cut in index order; the aggregate itself promises no order.
-                points.sort_by(|a, b| {
-                    (a.timestamp, a.step)
-                        .cmp(&(b.timestamp, b.step))
-                        .then(a.value.total_cmp(&b.value))
-                });
-                points
-            })
+            .collect())
     }
 
-    async fn metric_history_rows(
-        &self,
-        run_id: &str,
-        key: &str,
-        limit: i64,
-        offset: i64,
-    ) -> Result<Vec<MetricPoint>> {
-        let rows = sqlx::query(
-            "SELECT timestamp, step, value, is_nan FROM metrics WHERE run_uuid = $1 AND key = $2 \
-             ORDER BY timestamp, step, value LIMIT $3 OFFSET $4",
+    /// A run's metric series: its id and whether its steps ascend.
+    async fn series_of(&self, run_id: &str, key: &str) -> Result<Option<(i64, bool)>> {
+        let row: Option<(i64, i64)> = sqlx::query_as(
+            "SELECT series_id, steps_ascend FROM latest_metrics WHERE run_uuid = $1 AND key = $2",
         )
         .bind(run_id)
         .bind(key)
-        .bind(limit)
-        .bind(offset)
-        .fetch_all(&self.read)
+        .fetch_optional(&self.read)
         .await?;
-        let mut points = Vec::with_capacity(rows.len());
-        for row in &rows {
-            points.push(MetricPoint {
-                key: key.to_string(),
-                timestamp: row.try_get(0)?,
-                step: row.try_get(1)?,
-                value: decode_value(row.try_get(2)?, row.try_get(3)?),
-            });
+        Ok(row.map(|(id, ascend)| (id, ascend != 0)))
+    }
+
+    /// One series' points at `steps`, in `order`, as (timestamp, step, value key, NaN flag).
+    async fn series_points(
+        &self,
+        series_id: i64,
+        order: PointOrder,
+        steps: Steps<'_>,
+        limit: i64,
+        offset: i64,
+    ) -> Result<Vec<Point>> {
+        let order_by = match order {
+            PointOrder::Key => "step, timestamp, value_key, is_nan",
+            PointOrder::History => "timestamp, step, value_key, is_nan",
+        };
+        let mut sql = Sql::in_order(self.backend);
+        let series = sql.int_arg(series_id);
+        let narrowing = match steps {
+            Steps::All => String::new(),
+            Steps::Between(first, last) => {
+                let (first, last) = (sql.int_arg(first), sql.int_arg(last));
+                format!(" AND step >= {first} AND step <= {last}")
+            }
+            Steps::In(list) => {
+                let list: Vec<String> = list.iter().map(|&step| sql.int_arg(step)).collect();
+                format!(" AND step IN ({})", list.join(", "))
+            }
+        };
+        let limit = sql.int_arg(limit);
+        let offset = sql.int_arg(offset);
+        let from = format!(
+            "SELECT timestamp, step, value_key, is_nan FROM metric_points \
+             WHERE series_id = {series}{narrowing} ORDER BY {order_by} LIMIT {limit} OFFSET {offset}"
+        );
+        if self.backend == Backend::Postgres {
+            sql.push(&from);
+            return sql
+                .query()
+                .fetch_all(&self.read)
+                .await?
+                .iter()
+                .map(point_from_row)
+                .collect();
+        }
+        // NB: NaN is rare; its column is only sent when the page holds one.
+        sql.push(&format!(
+            "SELECT group_concat(timestamp), group_concat(step), group_concat(value_key), \
+             CASE WHEN max(is_nan) > 0 THEN group_concat(is_nan) END, count(*) FROM ({from})"
+        ));
+        let row = sql.query().fetch_one(&self.read).await?;
+        let corrupt = || Error::Corrupt(format!("metric points of series {series_id}"));
+        let count = usize::try_from(row.try_get::<i64, _>(4)?).map_err(|_| corrupt())?;
+        let mut columns = Vec::with_capacity(4);
+        for i in 0..3 {
+            columns.push(
+                split_integers(row.try_get::<Option<String>, _>(i)?.as_deref())
+                    .ok_or_else(corrupt)?,
+            );
+        }
+        columns.push(match row.try_get::<Option<String>, _>(3)? {
+            Some(nans) => split_integers(Some(&nans)).ok_or_else(corrupt)?,
+            None => vec![0; count],
+        });
+        let [timestamps, steps, value_keys, nans] =
+            <[Vec<i64>; 4]>::try_from(columns).map_err(|_| corrupt())?;
+        if [steps.len(), value_keys.len(), nans.len()] != [timestamps.len(); 3] {
+            return Err(corrupt());
+        }
+        let mut points: Vec<Point> = timestamps
+            .into_iter()
+            .zip(steps)
+            .zip(value_keys)
+            .zip(nans)
+            .map(|(((timestamp, step), value_key), is_nan)| (timestamp, step, value_key, is_nan))
+            .collect();
+        // The aggregate promises no order of its own (the four columns stay aligned: they
+        // see the same rows); the rows came in order, so this check is linear.
+        let key_of = |p: &Point| match order {
+            PointOrder::Key => (p.1, p.0, p.2, p.3),
+            PointOrder::History => *p,
+        };
+        if !points.is_sorted_by_key(key_of) {
+            points.sort_unstable_by_key(key_of);
         }
         Ok(points)
     }
@@ -926,42 +1002,28 @@ impl Store {
         end_step: Option<i64>,
         max_results: i64,
     ) -> Result<Vec<(String, MetricPoint)>> {
+        let _timer = self.timer("get_metric_history_bulk_interval");
         let mut out = Vec::new();
         for run_id in run_ids {
             self.get_run_info(run_id).await?;
-            let sql = json_rows_sql(
-                self.backend,
-                "timestamp, step, value_bits",
-                "metrics WHERE run_uuid = $1 AND key = $2 AND step >= $3 AND step <= $4",
-            );
-            let packed: Option<String> = sqlx::query(AssertSqlSafe(sql))
-                .bind(run_id.as_str())
-                .bind(key)
-                .bind(start_step.unwrap_or(i64::MIN))
-                .bind(end_step.unwrap_or(i64::MAX))
-                .fetch_one(&self.read)
-                .await?
-                .try_get(0)?;
-            let rows: Vec<[i64; 3]> = match packed {
-                Some(packed) => serde_json::from_str(&packed)
-                    .map_err(|e| Error::Corrupt(format!("metric rows: {e}")))?,
-                None => Vec::new(),
-            };
-            let mut rows = rows;
-            rows.sort_unstable_by(|a, b| {
-                (a[1], a[0])
-                    .cmp(&(b[1], b[0]))
-                    .then(f64::from_bits(a[2] as u64).total_cmp(&f64::from_bits(b[2] as u64)))
-            });
+            let sampled = self
+                .sampled_points(
+                    run_id,
+                    key,
+                    start_step.unwrap_or(i64::MIN),
+                    end_step.unwrap_or(i64::MAX),
+                    max_results.max(1),
+                )
+                .await?;
             out.extend(
-                sample_rows(&rows, max_results.max(1) as usize)
+                sampled
                     .into_iter()
-                    .map(|[timestamp, step, bits]| {
+                    .map(|(timestamp, step, value_key, is_nan)| {
                         (
                             run_id.clone(),
                             MetricPoint {
                                 key: key.to_string(),
-                                value: f64::from_bits(bits as u64),
+                                value: value_from_key(value_key, is_nan),
                                 timestamp,
                                 step,
                             },
@@ -970,6 +1032,115 @@ impl Store {
             );
         }
         Ok(out)
+    }
+
+    /// One series' points in a step range, sampled as MLflow 3.17 samples them (see
+    /// `sample_rows`, over the rows in step order). The points' key is step order, so only
+    /// the steps are read to find the picked rows' positions, and then only the rows at
+    /// the picked steps, by key.
+    async fn sampled_points(
+        &self,
+        run_id: &str,
+        key: &str,
+        start_step: i64,
+        end_step: i64,
+        buckets: i64,
+    ) -> Result<Vec<Point>> {
+        let Some((series_id, _)) = self.series_of(run_id, key).await? else {
+            return Ok(Vec::new());
+        };
+        let steps_sql = match self.backend {
+            Backend::Sqlite => {
+                "SELECT group_concat(step) FROM (SELECT step FROM metric_points \
+                 WHERE series_id = $1 AND step >= $2 AND step <= $3 ORDER BY step, timestamp, value_key, is_nan)"
+            }
+            Backend::Postgres => {
+                "SELECT string_agg(step::text, ',' ORDER BY step, timestamp, value_key, is_nan) FROM metric_points \
+                 WHERE series_id = $1 AND step >= $2 AND step <= $3"
+            }
+        };
+        let packed: Option<String> = sqlx::query_scalar(steps_sql)
+            .bind(series_id)
+            .bind(start_step)
+            .bind(end_step)
+            .fetch_one(&self.read)
+            .await?;
+        let steps = split_integers(packed.as_deref())
+            .ok_or_else(|| Error::Corrupt(format!("metric steps of series {series_id}")))?;
+        let positions: Vec<usize> = (0..steps.len()).collect();
+        let picked = sample_rows(&positions, buckets.max(1) as usize);
+        if picked.len() == steps.len() {
+            return self
+                .series_points(
+                    series_id,
+                    PointOrder::Key,
+                    Steps::Between(start_step, end_step),
+                    i64::MAX,
+                    0,
+                )
+                .await;
+        }
+        // Each pick as (its step, its rank among the rows of that step).
+        let wanted: Vec<(i64, usize)> = picked
+            .iter()
+            .map(|&position| {
+                let step = steps[position];
+                (step, position - steps.partition_point(|&s| s < step))
+            })
+            .collect();
+        let mut distinct: Vec<i64> = wanted.iter().map(|&(step, _)| step).collect();
+        distinct.dedup();
+        let rows = self
+            .series_points(
+                series_id,
+                PointOrder::Key,
+                Steps::In(&distinct),
+                i64::MAX,
+                0,
+            )
+            .await?;
+        wanted
+            .iter()
+            .map(|&(step, rank)| {
+                let first = rows.partition_point(|row| row.1 < step);
+                rows.get(first + rank)
+                    .filter(|row| row.1 == step)
+                    .copied()
+                    .ok_or_else(|| {
+                        Error::Corrupt(format!(
+                            "metric {key} of run {run_id} changed while sampled"
+                        ))
+                    })
+            })
+            .collect()
+    }
+}
+
+/// How a series' points are ordered when read.
+#[derive(Debug, Clone, Copy)]
+enum PointOrder {
+    /// The table's key: step, timestamp, value.
+    Key,
+    /// MLflow's history order: timestamp, step, value.
+    History,
+}
+
+/// Which of a series' points to read, by step.
+#[derive(Debug, Clone, Copy)]
+enum Steps<'a> {
+    All,
+    Between(i64, i64),
+    In(&'a [i64]),
+}
+
+/// A stored point: timestamp, step, value key, NaN flag.
+type Point = (i64, i64, i64, i64);
+
+/// `1,2,3` as integers; `None` when a field is not one.
+fn split_integers(packed: Option<&str>) -> Option<Vec<i64>> {
+    match packed {
+        None | Some("") => Some(Vec::new()),
+        Some(text) => text.split(',').map(|n| n.parse().ok()).collect(),
     }
 }
 
@@ -1118,39 +1289,245 @@ fn opt_text(value: &Option<String>) -> Arg {
     }
 }
 
+/// A stored value as its order-preserving integer key and NaN flag: the IEEE-754 bits of
+/// the stored (clamped) value with a negative value's lower 63 bits flipped, so that
+/// integer order is numeric order; NaN is 0.0's key with the flag set, as MLflow stores it.
+pub(crate) fn value_key(value: f64) -> (i64, i64) {
+    let (stored, is_nan) = encode_value(value);
+    if is_nan != 0 {
+        return (0, 1);
+    }
+    (flip_negative(stored.to_bits() as i64), 0)
+}
+
+/// The value a `value_key` stands for.
+pub(crate) fn value_from_key(key: i64, is_nan: i64) -> f64 {
+    if is_nan != 0 {
+        f64::NAN
+    } else {
+        f64::from_bits(flip_negative(key) as u64)
+    }
+}
+
+/// Its own inverse: a negative bit pattern has its lower 63 bits flipped.
+fn flip_negative(bits: i64) -> i64 {
+    if bits < 0 { !bits | i64::MIN } else { bits }
+}
+
+/// What the insert needs to know of a series that exists.
+#[derive(Debug, Clone, Copy)]
+struct Series {
+    id: i64,
+    /// The step and timestamp of its latest point (its greatest step).
+    last: (i64, i64),
+    /// Distinct steps whose timestamps never fall: step order is history order.
+    steps_ascend: bool,
+}
+
+/// Whether a series whose greatest point so far is `last` (none for a new series) keeps
+/// distinct steps with timestamps that never fall, given its new `points` (step, timestamp).
+fn keeps_steps_ascending(last: Option<(i64, i64)>, points: &mut [(i64, i64)]) -> bool {
+    points.sort_unstable();
+    let mut previous = last;
+    for &(step, timestamp) in points.iter() {
+        if let Some((previous_step, previous_timestamp)) = previous
+            && (step <= previous_step || timestamp < previous_timestamp)
+        {
+            return false;
+        }
+        previous = Some((step, timestamp));
+    }
+    true
+}
+
+/// The series of `run_id`'s metric keys in `by_key`, creating the ones that do not exist
+/// yet (with the key's latest point of the batch as their latest value) and clearing
+/// `steps_ascend` on the ones this batch breaks it for.
+async fn prepare_series(
+    tx: &mut Transaction<'_, Any>,
+    backend: Backend,
+    run_id: &str,
+    by_key: &mut [KeyPoints<'_>],
+) -> Result<HashMap<String, i64>> {
+    let existing = existing_series(
+        tx,
+        backend,
+        run_id,
+        by_key.iter().map(|k| k.latest.key.as_str()),
+    )
+    .await?;
+    let mut ids: HashMap<String, i64> = existing.iter().map(|(k, s)| (k.clone(), s.id)).collect();
+    let mut broken = Vec::new();
+    let mut missing = Vec::new();
+    for key in by_key.iter_mut() {
+        match existing.get(&key.latest.key) {
+            Some(series) => {
+                if series.steps_ascend && !keeps_steps_ascending(Some(series.last), &mut key.points)
+                {
+                    broken.push(series.id);
+                }
+            }
+            None => {
+                let ascending = keeps_steps_ascending(None, &mut key.points);
+                missing.push((key.latest, ascending));
+            }
+        }
+    }
+    if !broken.is_empty() {
+        let mut sql = Sql::in_order(backend);
+        sql.push("UPDATE latest_metrics SET steps_ascend = 0 WHERE series_id IN (");
+        let list: Vec<String> = broken.iter().map(|&id| sql.int_arg(id)).collect();
+        sql.push(&list.join(", "));
+        sql.push(")");
+        sql.query().execute(&mut **tx).await?;
+    }
+    if missing.is_empty() {
+        return Ok(ids);
+    }
+    let new_ids: Vec<i64> = match backend {
+        // NB: the write lock is held from BEGIN IMMEDIATE, so the maximum cannot move.
+        Backend::Sqlite => {
+            let max: Option<i64> = sqlx::query_scalar("SELECT max(series_id) FROM latest_metrics")
+                .fetch_one(&mut **tx)
+                .await?;
+            let first = max.unwrap_or(0) + 1;
+            (first..first + missing.len() as i64).collect()
+        }
+        Backend::Postgres => {
+            sqlx::query_scalar("SELECT nextval('metric_series_ids') FROM generate_series(1, $1)")
+                .bind(missing.len() as i64)
+                .fetch_all(&mut **tx)
+                .await?
+        }
+    };
+    let sql = format!(
+        "INSERT INTO latest_metrics (run_uuid, key, value, is_nan, timestamp, step, value_bits, series_id, steps_ascend) \
+         VALUES {} ON CONFLICT (run_uuid, key) DO NOTHING",
+        values_groups(backend, missing.len(), 9, 1)
+    );
+    let mut args = Vec::with_capacity(missing.len() * 9);
+    for ((m, ascending), id) in missing.iter().zip(&new_ids) {
+        push_latest_row(&mut args, run_id, m, *id);
+        args.push(Arg::Int(i64::from(*ascending)));
+    }
+    bind_all(sqlx::query(AssertSqlSafe(sql)), &args)
+        .execute(&mut **tx)
+        .await?;
+    // NB: on PostgreSQL a concurrent writer may have created one of these series first;
+    // its id, not ours, is the one the points must carry, and its flag must be checked.
+    let created = existing_series(
+        tx,
+        backend,
+        run_id,
+        missing.iter().map(|(m, _)| m.key.as_str()),
+    )
+    .await?;
+    for ((m, ascending), id) in missing.iter().zip(&new_ids) {
+        if let Some(series) = created.get(&m.key)
+            && series.id != *id
+            && series.steps_ascend
+        {
+            let mut points: Vec<(i64, i64)> = by_key
+                .iter()
+                .find(|k| k.latest.key == m.key)
+                .map(|k| k.points.clone())
+                .unwrap_or_default();
+            // Their first points and ours interleave: only a check against theirs is safe.
+            if !*ascending || !keeps_steps_ascending(Some(series.last), &mut points) {
+                sqlx::query("UPDATE latest_metrics SET steps_ascend = 0 WHERE series_id = $1")
+                    .bind(series.id)
+                    .execute(&mut **tx)
+                    .await?;
+            }
+        }
+    }
+    ids.extend(created.into_iter().map(|(k, s)| (k, s.id)));
+    Ok(ids)
+}
+
+async fn existing_series<'k>(
+    tx: &mut Transaction<'_, Any>,
+    backend: Backend,
+    run_id: &str,
+    keys: impl Iterator<Item = &'k str>,
+) -> Result<HashMap<String, Series>> {
+    let mut sql = Sql::in_order(backend);
+    let run = sql.text_arg(run_id);
+    sql.push(&format!(
+        "SELECT key, series_id, step, timestamp, steps_ascend FROM latest_metrics WHERE run_uuid = {run} AND key IN "
+    ));
+    let list = sql.text_list(keys);
+    sql.push(&list);
+    if backend == Backend::Postgres {
+        // Concurrent writers to one series take turns: each checks its points against
+        // the last ones written.
+        sql.push(" FOR UPDATE");
+    }
+    let rows = sql.query().fetch_all(&mut **tx).await?;
+    let mut series = HashMap::with_capacity(rows.len());
+    for row in &rows {
+        series.insert(
+            row.try_get::<String, _>(0)?,
+            Series {
+                id: row.try_get(1)?,
+                last: (row.try_get(2)?, row.try_get(3)?),
+                steps_ascend: row.try_get::<i64, _>(4)? != 0,
+            },
+        );
+    }
+    Ok(series)
+}
+
+/// A point's key columns: series, timestamp, step, value key, NaN flag.
+fn push_point_key(args: &mut Vec<Arg>, series_id: i64, m: &BatchMetric) {
+    let (key, is_nan) = value_key(m.value);
+    args.extend([
+        Arg::Int(series_id),
+        Arg::Int(m.timestamp),
+        Arg::Int(m.step),
+        Arg::Int(key),
+        Arg::Int(is_nan),
+    ]);
+}
+
+/// A `latest_metrics` row's columns up to its series id.
+fn push_latest_row(args: &mut Vec<Arg>, run_id: &str, m: &BatchMetric, series_id: i64) {
+    let (value, is_nan) = encode_value(m.value);
+    args.extend([
+        Arg::Text(run_id.to_string()),
+        Arg::Text(m.key.clone()),
+        Arg::Float(value),
+        Arg::Int(is_nan),
+        Arg::Int(m.timestamp),
+        Arg::Int(m.step),
+        Arg::Int(stored_bits(m.value)),
+        Arg::Int(series_id),
+    ]);
+}
+
+/// A `(timestamp, step, value_key, is_nan)` row.
+fn point_from_row(row: &AnyRow) -> Result<Point> {
+    Ok((
+        row.try_get(0)?,
+        row.try_get(1)?,
+        row.try_get(2)?,
+        row.try_get(3)?,
+    ))
+}
+
+/// One metric key's points in a batch: its latest point and every (step, timestamp).
+struct KeyPoints<'m> {
+    latest: &'m BatchMetric,
+    points: Vec<(i64, i64)>,
+}
+
 async fn insert_metrics(
     tx: &mut Transaction<'_, Any>,
     backend: Backend,
     run_id: &str,
     metrics: &[BatchMetric],
 ) -> Result<()> {
-    for chunk in metrics.chunks(METRIC_CHUNK) {
-        let sql = format!(
-            "INSERT INTO metrics (run_uuid, key, timestamp, step, value, is_nan, value_bits, model_id, dataset_name, dataset_digest) \
-             VALUES {} ON CONFLICT DO NOTHING",
-            values_groups(backend, chunk.len(), 10, 1)
-        );
-        let mut args = Vec::with_capacity(chunk.len() * 10);
-        for m in chunk {
-            let (value, is_nan) = encode_value(m.value);
-            args.push(Arg::Text(run_id.to_string()));
-            args.push(Arg::Text(m.key.clone()));
-            args.push(Arg::Int(m.timestamp));
-            args.push(Arg::Int(m.step));
-            args.push(Arg::Float(value));
-            args.push(Arg::Int(is_nan));
-            args.push(Arg::Int(stored_bits(m.value)));
-            args.push(opt_text(&m.model_id));
-            args.push(opt_text(&m.dataset_name));
-            args.push(opt_text(&m.dataset_digest));
-        }
-        bind_all(sqlx::query(AssertSqlSafe(sql)), &args)
-            .execute(&mut **tx)
-            .await?;
-    }
-
     // The latest value per key: greatest (step, timestamp, value), NaN counting as lowest.
-    let mut latest: Vec<&BatchMetric> = Vec::new();
     let rank = |m: &BatchMetric| {
         (
             m.step,
@@ -1162,37 +1539,88 @@ async fn insert_metrics(
             },
         )
     };
+    let mut by_key: Vec<KeyPoints<'_>> = Vec::new();
+    let mut slot_of: HashMap<&str, usize> = HashMap::new();
     for m in metrics {
-        match latest.iter_mut().find(|l| l.key == m.key) {
-            Some(slot) => {
-                if rank(m).partial_cmp(&rank(slot)).is_some_and(|o| o.is_gt()) {
-                    *slot = m;
+        match slot_of.get(m.key.as_str()) {
+            Some(&slot) => {
+                let key = &mut by_key[slot];
+                key.points.push((m.step, m.timestamp));
+                if rank(m)
+                    .partial_cmp(&rank(key.latest))
+                    .is_some_and(|o| o.is_gt())
+                {
+                    key.latest = m;
                 }
             }
-            None => latest.push(m),
+            None => {
+                slot_of.insert(m.key.as_str(), by_key.len());
+                by_key.push(KeyPoints {
+                    latest: m,
+                    points: vec![(m.step, m.timestamp)],
+                });
+            }
         }
     }
+    let series = prepare_series(tx, backend, run_id, &mut by_key).await?;
+    let latest: Vec<&BatchMetric> = by_key.iter().map(|k| k.latest).collect();
+    let series_of = |m: &BatchMetric| {
+        series.get(&m.key).copied().ok_or_else(|| {
+            Error::Corrupt(format!("no series for metric {} of run {run_id}", m.key))
+        })
+    };
+
+    for chunk in metrics.chunks(METRIC_CHUNK) {
+        let sql = format!(
+            "INSERT INTO metric_points (series_id, timestamp, step, value_key, is_nan) \
+             VALUES {} ON CONFLICT DO NOTHING",
+            values_groups(backend, chunk.len(), 5, 1)
+        );
+        let mut args = Vec::with_capacity(chunk.len() * 5);
+        for m in chunk {
+            push_point_key(&mut args, series_of(m)?, m);
+        }
+        bind_all(sqlx::query(AssertSqlSafe(sql)), &args)
+            .execute(&mut **tx)
+            .await?;
+    }
+
     let sql = format!(
-        "INSERT INTO latest_metrics (run_uuid, key, value, is_nan, timestamp, step, value_bits) VALUES {} \
+        "INSERT INTO latest_metrics (run_uuid, key, value, is_nan, timestamp, step, value_bits, series_id) VALUES {} \
          ON CONFLICT (run_uuid, key) DO UPDATE SET value = excluded.value, is_nan = excluded.is_nan, \
          timestamp = excluded.timestamp, step = excluded.step, value_bits = excluded.value_bits \
          WHERE (excluded.step, excluded.timestamp, excluded.value) > (latest_metrics.step, latest_metrics.timestamp, latest_metrics.value)",
-        values_groups(backend, latest.len(), 7, 1)
+        values_groups(backend, latest.len(), 8, 1)
     );
-    let mut args = Vec::with_capacity(latest.len() * 7);
+    let mut args = Vec::with_capacity(latest.len() * 8);
     for m in &latest {
-        let (value, is_nan) = encode_value(m.value);
-        args.push(Arg::Text(run_id.to_string()));
-        args.push(Arg::Text(m.key.clone()));
-        args.push(Arg::Float(value));
-        args.push(Arg::Int(is_nan));
-        args.push(Arg::Int(m.timestamp));
-        args.push(Arg::Int(m.step));
-        args.push(Arg::Int(stored_bits(m.value)));
+        push_latest_row(&mut args, run_id, m, series_of(m)?);
     }
     bind_all(sqlx::query(AssertSqlSafe(sql)), &args)
         .execute(&mut **tx)
         .await?;
+
+    let with_context: Vec<&BatchMetric> = metrics
+        .iter()
+        .filter(|m| m.model_id.is_some() || m.dataset_name.is_some() || m.dataset_digest.is_some())
+        .collect();
+    for chunk in with_context.chunks(METRIC_CHUNK) {
+        let sql = format!(
+            "INSERT INTO metric_point_context (series_id, timestamp, step, value_key, is_nan, model_id, dataset_name, dataset_digest) \
+             VALUES {} ON CONFLICT DO NOTHING",
+            values_groups(backend, chunk.len(), 8, 1)
+        );
+        let mut args = Vec::with_capacity(chunk.len() * 8);
+        for m in chunk {
+            push_point_key(&mut args, series_of(m)?, m);
+            args.push(opt_text(&m.model_id));
+            args.push(opt_text(&m.dataset_name));
+            args.push(opt_text(&m.dataset_digest));
+        }
+        bind_all(sqlx::query(AssertSqlSafe(sql)), &args)
+            .execute(&mut **tx)
+            .await?;
+    }
 
     let linked: Vec<&BatchMetric> = metrics.iter().filter(|m| m.model_id.is_some()).collect();
     for chunk in linked.chunks(METRIC_CHUNK) {
@@ -1224,6 +1652,59 @@ async fn insert_metrics(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Integer order of value keys is the order of the stored values, and the value
+        /// comes back bit for bit (infinities clamped, as stored).
+        #[test]
+        fn value_keys_keep_order_and_bits(a in any::<f64>(), b in any::<f64>()) {
+            let (key_a, nan_a) = value_key(a);
+            let (key_b, nan_b) = value_key(b);
+            let (stored_a, _) = encode_value(a);
+            let (stored_b, _) = encode_value(b);
+            if nan_a == 0 && nan_b == 0 {
+                prop_assert_eq!(value_from_key(key_a, 0).to_bits(), stored_a.to_bits());
+                if stored_a < stored_b {
+                    prop_assert!(key_a < key_b);
+                }
+                if stored_a.to_bits() == stored_b.to_bits() {
+                    prop_assert_eq!(key_a, key_b);
+                }
+            } else if nan_a != 0 {
+                prop_assert!(value_from_key(key_a, nan_a).is_nan());
+                prop_assert_eq!(key_a, value_key(0.0).0);
+            }
+        }
+
+        /// The flag's rule is sound (it never keeps the flag on a series that breaks the
+        /// definition) and exact for appends: points after the series' last one. It may
+        /// clear the flag for a late point that would still fit (the history is then only
+        /// sorted when read).
+        #[test]
+        fn steps_ascend_matches_its_definition(
+            old in proptest::collection::vec((0i64..20, 0i64..20), 0..6),
+            new in proptest::collection::vec((0i64..20, 0i64..20), 1..6),
+        ) {
+            let ascends = |points: &[(i64, i64)]| {
+                let mut sorted = points.to_vec();
+                sorted.sort_unstable();
+                sorted.windows(2).all(|w| w[0].0 < w[1].0 && w[0].1 <= w[1].1)
+            };
+            prop_assume!(ascends(&old));
+            let last = old.iter().max().copied();
+            let mut batch = new.clone();
+            let all: Vec<(i64, i64)> = old.iter().chain(new.iter()).copied().collect();
+            let kept = keeps_steps_ascending(last, &mut batch);
+            if kept {
+                prop_assert!(ascends(&all));
+            }
+            let appended = last.is_none_or(|(step, _)| new.iter().all(|p| p.0 > step));
+            if appended {
+                prop_assert_eq!(kept, ascends(&all));
+            }
+        }
+    }
 
     #[test]
     fn values_encode_like_mlflow() {

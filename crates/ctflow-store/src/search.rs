@@ -6,11 +6,11 @@ use ctflow_core::filter::{Clause, Comparator, Entity, OrderBy, Value};
 use ctflow_core::page_token;
 use sqlx::Row;
 
-use crate::Store;
 use crate::error::Result;
 use crate::experiments::{numeric_op, string_condition};
 use crate::runs::RunSearch;
 use crate::sql::{Arg, Sql, cut_page};
+use crate::{Backend, Store};
 
 fn attribute_column(key: &str) -> &'static str {
     match key {
@@ -190,29 +190,7 @@ impl Store {
         if search.experiment_ids.is_empty() {
             return Ok((Vec::new(), None));
         }
-        let mut sql = Sql::new("");
-        let mut joins = String::new();
-        let mut terms = Vec::new();
-        for (i, order) in search.order_by.iter().enumerate() {
-            order_terms(&mut sql, i, order, &mut joins, &mut terms);
-        }
-        if !search
-            .order_by
-            .iter()
-            .any(|o| o.entity == Entity::Attribute && o.key == "start_time")
-        {
-            terms.push("r.start_time DESC".into());
-        }
-        terms.push("r.run_uuid ASC".into());
-
-        let (filter_joins, conditions) = matching_runs(&mut sql, search);
-        let limit = sql.int_arg(search.max_results.saturating_add(1));
-        let off = sql.int_arg(offset);
-        sql.text = format!(
-            "SELECT r.run_uuid FROM runs r{filter_joins}{joins} WHERE {} ORDER BY {} LIMIT {limit} OFFSET {off}",
-            conditions.join(" AND "),
-            terms.join(", ")
-        );
+        let sql = page_query(search, offset);
         let mut ids: Vec<String> = sql
             .query()
             .fetch_all(&self.read)
@@ -223,4 +201,52 @@ impl Store {
         let next = cut_page(&mut ids, search.max_results, offset);
         Ok((self.fetch_runs(&ids).await?, next))
     }
+
+    /// The engine's plan for a search's page query, one line per step (SQLite's `EXPLAIN
+    /// QUERY PLAN` details, PostgreSQL's `EXPLAIN`): what the plan tests read, so a
+    /// change that makes a common search scan every run fails a test.
+    pub async fn explain_run_search(&self, search: &RunSearch) -> Result<Vec<String>> {
+        let offset = page_token::decode(search.page_token.as_deref())?;
+        let mut sql = page_query(search, offset);
+        let (prefix, column) = match self.backend {
+            Backend::Sqlite => ("EXPLAIN QUERY PLAN ", 3),
+            Backend::Postgres => ("EXPLAIN ", 0),
+        };
+        sql.text.insert_str(0, prefix);
+        sql.query()
+            .fetch_all(&self.read)
+            .await?
+            .iter()
+            .map(|row| Ok(row.try_get::<String, _>(column)?))
+            .collect()
+    }
+}
+
+/// The statement that picks one page of run ids (one more than the page, to know whether
+/// another follows).
+fn page_query(search: &RunSearch, offset: i64) -> Sql {
+    let mut sql = Sql::new("");
+    let mut joins = String::new();
+    let mut terms = Vec::new();
+    for (i, order) in search.order_by.iter().enumerate() {
+        order_terms(&mut sql, i, order, &mut joins, &mut terms);
+    }
+    if !search
+        .order_by
+        .iter()
+        .any(|o| o.entity == Entity::Attribute && o.key == "start_time")
+    {
+        terms.push("r.start_time DESC".into());
+    }
+    terms.push("r.run_uuid ASC".into());
+
+    let (filter_joins, conditions) = matching_runs(&mut sql, search);
+    let limit = sql.int_arg(search.max_results.saturating_add(1));
+    let off = sql.int_arg(offset);
+    sql.text = format!(
+        "SELECT r.run_uuid FROM runs r{filter_joins}{joins} WHERE {} ORDER BY {} LIMIT {limit} OFFSET {off}",
+        conditions.join(" AND "),
+        terms.join(", ")
+    );
+    sql
 }

@@ -48,11 +48,13 @@ const CASES: &[(&str, Case)] = cases![
     batch_limits_and_validation,
     metrics_history_and_latest,
     metric_values_round_trip_exactly,
+    sampling_follows_step_order,
     run_search_filters,
     run_search_order_and_pages,
     inputs_and_outputs,
     logged_models,
     concurrent_writers_all_commit,
+    a_refused_write_in_a_group_costs_only_itself,
     registered_models_lifecycle,
     model_version_sources,
     aliases_stages_and_ledger,
@@ -690,6 +692,63 @@ async fn metrics_history_and_latest(store: Store) {
     assert_eq!(ranged.len(), 3);
 }
 
+/// The points are kept in history order (timestamp first); sampling numbers them in step
+/// order. A point logged late with an early timestamp sorts differently in the two.
+async fn sampling_follows_step_order(store: Store) {
+    let id = new_run(&store, 0, "sampling").await;
+    let mut points: Vec<BatchMetric> = (0..23)
+        .map(|step| metric("curve", step as f64 / 10.0, 100 + step, step))
+        .collect();
+    points.push(metric("curve", -7.5, 1, 5));
+    store.log_batch(&id, points, vec![], vec![]).await.unwrap();
+    // 24 rows in five NTILE buckets (5, 5, 5, 5, 4): starts at rows 0, 5, 10, 15, 20 of
+    // the step order, the last row (step 22) in place of the last start.
+    let sampled = store
+        .get_metric_history_bulk_interval(std::slice::from_ref(&id), "curve", None, None, 5)
+        .await
+        .unwrap();
+    assert_eq!(
+        sampled
+            .iter()
+            .map(|(_, p)| (p.step, p.timestamp, p.value))
+            .collect::<Vec<_>>(),
+        [
+            (0, 100, 0.0),
+            (5, 1, -7.5),
+            (9, 109, 0.9),
+            (14, 114, 1.4),
+            (22, 122, 2.2)
+        ]
+    );
+    // The history itself stays in timestamp order.
+    let (history, _) = store
+        .get_metric_history(&id, "curve", None, None)
+        .await
+        .unwrap();
+    assert_eq!((history[0].step, history[0].timestamp), (5, 1));
+    assert_eq!(history.len(), 24);
+    // Fewer rows than buckets: all of them; an empty range: none.
+    let all = store
+        .get_metric_history_bulk_interval(std::slice::from_ref(&id), "curve", Some(3), Some(6), 320)
+        .await
+        .unwrap();
+    assert_eq!(
+        all.iter().map(|(_, p)| p.step).collect::<Vec<_>>(),
+        [3, 4, 5, 5, 6]
+    );
+    let none = store
+        .get_metric_history_bulk_interval(std::slice::from_ref(&id), "curve", Some(500), None, 320)
+        .await
+        .unwrap();
+    assert!(none.is_empty());
+    // One bucket: the last row alone, as MLflow answers.
+    let one = store
+        .get_metric_history_bulk_interval(&[id], "curve", None, None, 1)
+        .await
+        .unwrap();
+    assert_eq!(one.iter().map(|(_, p)| p.step).collect::<Vec<_>>(), [22]);
+}
+
 async fn metric_values_round_trip_exactly(store: Store) {
     let id = new_run(&store, 0, "exact").await;
     let mut values = vec![
@@ -1228,6 +1287,68 @@ async fn concurrent_writers_all_commit(store: Store) {
             .unwrap();
         assert_eq!(points.len(), 500);
     }
+}
+
+/// Writes that queue together share a transaction: the refused ones (a deleted run, a
+/// changed parameter) must fail alone and take nothing of the others with them.
+async fn a_refused_write_in_a_group_costs_only_itself(store: Store) {
+    let live = new_run(&store, 0, "live").await;
+    let gone = new_run(&store, 0, "gone").await;
+    store.delete_run(&gone).await.unwrap();
+    store.log_param(&live, "fixed", "1").await.unwrap();
+    let mut tasks = Vec::new();
+    for writer in 0..48i64 {
+        let store = store.clone();
+        let (live, gone) = (live.clone(), gone.clone());
+        tasks.push(tokio::spawn(async move {
+            let key = format!("k{writer}");
+            match writer % 3 {
+                0 => store
+                    .log_batch(
+                        &live,
+                        vec![metric(&key, writer as f64, writer, 0)],
+                        vec![],
+                        vec![],
+                    )
+                    .await
+                    .map(|()| true),
+                1 => store
+                    .log_batch(&gone, vec![metric(&key, 1.0, 1, 0)], vec![], vec![])
+                    .await
+                    .map(|()| true)
+                    .or_else(|e| match code(e) {
+                        ErrorCode::InvalidParameterValue => Ok(false),
+                        other => panic!("a deleted run's write answered {other:?}"),
+                    }),
+                _ => store
+                    .log_batch(
+                        &live,
+                        vec![metric(&key, 1.0, 1, 0)],
+                        vec![KeyValue::new("fixed", format!("{writer}"))],
+                        vec![],
+                    )
+                    .await
+                    .map(|()| true)
+                    .or_else(|e| match code(e) {
+                        ErrorCode::InvalidParameterValue => Ok(false),
+                        other => panic!("a changed parameter answered {other:?}"),
+                    }),
+            }
+        }));
+    }
+    let mut answers = Vec::new();
+    for task in tasks {
+        answers.push(task.await.unwrap().unwrap());
+    }
+    for (writer, committed) in answers.into_iter().enumerate() {
+        assert_eq!(committed, writer % 3 == 0, "writer {writer}");
+    }
+    let run = store.get_run(&live).await.unwrap();
+    let keys: Vec<&str> = run.data.metrics.iter().map(|m| m.key.as_str()).collect();
+    assert_eq!(keys.len(), 16, "{keys:?}");
+    assert!(keys.iter().all(|k| k[1..].parse::<i64>().unwrap() % 3 == 0));
+    assert_eq!(run.data.params.len(), 1);
+    assert!(store.get_run(&gone).await.unwrap().data.metrics.is_empty());
 }
 
 async fn registered_models_lifecycle(store: Store) {
@@ -3273,4 +3394,300 @@ async fn shadow_numbers_are_kept_per_replica_while_shadowing(store: Store) {
     );
     let read = store.get_pipeline_run(&run.id).await.unwrap();
     assert_eq!(read.shadow.map(|s| s.replicas["pod-a"].requests), Some(9));
+}
+
+/// A store written before the narrow metric table (schema version 15): its metrics must
+/// come through migration 16 unchanged, and logging must carry on. The old schema is
+/// built from the migration files of that release and its rows are written as that
+/// release wrote them (value, NaN flag, exact bits, the optional model and dataset).
+async fn metrics_survive_the_narrow_table_migration(uri: String) {
+    use sqlx::Executor;
+    const OLD_SQLITE: [&str; 15] = [
+        include_str!("../migrations/sqlite/0001_tracking.sql"),
+        include_str!("../migrations/sqlite/0002_registry.sql"),
+        include_str!("../migrations/sqlite/0003_pipelines.sql"),
+        include_str!("../migrations/sqlite/0004_leases.sql"),
+        include_str!("../migrations/sqlite/0005_auth.sql"),
+        include_str!("../migrations/sqlite/0006_write_probe.sql"),
+        include_str!("../migrations/sqlite/0007_data_snapshots.sql"),
+        include_str!("../migrations/sqlite/0008_feedback.sql"),
+        include_str!("../migrations/sqlite/0009_shadow.sql"),
+        include_str!("../migrations/sqlite/0010_traces.sql"),
+        include_str!("../migrations/sqlite/0011_issues.sql"),
+        include_str!("../migrations/sqlite/0012_scorers.sql"),
+        include_str!("../migrations/sqlite/0013_evaluation_datasets.sql"),
+        include_str!("../migrations/sqlite/0014_gateway_secrets.sql"),
+        include_str!("../migrations/sqlite/0015_gateway_endpoints.sql"),
+    ];
+    const OLD_POSTGRES: [&str; 15] = [
+        include_str!("../migrations/postgres/0001_tracking.sql"),
+        include_str!("../migrations/postgres/0002_registry.sql"),
+        include_str!("../migrations/postgres/0003_pipelines.sql"),
+        include_str!("../migrations/postgres/0004_leases.sql"),
+        include_str!("../migrations/postgres/0005_auth.sql"),
+        include_str!("../migrations/postgres/0006_write_probe.sql"),
+        include_str!("../migrations/postgres/0007_data_snapshots.sql"),
+        include_str!("../migrations/postgres/0008_feedback.sql"),
+        include_str!("../migrations/postgres/0009_shadow.sql"),
+        include_str!("../migrations/postgres/0010_traces.sql"),
+        include_str!("../migrations/postgres/0011_issues.sql"),
+        include_str!("../migrations/postgres/0012_scorers.sql"),
+        include_str!("../migrations/postgres/0013_evaluation_datasets.sql"),
+        include_str!("../migrations/postgres/0014_gateway_secrets.sql"),
+        include_str!("../migrations/postgres/0015_gateway_endpoints.sql"),
+    ];
+    sqlx::any::install_default_drivers();
+    let sqlite = uri.starts_with("sqlite:");
+    let pool = sqlx::AnyPool::connect(&if sqlite {
+        format!("{}?mode=rwc", uri.replacen("sqlite:///", "sqlite://", 1))
+    } else {
+        uri.clone()
+    })
+    .await
+    .unwrap();
+    pool.execute(
+        "CREATE TABLE ctflow_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)",
+    )
+    .await
+    .unwrap();
+    for (i, sql) in (if sqlite { OLD_SQLITE } else { OLD_POSTGRES })
+        .iter()
+        .enumerate()
+    {
+        pool.execute(*sql).await.unwrap();
+        sqlx::query("INSERT INTO ctflow_migrations (version, applied_at) VALUES ($1, 0)")
+            .bind(i as i64 + 1)
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+    for run in ["run-a", "run-b"] {
+        sqlx::query(
+            "INSERT INTO runs (run_uuid, name, experiment_id, user_id, status, start_time, artifact_uri, lifecycle_stage) \
+             VALUES ($1, $1, 0, 'u', 'RUNNING', 1, 'mlflow-artifacts:/0/x/artifacts', 'active')",
+        )
+        .bind(run)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    // (run, key, timestamp, step, value, model id): what the old release stored.
+    type OldPoint<'a> = (&'a str, &'a str, i64, i64, f64, Option<&'a str>);
+    let old: Vec<OldPoint> = vec![
+        ("run-a", "loss", 10, 0, 0.5, None),
+        ("run-a", "loss", 10, 0, -2.0, None),
+        ("run-a", "loss", 10, 0, f64::NAN, None),
+        ("run-a", "loss", 20, 1, -0.25, None),
+        ("run-a", "loss", 30, 2, f64::MAX, None),
+        ("run-a", "acc", 40, 3, 0.875, Some("m-1")),
+        ("run-b", "loss", 5, 0, 1.0 / 3.0, None),
+    ];
+    for (run, key, timestamp, step, value, model) in &old {
+        let (stored, is_nan, bits) = if value.is_nan() {
+            (0.0, 1, f64::NAN.to_bits() as i64)
+        } else {
+            (*value, 0, value.to_bits() as i64)
+        };
+        sqlx::query(
+            "INSERT INTO metrics (run_uuid, key, timestamp, step, value, is_nan, value_bits, model_id, dataset_name, dataset_digest) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULL, NULL)",
+        )
+        .bind(*run)
+        .bind(*key)
+        .bind(*timestamp)
+        .bind(*step)
+        .bind(stored)
+        .bind(is_nan)
+        .bind(bits)
+        .bind(model.map(str::to_string))
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    for (run, key, timestamp, step, value) in [
+        ("run-a", "loss", 30, 2, f64::MAX),
+        ("run-a", "acc", 40, 3, 0.875),
+        ("run-b", "loss", 5, 0, 1.0 / 3.0),
+    ] {
+        sqlx::query(
+            "INSERT INTO latest_metrics (run_uuid, key, value, is_nan, timestamp, step, value_bits) \
+             VALUES ($1, $2, $3, 0, $4, $5, $6)",
+        )
+        .bind(run)
+        .bind(key)
+        .bind(value)
+        .bind(timestamp)
+        .bind(step)
+        .bind(value.to_bits() as i64)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    pool.close().await;
+
+    let store = Store::open(options(uri)).await.unwrap();
+    let history = |run: &'static str, key: &'static str| {
+        let store = store.clone();
+        async move {
+            let (points, _) = store
+                .get_metric_history(run, key, None, None)
+                .await
+                .unwrap();
+            points
+                .iter()
+                .map(|p| (p.timestamp, p.step, p.value.to_bits()))
+                .collect::<Vec<_>>()
+        }
+    };
+    // MLflow's history order: timestamp, step, value (a NaN counting as 0).
+    assert_eq!(
+        history("run-a", "loss").await,
+        [
+            (10, 0, (-2.0f64).to_bits()),
+            (10, 0, f64::NAN.to_bits()),
+            (10, 0, 0.5f64.to_bits()),
+            (20, 1, (-0.25f64).to_bits()),
+            (30, 2, f64::MAX.to_bits()),
+        ]
+    );
+    assert_eq!(history("run-a", "acc").await, [(40, 3, 0.875f64.to_bits())]);
+    assert_eq!(
+        history("run-b", "loss").await,
+        [(5, 0, (1.0f64 / 3.0).to_bits())]
+    );
+    // Logging carries on: into an old series, and into new ones after the old ids.
+    store
+        .log_batch(
+            "run-b",
+            vec![metric("loss", 0.25, 6, 1), metric("fresh", 1.5, 6, 1)],
+            vec![],
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(history("run-b", "loss").await.len(), 2);
+    assert_eq!(history("run-b", "fresh").await, [(6, 1, 1.5f64.to_bits())]);
+    assert_eq!(history("run-a", "loss").await.len(), 5);
+    let latest = store.get_run("run-b").await.unwrap().data.metrics;
+    assert_eq!(
+        latest
+            .iter()
+            .map(|m| (m.key.as_str(), m.value))
+            .collect::<Vec<_>>(),
+        [("fresh", 1.5), ("loss", 0.25)]
+    );
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_survive_the_narrow_table_migration_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    metrics_survive_the_narrow_table_migration(format!(
+        "sqlite:///{}/old.db",
+        dir.path().display()
+    ))
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_survive_the_narrow_table_migration_postgres() {
+    let pg = support::TempPostgres::start();
+    metrics_survive_the_narrow_table_migration(pg.create_database("old_schema")).await;
+}
+
+/// The plans SQLite picks for the common search shapes over an experiment of several
+/// thousand runs, read with EXPLAIN QUERY PLAN: none of them may walk every run of the
+/// experiment or sort the matches in a temporary b-tree when an index gives the order.
+/// (PostgreSQL plans by cost and picks sequential scans on tables this small, so its plans
+/// are not pinned here; the benchmarks measure it at 10k and more runs.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn common_search_shapes_use_indexes() {
+    let dir = tempfile::tempdir().unwrap();
+    let uri = format!("sqlite:///{}/plans.db", dir.path().display());
+    let store = Store::open(StoreOptions {
+        durability: ctflow_store::Durability::Relaxed,
+        ..options(uri)
+    })
+    .await
+    .unwrap();
+    let experiment: i64 = store
+        .create_experiment("plans", None, &[])
+        .await
+        .unwrap()
+        .parse()
+        .unwrap();
+    let other: i64 = store
+        .create_experiment("other", None, &[])
+        .await
+        .unwrap()
+        .parse()
+        .unwrap();
+    for i in 0..3000i64 {
+        let id = new_run(&store, if i % 3 == 0 { other } else { experiment }, "r").await;
+        store
+            .log_batch(
+                &id,
+                vec![
+                    metric("m1", (i * 7919 % 1000) as f64 / 1000.0, 1, 0),
+                    metric("m2", i as f64, 1, 0),
+                ],
+                vec![KeyValue::new("p1", format!("v{}", i % 10))],
+                vec![],
+            )
+            .await
+            .unwrap();
+    }
+    store.refresh_statistics().await.unwrap();
+    let plan = async |filter: &str, order: &str| {
+        let search = RunSearch {
+            experiment_ids: vec![experiment],
+            filter: parse_run_filter(filter).unwrap(),
+            view: ViewType::ActiveOnly,
+            max_results: 100,
+            order_by: parse_run_order_by(&[order.to_string()]).unwrap(),
+            page_token: None,
+        };
+        let lines = store.explain_run_search(&search).await.unwrap();
+        eprintln!("{filter} / {order}:\n  {}", lines.join("\n  "));
+        lines
+    };
+    const BY_EXPERIMENT: &str = "SEARCH r USING INDEX runs_by_experiment (experiment_id=?)";
+    const BY_PARAM: &str = "SEARCH f0 USING COVERING INDEX params_by_key (key=? AND value=?)";
+    // (filter, order, how the plan may start). A parameter equality alone may also walk
+    // the experiment's runs newest first and stop at the page: both are cheap.
+    let shapes = [
+        (
+            "metrics.m1 > 0.5 and params.p1 = 'v3'",
+            "metrics.m1 DESC",
+            &["SEARCH f1 USING COVERING INDEX params_by_key (key=? AND value=?)"][..],
+        ),
+        (
+            "metrics.m1 > 0.9",
+            "metrics.m1 DESC",
+            &["SEARCH f0 USING INDEX latest_metrics_by_key (key=? AND value>?)"][..],
+        ),
+        ("params.p1 = 'v3'", "", &[BY_PARAM, BY_EXPERIMENT][..]),
+        ("", "", &[BY_EXPERIMENT][..]),
+        ("", "attributes.start_time ASC", &[BY_EXPERIMENT][..]),
+    ];
+    for (filter, order, starts) in shapes {
+        let lines = plan(filter, order).await;
+        assert!(
+            lines
+                .first()
+                .is_some_and(|first| starts.contains(&first.as_str())),
+            "{filter} / {order}: {lines:#?}"
+        );
+        assert!(
+            !lines.iter().any(|l| l.starts_with("SCAN ")),
+            "{filter} / {order} scans a whole table: {lines:#?}"
+        );
+    }
+    // The default order (newest first) comes from the index: the first page stops early.
+    let unfiltered = plan("", "").await;
+    assert!(
+        !unfiltered.iter().any(|l| l.contains("TEMP B-TREE")),
+        "{unfiltered:#?}"
+    );
+    store.close().await;
 }

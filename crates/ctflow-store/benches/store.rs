@@ -1,0 +1,322 @@
+//! The store's hot operations without HTTP or JSON, on a SQLite file with durable commits
+//! (and on PostgreSQL when `CTFLOW_BENCH_PG_URI` names an empty database): log-batch with
+//! 1 and 8 writers, single-point logging with 16 writers (group commit), full history and
+//! chart sampling of a 100k-point series, and run search over `CTFLOW_BENCH_RUNS` runs
+//! (10,000 by default). Prints one JSON object per figure. The files go to a temporary
+//! folder under `CTFLOW_BENCH_DIR` when it is set; `CTFLOW_BENCH_ONLY=ingest,history,search`
+//! runs some of the parts.
+//!
+//! `cargo bench -p ctflow-store --bench store`. Timings belong here, never in tests.
+
+// Bench code states its expectations with unwrap, expect and panics.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+use std::time::{Duration, Instant};
+
+use ctflow_core::entities::ViewType;
+use ctflow_core::filter::{parse_run_filter, parse_run_order_by};
+use ctflow_store::{BatchMetric, Durability, NewRun, RunSearch, Store, StoreOptions};
+
+fn options(uri: &str, durability: Durability) -> StoreOptions {
+    StoreOptions {
+        backend_store_uri: uri.to_string(),
+        default_artifact_root: "mlflow-artifacts:/".into(),
+        max_connections: 8,
+        durability,
+    }
+}
+
+fn point(key: String, value: f64, timestamp: i64, step: i64) -> BatchMetric {
+    BatchMetric {
+        key,
+        value,
+        timestamp,
+        step,
+        model_id: None,
+        dataset_name: None,
+        dataset_digest: None,
+    }
+}
+
+/// What the REST benchmark's log-batch sends: 10 keys x 100 steps.
+fn batch(round: i64) -> Vec<BatchMetric> {
+    (0..1000)
+        .map(|i| {
+            let step = round * 100 + i / 10;
+            point(
+                format!("k{}", i % 10),
+                (i as f64).sin(),
+                1_700_000_000_000 + step,
+                step,
+            )
+        })
+        .collect()
+}
+
+fn percentile(samples: &mut [Duration], p: f64) -> f64 {
+    samples.sort();
+    let index = ((samples.len() as f64 - 1.0) * p).round() as usize;
+    samples[index].as_secs_f64() * 1000.0
+}
+
+fn report(backend: &str, figure: &str, value: f64, unit: &str) {
+    println!(
+        "{}",
+        serde_json::json!({"backend": backend, "figure": figure, "value": (value * 100.0).round() / 100.0, "unit": unit})
+    );
+}
+
+async fn new_run(store: &Store, experiment_id: i64) -> String {
+    store
+        .create_run(NewRun {
+            experiment_id,
+            user_id: "bench".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .info
+        .run_id
+}
+
+async fn timed<F: AsyncFnMut()>(reps: usize, mut op: F) -> Vec<Duration> {
+    let mut samples = Vec::with_capacity(reps);
+    for _ in 0..reps {
+        let started = Instant::now();
+        op().await;
+        samples.push(started.elapsed());
+    }
+    samples
+}
+
+async fn ingest(backend: &str, store: &Store) {
+    let experiment = store
+        .create_experiment("ingest", None, &[])
+        .await
+        .unwrap()
+        .parse::<i64>()
+        .unwrap();
+    for (writers, batches) in [(1usize, 40i64), (8, 10)] {
+        let runs =
+            futures::future::join_all((0..writers).map(|_| new_run(store, experiment))).await;
+        let started = Instant::now();
+        let tasks = runs.into_iter().map(|run| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                for round in 0..batches {
+                    store
+                        .log_batch(&run, batch(round), vec![], vec![])
+                        .await
+                        .unwrap();
+                }
+            })
+        });
+        for task in futures::future::join_all(tasks).await {
+            task.unwrap();
+        }
+        let points = writers as f64 * batches as f64 * 1000.0;
+        report(
+            backend,
+            &format!("log_batch_{writers}_writers"),
+            points / started.elapsed().as_secs_f64(),
+            "points/s",
+        );
+    }
+    for writers in [1usize, 16] {
+        let run = new_run(store, experiment).await;
+        let per_writer = 200i64;
+        let started = Instant::now();
+        let tasks = (0..writers).map(|w| {
+            let (store, run) = (store.clone(), run.clone());
+            tokio::spawn(async move {
+                for step in 0..per_writer {
+                    store
+                        .log_metric(&run, point(format!("w{w}"), step as f64, step, step))
+                        .await
+                        .unwrap();
+                }
+            })
+        });
+        for task in futures::future::join_all(tasks).await {
+            task.unwrap();
+        }
+        report(
+            backend,
+            &format!("log_metric_{writers}_writers"),
+            writers as f64 * per_writer as f64 / started.elapsed().as_secs_f64(),
+            "points/s",
+        );
+    }
+}
+
+async fn history(backend: &str, store: &Store) {
+    let experiment = store
+        .create_experiment("history", None, &[])
+        .await
+        .unwrap()
+        .parse::<i64>()
+        .unwrap();
+    let run = new_run(store, experiment).await;
+    for round in 0..100i64 {
+        let points = (0..1000)
+            .map(|i| {
+                let step = round * 1000 + i;
+                point(
+                    "loss".into(),
+                    1.0 / (1.0 + step as f64),
+                    1_700_000_000_000 + step,
+                    step,
+                )
+            })
+            .collect();
+        store.log_batch(&run, points, vec![], vec![]).await.unwrap();
+    }
+    let mut full = timed(10, async || {
+        let (points, _) = store
+            .get_metric_history(&run, "loss", None, None)
+            .await
+            .unwrap();
+        assert_eq!(points.len(), 100_000);
+    })
+    .await;
+    report(
+        backend,
+        "history_100k_p50",
+        percentile(&mut full, 0.5),
+        "ms",
+    );
+    let runs = [run];
+    for max_results in [320, 2500] {
+        let mut sampled = timed(20, async || {
+            let points = store
+                .get_metric_history_bulk_interval(&runs, "loss", None, None, max_results)
+                .await
+                .unwrap();
+            assert_eq!(points.len(), max_results as usize);
+        })
+        .await;
+        report(
+            backend,
+            &format!("bulk_interval_{max_results}_of_100k_p50"),
+            percentile(&mut sampled, 0.5),
+            "ms",
+        );
+    }
+}
+
+async fn search(backend: &str, uri: &str, runs: usize) {
+    // Filling the store is not what is measured: relaxed commits, then a reopen.
+    let experiment = {
+        let store = Store::open(options(uri, Durability::Relaxed))
+            .await
+            .unwrap();
+        let experiment = store
+            .create_experiment("search", None, &[])
+            .await
+            .unwrap()
+            .parse::<i64>()
+            .unwrap();
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        for i in 0..runs {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let run = new_run(&store, experiment).await;
+            let metrics = vec![
+                point("m1".into(), (x % 10_000) as f64 / 10_000.0, 1, 0),
+                point("m2".into(), (x % 777) as f64, 1, 0),
+            ];
+            let params = vec![ctflow_core::entities::KeyValue::new(
+                "p1",
+                format!("v{}", i % 10),
+            )];
+            store
+                .log_batch(&run, metrics, params, vec![])
+                .await
+                .unwrap();
+        }
+        store.close().await;
+        experiment
+    };
+    let store = Store::open(options(uri, Durability::Full)).await.unwrap();
+    // The store analyses a grown table in the background at start-up.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let shapes = [
+        (
+            "search_filtered_ordered",
+            "metrics.m1 > 0.5 and params.p1 = 'v3'",
+            "metrics.m1 DESC",
+        ),
+        (
+            "search_metric_range_ordered",
+            "metrics.m1 > 0.9",
+            "metrics.m1 DESC",
+        ),
+        ("search_unfiltered", "", ""),
+    ];
+    for (figure, filter, order) in shapes {
+        let request = RunSearch {
+            experiment_ids: vec![experiment],
+            filter: parse_run_filter(filter).unwrap(),
+            view: ViewType::ActiveOnly,
+            max_results: 100,
+            order_by: parse_run_order_by(&[order.to_string()]).unwrap(),
+            page_token: None,
+        };
+        let mut samples = timed(30, async || {
+            let (page, _) = store.search_runs(&request).await.unwrap();
+            assert!(!page.is_empty());
+        })
+        .await;
+        report(
+            backend,
+            &format!("{figure}_{runs}_runs_p50"),
+            percentile(&mut samples, 0.5),
+            "ms",
+        );
+        // The plan beside the figure, so a slower number can be told from a new plan.
+        let plan = store.explain_run_search(&request).await.unwrap();
+        println!(
+            "{}",
+            serde_json::json!({"backend": backend, "plan": figure, "steps": plan})
+        );
+    }
+    store.close().await;
+}
+
+/// Whether `part` is to run: `CTFLOW_BENCH_ONLY=ingest,history,search` picks some.
+fn wanted(part: &str) -> bool {
+    std::env::var("CTFLOW_BENCH_ONLY").map_or(true, |only| only.split(',').any(|p| p == part))
+}
+
+async fn bench(backend: &str, uri: &str, search_uri: &str, runs: usize) {
+    let store = Store::open(options(uri, Durability::Full)).await.unwrap();
+    if wanted("ingest") {
+        ingest(backend, &store).await;
+    }
+    if wanted("history") {
+        history(backend, &store).await;
+    }
+    store.close().await;
+    if wanted("search") {
+        search(backend, search_uri, runs).await;
+    }
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let runs = std::env::var("CTFLOW_BENCH_RUNS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(10_000);
+    // CTFLOW_BENCH_DIR=/dev/shm takes the disk out: what is left is the CPU's share.
+    let dir = match std::env::var("CTFLOW_BENCH_DIR") {
+        Ok(parent) => tempfile::tempdir_in(parent).unwrap(),
+        Err(_) => tempfile::tempdir().unwrap(),
+    };
+    let file = |name: &str| format!("sqlite:///{}/{name}.db", dir.path().display());
+    bench("sqlite", &file("ops"), &file("search"), runs).await;
+    if let Ok(uri) = std::env::var("CTFLOW_BENCH_PG_URI") {
+        // One database for both parts: search uses its own experiment.
+        bench("postgres", &uri, &uri, runs).await;
+    }
+}
