@@ -24,7 +24,7 @@ use serde_json::{Value, json};
 
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
-use crate::params::Params;
+use crate::params::{LogBatchRequest, Params};
 
 pub(crate) type JsonResult = ApiResult<Response>;
 
@@ -288,10 +288,23 @@ pub async fn delete_tag(State(state): State<AppState>, p: Params) -> JsonResult 
     empty()
 }
 
-pub async fn log_batch(State(state): State<AppState>, p: Params) -> JsonResult {
+pub async fn log_batch(State(state): State<AppState>, request: LogBatchRequest) -> JsonResult {
+    let (run_id, metrics, params, tags) = match request {
+        LogBatchRequest::Typed(parts) => parts,
+        LogBatchRequest::Generic(p) => log_batch_parts(p)?,
+    };
+    state
+        .store
+        .log_batch(&run_id, metrics, params, tags)
+        .await?;
+    empty()
+}
+
+/// A log-batch read the generic way, with MLflow's wording for every refusal.
+fn log_batch_parts(mut p: Params) -> ApiResult<crate::params::LogBatchParts> {
     let run_id = p.run_id()?;
     let metrics = p
-        .objects("metrics")?
+        .take_objects("metrics")?
         .iter()
         .enumerate()
         .map(|(index, metric)| {
@@ -311,11 +324,7 @@ pub async fn log_batch(State(state): State<AppState>, p: Params) -> JsonResult {
         .collect::<ApiResult<Vec<_>>>()?;
     let params = p.key_values("params")?;
     let tags = p.key_values("tags")?;
-    state
-        .store
-        .log_batch(&run_id, metrics, params, tags)
-        .await?;
-    empty()
+    Ok((run_id, metrics, params, tags))
 }
 
 pub async fn log_inputs(State(state): State<AppState>, p: Params) -> JsonResult {

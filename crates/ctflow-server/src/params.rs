@@ -87,6 +87,22 @@ where
         if req.method() == Method::GET || req.method() == Method::HEAD {
             return Ok(Params(parse_query(req.uri().query().unwrap_or(""))));
         }
+        match json_body(req, state).await? {
+            Some(bytes) => params_from_json(&bytes),
+            None => Ok(Params::default()),
+        }
+    }
+}
+
+/// A POST-like request's JSON body, within the size limits; `None` when it is blank.
+async fn json_body<S: Send + Sync>(
+    req: Request,
+    state: &S,
+) -> Result<Option<axum::body::Bytes>, ApiError>
+where
+    Arc<Limits>: FromRef<S>,
+{
+    {
         let content_type = req
             .headers()
             .get(header::CONTENT_TYPE)
@@ -96,7 +112,7 @@ where
         let (parts, body) = req.into_parts();
         let bytes = read_body(&parts.headers, body, &limits).await?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
-            return Ok(Params::default());
+            return Ok(None);
         }
         if let Some(ct) = content_type
             && !ct.starts_with("application/json")
@@ -105,7 +121,13 @@ where
                 "Bad Request. Content-Type must be 'application/json', got '{ct}'."
             ))));
         }
-        match serde_json::from_slice::<Value>(&bytes) {
+        Ok(Some(bytes))
+    }
+}
+
+fn params_from_json(bytes: &[u8]) -> Result<Params, ApiError> {
+    {
+        match serde_json::from_slice::<Value>(bytes) {
             Ok(Value::Object(map)) => Ok(Params(map)),
             Ok(_) => Err(ApiError::from(MlflowError::new(
                 ErrorCode::BadRequest,
@@ -233,6 +255,22 @@ impl Params {
         }
     }
 
+    /// `objects`, moving the list out of the request instead of copying it (a log-batch
+    /// holds a thousand metrics).
+    pub fn take_objects(&mut self, name: &str) -> Result<Vec<Params>, MlflowError> {
+        match self.0.remove(name) {
+            None => Ok(Vec::new()),
+            Some(Value::Array(items)) => items
+                .into_iter()
+                .map(|v| match v {
+                    Value::Object(m) => Ok(Params(m)),
+                    other => Err(bad_value(name, &other)),
+                })
+                .collect(),
+            Some(other) => Err(bad_value(name, &other)),
+        }
+    }
+
     pub fn object(&self, name: &str) -> Result<Option<Params>, MlflowError> {
         match self.get(name) {
             None => Ok(None),
@@ -331,5 +369,119 @@ mod tests {
         let p = Params(json!({"run_uuid": "abc"}).as_object().unwrap().clone());
         assert_eq!(p.run_id().unwrap(), "abc");
         assert!(Params::default().run_id().is_err());
+    }
+}
+
+/// A log-batch request, read the fast way when it can be: a well-formed body (plain JSON
+/// numbers and strings, every required field there) is deserialised straight into its
+/// typed form, without the generic JSON tree a thousand metrics cost. Anything else (a
+/// protobuf-JSON string for a number, a missing field, a wrong type) goes the generic way,
+/// which gives MLflow's exact errors and lenience.
+pub enum LogBatchRequest {
+    Typed(LogBatchParts),
+    Generic(Params),
+}
+
+#[derive(serde::Deserialize)]
+struct TypedLogBatch {
+    run_id: Option<String>,
+    run_uuid: Option<String>,
+    metrics: Option<Vec<TypedMetric>>,
+    params: Option<Vec<TypedKeyValue>>,
+    tags: Option<Vec<TypedKeyValue>>,
+}
+
+#[derive(serde::Deserialize)]
+struct TypedMetric {
+    key: Option<String>,
+    value: Option<f64>,
+    timestamp: Option<i64>,
+    step: Option<i64>,
+    model_id: Option<String>,
+    dataset_name: Option<String>,
+    dataset_digest: Option<String>,
+}
+
+#[derive(serde::Deserialize)]
+struct TypedKeyValue {
+    key: Option<String>,
+    value: Option<String>,
+}
+
+/// What a log-batch asks for: run id, metrics, params and tags.
+pub type LogBatchParts = (
+    String,
+    Vec<ctflow_store::BatchMetric>,
+    Vec<KeyValue>,
+    Vec<KeyValue>,
+);
+
+impl TypedLogBatch {
+    /// The request's parts, or `None` when a required field is missing or empty (the
+    /// generic way then words the error).
+    fn into_parts(self) -> Option<LogBatchParts> {
+        let run_id = [self.run_id, self.run_uuid]
+            .into_iter()
+            .flatten()
+            .find(|id| !id.is_empty())?;
+        let non_empty = |s: Option<String>| s.filter(|s| !s.is_empty());
+        let metrics = self
+            .metrics
+            .unwrap_or_default()
+            .into_iter()
+            .map(|m| {
+                Some(ctflow_store::BatchMetric {
+                    key: non_empty(m.key)?,
+                    value: m.value?,
+                    timestamp: m.timestamp?,
+                    step: m.step.unwrap_or(0),
+                    model_id: non_empty(m.model_id),
+                    dataset_name: non_empty(m.dataset_name),
+                    dataset_digest: non_empty(m.dataset_digest),
+                })
+            })
+            .collect::<Option<Vec<_>>>()?;
+        let key_values = |list: Option<Vec<TypedKeyValue>>| {
+            list.unwrap_or_default()
+                .into_iter()
+                .map(|kv| {
+                    Some(KeyValue::new(
+                        non_empty(kv.key)?,
+                        kv.value.unwrap_or_default(),
+                    ))
+                })
+                .collect::<Option<Vec<_>>>()
+        };
+        Some((
+            run_id,
+            metrics,
+            key_values(self.params)?,
+            key_values(self.tags)?,
+        ))
+    }
+}
+
+impl<S: Send + Sync> FromRequest<S> for LogBatchRequest
+where
+    Arc<Limits>: FromRef<S>,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        if req.method() == Method::GET || req.method() == Method::HEAD {
+            return Ok(LogBatchRequest::Generic(Params(parse_query(
+                req.uri().query().unwrap_or(""),
+            ))));
+        }
+        let Some(bytes) = json_body(req, state).await? else {
+            return Ok(LogBatchRequest::Generic(Params::default()));
+        };
+        match serde_json::from_slice::<TypedLogBatch>(&bytes)
+            .ok()
+            .and_then(TypedLogBatch::into_parts)
+        {
+            Some(parts) => Ok(LogBatchRequest::Typed(parts)),
+            None => params_from_json(&bytes).map(LogBatchRequest::Generic),
+        }
     }
 }

@@ -220,6 +220,102 @@ async fn requests_decode_like_mlflow() {
     assert_eq!(status, 200);
 }
 
+/// log-batch reads a well-formed body straight into its typed form and anything else the
+/// generic way: both must store the same thing, and refusals keep MLflow's wording.
+#[tokio::test]
+async fn log_batch_reads_plain_and_protobuf_json_alike() {
+    let s = server().await;
+    let (plain, _) = s.run_id().await;
+    let (protobuf, _) = s.run_id().await;
+    let (status, body) = s
+        .json(
+            Method::POST,
+            "/api/2.0/mlflow/runs/log-batch",
+            Some(json!({"run_id": plain, "metrics": [
+                {"key": "k", "value": 1.5, "timestamp": 12, "step": 2},
+                {"key": "k", "value": 2.5, "timestamp": 13, "step": 3, "model_id": ""}
+            ], "params": [{"key": "p", "value": "x"}], "tags": [{"key": "t"}]})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    // The same batch in protobuf JSON (strings for numbers, a list for the run id).
+    let (status, body) = s
+        .json(
+            Method::POST,
+            "/api/2.0/mlflow/runs/log-batch",
+            Some(json!({"run_id": [protobuf], "metrics": [
+                {"key": "k", "value": "1.5", "timestamp": "12", "step": "2"},
+                {"key": "k", "value": 2.5, "timestamp": 13.0, "step": 3}
+            ], "params": [{"key": "p", "value": "x"}], "tags": [{"key": "t", "value": null}]})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let mut seen = Vec::new();
+    for run in [&plain, &protobuf] {
+        let (_, history) = s
+            .json(
+                Method::GET,
+                &format!("/api/2.0/mlflow/metrics/get-history?run_id={run}&metric_key=k"),
+                None,
+            )
+            .await;
+        let (_, got) = s
+            .json(
+                Method::GET,
+                &format!("/api/2.0/mlflow/runs/get?run_id={run}"),
+                None,
+            )
+            .await;
+        let tags: Vec<Value> = got["run"]["data"]["tags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|t| t["key"] != "mlflow.runName")
+            .cloned()
+            .collect();
+        seen.push((history, got["run"]["data"]["params"].clone(), tags));
+    }
+    assert_eq!(seen[0], seen[1]);
+    assert_eq!(
+        seen[0].0["metrics"],
+        json!([
+            {"key": "k", "value": 1.5, "timestamp": 12, "step": 2},
+            {"key": "k", "value": 2.5, "timestamp": 13, "step": 3}
+        ])
+    );
+    // A metric without its timestamp: named by its place, as MLflow does.
+    let (status, body) = s
+        .json(
+            Method::POST,
+            "/api/2.0/mlflow/runs/log-batch",
+            Some(json!({"run_id": plain, "metrics": [
+                {"key": "k", "value": 1.0, "timestamp": 1},
+                {"key": "k", "value": 1.0}
+            ]})),
+        )
+        .await;
+    assert_error(status, &body, 400, "INVALID_PARAMETER_VALUE");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("'metrics[1].timestamp'"),
+        "{body}"
+    );
+    let (status, body) = s
+        .json(
+            Method::POST,
+            "/api/2.0/mlflow/runs/log-batch",
+            Some(json!({"metrics": [{"key": "k", "value": 1.0, "timestamp": 1}]})),
+        )
+        .await;
+    assert_error(status, &body, 400, "INVALID_PARAMETER_VALUE");
+    assert!(
+        body["message"].as_str().unwrap().contains("run_id"),
+        "{body}"
+    );
+}
+
 #[tokio::test]
 async fn artifacts_round_trip_through_the_proxy() {
     let s = server().await;
