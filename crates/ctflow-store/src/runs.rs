@@ -950,12 +950,18 @@ impl Store {
                 .map(point_from_row)
                 .collect();
         }
-        // NB: NaN is rare; its column is only sent when the page holds one.
-        sql.push(&format!(
-            "SELECT group_concat(timestamp), group_concat(step), group_concat(value_key), \
-             CASE WHEN max(is_nan) > 0 THEN group_concat(is_nan) END, count(*) FROM ({from})"
-        ));
-        let row = sql.query().fetch_one(&self.read).await?;
+        // NB: NaN is rare; its column is only read (in the same snapshot, so the rows are
+        // the same) when the page holds one.
+        let mut snapshot = self.read.begin().await?;
+        let aggregate = |columns: &str| {
+            let mut query = sql.clone();
+            query.push(&format!("SELECT {columns} FROM ({from})"));
+            query
+        };
+        let row = aggregate("group_concat(timestamp), group_concat(step), group_concat(value_key), sum(is_nan), count(*)")
+            .query()
+            .fetch_one(&mut *snapshot)
+            .await?;
         let corrupt = || Error::Corrupt(format!("metric points of series {series_id}"));
         let count = usize::try_from(row.try_get::<i64, _>(4)?).map_err(|_| corrupt())?;
         let mut columns = Vec::with_capacity(4);
@@ -965,10 +971,18 @@ impl Store {
                     .ok_or_else(corrupt)?,
             );
         }
-        columns.push(match row.try_get::<Option<String>, _>(3)? {
-            Some(nans) => split_integers(Some(&nans)).ok_or_else(corrupt)?,
-            None => vec![0; count],
+        let nan_count: Option<i64> = row.try_get(3)?;
+        columns.push(if nan_count.unwrap_or(0) > 0 {
+            let nans: Option<String> = aggregate("group_concat(is_nan)")
+                .query()
+                .fetch_one(&mut *snapshot)
+                .await?
+                .try_get(0)?;
+            split_integers(nans.as_deref()).ok_or_else(corrupt)?
+        } else {
+            vec![0; count]
         });
+        snapshot.commit().await?;
         let [timestamps, steps, value_keys, nans] =
             <[Vec<i64>; 4]>::try_from(columns).map_err(|_| corrupt())?;
         if [steps.len(), value_keys.len(), nans.len()] != [timestamps.len(); 3] {

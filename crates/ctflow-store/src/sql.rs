@@ -16,7 +16,7 @@ pub(crate) enum Arg {
     NullInt,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(crate) struct Sql {
     pub text: String,
     pub args: Vec<Arg>,
