@@ -102,41 +102,37 @@ async fn json_body<S: Send + Sync>(
 where
     Arc<Limits>: FromRef<S>,
 {
-    {
-        let content_type = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_ascii_lowercase);
-        let limits = Arc::<Limits>::from_ref(state);
-        let (parts, body) = req.into_parts();
-        let bytes = read_body(&parts.headers, body, &limits).await?;
-        if bytes.iter().all(u8::is_ascii_whitespace) {
-            return Ok(None);
-        }
-        if let Some(ct) = content_type
-            && !ct.starts_with("application/json")
-        {
-            return Err(ApiError::from(MlflowError::invalid(format!(
-                "Bad Request. Content-Type must be 'application/json', got '{ct}'."
-            ))));
-        }
-        Ok(Some(bytes))
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_ascii_lowercase);
+    let limits = Arc::<Limits>::from_ref(state);
+    let (parts, body) = req.into_parts();
+    let bytes = read_body(&parts.headers, body, &limits).await?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
     }
+    if let Some(ct) = content_type
+        && !ct.starts_with("application/json")
+    {
+        return Err(ApiError::from(MlflowError::invalid(format!(
+            "Bad Request. Content-Type must be 'application/json', got '{ct}'."
+        ))));
+    }
+    Ok(Some(bytes))
 }
 
 fn params_from_json(bytes: &[u8]) -> Result<Params, ApiError> {
-    {
-        match serde_json::from_slice::<Value>(bytes) {
-            Ok(Value::Object(map)) => Ok(Params(map)),
-            Ok(_) => Err(ApiError::from(MlflowError::new(
-                ErrorCode::BadRequest,
-                "The request body must be a JSON object.",
-            ))),
-            Err(e) => Err(ApiError::from(MlflowError::invalid(format!(
-                "Malformed JSON in the request body: {e}"
-            )))),
-        }
+    match serde_json::from_slice::<Value>(bytes) {
+        Ok(Value::Object(map)) => Ok(Params(map)),
+        Ok(_) => Err(ApiError::from(MlflowError::new(
+            ErrorCode::BadRequest,
+            "The request body must be a JSON object.",
+        ))),
+        Err(e) => Err(ApiError::from(MlflowError::invalid(format!(
+            "Malformed JSON in the request body: {e}"
+        )))),
     }
 }
 
@@ -469,9 +465,9 @@ where
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         if req.method() == Method::GET || req.method() == Method::HEAD {
-            return Ok(LogBatchRequest::Generic(Params(parse_query(
-                req.uri().query().unwrap_or(""),
-            ))));
+            return Params::from_request(req, state)
+                .await
+                .map(LogBatchRequest::Generic);
         }
         let Some(bytes) = json_body(req, state).await? else {
             return Ok(LogBatchRequest::Generic(Params::default()));

@@ -950,53 +950,40 @@ impl Store {
                 .map(point_from_row)
                 .collect();
         }
-        // NB: NaN is rare; its column is only read (in the same snapshot, so the rows are
-        // the same) when the page holds one.
-        let mut snapshot = self.read.begin().await?;
-        let aggregate = |columns: &str| {
-            let mut query = sql.clone();
-            query.push(&format!("SELECT {columns} FROM ({from})"));
-            query
-        };
-        let row = aggregate("group_concat(timestamp), group_concat(step), group_concat(value_key), sum(is_nan), count(*)")
-            .query()
-            .fetch_one(&mut *snapshot)
-            .await?;
+        // NB: a NaN's value key is always 0, so the value column carries NaN's own bits
+        // for it (no finite value's key reaches them) instead of a fourth aggregated column
+        // that is nearly always zeros.
+        sql.push(&format!(
+            "SELECT group_concat(timestamp), group_concat(step), \
+             group_concat(value_key + is_nan * {NAN_IN_VALUE_COLUMN}) FROM ({from})"
+        ));
+        let row = sql.query().fetch_one(&self.read).await?;
         let corrupt = || Error::Corrupt(format!("metric points of series {series_id}"));
-        let count = usize::try_from(row.try_get::<i64, _>(4)?).map_err(|_| corrupt())?;
-        let mut columns = Vec::with_capacity(4);
-        for i in 0..3 {
-            columns.push(
-                split_integers(row.try_get::<Option<String>, _>(i)?.as_deref())
-                    .ok_or_else(corrupt)?,
-            );
-        }
-        let nan_count: Option<i64> = row.try_get(3)?;
-        columns.push(if nan_count.unwrap_or(0) > 0 {
-            let nans: Option<String> = aggregate("group_concat(is_nan)")
-                .query()
-                .fetch_one(&mut *snapshot)
-                .await?
-                .try_get(0)?;
-            split_integers(nans.as_deref()).ok_or_else(corrupt)?
-        } else {
-            vec![0; count]
-        });
-        snapshot.commit().await?;
-        let [timestamps, steps, value_keys, nans] =
-            <[Vec<i64>; 4]>::try_from(columns).map_err(|_| corrupt())?;
-        if [steps.len(), value_keys.len(), nans.len()] != [timestamps.len(); 3] {
+        let column = |i: usize| -> Result<Option<String>> { Ok(row.try_get(i)?) };
+        let timestamps = split_integers(column(0)?.as_deref()).ok_or_else(corrupt)?;
+        let steps = split_integers(column(1)?.as_deref()).ok_or_else(corrupt)?;
+        let values: Vec<(i64, i64)> = match column(2)? {
+            None => Vec::new(),
+            Some(text) => text
+                .split(',')
+                .map(|v| match v.parse().ok()? {
+                    NAN_IN_VALUE_COLUMN => Some((0, 1)),
+                    key => Some((key, 0)),
+                })
+                .collect::<Option<_>>()
+                .ok_or_else(corrupt)?,
+        };
+        if [steps.len(), values.len()] != [timestamps.len(); 2] {
             return Err(corrupt());
         }
         let mut points: Vec<Point> = timestamps
             .into_iter()
             .zip(steps)
-            .zip(value_keys)
-            .zip(nans)
-            .map(|(((timestamp, step), value_key), is_nan)| (timestamp, step, value_key, is_nan))
+            .zip(values)
+            .map(|((timestamp, step), (value_key, is_nan))| (timestamp, step, value_key, is_nan))
             .collect();
-        // The aggregate promises no order of its own (the four columns stay aligned: they
-        // see the same rows); the rows came in order, so this check is linear.
+        // The aggregate promises no order of its own (the columns stay aligned: they see
+        // the same rows); the rows came in order, so this check is linear.
         let key_of = |p: &Point| match order {
             PointOrder::Key => (p.1, p.0, p.2, p.3),
             PointOrder::History => *p,
@@ -1146,6 +1133,10 @@ enum Steps<'a> {
     Between(i64, i64),
     In(&'a [i64]),
 }
+
+/// A NaN in the history's aggregated value column: NaN's bits, above every finite value's
+/// key (infinities are stored clamped to the largest finite value).
+const NAN_IN_VALUE_COLUMN: i64 = 0x7FF8_0000_0000_0000;
 
 /// A stored point: timestamp, step, value key, NaN flag.
 type Point = (i64, i64, i64, i64);
@@ -1427,6 +1418,11 @@ async fn prepare_series(
     bind_all(sqlx::query(AssertSqlSafe(sql)), &args)
         .execute(&mut **tx)
         .await?;
+    if backend == Backend::Sqlite {
+        // The single writer made every one of them: the ids are ours.
+        ids.extend(missing.iter().map(|(m, _)| m.key.clone()).zip(new_ids));
+        return Ok(ids);
+    }
     // NB: on PostgreSQL a concurrent writer may have created one of these series first;
     // its id, not ours, is the one the points must carry, and its flag must be checked.
     let created = existing_series(

@@ -16,7 +16,7 @@ pub(crate) enum Arg {
     NullInt,
 }
 
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default)]
 pub(crate) struct Sql {
     pub text: String,
     pub args: Vec<Arg>,
