@@ -167,15 +167,44 @@ def test_up_example_with_files_already_waiting_follows_the_run_that_started(ctfl
 
 
 def test_the_readme_run_command_names_one_binary():
-    """`cargo run --release -- up --example iris` must find the one binary to run (a second
-    binary in the workspace once made cargo refuse). The debug build stands in for the
-    release one here (the suite has built it; a release build is measured in
-    docs/benchmarks.md, too slow for the suite)."""
+    """`cargo run --profile laptop -- up --example iris` must find the one binary to run (a
+    second binary in the workspace once made cargo refuse). The debug build stands in for the
+    laptop one here (the suite has built it; a laptop build is measured by
+    bench/first_run.sh, docs/benchmarks.md "Build time", too slow for the suite)."""
     readme = (REPO / "README.md").read_text()
     block = readme.split("## Quick start", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
     first = block.strip().splitlines()[0].split("#")[0].strip()
-    assert first == "cargo run --release -- up --example iris", first
+    assert first == "cargo run --profile laptop -- up --example iris", first
     done = subprocess.run(["cargo", "run", "--quiet", "--", "--version"], cwd=REPO, capture_output=True, text=True,
                           timeout=600)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("ctflow "), done.stdout
+
+
+# What serves requests, and what the generic code of the request path is instantiated in:
+# none of these may be built unoptimised by the README's first command.
+REQUEST_PATH = {"ctflow-server", "ctflow-store", "ctflow-core", "ctflow-serving", "ctflow-watcher",
+                "ctflow-metrics", "tokio", "hyper", "hyper-util", "axum", "axum-core", "serde", "serde_json",
+                "sqlx", "sqlx-core", "sqlx-sqlite", "sqlx-postgres", "libsqlite3-sys", "rustls", "ring", "zstd-sys"}
+
+
+def test_the_laptop_profile_leaves_the_request_path_optimised():
+    """The README's first command builds the `laptop` profile: release with some crates at
+    opt-level 0. Each one named must exist (cargo only warns about a name that matches
+    nothing), none may be on the request path, and what ships (`dist`) and `release` name
+    none, so that the container image and `cargo bench` build everything at opt-level 3."""
+    import tomllib
+    manifest = tomllib.loads((REPO / "Cargo.toml").read_text())
+    profiles = manifest["profile"]
+    laptop = profiles["laptop"]
+    assert laptop["inherits"] == "release"
+    lowered = laptop["package"]
+    assert lowered and all(settings == {"opt-level": 0} for settings in lowered.values()), lowered
+    lock = (REPO / "Cargo.lock").read_text()
+    known = {line.split('"')[1] for line in lock.splitlines() if line.startswith("name = ")}
+    assert set(lowered) <= known, set(lowered) - known
+    assert not set(lowered) & REQUEST_PATH, set(lowered) & REQUEST_PATH
+    for shipped in ("release", "dist"):
+        assert "package" not in profiles[shipped], shipped
+        assert profiles[shipped].get("opt-level", 3) == 3, shipped
+    assert profiles["dist"]["inherits"] == "release"
