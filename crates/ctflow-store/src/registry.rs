@@ -19,7 +19,7 @@ use sqlx::{Any, AssertSqlSafe, Row, Transaction};
 use crate::Store;
 use crate::error::{Error, Result, is_unique_violation};
 use crate::experiments::{numeric_op, string_condition};
-use crate::sql::{Arg, Sql, cut_page};
+use crate::sql::{Arg, Sql, cut_page, fetch_json_rows, json_rows_sql};
 
 /// A model-versions/create request.
 #[derive(Debug, Clone, Default)]
@@ -77,6 +77,37 @@ fn version_from_row(row: &AnyRow) -> Result<ModelVersion> {
         status: row.try_get(8)?,
         run_link: row.try_get(9)?,
         user_id: row.try_get(10)?,
+        tags: Vec::new(),
+        aliases: Vec::new(),
+    })
+}
+
+/// A version from one row of [`crate::sql::json_rows_sql`] over [`VERSION_COLUMNS`] (the
+/// same columns, in the same order).
+fn version_from_json(row: &[serde_json::Value]) -> Result<ModelVersion> {
+    let text = |i: usize| -> Result<String> {
+        row.get(i)
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_owned)
+            .ok_or_else(|| Error::Corrupt(format!("model version column {i} is not text")))
+    };
+    let number = |i: usize| -> Result<i64> {
+        row.get(i)
+            .and_then(serde_json::Value::as_i64)
+            .ok_or_else(|| Error::Corrupt(format!("model version column {i} is not an integer")))
+    };
+    Ok(ModelVersion {
+        name: text(0)?,
+        version: number(1)?.to_string(),
+        creation_timestamp: number(2)?,
+        last_updated_timestamp: number(3)?,
+        current_stage: text(4)?,
+        description: text(5)?,
+        source: text(6)?,
+        run_id: text(7)?,
+        status: text(8)?,
+        run_link: text(9)?,
+        user_id: text(10)?,
         tags: Vec::new(),
         aliases: Vec::new(),
     })
@@ -641,17 +672,38 @@ impl Store {
         if versions.is_empty() {
             return Ok(versions);
         }
+        // A search page holds many versions of few models: each name once in the list.
+        let names: std::collections::BTreeSet<&str> =
+            versions.iter().map(|v| v.name.as_str()).collect();
         let mut sql = Sql::in_order(self.backend);
-        let names = sql.text_list(versions.iter().map(|v| v.name.clone()));
-        sql.push(&format!("SELECT name, version, key, value FROM model_version_tags WHERE name IN {names} ORDER BY key"));
+        let list = sql.text_list(names.into_iter().map(str::to_owned));
+        sql.text = json_rows_sql(
+            self.backend,
+            "name, version, key, value",
+            &format!("model_version_tags WHERE name IN {list}"),
+        );
         let mut tags: HashMap<(String, String), Vec<KeyValue>> = HashMap::new();
-        for row in sql.query().fetch_all(&self.read).await? {
-            tags.entry((row.try_get(0)?, row.try_get::<i64, _>(1)?.to_string()))
+        for row in fetch_json_rows(&self.read, &sql).await? {
+            let text = |i: usize| {
+                row.get(i)
+                    .and_then(serde_json::Value::as_str)
+                    .map(str::to_owned)
+                    .ok_or_else(|| {
+                        Error::Corrupt(format!("model version tag column {i} is not text"))
+                    })
+            };
+            let version = row
+                .get(1)
+                .and_then(serde_json::Value::as_i64)
+                .ok_or_else(|| {
+                    Error::Corrupt("model version tag's version is not an integer".into())
+                })?;
+            tags.entry((text(0)?, version.to_string()))
                 .or_default()
-                .push(KeyValue::new(
-                    row.try_get::<String, _>(2)?,
-                    row.try_get::<String, _>(3)?,
-                ));
+                .push(KeyValue::new(text(2)?, text(3)?));
+        }
+        for list in tags.values_mut() {
+            list.sort_by(|a, b| a.key.cmp(&b.key));
         }
         for v in &mut versions {
             v.tags = tags
@@ -868,17 +920,24 @@ impl Store {
         terms.push("v.version DESC".into());
         let limit = sql.int_arg(search.max_results.saturating_add(1));
         let off = sql.int_arg(offset);
-        sql.text = format!(
-            "SELECT {VERSION_COLUMNS} FROM model_versions v WHERE {} ORDER BY {} LIMIT {limit} OFFSET {off}",
+        // One aggregated row instead of a row per version (see json_rows_sql); the position
+        // column carries the page's order, which the aggregate does not keep.
+        let order = terms.join(", ");
+        let page = format!(
+            "(SELECT {VERSION_COLUMNS}, ROW_NUMBER() OVER (ORDER BY {order}) AS position \
+             FROM model_versions v WHERE {} ORDER BY {order} LIMIT {limit} OFFSET {off}) page",
             conditions.join(" AND "),
-            terms.join(", ")
         );
-        let mut versions = sql
-            .query()
-            .fetch_all(&self.read)
-            .await?
+        sql.text = json_rows_sql(
+            self.backend,
+            "name, version, creation_time, last_updated_time, current_stage, description, source, run_id, status, run_link, user_id, position",
+            &page,
+        );
+        let mut rows = fetch_json_rows(&self.read, &sql).await?;
+        rows.sort_by_key(|row| row.get(11).and_then(serde_json::Value::as_i64));
+        let mut versions = rows
             .iter()
-            .map(version_from_row)
+            .map(|row| version_from_json(row))
             .collect::<Result<Vec<_>>>()?;
         let next = cut_page(&mut versions, search.max_results, offset);
         Ok((self.attach_version_tags(versions).await?, next))

@@ -18,7 +18,7 @@ use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
 use crate::error::{Error, Result};
-use crate::sql::{Arg, Sql, bind_all, cut_page, json_rows_sql, values_groups};
+use crate::sql::{Arg, Sql, bind_all, cut_page, fetch_json_rows, json_rows_sql, values_groups};
 use crate::{Backend, Store};
 
 pub const RUN_NAME_TAG: &str = "mlflow.runName";
@@ -471,11 +471,7 @@ impl Store {
         let mut sql = Sql::in_order(self.backend);
         let list = sql.text_list(ids.iter().cloned());
         sql.text = json_rows_sql(self.backend, columns, &format!("{from_where} {list}"));
-        let packed: Option<String> = sql.query().fetch_one(&self.read).await?.try_get(0)?;
-        let Some(packed) = packed else {
-            return Ok(Vec::new());
-        };
-        serde_json::from_str(&packed).map_err(|e| Error::Corrupt(format!("aggregated rows: {e}")))
+        fetch_json_rows(&self.read, &sql).await
     }
 
     pub async fn update_run(&self, run_id: &str, update: RunUpdate) -> Result<RunInfo> {

@@ -150,6 +150,20 @@ pub(crate) fn json_rows_sql(backend: Backend, columns: &str, from_where: &str) -
     }
 }
 
+/// Runs a query built with [`json_rows_sql`] and decodes its rows.
+pub(crate) async fn fetch_json_rows(
+    pool: &sqlx::AnyPool,
+    sql: &Sql,
+) -> crate::error::Result<Vec<Vec<serde_json::Value>>> {
+    use sqlx::Row;
+    let packed: Option<String> = sql.query().fetch_one(pool).await?.try_get(0)?;
+    let Some(packed) = packed else {
+        return Ok(Vec::new());
+    };
+    serde_json::from_str(&packed)
+        .map_err(|e| crate::error::Error::Corrupt(format!("aggregated rows: {e}")))
+}
+
 /// Cuts a page fetched with `LIMIT max_results + 1` to `max_results` and returns the token
 /// of the next page when there is one (MLflow omits the token after the last page).
 pub(crate) fn cut_page<T>(items: &mut Vec<T>, max_results: i64, offset: i64) -> Option<String> {
