@@ -1043,9 +1043,15 @@ impl Store {
         end_step: i64,
         buckets: i64,
     ) -> Result<Vec<Point>> {
-        let Some((series_id, _)) = self.series_of(run_id, key).await? else {
+        let Some((series_id, steps_ascend)) = self.series_of(run_id, key).await? else {
             return Ok(Vec::new());
         };
+        if steps_ascend
+            && let Some((first, count)) = self.dense_steps(series_id, start_step, end_step).await?
+            && let Some(points) = self.sample_dense(series_id, first, count, buckets).await?
+        {
+            return Ok(points);
+        }
         let steps_sql = match self.backend {
             Backend::Sqlite => {
                 "SELECT group_concat(step) FROM (SELECT step FROM metric_points \
@@ -1110,6 +1116,84 @@ impl Store {
                     })
             })
             .collect()
+    }
+}
+
+impl Store {
+    /// When the series' steps in `[start_step, end_step]` are every integer from the first to
+    /// the last, each once: `(first step, how many)`. Two index seeks and a count, instead of
+    /// reading every step in the range.
+    async fn dense_steps(
+        &self,
+        series_id: i64,
+        start_step: i64,
+        end_step: i64,
+    ) -> Result<Option<(i64, usize)>> {
+        let edge = |direction: &str| {
+            format!(
+                "SELECT step FROM metric_points WHERE series_id = $1 AND step >= $2 AND step <= $3 \
+                 ORDER BY step {direction} LIMIT 1"
+            )
+        };
+        let mut ends = Vec::with_capacity(2);
+        for direction in ["ASC", "DESC"] {
+            let step: Option<i64> = sqlx::query_scalar(AssertSqlSafe(edge(direction)))
+                .bind(series_id)
+                .bind(start_step)
+                .bind(end_step)
+                .fetch_optional(&self.read)
+                .await?;
+            let Some(step) = step else {
+                return Ok(None);
+            };
+            ends.push(step);
+        }
+        let (first, last) = (ends[0], ends[1]);
+        let count: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM metric_points WHERE series_id = $1 AND step >= $2 AND step <= $3",
+        )
+        .bind(series_id)
+        .bind(first)
+        .bind(last)
+        .fetch_one(&self.read)
+        .await?;
+        // The caller knows the steps are distinct, so as many points as integers is dense.
+        let span = last.checked_sub(first).and_then(|d| d.checked_add(1));
+        Ok((span == Some(count)).then_some((first, count as usize)))
+    }
+
+    /// [`Store::sampled_points`] for a dense range: the k-th point is at step `first + k`, so
+    /// the picks are known without reading the steps. `None` when a write changed the range
+    /// in between (the caller then reads the steps).
+    async fn sample_dense(
+        &self,
+        series_id: i64,
+        first: i64,
+        count: usize,
+        buckets: i64,
+    ) -> Result<Option<Vec<Point>>> {
+        let positions: Vec<usize> = (0..count).collect();
+        let picked = sample_rows(&positions, buckets.max(1) as usize);
+        let last = first.saturating_add(count as i64 - 1);
+        if picked.len() == count {
+            return self
+                .series_points(
+                    series_id,
+                    PointOrder::Key,
+                    Steps::Between(first, last),
+                    i64::MAX,
+                    0,
+                )
+                .await
+                .map(Some);
+        }
+        let steps: Vec<i64> = picked.iter().map(|&p| first + p as i64).collect();
+        let rows = self
+            .series_points(series_id, PointOrder::Key, Steps::In(&steps), i64::MAX, 0)
+            .await?;
+        let unchanged =
+            rows.len() == steps.len() && rows.iter().zip(&steps).all(|(row, &step)| row.1 == step);
+        Ok(unchanged.then_some(rows))
     }
 }
 

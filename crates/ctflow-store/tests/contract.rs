@@ -743,10 +743,66 @@ async fn sampling_follows_step_order(store: Store) {
     assert!(none.is_empty());
     // One bucket: the last row alone, as MLflow answers.
     let one = store
-        .get_metric_history_bulk_interval(&[id], "curve", None, None, 1)
+        .get_metric_history_bulk_interval(std::slice::from_ref(&id), "curve", None, None, 1)
         .await
         .unwrap();
     assert_eq!(one.iter().map(|(_, p)| p.step).collect::<Vec<_>>(), [22]);
+
+    // Every step once, in order: the picks come from the count alone (same buckets as above).
+    let dense: Vec<BatchMetric> = (0..24)
+        .map(|step| metric("dense", step as f64 / 10.0, 100 + step, step))
+        .collect();
+    // A step missing: the steps are read.
+    let gapped: Vec<BatchMetric> = (0..11)
+        .filter(|step| *step != 4)
+        .map(|step| metric("gapped", step as f64, 100 + step, step))
+        .collect();
+    store
+        .log_batch(&id, [dense, gapped].concat(), vec![], vec![])
+        .await
+        .unwrap();
+    assert_eq!(
+        sample_of(&store, &id, "dense", None, None, 5).await,
+        [
+            (0, 100, 0.0),
+            (5, 105, 0.5),
+            (10, 110, 1.0),
+            (15, 115, 1.5),
+            (23, 123, 2.3)
+        ]
+    );
+    // Seven rows (steps 3 to 9) in three buckets (3, 2, 2): rows 0 and 3, then the last.
+    let steps = |points: Vec<(i64, i64, f64)>| points.iter().map(|p| p.0).collect::<Vec<_>>();
+    assert_eq!(
+        steps(sample_of(&store, &id, "dense", Some(3), Some(9), 3).await),
+        [3, 6, 9]
+    );
+    assert_eq!(
+        steps(sample_of(&store, &id, "dense", Some(3), Some(9), 320).await),
+        [3, 4, 5, 6, 7, 8, 9]
+    );
+    // Ten rows in three buckets (4, 3, 3): rows 0 and 4 (step 5), then the last.
+    assert_eq!(
+        steps(sample_of(&store, &id, "gapped", None, None, 3).await),
+        [0, 5, 10]
+    );
+}
+
+async fn sample_of(
+    store: &Store,
+    id: &str,
+    key: &str,
+    start: Option<i64>,
+    end: Option<i64>,
+    buckets: i64,
+) -> Vec<(i64, i64, f64)> {
+    store
+        .get_metric_history_bulk_interval(&[id.to_string()], key, start, end, buckets)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(_, p)| (p.step, p.timestamp, p.value))
+        .collect()
 }
 
 async fn metric_values_round_trip_exactly(store: Store) {
