@@ -82,32 +82,41 @@ fn version_from_row(row: &AnyRow) -> Result<ModelVersion> {
     })
 }
 
-/// A version from one row of [`crate::sql::json_rows_sql`] over [`VERSION_COLUMNS`] (the
-/// same columns, in the same order).
+/// A version from one row of [`crate::sql::json_rows_sql`] over [`VERSION_COLUMNS`] and the
+/// page position (the same columns, in the same order).
 fn version_from_json(row: &[serde_json::Value]) -> Result<ModelVersion> {
-    let text = |i: usize| -> Result<String> {
-        row.get(i)
-            .and_then(serde_json::Value::as_str)
-            .map(str::to_owned)
-            .ok_or_else(|| Error::Corrupt(format!("model version column {i} is not text")))
+    let corrupt = || Error::Corrupt("unexpected model version row shape".into());
+    let [
+        name,
+        version,
+        created,
+        updated,
+        stage,
+        description,
+        source,
+        run_id,
+        status,
+        run_link,
+        user,
+        _position,
+    ] = row
+    else {
+        return Err(corrupt());
     };
-    let number = |i: usize| -> Result<i64> {
-        row.get(i)
-            .and_then(serde_json::Value::as_i64)
-            .ok_or_else(|| Error::Corrupt(format!("model version column {i} is not an integer")))
-    };
+    let text = |v: &serde_json::Value| v.as_str().map(str::to_owned).ok_or_else(corrupt);
+    let int = |v: &serde_json::Value| v.as_i64().ok_or_else(corrupt);
     Ok(ModelVersion {
-        name: text(0)?,
-        version: number(1)?.to_string(),
-        creation_timestamp: number(2)?,
-        last_updated_timestamp: number(3)?,
-        current_stage: text(4)?,
-        description: text(5)?,
-        source: text(6)?,
-        run_id: text(7)?,
-        status: text(8)?,
-        run_link: text(9)?,
-        user_id: text(10)?,
+        name: text(name)?,
+        version: int(version)?.to_string(),
+        creation_timestamp: int(created)?,
+        last_updated_timestamp: int(updated)?,
+        current_stage: text(stage)?,
+        description: text(description)?,
+        source: text(source)?,
+        run_id: text(run_id)?,
+        status: text(status)?,
+        run_link: text(run_link)?,
+        user_id: text(user)?,
         tags: Vec::new(),
         aliases: Vec::new(),
     })
@@ -683,24 +692,16 @@ impl Store {
             &format!("model_version_tags WHERE name IN {list}"),
         );
         let mut tags: HashMap<(String, String), Vec<KeyValue>> = HashMap::new();
+        let corrupt = || Error::Corrupt("unexpected model version tag row shape".into());
+        let text = |v: &serde_json::Value| v.as_str().map(str::to_owned).ok_or_else(corrupt);
         for row in fetch_json_rows(&self.read, &sql).await? {
-            let text = |i: usize| {
-                row.get(i)
-                    .and_then(serde_json::Value::as_str)
-                    .map(str::to_owned)
-                    .ok_or_else(|| {
-                        Error::Corrupt(format!("model version tag column {i} is not text"))
-                    })
+            let [name, version, key, value] = row.as_slice() else {
+                return Err(corrupt());
             };
-            let version = row
-                .get(1)
-                .and_then(serde_json::Value::as_i64)
-                .ok_or_else(|| {
-                    Error::Corrupt("model version tag's version is not an integer".into())
-                })?;
-            tags.entry((text(0)?, version.to_string()))
+            let version = version.as_i64().ok_or_else(corrupt)?;
+            tags.entry((text(name)?, version.to_string()))
                 .or_default()
-                .push(KeyValue::new(text(2)?, text(3)?));
+                .push(KeyValue::new(text(key)?, text(value)?));
         }
         for list in tags.values_mut() {
             list.sort_by(|a, b| a.key.cmp(&b.key));
@@ -928,11 +929,8 @@ impl Store {
              FROM model_versions v WHERE {} ORDER BY {order} LIMIT {limit} OFFSET {off}) page",
             conditions.join(" AND "),
         );
-        sql.text = json_rows_sql(
-            self.backend,
-            "name, version, creation_time, last_updated_time, current_stage, description, source, run_id, status, run_link, user_id, position",
-            &page,
-        );
+        let columns = format!("{}, position", VERSION_COLUMNS.replace("v.", ""));
+        sql.text = json_rows_sql(self.backend, &columns, &page);
         let mut rows = fetch_json_rows(&self.read, &sql).await?;
         rows.sort_by_key(|row| row.get(11).and_then(serde_json::Value::as_i64));
         let mut versions = rows

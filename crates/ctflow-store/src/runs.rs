@@ -1032,7 +1032,7 @@ impl Store {
     }
 
     /// One series' points in a step range, sampled as MLflow 3.17 samples them (see
-    /// `sample_rows`, over the rows in step order). The points' key is step order, so only
+    /// `sample_positions`, over the rows in step order). The points' key is step order, so only
     /// the steps are read to find the picked rows' positions, and then only the rows at
     /// the picked steps, by key.
     async fn sampled_points(
@@ -1070,8 +1070,7 @@ impl Store {
             .await?;
         let steps = split_integers(packed.as_deref())
             .ok_or_else(|| Error::Corrupt(format!("metric steps of series {series_id}")))?;
-        let positions: Vec<usize> = (0..steps.len()).collect();
-        let picked = sample_rows(&positions, buckets.max(1) as usize);
+        let picked = sample_positions(steps.len(), buckets.max(1) as usize);
         if picked.len() == steps.len() {
             return self
                 .series_points(
@@ -1172,8 +1171,7 @@ impl Store {
         count: usize,
         buckets: i64,
     ) -> Result<Option<Vec<Point>>> {
-        let positions: Vec<usize> = (0..count).collect();
-        let picked = sample_rows(&positions, buckets.max(1) as usize);
+        let picked = sample_positions(count, buckets.max(1) as usize);
         let last = first.saturating_add(count as i64 - 1);
         if picked.len() == count {
             return self
@@ -1229,24 +1227,23 @@ fn split_integers(packed: Option<&str>) -> Option<Vec<i64>> {
     }
 }
 
-/// MLflow 3.17's sampling of a long history: the ordered rows cut into `n` buckets as SQL's
-/// `NTILE(n)` cuts them (the first `len % n` buckets one row longer), the first row of each
-/// bucket kept, and the very last row kept too, in place of the last pick when that would
-/// make more than `n`.
-pub(crate) fn sample_rows<T: Copy + PartialEq>(rows: &[T], n: usize) -> Vec<T> {
-    if rows.len() <= n {
-        return rows.to_vec();
+/// MLflow 3.17's sampling of a long history, as the positions (in step order) of the rows
+/// kept out of `len`: the rows cut into `n` buckets as SQL's `NTILE(n)` cuts them (the
+/// first `len % n` buckets one row longer), the first row of each bucket kept, and the very
+/// last row kept too, in place of the last pick when that would make more than `n`.
+pub(crate) fn sample_positions(len: usize, n: usize) -> Vec<usize> {
+    if len <= n {
+        return (0..len).collect();
     }
-    let (base, longer) = (rows.len() / n, rows.len() % n);
+    let (base, longer) = (len / n, len % n);
     let mut picked = Vec::with_capacity(n);
     let mut start = 0;
     for bucket in 0..n {
-        picked.push(rows[start]);
+        picked.push(start);
         start += base + usize::from(bucket < longer);
     }
-    if let Some(&last) = rows.last()
-        && picked.last() != Some(&last)
-    {
+    let last = len - 1;
+    if picked.last() != Some(&last) {
         if picked.len() >= n {
             picked.pop();
         }
@@ -1808,14 +1805,12 @@ mod tests {
 
     #[test]
     fn sampling_cuts_rows_as_ntile_and_keeps_the_last() {
-        let steps: Vec<i64> = (0..10).collect();
-        // MLflow 3.17 on ten steps, five results: buckets of two, the last replaces step 8.
-        assert_eq!(sample_rows(&steps, 5), vec![0, 2, 4, 6, 9]);
-        let steps: Vec<i64> = (0..20).collect();
-        assert_eq!(sample_rows(&steps, 5), vec![0, 4, 8, 12, 19]);
-        let steps: Vec<i64> = (0..7).collect();
-        assert_eq!(sample_rows(&steps, 3), vec![0, 3, 6]);
-        assert_eq!(sample_rows(&[1, 2], 5), vec![1, 2]);
-        assert_eq!(sample_rows(&[1, 2, 3], 1), vec![3]);
+        // MLflow 3.17 on ten rows, five results: buckets of two, the last replaces row 8.
+        assert_eq!(sample_positions(10, 5), vec![0, 2, 4, 6, 9]);
+        assert_eq!(sample_positions(20, 5), vec![0, 4, 8, 12, 19]);
+        assert_eq!(sample_positions(7, 3), vec![0, 3, 6]);
+        assert_eq!(sample_positions(2, 5), vec![0, 1]);
+        assert_eq!(sample_positions(3, 1), vec![2]);
+        assert_eq!(sample_positions(0, 5), Vec::<usize>::new());
     }
 }
