@@ -237,11 +237,9 @@ def test_prompt_lab_runs_and_the_deployments_proxy(client, unique, ctflow_bin, t
     """The UI's prompt lab records a finished run with its table; the gateway proxy forwards
     to the deployments server in MLFLOW_DEPLOYMENTS_TARGET. No MLflow deployments server
     with an LLM behind it can run here: a loopback HTTP server stands in for it."""
-    import http.server
     import json
-    import threading
 
-    from support import CtflowServer
+    from support import CtflowServer, JsonPostServer
 
     exp_id = client.create_experiment(unique)
     response = requests.post(
@@ -260,38 +258,22 @@ def test_prompt_lab_runs_and_the_deployments_proxy(client, unique, ctflow_bin, t
                        and open(tmp_path / "eval_results_table.json").read())
     assert table == {"columns": ["name", "prompt", "output"], "data": [["Ada", "Hi Ada", "Hello!"]]}
 
-    seen = []
-
-    class Deployments(http.server.BaseHTTPRequestHandler):
-        def do_POST(self):
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            seen.append((self.path, body))
-            answer = json.dumps({"choices": [{"message": {"content": "pong"}}]}).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(answer)))
-            self.end_headers()
-            self.wfile.write(answer)
-
-        def log_message(self, *args):
-            pass
-
-    target = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Deployments)
-    threading.Thread(target=target.serve_forever, daemon=True).start()
+    target = JsonPostServer(lambda path, body: {"choices": [{"message": {"content": "pong"}}]})
     workdir = tmp_path / "proxy"
     workdir.mkdir()
     proxied = CtflowServer(ctflow_bin, f"sqlite:///{workdir}/ctflow.db", str(workdir),
-                           env={"MLFLOW_DEPLOYMENTS_TARGET": f"http://127.0.0.1:{target.server_port}"})
+                           env={"MLFLOW_DEPLOYMENTS_TARGET": target.url})
     try:
         answer = requests.post(f"{proxied.url}/ajax-api/2.0/mlflow/gateway-proxy",
                                json={"gateway_path": "gateway/chat/invocations",
                                      "json_data": {"messages": [{"role": "user", "content": "ping"}]}})
         assert answer.status_code == 200, answer.text
         assert answer.json()["choices"][0]["message"]["content"] == "pong"
-        assert seen == [("/gateway/chat/invocations", {"messages": [{"role": "user", "content": "ping"}]})]
+        assert [(c["path"], c["body"]) for c in target.calls] == [
+            ("/gateway/chat/invocations", {"messages": [{"role": "user", "content": "ping"}]})]
         refused = requests.post(f"{proxied.url}/ajax-api/2.0/mlflow/gateway-proxy",
                                 json={"gateway_path": "gateway/../invocations"})
         assert refused.status_code == 400
     finally:
         proxied.stop()
-        target.shutdown()
+        target.stop()

@@ -184,6 +184,72 @@ pub(crate) struct ServerArgs {
     pub(crate) durability: ctflow_store::Durability,
     #[command(flatten)]
     pub(crate) limits: LimitArgs,
+    #[command(flatten)]
+    pub(crate) online_scoring: OnlineScoringArgs,
+}
+
+/// Online scoring: registered gateway judges scoring new traces (MLflow's online scorers).
+#[derive(Args, Debug)]
+pub(crate) struct OnlineScoringArgs {
+    /// Time between online scoring passes, in which judges set to sample an experiment's
+    /// traces score the new ones. MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false turns them off,
+    /// as it does MLflow's.
+    #[arg(long, env = "CTFLOW_ONLINE_SCORING_INTERVAL", default_value = "60s", value_parser = services::parse_duration)]
+    pub(crate) online_scoring_interval: std::time::Duration,
+    /// Turn online scoring off.
+    #[arg(long, env = "CTFLOW_NO_ONLINE_SCORING")]
+    pub(crate) no_online_scoring: bool,
+    /// The Python (with `mlflow` installed) that runs the judges.
+    #[arg(long, env = "CTFLOW_JUDGE_PYTHON", default_value = "python3")]
+    pub(crate) judge_python: PathBuf,
+}
+
+impl OnlineScoringArgs {
+    /// Starts the online scorer beside a server reachable at `tracking_uri`, unless off.
+    /// Under `--auth` (`with_auth`) its passes act as the installation's service user.
+    pub(crate) async fn start(
+        &self,
+        store: &ctflow_store::Store,
+        tracking_uri: &str,
+        with_auth: bool,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) -> Result<Option<tokio::task::JoinHandle<()>>> {
+        if self.no_online_scoring || !ctflow_server::online_scoring::job_execution_enabled() {
+            tracing::info!("online scoring is off");
+            return Ok(None);
+        }
+        let signer = match with_auth {
+            true => Some(users::service_user(store).await?),
+            false => None,
+        };
+        let scorer = ctflow_server::online_scoring::OnlineScoring {
+            store: store.clone(),
+            tracking_uri: tracking_uri.to_string(),
+            signer,
+            holder: format!(
+                "{}-{}-{}",
+                std::env::var("HOSTNAME").unwrap_or_else(|_| "ctflow".into()),
+                std::process::id(),
+                tracking_uri
+            ),
+            python: self.judge_python.clone(),
+            interval: self.online_scoring_interval,
+            pass_timeout: std::time::Duration::from_secs(30 * 60),
+        };
+        Ok(Some(tokio::spawn(async move {
+            scorer.run(async move { shutdown.cancelled().await }).await
+        })))
+    }
+}
+
+/// How this process's own services reach a server listening on `addr`.
+pub(crate) fn local_uri(addr: std::net::SocketAddr) -> String {
+    let host = if addr.ip().is_unspecified() {
+        "127.0.0.1".to_string()
+    } else {
+        addr.ip().to_string()
+    };
+    format!("http://{host}:{}", addr.port())
 }
 
 /// What one client may ask of the server; each refusal names its flag.
@@ -383,7 +449,21 @@ async fn run_server(args: ServerArgs, bus: services::BusArgs, auth: AuthArgs) ->
     tracing::info!(%addr, backend = ?state.store.backend(), serve_artifacts = config.serve_artifacts, "ctflow server listening");
     println!("ctflow server listening on http://{addr}");
     let bus = state.bus.clone();
+    let stop_scoring = tokio_util::sync::CancellationToken::new();
+    let scoring = args
+        .online_scoring
+        .start(
+            &state.store,
+            &local_uri(addr),
+            state.auth.is_some(),
+            stop_scoring.clone(),
+        )
+        .await?;
     ctflow_server::serve(listener, state, shutdown_signal()).await?;
+    stop_scoring.cancel();
+    if let Some(scoring) = scoring {
+        let _ = scoring.await;
+    }
     if let Some(bus) = bus {
         bus.close();
     }

@@ -97,12 +97,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
     state.bus = Some(bus.clone());
     let store = state.store.clone();
     let metrics = state.metrics.clone();
-    let host = if addr.ip().is_unspecified() {
-        "127.0.0.1".to_string()
-    } else {
-        addr.ip().to_string()
-    };
-    let tracking_uri = format!("http://{host}:{}", addr.port());
+    let tracking_uri = crate::local_uri(addr);
 
     let shutdown = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
@@ -112,6 +107,22 @@ pub async fn run(args: UpArgs) -> Result<()> {
             ctflow_server::serve(listener, state, async move { shutdown.cancelled().await })
                 .await
                 .map_err(anyhow::Error::from)
+        });
+    }
+    if let Some(scoring) = args
+        .server
+        .online_scoring
+        .start(
+            &store,
+            &tracking_uri,
+            service_token.is_some(),
+            shutdown.clone(),
+        )
+        .await?
+    {
+        tasks.spawn(async move {
+            let _ = scoring.await;
+            Ok(())
         });
     }
     if let Some(dir) = &args.pipelines {

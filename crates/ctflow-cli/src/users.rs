@@ -109,18 +109,23 @@ pub async fn create_admin(
 pub(crate) const SERVICE_USER: &str = "ctflow-services";
 const SERVICE_TOKEN_NAME: &str = "ctflow up";
 
-/// A fresh API token for `ctflow up`'s workers and serving supervisor, which call the
-/// server over HTTP like any client. Their user is an admin nobody signs in as (its
-/// password is random and never shown); the tokens of earlier starts are revoked.
-pub(crate) async fn service_token(store: &ctflow_store::Store) -> Result<String> {
-    let user = match store.user_with_hash(SERVICE_USER).await? {
+/// The admin this installation's own services act as, made on first use.
+pub(crate) async fn service_user(store: &ctflow_store::Store) -> Result<ctflow_store::auth::User> {
+    Ok(match store.user_with_hash(SERVICE_USER).await? {
         Some((user, _)) => user,
         None => {
             let (password, _) = ctflow_server::auth::new_token()
                 .map_err(|e| anyhow::anyhow!("cannot make a password: {}", e.message))?;
             create_admin(store, SERVICE_USER, &password).await?
         }
-    };
+    })
+}
+
+/// A fresh API token for `ctflow up`'s workers and serving supervisor, which call the
+/// server over HTTP like any client. Their user is an admin nobody signs in as (its
+/// password is random and never shown); the tokens of earlier starts are revoked.
+pub(crate) async fn service_token(store: &ctflow_store::Store) -> Result<String> {
+    let user = service_user(store).await?;
     for token in store.list_tokens(user.id).await? {
         if token.name == SERVICE_TOKEN_NAME {
             store.delete_token(user.id, token.id).await?;

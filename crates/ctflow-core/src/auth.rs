@@ -237,6 +237,8 @@ pub enum Listing {
     Issues,
     /// READ on every experiment of each dataset (admins for a dataset in none).
     Datasets,
+    /// READ on each online scoring configuration's experiment.
+    OnlineScoringConfigs,
 }
 
 /// The access rule of a route, by method and route pattern as the router matched it
@@ -300,6 +302,10 @@ pub fn route_access(method: &str, route: &str) -> Option<Access> {
         | "/3.0/mlflow/gateway/supported-providers"
         | "/3.0/mlflow/gateway/provider-config"
         | "/2.0/mlflow/gateway-proxy" => SignedIn,
+        // Calls through the gateway: the provider key stays on the server.
+        "/gateway/mlflow/v1/chat/completions" | "/gateway/{endpoint_name}/mlflow/invocations" => {
+            SignedIn
+        }
         // Gateway endpoints and model definitions: server-wide, for admins.
         route
             if route.starts_with("/3.0/mlflow/gateway/model-definitions/")
@@ -329,6 +335,8 @@ pub fn route_access(method: &str, route: &str) -> Option<Access> {
         "/3.0/mlflow/scorers/list" | "/3.0/mlflow/scorers/versions" | "/3.0/mlflow/scorers/get" => {
             Experiment(Need::Read)
         }
+        "/3.0/mlflow/scorers/online-config" => Experiment(Need::Update),
+        "/3.0/mlflow/scorers/online-configs" => Listing(self::Listing::OnlineScoringConfigs),
         // Issues.
         "/3.0/mlflow/issues" => Experiment(Need::Update),
         "/3.0/mlflow/issues/search" => Listing(self::Listing::Issues),

@@ -5,6 +5,8 @@
 
 use serde_json::{Value, json};
 
+use crate::error::MlflowError;
+
 /// Providers ctflow's catalog lists (MLflow lists LiteLLM's; these are the common ones).
 pub const PROVIDERS: &[&str] = &[
     "ai21",
@@ -115,9 +117,80 @@ pub fn provider_config(provider: &str) -> Value {
     }
 }
 
+/// Where a provider that speaks OpenAI's chat-completions API takes requests by default;
+/// none for providers with an API of their own (ctflow's gateway does not call those yet).
+pub fn openai_compatible_base(provider: &str) -> Option<&'static str> {
+    Some(match provider {
+        "openai" => "https://api.openai.com/v1",
+        "cerebras" => "https://api.cerebras.ai/v1",
+        "deepinfra" => "https://api.deepinfra.com/v1/openai",
+        "deepseek" => "https://api.deepseek.com/v1",
+        "fireworks_ai" => "https://api.fireworks.ai/inference/v1",
+        "groq" => "https://api.groq.com/openai/v1",
+        "mistral" => "https://api.mistral.ai/v1",
+        "ollama" => "http://localhost:11434/v1",
+        "openrouter" => "https://openrouter.ai/api/v1",
+        "perplexity" => "https://api.perplexity.ai",
+        "together_ai" => "https://api.together.xyz/v1",
+        "xai" => "https://api.x.ai/v1",
+        _ => return None,
+    })
+}
+
+/// The chat-completions URL of a model definition's provider: its secret's `api_base`
+/// when set (a proxy, a self-hosted server), else the provider's own.
+pub fn chat_completions_url(provider: &str, api_base: Option<&str>) -> Result<String, MlflowError> {
+    let Some(default_base) = openai_compatible_base(provider) else {
+        return Err(MlflowError::invalid(format!(
+            "ctflow's gateway calls providers with an OpenAI-compatible chat API ({}); \
+             '{provider}' is not one of them",
+            PROVIDERS
+                .iter()
+                .filter(|p| openai_compatible_base(p).is_some())
+                .copied()
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    };
+    let base = api_base
+        .map(str::trim)
+        .filter(|b| !b.is_empty())
+        .unwrap_or(default_base);
+    if !(base.starts_with("http://") || base.starts_with("https://")) {
+        return Err(MlflowError::invalid(format!(
+            "The api_base of a '{provider}' secret must be an http(s) URL, got '{base}'"
+        )));
+    }
+    Ok(format!("{}/chat/completions", base.trim_end_matches('/')))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chat_urls_come_from_the_secret_or_the_provider() {
+        assert_eq!(
+            chat_completions_url("openai", None).unwrap(),
+            "https://api.openai.com/v1/chat/completions"
+        );
+        assert_eq!(
+            chat_completions_url("openai", Some("http://127.0.0.1:9/v1/")).unwrap(),
+            "http://127.0.0.1:9/v1/chat/completions"
+        );
+        assert_eq!(
+            chat_completions_url("groq", Some(" ")).unwrap(),
+            "https://api.groq.com/openai/v1/chat/completions"
+        );
+        assert!(chat_completions_url("openai", Some("file:///etc")).is_err());
+        let err = chat_completions_url("bedrock", None).unwrap_err();
+        assert!(err.message.contains("'bedrock' is not one of them"));
+        for provider in PROVIDERS {
+            if let Some(base) = openai_compatible_base(provider) {
+                assert!(base.starts_with("http"), "{provider}");
+            }
+        }
+    }
 
     #[test]
     fn providers_name_their_secret_and_config_fields() {

@@ -22,6 +22,7 @@ pub mod job;
 pub mod kolmogorov;
 pub mod model_source;
 pub mod monitoring;
+pub mod online_scoring;
 pub mod page_token;
 pub mod pipeline;
 pub mod pipeline_run;

@@ -121,8 +121,8 @@ pub fn seal(
     })
 }
 
-/// Opens a sealed secret: the counterpart of [`seal`] (ctflow's gateway makes no provider
-/// calls yet, so only the tests open secrets).
+/// Opens a sealed secret: the counterpart of [`seal`], used only for the gateway's provider
+/// call that needs it (the value never leaves the server).
 pub fn open(
     kek: &Kek,
     secret_id: &str,

@@ -36,7 +36,7 @@ impl SecretKeys {
         Self::passphrase().is_some()
     }
 
-    async fn kek(&self) -> ApiResult<Kek> {
+    pub(crate) async fn kek(&self) -> ApiResult<Kek> {
         let kek = self
             .kek
             .get_or_init(|| async {
@@ -506,23 +506,15 @@ pub async fn gateway_proxy(method: axum::http::Method, p: Params) -> JsonResult 
     };
     let path = check_gateway_path(method.as_str(), p.str("gateway_path")?.as_deref())?;
     let url = format!("{}/{path}", target.trim_end_matches('/'));
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let client = reqwest::Client::builder()
-        .timeout(std::time::Duration::from_secs(120))
-        .build()
-        .map_err(|e| {
-            MlflowError::new(
-                ErrorCode::InternalError,
-                format!("Cannot make an HTTP client: {e}"),
-            )
-        })?;
+    let client = crate::gateway_invoke::http_client()?;
     let request = if method == axum::http::Method::GET {
         client.get(&url)
     } else {
         client
             .post(&url)
             .json(p.get("json_data").unwrap_or(&Value::Null))
-    };
+    }
+    .timeout(std::time::Duration::from_secs(120));
     let unavailable = |e: reqwest::Error| {
         MlflowError::new(
             ErrorCode::TemporarilyUnavailable,

@@ -12,9 +12,11 @@ mod datasets;
 pub mod error;
 mod feedback;
 pub mod gateway;
+mod gateway_invoke;
 mod graphql;
 mod issues;
 pub mod limits;
+pub mod online_scoring;
 pub mod params;
 mod pipelines;
 mod promptlab;
@@ -32,7 +34,7 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, patch, post};
+use axum::routing::{delete, get, patch, post, put};
 use ctflow_core::pipeline_run::Phase;
 use ctflow_core::validation::normpath;
 use ctflow_core::{ErrorCode, MlflowError};
@@ -893,6 +895,14 @@ fn mlflow_routes() -> Router<AppState> {
         )
         .route("/3.0/mlflow/scorers/get", get(scorers::get_scorer))
         .route("/3.0/mlflow/scorers/delete", delete(scorers::delete_scorer))
+        .route(
+            "/3.0/mlflow/scorers/online-config",
+            put(scorers::upsert_online_config),
+        )
+        .route(
+            "/3.0/mlflow/scorers/online-configs",
+            get(scorers::online_configs),
+        )
         .route("/3.0/mlflow/issues", post(issues::create_issue))
         .route("/3.0/mlflow/issues/search", post(issues::search_issues))
         .route(
@@ -1001,6 +1011,14 @@ pub fn router(state: AppState) -> Router {
         .route("/ready", get(ready))
         .route("/version", get(version))
         .route("/v1/traces", post(traces::export_spans))
+        .route(
+            "/gateway/mlflow/v1/chat/completions",
+            post(gateway_invoke::chat_completions),
+        )
+        .route(
+            "/gateway/{endpoint_name}/mlflow/invocations",
+            post(gateway_invoke::invocations),
+        )
         .route("/get-artifact", get(artifacts::get_run_artifact))
         .route("/graphql", get(graphql::handle).post(graphql::handle))
         .route(

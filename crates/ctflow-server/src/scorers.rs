@@ -1,6 +1,7 @@
 //! MLflow 3's scorer registry: `/api/3.0/mlflow/scorers/{register,list,versions,get,delete}`.
 
 use axum::extract::State;
+use ctflow_core::MlflowError;
 use ctflow_core::ids::parse_experiment_id;
 use serde_json::json;
 
@@ -63,4 +64,62 @@ pub async fn delete_scorer(State(state): State<AppState>, p: Params) -> JsonResu
         .delete_scorer(experiment(&p)?, &p.req_str("name")?, p.i64("version")?)
         .await?;
     crate::api::empty()
+}
+
+/// `PUT /api/3.0/mlflow/scorers/online-config`: sets (replaces) how a scorer judges the
+/// experiment's new traces.
+pub async fn upsert_online_config(State(state): State<AppState>, p: Params) -> JsonResult {
+    let experiment_id = experiment(&p)?;
+    let name = p.req_str("name")?;
+    let sample_rate = match p.get("sample_rate") {
+        None | Some(serde_json::Value::Null) => {
+            return Err(MlflowError::invalid(
+                "Missing value for required parameter 'sample_rate'. See the API docs for \
+                 more information about request parameters.",
+            )
+            .into());
+        }
+        Some(value) => crate::params::parse_double(value).ok_or_else(|| {
+            MlflowError::invalid(format!(
+                "Invalid value {value} for parameter 'sample_rate' supplied: expected a number"
+            ))
+        })?,
+    };
+    let filter_string = match p.get("filter_string") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(s)) => Some(s.clone()),
+        Some(other) => {
+            return Err(MlflowError::invalid(format!(
+                "Invalid value {other} for parameter 'filter_string' supplied: expected a \
+                 string or null"
+            ))
+            .into());
+        }
+    };
+    let config = state
+        .store
+        .upsert_online_scoring_config(experiment_id, &name, sample_rate, filter_string.as_deref())
+        .await?;
+    wrap("config", config)
+}
+
+/// `GET /api/3.0/mlflow/scorers/online-configs?scorer_ids=...`: the configurations of
+/// these scorers.
+pub async fn online_configs(
+    State(state): State<AppState>,
+    visible: Option<axum::Extension<crate::auth::Visibility>>,
+    p: Params,
+) -> JsonResult {
+    let visibility = crate::auth::Visibility::of_request(&state, visible)?;
+    let scorer_ids = p.str_list("scorer_ids")?;
+    if scorer_ids.is_empty() {
+        return Err(MlflowError::invalid(
+            "Missing value for required parameter 'scorer_ids'. See the API docs for more \
+             information about request parameters.",
+        )
+        .into());
+    }
+    let mut configs = state.store.online_scoring_configs(&scorer_ids).await?;
+    configs.retain(|config| visibility.experiment(&config.experiment_id));
+    crate::api::to_json(&json!({ "configs": configs }))
 }

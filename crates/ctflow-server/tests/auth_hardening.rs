@@ -51,6 +51,20 @@ impl Site {
         .await
     }
 
+    /// A new API token of `user`'s.
+    async fn token(&self, user: &str, name: &str) -> String {
+        self.ok(
+            user,
+            "POST",
+            "/api/ctflow/v1/tokens",
+            Some(json!({ "name": name })),
+        )
+        .await["token"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
     async fn status_of(&self, user: &str, path: &str) -> u16 {
         self.call(user, "GET", path, None).await.status
     }
@@ -367,17 +381,7 @@ fn head_value<'a>(raw: &'a str, name: &str) -> Option<&'a str> {
 #[tokio::test]
 async fn repeated_wrong_passwords_are_throttled_and_tokens_still_work() {
     let site = site().await;
-    let token = site
-        .ok(
-            "alice",
-            "POST",
-            "/api/ctflow/v1/tokens",
-            Some(json!({"name": "ci"})),
-        )
-        .await["token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let token = site.token("alice", "ci").await;
     let by_token = |path: &str| {
         format!("GET {path} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {token}\r\nconnection: close\r\n\r\n")
             .into_bytes()
@@ -421,6 +425,38 @@ async fn repeated_wrong_passwords_are_throttled_and_tokens_still_work() {
         let answer = exchange(site.server.address, &by_token(search)).await;
         assert_eq!(answer.status, 200, "{}", answer.body);
     }
+}
+
+/// A token works as the password of HTTP Basic (what MLflow's gateway calls send), for
+/// its own user only; a token under another name is a wrong password.
+#[tokio::test]
+async fn a_token_is_a_basic_password_for_its_own_user() {
+    let site = site().await;
+    let token = site.token("alice", "judge").await;
+    let who = "/api/2.0/mlflow/users/current";
+    let as_alice = exchange(
+        site.server.address,
+        &signed("GET", who, None, "alice", &token),
+    )
+    .await;
+    assert_eq!(as_alice.status, 200, "{}", as_alice.body);
+    assert_eq!(
+        as_alice.body["user"]["username"], "alice",
+        "{}",
+        as_alice.body
+    );
+    let as_bob = exchange(
+        site.server.address,
+        &signed("GET", who, None, "bob", &token),
+    )
+    .await;
+    assert_eq!(as_bob.status, 401, "{}", as_bob.body);
+    let made_up = exchange(
+        site.server.address,
+        &signed("GET", who, None, "alice", "ctf_0123456789abcdef"),
+    )
+    .await;
+    assert_eq!(made_up.status, 401, "{}", made_up.body);
 }
 
 #[tokio::test]

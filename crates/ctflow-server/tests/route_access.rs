@@ -18,6 +18,10 @@ const OWN_OR_NEW: &[&str] = &[
     "/3.0/mlflow/gateway/provider-config",
     // The UI's calls to the operator's deployments server: no resource of this server.
     "/2.0/mlflow/gateway-proxy",
+    // Chat calls through the AI gateway: what an endpoint is for (the provider key stays
+    // on the server); admins decide which endpoints exist.
+    "/gateway/mlflow/v1/chat/completions",
+    "/gateway/{endpoint_name}/mlflow/invocations",
     "/2.0/mlflow/experiments/create",
     "/2.0/mlflow/registered-models/create",
     "/2.0/mlflow/users/current",

@@ -114,6 +114,10 @@ const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
         16,
         include_str!("../migrations/sqlite/0016_metric_points.sql"),
     ),
+    (
+        17,
+        include_str!("../migrations/sqlite/0017_online_scoring.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/postgres/0001_tracking.sql")),
@@ -149,6 +153,10 @@ const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     (
         16,
         include_str!("../migrations/postgres/0016_metric_points.sql"),
+    ),
+    (
+        17,
+        include_str!("../migrations/postgres/0017_online_scoring.sql"),
     ),
 ];
 

@@ -857,3 +857,55 @@ fn endpoint_from_row(row: &sqlx::any::AnyRow) -> Result<Endpoint> {
         usage_tracking: tracking != 0,
     })
 }
+
+/// What a provider call needs of a secret: its name (the seal is bound to it), the sealed
+/// value and the provider settings beside it.
+#[derive(Debug, Clone)]
+pub struct SealedSecret {
+    /// The secret's name.
+    pub secret_name: String,
+    /// The sealed value.
+    pub sealed: Sealed,
+    /// Provider settings that are not secret (`api_base`, region, ...).
+    pub auth_config: Option<Map<String, Value>>,
+}
+
+impl Store {
+    /// An endpoint with its models, by name (what `gateway:/<name>` and the OpenAI-style
+    /// `model` field name).
+    pub async fn endpoint_by_name(&self, name: &str) -> Result<Endpoint> {
+        let id: Option<String> =
+            sqlx::query_scalar("SELECT endpoint_id FROM gateway_endpoints WHERE name = $1")
+                .bind(name)
+                .fetch_optional(&self.read)
+                .await?;
+        let id = id.ok_or_else(|| {
+            MlflowError::not_found(format!("GatewayEndpoint not found (name='{name}')"))
+        })?;
+        self.get_endpoint(&id).await
+    }
+
+    /// A secret's sealed value, for a provider call made on the server.
+    pub async fn sealed_secret(&self, secret_id: &str) -> Result<SealedSecret> {
+        let row = sqlx::query(
+            "SELECT secret_name, wrapped_key, ciphertext, kek_version, auth_config \
+             FROM gateway_secrets WHERE secret_id = $1",
+        )
+        .bind(secret_id)
+        .fetch_optional(&self.read)
+        .await?
+        .ok_or_else(|| secret_not_found(secret_id))?;
+        let kek_version: i64 = row.try_get(3)?;
+        let auth: Option<String> = row.try_get(4)?;
+        Ok(SealedSecret {
+            secret_name: row.try_get(0)?,
+            sealed: Sealed {
+                wrapped_key: row.try_get(1)?,
+                ciphertext: row.try_get(2)?,
+                kek_version: u32::try_from(kek_version)
+                    .map_err(|_| crate::Error::Corrupt(format!("kek_version {kek_version}")))?,
+            },
+            auth_config: auth.and_then(|a| serde_json::from_str(&a).ok()),
+        })
+    }
+}

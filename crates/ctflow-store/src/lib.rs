@@ -36,7 +36,7 @@ pub use experiments::ExperimentSearch;
 pub use feedback::{FeedbackOutcome, NewLabel, StoredLabel};
 pub use gateway::{
     Endpoint, EndpointBinding, EndpointSpec, ModelConfig, ModelDefinition, ModelMapping, NewSecret,
-    SecretInfo,
+    SealedSecret, SecretInfo,
 };
 pub use issues::{ISSUE_SEVERITIES, ISSUE_STATUSES, Issue, IssueUpdate, NewIssue};
 pub use leases::{CONTROLLER_ROLE, LeaseRecord};
@@ -44,5 +44,5 @@ pub use logged_models::{LoggedModelOrder, LoggedModelSearch, NewLoggedModel};
 pub use pipelines::{CtCounts, Recorded};
 pub use registry::{NewModelVersion, RegistrySearch};
 pub use runs::{BatchMetric, DatasetInputRequest, DatasetSummary, NewRun, RunSearch, RunUpdate};
-pub use scorers::ScorerVersion;
+pub use scorers::{OnlineScorer, OnlineScoringConfig, ScorerVersion};
 pub use traces::{SERVER_OWNED_TRACE_TAGS, TraceDeletion, TraceGroup, TraceSearch};

@@ -70,6 +70,7 @@ const CASES: &[(&str, Case)] = cases![
     feedback_labels_are_idempotent,
     shadow_numbers_are_kept_per_replica_while_shadowing,
     traces_spans_and_assessments,
+    online_scoring_configs,
 ];
 
 fn code(err: Error) -> ErrorCode {
@@ -2728,6 +2729,102 @@ fn report(
             .collect(),
         assessments: Vec::new(),
     }
+}
+
+/// Online scoring configurations: one per scorer (an update replaces it, with a new id),
+/// MLflow's checks on the rate, filter and judge model, and the active scorers the online
+/// scorer runs (rate above zero, a gateway judge, latest version, active experiment).
+async fn online_scoring_configs(store: Store) {
+    let exp: i64 = store
+        .create_experiment("judged", None, &[])
+        .await
+        .unwrap()
+        .parse()
+        .unwrap();
+    let gateway = r#"{"instructions_judge_pydantic_data": {"model": "gateway:/judge", "instructions": "Is {{ outputs }} polite?"}}"#;
+    let judge = store.register_scorer(exp, "polite", gateway).await.unwrap();
+    let plain = store
+        .register_scorer(exp, "custom", r#"{"call_source": "return 1"}"#)
+        .await
+        .unwrap();
+
+    let first = store
+        .upsert_online_scoring_config(exp, "polite", 0.5, Some("status = 'OK'"))
+        .await
+        .unwrap();
+    assert_eq!(first.scorer_id, judge.scorer_id);
+    assert_eq!(first.experiment_id, exp.to_string());
+    assert_eq!(first.filter_string.as_deref(), Some("status = 'OK'"));
+    let second = store
+        .upsert_online_scoring_config(exp, "polite", 0.8, None)
+        .await
+        .unwrap();
+    assert_ne!(
+        first.online_scoring_config_id,
+        second.online_scoring_config_id
+    );
+    let ids = vec![
+        judge.scorer_id.clone(),
+        plain.scorer_id.clone(),
+        "nope".to_string(),
+    ];
+    assert_eq!(
+        store.online_scoring_configs(&ids).await.unwrap(),
+        vec![second.clone()]
+    );
+
+    for (name, rate, filter, expected) in [
+        ("polite", 1.5, None, ErrorCode::InvalidParameterValue),
+        (
+            "polite",
+            0.5,
+            Some("status = "),
+            ErrorCode::InvalidParameterValue,
+        ),
+        ("custom", 0.5, None, ErrorCode::InvalidParameterValue),
+        ("missing", 0.5, None, ErrorCode::ResourceDoesNotExist),
+    ] {
+        let err = store
+            .upsert_online_scoring_config(exp, name, rate, filter)
+            .await
+            .unwrap_err();
+        assert_eq!(code(err), expected, "{name} {rate} {filter:?}");
+    }
+    // A rate of zero switches a scorer off, whatever its judge.
+    store
+        .upsert_online_scoring_config(exp, "custom", 0.0, None)
+        .await
+        .unwrap();
+
+    let active = store.active_online_scorers().await.unwrap();
+    assert_eq!(active.len(), 1);
+    assert_eq!(active[0].name, "polite");
+    assert_eq!(active[0].scorer_version, 1);
+    assert_eq!(active[0].online_config, second);
+    // A new version that is not a gateway judge leaves the configuration idle.
+    store
+        .register_scorer(exp, "polite", r#"{"call_source": "x"}"#)
+        .await
+        .unwrap();
+    assert!(store.active_online_scorers().await.unwrap().is_empty());
+    store.register_scorer(exp, "polite", gateway).await.unwrap();
+    assert_eq!(
+        store.active_online_scorers().await.unwrap()[0].scorer_version,
+        3
+    );
+    // A deleted experiment's scorers rest; deleting a scorer deletes its configuration.
+    store.delete_experiment(exp).await.unwrap();
+    assert!(store.active_online_scorers().await.unwrap().is_empty());
+    store.restore_experiment(exp).await.unwrap();
+    store.delete_scorer(exp, "polite", None).await.unwrap();
+    let left: Vec<String> = store
+        .online_scoring_configs(&ids)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.scorer_id)
+        .collect();
+    assert_eq!(left, vec![plain.scorer_id.clone()]);
 }
 
 async fn traces_spans_and_assessments(store: Store) {

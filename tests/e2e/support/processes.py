@@ -1,5 +1,8 @@
 """Processes the end-to-end tests start and wait for: free loopback ports, readiness
-waits, a throw-away PostgreSQL cluster, `ctflow server` and `ctflow up`."""
+waits, a throw-away PostgreSQL cluster, `ctflow server` and `ctflow up`, and a loopback
+JSON server standing in for a service that cannot run here."""
+import http.server
+import json
 import os
 import shutil
 import signal
@@ -7,6 +10,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -218,3 +222,35 @@ def scrape(url):
             name, value = line.rsplit(" ", 1)
             series[name] = float(value)
     return series
+
+
+class JsonPostServer:
+    """A loopback HTTP server answering each POST with `answer(path, body)` as JSON, for
+    services no real instance of can run here (an LLM provider, a deployments server).
+    `calls` records each request: path, Authorization header and JSON body."""
+
+    def __init__(self, answer):
+        self.calls = []
+        calls = self.calls
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                calls.append({"path": self.path, "authorization": self.headers.get("Authorization"),
+                              "body": body})
+                reply = json.dumps(answer(self.path, body)).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(reply)))
+                self.end_headers()
+                self.wfile.write(reply)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+
+    def stop(self):
+        self.server.shutdown()

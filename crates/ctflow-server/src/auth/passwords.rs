@@ -137,11 +137,14 @@ pub(super) fn unknown_user_hash() -> &'static str {
     })
 }
 
+/// How every API token starts (so a token sent as a Basic password is told from a password).
+pub const TOKEN_PREFIX: &str = "ctf_";
+
 /// A new API token and the SHA-256 the store keeps of it.
 pub fn new_token() -> Result<(String, String), MlflowError> {
     let mut secret = [0u8; 32];
     getrandom::fill(&mut secret).map_err(|e| internal(format!("no randomness: {e}")))?;
-    let token = format!("ctf_{}", hex::encode(secret));
+    let token = format!("{TOKEN_PREFIX}{}", hex::encode(secret));
     let hash = token_hash(&token);
     Ok((token, hash))
 }
