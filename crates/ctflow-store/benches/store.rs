@@ -4,7 +4,8 @@
 //! chart sampling of a 100k-point series, and run search over `CTFLOW_BENCH_RUNS` runs
 //! (10,000 by default). Prints one JSON object per figure. The files go to a temporary
 //! folder under `CTFLOW_BENCH_DIR` when it is set; `CTFLOW_BENCH_ONLY=ingest,history,search`
-//! runs some of the parts.
+//! runs some of the parts. `CTFLOW_BENCH_ONLY=growth` grows one store to 10k, 100k and 1M
+//! runs (`CTFLOW_BENCH_GROWTH`) and measures the reads at each size.
 //!
 //! `cargo bench -p ctflow-store --bench store`. Timings belong here, never in tests.
 
@@ -148,20 +149,15 @@ async fn ingest(backend: &str, store: &Store) {
     }
 }
 
-async fn history(backend: &str, store: &Store) {
-    let experiment = store
-        .create_experiment("history", None, &[])
-        .await
-        .unwrap()
-        .parse::<i64>()
-        .unwrap();
+/// A run holding one 100k-point series under `key`, logged in 1000-point batches.
+async fn series_run(store: &Store, experiment: i64, key: &str) -> String {
     let run = new_run(store, experiment).await;
     for round in 0..100i64 {
         let points = (0..1000)
             .map(|i| {
                 let step = round * 1000 + i;
                 point(
-                    "loss".into(),
+                    key.into(),
                     1.0 / (1.0 + step as f64),
                     1_700_000_000_000 + step,
                     step,
@@ -170,9 +166,21 @@ async fn history(backend: &str, store: &Store) {
             .collect();
         store.log_batch(&run, points, vec![], vec![]).await.unwrap();
     }
+    run
+}
+
+/// The full history of a 100k-point series and its chart sampling at each of `picks`.
+async fn series_reads(
+    backend: &str,
+    store: &Store,
+    run: &str,
+    key: &str,
+    prefix: &str,
+    picks: &[i64],
+) {
     let mut full = timed(10, async || {
         let (points, _) = store
-            .get_metric_history(&run, "loss", None, None)
+            .get_metric_history(run, key, None, None)
             .await
             .unwrap();
         assert_eq!(points.len(), 100_000);
@@ -180,15 +188,15 @@ async fn history(backend: &str, store: &Store) {
     .await;
     report(
         backend,
-        "history_100k_p50",
+        &format!("{prefix}history_100k_p50"),
         percentile(&mut full, 0.5),
         "ms",
     );
-    let runs = [run];
-    for max_results in [320, 2500] {
+    let runs = [run.to_string()];
+    for &max_results in picks {
         let mut sampled = timed(20, async || {
             let points = store
-                .get_metric_history_bulk_interval(&runs, "loss", None, None, max_results)
+                .get_metric_history_bulk_interval(&runs, key, None, None, max_results)
                 .await
                 .unwrap();
             assert_eq!(points.len(), max_results as usize);
@@ -196,10 +204,102 @@ async fn history(backend: &str, store: &Store) {
         .await;
         report(
             backend,
-            &format!("bulk_interval_{max_results}_of_100k_p50"),
+            &format!("{prefix}bulk_interval_{max_results}_of_100k_p50"),
             percentile(&mut sampled, 0.5),
             "ms",
         );
+    }
+}
+
+async fn history(backend: &str, store: &Store) {
+    let experiment = store
+        .create_experiment("history", None, &[])
+        .await
+        .unwrap()
+        .parse::<i64>()
+        .unwrap();
+    let run = series_run(store, experiment, "loss").await;
+    series_reads(backend, store, &run, "loss", "", &[320, 2500]).await;
+}
+
+/// A run as search finds them: a parameter (ten values) and two single-point metrics
+/// drawn from `i`, plus an 8-step `loss` curve when `curve` (ten points a run).
+async fn search_run(store: &Store, experiment: i64, i: u64, curve: bool) {
+    let mut x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    let run = new_run(store, experiment).await;
+    let mut metrics = vec![
+        point("m1".into(), (x % 10_000) as f64 / 10_000.0, 1, 0),
+        point("m2".into(), (x % 777) as f64, 1, 0),
+    ];
+    if curve {
+        metrics.extend((0..8).map(|step| point("loss".into(), 1.0 / (1.0 + step as f64), 1, step)));
+    }
+    let params = vec![ctflow_core::entities::KeyValue::new(
+        "p1",
+        format!("v{}", i % 10),
+    )];
+    store
+        .log_batch(&run, metrics, params, vec![])
+        .await
+        .unwrap();
+}
+
+/// The search shapes measured: (figure, filter, order).
+const SEARCH_SHAPES: [(&str, &str, &str); 3] = [
+    (
+        "filtered_ordered",
+        "metrics.m1 > 0.5 and params.p1 = 'v3'",
+        "metrics.m1 DESC",
+    ),
+    (
+        "metric_range_ordered",
+        "metrics.m1 > 0.9",
+        "metrics.m1 DESC",
+    ),
+    ("unfiltered", "", ""),
+];
+
+/// Each search shape's first page, `reps` times; figures `{prefix}{shape}{suffix}`, each
+/// followed by its plan when `with_plan`.
+async fn search_reads(
+    backend: &str,
+    store: &Store,
+    experiment: i64,
+    reps: usize,
+    (prefix, suffix): (&str, &str),
+    with_plan: bool,
+) {
+    for (figure, filter, order) in SEARCH_SHAPES {
+        let request = RunSearch {
+            experiment_ids: vec![experiment],
+            filter: parse_run_filter(filter).unwrap(),
+            view: ViewType::ActiveOnly,
+            max_results: 100,
+            order_by: parse_run_order_by(&[order.to_string()]).unwrap(),
+            page_token: None,
+        };
+        let mut samples = timed(reps, async || {
+            let (page, _) = store.search_runs(&request).await.unwrap();
+            assert!(!page.is_empty());
+        })
+        .await;
+        report(
+            backend,
+            &format!("{prefix}{figure}{suffix}"),
+            percentile(&mut samples, 0.5),
+            "ms",
+        );
+        if with_plan {
+            // The plan beside the figure, so a slower number can be told from a new plan.
+            let plan = store.explain_run_search(&request).await.unwrap();
+            println!(
+                "{}",
+                serde_json::json!({"backend": backend, "plan": format!("search_{figure}"), "steps": plan})
+            );
+        }
     }
 }
 
@@ -215,24 +315,8 @@ async fn search(backend: &str, uri: &str, runs: usize) {
             .unwrap()
             .parse::<i64>()
             .unwrap();
-        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-        for i in 0..runs {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            let run = new_run(&store, experiment).await;
-            let metrics = vec![
-                point("m1".into(), (x % 10_000) as f64 / 10_000.0, 1, 0),
-                point("m2".into(), (x % 777) as f64, 1, 0),
-            ];
-            let params = vec![ctflow_core::entities::KeyValue::new(
-                "p1",
-                format!("v{}", i % 10),
-            )];
-            store
-                .log_batch(&run, metrics, params, vec![])
-                .await
-                .unwrap();
+        for i in 0..runs as u64 {
+            search_run(&store, experiment, i, false).await;
         }
         store.close().await;
         experiment
@@ -240,50 +324,76 @@ async fn search(backend: &str, uri: &str, runs: usize) {
     let store = Store::open(options(uri, Durability::Full)).await.unwrap();
     // The store analyses a grown table in the background at start-up.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let shapes = [
-        (
-            "search_filtered_ordered",
-            "metrics.m1 > 0.5 and params.p1 = 'v3'",
-            "metrics.m1 DESC",
-        ),
-        (
-            "search_metric_range_ordered",
-            "metrics.m1 > 0.9",
-            "metrics.m1 DESC",
-        ),
-        ("search_unfiltered", "", ""),
-    ];
-    for (figure, filter, order) in shapes {
-        let request = RunSearch {
-            experiment_ids: vec![experiment],
-            filter: parse_run_filter(filter).unwrap(),
-            view: ViewType::ActiveOnly,
-            max_results: 100,
-            order_by: parse_run_order_by(&[order.to_string()]).unwrap(),
-            page_token: None,
-        };
-        let mut samples = timed(30, async || {
-            let (page, _) = store.search_runs(&request).await.unwrap();
-            assert!(!page.is_empty());
-        })
-        .await;
+    let suffix = format!("_{runs}_runs_p50");
+    search_reads(backend, &store, experiment, 30, ("search_", &suffix), true).await;
+    store.close().await;
+}
+
+/// Read latency as the store grows: one experiment grown to each of
+/// `CTFLOW_BENCH_GROWTH` runs (10k, 100k, 1M by default; ten points a run, beside one
+/// 100k-point series), and at each size the search shapes, the 100k-point history and its
+/// chart sampling. The store refreshes its statistics itself, as a running server's does,
+/// so the plans are the ones a server would use.
+async fn growth(backend: &str, uri: &str) {
+    let sizes: Vec<u64> = std::env::var("CTFLOW_BENCH_GROWTH")
+        .ok()
+        .map(|s| s.split(',').filter_map(|n| n.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![10_000, 100_000, 1_000_000]);
+    let store = Store::open(options(uri, Durability::Relaxed))
+        .await
+        .unwrap();
+    let experiment = store
+        .create_experiment("growth", None, &[])
+        .await
+        .unwrap()
+        .parse::<i64>()
+        .unwrap();
+    let series = series_run(&store, experiment, "curve").await;
+    let mut made: u64 = 0;
+    let started = Instant::now();
+    for target in sizes {
+        while made < target {
+            let chunk = (target - made).min(10_000);
+            // Four writers, as a few clients would create runs.
+            futures::future::join_all((0..4u64).map(|w| {
+                let store = &store;
+                async move {
+                    let mut i = made + w;
+                    while i < made + chunk {
+                        search_run(store, experiment, i, true).await;
+                        i += 4;
+                    }
+                }
+            }))
+            .await;
+            made += chunk;
+        }
+        // The store's own statistics refresh (checked every 2 s, on each doubling of the
+        // runs up to 250k) catches up, as it has on a running server.
+        tokio::time::sleep(Duration::from_secs(3)).await;
         report(
             backend,
-            &format!("{figure}_{runs}_runs_p50"),
-            percentile(&mut samples, 0.5),
-            "ms",
+            &format!("growth_{made}_runs_built_after"),
+            started.elapsed().as_secs_f64(),
+            "s",
         );
-        // The plan beside the figure, so a slower number can be told from a new plan.
-        let plan = store.explain_run_search(&request).await.unwrap();
-        println!(
-            "{}",
-            serde_json::json!({"backend": backend, "plan": figure, "steps": plan})
-        );
+        let prefix = format!("growth_{made}_runs_");
+        search_reads(
+            backend,
+            &store,
+            experiment,
+            20,
+            (&format!("{prefix}search_"), "_p50"),
+            false,
+        )
+        .await;
+        series_reads(backend, &store, &series, "curve", &prefix, &[320]).await;
     }
     store.close().await;
 }
 
-/// Whether `part` is to run: `CTFLOW_BENCH_ONLY=ingest,history,search` picks some.
+/// Whether `part` is to run: `CTFLOW_BENCH_ONLY=ingest,history,search,growth` picks some
+/// (growth, which builds a million runs, only when named).
 fn wanted(part: &str) -> bool {
     std::env::var("CTFLOW_BENCH_ONLY").map_or(true, |only| only.split(',').any(|p| p == part))
 }
@@ -315,6 +425,9 @@ async fn main() {
     };
     let file = |name: &str| format!("sqlite:///{}/{name}.db", dir.path().display());
     bench("sqlite", &file("ops"), &file("search"), runs).await;
+    if std::env::var("CTFLOW_BENCH_ONLY").is_ok_and(|only| only.split(',').any(|p| p == "growth")) {
+        growth("sqlite", &file("growth")).await;
+    }
     if let Ok(uri) = std::env::var("CTFLOW_BENCH_PG_URI") {
         // One database for both parts: search uses its own experiment.
         bench("postgres", &uri, &uri, runs).await;

@@ -118,6 +118,10 @@ const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
         17,
         include_str!("../migrations/sqlite/0017_online_scoring.sql"),
     ),
+    (
+        18,
+        include_str!("../migrations/sqlite/0018_metric_value_index.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/postgres/0001_tracking.sql")),
@@ -157,6 +161,10 @@ const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     (
         17,
         include_str!("../migrations/postgres/0017_online_scoring.sql"),
+    ),
+    (
+        18,
+        include_str!("../migrations/postgres/0018_metric_value_index.sql"),
     ),
 ];
 

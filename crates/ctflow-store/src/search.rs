@@ -108,10 +108,18 @@ fn order_terms(
     sql: &mut Sql,
     index: usize,
     order: &OrderBy,
+    filter: &[Clause],
     joins: &mut String,
     terms: &mut Vec<String>,
 ) {
     let dir = if order.ascending { "ASC" } else { "DESC" };
+    if let Some(narrowed) = ordered_by_its_range(order, filter) {
+        // Every matching run has this metric, and not as NaN: the filter's own row is
+        // the order's, so the engines can read the (key, is_nan, value) index in order and stop
+        // at the page's end instead of sorting every match (1M runs: see benchmarks.md).
+        terms.push(format!("f{narrowed}.value {dir}"));
+        return;
+    }
     match order.entity {
         Entity::Metric | Entity::Param | Entity::Tag => {
             let table = match order.entity {
@@ -143,9 +151,106 @@ fn order_terms(
     }
 }
 
+/// The filter clause (its index) that compares the order's metric with a number, other
+/// than `!=`: it joins exactly the row the order reads, present and never NaN.
+fn ordered_by_its_range(order: &OrderBy, filter: &[Clause]) -> Option<usize> {
+    if order.entity != Entity::Metric {
+        return None;
+    }
+    filter.iter().position(|clause| {
+        clause.entity == Entity::Metric
+            && clause.key == order.key
+            && matches!(clause.value, Value::Number(_))
+            && matches!(
+                clause.comparator,
+                Comparator::Gt | Comparator::Ge | Comparator::Lt | Comparator::Le | Comparator::Eq
+            )
+    })
+}
+
+/// How many entries of the order's index an ordered walk reads per row it must find.
+const WALK_ENTRIES_PER_ROW: i64 = 20;
+/// The longest walk tried.
+const MAX_WALK: i64 = 100_000;
+
+/// A first try at a page: the best `budget` values of the order's metric, read from its
+/// (key, is_nan, value) index in order, joined to the rest of the filter. When the page fills
+/// from them and its last value beats the last value read, it is the page (see
+/// `Store::search_runs`); otherwise the search runs as planned.
+struct Walk {
+    /// The filter clause whose metric the search is ordered by.
+    clause: usize,
+    /// Index entries read.
+    budget: i64,
+    /// How the walk joins the runs and the rest of the filter. NB: on SQLite, CROSS JOIN,
+    /// which SQLite never reorders: its planner cannot tell that the walk's few entries
+    /// make the cheapest outer loop, and would start from a parameter's index and sort
+    /// every match, the cost the walk avoids.
+    join: &'static str,
+}
+
+impl Walk {
+    /// A walk for searches whose first order is a metric the filter compares with a
+    /// number, when something else narrows them too (alone, the planned query already
+    /// reads the index in order and stops).
+    fn for_search(search: &RunSearch, offset: i64, backend: Backend) -> Option<Walk> {
+        let first = search.order_by.first()?;
+        let clause = ordered_by_its_range(first, &search.filter)?;
+        let budget = offset
+            .saturating_add(search.max_results)
+            .saturating_add(1)
+            .saturating_mul(WALK_ENTRIES_PER_ROW)
+            .max(1000);
+        // Deep pages are left to the planned search: a walk that long costs more than it
+        // can save.
+        let join = match backend {
+            Backend::Sqlite => " CROSS JOIN ",
+            Backend::Postgres => " JOIN ",
+        };
+        (search.filter.len() > 1 && budget <= MAX_WALK).then_some(Walk {
+            clause,
+            budget,
+            join,
+        })
+    }
+
+    /// The walked index entries: `FROM latest_metrics ...` without the SELECT.
+    fn entries(&self, sql: &mut Sql, search: &RunSearch) -> String {
+        let clause = &search.filter[self.clause];
+        let n = match clause.value {
+            Value::Number(n) => n,
+            _ => f64::NAN,
+        };
+        let key = sql.text_arg(clause.key.clone());
+        let bound = sql.arg(Arg::Float(n));
+        let dir = match search.order_by.first() {
+            Some(order) if order.ascending => "ASC",
+            _ => "DESC",
+        };
+        format!(
+            "FROM latest_metrics w WHERE w.key = {key} AND w.is_nan = 0 AND w.value {} {bound} \
+             ORDER BY w.value {dir}",
+            numeric_op(clause.comparator)
+        )
+    }
+}
+
 /// The joins and WHERE conditions that pick the runs a search matches (its experiments,
 /// view and filter), for both the page and the count.
 fn matching_runs(sql: &mut Sql, search: &RunSearch) -> (String, Vec<String>) {
+    let (_, joins, conditions) = matching_runs_walked(sql, search, None);
+    (joins, conditions)
+}
+
+/// As `matching_runs`, with the FROM clause: `runs r`, or the walk's entries joined to
+/// the runs (and the other narrowings joined the walk's way).
+fn matching_runs_walked(
+    sql: &mut Sql,
+    search: &RunSearch,
+    walk: Option<&Walk>,
+) -> (String, String, Vec<String>) {
+    let join = walk.map_or(" JOIN ", |w| w.join);
+    let mut from = "runs r".to_string();
     let experiment_list: Vec<String> = search
         .experiment_ids
         .iter()
@@ -158,12 +263,23 @@ fn matching_runs(sql: &mut Sql, search: &RunSearch) -> (String, Vec<String>) {
     ];
     let mut filter_joins = String::new();
     for (i, clause) in search.filter.iter().enumerate() {
+        if let Some(walk) = walk.filter(|w| w.clause == i) {
+            let entries = walk.entries(sql, search);
+            let budget = sql.int_arg(walk.budget);
+            from = format!(
+                "(SELECT w.run_uuid, w.value {entries} LIMIT {budget}) f{i}{join}runs r \
+                 ON r.run_uuid = f{i}.run_uuid"
+            );
+            continue;
+        }
         match run_narrowing(sql, i, clause) {
-            Narrowing::Join(join) => filter_joins.push_str(&join),
+            Narrowing::Join(narrowing) => {
+                filter_joins.push_str(&narrowing.replacen(" JOIN ", join, 1))
+            }
             Narrowing::Where(condition) => conditions.push(condition),
         }
     }
-    (filter_joins, conditions)
+    (from, filter_joins, conditions)
 }
 
 impl Store {
@@ -190,24 +306,77 @@ impl Store {
         if search.experiment_ids.is_empty() {
             return Ok((Vec::new(), None));
         }
-        let sql = page_query(search, offset);
-        let mut ids: Vec<String> = sql
-            .query()
-            .fetch_all(&self.read)
-            .await?
-            .iter()
-            .map(|row| row.try_get(0))
-            .collect::<Result<_, _>>()?;
+        let walked = match Walk::for_search(search, offset, self.backend) {
+            Some(walk) => self.walked_page(search, offset, &walk).await?,
+            None => None,
+        };
+        let mut ids = match walked {
+            Some(ids) => ids,
+            None => {
+                let sql = page_query(search, offset, None);
+                sql.query()
+                    .fetch_all(&self.read)
+                    .await?
+                    .iter()
+                    .map(|row| row.try_get(0))
+                    .collect::<Result<Vec<String>, _>>()?
+            }
+        };
         let next = cut_page(&mut ids, search.max_results, offset);
         Ok((self.fetch_runs(&ids).await?, next))
     }
 
-    /// The engine's plan for a search's page query, one line per step (SQLite's `EXPLAIN
+    /// The page from an ordered walk, when the walk proves it complete: either it read
+    /// every entry in the range, or the page filled and its last value is strictly better
+    /// than the last entry read (so every run with a value up to the page's last one was
+    /// among those read, ties included).
+    async fn walked_page(
+        &self,
+        search: &RunSearch,
+        offset: i64,
+        walk: &Walk,
+    ) -> Result<Option<Vec<String>>> {
+        let rows = page_query(search, offset, Some(walk))
+            .query()
+            .fetch_all(&self.read)
+            .await?;
+        let mut edge_sql = Sql::new("");
+        let entries = walk.entries(&mut edge_sql, search);
+        let last_read = edge_sql.int_arg(walk.budget - 1);
+        edge_sql.text = format!("SELECT w.value {entries} LIMIT 1 OFFSET {last_read}");
+        let edge: Option<f64> = edge_sql
+            .query()
+            .fetch_optional(&self.read)
+            .await?
+            .map(|row| row.try_get(0))
+            .transpose()?;
+        let complete = match edge {
+            None => true,
+            Some(edge) => {
+                let page_filled = rows.len() as i64 > search.max_results;
+                let ascending = search.order_by.first().is_some_and(|o| o.ascending);
+                let last: Option<f64> = rows.last().map(|row| row.try_get(1)).transpose()?;
+                page_filled
+                    && last.is_some_and(|last| if ascending { last < edge } else { last > edge })
+            }
+        };
+        if !complete {
+            return Ok(None);
+        }
+        Ok(Some(
+            rows.iter()
+                .map(|row| row.try_get(0))
+                .collect::<Result<Vec<String>, _>>()?,
+        ))
+    }
+
+    /// The engine's plan for a search's page query (the ordered walk's, when it is tried first), one line per step (SQLite's `EXPLAIN
     /// QUERY PLAN` details, PostgreSQL's `EXPLAIN`): what the plan tests read, so a
     /// change that makes a common search scan every run fails a test.
     pub async fn explain_run_search(&self, search: &RunSearch) -> Result<Vec<String>> {
         let offset = page_token::decode(search.page_token.as_deref())?;
-        let mut sql = page_query(search, offset);
+        let walk = Walk::for_search(search, offset, self.backend);
+        let mut sql = page_query(search, offset, walk.as_ref());
         let (prefix, column) = match self.backend {
             Backend::Sqlite => ("EXPLAIN QUERY PLAN ", 3),
             Backend::Postgres => ("EXPLAIN ", 0),
@@ -224,12 +393,12 @@ impl Store {
 
 /// The statement that picks one page of run ids (one more than the page, to know whether
 /// another follows).
-fn page_query(search: &RunSearch, offset: i64) -> Sql {
+fn page_query(search: &RunSearch, offset: i64, walk: Option<&Walk>) -> Sql {
     let mut sql = Sql::new("");
     let mut joins = String::new();
     let mut terms = Vec::new();
     for (i, order) in search.order_by.iter().enumerate() {
-        order_terms(&mut sql, i, order, &mut joins, &mut terms);
+        order_terms(&mut sql, i, order, &search.filter, &mut joins, &mut terms);
     }
     if !search
         .order_by
@@ -240,11 +409,13 @@ fn page_query(search: &RunSearch, offset: i64) -> Sql {
     }
     terms.push("r.run_uuid ASC".into());
 
-    let (filter_joins, conditions) = matching_runs(&mut sql, search);
+    let (from, filter_joins, conditions) = matching_runs_walked(&mut sql, search, walk);
     let limit = sql.int_arg(search.max_results.saturating_add(1));
     let off = sql.int_arg(offset);
+    // A walk also answers each row's order value, to check the page against the walk's edge.
+    let order_value = walk.map_or(String::new(), |w| format!(", f{}.value", w.clause));
     sql.text = format!(
-        "SELECT r.run_uuid FROM runs r{filter_joins}{joins} WHERE {} ORDER BY {} LIMIT {limit} OFFSET {off}",
+        "SELECT r.run_uuid{order_value} FROM {from}{filter_joins}{joins} WHERE {} ORDER BY {} LIMIT {limit} OFFSET {off}",
         conditions.join(" AND "),
         terms.join(", ")
     );

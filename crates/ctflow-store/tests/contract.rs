@@ -51,6 +51,7 @@ const CASES: &[(&str, Case)] = cases![
     sampling_follows_step_order,
     run_search_filters,
     run_search_order_and_pages,
+    ordered_walks_match_the_full_sort,
     inputs_and_outputs,
     logged_models,
     concurrent_writers_all_commit,
@@ -1073,6 +1074,130 @@ async fn run_search_order_and_pages(store: Store) {
     assert_eq!(names(&store, &deleted).await, ["e"]);
     deleted.view = ViewType::All;
     assert_eq!(names(&store, &deleted).await.len(), 5);
+}
+
+/// A search ordered by a metric its filter bounds, with more narrowing, is first tried
+/// as a walk of the metric's index; every page must be the one a full sort gives: a
+/// walk that reads every candidate, one that fills the page early, one whose page ends
+/// in a tie with the walk's last entry, one that finds too few (both fall back).
+async fn ordered_walks_match_the_full_sort(store: Store) {
+    let exp: i64 = store
+        .create_experiment("walks", None, &[])
+        .await
+        .unwrap()
+        .parse()
+        .unwrap();
+    // (name, m, flat, p): m has 50 values, 60 runs each; p is 'a' for every 7th run,
+    // 'rare' for three runs with small m.
+    let mut runs = Vec::new();
+    for i in 0..3000i64 {
+        let m = (i % 50) as f64 / 50.0;
+        let p = if i == 7 || i == 57 || i == 107 {
+            "rare"
+        } else if i % 7 == 0 {
+            "a"
+        } else {
+            "b"
+        };
+        let name = format!("run-{i:04}");
+        let id = store
+            .create_run(NewRun {
+                experiment_id: exp,
+                user_id: "u".into(),
+                start_time: Some(1_000 + i),
+                run_name: Some(name.clone()),
+                tags: vec![],
+            })
+            .await
+            .unwrap()
+            .info
+            .run_id;
+        store
+            .log_batch(
+                &id,
+                vec![metric("m", m, 1, 0), metric("flat", 1.0, 1, 0)],
+                vec![KeyValue::new("p", p)],
+                vec![],
+            )
+            .await
+            .unwrap();
+        runs.push((name, i, m, p));
+    }
+    // The full sort, computed here: value, then newest first.
+    let expected = |keep: &dyn Fn(f64, &str) -> bool, value: &dyn Fn(i64, f64) -> f64| {
+        let mut matched: Vec<&(String, i64, f64, &str)> =
+            runs.iter().filter(|(_, _, m, p)| keep(*m, p)).collect();
+        matched.sort_by(|a, b| {
+            value(b.1, b.2)
+                .partial_cmp(&value(a.1, a.2))
+                .unwrap()
+                .then(b.1.cmp(&a.1))
+        });
+        matched.into_iter().map(|r| r.0.clone()).collect::<Vec<_>>()
+    };
+    let by_m = |_: i64, m: f64| m;
+    let cases: [(&str, &str, Vec<String>); 4] = [
+        // More candidates than the walk reads; the page fills well before its edge.
+        (
+            "metrics.m >= 0.0 and params.p = 'a'",
+            "metrics.m DESC",
+            expected(&|_, p| p == "a", &by_m),
+        ),
+        // Every candidate read (fewer than the walk's budget).
+        (
+            "metrics.m > 0.7 and params.p = 'b'",
+            "metrics.m DESC",
+            expected(&|m, p| m > 0.7 && p == "b", &by_m),
+        ),
+        // Too few matches among the entries read: the planned search answers.
+        (
+            "metrics.m >= 0.0 and params.p = 'rare'",
+            "metrics.m DESC",
+            expected(&|_, p| p == "rare", &by_m),
+        ),
+        // Every value tied: the page ends on the walk's last value, so it is not trusted.
+        (
+            "metrics.flat > 0 and params.p = 'b'",
+            "metrics.flat DESC",
+            expected(&|_, p| p == "b", &|_, _| 1.0),
+        ),
+    ];
+    for (filter, order, all) in cases {
+        let mut seen = Vec::new();
+        let mut token = None;
+        for _ in 0..3 {
+            let (page, next) = store
+                .search_runs(&run_search(exp, filter, &[order], 100, token))
+                .await
+                .unwrap();
+            seen.extend(page.into_iter().map(|r| r.info.run_name));
+            token = next;
+            if token.is_none() {
+                break;
+            }
+        }
+        let want = all.len().min(300);
+        assert_eq!(seen, all[..want].to_vec(), "{filter} / {order}");
+    }
+    // Ascending walks stop at the other end.
+    let (page, _) = store
+        .search_runs(&run_search(
+            exp,
+            "metrics.m <= 0.5 and params.p = 'a'",
+            &["metrics.m ASC"],
+            50,
+            None,
+        ))
+        .await
+        .unwrap();
+    let mut asc = expected(&|m, p| m <= 0.5 && p == "a", &|_, m| -m);
+    asc.truncate(50);
+    assert_eq!(
+        page.into_iter()
+            .map(|r| r.info.run_name)
+            .collect::<Vec<_>>(),
+        asc
+    );
 }
 
 async fn inputs_and_outputs(store: Store) {
@@ -3809,15 +3934,19 @@ async fn common_search_shapes_use_indexes() {
     // (filter, order, how the plan may start). A parameter equality alone may also walk
     // the experiment's runs newest first and stop at the page: both are cheap.
     let shapes = [
+        // A range ordered by its metric, narrowed further: the ordered walk of the
+        // metric's index, tried first (its fallback starts from the parameter).
         (
             "metrics.m1 > 0.5 and params.p1 = 'v3'",
             "metrics.m1 DESC",
-            &["SEARCH f1 USING COVERING INDEX params_by_key (key=? AND value=?)"][..],
+            &["CO-ROUTINE f0"][..],
         ),
         (
             "metrics.m1 > 0.9",
             "metrics.m1 DESC",
-            &["SEARCH f0 USING INDEX latest_metrics_by_key (key=? AND value>?)"][..],
+            &[
+                "SEARCH f0 USING COVERING INDEX latest_metrics_by_key (key=? AND is_nan=? AND value>?)",
+            ][..],
         ),
         ("params.p1 = 'v3'", "", &[BY_PARAM, BY_EXPERIMENT][..]),
         ("", "", &[BY_EXPERIMENT][..]),
@@ -3831,11 +3960,29 @@ async fn common_search_shapes_use_indexes() {
                 .is_some_and(|first| starts.contains(&first.as_str())),
             "{filter} / {order}: {lines:#?}"
         );
+        // NB: `SCAN f0` reads the walk's co-routine, its bounded entries.
         assert!(
-            !lines.iter().any(|l| l.starts_with("SCAN ")),
+            !lines
+                .iter()
+                .any(|l| l.starts_with("SCAN ") && l != "SCAN f0"),
             "{filter} / {order} scans a whole table: {lines:#?}"
         );
     }
+    let walk = plan("metrics.m1 > 0.5 and params.p1 = 'v3'", "metrics.m1 DESC").await;
+    assert_eq!(
+        walk.get(1).map(String::as_str),
+        Some(
+            "SEARCH w USING COVERING INDEX latest_metrics_by_key (key=? AND is_nan=? AND value>?)"
+        ),
+        "{walk:#?}"
+    );
+    // A metric range ordered by that metric reads the (key, value) index in order and
+    // stops at the page: only ties are sorted, never every match.
+    let ranged = plan("metrics.m1 > 0.9", "metrics.m1 DESC").await;
+    assert!(
+        !ranged.iter().any(|l| l == "USE TEMP B-TREE FOR ORDER BY"),
+        "{ranged:#?}"
+    );
     // The default order (newest first) comes from the index: the first page stops early.
     let unfiltered = plan("", "").await;
     assert!(
