@@ -218,20 +218,16 @@ impl OnlineScoringArgs {
             tracing::info!("online scoring is off");
             return Ok(None);
         }
-        let signer = match with_auth {
-            true => Some(users::service_user(store).await?),
-            false => None,
+        let signer = if with_auth {
+            Some(users::service_user(store).await?)
+        } else {
+            None
         };
         let scorer = ctflow_server::online_scoring::OnlineScoring {
             store: store.clone(),
             tracking_uri: tracking_uri.to_string(),
             signer,
-            holder: format!(
-                "{}-{}-{}",
-                std::env::var("HOSTNAME").unwrap_or_else(|_| "ctflow".into()),
-                std::process::id(),
-                tracking_uri
-            ),
+            holder: ctflow_core::process_name(),
             python: self.judge_python.clone(),
             interval: self.online_scoring_interval,
             pass_timeout: std::time::Duration::from_secs(30 * 60),

@@ -71,31 +71,10 @@ pub async fn delete_scorer(State(state): State<AppState>, p: Params) -> JsonResu
 pub async fn upsert_online_config(State(state): State<AppState>, p: Params) -> JsonResult {
     let experiment_id = experiment(&p)?;
     let name = p.req_str("name")?;
-    let sample_rate = match p.get("sample_rate") {
-        None | Some(serde_json::Value::Null) => {
-            return Err(MlflowError::invalid(
-                "Missing value for required parameter 'sample_rate'. See the API docs for \
-                 more information about request parameters.",
-            )
-            .into());
-        }
-        Some(value) => crate::params::parse_double(value).ok_or_else(|| {
-            MlflowError::invalid(format!(
-                "Invalid value {value} for parameter 'sample_rate' supplied: expected a number"
-            ))
-        })?,
-    };
-    let filter_string = match p.get("filter_string") {
-        None | Some(serde_json::Value::Null) => None,
-        Some(serde_json::Value::String(s)) => Some(s.clone()),
-        Some(other) => {
-            return Err(MlflowError::invalid(format!(
-                "Invalid value {other} for parameter 'filter_string' supplied: expected a \
-                 string or null"
-            ))
-            .into());
-        }
-    };
+    let sample_rate = p
+        .f64("sample_rate")?
+        .ok_or_else(|| MlflowError::missing_param("sample_rate"))?;
+    let filter_string = p.str("filter_string")?;
     let config = state
         .store
         .upsert_online_scoring_config(experiment_id, &name, sample_rate, filter_string.as_deref())
@@ -113,11 +92,7 @@ pub async fn online_configs(
     let visibility = crate::auth::Visibility::of_request(&state, visible)?;
     let scorer_ids = p.str_list("scorer_ids")?;
     if scorer_ids.is_empty() {
-        return Err(MlflowError::invalid(
-            "Missing value for required parameter 'scorer_ids'. See the API docs for more \
-             information about request parameters.",
-        )
-        .into());
+        return Err(MlflowError::missing_param("scorer_ids").into());
     }
     let mut configs = state.store.online_scoring_configs(&scorer_ids).await?;
     configs.retain(|config| visibility.experiment(&config.experiment_id));
