@@ -18,7 +18,7 @@ use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
 use crate::error::{Error, Result};
-use crate::sql::{Arg, Sql, bind_all, cut_page, fetch_json_rows, json_rows_sql, values_groups};
+use crate::sql::{Arg, Sql, bind_all, fetch_json_rows, json_rows_sql, values_groups};
 use crate::{Backend, Store};
 
 pub const RUN_NAME_TAG: &str = "mlflow.runName";
@@ -850,38 +850,43 @@ impl Store {
         token: Option<&str>,
     ) -> Result<(Vec<MetricPoint>, Option<String>)> {
         let _timer = self.timer("get_metric_history");
-        let offset = page_token::decode(token)?;
+        let start = page_token::decode_start(token)?;
         self.get_run_info(run_id).await?;
-        let limit = max_results.map(|m| m.saturating_add(1)).unwrap_or(i64::MAX);
-        let mut points = self.metric_history(run_id, key, limit, offset).await?;
-        let next = max_results.and_then(|max| cut_page(&mut points, max, offset));
-        Ok((points, next))
-    }
-
-    /// NB: sqlx's SQLite driver hands over every row through a channel from its worker
-    /// thread, several microseconds a row; a 100k-point history is therefore read as one
-    /// row of aggregated columns (exact integers: the value travels as its order key) and
-    /// split here. A series whose steps ascend (see migration 16) is read in key order,
-    /// which is then history order, without a sort.
-    async fn metric_history(
-        &self,
-        run_id: &str,
-        key: &str,
-        limit: i64,
-        offset: i64,
-    ) -> Result<Vec<MetricPoint>> {
         let Some((series_id, steps_ascend)) = self.series_of(run_id, key).await? else {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), None));
         };
-        let order = if steps_ascend {
-            PointOrder::Key
-        } else {
-            PointOrder::History
+        let limit = max_results.map(|m| m.saturating_add(1)).unwrap_or(i64::MAX);
+        // A series whose steps ascend is read in key order, which is then history order,
+        // without a sort; its pages seek to the key that ended the previous one (the
+        // token's `after`), so a long history costs each page its own rows, not every row
+        // before it again. A token without a key (MLflow's, or a series whose steps no
+        // longer ascend) counts off its offset.
+        let (order, steps, offset) = match start.after.as_deref() {
+            Some(&[step, timestamp, value_key, is_nan]) if steps_ascend => (
+                PointOrder::Key,
+                Steps::AfterKey((timestamp, step, value_key, is_nan)),
+                0,
+            ),
+            _ if steps_ascend => (PointOrder::Key, Steps::All, start.offset),
+            _ => (PointOrder::History, Steps::All, start.offset),
         };
-        let points = self
-            .series_points(series_id, order, Steps::All, limit, offset)
+        let mut points = self
+            .series_points(series_id, order, steps, limit, offset)
             .await?;
-        Ok(points
+        let next = match max_results {
+            Some(max) if points.len() as i64 > max => {
+                points.truncate(max as usize);
+                let offset = start.offset.saturating_add(max);
+                Some(match (order, points.last()) {
+                    (PointOrder::Key, Some(&(timestamp, step, value_key, is_nan))) => {
+                        page_token::encode_after(offset, &[step, timestamp, value_key, is_nan])
+                    }
+                    _ => page_token::encode(offset),
+                })
+            }
+            _ => None,
+        };
+        let points = points
             .into_iter()
             .map(|(timestamp, step, value_key, is_nan)| MetricPoint {
                 key: key.to_string(),
@@ -889,7 +894,8 @@ impl Store {
                 timestamp,
                 step,
             })
-            .collect())
+            .collect();
+        Ok((points, next))
     }
 
     /// A run's metric series: its id and whether its steps ascend.
@@ -929,6 +935,13 @@ impl Store {
                 let list: Vec<String> = list.iter().map(|&step| sql.int_arg(step)).collect();
                 format!(" AND step IN ({})", list.join(", "))
             }
+            Steps::AfterKey((timestamp, step, value_key, is_nan)) => {
+                let after = [step, timestamp, value_key, is_nan].map(|part| sql.int_arg(part));
+                format!(
+                    " AND (step, timestamp, value_key, is_nan) > ({})",
+                    after.join(", ")
+                )
+            }
         };
         let limit = sql.int_arg(limit);
         let offset = sql.int_arg(offset);
@@ -955,20 +968,17 @@ impl Store {
         ));
         let row = sql.query().fetch_one(&self.read).await?;
         let corrupt = || Error::Corrupt(format!("metric points of series {series_id}"));
-        let column = |i: usize| -> Result<Option<String>> { Ok(row.try_get(i)?) };
-        let timestamps = split_integers(column(0)?.as_deref()).ok_or_else(corrupt)?;
-        let steps = split_integers(column(1)?.as_deref()).ok_or_else(corrupt)?;
-        let values: Vec<(i64, i64)> = match column(2)? {
-            None => Vec::new(),
-            Some(text) => text
-                .split(',')
-                .map(|v| match v.parse().ok()? {
-                    NAN_IN_VALUE_COLUMN => Some((0, 1)),
-                    key => Some((key, 0)),
-                })
-                .collect::<Option<_>>()
-                .ok_or_else(corrupt)?,
-        };
+        let column = |i: usize| -> Result<Option<&str>> { Ok(row.try_get(i)?) };
+        let timestamps = split_integers(column(0)?).ok_or_else(corrupt)?;
+        let steps = split_integers(column(1)?).ok_or_else(corrupt)?;
+        let values: Vec<(i64, i64)> = split_integers(column(2)?)
+            .ok_or_else(corrupt)?
+            .into_iter()
+            .map(|key| match key {
+                NAN_IN_VALUE_COLUMN => (0, 1),
+                key => (key, 0),
+            })
+            .collect();
         if [steps.len(), values.len()] != [timestamps.len(); 2] {
             return Err(corrupt());
         }
@@ -1210,6 +1220,8 @@ enum Steps<'a> {
     All,
     Between(i64, i64),
     In(&'a [i64]),
+    /// The points after this one in key order (a history page's start).
+    AfterKey(Point),
 }
 
 /// A NaN in the history's aggregated value column: NaN's bits, above every finite value's
@@ -1764,6 +1776,26 @@ mod tests {
             }
         }
 
+        /// The lists SQLite's `group_concat` writes are read back whole, the i64 range
+        /// included, and what is not a list of integers is refused.
+        #[test]
+        fn split_integers_reads_group_concat_lists(
+            numbers in proptest::collection::vec(any::<i64>(), 1..50),
+            garbage in "[0-9,+ a-z-]{0,12}",
+        ) {
+            let text: Vec<String> = numbers.iter().map(i64::to_string).collect();
+            prop_assert_eq!(split_integers(Some(&text.join(","))), Some(numbers));
+            let expected: Option<Vec<i64>> = if garbage.is_empty() {
+                Some(Vec::new())
+            } else {
+                garbage
+                    .split(',')
+                    .map(|field| field.parse().ok())
+                    .collect()
+            };
+            prop_assert_eq!(split_integers(Some(&garbage)), expected);
+        }
+
         /// The flag's rule is sound (it never keeps the flag on a series that breaks the
         /// definition) and exact for appends: points after the series' last one. It may
         /// clear the flag for a late point that would still fit (the history is then only
@@ -1791,6 +1823,26 @@ mod tests {
                 prop_assert_eq!(kept, ascends(&all));
             }
         }
+    }
+
+    #[test]
+    fn split_integers_edges() {
+        assert_eq!(
+            split_integers(Some("-9223372036854775808,9223372036854775807,0,-0")),
+            Some(vec![i64::MIN, i64::MAX, 0, 0])
+        );
+        for bad in [
+            "9223372036854775808",
+            "-9223372036854775809",
+            "1,,2",
+            "-",
+            "1,",
+            "1.5",
+            " 1",
+        ] {
+            assert_eq!(split_integers(Some(bad)), None, "{bad}");
+        }
+        assert_eq!(split_integers(None), Some(Vec::new()));
     }
 
     #[test]

@@ -47,6 +47,7 @@ const CASES: &[(&str, Case)] = cases![
     params_are_immutable,
     batch_limits_and_validation,
     metrics_history_and_latest,
+    history_pages_seek_to_the_previous_page_end,
     metric_values_round_trip_exactly,
     sampling_follows_step_order,
     run_search_filters,
@@ -692,6 +693,107 @@ async fn metrics_history_and_latest(store: Store) {
         .await
         .unwrap();
     assert_eq!(ranged.len(), 3);
+}
+
+/// A history page as (step, timestamp, value bits), and the next page's token.
+type HistoryPage = (Vec<(i64, i64, u64)>, Option<String>);
+
+async fn history_page(
+    store: &Store,
+    run: &str,
+    max: Option<i64>,
+    token: Option<&str>,
+) -> HistoryPage {
+    let (page, next) = store
+        .get_metric_history(run, "m", max, token)
+        .await
+        .unwrap();
+    let points = page
+        .iter()
+        .map(|p| (p.step, p.timestamp, p.value.to_bits()))
+        .collect();
+    (points, next)
+}
+
+/// Every page of a history, one after the other with `max_results`.
+async fn history_pages(store: &Store, run: &str, max: i64) -> Vec<(i64, i64, u64)> {
+    let mut points = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let (page, next) = history_page(store, run, Some(max), token.as_deref()).await;
+        assert!(page.len() as i64 <= max);
+        points.extend(page);
+        match next {
+            Some(next) => token = Some(next),
+            None => return points,
+        }
+    }
+}
+
+/// A history whose steps ascend is paged by the key of each page's last point (the token's
+/// `after`), not by counting off the points before it: the pages join up exactly, a point
+/// logged after the end while paging shows up once at the end, and a token with only an
+/// offset (MLflow's) or a series that stops ascending between pages falls back to the
+/// offset.
+async fn history_pages_seek_to_the_previous_page_end(store: Store) {
+    use ctflow_core::page_token;
+    let id = new_run(&store, 0, "paging").await;
+    let values = [f64::NAN, -2.5, 0.0, -0.0, 1e300, 7.25, f64::MIN_POSITIVE];
+    let points: Vec<BatchMetric> = (0..200)
+        .map(|i| {
+            metric(
+                "m",
+                values[i as usize % values.len()],
+                1_000 + i / 3,
+                i * 10,
+            )
+        })
+        .collect();
+    store.log_batch(&id, points, vec![], vec![]).await.unwrap();
+    let (full, _) = history_page(&store, &id, None, None).await;
+    assert_eq!(full.len(), 200);
+    for max in [1, 7, 199, 200, 500] {
+        assert_eq!(
+            history_pages(&store, &id, max).await,
+            full,
+            "pages of {max}"
+        );
+    }
+
+    let (first, token) = history_page(&store, &id, Some(7), None).await;
+    let token = token.unwrap();
+    let start = page_token::decode_start(Some(&token)).unwrap();
+    assert_eq!(start.offset, 7);
+    let (step, timestamp, _) = first[6];
+    assert_eq!(
+        start.after.as_deref().map(|key| (key[0], key[1])),
+        Some((step, timestamp))
+    );
+    // MLflow's token, an offset alone, finds the same page.
+    let mlflow_token = page_token::encode(7);
+    let (by_offset, _) = history_page(&store, &id, Some(7), Some(&mlflow_token)).await;
+    assert_eq!(by_offset, full[7..14]);
+
+    // A point logged past the end while paging: the next page starts where the last ended.
+    store
+        .log_metric(&id, metric("m", 4.0, 5_000, 5_000))
+        .await
+        .unwrap();
+    let (second, _) = history_page(&store, &id, Some(7), Some(&token)).await;
+    assert_eq!(second, full[7..14]);
+
+    // A point logged out of order: the series is sorted when read, and a token with a key
+    // counts off its offset in that order.
+    store
+        .log_metric(&id, metric("m", 3.0, 1, 15))
+        .await
+        .unwrap();
+    let (now, _) = history_page(&store, &id, None, None).await;
+    assert_eq!(now.len(), 202);
+    assert_eq!(now[0], (15, 1, 3.0f64.to_bits()));
+    let (third, _) = history_page(&store, &id, Some(7), Some(&token)).await;
+    assert_eq!(third, now[7..14]);
+    assert_eq!(history_pages(&store, &id, 7).await, now);
 }
 
 /// The points are kept in history order (timestamp first); sampling numbers them in step
