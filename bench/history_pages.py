@@ -15,8 +15,8 @@ Per server and history length it reports, as the median of `--reps` reads:
         --points 100000,1000000 --page 25000 --out history_pages.jsonl
 
 `--server NAME=BINARY` starts `BINARY server` on a loopback port with a SQLite store in a
-temporary folder; only ctflow's command line is known here (MLflow's own server answers a
-history in one page and ignores `max_results`).
+temporary folder, with ctflow's command line (`--backend-store-uri`,
+`--default-artifact-root`); it compares ctflow builds with each other.
 """
 import argparse
 import json
