@@ -4,7 +4,8 @@
 //! chart sampling of a 100k-point series, and run search over `CTFLOW_BENCH_RUNS` runs
 //! (10,000 by default). Prints one JSON object per figure. The files go to a temporary
 //! folder under `CTFLOW_BENCH_DIR` when it is set; `CTFLOW_BENCH_ONLY=ingest,history,search`
-//! runs some of the parts. `CTFLOW_BENCH_ONLY=growth` grows one store to 10k, 100k and 1M
+//! runs some of the parts; `floor` measures SQLite alone writing the same batches (rusqlite)
+//! and the store's share of that. `CTFLOW_BENCH_ONLY=growth` grows one store to 10k, 100k and 1M
 //! runs (`CTFLOW_BENCH_GROWTH`) and measures the reads at each size.
 //!
 //! `cargo bench -p ctflow-store --bench store`. Timings belong here, never in tests.
@@ -92,6 +93,72 @@ async fn timed<F: AsyncFnMut()>(reps: usize, mut op: F) -> Vec<Duration> {
         samples.push(started.elapsed());
     }
     samples
+}
+
+/// SQLite's own rate for what a log-batch stores, the floor under ctflow's ingest: the same
+/// 1000-point batches written to the same schema (a fresh database the store migrated), one
+/// transaction each (the points, then the ten series' latest values), the statements
+/// prepared once and driven from Rust through SQLite's C interface, with the store's
+/// file pragmas. No HTTP, no JSON, no checks: only SQLite.
+fn sqlite_floor(file: &std::path::Path, batches: i64) -> f64 {
+    let db = rusqlite::Connection::open(file).unwrap();
+    db.execute_batch(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA cache_size = -16384;",
+    )
+    .unwrap();
+    let run = "f".repeat(32);
+    for key in 0..10 {
+        db.execute(
+            "INSERT INTO latest_metrics (run_uuid, key, value, is_nan, timestamp, step, value_bits, series_id) \
+             VALUES (?1, ?2, 0, 0, 0, 0, 0, ?3)",
+            rusqlite::params![run, format!("k{key}"), 1_000_000 + key],
+        )
+        .unwrap();
+    }
+    // The statements' arguments are made before the clock starts.
+    let work: Vec<Vec<BatchMetric>> = (0..batches).map(batch).collect();
+    let order_key = |value: f64| {
+        let bits = value.to_bits() as i64;
+        if bits < 0 { !bits | i64::MIN } else { bits }
+    };
+    let mut insert = db
+        .prepare(
+            "INSERT INTO metric_points (series_id, timestamp, step, value_key, is_nan) \
+             VALUES (?1, ?2, ?3, ?4, 0) ON CONFLICT DO NOTHING",
+        )
+        .unwrap();
+    let mut latest = db
+        .prepare(
+            "INSERT INTO latest_metrics (run_uuid, key, value, is_nan, timestamp, step, value_bits, series_id) \
+             VALUES (?1, ?2, ?3, 0, ?4, ?5, ?6, ?7) ON CONFLICT (run_uuid, key) DO UPDATE SET \
+             value = excluded.value, timestamp = excluded.timestamp, step = excluded.step, value_bits = excluded.value_bits",
+        )
+        .unwrap();
+    let series = |m: &BatchMetric| 1_000_000 + i64::from(m.key.as_bytes()[1] - b'0');
+    let started = Instant::now();
+    for points in &work {
+        db.execute_batch("BEGIN IMMEDIATE").unwrap();
+        for m in points {
+            insert
+                .execute([series(m), m.timestamp, m.step, order_key(m.value)])
+                .unwrap();
+        }
+        for m in &points[points.len() - 10..] {
+            latest
+                .execute(rusqlite::params![
+                    run,
+                    m.key,
+                    m.value,
+                    m.timestamp,
+                    m.step,
+                    m.value.to_bits() as i64,
+                    series(m)
+                ])
+                .unwrap();
+        }
+        db.execute_batch("COMMIT").unwrap();
+    }
+    batches as f64 * 1000.0 / started.elapsed().as_secs_f64()
 }
 
 async fn ingest(backend: &str, store: &Store) {
@@ -433,6 +500,40 @@ async fn bench(backend: &str, uri: &str, search_uri: &str, runs: usize) {
     let store = Store::open(options(uri, Durability::Full)).await.unwrap();
     if wanted("ingest") {
         ingest(backend, &store).await;
+    }
+    if wanted("floor")
+        && let Some(file) = uri.strip_prefix("sqlite://")
+    {
+        // The floor's own database, migrated by the store and then left to SQLite alone.
+        let floor_file = std::path::Path::new(file).with_extension("floor.db");
+        let floor_uri = format!("sqlite://{}", floor_file.display());
+        Store::open(options(&floor_uri, Durability::Full))
+            .await
+            .unwrap()
+            .close()
+            .await;
+        let floor = tokio::task::spawn_blocking(move || sqlite_floor(&floor_file, 200))
+            .await
+            .unwrap();
+        report(backend, "sqlite_floor_log_batch", floor, "points/s");
+        // ctflow's side of the same comparison, right after it: 200 batches, one writer.
+        let experiment = store
+            .create_experiment("floor", None, &[])
+            .await
+            .unwrap()
+            .parse::<i64>()
+            .unwrap();
+        let run = new_run(&store, experiment).await;
+        let started = Instant::now();
+        for round in 0..200 {
+            store
+                .log_batch(&run, batch(round), vec![], vec![])
+                .await
+                .unwrap();
+        }
+        let ctflow = 200_000.0 / started.elapsed().as_secs_f64();
+        report(backend, "store_log_batch_beside_floor", ctflow, "points/s");
+        report(backend, "store_share_of_floor", ctflow / floor, "ratio");
     }
     if wanted("history") {
         history(backend, &store).await;

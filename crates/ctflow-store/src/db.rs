@@ -12,6 +12,7 @@ use sqlx::pool::PoolConnectionMetadata;
 use sqlx::{AnyConnection, AnyPool, ConnectOptions, Connection, Executor};
 use tracing::info;
 
+use crate::direct_read::DirectReader;
 use crate::error::{Error, Result};
 use crate::group_commit::GroupCommitter;
 
@@ -249,6 +250,8 @@ pub struct Store {
     pub(crate) backend: Backend,
     /// The SQLite database file (none in memory and on PostgreSQL).
     database_file: Option<std::path::PathBuf>,
+    /// Long reads of that file (see `direct_read`).
+    pub(crate) direct: Option<DirectReader>,
     pub(crate) default_artifact_root: String,
     /// Told how long each timed operation took (the server's metrics).
     observer: Option<OperationObserver>,
@@ -392,6 +395,7 @@ impl Store {
             write,
             run_writes,
             backend,
+            direct: database_file.clone().map(DirectReader::new),
             database_file,
             default_artifact_root: options
                 .default_artifact_root
@@ -610,6 +614,9 @@ impl Store {
 
     /// Closes the pools; on SQLite this checkpoints the WAL.
     pub async fn close(&self) {
+        if let Some(direct) = &self.direct {
+            direct.close();
+        }
         self.read.close().await;
         self.write.close().await;
     }

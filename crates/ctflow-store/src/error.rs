@@ -7,6 +7,9 @@ pub enum Error {
     Mlflow(#[from] MlflowError),
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// From a direct read (see `direct_read`).
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
     #[error("invalid store configuration: {0}")]
@@ -51,7 +54,7 @@ impl Error {
     pub fn kind(&self) -> &'static str {
         match self {
             Error::Mlflow(e) => e.code.as_str(),
-            Error::Database(_) => "database",
+            Error::Database(_) | Error::Sqlite(_) => "database",
             Error::Io(_) => "io",
             Error::Config(_) => "config",
             Error::Corrupt(_) => "corrupt",

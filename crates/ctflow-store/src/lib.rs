@@ -9,6 +9,7 @@
 pub mod artifacts;
 pub mod auth;
 mod db;
+mod direct_read;
 mod error;
 mod eval_datasets;
 mod experiments;

@@ -17,6 +17,7 @@ use sqlx::AssertSqlSafe;
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
+use crate::direct_read::DirectReader;
 use crate::error::{Error, Result};
 use crate::sql::{Arg, Sql, bind_all, fetch_json_rows, json_rows_sql, values_groups};
 use crate::{Backend, Store};
@@ -923,6 +924,9 @@ impl Store {
             PointOrder::Key => "step, timestamp, value_key, is_nan",
             PointOrder::History => "timestamp, step, value_key, is_nan",
         };
+        if let Some(direct) = &self.direct {
+            return read_points_directly(direct, series_id, order_by, steps, limit, offset).await;
+        }
         let mut sql = Sql::in_order(self.backend);
         let series = sql.int_arg(series_id);
         let narrowing = match steps {
@@ -945,59 +949,16 @@ impl Store {
         };
         let limit = sql.int_arg(limit);
         let offset = sql.int_arg(offset);
-        let from = format!(
+        sql.push(&format!(
             "SELECT timestamp, step, value_key, is_nan FROM metric_points \
              WHERE series_id = {series}{narrowing} ORDER BY {order_by} LIMIT {limit} OFFSET {offset}"
-        );
-        if self.backend == Backend::Postgres {
-            sql.push(&from);
-            return sql
-                .query()
-                .fetch_all(&self.read)
-                .await?
-                .iter()
-                .map(point_from_row)
-                .collect();
-        }
-        // NB: a NaN's value key is always 0, so the value column carries NaN's own bits
-        // for it (no finite value's key reaches them) instead of a fourth aggregated column
-        // that is nearly always zeros.
-        sql.push(&format!(
-            "SELECT group_concat(timestamp), group_concat(step), \
-             group_concat(value_key + is_nan * {NAN_IN_VALUE_COLUMN}) FROM ({from})"
         ));
-        let row = sql.query().fetch_one(&self.read).await?;
-        let corrupt = || Error::Corrupt(format!("metric points of series {series_id}"));
-        let column = |i: usize| -> Result<Option<&str>> { Ok(row.try_get(i)?) };
-        let timestamps = split_integers(column(0)?).ok_or_else(corrupt)?;
-        let steps = split_integers(column(1)?).ok_or_else(corrupt)?;
-        let values: Vec<(i64, i64)> = split_integers(column(2)?)
-            .ok_or_else(corrupt)?
-            .into_iter()
-            .map(|key| match key {
-                NAN_IN_VALUE_COLUMN => (0, 1),
-                key => (key, 0),
-            })
-            .collect();
-        if [steps.len(), values.len()] != [timestamps.len(); 2] {
-            return Err(corrupt());
-        }
-        let mut points: Vec<Point> = timestamps
-            .into_iter()
-            .zip(steps)
-            .zip(values)
-            .map(|((timestamp, step), (value_key, is_nan))| (timestamp, step, value_key, is_nan))
-            .collect();
-        // The aggregate promises no order of its own (the columns stay aligned: they see
-        // the same rows); the rows came in order, so this check is linear.
-        let key_of = |p: &Point| match order {
-            PointOrder::Key => (p.1, p.0, p.2, p.3),
-            PointOrder::History => *p,
-        };
-        if !points.is_sorted_by_key(key_of) {
-            points.sort_unstable_by_key(key_of);
-        }
-        Ok(points)
+        sql.query()
+            .fetch_all(&self.read)
+            .await?
+            .iter()
+            .map(point_from_row)
+            .collect()
     }
 
     /// Metric values of several runs at up to `max_results` evenly spread steps each.
@@ -1041,6 +1002,29 @@ impl Store {
         Ok(out)
     }
 
+    /// A series' steps in `[first, last]`, in key order, read as one packed list (a row
+    /// each would cost more than the list's parsing).
+    async fn packed_steps(&self, series_id: i64, first: i64, last: i64) -> Result<Vec<i64>> {
+        let steps_sql = match self.backend {
+            Backend::Sqlite => {
+                "SELECT group_concat(step) FROM (SELECT step FROM metric_points \
+                 WHERE series_id = $1 AND step >= $2 AND step <= $3 ORDER BY step, timestamp, value_key, is_nan)"
+            }
+            Backend::Postgres => {
+                "SELECT string_agg(step::text, ',' ORDER BY step, timestamp, value_key, is_nan) FROM metric_points \
+                 WHERE series_id = $1 AND step >= $2 AND step <= $3"
+            }
+        };
+        let packed: Option<String> = sqlx::query_scalar(steps_sql)
+            .bind(series_id)
+            .bind(first)
+            .bind(last)
+            .fetch_one(&self.read)
+            .await?;
+        split_integers(packed.as_deref())
+            .ok_or_else(|| Error::Corrupt(format!("metric steps of series {series_id}")))
+    }
+
     /// One series' points in a step range, sampled as MLflow 3.17 samples them (see
     /// `sample_positions`, over the rows in step order). The points' key is step order, so only
     /// the steps are read to find the picked rows' positions, and then only the rows at
@@ -1062,24 +1046,10 @@ impl Store {
         {
             return Ok(points);
         }
-        let steps_sql = match self.backend {
-            Backend::Sqlite => {
-                "SELECT group_concat(step) FROM (SELECT step FROM metric_points \
-                 WHERE series_id = $1 AND step >= $2 AND step <= $3 ORDER BY step, timestamp, value_key, is_nan)"
-            }
-            Backend::Postgres => {
-                "SELECT string_agg(step::text, ',' ORDER BY step, timestamp, value_key, is_nan) FROM metric_points \
-                 WHERE series_id = $1 AND step >= $2 AND step <= $3"
-            }
+        let steps = match &self.direct {
+            Some(direct) => read_steps_directly(direct, series_id, start_step, end_step).await?,
+            None => self.packed_steps(series_id, start_step, end_step).await?,
         };
-        let packed: Option<String> = sqlx::query_scalar(steps_sql)
-            .bind(series_id)
-            .bind(start_step)
-            .bind(end_step)
-            .fetch_one(&self.read)
-            .await?;
-        let steps = split_integers(packed.as_deref())
-            .ok_or_else(|| Error::Corrupt(format!("metric steps of series {series_id}")))?;
         let picked = sample_positions(steps.len(), buckets.max(1) as usize);
         if picked.len() == steps.len() {
             return self
@@ -1205,6 +1175,75 @@ impl Store {
     }
 }
 
+/// `series_points` on a SQLite file, stepped on a blocking thread (see `direct_read`).
+async fn read_points_directly(
+    direct: &DirectReader,
+    series_id: i64,
+    order_by: &'static str,
+    steps: Steps<'_>,
+    limit: i64,
+    offset: i64,
+) -> Result<Vec<Point>> {
+    let mut args = vec![series_id];
+    let mut arg = |value: i64| {
+        args.push(value);
+        format!("?{}", args.len())
+    };
+    let narrowing = match steps {
+        Steps::All => String::new(),
+        Steps::Between(first, last) => {
+            format!(" AND step >= {} AND step <= {}", arg(first), arg(last))
+        }
+        Steps::In(list) => {
+            let list: Vec<String> = list.iter().map(|&step| arg(step)).collect();
+            format!(" AND step IN ({})", list.join(", "))
+        }
+        Steps::AfterKey((timestamp, step, value_key, is_nan)) => {
+            let after = [step, timestamp, value_key, is_nan].map(&mut arg);
+            format!(
+                " AND (step, timestamp, value_key, is_nan) > ({})",
+                after.join(", ")
+            )
+        }
+    };
+    let limit_rows = limit;
+    let (limit, offset) = (arg(limit), arg(offset));
+    let sql = format!(
+        "SELECT timestamp, step, value_key, is_nan FROM metric_points \
+         WHERE series_id = ?1{narrowing} ORDER BY {order_by} LIMIT {limit} OFFSET {offset}"
+    );
+    direct
+        .read(move |connection| {
+            let mut statement = connection.prepare(&sql)?;
+            let mut rows = statement.query(rusqlite::params_from_iter(&args))?;
+            let mut points = Vec::with_capacity(limit_rows.clamp(0, 1 << 16) as usize);
+            while let Some(row) = rows.next()? {
+                points.push((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?));
+            }
+            Ok(points)
+        })
+        .await
+}
+
+/// A series' steps in `[first, last]`, in key order, on a SQLite file.
+async fn read_steps_directly(
+    direct: &DirectReader,
+    series_id: i64,
+    first: i64,
+    last: i64,
+) -> Result<Vec<i64>> {
+    direct
+        .read(move |connection| {
+            let mut statement = connection.prepare(
+                "SELECT step FROM metric_points WHERE series_id = ?1 AND step >= ?2 AND step <= ?3 \
+                 ORDER BY step, timestamp, value_key, is_nan",
+            )?;
+            let steps = statement.query_map([series_id, first, last], |row| row.get(0))?;
+            steps.collect()
+        })
+        .await
+}
+
 /// How a series' points are ordered when read.
 #[derive(Debug, Clone, Copy)]
 enum PointOrder {
@@ -1223,10 +1262,6 @@ enum Steps<'a> {
     /// The points after this one in key order (a history page's start).
     AfterKey(Point),
 }
-
-/// A NaN in the history's aggregated value column: NaN's bits, above every finite value's
-/// key (infinities are stored clamped to the largest finite value).
-const NAN_IN_VALUE_COLUMN: i64 = 0x7FF8_0000_0000_0000;
 
 /// A stored point: timestamp, step, value key, NaN flag.
 type Point = (i64, i64, i64, i64);

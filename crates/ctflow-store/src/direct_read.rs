@@ -1,0 +1,143 @@
+//! Long reads of a SQLite database file on SQLite's own C interface, for the reads that
+//! return many rows (a metric's history).
+//!
+//! sqlx's SQLite driver runs each connection on a worker thread and hands every row across
+//! to the caller's task; at a microsecond or so per row that is most of a 100k-point
+//! history's cost. Here a read runs whole on a blocking thread, stepping the statement
+//! itself (SQLite's own per-row cost, ~0.2 µs), and only the finished result crosses
+//! over. The connections are read-only and share the database file (WAL: a read sees
+//! every commit made before it began, as the pooled readers do), and they link the one
+//! SQLite that sqlx bundles.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags};
+
+use crate::error::{Error, Result};
+
+/// Idle connections kept for the next read; more readers at once open more, then drop them.
+const KEEP_IDLE: usize = 4;
+
+/// How long a read waits for a lock (only a WAL recovery or reset takes one from readers).
+const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Read-only connections to one SQLite database file. Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct DirectReader {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    file: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+}
+
+impl DirectReader {
+    pub(crate) fn new(file: PathBuf) -> DirectReader {
+        DirectReader {
+            shared: Arc::new(Shared {
+                file,
+                idle: Mutex::new(Vec::new()),
+            }),
+        }
+    }
+
+    /// Runs `read` on a blocking thread with a connection of its own.
+    pub(crate) async fn read<T, F>(&self, read: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let shared = self.shared.clone();
+        tokio::task::spawn_blocking(move || {
+            let connection = match shared.take_idle() {
+                Some(connection) => connection,
+                None => shared.open()?,
+            };
+            let result = read(&connection)?;
+            shared.put_back(connection);
+            Ok(result)
+        })
+        .await
+        .map_err(|failed| Error::Io(std::io::Error::other(format!("a read stopped: {failed}"))))?
+    }
+
+    /// Drops the idle connections (the store is closing).
+    pub(crate) fn close(&self) {
+        if let Ok(mut idle) = self.shared.idle.lock() {
+            idle.clear();
+        }
+    }
+}
+
+impl Shared {
+    fn take_idle(&self) -> Option<Connection> {
+        self.idle.lock().ok()?.pop()
+    }
+
+    fn put_back(&self, connection: Connection) {
+        if let Ok(mut idle) = self.idle.lock()
+            && idle.len() < KEEP_IDLE
+        {
+            idle.push(connection);
+        }
+    }
+
+    fn open(&self) -> rusqlite::Result<Connection> {
+        // NB: no mutex of SQLite's own: a connection is used by one thread at a time.
+        let connection = Connection::open_with_flags(
+            &self.file,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        connection.busy_timeout(BUSY_TIMEOUT)?;
+        connection.execute_batch("PRAGMA cache_size = -16384; PRAGMA temp_store = MEMORY;")?;
+        Ok(connection)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn reads_see_commits_made_elsewhere_and_cannot_write() {
+        let folder = tempfile::tempdir().unwrap();
+        let file = folder.path().join("direct.db");
+        let writer = Connection::open(&file).unwrap();
+        writer
+            .execute_batch(
+                "PRAGMA journal_mode = WAL; CREATE TABLE t (x INTEGER); INSERT INTO t VALUES (1);",
+            )
+            .unwrap();
+        let reader = DirectReader::new(file.clone());
+        let count = |reader: DirectReader| async move {
+            reader
+                .read(|c| c.query_row("SELECT count(*) FROM t", [], |row| row.get::<_, i64>(0)))
+                .await
+        };
+        assert_eq!(count(reader.clone()).await.unwrap(), 1);
+        writer.execute("INSERT INTO t VALUES (2)", []).unwrap();
+        // The same (pooled) connection sees the new commit.
+        assert_eq!(count(reader.clone()).await.unwrap(), 2);
+        let refused = reader
+            .read(|c| c.execute("INSERT INTO t VALUES (3)", []))
+            .await;
+        assert!(matches!(refused, Err(Error::Sqlite(_))), "{refused:?}");
+        assert_eq!(count(reader.clone()).await.unwrap(), 2);
+        reader.close();
+    }
+
+    #[tokio::test]
+    async fn a_missing_file_is_an_error_not_a_new_database() {
+        let folder = tempfile::tempdir().unwrap();
+        let file = folder.path().join("absent.db");
+        let reader = DirectReader::new(file.clone());
+        let result = reader
+            .read(|c| c.query_row("SELECT 1", [], |row| row.get::<_, i64>(0)))
+            .await;
+        assert!(matches!(result, Err(Error::Sqlite(_))), "{result:?}");
+        assert!(!file.exists());
+    }
+}
