@@ -4,6 +4,11 @@ log-batch of the REST benchmark carries (1000 metrics: 10 keys x 100 steps), one
 transaction per batch, with ctflow's pragmas (WAL, synchronous FULL by default as ctflow's
 default durability). No HTTP, no JSON, no server: the C library driven by executemany.
 
+NB: Python's own per-row cost (a tuple converted and bound per row) is most of what this
+measures. The floor from Rust through the C interface, beside the store's own rate, is the
+store bench's `floor` part (`CTFLOW_BENCH_ONLY=floor cargo bench -p ctflow-store --bench
+store`); docs/benchmarks.md has both.
+
 Two schemas, measured in the same run:
 - `points`: today's narrow table (migration 16): five integers per point, keyed by the
   series id, plus the latest value's upsert for the batch's ten series;

@@ -395,7 +395,9 @@ impl Store {
             write,
             run_writes,
             backend,
-            direct: database_file.clone().map(DirectReader::new),
+            direct: database_file
+                .clone()
+                .map(|file| DirectReader::new(file, options.max_connections.max(1) as usize)),
             database_file,
             default_artifact_root: options
                 .default_artifact_root

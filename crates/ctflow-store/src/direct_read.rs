@@ -14,10 +14,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
+use tokio::sync::Semaphore;
 
 use crate::error::{Error, Result};
 
-/// Idle connections kept for the next read; more readers at once open more, then drop them.
+/// Idle connections kept for the next read; more readers at once (up to the store's read
+/// pool size) open more, then drop them.
 const KEEP_IDLE: usize = 4;
 
 /// How long a read waits for a lock (only a WAL recovery or reset takes one from readers).
@@ -32,14 +34,18 @@ pub(crate) struct DirectReader {
 struct Shared {
     file: PathBuf,
     idle: Mutex<Vec<Connection>>,
+    /// One permit per read at once; closed with the store.
+    permits: Semaphore,
 }
 
 impl DirectReader {
-    pub(crate) fn new(file: PathBuf) -> DirectReader {
+    /// At most `readers` reads at once (and so connections open).
+    pub(crate) fn new(file: PathBuf, readers: usize) -> DirectReader {
         DirectReader {
             shared: Arc::new(Shared {
                 file,
                 idle: Mutex::new(Vec::new()),
+                permits: Semaphore::new(readers.max(1)),
             }),
         }
     }
@@ -50,8 +56,15 @@ impl DirectReader {
         T: Send + 'static,
         F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     {
+        // NB: a closed store refuses as its sqlx pools do.
+        let permit = self
+            .shared
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| Error::Database(sqlx::Error::PoolClosed))?;
         let shared = self.shared.clone();
-        tokio::task::spawn_blocking(move || {
+        let result = tokio::task::spawn_blocking(move || {
             let connection = match shared.take_idle() {
                 Some(connection) => connection,
                 None => shared.open()?,
@@ -61,11 +74,14 @@ impl DirectReader {
             Ok(result)
         })
         .await
-        .map_err(|failed| Error::Io(std::io::Error::other(format!("a read stopped: {failed}"))))?
+        .map_err(|failed| Error::Io(std::io::Error::other(format!("a read stopped: {failed}"))))?;
+        drop(permit);
+        result
     }
 
-    /// Drops the idle connections (the store is closing).
+    /// Refuses further reads and drops the idle connections (the store is closing).
     pub(crate) fn close(&self) {
+        self.shared.permits.close();
         if let Ok(mut idle) = self.shared.idle.lock() {
             idle.clear();
         }
@@ -111,7 +127,7 @@ mod tests {
                 "PRAGMA journal_mode = WAL; CREATE TABLE t (x INTEGER); INSERT INTO t VALUES (1);",
             )
             .unwrap();
-        let reader = DirectReader::new(file.clone());
+        let reader = DirectReader::new(file.clone(), 2);
         let count = |reader: DirectReader| async move {
             reader
                 .read(|c| c.query_row("SELECT count(*) FROM t", [], |row| row.get::<_, i64>(0)))
@@ -127,13 +143,18 @@ mod tests {
         assert!(matches!(refused, Err(Error::Sqlite(_))), "{refused:?}");
         assert_eq!(count(reader.clone()).await.unwrap(), 2);
         reader.close();
+        let closed = count(reader.clone()).await;
+        assert!(
+            matches!(closed, Err(Error::Database(sqlx::Error::PoolClosed))),
+            "{closed:?}"
+        );
     }
 
     #[tokio::test]
     async fn a_missing_file_is_an_error_not_a_new_database() {
         let folder = tempfile::tempdir().unwrap();
         let file = folder.path().join("absent.db");
-        let reader = DirectReader::new(file.clone());
+        let reader = DirectReader::new(file.clone(), 1);
         let result = reader
             .read(|c| c.query_row("SELECT 1", [], |row| row.get::<_, i64>(0)))
             .await;
