@@ -213,11 +213,18 @@ impl OnlineScoring {
                 return PassOutcome::Failed(format!("cannot start {}: {e}", self.python.display()));
             }
         };
+        // NB: a runner that exits before reading its input (Python without mlflow, say)
+        // breaks the pipe; its exit status and stderr, below, say why better than EPIPE.
+        let mut unread = false;
         if let Some(mut stdin) = child.stdin.take() {
             let written = stdin.write_all(input.to_string().as_bytes()).await;
             drop(stdin);
-            if let Err(e) = written {
-                return PassOutcome::Failed(format!("cannot hand the scorers to Python: {e}"));
+            match written {
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => unread = true,
+                Err(e) => {
+                    return PassOutcome::Failed(format!("cannot hand the scorers to Python: {e}"));
+                }
+                Ok(()) => {}
             }
         }
         let output = match tokio::time::timeout(self.pass_timeout, child.wait_with_output()).await {
@@ -231,7 +238,9 @@ impl OnlineScoring {
             }
         };
         let stdout = String::from_utf8_lossy(&output.stdout);
-        if output.status.success() {
+        if output.status.success() && unread {
+            PassOutcome::Failed("the runner exited without reading the scorers".to_string())
+        } else if output.status.success() {
             PassOutcome::Scored(stdout.lines().last().unwrap_or_default().to_string())
         } else {
             let stderr = String::from_utf8_lossy(&output.stderr);

@@ -17,6 +17,7 @@ use rusqlite::{Connection, OpenFlags};
 use tokio::sync::Semaphore;
 
 use crate::error::{Error, Result};
+use crate::sql::{Arg, Sql};
 
 /// Idle connections kept for the next read; more readers at once (up to the store's read
 /// pool size) open more, then drop them.
@@ -79,12 +80,39 @@ impl DirectReader {
         result
     }
 
+    /// The rows of `sql` (built `Sql::in_order` for SQLite: `?` placeholders in argument
+    /// order), each made into a `T` by `row`.
+    pub(crate) async fn rows<T, F>(&self, sql: Sql, mut row: F) -> Result<Vec<T>>
+    where
+        T: Send + 'static,
+        F: FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T> + Send + 'static,
+    {
+        self.read(move |connection| {
+            let mut statement = connection.prepare(&sql.text)?;
+            let rows = statement.query_map(rusqlite::params_from_iter(&sql.args), &mut row)?;
+            rows.collect()
+        })
+        .await
+    }
+
     /// Refuses further reads and drops the idle connections (the store is closing).
     pub(crate) fn close(&self) {
         self.shared.permits.close();
         if let Ok(mut idle) = self.shared.idle.lock() {
             idle.clear();
         }
+    }
+}
+
+impl rusqlite::ToSql for Arg {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        use rusqlite::types::{ToSqlOutput, ValueRef};
+        Ok(ToSqlOutput::Borrowed(match self {
+            Arg::Int(value) => ValueRef::Integer(*value),
+            Arg::Float(value) => ValueRef::Real(*value),
+            Arg::Text(value) => ValueRef::Text(value.as_bytes()),
+            Arg::NullText | Arg::NullInt => ValueRef::Null,
+        }))
     }
 }
 
@@ -148,6 +176,33 @@ mod tests {
             matches!(closed, Err(Error::Database(sqlx::Error::PoolClosed))),
             "{closed:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn rows_bind_the_builders_arguments_in_order() {
+        let folder = tempfile::tempdir().unwrap();
+        let file = folder.path().join("rows.db");
+        Connection::open(&file)
+            .unwrap()
+            .execute_batch(
+                "CREATE TABLE t (n INTEGER, s TEXT, f REAL); \
+                 INSERT INTO t VALUES (1, 'a', 0.5), (2, 'b', NULL), (3, 'b', 1.5);",
+            )
+            .unwrap();
+        let reader = DirectReader::new(file, 1);
+        let mut sql = Sql::in_order(crate::Backend::Sqlite);
+        let (text, low) = (sql.text_arg("b"), sql.int_arg(2));
+        let null = sql.arg(Arg::NullInt);
+        sql.push(&format!(
+            "SELECT n, f FROM t WHERE s = {text} AND n >= {low} AND {null} IS NULL ORDER BY n"
+        ));
+        let rows = reader
+            .rows(sql, |row| {
+                Ok((row.get::<_, i64>(0)?, row.get::<_, Option<f64>>(1)?))
+            })
+            .await
+            .unwrap();
+        assert_eq!(rows, vec![(2, None), (3, Some(1.5))]);
     }
 
     #[tokio::test]

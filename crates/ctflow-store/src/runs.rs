@@ -17,7 +17,6 @@ use sqlx::AssertSqlSafe;
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
-use crate::direct_read::DirectReader;
 use crate::error::{Error, Result};
 use crate::sql::{Arg, Sql, bind_all, fetch_json_rows, json_rows_sql, values_groups};
 use crate::{Backend, Store};
@@ -924,9 +923,6 @@ impl Store {
             PointOrder::Key => "step, timestamp, value_key, is_nan",
             PointOrder::History => "timestamp, step, value_key, is_nan",
         };
-        if let Some(direct) = &self.direct {
-            return read_points_directly(direct, series_id, order_by, steps, limit, offset).await;
-        }
         let mut sql = Sql::in_order(self.backend);
         let series = sql.int_arg(series_id);
         let narrowing = match steps {
@@ -953,6 +949,13 @@ impl Store {
             "SELECT timestamp, step, value_key, is_nan FROM metric_points \
              WHERE series_id = {series}{narrowing} ORDER BY {order_by} LIMIT {limit} OFFSET {offset}"
         ));
+        if let Some(direct) = &self.direct {
+            return direct
+                .rows(sql, |row| {
+                    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+                })
+                .await;
+        }
         sql.query()
             .fetch_all(&self.read)
             .await?
@@ -1002,25 +1005,32 @@ impl Store {
         Ok(out)
     }
 
-    /// A series' steps in `[first, last]`, in key order, read as one packed list (a row
-    /// each would cost more than the list's parsing).
-    async fn packed_steps(&self, series_id: i64, first: i64, last: i64) -> Result<Vec<i64>> {
-        let steps_sql = match self.backend {
-            Backend::Sqlite => {
-                "SELECT group_concat(step) FROM (SELECT step FROM metric_points \
-                 WHERE series_id = $1 AND step >= $2 AND step <= $3 ORDER BY step, timestamp, value_key, is_nan)"
-            }
-            Backend::Postgres => {
-                "SELECT string_agg(step::text, ',' ORDER BY step, timestamp, value_key, is_nan) FROM metric_points \
-                 WHERE series_id = $1 AND step >= $2 AND step <= $3"
-            }
-        };
-        let packed: Option<String> = sqlx::query_scalar(steps_sql)
-            .bind(series_id)
-            .bind(first)
-            .bind(last)
-            .fetch_one(&self.read)
-            .await?;
+    /// A series' steps in `[first, last]`, in key order. Without a direct reader they come
+    /// as one packed list: a row each through sqlx would cost more than the list's parsing.
+    async fn series_steps(&self, series_id: i64, first: i64, last: i64) -> Result<Vec<i64>> {
+        let mut sql = Sql::in_order(self.backend);
+        let (series, first, last) = (
+            sql.int_arg(series_id),
+            sql.int_arg(first),
+            sql.int_arg(last),
+        );
+        let range = format!("series_id = {series} AND step >= {first} AND step <= {last}");
+        let key_order = "step, timestamp, value_key, is_nan";
+        if let Some(direct) = &self.direct {
+            sql.push(&format!(
+                "SELECT step FROM metric_points WHERE {range} ORDER BY {key_order}"
+            ));
+            return direct.rows(sql, |row| row.get(0)).await;
+        }
+        sql.push(&match self.backend {
+            Backend::Sqlite => format!(
+                "SELECT group_concat(step) FROM (SELECT step FROM metric_points WHERE {range} ORDER BY {key_order})"
+            ),
+            Backend::Postgres => format!(
+                "SELECT string_agg(step::text, ',' ORDER BY {key_order}) FROM metric_points WHERE {range}"
+            ),
+        });
+        let packed: Option<String> = sql.query().fetch_one(&self.read).await?.try_get(0)?;
         split_integers(packed.as_deref())
             .ok_or_else(|| Error::Corrupt(format!("metric steps of series {series_id}")))
     }
@@ -1046,10 +1056,7 @@ impl Store {
         {
             return Ok(points);
         }
-        let steps = match &self.direct {
-            Some(direct) => read_steps_directly(direct, series_id, start_step, end_step).await?,
-            None => self.packed_steps(series_id, start_step, end_step).await?,
-        };
+        let steps = self.series_steps(series_id, start_step, end_step).await?;
         let picked = sample_positions(steps.len(), buckets.max(1) as usize);
         if picked.len() == steps.len() {
             return self
@@ -1173,75 +1180,6 @@ impl Store {
             rows.len() == steps.len() && rows.iter().zip(&steps).all(|(row, &step)| row.1 == step);
         Ok(unchanged.then_some(rows))
     }
-}
-
-/// `series_points` on a SQLite file, stepped on a blocking thread (see `direct_read`).
-async fn read_points_directly(
-    direct: &DirectReader,
-    series_id: i64,
-    order_by: &'static str,
-    steps: Steps<'_>,
-    limit: i64,
-    offset: i64,
-) -> Result<Vec<Point>> {
-    let mut args = vec![series_id];
-    let mut arg = |value: i64| {
-        args.push(value);
-        format!("?{}", args.len())
-    };
-    let narrowing = match steps {
-        Steps::All => String::new(),
-        Steps::Between(first, last) => {
-            format!(" AND step >= {} AND step <= {}", arg(first), arg(last))
-        }
-        Steps::In(list) => {
-            let list: Vec<String> = list.iter().map(|&step| arg(step)).collect();
-            format!(" AND step IN ({})", list.join(", "))
-        }
-        Steps::AfterKey((timestamp, step, value_key, is_nan)) => {
-            let after = [step, timestamp, value_key, is_nan].map(&mut arg);
-            format!(
-                " AND (step, timestamp, value_key, is_nan) > ({})",
-                after.join(", ")
-            )
-        }
-    };
-    let limit_rows = limit;
-    let (limit, offset) = (arg(limit), arg(offset));
-    let sql = format!(
-        "SELECT timestamp, step, value_key, is_nan FROM metric_points \
-         WHERE series_id = ?1{narrowing} ORDER BY {order_by} LIMIT {limit} OFFSET {offset}"
-    );
-    direct
-        .read(move |connection| {
-            let mut statement = connection.prepare(&sql)?;
-            let mut rows = statement.query(rusqlite::params_from_iter(&args))?;
-            let mut points = Vec::with_capacity(limit_rows.clamp(0, 1 << 16) as usize);
-            while let Some(row) = rows.next()? {
-                points.push((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?));
-            }
-            Ok(points)
-        })
-        .await
-}
-
-/// A series' steps in `[first, last]`, in key order, on a SQLite file.
-async fn read_steps_directly(
-    direct: &DirectReader,
-    series_id: i64,
-    first: i64,
-    last: i64,
-) -> Result<Vec<i64>> {
-    direct
-        .read(move |connection| {
-            let mut statement = connection.prepare(
-                "SELECT step FROM metric_points WHERE series_id = ?1 AND step >= ?2 AND step <= ?3 \
-                 ORDER BY step, timestamp, value_key, is_nan",
-            )?;
-            let steps = statement.query_map([series_id, first, last], |row| row.get(0))?;
-            steps.collect()
-        })
-        .await
 }
 
 /// How a series' points are ordered when read.
