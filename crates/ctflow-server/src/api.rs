@@ -431,9 +431,11 @@ pub async fn get_metric_history(State(state): State<AppState>, p: Params) -> Jso
     let max_results = Some(state.limits.page(max_results.unwrap_or(i64::MAX)));
     let (points, next) = state
         .store
-        .get_metric_history(&run_id, &key, max_results, p.str("page_token")?.as_deref())
+        .get_metric_history_points(&run_id, &key, max_results, p.str("page_token")?.as_deref())
         .await?;
-    page("metrics", points, next)
+    crate::history_json::history_page_body(&key, &points, next.as_deref())
+        .map(json_bytes)
+        .map_err(|e| internal(serde_json::Error::io(e)))
 }
 
 /// A history point as MLflow's `MetricWithRunId`.

@@ -14,6 +14,7 @@ mod feedback;
 pub mod gateway;
 mod gateway_invoke;
 mod graphql;
+mod history_json;
 mod issues;
 pub mod limits;
 pub mod online_scoring;

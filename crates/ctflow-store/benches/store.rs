@@ -4,8 +4,9 @@
 //! chart sampling of a 100k-point series, and run search over `CTFLOW_BENCH_RUNS` runs
 //! (10,000 by default). Prints one JSON object per figure. The files go to a temporary
 //! folder under `CTFLOW_BENCH_DIR` when it is set; `CTFLOW_BENCH_ONLY=ingest,history,search`
-//! runs some of the parts; `floor` measures SQLite alone writing the same batches (rusqlite)
-//! and the store's share of that. `CTFLOW_BENCH_ONLY=growth` grows one store to 10k, 100k and 1M
+//! runs some of the parts; `floor` measures SQLite alone writing the same batches (rusqlite),
+//! the points alone in the store's 1000-row statements through rusqlite and through sqlx,
+//! and the store's share of the floor. `CTFLOW_BENCH_ONLY=growth` grows one store to 10k, 100k and 1M
 //! runs (`CTFLOW_BENCH_GROWTH`) and measures the reads at each size.
 //!
 //! `cargo bench -p ctflow-store --bench store`. Timings belong here, never in tests.
@@ -161,6 +162,86 @@ fn sqlite_floor(file: &std::path::Path, batches: i64) -> f64 {
     batches as f64 * 1000.0 / started.elapsed().as_secs_f64()
 }
 
+/// The store's points statement: one `INSERT` of 1000 five-column rows.
+fn thousand_row_insert() -> String {
+    format!(
+        "INSERT INTO metric_points (series_id, timestamp, step, value_key, is_nan) \
+         VALUES {} ON CONFLICT DO NOTHING",
+        vec!["(?, ?, ?, ?, ?)"; 1000].join(", ")
+    )
+}
+
+/// A point's five integer columns, its series numbered from `series_base`.
+fn point_columns(series_base: i64, m: &BatchMetric) -> [i64; 5] {
+    let bits = m.value.to_bits() as i64;
+    let value_key = if bits < 0 { !bits | i64::MIN } else { bits };
+    let series = series_base + i64::from(m.key.as_bytes()[1] - b'0');
+    [series, m.timestamp, m.step, value_key, 0]
+}
+
+/// The same batches' points (no latest values) as the store sends them, one 1000-row
+/// statement a batch, prepared once: SQLite alone.
+fn sqlite_thousand_row_statements(file: &std::path::Path, batches: i64) -> f64 {
+    let db = rusqlite::Connection::open(file).unwrap();
+    db.execute_batch(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA cache_size = -16384;",
+    )
+    .unwrap();
+    let work: Vec<Vec<BatchMetric>> = (0..batches).map(batch).collect();
+    let mut insert = db.prepare(&thousand_row_insert()).unwrap();
+    let started = Instant::now();
+    for points in &work {
+        db.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let columns = points.iter().flat_map(|m| point_columns(2_000_000, m));
+        assert_eq!(
+            insert.execute(rusqlite::params_from_iter(columns)).unwrap(),
+            1000
+        );
+        db.execute_batch("COMMIT").unwrap();
+    }
+    batches as f64 * 1000.0 / started.elapsed().as_secs_f64()
+}
+
+/// The same statements as [`sqlite_thousand_row_statements`], bound and run through sqlx's
+/// `Any` driver on one connection, as the store's writer runs them.
+async fn sqlx_thousand_row_statements(uri: &str, batches: i64) -> f64 {
+    sqlx::any::install_default_drivers();
+    // The store's file pragmas that matter here, as on the rusqlite side.
+    let pool = sqlx::any::AnyPoolOptions::new()
+        .max_connections(1)
+        .after_connect(|conn, _| {
+            Box::pin(async move {
+                sqlx::Executor::execute(
+                    conn,
+                    "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA cache_size = -16384;",
+                )
+                .await
+                .map(|_| ())
+            })
+        })
+        .connect(uri)
+        .await
+        .unwrap();
+    let sql = thousand_row_insert();
+    let work: Vec<Vec<BatchMetric>> = (0..batches).map(batch).collect();
+    let started = Instant::now();
+    for points in &work {
+        let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.unwrap();
+        let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()));
+        for column in points.iter().flat_map(|m| point_columns(3_000_000, m)) {
+            insert = insert.bind(column);
+        }
+        assert_eq!(
+            insert.execute(&mut *tx).await.unwrap().rows_affected(),
+            1000
+        );
+        tx.commit().await.unwrap();
+    }
+    let rate = batches as f64 * 1000.0 / started.elapsed().as_secs_f64();
+    pool.close().await;
+    rate
+}
+
 async fn ingest(backend: &str, store: &Store) {
     let experiment = store
         .create_experiment("ingest", None, &[])
@@ -252,13 +333,27 @@ async fn series_reads(
 ) {
     let mut full = timed(10, async || {
         let (points, _) = store
-            .get_metric_history(run, key, None, None)
+            .get_metric_history_points(run, key, None, None)
             .await
             .unwrap();
         assert_eq!(points.len(), 100_000);
     })
     .await;
     report_p50(backend, &format!("{prefix}history_100k_p50"), &mut full);
+    // The same read with the key put into every point (what GraphQL and bulk reads get).
+    let mut keyed = timed(10, async || {
+        let (points, _) = store
+            .get_metric_history(run, key, None, None)
+            .await
+            .unwrap();
+        assert_eq!(points.len(), 100_000);
+    })
+    .await;
+    report_p50(
+        backend,
+        &format!("{prefix}history_100k_keyed_p50"),
+        &mut keyed,
+    );
     // As the mlflow client reads it: pages of 25k (the server's default page cap), each
     // found from the previous page's token. The last page alone shows whether a deep page
     // costs more than the first.
@@ -268,7 +363,7 @@ async fn series_reads(
         loop {
             let started = Instant::now();
             let (page, next) = store
-                .get_metric_history(run, key, Some(25_000), token.as_deref())
+                .get_metric_history_points(run, key, Some(25_000), token.as_deref())
                 .await
                 .unwrap();
             points += page.len();
@@ -516,6 +611,26 @@ async fn bench(backend: &str, uri: &str, search_uri: &str, runs: usize) {
             .await
             .unwrap();
         report(backend, "sqlite_floor_log_batch", floor, "points/s");
+        // Where the store's time goes between SQLite and itself: its statement shape in
+        // SQLite alone, then the same statements through sqlx.
+        let floor_file = std::path::Path::new(file).with_extension("floor.db");
+        let shaped =
+            tokio::task::spawn_blocking(move || sqlite_thousand_row_statements(&floor_file, 200))
+                .await
+                .unwrap();
+        report(
+            backend,
+            "sqlite_points_in_1000_row_statements",
+            shaped,
+            "points/s",
+        );
+        let through_sqlx = sqlx_thousand_row_statements(&floor_uri, 200).await;
+        report(
+            backend,
+            "sqlx_points_in_1000_row_statements",
+            through_sqlx,
+            "points/s",
+        );
         // ctflow's side of the same comparison, right after it: 200 batches, one writer.
         let experiment = store
             .create_experiment("floor", None, &[])

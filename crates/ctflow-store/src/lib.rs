@@ -44,6 +44,8 @@ pub use leases::{CONTROLLER_ROLE, LeaseRecord};
 pub use logged_models::{LoggedModelOrder, LoggedModelSearch, NewLoggedModel};
 pub use pipelines::{CtCounts, Recorded};
 pub use registry::{NewModelVersion, RegistrySearch};
-pub use runs::{BatchMetric, DatasetInputRequest, DatasetSummary, NewRun, RunSearch, RunUpdate};
+pub use runs::{
+    BatchMetric, DatasetInputRequest, DatasetSummary, HistoryPoint, NewRun, RunSearch, RunUpdate,
+};
 pub use scorers::{OnlineScorer, OnlineScoringConfig, ScorerVersion};
 pub use traces::{SERVER_OWNED_TRACE_TAGS, TraceDeletion, TraceGroup, TraceSearch};

@@ -156,6 +156,29 @@ fn validate_tag(tag: &KeyValue) -> Result<()> {
 /// well under either engine's limit on bound parameters), reused while it is cached.
 const METRIC_CHUNK: usize = 1000;
 
+/// One point of a metric's history, its key left to the caller.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HistoryPoint {
+    /// Its value (NaN and the infinities allowed).
+    pub value: f64,
+    /// When it was measured (epoch ms).
+    pub timestamp: i64,
+    /// The step it belongs to.
+    pub step: i64,
+}
+
+impl HistoryPoint {
+    /// The point as the API's `MetricPoint`, its key filled in.
+    pub fn with_key(self, key: &str) -> MetricPoint {
+        MetricPoint {
+            key: key.to_string(),
+            value: self.value,
+            timestamp: self.timestamp,
+            step: self.step,
+        }
+    }
+}
+
 /// What one request logs to one run, validated; written by the group committer.
 pub(crate) struct RunWrite {
     pub(crate) run_id: String,
@@ -849,6 +872,26 @@ impl Store {
         max_results: Option<i64>,
         token: Option<&str>,
     ) -> Result<(Vec<MetricPoint>, Option<String>)> {
+        let (points, next) = self
+            .get_metric_history_points(run_id, key, max_results, token)
+            .await?;
+        let points = points
+            .into_iter()
+            .map(|point| point.with_key(key))
+            .collect();
+        Ok((points, next))
+    }
+
+    /// [`Store::get_metric_history`] without the key repeated in every point, for an
+    /// answer that writes the key itself (a long history's page would otherwise allocate
+    /// it once a point).
+    pub async fn get_metric_history_points(
+        &self,
+        run_id: &str,
+        key: &str,
+        max_results: Option<i64>,
+        token: Option<&str>,
+    ) -> Result<(Vec<HistoryPoint>, Option<String>)> {
         let _timer = self.timer("get_metric_history");
         let start = page_token::decode_start(token)?;
         self.get_run_info(run_id).await?;
@@ -888,8 +931,7 @@ impl Store {
         };
         let points = points
             .into_iter()
-            .map(|(timestamp, step, value_key, is_nan)| MetricPoint {
-                key: key.to_string(),
+            .map(|(timestamp, step, value_key, is_nan)| HistoryPoint {
                 value: value_from_key(value_key, is_nan),
                 timestamp,
                 step,
