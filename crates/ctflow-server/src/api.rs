@@ -65,8 +65,8 @@ impl<T: Serialize> Serialize for Page<'_, T> {
 }
 
 pub(crate) fn page<T: Serialize>(key: &str, items: Vec<T>, next: Option<String>) -> JsonResult {
-    // NB: sized for a page of small items up front (a history point is ~80 bytes): a
-    // 25,000-point page would otherwise be copied over a dozen times as the buffer grows.
+    // NB: sized for a page of small items up front: a bulk history's 25,000 points would
+    // otherwise be copied over a dozen times as the buffer grows.
     let mut body = Vec::with_capacity(128 + 64 * items.len());
     let page = Page {
         key,

@@ -6,6 +6,7 @@
 
 use std::io;
 
+use ctflow_core::entities::serialize_double;
 use ctflow_store::HistoryPoint;
 use serde_json::ser::{CompactFormatter, Formatter};
 
@@ -28,7 +29,9 @@ pub(crate) fn history_page_body(
                 body.push(b',');
             }
             body.extend_from_slice(&point_start);
-            write_double(&mut body, point.value)?;
+            // The one definition of how a double goes on the wire (NaN and the
+            // infinities as protobuf's strings).
+            serialize_double(&point.value, &mut serde_json::Serializer::new(&mut body))?;
             body.extend_from_slice(br#","timestamp":"#);
             CompactFormatter.write_i64(&mut body, point.timestamp)?;
             body.extend_from_slice(br#","step":"#);
@@ -46,21 +49,6 @@ pub(crate) fn history_page_body(
     }
     body.push(b'}');
     Ok(body)
-}
-
-/// A double as `ctflow_core::entities::serialize_double` writes it: NaN and the
-/// infinities as protobuf's strings, a finite value as serde_json's shortest form.
-fn write_double(body: &mut Vec<u8>, value: f64) -> io::Result<()> {
-    if value.is_nan() {
-        body.extend_from_slice(br#""NaN""#);
-    } else if value == f64::INFINITY {
-        body.extend_from_slice(br#""Infinity""#);
-    } else if value == f64::NEG_INFINITY {
-        body.extend_from_slice(br#""-Infinity""#);
-    } else {
-        CompactFormatter.write_f64(body, value)?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -102,11 +102,7 @@ async fn timed<F: AsyncFnMut()>(reps: usize, mut op: F) -> Vec<Duration> {
 /// prepared once and driven from Rust through SQLite's C interface, with the store's
 /// file pragmas. No HTTP, no JSON, no checks: only SQLite.
 fn sqlite_floor(file: &std::path::Path, batches: i64) -> f64 {
-    let db = rusqlite::Connection::open(file).unwrap();
-    db.execute_batch(
-        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA cache_size = -16384;",
-    )
-    .unwrap();
+    let db = floor_connection(file);
     let run = "f".repeat(32);
     for key in 0..10 {
         db.execute(
@@ -118,10 +114,6 @@ fn sqlite_floor(file: &std::path::Path, batches: i64) -> f64 {
     }
     // The statements' arguments are made before the clock starts.
     let work: Vec<Vec<BatchMetric>> = (0..batches).map(batch).collect();
-    let order_key = |value: f64| {
-        let bits = value.to_bits() as i64;
-        if bits < 0 { !bits | i64::MIN } else { bits }
-    };
     let mut insert = db
         .prepare(
             "INSERT INTO metric_points (series_id, timestamp, step, value_key, is_nan) \
@@ -135,13 +127,13 @@ fn sqlite_floor(file: &std::path::Path, batches: i64) -> f64 {
              value = excluded.value, timestamp = excluded.timestamp, step = excluded.step, value_bits = excluded.value_bits",
         )
         .unwrap();
-    let series = |m: &BatchMetric| 1_000_000 + i64::from(m.key.as_bytes()[1] - b'0');
     let started = Instant::now();
     for points in &work {
         db.execute_batch("BEGIN IMMEDIATE").unwrap();
         for m in points {
+            let [series, timestamp, step, value_key, _] = point_columns(1_000_000, m);
             insert
-                .execute([series(m), m.timestamp, m.step, order_key(m.value)])
+                .execute([series, timestamp, step, value_key])
                 .unwrap();
         }
         for m in &points[points.len() - 10..] {
@@ -153,13 +145,23 @@ fn sqlite_floor(file: &std::path::Path, batches: i64) -> f64 {
                     m.timestamp,
                     m.step,
                     m.value.to_bits() as i64,
-                    series(m)
+                    point_columns(1_000_000, m)[0]
                 ])
                 .unwrap();
         }
         db.execute_batch("COMMIT").unwrap();
     }
     batches as f64 * 1000.0 / started.elapsed().as_secs_f64()
+}
+
+/// The store's file pragmas that bear on writing points.
+const FLOOR_PRAGMAS: &str =
+    "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA cache_size = -16384;";
+
+fn floor_connection(file: &std::path::Path) -> rusqlite::Connection {
+    let db = rusqlite::Connection::open(file).unwrap();
+    db.execute_batch(FLOOR_PRAGMAS).unwrap();
+    db
 }
 
 /// The store's points statement: one `INSERT` of 1000 five-column rows.
@@ -182,11 +184,7 @@ fn point_columns(series_base: i64, m: &BatchMetric) -> [i64; 5] {
 /// The same batches' points (no latest values) as the store sends them, one 1000-row
 /// statement a batch, prepared once: SQLite alone.
 fn sqlite_thousand_row_statements(file: &std::path::Path, batches: i64) -> f64 {
-    let db = rusqlite::Connection::open(file).unwrap();
-    db.execute_batch(
-        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA cache_size = -16384;",
-    )
-    .unwrap();
+    let db = floor_connection(file);
     let work: Vec<Vec<BatchMetric>> = (0..batches).map(batch).collect();
     let mut insert = db.prepare(&thousand_row_insert()).unwrap();
     let started = Instant::now();
@@ -206,17 +204,13 @@ fn sqlite_thousand_row_statements(file: &std::path::Path, batches: i64) -> f64 {
 /// `Any` driver on one connection, as the store's writer runs them.
 async fn sqlx_thousand_row_statements(uri: &str, batches: i64) -> f64 {
     sqlx::any::install_default_drivers();
-    // The store's file pragmas that matter here, as on the rusqlite side.
     let pool = sqlx::any::AnyPoolOptions::new()
         .max_connections(1)
         .after_connect(|conn, _| {
             Box::pin(async move {
-                sqlx::Executor::execute(
-                    conn,
-                    "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA cache_size = -16384;",
-                )
-                .await
-                .map(|_| ())
+                sqlx::Executor::execute(conn, FLOOR_PRAGMAS)
+                    .await
+                    .map(|_| ())
             })
         })
         .connect(uri)
