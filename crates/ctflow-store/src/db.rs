@@ -14,7 +14,7 @@ use tracing::info;
 
 use crate::direct_read::DirectReader;
 use crate::error::{Error, Result};
-use crate::group_commit::GroupCommitter;
+use crate::group_commit::{DirectWriter, GroupCommitter};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -389,7 +389,13 @@ impl Store {
             Backend::Sqlite => 1,
             Backend::Postgres => (options.max_connections / 2).max(1) as usize,
         };
-        let run_writes = GroupCommitter::start(write.clone(), backend, writers);
+        let run_writes = match &database_file {
+            Some(file) => GroupCommitter::start_direct(
+                write.clone(),
+                DirectWriter::open(file.clone(), options.durability.file_pragmas())?,
+            ),
+            None => GroupCommitter::start(write.clone(), backend, writers),
+        };
         let store = Store {
             read,
             write,
@@ -616,6 +622,7 @@ impl Store {
 
     /// Closes the pools; on SQLite this checkpoints the WAL.
     pub async fn close(&self) {
+        self.run_writes.close().await;
         if let Some(direct) = &self.direct {
             direct.close();
         }

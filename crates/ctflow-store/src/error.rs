@@ -7,7 +7,8 @@ pub enum Error {
     Mlflow(#[from] MlflowError),
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
-    /// From a direct read (see `direct_read`).
+    /// From SQLite's own interface: a long read (`direct_read`) or a run write
+    /// (`group_commit`).
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
     #[error("I/O error: {0}")]
@@ -28,6 +29,9 @@ impl Error {
             Error::Database(sqlx::Error::Database(db)) => db
                 .code()
                 .is_some_and(|code| crate::db::OUT_OF_SPACE_CODES.contains(&code.as_ref())),
+            Error::Sqlite(rusqlite::Error::SqliteFailure(failure, _)) => {
+                failure.code == rusqlite::ErrorCode::DiskFull
+            }
             Error::Io(io) => matches!(
                 io.kind(),
                 std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded

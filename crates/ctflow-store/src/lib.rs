@@ -27,6 +27,7 @@ mod scorers;
 mod search;
 mod sql;
 mod traces;
+mod write_connection;
 
 pub use ctflow_core::pipeline::PipelineRecord;
 pub use ctflow_core::pipeline_run::{Approval, PipelineRun, PipelineRunEvent, PromotionStep};

@@ -14,11 +14,12 @@ use ctflow_core::validation::{
 };
 use ctflow_core::{MlflowError, ids, now_ms, page_token};
 use sqlx::AssertSqlSafe;
+use sqlx::Row;
 use sqlx::any::AnyRow;
-use sqlx::{Any, Row, Transaction};
 
 use crate::error::{Error, Result};
-use crate::sql::{Arg, Sql, bind_all, fetch_json_rows, json_rows_sql, values_groups};
+use crate::sql::{Arg, Sql, fetch_json_rows, json_rows_sql, values_groups};
+use crate::write_connection::WriteConnection;
 use crate::{Backend, Store};
 
 pub const RUN_NAME_TAG: &str = "mlflow.runName";
@@ -131,20 +132,22 @@ pub(crate) fn run_info_from_row(row: &AnyRow) -> Result<RunInfo> {
 }
 
 /// Checks a write target inside the write transaction.
-async fn require_active_run(tx: &mut Transaction<'_, Any>, run_id: &str) -> Result<i64> {
-    let row = sqlx::query("SELECT lifecycle_stage, experiment_id FROM runs WHERE run_uuid = $1")
-        .bind(run_id)
-        .fetch_optional(&mut **tx)
+async fn require_active_run(tx: &mut impl WriteConnection, run_id: &str) -> Result<i64> {
+    let (stage, experiment_id): (String, i64) = tx
+        .fetch(
+            "SELECT lifecycle_stage, experiment_id FROM runs WHERE run_uuid = $1",
+            &[Arg::Text(run_id.to_string())],
+        )
         .await?
+        .pop()
         .ok_or_else(|| run_not_found(run_id))?;
-    let stage: String = row.try_get(0)?;
     if stage != LIFECYCLE_ACTIVE {
         return Err(MlflowError::invalid(format!(
             "The run {run_id} must be in the 'active' state. Current state is {stage}."
         ))
         .into());
     }
-    Ok(row.try_get(1)?)
+    Ok(experiment_id)
 }
 
 fn validate_tag(tag: &KeyValue) -> Result<()> {
@@ -191,7 +194,7 @@ pub(crate) struct RunWrite {
 /// Writes `write` inside `tx`: all of it, or an error and (with the transaction or
 /// savepoint rolled back by the caller) none of it.
 pub(crate) async fn apply_run_write(
-    tx: &mut Transaction<'_, Any>,
+    tx: &mut impl WriteConnection,
     backend: Backend,
     write: &RunWrite,
 ) -> Result<()> {
@@ -1280,7 +1283,7 @@ pub(crate) fn sample_positions(len: usize, n: usize) -> Vec<usize> {
 }
 
 async fn upsert_tags(
-    tx: &mut Transaction<'_, Any>,
+    tx: &mut impl WriteConnection,
     backend: Backend,
     run_id: &str,
     tags: &[KeyValue],
@@ -1304,21 +1307,19 @@ async fn upsert_tags(
         args.push(Arg::Text(tag.key.clone()));
         args.push(Arg::Text(tag.value.clone()));
     }
-    bind_all(sqlx::query(AssertSqlSafe(sql)), &args)
-        .execute(&mut **tx)
-        .await?;
+    tx.execute(&sql, &args).await?;
     if let Some(name) = latest.iter().rev().find(|t| t.key == RUN_NAME_TAG) {
-        sqlx::query("UPDATE runs SET name = $1 WHERE run_uuid = $2")
-            .bind(name.value.as_str())
-            .bind(run_id)
-            .execute(&mut **tx)
-            .await?;
+        tx.execute(
+            "UPDATE runs SET name = $1 WHERE run_uuid = $2",
+            &[Arg::Text(name.value.clone()), Arg::Text(run_id.to_string())],
+        )
+        .await?;
     }
     Ok(())
 }
 
 async fn insert_params(
-    tx: &mut Transaction<'_, Any>,
+    tx: &mut impl WriteConnection,
     backend: Backend,
     run_id: &str,
     params: &[KeyValue],
@@ -1328,13 +1329,11 @@ async fn insert_params(
     let run = sql.text_arg(run_id);
     let list = sql.text_list(params.iter().map(|p| p.key.clone()));
     sql.text = format!("SELECT key, value FROM params WHERE run_uuid = {run} AND key IN {list}");
-    let existing: HashMap<String, String> = sql
-        .query()
-        .fetch_all(&mut **tx)
+    let existing: HashMap<String, String> = tx
+        .fetch::<(String, String)>(&sql.text, &sql.args)
         .await?
-        .iter()
-        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
-        .collect::<Result<_>>()?;
+        .into_iter()
+        .collect();
     let conflicts: Vec<(&KeyValue, &String)> = params
         .iter()
         .filter_map(|p| {
@@ -1385,9 +1384,7 @@ async fn insert_params(
         args.push(Arg::Text(p.key.clone()));
         args.push(Arg::Text(p.value.clone()));
     }
-    bind_all(sqlx::query(AssertSqlSafe(sql)), &args)
-        .execute(&mut **tx)
-        .await?;
+    tx.execute(&sql, &args).await?;
     Ok(())
 }
 
@@ -1453,7 +1450,7 @@ fn keeps_steps_ascending(last: Option<(i64, i64)>, points: &mut [(i64, i64)]) ->
 /// yet (with the key's latest point of the batch as their latest value) and clearing
 /// `steps_ascend` on the ones this batch breaks it for.
 async fn prepare_series(
-    tx: &mut Transaction<'_, Any>,
+    tx: &mut impl WriteConnection,
     backend: Backend,
     run_id: &str,
     by_key: &mut [KeyPoints<'_>],
@@ -1488,7 +1485,7 @@ async fn prepare_series(
         let list: Vec<String> = broken.iter().map(|&id| sql.int_arg(id)).collect();
         sql.push(&list.join(", "));
         sql.push(")");
-        sql.query().execute(&mut **tx).await?;
+        tx.execute(&sql.text, &sql.args).await?;
     }
     if missing.is_empty() {
         return Ok(ids);
@@ -1496,18 +1493,21 @@ async fn prepare_series(
     let new_ids: Vec<i64> = match backend {
         // NB: the write lock is held from BEGIN IMMEDIATE, so the maximum cannot move.
         Backend::Sqlite => {
-            let max: Option<i64> = sqlx::query_scalar("SELECT max(series_id) FROM latest_metrics")
-                .fetch_one(&mut **tx)
+            let max: Vec<(Option<i64>,)> = tx
+                .fetch("SELECT max(series_id) FROM latest_metrics", &[])
                 .await?;
-            let first = max.unwrap_or(0) + 1;
+            let first = max.first().and_then(|(max,)| *max).unwrap_or(0) + 1;
             (first..first + missing.len() as i64).collect()
         }
-        Backend::Postgres => {
-            sqlx::query_scalar("SELECT nextval('metric_series_ids') FROM generate_series(1, $1)")
-                .bind(missing.len() as i64)
-                .fetch_all(&mut **tx)
-                .await?
-        }
+        Backend::Postgres => tx
+            .fetch::<(i64,)>(
+                "SELECT nextval('metric_series_ids') FROM generate_series(1, $1)",
+                &[Arg::Int(missing.len() as i64)],
+            )
+            .await?
+            .into_iter()
+            .map(|(id,)| id)
+            .collect(),
     };
     let sql = format!(
         "INSERT INTO latest_metrics (run_uuid, key, value, is_nan, timestamp, step, value_bits, series_id, steps_ascend) \
@@ -1519,9 +1519,7 @@ async fn prepare_series(
         push_latest_row(&mut args, run_id, m, *id);
         args.push(Arg::Int(i64::from(*ascending)));
     }
-    bind_all(sqlx::query(AssertSqlSafe(sql)), &args)
-        .execute(&mut **tx)
-        .await?;
+    tx.execute(&sql, &args).await?;
     if backend == Backend::Sqlite {
         // The single writer made every one of them: the ids are ours.
         ids.extend(missing.iter().map(|(m, _)| m.key.clone()).zip(new_ids));
@@ -1548,10 +1546,11 @@ async fn prepare_series(
                 .unwrap_or_default();
             // Their first points and ours interleave: only a check against theirs is safe.
             if !*ascending || !keeps_steps_ascending(Some(series.last), &mut points) {
-                sqlx::query("UPDATE latest_metrics SET steps_ascend = 0 WHERE series_id = $1")
-                    .bind(series.id)
-                    .execute(&mut **tx)
-                    .await?;
+                tx.execute(
+                    "UPDATE latest_metrics SET steps_ascend = 0 WHERE series_id = $1",
+                    &[Arg::Int(series.id)],
+                )
+                .await?;
             }
         }
     }
@@ -1560,7 +1559,7 @@ async fn prepare_series(
 }
 
 async fn existing_series<'k>(
-    tx: &mut Transaction<'_, Any>,
+    tx: &mut impl WriteConnection,
     backend: Backend,
     run_id: &str,
     keys: impl Iterator<Item = &'k str>,
@@ -1577,19 +1576,20 @@ async fn existing_series<'k>(
         // the last ones written.
         sql.push(" FOR UPDATE");
     }
-    let rows = sql.query().fetch_all(&mut **tx).await?;
-    let mut series = HashMap::with_capacity(rows.len());
-    for row in &rows {
-        series.insert(
-            row.try_get::<String, _>(0)?,
-            Series {
-                id: row.try_get(1)?,
-                last: (row.try_get(2)?, row.try_get(3)?),
-                steps_ascend: row.try_get::<i64, _>(4)? != 0,
-            },
-        );
-    }
-    Ok(series)
+    let rows: Vec<(String, i64, i64, i64, i64)> = tx.fetch(&sql.text, &sql.args).await?;
+    Ok(rows
+        .into_iter()
+        .map(|(key, id, step, timestamp, steps_ascend)| {
+            (
+                key,
+                Series {
+                    id,
+                    last: (step, timestamp),
+                    steps_ascend: steps_ascend != 0,
+                },
+            )
+        })
+        .collect())
 }
 
 /// A point's key columns: series, timestamp, step, value key, NaN flag.
@@ -1636,7 +1636,7 @@ struct KeyPoints<'m> {
 }
 
 async fn insert_metrics(
-    tx: &mut Transaction<'_, Any>,
+    tx: &mut impl WriteConnection,
     backend: Backend,
     run_id: &str,
     metrics: &[BatchMetric],
@@ -1694,9 +1694,7 @@ async fn insert_metrics(
         for m in chunk {
             push_point_key(&mut args, series_of(m)?, m);
         }
-        bind_all(sqlx::query(AssertSqlSafe(sql)), &args)
-            .execute(&mut **tx)
-            .await?;
+        tx.execute(&sql, &args).await?;
     }
 
     let sql = format!(
@@ -1710,9 +1708,7 @@ async fn insert_metrics(
     for m in &latest {
         push_latest_row(&mut args, run_id, m, series_of(m)?);
     }
-    bind_all(sqlx::query(AssertSqlSafe(sql)), &args)
-        .execute(&mut **tx)
-        .await?;
+    tx.execute(&sql, &args).await?;
 
     let with_context: Vec<&BatchMetric> = metrics
         .iter()
@@ -1731,9 +1727,7 @@ async fn insert_metrics(
             args.push(opt_text(&m.dataset_name));
             args.push(opt_text(&m.dataset_digest));
         }
-        bind_all(sqlx::query(AssertSqlSafe(sql)), &args)
-            .execute(&mut **tx)
-            .await?;
+        tx.execute(&sql, &args).await?;
     }
 
     let linked: Vec<&BatchMetric> = metrics.iter().filter(|m| m.model_id.is_some()).collect();
@@ -1756,9 +1750,7 @@ async fn insert_metrics(
             args.push(Arg::Text(m.dataset_name.clone().unwrap_or_default()));
             args.push(Arg::Text(m.dataset_digest.clone().unwrap_or_default()));
         }
-        bind_all(sqlx::query(AssertSqlSafe(sql)), &args)
-            .execute(&mut **tx)
-            .await?;
+        tx.execute(&sql, &args).await?;
     }
     Ok(())
 }

@@ -3378,6 +3378,18 @@ async fn contract_sqlite() {
     .await;
 }
 
+/// An in-memory SQLite store writes runs and reads histories through sqlx, where a file
+/// does both on SQLite's own interface: the same cases hold on both paths.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contract_sqlite_in_memory() {
+    run_all(async |_| {
+        Store::open(options("sqlite:///:memory:".into()))
+            .await
+            .unwrap()
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn contract_postgres() {
     let pg = support::TempPostgres::start();
