@@ -93,6 +93,18 @@ fn stopped() -> crate::Error {
     crate::Error::Database(sqlx::Error::PoolClosed)
 }
 
+/// An error for each request of a group from one that is not `Clone`, kept to the kind
+/// that decides the answer (a closed store, a writer busy past the pool's timeout).
+fn like(failed: &sqlx::Error) -> Error {
+    match failed {
+        sqlx::Error::PoolClosed => stopped(),
+        sqlx::Error::PoolTimedOut => Error::Database(sqlx::Error::PoolTimedOut),
+        other => Error::Io(std::io::Error::other(format!(
+            "the store's write connection failed: {other}"
+        ))),
+    }
+}
+
 /// The next group: the first request to arrive and whatever queued behind it. None once
 /// the store is gone.
 async fn next_group(receiver: &mut mpsc::Receiver<Queued>) -> Option<Vec<Queued>> {
@@ -177,14 +189,9 @@ async fn write_groups_directly(
         // NB: while this is held, the store's other SQLite writes wait for it in-process.
         let lock = match pool.acquire().await {
             Ok(lock) => lock,
-            Err(closed) => {
-                let message = closed.to_string();
+            Err(failed) => {
                 for queued in group {
-                    let _ = queued
-                        .reply
-                        .send(Err(Error::Io(std::io::Error::other(format!(
-                            "the store's writer is gone: {message}"
-                        )))));
+                    let _ = queued.reply.send(Err(like(&failed)));
                 }
                 continue;
             }
