@@ -105,6 +105,13 @@ fn like(failed: &sqlx::Error) -> Error {
     }
 }
 
+/// Answers every request of `group` with an error of its own.
+fn refuse(group: Vec<Queued>, error: impl Fn() -> Error) {
+    for queued in group {
+        let _ = queued.reply.send(Err(error()));
+    }
+}
+
 /// The next group: the first request to arrive and whatever queued behind it. None once
 /// the store is gone.
 async fn next_group(receiver: &mut mpsc::Receiver<Queued>) -> Option<Vec<Queued>> {
@@ -131,7 +138,14 @@ async fn write_groups(
                 None => return,
             }
         };
-        write_group(&pool, backend, group).await;
+        write_group(
+            &mut PoolTarget {
+                pool: &pool,
+                backend,
+            },
+            group,
+        )
+        .await;
     }
 }
 
@@ -190,9 +204,7 @@ async fn write_groups_directly(
         let lock = match pool.acquire().await {
             Ok(lock) => lock,
             Err(failed) => {
-                for queued in group {
-                    let _ = queued.reply.send(Err(like(&failed)));
-                }
+                refuse(group, || like(&failed));
                 continue;
             }
         };
@@ -200,24 +212,21 @@ async fn write_groups_directly(
         let (file, pragmas) = (writer.file.clone(), writer.pragmas);
         let runtime = tokio::runtime::Handle::current();
         let written = tokio::task::spawn_blocking(move || {
-            let mut connection =
-                match connection {
-                    Some(connection) => connection,
-                    None => match open_writer(&file, pragmas) {
-                        Ok(connection) => connection,
-                        Err(error) => {
-                            let message = error.to_string();
-                            for queued in group {
-                                let _ = queued.reply.send(Err(Error::Io(std::io::Error::other(
-                                    format!("cannot open the database to write: {message}"),
-                                ))));
-                            }
-                            return None;
-                        }
-                    },
-                };
+            let opened = connection.map_or_else(|| open_writer(&file, pragmas), Ok);
+            let mut connection = match opened {
+                Ok(connection) => connection,
+                Err(error) => {
+                    let message = error.to_string();
+                    refuse(group, || {
+                        Error::Io(std::io::Error::other(format!(
+                            "cannot open the database to write: {message}"
+                        )))
+                    });
+                    return None;
+                }
+            };
             // NB: the connection's futures never wait; block_on only drives them.
-            runtime.block_on(write_group_on(&mut connection, group));
+            runtime.block_on(write_group(&mut connection, group));
             Some(connection)
         })
         .await;
@@ -226,46 +235,65 @@ async fn write_groups_directly(
     }
 }
 
-async fn write_group_on(connection: &mut rusqlite::Connection, group: Vec<Queued>) {
-    if group.len() == 1 {
-        for queued in group {
-            let result = write_alone_on(connection, &queued.write).await;
-            let _ = queued.reply.send(result);
-        }
-        return;
+/// Where a writer task writes: the pool's transactions (sqlx) or the direct writer's
+/// connection. `write_group` decides, for either, when requests share a transaction.
+trait GroupTarget {
+    /// One transaction, one savepoint per request. The outer error means nothing committed.
+    async fn together(&mut self, group: &[Queued]) -> Result<Vec<Result<()>>>;
+    /// One request in a transaction of its own.
+    async fn alone(&mut self, write: &RunWrite) -> Result<()>;
+}
+
+struct PoolTarget<'p> {
+    pool: &'p AnyPool,
+    backend: Backend,
+}
+
+impl GroupTarget for PoolTarget<'_> {
+    async fn together(&mut self, group: &[Queued]) -> Result<Vec<Result<()>>> {
+        let mut tx = begin(self.pool, self.backend).await?;
+        let results = write_each(&mut tx, self.backend, group).await?;
+        tx.commit().await?;
+        Ok(results)
     }
-    let together = async {
-        connection.execute("BEGIN IMMEDIATE", &[]).await?;
-        let results = write_each(connection, Backend::Sqlite, &group).await?;
-        connection.execute("COMMIT", &[]).await?;
-        Ok::<_, Error>(results)
-    };
-    match together.await {
-        Ok(results) => {
-            tracing::trace!(requests = group.len(), "group committed");
-            for (queued, result) in group.into_iter().zip(results) {
-                let _ = queued.reply.send(result);
-            }
-        }
-        Err(error) => {
-            roll_back(connection);
-            tracing::debug!(%error, requests = group.len(), "group commit failed; writing its requests one by one");
-            for queued in group {
-                let result = write_alone_on(connection, &queued.write).await;
-                let _ = queued.reply.send(result);
-            }
-        }
+
+    async fn alone(&mut self, write: &RunWrite) -> Result<()> {
+        let mut tx = begin(self.pool, self.backend).await?;
+        apply_run_write(&mut tx, self.backend, write).await?;
+        tx.commit().await?;
+        Ok(())
     }
 }
 
-async fn write_alone_on(connection: &mut rusqlite::Connection, write: &RunWrite) -> Result<()> {
-    let alone = async {
+impl GroupTarget for rusqlite::Connection {
+    async fn together(&mut self, group: &[Queued]) -> Result<Vec<Result<()>>> {
+        in_transaction(self, async |connection| {
+            write_each(connection, Backend::Sqlite, group).await
+        })
+        .await
+    }
+
+    async fn alone(&mut self, write: &RunWrite) -> Result<()> {
+        in_transaction(self, async |connection| {
+            apply_run_write(connection, Backend::Sqlite, write).await
+        })
+        .await
+    }
+}
+
+/// `work` between `BEGIN IMMEDIATE` and `COMMIT`, rolled back when any of it fails (as a
+/// dropped sqlx transaction is).
+async fn in_transaction<T>(
+    connection: &mut rusqlite::Connection,
+    work: impl AsyncFnOnce(&mut rusqlite::Connection) -> Result<T>,
+) -> Result<T> {
+    let result = async {
         connection.execute("BEGIN IMMEDIATE", &[]).await?;
-        apply_run_write(connection, Backend::Sqlite, write).await?;
+        let value = work(connection).await?;
         connection.execute("COMMIT", &[]).await?;
-        Ok(())
-    };
-    let result = alone.await;
+        Ok(value)
+    }
+    .await;
     if result.is_err() {
         roll_back(connection);
     }
@@ -288,15 +316,15 @@ async fn begin(pool: &AnyPool, backend: Backend) -> Result<Transaction<'static, 
     })
 }
 
-async fn write_group(pool: &AnyPool, backend: Backend, group: Vec<Queued>) {
+async fn write_group(target: &mut impl GroupTarget, group: Vec<Queued>) {
     if group.len() == 1 {
         for queued in group {
-            let result = write_alone(pool, backend, &queued.write).await;
+            let result = target.alone(&queued.write).await;
             let _ = queued.reply.send(result);
         }
         return;
     }
-    match write_together(pool, backend, &group).await {
+    match target.together(&group).await {
         Ok(results) => {
             tracing::trace!(requests = group.len(), "group committed");
             for (queued, result) in group.into_iter().zip(results) {
@@ -306,23 +334,11 @@ async fn write_group(pool: &AnyPool, backend: Backend, group: Vec<Queued>) {
         Err(error) => {
             tracing::debug!(%error, requests = group.len(), "group commit failed; writing its requests one by one");
             for queued in group {
-                let result = write_alone(pool, backend, &queued.write).await;
+                let result = target.alone(&queued.write).await;
                 let _ = queued.reply.send(result);
             }
         }
     }
-}
-
-/// One transaction, one savepoint per request. The outer error means nothing committed.
-async fn write_together(
-    pool: &AnyPool,
-    backend: Backend,
-    group: &[Queued],
-) -> Result<Vec<Result<()>>> {
-    let mut tx = begin(pool, backend).await?;
-    let results = write_each(&mut tx, backend, group).await?;
-    tx.commit().await?;
-    Ok(results)
 }
 
 /// Each request of a group in its own savepoint of the transaction begun on `tx`.
@@ -347,13 +363,6 @@ async fn write_each(
         }
     }
     Ok(results)
-}
-
-async fn write_alone(pool: &AnyPool, backend: Backend, write: &RunWrite) -> Result<()> {
-    let mut tx = begin(pool, backend).await?;
-    apply_run_write(&mut tx, backend, write).await?;
-    tx.commit().await?;
-    Ok(())
 }
 
 #[cfg(test)]
@@ -441,8 +450,8 @@ mod tests {
             .get_metric_history_points(&run_id, "loss", None, None)
             .await
             .unwrap();
-        assert_eq!(points.len(), accepted * 100);
         assert_eq!(accepted, 70);
+        assert_eq!(points.len(), accepted * 100);
         reopened.close().await;
     }
 }

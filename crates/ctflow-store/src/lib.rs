@@ -3,6 +3,8 @@
 //!
 //! Both SQL engines run the same statements (written with `$N` placeholders, which SQLite
 //! accepts too) through sqlx's `Any` driver; the engine is chosen by the URI at start-up.
+//! On a SQLite file, long history reads (`direct_read`) and run writes (`group_commit`)
+//! run the same statements on SQLite's own interface instead.
 //! Each engine has its own migration folder, since DDL differs in small ways.
 #![forbid(unsafe_code)]
 
