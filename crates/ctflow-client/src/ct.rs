@@ -71,6 +71,18 @@ fn pipeline_path(pipeline: &str, rest: &str) -> String {
 }
 
 /// A pipeline run with its history, as `describe` answers.
+/// What the server said to a worker's claim on a job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobClaim {
+    /// The run is this worker's to run now.
+    Taken,
+    /// Another worker runs this attempt: its delivery settles the job (or comes back
+    /// as a redelivery if that worker died). Why, in words.
+    RunningElsewhere(String),
+    /// The run no longer waits for this attempt: why.
+    Stale(String),
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DescribedRun {
     pub pipeline_run: PipelineRun,
@@ -124,6 +136,42 @@ impl TrackingClient {
     pub async fn describe_run(&self, id: &str) -> ClientResult<DescribedRun> {
         let path = format!("/api/ctflow/v1/pipeline-runs/{}", segment(id));
         decode(&path, self.get_path(&path, &[]).await?)
+    }
+
+    /// Asks to start the job a worker was handed (attempt `attempt`, its `delivered`-th
+    /// delivery) before starting anything; the server decides, so of two workers handed
+    /// the same job one is told [`JobClaim::Taken`] and the other why not.
+    pub async fn claim_job(
+        &self,
+        pipeline_run: &str,
+        attempt: i64,
+        delivered: u64,
+        worker: &str,
+    ) -> ClientResult<JobClaim> {
+        #[derive(Deserialize)]
+        struct Body {
+            claimed: bool,
+            #[serde(default)]
+            running_elsewhere: bool,
+            #[serde(default)]
+            reason: String,
+        }
+        let path = format!(
+            "/api/ctflow/v1/pipeline-runs/{}/claim",
+            segment(pipeline_run)
+        );
+        let body = json!({ "attempt": attempt, "delivered": delivered, "worker": worker });
+        let answer: Body = decode(
+            &path,
+            self.send_path(reqwest::Method::POST, &path, &body).await?,
+        )?;
+        Ok(if answer.claimed {
+            JobClaim::Taken
+        } else if answer.running_elsewhere {
+            JobClaim::RunningElsewhere(answer.reason)
+        } else {
+            JobClaim::Stale(answer.reason)
+        })
     }
 
     /// Pipeline runs, newest first: of one pipeline, or of every pipeline the caller may

@@ -456,9 +456,9 @@ pub fn route_access(method: &str, route: &str) -> Option<Access> {
         // Signed by the pipeline's webhook secret instead.
         "/ctflow/v1/pipelines/{name}/webhook" => Public,
         "/ctflow/v1/pipeline-runs/{id}" => PipelineRun(Need::Read),
-        "/ctflow/v1/pipeline-runs/{id}/rerun" | "/ctflow/v1/pipeline-runs/{id}/shadow" => {
-            PipelineRun(Need::Update)
-        }
+        "/ctflow/v1/pipeline-runs/{id}/rerun"
+        | "/ctflow/v1/pipeline-runs/{id}/shadow"
+        | "/ctflow/v1/pipeline-runs/{id}/claim" => PipelineRun(Need::Update),
         "/ctflow/v1/pipeline-runs/{id}/approve" | "/ctflow/v1/pipeline-runs/{id}/reject" => {
             PipelineRun(Need::Manage)
         }

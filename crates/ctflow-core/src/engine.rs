@@ -14,6 +14,8 @@
 //! | Pending | Skipped | [`admit_pending`] | `Forbid` and another run is active |
 //! | Pending | Failed | [`no_snapshot`] | the training data snapshot cannot be taken |
 //! | any unfinished | Canceled | [`admit_pending`] | `Replace`: a newer run replaces it |
+//! | Queued | Running | [`claim`] | a worker took the job's first delivery, before starting it |
+//! | Running | Running | [`claim`] | a later delivery (its first worker died or handed it back) was taken |
 //! | Queued, Running | Running | [`on_report`] | the job started (MLflow run) or reported its process |
 //! | Queued, Running | Evaluating | [`on_report`] | training succeeded and the pipeline has a model |
 //! | Queued, Running | Succeeded | [`on_report`] | training succeeded and there is no model to promote |
@@ -21,6 +23,7 @@
 //! | Queued, Running | Failed | [`on_report`] | timed out, unschedulable, or failed with no retry left |
 //! | Queued, Running | Pending | [`on_report`] | failed with a retry left (backoff set) |
 //! | Running | Pending, Failed | [`recover`] | the in-process worker died with the controller |
+//! | Running | Queued | [`recover`] | the in-process worker died with the controller before the attempt's MLflow run existed |
 //! | Evaluating | Succeeded | [`begin_evaluation`], [`judge`] | no model; the candidate already is the champion; CT passed and CD is automatic |
 //! | Evaluating | GateFailed | [`begin_evaluation`], [`no_candidate`], [`judge`] | no MLflow run; no candidate version; CT failed (or inconclusive with `fail`) |
 //! | Evaluating | Paused | [`judge`] | CT inconclusive with `onInsufficientData: pause` |
@@ -75,6 +78,7 @@ pub const TRANSITIONS: &[(Phase, Phase)] = &[
     (Phase::Running, Phase::Failed),
     (Phase::Running, Phase::Pending),
     (Phase::Running, Phase::Canceled),
+    (Phase::Running, Phase::Queued),
     (Phase::Evaluating, Phase::Succeeded),
     (Phase::Evaluating, Phase::GateFailed),
     (Phase::Evaluating, Phase::Paused),
@@ -430,6 +434,71 @@ pub fn ci_event(ci: &[CiResult], dry_run: bool, now: i64) -> PipelineRunEvent {
         message,
         json!({ "checks": ci, "dryRun": dry_run }),
     )
+}
+
+/// Why a worker may not start a delivered job (see [`claim`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClaimRefused {
+    /// Another worker runs this attempt and may still be alive: its delivery is the
+    /// one that settles the job (or, if that worker died, comes back as a redelivery).
+    RunningElsewhere {
+        /// The attempt the other worker runs.
+        attempt: i64,
+    },
+    /// The run no longer waits for this attempt: why.
+    Stale(String),
+}
+
+impl std::fmt::Display for ClaimRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ClaimRefused::RunningElsewhere { attempt } => {
+                write!(f, "attempt {attempt} is already running on another worker")
+            }
+            ClaimRefused::Stale(why) => f.write_str(why),
+        }
+    }
+}
+
+/// Whether the worker holding the `delivered`-th delivery of `attempt` may start it, and
+/// the move that records it took the job. Decided on the run as read inside the move's
+/// transaction, so of two workers handed the same job at once (a bus that lost its
+/// delivery counts redelivers a job as new) exactly one starts it. A first delivery
+/// needs the run queued; a later one (its first worker died or handed it back) may find
+/// it running and takes it over.
+pub fn claim(
+    run: &PipelineRun,
+    attempt: i64,
+    delivered: u64,
+    worker: &str,
+    now: i64,
+) -> Result<Move, ClaimRefused> {
+    if run.attempt != attempt {
+        return Err(ClaimRefused::Stale(format!(
+            "attempt {attempt} is not the run's current attempt ({})",
+            run.attempt
+        )));
+    }
+    match run.phase {
+        Phase::Queued => Ok(Move::new(run, &[Phase::Queued], Phase::Running).record(event(
+            now,
+            "attempt",
+            format!("attempt {attempt} taken by worker {worker}"),
+        ))),
+        Phase::Running if delivered > 1 => {
+            Ok(Move::new(run, &[Phase::Running], Phase::Running).record(event(
+                now,
+                "attempt",
+                format!(
+                    "attempt {attempt} taken over by worker {worker} (delivery {delivered}): the worker before it stopped"
+                ),
+            )))
+        }
+        Phase::Running => Err(ClaimRefused::RunningElsewhere { attempt }),
+        phase => Err(ClaimRefused::Stale(format!(
+            "the run is {phase}; it no longer waits for a worker"
+        ))),
+    }
 }
 
 /// What a worker's report does to the run it is about. A report for an earlier attempt,
@@ -1079,6 +1148,24 @@ pub fn recover(run: &PipelineRun, workers_in_process: bool, now: i64) -> Vec<Ste
                 run: run.id.clone(),
             },
         ],
+        // NB: claimed, but its worker died with the process before the attempt's MLflow
+        // run existed (building the environment, say): nothing ran, so the attempt is
+        // queued again rather than counted as failed.
+        Phase::Running if workers_in_process && run.run_id.is_none() => {
+            vec![Step::Move(Move {
+                then: Some(Effect::QueueJob),
+                ..Move::new(run, &[Phase::Running], Phase::Queued)
+                    .set(Change::WorkerPid(None))
+                    .record(event(
+                        now,
+                        "attempt",
+                        format!(
+                            "attempt {} queued again after a restart: its worker had not started it",
+                            run.attempt
+                        ),
+                    ))
+            })]
+        }
         Phase::Running if workers_in_process => {
             let mut steps: Vec<Step> = run
                 .run_id

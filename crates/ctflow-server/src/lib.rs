@@ -693,6 +693,10 @@ fn mlflow_routes() -> Router<AppState> {
             post(pipelines::shadow_report),
         )
         .route(
+            "/ctflow/v1/pipeline-runs/{id}/claim",
+            post(pipelines::claim),
+        )
+        .route(
             "/ctflow/v1/pipeline-runs/{id}/approve",
             post(pipelines::approve),
         )

@@ -9,6 +9,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::IntoResponse;
 use axum::{Extension, Json};
+use ctflow_core::engine::ClaimRefused;
 use ctflow_core::inference::valid_request_id;
 use ctflow_core::monitoring::PerformanceEvent;
 use ctflow_core::pipeline::{PipelineDocument, Trigger, next_scheduled_run};
@@ -723,8 +724,20 @@ async fn answer(
     Ok(Json(json!({ "pipeline_run": run })).into_response())
 }
 
-/// The longest name a serving replica reports under.
-const MAX_REPLICA_NAME: usize = 256;
+/// The longest name a serving replica reports under, or a worker claims a job under.
+const MAX_NAME: usize = 256;
+
+/// `name` trimmed, if it is 1 to [`MAX_NAME`] characters with no control character;
+/// else the error saying what `field` must name.
+fn printable_name<'a>(field: &str, names: &str, name: &'a str) -> Result<&'a str, MlflowError> {
+    let name = name.trim();
+    if name.is_empty() || name.len() > MAX_NAME || name.chars().any(char::is_control) {
+        return Err(invalid(format!(
+            "{field} must name {names} in 1 to {MAX_NAME} printable characters"
+        )));
+    }
+    Ok(name)
+}
 /// The most mirrored rows one shadow report may carry.
 const MAX_SHADOW_PREDICTIONS: usize = 10_000;
 
@@ -747,16 +760,7 @@ pub async fn shadow_report(
     }
     let report: Report = serde_json::from_slice(&body)
         .map_err(|e| invalid(format!("Invalid shadow report: {e}")))?;
-    let replica = report.replica.trim();
-    if replica.is_empty()
-        || replica.len() > MAX_REPLICA_NAME
-        || replica.chars().any(char::is_control)
-    {
-        return Err(invalid(format!(
-            "replica must name the serving replica in 1 to {MAX_REPLICA_NAME} printable characters"
-        ))
-        .into());
-    }
+    let replica = printable_name("replica", "the serving replica", &report.replica)?;
     report.tally.validate().map_err(invalid)?;
     if report.predictions.len() > MAX_SHADOW_PREDICTIONS {
         return Err(invalid(format!(
@@ -788,6 +792,50 @@ pub async fn shadow_report(
             let run = state.store.get_pipeline_run(&id).await?;
             Ok(Json(json!({ "recorded": false, "phase": run.phase })).into_response())
         }
+    }
+}
+
+/// `POST /api/ctflow/v1/pipeline-runs/{id}/claim` with `{"attempt", "delivered",
+/// "worker"}`: a worker asks to start the job it was handed, before it starts anything.
+/// Decided on the run inside one transaction (`engine::claim`), so of two workers handed
+/// the same job exactly one gets `claimed: true` (with the run, now Running); the other
+/// gets `claimed: false` with the reason and the run's phase, and `running_elsewhere:
+/// true` when another worker runs this attempt (so the job is that worker's to settle).
+pub async fn claim(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> JsonResult {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Claim {
+        attempt: i64,
+        delivered: u64,
+        worker: String,
+    }
+    let claim: Claim =
+        serde_json::from_slice(&body).map_err(|e| invalid(format!("Invalid claim: {e}")))?;
+    let worker = printable_name("worker", "the worker", &claim.worker)?;
+    if claim.delivered == 0 {
+        return Err(invalid("delivered counts deliveries from 1").into());
+    }
+    let now = ctflow_core::now_ms();
+    let decided = state
+        .store
+        .decide_pipeline_run(&id, |run| {
+            ctflow_core::engine::claim(run, claim.attempt, claim.delivered, worker, now)
+                .map_err(|refused| (refused, run.phase))
+        })
+        .await?;
+    match decided {
+        Ok(run) => Ok(Json(json!({ "claimed": true, "pipeline_run": run })).into_response()),
+        Err((refused, phase)) => Ok(Json(json!({
+            "claimed": false,
+            "running_elsewhere": matches!(refused, ClaimRefused::RunningElsewhere { .. }),
+            "reason": refused.to_string(),
+            "phase": phase,
+        }))
+        .into_response()),
     }
 }
 

@@ -5,12 +5,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use ctflow_client::TrackingClient;
-use ctflow_core::pipeline::PipelineDocument;
 use ctflow_core::pipeline_run::Phase;
 use ctflow_core::shadow::{ShadowProgress, ShadowTally};
-use ctflow_core::trigger::TriggerEvent;
 use ctflow_server::{AppState, ServerConfig};
-use ctflow_store::Recorded;
 use serde_json::json;
 
 mod support;
@@ -35,51 +32,26 @@ async fn with_run(phase: Phase) -> (support::Running, TrackingClient, String) {
         ctflow_server::Limits::default(),
     );
     let state = AppState::open(&config).await.unwrap();
-    let document: PipelineDocument = serde_json::from_value(json!({
-        "apiVersion": "ctflow.dev/v1alpha1",
-        "kind": "TrainingPipeline",
-        "metadata": {"name": "p"},
-        "spec": {
+    let run = support::pipeline_run_in(
+        &state,
+        json!({
             "project": {"uri": "."},
             "model": {"name": "m"},
             "gates": {"cd": {"shadow": {"requests": 10}}},
+        }),
+        |r| {
+            r.phase = phase;
+            r.shadow = Some(ShadowProgress {
+                started: 1,
+                champion: Some(1),
+                ..ShadowProgress::default()
+            });
         },
-    }))
-    .unwrap();
-    state
-        .store
-        .put_pipeline(&document, "api", "/")
-        .await
-        .unwrap();
-    let Recorded::Created(run) = state
-        .store
-        .record_trigger(&TriggerEvent::new("p", "manual", "k".into()))
-        .await
-        .unwrap()
-    else {
-        panic!("created")
-    };
-    state
-        .store
-        .modify_pipeline_run(
-            &run.id,
-            &[Phase::Pending],
-            |r| {
-                r.phase = phase;
-                r.shadow = Some(ShadowProgress {
-                    started: 1,
-                    champion: Some(1),
-                    ..ShadowProgress::default()
-                });
-            },
-            None,
-        )
-        .await
-        .unwrap()
-        .expect("moved");
+    )
+    .await;
     let running = support::serve_state(state, artifacts).await;
     let client = TrackingClient::new(&format!("http://{}", running.address), "tester").unwrap();
-    (running, client, run.id)
+    (running, client, run)
 }
 
 fn refused<T: std::fmt::Debug>(

@@ -6,12 +6,13 @@
 use std::collections::{BTreeSet, HashSet};
 
 use ctflow_core::data::DataSnapshot;
+use ctflow_core::engine::Move;
 use ctflow_core::pipeline::{PipelineDocument, PipelineRecord, TrainingPipelineSpec};
 use ctflow_core::pipeline_run::{Approval, Phase, PipelineRun, PipelineRunEvent, PromotionStep};
 use ctflow_core::registry::validate_alias;
 use ctflow_core::shadow::{ShadowPrediction, ShadowProgress, ShadowTally};
 use ctflow_core::trigger::TriggerEvent;
-use ctflow_core::{MlflowError, now_ms};
+use ctflow_core::{ErrorCode, MlflowError, now_ms};
 use serde::Serialize;
 use serde_json::Value;
 use sqlx::any::AnyRow;
@@ -759,6 +760,49 @@ impl Store {
         Ok(changed)
     }
 
+    /// Moves a pipeline run as `decide` says, deciding on the run as read inside the
+    /// move's transaction, so no other actor moves it in between: a move it returns is
+    /// made (with its history entry), a refusal leaves the run as it was and is handed
+    /// back. For moves without promotions (those go through `promote_pipeline_run`).
+    pub async fn decide_pipeline_run<E>(
+        &self,
+        id: &str,
+        decide: impl FnOnce(&PipelineRun) -> std::result::Result<Move, E>,
+    ) -> Result<std::result::Result<PipelineRun, E>> {
+        let _timer = self.timer("decide_pipeline_run");
+        let mut tx = self.begin_write().await?;
+        let run = self.tx_read_run(&mut tx, id).await?;
+        let decided = match decide(&run) {
+            Ok(decided) => decided,
+            Err(refused) => return Ok(Err(refused)),
+        };
+        if !decided.promotions.is_empty() {
+            return Err(MlflowError::new(
+                ErrorCode::InternalError,
+                "a decided move cannot promote a model version",
+            )
+            .into());
+        }
+        let moved = self
+            .tx_write_run(
+                &mut tx,
+                run,
+                &decided.from,
+                |r| decided.apply(r),
+                decided.event.clone(),
+            )
+            .await?;
+        let Some(moved) = moved else {
+            return Err(MlflowError::new(
+                ErrorCode::InternalError,
+                format!("a move decided on pipeline run '{id}' does not start from its phase"),
+            )
+            .into());
+        };
+        tx.commit().await?;
+        Ok(Ok(moved))
+    }
+
     async fn tx_modify_run(
         &self,
         tx: &mut Transaction<'_, Any>,
@@ -767,6 +811,12 @@ impl Store {
         change: impl FnOnce(&mut PipelineRun),
         event: Option<PipelineRunEvent>,
     ) -> Result<Option<PipelineRun>> {
+        let run = self.tx_read_run(tx, id).await?;
+        self.tx_write_run(tx, run, from, change, event).await
+    }
+
+    /// The run, locked for the rest of the transaction where the engine can lock a row.
+    async fn tx_read_run(&self, tx: &mut Transaction<'_, Any>, id: &str) -> Result<PipelineRun> {
         let row = sqlx::query(AssertSqlSafe(format!(
             "SELECT {RUN_COLUMNS} FROM pipeline_runs WHERE id = $1{}",
             self.for_update()
@@ -775,10 +825,22 @@ impl Store {
         .fetch_optional(&mut **tx)
         .await?
         .ok_or_else(|| run_not_found(id))?;
-        let mut run = run_from_row(&row)?;
+        run_from_row(&row)
+    }
+
+    async fn tx_write_run(
+        &self,
+        tx: &mut Transaction<'_, Any>,
+        mut run: PipelineRun,
+        from: &[Phase],
+        change: impl FnOnce(&mut PipelineRun),
+        event: Option<PipelineRunEvent>,
+    ) -> Result<Option<PipelineRun>> {
         if !from.contains(&run.phase) {
             return Ok(None);
         }
+        let id = run.id.clone();
+        let id = id.as_str();
         let before = run.phase;
         change(&mut run);
         run.last_updated_time = now_ms();

@@ -64,6 +64,7 @@ const CASES: &[(&str, Case)] = cases![
     concurrent_version_numbers,
     pipelines_and_trigger_dedupe,
     pipeline_runs_move_by_compare_and_set,
+    a_decided_move_is_decided_on_the_locked_run,
     promotion_is_all_or_nothing,
     rollback_follows_the_ledger,
     leases_have_one_holder,
@@ -2462,7 +2463,8 @@ async fn pipelines_and_trigger_dedupe(store: Store) {
     );
 }
 
-async fn pipeline_runs_move_by_compare_and_set(store: Store) {
+/// Pipeline `p` (no spec beyond its project) with one manually triggered, Pending run.
+async fn one_pipeline_run(store: &Store) -> ctflow_core::pipeline_run::PipelineRun {
     store
         .put_pipeline(&pipeline_document("p", serde_json::json!({})), "api", "/")
         .await
@@ -2474,6 +2476,65 @@ async fn pipeline_runs_move_by_compare_and_set(store: Store) {
     else {
         panic!("created")
     };
+    *run
+}
+
+/// Eight workers claim one queued job at once: each claim is decided on the run as read
+/// inside its own transaction, so exactly one starts it and the others see it running.
+async fn a_decided_move_is_decided_on_the_locked_run(store: Store) {
+    let run = one_pipeline_run(&store).await;
+    store
+        .modify_pipeline_run(
+            &run.id,
+            &[Phase::Pending],
+            |r| {
+                r.phase = Phase::Queued;
+                r.attempt = 1;
+            },
+            None,
+        )
+        .await
+        .unwrap()
+        .expect("moved");
+    let claims = (0..8).map(|worker| {
+        let store = store.clone();
+        let id = run.id.clone();
+        tokio::spawn(async move {
+            store
+                .decide_pipeline_run(&id, |r| {
+                    ctflow_core::engine::claim(r, 1, 1, &format!("w{worker}"), 1)
+                })
+                .await
+                .unwrap()
+        })
+    });
+    let decided = futures::future::join_all(claims).await;
+    let taken: Vec<_> = decided
+        .into_iter()
+        .map(|d| d.unwrap())
+        .filter_map(Result::ok)
+        .collect();
+    assert_eq!(taken.len(), 1);
+    assert_eq!(taken[0].phase, Phase::Running);
+    let claimed = store
+        .pipeline_run_events(&run.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.message.contains("taken by worker"))
+        .count();
+    assert_eq!(claimed, 1);
+    // A refusal changes nothing.
+    let refused = store
+        .decide_pipeline_run(&run.id, |r| ctflow_core::engine::claim(r, 2, 1, "w", 1))
+        .await
+        .unwrap();
+    assert!(refused.is_err());
+    assert_eq!(store.get_pipeline_run(&run.id).await.unwrap().attempt, 1);
+}
+
+async fn pipeline_runs_move_by_compare_and_set(store: Store) {
+    let run = one_pipeline_run(&store).await;
     let queued = store
         .modify_pipeline_run(
             &run.id,
@@ -2576,17 +2637,7 @@ fn promotion(model: &str, version: i64, alias: &str, stage: &str) -> PromotionSt
 async fn promotion_is_all_or_nothing(store: Store) {
     let run = registered_versions(&store, "m", 2).await;
     assert_eq!(store.version_of_run("m", &run).await.unwrap(), Some(2));
-    store
-        .put_pipeline(&pipeline_document("p", serde_json::json!({})), "api", "/")
-        .await
-        .unwrap();
-    let Recorded::Created(pr) = store
-        .record_trigger(&TriggerEvent::new("p", "manual", "k".into()))
-        .await
-        .unwrap()
-    else {
-        panic!("created")
-    };
+    let pr = one_pipeline_run(&store).await;
     store
         .modify_pipeline_run(
             &pr.id,

@@ -14,9 +14,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ctflow_bus::{Bus, CiResult, Delivery, Job, JobEvent, JobStatus, Lease};
-use ctflow_client::ct::DescribedRun;
+use ctflow_client::ct::{DescribedRun, JobClaim};
 use ctflow_core::gpu::{GpuPool, parse_nvidia_smi_indices};
-use ctflow_core::pipeline_run::{Phase, PipelineRun};
+use ctflow_core::pipeline_run::PipelineRun;
 use ctflow_core::schedule::logical_time_text;
 use ctflow_metrics::{JobLabels, Metrics};
 use tokio::sync::Notify;
@@ -84,6 +84,11 @@ enum Outcome {
     HandBack(String),
     /// Stale or duplicate: settle it without running or reporting.
     Drop,
+    /// Another worker runs it: neither settle nor hand back this delivery. The other
+    /// worker's lease keeps the job and settles it; if that worker died, the job comes
+    /// back as a redelivery, which takes it over. Settling it here would lose the job
+    /// with that worker; handing it back would start it again beside a live one.
+    Leave(String),
 }
 
 /// Finds local GPUs with `nvidia-smi`; none when it is missing or finds none.
@@ -117,13 +122,6 @@ async fn settle(lease: &dyn Lease, job: &Job) {
             }
         }
     }
-}
-
-/// Whether the pipeline run still waits for this attempt: a first delivery must find it
-/// queued; a later one (its first worker died or handed it back) may find it running.
-fn wants(run: &PipelineRun, job: &Job, delivered: u64) -> bool {
-    run.attempt == job.attempt
-        && (run.phase == Phase::Queued || (run.phase == Phase::Running && delivered > 1))
 }
 
 fn finished(
@@ -363,6 +361,15 @@ impl WorkerPool {
                     tracing::warn!(%error, "cannot settle a stale job");
                 }
             }
+            Outcome::Leave(why) => {
+                tracing::warn!(
+                    pipeline_run = job.pipeline_run,
+                    attempt = job.attempt,
+                    delivered,
+                    why,
+                    "a job another worker runs was delivered again as new; left to that worker"
+                );
+            }
             Outcome::HandBack(why) => {
                 tracing::info!(
                     pipeline_run = job.pipeline_run,
@@ -464,8 +471,29 @@ impl WorkerPool {
                 job.attempt
             ));
         }
-        if !wants(run, job, delivered) {
-            return Outcome::Drop;
+        // NB: claimed through the server, not judged from `run` as read above: a bus that
+        // lost its delivery counts hands a running job to a second worker as new, and both
+        // would have read it queued.
+        match self
+            .client
+            .claim_job(&job.pipeline_run, job.attempt, delivered, &self.name)
+            .await
+        {
+            Ok(JobClaim::Taken) => {}
+            Ok(JobClaim::RunningElsewhere(why)) => return Outcome::Leave(why),
+            Ok(JobClaim::Stale(why)) => {
+                tracing::info!(
+                    pipeline_run = job.pipeline_run,
+                    attempt = job.attempt,
+                    delivered,
+                    why,
+                    "claim refused"
+                );
+                return Outcome::Drop;
+            }
+            Err(error) => {
+                return Outcome::HandBack(format!("cannot claim it from the server: {error}"));
+            }
         }
         if lost >= self.config.max_starts.max(1) {
             return failed(format!(
@@ -889,51 +917,5 @@ impl WorkerPool {
         let report = runner.run(job, request, &run, &self.client, stop).await;
         tracing::info!(pipeline_run = job.pipeline_run, run_id, status = ?report.status, message = report.message, "job ended");
         finished(job, report.status, Some(run_id), report.message, Vec::new())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn job(attempt: i64) -> Job {
-        Job {
-            pipeline_run: "r".into(),
-            pipeline: "p".into(),
-            attempt,
-            spec: serde_json::from_value(serde_json::json!({"project": {"uri": "."}}))
-                .expect("valid spec"),
-            base_dir: ".".into(),
-            trigger: ctflow_core::trigger::TriggerEvent::new("p", "manual", "k".into()),
-            snapshot_id: None,
-            snapshot: None,
-        }
-    }
-
-    #[test]
-    fn only_the_current_attempt_is_wanted_and_running_only_on_a_redelivery() {
-        let run = |phase: &str, attempt: i64| -> PipelineRun {
-            serde_json::from_value(serde_json::json!({
-                "id": "r",
-                "pipeline": "p",
-                "trigger": {"pipeline": "p", "kind": "manual", "dedupe_key": "k"},
-                "phase": phase,
-                "attempt": attempt,
-                "creation_time": 0,
-                "last_updated_time": 0,
-                "spec": {"project": {"uri": "."}},
-            }))
-            .expect("a pipeline run as the server shows it")
-        };
-        assert!(wants(&run("Queued", 1), &job(1), 1));
-        assert!(wants(&run("Queued", 1), &job(1), 3));
-        // A duplicate first delivery of an attempt some worker already runs.
-        assert!(!wants(&run("Running", 1), &job(1), 1));
-        assert!(wants(&run("Running", 1), &job(1), 2));
-        // An older attempt, or a run that moved on.
-        assert!(!wants(&run("Queued", 2), &job(1), 1));
-        for done in ["Evaluating", "Succeeded", "Canceled", "Failed"] {
-            assert!(!wants(&run(done, 1), &job(1), 2), "{done}");
-        }
     }
 }

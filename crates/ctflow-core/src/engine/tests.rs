@@ -737,6 +737,27 @@ fn a_restart_fails_the_attempt_its_in_process_worker_lost() {
 }
 
 #[test]
+fn a_restart_queues_again_an_attempt_claimed_but_never_started() {
+    let claimed = run("r", Phase::Running, 1, spec(json!({})));
+    let steps = recover(&claimed, true, NOW);
+    let m = only_move(&steps);
+    assert_eq!(
+        (m.from.as_slice(), m.to, m.then),
+        (&[Phase::Running][..], Phase::Queued, Some(Effect::QueueJob))
+    );
+    assert!(
+        m.changes.iter().all(|c| !matches!(c, Change::Attempt(_))),
+        "the same attempt"
+    );
+    assert!(
+        m.event.as_ref().is_some_and(|e| e.message
+            == "attempt 1 queued again after a restart: its worker had not started it")
+    );
+    assert_eq!(steps.len(), 1, "no MLflow run to fail");
+    assert!(recover(&claimed, false, NOW).is_empty());
+}
+
+#[test]
 fn a_start_time_is_set_once() {
     let mut retried = run("r", Phase::Pending, 1, spec(json!({})));
     retried.start_time = Some(5);
@@ -834,7 +855,7 @@ proptest! {
         manual in any::<bool>(),
         shadowed in any::<bool>(),
         insufficient in proptest::sample::select(vec!["fail", "pass", "pause"]),
-        events in proptest::collection::vec((0u8..9, any::<bool>(), proptest::option::of(0.0f64..1.0)), 1..40),
+        events in proptest::collection::vec((0u8..10, any::<bool>(), proptest::option::of(0.0f64..1.0)), 1..40),
     ) {
         let mut cd = json!({"approval": if manual { "manual" } else { "auto" }, "timeout": "10s"});
         if shadowed {
@@ -880,6 +901,10 @@ proptest! {
                     }
                     shadow(&current, Some(1), &[], USER, now)
                 }
+                8 => claim(&current, attempt, if flag { 2 } else { 1 }, "w", now)
+                    .map(Step::Move)
+                    .into_iter()
+                    .collect(),
                 _ => on_report(&current, &finished(attempt, JobStatus::CiFailed), now),
             };
             for m in moves(&steps) {
@@ -900,6 +925,63 @@ proptest! {
 }
 
 #[test]
+fn one_worker_claims_a_first_delivery_and_a_later_one_may_take_over() {
+    let queued = run("r", Phase::Queued, 1, spec(json!({})));
+    let taken = claim(&queued, 1, 1, "host:1", NOW).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        (taken.from.as_slice(), taken.to),
+        (&[Phase::Queued][..], Phase::Running)
+    );
+    let note = taken.event.as_ref().map(|e| e.message.as_str());
+    assert_eq!(note, Some("attempt 1 taken by worker host:1"));
+    let mut running = queued.clone();
+    taken.apply(&mut running);
+    assert_eq!(running.phase, Phase::Running);
+
+    // The same job handed to a second worker as new (a bus that lost its counts).
+    let again = claim(&running, 1, 1, "host:2", NOW);
+    assert_eq!(
+        again.map(|m| m.to),
+        Err(ClaimRefused::RunningElsewhere { attempt: 1 })
+    );
+    assert_eq!(
+        ClaimRefused::RunningElsewhere { attempt: 1 }.to_string(),
+        "attempt 1 is already running on another worker"
+    );
+    // A redelivery: the first worker died or handed it back.
+    let over = claim(&running, 1, 2, "host:2", NOW).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        (over.from.as_slice(), over.to),
+        (&[Phase::Running][..], Phase::Running)
+    );
+    assert!(over.event.is_some_and(|e| {
+        e.message
+            .contains("taken over by worker host:2 (delivery 2)")
+    }));
+
+    let stale = claim(&running, 0, 1, "host:2", NOW).map_err(|e| e.to_string());
+    assert_eq!(
+        stale.map(|m| m.to),
+        Err("attempt 0 is not the run's current attempt (1)".to_string())
+    );
+    for phase in [
+        Phase::Pending,
+        Phase::Evaluating,
+        Phase::Succeeded,
+        Phase::Canceled,
+    ] {
+        let moved_on = run("r", phase, 1, spec(json!({})));
+        assert!(
+            matches!(
+                claim(&moved_on, 1, 2, "host:2", NOW),
+                Err(ClaimRefused::Stale(_))
+            ),
+            "{phase}"
+        );
+    }
+}
+
+#[test]
 fn the_table_has_no_exit_from_the_end() {
     for (from, to) in TRANSITIONS {
         assert!(
@@ -913,7 +995,7 @@ fn the_table_has_no_exit_from_the_end() {
 #[test]
 fn the_table_is_what_the_docs_count() {
     // docs/architecture.md shows this table; a new transition updates both.
-    assert_eq!(TRANSITIONS.len(), 37);
+    assert_eq!(TRANSITIONS.len(), 38);
     let distinct: BTreeSet<(&str, &str)> = TRANSITIONS
         .iter()
         .map(|(a, b)| (a.as_str(), b.as_str()))

@@ -164,3 +164,38 @@ pub async fn create_experiment(address: std::net::SocketAddr, name: &str) -> Str
     assert_eq!(answer.status, 200, "{}", answer.body);
     answer.body["experiment_id"].as_str().unwrap().to_string()
 }
+
+/// Stores pipeline `p` with `spec` and one manually triggered run of it, changed by
+/// `change` (its phase, say) from Pending; returns the run's id.
+pub async fn pipeline_run_in(
+    state: &AppState,
+    spec: Value,
+    change: impl FnOnce(&mut ctflow_core::pipeline_run::PipelineRun),
+) -> String {
+    use ctflow_core::pipeline_run::Phase;
+    let document: ctflow_core::pipeline::PipelineDocument =
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "ctflow.dev/v1alpha1",
+            "kind": "TrainingPipeline",
+            "metadata": {"name": "p"},
+            "spec": spec,
+        }))
+        .unwrap();
+    state
+        .store
+        .put_pipeline(&document, "api", "/")
+        .await
+        .unwrap();
+    let event = ctflow_core::trigger::TriggerEvent::new("p", "manual", "k".into());
+    let ctflow_store::Recorded::Created(run) = state.store.record_trigger(&event).await.unwrap()
+    else {
+        panic!("a new key records a run")
+    };
+    state
+        .store
+        .modify_pipeline_run(&run.id, &[Phase::Pending], change, None)
+        .await
+        .unwrap()
+        .expect("moved");
+    run.id
+}
