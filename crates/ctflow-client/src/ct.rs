@@ -70,7 +70,6 @@ fn pipeline_path(pipeline: &str, rest: &str) -> String {
     format!("/api/ctflow/v1/pipelines/{}{rest}", segment(pipeline))
 }
 
-/// A pipeline run with its history, as `describe` answers.
 /// What the server said to a worker's claim on a job.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JobClaim {
@@ -83,6 +82,7 @@ pub enum JobClaim {
     Stale(String),
 }
 
+/// A pipeline run with its history, as `describe` answers.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DescribedRun {
     pub pipeline_run: PipelineRun,

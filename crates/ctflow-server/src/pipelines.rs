@@ -738,6 +738,7 @@ fn printable_name<'a>(field: &str, names: &str, name: &'a str) -> Result<&'a str
     }
     Ok(name)
 }
+
 /// The most mirrored rows one shadow report may carry.
 const MAX_SHADOW_PREDICTIONS: usize = 10_000;
 

@@ -190,6 +190,14 @@ const ANALYZE_SEARCH_TABLES: &str = "PRAGMA analysis_limit = 0; ANALYZE runs; AN
 /// PostgreSQL's ANALYZE of the same tables (it samples, so it stays cheap as they grow).
 const ANALYZE_SEARCH_TABLES_PG: &str = "ANALYZE runs, latest_metrics, params, tags";
 
+/// The statement that analyses the search tables on `backend`.
+fn analyze_search_tables(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Sqlite => ANALYZE_SEARCH_TABLES,
+        Backend::Postgres => ANALYZE_SEARCH_TABLES_PG,
+    }
+}
+
 /// Statistics are refreshed each time the runs double, up to this many runs; past it the
 /// proportions they describe no longer change enough to move a plan, and a full analysis
 /// would hold the writer for longer.
@@ -491,13 +499,13 @@ impl Store {
     /// O(1) read where `COUNT(*)` would scan.
     fn keep_statistics_fresh(&self) {
         let pool = self.write.clone();
-        let (count_runs, analyze) = match self.backend {
+        let analyze = analyze_search_tables(self.backend);
+        let count_runs = match self.backend {
             // NB: max(rowid) is a b-tree edge lookup, unlike COUNT(*).
-            Backend::Sqlite => ("SELECT max(rowid) FROM runs", ANALYZE_SEARCH_TABLES),
-            Backend::Postgres => (
-                "SELECT (SELECT n_live_tup FROM pg_stat_user_tables WHERE relid = 'runs'::regclass)",
-                ANALYZE_SEARCH_TABLES_PG,
-            ),
+            Backend::Sqlite => "SELECT max(rowid) FROM runs",
+            Backend::Postgres => {
+                "SELECT (SELECT n_live_tup FROM pg_stat_user_tables WHERE relid = 'runs'::regclass)"
+            }
         };
         tokio::spawn(async move {
             let mut ticker = tokio::time::interval(Duration::from_secs(2));
@@ -536,11 +544,9 @@ impl Store {
     /// Re-analyses the search tables now, as the background refresh does when the runs
     /// table has doubled.
     pub async fn refresh_statistics(&self) -> Result<()> {
-        let analyze = match self.backend {
-            Backend::Sqlite => ANALYZE_SEARCH_TABLES,
-            Backend::Postgres => ANALYZE_SEARCH_TABLES_PG,
-        };
-        self.write.execute(analyze).await?;
+        self.write
+            .execute(analyze_search_tables(self.backend))
+            .await?;
         Ok(())
     }
 

@@ -2524,13 +2524,23 @@ async fn a_decided_move_is_decided_on_the_locked_run(store: Store) {
         .filter(|e| e.message.contains("taken by worker"))
         .count();
     assert_eq!(claimed, 1);
-    // A refusal changes nothing.
+    // A refusal changes nothing: neither the run nor its history.
+    let before = store.get_pipeline_run(&run.id).await.unwrap();
+    let history = store.pipeline_run_events(&run.id).await.unwrap().len();
     let refused = store
-        .decide_pipeline_run(&run.id, |r| ctflow_core::engine::claim(r, 2, 1, "w", 1))
+        .decide_pipeline_run(&run.id, |r| ctflow_core::engine::claim(r, 1, 1, "w9", 2))
         .await
         .unwrap();
     assert!(refused.is_err());
-    assert_eq!(store.get_pipeline_run(&run.id).await.unwrap().attempt, 1);
+    let after = store.get_pipeline_run(&run.id).await.unwrap();
+    assert_eq!(
+        (after.phase, after.last_updated_time),
+        (before.phase, before.last_updated_time)
+    );
+    assert_eq!(
+        store.pipeline_run_events(&run.id).await.unwrap().len(),
+        history
+    );
 }
 
 async fn pipeline_runs_move_by_compare_and_set(store: Store) {
