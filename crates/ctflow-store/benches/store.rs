@@ -2,8 +2,9 @@
 //! (and on PostgreSQL when `CTFLOW_BENCH_PG_URI` names an empty database): log-batch with
 //! 1 and 8 writers, single-point logging with 16 writers (group commit), full history and
 //! chart sampling of a 100k-point series, and run search over `CTFLOW_BENCH_RUNS` runs
-//! (10,000 by default). Prints one JSON object per figure. The files go to a temporary
-//! folder under `CTFLOW_BENCH_DIR` when it is set; `CTFLOW_BENCH_ONLY=ingest,history,search`
+//! (10,000 by default), and the registry's searches over 1000 versions. Prints one JSON
+//! object per figure. The files go to a temporary
+//! folder under `CTFLOW_BENCH_DIR` when it is set; `CTFLOW_BENCH_ONLY=ingest,history,search,registry`
 //! runs some of the parts; `floor` measures SQLite alone writing the same batches (rusqlite),
 //! the points alone in the store's 1000-row statements through rusqlite and through sqlx,
 //! and the store's share of the floor. `CTFLOW_BENCH_ONLY=growth` grows one store to 10k, 100k and 1M
@@ -15,9 +16,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 use std::time::{Duration, Instant};
 
-use ctflow_core::entities::ViewType;
-use ctflow_core::filter::{parse_run_filter, parse_run_order_by};
-use ctflow_store::{BatchMetric, Durability, NewRun, RunSearch, Store, StoreOptions};
+use ctflow_core::entities::{KeyValue, ViewType};
+use ctflow_core::filter::{
+    parse_model_version_filter, parse_registered_model_filter, parse_run_filter, parse_run_order_by,
+};
+use ctflow_store::{
+    BatchMetric, Durability, NewModelVersion, NewRun, RegistrySearch, RunSearch, Store,
+    StoreOptions,
+};
 
 fn options(uri: &str, durability: Durability) -> StoreOptions {
     StoreOptions {
@@ -579,7 +585,102 @@ async fn growth(backend: &str, uri: &str) {
     store.close().await;
 }
 
-/// Whether `part` is to run: `CTFLOW_BENCH_ONLY=ingest,history,search,growth` picks some
+/// The registry's reads at the REST benchmark's size: 10 models of 100 versions, a tag on
+/// each version and an alias on each model. Figures: a LIKE over all 1000 versions, one
+/// model's 100 versions, the 10 models' search (each with its latest versions), one
+/// model's get.
+async fn registry(backend: &str, store: &Store) {
+    let experiment = store
+        .create_experiment("registry", None, &[])
+        .await
+        .unwrap()
+        .parse::<i64>()
+        .unwrap();
+    let run = new_run(store, experiment).await;
+    for model in 0..10 {
+        let name = format!("bench-model-{model}");
+        store
+            .create_registered_model(&name, &[], None)
+            .await
+            .unwrap();
+        for version in 1..=100 {
+            store
+                .create_model_version(NewModelVersion {
+                    name: name.clone(),
+                    source: format!("runs:/{run}/model"),
+                    run_id: Some(run.clone()),
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            let tag = KeyValue::new("validated", if version % 2 == 0 { "yes" } else { "no" });
+            store
+                .set_model_version_tag(&name, version, &tag)
+                .await
+                .unwrap();
+        }
+        store
+            .set_registered_model_alias(&name, "champion", 50, "bench")
+            .await
+            .unwrap();
+    }
+    let versions = |filter: &str| RegistrySearch {
+        filter: parse_model_version_filter(filter).unwrap(),
+        order_by: Vec::new(),
+        max_results: 10_000,
+        page_token: None,
+    };
+    for (figure, filter, expected) in [
+        (
+            "registry_search_versions_like_1000_p50",
+            "name LIKE 'bench-model-%'",
+            1000,
+        ),
+        (
+            "registry_search_versions_by_name_100_p50",
+            "name = 'bench-model-3'",
+            100,
+        ),
+    ] {
+        let search = versions(filter);
+        let mut samples = timed(30, async || {
+            let (page, _) = store.search_model_versions(&search).await.unwrap();
+            assert_eq!(page.len(), expected);
+        })
+        .await;
+        report(backend, figure, percentile(&mut samples, 0.5), "ms");
+    }
+    let models = RegistrySearch {
+        filter: parse_registered_model_filter("name LIKE 'bench-model-%'").unwrap(),
+        order_by: Vec::new(),
+        max_results: 100,
+        page_token: None,
+    };
+    let mut samples = timed(30, async || {
+        let (page, _) = store.search_registered_models(&models).await.unwrap();
+        assert_eq!(page.len(), 10);
+    })
+    .await;
+    report(
+        backend,
+        "registry_search_models_10_p50",
+        percentile(&mut samples, 0.5),
+        "ms",
+    );
+    let mut samples = timed(30, async || {
+        let model = store.get_registered_model("bench-model-3").await.unwrap();
+        assert_eq!(model.latest_versions.len(), 1);
+    })
+    .await;
+    report(
+        backend,
+        "registry_get_model_p50",
+        percentile(&mut samples, 0.5),
+        "ms",
+    );
+}
+
+/// Whether `part` is to run: `CTFLOW_BENCH_ONLY=ingest,history,search,registry,growth` picks some
 /// (growth, which builds a million runs, only when named).
 fn wanted(part: &str) -> bool {
     std::env::var("CTFLOW_BENCH_ONLY").map_or(true, |only| only.split(',').any(|p| p == part))
@@ -646,6 +747,9 @@ async fn bench(backend: &str, uri: &str, search_uri: &str, runs: usize) {
     }
     if wanted("history") {
         history(backend, &store).await;
+    }
+    if wanted("registry") {
+        registry(backend, &store).await;
     }
     store.close().await;
     if wanted("search") {

@@ -89,8 +89,13 @@ impl DirectReader {
     {
         self.read(move |connection| {
             let mut statement = connection.prepare(&sql.text)?;
-            let rows = statement.query_map(rusqlite::params_from_iter(&sql.args), &mut row)?;
-            rows.collect()
+            bind(&mut statement, &sql.args)?;
+            let mut rows = statement.raw_query();
+            let mut out = Vec::new();
+            while let Some(next) = rows.next()? {
+                out.push(row(next)?);
+            }
+            Ok(out)
         })
         .await
     }
@@ -102,6 +107,27 @@ impl DirectReader {
             idle.clear();
         }
     }
+}
+
+/// Binds a builder's arguments to its statement: `$N` to the Nth argument wherever it
+/// appears (SQLite numbers named parameters by first appearance, not by their names), and
+/// anonymous `?` in order.
+pub(crate) fn bind(statement: &mut rusqlite::Statement<'_>, args: &[Arg]) -> rusqlite::Result<()> {
+    for index in 1..=statement.parameter_count() {
+        let argument = match statement.parameter_name(index) {
+            Some(name) => name
+                .strip_prefix('$')
+                .and_then(|n| n.parse::<usize>().ok())
+                .and_then(|n| args.get(n.checked_sub(1)?)),
+            None => args.get(index - 1),
+        };
+        let argument = argument.ok_or(rusqlite::Error::InvalidParameterCount(
+            statement.parameter_count(),
+            args.len(),
+        ))?;
+        statement.raw_bind_parameter(index, argument)?;
+    }
+    Ok(())
 }
 
 impl rusqlite::ToSql for Arg {
@@ -136,7 +162,11 @@ impl Shared {
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
         connection.busy_timeout(BUSY_TIMEOUT)?;
-        connection.execute_batch("PRAGMA cache_size = -16384; PRAGMA temp_store = MEMORY;")?;
+        // NB: the pool's pragmas that change what a query answers must be set here too
+        // (MLflow's LIKE is case-sensitive).
+        connection.execute_batch(
+            "PRAGMA case_sensitive_like = ON; PRAGMA cache_size = -16384; PRAGMA temp_store = MEMORY;",
+        )?;
         Ok(connection)
     }
 }
@@ -203,6 +233,33 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(rows, vec![(2, None), (3, Some(1.5))]);
+    }
+
+    #[tokio::test]
+    async fn numbered_placeholders_bind_by_their_numbers() {
+        let folder = tempfile::tempdir().unwrap();
+        let file = folder.path().join("numbered.db");
+        Connection::open(&file)
+            .unwrap()
+            .execute_batch(
+                "CREATE TABLE t (n INTEGER, s TEXT); \
+                 INSERT INTO t VALUES (1, 'a'), (2, 'b'), (3, 'b'), (4, 'c');",
+            )
+            .unwrap();
+        let reader = DirectReader::new(file, 1);
+        // The text names $2 first and $1 twice: SQLite alone would number them 1 and 2.
+        let mut sql = Sql::new("");
+        let (low, text) = (sql.int_arg(3), sql.text_arg("b"));
+        sql.push(&format!(
+            "SELECT n FROM t WHERE (s = {text} OR n >= {low}) AND n <= {low} + 1 ORDER BY n"
+        ));
+        let rows = reader.rows(sql, |row| row.get::<_, i64>(0)).await.unwrap();
+        assert_eq!(rows, vec![2, 3, 4]);
+        // A placeholder with no argument is an error, not a NULL.
+        let mut short = Sql::new("SELECT n FROM t WHERE n = $2");
+        short.int_arg(1);
+        let refused = reader.rows(short, |row| row.get::<_, i64>(0)).await;
+        assert!(matches!(refused, Err(Error::Sqlite(_))), "{refused:?}");
     }
 
     #[tokio::test]

@@ -22,6 +22,7 @@ mod issues;
 mod leases;
 mod logged_models;
 pub mod object_artifacts;
+mod page_reads;
 mod pipelines;
 mod registry;
 mod runs;

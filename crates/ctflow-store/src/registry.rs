@@ -64,6 +64,16 @@ fn version_not_found(name: &str, version: i64) -> Error {
 
 const VERSION_COLUMNS: &str = "v.name, v.version, v.creation_time, v.last_updated_time, v.current_stage, v.description, v.source, v.run_id, v.status, v.run_link, v.user_id";
 
+/// `model_versions v` narrowed to the highest live version in each stage of the versions
+/// `narrowing` picks (a condition on `name` and `current_stage`). NB: grouped once, not a
+/// correlated MAX per version: that reads a model's versions once for each of them.
+fn latest_in_each_stage(narrowing: &str) -> String {
+    format!(
+        "(SELECT name, MAX(version) AS version FROM model_versions WHERE deleted = 0 AND {narrowing} \
+         GROUP BY name, current_stage) latest JOIN model_versions v ON v.name = latest.name AND v.version = latest.version"
+    )
+}
+
 fn version_from_row(row: &AnyRow) -> Result<ModelVersion> {
     Ok(ModelVersion {
         name: row.try_get(0)?,
@@ -218,6 +228,24 @@ impl Store {
         if names.is_empty() {
             return Ok(Vec::new());
         }
+        if let Some(direct) = &self.direct {
+            let mut latest = Sql::in_order(self.backend);
+            let names_json = latest.arg(Arg::Text(
+                serde_json::to_string(names).map_err(|e| Error::Corrupt(e.to_string()))?,
+            ));
+            latest.push(&format!(
+                "SELECT {VERSION_COLUMNS} FROM {} ORDER BY v.version",
+                latest_in_each_stage(&format!(
+                    "name IN (SELECT value FROM json_each({names_json}))"
+                ))
+            ));
+            let names = names.to_vec();
+            return direct
+                .read(move |connection| {
+                    crate::page_reads::read_registered_models(connection, &names, &latest)
+                })
+                .await;
+        }
         let mut sql = Sql::in_order(self.backend);
         let list = sql.text_list(names.iter().cloned());
         sql.push(&format!(
@@ -272,9 +300,8 @@ impl Store {
         let mut sql = Sql::in_order(self.backend);
         let list = sql.text_list(names.iter().cloned());
         sql.push(&format!(
-            "SELECT {VERSION_COLUMNS} FROM model_versions v WHERE v.deleted = 0 AND v.name IN {list} AND v.version = \
-             (SELECT MAX(w.version) FROM model_versions w WHERE w.name = v.name AND w.current_stage = v.current_stage AND w.deleted = 0) \
-             ORDER BY v.version"
+            "SELECT {VERSION_COLUMNS} FROM {} ORDER BY v.version",
+            latest_in_each_stage(&format!("name IN {list}"))
         ));
         let mut latest = Vec::new();
         for row in sql.query().fetch_all(&self.read).await? {
@@ -921,13 +948,24 @@ impl Store {
         terms.push("v.version DESC".into());
         let limit = sql.int_arg(search.max_results.saturating_add(1));
         let off = sql.int_arg(offset);
+        let order = terms.join(", ");
+        let conditions = conditions.join(" AND ");
+        if let Some(direct) = &self.direct {
+            sql.text = format!(
+                "SELECT {VERSION_COLUMNS} FROM model_versions v WHERE {conditions} \
+                 ORDER BY {order} LIMIT {limit} OFFSET {off}"
+            );
+            let mut versions = direct
+                .read(move |connection| crate::page_reads::read_versions(connection, &sql))
+                .await?;
+            let next = cut_page(&mut versions, search.max_results, offset);
+            return Ok((versions, next));
+        }
         // One aggregated row instead of a row per version (see json_rows_sql); the position
         // column carries the page's order, which the aggregate does not keep.
-        let order = terms.join(", ");
         let page = format!(
             "(SELECT {VERSION_COLUMNS}, ROW_NUMBER() OVER (ORDER BY {order}) AS position \
-             FROM model_versions v WHERE {} ORDER BY {order} LIMIT {limit} OFFSET {off}) page",
-            conditions.join(" AND "),
+             FROM model_versions v WHERE {conditions} ORDER BY {order} LIMIT {limit} OFFSET {off}) page",
         );
         let columns = format!("{}, position", VERSION_COLUMNS.replace("v.", ""));
         sql.text = json_rows_sql(self.backend, &columns, &page);
@@ -960,8 +998,8 @@ impl Store {
         let n = sql.text_arg(name);
         let list = sql.text_list(stages.iter().map(|s| s.to_string()));
         sql.push(&format!(
-            "SELECT {VERSION_COLUMNS} FROM model_versions v WHERE v.name = {n} AND v.deleted = 0 AND v.current_stage IN {list} AND v.version = \
-             (SELECT MAX(w.version) FROM model_versions w WHERE w.name = v.name AND w.current_stage = v.current_stage AND w.deleted = 0) ORDER BY v.version"
+            "SELECT {VERSION_COLUMNS} FROM {} ORDER BY v.version",
+            latest_in_each_stage(&format!("name = {n} AND current_stage IN {list}"))
         ));
         let versions = sql
             .query()

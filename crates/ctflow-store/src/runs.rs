@@ -321,6 +321,12 @@ impl Store {
         if run_ids.is_empty() {
             return Ok(Vec::new());
         }
+        if let Some(direct) = &self.direct {
+            let run_ids = run_ids.to_vec();
+            return direct
+                .read(move |connection| crate::page_reads::read_runs(connection, &run_ids))
+                .await;
+        }
         let in_list = |sql: &mut Sql| sql.text_list(run_ids.iter().cloned());
 
         let corrupt = |what: &str| Error::Corrupt(format!("unexpected {what} row shape"));

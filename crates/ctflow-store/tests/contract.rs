@@ -1388,6 +1388,68 @@ async fn inputs_and_outputs(store: Store) {
             step: 3
         }]
     );
+    // A search page reads each run whole, as a get does: params, tags, latest metrics,
+    // datasets with their tags, models in and out (on a SQLite file, read on SQLite's own
+    // interface; elsewhere through the pool).
+    store
+        .log_inputs(&id, vec![], vec!["m-0".into(), "m-00".into()])
+        .await
+        .unwrap();
+    store
+        .log_batch(
+            &id,
+            vec![metric("b", 2.0, 5, 1), metric("a", f64::NAN, 5, 0)],
+            vec![KeyValue::new("lr", "0.1"), KeyValue::new("depth", "3")],
+            vec![KeyValue::new("team", "x")],
+        )
+        .await
+        .unwrap();
+    let other = new_run(&store, 0, "other").await;
+    let whole = store.get_run(&id).await.unwrap();
+    assert_eq!(
+        whole
+            .inputs
+            .model_inputs
+            .iter()
+            .map(|m| m.model_id.as_str())
+            .collect::<Vec<_>>(),
+        ["m-0", "m-00"]
+    );
+    assert_eq!(
+        whole
+            .data
+            .params
+            .iter()
+            .map(|p| p.key.as_str())
+            .collect::<Vec<_>>(),
+        ["depth", "lr"]
+    );
+    assert_eq!(whole.data.metrics.len(), 2);
+    assert!(whole.data.metrics[0].value.is_nan());
+    assert_eq!(whole.data.metrics[1].value, 2.0);
+    let (page, _) = store
+        .search_runs(&run_search(0, "", &["attributes.run_name ASC"], 10, None))
+        .await
+        .unwrap();
+    let page_run = |run_id: &str| {
+        page.iter()
+            .find(|run| run.info.run_id == run_id)
+            .cloned()
+            .unwrap()
+    };
+    let from_page = page_run(&id);
+    assert_eq!(format!("{from_page:?}"), format!("{whole:?}"));
+    assert_eq!(
+        format!("{:?}", page_run(&other)),
+        format!("{:?}", store.get_run(&other).await.unwrap())
+    );
+    assert_eq!(
+        page.iter()
+            .map(|run| run.info.run_name.as_str())
+            .collect::<Vec<_>>(),
+        ["io", "other"]
+    );
+
     let mut search = run_search(
         0,
         "datasets.context = 'train' and datasets.name IN ('iris')",
@@ -2296,6 +2358,28 @@ async fn registry_search(store: Store) {
             .0
             .len(),
         2
+    );
+    // MLflow's LIKE is case-sensitive, ILIKE not; a page carries each version's tags.
+    assert!(
+        store
+            .search_model_versions(&versions("name LIKE 'ALP%'", &[]))
+            .await
+            .unwrap()
+            .0
+            .is_empty()
+    );
+    let (page, _) = store
+        .search_model_versions(&versions("name ILIKE 'BET%'", &["version_number ASC"]))
+        .await
+        .unwrap();
+    assert_eq!(
+        page.iter()
+            .map(|v| (v.version.as_str(), v.tags.clone()))
+            .collect::<Vec<_>>(),
+        [
+            ("1", vec![]),
+            ("2", vec![KeyValue::new("validated", "true")])
+        ]
     );
 }
 
