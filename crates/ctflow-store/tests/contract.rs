@@ -2359,6 +2359,42 @@ async fn registry_search(store: Store) {
             .len(),
         2
     );
+    // A model's latest version in a stage is its highest live one.
+    let alpha = store.get_registered_model("alpha").await.unwrap();
+    assert_eq!(
+        alpha
+            .latest_versions
+            .iter()
+            .map(|v| (v.current_stage.as_str(), v.version.as_str()))
+            .collect::<Vec<_>>(),
+        [("None", "2")]
+    );
+    let (models, _) = store
+        .search_registered_models(&RegistrySearch {
+            filter: parse_registered_model_filter("name LIKE '%a'").unwrap(),
+            order_by: Vec::new(),
+            max_results: 10,
+            page_token: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        models
+            .iter()
+            .map(|m| (
+                m.name.as_str(),
+                m.latest_versions
+                    .iter()
+                    .map(|v| v.version.as_str())
+                    .collect::<Vec<_>>()
+            ))
+            .collect::<Vec<_>>(),
+        [
+            ("alpha", vec!["2"]),
+            ("beta", vec!["2"]),
+            ("gamma", vec!["1"])
+        ]
+    );
     // MLflow's LIKE is case-sensitive, ILIKE not; a page carries each version's tags.
     assert!(
         store
