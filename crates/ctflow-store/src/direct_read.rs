@@ -87,17 +87,8 @@ impl DirectReader {
         T: Send + 'static,
         F: FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T> + Send + 'static,
     {
-        self.read(move |connection| {
-            let mut statement = connection.prepare(&sql.text)?;
-            bind(&mut statement, &sql.args)?;
-            let mut rows = statement.raw_query();
-            let mut out = Vec::new();
-            while let Some(next) = rows.next()? {
-                out.push(row(next)?);
-            }
-            Ok(out)
-        })
-        .await
+        self.read(move |connection| query_rows(connection, &sql, &mut row))
+            .await
     }
 
     /// Refuses further reads and drops the idle connections (the store is closing).
@@ -109,10 +100,27 @@ impl DirectReader {
     }
 }
 
+/// The rows of `sql` on `connection` (inside a read of [`DirectReader::read`]), each made
+/// into a `T` by `row`.
+pub(crate) fn query_rows<T>(
+    connection: &Connection,
+    sql: &Sql,
+    mut row: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> rusqlite::Result<Vec<T>> {
+    let mut statement = connection.prepare(&sql.text)?;
+    bind(&mut statement, &sql.args)?;
+    let mut rows = statement.raw_query();
+    let mut out = Vec::new();
+    while let Some(next) = rows.next()? {
+        out.push(row(next)?);
+    }
+    Ok(out)
+}
+
 /// Binds a builder's arguments to its statement: `$N` to the Nth argument wherever it
 /// appears (SQLite numbers named parameters by first appearance, not by their names), and
 /// anonymous `?` in order.
-pub(crate) fn bind(statement: &mut rusqlite::Statement<'_>, args: &[Arg]) -> rusqlite::Result<()> {
+fn bind(statement: &mut rusqlite::Statement<'_>, args: &[Arg]) -> rusqlite::Result<()> {
     for index in 1..=statement.parameter_count() {
         let argument = match statement.parameter_name(index) {
             Some(name) => name

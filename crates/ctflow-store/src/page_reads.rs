@@ -19,8 +19,8 @@ use ctflow_core::entities::{
 use ctflow_core::registry::{ModelVersion, RegisteredModel, RegisteredModelAlias};
 use rusqlite::{Connection, Row};
 
-use crate::direct_read::bind;
-use crate::sql::Sql;
+use crate::direct_read::query_rows;
+use crate::sql::{Arg, Sql};
 
 const INFOS: &str = "SELECT j.key, r.run_uuid, r.name, r.experiment_id, r.user_id, r.status, \
      r.start_time, r.end_time, r.artifact_uri, r.lifecycle_stage \
@@ -51,15 +51,17 @@ pub(crate) fn read_runs(connection: &Connection, run_ids: &[String]) -> rusqlite
         .map(String::as_str)
         .filter(|id| seen.insert(*id))
         .collect();
-    let ids_json = serde_json::to_string(&ids)
-        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+    let ids_json = json_array(&ids)?;
     // One snapshot for all the tables (a deferred transaction reads, never writes).
     let snapshot = connection.unchecked_transaction()?;
     let mut runs: Vec<Option<Run>> = vec![None; ids.len()];
 
     each_row(&snapshot, INFOS, &ids_json, |position, row| {
+        let Some(slot) = runs.get_mut(position) else {
+            return Ok(());
+        };
         let run_id: String = row.get(1)?;
-        runs[position] = Some(Run {
+        *slot = Some(Run {
             info: RunInfo {
                 run_uuid: run_id.clone(),
                 run_name: row.get(2)?,
@@ -79,7 +81,7 @@ pub(crate) fn read_runs(connection: &Connection, run_ids: &[String]) -> rusqlite
         Ok(())
     })?;
     each_row(&snapshot, METRICS, &ids_json, |position, row| {
-        if let Some(run) = run_at(&mut runs, position) {
+        if let Some(run) = filled_at(&mut runs, position) {
             run.data.metrics.push(MetricPoint {
                 key: row.get(1)?,
                 timestamp: row.get(2)?,
@@ -90,20 +92,20 @@ pub(crate) fn read_runs(connection: &Connection, run_ids: &[String]) -> rusqlite
         Ok(())
     })?;
     each_row(&snapshot, PARAMS, &ids_json, |position, row| {
-        if let Some(run) = run_at(&mut runs, position) {
+        if let Some(run) = filled_at(&mut runs, position) {
             run.data.params.push(key_value(row)?);
         }
         Ok(())
     })?;
     each_row(&snapshot, TAGS, &ids_json, |position, row| {
-        if let Some(run) = run_at(&mut runs, position) {
+        if let Some(run) = filled_at(&mut runs, position) {
             run.data.tags.push(key_value(row)?);
         }
         Ok(())
     })?;
     let mut input_tags = snapshot.prepare_cached(INPUT_TAGS)?;
     each_row(&snapshot, DATASET_INPUTS, &ids_json, |position, row| {
-        if let Some(run) = run_at(&mut runs, position) {
+        if let Some(run) = filled_at(&mut runs, position) {
             let input_id: String = row.get(1)?;
             let tags = input_tags
                 .query_map([&input_id], |tag| {
@@ -129,7 +131,7 @@ pub(crate) fn read_runs(connection: &Connection, run_ids: &[String]) -> rusqlite
     })?;
     drop(input_tags);
     each_row(&snapshot, MODEL_OUTPUTS, &ids_json, |position, row| {
-        if let Some(run) = run_at(&mut runs, position) {
+        if let Some(run) = filled_at(&mut runs, position) {
             run.outputs
                 .get_or_insert_with(RunOutputs::default)
                 .model_outputs
@@ -141,7 +143,7 @@ pub(crate) fn read_runs(connection: &Connection, run_ids: &[String]) -> rusqlite
         Ok(())
     })?;
     each_row(&snapshot, MODEL_INPUTS, &ids_json, |position, row| {
-        if let Some(run) = run_at(&mut runs, position) {
+        if let Some(run) = filled_at(&mut runs, position) {
             run.inputs.model_inputs.push(ModelInput {
                 model_id: row.get(1)?,
             });
@@ -189,15 +191,14 @@ const MODEL_ALIASES: &str = "SELECT j.key, a.alias, a.version \
      ORDER BY j.key, a.alias";
 
 /// The registered models with these names, in the names' order (a missing one left out),
-/// with their tags, aliases and `latest` versions: `latest` selects the version columns
-/// (see [`read_versions`]) with the names' JSON array as its one argument.
+/// with their tags, aliases and latest versions: `latest` selects the version columns (see
+/// [`read_versions`]) of the models whose names are in the JSON array `$1`.
 pub(crate) fn read_registered_models(
     connection: &Connection,
     names: &[String],
-    latest: &Sql,
+    latest: &str,
 ) -> rusqlite::Result<Vec<RegisteredModel>> {
-    let names_json = serde_json::to_string(names)
-        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+    let names_json = json_array(names)?;
     let snapshot = connection.unchecked_transaction()?;
     let mut models: Vec<Option<RegisteredModel>> = vec![None; names.len()];
     each_row(&snapshot, MODELS, &names_json, |position, row| {
@@ -215,13 +216,13 @@ pub(crate) fn read_registered_models(
         Ok(())
     })?;
     each_row(&snapshot, MODEL_TAGS, &names_json, |position, row| {
-        if let Some(model) = models.get_mut(position).and_then(Option::as_mut) {
+        if let Some(model) = filled_at(&mut models, position) {
             model.tags.push(key_value(row)?);
         }
         Ok(())
     })?;
     each_row(&snapshot, MODEL_ALIASES, &names_json, |position, row| {
-        if let Some(model) = models.get_mut(position).and_then(Option::as_mut) {
+        if let Some(model) = filled_at(&mut models, position) {
             model.aliases.push(RegisteredModelAlias {
                 alias: row.get(1)?,
                 version: row.get::<_, i64>(2)?.to_string(),
@@ -229,7 +230,9 @@ pub(crate) fn read_registered_models(
         }
         Ok(())
     })?;
-    let latest = versions_with_tags(&snapshot, latest)?;
+    let mut latest = Sql::new(latest);
+    latest.args.push(Arg::Text(names_json));
+    let latest = versions_with_tags(&snapshot, &latest)?;
     snapshot.commit()?;
     let mut models: Vec<RegisteredModel> = models.into_iter().flatten().collect();
     for version in latest {
@@ -242,12 +245,8 @@ pub(crate) fn read_registered_models(
 
 /// [`read_versions`] inside the caller's snapshot.
 fn versions_with_tags(snapshot: &Connection, page: &Sql) -> rusqlite::Result<Vec<ModelVersion>> {
-    let mut statement = snapshot.prepare(&page.text)?;
-    bind(&mut statement, &page.args)?;
-    let mut versions = Vec::new();
-    let mut rows = statement.raw_query();
-    while let Some(row) = rows.next()? {
-        versions.push(ModelVersion {
+    let mut versions = query_rows(snapshot, page, |row| {
+        Ok(ModelVersion {
             name: row.get(0)?,
             version: row.get::<_, i64>(1)?.to_string(),
             creation_timestamp: row.get(2)?,
@@ -261,14 +260,11 @@ fn versions_with_tags(snapshot: &Connection, page: &Sql) -> rusqlite::Result<Vec
             user_id: row.get(10)?,
             tags: Vec::new(),
             aliases: Vec::new(),
-        });
-    }
-    drop(rows);
-    drop(statement);
+        })
+    })?;
     // A page holds many versions of few models: each model's tags are read once.
     let names: HashSet<&str> = versions.iter().map(|v| v.name.as_str()).collect();
-    let names_json = serde_json::to_string(&names)
-        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+    let names_json = json_array(&names)?;
     let mut tags: HashMap<(String, String), Vec<KeyValue>> = HashMap::new();
     let mut statement = snapshot.prepare_cached(VERSION_TAGS)?;
     let mut rows = statement.query([names_json])?;
@@ -310,8 +306,14 @@ fn each_row(
     Ok(())
 }
 
-fn run_at(runs: &mut [Option<Run>], position: usize) -> Option<&mut Run> {
-    runs.get_mut(position).and_then(Option::as_mut)
+/// Values as one JSON array, the one argument `json_each` reads them from.
+fn json_array<T: serde::Serialize + ?Sized>(values: &T) -> rusqlite::Result<String> {
+    serde_json::to_string(values).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
+}
+
+/// The item read for the id at `position`, if its row was found.
+fn filled_at<T>(items: &mut [Option<T>], position: usize) -> Option<&mut T> {
+    items.get_mut(position).and_then(Option::as_mut)
 }
 
 fn key_value(row: &Row<'_>) -> rusqlite::Result<KeyValue> {

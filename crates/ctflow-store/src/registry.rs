@@ -229,16 +229,10 @@ impl Store {
             return Ok(Vec::new());
         }
         if let Some(direct) = &self.direct {
-            let mut latest = Sql::in_order(self.backend);
-            let names_json = latest.arg(Arg::Text(
-                serde_json::to_string(names).map_err(|e| Error::Corrupt(e.to_string()))?,
-            ));
-            latest.push(&format!(
+            let latest = format!(
                 "SELECT {VERSION_COLUMNS} FROM {} ORDER BY v.version",
-                latest_in_each_stage(&format!(
-                    "name IN (SELECT value FROM json_each({names_json}))"
-                ))
-            ));
+                latest_in_each_stage("name IN (SELECT value FROM json_each($1))")
+            );
             let names = names.to_vec();
             return direct
                 .read(move |connection| {
