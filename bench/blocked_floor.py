@@ -7,8 +7,9 @@ The pattern: 8 runs of 10 series each, 1000-point batches (10 series x 100 steps
 turns between the runs, 5 batches a transaction (what ctflow's group commit gathers with 8
 clients), each in its own savepoint, `synchronous = FULL` in WAL mode as ctflow's default.
 The rows are built before the clock starts, so the figures are SQLite's. For each layout
-and page size it prints points/s, the bytes the process sent to storage per point
-(`/proc/self/io`: WAL frames and checkpoints) and the database file's size per point.
+and page size it prints points/s, the bytes the process sent to storage per point while
+inserting (`/proc/self/io`: WAL frames and checkpoints) and the database file's size per
+point once closed.
 
     python3 bench/blocked_floor.py [--dir /tmp] [--batches 400] [--rounds 2]
 """
@@ -19,6 +20,8 @@ import os
 import sqlite3
 import struct
 import time
+
+from bench_support import storage_written_bytes
 
 SERIES_PER_RUN = 10
 STEPS_PER_BATCH = 100
@@ -62,14 +65,6 @@ def batch_rows(layout, run, first_step):
     return rows
 
 
-def written_bytes():
-    with open("/proc/self/io") as io:
-        for line in io:
-            if line.startswith("write_bytes:"):
-                return int(line.split()[1])
-    raise SystemExit("no write_bytes in /proc/self/io")
-
-
 def measure(directory, layout, page_size, batches, runs=8, per_transaction=5):
     path = os.path.join(directory, "blocked-floor.db")
     for suffix in ("", "-wal", "-shm"):
@@ -90,7 +85,7 @@ def measure(directory, layout, page_size, batches, runs=8, per_transaction=5):
         run = batch % runs
         bodies.append(batch_rows(layout, run, next_step[run]))
         next_step[run] += STEPS_PER_BATCH
-    written, start = written_bytes(), time.perf_counter()
+    written, start = storage_written_bytes(), time.perf_counter()
     for first in range(0, len(bodies), per_transaction):
         db.execute("BEGIN IMMEDIATE")
         for rows in bodies[first:first + per_transaction]:
@@ -99,10 +94,10 @@ def measure(directory, layout, page_size, batches, runs=8, per_transaction=5):
             db.execute("RELEASE batch")
         db.execute("COMMIT")
     seconds = time.perf_counter() - start
-    written = written_bytes() - written
+    written = storage_written_bytes() - written
     points = batches * STEPS_PER_BATCH * SERIES_PER_RUN
+    db.close()  # the last connection checkpoints the WAL into the file
     size = os.path.getsize(path)
-    db.close()
     for suffix in ("", "-wal", "-shm"):
         if os.path.exists(path + suffix):
             os.unlink(path + suffix)

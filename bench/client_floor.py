@@ -23,18 +23,11 @@ is what the benchmark would measure against a server that found the answer in no
         --model-prefix bench-ID-model
 """
 import argparse
-import importlib.util
 import json
-import os
 import time
 import urllib.parse
 
-
-def load_bench(path):
-    spec = importlib.util.spec_from_file_location("mlflow_bench", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from bench_support import MLFLOW_BENCH, load_mlflow_bench
 
 
 def p50(values):
@@ -43,16 +36,14 @@ def p50(values):
 
 
 def main():
-    here = os.path.dirname(os.path.abspath(__file__))
     ap = argparse.ArgumentParser()
     ap.add_argument("--url", required=True)
     ap.add_argument("--experiment", required=True)
     ap.add_argument("--model-prefix", required=True)
     ap.add_argument("--calls", type=int, default=200)
-    ap.add_argument("--bench", default=os.path.join(here, "..", "..", "shared", "bench",
-                                                      "mlflow_bench.py"))
+    ap.add_argument("--bench", default=MLFLOW_BENCH)
     args = ap.parse_args()
-    bench = load_bench(args.bench)
+    bench = load_mlflow_bench(args.bench)
     client = bench.Mlflow(args.url)
     like = urllib.parse.urlencode({"filter": f"name LIKE '{args.model_prefix}-%'",
                                    "max_results": 10000})

@@ -13,25 +13,11 @@ Prints one JSON line per round.
         --batches 50 --rounds 3
 """
 import argparse
-import importlib.util
 import json
 import os
 import time
 
-
-def load_bench(path):
-    spec = importlib.util.spec_from_file_location("mlflow_bench", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def written_bytes(pid):
-    with open(f"/proc/{pid}/io") as io:
-        for line in io:
-            if line.startswith("write_bytes:"):
-                return int(line.split()[1])
-    raise SystemExit("no write_bytes in /proc/PID/io")
+from bench_support import MLFLOW_BENCH, load_mlflow_bench, storage_written_bytes
 
 
 def cpu_s(pid):
@@ -50,17 +36,15 @@ class Ctx:
 
 
 def main():
-    here = os.path.dirname(os.path.abspath(__file__))
     ap = argparse.ArgumentParser()
     ap.add_argument("--url", required=True)
     ap.add_argument("--pid", required=True, type=int)
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--batches", type=int, default=50, help="per client per round")
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--bench", default=os.path.join(here, "..", "..", "shared", "bench",
-                                                      "mlflow_bench.py"))
+    ap.add_argument("--bench", default=MLFLOW_BENCH)
     args = ap.parse_args()
-    bench = load_bench(args.bench)
+    bench = load_mlflow_bench(args.bench)
     ctx = Ctx(args.url)
     client = bench.Mlflow(args.url)
     experiment = client.create_experiment(f"log-batch-io-{time.time_ns()}")
@@ -69,9 +53,9 @@ def main():
     for round_ in range(args.rounds):
         runs = [client.create_run(experiment)["run_id"] for _ in range(args.clients)]
         bodies = [bench.make_batch_bodies(run, args.batches) for run in runs]
-        written, cpu = written_bytes(args.pid), cpu_s(args.pid)
+        written, cpu = storage_written_bytes(args.pid), cpu_s(args.pid)
         result = bench.run_parallel(ctx, bench._w_log_batch, bodies)
-        written = written_bytes(args.pid) - written
+        written = storage_written_bytes(args.pid) - written
         cpu = cpu_s(args.pid) - cpu
         points = result["units"]
         print(json.dumps({
