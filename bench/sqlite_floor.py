@@ -9,11 +9,14 @@ measures. The floor from Rust through the C interface, beside the store's own ra
 store bench's `floor` part (`CTFLOW_BENCH_ONLY=floor cargo bench -p ctflow-store --bench
 store`); docs/benchmarks.md has both.
 
-Two schemas, measured in the same run:
-- `points`: today's narrow table (migration 16): five integers per point, keyed by the
-  series id, plus the latest value's upsert for the batch's ten series;
-- `wide`: the table before it (migration 1's `metrics`: 32-character run id and key text
-  in a six-column key), kept for the comparison.
+Three schemas, measured in the same run, each with the latest value's upsert for the
+batch's ten series:
+- `blocks`: today's table (migration 19): a row per series per batch, its 100 points
+  packed in a blob as the store packs them;
+- `points`: the narrow table before it (migration 16): five integers per point, keyed by
+  the series id;
+- `wide`: the table before that (migration 1's `metrics`: 32-character run id and key text
+  in a six-column key).
 
     python3 bench/sqlite_floor.py --batches 200 --out floor.jsonl
 """
@@ -32,6 +35,13 @@ WIDE_TABLE = """CREATE TABLE metrics (
     value REAL NOT NULL, is_nan BIGINT NOT NULL, value_bits BIGINT NOT NULL,
     model_id TEXT, dataset_name TEXT, dataset_digest TEXT,
     PRIMARY KEY (run_uuid, key, timestamp, step, value, is_nan)) WITHOUT ROWID"""
+
+
+# Migration 19's table, written out: its data move needs a newer SQLite than Python's.
+BLOCK_TABLE = """CREATE TABLE metric_blocks (
+    block_id INTEGER PRIMARY KEY, series_id BIGINT NOT NULL, first_step BIGINT NOT NULL,
+    last_step BIGINT NOT NULL, points BLOB NOT NULL);
+CREATE INDEX metric_blocks_by_steps ON metric_blocks (series_id, first_step, last_step);"""
 
 
 def bits(value):
@@ -67,7 +77,10 @@ def measure(schema, n, synchronous):
             db.execute(WIDE_TABLE)
         else:
             for migration in sorted(MIGRATIONS.glob("*.sql")):
-                db.executescript(migration.read_text())
+                if int(migration.name[:4]) <= 18:
+                    db.executescript(migration.read_text())
+            if schema == "blocks":
+                db.executescript(BLOCK_TABLE)
             db.executemany(
                 "INSERT INTO latest_metrics (run_uuid, key, value, is_nan, timestamp, step, value_bits, series_id) "
                 "VALUES (?, ?, 0, 0, 0, 0, 0, ?)",
@@ -76,6 +89,19 @@ def measure(schema, n, synchronous):
         # The statements' parameters are built before the clock starts: only SQLite is timed.
         if schema == "wide":
             prepared = [([(run_id, f"m{k}", ts, s, v, bits(v)) for k, ts, s, v in rows], []) for rows in work]
+        elif schema == "blocks":
+            prepared = []
+            for rows in work:
+                by_series = {}
+                for k, ts, s, v in rows:
+                    by_series.setdefault(k + 1, []).append((s, ts, order_key(v)))
+                blocks = [
+                    (series, min(p[0] for p in points), max(p[0] for p in points),
+                     b"".join(struct.pack(">qqqB", s, ts, key, 0) for s, ts, key in sorted(points)))
+                    for series, points in by_series.items()
+                ]
+                latest = [(run_id, f"m{k}", v, ts, s, bits(v), k + 1) for k, ts, s, v in rows[-10:]]
+                prepared.append((blocks, latest))
         else:
             prepared = [
                 (
@@ -94,11 +120,18 @@ def measure(schema, n, synchronous):
                     points,
                 )
             else:
-                db.executemany(
-                    "INSERT INTO metric_points (series_id, timestamp, step, value_key, is_nan) "
-                    "VALUES (?, ?, ?, ?, 0) ON CONFLICT DO NOTHING",
-                    points,
-                )
+                if schema == "blocks":
+                    db.executemany(
+                        "INSERT INTO metric_blocks (series_id, first_step, last_step, points) "
+                        "VALUES (?, ?, ?, ?)",
+                        points,
+                    )
+                else:
+                    db.executemany(
+                        "INSERT INTO metric_points (series_id, timestamp, step, value_key, is_nan) "
+                        "VALUES (?, ?, ?, ?, 0) ON CONFLICT DO NOTHING",
+                        points,
+                    )
                 db.executemany(
                     "INSERT INTO latest_metrics (run_uuid, key, value, is_nan, timestamp, step, value_bits, series_id) "
                     "VALUES (?, ?, ?, 0, ?, ?, ?, ?) ON CONFLICT (run_uuid, key) DO UPDATE SET value = excluded.value, "
@@ -118,7 +151,7 @@ def main():
     ap.add_argument("--synchronous", default="FULL", choices=["FULL", "NORMAL"])
     ap.add_argument("--out")
     args = ap.parse_args()
-    for schema in ("points", "wide"):
+    for schema in ("blocks", "points", "wide"):
         results = sorted(measure(schema, args.batches, args.synchronous) for _ in range(args.reps))
         record = {
             "scenario": "sqlite_floor",

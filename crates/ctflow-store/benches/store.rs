@@ -118,12 +118,13 @@ fn sqlite_floor(file: &std::path::Path, batches: i64) -> f64 {
         )
         .unwrap();
     }
-    // The statements' arguments are made before the clock starts.
+    // The statements' arguments (the blocks included) are made before the clock starts.
     let work: Vec<Vec<BatchMetric>> = (0..batches).map(batch).collect();
+    let blocks: Vec<Vec<BlockRow>> = work.iter().map(|p| block_rows(1_000_000, p)).collect();
     let mut insert = db
         .prepare(
-            "INSERT INTO metric_points (series_id, timestamp, step, value_key, is_nan) \
-             VALUES (?1, ?2, ?3, ?4, 0) ON CONFLICT DO NOTHING",
+            "INSERT INTO metric_blocks (series_id, first_step, last_step, points) \
+             VALUES (?1, ?2, ?3, ?4)",
         )
         .unwrap();
     let mut latest = db
@@ -134,12 +135,11 @@ fn sqlite_floor(file: &std::path::Path, batches: i64) -> f64 {
         )
         .unwrap();
     let started = Instant::now();
-    for points in &work {
+    for (points, blocks) in work.iter().zip(&blocks) {
         db.execute_batch("BEGIN IMMEDIATE").unwrap();
-        for m in points {
-            let [series, timestamp, step, value_key, _] = point_columns(1_000_000, m);
+        for (series, first, last, blob) in blocks {
             insert
-                .execute([series, timestamp, step, value_key])
+                .execute(rusqlite::params![series, first, last, blob])
                 .unwrap();
         }
         for m in &points[points.len() - 10..] {
@@ -170,12 +170,40 @@ fn floor_connection(file: &std::path::Path) -> rusqlite::Connection {
     db
 }
 
-/// The store's points statement: one `INSERT` of 1000 five-column rows.
-fn thousand_row_insert() -> String {
+/// A block row: series, first step, last step, the points packed as the store packs them
+/// (per point, big-endian: step, timestamp, value key, NaN flag; see `point_blocks`).
+type BlockRow = (i64, i64, i64, Vec<u8>);
+
+/// A batch's blocks, one per series, as the store makes them; series numbered from
+/// `series_base`.
+fn block_rows(series_base: i64, points: &[BatchMetric]) -> Vec<BlockRow> {
+    let mut columns: Vec<[i64; 5]> = points
+        .iter()
+        .map(|m| point_columns(series_base, m))
+        .collect();
+    columns.sort_unstable_by_key(|&[series, timestamp, step, value_key, is_nan]| {
+        (series, step, timestamp, value_key, is_nan)
+    });
+    columns
+        .chunk_by(|a, b| a[0] == b[0])
+        .map(|block| {
+            let mut blob = Vec::with_capacity(block.len() * 25);
+            for &[_, timestamp, step, value_key, is_nan] in block {
+                blob.extend_from_slice(&step.to_be_bytes());
+                blob.extend_from_slice(&timestamp.to_be_bytes());
+                blob.extend_from_slice(&value_key.to_be_bytes());
+                blob.push(u8::from(is_nan != 0));
+            }
+            (block[0][0], block[0][2], block[block.len() - 1][2], blob)
+        })
+        .collect()
+}
+
+/// The store's points statement for a batch of ten series: one `INSERT` of ten blocks.
+fn ten_block_insert() -> String {
     format!(
-        "INSERT INTO metric_points (series_id, timestamp, step, value_key, is_nan) \
-         VALUES {} ON CONFLICT DO NOTHING",
-        vec!["(?, ?, ?, ?, ?)"; 1000].join(", ")
+        "INSERT INTO metric_blocks (series_id, first_step, last_step, points) VALUES {}",
+        ["(?, ?, ?, ?)"; 10].join(", ")
     )
 }
 
@@ -187,28 +215,37 @@ fn point_columns(series_base: i64, m: &BatchMetric) -> [i64; 5] {
     [series, m.timestamp, m.step, value_key, 0]
 }
 
-/// The same batches' points (no latest values) as the store sends them, one 1000-row
-/// statement a batch, prepared once: SQLite alone.
-fn sqlite_thousand_row_statements(file: &std::path::Path, batches: i64) -> f64 {
+/// The same batches' points (no latest values) as the store sends them, one ten-block
+/// statement a batch, prepared once, the blocks packed on the clock as the store packs
+/// them: SQLite alone, and the packing.
+fn sqlite_block_statements(file: &std::path::Path, batches: i64) -> f64 {
     let db = floor_connection(file);
     let work: Vec<Vec<BatchMetric>> = (0..batches).map(batch).collect();
-    let mut insert = db.prepare(&thousand_row_insert()).unwrap();
+    let mut insert = db.prepare(&ten_block_insert()).unwrap();
     let started = Instant::now();
     for points in &work {
         db.execute_batch("BEGIN IMMEDIATE").unwrap();
-        let columns = points.iter().flat_map(|m| point_columns(2_000_000, m));
+        let blocks = block_rows(2_000_000, points);
+        let columns = blocks.iter().flat_map(|(series, first, last, blob)| {
+            [
+                rusqlite::types::Value::Integer(*series),
+                rusqlite::types::Value::Integer(*first),
+                rusqlite::types::Value::Integer(*last),
+                rusqlite::types::Value::Blob(blob.clone()),
+            ]
+        });
         assert_eq!(
             insert.execute(rusqlite::params_from_iter(columns)).unwrap(),
-            1000
+            10
         );
         db.execute_batch("COMMIT").unwrap();
     }
     batches as f64 * 1000.0 / started.elapsed().as_secs_f64()
 }
 
-/// The same statements as [`sqlite_thousand_row_statements`], bound and run through sqlx's
-/// `Any` driver on one connection, as the store's writer runs them.
-async fn sqlx_thousand_row_statements(uri: &str, batches: i64) -> f64 {
+/// The same statements as [`sqlite_block_statements`], bound and run through sqlx's `Any`
+/// driver on one connection (the store's writer on PostgreSQL and in memory).
+async fn sqlx_block_statements(uri: &str, batches: i64) -> f64 {
     sqlx::any::install_default_drivers();
     let pool = sqlx::any::AnyPoolOptions::new()
         .max_connections(1)
@@ -222,19 +259,16 @@ async fn sqlx_thousand_row_statements(uri: &str, batches: i64) -> f64 {
         .connect(uri)
         .await
         .unwrap();
-    let sql = thousand_row_insert();
+    let sql = ten_block_insert();
     let work: Vec<Vec<BatchMetric>> = (0..batches).map(batch).collect();
     let started = Instant::now();
     for points in &work {
         let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.unwrap();
         let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()));
-        for column in points.iter().flat_map(|m| point_columns(3_000_000, m)) {
-            insert = insert.bind(column);
+        for (series, first, last, blob) in block_rows(3_000_000, points) {
+            insert = insert.bind(series).bind(first).bind(last).bind(blob);
         }
-        assert_eq!(
-            insert.execute(&mut *tx).await.unwrap().rows_affected(),
-            1000
-        );
+        assert_eq!(insert.execute(&mut *tx).await.unwrap().rows_affected(), 10);
         tx.commit().await.unwrap();
     }
     let rate = batches as f64 * 1000.0 / started.elapsed().as_secs_f64();
@@ -709,20 +743,19 @@ async fn bench(backend: &str, uri: &str, search_uri: &str, runs: usize) {
         // Where the store's time goes between SQLite and itself: its statement shape in
         // SQLite alone, then the same statements through sqlx.
         let floor_file = std::path::Path::new(file).with_extension("floor.db");
-        let shaped =
-            tokio::task::spawn_blocking(move || sqlite_thousand_row_statements(&floor_file, 200))
-                .await
-                .unwrap();
+        let shaped = tokio::task::spawn_blocking(move || sqlite_block_statements(&floor_file, 200))
+            .await
+            .unwrap();
         report(
             backend,
-            "sqlite_points_in_1000_row_statements",
+            "sqlite_points_in_ten_block_statements",
             shaped,
             "points/s",
         );
-        let through_sqlx = sqlx_thousand_row_statements(&floor_uri, 200).await;
+        let through_sqlx = sqlx_block_statements(&floor_uri, 200).await;
         report(
             backend,
-            "sqlx_points_in_1000_row_statements",
+            "sqlx_points_in_ten_block_statements",
             through_sqlx,
             "points/s",
         );

@@ -123,6 +123,10 @@ const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
         18,
         include_str!("../migrations/sqlite/0018_metric_value_index.sql"),
     ),
+    (
+        19,
+        include_str!("../migrations/sqlite/0019_metric_blocks.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/postgres/0001_tracking.sql")),
@@ -166,6 +170,10 @@ const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     (
         18,
         include_str!("../migrations/postgres/0018_metric_value_index.sql"),
+    ),
+    (
+        19,
+        include_str!("../migrations/postgres/0019_metric_blocks.sql"),
     ),
 ];
 

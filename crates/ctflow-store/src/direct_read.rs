@@ -145,6 +145,7 @@ impl rusqlite::ToSql for Arg {
             Arg::Int(value) => ValueRef::Integer(*value),
             Arg::Float(value) => ValueRef::Real(*value),
             Arg::Text(value) => ValueRef::Text(value.as_bytes()),
+            Arg::Blob(value) => ValueRef::Blob(value),
             Arg::NullText | Arg::NullInt => ValueRef::Null,
         }))
     }

@@ -24,6 +24,7 @@ mod logged_models;
 pub mod object_artifacts;
 mod page_reads;
 mod pipelines;
+mod point_blocks;
 mod registry;
 mod runs;
 mod scorers;

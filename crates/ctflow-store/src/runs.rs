@@ -18,6 +18,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use crate::error::{Error, Result};
+use crate::point_blocks::{self, Point, key_order};
 use crate::sql::{Arg, Sql, fetch_json_rows, json_rows_sql, values_groups};
 use crate::write_connection::WriteConnection;
 use crate::{Backend, Store};
@@ -158,6 +159,13 @@ fn validate_tag(tag: &KeyValue) -> Result<()> {
 /// Rows per multi-row INSERT: one statement for a full log-batch (five integers a point,
 /// well under either engine's limit on bound parameters), reused while it is cached.
 const METRIC_CHUNK: usize = 1000;
+/// Blocks per insert statement: a write of more series than this takes several.
+const BLOCK_CHUNK: usize = 200;
+/// Blocks per read of a history page (a thousand-point batch of ten keys makes blocks of
+/// a hundred points): a 25,000-point page is about one read.
+const BLOCKS_PER_READ: usize = 256;
+/// Where a block sorts among its series' blocks: first step, last step, id.
+type BlockPlace = (i64, i64, i64);
 
 /// One point of a metric's history, its key left to the caller.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -966,40 +974,113 @@ impl Store {
         &self,
         series_id: i64,
         order: PointOrder,
-        steps: Steps<'_>,
+        steps: Steps,
         limit: i64,
         offset: i64,
     ) -> Result<Vec<Point>> {
-        let order_by = match order {
-            PointOrder::Key => "step, timestamp, value_key, is_nan",
-            PointOrder::History => "timestamp, step, value_key, is_nan",
+        let (first, after) = match steps {
+            Steps::All => (i64::MIN, None),
+            Steps::AfterKey(after) => (after.1, Some(after)),
         };
+        // In key order, a page needs only its own points and those it skips.
+        let enough = match order {
+            PointOrder::Key if limit != i64::MAX => {
+                Some(usize::try_from(limit.saturating_add(offset.max(0))).unwrap_or(usize::MAX))
+            }
+            _ => None,
+        };
+        let mut points = self
+            .series_points_between(series_id, first, i64::MAX, after, enough)
+            .await?;
+        if let PointOrder::History = order {
+            points.sort_unstable();
+        }
+        let offset = usize::try_from(offset).unwrap_or(0).min(points.len());
+        let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+        points.drain(..offset);
+        points.truncate(limit);
+        Ok(points)
+    }
+
+    /// One series' points with steps in `[first, last]`, in key order without repeats: the
+    /// blocks that meet the range, decoded (see `point_blocks`). With `enough`, at least
+    /// the first `enough` of them: the blocks are read in step order a slice at a time,
+    /// and reading stops once no unread block can hold a point before the `enough`th, so
+    /// a page of a long history reads about its own blocks, not every block after it.
+    async fn series_points_between(
+        &self,
+        series_id: i64,
+        first: i64,
+        last: i64,
+        after: Option<Point>,
+        enough: Option<usize>,
+    ) -> Result<Vec<Point>> {
+        let after = after.as_ref().map(key_order);
+        let mut points = Vec::new();
+        let mut read_to: Option<BlockPlace> = None;
+        loop {
+            let blocks = self
+                .series_blocks(
+                    series_id,
+                    (first, last),
+                    read_to,
+                    enough.map(|_| BLOCKS_PER_READ),
+                )
+                .await?;
+            for (.., blob) in &blocks {
+                point_blocks::decode_into(blob, first, last, &mut points).ok_or_else(|| {
+                    Error::Corrupt(format!("a metric block of series {series_id}"))
+                })?;
+            }
+            if let Some(after) = after {
+                points.retain(|point| key_order(point) > after);
+            }
+            let (Some(enough), Some(&(first_step, last_step, block_id, _))) =
+                (enough, blocks.last())
+            else {
+                break;
+            };
+            if blocks.len() < BLOCKS_PER_READ {
+                break;
+            }
+            // Every unread block starts at `first_step` or later.
+            if points.iter().filter(|point| point.1 < first_step).count() >= enough {
+                break;
+            }
+            read_to = Some((first_step, last_step, block_id));
+        }
+        point_blocks::into_key_order(&mut points);
+        Ok(points)
+    }
+
+    /// A series' blocks that meet `steps`, in (first step, last step, id) order, from
+    /// after `after`, at most `limit` of them.
+    async fn series_blocks(
+        &self,
+        series_id: i64,
+        (first, last): (i64, i64),
+        after: Option<BlockPlace>,
+        limit: Option<usize>,
+    ) -> Result<Vec<(i64, i64, i64, Vec<u8>)>> {
         let mut sql = Sql::in_order(self.backend);
         let series = sql.int_arg(series_id);
-        let narrowing = match steps {
-            Steps::All => String::new(),
-            Steps::Between(first, last) => {
-                let (first, last) = (sql.int_arg(first), sql.int_arg(last));
-                format!(" AND step >= {first} AND step <= {last}")
-            }
-            Steps::In(list) => {
-                let list: Vec<String> = list.iter().map(|&step| sql.int_arg(step)).collect();
-                format!(" AND step IN ({})", list.join(", "))
-            }
-            Steps::AfterKey((timestamp, step, value_key, is_nan)) => {
-                let after = [step, timestamp, value_key, is_nan].map(|part| sql.int_arg(part));
-                format!(
-                    " AND (step, timestamp, value_key, is_nan) > ({})",
-                    after.join(", ")
-                )
-            }
-        };
-        let limit = sql.int_arg(limit);
-        let offset = sql.int_arg(offset);
+        let (last, first) = (sql.int_arg(last), sql.int_arg(first));
         sql.push(&format!(
-            "SELECT timestamp, step, value_key, is_nan FROM metric_points \
-             WHERE series_id = {series}{narrowing} ORDER BY {order_by} LIMIT {limit} OFFSET {offset}"
+            "SELECT first_step, last_step, block_id, points FROM metric_blocks \
+             WHERE series_id = {series} AND first_step <= {last} AND last_step >= {first}"
         ));
+        if let Some((first_step, last_step, block_id)) = after {
+            let place = [first_step, last_step, block_id].map(|part| sql.int_arg(part));
+            sql.push(&format!(
+                " AND (first_step, last_step, block_id) > ({})",
+                place.join(", ")
+            ));
+        }
+        sql.push(" ORDER BY first_step, last_step, block_id");
+        if let Some(limit) = limit {
+            let limit = sql.int_arg(limit as i64);
+            sql.push(&format!(" LIMIT {limit}"));
+        }
         if let Some(direct) = &self.direct {
             return direct
                 .rows(sql, |row| {
@@ -1011,7 +1092,14 @@ impl Store {
             .fetch_all(&self.read)
             .await?
             .iter()
-            .map(point_from_row)
+            .map(|row| {
+                Ok((
+                    row.try_get(0)?,
+                    row.try_get(1)?,
+                    row.try_get(2)?,
+                    row.try_get(3)?,
+                ))
+            })
             .collect()
     }
 
@@ -1056,40 +1144,8 @@ impl Store {
         Ok(out)
     }
 
-    /// A series' steps in `[first, last]`, in key order. Without a direct reader they come
-    /// as one packed list: a row each through sqlx would cost more than the list's parsing.
-    async fn series_steps(&self, series_id: i64, first: i64, last: i64) -> Result<Vec<i64>> {
-        let mut sql = Sql::in_order(self.backend);
-        let (series, first, last) = (
-            sql.int_arg(series_id),
-            sql.int_arg(first),
-            sql.int_arg(last),
-        );
-        let range = format!("series_id = {series} AND step >= {first} AND step <= {last}");
-        let key_order = "step, timestamp, value_key, is_nan";
-        if let Some(direct) = &self.direct {
-            sql.push(&format!(
-                "SELECT step FROM metric_points WHERE {range} ORDER BY {key_order}"
-            ));
-            return direct.rows(sql, |row| row.get(0)).await;
-        }
-        sql.push(&match self.backend {
-            Backend::Sqlite => format!(
-                "SELECT group_concat(step) FROM (SELECT step FROM metric_points WHERE {range} ORDER BY {key_order})"
-            ),
-            Backend::Postgres => format!(
-                "SELECT string_agg(step::text, ',' ORDER BY {key_order}) FROM metric_points WHERE {range}"
-            ),
-        });
-        let packed: Option<String> = sql.query().fetch_one(&self.read).await?.try_get(0)?;
-        split_integers(packed.as_deref())
-            .ok_or_else(|| Error::Corrupt(format!("metric steps of series {series_id}")))
-    }
-
     /// One series' points in a step range, sampled as MLflow 3.17 samples them (see
-    /// `sample_positions`, over the rows in step order). The points' key is step order, so only
-    /// the steps are read to find the picked rows' positions, and then only the rows at
-    /// the picked steps, by key.
+    /// `sample_positions`, over the rows in step order).
     async fn sampled_points(
         &self,
         run_id: &str,
@@ -1098,138 +1154,17 @@ impl Store {
         end_step: i64,
         buckets: i64,
     ) -> Result<Vec<Point>> {
-        let Some((series_id, steps_ascend)) = self.series_of(run_id, key).await? else {
+        let Some((series_id, _)) = self.series_of(run_id, key).await? else {
             return Ok(Vec::new());
         };
-        if steps_ascend
-            && let Some((first, count)) = self.dense_steps(series_id, start_step, end_step).await?
-            && let Some(points) = self.sample_dense(series_id, first, count, buckets).await?
-        {
-            return Ok(points);
-        }
-        let steps = self.series_steps(series_id, start_step, end_step).await?;
-        let picked = sample_positions(steps.len(), buckets.max(1) as usize);
-        if picked.len() == steps.len() {
-            return self
-                .series_points(
-                    series_id,
-                    PointOrder::Key,
-                    Steps::Between(start_step, end_step),
-                    i64::MAX,
-                    0,
-                )
-                .await;
-        }
-        // Each pick as (its step, its rank among the rows of that step).
-        let wanted: Vec<(i64, usize)> = picked
-            .iter()
-            .map(|&position| {
-                let step = steps[position];
-                (step, position - steps.partition_point(|&s| s < step))
-            })
-            .collect();
-        let mut distinct: Vec<i64> = wanted.iter().map(|&(step, _)| step).collect();
-        distinct.dedup();
-        let rows = self
-            .series_points(
-                series_id,
-                PointOrder::Key,
-                Steps::In(&distinct),
-                i64::MAX,
-                0,
-            )
+        let points = self
+            .series_points_between(series_id, start_step, end_step, None, None)
             .await?;
-        wanted
-            .iter()
-            .map(|&(step, rank)| {
-                let first = rows.partition_point(|row| row.1 < step);
-                rows.get(first + rank)
-                    .filter(|row| row.1 == step)
-                    .copied()
-                    .ok_or_else(|| {
-                        Error::Corrupt(format!(
-                            "metric {key} of run {run_id} changed while sampled"
-                        ))
-                    })
-            })
-            .collect()
-    }
-}
-
-impl Store {
-    /// When the series' steps in `[start_step, end_step]` are every integer from the first to
-    /// the last, each once: `(first step, how many)`. Two index seeks and a count, instead of
-    /// reading every step in the range.
-    async fn dense_steps(
-        &self,
-        series_id: i64,
-        start_step: i64,
-        end_step: i64,
-    ) -> Result<Option<(i64, usize)>> {
-        let edge = |direction: &str| {
-            format!(
-                "SELECT step FROM metric_points WHERE series_id = $1 AND step >= $2 AND step <= $3 \
-                 ORDER BY step {direction} LIMIT 1"
-            )
-        };
-        let mut ends = Vec::with_capacity(2);
-        for direction in ["ASC", "DESC"] {
-            let step: Option<i64> = sqlx::query_scalar(AssertSqlSafe(edge(direction)))
-                .bind(series_id)
-                .bind(start_step)
-                .bind(end_step)
-                .fetch_optional(&self.read)
-                .await?;
-            let Some(step) = step else {
-                return Ok(None);
-            };
-            ends.push(step);
-        }
-        let (first, last) = (ends[0], ends[1]);
-        let count: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM metric_points WHERE series_id = $1 AND step >= $2 AND step <= $3",
-        )
-        .bind(series_id)
-        .bind(first)
-        .bind(last)
-        .fetch_one(&self.read)
-        .await?;
-        // The caller knows the steps are distinct, so as many points as integers is dense.
-        let span = last.checked_sub(first).and_then(|d| d.checked_add(1));
-        Ok((span == Some(count)).then_some((first, count as usize)))
-    }
-
-    /// [`Store::sampled_points`] for a dense range: the k-th point is at step `first + k`, so
-    /// the picks are known without reading the steps. `None` when a write changed the range
-    /// in between (the caller then reads the steps).
-    async fn sample_dense(
-        &self,
-        series_id: i64,
-        first: i64,
-        count: usize,
-        buckets: i64,
-    ) -> Result<Option<Vec<Point>>> {
-        let picked = sample_positions(count, buckets.max(1) as usize);
-        let last = first.saturating_add(count as i64 - 1);
-        if picked.len() == count {
-            return self
-                .series_points(
-                    series_id,
-                    PointOrder::Key,
-                    Steps::Between(first, last),
-                    i64::MAX,
-                    0,
-                )
-                .await
-                .map(Some);
-        }
-        let steps: Vec<i64> = picked.iter().map(|&p| first + p as i64).collect();
-        let rows = self
-            .series_points(series_id, PointOrder::Key, Steps::In(&steps), i64::MAX, 0)
-            .await?;
-        let unchanged =
-            rows.len() == steps.len() && rows.iter().zip(&steps).all(|(row, &step)| row.1 == step);
-        Ok(unchanged.then_some(rows))
+        let picked = sample_positions(points.len(), buckets.max(1) as usize);
+        Ok(picked
+            .into_iter()
+            .filter_map(|position| points.get(position).copied())
+            .collect())
     }
 }
 
@@ -1244,23 +1179,10 @@ enum PointOrder {
 
 /// Which of a series' points to read, by step.
 #[derive(Debug, Clone, Copy)]
-enum Steps<'a> {
+enum Steps {
     All,
-    Between(i64, i64),
-    In(&'a [i64]),
     /// The points after this one in key order (a history page's start).
     AfterKey(Point),
-}
-
-/// A stored point: timestamp, step, value key, NaN flag.
-type Point = (i64, i64, i64, i64);
-
-/// `1,2,3` as integers; `None` when a field is not one.
-fn split_integers(packed: Option<&str>) -> Option<Vec<i64>> {
-    match packed {
-        None | Some("") => Some(Vec::new()),
-        Some(text) => text.split(',').map(|n| n.parse().ok()).collect(),
-    }
 }
 
 /// MLflow 3.17's sampling of a long history, as the positions (in step order) of the rows
@@ -1625,16 +1547,6 @@ fn push_latest_row(args: &mut Vec<Arg>, run_id: &str, m: &BatchMetric, series_id
     ]);
 }
 
-/// A `(timestamp, step, value_key, is_nan)` row.
-fn point_from_row(row: &AnyRow) -> Result<Point> {
-    Ok((
-        row.try_get(0)?,
-        row.try_get(1)?,
-        row.try_get(2)?,
-        row.try_get(3)?,
-    ))
-}
-
 /// One metric key's points in a batch: its latest point and every (step, timestamp).
 struct KeyPoints<'m> {
     latest: &'m BatchMetric,
@@ -1690,16 +1602,32 @@ async fn insert_metrics(
         })
     };
 
-    for chunk in metrics.chunks(METRIC_CHUNK) {
+    // A series' points of this write are one block (see `point_blocks`), in key order.
+    let mut points: Vec<(i64, Point)> = Vec::with_capacity(metrics.len());
+    for m in metrics {
+        let (value_key, is_nan) = value_key(m.value);
+        points.push((series_of(m)?, (m.timestamp, m.step, value_key, is_nan)));
+    }
+    points.sort_unstable_by_key(|(series, point)| (*series, key_order(point)));
+    points.dedup();
+    let blocks: Vec<[Arg; 4]> = points
+        .chunk_by(|a, b| a.0 == b.0)
+        .filter_map(|block| {
+            let (first, last) = (block.first()?, block.last()?);
+            Some([
+                Arg::Int(first.0),
+                Arg::Int(first.1.1),
+                Arg::Int(last.1.1),
+                Arg::Blob(point_blocks::encode(block.iter().map(|(_, point)| point))),
+            ])
+        })
+        .collect();
+    for chunk in blocks.chunks(BLOCK_CHUNK) {
         let sql = format!(
-            "INSERT INTO metric_points (series_id, timestamp, step, value_key, is_nan) \
-             VALUES {} ON CONFLICT DO NOTHING",
-            values_groups(backend, chunk.len(), 5, 1)
+            "INSERT INTO metric_blocks (series_id, first_step, last_step, points) VALUES {}",
+            values_groups(backend, chunk.len(), 4, 1)
         );
-        let mut args = Vec::with_capacity(chunk.len() * 5);
-        for m in chunk {
-            push_point_key(&mut args, series_of(m)?, m);
-        }
+        let args: Vec<Arg> = chunk.iter().flatten().cloned().collect();
         tx.execute(&sql, &args).await?;
     }
 
@@ -1789,16 +1717,6 @@ mod tests {
             }
         }
 
-        /// The lists SQLite's `group_concat` writes are read back whole, the i64 range
-        /// included (what is refused is in `split_integers_edges`).
-        #[test]
-        fn split_integers_reads_group_concat_lists(
-            numbers in proptest::collection::vec(any::<i64>(), 1..50),
-        ) {
-            let text: Vec<String> = numbers.iter().map(i64::to_string).collect();
-            prop_assert_eq!(split_integers(Some(&text.join(","))), Some(numbers));
-        }
-
         /// The flag's rule is sound (it never keeps the flag on a series that breaks the
         /// definition) and exact for appends: points after the series' last one. It may
         /// clear the flag for a late point that would still fit (the history is then only
@@ -1826,26 +1744,6 @@ mod tests {
                 prop_assert_eq!(kept, ascends(&all));
             }
         }
-    }
-
-    #[test]
-    fn split_integers_edges() {
-        assert_eq!(
-            split_integers(Some("-9223372036854775808,9223372036854775807,0,-0")),
-            Some(vec![i64::MIN, i64::MAX, 0, 0])
-        );
-        for bad in [
-            "9223372036854775808",
-            "-9223372036854775809",
-            "1,,2",
-            "-",
-            "1,",
-            "1.5",
-            " 1",
-        ] {
-            assert_eq!(split_integers(Some(bad)), None, "{bad}");
-        }
-        assert_eq!(split_integers(None), Some(Vec::new()));
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub(crate) enum Arg {
     Int(i64),
     Float(f64),
     Text(String),
+    Blob(Vec<u8>),
     NullText,
     NullInt,
 }
@@ -92,6 +93,7 @@ pub(crate) fn bind_all<'q>(
             Arg::Int(v) => query.bind(*v),
             Arg::Float(v) => query.bind(*v),
             Arg::Text(v) => query.bind(v.as_str()),
+            Arg::Blob(v) => query.bind(v.as_slice()),
             Arg::NullText => query.bind(Option::<String>::None),
             Arg::NullInt => query.bind(Option::<i64>::None),
         };

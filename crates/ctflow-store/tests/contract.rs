@@ -47,6 +47,7 @@ const CASES: &[(&str, Case)] = cases![
     params_are_immutable,
     batch_limits_and_validation,
     metrics_history_and_latest,
+    overlapping_and_retried_batches_read_as_one_history,
     history_pages_seek_to_the_previous_page_end,
     metric_values_round_trip_exactly,
     sampling_follows_step_order,
@@ -694,6 +695,110 @@ async fn metrics_history_and_latest(store: Store) {
         .await
         .unwrap();
     assert_eq!(ranged.len(), 3);
+}
+
+/// Points are stored a block per series per write: batches whose steps overlap, a batch
+/// sent twice (a client's retry) and points at negative steps must read back as one
+/// history without repeats, in MLflow's order, whole, paged and sampled alike.
+async fn overlapping_and_retried_batches_read_as_one_history(store: Store) {
+    let id = new_run(&store, 0, "blocks").await;
+    let batch = |steps: std::ops::Range<i64>, timestamp: i64| -> Vec<BatchMetric> {
+        steps
+            .map(|step| metric("b", (step as f64) / 7.0, timestamp + step, step))
+            .collect()
+    };
+    let first = batch(0..50, 1000);
+    let overlapping = batch(25..75, 2000);
+    let negative = batch(-10..-3, 500);
+    for points in [&first, &overlapping, &first, &negative, &overlapping] {
+        store
+            .log_batch(&id, points.clone(), vec![], vec![])
+            .await
+            .unwrap();
+    }
+    // What the old point-per-row key kept: each distinct point once.
+    let mut expected: Vec<(i64, i64, u64)> = first
+        .iter()
+        .chain(&overlapping)
+        .chain(&negative)
+        .map(|m| (m.timestamp, m.step, m.value.to_bits()))
+        .collect();
+    expected.sort_unstable();
+    expected.dedup();
+    assert_eq!(expected.len(), 50 + 50 + 7);
+    let read = |points: &[ctflow_core::entities::MetricPoint]| -> Vec<(i64, i64, u64)> {
+        points
+            .iter()
+            .map(|p| (p.timestamp, p.step, p.value.to_bits()))
+            .collect()
+    };
+    let (whole, token) = store
+        .get_metric_history(&id, "b", None, None)
+        .await
+        .unwrap();
+    assert_eq!((read(&whole), token), (expected.clone(), None));
+    let pages = every_history_page(&store, &id, "b", 9).await;
+    assert!(pages.iter().all(|page| page.len() <= 9));
+    assert_eq!(read(&pages.concat()), expected);
+    // Sampling counts each distinct point once, in step order: steps 30..=40 hold 22.
+    let sampled = store
+        .get_metric_history_bulk_interval(std::slice::from_ref(&id), "b", Some(30), Some(40), 100)
+        .await
+        .unwrap();
+    assert_eq!(sampled.len(), 22);
+    let steps: Vec<i64> = sampled.iter().map(|(_, p)| p.step).collect();
+    assert!(steps.windows(2).all(|w| w[0] <= w[1]), "{steps:?}");
+    let sampled = store
+        .get_metric_history_bulk_interval(&[id], "b", None, None, 4)
+        .await
+        .unwrap();
+    assert_eq!(
+        sampled
+            .iter()
+            .map(|(_, p)| p.step)
+            .collect::<Vec<_>>()
+            .first(),
+        Some(&-10)
+    );
+    assert_eq!(sampled.last().map(|(_, p)| p.step), Some(74));
+
+    // An ascending series of 300 one-point writes (300 blocks): its pages are read a
+    // slice of blocks at a time, and a page longer than one slice takes two.
+    let id = new_run(&store, 0, "many-blocks").await;
+    for step in 0..300 {
+        store
+            .log_metric(&id, metric("s", step as f64, 10_000 + step, step))
+            .await
+            .unwrap();
+    }
+    let pages = every_history_page(&store, &id, "s", 280).await;
+    assert_eq!(pages.iter().map(Vec::len).collect::<Vec<_>>(), [280, 20]);
+    assert_eq!(
+        pages.concat().iter().map(|p| p.step).collect::<Vec<_>>(),
+        (0..300).collect::<Vec<i64>>()
+    );
+}
+
+/// A metric's history read page by page to the end, `max` points a page.
+async fn every_history_page(
+    store: &Store,
+    run_id: &str,
+    key: &str,
+    max: i64,
+) -> Vec<Vec<ctflow_core::entities::MetricPoint>> {
+    let mut pages = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let (page, next) = store
+            .get_metric_history(run_id, key, Some(max), token.as_deref())
+            .await
+            .unwrap();
+        pages.push(page);
+        match next {
+            Some(next) => token = Some(next),
+            None => return pages,
+        }
+    }
 }
 
 /// A history page as (step, timestamp, value bits), and the next page's token.
