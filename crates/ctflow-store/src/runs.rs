@@ -993,6 +993,8 @@ impl Store {
             .series_points_between(series_id, first, i64::MAX, after, enough)
             .await?;
         if let PointOrder::History = order {
+            // A `Point` tuple's own order (timestamp, step, value key, NaN flag) is the
+            // order MLflow returns a history in.
             points.sort_unstable();
         }
         let offset = usize::try_from(offset).unwrap_or(0).min(points.len());
